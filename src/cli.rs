@@ -1,0 +1,4 @@
+//! Command line surface (placeholder during bootstrap).
+pub fn main_entry() -> i32 {
+    0
+}
