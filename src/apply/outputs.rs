@@ -1,0 +1,155 @@
+//! Module outputs in the exact shape of the Terraform path (contract §2.7), built from what
+//! Proxmox reports after the apply: MACs read back from the config, tags read back, guest
+//! agent addresses. Knows nothing about HTTP or state files; the HyOps layer publishes them.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use serde_json::{json, Map, Value};
+
+use crate::inputs::model::Ipv4Config;
+use crate::plan::desired::{DesiredVm, MANAGED_TAG};
+use crate::plan::props;
+
+/// What the executor read back for one VM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmFacts {
+    pub vmid: u32,
+    pub node: String,
+    pub config: BTreeMap<String, String>,
+    pub running: bool,
+    /// Guest-agent IPv4 addresses per interface, in netN order where the MAC matched, then
+    /// any others. Empty when the agent is off or did not answer in time.
+    pub agent_ipv4: Vec<Vec<Ipv4Addr>>,
+}
+
+/// One `outputs.vms.<key>` object.
+pub fn vm_output(want: &DesiredVm, facts: &VmFacts) -> Value {
+    let interfaces_configured: Vec<Value> = want
+        .nics
+        .iter()
+        .map(|nic| {
+            let mut o = Map::new();
+            o.insert("bridge".into(), json!(nic.bridge));
+            if let Some(tag) = nic.vlan_tag {
+                o.insert("vlan_id".into(), json!(tag));
+            }
+            if let Some(mac) = nic.mac {
+                o.insert("mac_address".into(), json!(mac.to_string()));
+            }
+            let ipv4 = match &nic.ipv4 {
+                Ipv4Config::Dhcp => json!({"address": "dhcp"}),
+                Ipv4Config::Static { address, gateway } => {
+                    let mut m = Map::new();
+                    m.insert("address".into(), json!(address.to_string()));
+                    if let (Some(gw), 0) = (gateway, nic.index) {
+                        m.insert("gateway".into(), json!(gw.to_string()));
+                    }
+                    Value::Object(m)
+                }
+            };
+            o.insert("ipv4".into(), ipv4);
+            Value::Object(o)
+        })
+        .collect();
+    let ipv4_configured_primary = want
+        .nics
+        .first()
+        .map(|n| match &n.ipv4 {
+            Ipv4Config::Dhcp => json!("dhcp"),
+            Ipv4Config::Static { address, .. } => json!(address.to_string()),
+        })
+        .unwrap_or(Value::Null);
+    let macs = nic_macs(&facts.config);
+    let mac_primary = want
+        .nics
+        .first()
+        .and_then(|n| n.mac.map(|m| m.to_string()))
+        .or_else(|| macs.first().cloned());
+    let ipv4_addresses: Vec<Vec<String>> = facts
+        .agent_ipv4
+        .iter()
+        .map(|l| l.iter().map(|a| a.to_string()).collect())
+        .collect();
+    let ipv4_address = facts
+        .agent_ipv4
+        .iter()
+        .flatten()
+        .find(|a| !a.is_loopback())
+        .map(|a| json!(a.to_string()))
+        .unwrap_or(Value::Null);
+    let tags: Vec<String> = facts
+        .config
+        .get("tags")
+        .map(|t| props::tag_set(t).into_iter().filter(|t| t != MANAGED_TAG).collect())
+        .unwrap_or_default();
+    json!({
+        "vm_id": facts.vmid,
+        "vm_name": want.physical_name.0,
+        "node_name": facts.node,
+        "interfaces_configured": interfaces_configured,
+        "ipv4_configured_primary": ipv4_configured_primary,
+        "ipv4_address": ipv4_address,
+        "ipv4_addresses": ipv4_addresses,
+        "mac_address_primary": mac_primary,
+        "mac_addresses": macs,
+        "cpu_cores": want.cores,
+        "memory_mb": want.memory_mb,
+        "disk_gb": want.disk_size_gb,
+        "tags": tags,
+        "status": facts.running,
+        "os_type": want.ostype,
+        "is_windows": want.ostype.to_ascii_lowercase().starts_with("win"),
+    })
+}
+
+/// MACs of net0, net1, … in index order.
+pub fn nic_macs(config: &BTreeMap<String, String>) -> Vec<String> {
+    let mut nets: Vec<(usize, String)> = config
+        .iter()
+        .filter_map(|(k, v)| {
+            let idx: usize = k.strip_prefix("net")?.parse().ok()?;
+            Some((idx, props::net_mac(v)?))
+        })
+        .collect();
+    nets.sort();
+    nets.into_iter().map(|(_, m)| m).collect()
+}
+
+/// The full Terraform-shaped output map (before HyOps publishing normalisation).
+/// `vms` holds `(desired, facts)` per logical key in key order.
+pub fn module_outputs(
+    vms: &BTreeMap<String, (DesiredVm, VmFacts)>,
+    module_node: &str,
+    module_tags: &[String],
+) -> Value {
+    let mut out_vms = Map::new();
+    let mut vm_ids = Map::new();
+    let mut ipv4_configured_primary = Map::new();
+    let mut ipv4_addresses = Map::new();
+    let mut ipv4_addresses_all = Map::new();
+    let mut mac_primary = Map::new();
+    let mut mac_all = Map::new();
+    for (key, (want, facts)) in vms {
+        let o = vm_output(want, facts);
+        vm_ids.insert(key.clone(), o["vm_id"].clone());
+        ipv4_configured_primary.insert(key.clone(), o["ipv4_configured_primary"].clone());
+        ipv4_addresses.insert(key.clone(), o["ipv4_address"].clone());
+        ipv4_addresses_all.insert(key.clone(), o["ipv4_addresses"].clone());
+        mac_primary.insert(key.clone(), o["mac_address_primary"].clone());
+        mac_all.insert(key.clone(), o["mac_addresses"].clone());
+        out_vms.insert(key.clone(), o);
+    }
+    json!({
+        "vms": out_vms,
+        "vm_ids": vm_ids,
+        "vm_names": vms.keys().collect::<Vec<_>>(),
+        "ipv4_configured_primary": ipv4_configured_primary,
+        "ipv4_addresses": ipv4_addresses,
+        "ipv4_addresses_all": ipv4_addresses_all,
+        "mac_addresses_primary": mac_primary,
+        "mac_addresses_all": mac_all,
+        "node_name": module_node,
+        "tags": module_tags,
+    })
+}

@@ -1,0 +1,109 @@
+//! The saved plan (`plan.json`, versioned schema) and its staleness check. `apply --plan`
+//! applies a saved plan only if a fresh plan computed from the current observed state is the
+//! same plan. Knows nothing about HTTP.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::plan::desired::{DesiredVm, TemplateRef};
+use crate::plan::diff::{PlanSummary, VmAction, VmPlan};
+
+/// Bump when the shape of `plan.json` changes incompatibly.
+pub const PLAN_SCHEMA_VERSION: u32 = 1;
+pub const PLAN_KIND: &str = "hyops-pve/plan";
+
+/// `plan.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanArtifact {
+    pub schema_version: u32,
+    pub kind: String,
+    pub run_id: String,
+    pub created_at: String,
+    pub module_ref: String,
+    pub env: Option<String>,
+    pub slot: String,
+    pub state_instance: Option<String>,
+    /// SHA-256 of the desired model, so a changed overlay invalidates a saved plan.
+    pub inputs_digest: String,
+    pub template: TemplateRef,
+    pub summary: PlanSummary,
+    pub vms: Vec<VmPlan>,
+    pub warnings: Vec<String>,
+}
+
+/// Why a saved plan cannot be applied.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StalePlan {
+    #[error("plan file {path} is not a hyops-pve plan (kind={kind:?}, schema_version={version}); expected kind={PLAN_KIND:?} schema_version={PLAN_SCHEMA_VERSION}")]
+    WrongKind {
+        path: String,
+        kind: String,
+        version: u32,
+    },
+    #[error("saved plan {run_id} no longer matches Proxmox and the inputs: {details}. Run plan again")]
+    Drifted { run_id: String, details: String },
+}
+
+/// Digest of the desired VMs (canonical JSON, keys in BTreeMap order).
+pub fn desired_digest(desired: &BTreeMap<crate::inputs::model::LogicalVmKey, DesiredVm>) -> String {
+    let bytes = serde_json::to_vec(desired).unwrap_or_default();
+    hex::encode(Sha256::digest(&bytes))
+}
+
+impl PlanArtifact {
+    /// Check a plan loaded from disk against a fresh one. Every VM must have the same action,
+    /// the same VMID, the same writes, and the same observed config digest.
+    pub fn check_still_valid(&self, fresh: &PlanArtifact, path: &str) -> Result<(), StalePlan> {
+        if self.kind != PLAN_KIND || self.schema_version != PLAN_SCHEMA_VERSION {
+            return Err(StalePlan::WrongKind {
+                path: path.to_string(),
+                kind: self.kind.clone(),
+                version: self.schema_version,
+            });
+        }
+        let mut details = Vec::new();
+        if self.module_ref != fresh.module_ref || self.slot != fresh.slot {
+            details.push(format!(
+                "the plan is for {} slot {}, this run is {} slot {}",
+                self.module_ref, self.slot, fresh.module_ref, fresh.slot
+            ));
+        }
+        if self.inputs_digest != fresh.inputs_digest {
+            details.push("the inputs changed since the plan was made".to_string());
+        }
+        let saved: BTreeMap<_, _> = self.vms.iter().map(|v| (&v.key, v)).collect();
+        let now: BTreeMap<_, _> = fresh.vms.iter().map(|v| (&v.key, v)).collect();
+        for key in saved.keys().chain(now.keys()).collect::<std::collections::BTreeSet<_>>() {
+            match (saved.get(key), now.get(key)) {
+                (Some(a), Some(b)) => {
+                    if a.action != b.action {
+                        details.push(format!("{key}: planned {:?}, now {:?}", a.action, b.action));
+                    } else if a.observed_digest != b.observed_digest {
+                        details.push(format!("{key}: the VM config changed on Proxmox"));
+                    } else if a.vmid != b.vmid && a.action != VmAction::Create {
+                        details.push(format!("{key}: VMID changed"));
+                    } else if a.config_set != b.config_set
+                        || a.config_delete != b.config_delete
+                        || a.resize != b.resize
+                        || a.start != b.start
+                    {
+                        details.push(format!("{key}: the changes differ"));
+                    }
+                }
+                (Some(_), None) => details.push(format!("{key}: no longer part of the plan")),
+                (None, Some(_)) => details.push(format!("{key}: new since the plan was made")),
+                (None, None) => {}
+            }
+        }
+        if details.is_empty() {
+            Ok(())
+        } else {
+            Err(StalePlan::Drifted {
+                run_id: self.run_id.clone(),
+                details: details.join("; "),
+            })
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! The desired model: what each logical VM should look like on Proxmox, derived from the
+//! validated inputs, the resolved template and the target defaults (credentials). Pure data;
+//! knows nothing about HTTP, state files or how changes are applied.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::inputs::model::{
+    CloneMode, Ipv4Config, LogicalVmKey, MacAddr, ModuleInputs, PhysicalVmName, VmInputs,
+};
+use crate::plan::marker::OwnershipMarker;
+
+/// Tag every VM created or adopted by hyops-pve carries (Proxmox tag charset).
+pub const MANAGED_TAG: &str = "hyops-pve";
+/// The disk that `disk_size_gb` applies to.
+pub const BOOT_DISK: &str = "scsi0";
+
+/// Defaults that come from the credentials file when the operator does not override them
+/// (decided quirk: operator `node_name`, `datastore_id`, `snippets_datastore_id` and
+/// `network_bridge` win over the credentials).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetDefaults {
+    pub node: String,
+    pub datastore: String,
+    pub snippets_datastore: String,
+    pub network_bridge: String,
+    pub ssh_username: String,
+    pub ssh_public_key: Option<String>,
+}
+
+/// Where the template lives, resolved from `/cluster/resources`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateRef {
+    pub vmid: u32,
+    pub node: String,
+}
+
+/// How the generated cloud-init user-data reaches the guest. Snippet delivery (`cicustom`)
+/// needs SSH to the node and is a later step; until then the native keys carry the same
+/// intent (user, keys, addresses, DNS) and the user-data is kept in the plan as evidence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloudInitDelivery {
+    /// `ciuser`, `sshkeys`, `ipconfigN`, `nameserver` on the VM config.
+    NativeKeys,
+    /// Windows guests: no cloud-init at all.
+    None,
+}
+
+/// One desired NIC (`netN` + `ipconfigN`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredNic {
+    pub index: usize,
+    pub model: String,
+    pub bridge: String,
+    pub vlan_tag: Option<u16>,
+    /// `None`: Proxmox generates one and the engine keeps whatever it generated.
+    pub mac: Option<MacAddr>,
+    pub firewall: bool,
+    pub mtu: Option<u16>,
+    pub ipv4: Ipv4Config,
+}
+
+impl DesiredNic {
+    /// `ipconfigN` value: gateway only on NIC 0 and never with dhcp.
+    pub fn ipconfig_value(&self) -> String {
+        match &self.ipv4 {
+            Ipv4Config::Dhcp => "ip=dhcp".to_string(),
+            Ipv4Config::Static { address, gateway } => match gateway {
+                Some(gw) if self.index == 0 => format!("ip={address},gw={gw}"),
+                _ => format!("ip={address}"),
+            },
+        }
+    }
+}
+
+/// Everything one VM should be.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredVm {
+    pub key: LogicalVmKey,
+    pub physical_name: PhysicalVmName,
+    pub node: String,
+    pub template: TemplateRef,
+    pub clone_mode: CloneMode,
+    /// Target storage of a full clone (the effective datastore); linked clones stay on the
+    /// template's storage.
+    pub storage: String,
+    pub requested_vmid: Option<u32>,
+    pub cores: u32,
+    pub cpu_type: String,
+    pub memory_mb: u64,
+    pub nics: Vec<DesiredNic>,
+    pub nameservers: Vec<Ipv4Addr>,
+    pub ciuser: String,
+    pub sshkeys: Vec<String>,
+    pub agent: bool,
+    pub ostype: String,
+    pub onboot: bool,
+    /// Module tags + role + the managed tag, sorted and de-duplicated (Proxmox compares tags
+    /// as a set and may reorder them).
+    pub tags: Vec<String>,
+    pub disk_size_gb: u64,
+    pub cloud_init: CloudInitDelivery,
+    /// Generated user-data (contract §2.6), or the operator's per-VM override.
+    pub user_data: Option<String>,
+    pub network_data: Option<String>,
+    pub meta_data: Option<String>,
+    pub marker: OwnershipMarker,
+    /// Inputs echoed into outputs (`cpu_cores`, `memory_mb`, `disk_gb`, `interfaces_configured`).
+    pub role: String,
+}
+
+impl DesiredVm {
+    /// The Proxmox config keys the engine owns, with their canonical values. The planner
+    /// compares exactly these keys; any other key on the VM is left alone.
+    pub fn owned_config(&self) -> BTreeMap<String, String> {
+        let mut cfg = BTreeMap::new();
+        cfg.insert("name".into(), self.physical_name.0.clone());
+        cfg.insert("cores".into(), self.cores.to_string());
+        cfg.insert("cpu".into(), self.cpu_type.clone());
+        cfg.insert("memory".into(), self.memory_mb.to_string());
+        cfg.insert("agent".into(), if self.agent { "1" } else { "0" }.into());
+        cfg.insert("ostype".into(), self.ostype.clone());
+        cfg.insert("onboot".into(), if self.onboot { "1" } else { "0" }.into());
+        cfg.insert("tags".into(), self.tags.join(";"));
+        cfg.insert("description".into(), self.marker.to_description());
+        for nic in &self.nics {
+            cfg.insert(format!("net{}", nic.index), net_value(nic, None));
+        }
+        if self.cloud_init == CloudInitDelivery::NativeKeys {
+            for nic in &self.nics {
+                cfg.insert(format!("ipconfig{}", nic.index), nic.ipconfig_value());
+            }
+            if !self.nameservers.is_empty() {
+                let ns: Vec<String> = self.nameservers.iter().map(|a| a.to_string()).collect();
+                cfg.insert("nameserver".into(), ns.join(" "));
+            }
+            cfg.insert("ciuser".into(), self.ciuser.clone());
+            if !self.sshkeys.is_empty() {
+                cfg.insert("sshkeys".into(), self.sshkeys.join("\n"));
+            }
+        }
+        cfg
+    }
+}
+
+/// `netN` value. `keep_mac` is the MAC Proxmox already generated, so that rewriting a NIC
+/// never changes its MAC unless the operator asked for one.
+pub fn net_value(nic: &DesiredNic, keep_mac: Option<&str>) -> String {
+    let mut out = match (nic.mac, keep_mac) {
+        (Some(mac), _) => format!("{}={}", nic.model, mac),
+        (None, Some(mac)) => format!("{}={}", nic.model, mac),
+        (None, None) => nic.model.clone(),
+    };
+    out.push_str(&format!(",bridge={}", nic.bridge));
+    if nic.firewall {
+        out.push_str(",firewall=1");
+    }
+    if let Some(mtu) = nic.mtu {
+        out.push_str(&format!(",mtu={mtu}"));
+    }
+    if let Some(tag) = nic.vlan_tag {
+        out.push_str(&format!(",tag={tag}"));
+    }
+    out
+}
+
+/// Contract §2.6: the generated `#cloud-config` for one VM, with the `users:` block appended
+/// when keys exist and the base has no `users:` line.
+pub fn generated_user_data(
+    hostname: &str,
+    dns_domain: &str,
+    ssh_username: &str,
+    ssh_keys: &[String],
+    base_override: Option<&str>,
+) -> String {
+    let base = match base_override {
+        Some(b) => b.to_string(),
+        None => format!(
+            "#cloud-config\nhostname: {hostname}\nfqdn: {hostname}.{dns_domain}\npreserve_hostname: false\nmanage_etc_hosts: true\nruncmd:\n  - touch /var/lib/cloud/instance/ansible-ready\n"
+        ),
+    };
+    let has_users = base
+        .lines()
+        .any(|l| l.trim_start().starts_with("users") && l.trim_start()[5..].trim_start().starts_with(':'));
+    if ssh_keys.is_empty() || has_users {
+        return base;
+    }
+    let mut block = String::from("\"users\":\n");
+    block.push_str(&format!("- \"name\": {}\n", yaml_quote(ssh_username)));
+    block.push_str("  \"ssh_authorized_keys\":\n");
+    for k in ssh_keys {
+        block.push_str(&format!("  - {}\n", yaml_quote(k)));
+    }
+    format!("{}\n{}", base.trim(), block)
+}
+
+fn yaml_quote(s: &str) -> String {
+    // serde_json's string escaping is a valid YAML double-quoted scalar.
+    serde_json::Value::String(s.to_string()).to_string()
+}
+
+/// Errors building the desired model.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DesiredError {
+    #[error("VM {key}: interfaces[{index}] ipv4 is not set and addressing.mode=ipam needs NetBox IPAM, which this hyops-pve build does not implement yet; set require_ipam: false and static addresses, or wait for the NetBox IPAM engine")]
+    IpamNotAvailable { key: String, index: usize },
+}
+
+/// Build the desired VM for one input entry.
+pub fn desired_vm(
+    inputs: &ModuleInputs,
+    vm: &VmInputs,
+    defaults: &TargetDefaults,
+    template: &TemplateRef,
+    marker: OwnershipMarker,
+) -> Result<DesiredVm, DesiredError> {
+    let node = vm
+        .node_name
+        .clone()
+        .or_else(|| inputs.node_name.clone())
+        .unwrap_or_else(|| defaults.node.clone());
+    let storage = inputs
+        .datastore_id
+        .clone()
+        .unwrap_or_else(|| defaults.datastore.clone());
+    let windows = inputs.is_windows();
+    let mut nics = Vec::with_capacity(vm.interfaces.len());
+    for (index, nic) in vm.interfaces.iter().enumerate() {
+        let ipv4 = match (&nic.ipv4, inputs.uses_ipam()) {
+            (Some(cfg), _) => cfg.clone(),
+            (None, false) => Ipv4Config::Dhcp,
+            (None, true) => {
+                return Err(DesiredError::IpamNotAvailable {
+                    key: vm.key.0.clone(),
+                    index: index + 1,
+                })
+            }
+        };
+        nics.push(DesiredNic {
+            index,
+            model: nic.model.clone(),
+            bridge: nic.bridge.clone(),
+            vlan_tag: nic.vlan_id,
+            mac: nic.mac_address,
+            firewall: nic.firewall,
+            mtu: nic.mtu,
+            ipv4,
+        });
+    }
+    let ciuser = inputs
+        .ssh_username
+        .clone()
+        .unwrap_or_else(|| defaults.ssh_username.clone());
+    let sshkeys: Vec<String> = if inputs.ssh_keys.is_empty() {
+        defaults.ssh_public_key.iter().cloned().collect()
+    } else {
+        inputs.ssh_keys.clone()
+    };
+    let mut tags: Vec<String> = inputs
+        .tags
+        .iter()
+        .chain(std::iter::once(&vm.role))
+        .map(|t| t.to_ascii_lowercase())
+        .collect();
+    tags.push(MANAGED_TAG.to_string());
+    tags.sort();
+    tags.dedup();
+    let user_data = if windows {
+        None
+    } else {
+        Some(generated_user_data(
+            &vm.key.0,
+            &inputs.dns_domain,
+            &ciuser,
+            &sshkeys,
+            vm.cloud_init_user_data.as_deref(),
+        ))
+    };
+    Ok(DesiredVm {
+        key: vm.key.clone(),
+        physical_name: vm.physical_name.clone(),
+        node,
+        template: template.clone(),
+        clone_mode: inputs.clone_mode,
+        storage,
+        requested_vmid: vm.vm_id,
+        cores: inputs.cpu_cores,
+        cpu_type: inputs.cpu_type.clone(),
+        memory_mb: inputs.memory_mb,
+        nics,
+        nameservers: inputs.dns_servers.clone(),
+        ciuser,
+        sshkeys,
+        agent: inputs.guest_agent_enabled,
+        ostype: inputs.os_type.clone(),
+        onboot: inputs.on_boot,
+        tags,
+        disk_size_gb: inputs.disk_size_gb,
+        cloud_init: if windows {
+            CloudInitDelivery::None
+        } else {
+            CloudInitDelivery::NativeKeys
+        },
+        user_data,
+        network_data: vm.cloud_init_network_data.clone(),
+        meta_data: vm.cloud_init_meta_data.clone(),
+        marker,
+        role: vm.role.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_data_appends_users_block_when_keys_exist() {
+        let ud = generated_user_data("app-01", "hybzone.local", "opsadmin", &["ssh-ed25519 AAA x@y".into()], None);
+        assert!(ud.starts_with("#cloud-config\nhostname: app-01\nfqdn: app-01.hybzone.local\n"));
+        assert!(ud.contains("\"users\":\n- \"name\": \"opsadmin\"\n  \"ssh_authorized_keys\":\n  - \"ssh-ed25519 AAA x@y\"\n"));
+    }
+
+    #[test]
+    fn user_data_keeps_operator_users_block() {
+        let base = "#cloud-config\nusers:\n  - name: me\n";
+        let ud = generated_user_data("a", "d", "u", &["k".into()], Some(base));
+        assert_eq!(ud, base);
+    }
+
+    #[test]
+    fn user_data_without_keys_has_no_users_block() {
+        let ud = generated_user_data("a", "d", "u", &[], None);
+        assert!(!ud.contains("users"));
+    }
+}

@@ -1,0 +1,141 @@
+//! The ownership marker written into a VM's `description` at clone time. It names the HyOps
+//! env, the module slot and the logical key, plus the template and clone mode the VM was
+//! created from, so that a VM created by a run that later crashed is adopted (not duplicated)
+//! and a VM that is not ours is never touched. Knows nothing about HTTP or state files.
+
+use serde::{Deserialize, Serialize};
+
+use crate::inputs::model::CloneMode;
+
+const PREFIX: &str = "hyops-pve:v1";
+
+/// Identity of one managed VM.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnershipMarker {
+    /// HyOps env name, or `root:<hash>` when the run used `--root` without an env.
+    pub env: String,
+    /// `latest` or `instance:<name>`.
+    pub slot: String,
+    pub module_ref: String,
+    pub key: String,
+    pub template_vmid: u32,
+    pub clone_mode: CloneMode,
+}
+
+impl OwnershipMarker {
+    /// The line stored in the description (one line, `key=value` pairs separated by `;`).
+    pub fn to_line(&self) -> String {
+        format!(
+            "{PREFIX};env={};module={};slot={};key={};template={};clone={}",
+            self.env,
+            self.module_ref,
+            self.slot,
+            self.key,
+            self.template_vmid,
+            match self.clone_mode {
+                CloneMode::Full => "full",
+                CloneMode::Linked => "linked",
+            }
+        )
+    }
+
+    /// The whole `description` value.
+    pub fn to_description(&self) -> String {
+        format!(
+            "Managed by hyops-pve (HybridOps platform-vm). Do not edit the marker line.\n{}",
+            self.to_line()
+        )
+    }
+
+    /// Find and parse a marker line in a description. `None` when there is none or it is
+    /// malformed (a malformed marker never proves ownership).
+    pub fn parse_description(description: &str) -> Option<Self> {
+        let line = description
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(PREFIX))?;
+        let mut env = None;
+        let mut module_ref = None;
+        let mut slot = None;
+        let mut key = None;
+        let mut template = None;
+        let mut clone = None;
+        for part in line.split(';').skip(1) {
+            let (k, v) = part.split_once('=')?;
+            match k {
+                "env" => env = Some(v.to_string()),
+                "module" => module_ref = Some(v.to_string()),
+                "slot" => slot = Some(v.to_string()),
+                "key" => key = Some(v.to_string()),
+                "template" => template = v.parse::<u32>().ok(),
+                "clone" => {
+                    clone = match v {
+                        "full" => Some(CloneMode::Full),
+                        "linked" => Some(CloneMode::Linked),
+                        _ => None,
+                    }
+                }
+                _ => {}
+            }
+        }
+        Some(OwnershipMarker {
+            env: env?,
+            slot: slot?,
+            module_ref: module_ref?,
+            key: key?,
+            template_vmid: template?,
+            clone_mode: clone?,
+        })
+    }
+
+    /// Same env, module and slot (the key may differ: a VM of this slot that is no longer
+    /// requested is still ours to delete).
+    pub fn same_slot(&self, other: &OwnershipMarker) -> bool {
+        self.env == other.env && self.module_ref == other.module_ref && self.slot == other.slot
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample() -> OwnershipMarker {
+        OwnershipMarker {
+            env: "dev".into(),
+            slot: "latest".into(),
+            module_ref: "platform/onprem/platform-vm".into(),
+            key: "app-01".into(),
+            template_vmid: 9000,
+            clone_mode: CloneMode::Full,
+        }
+    }
+
+    #[test]
+    fn marker_round_trips_through_the_description() {
+        let m = sample();
+        assert_eq!(OwnershipMarker::parse_description(&m.to_description()), Some(m));
+    }
+
+    #[test]
+    fn description_without_marker_proves_nothing() {
+        assert_eq!(OwnershipMarker::parse_description("my own VM"), None);
+        assert_eq!(
+            OwnershipMarker::parse_description("hyops-pve:v1;env=dev;key=x"),
+            None
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn marker_parse_never_panics(s in ".{0,200}") {
+            let _ = OwnershipMarker::parse_description(&s);
+        }
+
+        #[test]
+        fn marker_round_trips(env in "[a-z0-9-]{1,12}", key in "[a-z0-9][a-z0-9-]{0,20}", tpl in 100u32..999999) {
+            let m = OwnershipMarker { env, slot: "instance:x".into(), module_ref: "platform/onprem/platform-vm".into(), key, template_vmid: tpl, clone_mode: CloneMode::Linked };
+            prop_assert_eq!(OwnershipMarker::parse_description(&m.to_description()), Some(m));
+        }
+    }
+}

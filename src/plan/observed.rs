@@ -1,0 +1,200 @@
+//! The observed model: what Proxmox actually has for this module slot, and which VMs are
+//! provably ours. Built from one `/cluster/resources` listing plus the configs of candidate
+//! VMs. Pure classification; the HTTP reads live in [`crate::plan::observe`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::inputs::model::LogicalVmKey;
+use crate::plan::desired::MANAGED_TAG;
+use crate::plan::marker::OwnershipMarker;
+
+/// Power state as the planner needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PowerState {
+    Running,
+    Stopped,
+    /// paused, suspended, unknown: the planner does not start or stop it.
+    Other,
+}
+
+/// One VM row of `/cluster/resources?type=vm`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceRow {
+    pub vmid: u32,
+    pub node: String,
+    pub name: String,
+    pub status: PowerState,
+    pub template: bool,
+    pub lock: Option<String>,
+    pub tags: Vec<String>,
+}
+
+/// One VM with its config read back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedVm {
+    pub vmid: u32,
+    pub node: String,
+    pub name: String,
+    pub status: PowerState,
+    pub lock: Option<String>,
+    /// Raw config values (the pending-applied view), `sshkeys` already decoded.
+    pub config: BTreeMap<String, String>,
+    pub digest: String,
+    pub marker: Option<OwnershipMarker>,
+}
+
+/// Why the engine believes a VM is ours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ownership {
+    /// Its description carries our marker for this env, module and slot.
+    Marker,
+    /// Its VMID is in the previous HyOps state and its name matches, with no foreign marker.
+    PreviousState,
+    /// Its VMID is in the Terraform state of this module, with no foreign marker.
+    TerraformState,
+}
+
+/// A VM the engine manages in this slot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagedVm {
+    pub vm: ObservedVm,
+    pub ownership: Ownership,
+}
+
+/// Everything observed for this slot.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedPool {
+    pub managed: BTreeMap<LogicalVmKey, ManagedVm>,
+    /// Every VMID in the cluster, with its node and name, for vm_id collision checks.
+    pub all_vms: BTreeMap<u32, (String, String)>,
+    /// Warnings about VMs we saw but refused to adopt.
+    pub warnings: Vec<String>,
+}
+
+/// VMIDs the previous runs recorded for this slot: `outputs.vm_ids` of the HyOps state and
+/// the Terraform state, by logical key, with the physical name when known.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PriorIds {
+    pub hyops: BTreeMap<LogicalVmKey, (u32, Option<String>)>,
+    pub terraform: BTreeMap<LogicalVmKey, u32>,
+}
+
+/// Which VMs need their config read: those tagged as ours, and those named by prior state.
+pub fn candidate_vmids(rows: &[ResourceRow], prior: &PriorIds) -> BTreeSet<u32> {
+    let mut out: BTreeSet<u32> = rows
+        .iter()
+        .filter(|r| !r.template && r.tags.iter().any(|t| t == MANAGED_TAG))
+        .map(|r| r.vmid)
+        .collect();
+    let present: BTreeSet<u32> = rows.iter().map(|r| r.vmid).collect();
+    for (vmid, _) in prior.hyops.values() {
+        if present.contains(vmid) {
+            out.insert(*vmid);
+        }
+    }
+    for vmid in prior.terraform.values() {
+        if present.contains(vmid) {
+            out.insert(*vmid);
+        }
+    }
+    out
+}
+
+/// Decide which observed VMs belong to this slot (`identity` carries env, module, slot).
+/// A VM is ours when its marker names this slot, or when prior state names its VMID and it
+/// carries no marker of another owner. Anything else is never touched.
+pub fn classify(
+    identity: &OwnershipMarker,
+    rows: &[ResourceRow],
+    configs: Vec<ObservedVm>,
+    prior: &PriorIds,
+) -> ObservedPool {
+    let mut pool = ObservedPool {
+        all_vms: rows
+            .iter()
+            .map(|r| (r.vmid, (r.node.clone(), r.name.clone())))
+            .collect(),
+        ..Default::default()
+    };
+    let by_vmid: BTreeMap<u32, ObservedVm> = configs.into_iter().map(|c| (c.vmid, c)).collect();
+
+    // 1. markers
+    for vm in by_vmid.values() {
+        if let Some(m) = &vm.marker {
+            if m.same_slot(identity) {
+                let key = LogicalVmKey(m.key.clone());
+                if let Some(existing) = pool.managed.get(&key) {
+                    pool.warnings.push(format!(
+                        "two VMs carry the ownership marker of {key}: {} and {}; managing the lower VMID, leaving the other untouched",
+                        existing.vm.vmid, vm.vmid
+                    ));
+                    if existing.vm.vmid < vm.vmid {
+                        continue;
+                    }
+                }
+                pool.managed.insert(
+                    key,
+                    ManagedVm {
+                        vm: vm.clone(),
+                        ownership: Ownership::Marker,
+                    },
+                );
+            }
+        }
+    }
+    // 2. prior HyOps state, then Terraform state
+    let prior_sources = prior
+        .hyops
+        .iter()
+        .map(|(k, (id, name))| (k, *id, name.clone(), Ownership::PreviousState))
+        .chain(
+            prior
+                .terraform
+                .iter()
+                .map(|(k, id)| (k, *id, None, Ownership::TerraformState)),
+        );
+    for (key, vmid, expected_name, ownership) in prior_sources {
+        if pool.managed.contains_key(key) {
+            continue;
+        }
+        let Some(vm) = by_vmid.get(&vmid) else {
+            continue;
+        };
+        if let Some(m) = &vm.marker {
+            if !m.same_slot(identity) {
+                pool.warnings.push(format!(
+                    "VM {vmid} is recorded for {key} in a previous state but carries the marker of env={} slot={} key={}; not adopting it",
+                    m.env, m.slot, m.key
+                ));
+                continue;
+            }
+            if m.key != key.0 {
+                continue;
+            }
+        }
+        if let Some(name) = expected_name {
+            if name != vm.name {
+                pool.warnings.push(format!(
+                    "VM {vmid} is recorded for {key} as '{name}' but is now named '{}'; its VMID may have been reused, so it is not adopted",
+                    vm.name
+                ));
+                continue;
+            }
+        }
+        if pool.managed.values().any(|m| m.vm.vmid == vmid) {
+            continue;
+        }
+        pool.managed.insert(
+            key.clone(),
+            ManagedVm {
+                vm: vm.clone(),
+                ownership,
+            },
+        );
+    }
+    pool
+}

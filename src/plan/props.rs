@@ -1,0 +1,217 @@
+//! Lenient readers for the Proxmox property strings the planner compares (`netN`,
+//! `ipconfigN`, disk specs, `memory`, `cpu`, `agent`, tags). Comparison only: strict typed
+//! writers live in [`crate::pve`]. Knows nothing about HyOps.
+
+use std::collections::BTreeSet;
+
+/// A parsed `key=value,key=value` string. A leading bare value is stored under the
+/// default key (or `""` when the caller does not name one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PropertyString {
+    pub pairs: Vec<(String, String)>,
+}
+
+impl PropertyString {
+    pub fn parse(s: &str, default_key: Option<&str>) -> Self {
+        let mut pairs = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part.split_once('=') {
+                Some((k, v)) => pairs.push((k.trim().to_string(), v.trim().to_string())),
+                None => pairs.push((default_key.unwrap_or("").to_string(), part.to_string())),
+            }
+        }
+        PropertyString { pairs }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Sorted pairs, for order-insensitive equality.
+    pub fn canonical_pairs(&self) -> Vec<(String, String)> {
+        let mut p = self.pairs.clone();
+        p.sort();
+        p
+    }
+}
+
+/// The value of a property string's default key (`4096` or `current=4096`, `host` or
+/// `cputype=host,flags=…`).
+pub fn default_value(s: &str, default_key: &str) -> Option<String> {
+    PropertyString::parse(s, Some(default_key))
+        .get(default_key)
+        .map(str::to_string)
+}
+
+/// A Proxmox boolean (`1`, `0`, `true`, `false`, `on`, `off`, `yes`, `no`), possibly as the
+/// default key of a property string (`enabled=1,fstrim_cloned_disks=0`).
+pub fn bool_value(s: &str, default_key: &str) -> Option<bool> {
+    let v = default_value(s, default_key)?;
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "on" | "yes" => Some(true),
+        "0" | "false" | "off" | "no" => Some(false),
+        _ => None,
+    }
+}
+
+/// Tags as a set (Proxmox accepts `;`, `,` and spaces as separators).
+pub fn tag_set(s: &str) -> BTreeSet<String> {
+    s.split([';', ',', ' '])
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+const NIC_MODELS: &[&str] = &[
+    "e1000",
+    "e1000-82540em",
+    "e1000-82544gc",
+    "e1000-82545em",
+    "e1000e",
+    "i82551",
+    "i82557b",
+    "i82559er",
+    "ne2k_isa",
+    "ne2k_pci",
+    "pcnet",
+    "rtl8139",
+    "virtio",
+    "vmxnet3",
+];
+
+/// The parts of a `netN` value the engine owns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetParts {
+    pub model: Option<String>,
+    pub mac: Option<String>,
+    pub bridge: Option<String>,
+    pub tag: Option<String>,
+    pub firewall: bool,
+    pub mtu: Option<String>,
+}
+
+/// Parse `virtio=BC:24:11:00:00:01,bridge=vmbr0,tag=10,firewall=1` (also `model=virtio,macaddr=…`).
+pub fn net_parts(s: &str) -> NetParts {
+    let ps = PropertyString::parse(s, Some("model"));
+    let mut parts = NetParts {
+        model: None,
+        mac: None,
+        bridge: None,
+        tag: None,
+        firewall: false,
+        mtu: None,
+    };
+    for (k, v) in &ps.pairs {
+        match k.as_str() {
+            "model" => parts.model = Some(v.clone()),
+            "macaddr" => parts.mac = Some(v.to_ascii_uppercase()),
+            "bridge" => parts.bridge = Some(v.clone()),
+            "tag" => parts.tag = Some(v.clone()),
+            "firewall" => parts.firewall = matches!(v.as_str(), "1" | "true" | "on" | "yes"),
+            "mtu" => parts.mtu = Some(v.clone()),
+            m if NIC_MODELS.contains(&m) => {
+                parts.model = Some(m.to_string());
+                parts.mac = Some(v.to_ascii_uppercase());
+            }
+            _ => {}
+        }
+    }
+    parts
+}
+
+/// The MAC of a `netN` value, if any.
+pub fn net_mac(s: &str) -> Option<String> {
+    net_parts(s).mac
+}
+
+/// Does the observed NIC satisfy the desired one? A desired value without a MAC accepts any
+/// MAC (Proxmox generated it).
+pub fn net_matches(observed: &str, desired: &str) -> bool {
+    let o = net_parts(observed);
+    let d = net_parts(desired);
+    o.model == d.model
+        && o.bridge == d.bridge
+        && o.tag == d.tag
+        && o.firewall == d.firewall
+        && o.mtu == d.mtu
+        && (d.mac.is_none() || o.mac == d.mac)
+}
+
+/// Parse a Proxmox size (`32G`, `10240M`, `512K`, `1T`, plain bytes) into bytes.
+pub fn parse_size_bytes(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last()? {
+        'K' | 'k' => (&s[..s.len() - 1], 1024u64),
+        'M' | 'm' => (&s[..s.len() - 1], 1024u64.pow(2)),
+        'G' | 'g' => (&s[..s.len() - 1], 1024u64.pow(3)),
+        'T' | 't' => (&s[..s.len() - 1], 1024u64.pow(4)),
+        _ => (s, 1),
+    };
+    if let Ok(n) = num.parse::<u64>() {
+        return n.checked_mul(mult);
+    }
+    let f: f64 = num.parse().ok()?;
+    if !f.is_finite() || f < 0.0 {
+        return None;
+    }
+    Some((f * mult as f64).round() as u64)
+}
+
+/// The `size=` of a disk spec (`local-lvm:vm-100-disk-0,size=32G`).
+pub fn disk_size_bytes(spec: &str) -> Option<u64> {
+    PropertyString::parse(spec, Some("file"))
+        .get("size")
+        .and_then(parse_size_bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn net_value_with_model_mac_alias_parses() {
+        let p = net_parts("virtio=bc:24:11:00:00:01,bridge=vmbr0,tag=10,firewall=1");
+        assert_eq!(p.model.as_deref(), Some("virtio"));
+        assert_eq!(p.mac.as_deref(), Some("BC:24:11:00:00:01"));
+        assert_eq!(p.tag.as_deref(), Some("10"));
+        assert!(p.firewall);
+    }
+
+    #[test]
+    fn desired_nic_without_mac_matches_any_generated_mac() {
+        assert!(net_matches("virtio=BC:24:11:AA:BB:CC,bridge=vmbr0", "virtio,bridge=vmbr0"));
+        assert!(!net_matches("virtio=BC:24:11:AA:BB:CC,bridge=vmbr0", "virtio,bridge=vmbr1"));
+    }
+
+    #[test]
+    fn sizes_parse_in_binary_units() {
+        assert_eq!(parse_size_bytes("32G"), Some(32 * 1024 * 1024 * 1024));
+        assert_eq!(parse_size_bytes("10240M"), Some(10 * 1024 * 1024 * 1024));
+        assert_eq!(parse_size_bytes("2252M"), Some(2252 * 1024 * 1024));
+        assert_eq!(parse_size_bytes("1024"), Some(1024));
+        assert_eq!(disk_size_bytes("local-lvm:vm-100-disk-0,iothread=1,size=40G"), Some(40 * 1024 * 1024 * 1024));
+    }
+
+    #[test]
+    fn memory_and_cpu_read_their_default_key() {
+        assert_eq!(default_value("current=4096", "current").as_deref(), Some("4096"));
+        assert_eq!(default_value("4096", "current").as_deref(), Some("4096"));
+        assert_eq!(default_value("host,flags=+aes", "cputype").as_deref(), Some("host"));
+        assert_eq!(bool_value("enabled=1,fstrim_cloned_disks=0", "enabled"), Some(true));
+    }
+
+    proptest! {
+        #[test]
+        fn readers_never_panic(s in ".{0,120}") {
+            let _ = net_parts(&s);
+            let _ = parse_size_bytes(&s);
+            let _ = disk_size_bytes(&s);
+            let _ = tag_set(&s);
+            let _ = bool_value(&s, "enabled");
+        }
+    }
+}
