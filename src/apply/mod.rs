@@ -4,3 +4,5 @@
 pub mod journal;
 pub mod limits;
 pub mod outputs;
+pub mod engine;
+pub mod executor;

@@ -6,6 +6,7 @@ pub mod artifact;
 pub mod desired;
 pub mod diff;
 pub mod marker;
+pub mod observe;
 pub mod observed;
 pub mod props;
 pub mod render;

@@ -1,0 +1,250 @@
+//! The engine entry points the CLI (and later the HyOps driver mode) call: make a plan
+//! (observe + desired + diff), apply a plan, destroy a slot. They return reports; writing
+//! HyOps state stays with the caller. Knows nothing about flags or where state lives.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::apply::executor::{Executor, VmOutcome};
+use crate::apply::outputs::module_outputs;
+use crate::inputs::model::{LogicalVmKey, ModuleInputs};
+use crate::plan::artifact::{desired_digest, PlanArtifact, PLAN_KIND, PLAN_SCHEMA_VERSION};
+use crate::plan::desired::{desired_vm, DesiredError, TargetDefaults, TemplateRef};
+use crate::plan::diff::{diff, summarize, PlanError, VmAction};
+use crate::plan::marker::OwnershipMarker;
+use crate::plan::observe::{list_vms, observe, ObserveError};
+use crate::plan::observed::{ObservedPool, PriorIds, ResourceRow};
+use crate::pve::{ErrorClass, PveClient, PveError};
+
+/// Env, module and slot: the identity every ownership marker of this run carries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotIdentity {
+    pub env: String,
+    pub module_ref: String,
+    /// `latest` or `instance:<name>`.
+    pub slot: String,
+}
+
+impl SlotIdentity {
+    fn marker(&self, key: &str, template_vmid: u32, inputs: &ModuleInputs) -> OwnershipMarker {
+        OwnershipMarker {
+            env: self.env.clone(),
+            slot: self.slot.clone(),
+            module_ref: self.module_ref.clone(),
+            key: key.to_string(),
+            template_vmid,
+            clone_mode: inputs.clone_mode,
+        }
+    }
+    /// A marker used only for slot comparisons.
+    pub fn probe_marker(&self) -> OwnershipMarker {
+        OwnershipMarker {
+            env: self.env.clone(),
+            slot: self.slot.clone(),
+            module_ref: self.module_ref.clone(),
+            key: String::new(),
+            template_vmid: 0,
+            clone_mode: Default::default(),
+        }
+    }
+}
+
+/// Engine-level failures (each message names what failed and what to do).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Observe(#[from] ObserveError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Desired(#[from] DesiredError),
+    #[error("{0}")]
+    Template(String),
+    #[error("template probe for VM {vmid} failed: {source}")]
+    TemplateProbe {
+        vmid: u32,
+        #[source]
+        source: PveError,
+    },
+}
+
+/// What the plan needs besides the inputs.
+pub struct PlanRequest<'a> {
+    pub inputs: &'a ModuleInputs,
+    pub identity: &'a SlotIdentity,
+    pub defaults: &'a TargetDefaults,
+    pub template_vmid: u32,
+    /// `template_vm_id=N resolved from template_state_ref=REF` or `configured template_vm_id=N`.
+    pub template_source_hint: String,
+    /// The guard confirmed a deletion-only shrink: a missing template is only a warning.
+    pub deletion_only_shrink: bool,
+    pub prior: &'a PriorIds,
+    pub run_id: &'a str,
+    pub env: Option<&'a str>,
+    pub state_instance: Option<&'a str>,
+}
+
+/// Contract §1.15 step 6 messages.
+pub fn template_absent_message(source_hint: &str) -> String {
+    format!("{source_hint}, but no VM/template with that ID exists on the Proxmox host. Rebuild or reseed the template first (for example: core/onprem/template-image or core/onprem/vyos-template-seed).")
+}
+pub fn template_not_template_message(vmid: u32) -> String {
+    format!("template_vm_id={vmid} exists on the Proxmox host but is not marked as a template. Fix the source VM or rebuild the template before continuing.")
+}
+
+/// Find the template and check it is one. `Ok(None)` when it does not exist.
+async fn probe_template(client: &PveClient, rows: &[ResourceRow], vmid: u32) -> Result<Option<TemplateRef>, EngineError> {
+    let Some(row) = rows.iter().find(|r| r.vmid == vmid) else {
+        return Ok(None);
+    };
+    if row.template {
+        return Ok(Some(TemplateRef { vmid, node: row.node.clone() }));
+    }
+    // /cluster/resources may lag; the config is authoritative.
+    match client.vm_config(&row.node, vmid, false).await {
+        Ok(cfg) if cfg.template => Ok(Some(TemplateRef { vmid, node: row.node.clone() })),
+        Ok(_) => Err(EngineError::Template(template_not_template_message(vmid))),
+        Err(e) if e.classify() == ErrorClass::NotFound => Ok(None),
+        Err(source) => Err(EngineError::TemplateProbe { vmid, source }),
+    }
+}
+
+/// Observe Proxmox and compute the plan.
+pub async fn make_plan(client: &PveClient, req: &PlanRequest<'_>) -> Result<(PlanArtifact, ObservedPool), EngineError> {
+    let rows = list_vms(client).await?;
+    let mut warnings = Vec::new();
+    let default_node = req
+        .inputs
+        .node_name
+        .clone()
+        .unwrap_or_else(|| req.defaults.node.clone());
+    let template = match probe_template(client, &rows, req.template_vmid).await? {
+        Some(t) => t,
+        None if req.deletion_only_shrink => {
+            warnings.push(format!(
+                "template_vm_id={} is unavailable; allowing confirmed deletion-only VM-set shrink because allow_vm_set_replace=true",
+                req.template_vmid
+            ));
+            TemplateRef { vmid: req.template_vmid, node: default_node.clone() }
+        }
+        None => return Err(EngineError::Template(template_absent_message(&req.template_source_hint))),
+    };
+    let mut desired = BTreeMap::new();
+    for (key, vm) in &req.inputs.vms {
+        let marker = req.identity.marker(&key.0, template.vmid, req.inputs);
+        desired.insert(key.clone(), desired_vm(req.inputs, vm, req.defaults, &template, marker)?);
+    }
+    let mut expected_names: BTreeSet<String> = desired.values().map(|d| d.physical_name.0.clone()).collect();
+    expected_names.extend(req.prior.hyops.values().filter_map(|(_, n)| n.clone()));
+    let observed = observe(client, &req.identity.probe_marker(), &rows, req.prior, &expected_names).await?;
+    warnings.extend(observed.warnings.iter().cloned());
+    let vms = diff(&desired, &observed, req.inputs.allow_vm_set_replace)?;
+    let plan = PlanArtifact {
+        schema_version: PLAN_SCHEMA_VERSION,
+        kind: PLAN_KIND.to_string(),
+        run_id: req.run_id.to_string(),
+        created_at: chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        module_ref: req.identity.module_ref.clone(),
+        env: req.env.map(str::to_string),
+        slot: req.identity.slot.clone(),
+        state_instance: req.state_instance.map(str::to_string),
+        inputs_digest: desired_digest(&desired),
+        template,
+        summary: summarize(&vms),
+        vms,
+        warnings,
+    };
+    Ok((plan, observed))
+}
+
+/// The result of an apply.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ApplyReport {
+    pub outcomes: Vec<VmOutcome>,
+    /// Terraform-shaped outputs (contract §2.7) for every requested VM that ended ok.
+    pub outputs: Value,
+    pub failed: bool,
+    pub writes: u64,
+    pub api_calls: u64,
+}
+
+impl ApplyReport {
+    /// One line naming every failed VM and why.
+    pub fn error_summary(&self) -> Option<String> {
+        let failed: Vec<String> = self
+            .outcomes
+            .iter()
+            .filter(|o| o.status != "ok")
+            .map(|o| format!("{}: {}", o.key, o.error.clone().unwrap_or_default()))
+            .collect();
+        (!failed.is_empty()).then(|| format!("{} of {} VM(s) failed: {}", failed.len(), self.outcomes.len(), failed.join("; ")))
+    }
+}
+
+/// Execute a plan.
+pub async fn apply_plan(exec: &Arc<Executor>, plan: &PlanArtifact, module_node: &str, module_tags: &[String]) -> ApplyReport {
+    let before_calls = exec.client.metrics().total;
+    let outcomes = exec.execute(&plan.vms).await;
+    let mut per_vm = BTreeMap::new();
+    for (o, p) in outcomes.iter().zip(&plan.vms) {
+        if p.action == VmAction::Delete {
+            continue;
+        }
+        if let (Some(facts), Some(want)) = (&o.facts, &p.desired) {
+            per_vm.insert(o.key.clone(), (want.clone(), facts.clone()));
+        }
+    }
+    let failed = outcomes.iter().any(|o| o.status != "ok");
+    ApplyReport {
+        outputs: module_outputs(&per_vm, module_node, module_tags),
+        failed,
+        writes: exec.writes.load(std::sync::atomic::Ordering::Relaxed),
+        api_calls: exec.client.metrics().total.saturating_sub(before_calls),
+        outcomes,
+    }
+}
+
+/// The result of a destroy.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DestroyReport {
+    pub outcomes: Vec<VmOutcome>,
+    pub failed: bool,
+    pub warnings: Vec<String>,
+}
+
+/// Destroy every VM this slot provably owns.
+pub async fn destroy(exec: &Arc<Executor>, identity: &SlotIdentity, prior: &PriorIds, extra_names: &BTreeSet<String>) -> Result<DestroyReport, EngineError> {
+    let rows = list_vms(&exec.client).await?;
+    let mut names: BTreeSet<String> = prior.hyops.values().filter_map(|(_, n)| n.clone()).collect();
+    names.extend(extra_names.iter().cloned());
+    let observed = observe(&exec.client, &identity.probe_marker(), &rows, prior, &names).await?;
+    let mut handles = Vec::new();
+    for (key, m) in observed.managed.iter() {
+        let me = exec.clone();
+        let key: LogicalVmKey = key.clone();
+        let (vmid, node) = (m.vm.vmid, m.vm.node.clone());
+        handles.push(tokio::spawn(async move { me.destroy_vm(&key.0, vmid, &node).await }));
+    }
+    let mut outcomes = Vec::new();
+    for h in handles {
+        match h.await {
+            Ok(o) => outcomes.push(o),
+            Err(e) => outcomes.push(VmOutcome {
+                key: "?".into(),
+                action: VmAction::Delete,
+                vmid: None,
+                node: String::new(),
+                status: "error".into(),
+                error: Some(format!("internal error: destroy task ended abnormally: {e}")),
+                duration_ms: 0,
+                api_calls: 0,
+                facts: None,
+            }),
+        }
+    }
+    let failed = outcomes.iter().any(|o| o.status != "ok");
+    Ok(DestroyReport { outcomes, failed, warnings: observed.warnings })
+}

@@ -1,0 +1,164 @@
+//! Reading the observed model from Proxmox: one `/cluster/resources?type=vm` listing, then
+//! the configs of the candidate VMs, read concurrently. Classification into ours / not ours
+//! is [`crate::plan::observed::classify`]. Knows nothing about state files.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use futures::stream::{self, StreamExt};
+
+use crate::plan::marker::OwnershipMarker;
+use crate::plan::observed::{
+    candidate_vmids, classify, ObservedPool, ObservedVm, PowerState, PriorIds, ResourceRow,
+};
+use crate::pve::{ClusterResource, PveClient, PveError, ResourceType, VmConfig};
+
+/// How many config reads run at once.
+const READ_CONCURRENCY: usize = 8;
+/// How long to wait for a candidate under `lock: clone` (a clone still running, possibly from
+/// a run that crashed) before giving up on it.
+const CLONE_LOCK_WAIT: Duration = Duration::from_secs(600);
+
+/// Errors while observing.
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    #[error("listing VMs via GET /cluster/resources failed: {0}")]
+    Resources(#[source] PveError),
+    #[error("reading the config of VM {vmid} on node {node} failed: {source}")]
+    Config {
+        vmid: u32,
+        node: String,
+        #[source]
+        source: PveError,
+    },
+}
+
+/// Map a `/cluster/resources` row to the planner's row (qemu VMs only).
+pub fn resource_row(r: &ClusterResource) -> Option<ResourceRow> {
+    if !r.is_qemu() {
+        return None;
+    }
+    let vmid = r.vmid?;
+    Some(ResourceRow {
+        vmid,
+        node: r.node.clone().unwrap_or_default(),
+        name: r.name.clone().unwrap_or_default(),
+        status: match r.status.as_deref() {
+            Some("running") => PowerState::Running,
+            Some("stopped") => PowerState::Stopped,
+            _ => PowerState::Other,
+        },
+        template: r.template,
+        lock: r.lock.clone().filter(|l| !l.is_empty()),
+        tags: r
+            .tags
+            .as_deref()
+            .map(|t| crate::plan::props::tag_set(t).into_iter().collect())
+            .unwrap_or_default(),
+    })
+}
+
+/// Turn a typed config into the planner's observed VM.
+pub fn observed_vm(row: &ResourceRow, cfg: &VmConfig) -> ObservedVm {
+    let mut config = cfg.raw.clone();
+    config.remove("digest");
+    if cfg.sshkeys.is_empty() {
+        config.remove("sshkeys");
+    } else {
+        config.insert("sshkeys".into(), cfg.sshkeys.join("\n"));
+    }
+    ObservedVm {
+        vmid: row.vmid,
+        node: row.node.clone(),
+        name: cfg.name.clone().unwrap_or_else(|| row.name.clone()),
+        status: row.status,
+        lock: cfg.lock.clone().filter(|l| !l.is_empty()),
+        config,
+        digest: cfg.digest.clone().unwrap_or_default(),
+        marker: cfg
+            .description
+            .as_deref()
+            .and_then(OwnershipMarker::parse_description),
+    }
+}
+
+/// List the cluster's VMs.
+pub async fn list_vms(client: &PveClient) -> Result<Vec<ResourceRow>, ObserveError> {
+    let all = client
+        .cluster_resources(Some(ResourceType::Vm))
+        .await
+        .map_err(ObserveError::Resources)?;
+    Ok(all.iter().filter_map(resource_row).collect())
+}
+
+/// Read the candidates and classify them. `expected_names` are physical names this slot
+/// wants or had: a VM bearing one is read so a crashed run's clone (marker, no tag yet) is
+/// found, and so a foreign namesake can be reported.
+pub async fn observe(
+    client: &PveClient,
+    identity: &OwnershipMarker,
+    rows: &[ResourceRow],
+    prior: &PriorIds,
+    expected_names: &BTreeSet<String>,
+) -> Result<ObservedPool, ObserveError> {
+    let mut wanted = candidate_vmids(rows, prior);
+    for r in rows {
+        if !r.template && expected_names.contains(&r.name) {
+            wanted.insert(r.vmid);
+        }
+    }
+    let by_id: BTreeMap<u32, &ResourceRow> = rows.iter().map(|r| (r.vmid, r)).collect();
+    let reads = stream::iter(wanted.iter().filter_map(|id| by_id.get(id).copied()))
+        .map(|row| async move { read_one(client, row).await })
+        .buffer_unordered(READ_CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+    let mut configs = Vec::with_capacity(reads.len());
+    for r in reads {
+        if let Some(vm) = r? {
+            configs.push(vm);
+        }
+    }
+    let mut pool = classify(identity, rows, configs.clone(), prior);
+    let managed_ids: BTreeSet<u32> = pool.managed.values().map(|m| m.vm.vmid).collect();
+    for vm in &configs {
+        if !managed_ids.contains(&vm.vmid) && expected_names.contains(&vm.name) && vm.marker.is_none() {
+            pool.warnings.push(format!(
+                "VM {} '{}' on node {} has a name this module uses but carries no hyops-pve ownership marker and is in no previous state; it is not touched",
+                vm.vmid, vm.name, vm.node
+            ));
+        }
+    }
+    Ok(pool)
+}
+
+async fn read_one(client: &PveClient, row: &ResourceRow) -> Result<Option<ObservedVm>, ObserveError> {
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match client.vm_config(&row.node, row.vmid, false).await {
+            Ok(cfg) => {
+                let vm = observed_vm(row, &cfg);
+                // A clone still in flight has a temporary config: wait for the real one.
+                if vm.lock.as_deref() == Some("clone")
+                    && vm.marker.is_none()
+                    && started.elapsed() < CLONE_LOCK_WAIT
+                {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+                return Ok(Some(vm));
+            }
+            // Gone between the listing and the read: nothing to manage.
+            Err(e) if e.classify() == crate::pve::ErrorClass::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(ObserveError::Config {
+                    vmid: row.vmid,
+                    node: row.node.clone(),
+                    source,
+                })
+            }
+        }
+    }
+}
