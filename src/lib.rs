@@ -12,6 +12,7 @@
 //! - [`cli`]: the command line surface; thin.
 
 pub mod apply;
+pub mod commands;
 pub mod cli;
 pub mod hyops;
 pub mod inputs;

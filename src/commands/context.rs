@@ -1,0 +1,129 @@
+//! What every module command sets up first: the process env snapshot, the runtime root
+//! (a real HyOps root, or the simulator's own root with `--sim`), the module ref and slot,
+//! and the Proxmox client built from the credentials. Part of the CLI layer.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::cli::ModuleArgs;
+use crate::commands::simroot::SimSession;
+use crate::commands::CliError;
+use crate::hyops::{
+    load_proxmox_credentials, read_vault_env, ModuleRef, ProxmoxCredentials, RootSource,
+    RuntimeRoot, StateInstance,
+};
+use crate::inputs::canonical_module_ref;
+use crate::pve::{PveAuth, PveClient, PveConfig, TlsMode};
+use crate::secret::Secret;
+
+/// The resolved frame of one command.
+pub struct Ctx {
+    pub args: ModuleArgs,
+    pub env_vars: BTreeMap<String, String>,
+    pub root: RuntimeRoot,
+    /// The runtime env name (HYOPS_ENV wins, as upstream sets it only when unset).
+    pub env_name: Option<String>,
+    pub module_ref: ModuleRef,
+    pub instance: Option<StateInstance>,
+    pub sim: Option<SimSession>,
+}
+
+impl Ctx {
+    /// Resolve everything but credentials. With `--sim`, also starts the simulator.
+    pub async fn new(args: &ModuleArgs) -> Result<Self, CliError> {
+        let env_vars: BTreeMap<String, String> = std::env::vars().collect();
+        let module = canonical_module_ref(&args.module).map_err(|e| CliError::msg(e.to_string()))?;
+        let module_ref = ModuleRef::parse(module).map_err(CliError::hyops)?;
+        let instance = StateInstance::parse_opt(args.state_instance.as_deref()).map_err(CliError::hyops)?;
+        let env_name = env_vars
+            .get("HYOPS_ENV")
+            .filter(|v| !v.trim().is_empty())
+            .cloned()
+            .or_else(|| args.env.clone());
+        let (root, sim) = if args.sim {
+            let env = args.env.clone().or_else(|| env_name.clone()).unwrap_or_else(|| "dev".into());
+            let session = SimSession::start(&env, args.root.as_deref(), args.sim_cluster.as_deref(), &env_vars).await?;
+            (RuntimeRoot::at(session.root()), Some(session))
+        } else {
+            let home = env_vars.get("HOME").map(PathBuf::from);
+            let root = RuntimeRoot::resolve(&RootSource {
+                env: args.env.as_deref(),
+                root: args.root.as_deref(),
+                runtime_root_env: env_vars.get("HYOPS_RUNTIME_ROOT").map(String::as_str),
+                home: home.as_deref(),
+            })
+            .map_err(CliError::hyops)?;
+            (root, None)
+        };
+        let env_name = if args.sim {
+            Some(args.env.clone().or(env_name).unwrap_or_else(|| "dev".into()))
+        } else {
+            env_name.or_else(|| root.env().map(str::to_string))
+        };
+        Ok(Ctx {
+            args: args.clone(),
+            env_vars,
+            root,
+            env_name,
+            module_ref,
+            instance,
+            sim,
+        })
+    }
+
+    /// Credentials from the tfvars file, the env and the runtime vault (when a password
+    /// source is configured). Never logs a value.
+    pub fn credentials(&self) -> Result<ProxmoxCredentials, CliError> {
+        let vault: Option<BTreeMap<String, Secret>> = read_vault_env(&self.root, &self.env_vars).map_err(CliError::hyops)?;
+        load_proxmox_credentials(&self.root, &self.env_vars, vault.as_ref()).map_err(CliError::hyops)
+    }
+
+    /// The Proxmox client for these credentials.
+    pub fn client(&self, creds: &ProxmoxCredentials) -> Result<PveClient, CliError> {
+        let tls = if creds.tls.skip_verify {
+            TlsMode::Insecure
+        } else if let Some(fp) = creds.tls.fingerprint_sha256 {
+            TlsMode::Fingerprint(hex::encode(fp))
+        } else if let Some(ca) = &creds.tls.ca_file {
+            TlsMode::CaFile(ca.clone())
+        } else {
+            TlsMode::SystemRoots
+        };
+        let mut cfg = PveConfig::new(
+            creds.url.clone(),
+            PveAuth::Token {
+                id: creds.token_id.clone(),
+                secret: creds.token_secret.clone(),
+            },
+        );
+        cfg.tls = tls;
+        cfg.request_timeout = Duration::from_secs(90);
+        PveClient::new(cfg).map_err(|e| CliError::msg(format!("cannot build the Proxmox client for {}: {e}", creds.url)))
+    }
+
+    /// `latest` or `instance:<name>`.
+    pub fn slot(&self) -> String {
+        crate::hyops::slot_name(self.instance.as_ref())
+    }
+
+    /// The env part of the ownership identity: the env name, or a stable hash of the root.
+    pub fn owner_env(&self) -> String {
+        match &self.env_name {
+            Some(e) => e.clone(),
+            None => {
+                use sha2::{Digest, Sha256};
+                let h = Sha256::digest(self.root.path().display().to_string().as_bytes());
+                format!("root-{}", &hex::encode(h)[..12])
+            }
+        }
+    }
+
+    /// Save the simulator state (with `--sim`) and stop it.
+    pub async fn finish(&mut self) -> Result<(), CliError> {
+        if let Some(s) = self.sim.take() {
+            s.finish().await?;
+        }
+        Ok(())
+    }
+}

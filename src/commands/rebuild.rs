@@ -1,0 +1,105 @@
+//! `hyops-pve rebuild`: strict preflight, then destroy, then apply, with the confirmation
+//! rules of hyops (`--confirm-module` must match; a y/N prompt without `--yes`) and
+//! `rebuild_summary.json` in `logs/rebuild/<module_id>/<run_id>/`. Part of the CLI layer.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use crate::cli::{ModuleArgs, PreflightBypass};
+use crate::commands::context::Ctx;
+use crate::commands::module::{apply_inner, destroy_inner};
+use crate::commands::{CliError, EXIT_OK};
+use crate::hyops::{new_run_id, rebuild_dir, write_json_atomic, PreflightDecision, RebuildSummary, RunPrefix};
+use crate::inputs::canonical_module_ref;
+
+/// Ask `question` on the terminal; only `y`/`yes` continues.
+fn confirm(question: &str) -> bool {
+    eprint!("{question}");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    if std::io::stdin().lock().read_line(&mut line).is_err() {
+        return false;
+    }
+    matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+}
+
+pub async fn rebuild(args: &ModuleArgs, bypass: &PreflightBypass, yes: bool, confirm_module: Option<&str>) -> Result<i32, CliError> {
+    let module = canonical_module_ref(&args.module).map_err(|e| CliError::msg(e.to_string()))?;
+    if let Some(c) = confirm_module {
+        if c.trim() != module {
+            return Err(CliError::msg(format!("--confirm-module mismatch; expected '{module}' but got '{c}'")));
+        }
+    }
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(CliError::msg(format!(
+                "rebuild will destroy and re-apply module '{module}'; refusing without --yes because stdin is not a terminal"
+            )));
+        }
+        if !confirm(&format!("rebuild will destroy and re-apply module '{module}'. continue? [y/N]: ")) {
+            return Err(CliError::cancelled("rebuild cancelled by the operator"));
+        }
+    }
+    let mut ctx = Ctx::new(args).await?;
+    let result = rebuild_inner(&ctx, bypass).await;
+    ctx.finish().await?;
+    result
+}
+
+async fn rebuild_inner(ctx: &Ctx, bypass: &PreflightBypass) -> Result<i32, CliError> {
+    let run_id = new_run_id(RunPrefix::Rebuild);
+    let dir = rebuild_dir(&ctx.root, &ctx.module_ref, &run_id);
+    crate::hyops::evidence::create_evidence_dir(&dir).map_err(CliError::hyops)?;
+    println!("run record: {}", dir.display());
+    let mut summary = RebuildSummary::new(&run_id, &ctx.module_ref);
+    let reason = if bypass.skip_preflight {
+        bypass.preflight_bypass_reason.clone()
+    } else {
+        None
+    };
+    let mut decision = PreflightDecision::new("rebuild", reason.as_deref());
+    let write_summary = |s: &RebuildSummary| s.write(&dir).map_err(CliError::hyops);
+
+    // 1. strict preflight (unless bypassed with a reason)
+    if reason.is_none() {
+        let pre = crate::commands::module::preflight_for_rebuild(ctx).await;
+        match pre {
+            Ok(()) => {
+                summary.phase("preflight", "ok", 0);
+                decision.complete(true, None);
+            }
+            Err(e) => {
+                summary.phase("preflight", "error", e.code);
+                decision.complete(false, Some(&e.message));
+                decision.write(&dir).map_err(CliError::hyops)?;
+                write_summary(&summary)?;
+                return Err(CliError::msg(format!("preflight failed: {}", e.message)));
+            }
+        }
+    } else {
+        summary.phase("preflight", "skipped", 0);
+        decision.complete(true, Some("bypassed by operator"));
+    }
+    decision.write(&dir).map_err(CliError::hyops)?;
+    // 2. destroy
+    match destroy_inner(ctx).await {
+        Ok(_) => summary.phase("destroy", "ok", 0),
+        Err(e) => {
+            summary.phase("destroy", "error", e.code);
+            write_summary(&summary)?;
+            return Err(e);
+        }
+    }
+    // 3. apply
+    match apply_inner(ctx, reason, None).await {
+        Ok(_) => summary.phase("apply", "ok", 0),
+        Err(e) => {
+            summary.phase("apply", "error", e.code);
+            write_summary(&summary)?;
+            return Err(e);
+        }
+    }
+    write_summary(&summary)?;
+    let _ = write_json_atomic(&dir.join("meta.json"), &serde_json::json!({"command": "rebuild", "run_id": run_id, "module_ref": ctx.module_ref.as_str()}));
+    println!("rebuild ok: {}", ctx.module_ref.as_str());
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,177 @@
+//! `--sim`: the embedded default. Starts the simulator in-process with its cluster state kept
+//! in a separate runtime root (never a real operator's `~/.hybridops/envs/<env>`), and makes
+//! that root ready: credentials pointing at the simulator (with its certificate pinned), the
+//! template-image state and the Proxmox readiness marker. Part of the CLI layer.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use crate::commands::CliError;
+use crate::hyops::{write_json_atomic, write_text_atomic};
+use crate::sim::{ClusterDescription, SimConfig, SimHandle, SimState, Simulator};
+
+/// Simulated seconds run this much faster than real ones in `--sim` runs (a full clone of a
+/// 32 GiB template takes ~2.5 real seconds), unless `HYOPS_PVE_SIM_TIME_SCALE` says otherwise.
+const DEFAULT_TIME_SCALE: f64 = 0.01;
+
+/// A running in-process simulator bound to its runtime root.
+pub struct SimSession {
+    handle: SimHandle,
+    root: PathBuf,
+    state_file: PathBuf,
+}
+
+/// The simulator home: `HYOPS_PVE_SIM_HOME`, else `~/.hyops-pve/sim`.
+pub fn sim_home(env: &BTreeMap<String, String>) -> PathBuf {
+    if let Some(h) = env.get("HYOPS_PVE_SIM_HOME").filter(|v| !v.trim().is_empty()) {
+        return PathBuf::from(h);
+    }
+    let home = env.get("HOME").cloned().unwrap_or_else(|| ".".into());
+    Path::new(&home).join(".hyops-pve").join("sim")
+}
+
+impl SimSession {
+    /// Start the simulator for `env` (root `<sim home>/envs/<env>`, or `--root` when given).
+    pub async fn start(
+        env: &str,
+        root_override: Option<&Path>,
+        cluster_file: Option<&Path>,
+        env_vars: &BTreeMap<String, String>,
+    ) -> Result<Self, CliError> {
+        let root = match root_override {
+            Some(r) => r.to_path_buf(),
+            None => sim_home(env_vars).join("envs").join(env),
+        };
+        let state_file = root.join("sim").join("cluster-state.json");
+        let time_scale = match env_vars.get("HYOPS_PVE_SIM_TIME_SCALE") {
+            Some(v) => v.trim().parse::<f64>().ok().filter(|f| f.is_finite() && *f > 0.0).ok_or_else(|| {
+                CliError::msg(format!("HYOPS_PVE_SIM_TIME_SCALE={v:?} must be a positive number (e.g. 0.01)"))
+            })?,
+            None => DEFAULT_TIME_SCALE,
+        };
+        let mut cfg = SimConfig {
+            time_scale,
+            ..SimConfig::default()
+        };
+        if let Some(file) = cluster_file {
+            cfg.cluster = ClusterDescription::from_file(file).map_err(|e| CliError::msg(e.to_string()))?;
+        }
+        let handle = if state_file.exists() {
+            let state = SimState::load_from(&state_file).map_err(|e| CliError::msg(e.to_string()))?;
+            Simulator::start_with_state(cfg, state).await
+        } else {
+            Simulator::start(cfg).await
+        }
+        .map_err(|e| CliError::msg(format!("cannot start the simulator: {e}")))?;
+        let session = SimSession { handle, root, state_file };
+        session.prepare_root()?;
+        eprintln!(
+            "simulator: {} (runtime root {}, state {})",
+            session.handle.url(),
+            session.root.display(),
+            session.state_file.display()
+        );
+        Ok(session)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn handle(&self) -> &SimHandle {
+        &self.handle
+    }
+
+    /// Credentials, template-image state and readiness marker for the simulator.
+    fn prepare_root(&self) -> Result<(), CliError> {
+        let h = &self.handle;
+        let state = h.snapshot_state();
+        let first_node = state.cluster.nodes.first().cloned().unwrap_or_else(|| "pve1".into());
+        let tfvars = format!(
+            "# Written by hyops-pve --sim for the in-process simulator; rewritten on every --sim run.\n\
+             proxmox_url = \"{}\"\n\
+             proxmox_token_id = \"{}\"\n\
+             proxmox_token_secret = \"{}\"\n\
+             proxmox_node = \"{}\"\n\
+             proxmox_skip_tls = false\n\
+             proxmox_tls_fingerprint = \"{}\"\n\
+             proxmox_ssh_username = \"root\"\n\
+             storage_pool = \"local-lvm\"\n\
+             storage_iso = \"local\"\n\
+             storage_snippets = \"local\"\n\
+             network_bridge = \"vmbr0\"\n",
+            h.url(),
+            h.token_id,
+            h.token_secret.expose(),
+            first_node,
+            h.ca_fingerprint_sha256,
+        );
+        let cred = self.root.join("credentials").join("proxmox.credentials.tfvars");
+        write_text_atomic(&cred, &tfvars).map_err(CliError::hyops)?;
+
+        // Template-image state: every template of the simulated cluster by name, preferring
+        // the first node's copy (the default target node).
+        let mut ids = serde_json::Map::new();
+        let mut templates = serde_json::Map::new();
+        let mut sorted = state.cluster.templates.clone();
+        sorted.sort_by_key(|t| (t.node != first_node, t.vmid));
+        for t in &sorted {
+            if !ids.contains_key(&t.name) {
+                ids.insert(t.name.clone(), json!(t.vmid));
+                templates.insert(t.name.clone(), json!({"vm_id": t.vmid, "name": format!("{}-template", t.name)}));
+            }
+        }
+        let (key, vmid) = sorted
+            .first()
+            .map(|t| (t.name.clone(), t.vmid))
+            .unwrap_or_else(|| ("ubuntu-24.04".into(), 9000));
+        let tpl_state = json!({
+            "module_ref": "core/onprem/template-image",
+            "status": "ok",
+            "run_id": "sim",
+            "updated_at": chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            "outputs": {
+                "template_key": key,
+                "template_vm_id": vmid,
+                "template_name": format!("{key}-template"),
+                "template_vm_ids": ids,
+                "templates": templates,
+            }
+        });
+        let tpl = self
+            .root
+            .join("state/modules/core__onprem__template-image/latest.json");
+        write_json_atomic(&tpl, &tpl_state).map_err(CliError::hyops)?;
+        let host = h.addr.ip().to_string();
+        let ready = json!({
+            "target": "proxmox",
+            "status": "ready",
+            "run_id": "sim",
+            "paths": {"credentials": cred.display().to_string()},
+            "context": {"ssh_public_key": ""},
+            "runtime": {"node": first_node, "api_ip": host, "storage_vm": "local-lvm", "storage_iso": "local", "storage_snippets": "local", "bridge": "vmbr0"},
+            "generated_at": chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        });
+        write_json_atomic(&self.root.join("meta/proxmox.ready.json"), &ready).map_err(CliError::hyops)?;
+        Ok(())
+    }
+
+    /// Persist the simulated cluster and stop the server.
+    pub async fn finish(self) -> Result<(), CliError> {
+        // Let in-flight simulator tasks settle so the saved state has no half-done clone.
+        for _ in 0..200 {
+            if self.handle.running_tasks() == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        let state = self.handle.snapshot_state();
+        state
+            .save_to(&self.state_file)
+            .map_err(|e| CliError::msg(format!("cannot save the simulator state: {e}")))?;
+        self.handle.shutdown().await;
+        Ok(())
+    }
+}
