@@ -1,1 +1,52 @@
-//! placeholder, filled by its issue
+//! The HyOps runtime root: paths, run ids, evidence, module state, the driver protocol,
+//! template resolution, VM-set guards, credentials, the runtime vault, NetBox env
+//! hydration, the run lock and API-free preflight checks. Takes plain values (module refs,
+//! instances, logical keys, `serde_json::Value` outputs); knows nothing about Proxmox API
+//! calls or the planner.
+
+pub mod contract;
+pub mod credentials;
+pub mod error;
+pub mod evidence;
+pub mod fsio;
+pub mod guards;
+pub mod lock;
+pub mod netbox_env;
+pub mod paths;
+pub mod preflight;
+pub mod protocol;
+pub mod runid;
+pub mod state;
+pub mod template;
+pub mod vault;
+
+pub use contract::{
+    py_list, template_absent_error, template_missing_in_shrink_warning,
+    template_not_a_template_error, template_probe_skipped, template_source_hint,
+    BUILD_IMAGE_UNSUPPORTED, DRIVER_REF, MODULE_REF, PACK_ID, PROFILE, PUBLISH_KEYS,
+    REQUIRED_CREDENTIALS, STATE_DIR_REQUIRED, TEMPLATE_KEY_IGNORED,
+    TEMPLATE_PROBE_SKIPPED_NO_CREDENTIALS,
+};
+pub use credentials::{
+    load_proxmox_credentials, parse_tfvars, read_proxmox_ready, ProxmoxCredentials, ProxmoxReady,
+    TlsPolicy,
+};
+pub use error::{HyopsError, Result};
+pub use evidence::{
+    evidence_dir, rebuild_dir, write_driver_result, write_inputs_resolved, write_meta,
+    PreflightDecision, RebuildSummary,
+};
+pub use fsio::{append_jsonl, render_json, sort_keys, write_json_atomic, write_text_atomic};
+pub use guards::{check_vm_set_guards, GuardOutcome};
+pub use lock::{acquire as acquire_lock, LockHolder, RunLock};
+pub use netbox_env::{hydrate_netbox_env, netbox_authority_root, netbox_ready, NetboxEnv};
+pub use paths::{module_id, slot_name, ModuleRef, RootSource, RuntimeRoot, StateInstance};
+pub use preflight::{run_preflight_checks, PreflightCheck, PreflightOptions, PreflightReport};
+pub use protocol::{DriverIdentity, DriverRequest, DriverResult, ResultStatus};
+pub use runid::{new_run_id, RunPrefix};
+pub use state::{
+    build_input_contract, driver_outputs, publish_outputs, read_tfstate_vms,
+    write_module_state_record, write_rerun_inputs, ModuleState, OkRecord, RunningRecord, TfstateVm,
+};
+pub use template::{pick_template_id, resolve_template};
+pub use vault::{password_source, read_password, read_vault_env, PasswordSource};

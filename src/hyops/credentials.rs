@@ -1,0 +1,310 @@
+//! Proxmox connection credentials (§7): the `credentials/proxmox.credentials.tfvars` file
+//! (HCL-ish `key = "value"`), `PROXMOX_*` env fallbacks, the runtime vault's
+//! `PROXMOX_TOKEN_SECRET`, defaults, the TLS policy (verify unless told otherwise, optional
+//! CA file and SHA-256 pin) and the `meta/proxmox.ready.json` marker. Resolution only;
+//! knows nothing about HTTP or the planner.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::error::{HyopsError, Result};
+use super::fsio::read_json_opt;
+use super::paths::RuntimeRoot;
+use crate::secret::Secret;
+
+/// Parse HCL-ish tfvars content: `key = "value"` (with `\"`, `\\`, `\n`, `\t` escapes),
+/// bare booleans and numbers; `#` and `//` comments (whole-line or trailing). The values
+/// may hold secrets: keep the map private to credential resolution.
+pub fn parse_tfvars(text: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for raw in text.lines() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with("//") {
+            continue;
+        }
+        let Some((k, rest)) = line.split_once('=') else {
+            continue;
+        };
+        let key = k.trim().trim_matches('"');
+        if key.is_empty()
+            || !key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            continue;
+        }
+        let rest = rest.trim();
+        let value = if let Some(body) = rest.strip_prefix('"') {
+            let mut v = String::new();
+            let mut chars = body.chars();
+            let mut closed = false;
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => match chars.next() {
+                        Some('n') => v.push('\n'),
+                        Some('t') => v.push('\t'),
+                        Some(o) => v.push(o),
+                        None => break,
+                    },
+                    '"' => {
+                        closed = true;
+                        break;
+                    }
+                    o => v.push(o),
+                }
+            }
+            if !closed {
+                continue;
+            }
+            v
+        } else {
+            let end = [rest.find('#'), rest.find("//")]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(rest.len());
+            rest[..end].trim().to_string()
+        };
+        out.insert(key.to_string(), value);
+    }
+    out
+}
+
+/// Lenient truthiness for env/tfvars flags: `1, true, yes, on, y` (case-insensitive).
+pub fn truthy(v: &str) -> bool {
+    matches!(
+        v.trim().to_ascii_lowercase().as_str(),
+        "1" | "true" | "yes" | "on" | "y"
+    )
+}
+
+/// How the Proxmox API certificate is checked. Verification is the default.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsPolicy {
+    /// Skip verification entirely (`proxmox_skip_tls = true` or `PROXMOX_SKIP_TLS` truthy).
+    pub skip_verify: bool,
+    /// Extra CA bundle (PEM) to trust.
+    pub ca_file: Option<PathBuf>,
+    /// Pinned SHA-256 fingerprint of the server leaf certificate.
+    pub fingerprint_sha256: Option<[u8; 32]>,
+}
+
+/// Parse a SHA-256 fingerprint: 64 hex digits, optionally `:`-separated, any case.
+pub fn parse_fingerprint(field: &str, value: &str) -> Result<[u8; 32]> {
+    let hex_only: String = value
+        .trim()
+        .chars()
+        .filter(|c| *c != ':' && !c.is_whitespace())
+        .collect();
+    let bytes = hex::decode(&hex_only).ok().filter(|b| b.len() == 32);
+    let Some(bytes) = bytes else {
+        return Err(HyopsError::Credentials(format!(
+            "{field}={value:?} is not a SHA-256 fingerprint (64 hex digits, optionally ':'-separated)"
+        )));
+    };
+    let mut out = [0u8; 32];
+    out.copy_from_slice(&bytes);
+    Ok(out)
+}
+
+/// Resolved Proxmox credentials. Never serialised; the secret only leaves via `expose()`.
+#[derive(Debug, Clone)]
+pub struct ProxmoxCredentials {
+    /// `https://<host>:<port>/api2/json`.
+    pub url: String,
+    pub token_id: String,
+    pub token_secret: Secret,
+    pub node: String,
+    pub tls: TlsPolicy,
+    pub ssh_username: String,
+    pub ssh_key: Option<PathBuf>,
+    pub storage_pool: String,
+    pub storage_iso: String,
+    pub storage_snippets: String,
+    pub network_bridge: String,
+    pub ssh_public_key: String,
+    /// The tfvars file the values came from (when it exists).
+    pub source_file: Option<PathBuf>,
+}
+
+impl ProxmoxCredentials {
+    /// The host part of the URL (`proxmox_host`).
+    pub fn host(&self) -> Option<String> {
+        url::Url::parse(&self.url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+    }
+}
+
+/// Required keys, their env fallbacks and the placeholders that mean "missing".
+const REQUIRED: &[(&str, &str)] = &[
+    ("proxmox_url", "PROXMOX_URL"),
+    ("proxmox_token_id", "PROXMOX_TOKEN_ID"),
+    ("proxmox_token_secret", "PROXMOX_TOKEN_SECRET"),
+    ("proxmox_node", "PROXMOX_NODE"),
+];
+
+fn is_placeholder(v: &str) -> bool {
+    v.trim().is_empty() || v.trim().starts_with("MISSING_PROXMOX_")
+}
+
+/// Load the Proxmox credentials of a runtime root. `env` is the process env (passed in);
+/// `vault` the decrypted runtime vault, consulted for `PROXMOX_TOKEN_SECRET` when neither the
+/// tfvars nor the env has it. Precedence per value: tfvars, env, (vault), default.
+pub fn load_proxmox_credentials(
+    root: &RuntimeRoot,
+    env: &BTreeMap<String, String>,
+    vault: Option<&BTreeMap<String, Secret>>,
+) -> Result<ProxmoxCredentials> {
+    let path = env
+        .get("HYOPS_PROXMOX_TFVARS")
+        .map(|p| p.trim())
+        .filter(|p| !p.is_empty())
+        .map_or_else(|| root.proxmox_tfvars(), PathBuf::from);
+    let (tf, source_file) = match std::fs::read_to_string(&path) {
+        Ok(t) => (parse_tfvars(&t), Some(path.clone())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (BTreeMap::new(), None),
+        Err(e) => return Err(HyopsError::io(&path, e)),
+    };
+    let get = |key: &str, env_key: &str| -> Option<String> {
+        tf.get(key)
+            .filter(|v| !is_placeholder(v))
+            .or_else(|| env.get(env_key).filter(|v| !is_placeholder(v)))
+            .map(|v| v.trim().to_string())
+    };
+    let mut values: BTreeMap<&str, String> = BTreeMap::new();
+    let mut missing = Vec::new();
+    for (key, env_key) in REQUIRED {
+        let v = get(key, env_key).or_else(|| {
+            (*key == "proxmox_token_secret")
+                .then(|| vault.and_then(|m| m.get("PROXMOX_TOKEN_SECRET")))
+                .flatten()
+                .map(|s| s.expose().trim().to_string())
+                .filter(|s| !is_placeholder(s))
+        });
+        match v {
+            Some(v) => {
+                values.insert(key, v);
+            }
+            None => missing.push(*key),
+        }
+    }
+    if !missing.is_empty() {
+        if source_file.is_none() && missing.len() == REQUIRED.len() {
+            return Err(HyopsError::Contract(format!(
+                "missing required credentials: proxmox (expected credentials in {})",
+                root.credentials_dir().display()
+            )));
+        }
+        return Err(HyopsError::Contract(format!(
+            "proxmox: credential contract missing keys in {}: {}",
+            path.display(),
+            missing.join(", ")
+        )));
+    }
+    let take = |k: &str| values.get(k).cloned().unwrap_or_default();
+    let url = take("proxmox_url");
+    match url::Url::parse(&url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
+        _ => {
+            return Err(HyopsError::Credentials(format!(
+                "proxmox_url={url:?} is not an http(s) URL with a host"
+            )))
+        }
+    }
+    let opt = |key: &str, env_key: &str| get(key, env_key).filter(|v| !v.is_empty());
+    let skip_verify = tf.get("proxmox_skip_tls").is_some_and(|v| truthy(v))
+        || env.get("PROXMOX_SKIP_TLS").is_some_and(|v| truthy(v));
+    let ca_file = opt("proxmox_ca_file", "PROXMOX_CA_FILE").map(PathBuf::from);
+    let fingerprint_sha256 = match opt("proxmox_tls_fingerprint", "PROXMOX_TLS_FINGERPRINT") {
+        Some(f) => Some(parse_fingerprint("proxmox_tls_fingerprint", &f)?),
+        None => None,
+    };
+    let storage_iso = opt("storage_iso", "PROXMOX_STORAGE_ISO").unwrap_or_else(|| "local".into());
+    Ok(ProxmoxCredentials {
+        url,
+        token_id: take("proxmox_token_id"),
+        token_secret: Secret::new(take("proxmox_token_secret")),
+        node: take("proxmox_node"),
+        tls: TlsPolicy {
+            skip_verify,
+            ca_file,
+            fingerprint_sha256,
+        },
+        ssh_username: opt("proxmox_ssh_username", "PROXMOX_SSH_USERNAME")
+            .unwrap_or_else(|| "root".into()),
+        ssh_key: opt("proxmox_ssh_key", "PROXMOX_SSH_KEY").map(PathBuf::from),
+        storage_pool: opt("storage_pool", "PROXMOX_STORAGE_POOL")
+            .unwrap_or_else(|| "local-lvm".into()),
+        storage_snippets: opt("storage_snippets", "PROXMOX_STORAGE_SNIPPETS")
+            .unwrap_or_else(|| storage_iso.clone()),
+        storage_iso,
+        network_bridge: opt("network_bridge", "PROXMOX_NETWORK_BRIDGE")
+            .unwrap_or_else(|| "vmbr0".into()),
+        ssh_public_key: opt("ssh_public_key", "PROXMOX_SSH_PUBLIC_KEY").unwrap_or_default(),
+        source_file,
+    })
+}
+
+/// `meta/proxmox.ready.json` (§7), read leniently.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProxmoxReady {
+    pub status: String,
+    pub run_id: Option<String>,
+    /// The Proxmox SSH / jump / tunnel host.
+    pub api_ip: Option<String>,
+    pub node: Option<String>,
+    pub storage_vm: Option<String>,
+    pub storage_iso: Option<String>,
+    pub storage_snippets: Option<String>,
+    pub bridge: Option<String>,
+    pub ssh_public_key: Option<String>,
+}
+
+impl ProxmoxReady {
+    pub fn is_ready(&self) -> bool {
+        self.status.eq_ignore_ascii_case("ready")
+    }
+}
+
+fn str_at(v: &Value, path: &[&str]) -> Option<String> {
+    let mut cur = v;
+    for p in path {
+        cur = cur.get(*p)?;
+    }
+    match cur {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Read `meta/proxmox.ready.json`; `Ok(None)` when absent.
+pub fn read_proxmox_ready(root: &RuntimeRoot) -> Result<Option<ProxmoxReady>> {
+    read_proxmox_ready_at(&root.proxmox_ready_file())
+}
+
+/// [`read_proxmox_ready`] for an explicit path.
+pub fn read_proxmox_ready_at(path: &Path) -> Result<Option<ProxmoxReady>> {
+    let Some(v) = read_json_opt(path)? else {
+        return Ok(None);
+    };
+    if !v.is_object() {
+        return Err(HyopsError::NotAnObject {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(Some(ProxmoxReady {
+        status: str_at(&v, &["status"]).unwrap_or_default(),
+        run_id: str_at(&v, &["run_id"]),
+        api_ip: str_at(&v, &["runtime", "api_ip"]),
+        node: str_at(&v, &["runtime", "node"]),
+        storage_vm: str_at(&v, &["runtime", "storage_vm"]),
+        storage_iso: str_at(&v, &["runtime", "storage_iso"]),
+        storage_snippets: str_at(&v, &["runtime", "storage_snippets"]),
+        bridge: str_at(&v, &["runtime", "bridge"]),
+        ssh_public_key: str_at(&v, &["context", "ssh_public_key"]),
+    }))
+}

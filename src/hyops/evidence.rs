@@ -1,0 +1,225 @@
+//! Evidence directories and the CLI-side evidence records (§3.2, §6.1): `meta.json`,
+//! `inputs_resolved.json`, `preflight_decision.json`, `rebuild_summary.json`,
+//! `driver_result.json`. All writes go through [`super::fsio::write_json_atomic`].
+//! Knows nothing about Proxmox API calls or the planner.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::contract::{DRIVER_REF, PACK_ID, PROFILE, PUBLISH_KEYS, REQUIRED_CREDENTIALS};
+use super::error::Result;
+use super::fsio::{ensure_dir, write_json_atomic};
+use super::paths::{ModuleRef, RuntimeRoot, StateInstance};
+use super::protocol::DriverResult;
+use super::runid::utc_now;
+
+/// `<root>/logs/module/<module_id>/<run_id>/`, or `<out_dir>/module/<module_id>/<run_id>/`.
+/// The module id never includes the state instance.
+pub fn evidence_dir(
+    root: &RuntimeRoot,
+    out_dir: Option<&Path>,
+    module_ref: &ModuleRef,
+    run_id: &str,
+) -> PathBuf {
+    let base = out_dir.map_or_else(|| root.logs_dir(), Path::to_path_buf);
+    base.join("module")
+        .join(module_ref.module_id())
+        .join(run_id)
+}
+
+/// `<root>/logs/rebuild/<module_id>/<run_id>/`.
+pub fn rebuild_dir(root: &RuntimeRoot, module_ref: &ModuleRef, run_id: &str) -> PathBuf {
+    root.logs_dir()
+        .join("rebuild")
+        .join(module_ref.module_id())
+        .join(run_id)
+}
+
+/// Create an evidence dir (0700 for new levels).
+pub fn create_evidence_dir(dir: &Path) -> Result<()> {
+    ensure_dir(dir)
+}
+
+/// `meta.json` of a module run (§3.2).
+pub fn write_meta(
+    evidence_dir: &Path,
+    command: &str,
+    run_id: &str,
+    module_ref: &ModuleRef,
+    root: &RuntimeRoot,
+    preflight: &Value,
+) -> Result<PathBuf> {
+    let meta = json!({
+        "command": command,
+        "run_id": run_id,
+        "module_ref": module_ref.as_str(),
+        "execution": {"driver": DRIVER_REF, "profile": PROFILE, "pack_id": PACK_ID, "hooks": {}},
+        "requirements": {"credentials": REQUIRED_CREDENTIALS},
+        "dependencies": {"items": [], "warnings": []},
+        "outputs": {"publish": PUBLISH_KEYS},
+        "paths": {
+            "runtime_root": root.path().to_string_lossy(),
+            "env": root.env(),
+            "evidence_dir": evidence_dir.to_string_lossy(),
+            "state_dir": root.state_dir().to_string_lossy(),
+        },
+        "preflight": preflight,
+    });
+    let p = evidence_dir.join("meta.json");
+    write_json_atomic(&p, &meta)?;
+    Ok(p)
+}
+
+/// `inputs_resolved.json` = `{module_ref, state_instance, inputs}`; `state_instance` is
+/// `""` when none (as in the driver request).
+pub fn write_inputs_resolved(
+    evidence_dir: &Path,
+    module_ref: &ModuleRef,
+    instance: Option<&StateInstance>,
+    inputs: &Value,
+) -> Result<PathBuf> {
+    let v = json!({
+        "module_ref": module_ref.as_str(),
+        "state_instance": instance.map_or("", |i| i.as_str()),
+        "inputs": inputs,
+    });
+    let p = evidence_dir.join("inputs_resolved.json");
+    write_json_atomic(&p, &v)?;
+    Ok(p)
+}
+
+/// Write the driver result as `driver_result.json` (and return the path).
+pub fn write_driver_result(evidence_dir: &Path, result: &DriverResult) -> Result<PathBuf> {
+    let p = evidence_dir.join("driver_result.json");
+    write_json_atomic(&p, &result.to_value())?;
+    Ok(p)
+}
+
+/// `preflight_decision.json` (§3.2).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PreflightDecision {
+    pub schema_version: u32,
+    pub scope: String,
+    pub requirement: String,
+    pub command: String,
+    pub mutating: bool,
+    /// `enforce` or `bypass`.
+    pub decision: String,
+    /// `pending`, `passed`, `failed`, `bypassed`.
+    pub status: String,
+    pub guarantee: String,
+    pub decision_source: String,
+    pub reason: String,
+    pub recorded_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// True for commands that change infrastructure.
+pub fn is_mutating(command: &str) -> bool {
+    matches!(
+        command,
+        "apply" | "deploy" | "destroy" | "import" | "rebuild"
+    )
+}
+
+impl PreflightDecision {
+    /// A fresh decision for `command`; `bypass_reason` set means `--skip-preflight`.
+    pub fn new(command: &str, bypass_reason: Option<&str>) -> Self {
+        let (decision, status, guarantee, reason) = match bypass_reason {
+            Some(r) => (
+                "bypass",
+                "bypassed",
+                "none: preflight skipped by operator",
+                r.to_string(),
+            ),
+            None => (
+                "enforce",
+                "pending",
+                "driver preflight must pass before the command runs",
+                "default".to_string(),
+            ),
+        };
+        Self {
+            schema_version: 1,
+            scope: "driver".into(),
+            requirement: "driver-preflight".into(),
+            command: command.to_string(),
+            mutating: is_mutating(command),
+            decision: decision.into(),
+            status: status.into(),
+            guarantee: guarantee.into(),
+            decision_source: "operator-cli".into(),
+            reason,
+            recorded_at: utc_now(),
+            completed_at: None,
+            detail: None,
+        }
+    }
+    /// `complete_preflight_decision`: record the outcome.
+    pub fn complete(&mut self, passed: bool, detail: Option<&str>) {
+        if self.decision == "enforce" {
+            self.status = if passed { "passed" } else { "failed" }.into();
+        }
+        self.completed_at = Some(utc_now());
+        self.detail = detail.map(str::to_string);
+    }
+    pub fn write(&self, dir: &Path) -> Result<PathBuf> {
+        let p = dir.join("preflight_decision.json");
+        write_json_atomic(&p, &serde_json::to_value(self).unwrap_or(Value::Null))?;
+        Ok(p)
+    }
+}
+
+/// One phase of `rebuild_summary.json`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PhaseOutcome {
+    pub status: String,
+    pub exit_code: i32,
+}
+
+/// `rebuild_summary.json` = `{command, run_id, module_ref, module_id, status,
+/// phases{preflight|destroy|apply: {status, exit_code}}, preflight}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RebuildSummary {
+    pub command: String,
+    pub run_id: String,
+    pub module_ref: String,
+    pub module_id: String,
+    pub status: String,
+    pub phases: std::collections::BTreeMap<String, PhaseOutcome>,
+    pub preflight: Value,
+}
+
+impl RebuildSummary {
+    pub fn new(run_id: &str, module_ref: &ModuleRef) -> Self {
+        Self {
+            command: "rebuild".into(),
+            run_id: run_id.into(),
+            module_ref: module_ref.to_string(),
+            module_id: module_ref.module_id(),
+            status: "running".into(),
+            phases: Default::default(),
+            preflight: json!({}),
+        }
+    }
+    /// Record a phase (`preflight`, `destroy` or `apply`).
+    pub fn phase(&mut self, name: &str, status: &str, exit_code: i32) {
+        self.phases.insert(
+            name.to_string(),
+            PhaseOutcome {
+                status: status.into(),
+                exit_code,
+            },
+        );
+    }
+    pub fn write(&self, dir: &Path) -> Result<PathBuf> {
+        let p = dir.join("rebuild_summary.json");
+        write_json_atomic(&p, &serde_json::to_value(self).unwrap_or(Value::Null))?;
+        Ok(p)
+    }
+}

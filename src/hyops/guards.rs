@@ -1,0 +1,183 @@
+//! VM-set collision guards (§1.11): the per-slot guard with `allow_vm_set_replace` and the
+//! deletion-only shrink, and the cross-slot overlap guard over every ok state file of the
+//! module. Reads state files only; knows nothing about Proxmox API calls or the planner.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::contract::py_list;
+use super::error::{HyopsError, Result};
+use super::paths::{slot_name, ModuleRef, RuntimeRoot, StateInstance};
+
+/// What the guards decided when the run may continue.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GuardOutcome {
+    pub warnings: Vec<String>,
+    /// The requested set is a strict subset of the existing one and replacement is allowed:
+    /// a missing template becomes a warning (see
+    /// [`super::contract::template_missing_in_shrink_warning`]).
+    pub deletion_only_shrink: bool,
+}
+
+/// The names of an ok state payload: keys of `outputs.vms`, else `outputs.vm_names`.
+pub fn vm_names_from_state(payload: &Value) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let status_ok = payload
+        .get("status")
+        .and_then(Value::as_str)
+        .is_some_and(|s| s.trim().eq_ignore_ascii_case("ok"));
+    let Some(outputs) = payload.get("outputs").and_then(Value::as_object) else {
+        return out;
+    };
+    if !status_ok {
+        return out;
+    }
+    if let Some(vms) = outputs.get("vms").and_then(Value::as_object) {
+        out.extend(
+            vms.keys()
+                .map(|k| k.trim().to_string())
+                .filter(|k| !k.is_empty()),
+        );
+    }
+    if out.is_empty() {
+        if let Some(names) = outputs.get("vm_names").and_then(Value::as_array) {
+            out.extend(
+                names
+                    .iter()
+                    .filter_map(|n| match n {
+                        Value::String(s) => Some(s.trim().to_string()),
+                        Value::Null => None,
+                        other => Some(other.to_string()),
+                    })
+                    .filter(|s| !s.is_empty()),
+            );
+        }
+    }
+    out
+}
+
+fn read_state(path: &Path) -> std::result::Result<Value, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    serde_json::from_str(&text).map_err(|e| e.to_string())
+}
+
+/// Existing managed names per slot, ok states only, in upstream order: `latest` first,
+/// then `instance:<stem>` sorted by file name.
+pub fn existing_names_by_slot(
+    root: &RuntimeRoot,
+    module_ref: &ModuleRef,
+) -> Result<Vec<(String, BTreeSet<String>)>> {
+    let mut out = Vec::new();
+    let dir = root.module_state_dir(module_ref);
+    let latest = dir.join("latest.json");
+    if latest.exists() {
+        let payload = read_state(&latest).map_err(|e| {
+            HyopsError::Contract(format!(
+                "failed to read existing module state for collision check: {e}"
+            ))
+        })?;
+        let names = vm_names_from_state(&payload);
+        if !names.is_empty() {
+            out.push(("latest".to_string(), names));
+        }
+    }
+    let inst_dir = dir.join("instances");
+    if inst_dir.is_dir() {
+        let entries = std::fs::read_dir(&inst_dir).map_err(|e| {
+            HyopsError::Contract(format!(
+                "failed to enumerate instance states for collision check: {e}"
+            ))
+        })?;
+        let mut paths: Vec<_> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        paths.sort();
+        for path in paths {
+            let payload = read_state(&path).map_err(|e| {
+                HyopsError::Contract(format!(
+                    "failed to read instance state for collision check: {} ({e})",
+                    path.display()
+                ))
+            })?;
+            let names = vm_names_from_state(&payload);
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if !names.is_empty() {
+                out.push((format!("instance:{stem}"), names));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn sorted_vec<'a>(it: impl Iterator<Item = &'a String>) -> Vec<&'a str> {
+    let mut v: Vec<&str> = it.map(String::as_str).collect();
+    v.sort_unstable();
+    v
+}
+
+/// The `existing_only=[...], requested_only=[...]` part of the collision messages.
+pub fn vm_set_diff(existing: &BTreeSet<String>, requested: &BTreeSet<String>) -> String {
+    format!(
+        "existing_only={}, requested_only={}",
+        py_list(&sorted_vec(existing.difference(requested))),
+        py_list(&sorted_vec(requested.difference(existing)))
+    )
+}
+
+/// Run the guards for `requested` logical keys in the slot of `instance`.
+pub fn check_vm_set_guards(
+    root: &RuntimeRoot,
+    module_ref: &ModuleRef,
+    instance: Option<&StateInstance>,
+    requested: &[String],
+    allow_vm_set_replace: bool,
+) -> Result<GuardOutcome> {
+    let requested: BTreeSet<String> = requested
+        .iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let mut outcome = GuardOutcome::default();
+    if requested.is_empty() {
+        return Ok(outcome);
+    }
+    let current_slot = slot_name(instance);
+    let by_slot = existing_names_by_slot(root, module_ref)?;
+    if let Some((_, existing)) = by_slot.iter().find(|(slot, _)| *slot == current_slot) {
+        if *existing != requested {
+            let diff = vm_set_diff(existing, &requested);
+            if !allow_vm_set_replace {
+                return Err(HyopsError::Contract(format!(
+                    "vm set collision detected: requested VM names differ from existing managed VM names for module_ref={module_ref}; {diff}. This run would replace active VMs. Use a separate env/module scope, or explicitly set inputs.allow_vm_set_replace=true when replacement is intentional."
+                )));
+            }
+            outcome.warnings.push(format!(
+                "allow_vm_set_replace=true: proceeding despite VM set collision for module_ref={module_ref}; {diff}"
+            ));
+            outcome.deletion_only_shrink =
+                requested.is_subset(existing) && requested.len() < existing.len();
+        }
+    }
+    let conflicts: Vec<String> = by_slot
+        .iter()
+        .filter(|(slot, _)| **slot != current_slot)
+        .filter_map(|(slot, names)| {
+            let overlap = sorted_vec(names.intersection(&requested));
+            (!overlap.is_empty()).then(|| format!("{slot} overlap={}", py_list(&overlap)))
+        })
+        .collect();
+    if !conflicts.is_empty() {
+        return Err(HyopsError::Contract(format!(
+            "vm name collision detected across module state slots for module_ref={module_ref}: requested={}; {}. Use one slot consistently (latest or a single state_instance), or destroy the stale slot first.",
+            py_list(&sorted_vec(requested.iter())),
+            conflicts.join("; ")
+        )));
+    }
+    Ok(outcome)
+}
