@@ -526,7 +526,7 @@ impl Executor {
             let _permits = self.scheduler.acquire(&node, storage.as_deref()).await;
             ctx.write();
             let upid = client
-                .resize(&node, vmid, slot, DiskSize::from_bytes(to_bytes))
+                .resize(&node, vmid, slot, DiskSize(to_bytes))
                 .await
                 .map_err(StepOutcome::from_write)?;
             ctx.read();

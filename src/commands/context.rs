@@ -10,7 +10,7 @@ use crate::cli::ModuleArgs;
 use crate::commands::simroot::SimSession;
 use crate::commands::CliError;
 use crate::hyops::{
-    load_proxmox_credentials, read_vault_env, ModuleRef, ProxmoxCredentials, RootSource,
+    load_proxmox_credentials, password_source, read_password, read_vault_env, ModuleRef, ProxmoxCredentials, RootSource,
     RuntimeRoot, StateInstance,
 };
 use crate::inputs::canonical_module_ref;
@@ -75,8 +75,21 @@ impl Ctx {
     /// Credentials from the tfvars file, the env and the runtime vault (when a password
     /// source is configured). Never logs a value.
     pub fn credentials(&self) -> Result<ProxmoxCredentials, CliError> {
-        let vault: Option<BTreeMap<String, Secret>> = read_vault_env(&self.root, &self.env_vars).map_err(CliError::hyops)?;
+        let vault = self.vault()?;
         load_proxmox_credentials(&self.root, &self.env_vars, vault.as_ref()).map_err(CliError::hyops)
+    }
+
+    /// The decrypted runtime vault, when it exists and a password source is configured.
+    pub fn vault(&self) -> Result<Option<BTreeMap<String, Secret>>, CliError> {
+        let file = self.root.vault_file();
+        if !file.exists() {
+            return Ok(None);
+        }
+        let Some(source) = password_source(&self.env_vars) else {
+            return Ok(None);
+        };
+        let password = read_password(&source, Duration::from_secs(30)).map_err(CliError::hyops)?;
+        read_vault_env(&file, &password).map(Some).map_err(CliError::hyops)
     }
 
     /// The Proxmox client for these credentials.

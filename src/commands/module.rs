@@ -566,6 +566,7 @@ fn finish_apply(
             input_contract,
             rerun_inputs_file: rerun_file.clone(),
             resolved_inputs_file: resolved_file,
+            backend_binding: None,
         })
         .map_err(CliError::hyops)?;
     write_module_state_record(&run.evidence, state.path(), &state_value, None).map_err(CliError::hyops)?;
