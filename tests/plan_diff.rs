@@ -201,6 +201,7 @@ fn a_foreign_vm_with_our_name_but_no_marker_is_not_ours() {
     let d = desired(&inputs(""));
     let mut foreign = observed_from(d.values().next().unwrap(), 555);
     foreign.marker = None;
+    foreign.config.remove("description");
     let pool = pool_of(vec![foreign]);
     assert!(pool.managed.is_empty());
     let plans = diff(&d, &pool, false).unwrap();
@@ -227,6 +228,7 @@ fn a_terraform_created_vm_without_marker_is_adopted_from_prior_state() {
     let d = desired(&inputs(""));
     let mut tf = observed_from(d.values().next().unwrap(), 4242);
     tf.marker = None;
+    tf.config.remove("description");
     let mut prior = PriorIds::default();
     prior.terraform.insert(LogicalVmKey("app-01".into()), 4242);
     let rows = rows_for(&[&tf]);
@@ -244,6 +246,7 @@ fn a_vm_recorded_in_state_under_another_name_is_not_adopted() {
     let d = desired(&inputs(""));
     let mut vm = observed_from(d.values().next().unwrap(), 777);
     vm.marker = None;
+    vm.config.remove("description");
     vm.name = "somebody-else".into();
     let mut prior = PriorIds::default();
     prior.hyops.insert(LogicalVmKey("app-01".into()), (777, Some("dev-app-01".into())));
