@@ -658,7 +658,7 @@ impl Executor {
     }
 
     /// Graceful shutdown (bounded), then stop, then delete with purge.
-    pub async fn remove(&self, ctx: &VmCtx<'_>) -> Result<(), StepError> {
+    async fn remove(&self, ctx: &VmCtx<'_>) -> Result<(), StepError> {
         let vmid = ctx.vmid.unwrap_or_default();
         let node = ctx.node.clone();
         let client = &self.client;

@@ -3,7 +3,7 @@
 //! (`running` → `ok` | `error`, `destroyed`) and the evidence files; the engine
 //! ([`crate::apply::engine`]) only returns results.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;

@@ -168,6 +168,10 @@ impl SimSession {
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }
         let state = self.handle.snapshot_state();
+        if let Some(dir) = self.state_file.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| CliError::msg(format!("cannot create {}: {e}", dir.display())))?;
+        }
         state
             .save_to(&self.state_file)
             .map_err(|e| CliError::msg(format!("cannot save the simulator state: {e}")))?;
