@@ -1,17 +1,55 @@
 //! Property: arbitrary YAML overlays — including wrong types in every known field — never
 //! panic the loader, validator or model builder, for any lifecycle command.
 
-use hyops_pve::inputs::{parse_overlay_yaml, resolve_inputs_with_overlay, LifecycleCommand, ResolveRequest};
+use hyops_pve::inputs::{
+    parse_overlay_yaml, resolve_inputs_with_overlay, LifecycleCommand, ResolveRequest,
+};
 use proptest::prelude::*;
 use serde_yaml::Value as Y;
 
 const KEYS: &[&str] = &[
-    "vms", "vm_name", "vm_id", "vm_mac", "vm_ipv4_cidr", "vm_gateway", "vm_role", "interfaces",
-    "bridge", "ipv4", "address", "gateway", "mac_address", "vlan_id", "model", "mtu", "firewall",
-    "addressing", "mode", "ipam", "provider", "require_ipam", "post_apply_ssh_readiness",
-    "enabled", "connectivity_wait_s", "target_port", "tags", "dns_servers", "cpu_cores",
-    "template_vm_id", "template_state_ref", "limits", "global", "clone_mode", "node_name",
-    "proxmox_node", "app-01", "inputs", "ssh_keys", "ssh_public_key", "build_image", "preset_ref",
+    "vms",
+    "vm_name",
+    "vm_id",
+    "vm_mac",
+    "vm_ipv4_cidr",
+    "vm_gateway",
+    "vm_role",
+    "interfaces",
+    "bridge",
+    "ipv4",
+    "address",
+    "gateway",
+    "mac_address",
+    "vlan_id",
+    "model",
+    "mtu",
+    "firewall",
+    "addressing",
+    "mode",
+    "ipam",
+    "provider",
+    "require_ipam",
+    "post_apply_ssh_readiness",
+    "enabled",
+    "connectivity_wait_s",
+    "target_port",
+    "tags",
+    "dns_servers",
+    "cpu_cores",
+    "template_vm_id",
+    "template_state_ref",
+    "limits",
+    "global",
+    "clone_mode",
+    "node_name",
+    "proxmox_node",
+    "app-01",
+    "inputs",
+    "ssh_keys",
+    "ssh_public_key",
+    "build_image",
+    "preset_ref",
 ];
 
 fn leaf() -> impl Strategy<Value = Y> {
@@ -22,10 +60,21 @@ fn leaf() -> impl Strategy<Value = Y> {
         any::<f64>().prop_map(|f| Y::Number(f.into())),
         "[a-zA-Z0-9:./_ -]{0,12}".prop_map(Y::String),
         prop_oneof![
-            Just("dhcp"), Just("10.0.0.5/24"), Just("10.0.0.1"), Just("vnetenv"), Just("vmbr0"),
-            Just("ipam"), Just("static"), Just("netbox"), Just("BC:24:11:00:05:21"), Just("fd00::1/64"),
-            Just("CHANGE_ME"), Just("linked"), Just("virtio")
-        ].prop_map(|s| Y::String(s.to_string())),
+            Just("dhcp"),
+            Just("10.0.0.5/24"),
+            Just("10.0.0.1"),
+            Just("vnetenv"),
+            Just("vmbr0"),
+            Just("ipam"),
+            Just("static"),
+            Just("netbox"),
+            Just("BC:24:11:00:05:21"),
+            Just("fd00::1/64"),
+            Just("CHANGE_ME"),
+            Just("linked"),
+            Just("virtio")
+        ]
+        .prop_map(|s| Y::String(s.to_string())),
     ]
 }
 

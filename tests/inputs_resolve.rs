@@ -18,7 +18,11 @@ fn req(cmd: LifecycleCommand, env: Option<&str>) -> ResolveRequest {
     r
 }
 
-fn resolve(cmd: LifecycleCommand, env: Option<&str>, overlay: Value) -> Result<ResolvedInputs, InputsError> {
+fn resolve(
+    cmd: LifecycleCommand,
+    env: Option<&str>,
+    overlay: Value,
+) -> Result<ResolvedInputs, InputsError> {
     resolve_inputs_with_overlay(&req(cmd, env), &overlay)
 }
 
@@ -27,7 +31,9 @@ fn pool(bridge: &str) -> Value {
 }
 
 fn example(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(name)
 }
 
 // ---- merge (§1.2 step 3) ----
@@ -35,7 +41,10 @@ fn example(name: &str) -> PathBuf {
 #[test]
 fn nested_mappings_merge_recursively() {
     let mut v = spec_defaults();
-    merge_operator_inputs(&mut v, &json!({"post_apply_ssh_readiness": {"connectivity_wait_s": 180}}));
+    merge_operator_inputs(
+        &mut v,
+        &json!({"post_apply_ssh_readiness": {"connectivity_wait_s": 180}}),
+    );
     assert_eq!(
         v["post_apply_ssh_readiness"],
         json!({"enabled": true, "required": true, "connectivity_timeout_s": 5, "connectivity_wait_s": 180})
@@ -45,7 +54,10 @@ fn nested_mappings_merge_recursively() {
 #[test]
 fn lists_replace_the_default() {
     let mut v = spec_defaults();
-    merge_operator_inputs(&mut v, &json!({"tags": ["only"], "dns_servers": ["1.1.1.1"]}));
+    merge_operator_inputs(
+        &mut v,
+        &json!({"tags": ["only"], "dns_servers": ["1.1.1.1"]}),
+    );
     assert_eq!(v["tags"], json!(["only"]));
     assert_eq!(v["dns_servers"], json!(["1.1.1.1"]));
 }
@@ -53,7 +65,10 @@ fn lists_replace_the_default() {
 #[test]
 fn blank_operator_string_never_erases_a_value() {
     let mut v = spec_defaults();
-    merge_operator_inputs(&mut v, &json!({"template_key": "  ", "name_prefix": "", "cpu_type": "kvm64"}));
+    merge_operator_inputs(
+        &mut v,
+        &json!({"template_key": "  ", "name_prefix": "", "cpu_type": "kvm64"}),
+    );
     assert_eq!(v["template_key"], json!("ubuntu-24.04"));
     assert_eq!(v["name_prefix"], json!(""));
     assert_eq!(v["cpu_type"], json!("kvm64"));
@@ -78,25 +93,44 @@ fn missing_overlay_file_names_the_path() {
     let mut r = req(LifecycleCommand::Plan, None);
     r.overlay_path = Some(PathBuf::from("/nonexistent/inputs.yml"));
     let e = resolve_inputs(&r).unwrap_err();
-    assert!(e.to_string().starts_with("failed to load inputs file /nonexistent/inputs.yml: "), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("failed to load inputs file /nonexistent/inputs.yml: "),
+        "{e}"
+    );
 }
 
 #[test]
 fn preset_ref_is_rejected_exactly() {
-    let e = resolve(LifecycleCommand::Apply, None, json!({"preset_ref": "small"})).unwrap_err();
+    let e = resolve(
+        LifecycleCommand::Apply,
+        None,
+        json!({"preset_ref": "small"}),
+    )
+    .unwrap_err();
     assert_eq!(e.to_string(), "platform/onprem/platform-vm: inputs.preset_ref provided but spec.inputs.presets is not defined");
 }
 
 // ---- env overrides (§1.2 step 4) ----
 
 fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 #[test]
 fn inputs_json_is_a_shallow_update() {
     let mut v = spec_defaults();
-    apply_env_overrides(&mut v, &env(&[("HYOPS_INPUTS_JSON", r#"{"post_apply_ssh_readiness": {"enabled": false}, "cpu_cores": 3}"#)])).unwrap();
+    apply_env_overrides(
+        &mut v,
+        &env(&[(
+            "HYOPS_INPUTS_JSON",
+            r#"{"post_apply_ssh_readiness": {"enabled": false}, "cpu_cores": 3}"#,
+        )]),
+    )
+    .unwrap();
     assert_eq!(v["cpu_cores"], json!(3));
     assert_eq!(v["post_apply_ssh_readiness"], json!({"enabled": false}));
 }
@@ -113,13 +147,23 @@ fn inputs_json_must_be_an_object() {
 #[test]
 fn input_path_variables_nest_lowercase_and_parse_json() {
     let mut v = spec_defaults();
-    apply_env_overrides(&mut v, &env(&[
-        ("HYOPS_INPUT_post_apply_ssh_readiness__connectivity_wait_s", "600"),
-        ("HYOPS_INPUT_NAME_PREFIX", "lab"),
-        ("HYOPS_INPUT_tags", r#"["a","b"]"#),
-        ("HYOPS_INPUT_limits__global", "3"),
-    ])).unwrap();
-    assert_eq!(v["post_apply_ssh_readiness"]["connectivity_wait_s"], json!(600));
+    apply_env_overrides(
+        &mut v,
+        &env(&[
+            (
+                "HYOPS_INPUT_post_apply_ssh_readiness__connectivity_wait_s",
+                "600",
+            ),
+            ("HYOPS_INPUT_NAME_PREFIX", "lab"),
+            ("HYOPS_INPUT_tags", r#"["a","b"]"#),
+            ("HYOPS_INPUT_limits__global", "3"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        v["post_apply_ssh_readiness"]["connectivity_wait_s"],
+        json!(600)
+    );
     assert_eq!(v["post_apply_ssh_readiness"]["enabled"], json!(true));
     assert_eq!(v["name_prefix"], json!("lab"));
     assert_eq!(v["tags"], json!(["a", "b"]));
@@ -158,14 +202,18 @@ fn canonical_key_beats_its_alias_with_a_warning() {
     o["proxmox_node"] = json!("pve03");
     let out = resolve(LifecycleCommand::Plan, None, o).unwrap();
     assert_eq!(out.model.node_name.as_deref(), Some("pve01"));
-    assert!(out.warnings.contains(&"inputs.proxmox_node ignored because inputs.node_name is set".to_string()));
+    assert!(out
+        .warnings
+        .contains(&"inputs.proxmox_node ignored because inputs.node_name is set".to_string()));
 }
 
 #[test]
 fn ssh_public_key_fills_empty_ssh_keys() {
     let mut o = pool("vmbr0");
     o["ssh_public_key"] = json!("ssh-ed25519 AAAA test");
-    let m = resolve(LifecycleCommand::Plan, None, o.clone()).unwrap().model;
+    let m = resolve(LifecycleCommand::Plan, None, o.clone())
+        .unwrap()
+        .model;
     assert_eq!(m.ssh_keys, vec!["ssh-ed25519 AAAA test".to_string()]);
     o["ssh_keys"] = json!(["ssh-ed25519 BBBB other"]);
     let m = resolve(LifecycleCommand::Plan, None, o).unwrap().model;
@@ -178,7 +226,10 @@ fn unknown_per_vm_keys_are_dropped_with_a_warning() {
     o["vms"]["app-01"]["cpu_cores"] = json!(16);
     let out = resolve(LifecycleCommand::Plan, None, o).unwrap();
     assert_eq!(out.model.cpu_cores, 2);
-    assert_eq!(out.warnings, vec!["inputs.vms[app-01].cpu_cores is not a per-VM setting and is ignored".to_string()]);
+    assert_eq!(
+        out.warnings,
+        vec!["inputs.vms[app-01].cpu_cores is not a per-VM setting and is ignored".to_string()]
+    );
 }
 
 // ---- bridge aliases (§1.8) ----
@@ -203,17 +254,36 @@ fn every_bridge_alias_mapping() {
         ("vnetenvdata", "production", "vnetdprd"),
     ];
     for (alias, env, bridge) in cases {
-        assert_eq!(resolve_bridge_alias(alias, env).as_deref(), Ok(bridge), "{alias}/{env}");
-        assert_eq!(resolve_bridge_alias(alias, &env.to_uppercase()).as_deref(), Ok(bridge));
+        assert_eq!(
+            resolve_bridge_alias(alias, env).as_deref(),
+            Ok(bridge),
+            "{alias}/{env}"
+        );
+        assert_eq!(
+            resolve_bridge_alias(alias, &env.to_uppercase()).as_deref(),
+            Ok(bridge)
+        );
     }
 }
 
 #[test]
 fn vms_bridge_alias_is_rewritten_with_a_warning() {
     let out = resolve(LifecycleCommand::Apply, Some("Dev"), pool("VNetEnv")).unwrap();
-    assert_eq!(out.model.vms.values().next().unwrap().interfaces[0].bridge, "vnetdev");
-    assert_eq!(out.resolved_json["vms"]["app-01"]["interfaces"][0]["bridge"], json!("vnetdev"));
-    assert_eq!(out.warnings, vec!["resolved inputs.vms[app-01].interfaces[1].bridge=vnetenv -> vnetdev (env=Dev)".to_string()]);
+    assert_eq!(
+        out.model.vms.values().next().unwrap().interfaces[0].bridge,
+        "vnetdev"
+    );
+    assert_eq!(
+        out.resolved_json["vms"]["app-01"]["interfaces"][0]["bridge"],
+        json!("vnetdev")
+    );
+    assert_eq!(
+        out.warnings,
+        vec![
+            "resolved inputs.vms[app-01].interfaces[1].bridge=vnetenv -> vnetdev (env=Dev)"
+                .to_string()
+        ]
+    );
 }
 
 #[test]
@@ -221,10 +291,13 @@ fn module_interfaces_and_vm_bridge_aliases_are_rewritten() {
     let o = json!({"require_ipam": false, "interfaces": [{"bridge": "vmbr0"}, {"bridge": "vnetenvdata"}],
                    "vm_bridge": "vnetenv", "vms": {"app-01": {}}});
     let out = resolve(LifecycleCommand::Plan, Some("prod"), o).unwrap();
-    assert_eq!(out.warnings, vec![
-        "resolved inputs.interfaces[2].bridge=vnetenvdata -> vnetdprd (env=prod)".to_string(),
-        "resolved inputs.vm_bridge=vnetenv -> vnetprod (env=prod)".to_string(),
-    ]);
+    assert_eq!(
+        out.warnings,
+        vec![
+            "resolved inputs.interfaces[2].bridge=vnetenvdata -> vnetdprd (env=prod)".to_string(),
+            "resolved inputs.vm_bridge=vnetenv -> vnetprod (env=prod)".to_string(),
+        ]
+    );
     assert_eq!(out.resolved_json["vm_bridge"], json!("vnetprod"));
 }
 
@@ -244,7 +317,10 @@ fn bridge_alias_for_unsupported_env_is_an_error() {
 fn bridge_aliases_are_left_alone_on_destroy() {
     let out = resolve(LifecycleCommand::Destroy, None, pool("vnetenv")).unwrap();
     assert!(out.warnings.is_empty());
-    assert_eq!(out.model.vms.values().next().unwrap().interfaces[0].bridge, "vnetenv");
+    assert_eq!(
+        out.model.vms.values().next().unwrap().interfaces[0].bridge,
+        "vnetenv"
+    );
 }
 
 #[test]
@@ -252,8 +328,14 @@ fn runtime_env_falls_back_to_the_env_map() {
     let mut r = req(LifecycleCommand::Apply, None);
     r.env = env(&[("HYOPS_ENV", "staging")]);
     let out = resolve_inputs_with_overlay(&r, &pool("vnetenv")).unwrap();
-    assert_eq!(out.model.vms.values().next().unwrap().interfaces[0].bridge, "vnetstag");
-    assert_eq!(out.model.vms.values().next().unwrap().physical_name.0, "staging-app-01");
+    assert_eq!(
+        out.model.vms.values().next().unwrap().interfaces[0].bridge,
+        "vnetstag"
+    );
+    assert_eq!(
+        out.model.vms.values().next().unwrap().physical_name.0,
+        "staging-app-01"
+    );
 }
 
 #[test]
@@ -268,9 +350,14 @@ fn build_image_true_is_a_contract_error() {
 
 #[test]
 fn env_prefixes_names_when_no_prefix_inputs() {
-    let m = resolve(LifecycleCommand::Plan, Some("dev"), pool("vmbr0")).unwrap().model;
+    let m = resolve(LifecycleCommand::Plan, Some("dev"), pool("vmbr0"))
+        .unwrap()
+        .model;
     let vm = m.vms.values().next().unwrap();
-    assert_eq!((vm.key.0.as_str(), vm.physical_name.0.as_str()), ("app-01", "dev-app-01"));
+    assert_eq!(
+        (vm.key.0.as_str(), vm.physical_name.0.as_str()),
+        ("app-01", "dev-app-01")
+    );
 }
 
 #[test]
@@ -287,9 +374,18 @@ fn enterprise_example_uses_name_prefix() {
 fn per_vm_vm_name_overrides_and_no_double_prefix() {
     let o = json!({"require_ipam": false, "name_prefix": "dev", "interfaces": [{"bridge": "vmbr0"}],
                    "vms": {"dev-app-01": {}, "db-01": {"vm_name": "legacy-db"}}});
-    let m = resolve(LifecycleCommand::Plan, Some("prod"), o).unwrap().model;
-    let names: Vec<(&str, &str)> = m.vms.values().map(|v| (v.key.0.as_str(), v.physical_name.0.as_str())).collect();
-    assert_eq!(names, vec![("db-01", "legacy-db"), ("dev-app-01", "dev-app-01")]);
+    let m = resolve(LifecycleCommand::Plan, Some("prod"), o)
+        .unwrap()
+        .model;
+    let names: Vec<(&str, &str)> = m
+        .vms
+        .values()
+        .map(|v| (v.key.0.as_str(), v.physical_name.0.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        vec![("db-01", "legacy-db"), ("dev-app-01", "dev-app-01")]
+    );
 }
 
 // ---- single-VM mode (§1.6) ----
@@ -308,10 +404,16 @@ fn single_static_example_validates_and_builds_one_vm() {
     assert_eq!(vm.vm_id, Some(1302));
     let nic = &vm.interfaces[0];
     assert_eq!(nic.bridge, "vmbr7");
-    assert_eq!(nic.mac_address.map(|m| m.to_string()).as_deref(), Some("BC:24:11:00:05:21"));
+    assert_eq!(
+        nic.mac_address.map(|m| m.to_string()).as_deref(),
+        Some("BC:24:11:00:05:21")
+    );
     assert_eq!(
         nic.ipv4,
-        Some(Ipv4Config::Static { address: "10.12.0.51/24".parse().unwrap(), gateway: Some("10.12.0.1".parse().unwrap()) })
+        Some(Ipv4Config::Static {
+            address: "10.12.0.51/24".parse().unwrap(),
+            gateway: Some("10.12.0.1".parse().unwrap())
+        })
     );
 }
 
@@ -319,7 +421,8 @@ fn single_static_example_validates_and_builds_one_vm() {
 fn single_vm_default_nic_falls_back_to_vmbr0_and_uses_vm_role() {
     let mut r = req(LifecycleCommand::Validate, None);
     r.overlay_path = Some(example("inputs.single-static.yml"));
-    let mut overlay = hyops_pve::inputs::load_overlay_file(&example("inputs.single-static.yml")).unwrap();
+    let mut overlay =
+        hyops_pve::inputs::load_overlay_file(&example("inputs.single-static.yml")).unwrap();
     overlay["vm_role"] = json!("netbox");
     let m = resolve_inputs_with_overlay(&r, &overlay).unwrap().model;
     let vm = m.vms.values().next().unwrap();
@@ -329,9 +432,12 @@ fn single_vm_default_nic_falls_back_to_vmbr0_and_uses_vm_role() {
 
 #[test]
 fn single_vm_uses_module_interfaces_when_given() {
-    let mut overlay = hyops_pve::inputs::load_overlay_file(&example("inputs.single-static.yml")).unwrap();
+    let mut overlay =
+        hyops_pve::inputs::load_overlay_file(&example("inputs.single-static.yml")).unwrap();
     overlay["interfaces"] = json!([{"bridge": "vmbr5"}]);
-    let m = resolve(LifecycleCommand::Validate, None, overlay).unwrap().model;
+    let m = resolve(LifecycleCommand::Validate, None, overlay)
+        .unwrap()
+        .model;
     assert_eq!(m.vms.values().next().unwrap().interfaces[0].bridge, "vmbr5");
 }
 
@@ -339,7 +445,13 @@ fn single_vm_uses_module_interfaces_when_given() {
 
 #[test]
 fn every_shipped_example_validates() {
-    for name in ["inputs.min.yml", "inputs.typical.yml", "inputs.enterprise.yml", "inputs.single-static.yml", "inputs.sim-demo.yml"] {
+    for name in [
+        "inputs.min.yml",
+        "inputs.typical.yml",
+        "inputs.enterprise.yml",
+        "inputs.single-static.yml",
+        "inputs.sim-demo.yml",
+    ] {
         let mut r = req(LifecycleCommand::Validate, Some("dev"));
         r.overlay_path = Some(example(name));
         let out = resolve_inputs(&r).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -352,13 +464,24 @@ fn sim_demo_example_is_a_static_three_vm_pool() {
     let mut r = req(LifecycleCommand::Validate, Some("dev"));
     r.overlay_path = Some(example("inputs.sim-demo.yml"));
     let m = resolve_inputs(&r).unwrap().model;
-    assert_eq!(m.vms.keys().map(|k| k.0.as_str()).collect::<Vec<_>>(), vec!["app-01", "app-02", "db-01"]);
+    assert_eq!(
+        m.vms.keys().map(|k| k.0.as_str()).collect::<Vec<_>>(),
+        vec!["app-01", "app-02", "db-01"]
+    );
     assert!(!m.require_ipam && !m.uses_ipam());
     assert_eq!((m.cpu_cores, m.memory_mb, m.disk_size_gb), (2, 2048, 40));
-    assert_eq!(m.template, TemplateSource::StateRef { state_ref: "core/onprem/template-image".into(), key: Some("ubuntu-24.04".into()) });
+    assert_eq!(
+        m.template,
+        TemplateSource::StateRef {
+            state_ref: "core/onprem/template-image".into(),
+            key: Some("ubuntu-24.04".into())
+        }
+    );
     for vm in m.vms.values() {
         assert_eq!(vm.interfaces[0].bridge, "vmbr0");
-        assert!(matches!(vm.interfaces[0].ipv4, Some(Ipv4Config::Static { gateway: Some(g), .. }) if g.to_string() == "10.20.0.1"));
+        assert!(
+            matches!(vm.interfaces[0].ipv4, Some(Ipv4Config::Static { gateway: Some(g), .. }) if g.to_string() == "10.20.0.1")
+        );
     }
 }
 
@@ -378,9 +501,21 @@ fn min_example_is_ipam() {
 fn destroy_skips_validation_but_still_builds_keys_names_and_ids() {
     let o = json!({"cpu_cores": "lots", "tags": [], "dns_servers": 5,
                    "vms": {"App-01": {"vm_id": 201, "interfaces": "nope"}, "db-01": 7}});
-    let m = resolve(LifecycleCommand::Destroy, Some("dev"), o.clone()).unwrap().model;
-    let got: Vec<(&str, &str, Option<u32>)> = m.vms.values().map(|v| (v.key.0.as_str(), v.physical_name.0.as_str(), v.vm_id)).collect();
-    assert_eq!(got, vec![("app-01", "dev-app-01", Some(201)), ("db-01", "dev-db-01", None)]);
+    let m = resolve(LifecycleCommand::Destroy, Some("dev"), o.clone())
+        .unwrap()
+        .model;
+    let got: Vec<(&str, &str, Option<u32>)> = m
+        .vms
+        .values()
+        .map(|v| (v.key.0.as_str(), v.physical_name.0.as_str(), v.vm_id))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("app-01", "dev-app-01", Some(201)),
+            ("db-01", "dev-db-01", None)
+        ]
+    );
     assert!(resolve(LifecycleCommand::Apply, Some("dev"), o).is_err());
 }
 
@@ -396,10 +531,13 @@ fn rerun_inputs_drop_internal_and_secret_keys() {
         "nested": {"my_token": "t", "keep": 1},
         "cpu_cores": 2
     });
-    assert_eq!(sanitize_rerun_inputs(&v), json!({
-        "netbox_api_token_env": "NETBOX_API_TOKEN", "sa_json_file": "/k.json", "access_key_path": "/p",
-        "ssh_keys_from_init": true, "nested": {"keep": 1}, "cpu_cores": 2
-    }));
+    assert_eq!(
+        sanitize_rerun_inputs(&v),
+        json!({
+            "netbox_api_token_env": "NETBOX_API_TOKEN", "sa_json_file": "/k.json", "access_key_path": "/p",
+            "ssh_keys_from_init": true, "nested": {"keep": 1}, "cpu_cores": 2
+        })
+    );
 }
 
 #[test]
@@ -412,8 +550,14 @@ fn rerun_inputs_keep_ssh_keys_when_not_from_init() {
 
 #[test]
 fn module_ref_accepts_dots_and_rejects_others() {
-    assert_eq!(canonical_module_ref("platform.onprem.platform-vm").unwrap(), "platform/onprem/platform-vm");
-    assert_eq!(canonical_module_ref("platform/onprem/platform-vm").unwrap(), "platform/onprem/platform-vm");
+    assert_eq!(
+        canonical_module_ref("platform.onprem.platform-vm").unwrap(),
+        "platform/onprem/platform-vm"
+    );
+    assert_eq!(
+        canonical_module_ref("platform/onprem/platform-vm").unwrap(),
+        "platform/onprem/platform-vm"
+    );
     assert_eq!(
         canonical_module_ref("platform/onprem/netbox").unwrap_err().to_string(),
         "module 'platform/onprem/netbox' is not supported by hyops-pve (supported: platform/onprem/platform-vm)"
@@ -429,7 +573,10 @@ fn readiness_falls_back_to_top_level_inputs() {
     o["ssh_proxy_jump_host"] = json!("10.0.0.2");
     o["ssh_proxy_jump_port"] = json!(2222);
     o["post_apply_ssh_readiness"] = json!({"connectivity_wait_s": 0});
-    let rc = resolve(LifecycleCommand::Plan, None, o).unwrap().model.readiness;
+    let rc = resolve(LifecycleCommand::Plan, None, o)
+        .unwrap()
+        .model
+        .readiness;
     assert_eq!(rc.target_user.as_deref(), Some("ubuntu"));
     assert_eq!(rc.ssh_proxy_jump_host.as_deref(), Some("10.0.0.2"));
     assert_eq!(rc.ssh_proxy_jump_port, 2222);
@@ -440,7 +587,10 @@ fn readiness_falls_back_to_top_level_inputs() {
 
 #[test]
 fn readiness_target_user_defaults_to_opsadmin() {
-    let rc = resolve(LifecycleCommand::Plan, None, pool("vmbr0")).unwrap().model.readiness;
+    let rc = resolve(LifecycleCommand::Plan, None, pool("vmbr0"))
+        .unwrap()
+        .model
+        .readiness;
     assert_eq!(rc.target_user.as_deref(), Some("opsadmin"));
     assert_eq!(rc.target_port, 22);
 }

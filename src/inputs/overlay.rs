@@ -116,7 +116,9 @@ pub fn merge_operator_inputs(base: &mut Value, overlay: &Value) {
     };
     for (k, v) in src {
         match dst.get_mut(k) {
-            Some(existing @ Value::Object(_)) if v.is_object() => merge_operator_inputs(existing, v),
+            Some(existing @ Value::Object(_)) if v.is_object() => {
+                merge_operator_inputs(existing, v)
+            }
             Some(existing) => {
                 if !is_blank_over_non_blank(existing, v) {
                     *existing = v.clone();
