@@ -127,4 +127,14 @@ proptest! {
             }
         }
     }
+
+    #[test]
+    fn arbitrary_env_overrides_never_panic(
+        pairs in prop::collection::vec(("HYOPS_INPUT(S_JSON|_[a-zA-Z_]{0,12})", "[ -~]{0,16}"), 0..6),
+        cmd in prop::sample::select(COMMANDS),
+    ) {
+        let mut req = ResolveRequest::new(cmd);
+        req.env = pairs.into_iter().collect();
+        let _ = resolve_inputs_with_overlay(&req, &serde_json::json!({}));
+    }
 }

@@ -491,6 +491,15 @@ fn nic_mac_must_be_valid() {
 }
 
 #[test]
+fn nic_mac_false_is_not_skipped() {
+    // Python's str(False) is "False", which is not a MAC.
+    assert_validator(
+        nic0(json!({"bridge": "vmbr0", "mac_address": false})),
+        "inputs.vms[app-01].interfaces[1].mac_address must be a valid MAC address",
+    );
+}
+
+#[test]
 fn nic_ipv4_must_be_a_mapping() {
     assert_helper(
         nic0(json!({"bridge": "vmbr0", "ipv4": "dhcp"})),
@@ -678,15 +687,6 @@ fn single_vm_gateway_must_be_inside_the_cidr() {
     assert_validator(
         with(single(), &["vm_gateway"], json!("10.13.0.1")),
         "inputs.vm_gateway must be within inputs.vm_ipv4_cidr network",
-    );
-}
-
-#[test]
-fn single_vm_does_not_check_os_type() {
-    // Pool rules run first and check os_type; with a valid os_type the single path passes.
-    let req = ResolveRequest::new(LifecycleCommand::Validate);
-    assert!(
-        resolve_inputs_with_overlay(&req, &with(single(), &["os_type"], json!("win11"))).is_ok()
     );
 }
 

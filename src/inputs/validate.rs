@@ -8,7 +8,9 @@
 use serde_json::{Map, Value};
 
 use super::error::ValidationFailure;
-use super::pyval::{as_int, get, ip_address, ip_interface, py_str, IfaceParsed, IpParsed};
+use super::pyval::{
+    as_int, get, ip_address, ip_interface, py_plain_str, py_str, IfaceParsed, IpParsed,
+};
 
 type Rule = Result<(), ValidationFailure>;
 
@@ -453,8 +455,10 @@ fn validate_interfaces(value: Option<&Value>, field: &str) -> Rule {
         let bridge = require_non_empty_str(get(nic, "bridge"), &format!("{nic_field}.bridge"))?;
         reject_placeholder(&bridge, &format!("{nic_field}.bridge"))?;
 
-        let mac = py_str(nic.get("mac_address"));
-        if get(nic, "mac_address").is_some() && !mac.is_empty() && !is_mac(&mac) {
+        let mac = get(nic, "mac_address")
+            .map(py_plain_str)
+            .unwrap_or_default();
+        if !mac.is_empty() && !is_mac(&mac) {
             return Err(fail(format!(
                 "{nic_field}.mac_address must be a valid MAC address"
             )));
