@@ -749,3 +749,27 @@ fn int_in_range(v: Option<&Value>, field: &str, lo: i128, hi: i128) -> Rule {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholder_rule_normalises_case_and_dashes() {
+        assert!(is_placeholder("change-me"));
+        assert!(is_placeholder("vnet-change-me-1"));
+        assert!(is_placeholder("x_replace_me"));
+        assert!(!is_placeholder("vmbr0"));
+        assert!(!is_placeholder("changeme"));
+    }
+
+    #[test]
+    fn vm_key_pattern_bounds() {
+        assert!(is_vm_key("a"));
+        assert!(is_vm_key(&"a".repeat(63)));
+        assert!(!is_vm_key(&"a".repeat(64)));
+        assert!(!is_vm_key("-a"));
+        assert!(!is_vm_key("a_b"));
+        assert!(!is_vm_key(""));
+    }
+}
