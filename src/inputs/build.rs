@@ -10,7 +10,9 @@ use serde_json::{Map, Value};
 
 use super::model::*;
 use super::naming::{name_prefix, physical_name};
-use super::pyval::{as_int, as_int_lenient, get, ip_interface, non_blank_str, parse_ipv4, IfaceParsed};
+use super::pyval::{
+    as_int, as_int_lenient, get, ip_interface, non_blank_str, parse_ipv4, IfaceParsed,
+};
 use super::validate::{KNOWN_VM_KEYS, NIC_MODELS};
 
 /// What the builder needs besides the inputs tree.
@@ -106,7 +108,11 @@ pub fn build_model(inputs: &Value, ctx: BuildContext<'_>) -> (ModuleInputs, Vec<
                     vm_id: opt_u32(get(cfg, "vm_id")),
                     node_name: non_blank_str(get(cfg, "node_name"))
                         .or_else(|| non_blank_str(get(cfg, "proxmox_node"))),
-                    interfaces: if own.is_empty() { module_ifaces.clone() } else { own },
+                    interfaces: if own.is_empty() {
+                        module_ifaces.clone()
+                    } else {
+                        own
+                    },
                     cloud_init_user_data: non_blank_str(get(cfg, "cloud_init_user_data")),
                     cloud_init_network_data: non_blank_str(get(cfg, "cloud_init_network_data"))
                         .or_else(|| non_blank_str(get(data, "cloud_init_network_data"))),
@@ -244,7 +250,11 @@ fn ipv4_config(address: &str, gateway: Option<&str>, primary: bool) -> Option<Ip
     match ip_interface(address) {
         Ok(IfaceParsed::V4(net)) => Some(Ipv4Config::Static {
             address: net,
-            gateway: if primary { gateway.and_then(parse_ipv4) } else { None },
+            gateway: if primary {
+                gateway.and_then(parse_ipv4)
+            } else {
+                None
+            },
         }),
         _ => None,
     }

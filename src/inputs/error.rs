@@ -51,7 +51,10 @@ impl ValidationFailure {
     pub fn wrapped_text(&self) -> String {
         match self.kind {
             FailureKind::Validator => {
-                format!("validator failed for module_ref={MODULE_REF}: {}", self.message)
+                format!(
+                    "validator failed for module_ref={MODULE_REF}: {}",
+                    self.message
+                )
             }
             FailureKind::Helper | FailureKind::Addressing => self.message.clone(),
         }

@@ -57,7 +57,9 @@ pub use defaults::spec_defaults;
 pub use error::{FailureKind, InputsError, ValidationFailure, MODULE_REF};
 pub use model::*;
 pub use naming::{name_prefix, physical_name};
-pub use overlay::{apply_env_overrides, load_overlay_file, merge_operator_inputs, parse_overlay_yaml};
+pub use overlay::{
+    apply_env_overrides, load_overlay_file, merge_operator_inputs, parse_overlay_yaml,
+};
 pub use sanitize::sanitize_rerun_inputs;
 pub use validate::{
     validate_addressing_contract, validate_engine_extensions, validate_platform_vm, NIC_MODELS,

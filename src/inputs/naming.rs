@@ -36,7 +36,10 @@ mod tests {
     #[test]
     fn name_prefix_wins_over_context_id() {
         let p = name_prefix("corp", "prod-a", Some("dev"));
-        assert_eq!(physical_name("apps-gitops-01", &p, None), "corp-apps-gitops-01");
+        assert_eq!(
+            physical_name("apps-gitops-01", &p, None),
+            "corp-apps-gitops-01"
+        );
     }
 
     #[test]
@@ -46,7 +49,10 @@ mod tests {
 
     #[test]
     fn override_wins_and_empty_prefix_keeps_key() {
-        assert_eq!(physical_name("app-01", "dev", Some("legacy-name")), "legacy-name");
+        assert_eq!(
+            physical_name("app-01", "dev", Some("legacy-name")),
+            "legacy-name"
+        );
         assert_eq!(physical_name("app-01", "", None), "app-01");
         assert_eq!(physical_name("app-01", "dev", Some("  ")), "dev-app-01");
     }

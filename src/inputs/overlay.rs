@@ -116,7 +116,9 @@ pub fn merge_operator_inputs(base: &mut Value, overlay: &Value) {
     };
     for (k, v) in src {
         match dst.get_mut(k) {
-            Some(existing @ Value::Object(_)) if v.is_object() => merge_operator_inputs(existing, v),
+            Some(existing @ Value::Object(_)) if v.is_object() => {
+                merge_operator_inputs(existing, v)
+            }
             Some(existing) => {
                 if !is_blank_over_non_blank(existing, v) {
                     *existing = v.clone();
@@ -210,4 +212,52 @@ fn set_nested(dst: &mut Map<String, Value>, path: &[String], value: Value) {
         cur = next;
     }
     cur.insert(last.clone(), value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn blank_string_fills_a_missing_or_blank_slot() {
+        let mut base = json!({"a": "", "b": "keep"});
+        merge_operator_inputs(&mut base, &json!({"a": " ", "b": "", "c": ""}));
+        assert_eq!(base, json!({"a": " ", "b": "keep", "c": ""}));
+    }
+
+    #[test]
+    fn mapping_replaces_a_scalar_and_scalar_replaces_a_mapping() {
+        let mut base = json!({"a": 1, "b": {"x": 1}});
+        merge_operator_inputs(&mut base, &json!({"a": {"y": 2}, "b": false}));
+        assert_eq!(base, json!({"a": {"y": 2}, "b": false}));
+    }
+
+    #[test]
+    fn nested_env_path_replaces_a_scalar_parent() {
+        let mut v = json!({"limits": 5});
+        let env = [("HYOPS_INPUT_limits__global".to_string(), "2".to_string())]
+            .into_iter()
+            .collect();
+        apply_env_overrides(&mut v, &env).unwrap();
+        assert_eq!(v, json!({"limits": {"global": 2}}));
+    }
+
+    #[test]
+    fn env_value_that_is_not_json_stays_a_string() {
+        let mut v = json!({});
+        let env = [("HYOPS_INPUT_name_prefix".to_string(), "lab-1".to_string())]
+            .into_iter()
+            .collect();
+        apply_env_overrides(&mut v, &env).unwrap();
+        assert_eq!(v, json!({"name_prefix": "lab-1"}));
+    }
+
+    #[test]
+    fn yaml_scalar_keys_become_strings() {
+        assert_eq!(
+            parse_overlay_yaml("vms:\n  1: {}\n  true: {}\n").unwrap(),
+            json!({"vms": {"1": {}, "true": {}}})
+        );
+    }
 }

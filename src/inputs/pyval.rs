@@ -68,6 +68,18 @@ pub(crate) fn py_str(v: Option<&Value>) -> String {
     }
 }
 
+/// `str(v).strip()` for a value that is present (no `or ""`): `False` → `"False"`, `0` → `"0"`.
+pub(crate) fn py_plain_str(v: &Value) -> String {
+    match v {
+        Value::Null => "None".to_string(),
+        Value::Bool(true) => "True".to_string(),
+        Value::Bool(false) => "False".to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.trim().to_string(),
+        other => other.to_string(),
+    }
+}
+
 /// Python `repr()` of a string: single quotes unless the text holds a single quote and no
 /// double quote.
 pub(crate) fn py_repr(s: &str) -> String {

@@ -8,7 +8,9 @@
 use serde_json::{Map, Value};
 
 use super::error::ValidationFailure;
-use super::pyval::{as_int, get, ip_address, ip_interface, py_str, IfaceParsed, IpParsed};
+use super::pyval::{
+    as_int, get, ip_address, ip_interface, py_plain_str, py_str, IfaceParsed, IpParsed,
+};
 
 type Rule = Result<(), ValidationFailure>;
 
@@ -54,7 +56,10 @@ pub const KNOWN_VM_KEYS: &[&str] = &[
 // common.py helpers (ModuleValidationError: not wrapped by the validator registry)
 // ---------------------------------------------------------------------------------------------
 
-fn require_mapping<'a>(v: Option<&'a Value>, field: &str) -> Result<&'a Map<String, Value>, ValidationFailure> {
+fn require_mapping<'a>(
+    v: Option<&'a Value>,
+    field: &str,
+) -> Result<&'a Map<String, Value>, ValidationFailure> {
     match v {
         Some(Value::Object(m)) => Ok(m),
         _ => Err(helper(format!("{field} must be a mapping"))),
@@ -92,7 +97,9 @@ fn require_str_list(v: Option<&Value>, field: &str) -> Result<Vec<String>, Valid
 fn require_vm_name(v: Option<&Value>, field: &str) -> Result<String, ValidationFailure> {
     let name = require_non_empty_str(v, field)?.to_lowercase();
     if !is_vm_key(&name) {
-        return Err(fail(format!("{field} must match ^[a-z0-9][a-z0-9-]{{0,62}}$")));
+        return Err(fail(format!(
+            "{field} must match ^[a-z0-9][a-z0-9-]{{0,62}}$"
+        )));
     }
     Ok(name)
 }
@@ -156,7 +163,10 @@ pub fn validate_addressing_contract(inputs: &Value) -> Rule {
         .collect();
     unknown.sort_unstable();
     if !unknown.is_empty() {
-        return err(format!("inputs.addressing has unknown keys: {}", unknown.join(", ")));
+        return err(format!(
+            "inputs.addressing has unknown keys: {}",
+            unknown.join(", ")
+        ));
     }
     let mode = py_str(addr.get("mode")).to_lowercase();
     if mode != "static" && mode != "ipam" {
@@ -170,12 +180,16 @@ pub fn validate_addressing_contract(inputs: &Value) -> Rule {
             _ => false,
         };
         if !absent_or_empty {
-            return err("inputs.addressing.ipam is only allowed when inputs.addressing.mode=ipam".into());
+            return err(
+                "inputs.addressing.ipam is only allowed when inputs.addressing.mode=ipam".into(),
+            );
         }
         return Ok(());
     }
     let Some(Value::Object(ipam)) = raw_ipam else {
-        return err("inputs.addressing.ipam must be a mapping when inputs.addressing.mode=ipam".into());
+        return err(
+            "inputs.addressing.ipam must be a mapping when inputs.addressing.mode=ipam".into(),
+        );
     };
     const IPAM_KEYS: &[&str] = &[
         "provider",
@@ -191,10 +205,16 @@ pub fn validate_addressing_contract(inputs: &Value) -> Rule {
         .collect();
     unknown.sort_unstable();
     if !unknown.is_empty() {
-        return err(format!("inputs.addressing.ipam has unknown keys: {}", unknown.join(", ")));
+        return err(format!(
+            "inputs.addressing.ipam has unknown keys: {}",
+            unknown.join(", ")
+        ));
     }
     if py_str(ipam.get("provider")).to_lowercase() != "netbox" {
-        return err("inputs.addressing.ipam.provider must be 'netbox' when inputs.addressing.mode=ipam".into());
+        return err(
+            "inputs.addressing.ipam.provider must be 'netbox' when inputs.addressing.mode=ipam"
+                .into(),
+        );
     }
     Ok(())
 }
@@ -218,22 +238,32 @@ fn validate_require_ipam(data: &Map<String, Value>) -> Rule {
         return Ok(());
     };
     let Value::Bool(require) = raw else {
-        return Err(fail("inputs.require_ipam must be a boolean when set".into()));
+        return Err(fail(
+            "inputs.require_ipam must be a boolean when set".into(),
+        ));
     };
     if !require {
         return Ok(());
     }
     let Some(Value::Object(addr)) = get(data, "addressing") else {
-        return Err(fail("inputs.addressing is required when inputs.require_ipam=true".into()));
+        return Err(fail(
+            "inputs.addressing is required when inputs.require_ipam=true".into(),
+        ));
     };
     if py_str(addr.get("mode")).to_lowercase() != "ipam" {
-        return Err(fail("inputs.addressing.mode must be ipam when inputs.require_ipam=true".into()));
+        return Err(fail(
+            "inputs.addressing.mode must be ipam when inputs.require_ipam=true".into(),
+        ));
     }
     let Some(Value::Object(ipam)) = addr.get("ipam") else {
-        return Err(fail("inputs.addressing.ipam must be a mapping when inputs.require_ipam=true".into()));
+        return Err(fail(
+            "inputs.addressing.ipam must be a mapping when inputs.require_ipam=true".into(),
+        ));
     };
     if py_str(ipam.get("provider")).to_lowercase() != "netbox" {
-        return Err(fail("inputs.addressing.ipam.provider must be netbox when inputs.require_ipam=true".into()));
+        return Err(fail(
+            "inputs.addressing.ipam.provider must be netbox when inputs.require_ipam=true".into(),
+        ));
     }
     Ok(())
 }
@@ -241,7 +271,9 @@ fn validate_require_ipam(data: &Map<String, Value>) -> Rule {
 fn validate_allow_vm_set_replace(data: &Map<String, Value>) -> Rule {
     match get(data, "allow_vm_set_replace") {
         None | Some(Value::Bool(_)) => Ok(()),
-        Some(_) => Err(fail("inputs.allow_vm_set_replace must be a boolean when set".into())),
+        Some(_) => Err(fail(
+            "inputs.allow_vm_set_replace must be a boolean when set".into(),
+        )),
     }
 }
 
@@ -258,7 +290,9 @@ fn validate_template(data: &Map<String, Value>) -> Rule {
         }
     }
     if matches!(get(data, "template_state_ref"), Some(v) if !v.is_string()) {
-        return Err(fail("inputs.template_state_ref must be a string when set".into()));
+        return Err(fail(
+            "inputs.template_state_ref must be a string when set".into(),
+        ));
     }
     if matches!(get(data, "template_key"), Some(v) if !v.is_string()) {
         return Err(fail("inputs.template_key must be a string when set".into()));
@@ -279,12 +313,17 @@ fn validate_sizes(data: &Map<String, Value>) -> Rule {
 fn validate_dns_and_tags(data: &Map<String, Value>) -> Rule {
     let servers = require_str_list(get(data, "dns_servers"), "inputs.dns_servers")?;
     if servers.is_empty() {
-        return Err(fail("inputs.dns_servers must contain at least one item".into()));
+        return Err(fail(
+            "inputs.dns_servers must contain at least one item".into(),
+        ));
     }
     for (i, s) in servers.iter().enumerate() {
         match ip_address(s) {
             Err(exc) => {
-                return Err(fail(format!("inputs.dns_servers[{}] is invalid: {exc}", i + 1)))
+                return Err(fail(format!(
+                    "inputs.dns_servers[{}] is invalid: {exc}",
+                    i + 1
+                )))
             }
             Ok(IpParsed::V6) => {
                 return Err(fail(format!("inputs.dns_servers[{}] must be IPv4", i + 1)))
@@ -372,14 +411,18 @@ fn validate_single_vm_inputs(data: &Map<String, Value>) -> Rule {
 
     let mac = require_non_empty_str(get(data, "vm_mac"), "inputs.vm_mac")?;
     if !is_mac(&mac) {
-        return Err(fail("inputs.vm_mac must be a valid MAC address (AA:BB:CC:DD:EE:FF)".into()));
+        return Err(fail(
+            "inputs.vm_mac must be a valid MAC address (AA:BB:CC:DD:EE:FF)".into(),
+        ));
     }
     let cidr = require_non_empty_str(get(data, "vm_ipv4_cidr"), "inputs.vm_ipv4_cidr")?;
     let gw = require_non_empty_str(get(data, "vm_gateway"), "inputs.vm_gateway")?;
     let net = match ip_interface(&cidr) {
         Err(exc) => return Err(fail(format!("inputs.vm_ipv4_cidr is invalid: {exc}"))),
         Ok(IfaceParsed::V6) => {
-            return Err(fail("inputs.vm_ipv4_cidr must be an IPv4 interface CIDR".into()))
+            return Err(fail(
+                "inputs.vm_ipv4_cidr must be an IPv4 interface CIDR".into(),
+            ))
         }
         Ok(IfaceParsed::V4(n)) => n,
     };
@@ -388,7 +431,9 @@ fn validate_single_vm_inputs(data: &Map<String, Value>) -> Rule {
         Ok(IpParsed::V6) => return Err(fail("inputs.vm_gateway must be IPv4".into())),
         Ok(IpParsed::V4(ip)) => {
             if !net.trunc().contains(&ip) {
-                return Err(fail("inputs.vm_gateway must be within inputs.vm_ipv4_cidr network".into()));
+                return Err(fail(
+                    "inputs.vm_gateway must be within inputs.vm_ipv4_cidr network".into(),
+                ));
             }
         }
     }
@@ -410,9 +455,13 @@ fn validate_interfaces(value: Option<&Value>, field: &str) -> Rule {
         let bridge = require_non_empty_str(get(nic, "bridge"), &format!("{nic_field}.bridge"))?;
         reject_placeholder(&bridge, &format!("{nic_field}.bridge"))?;
 
-        let mac = py_str(nic.get("mac_address"));
-        if get(nic, "mac_address").is_some() && !mac.is_empty() && !is_mac(&mac) {
-            return Err(fail(format!("{nic_field}.mac_address must be a valid MAC address")));
+        let mac = get(nic, "mac_address")
+            .map(py_plain_str)
+            .unwrap_or_default();
+        if !mac.is_empty() && !is_mac(&mac) {
+            return Err(fail(format!(
+                "{nic_field}.mac_address must be a valid MAC address"
+            )));
         }
 
         let Some(ipv4) = get(nic, "ipv4") else {
@@ -542,7 +591,9 @@ pub fn validate_engine_extensions(inputs: &Value) -> Rule {
     if let Some(v) = get(data, "clone_mode") {
         let ok = matches!(v, Value::String(s) if ["full", "linked"].contains(&s.trim().to_lowercase().as_str()));
         if !ok {
-            return Err(fail("inputs.clone_mode must be one of: full, linked".into()));
+            return Err(fail(
+                "inputs.clone_mode must be one of: full, linked".into(),
+            ));
         }
     }
     if let Some(v) = get(data, "limits") {
@@ -556,7 +607,10 @@ pub fn validate_engine_extensions(inputs: &Value) -> Rule {
             .collect();
         unknown.sort_unstable();
         if !unknown.is_empty() {
-            return Err(fail(format!("inputs.limits has unknown keys: {}", unknown.join(", "))));
+            return Err(fail(format!(
+                "inputs.limits has unknown keys: {}",
+                unknown.join(", ")
+            )));
         }
         for key in ["global", "per_node", "per_storage"] {
             if let Some(v) = get(limits, key) {
@@ -569,7 +623,14 @@ pub fn validate_engine_extensions(inputs: &Value) -> Rule {
             }
         }
     }
-    for key in ["node_name", "datastore_id", "snippets_datastore_id", "network_bridge", "ssh_username", "ssh_public_key"] {
+    for key in [
+        "node_name",
+        "datastore_id",
+        "snippets_datastore_id",
+        "network_bridge",
+        "ssh_username",
+        "ssh_public_key",
+    ] {
         if matches!(get(data, key), Some(v) if !v.is_string()) {
             return Err(fail(format!("inputs.{key} must be a string when set")));
         }
@@ -579,7 +640,10 @@ pub fn validate_engine_extensions(inputs: &Value) -> Rule {
         Some(Value::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
                 if !matches!(item, Value::String(s) if !s.trim().is_empty()) {
-                    return Err(fail(format!("inputs.ssh_keys[{}] must be a non-empty string", i + 1)));
+                    return Err(fail(format!(
+                        "inputs.ssh_keys[{}] must be a non-empty string",
+                        i + 1
+                    )));
                 }
             }
         }
@@ -611,18 +675,32 @@ pub fn validate_engine_extensions(inputs: &Value) -> Rule {
                     )));
                 }
                 let Value::Object(cfg) = cfg else { continue };
-                if matches!(get(cfg, "node_name"), Some(v) if !matches!(v, Value::String(s) if !s.trim().is_empty())) {
-                    return Err(fail(format!("inputs.vms[{key}].node_name must be a non-empty string")));
+                if matches!(get(cfg, "node_name"), Some(v) if !matches!(v, Value::String(s) if !s.trim().is_empty()))
+                {
+                    return Err(fail(format!(
+                        "inputs.vms[{key}].node_name must be a non-empty string"
+                    )));
                 }
                 if matches!(get(cfg, "vm_name"), Some(v) if !v.is_string()) {
-                    return Err(fail(format!("inputs.vms[{key}].vm_name must be a string when set")));
+                    return Err(fail(format!(
+                        "inputs.vms[{key}].vm_name must be a string when set"
+                    )));
                 }
-                for ci in ["cloud_init_user_data", "cloud_init_network_data", "cloud_init_meta_data"] {
+                for ci in [
+                    "cloud_init_user_data",
+                    "cloud_init_network_data",
+                    "cloud_init_meta_data",
+                ] {
                     if matches!(get(cfg, ci), Some(v) if !v.is_string()) {
-                        return Err(fail(format!("inputs.vms[{key}].{ci} must be a string when set")));
+                        return Err(fail(format!(
+                            "inputs.vms[{key}].{ci} must be a string when set"
+                        )));
                     }
                 }
-                validate_nic_extensions(get(cfg, "interfaces"), &format!("inputs.vms[{key}].interfaces"))?;
+                validate_nic_extensions(
+                    get(cfg, "interfaces"),
+                    &format!("inputs.vms[{key}].interfaces"),
+                )?;
             }
         }
     }
@@ -646,10 +724,17 @@ fn validate_nic_extensions(value: Option<&Value>, field: &str) -> Rule {
             }
         }
         if matches!(get(nic, "firewall"), Some(v) if !v.is_boolean()) {
-            return Err(fail(format!("{nic_field}.firewall must be a boolean when set")));
+            return Err(fail(format!(
+                "{nic_field}.firewall must be a boolean when set"
+            )));
         }
         int_in_range(get(nic, "mtu"), &format!("{nic_field}.mtu"), 1, 65520)?;
-        int_in_range(get(nic, "vlan_id"), &format!("{nic_field}.vlan_id"), 1, 4094)?;
+        int_in_range(
+            get(nic, "vlan_id"),
+            &format!("{nic_field}.vlan_id"),
+            1,
+            4094,
+        )?;
     }
     Ok(())
 }
@@ -663,4 +748,28 @@ fn int_in_range(v: Option<&Value>, field: &str, lo: i128, hi: i128) -> Rule {
         return Err(fail(format!("{field} must be between {lo} and {hi}")));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholder_rule_normalises_case_and_dashes() {
+        assert!(is_placeholder("change-me"));
+        assert!(is_placeholder("vnet-change-me-1"));
+        assert!(is_placeholder("x_replace_me"));
+        assert!(!is_placeholder("vmbr0"));
+        assert!(!is_placeholder("changeme"));
+    }
+
+    #[test]
+    fn vm_key_pattern_bounds() {
+        assert!(is_vm_key("a"));
+        assert!(is_vm_key(&"a".repeat(63)));
+        assert!(!is_vm_key(&"a".repeat(64)));
+        assert!(!is_vm_key("-a"));
+        assert!(!is_vm_key("a_b"));
+        assert!(!is_vm_key(""));
+    }
 }
