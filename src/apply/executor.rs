@@ -40,6 +40,8 @@ pub struct Timeouts {
     /// First retry delay; doubles with jitter up to `max_backoff`.
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
+    /// Attempts per step before a retryable error becomes the step's failure.
+    pub max_attempts: u32,
 }
 
 impl Default for Timeouts {
@@ -54,6 +56,7 @@ impl Default for Timeouts {
             agent_wait: Duration::from_secs(300),
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(10),
+            max_attempts: 6,
         }
     }
 }
@@ -192,7 +195,10 @@ pub fn is_retryable(e: &PveError) -> bool {
         | ErrorClass::StorageLockTimeout { .. }
         | ErrorClass::NoWorkerUpid
         | ErrorClass::Server
-        | ErrorClass::Transport { .. } => true,
+        | ErrorClass::Transport { .. }
+        // A failed task left nothing behind (PVE cleans up a failed clone; config and
+        // resize are re-read before the next attempt), so it is worth a bounded retry.
+        | ErrorClass::TaskFailed => true,
         // A lock held by a backup, snapshot or our own clone goes away; wait for it.
         ErrorClass::Locked { .. } => true,
         _ => false,
@@ -242,7 +248,9 @@ impl Executor {
                     ctx.progress(name, "ok", None);
                     return Ok(v);
                 }
-                Err(StepOutcome::Retry(e)) if started.elapsed() + delay < deadline => {
+                Err(StepOutcome::Retry(e))
+                    if started.elapsed() + delay < deadline && attempts < self.timeouts.max_attempts =>
+                {
                     ctx.progress(name, "retry", Some(e.to_string()));
                     tracing::debug!(vm = %ctx.key, step = name, error = %e, "retrying");
                     tokio::time::sleep(jitter(delay)).await;

@@ -30,36 +30,52 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// Resolve everything but credentials. With `--sim`, also starts the simulator.
+    /// Resolve everything but credentials from the process environment. With `--sim`, also
+    /// starts the simulator.
     pub async fn new(args: &ModuleArgs) -> Result<Self, CliError> {
-        let env_vars: BTreeMap<String, String> = std::env::vars().collect();
+        Self::build(args, std::env::vars().collect()).await
+    }
+
+    /// [`Ctx::new`] with an explicit environment (tests and the driver mode use this so
+    /// nothing depends on the process environment).
+    pub async fn build(args: &ModuleArgs, env_vars: BTreeMap<String, String>) -> Result<Self, CliError> {
         let module = canonical_module_ref(&args.module).map_err(|e| CliError::msg(e.to_string()))?;
         let module_ref = ModuleRef::parse(module).map_err(CliError::hyops)?;
         let instance = StateInstance::parse_opt(args.state_instance.as_deref()).map_err(CliError::hyops)?;
-        let env_name = env_vars
+        let hyops_env = env_vars
             .get("HYOPS_ENV")
-            .filter(|v| !v.trim().is_empty())
-            .cloned()
-            .or_else(|| args.env.clone());
-        let (root, sim) = if args.sim {
-            let env = args.env.clone().or_else(|| env_name.clone()).unwrap_or_else(|| "dev".into());
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty());
+        let runtime_root_env = env_vars
+            .get("HYOPS_RUNTIME_ROOT")
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty());
+        let (root, sim, env_name) = if args.sim {
+            let env = args.env.clone().or_else(|| hyops_env.clone()).unwrap_or_else(|| "dev".into());
             let session = SimSession::start(&env, args.root.as_deref(), args.sim_cluster.as_deref(), &env_vars).await?;
-            (RuntimeRoot::at(session.root()), Some(session))
+            (RuntimeRoot::at(session.root()), Some(session), Some(env))
         } else {
+            // `--env` or `--root`; else HYOPS_RUNTIME_ROOT; else HYOPS_ENV (contract §6.1).
+            let env_for_root = match (&args.env, &args.root, &runtime_root_env) {
+                (Some(e), _, _) => Some(e.clone()),
+                (None, None, None) => hyops_env.clone(),
+                _ => None,
+            };
             let home = env_vars.get("HOME").map(PathBuf::from);
             let root = RuntimeRoot::resolve(&RootSource {
-                env: args.env.as_deref(),
+                env: env_for_root.as_deref(),
                 root: args.root.as_deref(),
-                runtime_root_env: env_vars.get("HYOPS_RUNTIME_ROOT").map(String::as_str),
+                runtime_root_env: runtime_root_env.as_deref(),
                 home: home.as_deref(),
             })
             .map_err(CliError::hyops)?;
-            (root, None)
-        };
-        let env_name = if args.sim {
-            Some(args.env.clone().or(env_name).unwrap_or_else(|| "dev".into()))
-        } else {
-            env_name.or_else(|| root.env().map(str::to_string))
+            // HYOPS_ENV wins over --env for the runtime env name, as hyops sets it only when
+            // unset; a root under `.../envs/<name>` names its env too.
+            let env_name = hyops_env
+                .clone()
+                .or_else(|| args.env.clone())
+                .or_else(|| root.env().map(str::to_string));
+            (root, None, env_name)
         };
         Ok(Ctx {
             args: args.clone(),

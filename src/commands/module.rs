@@ -293,7 +293,7 @@ pub async fn preflight(args: &ModuleArgs, strict: bool) -> Result<i32, CliError>
     result
 }
 
-async fn preflight_inner(ctx: &Ctx, strict: bool) -> Result<i32, CliError> {
+pub async fn preflight_inner(ctx: &Ctx, strict: bool) -> Result<i32, CliError> {
     let run = start_run(ctx, RunPrefix::Preflight, false)?;
     let mut decision = PreflightDecision::new("apply", None);
     let outcome = preflight_phase(ctx, &run, LifecycleCommand::Preflight, strict).await;
@@ -351,7 +351,7 @@ pub async fn validate(args: &ModuleArgs) -> Result<i32, CliError> {
     result
 }
 
-fn validate_inner(ctx: &Ctx) -> Result<i32, CliError> {
+pub fn validate_inner(ctx: &Ctx) -> Result<i32, CliError> {
     // Credentials are optional for validate; their bridge is only the single-VM default.
     let creds = ctx.credentials().ok();
     let resolved = resolve(ctx, LifecycleCommand::Validate, creds.as_ref())?;
@@ -396,7 +396,7 @@ pub async fn plan(args: &ModuleArgs, detailed_exitcode: bool, out: Option<&Path>
     result
 }
 
-async fn plan_inner(ctx: &Ctx, detailed_exitcode: bool, out: Option<&Path>) -> Result<i32, CliError> {
+pub async fn plan_inner(ctx: &Ctx, detailed_exitcode: bool, out: Option<&Path>) -> Result<i32, CliError> {
     let run = start_run(ctx, RunPrefix::Plan, false)?;
     let pf = preflight_phase(ctx, &run, LifecycleCommand::Plan, false).await?;
     let plan = make_plan(ctx, &run, &pf).await?;

@@ -45,7 +45,7 @@ pub async fn rebuild(args: &ModuleArgs, bypass: &PreflightBypass, yes: bool, con
     result
 }
 
-async fn rebuild_inner(ctx: &Ctx, bypass: &PreflightBypass) -> Result<i32, CliError> {
+pub async fn rebuild_inner(ctx: &Ctx, bypass: &PreflightBypass) -> Result<i32, CliError> {
     let run_id = new_run_id(RunPrefix::Rebuild);
     let dir = rebuild_dir(&ctx.root, &ctx.module_ref, &run_id);
     crate::hyops::evidence::create_evidence_dir(&dir).map_err(CliError::hyops)?;

@@ -66,7 +66,7 @@ impl SimSession {
         }
         .map_err(|e| CliError::msg(format!("cannot start the simulator: {e}")))?;
         let session = SimSession { handle, root, state_file };
-        session.prepare_root()?;
+        write_sim_root(&session.root, &session.handle)?;
         eprintln!(
             "simulator: {} (runtime root {}, state {})",
             session.handle.url(),
@@ -82,80 +82,6 @@ impl SimSession {
 
     pub fn handle(&self) -> &SimHandle {
         &self.handle
-    }
-
-    /// Credentials, template-image state and readiness marker for the simulator.
-    fn prepare_root(&self) -> Result<(), CliError> {
-        let h = &self.handle;
-        let state = h.snapshot_state();
-        let first_node = state.cluster.nodes.first().cloned().unwrap_or_else(|| "pve1".into());
-        let tfvars = format!(
-            "# Written by hyops-pve --sim for the in-process simulator; rewritten on every --sim run.\n\
-             proxmox_url = \"{}\"\n\
-             proxmox_token_id = \"{}\"\n\
-             proxmox_token_secret = \"{}\"\n\
-             proxmox_node = \"{}\"\n\
-             proxmox_skip_tls = false\n\
-             proxmox_tls_fingerprint = \"{}\"\n\
-             proxmox_ssh_username = \"root\"\n\
-             storage_pool = \"local-lvm\"\n\
-             storage_iso = \"local\"\n\
-             storage_snippets = \"local\"\n\
-             network_bridge = \"vmbr0\"\n",
-            h.url(),
-            h.token_id,
-            h.token_secret.expose(),
-            first_node,
-            h.ca_fingerprint_sha256,
-        );
-        let cred = self.root.join("credentials").join("proxmox.credentials.tfvars");
-        write_text_atomic(&cred, &tfvars).map_err(CliError::hyops)?;
-
-        // Template-image state: every template of the simulated cluster by name, preferring
-        // the first node's copy (the default target node).
-        let mut ids = serde_json::Map::new();
-        let mut templates = serde_json::Map::new();
-        let mut sorted = state.cluster.templates.clone();
-        sorted.sort_by_key(|t| (t.node != first_node, t.vmid));
-        for t in &sorted {
-            if !ids.contains_key(&t.name) {
-                ids.insert(t.name.clone(), json!(t.vmid));
-                templates.insert(t.name.clone(), json!({"vm_id": t.vmid, "name": format!("{}-template", t.name)}));
-            }
-        }
-        let (key, vmid) = sorted
-            .first()
-            .map(|t| (t.name.clone(), t.vmid))
-            .unwrap_or_else(|| ("ubuntu-24.04".into(), 9000));
-        let tpl_state = json!({
-            "module_ref": "core/onprem/template-image",
-            "status": "ok",
-            "run_id": "sim",
-            "updated_at": chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-            "outputs": {
-                "template_key": key,
-                "template_vm_id": vmid,
-                "template_name": format!("{key}-template"),
-                "template_vm_ids": ids,
-                "templates": templates,
-            }
-        });
-        let tpl = self
-            .root
-            .join("state/modules/core__onprem__template-image/latest.json");
-        write_json_atomic(&tpl, &tpl_state).map_err(CliError::hyops)?;
-        let host = h.addr.ip().to_string();
-        let ready = json!({
-            "target": "proxmox",
-            "status": "ready",
-            "run_id": "sim",
-            "paths": {"credentials": cred.display().to_string()},
-            "context": {"ssh_public_key": ""},
-            "runtime": {"node": first_node, "api_ip": host, "storage_vm": "local-lvm", "storage_iso": "local", "storage_snippets": "local", "bridge": "vmbr0"},
-            "generated_at": chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-        });
-        write_json_atomic(&self.root.join("meta/proxmox.ready.json"), &ready).map_err(CliError::hyops)?;
-        Ok(())
     }
 
     /// Persist the simulated cluster and stop the server.
@@ -178,4 +104,77 @@ impl SimSession {
         self.handle.shutdown().await;
         Ok(())
     }
+}
+
+/// Make `root` a ready HyOps runtime root for the simulator behind `h`: credentials (token,
+/// pinned certificate), the template-image state and the Proxmox readiness marker.
+pub fn write_sim_root(root: &Path, h: &SimHandle) -> Result<(), CliError> {
+    let state = h.snapshot_state();
+    let first_node = state.cluster.nodes.first().cloned().unwrap_or_else(|| "pve1".into());
+    let tfvars = format!(
+        "# Written by hyops-pve --sim for the in-process simulator; rewritten on every --sim run.\n\
+         proxmox_url = \"{}\"\n\
+         proxmox_token_id = \"{}\"\n\
+         proxmox_token_secret = \"{}\"\n\
+         proxmox_node = \"{}\"\n\
+         proxmox_skip_tls = false\n\
+         proxmox_tls_fingerprint = \"{}\"\n\
+         proxmox_ssh_username = \"root\"\n\
+         storage_pool = \"local-lvm\"\n\
+         storage_iso = \"local\"\n\
+         storage_snippets = \"local\"\n\
+         network_bridge = \"vmbr0\"\n",
+        h.url(),
+        h.token_id,
+        h.token_secret.expose(),
+        first_node,
+        h.ca_fingerprint_sha256,
+    );
+    let cred = root.join("credentials").join("proxmox.credentials.tfvars");
+    write_text_atomic(&cred, &tfvars).map_err(CliError::hyops)?;
+
+    // Template-image state: every template of the simulated cluster by name, preferring
+    // the first node's copy (the default target node).
+    let mut ids = serde_json::Map::new();
+    let mut templates = serde_json::Map::new();
+    let mut sorted = state.cluster.templates.clone();
+    sorted.sort_by_key(|t| (t.node != first_node, t.vmid));
+    for t in &sorted {
+        if !ids.contains_key(&t.name) {
+            ids.insert(t.name.clone(), json!(t.vmid));
+            templates.insert(t.name.clone(), json!({"vm_id": t.vmid, "name": format!("{}-template", t.name)}));
+        }
+    }
+    let (key, vmid) = sorted
+        .first()
+        .map(|t| (t.name.clone(), t.vmid))
+        .unwrap_or_else(|| ("ubuntu-24.04".into(), 9000));
+    let tpl_state = json!({
+        "module_ref": "core/onprem/template-image",
+        "status": "ok",
+        "run_id": "sim",
+        "updated_at": chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        "outputs": {
+            "template_key": key,
+            "template_vm_id": vmid,
+            "template_name": format!("{key}-template"),
+            "template_vm_ids": ids,
+            "templates": templates,
+        }
+    });
+    let tpl = root
+        .join("state/modules/core__onprem__template-image/latest.json");
+    write_json_atomic(&tpl, &tpl_state).map_err(CliError::hyops)?;
+    let host = h.addr.ip().to_string();
+    let ready = json!({
+        "target": "proxmox",
+        "status": "ready",
+        "run_id": "sim",
+        "paths": {"credentials": cred.display().to_string()},
+        "context": {"ssh_public_key": ""},
+        "runtime": {"node": first_node, "api_ip": host, "storage_vm": "local-lvm", "storage_iso": "local", "storage_snippets": "local", "bridge": "vmbr0"},
+        "generated_at": chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+    });
+    write_json_atomic(&root.join("meta/proxmox.ready.json"), &ready).map_err(CliError::hyops)?;
+    Ok(())
 }
