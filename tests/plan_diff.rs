@@ -270,3 +270,17 @@ fn ipconfig_change_is_in_place_and_marks_cloud_init_regeneration_on_a_running_vm
     assert!(plans.iter().all(|p| p.action == VmAction::Update && p.regenerate_cloudinit));
     assert_eq!(plans[0].config_set.get("ipconfig0").unwrap(), "ip=10.20.0.99/24,gw=10.20.0.1");
 }
+
+#[test]
+fn a_second_vm_with_the_same_marker_is_a_duplicate_the_plan_deletes() {
+    let d = desired(&inputs(""));
+    let first = observed_from(d.values().next().unwrap(), 100);
+    let dup = observed_from(d.values().next().unwrap(), 105);
+    let pool = pool_of(vec![first, dup]);
+    assert_eq!(pool.managed.get(&LogicalVmKey("app-01".into())).unwrap().vm.vmid, 100);
+    assert_eq!(pool.duplicates.len(), 1);
+    let plans = diff(&d, &pool, false).unwrap();
+    let del: Vec<_> = plans.iter().filter(|p| p.action == VmAction::Delete).collect();
+    assert_eq!(del.len(), 1);
+    assert_eq!(del[0].vmid, Some(105));
+}

@@ -222,10 +222,18 @@ pub async fn destroy(exec: &Arc<Executor>, identity: &SlotIdentity, prior: &Prio
     names.extend(extra_names.iter().cloned());
     let observed = observe(&exec.client, &identity.probe_marker(), &rows, prior, &names).await?;
     let mut handles = Vec::new();
-    for (key, m) in observed.managed.iter() {
+    let targets = observed
+        .managed
+        .iter()
+        .map(|(k, m)| (k.clone(), m.vm.vmid, m.vm.node.clone()))
+        .chain(
+            observed
+                .duplicates
+                .iter()
+                .map(|(k, vm)| (LogicalVmKey(format!("{}#dup-{}", k.0, vm.vmid)), vm.vmid, vm.node.clone())),
+        );
+    for (key, vmid, node) in targets {
         let me = exec.clone();
-        let key: LogicalVmKey = key.clone();
-        let (vmid, node) = (m.vm.vmid, m.vm.node.clone());
         handles.push(tokio::spawn(async move { me.destroy_vm(&key.0, vmid, &node).await }));
     }
     let mut outcomes = Vec::new();

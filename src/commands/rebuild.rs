@@ -69,6 +69,7 @@ pub async fn rebuild_inner(ctx: &Ctx, bypass: &PreflightBypass) -> Result<i32, C
             }
             Err(e) => {
                 summary.phase("preflight", "error", e.code);
+                summary.status = "error".into();
                 decision.complete(false, Some(&e.message));
                 decision.write(&dir).map_err(CliError::hyops)?;
                 write_summary(&summary)?;
@@ -85,6 +86,7 @@ pub async fn rebuild_inner(ctx: &Ctx, bypass: &PreflightBypass) -> Result<i32, C
         Ok(_) => summary.phase("destroy", "ok", 0),
         Err(e) => {
             summary.phase("destroy", "error", e.code);
+            summary.status = "error".into();
             write_summary(&summary)?;
             return Err(e);
         }
@@ -94,10 +96,12 @@ pub async fn rebuild_inner(ctx: &Ctx, bypass: &PreflightBypass) -> Result<i32, C
         Ok(_) => summary.phase("apply", "ok", 0),
         Err(e) => {
             summary.phase("apply", "error", e.code);
+            summary.status = "error".into();
             write_summary(&summary)?;
             return Err(e);
         }
     }
+    summary.status = "ok".into();
     write_summary(&summary)?;
     let _ = write_json_atomic(&dir.join("meta.json"), &serde_json::json!({"command": "rebuild", "run_id": run_id, "module_ref": ctx.module_ref.as_str()}));
     println!("rebuild ok: {}", ctx.module_ref.as_str());

@@ -177,6 +177,26 @@ pub fn diff(
             desired: None,
         });
     }
+    for (key, dup) in &observed.duplicates {
+        plans.push(VmPlan {
+            key: LogicalVmKey(format!("{}#dup-{}", key.0, dup.vmid)),
+            physical_name: dup.name.clone(),
+            node: dup.node.clone(),
+            vmid: Some(dup.vmid),
+            action: VmAction::Delete,
+            changes: Vec::new(),
+            config_set: BTreeMap::new(),
+            config_delete: Vec::new(),
+            resize: None,
+            start: false,
+            regenerate_cloudinit: false,
+            replace_reasons: vec![format!(
+                "duplicate of {key}: an interrupted run cloned it twice; the lower VMID is kept"
+            )],
+            observed_digest: Some(dup.digest.clone()),
+            desired: None,
+        });
+    }
     Ok(plans)
 }
 

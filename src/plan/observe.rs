@@ -103,7 +103,9 @@ pub async fn observe(
 ) -> Result<ObservedPool, ObserveError> {
     let mut wanted = candidate_vmids(rows, prior);
     for r in rows {
-        if !r.template && expected_names.contains(&r.name) {
+        // A clone in flight may not show its name yet; read it (after its task) so a clone
+        // submitted by a run that crashed is found by its marker instead of duplicated.
+        if !r.template && (expected_names.contains(&r.name) || r.lock.as_deref() == Some("clone")) {
             wanted.insert(r.vmid);
         }
     }
@@ -139,10 +141,9 @@ async fn read_one(client: &PveClient, row: &ResourceRow) -> Result<Option<Observ
         match client.vm_config(&row.node, row.vmid, false).await {
             Ok(cfg) => {
                 let vm = observed_vm(row, &cfg);
-                // A clone still in flight has a temporary config: wait for the real one.
-                if vm.lock.as_deref() == Some("clone")
-                    && vm.marker.is_none()
-                    && started.elapsed() < CLONE_LOCK_WAIT
+                // A clone still in flight (perhaps from a run that crashed) has a temporary
+                // config: wait for the real one rather than plan against it.
+                if vm.lock.as_deref() == Some("clone") && started.elapsed() < CLONE_LOCK_WAIT
                 {
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));

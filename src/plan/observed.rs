@@ -71,6 +71,9 @@ pub struct ObservedPool {
     pub managed: BTreeMap<LogicalVmKey, ManagedVm>,
     /// Every VMID in the cluster, with its node and name, for vm_id collision checks.
     pub all_vms: BTreeMap<u32, (String, String)>,
+    /// Extra VMs carrying our marker for a key that already has a managed VM (a clone an
+    /// interrupted run submitted twice). Provably ours and surplus: the plan deletes them.
+    pub duplicates: Vec<(LogicalVmKey, ObservedVm)>,
     /// Warnings about VMs we saw but refused to adopt.
     pub warnings: Vec<String>,
 }
@@ -128,13 +131,12 @@ pub fn classify(
             if m.same_slot(identity) {
                 let key = LogicalVmKey(m.key.clone());
                 if let Some(existing) = pool.managed.get(&key) {
-                    pool.warnings.push(format!(
-                        "two VMs carry the ownership marker of {key}: {} and {}; managing the lower VMID, leaving the other untouched",
-                        existing.vm.vmid, vm.vmid
-                    ));
+                    // Keep the lower VMID (the older clone); the other one is surplus.
                     if existing.vm.vmid < vm.vmid {
+                        pool.duplicates.push((key, vm.clone()));
                         continue;
                     }
+                    pool.duplicates.push((key.clone(), existing.vm.clone()));
                 }
                 pool.managed.insert(
                     key,

@@ -1,0 +1,115 @@
+//! Shared harness for end-to-end tests: an in-process simulator, a ready HyOps runtime root
+//! pointing at it, and a command context built with an explicit (hermetic) environment.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use hyops_pve::cli::ModuleArgs;
+use hyops_pve::commands::context::Ctx;
+use hyops_pve::commands::simroot::write_sim_root;
+use hyops_pve::sim::{SimConfig, SimHandle, Simulator};
+
+pub struct Harness {
+    pub sim: SimHandle,
+    pub dir: tempfile::TempDir,
+}
+
+impl Harness {
+    pub async fn start() -> Self {
+        Self::start_with(SimConfig {
+            time_scale: 0.0005,
+            ..SimConfig::default()
+        })
+        .await
+    }
+
+    pub async fn start_with(cfg: SimConfig) -> Self {
+        let sim = Simulator::start(cfg).await.expect("simulator starts");
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_sim_root(&dir.path().join("root"), &sim).expect("sim root");
+        Harness { sim, dir }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    /// Write an overlay file and return its path.
+    pub fn overlay(&self, name: &str, yaml: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, yaml).expect("write overlay");
+        p
+    }
+
+    pub fn args(&self, inputs: &Path) -> ModuleArgs {
+        ModuleArgs {
+            root: Some(self.root()),
+            module: "platform/onprem/platform-vm".into(),
+            inputs: Some(inputs.to_path_buf()),
+            lock_wait_s: 5,
+            json: true,
+            ..ModuleArgs::default()
+        }
+    }
+
+    pub async fn ctx(&self, inputs: &Path) -> Ctx {
+        let mut env = BTreeMap::new();
+        env.insert("HYOPS_ENV".to_string(), "dev".to_string());
+        env.insert("HOME".to_string(), self.dir.path().display().to_string());
+        Ctx::build(&self.args(inputs), env).await.expect("ctx")
+    }
+
+    /// Non-template VMs in the simulator: (vmid, name).
+    pub fn vms(&self) -> Vec<(u32, String)> {
+        let st = self.sim.state();
+        st.vms
+            .values()
+            .filter(|v| !v.is_template())
+            .map(|v| (v.vmid, v.name()))
+            .collect()
+    }
+
+    pub fn config_of(&self, name: &str) -> BTreeMap<String, String> {
+        let st = self.sim.state();
+        st.vms
+            .values()
+            .find(|v| v.name() == name)
+            .map(|v| v.pending_view())
+            .unwrap_or_default()
+    }
+
+    pub fn state_json(&self) -> serde_json::Value {
+        let p = self
+            .root()
+            .join("state/modules/platform__onprem__platform-vm/latest.json");
+        serde_json::from_str(&std::fs::read_to_string(p).expect("state file")).expect("state json")
+    }
+}
+
+pub const DEMO: &str = r#"
+require_ipam: false
+template_state_ref: core/onprem/template-image
+template_key: ubuntu-24.04
+cpu_cores: 2
+memory_mb: 2048
+disk_size_gb: 40
+post_apply_ssh_readiness:
+  connectivity_wait_s: 30
+vms:
+  app-01:
+    role: app
+    interfaces:
+      - bridge: vmbr0
+        ipv4: {address: 10.20.0.11/24, gateway: 10.20.0.1}
+  app-02:
+    role: app
+    interfaces:
+      - bridge: vmbr0
+        ipv4: {address: 10.20.0.12/24, gateway: 10.20.0.1}
+  db-01:
+    role: db
+    interfaces:
+      - bridge: vmbr0
+        ipv4: {address: 10.20.0.21/24, gateway: 10.20.0.1}
+"#;
