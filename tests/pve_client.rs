@@ -1134,3 +1134,54 @@ async fn a_non_upid_answer_to_a_task_call_is_an_unexpected_value_error() {
     let e = c.start("pve1", 120).await.unwrap_err();
     assert!(matches!(e, PveError::Unexpected { .. }), "{e:?}");
 }
+
+#[tokio::test]
+async fn wait_unlocked_polls_until_the_clone_lock_is_gone() {
+    let stub = Stub::new(|_, prior| {
+        if prior.len() < 2 {
+            ok(json!({"status":"stopped","lock":"clone"}))
+        } else {
+            ok(json!({"status":"stopped"}))
+        }
+    });
+    let c = token_client(stub.clone()).await;
+    let st = c.wait_unlocked("pve1", 120, &fast_wait()).await.unwrap();
+    assert_eq!(st.lock, None);
+    assert_eq!(stub.requests().len(), 3);
+}
+
+#[tokio::test]
+async fn wait_unlocked_names_the_holder_on_timeout() {
+    let stub = Stub::new(|_, _| ok(json!({"status":"stopped","lock":"backup"})));
+    let c = token_client(stub).await;
+    let mut w = fast_wait();
+    w.timeout = Duration::from_millis(50);
+    let e = c.wait_unlocked("pve1", 120, &w).await.unwrap_err();
+    assert!(e.to_string().contains("backup"), "{e}");
+}
+
+#[tokio::test]
+async fn wait_agent_ipv4_polls_through_agent_not_ready() {
+    let stub = Stub::new(|_, prior| match prior.len() {
+        0 => fail(500, "QEMU guest agent is not running"),
+        1 => ok(
+            json!({"result":[{"name":"lo","ip-addresses":[{"ip-address":"127.0.0.1","ip-address-type":"ipv4","prefix":8}]}]}),
+        ),
+        _ => ok(
+            json!({"result":[{"name":"eth0","ip-addresses":[{"ip-address":"192.0.2.7","ip-address-type":"ipv4","prefix":24}]}]}),
+        ),
+    });
+    let c = token_client(stub).await;
+    let v4 = c.wait_agent_ipv4("pve1", 120, &fast_wait()).await.unwrap();
+    assert_eq!(v4[0].1.to_string(), "192.0.2.7");
+}
+
+#[tokio::test]
+async fn wait_agent_ipv4_times_out_with_the_agent_error() {
+    let stub = Stub::new(|_, _| fail(500, "No QEMU guest agent configured"));
+    let c = token_client(stub).await;
+    let mut w = fast_wait();
+    w.timeout = Duration::from_millis(40);
+    let e = c.wait_agent_ipv4("pve1", 120, &w).await.unwrap_err();
+    assert_eq!(e.classify(), ErrorClass::AgentNotReady);
+}

@@ -12,9 +12,9 @@ use super::error::{CallContext, ErrorClass, PveError, PveResult};
 use super::lenient::value_u64;
 use super::propstr::{DiskSize, DiskSlot};
 use super::types::{
-    CloneParams, CloudInitKind, ClusterResource, ConfigUpdate, GuestInterface, ResourceType,
-    StorageVolume, TaskLog, TaskLogLine, TaskOutcome, TaskStatus, VersionInfo, VmConfig, VmStatus,
-    WaitOptions,
+    ipv4_addresses, CloneParams, CloudInitKind, ClusterResource, ConfigUpdate, GuestInterface,
+    ResourceType, StorageVolume, TaskLog, TaskLogLine, TaskOutcome, TaskStatus, VersionInfo,
+    VmConfig, VmStatus, WaitOptions,
 };
 use super::upid::Upid;
 
@@ -486,5 +486,84 @@ impl PveClient {
         .params(Params::new().opt("content", content));
         let ctx = call.ctx();
         decode(ctx, self.get_data(call).await?)
+    }
+
+    /// Poll `status/current` until the VM has no `lock:` (e.g. after a clone), polling like
+    /// [`PveClient::wait_task`]. Fails with [`PveError::Unexpected`] (field `lock`) naming
+    /// the lock holder when `opts.timeout` passes.
+    pub async fn wait_unlocked(
+        &self,
+        node: &str,
+        vmid: u32,
+        opts: &WaitOptions,
+    ) -> PveResult<VmStatus> {
+        let started = Instant::now();
+        let mut interval = opts.initial_poll;
+        loop {
+            let st = self.vm_status(node, vmid).await?;
+            let Some(holder) = st.lock.clone() else {
+                return Ok(st);
+            };
+            if started.elapsed() >= opts.timeout {
+                return Err(PveError::Unexpected {
+                    ctx: Box::new(CallContext {
+                        method: "GET".into(),
+                        path: vm_path(node, vmid, "/status/current"),
+                        node: Some(node.to_string()),
+                        vmid: Some(vmid),
+                    }),
+                    field: "lock",
+                    detail: format!(
+                        "VM is still locked ({holder}) after {} ms",
+                        started.elapsed().as_millis()
+                    ),
+                });
+            }
+            tokio::time::sleep(interval.min(opts.timeout.saturating_sub(started.elapsed()))).await;
+            interval = (interval * 2).min(opts.max_poll.max(Duration::from_millis(1)));
+        }
+    }
+
+    /// Poll the guest agent until it reports at least one usable IPv4 address (see
+    /// [`ipv4_addresses`]); agent-not-ready errors are polled through until `opts.timeout`,
+    /// after which the last error (or an empty-address error) is returned.
+    pub async fn wait_agent_ipv4(
+        &self,
+        node: &str,
+        vmid: u32,
+        opts: &WaitOptions,
+    ) -> PveResult<Vec<(String, std::net::Ipv4Addr, Option<u32>)>> {
+        let started = Instant::now();
+        let mut interval = opts.initial_poll;
+        loop {
+            let last = match self.agent_network_interfaces(node, vmid).await {
+                Ok(ifaces) => {
+                    let v4 = ipv4_addresses(&ifaces);
+                    if !v4.is_empty() {
+                        return Ok(v4);
+                    }
+                    None
+                }
+                Err(e) if e.classify() == ErrorClass::AgentNotReady => Some(e),
+                Err(e) => return Err(e),
+            };
+            if started.elapsed() >= opts.timeout {
+                return Err(last.unwrap_or_else(|| PveError::Unexpected {
+                    ctx: Box::new(CallContext {
+                        method: "GET".into(),
+                        path: vm_path(node, vmid, "/agent/network-get-interfaces"),
+                        node: Some(node.to_string()),
+                        vmid: Some(vmid),
+                    }),
+                    field: "ip-addresses",
+                    detail: format!(
+                        "no usable IPv4 address after {} ms",
+                        started.elapsed().as_millis()
+                    ),
+                }));
+            }
+            tokio::time::sleep(interval.min(opts.timeout.saturating_sub(started.elapsed()))).await;
+            interval = (interval * 2).min(opts.max_poll.max(Duration::from_millis(1)));
+        }
     }
 }

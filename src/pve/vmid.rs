@@ -96,6 +96,8 @@ pub fn is_id_conflict(e: &PveError, vmid: u32) -> bool {
 }
 
 const PROBES_PER_ATTEMPT: u32 = 64;
+const MIN_VMID: u32 = 100;
+const MAX_VMID: u32 = 999_999_999;
 
 impl PveClient {
     /// Pick a free VMID and clone `template_vmid` to it, retrying with the next candidate when
@@ -123,6 +125,7 @@ impl PveClient {
             if let Some(r) = &req.range {
                 candidate = candidate.max(*r.start());
             }
+            candidate = candidate.max(MIN_VMID);
             let mut confirmed = None;
             for _ in 0..PROBES_PER_ATTEMPT {
                 if let Some(r) = &req.range {
@@ -133,6 +136,11 @@ impl PveClient {
                             r.end()
                         )));
                     }
+                }
+                if candidate > MAX_VMID {
+                    return Err(exhausted(format!(
+                        "candidate {candidate} exceeds {MAX_VMID}"
+                    )));
                 }
                 if used.contains(&candidate) {
                     candidate += 1;
