@@ -1185,3 +1185,16 @@ async fn wait_agent_ipv4_times_out_with_the_agent_error() {
     let e = c.wait_agent_ipv4("pve1", 120, &w).await.unwrap_err();
     assert_eq!(e.classify(), ErrorClass::AgentNotReady);
 }
+
+#[tokio::test]
+async fn client_and_its_futures_can_be_shared_across_tasks() {
+    fn send_sync<T: Send + Sync + Clone + 'static>(_: &T) {}
+    let stub = Stub::new(|_, _| ok(json!({"status":"stopped","exitstatus":"OK"})));
+    let c = token_client(stub).await;
+    send_sync(&c);
+    let u: Upid = upid("pve1", "qmstart", "120").parse().unwrap();
+    let c2 = c.clone();
+    let handle = tokio::spawn(async move { c2.wait_task(&u, &fast_wait()).await });
+    assert_eq!(handle.await.unwrap().unwrap().exitstatus, "OK");
+    assert_eq!(c.metrics().total, 1, "clones share one call counter");
+}
