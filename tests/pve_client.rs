@@ -1198,3 +1198,22 @@ async fn client_and_its_futures_can_be_shared_across_tasks() {
     assert_eq!(handle.await.unwrap().unwrap().exitstatus, "OK");
     assert_eq!(c.metrics().total, 1, "clones share one call counter");
 }
+
+#[tokio::test]
+async fn log_tail_pages_forward_when_the_server_sends_no_total() {
+    let stub = Stub::new(|r, _| {
+        let start: usize = r.param("start").unwrap().parse().unwrap();
+        let limit: usize = r.param("limit").unwrap().parse().unwrap();
+        let lines: Vec<Value> = (start..12.min(start + limit))
+            .map(|i| json!({"n": i + 1, "t": format!("line {}", i + 1)}))
+            .collect();
+        ok(json!(lines))
+    });
+    let c = token_client(stub).await;
+    let u: Upid = upid("pve1", "qmclone", "9000").parse().unwrap();
+    let tail = c.task_log_tail(&u, 5).await.unwrap();
+    assert_eq!(
+        tail,
+        vec!["line 8", "line 9", "line 10", "line 11", "line 12"]
+    );
+}

@@ -332,14 +332,38 @@ impl PveClient {
         Ok(TaskLog { lines, total })
     }
 
-    /// The last `n` log lines of a task (reads `total`, then the tail page).
+    /// The last `n` log lines of a task. Uses `total` from the envelope to jump to the tail;
+    /// when the server does not send it, pages forward (at most 100 pages).
     pub async fn task_log_tail(&self, upid: &Upid, n: u64) -> PveResult<Vec<String>> {
-        let first = self.task_log(upid, 0, n.max(1)).await?;
-        let page = match first.total {
-            Some(total) if total > n => self.task_log(upid, total - n, n).await?,
-            _ => first,
+        let n = n.max(1);
+        let first = self.task_log(upid, 0, n).await?;
+        let mut lines: Vec<String> = match first.total {
+            Some(total) if total > n => self
+                .task_log(upid, total - n, n)
+                .await?
+                .lines
+                .into_iter()
+                .map(|l| l.t)
+                .collect(),
+            Some(_) => first.lines.into_iter().map(|l| l.t).collect(),
+            None => {
+                let mut all: Vec<String> = Vec::new();
+                let mut page = first.lines;
+                let mut start = 0u64;
+                for _ in 0..100 {
+                    let got = page.len() as u64;
+                    all.extend(page.into_iter().map(|l| l.t));
+                    let keep = all.len().saturating_sub(n as usize);
+                    all.drain(..keep);
+                    if got < n {
+                        break;
+                    }
+                    start += got;
+                    page = self.task_log(upid, start, n).await?.lines;
+                }
+                all
+            }
         };
-        let mut lines: Vec<String> = page.lines.into_iter().map(|l| l.t).collect();
         let keep = lines.len().saturating_sub(n as usize);
         lines.drain(..keep);
         Ok(lines)
