@@ -1217,3 +1217,16 @@ async fn log_tail_pages_forward_when_the_server_sends_no_total() {
         vec!["line 8", "line 9", "line 10", "line 11", "line 12"]
     );
 }
+
+#[tokio::test]
+async fn transport_errors_explain_the_cause() {
+    let stub = Stub::new(|_, _| ok(json!({"version":"9.2.11"})));
+    let (addr, _, _) = serve_tls(stub).await;
+    let mut cfg = token_config(format!("https://{addr}"));
+    cfg.tls = TlsMode::Fingerprint(["CD"; 32].join(":"));
+    cfg.read_retry.max_elapsed = Duration::from_millis(20);
+    let c = PveClient::new(cfg).unwrap();
+    let e = c.version().await.unwrap_err().to_string();
+    assert!(e.contains("does not match the pinned fingerprint"), "{e}");
+    assert!(e.contains("GET /version"), "{e}");
+}

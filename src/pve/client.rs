@@ -430,7 +430,7 @@ impl PveClient {
                 return Err(PveError::Transport {
                     ctx: call.ctx(),
                     connect: e.is_connect(),
-                    detail: e.without_url().to_string(),
+                    detail: error_chain(e.without_url()),
                     write,
                 });
             }
@@ -450,7 +450,7 @@ impl PveClient {
                 return Err(PveError::Transport {
                     ctx: call.ctx(),
                     connect: false,
-                    detail: e.without_url().to_string(),
+                    detail: error_chain(e.without_url()),
                     write,
                 })
             }
@@ -615,6 +615,22 @@ impl PveClient {
         let env = self.send(&call).await?;
         Ok(env.get("data").cloned().unwrap_or(Value::Null))
     }
+}
+
+/// An error and its sources joined with `: ` (reqwest's own text alone says little, e.g.
+/// "error sending request"). URLs are stripped by the caller; headers never appear.
+fn error_chain(e: reqwest::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(&e);
+    while let Some(src) = cur {
+        let text = src.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = src.source();
+    }
+    out
 }
 
 fn is_retriable_read(e: &PveError) -> bool {
