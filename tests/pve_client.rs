@@ -1230,3 +1230,54 @@ async fn transport_errors_explain_the_cause() {
     assert!(e.contains("does not match the pinned fingerprint"), "{e}");
     assert!(e.contains("GET /version"), "{e}");
 }
+
+#[derive(Clone, Default)]
+struct LogBuf(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn debug_logs_name_the_call_but_never_the_secret_or_body() {
+    let buf = LogBuf::default();
+    let w = buf.clone();
+    let sub = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(move || w.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(sub);
+    let stub = Stub::new(|_, _| ok(json!(upid("pve1", "qmconfig", "120"))));
+    let c = token_client(stub).await;
+    let upd = ConfigUpdate::new()
+        .cipassword(Secret::new("pw-in-body"))
+        .ciuser("ops");
+    c.update_config_async("pve1", 120, &upd).await.unwrap();
+    let logs = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("/nodes/pve1/qemu/120/config"), "{logs}");
+    assert!(logs.contains("status=200"), "{logs}");
+    assert!(!logs.contains(SECRET), "{logs}");
+    assert!(!logs.contains("pw-in-body"), "{logs}");
+}
+
+#[tokio::test]
+async fn get_is_retried_on_595_and_lock_timeouts() {
+    let stub = Stub::new(|_, prior| match prior.len() {
+        0 => fail(595, "Connection refused"),
+        1 => fail(
+            500,
+            "can't lock file '/var/lock/qemu-server/lock-120.conf' - got timeout",
+        ),
+        _ => ok(json!({"status":"running"})),
+    });
+    let c = token_client(stub.clone()).await;
+    assert!(c.vm_status("pve1", 120).await.unwrap().is_running());
+    assert_eq!(stub.requests().len(), 3);
+}
