@@ -326,6 +326,7 @@ fn tags_split_on_all_separators_and_compare_as_sets() {
     assert_eq!(a.to_string(), "web;prod;eu;west");
     assert!(Tags::new(["-bad"]).is_err());
     assert!(Tags::new(["has space"]).is_err());
+    assert!(Tags::new(["Upper"]).is_err());
 }
 
 #[test]

@@ -986,12 +986,15 @@ impl fmt::Display for Agent {
 pub struct Tags(pub Vec<String>);
 
 impl Tags {
-    /// Build a tag list, checking every tag against `[a-zA-Z0-9_][a-zA-Z0-9_\-+.]*`.
+    /// Build a tag list, checking every tag against `pve-tag`: `[a-z0-9_][a-z0-9_\-+.]*`.
     pub fn new<I: IntoIterator<Item = S>, S: Into<String>>(tags: I) -> Result<Self, PropError> {
         let tags: Vec<String> = tags.into_iter().map(Into::into).collect();
         for t in &tags {
             let ok = t.chars().enumerate().all(|(i, c)| {
-                c.is_ascii_alphanumeric() || c == '_' || (i > 0 && matches!(c, '-' | '+' | '.'))
+                c.is_ascii_lowercase()
+                    || c.is_ascii_digit()
+                    || c == '_'
+                    || (i > 0 && matches!(c, '-' | '+' | '.'))
             });
             if t.is_empty() || !ok {
                 return Err(PropError::new(
