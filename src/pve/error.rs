@@ -178,7 +178,8 @@ pub enum ErrorClass {
     /// The VMID is already used (`config file already exists`, `already exists on node`,
     /// pmxcfs `File exists`, nextid 400).
     VmIdTaken,
-    /// The VM config is not on the node asked (wrong node, or the VM is gone): re-resolve.
+    /// The VM config is not on the node asked (wrong node, or the VM is gone), a task is not
+    /// (yet) visible, or HTTP 404: re-resolve.
     NotFound,
     /// `digest` mismatch: re-read and re-plan.
     ChecksumMismatch,
@@ -336,6 +337,7 @@ pub fn classify_message(
         Some(400) => ErrorClass::Param {
             fields: errors.clone(),
         },
+        Some(404) => ErrorClass::NotFound,
         Some(501) => ErrorClass::NotImplemented,
         Some(s) if s >= 500 => ErrorClass::Server,
         Some(_) => ErrorClass::Client,
