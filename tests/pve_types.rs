@@ -683,6 +683,7 @@ fn classify_http_codes() {
         class(Some(500), "VM 120 is running - destroy failed"),
         ErrorClass::Server
     );
+    assert_eq!(class(Some(404), "Not Found"), ErrorClass::NotFound);
 }
 
 proptest! {
