@@ -77,8 +77,11 @@ impl LockTable {
         timeout_ms: u64,
         clock: &SimClock,
     ) -> Result<LockGuard, ()> {
-        let step = (timeout_ms / 50).max(1);
-        let mut waited = 0;
+        // Wait against a real-time deadline: timer granularity must not stretch the timeout.
+        let deadline = std::time::Instant::now() + clock.real(timeout_ms);
+        let step = clock
+            .real((timeout_ms / 50).max(1))
+            .max(std::time::Duration::from_micros(200));
         loop {
             if self.try_take(key, exclusive) {
                 return Ok(LockGuard {
@@ -87,14 +90,11 @@ impl LockTable {
                     exclusive,
                 });
             }
-            if waited >= timeout_ms {
+            let now = std::time::Instant::now();
+            if now >= deadline {
                 return Err(());
             }
-            clock.sleep(step).await;
-            if clock.time_scale() == 0.0 {
-                tokio::task::yield_now().await;
-            }
-            waited += step;
+            tokio::time::sleep(step.min(deadline - now)).await;
         }
     }
 }

@@ -36,6 +36,13 @@ async fn lock_conf(
         .map_err(|_| conf_timeout(vmid))
 }
 
+/// Fail fast on a `lock:` property before waiting for the flock the lock holder may keep.
+fn precheck_lock(sim: &Sim, node: &str, vmid: u32) -> Result<(), String> {
+    let state = sim.state();
+    let vm = load_vm(&state, node, vmid).map_err(|e| e.message)?;
+    check_lock(vm)
+}
+
 /// The VM for `check_running`-style paths (clone, status): wrong node → `unable to find …`.
 fn vm_checked<'a>(state: &'a super::model::SimState, node: &str, vmid: u32) -> Result<&'a Vm, ApiError> {
     state
@@ -518,6 +525,7 @@ pub fn resize(sim: &Arc<Sim>, call: &Call) -> Result<Value, ApiError> {
     let size = call.get("size").unwrap_or_default().to_string();
     let digest = call.get("digest").map(str::to_string);
     let upid = sim.spawn_task(call, "resize", &vmid.to_string(), move |sim, _| async move {
+        precheck_lock(&sim, &node, vmid)?;
         let _g = lock_conf(&sim, &node, vmid, true, sim.latency.config_lock_timeout_ms).await?;
         let (cur, spec) = {
             let state = sim.state();
@@ -565,6 +573,7 @@ pub fn start(sim: &Arc<Sim>, call: &Call) -> Result<Value, ApiError> {
     let node = call.node().to_string();
     vm_checked(&sim.state(), &node, vmid)?;
     let upid = sim.spawn_task(call, "qmstart", &vmid.to_string(), move |sim, _| async move {
+        precheck_lock(&sim, &node, vmid)?;
         let _g = lock_conf(&sim, &node, vmid, true, sim.latency.config_lock_timeout_ms).await?;
         {
             let state = sim.state();
@@ -603,6 +612,7 @@ pub fn shutdown(sim: &Arc<Sim>, call: &Call, stop: bool) -> Result<Value, ApiErr
     let force = call.flag("forceStop");
     let kind = if stop { "qmstop" } else { "qmshutdown" };
     let upid = sim.spawn_task(call, kind, &vmid.to_string(), move |sim, _| async move {
+        precheck_lock(&sim, &node, vmid)?;
         let _g = lock_conf(&sim, &node, vmid, true, sim.latency.config_lock_timeout_ms).await?;
         {
             let state = sim.state();
@@ -651,6 +661,7 @@ pub fn destroy(sim: &Arc<Sim>, call: &Call) -> Result<Value, ApiError> {
         }
     }
     let upid = sim.spawn_task(call, "qmdestroy", &vmid.to_string(), move |sim, _| async move {
+        precheck_lock(&sim, &node, vmid)?;
         let _g = lock_conf(&sim, &node, vmid, true, sim.latency.config_lock_timeout_ms).await?;
         {
             let state = sim.state();
