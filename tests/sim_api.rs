@@ -342,3 +342,40 @@ async fn https_serves_the_certificate_whose_fingerprint_is_published() {
     assert_eq!(h.ca_fingerprint_sha256.len(), 64);
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn example_cluster_file_loads_and_serves_its_templates() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sim-cluster.yml");
+    let cluster = hyops_pve::sim::ClusterDescription::from_file(&path).unwrap();
+    let t = start_with(SimConfig { cluster, time_scale: 0.001, tls: false, ..SimConfig::default() }).await;
+    assert_eq!(t.get("/cluster/nextid", &[]).await.1["data"], "1000");
+    assert_eq!(t.clone_vm("pve-b", 9100, 1000, &[("target", "pve-a")]).await, "OK");
+    assert_eq!(t.config("pve-a", 1000).await["scsi0"], "nfs-vm:base-9100-disk-0/vm-1000-disk-0,size=20G");
+    let (code, v) = t.post("/nodes/pve-a/qemu/9000/clone", &[("newid", "1001"), ("target", "pve-b")]).await;
+    assert_eq!((code, v["message"].as_str().unwrap()), (500, "can't clone VM to node 'pve-b' (VM uses local storage)\n"));
+}
+
+#[tokio::test]
+async fn parallel_allocations_on_one_storage_time_out_on_the_storage_lock() {
+    let latency = hyops_pve::sim::LatencyModel { storage_alloc_ms: 4000, ..Default::default() };
+    let t = start_with(SimConfig { latency, time_scale: 0.01, tls: false, ..SimConfig::default() }).await;
+    let ids = ["301", "302", "303", "304", "305"];
+    let mut upids = Vec::new();
+    for id in ids {
+        let r = t.post("/nodes/pve1/qemu/9000/clone", &[("newid", id), ("full", "1")]).await;
+        upids.push(r.1["data"].as_str().unwrap().to_string());
+    }
+    let mut results = Vec::new();
+    for u in &upids {
+        results.push(t.wait(u).await["exitstatus"].as_str().unwrap().to_string());
+    }
+    assert!(results.iter().any(|r| r == "OK"), "{results:?}");
+    assert!(
+        results.iter().any(|r| r == "clone failed: can't lock file '/var/lock/pve-manager/pve-storage-local-lvm' - got timeout"),
+        "{results:?}"
+    );
+    let failed: Vec<&str> = ids.iter().zip(&results).filter(|(_, r)| *r != "OK").map(|(i, _)| *i).collect();
+    for id in failed {
+        assert_eq!(t.get("/cluster/nextid", &[("vmid", id)]).await.0, 200, "failed clone {id} leaves no config");
+    }
+}
