@@ -26,7 +26,10 @@ const ENGINE_CALLS: &[(&str, &str)] = &[
     ("DELETE", "/nodes/{node}/qemu/{vmid}"),
     ("GET", "/nodes/{node}/tasks/{upid}/status"),
     ("GET", "/nodes/{node}/tasks/{upid}/log"),
-    ("GET", "/nodes/{node}/qemu/{vmid}/agent/network-get-interfaces"),
+    (
+        "GET",
+        "/nodes/{node}/qemu/{vmid}/agent/network-get-interfaces",
+    ),
     ("PUT", "/nodes/{node}/qemu/{vmid}/cloudinit"),
     ("GET", "/nodes/{node}/qemu/{vmid}/cloudinit/dump"),
     ("GET", "/nodes/{node}/storage/{storage}/content"),
@@ -37,13 +40,38 @@ const ENGINE_CALLS: &[(&str, &str)] = &[
 fn project_spec_lists_every_engine_call() {
     let s = spec().unwrap();
     for (m, p) in ENGINE_CALLS {
-        assert!(s.endpoint(m, p).is_some(), "{m} {p} missing from endpoints.json");
+        assert!(
+            s.endpoint(m, p).is_some(),
+            "{m} {p} missing from endpoints.json"
+        );
     }
-    let cfg = s.endpoint("PUT", "/nodes/{node}/qemu/{vmid}/config").unwrap();
+    let cfg = s
+        .endpoint("PUT", "/nodes/{node}/qemu/{vmid}/config")
+        .unwrap();
     for k in [
-        "net0", "net31", "ipconfig0", "ipconfig31", "sshkeys", "cicustom", "memory", "agent",
-        "tags", "cores", "sockets", "cpu", "onboot", "ostype", "name", "description",
-        "nameserver", "searchdomain", "ciuser", "delete", "digest", "scsi0", "scsi30",
+        "net0",
+        "net31",
+        "ipconfig0",
+        "ipconfig31",
+        "sshkeys",
+        "cicustom",
+        "memory",
+        "agent",
+        "tags",
+        "cores",
+        "sockets",
+        "cpu",
+        "onboot",
+        "ostype",
+        "name",
+        "description",
+        "nameserver",
+        "searchdomain",
+        "ciuser",
+        "delete",
+        "digest",
+        "scsi0",
+        "scsi30",
     ] {
         assert!(s.param(cfg, k).is_some(), "config key {k} missing");
     }
@@ -90,21 +118,33 @@ fn compare(
 ) {
     let their_type = theirs["type"].as_str();
     if ours.kind.as_deref() != their_type {
-        errs.push(format!("{at}: type {:?} vs official {:?}", ours.kind, their_type));
+        errs.push(format!(
+            "{at}: type {:?} vs official {:?}",
+            ours.kind, their_type
+        ));
     }
     if ours.optional != truthy(&theirs["optional"]) {
-        errs.push(format!("{at}: optional {} vs official {}", ours.optional, theirs["optional"]));
+        errs.push(format!(
+            "{at}: optional {} vs official {}",
+            ours.optional, theirs["optional"]
+        ));
     }
-    let their_enum: Option<Vec<String>> = theirs["enum"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect());
+    let their_enum: Option<Vec<String>> = theirs["enum"].as_array().map(|a| {
+        a.iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect()
+    });
     if ours.enum_values != their_enum {
         errs.push(format!("{at}: enum differs"));
     }
     for (name, o, t) in [
         ("minimum", ours.minimum, num(&theirs["minimum"])),
         ("maximum", ours.maximum, num(&theirs["maximum"])),
-        ("maxLength", ours.max_length.map(|v| v as f64), num(&theirs["maxLength"])),
+        (
+            "maxLength",
+            ours.max_length.map(|v| v as f64),
+            num(&theirs["maxLength"]),
+        ),
     ] {
         if o != t {
             errs.push(format!("{at}: {name} {o:?} vs official {t:?}"));
@@ -124,7 +164,14 @@ fn compare(
             if let (Some(NamedFormat::Keys(keys)), Value::Object(tk)) =
                 (formats.get(n), &official_formats[n])
             {
-                compare_keys(&format!("{at}<{n}>"), keys, tk, formats, official_formats, errs);
+                compare_keys(
+                    &format!("{at}<{n}>"),
+                    keys,
+                    tk,
+                    formats,
+                    official_formats,
+                    errs,
+                );
             }
         }
         (Some(FormatRef::Inline(keys)), Value::Object(tk)) => {
@@ -173,7 +220,10 @@ fn project_spec_agrees_with_the_official_schema() {
     let mut checked = 0;
     for ep in &s.endpoints {
         let Some(info) = paths.get(&ep.path).and_then(|i| i.get(&ep.method)) else {
-            errs.push(format!("{} {}: not in the official schema", ep.method, ep.path));
+            errs.push(format!(
+                "{} {}: not in the official schema",
+                ep.method, ep.path
+            ));
             continue;
         };
         if ep.protected != truthy(&info["protected"]) {
@@ -181,12 +231,20 @@ fn project_spec_agrees_with_the_official_schema() {
         }
         let their_ret = info["returns"]["type"].as_str().unwrap_or("null");
         if ep.returns != their_ret {
-            errs.push(format!("{} {}: returns {} vs {their_ret}", ep.method, ep.path, ep.returns));
+            errs.push(format!(
+                "{} {}: returns {} vs {their_ret}",
+                ep.method, ep.path, ep.returns
+            ));
         }
         let props = &info["parameters"]["properties"];
         let official_required: Vec<&String> = props
             .as_object()
-            .map(|m| m.iter().filter(|(_, v)| !truthy(&v["optional"])).map(|(k, _)| k).collect())
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, v)| !truthy(&v["optional"]))
+                    .map(|(k, _)| k)
+                    .collect()
+            })
             .unwrap_or_default();
         for req in official_required {
             if s.param(ep, req).is_none() {
@@ -211,7 +269,12 @@ fn project_spec_agrees_with_the_official_schema() {
         }
     }
     assert!(checked > 500, "only {checked} parameters compared");
-    assert!(errs.is_empty(), "{} disagreements:\n{}", errs.len(), errs.join("\n"));
+    assert!(
+        errs.is_empty(),
+        "{} disagreements:\n{}",
+        errs.len(),
+        errs.join("\n")
+    );
 }
 
 #[test]
@@ -225,6 +288,13 @@ fn comparison_detects_a_changed_maximum() {
     };
     let theirs = serde_json::json!({"type": "integer", "maximum": 4094, "optional": 1});
     let mut errs = Vec::new();
-    compare("net0.tag", &ours, &theirs, &BTreeMap::new(), &Value::Null, &mut errs);
+    compare(
+        "net0.tag",
+        &ours,
+        &theirs,
+        &BTreeMap::new(),
+        &Value::Null,
+        &mut errs,
+    );
     assert_eq!(errs.len(), 1, "{errs:?}");
 }

@@ -80,9 +80,9 @@ impl LockTable {
         // Wait against a real-time deadline. At tiny time scales every holder's sleep is
         // stretched to the timer granularity (~1 ms), so the wait is floored at 10 µs real per
         // simulated ms; otherwise contention that PVE survives would time out here.
-        let wait = clock
-            .real(timeout_ms)
-            .max(std::time::Duration::from_micros(timeout_ms.saturating_mul(10)));
+        let wait = clock.real(timeout_ms).max(std::time::Duration::from_micros(
+            timeout_ms.saturating_mul(10),
+        ));
         let deadline = std::time::Instant::now() + wait;
         let step = clock
             .real((timeout_ms / 50).max(1))

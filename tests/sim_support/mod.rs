@@ -95,16 +95,26 @@ impl T {
     }
 
     /// Clone `src` on `node` to `newid` and wait for the task.
-    pub async fn clone_vm(&self, node: &str, src: u32, newid: u32, extra: &[(&str, &str)]) -> String {
+    pub async fn clone_vm(
+        &self,
+        node: &str,
+        src: u32,
+        newid: u32,
+        extra: &[(&str, &str)],
+    ) -> String {
         let id = newid.to_string();
         let mut form = vec![("newid", id.as_str())];
         form.extend_from_slice(extra);
-        let r = self.post(&format!("/nodes/{node}/qemu/{src}/clone"), &form).await;
+        let r = self
+            .post(&format!("/nodes/{node}/qemu/{src}/clone"), &form)
+            .await;
         self.task(r).await
     }
 
     pub async fn config(&self, node: &str, vmid: u32) -> Value {
-        let (code, v) = self.get(&format!("/nodes/{node}/qemu/{vmid}/config"), &[]).await;
+        let (code, v) = self
+            .get(&format!("/nodes/{node}/qemu/{vmid}/config"), &[])
+            .await;
         assert_eq!(code, 200, "{v}");
         v["data"].clone()
     }
