@@ -515,3 +515,54 @@ async fn parallel_allocations_on_one_storage_time_out_on_the_storage_lock() {
         );
     }
 }
+
+#[tokio::test]
+async fn slow_task_fault_delays_the_task_and_faults_are_settable_at_runtime() {
+    let t = start(0.001).await;
+    t.h.faults().add(FaultRule::on(
+        "POST",
+        "/nodes/{node}/qemu/{vmid}/clone",
+        FaultAction::SlowTask { extra_ms: 300_000 },
+    ));
+    let t0 = Instant::now();
+    assert_eq!(t.clone_vm("pve1", 9000, 170, &[]).await, "OK");
+    assert!(
+        t0.elapsed().as_millis() >= 300,
+        "5 simulated minutes = 300 ms at 0.001"
+    );
+    t.h.faults().clear();
+    let t0 = Instant::now();
+    assert_eq!(t.clone_vm("pve1", 9000, 171, &[]).await, "OK");
+    assert!(t0.elapsed().as_millis() < 300);
+}
+
+#[tokio::test]
+async fn config_post_with_background_delay_returns_null_when_done_in_time() {
+    let t = start(0.001).await;
+    let (code, v) = t
+        .post(
+            "/nodes/pve1/qemu/9000/config",
+            &[("cores", "3"), ("background_delay", "5")],
+        )
+        .await;
+    assert_eq!((code, v["data"].clone()), (200, serde_json::Value::Null));
+    assert_eq!(t.config("pve1", 9000).await["cores"], 3);
+    let r = t
+        .post("/nodes/pve1/qemu/9000/config", &[("cores", "4")])
+        .await;
+    assert_eq!(t.task(r).await, "OK");
+}
+
+#[tokio::test]
+async fn serve_summary_names_url_token_fingerprint_and_templates() {
+    let t = start(0.001).await;
+    let s = hyops_pve::sim::describe(&t.h, std::path::Path::new("/tmp/ca.pem"));
+    assert!(s.contains(t.h.url()));
+    assert!(s.contains("Authorization: PVEAPIToken=root@pam!hyops="));
+    assert!(s.contains(&t.h.ca_fingerprint_colon));
+    assert!(
+        s.contains("9000 ubuntu-24.04 on pve1") && s.contains("9001 ubuntu-24.04 on pve2"),
+        "{s}"
+    );
+    assert!(s.contains("ceph-vm (rbd, shared"));
+}

@@ -531,6 +531,23 @@ pub async fn update_config(sim: &Arc<Sim>, call: &Call, post: bool) -> Result<Va
                 apply_update(&sim, &u).map_err(|e| format!("failed to update VM {}: {e}", u.vmid))
             },
         );
+        // `background_delay`: wait up to N seconds; a task that finished OK in time gives null.
+        if let Some(secs) = call
+            .get("background_delay")
+            .and_then(|d| d.parse::<u64>().ok())
+        {
+            let deadline = sim.clock.now_ms().saturating_add(secs * 1000);
+            while sim.clock.now_ms() < deadline {
+                if let Some(t) = sim.tasks.get(&upid).filter(|t| !t.running) {
+                    if t.exitstatus.as_deref() == Some("OK") {
+                        return Ok(Value::Null);
+                    }
+                    break;
+                }
+                sim.clock.sleep(50).await;
+                tokio::task::yield_now().await;
+            }
+        }
         Ok(json!(upid))
     } else {
         let t = sim.latency.config_lock_timeout_ms;
