@@ -566,3 +566,34 @@ async fn serve_summary_names_url_token_fingerprint_and_templates() {
     );
     assert!(s.contains("ceph-vm (rbd, shared"));
 }
+
+#[tokio::test]
+async fn skiplock_is_refused_for_tokens_and_clears_a_stale_lock_for_root() {
+    let t = start(0.001).await;
+    assert_eq!(t.clone_vm("pve1", 9000, 180, &[]).await, "OK");
+    t.h.state()
+        .vms
+        .get_mut(&180)
+        .unwrap()
+        .config
+        .insert("lock".into(), "clone".into());
+    let (code, v) = t
+        .put(
+            "/nodes/pve1/qemu/180/config",
+            &[("delete", "lock"), ("skiplock", "1")],
+        )
+        .await;
+    assert_eq!(code, 400);
+    assert_eq!(v["errors"]["skiplock"], "Only root may use this option.");
+    let (ticket, csrf) = login(&t).await;
+    let r =
+        t.c.put(t.url("/nodes/pve1/qemu/180/config"))
+            .header("Cookie", format!("PVEAuthCookie={ticket}"))
+            .header("CSRFPreventionToken", csrf)
+            .form(&[("delete", "lock"), ("skiplock", "1")])
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(t.config("pve1", 180).await.get("lock").is_none());
+}
