@@ -420,7 +420,7 @@ async fn https_serves_the_certificate_whose_fingerprint_is_published() {
         .add_root_certificate(ca)
         .build()
         .unwrap();
-    let url = h.url().replace("127.0.0.1", "localhost");
+    let url = h.url().to_string();
     let r = c
         .get(format!("{url}/version"))
         .header("Authorization", h.token_header())
@@ -596,4 +596,24 @@ async fn skiplock_is_refused_for_tokens_and_clears_a_stale_lock_for_root() {
             .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     assert!(t.config("pve1", 180).await.get("lock").is_none());
+}
+
+#[tokio::test]
+async fn error_message_is_also_in_the_http_reason_phrase() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = start(0.001).await;
+    let mut s = tokio::net::TcpStream::connect(t.h.addr).await.unwrap();
+    let req = format!(
+        "GET /api2/json/nodes/pve2/qemu/9000/config HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nConnection: close\r\n\r\n",
+        t.h.token_header()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.unwrap();
+    assert!(
+        buf.starts_with(
+            "HTTP/1.1 500 Configuration file 'nodes/pve2/qemu-server/9000.conf' does not exist\r\n"
+        ),
+        "{buf}"
+    );
 }
