@@ -3,6 +3,7 @@
 //! views. Writes live in `vm`. Knows nothing about the wire format (see `server`).
 
 use super::check::parse_bool;
+use super::clone;
 use super::cloudinit;
 use super::core::{guard, load_vm, not_on_node, ApiError, Call, Reply, Sim};
 use super::model::{indexed, SimState, Vm};
@@ -46,7 +47,7 @@ pub async fn dispatch(sim: &Arc<Sim>, call: &Call) -> Result<Reply, ApiError> {
             let v = load_vm(&state, call.node(), call.vmid()?)?;
             json!(cloudinit::dump(v, call.get("type").unwrap_or("user")))
         }
-        ("POST", "/nodes/{node}/qemu/{vmid}/clone") => vm::clone(sim, call)?,
+        ("POST", "/nodes/{node}/qemu/{vmid}/clone") => clone::clone(sim, call)?,
         ("POST", "/nodes/{node}/qemu/{vmid}/config") => vm::update_config(sim, call, true).await?,
         ("PUT", "/nodes/{node}/qemu/{vmid}/config") => vm::update_config(sim, call, false).await?,
         ("PUT", "/nodes/{node}/qemu/{vmid}/resize") => vm::resize(sim, call)?,

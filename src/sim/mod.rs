@@ -15,6 +15,7 @@
 
 mod api;
 pub mod check;
+mod clone;
 pub mod cloudinit;
 mod core;
 pub mod faults;
