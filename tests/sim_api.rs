@@ -617,3 +617,38 @@ async fn error_message_is_also_in_the_http_reason_phrase() {
         "{buf}"
     );
 }
+
+#[tokio::test]
+async fn serve_keeps_the_cluster_between_runs_through_the_state_file() {
+    use hyops_pve::sim::{finish_serving, start_serving, ServeOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ServeOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        time_scale: 0.001,
+        tls: false,
+        state_file: Some(dir.path().join("state.json")),
+        ca_pem_path: Some(dir.path().join("ca.pem")),
+        ..ServeOptions::default()
+    };
+    let (h, ca) = start_serving(&opts).await.unwrap();
+    assert!(std::fs::read_to_string(ca)
+        .unwrap()
+        .starts_with("-----BEGIN CERTIFICATE-----"));
+    let t = T {
+        h,
+        c: reqwest::Client::new(),
+    };
+    assert_eq!(
+        t.clone_vm("pve1", 9000, 250, &[("name", "persisted")])
+            .await,
+        "OK"
+    );
+    finish_serving(&t.h, &opts).await.unwrap();
+    let (h2, _) = start_serving(&opts).await.unwrap();
+    let t2 = T {
+        h: h2,
+        c: reqwest::Client::new(),
+    };
+    assert_eq!(t2.config("pve1", 250).await["name"], "persisted");
+    finish_serving(&t2.h, &opts).await.unwrap();
+}

@@ -330,9 +330,9 @@ pub fn describe(handle: &SimHandle, ca_path: &std::path::Path) -> String {
     s
 }
 
-/// Run a simulator until Ctrl-C (`hyops-pve sim serve`). Prints URL, token header, CA
-/// fingerprint, CA PEM path and the cluster; saves the state on exit if `state_file` is set.
-pub async fn serve(opts: ServeOptions) -> Result<(), SimError> {
+/// The first half of `sim serve`: load the cluster (and the saved state if `state_file`
+/// exists), start the simulator and write the CA PEM. Returns the handle and the PEM path.
+pub async fn start_serving(opts: &ServeOptions) -> Result<(SimHandle, PathBuf), SimError> {
     let cluster = match &opts.cluster_file {
         Some(p) => ClusterDescription::from_file(p)?,
         None => ClusterDescription::default_cluster(),
@@ -357,11 +357,23 @@ pub async fn serve(opts: ServeOptions) -> Result<(), SimError> {
         path: ca_path.display().to_string(),
         msg: e.to_string(),
     })?;
-    println!("{}", describe(&handle, &ca_path));
-    let _ = tokio::signal::ctrl_c().await;
+    Ok((handle, ca_path))
+}
+
+/// The second half of `sim serve`: stop the simulator and save its state to `state_file`.
+pub async fn finish_serving(handle: &SimHandle, opts: &ServeOptions) -> Result<(), SimError> {
     handle.shutdown().await;
     if let Some(p) = &opts.state_file {
         handle.snapshot_state().save_to(p)?;
     }
     Ok(())
+}
+
+/// Run a simulator until Ctrl-C (`hyops-pve sim serve`). Prints URL, token header, CA
+/// fingerprint, CA PEM path and the cluster; saves the state on exit if `state_file` is set.
+pub async fn serve(opts: ServeOptions) -> Result<(), SimError> {
+    let (handle, ca_path) = start_serving(&opts).await?;
+    println!("{}", describe(&handle, &ca_path));
+    let _ = tokio::signal::ctrl_c().await;
+    finish_serving(&handle, &opts).await
 }
