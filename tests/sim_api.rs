@@ -652,3 +652,28 @@ async fn serve_keeps_the_cluster_between_runs_through_the_state_file() {
     assert_eq!(t2.config("pve1", 250).await["name"], "persisted");
     finish_serving(&t2.h, &opts).await.unwrap();
 }
+
+#[tokio::test]
+async fn authentication_failures_wait_as_long_as_the_latency_model_says() {
+    let latency = hyops_pve::sim::LatencyModel {
+        auth_failure_ms: 3000,
+        ..Default::default()
+    };
+    let t = start_with(SimConfig {
+        latency,
+        time_scale: 0.05,
+        tls: false,
+        ..SimConfig::default()
+    })
+    .await;
+    let t0 = Instant::now();
+    let r = t.c.get(t.url("/version")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert!(
+        t0.elapsed().as_millis() >= 150,
+        "3 s simulated at 0.05 = 150 ms"
+    );
+    let t0 = Instant::now();
+    assert_eq!(t.get("/version", &[]).await.0, 200);
+    assert!(t0.elapsed().as_millis() < 150);
+}

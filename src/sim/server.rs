@@ -162,7 +162,13 @@ async fn handle(sim: Arc<Sim>, req: Request<Incoming>) -> Result<Response<Body>,
     };
     Ok(match api::dispatch(&sim, &call).await {
         Ok(reply) => ok_response(reply),
-        Err(e) => error_response(&e),
+        Err(e) => {
+            if e.status == 401 {
+                // a failed login (POST /access/ticket) is delayed like any other 401
+                sim.clock.sleep(sim.latency.auth_failure_ms).await;
+            }
+            error_response(&e)
+        }
     })
 }
 
