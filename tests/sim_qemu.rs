@@ -578,3 +578,21 @@ async fn node_task_slots_serialise_tasks_on_a_node() {
         "serial {serial} ms vs parallel {parallel} ms"
     );
 }
+
+#[tokio::test]
+async fn wait_idle_returns_once_every_task_has_stopped() {
+    let t = start(0.001).await;
+    for id in ["240", "241"] {
+        let (code, _) = t
+            .post(
+                "/nodes/pve1/qemu/9000/clone",
+                &[("newid", id), ("full", "1")],
+            )
+            .await;
+        assert_eq!(code, 200);
+    }
+    assert!(t.h.running_tasks() > 0);
+    assert!(t.h.wait_idle(Duration::from_secs(10)).await);
+    assert_eq!(t.h.running_tasks(), 0);
+    assert!(t.h.state().vms.contains_key(&241));
+}

@@ -215,7 +215,8 @@ impl SimHandle {
         guard(&self.sim.counters).clone()
     }
 
-    /// Read access to the live state.
+    /// Access to the live state (tests may also edit it, e.g. to plant a stale `lock`). The
+    /// simulator is blocked while the guard lives: never hold it across an `.await`.
     pub fn state(&self) -> std::sync::MutexGuard<'_, SimState> {
         self.sim.state()
     }
@@ -250,6 +251,18 @@ impl SimHandle {
         self.sim.tasks.running()
     }
 
+    /// Wait (real time) until no task runs; false if `timeout` passed first.
+    pub async fn wait_idle(&self, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.sim.tasks.running() > 0 {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        true
+    }
+
     /// Stop accepting connections and close open ones.
     pub async fn shutdown(&self) {
         let _ = self.shutdown.send(true);
@@ -257,6 +270,13 @@ impl SimHandle {
         if let Some(j) = join {
             let _ = j.await;
         }
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        // stop serving when the handle goes away, even without an explicit shutdown()
+        let _ = self.shutdown.send(true);
     }
 }
 
