@@ -596,3 +596,27 @@ async fn wait_idle_returns_once_every_task_has_stopped() {
     assert_eq!(t.h.running_tasks(), 0);
     assert!(t.h.state().vms.contains_key(&241));
 }
+
+#[tokio::test]
+async fn storage_colon_size_allocates_a_new_volume() {
+    let t = start(0.001).await;
+    assert_eq!(t.clone_vm("pve1", 9000, 250, &[]).await, "OK");
+    let (code, v) = t
+        .put(
+            "/nodes/pve1/qemu/250/config",
+            &[("scsi1", "local-lvm:20,discard=on")],
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(
+        t.config("pve1", 250).await["scsi1"],
+        "local-lvm:vm-250-disk-1,discard=on,size=20G"
+    );
+    let (code, v) = t
+        .put("/nodes/pve1/qemu/250/config", &[("scsi2", "nowhere:20")])
+        .await;
+    assert_eq!(
+        (code, v["message"].as_str().unwrap()),
+        (500, "storage 'nowhere' does not exist\n")
+    );
+}

@@ -130,7 +130,7 @@ pub fn clone(sim: &Arc<Sim>, call: &Call) -> Result<Value, ApiError> {
     Ok(json!(upid))
 }
 
-fn with_drive_file(spec: &str, file: &str) -> String {
+pub(super) fn with_drive_file(spec: &str, file: &str) -> String {
     let mut parts: Vec<String> = spec.split(',').map(str::to_string).collect();
     if let Some(first) = parts
         .iter_mut()

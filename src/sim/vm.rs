@@ -4,7 +4,7 @@
 //! config-lock helpers they share. Knows nothing about the wire format.
 
 use super::check::split_list;
-use super::clone::{net_models, set_net_mac};
+use super::clone::{net_models, set_net_mac, with_drive_file};
 use super::core::{check_lock, load_vm, load_vm_mut, not_on_node, ApiError, Call, Sim};
 use super::model::{
     drive_file, drive_size, indexed, is_cloudinit_key, is_drive_key, parse_size, with_drive_size,
@@ -207,6 +207,13 @@ fn apply_update(sim: &Sim, u: &Update) -> Result<(), String> {
         }
     }
     let mut state = sim.state();
+    let state_storages: Vec<String> = state
+        .cluster
+        .storages
+        .iter()
+        .filter(|s| state.cluster.storage_on(&s.id, &u.node).is_some())
+        .map(|s| s.id.clone())
+        .collect();
     let vm = load_vm_mut(&mut state, &u.node, u.vmid).map_err(|e| e.message)?;
     if !u.skiplock {
         check_lock(vm)?;
@@ -216,6 +223,7 @@ fn apply_update(sim: &Sim, u: &Update) -> Result<(), String> {
             return Err("checksum mismatch (file change by other user?)".into());
         }
     }
+    allocate_new_disks(&mut sets, vm, &state_storages)?;
     let view = vm.pending_view();
     let mem_of = |m: Option<&String>| {
         m.and_then(|m| m.split(',').next())
@@ -248,6 +256,41 @@ fn apply_update(sim: &Sim, u: &Update) -> Result<(), String> {
             vm.pending.remove(k);
             vm.config.remove(k);
         }
+    }
+    Ok(())
+}
+
+/// `scsi1: local-lvm:20` allocates a new 20 GiB volume `vm-<vmid>-disk-<n>` (PVE's
+/// `STORAGE:SIZE_GiB` syntax) on a storage available on the VM's node.
+fn allocate_new_disks(
+    sets: &mut BTreeMap<String, String>,
+    vm: &Vm,
+    storages: &[String],
+) -> Result<(), String> {
+    let mut used: Vec<u32> = vm
+        .drives()
+        .iter()
+        .filter_map(|(_, f, _)| f.rsplit("-disk-").next().and_then(|n| n.parse().ok()))
+        .collect();
+    for (k, v) in sets.iter_mut() {
+        if !is_drive_key(k) || indexed(k, "unused") || v.contains("media=cdrom") {
+            continue;
+        }
+        let Some(file) = drive_file(v) else { continue };
+        let Some((storage, size)) = file.split_once(':') else {
+            continue;
+        };
+        let Ok(gib) = size.parse::<f64>() else {
+            continue;
+        };
+        if !storages.iter().any(|s| s == storage) {
+            return Err(format!("storage '{storage}' does not exist"));
+        }
+        let n = (0..).find(|n| !used.contains(n)).unwrap_or(0);
+        used.push(n);
+        let bytes = (gib * (1u64 << 30) as f64) as u64;
+        let spec = with_drive_file(v, &format!("{storage}:vm-{}-disk-{n}", vm.vmid));
+        *v = with_drive_size(&spec, bytes);
     }
     Ok(())
 }
