@@ -620,3 +620,24 @@ async fn storage_colon_size_allocates_a_new_volume() {
         (500, "storage 'nowhere' does not exist\n")
     );
 }
+
+#[tokio::test]
+async fn a_hundred_parallel_clones_run_in_seconds_and_fail_only_on_the_storage_lock() {
+    let t = start(0.001).await;
+    let tr = &t;
+    let t0 = std::time::Instant::now();
+    let futs = (0..100u32).map(|i| async move { tr.clone_vm("pve1", 9000, 1000 + i, &[]).await });
+    let res = futures::future::join_all(futs).await;
+    assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
+    assert!(res.iter().any(|r| r == "OK"));
+    for r in &res {
+        assert!(
+            r == "OK"
+                || r == "clone failed: can't lock file '/var/lock/pve-manager/pve-storage-local-lvm' - got timeout",
+            "{r}"
+        );
+    }
+    let ok = res.iter().filter(|r| *r == "OK").count();
+    let vms = t.h.state().vms.len();
+    assert_eq!(vms, 2 + ok, "failed clones leave no config");
+}
