@@ -1,0 +1,327 @@
+//! Errors of the Proxmox client and their classification into what an engine does next
+//! (retry, re-read, pick another id, fail) per the error catalogue in the API notes §6.
+//! Messages name the call (method + path), node and vmid; never a request body or secret.
+//! Knows nothing about HyOps.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use super::upid::Upid;
+
+/// Which call failed: method, path and (when known) node and vmid. Never holds a body.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallContext {
+    pub method: String,
+    pub path: String,
+    pub node: Option<String>,
+    pub vmid: Option<u32>,
+}
+
+impl fmt::Display for CallContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.method, self.path)?;
+        match (&self.node, self.vmid) {
+            (Some(n), Some(v)) => write!(f, " (node {n}, vmid {v})"),
+            (Some(n), None) => write!(f, " (node {n})"),
+            (None, Some(v)) => write!(f, " (vmid {v})"),
+            (None, None) => Ok(()),
+        }
+    }
+}
+
+fn fmt_fields(errors: &BTreeMap<String, String>) -> String {
+    if errors.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = errors.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    format!(" [{}]", parts.join("; "))
+}
+
+/// An error from the Proxmox client.
+#[derive(Debug, thiserror::Error)]
+pub enum PveError {
+    /// The server answered with an HTTP error status.
+    #[error("{ctx}: HTTP {status}: {message}{}", fmt_fields(errors))]
+    Api {
+        ctx: Box<CallContext>,
+        status: u16,
+        /// `message` from the body, else the HTTP reason phrase.
+        message: String,
+        /// Per-parameter errors (`errors` in the body).
+        errors: BTreeMap<String, String>,
+    },
+    /// The request did not complete (connect error, reset, timeout).
+    #[error("{ctx}: transport error: {detail}")]
+    Transport {
+        ctx: Box<CallContext>,
+        detail: String,
+        /// True when nothing reached the server (connection refused / DNS / TLS handshake).
+        connect: bool,
+        /// True for non-GET calls: the write may or may not have happened.
+        write: bool,
+    },
+    /// The response body could not be decoded.
+    #[error("{ctx}: cannot decode response: {detail}")]
+    Decode {
+        ctx: Box<CallContext>,
+        detail: String,
+    },
+    /// A task ended with an exit status other than `OK` / `WARNINGS: N`.
+    #[error("task {upid} on node {} failed: {exitstatus}{}", upid.node, fmt_tail(log_tail))]
+    TaskFailed {
+        upid: Box<Upid>,
+        exitstatus: String,
+        /// The last lines of the task log.
+        log_tail: Vec<String>,
+    },
+    /// A task did not finish before the deadline.
+    #[error("task {upid} on node {} still running after {waited_ms} ms", upid.node)]
+    TaskTimeout { upid: Box<Upid>, waited_ms: u128 },
+    /// Client configuration is invalid (base URL, CA file, fingerprint, …).
+    #[error("invalid client configuration {field}: {detail}")]
+    Config { field: &'static str, detail: String },
+    /// VMID allocation gave up.
+    #[error("cannot allocate a VMID for a clone of {template} on node {node}: {detail}")]
+    VmidExhausted {
+        node: String,
+        template: u32,
+        detail: String,
+    },
+    /// A value the server returned is not what the schema says.
+    #[error("{ctx}: unexpected value for {field}: {detail}")]
+    Unexpected {
+        ctx: Box<CallContext>,
+        field: &'static str,
+        detail: String,
+    },
+}
+
+fn fmt_tail(tail: &[String]) -> String {
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!("\n  log tail:\n    {}", tail.join("\n    "))
+    }
+}
+
+/// What kind of failure an error is; drives the engine's next step (notes §6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// 401: bad or expired credentials.
+    Auth,
+    /// 403: ACL.
+    Permission,
+    /// 400 parameter verification, with the per-field messages.
+    Param { fields: BTreeMap<String, String> },
+    /// `VM is locked (<holder>)`.
+    Locked { holder: String },
+    /// `can't lock file '<path>' - got timeout` on a VM config flock.
+    LockTimeout { path: String, vmid: Option<u32> },
+    /// Storage lock contention (`pve-storage-<id>` flock or `cfs-lock 'storage-<id>'`).
+    StorageLockTimeout { storage: String },
+    /// Cluster quorum lost.
+    NoQuorum,
+    /// The VMID is already used (`config file already exists`, `already exists on node`,
+    /// pmxcfs `File exists`, nextid 400).
+    VmIdTaken,
+    /// The VM config is not on the node asked (wrong node, or the VM is gone): re-resolve.
+    NotFound,
+    /// `digest` mismatch: re-read and re-plan.
+    ChecksumMismatch,
+    /// `VM N already running`: success for a start.
+    AlreadyRunning,
+    /// The guest agent is not (yet) answering.
+    AgentNotReady,
+    /// `shrinking disks is not supported`.
+    ShrinkRefused,
+    /// `VM quit/powerdown failed - got timeout`.
+    ShutdownTimeout,
+    /// `got no worker upid`: transient fork failure.
+    NoWorkerUpid,
+    /// 501: wrong path or method.
+    NotImplemented,
+    /// Transport failure of a read or proxy-hop code 595–599 (`code` when an HTTP code exists).
+    Transport { code: Option<u16> },
+    /// A write whose outcome is unknown (595/596/reset on a non-GET): re-read state first.
+    WriteOutcomeUnknown,
+    /// Any other 5xx.
+    Server,
+    /// A task failed for a reason not listed above.
+    TaskFailed,
+    /// A task exceeded its deadline.
+    Timeout,
+    /// Client-side problem (configuration, decode, allocation gave up).
+    Client,
+}
+
+impl ErrorClass {
+    /// True when resending an idempotent read may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ErrorClass::Transport { .. }
+                | ErrorClass::Server
+                | ErrorClass::LockTimeout { .. }
+                | ErrorClass::StorageLockTimeout { .. }
+                | ErrorClass::NoWorkerUpid
+        )
+    }
+}
+
+fn between<'a>(msg: &'a str, start: &str, end: char) -> Option<&'a str> {
+    let i = msg.find(start)? + start.len();
+    let rest = &msg[i..];
+    let j = rest.find(end)?;
+    Some(&rest[..j])
+}
+
+/// Classify a Proxmox error message (HTTP message or task exit status).
+/// `status` is the HTTP status when there is one; `write` says the call was not a GET.
+pub fn classify_message(
+    status: Option<u16>,
+    message: &str,
+    errors: &BTreeMap<String, String>,
+    write: bool,
+) -> ErrorClass {
+    let all: String = std::iter::once(message.to_string())
+        .chain(errors.values().cloned())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let m = all.as_str();
+    if let Some(code @ 595..=599) = status {
+        return if write {
+            ErrorClass::WriteOutcomeUnknown
+        } else {
+            ErrorClass::Transport { code: Some(code) }
+        };
+    }
+    if status == Some(401) {
+        return ErrorClass::Auth;
+    }
+    if status == Some(403) || m.contains("Permission check failed") {
+        return ErrorClass::Permission;
+    }
+    if let Some(holder) = between(m, "VM is locked (", ')') {
+        return ErrorClass::Locked {
+            holder: holder.to_string(),
+        };
+    }
+    if let Some(path) = between(m, "can't lock file '", '\'') {
+        if m.contains("got timeout") {
+            if let Some(storage) = path
+                .rsplit('/')
+                .next()
+                .and_then(|f| f.strip_prefix("pve-storage-"))
+            {
+                return ErrorClass::StorageLockTimeout {
+                    storage: storage.to_string(),
+                };
+            }
+            let vmid = path
+                .rsplit('/')
+                .next()
+                .and_then(|f| f.strip_prefix("lock-"))
+                .and_then(|f| f.strip_suffix(".conf"))
+                .and_then(|n| n.parse().ok());
+            return ErrorClass::LockTimeout {
+                path: path.to_string(),
+                vmid,
+            };
+        }
+    }
+    if let Some(storage) = between(m, "cfs-lock 'storage-", '\'') {
+        if !m.contains("no quorum") {
+            return ErrorClass::StorageLockTimeout {
+                storage: storage.to_string(),
+            };
+        }
+    }
+    if m.contains("no quorum") {
+        return ErrorClass::NoQuorum;
+    }
+    if m.contains("config file already exists")
+        || m.contains("already exists on node")
+        || m.contains("failed: File exists")
+        || (errors
+            .get("vmid")
+            .is_some_and(|v| v.contains("already exists")))
+    {
+        return ErrorClass::VmIdTaken;
+    }
+    if m.contains("unable to find configuration file for VM")
+        || (m.contains("Configuration file '") && m.contains("does not exist"))
+        || m.contains("no such task")
+    {
+        return ErrorClass::NotFound;
+    }
+    if m.contains("checksum mismatch") {
+        return ErrorClass::ChecksumMismatch;
+    }
+    if m.contains("already running") {
+        return ErrorClass::AlreadyRunning;
+    }
+    if m.contains("QEMU guest agent is not running")
+        || m.contains("No QEMU guest agent configured")
+        || m.contains("'guest-ping' failed")
+    {
+        return ErrorClass::AgentNotReady;
+    }
+    if m.contains("shrinking disks is not supported") {
+        return ErrorClass::ShrinkRefused;
+    }
+    if m.contains("powerdown failed - got timeout") {
+        return ErrorClass::ShutdownTimeout;
+    }
+    if m.contains("got no worker upid") {
+        return ErrorClass::NoWorkerUpid;
+    }
+    match status {
+        Some(400) => ErrorClass::Param {
+            fields: errors.clone(),
+        },
+        Some(501) => ErrorClass::NotImplemented,
+        Some(s) if s >= 500 => ErrorClass::Server,
+        Some(_) => ErrorClass::Client,
+        None => ErrorClass::TaskFailed,
+    }
+}
+
+impl PveError {
+    /// Classify this error (notes §6).
+    pub fn classify(&self) -> ErrorClass {
+        match self {
+            PveError::Api {
+                ctx,
+                status,
+                message,
+                errors,
+            } => classify_message(Some(*status), message, errors, ctx.method != "GET"),
+            PveError::Transport { write, connect, .. } => {
+                if *write && !*connect {
+                    ErrorClass::WriteOutcomeUnknown
+                } else {
+                    ErrorClass::Transport { code: None }
+                }
+            }
+            PveError::TaskFailed { exitstatus, .. } => {
+                classify_message(None, exitstatus, &BTreeMap::new(), false)
+            }
+            PveError::TaskTimeout { .. } => ErrorClass::Timeout,
+            PveError::Decode { .. }
+            | PveError::Config { .. }
+            | PveError::VmidExhausted { .. }
+            | PveError::Unexpected { .. } => ErrorClass::Client,
+        }
+    }
+
+    /// The HTTP status, when the server answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            PveError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// Result type of the client.
+pub type PveResult<T> = Result<T, PveError>;

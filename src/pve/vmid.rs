@@ -1,0 +1,202 @@
+//! Race-safe VMID allocation for clones (API notes §5): pick a candidate, confirm it with
+//! `nextid?vmid=X`, clone, and on "id taken" (sync or task error) move to the next candidate.
+//! An existing VM is only ever adopted when its config proves it is ours. Within one process,
+//! id choice and clone submission are serialised and submitted ids are never reused.
+//! Knows nothing about HyOps.
+
+use std::ops::RangeInclusive;
+
+use super::client::PveClient;
+use super::error::{ErrorClass, PveError, PveResult};
+use super::types::{CloneParams, TaskOutcome, VmConfig, WaitOptions};
+use super::upid::Upid;
+
+/// How to recognise a VM that is already ours.
+pub enum Ownership<'a> {
+    /// The VM's `description` contains this marker (non-empty).
+    Marker(&'a str),
+    /// A caller-supplied predicate over the VM config.
+    Check(&'a (dyn Fn(&VmConfig) -> bool + Send + Sync)),
+}
+
+impl Ownership<'_> {
+    fn owns(&self, c: &VmConfig) -> bool {
+        match self {
+            Ownership::Marker(m) => c.description_contains(m),
+            Ownership::Check(f) => f(c),
+        }
+    }
+}
+
+/// A clone request whose target VMID the client chooses.
+pub struct AllocateRequest<'a> {
+    /// Node that owns the template.
+    pub node: &'a str,
+    pub template_vmid: u32,
+    /// Clone parameters; `newid` is ignored.
+    pub params: &'a CloneParams,
+    pub ownership: Ownership<'a>,
+    /// First candidate to try (else `/cluster/nextid`).
+    pub start_hint: Option<u32>,
+    /// Only allocate ids in this range.
+    pub range: Option<RangeInclusive<u32>>,
+    /// Clone submissions to try before giving up.
+    pub max_attempts: u32,
+    /// Wait for the clone task (so task-level id conflicts are retried too); `None` returns
+    /// right after submission.
+    pub wait: Option<WaitOptions>,
+}
+
+/// What the allocation ended with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloneAllocation {
+    /// Clone submitted to `vmid`; the caller waits for `upid`.
+    Submitted { vmid: u32, upid: Upid },
+    /// Clone to `vmid` finished successfully.
+    Completed { vmid: u32, outcome: TaskOutcome },
+    /// `vmid` already existed and its config carries our ownership marker.
+    Adopted { vmid: u32, node: String },
+}
+
+impl CloneAllocation {
+    /// The VMID in every case.
+    pub fn vmid(&self) -> u32 {
+        match self {
+            CloneAllocation::Submitted { vmid, .. }
+            | CloneAllocation::Completed { vmid, .. }
+            | CloneAllocation::Adopted { vmid, .. } => *vmid,
+        }
+    }
+}
+
+/// True when `e` says that `vmid` is already used (or being created) by someone.
+pub fn is_id_conflict(e: &PveError, vmid: u32) -> bool {
+    match e.classify() {
+        ErrorClass::VmIdTaken => true,
+        ErrorClass::LockTimeout { vmid: Some(v), .. } => v == vmid,
+        _ => false,
+    }
+}
+
+const PROBES_PER_ATTEMPT: u32 = 64;
+
+impl PveClient {
+    /// Pick a free VMID and clone `template_vmid` to it, retrying with the next candidate when
+    /// the id turns out to be taken. Never adopts a VM unless `ownership` says it is ours.
+    pub async fn allocate_vmid_and_clone(
+        &self,
+        req: &AllocateRequest<'_>,
+    ) -> PveResult<CloneAllocation> {
+        let exhausted = |detail: String| PveError::VmidExhausted {
+            node: req.node.to_string(),
+            template: req.template_vmid,
+            detail,
+        };
+        let mut floor = req
+            .start_hint
+            .or_else(|| req.range.as_ref().map(|r| *r.start()));
+        let mut last_conflict = String::from("no attempt made");
+        for _attempt in 0..req.max_attempts.max(1) {
+            let mut used = self.inner.alloc_lock.lock().await;
+            // 1. candidate
+            let mut candidate = match floor {
+                Some(f) => f,
+                None => self.next_id(None).await?,
+            };
+            if let Some(r) = &req.range {
+                candidate = candidate.max(*r.start());
+            }
+            let mut confirmed = None;
+            for _ in 0..PROBES_PER_ATTEMPT {
+                if let Some(r) = &req.range {
+                    if candidate > *r.end() {
+                        return Err(exhausted(format!(
+                            "no free id left in {}..={}",
+                            r.start(),
+                            r.end()
+                        )));
+                    }
+                }
+                if used.contains(&candidate) {
+                    candidate += 1;
+                    continue;
+                }
+                match self.next_id(Some(candidate)).await {
+                    Ok(v) if v == candidate => {
+                        confirmed = Some(candidate);
+                        break;
+                    }
+                    Ok(_) => candidate += 1,
+                    Err(e) if e.classify() == ErrorClass::VmIdTaken || e.status() == Some(400) => {
+                        candidate += 1
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            let Some(vmid) = confirmed else {
+                return Err(exhausted(format!(
+                    "{PROBES_PER_ATTEMPT} consecutive candidates up to {candidate} were taken"
+                )));
+            };
+            // 2. submit
+            let mut params = req.params.clone();
+            params.newid = vmid;
+            let submitted = self.clone_vm(req.node, req.template_vmid, &params).await;
+            let upid = match submitted {
+                Ok(upid) => {
+                    used.insert(vmid);
+                    drop(used);
+                    upid
+                }
+                Err(e) if is_id_conflict(&e, vmid) => {
+                    used.insert(vmid);
+                    drop(used);
+                    last_conflict = e.to_string();
+                    if let Some(adopted) = self.adopt_if_ours(vmid, &req.ownership).await? {
+                        return Ok(adopted);
+                    }
+                    floor = Some(vmid + 1);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            // 3. optionally wait, retrying task-level id conflicts
+            let Some(wait) = &req.wait else {
+                return Ok(CloneAllocation::Submitted { vmid, upid });
+            };
+            match self.wait_task(&upid, wait).await {
+                Ok(outcome) => return Ok(CloneAllocation::Completed { vmid, outcome }),
+                Err(e) if is_id_conflict(&e, vmid) => {
+                    last_conflict = e.to_string();
+                    if let Some(adopted) = self.adopt_if_ours(vmid, &req.ownership).await? {
+                        return Ok(adopted);
+                    }
+                    floor = Some(vmid + 1);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(exhausted(format!(
+            "{} attempts hit taken ids; last: {last_conflict}",
+            req.max_attempts.max(1)
+        )))
+    }
+
+    /// Adopt `vmid` only if it exists, is visible, and its config is ours.
+    async fn adopt_if_ours(
+        &self,
+        vmid: u32,
+        ownership: &Ownership<'_>,
+    ) -> PveResult<Option<CloneAllocation>> {
+        let Some(node) = self.vm_node(vmid).await? else {
+            return Ok(None);
+        };
+        match self.vm_config(&node, vmid, false).await {
+            Ok(cfg) if ownership.owns(&cfg) => Ok(Some(CloneAllocation::Adopted { vmid, node })),
+            Ok(_) => Ok(None),
+            // Gone or moved between the two reads: not ours to take.
+            Err(e) if e.classify() == ErrorClass::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}

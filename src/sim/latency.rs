@@ -1,0 +1,137 @@
+//! Simulated time: per-operation base durations, clone time from disk size and storage
+//! bandwidth, lock timeouts, per-node task slots and the `time_scale` that maps simulated
+//! milliseconds to real ones. Knows nothing about HTTP or the VM model.
+
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant};
+
+/// Durations in simulated milliseconds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct LatencyModel {
+    /// Every synchronous request.
+    pub request_ms: u64,
+    /// Extra delay for a failed authentication (real PVE: 3000; default 0).
+    pub auth_failure_ms: u64,
+    /// Fixed part of any clone task.
+    pub clone_base_ms: u64,
+    /// Creating one linked-clone volume (under the storage lock).
+    pub linked_clone_ms: u64,
+    /// Allocating one volume (under the storage lock).
+    pub storage_alloc_ms: u64,
+    pub config_ms: u64,
+    pub resize_ms: u64,
+    pub start_ms: u64,
+    pub shutdown_ms: u64,
+    pub stop_ms: u64,
+    pub destroy_ms: u64,
+    pub cloudinit_ms: u64,
+    /// Time after start until the guest agent answers.
+    pub boot_delay_ms: u64,
+    /// Storage lock acquire timeout (`cluster_lock_storage`, 10 s).
+    pub storage_lock_timeout_ms: u64,
+    /// Config flock timeout in the clone worker (1 s).
+    pub clone_lock_timeout_ms: u64,
+    /// Config flock timeout for `lock_config` (10 s).
+    pub config_lock_timeout_ms: u64,
+    /// Concurrent workers per node; further tasks queue.
+    pub node_task_slots: usize,
+}
+
+impl Default for LatencyModel {
+    fn default() -> Self {
+        Self {
+            request_ms: 5,
+            auth_failure_ms: 0,
+            clone_base_ms: 1500,
+            linked_clone_ms: 800,
+            storage_alloc_ms: 300,
+            config_ms: 200,
+            resize_ms: 400,
+            start_ms: 2500,
+            shutdown_ms: 4000,
+            stop_ms: 800,
+            destroy_ms: 1200,
+            cloudinit_ms: 300,
+            boot_delay_ms: 15000,
+            storage_lock_timeout_ms: 10_000,
+            clone_lock_timeout_ms: 1000,
+            config_lock_timeout_ms: 10_000,
+            node_task_slots: 16,
+        }
+    }
+}
+
+impl LatencyModel {
+    /// Simulated time to copy `bytes` at `bandwidth_mbs` MB/s.
+    pub fn copy_ms(bytes: u64, bandwidth_mbs: f64) -> u64 {
+        let mb = bytes as f64 / 1_000_000.0;
+        (mb / bandwidth_mbs.max(0.001) * 1000.0) as u64
+    }
+}
+
+/// Maps simulated time to real time.
+#[derive(Debug, Clone)]
+pub struct SimClock {
+    time_scale: f64,
+    origin: Instant,
+}
+
+impl SimClock {
+    /// `time_scale` 1.0 = real time, 0.001 = a thousand times faster. Negative or NaN
+    /// scales are treated as 0 (no waiting).
+    pub fn new(time_scale: f64) -> Self {
+        let time_scale = if time_scale.is_finite() && time_scale > 0.0 {
+            time_scale
+        } else {
+            0.0
+        };
+        Self {
+            time_scale,
+            origin: Instant::now(),
+        }
+    }
+
+    pub fn time_scale(&self) -> f64 {
+        self.time_scale
+    }
+
+    /// Real duration of `sim_ms` simulated milliseconds.
+    pub fn real(&self, sim_ms: u64) -> Duration {
+        Duration::from_secs_f64(sim_ms as f64 / 1000.0 * self.time_scale)
+    }
+
+    /// Simulated milliseconds since the simulator started.
+    pub fn now_ms(&self) -> u64 {
+        if self.time_scale == 0.0 {
+            return u64::MAX / 4;
+        }
+        (self.origin.elapsed().as_secs_f64() * 1000.0 / self.time_scale) as u64
+    }
+
+    /// Sleep for `sim_ms` simulated milliseconds.
+    pub async fn sleep(&self, sim_ms: u64) {
+        let d = self.real(sim_ms);
+        if !d.is_zero() {
+            tokio::time::sleep(d).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_time_is_proportional_to_size_over_bandwidth() {
+        assert_eq!(LatencyModel::copy_ms(400_000_000, 400.0), 1000);
+        assert_eq!(LatencyModel::copy_ms(800_000_000, 400.0), 2000);
+    }
+
+    #[test]
+    fn time_scale_shrinks_real_durations() {
+        let c = SimClock::new(0.001);
+        assert_eq!(c.real(10_000), Duration::from_millis(10));
+        assert_eq!(SimClock::new(-1.0).real(10_000), Duration::ZERO);
+    }
+}
