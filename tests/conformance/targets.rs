@@ -89,7 +89,8 @@ fn fakepve_caps() -> Capabilities {
         // size=+2G on an 8G disk both "OK", config unchanged).
         resize_changes_size: false,
         shrink_fails_in_task: false,
-        // Clone copies the template's cloud-init drive reference unchanged
+        // A cloud-init drive is allocated as `vm-9000-disk-0` (not `vm-9000-cloudinit`), and a
+        // clone copies the template's reference unchanged
         // (`ide2: local-lvm:vm-9000-disk-0,media=cdrom` on clone 120).
         cloudinit_volume_per_vm: false,
         // `PUT/POST …/config` stores `net1=virtio,bridge=…` as written, without a MAC; PVE adds
@@ -179,20 +180,22 @@ impl Target {
 
     /// The next VMID in this case's block that `nextid?vmid=` confirms free.
     pub async fn fresh_vmid(&self) -> u32 {
-        let mut candidate = *lock(&self.next_candidate);
         for _ in 0..1000 {
+            // Claim the candidate before the await, so concurrent callers never probe the same id.
+            let candidate = {
+                let mut next = lock(&self.next_candidate);
+                *next += 1;
+                *next - 1
+            };
             match self.client.next_id(Some(candidate)).await {
-                Ok(v) if v == candidate => {
-                    *lock(&self.next_candidate) = candidate + 1;
-                    return candidate;
-                }
-                Ok(_) => candidate += 1,
-                Err(e) if e.classify() == ErrorClass::VmIdTaken => candidate += 1,
+                Ok(v) if v == candidate => return candidate,
+                Ok(_) => {}
+                Err(e) if e.classify() == ErrorClass::VmIdTaken => {}
                 Err(e) => panic!("[{}] nextid?vmid={candidate}: {e}", self.kind.label()),
             }
         }
         panic!(
-            "[{}] no free VMID near {candidate} after 1000 probes",
+            "[{}] no free VMID after 1000 probes from this case's block",
             self.kind.label()
         )
     }
@@ -236,7 +239,10 @@ impl Target {
         match self.client.cluster_resources(Some(ResourceType::Vm)).await {
             Ok(all) => {
                 for r in all {
-                    let ours = r.name.as_deref().is_some_and(|n| n.starts_with(&self.prefix));
+                    let ours = r
+                        .name
+                        .as_deref()
+                        .is_some_and(|n| n.starts_with(&self.prefix));
                     if let (true, false, Some(id)) = (ours, r.template, r.vmid) {
                         ids.insert(id);
                     }
@@ -274,7 +280,12 @@ impl Target {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
-            if !cfg.name.as_deref().is_some_and(|n| n.starts_with(&self.prefix)) || cfg.template {
+            if !cfg
+                .name
+                .as_deref()
+                .is_some_and(|n| n.starts_with(&self.prefix))
+                || cfg.template
+            {
                 // Not ours (e.g. the id was taken by someone else): never touch it.
                 return Ok(());
             }
@@ -630,7 +641,8 @@ fn fakepve_info() -> &'static Result<FakePveInfo, FakeUnavailable> {
 
 fn launch_fakepve() -> Result<FakePveInfo, String> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fakepve/launch.py");
-    let log_path = std::env::temp_dir().join(format!("hyops-conf-fakepve-{}.log", std::process::id()));
+    let log_path =
+        std::env::temp_dir().join(format!("hyops-conf-fakepve-{}.log", std::process::id()));
     let log = std::fs::File::create(&log_path)
         .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
     let mut child = Command::new("python3")
@@ -656,7 +668,10 @@ fn launch_fakepve() -> Result<FakePveInfo, String> {
         Ok((Ok(line), reader)) if !line.trim().is_empty() => (line, reader),
         Ok(_) => {
             let _ = child.wait();
-            return Err(format!("launcher ended without its JSON line: {}", log_tail()));
+            return Err(format!(
+                "launcher ended without its JSON line: {}",
+                log_tail()
+            ));
         }
         Err(_) => {
             let _ = child.kill();
