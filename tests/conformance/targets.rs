@@ -165,7 +165,7 @@ impl Target {
 
     /// Task wait options scaled to the target.
     pub fn wait_opts(&self) -> WaitOptions {
-        self.wait.clone()
+        self.wait
     }
 
     /// Wait for a task with the target's options.
