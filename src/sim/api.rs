@@ -30,7 +30,9 @@ pub async fn dispatch(sim: &Arc<Sim>, call: &Call) -> Result<Reply, ApiError> {
         ("GET", "/nodes/{node}/qemu/{vmid}/config") => get_config(sim, call)?,
         ("GET", "/nodes/{node}/qemu/{vmid}/status/current") => status_current(sim, call)?,
         ("GET", "/nodes/{node}/qemu/{vmid}/pending") => pending(sim, call)?,
-        ("GET", "/nodes/{node}/qemu/{vmid}/agent/network-get-interfaces") => agent_ifaces(sim, call)?,
+        ("GET", "/nodes/{node}/qemu/{vmid}/agent/network-get-interfaces") => {
+            agent_ifaces(sim, call)?
+        }
         ("GET", "/nodes/{node}/qemu/{vmid}/cloudinit") => cloudinit_get(sim, call)?,
         ("GET", "/nodes/{node}/qemu/{vmid}/cloudinit/dump") => {
             let state = sim.state();
@@ -46,7 +48,12 @@ pub async fn dispatch(sim: &Arc<Sim>, call: &Call) -> Result<Reply, ApiError> {
         ("POST", "/nodes/{node}/qemu/{vmid}/status/stop") => vm::shutdown(sim, call, true)?,
         ("DELETE", "/nodes/{node}/qemu/{vmid}") => vm::destroy(sim, call)?,
         ("PUT", "/nodes/{node}/qemu/{vmid}/cloudinit") => vm::cloudinit_update(sim, call).await?,
-        (m, p) => return Err(ApiError::new(501, format!("Method '{m} {p}' not implemented"))),
+        (m, p) => {
+            return Err(ApiError::new(
+                501,
+                format!("Method '{m} {p}' not implemented"),
+            ))
+        }
     };
     Ok(r.into())
 }
@@ -54,7 +61,9 @@ pub async fn dispatch(sim: &Arc<Sim>, call: &Call) -> Result<Reply, ApiError> {
 fn nextid(sim: &Sim, call: &Call) -> Result<Value, ApiError> {
     let state = sim.state();
     if let Some(v) = call.get("vmid") {
-        let id: u32 = v.parse().map_err(|_| ApiError::param("vmid", "invalid vmid"))?;
+        let id: u32 = v
+            .parse()
+            .map_err(|_| ApiError::param("vmid", "invalid vmid"))?;
         if state.vms.contains_key(&id) {
             return Err(ApiError::param("vmid", format!("VM {id} already exists")));
         }
@@ -155,8 +164,10 @@ fn ticket(sim: &Sim, call: &Call) -> Result<Value, ApiError> {
     let csrf = format!("{now:08X}:{}", hex::encode(sim.random_bytes::<16>()));
     guard(&sim.auth.tickets).insert(ticket.clone(), (user.clone(), csrf.clone()));
     let cluster = sim.state().cluster.name.clone();
-    Ok(json!({"username": user, "ticket": ticket, "CSRFPreventionToken": csrf,
-              "clustername": cluster, "cap": {}}))
+    Ok(
+        json!({"username": user, "ticket": ticket, "CSRFPreventionToken": csrf,
+              "clustername": cluster, "cap": {}}),
+    )
 }
 
 fn find_task(sim: &Sim, call: &Call) -> Result<super::tasks::Task, ApiError> {
@@ -196,7 +207,9 @@ fn storage_content(sim: &Sim, call: &Call) -> Result<Value, ApiError> {
     let state = sim.state();
     let storage = call.get("storage").unwrap_or_default();
     let Some(desc) = state.cluster.storage_on(storage, call.node()) else {
-        return Err(ApiError::e500(format!("storage '{storage}' does not exist")));
+        return Err(ApiError::e500(format!(
+            "storage '{storage}' does not exist"
+        )));
     };
     if call.get("content").is_some_and(|c| c != "images") {
         return Ok(json!([]));
@@ -213,7 +226,12 @@ fn storage_content(sim: &Sim, call: &Call) -> Result<Value, ApiError> {
         let mut row = json!({"volid": v.volid, "format": "raw", "size": v.size,
                              "vmid": v.vmid, "content": "images"});
         if v.linked {
-            row["parent"] = json!(v.volid.split_once(':').and_then(|(_, n)| n.split_once('/')).map(|(b, _)| b).unwrap_or(""));
+            row["parent"] = json!(v
+                .volid
+                .split_once(':')
+                .and_then(|(_, n)| n.split_once('/'))
+                .map(|(b, _)| b)
+                .unwrap_or(""));
         }
         rows.push(row);
     }
@@ -222,7 +240,10 @@ fn storage_content(sim: &Sim, call: &Call) -> Result<Value, ApiError> {
 
 /// Config values typed as PVE's GET config returns them: integers and booleans as numbers,
 /// property strings and everything else as strings.
-fn typed_config(sim: &Sim, config: &std::collections::BTreeMap<String, String>) -> Map<String, Value> {
+fn typed_config(
+    sim: &Sim,
+    config: &std::collections::BTreeMap<String, String>,
+) -> Map<String, Value> {
     let ep = sim.spec.endpoint("PUT", "/nodes/{node}/qemu/{vmid}/config");
     config
         .iter()
@@ -332,7 +353,10 @@ fn agent_ifaces(sim: &Sim, call: &Call) -> Result<Value, ApiError> {
     if !v.running {
         return Err(ApiError::e500(format!("VM {vmid} is not running")));
     }
-    let up_at = v.started_at_ms.unwrap_or(0).saturating_add(sim.latency.boot_delay_ms);
+    let up_at = v
+        .started_at_ms
+        .unwrap_or(0)
+        .saturating_add(sim.latency.boot_delay_ms);
     if sim.clock.now_ms() < up_at {
         return Err(ApiError::e500("QEMU guest agent is not running"));
     }
@@ -364,7 +388,7 @@ fn agent_ifaces(sim: &Sim, call: &Call) -> Result<Value, ApiError> {
             _ => {
                 use sha1::{Digest, Sha1};
                 let h = Sha1::digest(format!("{vmid}/{i}").as_bytes());
-                let (a, b) = (h[0], h[1].max(2).min(254));
+                let (a, b) = (h[0], h[1].clamp(2, 254));
                 addrs.push(json!({"ip-address": format!("10.99.{a}.{b}"), "ip-address-type": "ipv4", "prefix": 16}));
             }
         }
@@ -406,8 +430,13 @@ fn cloudinit_get(sim: &Sim, call: &Call) -> Result<Value, ApiError> {
 }
 
 /// Keys of an inline property-string format (for `vm`'s net handling).
-pub fn format_keys<'a>(sim: &'a Sim, key: &str) -> Option<&'a std::collections::BTreeMap<String, Schema>> {
-    let ep = sim.spec.endpoint("PUT", "/nodes/{node}/qemu/{vmid}/config")?;
+pub fn format_keys<'a>(
+    sim: &'a Sim,
+    key: &str,
+) -> Option<&'a std::collections::BTreeMap<String, Schema>> {
+    let ep = sim
+        .spec
+        .endpoint("PUT", "/nodes/{node}/qemu/{vmid}/config")?;
     let f: &FormatRef = sim.spec.param(ep, key)?.format.as_ref()?;
     sim.spec.keys(f)
 }

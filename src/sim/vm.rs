@@ -36,8 +36,19 @@ async fn lock_conf(
         .map_err(|_| conf_timeout(vmid))
 }
 
+/// Fail fast on a `lock:` property before waiting for the flock the lock holder may keep.
+fn precheck_lock(sim: &Sim, node: &str, vmid: u32) -> Result<(), String> {
+    let state = sim.state();
+    let vm = load_vm(&state, node, vmid).map_err(|e| e.message)?;
+    check_lock(vm)
+}
+
 /// The VM for `check_running`-style paths (clone, status): wrong node → `unable to find …`.
-fn vm_checked<'a>(state: &'a super::model::SimState, node: &str, vmid: u32) -> Result<&'a Vm, ApiError> {
+fn vm_checked<'a>(
+    state: &'a super::model::SimState,
+    node: &str,
+    vmid: u32,
+) -> Result<&'a Vm, ApiError> {
     state
         .vms
         .get(&vmid)
@@ -80,24 +91,31 @@ pub fn clone(sim: &Arc<Sim>, call: &Call) -> Result<Value, ApiError> {
         };
         if !full {
             if call.get("storage").is_some() {
-                return Err(ApiError::e500("parameter 'storage' not allowed for linked clones"));
+                return Err(ApiError::e500(
+                    "parameter 'storage' not allowed for linked clones",
+                ));
             }
             if call.get("format").is_some() {
-                return Err(ApiError::e500("parameter 'format' not allowed for linked clones"));
+                return Err(ApiError::e500(
+                    "parameter 'format' not allowed for linked clones",
+                ));
             }
             if !vm.is_template() {
-                if let Some((k, f, _)) = vm
-                    .drives()
-                    .into_iter()
-                    .find(|(k, f, _)| !f.ends_with("-cloudinit") && !indexed(k, "unused") && !vm.config[k].contains("media=cdrom"))
-                {
+                if let Some((k, f, _)) = vm.drives().into_iter().find(|(k, f, _)| {
+                    !f.ends_with("-cloudinit")
+                        && !indexed(k, "unused")
+                        && !vm.config[k].contains("media=cdrom")
+                }) {
                     return Err(ApiError::e500(format!(
                         "Linked clone feature is not supported for '{f}' ({k})"
                     )));
                 }
             }
         }
-        let target = call.get("target").filter(|t| *t != node).map(str::to_string);
+        let target = call
+            .get("target")
+            .filter(|t| *t != node)
+            .map(str::to_string);
         if let Some(t) = &target {
             if !state.cluster.nodes.contains(t) {
                 return Err(ApiError::e500(format!("no such cluster node '{t}'")));
@@ -142,15 +160,21 @@ pub fn clone(sim: &Arc<Sim>, call: &Call) -> Result<Value, ApiError> {
             src_running: vm.running,
         }
     };
-    let upid = sim.spawn_task(call, "qmclone", &src.to_string(), move |sim, upid| async move {
-        clone_worker(&sim, &upid, plan).await
-    });
+    let upid = sim.spawn_task(
+        call,
+        "qmclone",
+        &src.to_string(),
+        move |sim, upid| async move { clone_worker(&sim, &upid, plan).await },
+    );
     Ok(json!(upid))
 }
 
 fn with_drive_file(spec: &str, file: &str) -> String {
     let mut parts: Vec<String> = spec.split(',').map(str::to_string).collect();
-    if let Some(first) = parts.iter_mut().find(|p| !p.contains('=') || p.starts_with("file=")) {
+    if let Some(first) = parts
+        .iter_mut()
+        .find(|p| !p.contains('=') || p.starts_with("file="))
+    {
         *first = file.to_string();
     }
     parts.join(",")
@@ -201,13 +225,20 @@ fn storage_lock_key(sim: &Sim, storage: &str, node: &str) -> String {
 }
 
 /// Run `ms` of allocation work under the storage lock.
-async fn under_storage_lock(sim: &Arc<Sim>, storage: &str, node: &str, ms: u64) -> Result<(), String> {
+async fn under_storage_lock(
+    sim: &Arc<Sim>,
+    storage: &str,
+    node: &str,
+    ms: u64,
+) -> Result<(), String> {
     let key = storage_lock_key(sim, storage, node);
     let _g = sim
         .locks
         .acquire(&key, true, sim.latency.storage_lock_timeout_ms, &sim.clock)
         .await
-        .map_err(|_| format!("can't lock file '/var/lock/pve-manager/pve-storage-{storage}' - got timeout"))?;
+        .map_err(|_| {
+            format!("can't lock file '/var/lock/pve-manager/pve-storage-{storage}' - got timeout")
+        })?;
     sim.clock.sleep(ms).await;
     Ok(())
 }
@@ -244,7 +275,14 @@ async fn clone_worker(sim: &Arc<Sim>, upid: &str, p: ClonePlan) -> Result<(), St
                     let h = hex::encode(b);
                     config.insert(
                         k.clone(),
-                        format!("uuid={}-{}-4{}-8{}-{}", &h[0..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32]),
+                        format!(
+                            "uuid={}-{}-4{}-8{}-{}",
+                            &h[0..8],
+                            &h[8..12],
+                            &h[13..16],
+                            &h[17..20],
+                            &h[20..32]
+                        ),
                     );
                 }
                 _ if indexed(k, "net") => {
@@ -275,7 +313,15 @@ async fn clone_worker(sim: &Arc<Sim>, upid: &str, p: ClonePlan) -> Result<(), St
         );
         drives
     };
-    sim.tasks.log(upid, format!("create {} clone of VM {} as {}", if p.full { "full" } else { "linked" }, p.src, p.newid));
+    sim.tasks.log(
+        upid,
+        format!(
+            "create {} clone of VM {} as {}",
+            if p.full { "full" } else { "linked" },
+            p.src,
+            p.newid
+        ),
+    );
     sim.clock.sleep(sim.latency.clone_base_ms).await;
     match copy_drives(sim, upid, &p, drives).await {
         Ok(()) => {
@@ -304,10 +350,15 @@ async fn copy_drives(
     let mut disk_no = 0;
     let node_for_storage = p.target.clone().unwrap_or_else(|| p.node.clone());
     for (key, spec) in drives {
-        let Some(file) = drive_file(&spec) else { continue };
+        let Some(file) = drive_file(&spec) else {
+            continue;
+        };
         let Some((src_storage, volname)) = file.split_once(':') else {
             // `none`, `cdrom` or a path: copied unchanged
-            sim.state().vms.get_mut(&p.newid).map(|vm| vm.config.insert(key.clone(), spec.clone()));
+            sim.state()
+                .vms
+                .get_mut(&p.newid)
+                .map(|vm| vm.config.insert(key.clone(), spec.clone()));
             continue;
         };
         let is_ci = volname.ends_with("-cloudinit");
@@ -335,13 +386,25 @@ async fn copy_drives(
                 };
                 bw_of(src_storage).min(bw_of(&st))
             };
-            sim.tasks.log(upid, format!("drive mirror/copy {key}: {file} -> {st} ({})", format_size(size)));
+            sim.tasks.log(
+                upid,
+                format!(
+                    "drive mirror/copy {key}: {file} -> {st} ({})",
+                    format_size(size)
+                ),
+            );
             sim.clock.sleep(LatencyModel::copy_ms(size, bw)).await;
             let f = format!("{st}:vm-{}-disk-{disk_no}", p.newid);
             disk_no += 1;
             with_drive_file(&spec, &f)
         } else {
-            under_storage_lock(sim, src_storage, &node_for_storage, sim.latency.linked_clone_ms).await?;
+            under_storage_lock(
+                sim,
+                src_storage,
+                &node_for_storage,
+                sim.latency.linked_clone_ms,
+            )
+            .await?;
             let base = volname.split('/').next().unwrap_or(volname);
             let f = format!("{src_storage}:{base}/vm-{}-disk-{disk_no}", p.newid);
             disk_no += 1;
@@ -358,14 +421,30 @@ async fn copy_drives(
 }
 
 const CONTROL: &[&str] = &[
-    "node", "vmid", "digest", "delete", "revert", "force", "skiplock", "background_delay",
+    "node",
+    "vmid",
+    "digest",
+    "delete",
+    "revert",
+    "force",
+    "skiplock",
+    "background_delay",
 ];
 const FAST_PLUG: &[&str] = &[
-    "name", "description", "tags", "onboot", "protection", "startup", "lock", "hookscript",
+    "name",
+    "description",
+    "tags",
+    "onboot",
+    "protection",
+    "startup",
+    "lock",
+    "hookscript",
 ];
 
 fn hotpluggable(key: &str) -> bool {
-    FAST_PLUG.contains(&key) || indexed(key, "net") || (is_drive_key(key) && !key.starts_with("unused"))
+    FAST_PLUG.contains(&key)
+        || indexed(key, "net")
+        || (is_drive_key(key) && !key.starts_with("unused"))
 }
 
 /// Whether the decoded `sshkeys` value is a list of OpenSSH public keys.
@@ -426,7 +505,9 @@ pub async fn update_config(sim: &Arc<Sim>, call: &Call, post: bool) -> Result<Va
         if !post {
             if let Some(d) = call.get("digest") {
                 if d != vm.digest() {
-                    return Err(ApiError::e500("checksum mismatch (file change by other user?)"));
+                    return Err(ApiError::e500(
+                        "checksum mismatch (file change by other user?)",
+                    ));
                 }
             }
         }
@@ -439,12 +520,17 @@ pub async fn update_config(sim: &Arc<Sim>, call: &Call, post: bool) -> Result<Va
         digest: call.get("digest").map(str::to_string),
     };
     if post {
-        let upid = sim.spawn_task(call, "qmconfig", &vmid.to_string(), move |sim, _upid| async move {
-            let t = sim.latency.config_lock_timeout_ms;
-            let _g = lock_conf(&sim, &u.node, u.vmid, true, t).await?;
-            sim.clock.sleep(sim.latency.config_ms).await;
-            apply_update(&sim, &u).map_err(|e| format!("failed to update VM {}: {e}", u.vmid))
-        });
+        let upid = sim.spawn_task(
+            call,
+            "qmconfig",
+            &vmid.to_string(),
+            move |sim, _upid| async move {
+                let t = sim.latency.config_lock_timeout_ms;
+                let _g = lock_conf(&sim, &u.node, u.vmid, true, t).await?;
+                sim.clock.sleep(sim.latency.config_ms).await;
+                apply_update(&sim, &u).map_err(|e| format!("failed to update VM {}: {e}", u.vmid))
+            },
+        );
         Ok(json!(upid))
     } else {
         let t = sim.latency.config_lock_timeout_ms;
@@ -517,45 +603,52 @@ pub fn resize(sim: &Arc<Sim>, call: &Call) -> Result<Value, ApiError> {
     let disk = call.get("disk").unwrap_or_default().to_string();
     let size = call.get("size").unwrap_or_default().to_string();
     let digest = call.get("digest").map(str::to_string);
-    let upid = sim.spawn_task(call, "resize", &vmid.to_string(), move |sim, _| async move {
-        let _g = lock_conf(&sim, &node, vmid, true, sim.latency.config_lock_timeout_ms).await?;
-        let (cur, spec) = {
-            let state = sim.state();
-            let vm = load_vm(&state, &node, vmid).map_err(|e| e.message)?;
-            check_lock(vm)?;
-            if digest.as_ref().is_some_and(|d| *d != vm.digest()) {
-                return Err("checksum mismatch (file change by other user?)".into());
+    let upid = sim.spawn_task(
+        call,
+        "resize",
+        &vmid.to_string(),
+        move |sim, _| async move {
+            precheck_lock(&sim, &node, vmid)?;
+            let _g = lock_conf(&sim, &node, vmid, true, sim.latency.config_lock_timeout_ms).await?;
+            let (cur, spec) = {
+                let state = sim.state();
+                let vm = load_vm(&state, &node, vmid).map_err(|e| e.message)?;
+                check_lock(vm)?;
+                if digest.as_ref().is_some_and(|d| *d != vm.digest()) {
+                    return Err("checksum mismatch (file change by other user?)".into());
+                }
+                let spec = vm
+                    .config
+                    .get(&disk)
+                    .cloned()
+                    .ok_or_else(|| format!("disk '{disk}' does not exist"))?;
+                if spec.contains("media=cdrom") {
+                    return Err("you can't resize a cdrom".into());
+                }
+                let file = drive_file(&spec).unwrap_or_default();
+                let cur = drive_size(&spec).ok_or_else(|| {
+                    format!("Could not determine current size of volume '{file}'")
+                })?;
+                (cur, spec)
+            };
+            let new = match size.strip_prefix('+') {
+                Some(inc) => parse_size(inc).map(|i| cur.saturating_add(i)),
+                None => parse_size(&size),
             }
-            let spec = vm
-                .config
-                .get(&disk)
-                .cloned()
-                .ok_or_else(|| format!("disk '{disk}' does not exist"))?;
-            if spec.contains("media=cdrom") {
-                return Err("you can't resize a cdrom".into());
+            .ok_or_else(|| format!("invalid size '{size}'"))?;
+            if new == cur {
+                return Ok(());
             }
-            let file = drive_file(&spec).unwrap_or_default();
-            let cur = drive_size(&spec)
-                .ok_or_else(|| format!("Could not determine current size of volume '{file}'"))?;
-            (cur, spec)
-        };
-        let new = match size.strip_prefix('+') {
-            Some(inc) => parse_size(inc).map(|i| cur.saturating_add(i)),
-            None => parse_size(&size),
-        }
-        .ok_or_else(|| format!("invalid size '{size}'"))?;
-        if new == cur {
-            return Ok(());
-        }
-        if new < cur {
-            return Err("shrinking disks is not supported".into());
-        }
-        sim.clock.sleep(sim.latency.resize_ms).await;
-        let mut state = sim.state();
-        let vm = load_vm_mut(&mut state, &node, vmid).map_err(|e| e.message)?;
-        vm.config.insert(disk.clone(), with_drive_size(&spec, new));
-        Ok(())
-    });
+            if new < cur {
+                return Err("shrinking disks is not supported".into());
+            }
+            sim.clock.sleep(sim.latency.resize_ms).await;
+            let mut state = sim.state();
+            let vm = load_vm_mut(&mut state, &node, vmid).map_err(|e| e.message)?;
+            vm.config.insert(disk.clone(), with_drive_size(&spec, new));
+            Ok(())
+        },
+    );
     Ok(json!(upid))
 }
 
@@ -564,29 +657,35 @@ pub fn start(sim: &Arc<Sim>, call: &Call) -> Result<Value, ApiError> {
     let vmid = call.vmid()?;
     let node = call.node().to_string();
     vm_checked(&sim.state(), &node, vmid)?;
-    let upid = sim.spawn_task(call, "qmstart", &vmid.to_string(), move |sim, _| async move {
-        let _g = lock_conf(&sim, &node, vmid, true, sim.latency.config_lock_timeout_ms).await?;
-        {
-            let state = sim.state();
-            let vm = load_vm(&state, &node, vmid).map_err(|e| e.message)?;
-            if vm.is_template() {
-                return Err("you can't start a vm if it's a template".into());
+    let upid = sim.spawn_task(
+        call,
+        "qmstart",
+        &vmid.to_string(),
+        move |sim, _| async move {
+            precheck_lock(&sim, &node, vmid)?;
+            let _g = lock_conf(&sim, &node, vmid, true, sim.latency.config_lock_timeout_ms).await?;
+            {
+                let state = sim.state();
+                let vm = load_vm(&state, &node, vmid).map_err(|e| e.message)?;
+                if vm.is_template() {
+                    return Err("you can't start a vm if it's a template".into());
+                }
+                check_lock(vm)?;
+                if vm.running {
+                    return Err(format!("VM {vmid} already running"));
+                }
             }
-            check_lock(vm)?;
-            if vm.running {
-                return Err(format!("VM {vmid} already running"));
-            }
-        }
-        sim.clock.sleep(sim.latency.start_ms).await;
-        let now = sim.clock.now_ms();
-        let mut state = sim.state();
-        let vm = load_vm_mut(&mut state, &node, vmid).map_err(|e| e.message)?;
-        vm.apply_pending();
-        vm.cloudinit_baked = vm.cloudinit_values();
-        vm.running = true;
-        vm.started_at_ms = Some(now);
-        Ok(())
-    });
+            sim.clock.sleep(sim.latency.start_ms).await;
+            let now = sim.clock.now_ms();
+            let mut state = sim.state();
+            let vm = load_vm_mut(&mut state, &node, vmid).map_err(|e| e.message)?;
+            vm.apply_pending();
+            vm.cloudinit_baked = vm.cloudinit_values();
+            vm.running = true;
+            vm.started_at_ms = Some(now);
+            Ok(())
+        },
+    );
     Ok(json!(upid))
 }
 
@@ -603,6 +702,7 @@ pub fn shutdown(sim: &Arc<Sim>, call: &Call, stop: bool) -> Result<Value, ApiErr
     let force = call.flag("forceStop");
     let kind = if stop { "qmstop" } else { "qmshutdown" };
     let upid = sim.spawn_task(call, kind, &vmid.to_string(), move |sim, _| async move {
+        precheck_lock(&sim, &node, vmid)?;
         let _g = lock_conf(&sim, &node, vmid, true, sim.latency.config_lock_timeout_ms).await?;
         {
             let state = sim.state();
@@ -647,31 +747,41 @@ pub fn destroy(sim: &Arc<Sim>, call: &Call) -> Result<Value, ApiError> {
             )));
         }
         if vm.running {
-            return Err(ApiError::e500(format!("VM {vmid} is running - destroy failed")));
+            return Err(ApiError::e500(format!(
+                "VM {vmid} is running - destroy failed"
+            )));
         }
     }
-    let upid = sim.spawn_task(call, "qmdestroy", &vmid.to_string(), move |sim, _| async move {
-        let _g = lock_conf(&sim, &node, vmid, true, sim.latency.config_lock_timeout_ms).await?;
-        {
-            let state = sim.state();
-            let vm = load_vm(&state, &node, vmid).map_err(|e| e.message)?;
-            check_lock(vm)?;
-            for (_, f, _) in vm.drives() {
-                let in_use = state.vms.values().any(|o| {
-                    o.vmid != vmid
-                        && o.drives().iter().any(|(_, of, _)| {
-                            of.split_once('/').is_some_and(|(base, _)| base == f)
-                        })
-                });
-                if in_use {
-                    return Err(format!("base volume '{f}' is still in use by linked cloned"));
+    let upid = sim.spawn_task(
+        call,
+        "qmdestroy",
+        &vmid.to_string(),
+        move |sim, _| async move {
+            precheck_lock(&sim, &node, vmid)?;
+            let _g = lock_conf(&sim, &node, vmid, true, sim.latency.config_lock_timeout_ms).await?;
+            {
+                let state = sim.state();
+                let vm = load_vm(&state, &node, vmid).map_err(|e| e.message)?;
+                check_lock(vm)?;
+                for (_, f, _) in vm.drives() {
+                    let in_use = state.vms.values().any(|o| {
+                        o.vmid != vmid
+                            && o.drives().iter().any(|(_, of, _)| {
+                                of.split_once('/').is_some_and(|(base, _)| base == f)
+                            })
+                    });
+                    if in_use {
+                        return Err(format!(
+                            "base volume '{f}' is still in use by linked cloned"
+                        ));
+                    }
                 }
             }
-        }
-        sim.clock.sleep(sim.latency.destroy_ms).await;
-        sim.state().vms.remove(&vmid);
-        Ok(())
-    });
+            sim.clock.sleep(sim.latency.destroy_ms).await;
+            sim.state().vms.remove(&vmid);
+            Ok(())
+        },
+    );
     Ok(json!(upid))
 }
 
@@ -722,7 +832,11 @@ mod tests {
     fn set_net_mac_replaces_or_adds_the_model_mac() {
         let models = vec!["virtio".to_string(), "e1000".to_string()];
         assert_eq!(
-            set_net_mac("virtio=BC:24:11:00:00:01,bridge=vmbr0", "BC:24:11:AA:BB:CC", &models),
+            set_net_mac(
+                "virtio=BC:24:11:00:00:01,bridge=vmbr0",
+                "BC:24:11:AA:BB:CC",
+                &models
+            ),
             "virtio=BC:24:11:AA:BB:CC,bridge=vmbr0"
         );
         assert_eq!(
@@ -730,14 +844,20 @@ mod tests {
             "e1000=BC:24:11:AA:BB:CC,bridge=vmbr0,tag=5"
         );
         assert_eq!(
-            set_net_mac("model=virtio,macaddr=BC:24:11:00:00:01,bridge=vmbr0", "BC:24:11:AA:BB:CC", &models),
+            set_net_mac(
+                "model=virtio,macaddr=BC:24:11:00:00:01,bridge=vmbr0",
+                "BC:24:11:AA:BB:CC",
+                &models
+            ),
             "virtio=BC:24:11:AA:BB:CC,bridge=vmbr0"
         );
     }
 
     #[test]
     fn ssh_keys_must_decode_to_openssh_lines() {
-        assert!(valid_ssh_keys("ssh-ed25519%20AAAAC3NzaC1%20me%0Assh-rsa%20AAAAB3NzaC1yc2E%20x"));
+        assert!(valid_ssh_keys(
+            "ssh-ed25519%20AAAAC3NzaC1%20me%0Assh-rsa%20AAAAB3NzaC1yc2E%20x"
+        ));
         assert!(!valid_ssh_keys("hello%20world"));
         assert!(!valid_ssh_keys("ssh-ed25519%2520AAAAC3NzaC1"));
     }
