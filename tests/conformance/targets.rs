@@ -594,7 +594,11 @@ struct FakePveInfo {
     template_vmid: u32,
     fingerprint: String,
     slow_template_vmid: u32,
+    fakepve_version: String,
 }
+
+/// The fakepve release `fakepve_caps()` was verified against.
+const FAKEPVE_VERIFIED: &str = "0.5.0";
 
 enum FakeUnavailable {
     Skip(String),
@@ -681,5 +685,12 @@ fn launch_fakepve() -> Result<FakePveInfo, String> {
     let info: FakePveInfo = serde_json::from_str(line.trim())
         .map_err(|e| format!("launcher line {line:?} is not the expected JSON: {e}"))?;
     *lock(&LAUNCHED) = Some(Launched(child, stdin, reader));
+    if info.fakepve_version != FAKEPVE_VERIFIED {
+        let _ = writeln!(
+            std::io::stderr(),
+            "NOTE fakepve {}: its known gaps were verified on {FAKEPVE_VERIFIED}; a `gap closed?` failure means fakepve_caps() needs updating",
+            info.fakepve_version
+        );
+    }
     Ok(info)
 }

@@ -132,7 +132,10 @@ async def serve(args):
         # long enough for the suite to observe the lock.
         pve.add_ceph_storage('ceph-slow')
         pve.ceph_slow(SLOW_PVE_SECS, health='HEALTH_OK')
-        await pve.start(certfile, keyfile)
+        try:
+            await pve.start(certfile, keyfile)
+        except OSError as exc:
+            fail('cannot listen on {0}:{1}: {2}'.format(args.host, args.port, exc))
 
         base = 'https://{0}:{1}/api2/json'.format(args.host, pve.port)
         async with aiohttp.ClientSession() as session:
