@@ -213,6 +213,13 @@ pub async fn clone_configure_resize_start_stop_delete_lifecycle(t: &Target) {
         ok(t, "qmconfig task", t.wait(&upid).await);
     }
     let written = config(t, vmid).await;
+    for key in update.keys() {
+        assert!(
+            written.raw.contains_key(&key),
+            "[{}] {key} was written but is not in the config read back",
+            label(t)
+        );
+    }
     assert_eq!(
         written.ciuser.as_deref(),
         Some("hyops"),
