@@ -914,3 +914,223 @@ async fn bad_fingerprint_text_is_a_config_error() {
     let e = PveClient::new(cfg).unwrap_err();
     assert!(e.to_string().contains("tls fingerprint"), "{e}");
 }
+
+// ------------------------------------------------------------------ more behaviours
+
+#[tokio::test]
+async fn ticket_is_renewed_with_the_old_ticket_as_password() {
+    let stub = Stub::new(|r, prior| {
+        if r.is("POST", "/access/ticket") {
+            let n = prior
+                .iter()
+                .filter(|p| p.is("POST", "/access/ticket"))
+                .count();
+            return ok(json!({"ticket":format!("T{}", n + 1),"CSRFPreventionToken":"C"}));
+        }
+        ok(json!({"version":"9.2.11"}))
+    });
+    let addr = serve(stub.clone()).await;
+    let mut cfg = token_config(format!("http://{addr}"));
+    cfg.auth = PveAuth::Ticket {
+        username: "root@pam".into(),
+        password: Secret::new("pw-very-secret"),
+    };
+    cfg.ticket_renew_after = Duration::ZERO;
+    let c = PveClient::new(cfg).unwrap();
+    c.version().await.unwrap();
+    c.version().await.unwrap();
+    let logins: Vec<Req> = stub
+        .requests()
+        .into_iter()
+        .filter(|r| r.is("POST", "/access/ticket"))
+        .collect();
+    assert_eq!(logins.len(), 2);
+    assert_eq!(
+        logins[0].param("password").as_deref(),
+        Some("pw-very-secret")
+    );
+    assert_eq!(logins[1].param("password").as_deref(), Some("T1"));
+    let last = stub.requests().pop().unwrap();
+    assert_eq!(last.headers["cookie"], "PVEAuthCookie=T2");
+}
+
+/// A server that reads each request and closes the connection without answering.
+async fn hang_up_server() -> (SocketAddr, Arc<Mutex<usize>>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let conns = Arc::new(Mutex::new(0usize));
+    let seen = conns.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = l.accept().await.unwrap();
+            *seen.lock().unwrap() += 1;
+            let mut buf = [0u8; 4096];
+            let _ = tokio::io::AsyncReadExt::read(&mut s, &mut buf).await;
+            drop(s);
+        }
+    });
+    (addr, conns)
+}
+
+#[tokio::test]
+async fn a_write_cut_off_mid_request_is_write_outcome_unknown_and_not_resent() {
+    let (addr, conns) = hang_up_server().await;
+    let c = PveClient::new(token_config(format!("http://{addr}"))).unwrap();
+    let e = c.start("pve1", 120).await.unwrap_err();
+    assert_eq!(e.classify(), ErrorClass::WriteOutcomeUnknown, "{e:?}");
+    assert_eq!(*conns.lock().unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_read_cut_off_mid_request_is_retried() {
+    let (addr, conns) = hang_up_server().await;
+    let mut cfg = token_config(format!("http://{addr}"));
+    cfg.read_retry.max_elapsed = Duration::from_millis(100);
+    let c = PveClient::new(cfg).unwrap();
+    let e = c.vm_status("pve1", 120).await.unwrap_err();
+    assert!(
+        matches!(e.classify(), ErrorClass::Transport { .. }),
+        "{e:?}"
+    );
+    assert!(*conns.lock().unwrap() >= 2);
+}
+
+#[tokio::test]
+async fn allocation_reports_the_picked_id_when_the_clone_outcome_is_unknown() {
+    let stub = Stub::new(|r, _| {
+        if r.is("GET", "/cluster/nextid") {
+            return ok(json!(r.param("vmid").unwrap_or_else(|| "150".into())));
+        }
+        fail(596, "Broken pipe")
+    });
+    let c = token_client(stub).await;
+    let p = params();
+    let req = AllocateRequest {
+        node: "pve1",
+        template_vmid: 9000,
+        params: &p,
+        ownership: Ownership::Marker("hyops-owner:run-42"),
+        start_hint: None,
+        range: None,
+        max_attempts: 3,
+        wait: None,
+    };
+    let e = c.allocate_vmid_and_clone(&req).await.unwrap_err();
+    assert_eq!(e.classify(), ErrorClass::WriteOutcomeUnknown);
+    match e {
+        PveError::Clone { newid, .. } => assert_eq!(newid, 150),
+        other => panic!("expected Clone wrapper, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn allocation_with_a_predicate_ownership_check() {
+    let stub = alloc_stub("anything", None);
+    let c = token_client(stub).await;
+    let p = params();
+    let is_ours = |cfg: &VmConfig| cfg.name.as_deref() == Some("someone-else");
+    let req = AllocateRequest {
+        node: "pve1",
+        template_vmid: 9000,
+        params: &p,
+        ownership: Ownership::Check(&is_ours),
+        start_hint: None,
+        range: None,
+        max_attempts: 3,
+        wait: None,
+    };
+    assert_eq!(
+        c.allocate_vmid_and_clone(&req).await.unwrap().vmid(),
+        100,
+        "the predicate said VM 100 is ours"
+    );
+}
+
+#[tokio::test]
+async fn vm_node_resolves_through_cluster_resources() {
+    let stub = Stub::new(|r, _| {
+        assert_eq!(r.param("type").as_deref(), Some("vm"));
+        ok(json!([
+            {"id":"lxc/120","type":"lxc","node":"pve9","vmid":120},
+            {"id":"qemu/120","type":"qemu","node":"pve2","vmid":"120"},
+            {"id":"qemu/121","type":"qemu","node":"pve1","vmid":121}
+        ]))
+    });
+    let c = token_client(stub).await;
+    assert_eq!(c.vm_node(120).await.unwrap().as_deref(), Some("pve2"));
+    assert_eq!(c.vm_node(999).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn agent_interfaces_are_read_from_the_result_wrapper() {
+    let stub = Stub::new(|r, _| {
+        if r.path.ends_with("/agent/network-get-interfaces") {
+            ok(
+                json!({"result":[{"name":"eth0","hardware-address":"bc:24:11:00:00:01",
+                "ip-addresses":[{"ip-address":"192.0.2.10","ip-address-type":"ipv4","prefix":24}]}]}),
+            )
+        } else {
+            fail(501, "not implemented")
+        }
+    });
+    let c = token_client(stub).await;
+    let ifaces = c.agent_network_interfaces("pve1", 120).await.unwrap();
+    assert_eq!(ipv4_addresses(&ifaces)[0].1.to_string(), "192.0.2.10");
+}
+
+#[tokio::test]
+async fn agent_not_running_is_classified_and_not_retried() {
+    let stub = Stub::new(|_, _| fail(500, "QEMU guest agent is not running"));
+    let c = token_client(stub.clone()).await;
+    let e = c.agent_network_interfaces("pve1", 120).await.unwrap_err();
+    assert_eq!(e.classify(), ErrorClass::AgentNotReady);
+    assert_eq!(stub.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn shutdown_sends_force_stop_and_timeout() {
+    let stub = Stub::new(|_, _| ok(json!(upid("pve1", "qmshutdown", "120"))));
+    let c = token_client(stub.clone()).await;
+    let u = c.shutdown("pve1", 120, Some(60), true).await.unwrap();
+    assert_eq!(u.task_type, "qmshutdown");
+    let r = &stub.requests()[0];
+    assert!(r.is("POST", "/nodes/pve1/qemu/120/status/shutdown"));
+    assert_eq!(r.param("forceStop").as_deref(), Some("1"));
+    assert_eq!(r.param("timeout").as_deref(), Some("60"));
+}
+
+#[tokio::test]
+async fn cloudinit_dump_and_storage_content() {
+    let stub = Stub::new(|r, _| {
+        if r.path.ends_with("/cloudinit/dump") {
+            assert_eq!(r.param("type").as_deref(), Some("user"));
+            ok(json!("#cloud-config\nuser: ops\n"))
+        } else if r.is("GET", "/nodes/pve1/storage/local/content") {
+            assert_eq!(r.param("content").as_deref(), Some("snippets"));
+            ok(
+                json!([{"volid":"local:snippets/u.yaml","format":"snippet","size":"120","content":"snippets"}]),
+            )
+        } else {
+            fail(501, "not implemented")
+        }
+    });
+    let c = token_client(stub).await;
+    let y = c
+        .cloudinit_dump("pve1", 120, CloudInitKind::User)
+        .await
+        .unwrap();
+    assert!(y.contains("user: ops"));
+    let vols = c
+        .storage_content("pve1", "local", Some("snippets"))
+        .await
+        .unwrap();
+    assert_eq!(vols[0].size, Some(120));
+}
+
+#[tokio::test]
+async fn a_non_upid_answer_to_a_task_call_is_an_unexpected_value_error() {
+    let stub = Stub::new(|_, _| ok(json!("not-a-upid")));
+    let c = token_client(stub).await;
+    let e = c.start("pve1", 120).await.unwrap_err();
+    assert!(matches!(e, PveError::Unexpected { .. }), "{e:?}");
+}

@@ -683,3 +683,12 @@ fn classify_http_codes() {
         ErrorClass::Server
     );
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn classification_never_panics(status in prop::option::of(100u16..700), msg in "\\PC{0,80}") {
+        let _ = classify_message(status, &msg, &BTreeMap::new(), status.is_some());
+    }
+}

@@ -420,7 +420,7 @@ async fn https_serves_the_certificate_whose_fingerprint_is_published() {
         .add_root_certificate(ca)
         .build()
         .unwrap();
-    let url = h.url().replace("127.0.0.1", "localhost");
+    let url = h.url().to_string();
     let r = c
         .get(format!("{url}/version"))
         .header("Authorization", h.token_header())
@@ -514,4 +514,106 @@ async fn parallel_allocations_on_one_storage_time_out_on_the_storage_lock() {
             "failed clone {id} leaves no config"
         );
     }
+}
+
+#[tokio::test]
+async fn slow_task_fault_delays_the_task_and_faults_are_settable_at_runtime() {
+    let t = start(0.001).await;
+    t.h.faults().add(FaultRule::on(
+        "POST",
+        "/nodes/{node}/qemu/{vmid}/clone",
+        FaultAction::SlowTask { extra_ms: 300_000 },
+    ));
+    let t0 = Instant::now();
+    assert_eq!(t.clone_vm("pve1", 9000, 170, &[]).await, "OK");
+    assert!(
+        t0.elapsed().as_millis() >= 300,
+        "5 simulated minutes = 300 ms at 0.001"
+    );
+    t.h.faults().clear();
+    let t0 = Instant::now();
+    assert_eq!(t.clone_vm("pve1", 9000, 171, &[]).await, "OK");
+    assert!(t0.elapsed().as_millis() < 300);
+}
+
+#[tokio::test]
+async fn config_post_with_background_delay_returns_null_when_done_in_time() {
+    let t = start(0.001).await;
+    let (code, v) = t
+        .post(
+            "/nodes/pve1/qemu/9000/config",
+            &[("cores", "3"), ("background_delay", "5")],
+        )
+        .await;
+    assert_eq!((code, v["data"].clone()), (200, serde_json::Value::Null));
+    assert_eq!(t.config("pve1", 9000).await["cores"], 3);
+    let r = t
+        .post("/nodes/pve1/qemu/9000/config", &[("cores", "4")])
+        .await;
+    assert_eq!(t.task(r).await, "OK");
+}
+
+#[tokio::test]
+async fn serve_summary_names_url_token_fingerprint_and_templates() {
+    let t = start(0.001).await;
+    let s = hyops_pve::sim::describe(&t.h, std::path::Path::new("/tmp/ca.pem"));
+    assert!(s.contains(t.h.url()));
+    assert!(s.contains("Authorization: PVEAPIToken=root@pam!hyops="));
+    assert!(s.contains(&t.h.ca_fingerprint_colon));
+    assert!(
+        s.contains("9000 ubuntu-24.04 on pve1") && s.contains("9001 ubuntu-24.04 on pve2"),
+        "{s}"
+    );
+    assert!(s.contains("ceph-vm (rbd, shared"));
+}
+
+#[tokio::test]
+async fn skiplock_is_refused_for_tokens_and_clears_a_stale_lock_for_root() {
+    let t = start(0.001).await;
+    assert_eq!(t.clone_vm("pve1", 9000, 180, &[]).await, "OK");
+    t.h.state()
+        .vms
+        .get_mut(&180)
+        .unwrap()
+        .config
+        .insert("lock".into(), "clone".into());
+    let (code, v) = t
+        .put(
+            "/nodes/pve1/qemu/180/config",
+            &[("delete", "lock"), ("skiplock", "1")],
+        )
+        .await;
+    assert_eq!(code, 400);
+    assert_eq!(v["errors"]["skiplock"], "Only root may use this option.");
+    let (ticket, csrf) = login(&t).await;
+    let r =
+        t.c.put(t.url("/nodes/pve1/qemu/180/config"))
+            .header("Cookie", format!("PVEAuthCookie={ticket}"))
+            .header("CSRFPreventionToken", csrf)
+            .form(&[("delete", "lock"), ("skiplock", "1")])
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(t.config("pve1", 180).await.get("lock").is_none());
+}
+
+#[tokio::test]
+async fn error_message_is_also_in_the_http_reason_phrase() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = start(0.001).await;
+    let mut s = tokio::net::TcpStream::connect(t.h.addr).await.unwrap();
+    let req = format!(
+        "GET /api2/json/nodes/pve2/qemu/9000/config HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nConnection: close\r\n\r\n",
+        t.h.token_header()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.unwrap();
+    assert!(
+        buf.starts_with(
+            "HTTP/1.1 500 Configuration file 'nodes/pve2/qemu-server/9000.conf' does not exist\r\n"
+        ),
+        "{buf}"
+    );
 }

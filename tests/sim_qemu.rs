@@ -521,3 +521,60 @@ async fn storage_content_lists_the_clone_volumes() {
             .used_bytes;
     assert!(used >= 32 << 30);
 }
+
+#[tokio::test]
+async fn a_locked_source_blocks_clones_synchronously() {
+    let t = start(0.001).await;
+    t.h.state()
+        .vms
+        .get_mut(&9000)
+        .unwrap()
+        .config
+        .insert("lock".into(), "backup".into());
+    let (code, v) = t
+        .post("/nodes/pve1/qemu/9000/clone", &[("newid", "220")])
+        .await;
+    assert_eq!(
+        (code, v["message"].as_str().unwrap()),
+        (500, "VM is locked (backup)\n")
+    );
+    let (_, r) = t.get("/cluster/resources", &[("type", "vm")]).await;
+    let row = r["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["vmid"] == 9000)
+        .unwrap()
+        .clone();
+    assert_eq!(row["lock"], "backup");
+}
+
+#[tokio::test]
+async fn node_task_slots_serialise_tasks_on_a_node() {
+    use hyops_pve::sim::{LatencyModel, SimConfig};
+    let run = |slots: usize| async move {
+        let t = sim_support::start_with(SimConfig {
+            latency: LatencyModel {
+                node_task_slots: slots,
+                ..Default::default()
+            },
+            time_scale: 0.001,
+            tls: false,
+            ..SimConfig::default()
+        })
+        .await;
+        let t0 = std::time::Instant::now();
+        let (a, b) = tokio::join!(
+            t.clone_vm("pve1", 9000, 230, &[("full", "1")]),
+            t.clone_vm("pve1", 9000, 231, &[("full", "1"), ("storage", "ceph-vm")]),
+        );
+        assert_eq!((a.as_str(), b.as_str()), ("OK", "OK"));
+        t0.elapsed().as_millis()
+    };
+    let parallel = run(4).await;
+    let serial = run(1).await;
+    assert!(
+        serial > parallel + 50,
+        "serial {serial} ms vs parallel {parallel} ms"
+    );
+}

@@ -3,6 +3,8 @@
 //! rate limiting, read-only retries, error classification, task waiting and race-safe VMID
 //! allocation. Knows nothing about HyOps (no inputs, plans or state types).
 
+#![warn(missing_docs)]
+
 mod api;
 mod client;
 mod error;

@@ -17,6 +17,13 @@ pub async fn dispatch(sim: &Arc<Sim>, call: &Call) -> Result<Reply, ApiError> {
     if call.params.contains_key("node") {
         sim.check_node(call.node())?;
     }
+    // Qemu.pm: skiplock is for root@pam only (API tokens are `root@pam!name`, so refused).
+    if call.flag("skiplock") && call.user != "root@pam" {
+        return Err(ApiError::param(
+            "skiplock",
+            "Only root may use this option.",
+        ));
+    }
     let r: Value = match (call.method.as_str(), call.template.as_str()) {
         ("GET", "/version") => {
             json!({"version": "9.2.11", "release": "9.2", "repoid": "14a22df3"})
@@ -94,7 +101,11 @@ pub fn resources(state: &SimState, kind: Option<&str>) -> Value {
             let boot_disk = v
                 .drives()
                 .into_iter()
-                .filter(|(k, f, _)| !f.ends_with("-cloudinit") && !indexed(k, "unused"))
+                .filter(|(k, f, _)| {
+                    !f.ends_with("-cloudinit")
+                        && !indexed(k, "unused")
+                        && !v.config[k].contains("media=cdrom")
+                })
                 .map(|d| d.2)
                 .next()
                 .unwrap_or(0);

@@ -115,8 +115,16 @@ impl Simulator {
     }
 
     /// Start with a saved state (its cluster description replaces `cfg.cluster`).
-    pub async fn start_with_state(cfg: SimConfig, state: SimState) -> Result<SimHandle, SimError> {
+    pub async fn start_with_state(
+        cfg: SimConfig,
+        mut state: SimState,
+    ) -> Result<SimHandle, SimError> {
         let spec = spec::spec()?;
+        state.cluster.validate()?;
+        // The simulated clock restarts at 0: running VMs count as booted at the restart.
+        for vm in state.vms.values_mut() {
+            vm.started_at_ms = vm.running.then_some(0);
+        }
         let cert = tls::SimCert::generate()?;
         let acceptor = if cfg.tls {
             Some(tokio_rustls::TlsAcceptor::from(cert.server_config()?))
@@ -221,6 +229,11 @@ impl SimHandle {
         self.sim.state().storage_usage()
     }
 
+    /// Runtime control of the fault rules.
+    pub fn faults(&self) -> FaultControl<'_> {
+        FaultControl { sim: &self.sim }
+    }
+
     /// Add a fault rule at runtime.
     pub fn add_fault(&self, rule: FaultRule) {
         guard(&self.sim.faults).add(rule);
@@ -243,6 +256,20 @@ impl SimHandle {
         if let Some(j) = join {
             let _ = j.await;
         }
+    }
+}
+
+/// Adds or clears fault rules on a running simulator.
+pub struct FaultControl<'a> {
+    sim: &'a Sim,
+}
+
+impl FaultControl<'_> {
+    pub fn add(&self, rule: FaultRule) {
+        guard(&self.sim.faults).add(rule);
+    }
+    pub fn clear(&self) {
+        guard(&self.sim.faults).clear();
     }
 }
 

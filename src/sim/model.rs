@@ -611,6 +611,19 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        #[test]
+        fn format_size_round_trips_through_parse_size(b in 0u64..(1u64 << 50)) {
+            proptest::prop_assert_eq!(parse_size(&format_size(b)), Some(b));
+        }
+
+        #[test]
+        fn parse_size_never_panics(s in ".{0,12}") {
+            let _ = parse_size(&s);
+        }
+    }
+
     #[test]
     fn yaml_with_unknown_node_is_refused() {
         let y = "nodes: [a]\nstorages: []\ntemplates:\n  - {vmid: 9000, name: t, node: b, storage: s, disk_gb: 1}\n";

@@ -80,6 +80,9 @@ pub fn clone(sim: &Arc<Sim>, call: &Call) -> Result<Value, ApiError> {
         let state = sim.state();
         let vm = vm_checked(&state, &node, src)?;
         check_lock(vm).map_err(ApiError::e500)?;
+        if let Some(snap) = call.get("snapname") {
+            return Err(ApiError::e500(format!("snapshot '{snap}' does not exist")));
+        }
         if state.vms.contains_key(&newid) {
             return Err(ApiError::e500(format!(
                 "unable to create VM {newid}: config file already exists"
@@ -467,6 +470,7 @@ struct Update {
     sets: BTreeMap<String, String>,
     deletes: Vec<String>,
     digest: Option<String>,
+    skiplock: bool,
 }
 
 /// `POST` (task) and `PUT` (sync) `/nodes/{node}/qemu/{vmid}/config`.
@@ -501,7 +505,9 @@ pub async fn update_config(sim: &Arc<Sim>, call: &Call, post: bool) -> Result<Va
     {
         let state = sim.state();
         let vm = load_vm(&state, call.node(), vmid)?;
-        check_lock(vm).map_err(ApiError::e500)?;
+        if !call.flag("skiplock") {
+            check_lock(vm).map_err(ApiError::e500)?;
+        }
         if !post {
             if let Some(d) = call.get("digest") {
                 if d != vm.digest() {
@@ -518,6 +524,7 @@ pub async fn update_config(sim: &Arc<Sim>, call: &Call, post: bool) -> Result<Va
         sets,
         deletes,
         digest: call.get("digest").map(str::to_string),
+        skiplock: call.flag("skiplock"),
     };
     if post {
         let upid = sim.spawn_task(
@@ -531,6 +538,23 @@ pub async fn update_config(sim: &Arc<Sim>, call: &Call, post: bool) -> Result<Va
                 apply_update(&sim, &u).map_err(|e| format!("failed to update VM {}: {e}", u.vmid))
             },
         );
+        // `background_delay`: wait up to N seconds; a task that finished OK in time gives null.
+        if let Some(secs) = call
+            .get("background_delay")
+            .and_then(|d| d.parse::<u64>().ok())
+        {
+            let deadline = sim.clock.now_ms().saturating_add(secs * 1000);
+            while sim.clock.now_ms() < deadline {
+                if let Some(t) = sim.tasks.get(&upid).filter(|t| !t.running) {
+                    if t.exitstatus.as_deref() == Some("OK") {
+                        return Ok(Value::Null);
+                    }
+                    break;
+                }
+                sim.clock.sleep(50).await;
+                tokio::task::yield_now().await;
+            }
+        }
         Ok(json!(upid))
     } else {
         let t = sim.latency.config_lock_timeout_ms;
@@ -553,7 +577,9 @@ fn apply_update(sim: &Sim, u: &Update) -> Result<(), String> {
     }
     let mut state = sim.state();
     let vm = load_vm_mut(&mut state, &u.node, u.vmid).map_err(|e| e.message)?;
-    check_lock(vm)?;
+    if !u.skiplock {
+        check_lock(vm)?;
+    }
     if let Some(d) = &u.digest {
         if *d != vm.digest() {
             return Err("checksum mismatch (file change by other user?)".into());
@@ -738,6 +764,7 @@ pub fn shutdown(sim: &Arc<Sim>, call: &Call, stop: bool) -> Result<Value, ApiErr
 pub fn destroy(sim: &Arc<Sim>, call: &Call) -> Result<Value, ApiError> {
     let vmid = call.vmid()?;
     let node = call.node().to_string();
+    let skiplock = call.flag("skiplock");
     {
         let state = sim.state();
         let vm = load_vm(&state, &node, vmid)?;
@@ -757,12 +784,16 @@ pub fn destroy(sim: &Arc<Sim>, call: &Call) -> Result<Value, ApiError> {
         "qmdestroy",
         &vmid.to_string(),
         move |sim, _| async move {
-            precheck_lock(&sim, &node, vmid)?;
+            if !skiplock {
+                precheck_lock(&sim, &node, vmid)?;
+            }
             let _g = lock_conf(&sim, &node, vmid, true, sim.latency.config_lock_timeout_ms).await?;
             {
                 let state = sim.state();
                 let vm = load_vm(&state, &node, vmid).map_err(|e| e.message)?;
-                check_lock(vm)?;
+                if !skiplock {
+                    check_lock(vm)?;
+                }
                 for (_, f, _) in vm.drives() {
                     let in_use = state.vms.values().any(|o| {
                         o.vmid != vmid
