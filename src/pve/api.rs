@@ -12,9 +12,9 @@ use super::error::{CallContext, ErrorClass, PveError, PveResult};
 use super::lenient::value_u64;
 use super::propstr::{DiskSize, DiskSlot};
 use super::types::{
-    CloneParams, CloudInitKind, ClusterResource, ConfigUpdate, GuestInterface, ResourceType,
-    StorageVolume, TaskLog, TaskLogLine, TaskOutcome, TaskStatus, VersionInfo, VmConfig, VmStatus,
-    WaitOptions,
+    ipv4_addresses, CloneParams, CloudInitKind, ClusterResource, ConfigUpdate, GuestInterface,
+    ResourceType, StorageVolume, TaskLog, TaskLogLine, TaskOutcome, TaskStatus, VersionInfo,
+    VmConfig, VmStatus, WaitOptions,
 };
 use super::upid::Upid;
 
@@ -332,14 +332,38 @@ impl PveClient {
         Ok(TaskLog { lines, total })
     }
 
-    /// The last `n` log lines of a task (reads `total`, then the tail page).
+    /// The last `n` log lines of a task. Uses `total` from the envelope to jump to the tail;
+    /// when the server does not send it, pages forward (at most 100 pages).
     pub async fn task_log_tail(&self, upid: &Upid, n: u64) -> PveResult<Vec<String>> {
-        let first = self.task_log(upid, 0, n.max(1)).await?;
-        let page = match first.total {
-            Some(total) if total > n => self.task_log(upid, total - n, n).await?,
-            _ => first,
+        let n = n.max(1);
+        let first = self.task_log(upid, 0, n).await?;
+        let mut lines: Vec<String> = match first.total {
+            Some(total) if total > n => self
+                .task_log(upid, total - n, n)
+                .await?
+                .lines
+                .into_iter()
+                .map(|l| l.t)
+                .collect(),
+            Some(_) => first.lines.into_iter().map(|l| l.t).collect(),
+            None => {
+                let mut all: Vec<String> = Vec::new();
+                let mut page = first.lines;
+                let mut start = 0u64;
+                for _ in 0..100 {
+                    let got = page.len() as u64;
+                    all.extend(page.into_iter().map(|l| l.t));
+                    let keep = all.len().saturating_sub(n as usize);
+                    all.drain(..keep);
+                    if got < n {
+                        break;
+                    }
+                    start += got;
+                    page = self.task_log(upid, start, n).await?.lines;
+                }
+                all
+            }
         };
-        let mut lines: Vec<String> = page.lines.into_iter().map(|l| l.t).collect();
         let keep = lines.len().saturating_sub(n as usize);
         lines.drain(..keep);
         Ok(lines)
@@ -486,5 +510,84 @@ impl PveClient {
         .params(Params::new().opt("content", content));
         let ctx = call.ctx();
         decode(ctx, self.get_data(call).await?)
+    }
+
+    /// Poll `status/current` until the VM has no `lock:` (e.g. after a clone), polling like
+    /// [`PveClient::wait_task`]. Fails with [`PveError::Unexpected`] (field `lock`) naming
+    /// the lock holder when `opts.timeout` passes.
+    pub async fn wait_unlocked(
+        &self,
+        node: &str,
+        vmid: u32,
+        opts: &WaitOptions,
+    ) -> PveResult<VmStatus> {
+        let started = Instant::now();
+        let mut interval = opts.initial_poll;
+        loop {
+            let st = self.vm_status(node, vmid).await?;
+            let Some(holder) = st.lock.clone() else {
+                return Ok(st);
+            };
+            if started.elapsed() >= opts.timeout {
+                return Err(PveError::Unexpected {
+                    ctx: Box::new(CallContext {
+                        method: "GET".into(),
+                        path: vm_path(node, vmid, "/status/current"),
+                        node: Some(node.to_string()),
+                        vmid: Some(vmid),
+                    }),
+                    field: "lock",
+                    detail: format!(
+                        "VM is still locked ({holder}) after {} ms",
+                        started.elapsed().as_millis()
+                    ),
+                });
+            }
+            tokio::time::sleep(interval.min(opts.timeout.saturating_sub(started.elapsed()))).await;
+            interval = (interval * 2).min(opts.max_poll.max(Duration::from_millis(1)));
+        }
+    }
+
+    /// Poll the guest agent until it reports at least one usable IPv4 address (see
+    /// [`ipv4_addresses`]); agent-not-ready errors are polled through until `opts.timeout`,
+    /// after which the last error (or an empty-address error) is returned.
+    pub async fn wait_agent_ipv4(
+        &self,
+        node: &str,
+        vmid: u32,
+        opts: &WaitOptions,
+    ) -> PveResult<Vec<(String, std::net::Ipv4Addr, Option<u32>)>> {
+        let started = Instant::now();
+        let mut interval = opts.initial_poll;
+        loop {
+            let last = match self.agent_network_interfaces(node, vmid).await {
+                Ok(ifaces) => {
+                    let v4 = ipv4_addresses(&ifaces);
+                    if !v4.is_empty() {
+                        return Ok(v4);
+                    }
+                    None
+                }
+                Err(e) if e.classify() == ErrorClass::AgentNotReady => Some(e),
+                Err(e) => return Err(e),
+            };
+            if started.elapsed() >= opts.timeout {
+                return Err(last.unwrap_or_else(|| PveError::Unexpected {
+                    ctx: Box::new(CallContext {
+                        method: "GET".into(),
+                        path: vm_path(node, vmid, "/agent/network-get-interfaces"),
+                        node: Some(node.to_string()),
+                        vmid: Some(vmid),
+                    }),
+                    field: "ip-addresses",
+                    detail: format!(
+                        "no usable IPv4 address after {} ms",
+                        started.elapsed().as_millis()
+                    ),
+                }));
+            }
+            tokio::time::sleep(interval.min(opts.timeout.saturating_sub(started.elapsed()))).await;
+            interval = (interval * 2).min(opts.max_poll.max(Duration::from_millis(1)));
+        }
     }
 }

@@ -21,22 +21,36 @@ use crate::secret::Secret;
 #[derive(Debug, Clone)]
 pub enum PveAuth {
     /// API token: `id` is `user@realm!tokenid`, `secret` the UUID.
-    Token { id: String, secret: Secret },
+    Token {
+        /// `user@realm!tokenid`.
+        id: String,
+        /// The token UUID; only ever put in the `Authorization` header.
+        secret: Secret,
+    },
     /// Ticket login with user name (`root@pam`) and password.
-    Ticket { username: String, password: Secret },
+    Ticket {
+        /// `user@realm`, e.g. `root@pam`.
+        username: String,
+        /// Only ever put in the `/access/ticket` form body.
+        password: Secret,
+    },
 }
 
 /// Client-side request rate limit.
 #[derive(Debug, Clone, Copy)]
 pub struct RateLimit {
+    /// Sustained requests per second.
     pub per_second: NonZeroU32,
+    /// Requests allowed back to back.
     pub burst: NonZeroU32,
 }
 
 /// Bounded exponential backoff (with jitter) for idempotent reads.
 #[derive(Debug, Clone, Copy)]
 pub struct ReadRetry {
+    /// First wait.
     pub initial: Duration,
+    /// Longest single wait.
     pub max_interval: Duration,
     /// Give up after this much time spent retrying.
     pub max_elapsed: Duration,
@@ -57,11 +71,17 @@ impl Default for ReadRetry {
 pub struct PveConfig {
     /// `https://host:8006` or `https://host:8006/api2/json`.
     pub base_url: String,
+    /// Token or ticket credentials.
     pub auth: PveAuth,
+    /// Certificate verification mode.
     pub tls: TlsMode,
+    /// TCP + TLS connect timeout.
     pub connect_timeout: Duration,
+    /// Whole-request timeout.
     pub request_timeout: Duration,
+    /// Optional client-side rate limit.
     pub rate_limit: Option<RateLimit>,
+    /// Backoff for idempotent reads.
     pub read_retry: ReadRetry,
     /// Renew a ticket once it is older than this (tickets live 2 h).
     pub ticket_renew_after: Duration,
@@ -87,7 +107,9 @@ impl PveConfig {
 /// Counts of HTTP requests made (each attempt counts), total and per `METHOD /path/{template}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Metrics {
+    /// All requests.
     pub total: u64,
+    /// Requests per `METHOD /template`.
     pub calls: BTreeMap<String, u64>,
 }
 
@@ -103,6 +125,7 @@ impl Metrics {
 pub struct Params(pub Vec<(String, String)>);
 
 impl Params {
+    /// No parameters.
     pub fn new() -> Self {
         Params(Vec::new())
     }
@@ -407,7 +430,7 @@ impl PveClient {
                 return Err(PveError::Transport {
                     ctx: call.ctx(),
                     connect: e.is_connect(),
-                    detail: e.without_url().to_string(),
+                    detail: error_chain(e.without_url()),
                     write,
                 });
             }
@@ -427,7 +450,7 @@ impl PveClient {
                 return Err(PveError::Transport {
                     ctx: call.ctx(),
                     connect: false,
-                    detail: e.without_url().to_string(),
+                    detail: error_chain(e.without_url()),
                     write,
                 })
             }
@@ -592,6 +615,22 @@ impl PveClient {
         let env = self.send(&call).await?;
         Ok(env.get("data").cloned().unwrap_or(Value::Null))
     }
+}
+
+/// An error and its sources joined with `: ` (reqwest's own text alone says little, e.g.
+/// "error sending request"). URLs are stripped by the caller; headers never appear.
+fn error_chain(e: reqwest::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(&e);
+    while let Some(src) = cur {
+        let text = src.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = src.source();
+    }
+    out
 }
 
 fn is_retriable_read(e: &PveError) -> bool {

@@ -11,9 +11,13 @@ use super::upid::Upid;
 /// Which call failed: method, path and (when known) node and vmid. Never holds a body.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CallContext {
+    /// HTTP method.
     pub method: String,
+    /// Path below `/api2/json` (no query, no body).
     pub path: String,
+    /// Node, when the call names one.
     pub node: Option<String>,
+    /// VMID, when the call names one.
     pub vmid: Option<u32>,
 }
 
@@ -43,7 +47,9 @@ pub enum PveError {
     /// The server answered with an HTTP error status.
     #[error("{ctx}: HTTP {status}: {message}{}", fmt_fields(errors))]
     Api {
+        /// The failed call.
         ctx: Box<CallContext>,
+        /// HTTP status.
         status: u16,
         /// `message` from the body, else the HTTP reason phrase.
         message: String,
@@ -53,7 +59,9 @@ pub enum PveError {
     /// The request did not complete (connect error, reset, timeout).
     #[error("{ctx}: transport error: {detail}")]
     Transport {
+        /// The failed call.
         ctx: Box<CallContext>,
+        /// What went wrong.
         detail: String,
         /// True when nothing reached the server (connection refused / DNS / TLS handshake).
         connect: bool,
@@ -63,35 +71,67 @@ pub enum PveError {
     /// The response body could not be decoded.
     #[error("{ctx}: cannot decode response: {detail}")]
     Decode {
+        /// The failed call.
         ctx: Box<CallContext>,
+        /// What went wrong.
         detail: String,
     },
     /// A task ended with an exit status other than `OK` / `WARNINGS: N`.
     #[error("task {upid} on node {} failed: {exitstatus}{}", upid.node, fmt_tail(log_tail))]
     TaskFailed {
+        /// The task.
         upid: Box<Upid>,
+        /// The task exit status (the error text).
         exitstatus: String,
         /// The last lines of the task log.
         log_tail: Vec<String>,
     },
     /// A task did not finish before the deadline.
     #[error("task {upid} on node {} still running after {waited_ms} ms", upid.node)]
-    TaskTimeout { upid: Box<Upid>, waited_ms: u128 },
+    TaskTimeout {
+        /// The task.
+        upid: Box<Upid>,
+        /// How long we waited.
+        waited_ms: u128,
+    },
     /// Client configuration is invalid (base URL, CA file, fingerprint, …).
     #[error("invalid client configuration {field}: {detail}")]
-    Config { field: &'static str, detail: String },
+    Config {
+        /// The setting.
+        field: &'static str,
+        /// What is wrong with it.
+        detail: String,
+    },
     /// VMID allocation gave up.
     #[error("cannot allocate a VMID for a clone of {template} on node {node}: {detail}")]
     VmidExhausted {
+        /// Node, when the call names one.
         node: String,
+        /// The template being cloned.
         template: u32,
+        /// What went wrong.
         detail: String,
+    },
+    /// A clone to `newid` chosen by VMID allocation failed after the id was picked; the VM may
+    /// exist (e.g. the outcome is unknown or the task timed out), so the id is reported.
+    #[error("clone to VMID {newid} on node {node}: {source}")]
+    Clone {
+        /// The VMID the clone was sent to.
+        newid: u32,
+        /// Node, when the call names one.
+        node: String,
+        #[source]
+        /// The underlying error.
+        source: Box<PveError>,
     },
     /// A value the server returned is not what the schema says.
     #[error("{ctx}: unexpected value for {field}: {detail}")]
     Unexpected {
+        /// The failed call.
         ctx: Box<CallContext>,
+        /// The value that was unexpected.
         field: &'static str,
+        /// What went wrong.
         detail: String,
     },
 }
@@ -112,19 +152,34 @@ pub enum ErrorClass {
     /// 403: ACL.
     Permission,
     /// 400 parameter verification, with the per-field messages.
-    Param { fields: BTreeMap<String, String> },
+    Param {
+        /// Parameter name → server message.
+        fields: BTreeMap<String, String>,
+    },
     /// `VM is locked (<holder>)`.
-    Locked { holder: String },
+    Locked {
+        /// The `lock:` value (`clone`, `backup`, `migrate`, …).
+        holder: String,
+    },
     /// `can't lock file '<path>' - got timeout` on a VM config flock.
-    LockTimeout { path: String, vmid: Option<u32> },
+    LockTimeout {
+        /// The lock file path.
+        path: String,
+        /// The VMID of `lock-<vmid>.conf`.
+        vmid: Option<u32>,
+    },
     /// Storage lock contention (`pve-storage-<id>` flock or `cfs-lock 'storage-<id>'`).
-    StorageLockTimeout { storage: String },
+    StorageLockTimeout {
+        /// The storage id.
+        storage: String,
+    },
     /// Cluster quorum lost.
     NoQuorum,
     /// The VMID is already used (`config file already exists`, `already exists on node`,
     /// pmxcfs `File exists`, nextid 400).
     VmIdTaken,
-    /// The VM config is not on the node asked (wrong node, or the VM is gone): re-resolve.
+    /// The VM config is not on the node asked (wrong node, or the VM is gone), a task is not
+    /// (yet) visible, or HTTP 404: re-resolve.
     NotFound,
     /// `digest` mismatch: re-read and re-plan.
     ChecksumMismatch,
@@ -141,7 +196,10 @@ pub enum ErrorClass {
     /// 501: wrong path or method.
     NotImplemented,
     /// Transport failure of a read or proxy-hop code 595–599 (`code` when an HTTP code exists).
-    Transport { code: Option<u16> },
+    Transport {
+        /// The 595–599 code, if the proxy hop produced one.
+        code: Option<u16>,
+    },
     /// A write whose outcome is unknown (595/596/reset on a non-GET): re-read state first.
     WriteOutcomeUnknown,
     /// Any other 5xx.
@@ -279,6 +337,7 @@ pub fn classify_message(
         Some(400) => ErrorClass::Param {
             fields: errors.clone(),
         },
+        Some(404) => ErrorClass::NotFound,
         Some(501) => ErrorClass::NotImplemented,
         Some(s) if s >= 500 => ErrorClass::Server,
         Some(_) => ErrorClass::Client,
@@ -307,6 +366,7 @@ impl PveError {
                 classify_message(None, exitstatus, &BTreeMap::new(), false)
             }
             PveError::TaskTimeout { .. } => ErrorClass::Timeout,
+            PveError::Clone { source, .. } => source.classify(),
             PveError::Decode { .. }
             | PveError::Config { .. }
             | PveError::VmidExhausted { .. }
@@ -318,6 +378,7 @@ impl PveError {
     pub fn status(&self) -> Option<u16> {
         match self {
             PveError::Api { status, .. } => Some(*status),
+            PveError::Clone { source, .. } => source.status(),
             _ => None,
         }
     }

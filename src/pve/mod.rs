@@ -2,6 +2,38 @@
 //! decoding, TLS (system roots / CA file / fingerprint pin / insecure), token or ticket auth,
 //! rate limiting, read-only retries, error classification, task waiting and race-safe VMID
 //! allocation. Knows nothing about HyOps (no inputs, plans or state types).
+//!
+//! Typical per-VM sequence (API notes §7):
+//!
+//! ```ignore
+//! let client = PveClient::new(PveConfig {
+//!     tls: TlsMode::Fingerprint(pin),
+//!     ..PveConfig::new("https://pve1:8006", PveAuth::Token { id, secret })
+//! })?;
+//! let alloc = client.allocate_vmid_and_clone(&AllocateRequest {
+//!     node: "pve1", template_vmid: 9000, params: &clone_params,
+//!     ownership: Ownership::Marker(&marker), start_hint: None, range: None,
+//!     max_attempts: 5, wait: Some(WaitOptions::default()),
+//! }).await?;
+//! let vmid = alloc.vmid();
+//! client.wait_unlocked("pve1", vmid, &WaitOptions::default()).await?;
+//! let cfg = client.vm_config("pve1", vmid, false).await?;
+//! let update = ConfigUpdate::new().cores(2).memory(&Memory::mib(4096))
+//!     .sshkeys(&keys).digest(cfg.digest.as_deref().unwrap_or_default());
+//! if let Some(upid) = client.update_config_async("pve1", vmid, &update).await? {
+//!     client.wait_task(&upid, &WaitOptions::default()).await?;
+//! }
+//! let upid = client.resize("pve1", vmid, "scsi0".parse()?, DiskSize::gib(40)).await?;
+//! client.wait_task(&upid, &WaitOptions::default()).await?;
+//! let upid = client.start("pve1", vmid).await?;
+//! client.wait_task(&upid, &WaitOptions::default()).await?;
+//! ```
+//!
+//! Errors: match on [`PveError::classify`] ([`ErrorClass`]), never on message text.
+//! Writes are sent once; [`ErrorClass::WriteOutcomeUnknown`] means "re-read state first".
+//! [`PveClient::metrics`] counts every HTTP request for the apply journal.
+
+#![warn(missing_docs)]
 
 mod api;
 mod client;

@@ -117,19 +117,33 @@ impl fmt::Display for MacAddr {
 /// The NIC models Proxmox accepts for `netN` (`model`, the default key).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum NicModel {
+    /// `e1000`.
     E1000,
+    /// `e1000-82540em`.
     E1000_82540em,
+    /// `e1000-82544gc`.
     E1000_82544gc,
+    /// `e1000-82545em`.
     E1000_82545em,
+    /// `e1000e`.
     E1000e,
+    /// `i82551`.
     I82551,
+    /// `i82557b`.
     I82557b,
+    /// `i82559er`.
     I82559er,
+    /// `ne2k_isa`.
     Ne2kIsa,
+    /// `ne2k_pci`.
     Ne2kPci,
+    /// `pcnet`.
     Pcnet,
+    /// `rtl8139`.
     Rtl8139,
+    /// `virtio`.
     Virtio,
+    /// `vmxnet3`.
     Vmxnet3,
 }
 
@@ -201,14 +215,19 @@ impl fmt::Display for NicModel {
 /// (as Proxmox does), then unknown keys in their original order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NetDevice {
+    /// NIC model (the default key).
     pub model: NicModel,
+    /// MAC address; the server generates one when absent.
     pub macaddr: Option<MacAddr>,
+    /// Bridge (`vmbr0`).
     pub bridge: Option<String>,
     /// VLAN tag, 1–4094.
     pub tag: Option<u16>,
     /// Trunk VLAN ids (`trunks=10;20;30`).
     pub trunks: Vec<u16>,
+    /// Enable the PVE firewall on this NIC.
     pub firewall: Option<bool>,
+    /// Disconnect the link.
     pub link_down: Option<bool>,
     /// Rate limit in MB/s, ≥ 0.
     pub rate: Option<f64>,
@@ -377,15 +396,20 @@ impl fmt::Display for NetDevice {
 /// IPv4 part of `ipconfigN`: `dhcp` or a CIDR address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ipv4Config {
+    /// `dhcp`.
     Dhcp,
+    /// A static address with prefix length.
     Static(Ipv4Net),
 }
 
 /// IPv6 part of `ipconfigN`: `dhcp`, `auto` (SLAAC) or a CIDR address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ipv6Config {
+    /// `dhcp`.
     Dhcp,
+    /// `auto` (SLAAC).
     Auto,
+    /// A static address with prefix length.
     Static(Ipv6Net),
 }
 
@@ -411,9 +435,13 @@ impl fmt::Display for Ipv6Config {
 /// An `ipconfigN` value, e.g. `ip=10.0.0.5/24,gw=10.0.0.1`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct IpConfig {
+    /// IPv4 (`dhcp` or CIDR).
     pub ip: Option<Ipv4Config>,
+    /// IPv4 gateway.
     pub gw: Option<Ipv4Addr>,
+    /// IPv6 (`dhcp`, `auto` or CIDR).
     pub ip6: Option<Ipv6Config>,
+    /// IPv6 gateway.
     pub gw6: Option<Ipv6Addr>,
     /// Unknown keys, in order.
     pub extra: Extra,
@@ -604,9 +632,13 @@ impl fmt::Display for DiskSize {
 /// The bus of a disk slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DiskBus {
+    /// `ideN` (0–3).
     Ide,
+    /// `sataN` (0–5).
     Sata,
+    /// `scsiN` (0–30).
     Scsi,
+    /// `virtio`.
     Virtio,
 }
 
@@ -634,7 +666,9 @@ impl DiskBus {
 /// A disk slot key such as `scsi0`, `virtio1`, `ide2`, `sata3`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DiskSlot {
+    /// The bus.
     pub bus: DiskBus,
+    /// The slot number on the bus.
     pub index: u8,
 }
 
@@ -681,6 +715,7 @@ impl fmt::Display for DiskSlot {
 pub struct DiskSpec {
     /// Volume id (`local-lvm:vm-100-disk-0`) or allocation request (`local-lvm:32`) or `none`.
     pub file: String,
+    /// `size=` (informational on the server; the resize call changes it).
     pub size: Option<DiskSize>,
     /// Other options (`discard=on`, `ssd=1`, `media=cdrom`, …) in order; bare values have key `""`.
     pub options: Extra,
@@ -763,9 +798,13 @@ impl fmt::Display for DiskSpec {
 /// A `cicustom` value: snippet volume ids for the cloud-init parts.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CiCustom {
+    /// `user=` snippet volume.
     pub user: Option<String>,
+    /// `network=` snippet volume.
     pub network: Option<String>,
+    /// `meta=` snippet volume.
     pub meta: Option<String>,
+    /// `vendor=` snippet volume.
     pub vendor: Option<String>,
     /// Unknown keys, in order.
     pub extra: Extra,
@@ -857,16 +896,22 @@ impl fmt::Display for Memory {
 /// The guest agent transport type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AgentType {
+    /// `virtio`.
     Virtio,
+    /// `isa`.
     Isa,
 }
 
 /// An `agent` value: `1`, `enabled=1,fstrim_cloned_disks=1,type=virtio`, …
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Agent {
+    /// Agent enabled (the default key).
     pub enabled: bool,
+    /// Run fstrim after cloning/moving a disk.
     pub fstrim_cloned_disks: Option<bool>,
+    /// `type=virtio|isa`.
     pub agent_type: Option<AgentType>,
+    /// `guest-fsfreeze`: freeze filesystems on backup.
     pub guest_fsfreeze: Option<bool>,
     /// Unknown keys, in order.
     pub extra: Extra,
@@ -941,12 +986,15 @@ impl fmt::Display for Agent {
 pub struct Tags(pub Vec<String>);
 
 impl Tags {
-    /// Build a tag list, checking every tag against `[a-zA-Z0-9_][a-zA-Z0-9_\-+.]*`.
+    /// Build a tag list, checking every tag against `pve-tag`: `[a-z0-9_][a-z0-9_\-+.]*`.
     pub fn new<I: IntoIterator<Item = S>, S: Into<String>>(tags: I) -> Result<Self, PropError> {
         let tags: Vec<String> = tags.into_iter().map(Into::into).collect();
         for t in &tags {
             let ok = t.chars().enumerate().all(|(i, c)| {
-                c.is_ascii_alphanumeric() || c == '_' || (i > 0 && matches!(c, '-' | '+' | '.'))
+                c.is_ascii_lowercase()
+                    || c.is_ascii_digit()
+                    || c == '_'
+                    || (i > 0 && matches!(c, '-' | '+' | '.'))
             });
             if t.is_empty() || !ok {
                 return Err(PropError::new(

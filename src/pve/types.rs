@@ -29,8 +29,10 @@ pub struct VersionInfo {
     #[serde(default, deserialize_with = "lenient::de_opt_string")]
     pub release: Option<String>,
     #[serde(default, deserialize_with = "lenient::de_opt_string")]
+    /// Git commit of pve-manager.
     pub repoid: Option<String>,
     #[serde(default, deserialize_with = "lenient::de_opt_string")]
+    /// Default console viewer.
     pub console: Option<String>,
 }
 
@@ -49,9 +51,13 @@ fn de_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error>
 /// The `type` filter of `GET /cluster/resources`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResourceType {
+    /// `vm`: QEMU and LXC guests.
     Vm,
+    /// `storage`.
     Storage,
+    /// `node`.
     Node,
+    /// `sdn`.
     Sdn,
 }
 
@@ -77,35 +83,49 @@ pub struct ClusterResource {
     #[serde(rename = "type", deserialize_with = "de_string")]
     pub kind: String,
     #[serde(default, deserialize_with = "lenient::de_opt_string")]
+    /// Node name.
     pub node: Option<String>,
     #[serde(default, deserialize_with = "lenient::de_opt_u32")]
+    /// VMID.
     pub vmid: Option<u32>,
     #[serde(default, deserialize_with = "lenient::de_opt_string")]
+    /// Name.
     pub name: Option<String>,
     #[serde(default, deserialize_with = "lenient::de_opt_string")]
+    /// Status (`running`, `stopped`, `online`, `available`, …).
     pub status: Option<String>,
     #[serde(default, deserialize_with = "lenient::de_bool")]
+    /// True for templates.
     pub template: bool,
     #[serde(default, deserialize_with = "lenient::de_opt_string")]
+    /// The config `lock:` value, if any.
     pub lock: Option<String>,
     #[serde(default, deserialize_with = "lenient::de_opt_string")]
+    /// Raw tag list.
     pub tags: Option<String>,
     #[serde(default, deserialize_with = "lenient::de_opt_string")]
+    /// Resource pool.
     pub pool: Option<String>,
     #[serde(default, deserialize_with = "lenient::de_opt_string")]
+    /// HA state, when HA-managed.
     pub hastate: Option<String>,
     /// Storage id for `type=storage`.
     #[serde(default, deserialize_with = "lenient::de_opt_string")]
     pub storage: Option<String>,
     #[serde(default, deserialize_with = "lenient::de_opt_f64")]
+    /// CPUs.
     pub maxcpu: Option<f64>,
     #[serde(default, deserialize_with = "lenient::de_opt_u64")]
+    /// Memory in bytes.
     pub maxmem: Option<u64>,
     #[serde(default, deserialize_with = "lenient::de_opt_u64")]
+    /// Disk size in bytes.
     pub maxdisk: Option<u64>,
     #[serde(default, deserialize_with = "lenient::de_opt_u64")]
+    /// Disk usage in bytes.
     pub disk: Option<u64>,
     #[serde(default, deserialize_with = "lenient::de_opt_u64")]
+    /// Uptime in seconds.
     pub uptime: Option<u64>,
 }
 
@@ -128,25 +148,43 @@ impl ClusterResource {
 /// `raw`), so a config read never fails on one odd key.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct VmConfig {
+    /// SHA1 digest of the config (send back as `digest` to detect concurrent changes).
     pub digest: Option<String>,
+    /// The config `lock:` value, if any.
     pub lock: Option<String>,
+    /// True for templates.
     pub template: bool,
+    /// Name.
     pub name: Option<String>,
+    /// Free-text description (where ownership markers live).
     pub description: Option<String>,
+    /// Raw tag list.
     pub tags: Option<Tags>,
+    /// Cores per socket.
     pub cores: Option<u32>,
+    /// CPU sockets.
     pub sockets: Option<u32>,
+    /// CPU model property string.
     pub cpu: Option<String>,
+    /// Memory (MiB).
     pub memory: Option<Memory>,
+    /// Balloon target (MiB; 0 disables).
     pub balloon: Option<u64>,
+    /// Guest agent settings.
     pub agent: Option<Agent>,
+    /// Guest OS type (`l26`, …).
     pub ostype: Option<String>,
+    /// Start at node boot.
     pub onboot: Option<bool>,
+    /// Cloud-init user.
     pub ciuser: Option<String>,
     /// Decoded public keys, one per entry.
     pub sshkeys: Vec<String>,
+    /// Cloud-init DNS servers.
     pub nameserver: Option<String>,
+    /// Cloud-init DNS search domain.
     pub searchdomain: Option<String>,
+    /// Cloud-init custom snippets.
     pub cicustom: Option<CiCustom>,
     /// `netN` by N.
     pub nets: BTreeMap<u8, NetDevice>,
@@ -268,23 +306,31 @@ pub struct VmStatus {
     #[serde(deserialize_with = "de_string")]
     pub status: String,
     #[serde(default, deserialize_with = "lenient::de_opt_string")]
+    /// QEMU status (`running`, `paused`, `prelaunch`, …).
     pub qmpstatus: Option<String>,
     #[serde(default, deserialize_with = "lenient::de_opt_string")]
+    /// The config `lock:` value, if any.
     pub lock: Option<String>,
     /// Guest agent enabled in the config.
     #[serde(default, deserialize_with = "lenient::de_bool")]
     pub agent: bool,
     #[serde(default, deserialize_with = "lenient::de_bool")]
+    /// True for templates.
     pub template: bool,
     #[serde(default, deserialize_with = "lenient::de_opt_string")]
+    /// Name.
     pub name: Option<String>,
     #[serde(default, deserialize_with = "lenient::de_opt_u32")]
+    /// QEMU process id.
     pub pid: Option<u32>,
     #[serde(default, deserialize_with = "lenient::de_opt_u64")]
+    /// Uptime in seconds.
     pub uptime: Option<u64>,
     #[serde(default, deserialize_with = "lenient::de_opt_u64")]
+    /// Memory in bytes.
     pub maxmem: Option<u64>,
     #[serde(default, deserialize_with = "lenient::de_opt_f64")]
+    /// Usable CPUs.
     pub cpus: Option<f64>,
     /// HA state object as returned.
     #[serde(default)]
@@ -305,14 +351,19 @@ pub struct TaskStatus {
     #[serde(deserialize_with = "de_string")]
     pub status: String,
     #[serde(default, deserialize_with = "lenient::de_opt_string")]
+    /// `OK`, `WARNINGS: N` or the error text, once stopped.
     pub exitstatus: Option<String>,
     #[serde(default, rename = "type", deserialize_with = "lenient::de_opt_string")]
+    /// Task type (`qmclone`, …).
     pub task_type: Option<String>,
     #[serde(default, deserialize_with = "lenient::de_opt_string")]
+    /// Task id.
     pub id: Option<String>,
     #[serde(default, deserialize_with = "lenient::de_opt_string")]
+    /// User that started the task.
     pub user: Option<String>,
     #[serde(default, deserialize_with = "lenient::de_opt_string")]
+    /// Node name.
     pub node: Option<String>,
 }
 
@@ -327,15 +378,19 @@ impl TaskStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct TaskLogLine {
     #[serde(deserialize_with = "lenient::de_u64")]
+    /// Line number (1-based).
     pub n: u64,
     #[serde(deserialize_with = "de_string")]
+    /// Line text.
     pub t: String,
 }
 
 /// A page of a task log plus the total line count (`total` in the envelope, when sent).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TaskLog {
+    /// The lines.
     pub lines: Vec<TaskLogLine>,
+    /// Total number of lines.
     pub total: Option<u64>,
 }
 
@@ -346,6 +401,7 @@ pub struct WaitOptions {
     pub timeout: Duration,
     /// First poll interval; doubles up to `max_poll`.
     pub initial_poll: Duration,
+    /// Longest poll interval.
     pub max_poll: Duration,
     /// How long a 400 "no such task" right after start is tolerated.
     pub not_visible_grace: Duration,
@@ -368,6 +424,7 @@ impl Default for WaitOptions {
 /// A finished, successful task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskOutcome {
+    /// The task.
     pub upid: Upid,
     /// `OK` or `WARNINGS: N`.
     pub exitstatus: String,
@@ -382,8 +439,11 @@ pub struct TaskOutcome {
 /// A disk format for full clones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DiskFormat {
+    /// `raw`.
     Raw,
+    /// `qcow2`.
     Qcow2,
+    /// `vmdk`.
     Vmdk,
 }
 
@@ -402,7 +462,9 @@ impl fmt::Display for DiskFormat {
 pub struct CloneParams {
     /// Target VMID (100–999999999). Ignored by `allocate_vmid_and_clone`, which picks it.
     pub newid: u32,
+    /// Name.
     pub name: Option<String>,
+    /// Free-text description (where ownership markers live).
     pub description: Option<String>,
     /// Full clone (default on the server: full for VMs, linked for templates).
     pub full: Option<bool>,
@@ -412,6 +474,7 @@ pub struct CloneParams {
     pub format: Option<DiskFormat>,
     /// Target node (all disks must be on shared storage).
     pub target: Option<String>,
+    /// Resource pool.
     pub pool: Option<String>,
 }
 
@@ -448,6 +511,7 @@ pub struct ConfigUpdate {
 }
 
 impl ConfigUpdate {
+    /// An empty update.
     pub fn new() -> Self {
         Self::default()
     }
@@ -456,36 +520,47 @@ impl ConfigUpdate {
         self.set.put(key, value);
         self
     }
+    /// Set `cores`.
     pub fn cores(self, n: u32) -> Self {
         self.put("cores", n.to_string())
     }
+    /// Set `sockets`.
     pub fn sockets(self, n: u32) -> Self {
         self.put("sockets", n.to_string())
     }
+    /// Set `cpu`.
     pub fn cpu(self, model: &str) -> Self {
         self.put("cpu", model.to_string())
     }
+    /// Set `memory`.
     pub fn memory(self, m: &Memory) -> Self {
         self.put("memory", m.to_string())
     }
+    /// Set `balloon`.
     pub fn balloon(self, mib: u64) -> Self {
         self.put("balloon", mib.to_string())
     }
+    /// Set `agent`.
     pub fn agent(self, a: &Agent) -> Self {
         self.put("agent", a.to_string())
     }
+    /// Set `name`.
     pub fn name(self, name: &str) -> Self {
         self.put("name", name.to_string())
     }
+    /// Set `description`.
     pub fn description(self, d: &str) -> Self {
         self.put("description", d.to_string())
     }
+    /// Set `tags`.
     pub fn tags(self, t: &Tags) -> Self {
         self.put("tags", t.to_string())
     }
+    /// Set `onboot`.
     pub fn onboot(self, on: bool) -> Self {
         self.put("onboot", if on { "1" } else { "0" }.to_string())
     }
+    /// Set `ciuser`.
     pub fn ciuser(self, user: &str) -> Self {
         self.put("ciuser", user.to_string())
     }
@@ -499,21 +574,27 @@ impl ConfigUpdate {
     pub fn sshkeys(self, keys: &[String]) -> Self {
         self.put("sshkeys", encode_sshkeys(keys))
     }
+    /// Set `nameserver`.
     pub fn nameserver(self, ns: &str) -> Self {
         self.put("nameserver", ns.to_string())
     }
+    /// Set `searchdomain`.
     pub fn searchdomain(self, sd: &str) -> Self {
         self.put("searchdomain", sd.to_string())
     }
+    /// Set `cicustom`.
     pub fn cicustom(self, c: &CiCustom) -> Self {
         self.put("cicustom", c.to_string())
     }
+    /// Set `netN`.
     pub fn net(self, index: u8, n: &NetDevice) -> Self {
         self.put(&format!("net{index}"), n.to_string())
     }
+    /// Set `ipconfigN`.
     pub fn ipconfig(self, index: u8, c: &IpConfig) -> Self {
         self.put(&format!("ipconfig{index}"), c.to_string())
     }
+    /// Set `a disk slot (`scsiN`, …)`.
     pub fn disk(self, slot: DiskSlot, d: &DiskSpec) -> Self {
         self.put(&slot.to_string(), d.to_string())
     }
@@ -575,20 +656,26 @@ impl ConfigUpdate {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct GuestIp {
     #[serde(rename = "ip-address")]
+    /// The address.
     pub ip_address: IpAddr,
     #[serde(rename = "ip-address-type", default)]
+    /// `ipv4` or `ipv6`.
     pub ip_address_type: String,
     #[serde(default, deserialize_with = "lenient::de_opt_u32")]
+    /// Prefix length.
     pub prefix: Option<u32>,
 }
 
 /// One interface reported by `agent/network-get-interfaces`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct GuestInterface {
+    /// Name.
     pub name: String,
     #[serde(rename = "hardware-address", default)]
+    /// MAC address (lower case), matches a `netN` MAC.
     pub hardware_address: Option<String>,
     #[serde(rename = "ip-addresses", default)]
+    /// Addresses on the interface.
     pub ip_addresses: Vec<GuestIp>,
 }
 
@@ -617,8 +704,11 @@ pub fn ipv4_addresses(ifaces: &[GuestInterface]) -> Vec<(String, Ipv4Addr, Optio
 /// `type` of `GET …/cloudinit/dump`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloudInitKind {
+    /// `user`.
     User,
+    /// `network`.
     Network,
+    /// `meta`.
     Meta,
 }
 
@@ -637,17 +727,24 @@ impl CloudInitKind {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct StorageVolume {
     #[serde(deserialize_with = "de_string")]
+    /// Volume id (`local:iso/x.iso`).
     pub volid: String,
     #[serde(default, deserialize_with = "lenient::de_opt_string")]
+    /// Format (`raw`, `qcow2`, `iso`, …).
     pub format: Option<String>,
     #[serde(default, deserialize_with = "lenient::de_opt_string")]
+    /// Content type (`images`, `iso`, `snippets`, …).
     pub content: Option<String>,
     #[serde(default, deserialize_with = "lenient::de_opt_u64")]
+    /// Size in bytes.
     pub size: Option<u64>,
     #[serde(default, deserialize_with = "lenient::de_opt_u32")]
+    /// VMID.
     pub vmid: Option<u32>,
     #[serde(default, deserialize_with = "lenient::de_opt_u64")]
+    /// Creation time (Unix).
     pub ctime: Option<u64>,
     #[serde(default, deserialize_with = "lenient::de_opt_string")]
+    /// Base volume of a linked clone.
     pub parent: Option<String>,
 }

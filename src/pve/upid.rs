@@ -23,6 +23,7 @@ pub struct UpidError {
 pub struct Upid {
     /// The node that runs the task; poll this node.
     pub node: String,
+    /// Worker process id.
     pub pid: u32,
     /// Process start time in clock ticks (8 or 9 hex digits).
     pub pstart: u64,

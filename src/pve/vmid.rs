@@ -32,9 +32,11 @@ impl Ownership<'_> {
 pub struct AllocateRequest<'a> {
     /// Node that owns the template.
     pub node: &'a str,
+    /// The template (source) VMID.
     pub template_vmid: u32,
     /// Clone parameters; `newid` is ignored.
     pub params: &'a CloneParams,
+    /// How to tell that an existing VM is ours.
     pub ownership: Ownership<'a>,
     /// First candidate to try (else `/cluster/nextid`).
     pub start_hint: Option<u32>,
@@ -51,11 +53,26 @@ pub struct AllocateRequest<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloneAllocation {
     /// Clone submitted to `vmid`; the caller waits for `upid`.
-    Submitted { vmid: u32, upid: Upid },
+    Submitted {
+        /// The new VM's id.
+        vmid: u32,
+        /// The `qmclone` task.
+        upid: Upid,
+    },
     /// Clone to `vmid` finished successfully.
-    Completed { vmid: u32, outcome: TaskOutcome },
+    Completed {
+        /// The new VM's id.
+        vmid: u32,
+        /// The finished `qmclone` task.
+        outcome: TaskOutcome,
+    },
     /// `vmid` already existed and its config carries our ownership marker.
-    Adopted { vmid: u32, node: String },
+    Adopted {
+        /// The existing VM's id.
+        vmid: u32,
+        /// The node that owns it.
+        node: String,
+    },
 }
 
 impl CloneAllocation {
@@ -79,6 +96,8 @@ pub fn is_id_conflict(e: &PveError, vmid: u32) -> bool {
 }
 
 const PROBES_PER_ATTEMPT: u32 = 64;
+const MIN_VMID: u32 = 100;
+const MAX_VMID: u32 = 999_999_999;
 
 impl PveClient {
     /// Pick a free VMID and clone `template_vmid` to it, retrying with the next candidate when
@@ -106,6 +125,7 @@ impl PveClient {
             if let Some(r) = &req.range {
                 candidate = candidate.max(*r.start());
             }
+            candidate = candidate.max(MIN_VMID);
             let mut confirmed = None;
             for _ in 0..PROBES_PER_ATTEMPT {
                 if let Some(r) = &req.range {
@@ -116,6 +136,11 @@ impl PveClient {
                             r.end()
                         )));
                     }
+                }
+                if candidate > MAX_VMID {
+                    return Err(exhausted(format!(
+                        "candidate {candidate} exceeds {MAX_VMID}"
+                    )));
                 }
                 if used.contains(&candidate) {
                     candidate += 1;
@@ -142,15 +167,17 @@ impl PveClient {
             let mut params = req.params.clone();
             params.newid = vmid;
             let submitted = self.clone_vm(req.node, req.template_vmid, &params).await;
+            // Whatever happened, this process never offers `vmid` again: it is ours or taken.
+            used.insert(vmid);
+            drop(used);
+            let wrap = |e: PveError| PveError::Clone {
+                newid: vmid,
+                node: req.node.to_string(),
+                source: Box::new(e),
+            };
             let upid = match submitted {
-                Ok(upid) => {
-                    used.insert(vmid);
-                    drop(used);
-                    upid
-                }
+                Ok(upid) => upid,
                 Err(e) if is_id_conflict(&e, vmid) => {
-                    used.insert(vmid);
-                    drop(used);
                     last_conflict = e.to_string();
                     if let Some(adopted) = self.adopt_if_ours(vmid, &req.ownership).await? {
                         return Ok(adopted);
@@ -158,7 +185,7 @@ impl PveClient {
                     floor = Some(vmid + 1);
                     continue;
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(wrap(e)),
             };
             // 3. optionally wait, retrying task-level id conflicts
             let Some(wait) = &req.wait else {
@@ -173,7 +200,7 @@ impl PveClient {
                     }
                     floor = Some(vmid + 1);
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(wrap(e)),
             }
         }
         Err(exhausted(format!(

@@ -3,6 +3,7 @@
 //! views. Writes live in `vm`. Knows nothing about the wire format (see `server`).
 
 use super::check::parse_bool;
+use super::clone;
 use super::cloudinit;
 use super::core::{guard, load_vm, not_on_node, ApiError, Call, Reply, Sim};
 use super::model::{indexed, SimState, Vm};
@@ -17,6 +18,13 @@ pub async fn dispatch(sim: &Arc<Sim>, call: &Call) -> Result<Reply, ApiError> {
     if call.params.contains_key("node") {
         sim.check_node(call.node())?;
     }
+    // Qemu.pm: skiplock is for root@pam only (API tokens are `root@pam!name`, so refused).
+    if call.flag("skiplock") && call.user != "root@pam" {
+        return Err(ApiError::param(
+            "skiplock",
+            "Only root may use this option.",
+        ));
+    }
     let r: Value = match (call.method.as_str(), call.template.as_str()) {
         ("GET", "/version") => {
             json!({"version": "9.2.11", "release": "9.2", "repoid": "14a22df3"})
@@ -30,14 +38,16 @@ pub async fn dispatch(sim: &Arc<Sim>, call: &Call) -> Result<Reply, ApiError> {
         ("GET", "/nodes/{node}/qemu/{vmid}/config") => get_config(sim, call)?,
         ("GET", "/nodes/{node}/qemu/{vmid}/status/current") => status_current(sim, call)?,
         ("GET", "/nodes/{node}/qemu/{vmid}/pending") => pending(sim, call)?,
-        ("GET", "/nodes/{node}/qemu/{vmid}/agent/network-get-interfaces") => agent_ifaces(sim, call)?,
+        ("GET", "/nodes/{node}/qemu/{vmid}/agent/network-get-interfaces") => {
+            agent_ifaces(sim, call)?
+        }
         ("GET", "/nodes/{node}/qemu/{vmid}/cloudinit") => cloudinit_get(sim, call)?,
         ("GET", "/nodes/{node}/qemu/{vmid}/cloudinit/dump") => {
             let state = sim.state();
             let v = load_vm(&state, call.node(), call.vmid()?)?;
             json!(cloudinit::dump(v, call.get("type").unwrap_or("user")))
         }
-        ("POST", "/nodes/{node}/qemu/{vmid}/clone") => vm::clone(sim, call)?,
+        ("POST", "/nodes/{node}/qemu/{vmid}/clone") => clone::clone(sim, call)?,
         ("POST", "/nodes/{node}/qemu/{vmid}/config") => vm::update_config(sim, call, true).await?,
         ("PUT", "/nodes/{node}/qemu/{vmid}/config") => vm::update_config(sim, call, false).await?,
         ("PUT", "/nodes/{node}/qemu/{vmid}/resize") => vm::resize(sim, call)?,
@@ -46,7 +56,12 @@ pub async fn dispatch(sim: &Arc<Sim>, call: &Call) -> Result<Reply, ApiError> {
         ("POST", "/nodes/{node}/qemu/{vmid}/status/stop") => vm::shutdown(sim, call, true)?,
         ("DELETE", "/nodes/{node}/qemu/{vmid}") => vm::destroy(sim, call)?,
         ("PUT", "/nodes/{node}/qemu/{vmid}/cloudinit") => vm::cloudinit_update(sim, call).await?,
-        (m, p) => return Err(ApiError::new(501, format!("Method '{m} {p}' not implemented"))),
+        (m, p) => {
+            return Err(ApiError::new(
+                501,
+                format!("Method '{m} {p}' not implemented"),
+            ))
+        }
     };
     Ok(r.into())
 }
@@ -54,7 +69,9 @@ pub async fn dispatch(sim: &Arc<Sim>, call: &Call) -> Result<Reply, ApiError> {
 fn nextid(sim: &Sim, call: &Call) -> Result<Value, ApiError> {
     let state = sim.state();
     if let Some(v) = call.get("vmid") {
-        let id: u32 = v.parse().map_err(|_| ApiError::param("vmid", "invalid vmid"))?;
+        let id: u32 = v
+            .parse()
+            .map_err(|_| ApiError::param("vmid", "invalid vmid"))?;
         if state.vms.contains_key(&id) {
             return Err(ApiError::param("vmid", format!("VM {id} already exists")));
         }
@@ -85,7 +102,11 @@ pub fn resources(state: &SimState, kind: Option<&str>) -> Value {
             let boot_disk = v
                 .drives()
                 .into_iter()
-                .filter(|(k, f, _)| !f.ends_with("-cloudinit") && !indexed(k, "unused"))
+                .filter(|(k, f, _)| {
+                    !f.ends_with("-cloudinit")
+                        && !indexed(k, "unused")
+                        && !v.config[k].contains("media=cdrom")
+                })
                 .map(|d| d.2)
                 .next()
                 .unwrap_or(0);
@@ -155,8 +176,10 @@ fn ticket(sim: &Sim, call: &Call) -> Result<Value, ApiError> {
     let csrf = format!("{now:08X}:{}", hex::encode(sim.random_bytes::<16>()));
     guard(&sim.auth.tickets).insert(ticket.clone(), (user.clone(), csrf.clone()));
     let cluster = sim.state().cluster.name.clone();
-    Ok(json!({"username": user, "ticket": ticket, "CSRFPreventionToken": csrf,
-              "clustername": cluster, "cap": {}}))
+    Ok(
+        json!({"username": user, "ticket": ticket, "CSRFPreventionToken": csrf,
+              "clustername": cluster, "cap": {}}),
+    )
 }
 
 fn find_task(sim: &Sim, call: &Call) -> Result<super::tasks::Task, ApiError> {
@@ -196,7 +219,9 @@ fn storage_content(sim: &Sim, call: &Call) -> Result<Value, ApiError> {
     let state = sim.state();
     let storage = call.get("storage").unwrap_or_default();
     let Some(desc) = state.cluster.storage_on(storage, call.node()) else {
-        return Err(ApiError::e500(format!("storage '{storage}' does not exist")));
+        return Err(ApiError::e500(format!(
+            "storage '{storage}' does not exist"
+        )));
     };
     if call.get("content").is_some_and(|c| c != "images") {
         return Ok(json!([]));
@@ -213,7 +238,12 @@ fn storage_content(sim: &Sim, call: &Call) -> Result<Value, ApiError> {
         let mut row = json!({"volid": v.volid, "format": "raw", "size": v.size,
                              "vmid": v.vmid, "content": "images"});
         if v.linked {
-            row["parent"] = json!(v.volid.split_once(':').and_then(|(_, n)| n.split_once('/')).map(|(b, _)| b).unwrap_or(""));
+            row["parent"] = json!(v
+                .volid
+                .split_once(':')
+                .and_then(|(_, n)| n.split_once('/'))
+                .map(|(b, _)| b)
+                .unwrap_or(""));
         }
         rows.push(row);
     }
@@ -222,7 +252,10 @@ fn storage_content(sim: &Sim, call: &Call) -> Result<Value, ApiError> {
 
 /// Config values typed as PVE's GET config returns them: integers and booleans as numbers,
 /// property strings and everything else as strings.
-fn typed_config(sim: &Sim, config: &std::collections::BTreeMap<String, String>) -> Map<String, Value> {
+fn typed_config(
+    sim: &Sim,
+    config: &std::collections::BTreeMap<String, String>,
+) -> Map<String, Value> {
     let ep = sim.spec.endpoint("PUT", "/nodes/{node}/qemu/{vmid}/config");
     config
         .iter()
@@ -332,7 +365,10 @@ fn agent_ifaces(sim: &Sim, call: &Call) -> Result<Value, ApiError> {
     if !v.running {
         return Err(ApiError::e500(format!("VM {vmid} is not running")));
     }
-    let up_at = v.started_at_ms.unwrap_or(0).saturating_add(sim.latency.boot_delay_ms);
+    let up_at = v
+        .started_at_ms
+        .unwrap_or(0)
+        .saturating_add(sim.latency.boot_delay_ms);
     if sim.clock.now_ms() < up_at {
         return Err(ApiError::e500("QEMU guest agent is not running"));
     }
@@ -364,7 +400,7 @@ fn agent_ifaces(sim: &Sim, call: &Call) -> Result<Value, ApiError> {
             _ => {
                 use sha1::{Digest, Sha1};
                 let h = Sha1::digest(format!("{vmid}/{i}").as_bytes());
-                let (a, b) = (h[0], h[1].max(2).min(254));
+                let (a, b) = (h[0], h[1].clamp(2, 254));
                 addrs.push(json!({"ip-address": format!("10.99.{a}.{b}"), "ip-address-type": "ipv4", "prefix": 16}));
             }
         }
@@ -406,8 +442,13 @@ fn cloudinit_get(sim: &Sim, call: &Call) -> Result<Value, ApiError> {
 }
 
 /// Keys of an inline property-string format (for `vm`'s net handling).
-pub fn format_keys<'a>(sim: &'a Sim, key: &str) -> Option<&'a std::collections::BTreeMap<String, Schema>> {
-    let ep = sim.spec.endpoint("PUT", "/nodes/{node}/qemu/{vmid}/config")?;
+pub fn format_keys<'a>(
+    sim: &'a Sim,
+    key: &str,
+) -> Option<&'a std::collections::BTreeMap<String, Schema>> {
+    let ep = sim
+        .spec
+        .endpoint("PUT", "/nodes/{node}/qemu/{vmid}/config")?;
     let f: &FormatRef = sim.spec.param(ep, key)?.format.as_ref()?;
     sim.spec.keys(f)
 }

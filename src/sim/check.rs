@@ -195,7 +195,10 @@ pub fn parse_property_string(
             None => match &default_key {
                 Some(dk) => (dk.clone(), part.to_string()),
                 None => {
-                    errors.insert(part.to_string(), "value without key, but schema does not define a default key".to_string());
+                    errors.insert(
+                        part.to_string(),
+                        "value without key, but schema does not define a default key".to_string(),
+                    );
                     continue;
                 }
             },
@@ -205,7 +208,10 @@ pub fn parse_property_string(
                 // `virtio=MAC`: the key names the model, the value is the aliased key's.
                 let ka = s.key_alias.clone().unwrap_or_default();
                 if out.insert(ka.clone(), k.clone()).is_some() {
-                    errors.insert(ka, format!("duplicate key in comma-separated list property: {k}"));
+                    errors.insert(
+                        ka,
+                        format!("duplicate key in comma-separated list property: {k}"),
+                    );
                 }
                 (s.alias.clone().unwrap_or(k), v)
             }
@@ -213,7 +219,10 @@ pub fn parse_property_string(
             _ => (k, v),
         };
         if out.contains_key(&k) {
-            errors.insert(k.clone(), format!("duplicate key in comma-separated list property: {k}"));
+            errors.insert(
+                k.clone(),
+                format!("duplicate key in comma-separated list property: {k}"),
+            );
             continue;
         }
         out.insert(k, v);
@@ -300,7 +309,10 @@ pub fn verify_named(name: &str, v: &str) -> Result<(), String> {
         "pve-ipv6-config" => v == "dhcp" || v == "auto" || v.parse::<ipnet::Ipv6Net>().is_ok(),
         "pve-volume-id" => re(r"(?i:[a-z][a-z0-9\-_.]*[a-z0-9]):.+")(v),
         "pve-volume-id-or-qm-path" | "pve-volume-id-or-absolute-path" => {
-            v == "none" || v == "cdrom" || v.starts_with('/') || verify_named("pve-volume-id", v).is_ok()
+            v == "none"
+                || v == "cdrom"
+                || v.starts_with('/')
+                || verify_named("pve-volume-id", v).is_ok()
         }
         "disk-size" => re(r"\d+(\.\d+)?[KMGT]?")(v),
         _ => true,
@@ -319,7 +331,9 @@ mod tests {
 
     fn put_config(params: &[(&str, &str)]) -> Result<(), Errors> {
         let s = spec().unwrap();
-        let ep = s.endpoint("PUT", "/nodes/{node}/qemu/{vmid}/config").unwrap();
+        let ep = s
+            .endpoint("PUT", "/nodes/{node}/qemu/{vmid}/config")
+            .unwrap();
         let mut p: BTreeMap<String, String> = params
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -337,7 +351,11 @@ mod tests {
 
     #[test]
     fn net_with_model_alias_mac_is_accepted() {
-        put_config(&[("net1", "virtio=BC:24:11:00:00:01,bridge=vmbr0,tag=10,mtu=1500")]).unwrap();
+        put_config(&[(
+            "net1",
+            "virtio=BC:24:11:00:00:01,bridge=vmbr0,tag=10,mtu=1500",
+        )])
+        .unwrap();
     }
 
     #[test]
@@ -349,7 +367,10 @@ mod tests {
     #[test]
     fn raw_ssh_key_fails_the_urlencoded_format() {
         let e = put_config(&[("sshkeys", "ssh-ed25519 AAAA me")]).unwrap_err();
-        assert_eq!(e["sshkeys"], "invalid format - invalid urlencoded string: ssh-ed25519 AAAA me");
+        assert_eq!(
+            e["sshkeys"],
+            "invalid format - invalid urlencoded string: ssh-ed25519 AAAA me"
+        );
         put_config(&[("sshkeys", "ssh-ed25519%20AAAA%20me")]).unwrap();
     }
 
@@ -374,7 +395,9 @@ mod tests {
     #[test]
     fn missing_required_parameter_is_reported() {
         let s = spec().unwrap();
-        let ep = s.endpoint("PUT", "/nodes/{node}/qemu/{vmid}/resize").unwrap();
+        let ep = s
+            .endpoint("PUT", "/nodes/{node}/qemu/{vmid}/resize")
+            .unwrap();
         let p: BTreeMap<String, String> = [("node", "pve1"), ("vmid", "100"), ("disk", "scsi0")]
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -11,7 +11,8 @@ pub fn net_mac(net: &str) -> Option<String> {
         let (k, v) = p.split_once('=')?;
         let mac_shaped = v.len() == 17
             && v.split(':').count() == 6
-            && v.split(':').all(|b| b.len() == 2 && b.chars().all(|c| c.is_ascii_hexdigit()));
+            && v.split(':')
+                .all(|b| b.len() == 2 && b.chars().all(|c| c.is_ascii_hexdigit()));
         (mac_shaped && k != "bridge").then(|| v.to_string())
     })
 }
@@ -25,7 +26,11 @@ pub fn ipconfig_field(ipconfig: Option<&String>, field: &str) -> Option<String> 
 }
 
 fn netmask(prefix: u8) -> String {
-    let m: u32 = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix.min(32)) };
+    let m: u32 = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix.min(32))
+    };
     std::net::Ipv4Addr::from(m).to_string()
 }
 
@@ -34,10 +39,11 @@ fn hostname_fqdn(vm: &Vm) -> (String, Option<String>) {
     if let Some((h, d)) = name.split_once('.') {
         return (h.to_string(), Some(name.clone()).filter(|_| !d.is_empty()));
     }
-    let domain = vm
-        .config
-        .get("searchdomain")
-        .and_then(|s| s.split([',', ' ', ';']).find(|x| !x.is_empty()).map(str::to_string));
+    let domain = vm.config.get("searchdomain").and_then(|s| {
+        s.split([',', ' ', ';'])
+            .find(|x| !x.is_empty())
+            .map(str::to_string)
+    });
     let fqdn = domain.map(|d| format!("{name}.{d}"));
     (name, fqdn)
 }
@@ -128,7 +134,9 @@ pub fn network_data(vm: &Vm) -> String {
             Some("dhcp") => s.push_str("      - type: dhcp6\n"),
             Some("auto") => s.push_str("      - type: ipv6_slaac\n"),
             Some(cidr) => {
-                s.push_str(&format!("      - type: static6\n        address: '{cidr}'\n"));
+                s.push_str(&format!(
+                    "      - type: static6\n        address: '{cidr}'\n"
+                ));
                 if let Some(gw) = ipconfig_field(ipc, "gw6") {
                     s.push_str(&format!("        gateway: '{gw}'\n"));
                 }
@@ -189,11 +197,14 @@ mod tests {
     use crate::sim::model::{ClusterDescription, SimState};
 
     fn vm() -> Vm {
-        let mut v = SimState::from_cluster(ClusterDescription::default_cluster()).vms[&9000].clone();
+        let mut v =
+            SimState::from_cluster(ClusterDescription::default_cluster()).vms[&9000].clone();
         v.config.insert("name".into(), "web-1".into());
         v.config.insert("ciuser".into(), "ops".into());
-        v.config.insert("sshkeys".into(), "ssh-ed25519%20AAAAC3x%20me%40h%0A".into());
-        v.config.insert("ipconfig0".into(), "ip=10.0.0.5/24,gw=10.0.0.1".into());
+        v.config
+            .insert("sshkeys".into(), "ssh-ed25519%20AAAAC3x%20me%40h%0A".into());
+        v.config
+            .insert("ipconfig0".into(), "ip=10.0.0.5/24,gw=10.0.0.1".into());
         v.config.insert("nameserver".into(), "1.1.1.1".into());
         v.config.insert("searchdomain".into(), "lab.example".into());
         v
@@ -203,7 +214,10 @@ mod tests {
     fn user_data_has_host_user_and_decoded_keys() {
         let u = user_data(&vm());
         assert!(u.starts_with("#cloud-config\nhostname: web-1\nmanage_etc_hosts: true\nfqdn: web-1.lab.example\nuser: ops\n"), "{u}");
-        assert!(u.contains("ssh_authorized_keys:\n  - ssh-ed25519 AAAAC3x me@h\n"), "{u}");
+        assert!(
+            u.contains("ssh_authorized_keys:\n  - ssh-ed25519 AAAAC3x me@h\n"),
+            "{u}"
+        );
         assert!(u.ends_with("package_upgrade: true\n"));
     }
 

@@ -96,8 +96,9 @@ impl Call {
     /// The verified `vmid` path parameter.
     pub fn vmid(&self) -> Result<u32, ApiError> {
         let v = self.get("vmid").unwrap_or_default();
-        v.parse()
-            .map_err(|_| ApiError::param("vmid", format!("type check ('integer') failed - got '{v}'")))
+        v.parse().map_err(|_| {
+            ApiError::param("vmid", format!("type check ('integer') failed - got '{v}'"))
+        })
     }
 }
 

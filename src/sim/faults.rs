@@ -137,7 +137,10 @@ mod tests {
         });
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         assert!(s.fire("GET", "/version", None, &mut rng).is_empty());
-        assert_eq!(s.fire("GET", "/version", None, &mut rng), vec![FaultAction::Reset]);
+        assert_eq!(
+            s.fire("GET", "/version", None, &mut rng),
+            vec![FaultAction::Reset]
+        );
         assert!(s.fire("GET", "/version", None, &mut rng).is_empty());
         assert!(s.fire("POST", "/version", None, &mut rng).is_empty());
     }

@@ -77,8 +77,16 @@ impl LockTable {
         timeout_ms: u64,
         clock: &SimClock,
     ) -> Result<LockGuard, ()> {
-        let step = (timeout_ms / 50).max(1);
-        let mut waited = 0;
+        // Wait against a real-time deadline. At tiny time scales every holder's sleep is
+        // stretched to the timer granularity (~1 ms), so the wait is floored at 10 µs real per
+        // simulated ms; otherwise contention that PVE survives would time out here.
+        let wait = clock.real(timeout_ms).max(std::time::Duration::from_micros(
+            timeout_ms.saturating_mul(10),
+        ));
+        let deadline = std::time::Instant::now() + wait;
+        let step = clock
+            .real((timeout_ms / 50).max(1))
+            .max(std::time::Duration::from_micros(200));
         loop {
             if self.try_take(key, exclusive) {
                 return Ok(LockGuard {
@@ -87,14 +95,11 @@ impl LockTable {
                     exclusive,
                 });
             }
-            if waited >= timeout_ms {
+            let now = std::time::Instant::now();
+            if now >= deadline {
                 return Err(());
             }
-            clock.sleep(step).await;
-            if clock.time_scale() == 0.0 {
-                tokio::task::yield_now().await;
-            }
-            waited += step;
+            tokio::time::sleep(step.min(deadline - now)).await;
         }
     }
 }

@@ -15,6 +15,7 @@
 
 mod api;
 pub mod check;
+mod clone;
 pub mod cloudinit;
 mod core;
 pub mod faults;
@@ -115,8 +116,16 @@ impl Simulator {
     }
 
     /// Start with a saved state (its cluster description replaces `cfg.cluster`).
-    pub async fn start_with_state(cfg: SimConfig, state: SimState) -> Result<SimHandle, SimError> {
+    pub async fn start_with_state(
+        cfg: SimConfig,
+        mut state: SimState,
+    ) -> Result<SimHandle, SimError> {
         let spec = spec::spec()?;
+        state.cluster.validate()?;
+        // The simulated clock restarts at 0: running VMs count as booted at the restart.
+        for vm in state.vms.values_mut() {
+            vm.started_at_ms = vm.running.then_some(0);
+        }
         let cert = tls::SimCert::generate()?;
         let acceptor = if cfg.tls {
             Some(tokio_rustls::TlsAcceptor::from(cert.server_config()?))
@@ -206,7 +215,8 @@ impl SimHandle {
         guard(&self.sim.counters).clone()
     }
 
-    /// Read access to the live state.
+    /// Access to the live state (tests may also edit it, e.g. to plant a stale `lock`). The
+    /// simulator is blocked while the guard lives: never hold it across an `.await`.
     pub fn state(&self) -> std::sync::MutexGuard<'_, SimState> {
         self.sim.state()
     }
@@ -219,6 +229,11 @@ impl SimHandle {
     /// Storage instances with usage.
     pub fn storages(&self) -> Vec<StorageUsage> {
         self.sim.state().storage_usage()
+    }
+
+    /// Runtime control of the fault rules.
+    pub fn faults(&self) -> FaultControl<'_> {
+        FaultControl { sim: &self.sim }
     }
 
     /// Add a fault rule at runtime.
@@ -236,6 +251,18 @@ impl SimHandle {
         self.sim.tasks.running()
     }
 
+    /// Wait (real time) until no task runs; false if `timeout` passed first.
+    pub async fn wait_idle(&self, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.sim.tasks.running() > 0 {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        true
+    }
+
     /// Stop accepting connections and close open ones.
     pub async fn shutdown(&self) {
         let _ = self.shutdown.send(true);
@@ -243,6 +270,27 @@ impl SimHandle {
         if let Some(j) = join {
             let _ = j.await;
         }
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        // stop serving when the handle goes away, even without an explicit shutdown()
+        let _ = self.shutdown.send(true);
+    }
+}
+
+/// Adds or clears fault rules on a running simulator.
+pub struct FaultControl<'a> {
+    sim: &'a Sim,
+}
+
+impl FaultControl<'_> {
+    pub fn add(&self, rule: FaultRule) {
+        guard(&self.sim.faults).add(rule);
+    }
+    pub fn clear(&self) {
+        guard(&self.sim.faults).clear();
     }
 }
 
@@ -302,9 +350,9 @@ pub fn describe(handle: &SimHandle, ca_path: &std::path::Path) -> String {
     s
 }
 
-/// Run a simulator until Ctrl-C (`hyops-pve sim serve`). Prints URL, token header, CA
-/// fingerprint, CA PEM path and the cluster; saves the state on exit if `state_file` is set.
-pub async fn serve(opts: ServeOptions) -> Result<(), SimError> {
+/// The first half of `sim serve`: load the cluster (and the saved state if `state_file`
+/// exists), start the simulator and write the CA PEM. Returns the handle and the PEM path.
+pub async fn start_serving(opts: &ServeOptions) -> Result<(SimHandle, PathBuf), SimError> {
     let cluster = match &opts.cluster_file {
         Some(p) => ClusterDescription::from_file(p)?,
         None => ClusterDescription::default_cluster(),
@@ -329,11 +377,23 @@ pub async fn serve(opts: ServeOptions) -> Result<(), SimError> {
         path: ca_path.display().to_string(),
         msg: e.to_string(),
     })?;
-    println!("{}", describe(&handle, &ca_path));
-    let _ = tokio::signal::ctrl_c().await;
+    Ok((handle, ca_path))
+}
+
+/// The second half of `sim serve`: stop the simulator and save its state to `state_file`.
+pub async fn finish_serving(handle: &SimHandle, opts: &ServeOptions) -> Result<(), SimError> {
     handle.shutdown().await;
     if let Some(p) = &opts.state_file {
         handle.snapshot_state().save_to(p)?;
     }
     Ok(())
+}
+
+/// Run a simulator until Ctrl-C (`hyops-pve sim serve`). Prints URL, token header, CA
+/// fingerprint, CA PEM path and the cluster; saves the state on exit if `state_file` is set.
+pub async fn serve(opts: ServeOptions) -> Result<(), SimError> {
+    let (handle, ca_path) = start_serving(&opts).await?;
+    println!("{}", describe(&handle, &ca_path));
+    let _ = tokio::signal::ctrl_c().await;
+    finish_serving(&handle, &opts).await
 }

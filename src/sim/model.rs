@@ -179,7 +179,9 @@ impl ClusterDescription {
     /// Check references between nodes, storages and templates.
     pub fn validate(&self) -> Result<(), ClusterError> {
         if self.nodes.is_empty() {
-            return Err(ClusterError::Invalid("nodes: at least one node is needed".into()));
+            return Err(ClusterError::Invalid(
+                "nodes: at least one node is needed".into(),
+            ));
         }
         for s in &self.storages {
             for n in s.nodes.iter().flatten() {
@@ -224,7 +226,10 @@ impl ClusterDescription {
     /// The storage `id` if it is available on `node`.
     pub fn storage_on(&self, id: &str, node: &str) -> Option<&StorageDesc> {
         self.storages.iter().find(|s| {
-            s.id == id && s.nodes.as_ref().is_none_or(|ns| ns.iter().any(|n| n == node))
+            s.id == id
+                && s.nodes
+                    .as_ref()
+                    .is_none_or(|ns| ns.iter().any(|n| n == node))
         })
     }
 }
@@ -253,8 +258,15 @@ pub struct Vm {
 
 /// Keys that cloud-init reads (`cloudinit_pending_properties`).
 pub const CLOUDINIT_KEYS: &[&str] = &[
-    "ciuser", "cipassword", "sshkeys", "nameserver", "searchdomain", "cicustom", "citype",
-    "ciupgrade", "name",
+    "ciuser",
+    "cipassword",
+    "sshkeys",
+    "nameserver",
+    "searchdomain",
+    "cicustom",
+    "citype",
+    "ciupgrade",
+    "name",
 ];
 
 /// Whether `key` is a cloud-init property (including `ipconfigN` and `netN`).
@@ -270,9 +282,11 @@ pub fn indexed(key: &str, base: &str) -> bool {
 
 /// Whether `key` names a drive (`scsi0`, `ide2`, `efidisk0`, `unused3`, …).
 pub fn is_drive_key(key: &str) -> bool {
-    ["ide", "sata", "scsi", "virtio", "unused", "efidisk", "tpmstate"]
-        .iter()
-        .any(|b| indexed(key, b))
+    [
+        "ide", "sata", "scsi", "virtio", "unused", "efidisk", "tpmstate",
+    ]
+    .iter()
+    .any(|b| indexed(key, b))
 }
 
 impl Vm {
@@ -401,7 +415,12 @@ pub fn parse_size(s: &str) -> Option<u64> {
 
 /// Format bytes as PVE does (`format_size`): the largest exact unit.
 pub fn format_size(bytes: u64) -> String {
-    for (unit, m) in [("T", 1u64 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)] {
+    for (unit, m) in [
+        ("T", 1u64 << 40),
+        ("G", 1 << 30),
+        ("M", 1 << 20),
+        ("K", 1 << 10),
+    ] {
         if bytes >= m && bytes % m == 0 {
             return format!("{}{unit}", bytes / m);
         }
@@ -450,10 +469,7 @@ impl SimState {
             set(
                 &mut c,
                 "scsi0",
-                format!(
-                    "{}:base-{}-disk-0,size={}G",
-                    t.storage, t.vmid, t.disk_gb
-                ),
+                format!("{}:base-{}-disk-0,size={}G", t.storage, t.vmid, t.disk_gb),
             );
             set(
                 &mut c,
@@ -495,7 +511,10 @@ impl SimState {
     pub fn storage_usage(&self) -> Vec<StorageUsage> {
         let mut out = Vec::new();
         for s in &self.cluster.storages {
-            let nodes: Vec<String> = s.nodes.clone().unwrap_or_else(|| self.cluster.nodes.clone());
+            let nodes: Vec<String> = s
+                .nodes
+                .clone()
+                .unwrap_or_else(|| self.cluster.nodes.clone());
             for node in nodes {
                 let used = self
                     .volumes()
@@ -524,7 +543,11 @@ impl SimState {
                 let Some((storage, name)) = volid.split_once(':') else {
                     continue;
                 };
-                let size = if name.ends_with("-cloudinit") { 4 << 20 } else { size };
+                let size = if name.ends_with("-cloudinit") {
+                    4 << 20
+                } else {
+                    size
+                };
                 out.push(Volume {
                     volid: volid.clone(),
                     storage: storage.to_string(),
@@ -560,7 +583,10 @@ mod tests {
         let t = &s.vms[&9000];
         assert_eq!(t.node, "pve1");
         assert_eq!(t.config["ide2"], "local-lvm:vm-9000-cloudinit,media=cdrom");
-        assert_eq!(t.drives().iter().find(|d| d.0 == "scsi0").unwrap().2, 32 << 30);
+        assert_eq!(
+            t.drives().iter().find(|d| d.0 == "scsi0").unwrap().2,
+            32 << 30
+        );
         assert_eq!(s.vms[&9001].node, "pve2");
     }
 
@@ -583,6 +609,19 @@ mod tests {
             with_drive_size("local-lvm:vm-1-disk-0,iothread=1,size=32G", 40 << 30),
             "local-lvm:vm-1-disk-0,iothread=1,size=40G"
         );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        #[test]
+        fn format_size_round_trips_through_parse_size(b in 0u64..(1u64 << 50)) {
+            proptest::prop_assert_eq!(parse_size(&format_size(b)), Some(b));
+        }
+
+        #[test]
+        fn parse_size_never_panics(s in ".{0,12}") {
+            let _ = parse_size(&s);
+        }
     }
 
     #[test]

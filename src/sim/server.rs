@@ -50,7 +50,9 @@ pub async fn run(
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             match tls {
                 Some(acceptor) => {
-                    let Ok(stream) = acceptor.accept(stream).await else { return };
+                    let Ok(stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
                     let conn = builder.serve_connection(TokioIo::new(stream), service);
                     tokio::select! {
                         _ = conn => {}
@@ -76,7 +78,12 @@ async fn handle(sim: Arc<Sim>, req: Request<Incoming>) -> Result<Response<Body>,
     let headers = req.headers().clone();
     let body = match axum::body::to_bytes(Body::new(req.into_body()), 64 << 20).await {
         Ok(b) => b,
-        Err(e) => return Ok(error_response(&ApiError::new(400, format!("unable to read request body: {e}")))),
+        Err(e) => {
+            return Ok(error_response(&ApiError::new(
+                400,
+                format!("unable to read request body: {e}"),
+            )))
+        }
     };
 
     let Some(path) = full_path.strip_prefix("/api2/json") else {
@@ -155,7 +162,13 @@ async fn handle(sim: Arc<Sim>, req: Request<Incoming>) -> Result<Response<Body>,
     };
     Ok(match api::dispatch(&sim, &call).await {
         Ok(reply) => ok_response(reply),
-        Err(e) => error_response(&e),
+        Err(e) => {
+            if e.status == 401 {
+                // a failed login (POST /access/ticket) is delayed like any other 401
+                sim.clock.sleep(sim.latency.auth_failure_ms).await;
+            }
+            error_response(&e)
+        }
     })
 }
 
@@ -248,7 +261,12 @@ fn authenticate(sim: &Sim, method: &str, headers: &hyper::HeaderMap) -> Result<S
     }
 }
 
-fn check_ticket(sim: &Sim, method: &str, ticket: &str, csrf: Option<&str>) -> Result<String, ApiError> {
+fn check_ticket(
+    sim: &Sim,
+    method: &str,
+    ticket: &str,
+    csrf: Option<&str>,
+) -> Result<String, ApiError> {
     let tickets = guard(&sim.auth.tickets);
     let Some((user, token)) = tickets.get(ticket) else {
         return Err(ApiError::new(401, "invalid PVE ticket"));

@@ -67,7 +67,8 @@ impl TaskRegistry {
         };
         let pstart = 0x1B58 + node.bytes().map(u32::from).sum::<u32>();
         let starttime = chrono::Utc::now().timestamp();
-        let upid = format!("UPID:{node}:{pid:08X}:{pstart:08X}:{starttime:08X}:{kind}:{id}:{user}:");
+        let upid =
+            format!("UPID:{node}:{pid:08X}:{pstart:08X}:{starttime:08X}:{kind}:{id}:{user}:");
         let task = Task {
             upid: upid.clone(),
             node: node.to_string(),
@@ -141,8 +142,14 @@ mod tests {
         assert!(u.ends_with(":qmclone:9000:root@pam!hyops:"));
         r.finish(&u, Err("shrinking disks is not supported\n".into()));
         let t = r.get(&u).unwrap();
-        assert_eq!(t.exitstatus.as_deref(), Some("shrinking disks is not supported"));
-        assert_eq!(t.log.last().unwrap(), "TASK ERROR: shrinking disks is not supported");
+        assert_eq!(
+            t.exitstatus.as_deref(),
+            Some("shrinking disks is not supported")
+        );
+        assert_eq!(
+            t.log.last().unwrap(),
+            "TASK ERROR: shrinking disks is not supported"
+        );
         assert_eq!(t.status_json()["tokenid"], "hyops");
     }
 }

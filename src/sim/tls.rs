@@ -81,7 +81,10 @@ mod tests {
         let c = SimCert::generate().unwrap();
         assert_eq!(c.fingerprint_hex().len(), 64);
         assert_eq!(c.fingerprint_colon().len(), 95);
-        assert_eq!(c.fingerprint_colon().replace(':', "").to_lowercase(), c.fingerprint_hex());
+        assert_eq!(
+            c.fingerprint_colon().replace(':', "").to_lowercase(),
+            c.fingerprint_hex()
+        );
         assert!(c.server_config().is_ok());
     }
 }
