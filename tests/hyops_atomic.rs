@@ -52,7 +52,12 @@ fn partial_reads(control: bool, rounds: u64) -> u64 {
             cmd.env("HYOPS_ATOMIC_TEST_CONTROL", "1");
         }
         let mut child = cmd
-            .args(["--exact", "zz_child_writer_helper", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "zz_child_writer_helper",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, &target)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -84,5 +89,8 @@ fn sigkill_mid_write_never_leaves_a_partial_file() {
 /// the test above can fail.
 #[test]
 fn control_plain_write_is_caught_partial() {
-    assert!(partial_reads(true, 20) > 0, "the kill never hit a plain write");
+    assert!(
+        partial_reads(true, 20) > 0,
+        "the kill never hit a plain write"
+    );
 }

@@ -11,7 +11,10 @@ use hyops_pve::secret::Secret;
 use serde_json::json;
 
 fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn write_tfvars(root: &Path, body: &str) {
@@ -36,7 +39,10 @@ fn tfvars_values_win_over_env_and_defaults_fill_the_rest() {
     write_tfvars(d.path(), FULL);
     let c = load_proxmox_credentials(
         &RuntimeRoot::at(d.path()),
-        &env(&[("PROXMOX_NODE", "env-node"), ("PROXMOX_NETWORK_BRIDGE", "vmbr9")]),
+        &env(&[
+            ("PROXMOX_NODE", "env-node"),
+            ("PROXMOX_NETWORK_BRIDGE", "vmbr9"),
+        ]),
         None,
     )
     .unwrap();
@@ -45,7 +51,14 @@ fn tfvars_values_win_over_env_and_defaults_fill_the_rest() {
     assert_eq!(c.token_secret.expose(), "tf-secret-1");
     assert_eq!(c.node, "pve1");
     assert_eq!(c.network_bridge, "vmbr9", "env fills what tfvars lacks");
-    assert_eq!((c.storage_pool.as_str(), c.storage_iso.as_str(), c.storage_snippets.as_str()), ("local-lvm", "isos", "isos"));
+    assert_eq!(
+        (
+            c.storage_pool.as_str(),
+            c.storage_iso.as_str(),
+            c.storage_snippets.as_str()
+        ),
+        ("local-lvm", "isos", "isos")
+    );
     assert_eq!(c.ssh_username, "root");
     assert_eq!(c.host().as_deref(), Some("10.0.0.5"));
     assert!(!format!("{c:?}").contains("tf-secret-1"));
@@ -65,15 +78,40 @@ fn tls_skip_by_tfvars_or_env_and_pin_and_ca_are_read() {
     let d = tempfile::tempdir().unwrap();
     let r = RuntimeRoot::at(d.path());
     write_tfvars(d.path(), &format!("{FULL}\nproxmox_skip_tls = true\n"));
-    assert!(load_proxmox_credentials(&r, &env(&[]), None).unwrap().tls.skip_verify);
+    assert!(
+        load_proxmox_credentials(&r, &env(&[]), None)
+            .unwrap()
+            .tls
+            .skip_verify
+    );
     write_tfvars(d.path(), FULL);
-    assert!(load_proxmox_credentials(&r, &env(&[("PROXMOX_SKIP_TLS", "1")]), None).unwrap().tls.skip_verify);
-    assert!(!load_proxmox_credentials(&r, &env(&[("PROXMOX_SKIP_TLS", "false")]), None).unwrap().tls.skip_verify);
+    assert!(
+        load_proxmox_credentials(&r, &env(&[("PROXMOX_SKIP_TLS", "1")]), None)
+            .unwrap()
+            .tls
+            .skip_verify
+    );
+    assert!(
+        !load_proxmox_credentials(&r, &env(&[("PROXMOX_SKIP_TLS", "false")]), None)
+            .unwrap()
+            .tls
+            .skip_verify
+    );
     let fp = "AB:".repeat(31) + "AB";
-    let c = load_proxmox_credentials(&r, &env(&[("PROXMOX_TLS_FINGERPRINT", &fp), ("PROXMOX_CA_FILE", "/ca.pem")]), None).unwrap();
+    let c = load_proxmox_credentials(
+        &r,
+        &env(&[
+            ("PROXMOX_TLS_FINGERPRINT", &fp),
+            ("PROXMOX_CA_FILE", "/ca.pem"),
+        ]),
+        None,
+    )
+    .unwrap();
     assert_eq!(c.tls.fingerprint_sha256, Some([0xab; 32]));
     assert_eq!(c.tls.ca_file.as_deref(), Some(Path::new("/ca.pem")));
-    let e = load_proxmox_credentials(&r, &env(&[("PROXMOX_TLS_FINGERPRINT", "zz")]), None).unwrap_err().to_string();
+    let e = load_proxmox_credentials(&r, &env(&[("PROXMOX_TLS_FINGERPRINT", "zz")]), None)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("proxmox_tls_fingerprint"), "{e}");
 }
 
@@ -81,20 +119,45 @@ fn tls_skip_by_tfvars_or_env_and_pin_and_ca_are_read() {
 fn env_fallbacks_and_vault_secret_are_used() {
     let d = tempfile::tempdir().unwrap();
     write_tfvars(d.path(), "proxmox_url = \"https://h:8006/api2/json\"\nproxmox_node = \"n\"\nproxmox_token_secret = \"MISSING_PROXMOX_TOKEN_SECRET\"\n");
-    let vault = BTreeMap::from([("PROXMOX_TOKEN_SECRET".to_string(), Secret::new("from-vault"))]);
-    let c = load_proxmox_credentials(&RuntimeRoot::at(d.path()), &env(&[("PROXMOX_TOKEN_ID", "u@pam!t")]), Some(&vault)).unwrap();
+    let vault = BTreeMap::from([(
+        "PROXMOX_TOKEN_SECRET".to_string(),
+        Secret::new("from-vault"),
+    )]);
+    let c = load_proxmox_credentials(
+        &RuntimeRoot::at(d.path()),
+        &env(&[("PROXMOX_TOKEN_ID", "u@pam!t")]),
+        Some(&vault),
+    )
+    .unwrap();
     assert_eq!(c.token_id, "u@pam!t");
-    assert_eq!(c.token_secret.expose(), "from-vault", "placeholder never used as a value");
+    assert_eq!(
+        c.token_secret.expose(),
+        "from-vault",
+        "placeholder never used as a value"
+    );
 }
 
 #[test]
 fn missing_keys_and_missing_provider_use_contract_messages() {
     let d = tempfile::tempdir().unwrap();
     let r = RuntimeRoot::at(d.path());
-    let e = load_proxmox_credentials(&r, &env(&[]), None).unwrap_err().to_string();
-    assert_eq!(e, format!("missing required credentials: proxmox (expected credentials in {})", d.path().join("credentials").display()));
-    write_tfvars(d.path(), "proxmox_url = \"https://h/api2/json\"\nproxmox_node = \"MISSING_PROXMOX_NODE\"\n");
-    let e = load_proxmox_credentials(&r, &env(&[]), None).unwrap_err().to_string();
+    let e = load_proxmox_credentials(&r, &env(&[]), None)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        format!(
+            "missing required credentials: proxmox (expected credentials in {})",
+            d.path().join("credentials").display()
+        )
+    );
+    write_tfvars(
+        d.path(),
+        "proxmox_url = \"https://h/api2/json\"\nproxmox_node = \"MISSING_PROXMOX_NODE\"\n",
+    );
+    let e = load_proxmox_credentials(&r, &env(&[]), None)
+        .unwrap_err()
+        .to_string();
     assert_eq!(
         e,
         format!(
@@ -128,17 +191,35 @@ fn proxmox_ready_marker_is_read_leniently() {
 // ---- NetBox env (§4.1) ----
 
 fn netbox_state(root: &Path, outputs: serde_json::Value) {
-    write_json_atomic(&root.join("state/modules/platform__onprem__netbox/latest.json"), &json!({"status": "ok", "outputs": outputs})).unwrap();
+    write_json_atomic(
+        &root.join("state/modules/platform__onprem__netbox/latest.json"),
+        &json!({"status": "ok", "outputs": outputs}),
+    )
+    .unwrap();
 }
 
 #[test]
 fn authority_root_resolution_order() {
     let home = Path::new("/home/u");
     let r = RuntimeRoot::at(Path::new("/rt"));
-    assert_eq!(netbox_authority_root(&r, &env(&[]), home).unwrap(), Path::new("/home/u/.hybridops/envs/shared"));
-    assert_eq!(netbox_authority_root(&r, &env(&[("HYOPS_NETBOX_AUTHORITY_ENV", "hub")]), home).unwrap(), Path::new("/home/u/.hybridops/envs/hub"));
     assert_eq!(
-        netbox_authority_root(&r, &env(&[("HYOPS_NETBOX_AUTHORITY_ROOT", "rel"), ("HYOPS_NETBOX_AUTHORITY_ENV", "hub")]), home).unwrap(),
+        netbox_authority_root(&r, &env(&[]), home).unwrap(),
+        Path::new("/home/u/.hybridops/envs/shared")
+    );
+    assert_eq!(
+        netbox_authority_root(&r, &env(&[("HYOPS_NETBOX_AUTHORITY_ENV", "hub")]), home).unwrap(),
+        Path::new("/home/u/.hybridops/envs/hub")
+    );
+    assert_eq!(
+        netbox_authority_root(
+            &r,
+            &env(&[
+                ("HYOPS_NETBOX_AUTHORITY_ROOT", "rel"),
+                ("HYOPS_NETBOX_AUTHORITY_ENV", "hub")
+            ]),
+            home
+        )
+        .unwrap(),
         Path::new("/rt/rel")
     );
 }
@@ -150,26 +231,56 @@ fn netbox_values_come_from_env_file_state_and_vault_and_authority_overrides() {
     let r = RuntimeRoot::at(local.path());
     let pw = Secret::new("vpw");
     netbox_state(local.path(), json!({"netbox_url": "http://local:8000"}));
-    write_vault_env(&local.path().join("vault/bootstrap.vault.env"), &BTreeMap::from([("NETBOX_API_TOKEN".into(), Secret::new("local-tok"))]), &pw).unwrap();
+    write_vault_env(
+        &local.path().join("vault/bootstrap.vault.env"),
+        &BTreeMap::from([("NETBOX_API_TOKEN".into(), Secret::new("local-tok"))]),
+        &pw,
+    )
+    .unwrap();
     let nb = hydrate_netbox_env(&r, local.path(), &env(&[]), Some(&pw)).unwrap();
-    assert_eq!(nb.api_url.as_deref(), Some("http://local:8000"), "/api/ stripped");
+    assert_eq!(
+        nb.api_url.as_deref(),
+        Some("http://local:8000"),
+        "/api/ stripped"
+    );
     assert_eq!(nb.api_token.as_ref().unwrap().expose(), "local-tok");
     // authority overrides inferred values
     std::fs::create_dir_all(auth.path().join("credentials")).unwrap();
-    std::fs::write(auth.path().join("credentials/netbox.env"), "NETBOX_API_URL=https://nb.auth/api\nNETBOX_API_TOKEN=auth-tok\n").unwrap();
+    std::fs::write(
+        auth.path().join("credentials/netbox.env"),
+        "NETBOX_API_URL=https://nb.auth/api\nNETBOX_API_TOKEN=auth-tok\n",
+    )
+    .unwrap();
     let nb = hydrate_netbox_env(&r, auth.path(), &env(&[]), Some(&pw)).unwrap();
     assert_eq!(nb.api_url.as_deref(), Some("https://nb.auth"));
     assert_eq!(nb.api_token.as_ref().unwrap().expose(), "auth-tok");
     // explicit process env wins over everything
-    let nb = hydrate_netbox_env(&r, auth.path(), &env(&[("NETBOX_API_URL", "http://explicit/api/"), ("NETBOX_API_TOKEN", "exp")]), Some(&pw)).unwrap();
-    assert_eq!((nb.api_url.as_deref(), nb.api_token.unwrap().expose()), (Some("http://explicit"), "exp"));
+    let nb = hydrate_netbox_env(
+        &r,
+        auth.path(),
+        &env(&[
+            ("NETBOX_API_URL", "http://explicit/api/"),
+            ("NETBOX_API_TOKEN", "exp"),
+        ]),
+        Some(&pw),
+    )
+    .unwrap();
+    assert_eq!(
+        (nb.api_url.as_deref(), nb.api_token.unwrap().expose()),
+        (Some("http://explicit"), "exp")
+    );
 }
 
 #[test]
 fn locked_vault_warns_and_missing_values_give_the_contract_error() {
     let local = tempfile::tempdir().unwrap();
     let r = RuntimeRoot::at(local.path());
-    write_vault_env(&local.path().join("vault/bootstrap.vault.env"), &BTreeMap::from([("NETBOX_API_TOKEN".into(), Secret::new("t"))]), &Secret::new("x")).unwrap();
+    write_vault_env(
+        &local.path().join("vault/bootstrap.vault.env"),
+        &BTreeMap::from([("NETBOX_API_TOKEN".into(), Secret::new("t"))]),
+        &Secret::new("x"),
+    )
+    .unwrap();
     let nb = hydrate_netbox_env(&r, local.path(), &env(&[]), None).unwrap();
     assert_eq!(nb.warnings, vec![NETBOX_VAULT_LOCKED_WARNING.to_string()]);
     assert_eq!(
@@ -184,8 +295,16 @@ fn netbox_readiness_messages() {
     let d = tempfile::tempdir().unwrap();
     let e = netbox_ready(d.path()).unwrap_err().to_string();
     assert!(e.starts_with("ipam requires netbox ready: netbox state not found (run: hyops blueprint --env shared --ref onprem/bootstrap-netbox@v1) OR: set HYOPS_NETBOX_AUTHORITY_ENV and apply NetBox there (authority_root="), "{e}");
-    write_json_atomic(&d.path().join("state/modules/platform__onprem__netbox/latest.json"), &json!({"status": "error"})).unwrap();
-    assert!(netbox_ready(d.path()).unwrap_err().to_string().ends_with("netbox state is not ready: status=error"));
+    write_json_atomic(
+        &d.path()
+            .join("state/modules/platform__onprem__netbox/latest.json"),
+        &json!({"status": "error"}),
+    )
+    .unwrap();
+    assert!(netbox_ready(d.path())
+        .unwrap_err()
+        .to_string()
+        .ends_with("netbox state is not ready: status=error"));
     netbox_state(d.path(), json!({}));
     assert!(netbox_ready(d.path()).is_ok());
 }
@@ -199,8 +318,21 @@ fn disk_check_uses_the_contract_message() {
     assert!(disk_check(&r, 1).ok);
     let c = disk_check(&r, u64::MAX / 2);
     assert!(!c.ok && c.mandatory);
-    assert!(c.detail.starts_with("insufficient disk space under runtime root: free="), "{}", c.detail);
-    assert!(c.detail.ends_with(&format!("MB required>={}MB ({})", u64::MAX / 2, r.path().display())), "{}", c.detail);
+    assert!(
+        c.detail
+            .starts_with("insufficient disk space under runtime root: free="),
+        "{}",
+        c.detail
+    );
+    assert!(
+        c.detail.ends_with(&format!(
+            "MB required>={}MB ({})",
+            u64::MAX / 2,
+            r.path().display()
+        )),
+        "{}",
+        c.detail
+    );
 }
 
 #[test]
@@ -208,15 +340,41 @@ fn preflight_reports_checks_and_strict_makes_all_mandatory() {
     let d = tempfile::tempdir().unwrap();
     let r = RuntimeRoot::at(d.path());
     write_tfvars(d.path(), FULL);
-    let opts = PreflightOptions { template_state_ref: Some("core/onprem/template-image"), ..Default::default() };
+    let opts = PreflightOptions {
+        template_state_ref: Some("core/onprem/template-image"),
+        ..Default::default()
+    };
     let rep = run_preflight_checks(&r, &opts);
     let names: Vec<&str> = rep.checks.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(names, ["disk:runtime_root", "credentials:proxmox", "template:core/onprem/template-image", "readiness:proxmox"]);
+    assert_eq!(
+        names,
+        [
+            "disk:runtime_root",
+            "credentials:proxmox",
+            "template:core/onprem/template-image",
+            "readiness:proxmox"
+        ]
+    );
     assert!(!rep.ok(), "template state missing");
-    write_json_atomic(&d.path().join("state/modules/core__onprem__template-image/latest.json"), &json!({"status": "ok", "outputs": {"template_vm_id": 9000}})).unwrap();
+    write_json_atomic(
+        &d.path()
+            .join("state/modules/core__onprem__template-image/latest.json"),
+        &json!({"status": "ok", "outputs": {"template_vm_id": 9000}}),
+    )
+    .unwrap();
     let rep = run_preflight_checks(&r, &opts);
-    assert!(rep.ok(), "readiness marker is optional unless strict: {:?}", rep.failures());
-    let strict = run_preflight_checks(&r, &PreflightOptions { strict: true, ..opts });
+    assert!(
+        rep.ok(),
+        "readiness marker is optional unless strict: {:?}",
+        rep.failures()
+    );
+    let strict = run_preflight_checks(
+        &r,
+        &PreflightOptions {
+            strict: true,
+            ..opts
+        },
+    );
     assert!(!strict.ok());
     assert_eq!(strict.failures()[0].name, "readiness:proxmox");
 }

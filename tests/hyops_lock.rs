@@ -21,7 +21,14 @@ fn zz_child_process_helper() {
         return;
     };
     let r = RuntimeRoot::at(Path::new(&root));
-    let _lock = acquire_lock(&r, &mref(), None, "apply-20260101T000000Z-c0ffee00", Duration::from_secs(5)).unwrap();
+    let _lock = acquire_lock(
+        &r,
+        &mref(),
+        None,
+        "apply-20260101T000000Z-c0ffee00",
+        Duration::from_secs(5),
+    )
+    .unwrap();
     println!("LOCKED");
     std::io::stdout().flush().unwrap();
     let mut line = String::new();
@@ -30,7 +37,12 @@ fn zz_child_process_helper() {
 
 fn spawn_holder(root: &Path) -> (Child, BufReader<ChildStdout>) {
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "zz_child_process_helper", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "zz_child_process_helper",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, root)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -42,7 +54,10 @@ fn spawn_holder(root: &Path) -> (Child, BufReader<ChildStdout>) {
     let mut line = String::new();
     loop {
         line.clear();
-        assert!(out.read_line(&mut line).unwrap() > 0, "child exited before locking");
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "child exited before locking"
+        );
         if line.contains("LOCKED") {
             break;
         }
@@ -56,7 +71,15 @@ fn second_process_is_refused_with_holder_run_id_and_pid() {
     let d = tempfile::tempdir().unwrap();
     let r = RuntimeRoot::at(d.path());
     let (mut child, _out) = spawn_holder(d.path());
-    let e = acquire_lock(&r, &mref(), None, "apply-parent", Duration::from_millis(300)).unwrap_err().to_string();
+    let e = acquire_lock(
+        &r,
+        &mref(),
+        None,
+        "apply-parent",
+        Duration::from_millis(300),
+    )
+    .unwrap_err()
+    .to_string();
     let path = r.lock_file(&mref(), None);
     assert!(e.contains("another hyops-pve run holds the lock for platform/onprem/platform-vm (slot latest): run_id=apply-20260101T000000Z-c0ffee00"), "{e}");
     assert!(e.contains(&format!("pid={}", child.id())), "{e}");
@@ -78,8 +101,14 @@ fn killed_holder_lock_is_released_by_the_kernel_and_reported_stale() {
     child.wait().unwrap();
     assert!(r.lock_file(&mref(), None).exists());
     let lock = acquire_lock(&r, &mref(), None, "apply-parent", Duration::from_secs(2)).unwrap();
-    let stale = lock.stale_previous.clone().expect("previous holder recorded");
-    assert_eq!((stale.run_id.as_str(), stale.pid), ("apply-20260101T000000Z-c0ffee00", pid));
+    let stale = lock
+        .stale_previous
+        .clone()
+        .expect("previous holder recorded");
+    assert_eq!(
+        (stale.run_id.as_str(), stale.pid),
+        ("apply-20260101T000000Z-c0ffee00", pid)
+    );
 }
 
 #[test]
@@ -89,7 +118,9 @@ fn slots_lock_independently_and_release_on_drop() {
     let inst = StateInstance::parse("pool").unwrap();
     let a = acquire_lock(&r, &mref(), None, "apply-a", Duration::ZERO).unwrap();
     let b = acquire_lock(&r, &mref(), Some(&inst), "apply-b", Duration::ZERO).unwrap();
-    let e = acquire_lock(&r, &mref(), Some(&inst), "apply-c", Duration::ZERO).unwrap_err().to_string();
+    let e = acquire_lock(&r, &mref(), Some(&inst), "apply-c", Duration::ZERO)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("(slot instance:pool): run_id=apply-b"), "{e}");
     drop(b);
     assert!(!r.lock_file(&mref(), Some(&inst)).exists());

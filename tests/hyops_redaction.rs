@@ -38,7 +38,11 @@ fn planted_secrets_never_appear_in_written_files() {
     std::fs::create_dir_all(tfvars.parent().unwrap()).unwrap();
     std::fs::write(&tfvars, format!("proxmox_url = \"https://10.0.0.5:8006/api2/json\"\nproxmox_token_id = \"a@pam!t\"\nproxmox_token_secret = \"{PVE_SECRET}\"\nproxmox_node = \"pve1\"\n")).unwrap();
     let netbox_env = r.credentials_dir().join("netbox.env");
-    std::fs::write(&netbox_env, format!("NETBOX_API_URL=http://nb/api/\nNETBOX_API_TOKEN={NETBOX_TOKEN}\n")).unwrap();
+    std::fs::write(
+        &netbox_env,
+        format!("NETBOX_API_URL=http://nb/api/\nNETBOX_API_TOKEN={NETBOX_TOKEN}\n"),
+    )
+    .unwrap();
     let pw = Secret::new(VAULT_PASSWORD);
     let vault_entries = BTreeMap::from([
         ("PROXMOX_TOKEN_SECRET".to_string(), Secret::new(PVE_SECRET)),
@@ -61,7 +65,8 @@ fn planted_secrets_never_appear_in_written_files() {
     let vault = read_vault_env(&r.vault_file(), &password).unwrap();
     let creds = load_proxmox_credentials(&r, &env, Some(&vault)).unwrap();
     let nb = hydrate_netbox_env(&r, r.path(), &BTreeMap::new(), Some(&password)).unwrap();
-    let wrong = read_vault_env(&r.vault_file(), &Secret::new(format!("{VAULT_PASSWORD}x"))).unwrap_err();
+    let wrong =
+        read_vault_env(&r.vault_file(), &Secret::new(format!("{VAULT_PASSWORD}x"))).unwrap_err();
     let missing = load_proxmox_credentials(&RuntimeRoot::at(pwdir.path()), &env, None).unwrap_err();
 
     // Write state and evidence, feeding them every message and debug rendering we have.
@@ -84,10 +89,15 @@ fn planted_secrets_never_appear_in_written_files() {
     .unwrap();
     let diagnostics = format!("{creds:?}\n{nb:?}\n{vault:?}\n{password:?}\n{wrong}\n{missing}\n");
     write_text_atomic(&ev.join("diagnostics.txt"), &diagnostics).unwrap();
-    let v = st.persist_error("apply", &format!("{wrong}; {missing}")).unwrap();
+    let v = st
+        .persist_error("apply", &format!("{wrong}; {missing}"))
+        .unwrap();
     write_module_state_record(&ev, st.path(), &v, Some(("error", &wrong.to_string()))).unwrap();
     let mut outputs = Map::new();
-    outputs.insert("vms".into(), json!({"app-01": {"vm_name": "dev-app-01", "vm_id": 4101}}));
+    outputs.insert(
+        "vms".into(),
+        json!({"app-01": {"vm_name": "dev-app-01", "vm_id": 4101}}),
+    );
     let published = publish_outputs(&outputs);
     let ok = st
         .persist_ok(&OkRecord {
@@ -104,7 +114,11 @@ fn planted_secrets_never_appear_in_written_files() {
     let mut result = DriverResult::error(&run_id, "apply", missing.to_string());
     result.warnings = nb.warnings.clone();
     write_driver_result(&ev, &result).unwrap();
-    append_jsonl(&ev.join("journal.jsonl"), &json!({"event": "done", "creds": format!("{creds:?}")})).unwrap();
+    append_jsonl(
+        &ev.join("journal.jsonl"),
+        &json!({"event": "done", "creds": format!("{creds:?}")}),
+    )
+    .unwrap();
     let lock_body = std::fs::read_to_string(r.lock_file(&m, None)).unwrap();
     assert!(lock_body.contains(&run_id));
 
@@ -119,10 +133,19 @@ fn planted_secrets_never_appear_in_written_files() {
     for f in files.iter().filter(|f| !planted.contains(f)) {
         let text = String::from_utf8_lossy(&std::fs::read(f).unwrap()).into_owned();
         for secret in [PVE_SECRET, NETBOX_TOKEN, VAULT_PASSWORD, ENV_PVE_SECRET] {
-            assert!(!text.contains(secret), "{} contains a planted secret", f.display());
+            assert!(
+                !text.contains(secret),
+                "{} contains a planted secret",
+                f.display()
+            );
         }
         checked += 1;
     }
-    assert!(checked >= 9, "expected the state, evidence, rerun, vault and lock files; checked {checked}");
-    let _: Value = serde_json::from_str(&std::fs::read_to_string(ev.join("driver_result.json")).unwrap()).unwrap();
+    assert!(
+        checked >= 9,
+        "expected the state, evidence, rerun, vault and lock files; checked {checked}"
+    );
+    let _: Value =
+        serde_json::from_str(&std::fs::read_to_string(ev.join("driver_result.json")).unwrap())
+            .unwrap();
 }

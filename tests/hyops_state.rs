@@ -23,9 +23,16 @@ fn mode(p: &Path) -> u32 {
 fn outputs(keys: &[&str]) -> Map<String, Value> {
     let mut vms = Map::new();
     for k in keys {
-        vms.insert((*k).into(), json!({"vm_id": 100, "vm_name": format!("dev-{k}")}));
+        vms.insert(
+            (*k).into(),
+            json!({"vm_id": 100, "vm_name": format!("dev-{k}")}),
+        );
     }
-    publish_outputs(json!({"vms": vms, "node_name": "pve1", "secret_extra": "x"}).as_object().unwrap())
+    publish_outputs(
+        json!({"vms": vms, "node_name": "pve1", "secret_extra": "x"})
+            .as_object()
+            .unwrap(),
+    )
 }
 
 fn ok_record(r: &RuntimeRoot, run_id: &str, keys: &[&str]) -> OkRecord {
@@ -46,22 +53,50 @@ fn persist_ok_writes_every_contract_key() {
     let r = root(d.path());
     let inst = StateInstance::parse("pool_a").unwrap();
     let st = ModuleState::new(&r, &mref(), Some(&inst));
-    let v = st.persist_ok(&ok_record(&r, "apply-20260101T000000Z-00000001", &["app-01"])).unwrap();
+    let v = st
+        .persist_ok(&ok_record(
+            &r,
+            "apply-20260101T000000Z-00000001",
+            &["app-01"],
+        ))
+        .unwrap();
     for k in [
-        "module_ref", "run_id", "status", "updated_at", "execution", "requirements",
-        "dependencies", "outputs", "output_count", "evidence_dir", "input_contract",
-        "state_instance", "rerun_inputs_file", "resolved_inputs_file",
+        "module_ref",
+        "run_id",
+        "status",
+        "updated_at",
+        "execution",
+        "requirements",
+        "dependencies",
+        "outputs",
+        "output_count",
+        "evidence_dir",
+        "input_contract",
+        "state_instance",
+        "rerun_inputs_file",
+        "resolved_inputs_file",
     ] {
         assert!(v.get(k).is_some(), "missing {k}");
     }
     assert_eq!(v["status"], "ok");
-    assert_eq!(v["execution"], json!({"driver": DRIVER_REF, "profile": PROFILE, "pack_id": PACK_ID, "backend": {"mode": "local"}}));
+    assert_eq!(
+        v["execution"],
+        json!({"driver": DRIVER_REF, "profile": PROFILE, "pack_id": PACK_ID, "backend": {"mode": "local"}})
+    );
     assert_eq!(v["requirements"], json!({"credentials": ["proxmox"]}));
     assert_eq!(v["dependencies"], json!([]));
-    assert_eq!(v["output_count"], json!(v["outputs"].as_object().unwrap().len()));
+    assert_eq!(
+        v["output_count"],
+        json!(v["outputs"].as_object().unwrap().len())
+    );
     let ts = v["updated_at"].as_str().unwrap();
-    assert!(chrono::NaiveDateTime::parse_from_str(ts, "%Y-%m-%dT%H:%M:%SZ").is_ok(), "{ts}");
-    assert!(st.path().ends_with("state/modules/platform__onprem__platform-vm/instances/pool_a.json"));
+    assert!(
+        chrono::NaiveDateTime::parse_from_str(ts, "%Y-%m-%dT%H:%M:%SZ").is_ok(),
+        "{ts}"
+    );
+    assert!(st
+        .path()
+        .ends_with("state/modules/platform__onprem__platform-vm/instances/pool_a.json"));
     assert_eq!(mode(st.path()), 0o600);
 }
 
@@ -70,9 +105,13 @@ fn latest_slot_has_no_state_instance_key() {
     let d = tempfile::tempdir().unwrap();
     let r = root(d.path());
     let st = ModuleState::new(&r, &mref(), None);
-    let v = st.persist_ok(&ok_record(&r, "apply-20260101T000000Z-00000001", &["a"])).unwrap();
+    let v = st
+        .persist_ok(&ok_record(&r, "apply-20260101T000000Z-00000001", &["a"]))
+        .unwrap();
     assert!(v.get("state_instance").is_none());
-    assert!(st.path().ends_with("state/modules/platform__onprem__platform-vm/latest.json"));
+    assert!(st
+        .path()
+        .ends_with("state/modules/platform__onprem__platform-vm/latest.json"));
 }
 
 #[test]
@@ -80,7 +119,12 @@ fn running_then_ok_replaces_with_fresh_object() {
     let d = tempfile::tempdir().unwrap();
     let r = root(d.path());
     let st = ModuleState::new(&r, &mref(), None);
-    st.persist_ok(&ok_record(&r, "apply-20260101T000000Z-00000001", &["old-01"])).unwrap();
+    st.persist_ok(&ok_record(
+        &r,
+        "apply-20260101T000000Z-00000001",
+        &["old-01"],
+    ))
+    .unwrap();
     let running = st
         .persist_running(&RunningRecord {
             run_id: "apply-20260102T000000Z-00000002".into(),
@@ -94,11 +138,24 @@ fn running_then_ok_replaces_with_fresh_object() {
     assert_eq!(running["status"], "running");
     assert_eq!(running["active_command"], "apply");
     assert_eq!(running["run_id"], "apply-20260102T000000Z-00000002");
-    assert_eq!(running["outputs"]["vm_keys"], json!(["old-01"]), "previous outputs kept");
+    assert_eq!(
+        running["outputs"]["vm_keys"],
+        json!(["old-01"]),
+        "previous outputs kept"
+    );
     assert_eq!(running["input_contract"]["addressing_mode"], "ipam");
-    let ok = st.persist_ok(&ok_record(&r, "apply-20260102T000000Z-00000002", &["new-01"])).unwrap();
+    let ok = st
+        .persist_ok(&ok_record(
+            &r,
+            "apply-20260102T000000Z-00000002",
+            &["new-01"],
+        ))
+        .unwrap();
     assert_eq!(ok["status"], "ok");
-    assert!(ok.get("active_command").is_none(), "fresh object, not merged");
+    assert!(
+        ok.get("active_command").is_none(),
+        "fresh object, not merged"
+    );
     assert_eq!(ok["outputs"]["vm_keys"], json!(["new-01"]));
 }
 
@@ -107,7 +164,12 @@ fn running_then_error_keeps_previous_outputs_and_drops_active_command() {
     let d = tempfile::tempdir().unwrap();
     let r = root(d.path());
     let st = ModuleState::new(&r, &mref(), None);
-    st.persist_ok(&ok_record(&r, "apply-20260101T000000Z-00000001", &["keep-01"])).unwrap();
+    st.persist_ok(&ok_record(
+        &r,
+        "apply-20260101T000000Z-00000001",
+        &["keep-01"],
+    ))
+    .unwrap();
     st.persist_running(&RunningRecord {
         run_id: "apply-20260102T000000Z-00000002".into(),
         command: "apply".into(),
@@ -124,7 +186,8 @@ fn running_then_error_keeps_previous_outputs_and_drops_active_command() {
     assert!(err.get("active_command").is_none());
     assert_eq!(err["outputs"]["vm_keys"], json!(["keep-01"]));
     assert_eq!(err["outputs"]["vm_names"], json!(["dev-keep-01"]));
-    let on_disk: Value = serde_json::from_str(&std::fs::read_to_string(st.path()).unwrap()).unwrap();
+    let on_disk: Value =
+        serde_json::from_str(&std::fs::read_to_string(st.path()).unwrap()).unwrap();
     assert_eq!(on_disk, err);
 }
 
@@ -133,9 +196,14 @@ fn destroyed_has_empty_outputs_and_no_rerun_files() {
     let d = tempfile::tempdir().unwrap();
     let r = root(d.path());
     let st = ModuleState::new(&r, &mref(), None);
-    st.persist_ok(&ok_record(&r, "apply-20260101T000000Z-00000001", &["a"])).unwrap();
+    st.persist_ok(&ok_record(&r, "apply-20260101T000000Z-00000001", &["a"]))
+        .unwrap();
     let v = st
-        .persist_destroyed("destroy-20260103T000000Z-00000003", &d.path().join("ev3"), &json!({}))
+        .persist_destroyed(
+            "destroy-20260103T000000Z-00000003",
+            &d.path().join("ev3"),
+            &json!({}),
+        )
         .unwrap();
     assert_eq!(v["status"], "destroyed");
     assert_eq!(v["outputs"], json!({}));
@@ -174,7 +242,10 @@ fn input_contract_contains_only_present_keys() {
         "inventory_state_ref": "x/y",
         "vms": {}
     }));
-    assert_eq!(c, json!({"addressing_mode": "ipam", "ipam_provider": "netbox", "require_ipam": true, "inventory_state_ref": "x/y"}));
+    assert_eq!(
+        c,
+        json!({"addressing_mode": "ipam", "ipam_provider": "netbox", "require_ipam": true, "inventory_state_ref": "x/y"})
+    );
     assert_eq!(build_input_contract(&json!({})), json!({}));
 }
 
@@ -182,7 +253,11 @@ fn input_contract_contains_only_present_keys() {
 fn json_is_written_with_sorted_keys_two_space_indent_and_0600() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("sub/x.json");
-    write_json_atomic(&p, &json!({"zeta": 1, "alpha": {"d": 1, "c": [{"b": 1, "a": 2}]}})).unwrap();
+    write_json_atomic(
+        &p,
+        &json!({"zeta": 1, "alpha": {"d": 1, "c": [{"b": 1, "a": 2}]}}),
+    )
+    .unwrap();
     let text = std::fs::read_to_string(&p).unwrap();
     assert_eq!(
         text,
@@ -199,7 +274,10 @@ fn jsonl_append_adds_one_sorted_line_per_call() {
     let p = d.path().join("journal.jsonl");
     append_jsonl(&p, &json!({"b": 1, "a": 2})).unwrap();
     append_jsonl(&p, &json!({"c": 3})).unwrap();
-    assert_eq!(std::fs::read_to_string(&p).unwrap(), "{\"a\":2,\"b\":1}\n{\"c\":3}\n");
+    assert_eq!(
+        std::fs::read_to_string(&p).unwrap(),
+        "{\"a\":2,\"b\":1}\n{\"c\":3}\n"
+    );
     assert_eq!(mode(&p), 0o600);
 }
 
@@ -208,9 +286,21 @@ fn run_id_has_prefix_utc_stamp_and_eight_hex() {
     let id = new_run_id(RunPrefix::for_command("deploy").unwrap());
     assert!(id.starts_with("apply-"), "{id}");
     assert!(is_run_id(&id), "{id}");
-    let at = chrono::DateTime::parse_from_rfc3339("2026-07-12T12:00:00Z").unwrap().with_timezone(&chrono::Utc);
-    assert_eq!(run_id_at(RunPrefix::Apply, at, 0xabcd1234), "apply-20260712T120000Z-abcd1234");
-    for p in ["plan", "validate", "destroy", "preflight", "rebuild", "import"] {
+    let at = chrono::DateTime::parse_from_rfc3339("2026-07-12T12:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    assert_eq!(
+        run_id_at(RunPrefix::Apply, at, 0xabcd1234),
+        "apply-20260712T120000Z-abcd1234"
+    );
+    for p in [
+        "plan",
+        "validate",
+        "destroy",
+        "preflight",
+        "rebuild",
+        "import",
+    ] {
         assert!(new_run_id(RunPrefix::for_command(p).unwrap()).starts_with(&format!("{p}-")));
     }
     assert!(RunPrefix::for_command("nuke").is_err());
@@ -236,29 +326,73 @@ fn module_id_and_slot_paths_follow_the_contract() {
     assert_eq!(m.as_str(), "platform/onprem/platform-vm");
     assert_eq!(module_id(&m, None), "platform__onprem__platform-vm");
     assert_eq!(module_id(&m, Some(&i)), "platform__onprem__platform-vm__x1");
-    assert_eq!(r.tfstate_file(&m, Some(&i)), Path::new("/r/state/terraform/platform__onprem__platform-vm__x1.tfstate"));
-    assert_eq!(r.module_work_dir(&m, Some(&i)), Path::new("/r/work/platform__onprem__platform-vm__x1"));
-    assert_eq!(evidence_dir(&r, None, &m, "apply-x"), Path::new("/r/logs/module/platform__onprem__platform-vm/apply-x"));
-    assert_eq!(evidence_dir(&r, Some(Path::new("/o")), &m, "apply-x"), Path::new("/o/module/platform__onprem__platform-vm/apply-x"));
-    assert_eq!(rebuild_dir(&r, &m, "rebuild-x"), Path::new("/r/logs/rebuild/platform__onprem__platform-vm/rebuild-x"));
-    assert_eq!(r.rerun_inputs_file(&m, Some(&i)), Path::new("/r/config/modules/platform__onprem__platform-vm/instances/x1.inputs.yml"));
-    assert_eq!(r.rerun_inputs_file(&m, None), Path::new("/r/config/modules/platform__onprem__platform-vm/latest.inputs.yml"));
-    assert_eq!(r.lock_file(&m, None), Path::new("/r/state/locks/platform__onprem__platform-vm.lock"));
+    assert_eq!(
+        r.tfstate_file(&m, Some(&i)),
+        Path::new("/r/state/terraform/platform__onprem__platform-vm__x1.tfstate")
+    );
+    assert_eq!(
+        r.module_work_dir(&m, Some(&i)),
+        Path::new("/r/work/platform__onprem__platform-vm__x1")
+    );
+    assert_eq!(
+        evidence_dir(&r, None, &m, "apply-x"),
+        Path::new("/r/logs/module/platform__onprem__platform-vm/apply-x")
+    );
+    assert_eq!(
+        evidence_dir(&r, Some(Path::new("/o")), &m, "apply-x"),
+        Path::new("/o/module/platform__onprem__platform-vm/apply-x")
+    );
+    assert_eq!(
+        rebuild_dir(&r, &m, "rebuild-x"),
+        Path::new("/r/logs/rebuild/platform__onprem__platform-vm/rebuild-x")
+    );
+    assert_eq!(
+        r.rerun_inputs_file(&m, Some(&i)),
+        Path::new("/r/config/modules/platform__onprem__platform-vm/instances/x1.inputs.yml")
+    );
+    assert_eq!(
+        r.rerun_inputs_file(&m, None),
+        Path::new("/r/config/modules/platform__onprem__platform-vm/latest.inputs.yml")
+    );
+    assert_eq!(
+        r.lock_file(&m, None),
+        Path::new("/r/state/locks/platform__onprem__platform-vm.lock")
+    );
     assert!(ModuleRef::parse("../etc").is_err());
 }
 
 #[test]
 fn runtime_root_resolves_env_root_and_env_var_exclusively() {
     let home = Path::new("/home/u");
-    let r = RuntimeRoot::resolve(&RootSource { env: Some("dev"), home: Some(home), ..Default::default() }).unwrap();
+    let r = RuntimeRoot::resolve(&RootSource {
+        env: Some("dev"),
+        home: Some(home),
+        ..Default::default()
+    })
+    .unwrap();
     assert_eq!(r.path(), env_root(home, "dev").unwrap());
     assert_eq!(r.path(), Path::new("/home/u/.hybridops/envs/dev"));
     assert_eq!(r.env(), Some("dev"));
-    let r = RuntimeRoot::resolve(&RootSource { runtime_root_env: Some("/x/y"), ..Default::default() }).unwrap();
+    let r = RuntimeRoot::resolve(&RootSource {
+        runtime_root_env: Some("/x/y"),
+        ..Default::default()
+    })
+    .unwrap();
     assert_eq!(r.path(), Path::new("/x/y"));
-    assert!(RuntimeRoot::resolve(&RootSource { env: Some("dev"), root: Some(Path::new("/x")), home: Some(home), ..Default::default() }).is_err());
+    assert!(RuntimeRoot::resolve(&RootSource {
+        env: Some("dev"),
+        root: Some(Path::new("/x")),
+        home: Some(home),
+        ..Default::default()
+    })
+    .is_err());
     assert!(RuntimeRoot::resolve(&RootSource::default()).is_err());
-    assert!(RuntimeRoot::resolve(&RootSource { env: Some("../x"), home: Some(home), ..Default::default() }).is_err());
+    assert!(RuntimeRoot::resolve(&RootSource {
+        env: Some("../x"),
+        home: Some(home),
+        ..Default::default()
+    })
+    .is_err());
 }
 
 #[test]
@@ -266,7 +400,13 @@ fn rerun_inputs_are_yaml_0600_at_the_slot_path() {
     let d = tempfile::tempdir().unwrap();
     let r = root(d.path());
     let i = StateInstance::parse("b").unwrap();
-    let p = write_rerun_inputs(&r, &mref(), Some(&i), &json!({"zz": 1, "ssh_username": "ops"})).unwrap();
+    let p = write_rerun_inputs(
+        &r,
+        &mref(),
+        Some(&i),
+        &json!({"zz": 1, "ssh_username": "ops"}),
+    )
+    .unwrap();
     assert!(p.ends_with("config/modules/platform__onprem__platform-vm/instances/b.inputs.yml"));
     let y: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
     assert_eq!(y["ssh_username"], serde_yaml::Value::from("ops"));
@@ -278,10 +418,16 @@ fn module_state_record_lists_sorted_published_keys() {
     let d = tempfile::tempdir().unwrap();
     let r = root(d.path());
     let st = ModuleState::new(&r, &mref(), None);
-    let v = st.persist_ok(&ok_record(&r, "apply-20260101T000000Z-00000001", &["a"])).unwrap();
-    let p = write_module_state_record(d.path(), st.path(), &v, Some(("ok", "state written"))).unwrap();
+    let v = st
+        .persist_ok(&ok_record(&r, "apply-20260101T000000Z-00000001", &["a"]))
+        .unwrap();
+    let p =
+        write_module_state_record(d.path(), st.path(), &v, Some(("ok", "state written"))).unwrap();
     let rec: Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
-    assert_eq!(rec["published_outputs"], json!(["node_name", "vm_keys", "vm_names", "vms"]));
+    assert_eq!(
+        rec["published_outputs"],
+        json!(["node_name", "vm_keys", "vm_names", "vms"])
+    );
     assert_eq!(rec["status"], "ok");
     assert_eq!(rec["path"], json!(st.path().to_string_lossy()));
 }
@@ -302,9 +448,19 @@ fn tfstate_vm_ids_are_keyed_by_for_each_key() {
     write_json_atomic(&r.tfstate_file(&mref(), None), &doc).unwrap();
     let vms = read_tfstate_vms(&r, &mref(), None).unwrap();
     assert_eq!(vms.len(), 2);
-    assert_eq!((vms[0].key.as_deref(), vms[0].vm_id, vms[0].name.as_deref()), (Some("app-01"), 4101, Some("dev-app-01")));
-    assert_eq!((vms[1].key.as_deref(), vms[1].vm_id), (Some("app-02"), 4102));
-    assert!(read_tfstate_vms(&r, &mref(), Some(&StateInstance::parse("none").unwrap())).unwrap().is_empty());
+    assert_eq!(
+        (vms[0].key.as_deref(), vms[0].vm_id, vms[0].name.as_deref()),
+        (Some("app-01"), 4101, Some("dev-app-01"))
+    );
+    assert_eq!(
+        (vms[1].key.as_deref(), vms[1].vm_id),
+        (Some("app-02"), 4102)
+    );
+    assert!(
+        read_tfstate_vms(&r, &mref(), Some(&StateInstance::parse("none").unwrap()))
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
@@ -314,7 +470,10 @@ fn driver_result_serialises_protocol_shape() {
     let v = r.to_value();
     assert_eq!(v["command"], "apply");
     assert_eq!(v["status"], "ok");
-    assert_eq!(v["driver"], json!({"ref": DRIVER_REF, "profile": PROFILE, "pack_id": PACK_ID}));
+    assert_eq!(
+        v["driver"],
+        json!({"ref": DRIVER_REF, "profile": PROFILE, "pack_id": PACK_ID})
+    );
     assert_eq!(v["backend_binding"], json!({"mode": "local"}));
     assert!(v.get("error").is_none());
     let e = DriverResult::error("plan-x", "plan", "boom").to_value();
@@ -345,21 +504,45 @@ fn evidence_writers_produce_contract_shapes() {
     let r = root(d.path());
     let ev = evidence_dir(&r, None, &mref(), "apply-x");
     write_inputs_resolved(&ev, &mref(), None, &json!({"a": 1})).unwrap();
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(ev.join("inputs_resolved.json")).unwrap()).unwrap();
-    assert_eq!(v, json!({"module_ref": MODULE_REF, "state_instance": "", "inputs": {"a": 1}}));
+    let v: Value =
+        serde_json::from_str(&std::fs::read_to_string(ev.join("inputs_resolved.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        v,
+        json!({"module_ref": MODULE_REF, "state_instance": "", "inputs": {"a": 1}})
+    );
     write_meta(&ev, "apply", "apply-x", &mref(), &r, &json!({})).unwrap();
-    let m: Value = serde_json::from_str(&std::fs::read_to_string(ev.join("meta.json")).unwrap()).unwrap();
-    assert_eq!(m["outputs"]["publish"].as_array().unwrap().len(), PUBLISH_KEYS.len());
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(ev.join("meta.json")).unwrap()).unwrap();
+    assert_eq!(
+        m["outputs"]["publish"].as_array().unwrap().len(),
+        PUBLISH_KEYS.len()
+    );
     let mut dec = PreflightDecision::new("apply", None);
     dec.complete(true, None);
     dec.write(&ev).unwrap();
-    let p: Value = serde_json::from_str(&std::fs::read_to_string(ev.join("preflight_decision.json")).unwrap()).unwrap();
-    assert_eq!((p["schema_version"].clone(), p["decision"].clone(), p["status"].clone(), p["mutating"].clone()), (json!(1), json!("enforce"), json!("passed"), json!(true)));
+    let p: Value =
+        serde_json::from_str(&std::fs::read_to_string(ev.join("preflight_decision.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        (
+            p["schema_version"].clone(),
+            p["decision"].clone(),
+            p["status"].clone(),
+            p["mutating"].clone()
+        ),
+        (json!(1), json!("enforce"), json!("passed"), json!(true))
+    );
     let mut s = RebuildSummary::new("rebuild-x", &mref());
     s.phase("destroy", "ok", 0);
     s.write(&ev).unwrap();
-    let s: Value = serde_json::from_str(&std::fs::read_to_string(ev.join("rebuild_summary.json")).unwrap()).unwrap();
-    assert_eq!(s["phases"]["destroy"], json!({"status": "ok", "exit_code": 0}));
+    let s: Value =
+        serde_json::from_str(&std::fs::read_to_string(ev.join("rebuild_summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        s["phases"]["destroy"],
+        json!({"status": "ok", "exit_code": 0})
+    );
     assert_eq!(s["module_id"], "platform__onprem__platform-vm");
     assert_eq!(mode(&ev.join("meta.json")), 0o600);
 }

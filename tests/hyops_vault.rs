@@ -22,7 +22,9 @@ fn encrypt_then_decrypt_round_trips_with_header_and_80_column_body() {
 #[test]
 fn wrong_password_is_a_clear_error_without_the_password() {
     let doc = encrypt(b"K=V\n", &Secret::new("right-pass-111")).unwrap();
-    let e = decrypt(&doc, &Secret::new("wrong-pass-999")).unwrap_err().to_string();
+    let e = decrypt(&doc, &Secret::new("wrong-pass-999"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("HMAC mismatch (wrong vault password?)"), "{e}");
     assert!(!e.contains("wrong-pass-999") && !e.contains("right-pass-111"));
 }
@@ -40,7 +42,9 @@ fn tampered_ciphertext_fails_hmac() {
 
 #[test]
 fn non_vault_text_is_rejected() {
-    let e = decrypt("KEY=VALUE", &Secret::new("p")).unwrap_err().to_string();
+    let e = decrypt("KEY=VALUE", &Secret::new("p"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("$ANSIBLE_VAULT"), "{e}");
     assert!(decrypt("$ANSIBLE_VAULT;1.1;AES128\n00", &Secret::new("p")).is_err());
 }
@@ -67,17 +71,28 @@ fn interoperates_with_real_ansible_vault_when_available() {
         .unwrap();
     assert!(st.success());
     let doc = std::fs::read_to_string(&plain).unwrap();
-    assert_eq!(decrypt(&doc, &Secret::new("hyops-test")).unwrap(), b"NETBOX_API_TOKEN=nb-123\n");
+    assert_eq!(
+        decrypt(&doc, &Secret::new("hyops-test")).unwrap(),
+        b"NETBOX_API_TOKEN=nb-123\n"
+    );
     // we encrypt, ansible-vault decrypts.
     let ours = d.path().join("ours.env");
-    std::fs::write(&ours, encrypt(b"A=1\n", &Secret::new("hyops-test")).unwrap()).unwrap();
+    std::fs::write(
+        &ours,
+        encrypt(b"A=1\n", &Secret::new("hyops-test")).unwrap(),
+    )
+    .unwrap();
     let out = std::process::Command::new(&bin)
         .args(["view", "--vault-password-file"])
         .arg(&pwf)
         .arg(&ours)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.stdout, b"A=1\n");
 }
 
@@ -92,12 +107,20 @@ fn vault_env_file_round_trips_as_secrets_with_0600() {
         ("NETBOX_API_TOKEN".to_string(), Secret::new("nb")),
     ]);
     write_vault_env(&p, &entries, &pw).unwrap();
-    assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     assert!(!std::fs::read_to_string(&p).unwrap().contains("s3cr3t"));
     let back = read_vault_env(&p, &pw).unwrap();
     assert_eq!(back["PROXMOX_TOKEN_SECRET"].expose(), "s3cr3t");
-    let e = read_vault_env(&p, &Secret::new("nope")).unwrap_err().to_string();
-    assert!(e.contains("bootstrap.vault.env") && e.contains("wrong vault password"), "{e}");
+    let e = read_vault_env(&p, &Secret::new("nope"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("bootstrap.vault.env") && e.contains("wrong vault password"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -112,15 +135,24 @@ fn env_file_parsing_handles_comments_export_and_quotes() {
 #[test]
 fn password_sources_follow_precedence() {
     let env = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     };
     assert_eq!(password_source(&env(&[])), None);
     assert_eq!(
-        password_source(&env(&[("HYOPS_VAULT_PASSWORD_COMMAND", "echo x"), ("ANSIBLE_VAULT_PASSWORD_FILE", "/f")])),
+        password_source(&env(&[
+            ("HYOPS_VAULT_PASSWORD_COMMAND", "echo x"),
+            ("ANSIBLE_VAULT_PASSWORD_FILE", "/f")
+        ])),
         Some(PasswordSource::File("/f".into()))
     );
     assert_eq!(
-        password_source(&env(&[("HYOPS_VAULT_PASSWORD_FILE", "/h"), ("ANSIBLE_VAULT_PASSWORD_FILE", "/f")])),
+        password_source(&env(&[
+            ("HYOPS_VAULT_PASSWORD_FILE", "/h"),
+            ("ANSIBLE_VAULT_PASSWORD_FILE", "/f")
+        ])),
         Some(PasswordSource::File("/h".into()))
     );
     assert_eq!(
@@ -134,21 +166,43 @@ fn password_file_and_command_are_trimmed() {
     let d = tempfile::tempdir().unwrap();
     let f = d.path().join("pw");
     std::fs::write(&f, "  filepw \n").unwrap();
-    assert_eq!(read_password(&PasswordSource::File(f), Duration::from_secs(2)).unwrap().expose(), "filepw");
+    assert_eq!(
+        read_password(&PasswordSource::File(f), Duration::from_secs(2))
+            .unwrap()
+            .expose(),
+        "filepw"
+    );
     let c = PasswordSource::Command("printf ' cmdpw\\n'".into());
-    assert_eq!(read_password(&c, Duration::from_secs(5)).unwrap().expose(), "cmdpw");
+    assert_eq!(
+        read_password(&c, Duration::from_secs(5)).unwrap().expose(),
+        "cmdpw"
+    );
 }
 
 #[test]
 fn password_command_times_out_and_failures_are_errors() {
     let t0 = std::time::Instant::now();
-    let e = read_password(&PasswordSource::Command("sleep 5; echo late".into()), Duration::from_millis(300))
-        .unwrap_err()
-        .to_string();
+    let e = read_password(
+        &PasswordSource::Command("sleep 5; echo late".into()),
+        Duration::from_millis(300),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("timed out"), "{e}");
     assert!(t0.elapsed() < Duration::from_secs(4));
-    assert!(read_password(&PasswordSource::Command("exit 3".into()), Duration::from_secs(2)).is_err());
-    assert!(read_password(&PasswordSource::Command("true".into()), Duration::from_secs(2)).is_err(), "empty password");
+    assert!(read_password(
+        &PasswordSource::Command("exit 3".into()),
+        Duration::from_secs(2)
+    )
+    .is_err());
+    assert!(
+        read_password(
+            &PasswordSource::Command("true".into()),
+            Duration::from_secs(2)
+        )
+        .is_err(),
+        "empty password"
+    );
 }
 
 proptest! {
