@@ -378,3 +378,49 @@ fn preflight_reports_checks_and_strict_makes_all_mandatory() {
     assert!(!strict.ok());
     assert_eq!(strict.failures()[0].name, "readiness:proxmox");
 }
+
+#[test]
+fn netbox_vault_timeout_defaults_and_clamps() {
+    use hyops_pve::hyops::netbox_env::netbox_vault_read_timeout;
+    use std::time::Duration;
+    assert_eq!(netbox_vault_read_timeout(&env(&[])), Duration::from_secs(6));
+    assert_eq!(
+        netbox_vault_read_timeout(&env(&[("HYOPS_NETBOX_VAULT_READ_TIMEOUT_S", "1")])),
+        Duration::from_secs(2)
+    );
+    assert_eq!(
+        netbox_vault_read_timeout(&env(&[("HYOPS_NETBOX_VAULT_READ_TIMEOUT_S", "99")])),
+        Duration::from_secs(30)
+    );
+    assert_eq!(
+        netbox_vault_read_timeout(&env(&[("HYOPS_NETBOX_VAULT_READ_TIMEOUT_S", "x")])),
+        Duration::from_secs(6)
+    );
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+        #[test]
+        fn tfvars_and_env_parsers_never_panic(text in "(?s).{0,400}") {
+            let _ = parse_tfvars(&text);
+            let _ = hyops_pve::hyops::vault::parse_env_file(&text);
+        }
+
+        #[test]
+        fn state_instance_accepts_exactly_the_regex(s in "[a-zA-Z0-9_.\\- /]{0,70}") {
+            let re = regex::Regex::new("^[a-z0-9][a-z0-9_.-]{0,63}$").unwrap();
+            prop_assert_eq!(StateInstance::parse(&s).is_ok(), re.is_match(&s));
+        }
+
+        #[test]
+        fn quoted_tfvars_strings_round_trip(v in "[ -~]{0,40}") {
+            let escaped = v.replace('\\', "\\\\").replace('"', "\\\"");
+            let m = parse_tfvars(&format!("k = \"{escaped}\" # c\n"));
+            prop_assert_eq!(m.get("k").map(String::as_str), Some(v.as_str()));
+        }
+    }
+}
