@@ -98,17 +98,23 @@ fn tls_skip_by_tfvars_or_env_and_pin_and_ca_are_read() {
             .skip_verify
     );
     let fp = "AB:".repeat(31) + "AB";
+    let ca = d.path().join("ca.pem");
+    std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
     let c = load_proxmox_credentials(
         &r,
         &env(&[
             ("PROXMOX_TLS_FINGERPRINT", &fp),
-            ("PROXMOX_CA_FILE", "/ca.pem"),
+            ("PROXMOX_CA_FILE", ca.to_str().unwrap()),
         ]),
         None,
     )
     .unwrap();
     assert_eq!(c.tls.fingerprint_sha256, Some([0xab; 32]));
-    assert_eq!(c.tls.ca_file.as_deref(), Some(Path::new("/ca.pem")));
+    assert_eq!(c.tls.ca_file.as_deref(), Some(ca.as_path()));
+    let e = load_proxmox_credentials(&r, &env(&[("PROXMOX_CA_FILE", "/nope/ca.pem")]), None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("proxmox_ca_file=/nope/ca.pem"), "{e}");
     let e = load_proxmox_credentials(&r, &env(&[("PROXMOX_TLS_FINGERPRINT", "zz")]), None)
         .unwrap_err()
         .to_string();
@@ -423,4 +429,48 @@ mod props {
             prop_assert_eq!(m.get("k").map(String::as_str), Some(v.as_str()));
         }
     }
+}
+
+#[test]
+fn seeded_ready_root_loads_back_with_secret_from_the_vault() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let r = RuntimeRoot::at(d.path());
+    let pw = Secret::new("seed-pw");
+    let seed = ReadyRootSeed {
+        url: "https://127.0.0.1:18006/api2/json".into(),
+        token_id: "root@pam!sim".into(),
+        token_secret: Secret::new("sim \"secret\""),
+        node: "sim1".into(),
+        api_ip: "127.0.0.1".into(),
+        tls_fingerprint: Some("00".repeat(32)),
+        vault_password: Some(pw.clone()),
+        ..Default::default()
+    };
+    seed_ready_root(&r, &seed).unwrap();
+    let tf = std::fs::read_to_string(r.proxmox_tfvars()).unwrap();
+    assert!(!tf.contains("sim \\\"secret"), "secret only in the vault");
+    assert_eq!(
+        std::fs::metadata(r.proxmox_tfvars())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    let vault = hyops_pve::hyops::vault::read_vault_env(&r.vault_file(), &pw).unwrap();
+    let c = load_proxmox_credentials(&r, &env(&[]), Some(&vault)).unwrap();
+    assert_eq!(
+        (c.url.as_str(), c.node.as_str(), c.token_secret.expose()),
+        (
+            "https://127.0.0.1:18006/api2/json",
+            "sim1",
+            "sim \"secret\""
+        )
+    );
+    assert_eq!(c.tls.fingerprint_sha256, Some([0; 32]));
+    assert!(!c.tls.skip_verify);
+    let ready = read_proxmox_ready(&r).unwrap().unwrap();
+    assert!(ready.is_ready());
+    assert_eq!(ready.api_ip.as_deref(), Some("127.0.0.1"));
 }

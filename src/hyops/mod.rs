@@ -16,6 +16,7 @@ pub mod paths;
 pub mod preflight;
 pub mod protocol;
 pub mod runid;
+pub mod seed;
 pub mod state;
 pub mod template;
 pub mod vault;
@@ -44,6 +45,7 @@ pub use paths::{module_id, slot_name, ModuleRef, RootSource, RuntimeRoot, StateI
 pub use preflight::{run_preflight_checks, PreflightCheck, PreflightOptions, PreflightReport};
 pub use protocol::{DriverIdentity, DriverRequest, DriverResult, ResultStatus};
 pub use runid::{new_run_id, RunPrefix};
+pub use seed::{seed_ready_root, ReadyRootSeed};
 pub use state::{
     build_input_contract, driver_outputs, publish_outputs, read_tfstate_vms,
     write_module_state_record, write_rerun_inputs, ModuleState, OkRecord, RunningRecord, TfstateVm,
