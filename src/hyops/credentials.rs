@@ -218,6 +218,12 @@ pub fn load_proxmox_credentials(
     let skip_verify = tf.get("proxmox_skip_tls").is_some_and(|v| truthy(v))
         || env.get("PROXMOX_SKIP_TLS").is_some_and(|v| truthy(v));
     let ca_file = opt("proxmox_ca_file", "PROXMOX_CA_FILE").map(PathBuf::from);
+    if let Some(ca) = ca_file.as_ref().filter(|p| !p.is_file()) {
+        return Err(HyopsError::Credentials(format!(
+            "proxmox_ca_file={} does not exist or is not a file",
+            ca.display()
+        )));
+    }
     let fingerprint_sha256 = match opt("proxmox_tls_fingerprint", "PROXMOX_TLS_FINGERPRINT") {
         Some(f) => Some(parse_fingerprint("proxmox_tls_fingerprint", &f)?),
         None => None,

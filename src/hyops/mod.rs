@@ -3,6 +3,24 @@
 //! hydration, the run lock and API-free preflight checks. Takes plain values (module refs,
 //! instances, logical keys, `serde_json::Value` outputs); knows nothing about Proxmox API
 //! calls or the planner.
+//!
+//! Typical apply sequence for the caller (CLI / executor):
+//! 1. [`RuntimeRoot::resolve`], [`ModuleRef::parse`], [`StateInstance::parse_opt`].
+//! 2. `run_id = new_run_id(RunPrefix::for_command(cmd)?)`; `ev = evidence_dir(..)`;
+//!    [`acquire_lock`] for the slot (hold the guard for the whole run).
+//! 3. [`write_meta`], [`PreflightDecision::new`]`.write(&ev)`, [`write_inputs_resolved`].
+//! 4. Vault: [`password_source`] → [`read_password`] → [`read_vault_env`];
+//!    [`load_proxmox_credentials`]; [`run_preflight_checks`].
+//! 5. Planner-side contract steps use [`BUILD_IMAGE_UNSUPPORTED`], [`check_vm_set_guards`]
+//!    (its `deletion_only_shrink` turns [`template_absent_error`] into
+//!    [`template_missing_in_shrink_warning`]), [`resolve_template`] and
+//!    [`read_tfstate_vms`] for adoption.
+//! 6. Before mutating: [`write_rerun_inputs`] (already sanitised inputs), then
+//!    [`ModuleState::persist_running`] — abort the run if it fails.
+//! 7. After: [`publish_outputs`] → [`ModuleState::persist_ok`], or
+//!    [`ModuleState::persist_error`] on a failed mutation (a failed preflight and a failed
+//!    destroy leave the state untouched); [`ModuleState::persist_destroyed`] after destroy;
+//!    [`write_module_state_record`]; [`write_driver_result`].
 
 pub mod contract;
 pub mod credentials;
@@ -16,6 +34,7 @@ pub mod paths;
 pub mod preflight;
 pub mod protocol;
 pub mod runid;
+pub mod seed;
 pub mod state;
 pub mod template;
 pub mod vault;
@@ -44,6 +63,7 @@ pub use paths::{module_id, slot_name, ModuleRef, RootSource, RuntimeRoot, StateI
 pub use preflight::{run_preflight_checks, PreflightCheck, PreflightOptions, PreflightReport};
 pub use protocol::{DriverIdentity, DriverRequest, DriverResult, ResultStatus};
 pub use runid::{new_run_id, RunPrefix};
+pub use seed::{seed_ready_root, ReadyRootSeed};
 pub use state::{
     build_input_contract, driver_outputs, publish_outputs, read_tfstate_vms,
     write_module_state_record, write_rerun_inputs, ModuleState, OkRecord, RunningRecord, TfstateVm,

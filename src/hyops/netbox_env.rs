@@ -20,6 +20,18 @@ pub const NETBOX_MODULE_ID: &str = "platform__onprem__netbox";
 /// The warning for a vault that cannot be opened (§4.1 step 3), verbatim.
 pub const NETBOX_VAULT_LOCKED_WARNING: &str = "runtime vault unavailable for NETBOX_API_TOKEN (vault locked or GPG not unlocked); run: hyops vault password >/dev/null";
 
+/// The vault read timeout for the NetBox token: `HYOPS_NETBOX_VAULT_READ_TIMEOUT_S`,
+/// default 6 s, clamped to 2..=30 s; an unparsable value gives the default.
+pub fn netbox_vault_read_timeout(env: &BTreeMap<String, String>) -> std::time::Duration {
+    let secs = env
+        .get("HYOPS_NETBOX_VAULT_READ_TIMEOUT_S")
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|v| v.is_finite())
+        .unwrap_or(6.0)
+        .clamp(2.0, 30.0);
+    std::time::Duration::from_secs_f64(secs)
+}
+
 /// The NetBox authority root: `HYOPS_NETBOX_AUTHORITY_ROOT` (relative → against the runtime
 /// root), else `HYOPS_NETBOX_AUTHORITY_ENV` (→ `<home>/.hybridops/envs/<name>`), else
 /// `<home>/.hybridops/envs/shared`.
