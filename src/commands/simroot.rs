@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use crate::commands::CliError;
-use crate::hyops::{write_json_atomic, write_text_atomic};
+use crate::hyops::seed::{seed_ready_root, ReadyRootSeed};
+use crate::hyops::{write_json_atomic, RuntimeRoot};
 use crate::sim::{ClusterDescription, SimConfig, SimHandle, SimState, Simulator};
 
 /// Simulated seconds run this much faster than real ones in `--sim` runs (a full clone of a
@@ -111,27 +112,21 @@ impl SimSession {
 pub fn write_sim_root(root: &Path, h: &SimHandle) -> Result<(), CliError> {
     let state = h.snapshot_state();
     let first_node = state.cluster.nodes.first().cloned().unwrap_or_else(|| "pve1".into());
-    let tfvars = format!(
-        "# Written by hyops-pve --sim for the in-process simulator; rewritten on every --sim run.\n\
-         proxmox_url = \"{}\"\n\
-         proxmox_token_id = \"{}\"\n\
-         proxmox_token_secret = \"{}\"\n\
-         proxmox_node = \"{}\"\n\
-         proxmox_skip_tls = false\n\
-         proxmox_tls_fingerprint = \"{}\"\n\
-         proxmox_ssh_username = \"root\"\n\
-         storage_pool = \"local-lvm\"\n\
-         storage_iso = \"local\"\n\
-         storage_snippets = \"local\"\n\
-         network_bridge = \"vmbr0\"\n",
-        h.url(),
-        h.token_id,
-        h.token_secret.expose(),
-        first_node,
-        h.ca_fingerprint_sha256,
-    );
-    let cred = root.join("credentials").join("proxmox.credentials.tfvars");
-    write_text_atomic(&cred, &tfvars).map_err(CliError::hyops)?;
+    let runtime_root = RuntimeRoot::at(root);
+    seed_ready_root(
+        &runtime_root,
+        &ReadyRootSeed {
+            url: h.url().to_string(),
+            token_id: h.token_id.clone(),
+            token_secret: h.token_secret.clone(),
+            node: first_node.clone(),
+            skip_tls: false,
+            tls_fingerprint: Some(h.ca_fingerprint_sha256.clone()),
+            api_ip: h.addr.ip().to_string(),
+            ..ReadyRootSeed::default()
+        },
+    )
+    .map_err(CliError::hyops)?;
 
     // Template-image state: every template of the simulated cluster by name, preferring
     // the first node's copy (the default target node).
@@ -165,16 +160,5 @@ pub fn write_sim_root(root: &Path, h: &SimHandle) -> Result<(), CliError> {
     let tpl = root
         .join("state/modules/core__onprem__template-image/latest.json");
     write_json_atomic(&tpl, &tpl_state).map_err(CliError::hyops)?;
-    let host = h.addr.ip().to_string();
-    let ready = json!({
-        "target": "proxmox",
-        "status": "ready",
-        "run_id": "sim",
-        "paths": {"credentials": cred.display().to_string()},
-        "context": {"ssh_public_key": ""},
-        "runtime": {"node": first_node, "api_ip": host, "storage_vm": "local-lvm", "storage_iso": "local", "storage_snippets": "local", "bridge": "vmbr0"},
-        "generated_at": chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-    });
-    write_json_atomic(&root.join("meta/proxmox.ready.json"), &ready).map_err(CliError::hyops)?;
     Ok(())
 }
