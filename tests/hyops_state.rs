@@ -546,3 +546,22 @@ fn evidence_writers_produce_contract_shapes() {
     assert_eq!(s["module_id"], "platform__onprem__platform-vm");
     assert_eq!(mode(&ev.join("meta.json")), 0o600);
 }
+
+#[test]
+fn cli_result_and_resolved_inputs_files_are_written() {
+    let d = tempfile::tempdir().unwrap();
+    let ev = d.path().join("ev");
+    let r = DriverResult::ok("apply-x", "apply", Map::new());
+    assert!(write_cli_result(&ev, true, &r)
+        .unwrap()
+        .ends_with("preflight_result.json"));
+    assert!(write_cli_result(&ev, false, &r)
+        .unwrap()
+        .ends_with("result.json"));
+    let p = write_resolved_inputs_yaml(&ev, &json!({"b": 1, "a": {"z": 1, "y": 2}})).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&p).unwrap(),
+        "a:\n  y: 2\n  z: 1\nb: 1\n"
+    );
+    assert_eq!(mode(&p), 0o600);
+}
