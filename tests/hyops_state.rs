@@ -387,6 +387,19 @@ fn runtime_root_resolves_env_root_and_env_var_exclusively() {
     })
     .is_err());
     assert!(RuntimeRoot::resolve(&RootSource::default()).is_err());
+    let r = RuntimeRoot::resolve(&RootSource {
+        root: Some(Path::new("~/rt")),
+        home: Some(home),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(r.path(), Path::new("/home/u/rt"));
+    let r = RuntimeRoot::resolve(&RootSource {
+        root: Some(Path::new("rel/rt")),
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(r.path().is_absolute() && r.path().ends_with("rel/rt"));
     assert!(RuntimeRoot::resolve(&RootSource {
         env: Some("../x"),
         home: Some(home),
@@ -545,4 +558,68 @@ fn evidence_writers_produce_contract_shapes() {
     );
     assert_eq!(s["module_id"], "platform__onprem__platform-vm");
     assert_eq!(mode(&ev.join("meta.json")), 0o600);
+}
+
+#[test]
+fn cli_result_and_resolved_inputs_files_are_written() {
+    let d = tempfile::tempdir().unwrap();
+    let ev = d.path().join("ev");
+    let r = DriverResult::ok("apply-x", "apply", Map::new());
+    assert!(write_cli_result(&ev, true, &r)
+        .unwrap()
+        .ends_with("preflight_result.json"));
+    assert!(write_cli_result(&ev, false, &r)
+        .unwrap()
+        .ends_with("result.json"));
+    let p = write_resolved_inputs_yaml(&ev, &json!({"b": 1, "a": {"z": 1, "y": 2}})).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&p).unwrap(),
+        "a:\n  y: 2\n  z: 1\nb: 1\n"
+    );
+    assert_eq!(mode(&p), 0o600);
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|i| json!(i)),
+            "[a-z0-9 ]{0,8}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-zA-Z_]{1,6}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().rev().collect())),
+            ]
+        })
+    }
+
+    fn keys_sorted(v: &Value) -> bool {
+        match v {
+            Value::Object(m) => {
+                let ks: Vec<&String> = m.keys().collect();
+                ks.windows(2).all(|w| w[0] <= w[1]) && m.values().all(keys_sorted)
+            }
+            Value::Array(a) => a.iter().all(keys_sorted),
+            _ => true,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn written_json_reads_back_equal_with_sorted_keys(v in arb_json()) {
+            let d = tempfile::tempdir().unwrap();
+            let p = d.path().join("x.json");
+            write_json_atomic(&p, &v).unwrap();
+            let back: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+            prop_assert!(keys_sorted(&back));
+            prop_assert_eq!(back, sort_keys(&v));
+        }
+    }
 }

@@ -9,8 +9,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::contract::{DRIVER_REF, PACK_ID, PROFILE, PUBLISH_KEYS, REQUIRED_CREDENTIALS};
-use super::error::Result;
-use super::fsio::{ensure_dir, write_json_atomic};
+use super::error::{HyopsError, Result};
+use super::fsio::{ensure_dir, sort_keys, write_json_atomic, write_text_atomic};
 use super::paths::{ModuleRef, RuntimeRoot, StateInstance};
 use super::protocol::DriverResult;
 use super::runid::utc_now;
@@ -94,6 +94,35 @@ pub fn write_inputs_resolved(
 pub fn write_driver_result(evidence_dir: &Path, result: &DriverResult) -> Result<PathBuf> {
     let p = evidence_dir.join("driver_result.json");
     write_json_atomic(&p, &result.to_value())?;
+    Ok(p)
+}
+
+/// `result.json` (final) or `preflight_result.json`: the driver's result as the CLI records it.
+pub fn write_cli_result(
+    evidence_dir: &Path,
+    preflight: bool,
+    result: &DriverResult,
+) -> Result<PathBuf> {
+    let name = if preflight {
+        "preflight_result.json"
+    } else {
+        "result.json"
+    };
+    let p = evidence_dir.join(name);
+    write_json_atomic(&p, &result.to_value())?;
+    Ok(p)
+}
+
+/// `resolved.inputs.yml` (§3.2): the resolved inputs as YAML with sorted keys, 0600. Upstream
+/// does not redact this file; the inputs hold no credentials (those live in the runtime
+/// root), so the caller passes the resolved inputs as they are.
+pub fn write_resolved_inputs_yaml(evidence_dir: &Path, inputs: &Value) -> Result<PathBuf> {
+    let p = evidence_dir.join("resolved.inputs.yml");
+    let yaml = serde_yaml::to_string(&sort_keys(inputs)).map_err(|e| HyopsError::Yaml {
+        path: p.clone(),
+        detail: e.to_string(),
+    })?;
+    write_text_atomic(&p, &yaml)?;
     Ok(p)
 }
 

@@ -52,8 +52,8 @@ pub use credentials::{
 };
 pub use error::{HyopsError, Result};
 pub use evidence::{
-    evidence_dir, rebuild_dir, write_driver_result, write_inputs_resolved, write_meta,
-    PreflightDecision, RebuildSummary,
+    evidence_dir, rebuild_dir, write_cli_result, write_driver_result, write_inputs_resolved,
+    write_meta, write_resolved_inputs_yaml, PreflightDecision, RebuildSummary,
 };
 pub use fsio::{append_jsonl, render_json, sort_keys, write_json_atomic, write_text_atomic};
 pub use guards::{check_vm_set_guards, GuardOutcome};

@@ -33,6 +33,22 @@ fn valid_env_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
+/// Expand a leading `~/` with `home` and make a relative path absolute against the current
+/// directory (left relative only when the current directory cannot be read), so evidence
+/// and state paths recorded in files are absolute.
+pub fn absolutize(path: &Path, home: Option<&Path>) -> PathBuf {
+    let expanded = match (path.strip_prefix("~"), home) {
+        (Ok(rest), Some(h)) => h.join(rest),
+        _ => path.to_path_buf(),
+    };
+    if expanded.is_absolute() {
+        return expanded;
+    }
+    std::env::current_dir()
+        .map(|cwd| cwd.join(&expanded))
+        .unwrap_or(expanded)
+}
+
 /// The root for an env name: `<home>/.hybridops/envs/<env>`.
 pub fn env_root(home: &Path, env: &str) -> Result<PathBuf> {
     if !valid_env_name(env) {
@@ -59,9 +75,9 @@ impl RuntimeRoot {
                     env: Some(env.to_string()),
                 })
             }
-            (None, Some(root)) => Ok(Self::at(root)),
+            (None, Some(root)) => Ok(Self::at(&absolutize(root, src.home))),
             (None, None) => match src.runtime_root_env.filter(|s| !s.trim().is_empty()) {
-                Some(r) => Ok(Self::at(Path::new(r.trim()))),
+                Some(r) => Ok(Self::at(&absolutize(Path::new(r.trim()), src.home))),
                 None => Err(HyopsError::NoRuntimeRoot),
             },
         }
