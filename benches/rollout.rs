@@ -59,7 +59,9 @@ fn rollout(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let mut group = c.benchmark_group("rollout");
-    group.sample_size(10).measurement_time(Duration::from_secs(20));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20));
     for n in [10usize, 50] {
         group.bench_with_input(BenchmarkId::new("create_pool", n), &n, |b, &n| {
             b.to_async(&rt).iter_custom(|iters| async move {

@@ -12,8 +12,8 @@
 //! - [`cli`]: the command line surface; thin.
 
 pub mod apply;
-pub mod commands;
 pub mod cli;
+pub mod commands;
 pub mod hyops;
 pub mod inputs;
 pub mod netbox;

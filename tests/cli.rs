@@ -20,7 +20,13 @@ fn examples(name: &str) -> String {
 #[test]
 fn every_example_overlay_validates() {
     let root = tempfile::tempdir().unwrap();
-    for ex in ["inputs.min.yml", "inputs.typical.yml", "inputs.enterprise.yml", "inputs.single-static.yml", "inputs.sim-demo.yml"] {
+    for ex in [
+        "inputs.min.yml",
+        "inputs.typical.yml",
+        "inputs.enterprise.yml",
+        "inputs.single-static.yml",
+        "inputs.sim-demo.yml",
+    ] {
         bin()
             .args(["validate", "--root"])
             .arg(root.path())
@@ -96,7 +102,9 @@ fn skip_preflight_needs_a_reason() {
         .args(["--inputs", &examples("inputs.sim-demo.yml")])
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("--skip-preflight for a mutating command requires --preflight-bypass-reason"));
+        .stderr(predicate::str::contains(
+            "--skip-preflight for a mutating command requires --preflight-bypass-reason",
+        ));
 }
 
 #[test]
@@ -114,11 +122,21 @@ fn rebuild_refuses_a_mismatched_confirm_module() {
 fn an_ipam_overlay_fails_clearly_instead_of_falling_back_to_static() {
     let home = tempfile::tempdir().unwrap();
     bin()
-        .args(["plan", "--sim", "--env", "dev", "--inputs", &examples("inputs.typical.yml")])
+        .args([
+            "plan",
+            "--sim",
+            "--env",
+            "dev",
+            "--inputs",
+            &examples("inputs.typical.yml"),
+        ])
         .env("HYOPS_PVE_SIM_HOME", home.path())
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("NetBox IPAM").and(predicate::str::contains("never falls back to static")));
+        .stderr(
+            predicate::str::contains("NetBox IPAM")
+                .and(predicate::str::contains("never falls back to static")),
+        );
 }
 
 #[test]
@@ -127,19 +145,28 @@ fn the_readme_first_command_applies_then_reapplies_as_a_noop_then_destroys() {
     let demo = examples("inputs.sim-demo.yml");
     let apply = || {
         let mut c = bin();
-        c.args(["apply", "--sim", "--env", "dev", "--inputs", &demo]).env("HYOPS_PVE_SIM_HOME", home.path());
+        c.args(["apply", "--sim", "--env", "dev", "--inputs", &demo])
+            .env("HYOPS_PVE_SIM_HOME", home.path());
         c
     };
-    apply()
-        .assert()
-        .success()
-        .stdout(predicate::str::contains("run record: ").and(predicate::str::contains("apply ok: 3 created")));
+    apply().assert().success().stdout(
+        predicate::str::contains("run record: ")
+            .and(predicate::str::contains("apply ok: 3 created")),
+    );
     apply()
         .assert()
         .success()
         .stdout(predicate::str::contains("3 unchanged; 0 API writes"));
     bin()
-        .args(["plan", "--sim", "--env", "dev", "--detailed-exitcode", "--inputs", &demo])
+        .args([
+            "plan",
+            "--sim",
+            "--env",
+            "dev",
+            "--detailed-exitcode",
+            "--inputs",
+            &demo,
+        ])
         .env("HYOPS_PVE_SIM_HOME", home.path())
         .assert()
         .code(0);
@@ -150,17 +177,36 @@ fn the_readme_first_command_applies_then_reapplies_as_a_noop_then_destroys() {
         .success()
         .stdout(predicate::str::contains("destroy ok: 3 VM(s) removed"));
     bin()
-        .args(["plan", "--sim", "--env", "dev", "--detailed-exitcode", "--inputs", &demo])
+        .args([
+            "plan",
+            "--sim",
+            "--env",
+            "dev",
+            "--detailed-exitcode",
+            "--inputs",
+            &demo,
+        ])
         .env("HYOPS_PVE_SIM_HOME", home.path())
         .assert()
         .code(2);
-    let state = home.path().join("envs/dev/state/modules/platform__onprem__platform-vm/latest.json");
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(state).unwrap()).unwrap();
+    let state = home
+        .path()
+        .join("envs/dev/state/modules/platform__onprem__platform-vm/latest.json");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state).unwrap()).unwrap();
     assert_eq!(v["status"], "destroyed");
 }
 
 #[test]
 fn version_and_completions_work() {
-    bin().arg("version").assert().success().stdout(predicate::str::contains("hyops-pve"));
-    bin().args(["completions", "bash"]).assert().success().stdout(predicate::str::contains("hyops-pve"));
+    bin()
+        .arg("version")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("hyops-pve"));
+    bin()
+        .args(["completions", "bash"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("hyops-pve"));
 }

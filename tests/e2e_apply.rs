@@ -24,12 +24,25 @@ async fn apply_creates_the_pool_and_publishes_outputs() {
     assert_eq!(names(&h), vec!["dev-app-01", "dev-app-02", "dev-db-01"]);
     let st = h.state_json();
     assert_eq!(st["status"], "ok");
-    assert_eq!(st["outputs"]["vm_keys"], serde_json::json!(["app-01", "app-02", "db-01"]));
-    assert_eq!(st["outputs"]["vm_names"], serde_json::json!(["dev-app-01", "dev-app-02", "dev-db-01"]));
+    assert_eq!(
+        st["outputs"]["vm_keys"],
+        serde_json::json!(["app-01", "app-02", "db-01"])
+    );
+    assert_eq!(
+        st["outputs"]["vm_names"],
+        serde_json::json!(["dev-app-01", "dev-app-02", "dev-db-01"])
+    );
     assert_eq!(st["outputs"]["vms"]["app-01"]["ipv4_address"], "10.20.0.11");
-    let mac = st["outputs"]["vms"]["app-01"]["mac_address_primary"].as_str().unwrap().to_string();
+    let mac = st["outputs"]["vms"]["app-01"]["mac_address_primary"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let cfg = h.config_of("dev-app-01");
-    assert!(cfg["net0"].contains(&mac), "MAC read back from Proxmox: {} vs {mac}", cfg["net0"]);
+    assert!(
+        cfg["net0"].contains(&mac),
+        "MAC read back from Proxmox: {} vs {mac}",
+        cfg["net0"]
+    );
     assert!(cfg["scsi0"].contains("size=40G"), "{}", cfg["scsi0"]);
     assert_eq!(cfg["cores"], "2");
     assert!(cfg["description"].contains("hyops-pve:v1;env=dev"));
@@ -44,7 +57,11 @@ async fn second_apply_with_the_same_inputs_sends_zero_writes() {
     apply_inner(&ctx, None, None).await.unwrap();
     let after = h.sim.counters();
     assert_eq!(after.writes, before.writes, "re-apply wrote to Proxmox");
-    assert_eq!(plan_inner(&ctx, true, None).await.unwrap(), 0, "plan shows no changes");
+    assert_eq!(
+        plan_inner(&ctx, true, None).await.unwrap(),
+        0,
+        "plan shows no changes"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,7 +85,10 @@ async fn changing_cores_memory_tags_nic_and_ipconfig_updates_in_place() {
     assert_eq!(h.vms(), ids_before, "no VM was replaced");
     let clone = "/nodes/{node}/qemu/{vmid}/clone";
     assert_eq!(after.get("POST", clone), before.get("POST", clone));
-    assert_eq!(after.get("DELETE", "/nodes/{node}/qemu/{vmid}"), before.get("DELETE", "/nodes/{node}/qemu/{vmid}"));
+    assert_eq!(
+        after.get("DELETE", "/nodes/{node}/qemu/{vmid}"),
+        before.get("DELETE", "/nodes/{node}/qemu/{vmid}")
+    );
     let app = h.config_of("dev-app-01");
     assert_eq!(app["cores"], "4");
     assert_eq!(app["memory"], "4096");
@@ -84,16 +104,34 @@ async fn growing_the_disk_resizes_and_shrinking_is_refused_at_plan_time() {
     let h = Harness::start().await;
     let ctx = h.ctx(&h.overlay("o.yml", DEMO)).await;
     apply_inner(&ctx, None, None).await.unwrap();
-    let grown = h.ctx(&h.overlay("g.yml", &DEMO.replace("disk_size_gb: 40", "disk_size_gb: 64"))).await;
+    let grown = h
+        .ctx(&h.overlay(
+            "g.yml",
+            &DEMO.replace("disk_size_gb: 40", "disk_size_gb: 64"),
+        ))
+        .await;
     apply_inner(&grown, None, None).await.unwrap();
     assert!(h.config_of("dev-app-01")["scsi0"].contains("size=64G"));
-    let shrunk = h.ctx(&h.overlay("s.yml", &DEMO.replace("disk_size_gb: 40", "disk_size_gb: 50"))).await;
+    let shrunk = h
+        .ctx(&h.overlay(
+            "s.yml",
+            &DEMO.replace("disk_size_gb: 40", "disk_size_gb: 50"),
+        ))
+        .await;
     let before = h.sim.counters();
     let err = apply_inner(&shrunk, None, None).await.unwrap_err();
     assert!(err.message.contains("cannot shrink"), "{}", err.message);
-    assert_eq!(h.sim.counters().writes, before.writes, "a refused plan writes nothing");
+    assert_eq!(
+        h.sim.counters().writes,
+        before.writes,
+        "a refused plan writes nothing"
+    );
     assert_eq!(h.state_json()["status"], "error");
-    assert_eq!(h.state_json()["outputs"]["vm_keys"], serde_json::json!(["app-01", "app-02", "db-01"]), "previous outputs kept");
+    assert_eq!(
+        h.state_json()["outputs"]["vm_keys"],
+        serde_json::json!(["app-01", "app-02", "db-01"]),
+        "previous outputs kept"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,13 +142,20 @@ async fn removing_a_vm_follows_the_vm_set_guard() {
     let without_db = DEMO.split("  db-01:").next().unwrap().to_string();
     let ctx2 = h.ctx(&h.overlay("o2.yml", &without_db)).await;
     let err = apply_inner(&ctx2, None, None).await.unwrap_err();
-    assert!(err.message.contains("vm set collision detected"), "{}", err.message);
+    assert!(
+        err.message.contains("vm set collision detected"),
+        "{}",
+        err.message
+    );
     assert_eq!(names(&h).len(), 3);
     let allowed = format!("allow_vm_set_replace: true\n{without_db}");
     let ctx3 = h.ctx(&h.overlay("o3.yml", &allowed)).await;
     apply_inner(&ctx3, None, None).await.unwrap();
     assert_eq!(names(&h), vec!["dev-app-01", "dev-app-02"]);
-    assert_eq!(h.state_json()["outputs"]["vm_keys"], serde_json::json!(["app-01", "app-02"]));
+    assert_eq!(
+        h.state_json()["outputs"]["vm_keys"],
+        serde_json::json!(["app-01", "app-02"])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,19 +179,42 @@ async fn rebuild_destroys_and_reapplies_with_new_vmids() {
     let clone = "/nodes/{node}/qemu/{vmid}/clone";
     let clones_before = h.sim.counters().get("POST", clone);
     let deletes_before = h.sim.counters().get("DELETE", "/nodes/{node}/qemu/{vmid}");
-    assert_eq!(rebuild_inner(&ctx, &PreflightBypass::default()).await.unwrap(), 0);
+    assert_eq!(
+        rebuild_inner(&ctx, &PreflightBypass::default())
+            .await
+            .unwrap(),
+        0
+    );
     assert_eq!(names(&h), vec!["dev-app-01", "dev-app-02", "dev-db-01"]);
-    assert_eq!(h.sim.counters().get("POST", clone), clones_before + 3, "the VMs were recreated");
-    assert_eq!(h.sim.counters().get("DELETE", "/nodes/{node}/qemu/{vmid}"), deletes_before + 3);
+    assert_eq!(
+        h.sim.counters().get("POST", clone),
+        clones_before + 3,
+        "the VMs were recreated"
+    );
+    assert_eq!(
+        h.sim.counters().get("DELETE", "/nodes/{node}/qemu/{vmid}"),
+        deletes_before + 3
+    );
     let dir = h.root().join("logs/rebuild/platform__onprem__platform-vm");
-    let run = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
-    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("rebuild_summary.json")).unwrap()).unwrap();
+    let run = std::fs::read_dir(&dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("rebuild_summary.json")).unwrap())
+            .unwrap();
     assert_eq!(summary["status"], "ok");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_apply_killed_mid_way_is_adopted_by_the_next_apply_without_duplicates() {
-    let h = Harness::start_with(hyops_pve::sim::SimConfig { time_scale: 0.01, ..Default::default() }).await;
+    let h = Harness::start_with(hyops_pve::sim::SimConfig {
+        time_scale: 0.01,
+        ..Default::default()
+    })
+    .await;
     let overlay = h.overlay("o.yml", DEMO);
     let ctx = h.ctx(&overlay).await;
     // Kill the apply as soon as the first clone exists (the process "crashes"): dropping
@@ -163,7 +231,10 @@ async fn an_apply_killed_mid_way_is_adopted_by_the_next_apply_without_duplicates
         r = apply_inner(&ctx, None, None) => panic!("apply finished before the crash point: {:?}", r.map_err(|e| e.message)),
         _ = crash_point => {}
     }
-    assert!(!h.vms().is_empty(), "the crash happened after a clone started");
+    assert!(
+        !h.vms().is_empty(),
+        "the crash happened after a clone started"
+    );
     // The operator re-runs later: requests the dead process had already sent are processed
     // by Proxmox (here: the simulator) meanwhile.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -175,7 +246,11 @@ async fn an_apply_killed_mid_way_is_adopted_by_the_next_apply_without_duplicates
     }
     let ctx = h.ctx(&overlay).await;
     apply_inner(&ctx, None, None).await.unwrap();
-    assert_eq!(names(&h), vec!["dev-app-01", "dev-app-02", "dev-db-01"], "no duplicate, no orphan");
+    assert_eq!(
+        names(&h),
+        vec!["dev-app-01", "dev-app-02", "dev-db-01"],
+        "no duplicate, no orphan"
+    );
     assert_eq!(plan_inner(&ctx, true, None).await.unwrap(), 0);
 }
 
@@ -183,7 +258,10 @@ async fn an_apply_killed_mid_way_is_adopted_by_the_next_apply_without_duplicates
 async fn a_foreign_vm_with_a_similar_name_is_never_touched() {
     let h = Harness::start().await;
     // Someone else's VM named like ours, created straight through the API.
-    let client = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
     let r = client
         .post(format!("{}/nodes/pve1/qemu/9000/clone", h.sim.url()))
         .header("Authorization", h.sim.token_header())
@@ -203,7 +281,11 @@ async fn a_foreign_vm_with_a_similar_name_is_never_touched() {
     apply_inner(&ctx, None, None).await.unwrap();
     destroy_inner(&ctx).await.unwrap();
     let foreign_after = h.sim.state().vms.get(&4000).cloned();
-    assert_eq!(foreign_after, Some(foreign_before), "the foreign VM is untouched");
+    assert_eq!(
+        foreign_after,
+        Some(foreign_before),
+        "the foreign VM is untouched"
+    );
     assert_eq!(names(&h), vec!["dev-app-01"], "only the foreign VM remains");
 }
 
@@ -217,13 +299,42 @@ async fn injected_faults_at_a_few_percent_still_converge() {
         ("POST", "/nodes/{node}/qemu/{vmid}/status/start"),
         ("GET", "/nodes/{node}/qemu/{vmid}/config"),
     ] {
-        h.sim.add_fault(FaultRule::on(method, path, FaultAction::Http { status: 500, message: "injected server error".into() }).rate(0.04));
-        h.sim.add_fault(FaultRule::on(method, path, FaultAction::LockTimeout).rate(0.04));
+        h.sim.add_fault(
+            FaultRule::on(
+                method,
+                path,
+                FaultAction::Http {
+                    status: 500,
+                    message: "injected server error".into(),
+                },
+            )
+            .rate(0.04),
+        );
+        h.sim
+            .add_fault(FaultRule::on(method, path, FaultAction::LockTimeout).rate(0.04));
     }
-    h.sim.add_fault(FaultRule::on("POST", "/nodes/{node}/qemu/{vmid}/clone", FaultAction::TaskFail { message: "clone failed: injected".into() }).rate(0.04));
+    h.sim.add_fault(
+        FaultRule::on(
+            "POST",
+            "/nodes/{node}/qemu/{vmid}/clone",
+            FaultAction::TaskFail {
+                message: "clone failed: injected".into(),
+            },
+        )
+        .rate(0.04),
+    );
     let ctx = h.ctx(&h.overlay("o.yml", &DEMO.replace("vms:\n", "vms:\n  web-01:\n    role: web\n    interfaces: [{bridge: vmbr0}]\n  web-02:\n    role: web\n    interfaces: [{bridge: vmbr0}]\n"))).await;
     apply_inner(&ctx, None, None).await.unwrap();
     h.sim.clear_faults();
-    assert_eq!(names(&h), vec!["dev-app-01", "dev-app-02", "dev-db-01", "dev-web-01", "dev-web-02"]);
+    assert_eq!(
+        names(&h),
+        vec![
+            "dev-app-01",
+            "dev-app-02",
+            "dev-db-01",
+            "dev-web-01",
+            "dev-web-02"
+        ]
+    );
     assert_eq!(plan_inner(&ctx, true, None).await.unwrap(), 0, "converged");
 }

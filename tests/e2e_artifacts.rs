@@ -10,13 +10,18 @@ use common::{Harness, DEMO};
 use hyops_pve::commands::module::apply_inner;
 
 fn schema(name: &str) -> jsonschema::Validator {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/schemas").join(name);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("docs/schemas")
+        .join(name);
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
     jsonschema::validator_for(&v).unwrap()
 }
 
 fn assert_valid(v: &jsonschema::Validator, doc: &serde_json::Value, what: &str) {
-    let errors: Vec<String> = v.iter_errors(doc).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    let errors: Vec<String> = v
+        .iter_errors(doc)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
     assert!(errors.is_empty(), "{what} violates its schema: {errors:#?}");
 }
 
@@ -25,7 +30,12 @@ fn run_dir(h: &Harness) -> PathBuf {
     let mut runs: Vec<PathBuf> = std::fs::read_dir(base)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("apply-"))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("apply-")
+        })
         .collect();
     runs.sort();
     runs.pop().unwrap()
@@ -37,7 +47,8 @@ async fn plan_journal_and_outputs_match_their_schemas() {
     let ctx = h.ctx(&h.overlay("o.yml", DEMO)).await;
     apply_inner(&ctx, None, None).await.unwrap();
     let dir = run_dir(&h);
-    let plan: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("plan.json")).unwrap()).unwrap();
+    let plan: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("plan.json")).unwrap()).unwrap();
     assert_valid(&schema("plan.schema.json"), &plan, "plan.json");
     let journal = std::fs::read_to_string(dir.join("apply_journal.jsonl")).unwrap();
     let js = schema("journal-event.schema.json");
@@ -47,9 +58,16 @@ async fn plan_journal_and_outputs_match_their_schemas() {
         assert_valid(&js, &ev, "journal line");
         lines += 1;
     }
-    assert!(lines >= 3 * 2 * 4, "every VM's clone/config/resize/start has start and end lines ({lines})");
+    assert!(
+        lines >= 3 * 2 * 4,
+        "every VM's clone/config/resize/start has start and end lines ({lines})"
+    );
     let state = h.state_json();
-    assert_valid(&schema("outputs.schema.json"), &state["outputs"], "published outputs");
+    assert_valid(
+        &schema("outputs.schema.json"),
+        &state["outputs"],
+        "published outputs",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,7 +76,8 @@ async fn schemas_reject_a_broken_plan() {
     let ctx = h.ctx(&h.overlay("o.yml", DEMO)).await;
     apply_inner(&ctx, None, None).await.unwrap();
     let dir = run_dir(&h);
-    let mut plan: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("plan.json")).unwrap()).unwrap();
+    let mut plan: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("plan.json")).unwrap()).unwrap();
     plan["vms"][0]["action"] = serde_json::json!("explode");
     assert!(!schema("plan.schema.json").is_valid(&plan));
 }
@@ -89,8 +108,15 @@ async fn the_api_token_secret_never_reaches_state_evidence_or_rerun_inputs() {
             continue;
         }
         let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).to_string();
-        assert!(!text.contains(&secret), "token secret leaked into {}", f.display());
+        assert!(
+            !text.contains(&secret),
+            "token secret leaked into {}",
+            f.display()
+        );
         checked += 1;
     }
-    assert!(checked > 8, "checked the evidence, state and rerun files ({checked})");
+    assert!(
+        checked > 8,
+        "checked the evidence, state and rerun files ({checked})"
+    );
 }

@@ -8,7 +8,9 @@ use hyops_pve::inputs::{resolve_inputs_with_overlay, LifecycleCommand, ResolveRe
 use hyops_pve::plan::desired::{desired_vm, DesiredVm, TargetDefaults, TemplateRef};
 use hyops_pve::plan::diff::{diff, summarize, PlanError, VmAction};
 use hyops_pve::plan::marker::OwnershipMarker;
-use hyops_pve::plan::observed::{classify, ObservedVm, Ownership, PowerState, PriorIds, ResourceRow};
+use hyops_pve::plan::observed::{
+    classify, ObservedVm, Ownership, PowerState, PriorIds, ResourceRow,
+};
 
 const OVERLAY: &str = r#"
 require_ipam: false
@@ -61,10 +63,18 @@ fn identity(key: &str) -> OwnershipMarker {
 }
 
 fn desired(inp: &ModuleInputs) -> BTreeMap<LogicalVmKey, DesiredVm> {
-    let tpl = TemplateRef { vmid: 9000, node: "pve1".into() };
+    let tpl = TemplateRef {
+        vmid: 9000,
+        node: "pve1".into(),
+    };
     inp.vms
         .iter()
-        .map(|(k, v)| (k.clone(), desired_vm(inp, v, &defaults(), &tpl, identity(&k.0)).unwrap()))
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                desired_vm(inp, v, &defaults(), &tpl, identity(&k.0)).unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -74,12 +84,27 @@ fn observed_from(want: &DesiredVm, vmid: u32) -> ObservedVm {
     for nic in &want.nics {
         config.insert(
             format!("net{}", nic.index),
-            format!("virtio=BC:24:11:00:00:{:02X},bridge={}", vmid % 256, nic.bridge),
+            format!(
+                "virtio=BC:24:11:00:00:{:02X},bridge={}",
+                vmid % 256,
+                nic.bridge
+            ),
         );
     }
     // Proxmox returns tags in its own order and the disk with its size.
-    config.insert("tags".into(), want.tags.iter().rev().cloned().collect::<Vec<_>>().join(";"));
-    config.insert("scsi0".into(), format!("local-lvm:vm-{vmid}-disk-0,size={}G", want.disk_size_gb));
+    config.insert(
+        "tags".into(),
+        want.tags
+            .iter()
+            .rev()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(";"),
+    );
+    config.insert(
+        "scsi0".into(),
+        format!("local-lvm:vm-{vmid}-disk-0,size={}G", want.disk_size_gb),
+    );
     ObservedVm {
         vmid,
         node: want.node.clone(),
@@ -117,23 +142,36 @@ fn absent_vms_are_created() {
     let d = desired(&inputs(""));
     let plans = diff(&d, &pool_of(vec![]), false).unwrap();
     assert_eq!(plans.len(), 2);
-    assert!(plans.iter().all(|p| p.action == VmAction::Create && p.start));
+    assert!(plans
+        .iter()
+        .all(|p| p.action == VmAction::Create && p.start));
     assert_eq!(summarize(&plans).create, 2);
 }
 
 #[test]
 fn matching_vms_are_noop_even_with_reordered_tags_and_generated_macs() {
     let d = desired(&inputs(""));
-    let obs: Vec<ObservedVm> = d.values().enumerate().map(|(i, w)| observed_from(w, 100 + i as u32)).collect();
+    let obs: Vec<ObservedVm> = d
+        .values()
+        .enumerate()
+        .map(|(i, w)| observed_from(w, 100 + i as u32))
+        .collect();
     let plans = diff(&d, &pool_of(obs), false).unwrap();
-    assert!(plans.iter().all(|p| p.action == VmAction::Noop), "{plans:#?}");
+    assert!(
+        plans.iter().all(|p| p.action == VmAction::Noop),
+        "{plans:#?}"
+    );
     assert!(!summarize(&plans).has_changes());
 }
 
 #[test]
 fn changed_cores_is_an_in_place_update_of_that_field_only() {
     let before = desired(&inputs(""));
-    let obs: Vec<ObservedVm> = before.values().enumerate().map(|(i, w)| observed_from(w, 100 + i as u32)).collect();
+    let obs: Vec<ObservedVm> = before
+        .values()
+        .enumerate()
+        .map(|(i, w)| observed_from(w, 100 + i as u32))
+        .collect();
     let after = desired(&inputs("cpu_cores: 4"));
     let plans = diff(&after, &pool_of(obs), false).unwrap();
     for p in &plans {
@@ -147,21 +185,37 @@ fn changed_cores_is_an_in_place_update_of_that_field_only() {
 #[test]
 fn changed_bridge_keeps_the_generated_mac() {
     let before = desired(&inputs(""));
-    let obs: Vec<ObservedVm> = before.values().enumerate().map(|(i, w)| observed_from(w, 100 + i as u32)).collect();
+    let obs: Vec<ObservedVm> = before
+        .values()
+        .enumerate()
+        .map(|(i, w)| observed_from(w, 100 + i as u32))
+        .collect();
     let mut after = desired(&inputs(""));
     for d in after.values_mut() {
         d.nics[0].bridge = "vmbr1".into();
     }
     let plans = diff(&after, &pool_of(obs), false).unwrap();
     let net0 = plans[0].config_set.get("net0").unwrap();
-    assert!(net0.starts_with("virtio=BC:24:11:00:00:64,bridge=vmbr1"), "{net0}");
+    assert!(
+        net0.starts_with("virtio=BC:24:11:00:00:64,bridge=vmbr1"),
+        "{net0}"
+    );
 }
 
 #[test]
 fn growing_the_disk_is_a_resize_and_shrinking_is_a_plan_error() {
     let before = desired(&inputs(""));
-    let obs: Vec<ObservedVm> = before.values().enumerate().map(|(i, w)| observed_from(w, 100 + i as u32)).collect();
-    let grown = diff(&desired(&inputs("disk_size_gb: 60")), &pool_of(obs.clone()), false).unwrap();
+    let obs: Vec<ObservedVm> = before
+        .values()
+        .enumerate()
+        .map(|(i, w)| observed_from(w, 100 + i as u32))
+        .collect();
+    let grown = diff(
+        &desired(&inputs("disk_size_gb: 60")),
+        &pool_of(obs.clone()),
+        false,
+    )
+    .unwrap();
     let r = grown[0].resize.as_ref().unwrap();
     assert_eq!(r.to_bytes, 60 * 1024 * 1024 * 1024);
     assert_eq!(grown[0].action, VmAction::Update);
@@ -173,25 +227,38 @@ fn growing_the_disk_is_a_resize_and_shrinking_is_a_plan_error() {
 #[test]
 fn removing_a_vm_needs_allow_vm_set_replace() {
     let before = desired(&inputs(""));
-    let obs: Vec<ObservedVm> = before.values().enumerate().map(|(i, w)| observed_from(w, 100 + i as u32)).collect();
+    let obs: Vec<ObservedVm> = before
+        .values()
+        .enumerate()
+        .map(|(i, w)| observed_from(w, 100 + i as u32))
+        .collect();
     let mut after = before.clone();
     after.remove(&LogicalVmKey("app-02".into()));
     let err = diff(&after, &pool_of(obs.clone()), false).unwrap_err();
     assert!(matches!(err, PlanError::DeleteNotAllowed { .. }), "{err}");
     let plans = diff(&after, &pool_of(obs), true).unwrap();
-    assert!(plans.iter().any(|p| p.key.0 == "app-02" && p.action == VmAction::Delete));
+    assert!(plans
+        .iter()
+        .any(|p| p.key.0 == "app-02" && p.action == VmAction::Delete));
 }
 
 #[test]
 fn template_change_is_a_replacement_that_needs_allow_vm_set_replace() {
     let before = desired(&inputs(""));
-    let obs: Vec<ObservedVm> = before.values().enumerate().map(|(i, w)| observed_from(w, 100 + i as u32)).collect();
+    let obs: Vec<ObservedVm> = before
+        .values()
+        .enumerate()
+        .map(|(i, w)| observed_from(w, 100 + i as u32))
+        .collect();
     let mut after = before.clone();
     for d in after.values_mut() {
         d.template.vmid = 9100;
         d.marker.template_vmid = 9100;
     }
-    assert!(matches!(diff(&after, &pool_of(obs.clone()), false), Err(PlanError::ReplaceNotAllowed { .. })));
+    assert!(matches!(
+        diff(&after, &pool_of(obs.clone()), false),
+        Err(PlanError::ReplaceNotAllowed { .. })
+    ));
     let plans = diff(&after, &pool_of(obs), true).unwrap();
     assert!(plans.iter().all(|p| p.action == VmAction::Replace));
 }
@@ -216,7 +283,10 @@ fn a_vm_with_another_envs_marker_is_never_adopted_even_if_prior_state_names_it()
         m.env = "prod".into();
     }
     let mut prior = PriorIds::default();
-    prior.hyops.insert(LogicalVmKey("app-01".into()), (321, Some(other.name.clone())));
+    prior.hyops.insert(
+        LogicalVmKey("app-01".into()),
+        (321, Some(other.name.clone())),
+    );
     let rows = rows_for(&[&other]);
     let pool = classify(&identity(""), &rows, vec![other], &prior);
     assert!(pool.managed.is_empty());
@@ -249,7 +319,10 @@ fn a_vm_recorded_in_state_under_another_name_is_not_adopted() {
     vm.config.remove("description");
     vm.name = "somebody-else".into();
     let mut prior = PriorIds::default();
-    prior.hyops.insert(LogicalVmKey("app-01".into()), (777, Some("dev-app-01".into())));
+    prior.hyops.insert(
+        LogicalVmKey("app-01".into()),
+        (777, Some("dev-app-01".into())),
+    );
     let rows = rows_for(&[&vm]);
     let pool = classify(&identity(""), &rows, vec![vm], &prior);
     assert!(pool.managed.is_empty());
@@ -258,7 +331,11 @@ fn a_vm_recorded_in_state_under_another_name_is_not_adopted() {
 #[test]
 fn ipconfig_change_is_in_place_and_marks_cloud_init_regeneration_on_a_running_vm() {
     let before = desired(&inputs(""));
-    let obs: Vec<ObservedVm> = before.values().enumerate().map(|(i, w)| observed_from(w, 100 + i as u32)).collect();
+    let obs: Vec<ObservedVm> = before
+        .values()
+        .enumerate()
+        .map(|(i, w)| observed_from(w, 100 + i as u32))
+        .collect();
     let mut after = before.clone();
     for d in after.values_mut() {
         d.nics[0].ipv4 = hyops_pve::inputs::model::Ipv4Config::Static {
@@ -267,8 +344,13 @@ fn ipconfig_change_is_in_place_and_marks_cloud_init_regeneration_on_a_running_vm
         };
     }
     let plans = diff(&after, &pool_of(obs), false).unwrap();
-    assert!(plans.iter().all(|p| p.action == VmAction::Update && p.regenerate_cloudinit));
-    assert_eq!(plans[0].config_set.get("ipconfig0").unwrap(), "ip=10.20.0.99/24,gw=10.20.0.1");
+    assert!(plans
+        .iter()
+        .all(|p| p.action == VmAction::Update && p.regenerate_cloudinit));
+    assert_eq!(
+        plans[0].config_set.get("ipconfig0").unwrap(),
+        "ip=10.20.0.99/24,gw=10.20.0.1"
+    );
 }
 
 #[test]
@@ -277,10 +359,20 @@ fn a_second_vm_with_the_same_marker_is_a_duplicate_the_plan_deletes() {
     let first = observed_from(d.values().next().unwrap(), 100);
     let dup = observed_from(d.values().next().unwrap(), 105);
     let pool = pool_of(vec![first, dup]);
-    assert_eq!(pool.managed.get(&LogicalVmKey("app-01".into())).unwrap().vm.vmid, 100);
+    assert_eq!(
+        pool.managed
+            .get(&LogicalVmKey("app-01".into()))
+            .unwrap()
+            .vm
+            .vmid,
+        100
+    );
     assert_eq!(pool.duplicates.len(), 1);
     let plans = diff(&d, &pool, false).unwrap();
-    let del: Vec<_> = plans.iter().filter(|p| p.action == VmAction::Delete).collect();
+    let del: Vec<_> = plans
+        .iter()
+        .filter(|p| p.action == VmAction::Delete)
+        .collect();
     assert_eq!(del.len(), 1);
     assert_eq!(del[0].vmid, Some(105));
 }

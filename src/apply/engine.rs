@@ -10,6 +10,9 @@ use serde_json::Value;
 
 use crate::apply::executor::{Executor, VmOutcome};
 use crate::apply::outputs::module_outputs;
+use crate::hyops::{
+    template_absent_error, template_missing_in_shrink_warning, template_not_a_template_error,
+};
 use crate::inputs::model::{LogicalVmKey, ModuleInputs};
 use crate::plan::artifact::{desired_digest, PlanArtifact, PLAN_KIND, PLAN_SCHEMA_VERSION};
 use crate::plan::desired::{desired_vm, DesiredError, TargetDefaults, TemplateRef};
@@ -87,33 +90,38 @@ pub struct PlanRequest<'a> {
     pub state_instance: Option<&'a str>,
 }
 
-/// Contract §1.15 step 6 messages.
-pub fn template_absent_message(source_hint: &str) -> String {
-    format!("{source_hint}, but no VM/template with that ID exists on the Proxmox host. Rebuild or reseed the template first (for example: core/onprem/template-image or core/onprem/vyos-template-seed).")
-}
-pub fn template_not_template_message(vmid: u32) -> String {
-    format!("template_vm_id={vmid} exists on the Proxmox host but is not marked as a template. Fix the source VM or rebuild the template before continuing.")
-}
-
 /// Find the template and check it is one. `Ok(None)` when it does not exist.
-async fn probe_template(client: &PveClient, rows: &[ResourceRow], vmid: u32) -> Result<Option<TemplateRef>, EngineError> {
+async fn probe_template(
+    client: &PveClient,
+    rows: &[ResourceRow],
+    vmid: u32,
+) -> Result<Option<TemplateRef>, EngineError> {
     let Some(row) = rows.iter().find(|r| r.vmid == vmid) else {
         return Ok(None);
     };
     if row.template {
-        return Ok(Some(TemplateRef { vmid, node: row.node.clone() }));
+        return Ok(Some(TemplateRef {
+            vmid,
+            node: row.node.clone(),
+        }));
     }
     // /cluster/resources may lag; the config is authoritative.
     match client.vm_config(&row.node, vmid, false).await {
-        Ok(cfg) if cfg.template => Ok(Some(TemplateRef { vmid, node: row.node.clone() })),
-        Ok(_) => Err(EngineError::Template(template_not_template_message(vmid))),
+        Ok(cfg) if cfg.template => Ok(Some(TemplateRef {
+            vmid,
+            node: row.node.clone(),
+        })),
+        Ok(_) => Err(EngineError::Template(template_not_a_template_error(vmid))),
         Err(e) if e.classify() == ErrorClass::NotFound => Ok(None),
         Err(source) => Err(EngineError::TemplateProbe { vmid, source }),
     }
 }
 
 /// Observe Proxmox and compute the plan.
-pub async fn make_plan(client: &PveClient, req: &PlanRequest<'_>) -> Result<(PlanArtifact, ObservedPool), EngineError> {
+pub async fn make_plan(
+    client: &PveClient,
+    req: &PlanRequest<'_>,
+) -> Result<(PlanArtifact, ObservedPool), EngineError> {
     let rows = list_vms(client).await?;
     let mut warnings = Vec::new();
     let default_node = req
@@ -124,22 +132,39 @@ pub async fn make_plan(client: &PveClient, req: &PlanRequest<'_>) -> Result<(Pla
     let template = match probe_template(client, &rows, req.template_vmid).await? {
         Some(t) => t,
         None if req.deletion_only_shrink => {
-            warnings.push(format!(
-                "template_vm_id={} is unavailable; allowing confirmed deletion-only VM-set shrink because allow_vm_set_replace=true",
-                req.template_vmid
-            ));
-            TemplateRef { vmid: req.template_vmid, node: default_node.clone() }
+            warnings.push(template_missing_in_shrink_warning(req.template_vmid));
+            TemplateRef {
+                vmid: req.template_vmid,
+                node: default_node.clone(),
+            }
         }
-        None => return Err(EngineError::Template(template_absent_message(&req.template_source_hint))),
+        None => {
+            return Err(EngineError::Template(template_absent_error(
+                &req.template_source_hint,
+            )))
+        }
     };
     let mut desired = BTreeMap::new();
     for (key, vm) in &req.inputs.vms {
         let marker = req.identity.marker(&key.0, template.vmid, req.inputs);
-        desired.insert(key.clone(), desired_vm(req.inputs, vm, req.defaults, &template, marker)?);
+        desired.insert(
+            key.clone(),
+            desired_vm(req.inputs, vm, req.defaults, &template, marker)?,
+        );
     }
-    let mut expected_names: BTreeSet<String> = desired.values().map(|d| d.physical_name.0.clone()).collect();
+    let mut expected_names: BTreeSet<String> = desired
+        .values()
+        .map(|d| d.physical_name.0.clone())
+        .collect();
     expected_names.extend(req.prior.hyops.values().filter_map(|(_, n)| n.clone()));
-    let observed = observe(client, &req.identity.probe_marker(), &rows, req.prior, &expected_names).await?;
+    let observed = observe(
+        client,
+        &req.identity.probe_marker(),
+        &rows,
+        req.prior,
+        &expected_names,
+    )
+    .await?;
     warnings.extend(observed.warnings.iter().cloned());
     let vms = diff(&desired, &observed, req.inputs.allow_vm_set_replace)?;
     let plan = PlanArtifact {
@@ -180,12 +205,24 @@ impl ApplyReport {
             .filter(|o| o.status != "ok")
             .map(|o| format!("{}: {}", o.key, o.error.clone().unwrap_or_default()))
             .collect();
-        (!failed.is_empty()).then(|| format!("{} of {} VM(s) failed: {}", failed.len(), self.outcomes.len(), failed.join("; ")))
+        (!failed.is_empty()).then(|| {
+            format!(
+                "{} of {} VM(s) failed: {}",
+                failed.len(),
+                self.outcomes.len(),
+                failed.join("; ")
+            )
+        })
     }
 }
 
 /// Execute a plan.
-pub async fn apply_plan(exec: &Arc<Executor>, plan: &PlanArtifact, module_node: &str, module_tags: &[String]) -> ApplyReport {
+pub async fn apply_plan(
+    exec: &Arc<Executor>,
+    plan: &PlanArtifact,
+    module_node: &str,
+    module_tags: &[String],
+) -> ApplyReport {
     let before_calls = exec.client.metrics().total;
     let outcomes = exec.execute(&plan.vms).await;
     let mut per_vm = BTreeMap::new();
@@ -216,9 +253,18 @@ pub struct DestroyReport {
 }
 
 /// Destroy every VM this slot provably owns.
-pub async fn destroy(exec: &Arc<Executor>, identity: &SlotIdentity, prior: &PriorIds, extra_names: &BTreeSet<String>) -> Result<DestroyReport, EngineError> {
+pub async fn destroy(
+    exec: &Arc<Executor>,
+    identity: &SlotIdentity,
+    prior: &PriorIds,
+    extra_names: &BTreeSet<String>,
+) -> Result<DestroyReport, EngineError> {
     let rows = list_vms(&exec.client).await?;
-    let mut names: BTreeSet<String> = prior.hyops.values().filter_map(|(_, n)| n.clone()).collect();
+    let mut names: BTreeSet<String> = prior
+        .hyops
+        .values()
+        .filter_map(|(_, n)| n.clone())
+        .collect();
     names.extend(extra_names.iter().cloned());
     let observed = observe(&exec.client, &identity.probe_marker(), &rows, prior, &names).await?;
     let mut handles = Vec::new();
@@ -226,15 +272,18 @@ pub async fn destroy(exec: &Arc<Executor>, identity: &SlotIdentity, prior: &Prio
         .managed
         .iter()
         .map(|(k, m)| (k.clone(), m.vm.vmid, m.vm.node.clone()))
-        .chain(
-            observed
-                .duplicates
-                .iter()
-                .map(|(k, vm)| (LogicalVmKey(format!("{}#dup-{}", k.0, vm.vmid)), vm.vmid, vm.node.clone())),
-        );
+        .chain(observed.duplicates.iter().map(|(k, vm)| {
+            (
+                LogicalVmKey(format!("{}#dup-{}", k.0, vm.vmid)),
+                vm.vmid,
+                vm.node.clone(),
+            )
+        }));
     for (key, vmid, node) in targets {
         let me = exec.clone();
-        handles.push(tokio::spawn(async move { me.destroy_vm(&key.0, vmid, &node).await }));
+        handles.push(tokio::spawn(async move {
+            me.destroy_vm(&key.0, vmid, &node).await
+        }));
     }
     let mut outcomes = Vec::new();
     for h in handles {
@@ -246,7 +295,9 @@ pub async fn destroy(exec: &Arc<Executor>, identity: &SlotIdentity, prior: &Prio
                 vmid: None,
                 node: String::new(),
                 status: "error".into(),
-                error: Some(format!("internal error: destroy task ended abnormally: {e}")),
+                error: Some(format!(
+                    "internal error: destroy task ended abnormally: {e}"
+                )),
                 duration_ms: 0,
                 api_calls: 0,
                 facts: None,
@@ -254,5 +305,9 @@ pub async fn destroy(exec: &Arc<Executor>, identity: &SlotIdentity, prior: &Prio
         }
     }
     let failed = outcomes.iter().any(|o| o.status != "ok");
-    Ok(DestroyReport { outcomes, failed, warnings: observed.warnings })
+    Ok(DestroyReport {
+        outcomes,
+        failed,
+        warnings: observed.warnings,
+    })
 }

@@ -71,7 +71,7 @@ pub enum StepError {
         vmid: String,
         node: String,
         #[source]
-        source: PveError,
+        source: Box<PveError>,
     },
     #[error("{step} of VM {key} (vmid {vmid}, node {node}) failed: {detail}")]
     Other {
@@ -123,6 +123,16 @@ pub struct Executor {
     pub writes: AtomicU64,
 }
 
+/// How a step ended, for its journal line.
+#[derive(Default)]
+struct StepEnd {
+    result: Option<&'static str>,
+    started: Option<Instant>,
+    attempts: Option<u32>,
+    calls: Option<u64>,
+    error: Option<String>,
+}
+
 /// Per-VM call accounting.
 struct VmCtx<'a> {
     key: String,
@@ -134,7 +144,9 @@ struct VmCtx<'a> {
 
 impl VmCtx<'_> {
     fn vmid_str(&self) -> String {
-        self.vmid.map(|v| v.to_string()).unwrap_or_else(|| "new".into())
+        self.vmid
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "new".into())
     }
     fn pve_err(&self, step: &'static str, source: PveError) -> StepError {
         StepError::Pve {
@@ -142,7 +154,7 @@ impl VmCtx<'_> {
             key: self.key.clone(),
             vmid: self.vmid_str(),
             node: self.node.clone(),
-            source,
+            source: Box::new(source),
         }
     }
     fn other(&self, step: &'static str, detail: String) -> StepError {
@@ -161,7 +173,14 @@ impl VmCtx<'_> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.exec.writes.fetch_add(1, Ordering::Relaxed);
     }
-    fn journal(&self, action: &str, event: &str, result: Option<&str>, started: Option<Instant>, attempts: Option<u32>, calls: Option<u64>, error: Option<String>) {
+    fn journal_start(&self, action: &str) {
+        self.journal(action, "start", None);
+    }
+    fn journal_end(&self, action: &str, end: StepEnd) {
+        self.journal(action, "end", Some(end));
+    }
+    fn journal(&self, action: &str, event: &str, end: Option<StepEnd>) {
+        let end = end.unwrap_or_default();
         self.exec.journal.record(JournalEvent {
             v: 0,
             ts: now_ts(),
@@ -171,11 +190,11 @@ impl VmCtx<'_> {
             node: Some(self.node.clone()),
             action: action.to_string(),
             event: event.to_string(),
-            result: result.map(str::to_string),
-            duration_ms: started.map(|s| s.elapsed().as_millis() as u64),
-            attempts,
-            api_calls: calls,
-            error,
+            result: end.result.map(str::to_string),
+            duration_ms: end.started.map(|s| s.elapsed().as_millis() as u64),
+            attempts: end.attempts,
+            api_calls: end.calls,
+            error: end.error,
         });
     }
     fn progress(&self, step: &str, status: &str, detail: Option<String>) {
@@ -208,7 +227,11 @@ pub fn is_retryable(e: &PveError) -> bool {
 fn jitter(d: Duration) -> Duration {
     let ms = d.as_millis() as u64;
     let spread = ms / 4;
-    let offset = if spread == 0 { 0 } else { rand::random::<u64>() % (2 * spread + 1) };
+    let offset = if spread == 0 {
+        0
+    } else {
+        rand::random::<u64>() % (2 * spread + 1)
+    };
     Duration::from_millis(ms.saturating_sub(spread) + offset)
 }
 
@@ -235,7 +258,7 @@ impl Executor {
     {
         let started = Instant::now();
         let calls_before = ctx.calls.load(Ordering::Relaxed);
-        ctx.journal(name, "start", None, None, None, None, None);
+        ctx.journal_start(name);
         ctx.progress(name, "start", None);
         let mut delay = self.timeouts.initial_backoff;
         let mut attempts = 0u32;
@@ -244,12 +267,22 @@ impl Executor {
             match attempt().await {
                 Ok(v) => {
                     let calls = ctx.calls.load(Ordering::Relaxed) - calls_before;
-                    ctx.journal(name, "end", Some("ok"), Some(started), Some(attempts), Some(calls), None);
+                    ctx.journal_end(
+                        name,
+                        StepEnd {
+                            result: Some("ok"),
+                            started: Some(started),
+                            attempts: Some(attempts),
+                            calls: Some(calls),
+                            error: None,
+                        },
+                    );
                     ctx.progress(name, "ok", None);
                     return Ok(v);
                 }
                 Err(StepOutcome::Retry(e))
-                    if started.elapsed() + delay < deadline && attempts < self.timeouts.max_attempts =>
+                    if started.elapsed() + delay < deadline
+                        && attempts < self.timeouts.max_attempts =>
                 {
                     ctx.progress(name, "retry", Some(e.to_string()));
                     tracing::debug!(vm = %ctx.key, step = name, error = %e, "retrying");
@@ -262,7 +295,16 @@ impl Executor {
                         StepOutcome::Other(d) => ctx.other(name, d),
                     };
                     let calls = ctx.calls.load(Ordering::Relaxed) - calls_before;
-                    ctx.journal(name, "end", Some("error"), Some(started), Some(attempts), Some(calls), Some(err.to_string()));
+                    ctx.journal_end(
+                        name,
+                        StepEnd {
+                            result: Some("error"),
+                            started: Some(started),
+                            attempts: Some(attempts),
+                            calls: Some(calls),
+                            error: Some(err.to_string()),
+                        },
+                    );
                     ctx.progress(name, "error", Some(err.to_string()));
                     return Err(err);
                 }
@@ -273,7 +315,8 @@ impl Executor {
     /// Run the plan for every VM concurrently; returns one outcome per VM, in plan order.
     pub async fn execute(self: &Arc<Self>, plans: &[VmPlan]) -> Vec<VmOutcome> {
         let mut handles = Vec::with_capacity(plans.len());
-        for plan in plans.iter().cloned() {
+        for plan in plans {
+            let plan = plan.clone();
             let me = self.clone();
             handles.push(tokio::spawn(async move { me.run_vm(&plan).await }));
         }
@@ -287,7 +330,9 @@ impl Executor {
                     vmid: plan.vmid,
                     node: plan.node.clone(),
                     status: "error".into(),
-                    error: Some(format!("internal error: VM pipeline task ended abnormally: {e}")),
+                    error: Some(format!(
+                        "internal error: VM pipeline task ended abnormally: {e}"
+                    )),
                     duration_ms: 0,
                     api_calls: 0,
                     facts: None,
@@ -338,17 +383,25 @@ impl Executor {
     }
 
     fn desired<'p>(&self, ctx: &VmCtx<'_>, plan: &'p VmPlan) -> Result<&'p DesiredVm, StepError> {
-        plan.desired
-            .as_ref()
-            .ok_or_else(|| ctx.other("plan", "the plan carries no desired model for this VM".into()))
+        plan.desired.as_ref().ok_or_else(|| {
+            ctx.other(
+                "plan",
+                "the plan carries no desired model for this VM".into(),
+            )
+        })
     }
 
-    async fn create(&self, ctx: &mut VmCtx<'_>, plan: &VmPlan) -> Result<Option<VmFacts>, StepError> {
+    async fn create(
+        &self,
+        ctx: &mut VmCtx<'_>,
+        plan: &VmPlan,
+    ) -> Result<Option<VmFacts>, StepError> {
         let want = self.desired(ctx, plan)?;
         let vmid = self.clone_step(ctx, want).await?;
         ctx.vmid = Some(vmid);
         let cfg = self.read_config(ctx, "config").await?;
-        self.config_step(ctx, want, &cfg, &plan.config_set, &[]).await?;
+        self.config_step(ctx, want, &cfg, &plan.config_set, &[])
+            .await?;
         if let Some(r) = &plan.resize {
             self.resize_step(ctx, &r.disk, r.to_bytes).await?;
         }
@@ -356,7 +409,11 @@ impl Executor {
         self.facts(ctx, plan, true).await
     }
 
-    async fn update(&self, ctx: &mut VmCtx<'_>, plan: &VmPlan) -> Result<Option<VmFacts>, StepError> {
+    async fn update(
+        &self,
+        ctx: &mut VmCtx<'_>,
+        plan: &VmPlan,
+    ) -> Result<Option<VmFacts>, StepError> {
         let want = self.desired(ctx, plan)?;
         if !plan.config_set.is_empty() || !plan.config_delete.is_empty() {
             let cfg = self.read_config(ctx, "config").await?;
@@ -399,13 +456,16 @@ impl Executor {
             pool: None,
         };
         let marker_line = want.marker.to_line();
-        let storage = if full { Some(want.storage.clone()) } else { None };
+        let storage = if full {
+            Some(want.storage.clone())
+        } else {
+            None
+        };
         let wait = self.wait_opts(self.timeouts.clone);
         let client = &self.client;
         self.step(ctx, "clone", self.timeouts.clone, || {
             let params = params.clone();
             let marker_line = marker_line.clone();
-            let wait = wait.clone();
             let storage = storage.clone();
             async move {
                 let _permits = self
@@ -424,7 +484,8 @@ impl Executor {
                     wait: Some(wait),
                 };
                 match client.allocate_vmid_and_clone(&req).await {
-                    Ok(CloneAllocation::Completed { vmid, .. }) | Ok(CloneAllocation::Adopted { vmid, .. }) => Ok(vmid),
+                    Ok(CloneAllocation::Completed { vmid, .. })
+                    | Ok(CloneAllocation::Adopted { vmid, .. }) => Ok(vmid),
                     Ok(CloneAllocation::Submitted { vmid, .. }) => Ok(vmid),
                     Err(e) if e.classify() == ErrorClass::WriteOutcomeUnknown => {
                         // The clone may have been accepted: a marker-owned VM proves it.
@@ -440,7 +501,11 @@ impl Executor {
         .await
     }
 
-    async fn read_config(&self, ctx: &VmCtx<'_>, step: &'static str) -> Result<VmConfig, StepError> {
+    async fn read_config(
+        &self,
+        ctx: &VmCtx<'_>,
+        step: &'static str,
+    ) -> Result<VmConfig, StepError> {
         let vmid = ctx.vmid.unwrap_or_default();
         let mut delay = self.timeouts.initial_backoff;
         let started = Instant::now();
@@ -509,7 +574,12 @@ impl Executor {
         .await
     }
 
-    async fn resize_step(&self, ctx: &VmCtx<'_>, disk: &str, to_bytes: u64) -> Result<(), StepError> {
+    async fn resize_step(
+        &self,
+        ctx: &VmCtx<'_>,
+        disk: &str,
+        to_bytes: u64,
+    ) -> Result<(), StepError> {
         let vmid = ctx.vmid.unwrap_or_default();
         let node = ctx.node.clone();
         let slot: DiskSlot = disk
@@ -581,13 +651,18 @@ impl Executor {
     /// Read back what the outputs need. `wait_agent`: poll the guest agent for an address
     /// (after a start) until the readiness budget runs out; a timeout is not an error here
     /// (the SSH readiness gate decides readiness).
-    async fn facts(&self, ctx: &VmCtx<'_>, plan: &VmPlan, wait_agent: bool) -> Result<Option<VmFacts>, StepError> {
+    async fn facts(
+        &self,
+        ctx: &VmCtx<'_>,
+        plan: &VmPlan,
+        wait_agent: bool,
+    ) -> Result<Option<VmFacts>, StepError> {
         let Some(want) = plan.desired.as_ref() else {
             return Ok(None);
         };
         let vmid = ctx.vmid.unwrap_or_default();
         let started = Instant::now();
-        ctx.journal("facts", "start", None, None, None, None, None);
+        ctx.journal_start("facts");
         ctx.read();
         let cfg = self
             .client
@@ -603,12 +678,25 @@ impl Executor {
             .map_err(|e| ctx.pve_err("facts", e))?;
         let mut agent_ipv4 = Vec::new();
         if running && want.agent {
-            let budget = if wait_agent { self.timeouts.agent_wait } else { Duration::ZERO };
+            let budget = if wait_agent {
+                self.timeouts.agent_wait
+            } else {
+                Duration::ZERO
+            };
             agent_ipv4 = self.agent_addresses(ctx, &cfg, budget).await;
         }
         let mut config = cfg.raw.clone();
         config.remove("digest");
-        ctx.journal("facts", "end", Some("ok"), Some(started), Some(1), None, None);
+        ctx.journal_end(
+            "facts",
+            StepEnd {
+                result: Some("ok"),
+                started: Some(started),
+                attempts: Some(1),
+                calls: None,
+                error: None,
+            },
+        );
         Ok(Some(VmFacts {
             vmid,
             node: ctx.node.clone(),
@@ -618,7 +706,12 @@ impl Executor {
         }))
     }
 
-    async fn agent_addresses(&self, ctx: &VmCtx<'_>, cfg: &VmConfig, budget: Duration) -> Vec<Vec<Ipv4Addr>> {
+    async fn agent_addresses(
+        &self,
+        ctx: &VmCtx<'_>,
+        cfg: &VmConfig,
+        budget: Duration,
+    ) -> Vec<Vec<Ipv4Addr>> {
         let vmid = ctx.vmid.unwrap_or_default();
         let started = Instant::now();
         let mut delay = Duration::from_millis(250);
@@ -634,14 +727,21 @@ impl Executor {
                             .ip_addresses
                             .iter()
                             .filter_map(|ip| match ip.ip_address {
-                                std::net::IpAddr::V4(a) if !a.is_loopback() && !a.is_link_local() => Some(a),
+                                std::net::IpAddr::V4(a)
+                                    if !a.is_loopback() && !a.is_link_local() =>
+                                {
+                                    Some(a)
+                                }
                                 _ => None,
                             })
                             .collect();
                         if v4.is_empty() {
                             continue;
                         }
-                        let mac = iface.hardware_address.as_deref().map(str::to_ascii_uppercase);
+                        let mac = iface
+                            .hardware_address
+                            .as_deref()
+                            .map(str::to_ascii_uppercase);
                         match mac.and_then(|m| macs.iter().position(|x| *x == m)) {
                             Some(i) => per_mac[i] = v4,
                             None => others.push(v4),
@@ -680,23 +780,35 @@ impl Executor {
             let timeout_s = self.timeouts.shutdown.as_secs().min(u32::MAX as u64) as u32;
             let wait = self.wait_opts(self.timeouts.shutdown + Duration::from_secs(30));
             let graceful = self
-                .step(ctx, "shutdown", self.timeouts.shutdown + Duration::from_secs(30), || async {
-                    let _p = self.scheduler.acquire(&node, None).await;
-                    ctx.write();
-                    let upid = client
-                        .shutdown(&node, vmid, Some(timeout_s), false)
-                        .await
-                        .map_err(StepOutcome::from_write)?;
-                    ctx.read();
-                    client.wait_task(&upid, &wait).await.map(|_| ()).map_err(StepOutcome::Fail)
-                })
+                .step(
+                    ctx,
+                    "shutdown",
+                    self.timeouts.shutdown + Duration::from_secs(30),
+                    || async {
+                        let _p = self.scheduler.acquire(&node, None).await;
+                        ctx.write();
+                        let upid = client
+                            .shutdown(&node, vmid, Some(timeout_s), false)
+                            .await
+                            .map_err(StepOutcome::from_write)?;
+                        ctx.read();
+                        client
+                            .wait_task(&upid, &wait)
+                            .await
+                            .map(|_| ())
+                            .map_err(StepOutcome::Fail)
+                    },
+                )
                 .await;
             if graceful.is_err() {
                 let wait = self.wait_opts(self.timeouts.delete);
                 self.step(ctx, "stop", self.timeouts.delete, || async {
                     let _p = self.scheduler.acquire(&node, None).await;
                     ctx.write();
-                    let upid = client.stop(&node, vmid).await.map_err(StepOutcome::from_write)?;
+                    let upid = client
+                        .stop(&node, vmid)
+                        .await
+                        .map_err(StepOutcome::from_write)?;
                     ctx.read();
                     client
                         .wait_task(&upid, &wait)
@@ -805,7 +917,11 @@ fn build_update(
     let mut any = false;
     for (k, v) in planned_set {
         let before = observed.get(k).map(String::as_str);
-        let desired_now = want.owned_config().get(k).cloned().unwrap_or_else(|| v.clone());
+        let desired_now = want
+            .owned_config()
+            .get(k)
+            .cloned()
+            .unwrap_or_else(|| v.clone());
         if config_value_matches(k, before, &desired_now) {
             continue;
         }

@@ -121,12 +121,23 @@ mod tests {
             per_storage: None,
         };
         let l = Limits::resolve(&inputs, &flags);
-        assert_eq!(l, Limits { global: 8, per_node: 5, per_storage: DEFAULT_PER_STORAGE });
+        assert_eq!(
+            l,
+            Limits {
+                global: 8,
+                per_node: 5,
+                per_storage: DEFAULT_PER_STORAGE
+            }
+        );
     }
 
     #[tokio::test]
     async fn per_node_cap_holds_under_contention() {
-        let s = Arc::new(Scheduler::new(Limits { global: 10, per_node: 2, per_storage: 10 }));
+        let s = Arc::new(Scheduler::new(Limits {
+            global: 10,
+            per_node: 2,
+            per_storage: 10,
+        }));
         let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut tasks = Vec::new();

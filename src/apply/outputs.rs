@@ -81,7 +81,12 @@ pub fn vm_output(want: &DesiredVm, facts: &VmFacts) -> Value {
     let tags: Vec<String> = facts
         .config
         .get("tags")
-        .map(|t| props::tag_set(t).into_iter().filter(|t| t != MANAGED_TAG).collect())
+        .map(|t| {
+            props::tag_set(t)
+                .into_iter()
+                .filter(|t| t != MANAGED_TAG)
+                .collect()
+        })
         .unwrap_or_default();
     json!({
         "vm_id": facts.vmid,

@@ -10,8 +10,8 @@ use crate::cli::ModuleArgs;
 use crate::commands::simroot::SimSession;
 use crate::commands::CliError;
 use crate::hyops::{
-    load_proxmox_credentials, password_source, read_password, read_vault_env, ModuleRef, ProxmoxCredentials, RootSource,
-    RuntimeRoot, StateInstance,
+    load_proxmox_credentials, password_source, read_password, read_vault_env, ModuleRef,
+    ProxmoxCredentials, RootSource, RuntimeRoot, StateInstance,
 };
 use crate::inputs::canonical_module_ref;
 use crate::pve::{PveAuth, PveClient, PveConfig, TlsMode};
@@ -38,10 +38,15 @@ impl Ctx {
 
     /// [`Ctx::new`] with an explicit environment (tests and the driver mode use this so
     /// nothing depends on the process environment).
-    pub async fn build(args: &ModuleArgs, env_vars: BTreeMap<String, String>) -> Result<Self, CliError> {
-        let module = canonical_module_ref(&args.module).map_err(|e| CliError::msg(e.to_string()))?;
+    pub async fn build(
+        args: &ModuleArgs,
+        env_vars: BTreeMap<String, String>,
+    ) -> Result<Self, CliError> {
+        let module =
+            canonical_module_ref(&args.module).map_err(|e| CliError::msg(e.to_string()))?;
         let module_ref = ModuleRef::parse(module).map_err(CliError::hyops)?;
-        let instance = StateInstance::parse_opt(args.state_instance.as_deref()).map_err(CliError::hyops)?;
+        let instance =
+            StateInstance::parse_opt(args.state_instance.as_deref()).map_err(CliError::hyops)?;
         let hyops_env = env_vars
             .get("HYOPS_ENV")
             .map(|v| v.trim().to_string())
@@ -51,8 +56,18 @@ impl Ctx {
             .map(|v| v.trim().to_string())
             .filter(|v| !v.is_empty());
         let (root, sim, env_name) = if args.sim {
-            let env = args.env.clone().or_else(|| hyops_env.clone()).unwrap_or_else(|| "dev".into());
-            let session = SimSession::start(&env, args.root.as_deref(), args.sim_cluster.as_deref(), &env_vars).await?;
+            let env = args
+                .env
+                .clone()
+                .or_else(|| hyops_env.clone())
+                .unwrap_or_else(|| "dev".into());
+            let session = SimSession::start(
+                &env,
+                args.root.as_deref(),
+                args.sim_cluster.as_deref(),
+                &env_vars,
+            )
+            .await?;
             (RuntimeRoot::at(session.root()), Some(session), Some(env))
         } else {
             // `--env` or `--root`; else HYOPS_RUNTIME_ROOT; else HYOPS_ENV (contract §6.1).
@@ -92,7 +107,8 @@ impl Ctx {
     /// source is configured). Never logs a value.
     pub fn credentials(&self) -> Result<ProxmoxCredentials, CliError> {
         let vault = self.vault()?;
-        load_proxmox_credentials(&self.root, &self.env_vars, vault.as_ref()).map_err(CliError::hyops)
+        load_proxmox_credentials(&self.root, &self.env_vars, vault.as_ref())
+            .map_err(CliError::hyops)
     }
 
     /// The decrypted runtime vault, when it exists and a password source is configured.
@@ -105,7 +121,9 @@ impl Ctx {
             return Ok(None);
         };
         let password = read_password(&source, Duration::from_secs(30)).map_err(CliError::hyops)?;
-        read_vault_env(&file, &password).map(Some).map_err(CliError::hyops)
+        read_vault_env(&file, &password)
+            .map(Some)
+            .map_err(CliError::hyops)
     }
 
     /// The Proxmox client for these credentials.
@@ -128,7 +146,12 @@ impl Ctx {
         );
         cfg.tls = tls;
         cfg.request_timeout = Duration::from_secs(90);
-        PveClient::new(cfg).map_err(|e| CliError::msg(format!("cannot build the Proxmox client for {}: {e}", creds.url)))
+        PveClient::new(cfg).map_err(|e| {
+            CliError::msg(format!(
+                "cannot build the Proxmox client for {}: {e}",
+                creds.url
+            ))
+        })
     }
 
     /// `latest` or `instance:<name>`.

@@ -50,7 +50,11 @@ impl std::fmt::Display for CliError {
 }
 
 fn init_tracing(verbose: bool) {
-    let filter = if verbose { "hyops_pve=debug" } else { "hyops_pve=warn" };
+    let filter = if verbose {
+        "hyops_pve=debug"
+    } else {
+        "hyops_pve=warn"
+    };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HYOPS_PVE_LOG")
@@ -73,7 +77,10 @@ pub fn run(cli: Cli) -> i32 {
         _ => false,
     };
     init_tracing(verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("ERR: cannot start the async runtime: {e}");
@@ -141,9 +148,9 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
                     state,
                 },
         } => {
-            let listen = listen
-                .parse()
-                .map_err(|e| CliError::msg(format!("--listen {listen:?} is not an address:port: {e}")))?;
+            let listen = listen.parse().map_err(|e| {
+                CliError::msg(format!("--listen {listen:?} is not an address:port: {e}"))
+            })?;
             if !is_loopback(&listen) {
                 eprintln!("warning: the simulator is listening on a non-loopback address {listen}");
             }

@@ -19,15 +19,16 @@ use crate::commands::context::Ctx;
 use crate::commands::progress::progress_for;
 use crate::commands::{CliError, EXIT_CHANGES, EXIT_ERROR, EXIT_OK};
 use crate::hyops::{
-    self, acquire_lock, build_input_contract, check_vm_set_guards, evidence_dir,
-    new_run_id, publish_outputs, read_tfstate_vms, resolve_template, template_source_hint,
-    write_driver_result, write_inputs_resolved, write_json_atomic, write_meta,
-    write_module_state_record, write_rerun_inputs, write_text_atomic, DriverResult, ModuleState,
-    OkRecord, PreflightDecision, PreflightOptions, ProxmoxCredentials, RunLock, RunPrefix,
-    RunningRecord,
+    self, acquire_lock, build_input_contract, check_vm_set_guards, evidence_dir, new_run_id,
+    publish_outputs, read_tfstate_vms, resolve_template, template_source_hint, write_driver_result,
+    write_inputs_resolved, write_json_atomic, write_meta, write_module_state_record,
+    write_rerun_inputs, write_text_atomic, DriverResult, ModuleState, OkRecord, PreflightDecision,
+    PreflightOptions, ProxmoxCredentials, RunLock, RunPrefix, RunningRecord,
 };
 use crate::inputs::model::{ConcurrencyLimits, LogicalVmKey, ModuleInputs, TemplateSource};
-use crate::inputs::{resolve_inputs, sanitize_rerun_inputs, LifecycleCommand, ResolveRequest, ResolvedInputs};
+use crate::inputs::{
+    resolve_inputs, sanitize_rerun_inputs, LifecycleCommand, ResolveRequest, ResolvedInputs,
+};
 use crate::plan::artifact::PlanArtifact;
 use crate::plan::desired::TargetDefaults;
 use crate::plan::observed::PriorIds;
@@ -43,7 +44,12 @@ pub struct Run {
 
 fn start_run(ctx: &Ctx, prefix: RunPrefix, lock: bool) -> Result<Run, CliError> {
     let run_id = new_run_id(prefix);
-    let evidence = evidence_dir(&ctx.root, ctx.args.out_dir.as_deref(), &ctx.module_ref, &run_id);
+    let evidence = evidence_dir(
+        &ctx.root,
+        ctx.args.out_dir.as_deref(),
+        &ctx.module_ref,
+        &run_id,
+    );
     hyops::evidence::create_evidence_dir(&evidence).map_err(CliError::hyops)?;
     if !ctx.args.json {
         println!("run record: {}", evidence.display());
@@ -69,7 +75,11 @@ fn start_run(ctx: &Ctx, prefix: RunPrefix, lock: bool) -> Result<Run, CliError> 
     })
 }
 
-fn resolve(ctx: &Ctx, command: LifecycleCommand, creds: Option<&ProxmoxCredentials>) -> Result<ResolvedInputs, CliError> {
+fn resolve(
+    ctx: &Ctx,
+    command: LifecycleCommand,
+    creds: Option<&ProxmoxCredentials>,
+) -> Result<ResolvedInputs, CliError> {
     let req = ResolveRequest {
         overlay_path: ctx.args.inputs.clone(),
         command,
@@ -80,9 +90,28 @@ fn resolve(ctx: &Ctx, command: LifecycleCommand, creds: Option<&ProxmoxCredentia
     resolve_inputs(&req).map_err(|e| CliError::msg(e.to_string()))
 }
 
-fn write_inputs_evidence(ctx: &Ctx, run: &Run, command: &str, resolved: &ResolvedInputs) -> Result<(), CliError> {
-    write_meta(&run.evidence, command, &run.run_id, &ctx.module_ref, &ctx.root, &json!({})).map_err(CliError::hyops)?;
-    write_inputs_resolved(&run.evidence, &ctx.module_ref, ctx.instance.as_ref(), &resolved.resolved_json).map_err(CliError::hyops)?;
+fn write_inputs_evidence(
+    ctx: &Ctx,
+    run: &Run,
+    command: &str,
+    resolved: &ResolvedInputs,
+) -> Result<(), CliError> {
+    write_meta(
+        &run.evidence,
+        command,
+        &run.run_id,
+        &ctx.module_ref,
+        &ctx.root,
+        &json!({}),
+    )
+    .map_err(CliError::hyops)?;
+    write_inputs_resolved(
+        &run.evidence,
+        &ctx.module_ref,
+        ctx.instance.as_ref(),
+        &resolved.resolved_json,
+    )
+    .map_err(CliError::hyops)?;
     let yaml = serde_yaml::to_string(&resolved.resolved_json)
         .map_err(|e| CliError::msg(format!("cannot render resolved.inputs.yml: {e}")))?;
     write_text_atomic(&run.evidence.join("resolved.inputs.yml"), &yaml).map_err(CliError::hyops)?;
@@ -101,11 +130,16 @@ fn defaults_from(creds: &ProxmoxCredentials) -> TargetDefaults {
 }
 
 /// The template VMID, with the §1.15 warnings and its source hint.
-fn template_vmid(ctx: &Ctx, inputs: &ModuleInputs, warnings: &mut Vec<String>) -> Result<(u32, String), CliError> {
+fn template_vmid(
+    ctx: &Ctx,
+    inputs: &ModuleInputs,
+    warnings: &mut Vec<String>,
+) -> Result<(u32, String), CliError> {
     match &inputs.template {
         TemplateSource::ExplicitVmId { vm_id } => Ok((*vm_id, template_source_hint(*vm_id, None))),
         TemplateSource::StateRef { state_ref, key } => {
-            let (vmid, w) = resolve_template(&ctx.root, state_ref, key.as_deref()).map_err(CliError::hyops)?;
+            let (vmid, w) =
+                resolve_template(&ctx.root, state_ref, key.as_deref()).map_err(CliError::hyops)?;
             warnings.extend(w);
             Ok((vmid, template_source_hint(vmid, Some(state_ref))))
         }
@@ -120,7 +154,10 @@ fn prior_ids(ctx: &Ctx) -> Result<PriorIds, CliError> {
         let outputs = s.get("outputs").cloned().unwrap_or(Value::Null);
         if let Some(ids) = outputs.get("vm_ids").and_then(Value::as_object) {
             for (k, v) in ids {
-                let Some(id) = v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())) else {
+                let Some(id) = v
+                    .as_u64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                else {
                     continue;
                 };
                 let Ok(id) = u32::try_from(id) else { continue };
@@ -134,7 +171,9 @@ fn prior_ids(ctx: &Ctx) -> Result<PriorIds, CliError> {
             }
         }
     }
-    for tf in read_tfstate_vms(&ctx.root, &ctx.module_ref, ctx.instance.as_ref()).map_err(CliError::hyops)? {
+    for tf in read_tfstate_vms(&ctx.root, &ctx.module_ref, ctx.instance.as_ref())
+        .map_err(CliError::hyops)?
+    {
         if let Some(key) = tf.key {
             prior.terraform.insert(LogicalVmKey(key), tf.vm_id);
         }
@@ -165,8 +204,13 @@ fn check_bypass(command: &str, bypass: &PreflightBypass) -> Result<Option<String
     if !bypass.skip_preflight {
         return Ok(None);
     }
-    let reason = bypass.preflight_bypass_reason.as_deref().map(str::trim).unwrap_or("");
-    let printable = !reason.is_empty() && reason.len() <= 500 && !reason.chars().any(|c| c.is_control());
+    let reason = bypass
+        .preflight_bypass_reason
+        .as_deref()
+        .map(str::trim)
+        .unwrap_or("");
+    let printable =
+        !reason.is_empty() && reason.len() <= 500 && !reason.chars().any(|c| c.is_control());
     if !printable {
         return Err(CliError::msg(format!(
             "--skip-preflight for a mutating command requires --preflight-bypass-reason (command: {command}; a single printable line of at most 500 characters)"
@@ -187,7 +231,12 @@ struct Preflighted {
 }
 
 /// API-free checks, inputs, guards, template state, then Proxmox reachability.
-async fn preflight_phase(ctx: &Ctx, run: &Run, command: LifecycleCommand, strict: bool) -> Result<Preflighted, CliError> {
+async fn preflight_phase(
+    ctx: &Ctx,
+    run: &Run,
+    command: LifecycleCommand,
+    strict: bool,
+) -> Result<Preflighted, CliError> {
     let creds = ctx.credentials()?;
     let resolved = resolve(ctx, command, Some(&creds))?;
     write_inputs_evidence(ctx, run, command.as_str(), &resolved)?;
@@ -214,10 +263,16 @@ async fn preflight_phase(ctx: &Ctx, run: &Run, command: LifecycleCommand, strict
             strict,
         },
     );
-    write_json_atomic(&run.evidence.join("preflight_checks.json"), &serde_json::to_value(&report).unwrap_or(Value::Null))
-        .map_err(CliError::hyops)?;
+    write_json_atomic(
+        &run.evidence.join("preflight_checks.json"),
+        &serde_json::to_value(&report).unwrap_or(Value::Null),
+    )
+    .map_err(CliError::hyops)?;
     if let Some(f) = report.failures().first() {
-        return Err(CliError::msg(format!("preflight failed: {}: {}", f.name, f.detail)));
+        return Err(CliError::msg(format!(
+            "preflight failed: {}: {}",
+            f.name, f.detail
+        )));
     }
     let requested: Vec<String> = resolved.model.vms.keys().map(|k| k.0.clone()).collect();
     let guard = check_vm_set_guards(
@@ -268,11 +323,13 @@ async fn make_plan(ctx: &Ctx, run: &Run, pf: &Preflighted) -> Result<PlanArtifac
         .await
         .map_err(|e| CliError::msg(e.to_string()))?;
     let mut warnings = pf.warnings.clone();
-    warnings.extend(plan.warnings.drain(..));
+    warnings.append(&mut plan.warnings);
     plan.warnings = warnings;
-    let value = serde_json::to_value(&plan).map_err(|e| CliError::msg(format!("cannot serialise the plan: {e}")))?;
+    let value = serde_json::to_value(&plan)
+        .map_err(|e| CliError::msg(format!("cannot serialise the plan: {e}")))?;
     write_json_atomic(&run.evidence.join("plan.json"), &value).map_err(CliError::hyops)?;
-    write_text_atomic(&run.evidence.join("plan.txt"), &render(&plan, false)).map_err(CliError::hyops)?;
+    write_text_atomic(&run.evidence.join("plan.txt"), &render(&plan, false))
+        .map_err(CliError::hyops)?;
     Ok(plan)
 }
 
@@ -303,7 +360,10 @@ pub async fn preflight_inner(ctx: &Ctx, strict: bool) -> Result<i32, CliError> {
     };
     decision.complete(ok, error.as_deref());
     decision.write(&run.evidence).map_err(CliError::hyops)?;
-    let warnings = outcome.as_ref().map(|p| p.warnings.clone()).unwrap_or_default();
+    let warnings = outcome
+        .as_ref()
+        .map(|p| p.warnings.clone())
+        .unwrap_or_default();
     let summary = json!({
         "ok": ok,
         "code": if ok { 0 } else { 1 },
@@ -321,9 +381,13 @@ pub async fn preflight_inner(ctx: &Ctx, strict: bool) -> Result<i32, CliError> {
             "outputs_publish": hyops::PUBLISH_KEYS,
         }
     });
-    write_json_atomic(&run.evidence.join("preflight_result.json"), &summary).map_err(CliError::hyops)?;
+    write_json_atomic(&run.evidence.join("preflight_result.json"), &summary)
+        .map_err(CliError::hyops)?;
     if ctx.args.json {
-        println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary).unwrap_or_default()
+        );
     } else {
         for w in &warnings {
             println!("WARN: {w}");
@@ -357,13 +421,22 @@ pub fn validate_inner(ctx: &Ctx) -> Result<i32, CliError> {
     let resolved = resolve(ctx, LifecycleCommand::Validate, creds.as_ref())?;
     let mut warnings = resolved.warnings.clone();
     let requested: Vec<String> = resolved.model.vms.keys().map(|k| k.0.clone()).collect();
-    let guard = check_vm_set_guards(&ctx.root, &ctx.module_ref, ctx.instance.as_ref(), &requested, resolved.model.allow_vm_set_replace)
-        .map_err(CliError::hyops)?;
+    let guard = check_vm_set_guards(
+        &ctx.root,
+        &ctx.module_ref,
+        ctx.instance.as_ref(),
+        &requested,
+        resolved.model.allow_vm_set_replace,
+    )
+    .map_err(CliError::hyops)?;
     warnings.extend(guard.warnings);
     let template = match template_vmid(ctx, &resolved.model, &mut warnings) {
         Ok((id, _)) => Some(id),
         Err(e) => {
-            warnings.push(format!("template not resolved (checked again at plan/apply): {}", e.message));
+            warnings.push(format!(
+                "template not resolved (checked again at plan/apply): {}",
+                e.message
+            ));
             None
         }
     };
@@ -381,38 +454,63 @@ pub fn validate_inner(ctx: &Ctx) -> Result<i32, CliError> {
         for w in &warnings {
             println!("WARN: {w}");
         }
-        let yaml = serde_yaml::to_string(&out).map_err(|e| CliError::msg(format!("cannot render the model: {e}")))?;
+        let yaml = serde_yaml::to_string(&out)
+            .map_err(|e| CliError::msg(format!("cannot render the model: {e}")))?;
         print!("{yaml}");
-        println!("validate ok: {} ({} VM(s))", ctx.module_ref.as_str(), resolved.model.vms.len());
+        println!(
+            "validate ok: {} ({} VM(s))",
+            ctx.module_ref.as_str(),
+            resolved.model.vms.len()
+        );
     }
     Ok(EXIT_OK)
 }
 
 /// `hyops-pve plan`.
-pub async fn plan(args: &ModuleArgs, detailed_exitcode: bool, out: Option<&Path>) -> Result<i32, CliError> {
+pub async fn plan(
+    args: &ModuleArgs,
+    detailed_exitcode: bool,
+    out: Option<&Path>,
+) -> Result<i32, CliError> {
     let mut ctx = Ctx::new(args).await?;
     let result = plan_inner(&ctx, detailed_exitcode, out).await;
     ctx.finish().await?;
     result
 }
 
-pub async fn plan_inner(ctx: &Ctx, detailed_exitcode: bool, out: Option<&Path>) -> Result<i32, CliError> {
+pub async fn plan_inner(
+    ctx: &Ctx,
+    detailed_exitcode: bool,
+    out: Option<&Path>,
+) -> Result<i32, CliError> {
     let run = start_run(ctx, RunPrefix::Plan, false)?;
     let pf = preflight_phase(ctx, &run, LifecycleCommand::Plan, false).await?;
     let plan = make_plan(ctx, &run, &pf).await?;
     if let Some(path) = out {
-        let value = serde_json::to_value(&plan).map_err(|e| CliError::msg(format!("cannot serialise the plan: {e}")))?;
+        let value = serde_json::to_value(&plan)
+            .map_err(|e| CliError::msg(format!("cannot serialise the plan: {e}")))?;
         write_json_atomic(path, &value).map_err(CliError::hyops)?;
     }
     print_plan(ctx, &plan);
     if ctx.args.json {
-        println!("{}", serde_json::to_string_pretty(&plan).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&plan).unwrap_or_default()
+        );
     }
-    Ok(if detailed_exitcode && plan.summary.has_changes() { EXIT_CHANGES } else { EXIT_OK })
+    Ok(if detailed_exitcode && plan.summary.has_changes() {
+        EXIT_CHANGES
+    } else {
+        EXIT_OK
+    })
 }
 
 /// `hyops-pve apply` (alias `deploy`).
-pub async fn apply(args: &ModuleArgs, bypass: &PreflightBypass, plan_file: Option<&Path>) -> Result<i32, CliError> {
+pub async fn apply(
+    args: &ModuleArgs,
+    bypass: &PreflightBypass,
+    plan_file: Option<&Path>,
+) -> Result<i32, CliError> {
     let reason = check_bypass("apply", bypass)?;
     let mut ctx = Ctx::new(args).await?;
     let result = apply_inner(&ctx, reason, plan_file).await;
@@ -421,7 +519,11 @@ pub async fn apply(args: &ModuleArgs, bypass: &PreflightBypass, plan_file: Optio
 }
 
 /// Apply; returns the run id on success.
-pub async fn apply_inner(ctx: &Ctx, bypass_reason: Option<String>, plan_file: Option<&Path>) -> Result<String, CliError> {
+pub async fn apply_inner(
+    ctx: &Ctx,
+    bypass_reason: Option<String>,
+    plan_file: Option<&Path>,
+) -> Result<String, CliError> {
     let run = start_run(ctx, RunPrefix::Apply, true)?;
     let mut decision = PreflightDecision::new("apply", bypass_reason.as_deref());
     if !ctx.args.json {
@@ -438,13 +540,19 @@ pub async fn apply_inner(ctx: &Ctx, bypass_reason: Option<String>, plan_file: Op
         Err(e) => {
             decision.complete(false, Some(&e.message));
             decision.write(&run.evidence).map_err(CliError::hyops)?;
-            let msg = if e.message.starts_with("preflight failed") { e.message } else { format!("preflight failed: {}", e.message) };
+            let msg = if e.message.starts_with("preflight failed") {
+                e.message
+            } else {
+                format!("preflight failed: {}", e.message)
+            };
             return Err(CliError::msg(msg));
         }
     };
     let state = ModuleState::new(&ctx.root, &ctx.module_ref, ctx.instance.as_ref());
     let input_contract = build_input_contract(&pf.resolved.resolved_json);
-    let rerun_file = ctx.root.rerun_inputs_file(&ctx.module_ref, ctx.instance.as_ref());
+    let rerun_file = ctx
+        .root
+        .rerun_inputs_file(&ctx.module_ref, ctx.instance.as_ref());
     let resolved_file = run.evidence.join("resolved.inputs.yml");
     state
         .persist_running(&RunningRecord {
@@ -455,31 +563,57 @@ pub async fn apply_inner(ctx: &Ctx, bypass_reason: Option<String>, plan_file: Op
             rerun_inputs_file: Some(rerun_file.clone()),
             resolved_inputs_file: Some(resolved_file.clone()),
         })
-        .map_err(|e| CliError::msg(format!("cannot record the running state (the run is aborted before any change): {e}")))?;
+        .map_err(|e| {
+            CliError::msg(format!(
+                "cannot record the running state (the run is aborted before any change): {e}"
+            ))
+        })?;
     if !ctx.args.json {
         println!("progress: phase=apply");
     }
     let outcome = apply_engine(ctx, &run, &pf, plan_file).await;
     match outcome {
-        Ok((plan, report)) => finish_apply(ctx, &run, &pf, &state, &plan, report, input_contract, resolved_file),
+        Ok((plan, report)) => finish_apply(
+            ctx,
+            &run,
+            &pf,
+            &state,
+            &plan,
+            report,
+            input_contract,
+            resolved_file,
+        ),
         Err(e) => {
             let _ = state.persist_error("apply", &e.message);
             let result = DriverResult::error(&run.run_id, "apply", &e.message);
             let _ = write_driver_result(&run.evidence, &result);
             if e.code == crate::commands::EXIT_CANCELLED {
-                let _ = write_json_atomic(&run.evidence.join("cancelled.json"), &json!({"run_id": run.run_id, "reason": e.message}));
+                let _ = write_json_atomic(
+                    &run.evidence.join("cancelled.json"),
+                    &json!({"run_id": run.run_id, "reason": e.message}),
+                );
             }
             Err(e)
         }
     }
 }
 
-async fn apply_engine(ctx: &Ctx, run: &Run, pf: &Preflighted, plan_file: Option<&Path>) -> Result<(PlanArtifact, ApplyReport), CliError> {
+async fn apply_engine(
+    ctx: &Ctx,
+    run: &Run,
+    pf: &Preflighted,
+    plan_file: Option<&Path>,
+) -> Result<(PlanArtifact, ApplyReport), CliError> {
     let plan = make_plan(ctx, run, pf).await?;
     if let Some(path) = plan_file {
-        let text = std::fs::read_to_string(path).map_err(|e| CliError::msg(format!("cannot read plan file {}: {e}", path.display())))?;
-        let saved: PlanArtifact = serde_json::from_str(&text)
-            .map_err(|e| CliError::msg(format!("plan file {} is not a hyops-pve plan: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CliError::msg(format!("cannot read plan file {}: {e}", path.display())))?;
+        let saved: PlanArtifact = serde_json::from_str(&text).map_err(|e| {
+            CliError::msg(format!(
+                "plan file {} is not a hyops-pve plan: {e}",
+                path.display()
+            ))
+        })?;
         saved
             .check_still_valid(&plan, &path.display().to_string())
             .map_err(|e| CliError::msg(e.to_string()))?;
@@ -501,7 +635,12 @@ async fn apply_engine(ctx: &Ctx, run: &Run, pf: &Preflighted, plan_file: Option<
         progress,
         writes: Default::default(),
     });
-    let module_node = pf.resolved.model.node_name.clone().unwrap_or_else(|| pf.creds.node.clone());
+    let module_node = pf
+        .resolved
+        .model
+        .node_name
+        .clone()
+        .unwrap_or_else(|| pf.creds.node.clone());
     let apply = engine::apply_plan(&exec, &plan, &module_node, &pf.resolved.model.tags);
     let report = tokio::select! {
         r = apply => r,
@@ -535,7 +674,8 @@ fn finish_apply(
         "summary": plan.summary,
         "vms": report.outcomes,
     });
-    write_json_atomic(&run.evidence.join("apply_report.json"), &report_value).map_err(CliError::hyops)?;
+    write_json_atomic(&run.evidence.join("apply_report.json"), &report_value)
+        .map_err(CliError::hyops)?;
     let mut normalized = Map::new();
     normalized.insert("outputs".into(), report.outputs.clone());
     normalized.insert("command".into(), json!("apply"));
@@ -549,15 +689,28 @@ fn finish_apply(
         let _ = write_driver_result(&run.evidence, &result);
         if !ctx.args.json {
             for o in report.outcomes.iter().filter(|o| o.status != "ok") {
-                eprintln!("failed: {} (vmid {}): {}", o.key, o.vmid.map(|v| v.to_string()).unwrap_or_else(|| "-".into()), o.error.clone().unwrap_or_default());
+                eprintln!(
+                    "failed: {} (vmid {}): {}",
+                    o.key,
+                    o.vmid.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+                    o.error.clone().unwrap_or_default()
+                );
             }
         }
-        return Err(CliError::msg(format!("apply failed: {err} (open: {})", run.evidence.join("apply_journal.jsonl").display())));
+        return Err(CliError::msg(format!(
+            "apply failed: {err} (open: {})",
+            run.evidence.join("apply_journal.jsonl").display()
+        )));
     }
     let raw = report.outputs.as_object().cloned().unwrap_or_default();
     let published = publish_outputs(&raw);
-    let rerun_file = write_rerun_inputs(&ctx.root, &ctx.module_ref, ctx.instance.as_ref(), &sanitize_rerun_inputs(&pf.resolved.resolved_json))
-        .map_err(CliError::hyops)?;
+    let rerun_file = write_rerun_inputs(
+        &ctx.root,
+        &ctx.module_ref,
+        ctx.instance.as_ref(),
+        &sanitize_rerun_inputs(&pf.resolved.resolved_json),
+    )
+    .map_err(CliError::hyops)?;
     let state_value = state
         .persist_ok(&OkRecord {
             run_id: run.run_id.clone(),
@@ -569,13 +722,18 @@ fn finish_apply(
             backend_binding: None,
         })
         .map_err(CliError::hyops)?;
-    write_module_state_record(&run.evidence, state.path(), &state_value, None).map_err(CliError::hyops)?;
+    write_module_state_record(&run.evidence, state.path(), &state_value, None)
+        .map_err(CliError::hyops)?;
     let mut result = DriverResult::ok(&run.run_id, "apply", normalized);
     result.warnings = plan.warnings.clone();
     write_driver_result(&run.evidence, &result).map_err(CliError::hyops)?;
-    write_json_atomic(&run.evidence.join("result.json"), &result.to_value()).map_err(CliError::hyops)?;
+    write_json_atomic(&run.evidence.join("result.json"), &result.to_value())
+        .map_err(CliError::hyops)?;
     if ctx.args.json {
-        println!("{}", serde_json::to_string_pretty(&result.to_value()).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&result.to_value()).unwrap_or_default()
+        );
     } else {
         println!("rerun_inputs: {}", rerun_file.display());
         let s = &plan.summary;
@@ -605,8 +763,14 @@ pub async fn destroy_inner(ctx: &Ctx) -> Result<String, CliError> {
     write_inputs_evidence(ctx, &run, "destroy", &resolved)?;
     let client = ctx.client(&creds)?;
     let prior = prior_ids(ctx)?;
-    let names: BTreeSet<String> = resolved.model.vms.values().map(|v| v.physical_name.0.clone()).collect();
-    let journal = Journal::open(&run.evidence.join("apply_journal.jsonl"), &run.run_id).map_err(|e| CliError::msg(e.to_string()))?;
+    let names: BTreeSet<String> = resolved
+        .model
+        .vms
+        .values()
+        .map(|v| v.physical_name.0.clone())
+        .collect();
+    let journal = Journal::open(&run.evidence.join("apply_journal.jsonl"), &run.run_id)
+        .map_err(|e| CliError::msg(e.to_string()))?;
     let (progress, bar) = progress_for(names.len().max(prior.hyops.len()), ctx.args.json);
     let exec = Arc::new(Executor {
         client,
@@ -623,27 +787,51 @@ pub async fn destroy_inner(ctx: &Ctx) -> Result<String, CliError> {
         b.finish_and_clear();
     }
     let report = report?;
-    write_json_atomic(&run.evidence.join("destroy_report.json"), &json!({"run_id": run.run_id, "vms": report.outcomes, "warnings": report.warnings}))
-        .map_err(CliError::hyops)?;
+    write_json_atomic(
+        &run.evidence.join("destroy_report.json"),
+        &json!({"run_id": run.run_id, "vms": report.outcomes, "warnings": report.warnings}),
+    )
+    .map_err(CliError::hyops)?;
     if report.failed {
-        let failed: Vec<String> = report.outcomes.iter().filter(|o| o.status != "ok").map(|o| format!("{}: {}", o.key, o.error.clone().unwrap_or_default())).collect();
+        let failed: Vec<String> = report
+            .outcomes
+            .iter()
+            .filter(|o| o.status != "ok")
+            .map(|o| format!("{}: {}", o.key, o.error.clone().unwrap_or_default()))
+            .collect();
         let msg = format!("destroy failed: {}", failed.join("; "));
-        let _ = write_driver_result(&run.evidence, &DriverResult::error(&run.run_id, "destroy", &msg));
+        let _ = write_driver_result(
+            &run.evidence,
+            &DriverResult::error(&run.run_id, "destroy", &msg),
+        );
         return Err(CliError::msg(msg));
     }
     let state = ModuleState::new(&ctx.root, &ctx.module_ref, ctx.instance.as_ref());
     let contract = build_input_contract(&resolved.resolved_json);
-    let value = state.persist_destroyed(&run.run_id, &run.evidence, &contract).map_err(CliError::hyops)?;
-    write_module_state_record(&run.evidence, state.path(), &value, None).map_err(CliError::hyops)?;
+    let value = state
+        .persist_destroyed(&run.run_id, &run.evidence, &contract)
+        .map_err(CliError::hyops)?;
+    write_module_state_record(&run.evidence, state.path(), &value, None)
+        .map_err(CliError::hyops)?;
     let mut normalized = Map::new();
     normalized.insert("outputs".into(), json!({}));
     normalized.insert("command".into(), json!("destroy"));
-    normalized.insert("destroyed".into(), json!(report.outcomes.iter().map(|o| json!({"key": o.key, "vmid": o.vmid})).collect::<Vec<_>>()));
+    normalized.insert(
+        "destroyed".into(),
+        json!(report
+            .outcomes
+            .iter()
+            .map(|o| json!({"key": o.key, "vmid": o.vmid}))
+            .collect::<Vec<_>>()),
+    );
     let mut result = DriverResult::ok(&run.run_id, "destroy", normalized);
     result.warnings = report.warnings.clone();
     write_driver_result(&run.evidence, &result).map_err(CliError::hyops)?;
     if ctx.args.json {
-        println!("{}", serde_json::to_string_pretty(&result.to_value()).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&result.to_value()).unwrap_or_default()
+        );
     } else {
         for w in &report.warnings {
             println!("WARN: {w}");
@@ -659,10 +847,16 @@ pub async fn state_show(args: &ModuleArgs) -> Result<i32, CliError> {
     let state = ModuleState::new(&ctx.root, &ctx.module_ref, ctx.instance.as_ref());
     let result = match state.read().map_err(CliError::hyops)? {
         Some(s) => {
-            println!("{}", serde_json::to_string_pretty(&Value::Object(s)).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&Value::Object(s)).unwrap_or_default()
+            );
             Ok(EXIT_OK)
         }
-        None => Err(CliError::msg(format!("no module state at {} (nothing applied in this slot yet)", state.path().display()))),
+        None => Err(CliError::msg(format!(
+            "no module state at {} (nothing applied in this slot yet)",
+            state.path().display()
+        ))),
     };
     ctx.finish().await?;
     result
@@ -671,5 +865,7 @@ pub async fn state_show(args: &ModuleArgs) -> Result<i32, CliError> {
 /// The strict preflight rebuild runs before destroying anything.
 pub async fn preflight_for_rebuild(ctx: &Ctx) -> Result<(), CliError> {
     let run = start_run(ctx, RunPrefix::Preflight, false)?;
-    preflight_phase(ctx, &run, LifecycleCommand::Apply, true).await.map(|_| ())
+    preflight_phase(ctx, &run, LifecycleCommand::Apply, true)
+        .await
+        .map(|_| ())
 }

@@ -15,8 +15,10 @@ pub fn progress_for(total: usize, quiet: bool) -> (ProgressFn, Option<ProgressBa
     }
     if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new(total as u64);
-        let style = ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} VMs  {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar());
+        let style = ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} VMs  {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
         bar.set_style(style);
         bar.enable_steady_tick(std::time::Duration::from_millis(120));
         let b = bar.clone();
@@ -42,9 +44,15 @@ pub fn progress_for(total: usize, quiet: bool) -> (ProgressFn, Option<ProgressBa
             let _g = lock.lock();
             match ev.detail {
                 Some(d) if ev.status != "ok" => {
-                    eprintln!("progress: vm={} step={} status={} detail={}", ev.vm, ev.step, ev.status, d)
+                    eprintln!(
+                        "progress: vm={} step={} status={} detail={}",
+                        ev.vm, ev.step, ev.status, d
+                    )
                 }
-                _ => eprintln!("progress: vm={} step={} status={}", ev.vm, ev.step, ev.status),
+                _ => eprintln!(
+                    "progress: vm={} step={} status={}",
+                    ev.vm, ev.step, ev.status
+                ),
             }
         });
         (f, None)

@@ -8,7 +8,9 @@ use crate::cli::{ModuleArgs, PreflightBypass};
 use crate::commands::context::Ctx;
 use crate::commands::module::{apply_inner, destroy_inner};
 use crate::commands::{CliError, EXIT_OK};
-use crate::hyops::{new_run_id, rebuild_dir, write_json_atomic, PreflightDecision, RebuildSummary, RunPrefix};
+use crate::hyops::{
+    new_run_id, rebuild_dir, write_json_atomic, PreflightDecision, RebuildSummary, RunPrefix,
+};
 use crate::inputs::canonical_module_ref;
 
 /// Ask `question` on the terminal; only `y`/`yes` continues.
@@ -22,11 +24,18 @@ fn confirm(question: &str) -> bool {
     matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes")
 }
 
-pub async fn rebuild(args: &ModuleArgs, bypass: &PreflightBypass, yes: bool, confirm_module: Option<&str>) -> Result<i32, CliError> {
+pub async fn rebuild(
+    args: &ModuleArgs,
+    bypass: &PreflightBypass,
+    yes: bool,
+    confirm_module: Option<&str>,
+) -> Result<i32, CliError> {
     let module = canonical_module_ref(&args.module).map_err(|e| CliError::msg(e.to_string()))?;
     if let Some(c) = confirm_module {
         if c.trim() != module {
-            return Err(CliError::msg(format!("--confirm-module mismatch; expected '{module}' but got '{c}'")));
+            return Err(CliError::msg(format!(
+                "--confirm-module mismatch; expected '{module}' but got '{c}'"
+            )));
         }
     }
     if !yes {
@@ -35,7 +44,9 @@ pub async fn rebuild(args: &ModuleArgs, bypass: &PreflightBypass, yes: bool, con
                 "rebuild will destroy and re-apply module '{module}'; refusing without --yes because stdin is not a terminal"
             )));
         }
-        if !confirm(&format!("rebuild will destroy and re-apply module '{module}'. continue? [y/N]: ")) {
+        if !confirm(&format!(
+            "rebuild will destroy and re-apply module '{module}'. continue? [y/N]: "
+        )) {
             return Err(CliError::cancelled("rebuild cancelled by the operator"));
         }
     }
@@ -103,7 +114,10 @@ pub async fn rebuild_inner(ctx: &Ctx, bypass: &PreflightBypass) -> Result<i32, C
     }
     summary.status = "ok".into();
     write_summary(&summary)?;
-    let _ = write_json_atomic(&dir.join("meta.json"), &serde_json::json!({"command": "rebuild", "run_id": run_id, "module_ref": ctx.module_ref.as_str()}));
+    let _ = write_json_atomic(
+        &dir.join("meta.json"),
+        &serde_json::json!({"command": "rebuild", "run_id": run_id, "module_ref": ctx.module_ref.as_str()}),
+    );
     println!("rebuild ok: {}", ctx.module_ref.as_str());
     Ok(EXIT_OK)
 }

@@ -26,7 +26,10 @@ pub struct SimSession {
 
 /// The simulator home: `HYOPS_PVE_SIM_HOME`, else `~/.hyops-pve/sim`.
 pub fn sim_home(env: &BTreeMap<String, String>) -> PathBuf {
-    if let Some(h) = env.get("HYOPS_PVE_SIM_HOME").filter(|v| !v.trim().is_empty()) {
+    if let Some(h) = env
+        .get("HYOPS_PVE_SIM_HOME")
+        .filter(|v| !v.trim().is_empty())
+    {
         return PathBuf::from(h);
     }
     let home = env.get("HOME").cloned().unwrap_or_else(|| ".".into());
@@ -47,9 +50,16 @@ impl SimSession {
         };
         let state_file = root.join("sim").join("cluster-state.json");
         let time_scale = match env_vars.get("HYOPS_PVE_SIM_TIME_SCALE") {
-            Some(v) => v.trim().parse::<f64>().ok().filter(|f| f.is_finite() && *f > 0.0).ok_or_else(|| {
-                CliError::msg(format!("HYOPS_PVE_SIM_TIME_SCALE={v:?} must be a positive number (e.g. 0.01)"))
-            })?,
+            Some(v) => v
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite() && *f > 0.0)
+                .ok_or_else(|| {
+                    CliError::msg(format!(
+                        "HYOPS_PVE_SIM_TIME_SCALE={v:?} must be a positive number (e.g. 0.01)"
+                    ))
+                })?,
             None => DEFAULT_TIME_SCALE,
         };
         let mut cfg = SimConfig {
@@ -57,16 +67,22 @@ impl SimSession {
             ..SimConfig::default()
         };
         if let Some(file) = cluster_file {
-            cfg.cluster = ClusterDescription::from_file(file).map_err(|e| CliError::msg(e.to_string()))?;
+            cfg.cluster =
+                ClusterDescription::from_file(file).map_err(|e| CliError::msg(e.to_string()))?;
         }
         let handle = if state_file.exists() {
-            let state = SimState::load_from(&state_file).map_err(|e| CliError::msg(e.to_string()))?;
+            let state =
+                SimState::load_from(&state_file).map_err(|e| CliError::msg(e.to_string()))?;
             Simulator::start_with_state(cfg, state).await
         } else {
             Simulator::start(cfg).await
         }
         .map_err(|e| CliError::msg(format!("cannot start the simulator: {e}")))?;
-        let session = SimSession { handle, root, state_file };
+        let session = SimSession {
+            handle,
+            root,
+            state_file,
+        };
         write_sim_root(&session.root, &session.handle)?;
         eprintln!(
             "simulator: {} (runtime root {}, state {})",
@@ -111,7 +127,12 @@ impl SimSession {
 /// pinned certificate), the template-image state and the Proxmox readiness marker.
 pub fn write_sim_root(root: &Path, h: &SimHandle) -> Result<(), CliError> {
     let state = h.snapshot_state();
-    let first_node = state.cluster.nodes.first().cloned().unwrap_or_else(|| "pve1".into());
+    let first_node = state
+        .cluster
+        .nodes
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "pve1".into());
     let runtime_root = RuntimeRoot::at(root);
     seed_ready_root(
         &runtime_root,
@@ -137,7 +158,10 @@ pub fn write_sim_root(root: &Path, h: &SimHandle) -> Result<(), CliError> {
     for t in &sorted {
         if !ids.contains_key(&t.name) {
             ids.insert(t.name.clone(), json!(t.vmid));
-            templates.insert(t.name.clone(), json!({"vm_id": t.vmid, "name": format!("{}-template", t.name)}));
+            templates.insert(
+                t.name.clone(),
+                json!({"vm_id": t.vmid, "name": format!("{}-template", t.name)}),
+            );
         }
     }
     let (key, vmid) = sorted
@@ -157,8 +181,7 @@ pub fn write_sim_root(root: &Path, h: &SimHandle) -> Result<(), CliError> {
             "templates": templates,
         }
     });
-    let tpl = root
-        .join("state/modules/core__onprem__template-image/latest.json");
+    let tpl = root.join("state/modules/core__onprem__template-image/latest.json");
     write_json_atomic(&tpl, &tpl_state).map_err(CliError::hyops)?;
     Ok(())
 }

@@ -2,8 +2,9 @@
 //! list, and the verbatim driver-time messages the planner raises (§1.11, §1.15). Plain
 //! constants and string builders; knows nothing about Proxmox API calls or the planner.
 
-/// The module this engine serves.
-pub const MODULE_REF: &str = "platform/onprem/platform-vm";
+/// The module this engine serves, and the §1.15 `build_image` error: one definition, in the
+/// inputs layer that raises it.
+pub use crate::inputs::{BUILD_IMAGE_UNSUPPORTED, MODULE_REF};
 /// `execution.driver` written into state and results.
 pub const DRIVER_REF: &str = "iac/proxmox-native";
 /// `execution.profile`.
@@ -28,8 +29,6 @@ pub const PUBLISH_KEYS: &[&str] = &[
 /// The template-image module read by template resolution (§3.7).
 pub const TEMPLATE_IMAGE_MODULE_REF: &str = "core/onprem/template-image";
 
-/// §1.15 step 2, verbatim.
-pub const BUILD_IMAGE_UNSUPPORTED: &str = "build_image=true is not supported yet for this module; build an image first and reference it via template_state_ref (try: template_state_ref=core/onprem/template-image, template_key=ubuntu-24.04)";
 /// §1.15 step 3, verbatim.
 pub const STATE_DIR_REQUIRED: &str = "runtime.state_dir is required";
 /// §1.15 step 5 warning, verbatim.

@@ -42,7 +42,9 @@ pub enum StalePlan {
         kind: String,
         version: u32,
     },
-    #[error("saved plan {run_id} no longer matches Proxmox and the inputs: {details}. Run plan again")]
+    #[error(
+        "saved plan {run_id} no longer matches Proxmox and the inputs: {details}. Run plan again"
+    )]
     Drifted { run_id: String, details: String },
 }
 
@@ -75,7 +77,11 @@ impl PlanArtifact {
         }
         let saved: BTreeMap<_, _> = self.vms.iter().map(|v| (&v.key, v)).collect();
         let now: BTreeMap<_, _> = fresh.vms.iter().map(|v| (&v.key, v)).collect();
-        for key in saved.keys().chain(now.keys()).collect::<std::collections::BTreeSet<_>>() {
+        for key in saved
+            .keys()
+            .chain(now.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+        {
             match (saved.get(key), now.get(key)) {
                 (Some(a), Some(b)) => {
                     if a.action != b.action {

@@ -182,9 +182,9 @@ pub fn generated_user_data(
             "#cloud-config\nhostname: {hostname}\nfqdn: {hostname}.{dns_domain}\npreserve_hostname: false\nmanage_etc_hosts: true\nruncmd:\n  - touch /var/lib/cloud/instance/ansible-ready\n"
         ),
     };
-    let has_users = base
-        .lines()
-        .any(|l| l.trim_start().starts_with("users") && l.trim_start()[5..].trim_start().starts_with(':'));
+    let has_users = base.lines().any(|l| {
+        l.trim_start().starts_with("users") && l.trim_start()[5..].trim_start().starts_with(':')
+    });
     if ssh_keys.is_empty() || has_users {
         return base;
     }
@@ -318,7 +318,13 @@ mod tests {
 
     #[test]
     fn user_data_appends_users_block_when_keys_exist() {
-        let ud = generated_user_data("app-01", "hybzone.local", "opsadmin", &["ssh-ed25519 AAA x@y".into()], None);
+        let ud = generated_user_data(
+            "app-01",
+            "hybzone.local",
+            "opsadmin",
+            &["ssh-ed25519 AAA x@y".into()],
+            None,
+        );
         assert!(ud.starts_with("#cloud-config\nhostname: app-01\nfqdn: app-01.hybzone.local\n"));
         assert!(ud.contains("\"users\":\n- \"name\": \"opsadmin\"\n  \"ssh_authorized_keys\":\n  - \"ssh-ed25519 AAA x@y\"\n"));
     }

@@ -89,7 +89,11 @@ pub enum PlanError {
         reasons: String,
     },
     #[error("VM {key} (vmid {vmid}, '{name}') is managed by this module slot but no longer requested; deleting it needs inputs.allow_vm_set_replace=true")]
-    DeleteNotAllowed { key: String, vmid: u32, name: String },
+    DeleteNotAllowed {
+        key: String,
+        vmid: u32,
+        name: String,
+    },
     #[error("inputs.vms[{key}].vm_id={vmid} is already used by VM '{name}' on node {node}, which hyops-pve does not own; choose another vm_id or remove it to let Proxmox pick one")]
     VmIdTaken {
         key: String,
@@ -275,11 +279,9 @@ fn diff_one(want: &DesiredVm, have: &ManagedVm, allow_replace: bool) -> Result<V
             ));
         }
         if m.clone_mode != want.clone_mode {
-            reasons.push(format!(
-                "clone_mode {:?} -> {:?}",
-                m.clone_mode, want.clone_mode
-            )
-            .to_lowercase());
+            reasons.push(
+                format!("clone_mode {:?} -> {:?}", m.clone_mode, want.clone_mode).to_lowercase(),
+            );
         }
     }
     if let Some(id) = want.requested_vmid {
@@ -427,7 +429,10 @@ fn indexed(key: &str, prefix: &str) -> Option<usize> {
 
 fn is_cloudinit_key(k: &str) -> bool {
     k.starts_with("ipconfig")
-        || matches!(k, "ciuser" | "sshkeys" | "nameserver" | "searchdomain" | "cicustom")
+        || matches!(
+            k,
+            "ciuser" | "sshkeys" | "nameserver" | "searchdomain" | "cicustom"
+        )
 }
 
 /// Keep the operator's own description lines; replace only our marker line.
@@ -469,7 +474,9 @@ pub fn config_value_matches(key: &str, observed: Option<&str>, desired: &str) ->
                 == desired.parse::<u64>().ok()
         }
         "cpu" => props::default_value(obs, "cputype").as_deref() == Some(desired),
-        "agent" | "onboot" => props::bool_value(obs, "enabled") == props::bool_value(desired, "enabled"),
+        "agent" | "onboot" => {
+            props::bool_value(obs, "enabled") == props::bool_value(desired, "enabled")
+        }
         "tags" => props::tag_set(obs) == props::tag_set(desired),
         "description" => {
             use crate::plan::marker::OwnershipMarker;
@@ -477,7 +484,8 @@ pub fn config_value_matches(key: &str, observed: Option<&str>, desired: &str) ->
                 && OwnershipMarker::parse_description(desired).is_some()
         }
         "nameserver" => {
-            obs.split_whitespace().collect::<Vec<_>>() == desired.split_whitespace().collect::<Vec<_>>()
+            obs.split_whitespace().collect::<Vec<_>>()
+                == desired.split_whitespace().collect::<Vec<_>>()
         }
         "sshkeys" => {
             let norm = |s: &str| -> Vec<String> {

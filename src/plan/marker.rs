@@ -114,7 +114,10 @@ mod tests {
     #[test]
     fn marker_round_trips_through_the_description() {
         let m = sample();
-        assert_eq!(OwnershipMarker::parse_description(&m.to_description()), Some(m));
+        assert_eq!(
+            OwnershipMarker::parse_description(&m.to_description()),
+            Some(m)
+        );
     }
 
     #[test]

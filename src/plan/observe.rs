@@ -124,7 +124,10 @@ pub async fn observe(
     let mut pool = classify(identity, rows, configs.clone(), prior);
     let managed_ids: BTreeSet<u32> = pool.managed.values().map(|m| m.vm.vmid).collect();
     for vm in &configs {
-        if !managed_ids.contains(&vm.vmid) && expected_names.contains(&vm.name) && vm.marker.is_none() {
+        if !managed_ids.contains(&vm.vmid)
+            && expected_names.contains(&vm.name)
+            && vm.marker.is_none()
+        {
             pool.warnings.push(format!(
                 "VM {} '{}' on node {} has a name this module uses but carries no hyops-pve ownership marker and is in no previous state; it is not touched",
                 vm.vmid, vm.name, vm.node
@@ -134,7 +137,10 @@ pub async fn observe(
     Ok(pool)
 }
 
-async fn read_one(client: &PveClient, row: &ResourceRow) -> Result<Option<ObservedVm>, ObserveError> {
+async fn read_one(
+    client: &PveClient,
+    row: &ResourceRow,
+) -> Result<Option<ObservedVm>, ObserveError> {
     let started = Instant::now();
     let mut delay = Duration::from_millis(200);
     loop {
@@ -143,8 +149,7 @@ async fn read_one(client: &PveClient, row: &ResourceRow) -> Result<Option<Observ
                 let vm = observed_vm(row, &cfg);
                 // A clone still in flight (perhaps from a run that crashed) has a temporary
                 // config: wait for the real one rather than plan against it.
-                if vm.lock.as_deref() == Some("clone") && started.elapsed() < CLONE_LOCK_WAIT
-                {
+                if vm.lock.as_deref() == Some("clone") && started.elapsed() < CLONE_LOCK_WAIT {
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                     continue;

@@ -183,8 +183,14 @@ mod tests {
 
     #[test]
     fn desired_nic_without_mac_matches_any_generated_mac() {
-        assert!(net_matches("virtio=BC:24:11:AA:BB:CC,bridge=vmbr0", "virtio,bridge=vmbr0"));
-        assert!(!net_matches("virtio=BC:24:11:AA:BB:CC,bridge=vmbr0", "virtio,bridge=vmbr1"));
+        assert!(net_matches(
+            "virtio=BC:24:11:AA:BB:CC,bridge=vmbr0",
+            "virtio,bridge=vmbr0"
+        ));
+        assert!(!net_matches(
+            "virtio=BC:24:11:AA:BB:CC,bridge=vmbr0",
+            "virtio,bridge=vmbr1"
+        ));
     }
 
     #[test]
@@ -193,15 +199,27 @@ mod tests {
         assert_eq!(parse_size_bytes("10240M"), Some(10 * 1024 * 1024 * 1024));
         assert_eq!(parse_size_bytes("2252M"), Some(2252 * 1024 * 1024));
         assert_eq!(parse_size_bytes("1024"), Some(1024));
-        assert_eq!(disk_size_bytes("local-lvm:vm-100-disk-0,iothread=1,size=40G"), Some(40 * 1024 * 1024 * 1024));
+        assert_eq!(
+            disk_size_bytes("local-lvm:vm-100-disk-0,iothread=1,size=40G"),
+            Some(40 * 1024 * 1024 * 1024)
+        );
     }
 
     #[test]
     fn memory_and_cpu_read_their_default_key() {
-        assert_eq!(default_value("current=4096", "current").as_deref(), Some("4096"));
+        assert_eq!(
+            default_value("current=4096", "current").as_deref(),
+            Some("4096")
+        );
         assert_eq!(default_value("4096", "current").as_deref(), Some("4096"));
-        assert_eq!(default_value("host,flags=+aes", "cputype").as_deref(), Some("host"));
-        assert_eq!(bool_value("enabled=1,fstrim_cloned_disks=0", "enabled"), Some(true));
+        assert_eq!(
+            default_value("host,flags=+aes", "cputype").as_deref(),
+            Some("host")
+        );
+        assert_eq!(
+            bool_value("enabled=1,fstrim_cloned_disks=0", "enabled"),
+            Some(true)
+        );
     }
 
     proptest! {

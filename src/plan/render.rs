@@ -44,7 +44,11 @@ pub fn render(plan: &PlanArtifact, color: bool) -> String {
             vm.action
         );
         if !vm.replace_reasons.is_empty() {
-            let _ = writeln!(out, "    replace because: {}", vm.replace_reasons.join(", "));
+            let _ = writeln!(
+                out,
+                "    replace because: {}",
+                vm.replace_reasons.join(", ")
+            );
         }
         if vm.action == VmAction::Update {
             for c in &vm.changes {
