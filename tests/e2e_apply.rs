@@ -338,3 +338,45 @@ async fn injected_faults_at_a_few_percent_still_converge() {
     );
     assert_eq!(plan_inner(&ctx, true, None).await.unwrap(), 0, "converged");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_plan_applies_only_while_proxmox_still_matches_it() {
+    let h = Harness::start().await;
+    let ctx = h.ctx(&h.overlay("o.yml", DEMO)).await;
+    let saved = h.dir.path().join("plan.json");
+    assert_eq!(plan_inner(&ctx, true, Some(&saved)).await.unwrap(), 2);
+    apply_inner(&ctx, None, Some(&saved)).await.unwrap();
+    assert_eq!(names(&h).len(), 3);
+    // A plan made now, then a change behind its back: applying it is refused.
+    let grown = h
+        .ctx(&h.overlay("g.yml", &DEMO.replace("cpu_cores: 2", "cpu_cores: 3")))
+        .await;
+    let saved2 = h.dir.path().join("plan2.json");
+    assert_eq!(plan_inner(&grown, true, Some(&saved2)).await.unwrap(), 2);
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let vmid = h
+        .vms()
+        .into_iter()
+        .find(|(_, n)| n == "dev-app-01")
+        .unwrap()
+        .0;
+    let r = client
+        .put(format!("{}/nodes/pve1/qemu/{vmid}/config", h.sim.url()))
+        .header("Authorization", h.sim.token_header())
+        .form(&[("memory", "3072")])
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let before = h.sim.counters().writes;
+    let err = apply_inner(&grown, None, Some(&saved2)).await.unwrap_err();
+    assert!(err.message.contains("no longer matches"), "{}", err.message);
+    assert_eq!(
+        h.sim.counters().writes,
+        before,
+        "a stale plan writes nothing"
+    );
+}
