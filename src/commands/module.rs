@@ -146,6 +146,19 @@ fn template_vmid(
     }
 }
 
+/// The VM-set guards (contract §1.11) for the requested logical keys.
+fn vm_set_guards(ctx: &Ctx, model: &ModuleInputs) -> Result<hyops::GuardOutcome, CliError> {
+    let requested: Vec<String> = model.vms.keys().map(|k| k.0.clone()).collect();
+    check_vm_set_guards(
+        &ctx.root,
+        &ctx.module_ref,
+        ctx.instance.as_ref(),
+        &requested,
+        model.allow_vm_set_replace,
+    )
+    .map_err(CliError::hyops)
+}
+
 /// VMIDs recorded for this slot by previous HyOps and Terraform runs.
 fn prior_ids(ctx: &Ctx) -> Result<PriorIds, CliError> {
     let mut prior = PriorIds::default();
@@ -274,15 +287,7 @@ async fn preflight_phase(
             f.name, f.detail
         )));
     }
-    let requested: Vec<String> = resolved.model.vms.keys().map(|k| k.0.clone()).collect();
-    let guard = check_vm_set_guards(
-        &ctx.root,
-        &ctx.module_ref,
-        ctx.instance.as_ref(),
-        &requested,
-        resolved.model.allow_vm_set_replace,
-    )
-    .map_err(CliError::hyops)?;
+    let guard = vm_set_guards(ctx, &resolved.model)?;
     warnings.extend(guard.warnings.clone());
     let (template_vmid, template_hint) = template_vmid(ctx, &resolved.model, &mut warnings)?;
     let client = ctx.client(&creds)?;
@@ -420,16 +425,7 @@ pub fn validate_inner(ctx: &Ctx) -> Result<i32, CliError> {
     let creds = ctx.credentials().ok();
     let resolved = resolve(ctx, LifecycleCommand::Validate, creds.as_ref())?;
     let mut warnings = resolved.warnings.clone();
-    let requested: Vec<String> = resolved.model.vms.keys().map(|k| k.0.clone()).collect();
-    let guard = check_vm_set_guards(
-        &ctx.root,
-        &ctx.module_ref,
-        ctx.instance.as_ref(),
-        &requested,
-        resolved.model.allow_vm_set_replace,
-    )
-    .map_err(CliError::hyops)?;
-    warnings.extend(guard.warnings);
+    warnings.extend(vm_set_guards(ctx, &resolved.model)?.warnings);
     let template = match template_vmid(ctx, &resolved.model, &mut warnings) {
         Ok((id, _)) => Some(id),
         Err(e) => {

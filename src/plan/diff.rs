@@ -164,42 +164,16 @@ pub fn diff(
                 name: have.vm.name.clone(),
             });
         }
-        plans.push(VmPlan {
-            key: key.clone(),
-            physical_name: have.vm.name.clone(),
-            node: have.vm.node.clone(),
-            vmid: Some(have.vm.vmid),
-            action: VmAction::Delete,
-            changes: Vec::new(),
-            config_set: BTreeMap::new(),
-            config_delete: Vec::new(),
-            resize: None,
-            start: false,
-            regenerate_cloudinit: false,
-            replace_reasons: Vec::new(),
-            observed_digest: Some(have.vm.digest.clone()),
-            desired: None,
-        });
+        plans.push(delete_plan(key.clone(), &have.vm, Vec::new()));
     }
     for (key, dup) in &observed.duplicates {
-        plans.push(VmPlan {
-            key: LogicalVmKey(format!("{}#dup-{}", key.0, dup.vmid)),
-            physical_name: dup.name.clone(),
-            node: dup.node.clone(),
-            vmid: Some(dup.vmid),
-            action: VmAction::Delete,
-            changes: Vec::new(),
-            config_set: BTreeMap::new(),
-            config_delete: Vec::new(),
-            resize: None,
-            start: false,
-            regenerate_cloudinit: false,
-            replace_reasons: vec![format!(
+        plans.push(delete_plan(
+            LogicalVmKey(format!("{}#dup-{}", key.0, dup.vmid)),
+            dup,
+            vec![format!(
                 "duplicate of {key}: an interrupted run cloned it twice; the lower VMID is kept"
             )],
-            observed_digest: Some(dup.digest.clone()),
-            desired: None,
-        });
+        ));
     }
     Ok(plans)
 }
@@ -225,6 +199,25 @@ pub fn summarize(plans: &[VmPlan]) -> PlanSummary {
         }
     }
     s
+}
+
+fn delete_plan(key: LogicalVmKey, vm: &ObservedVm, reasons: Vec<String>) -> VmPlan {
+    VmPlan {
+        key,
+        physical_name: vm.name.clone(),
+        node: vm.node.clone(),
+        vmid: Some(vm.vmid),
+        action: VmAction::Delete,
+        changes: Vec::new(),
+        config_set: BTreeMap::new(),
+        config_delete: Vec::new(),
+        resize: None,
+        start: false,
+        regenerate_cloudinit: false,
+        replace_reasons: reasons,
+        observed_digest: Some(vm.digest.clone()),
+        desired: None,
+    }
 }
 
 fn create_plan(want: &DesiredVm) -> VmPlan {

@@ -4,6 +4,8 @@
 
 use std::collections::BTreeSet;
 
+use crate::pve::{split_property_string, NetDevice};
+
 /// A parsed `key=value,key=value` string. A leading bare value is stored under the
 /// default key (or `""` when the caller does not name one).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -13,13 +15,13 @@ pub struct PropertyString {
 
 impl PropertyString {
     pub fn parse(s: &str, default_key: Option<&str>) -> Self {
-        let mut pairs = Vec::new();
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            match part.split_once('=') {
-                Some((k, v)) => pairs.push((k.trim().to_string(), v.trim().to_string())),
-                None => pairs.push((default_key.unwrap_or("").to_string(), part.to_string())),
-            }
-        }
+        let pairs = split_property_string(s)
+            .into_iter()
+            .map(|(k, v)| match (k.is_empty(), default_key) {
+                (true, Some(d)) => (d.to_string(), v),
+                _ => (k, v),
+            })
+            .collect();
         PropertyString { pairs }
     }
 
@@ -65,73 +67,42 @@ pub fn tag_set(s: &str) -> BTreeSet<String> {
         .collect()
 }
 
-const NIC_MODELS: &[&str] = &[
-    "e1000",
-    "e1000-82540em",
-    "e1000-82544gc",
-    "e1000-82545em",
-    "e1000e",
-    "i82551",
-    "i82557b",
-    "i82559er",
-    "ne2k_isa",
-    "ne2k_pci",
-    "pcnet",
-    "rtl8139",
-    "virtio",
-    "vmxnet3",
-];
-
-/// The parts of a `netN` value the engine owns.
+/// The parts of a `netN` value the engine owns (parsed by the typed [`NetDevice`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NetParts {
-    pub model: Option<String>,
+    pub model: String,
     pub mac: Option<String>,
     pub bridge: Option<String>,
-    pub tag: Option<String>,
+    pub tag: Option<u16>,
     pub firewall: bool,
-    pub mtu: Option<String>,
+    pub mtu: Option<u32>,
 }
 
-/// Parse `virtio=BC:24:11:00:00:01,bridge=vmbr0,tag=10,firewall=1` (also `model=virtio,macaddr=…`).
-pub fn net_parts(s: &str) -> NetParts {
-    let ps = PropertyString::parse(s, Some("model"));
-    let mut parts = NetParts {
-        model: None,
-        mac: None,
-        bridge: None,
-        tag: None,
-        firewall: false,
-        mtu: None,
-    };
-    for (k, v) in &ps.pairs {
-        match k.as_str() {
-            "model" => parts.model = Some(v.clone()),
-            "macaddr" => parts.mac = Some(v.to_ascii_uppercase()),
-            "bridge" => parts.bridge = Some(v.clone()),
-            "tag" => parts.tag = Some(v.clone()),
-            "firewall" => parts.firewall = matches!(v.as_str(), "1" | "true" | "on" | "yes"),
-            "mtu" => parts.mtu = Some(v.clone()),
-            m if NIC_MODELS.contains(&m) => {
-                parts.model = Some(m.to_string());
-                parts.mac = Some(v.to_ascii_uppercase());
-            }
-            _ => {}
-        }
-    }
-    parts
+/// Parse `virtio=BC:24:11:00:00:01,bridge=vmbr0,tag=10,firewall=1`; `None` when Proxmox
+/// would not accept it either.
+pub fn net_parts(s: &str) -> Option<NetParts> {
+    let dev: NetDevice = s.parse().ok()?;
+    Some(NetParts {
+        model: dev.model.to_string(),
+        mac: dev.macaddr.map(|m| m.to_string()),
+        bridge: dev.bridge,
+        tag: dev.tag,
+        firewall: dev.firewall.unwrap_or(false),
+        mtu: dev.mtu,
+    })
 }
 
 /// The MAC of a `netN` value, if any.
 pub fn net_mac(s: &str) -> Option<String> {
-    net_parts(s).mac
+    net_parts(s)?.mac
 }
 
 /// Does the observed NIC satisfy the desired one? A desired value without a MAC accepts any
-/// MAC (Proxmox generated it).
+/// MAC (Proxmox generated it). An unparsable value never matches (it gets rewritten).
 pub fn net_matches(observed: &str, desired: &str) -> bool {
-    let o = net_parts(observed);
-    let d = net_parts(desired);
+    let (Some(o), Some(d)) = (net_parts(observed), net_parts(desired)) else {
+        return false;
+    };
     o.model == d.model
         && o.bridge == d.bridge
         && o.tag == d.tag
@@ -174,10 +145,10 @@ mod tests {
 
     #[test]
     fn net_value_with_model_mac_alias_parses() {
-        let p = net_parts("virtio=bc:24:11:00:00:01,bridge=vmbr0,tag=10,firewall=1");
-        assert_eq!(p.model.as_deref(), Some("virtio"));
+        let p = net_parts("virtio=bc:24:11:00:00:01,bridge=vmbr0,tag=10,firewall=1").unwrap();
+        assert_eq!(p.model, "virtio");
         assert_eq!(p.mac.as_deref(), Some("BC:24:11:00:00:01"));
-        assert_eq!(p.tag.as_deref(), Some("10"));
+        assert_eq!(p.tag, Some(10));
         assert!(p.firewall);
     }
 
