@@ -244,11 +244,14 @@ struct Preflighted {
 }
 
 /// API-free checks, inputs, guards, template state, then Proxmox reachability.
+/// With `bypassed` (an operator-approved `--skip-preflight`), failed API-free checks become
+/// warnings; what the engine itself needs (inputs, credentials, template, guards) still runs.
 async fn preflight_phase(
     ctx: &Ctx,
     run: &Run,
     command: LifecycleCommand,
     strict: bool,
+    bypassed: bool,
 ) -> Result<Preflighted, CliError> {
     let creds = ctx.credentials()?;
     let resolved = resolve(ctx, command, Some(&creds))?;
@@ -281,11 +284,17 @@ async fn preflight_phase(
         &serde_json::to_value(&report).unwrap_or(Value::Null),
     )
     .map_err(CliError::hyops)?;
-    if let Some(f) = report.failures().first() {
-        return Err(CliError::msg(format!(
-            "preflight failed: {}: {}",
+    for f in report.failures() {
+        if !bypassed {
+            return Err(CliError::msg(format!(
+                "preflight failed: {}: {}",
+                f.name, f.detail
+            )));
+        }
+        warnings.push(format!(
+            "preflight check {} failed but preflight was bypassed: {}",
             f.name, f.detail
-        )));
+        ));
     }
     let guard = vm_set_guards(ctx, &resolved.model)?;
     warnings.extend(guard.warnings.clone());
@@ -358,7 +367,7 @@ pub async fn preflight(args: &ModuleArgs, strict: bool) -> Result<i32, CliError>
 pub async fn preflight_inner(ctx: &Ctx, strict: bool) -> Result<i32, CliError> {
     let run = start_run(ctx, RunPrefix::Preflight, false)?;
     let mut decision = PreflightDecision::new("apply", None);
-    let outcome = preflight_phase(ctx, &run, LifecycleCommand::Preflight, strict).await;
+    let outcome = preflight_phase(ctx, &run, LifecycleCommand::Preflight, strict, false).await;
     let (ok, error) = match &outcome {
         Ok(_) => (true, None),
         Err(e) => (false, Some(e.message.clone())),
@@ -480,7 +489,7 @@ pub async fn plan_inner(
     out: Option<&Path>,
 ) -> Result<i32, CliError> {
     let run = start_run(ctx, RunPrefix::Plan, false)?;
-    let pf = preflight_phase(ctx, &run, LifecycleCommand::Plan, false).await?;
+    let pf = preflight_phase(ctx, &run, LifecycleCommand::Plan, false, false).await?;
     let plan = make_plan(ctx, &run, &pf).await?;
     if let Some(path) = out {
         let value = serde_json::to_value(&plan)
@@ -527,7 +536,7 @@ pub async fn apply_inner(
     }
     // With a bypass, the same resolution runs (the engine needs it) but its failure is the
     // apply's failure, recorded as such.
-    let pf = match preflight_phase(ctx, &run, LifecycleCommand::Apply, false).await {
+    let pf = match preflight_phase(ctx, &run, LifecycleCommand::Apply, false, bypass_reason.is_some()).await {
         Ok(p) => {
             decision.complete(true, None);
             decision.write(&run.evidence).map_err(CliError::hyops)?;
@@ -861,7 +870,7 @@ pub async fn state_show(args: &ModuleArgs) -> Result<i32, CliError> {
 /// The strict preflight rebuild runs before destroying anything.
 pub async fn preflight_for_rebuild(ctx: &Ctx) -> Result<(), CliError> {
     let run = start_run(ctx, RunPrefix::Preflight, false)?;
-    preflight_phase(ctx, &run, LifecycleCommand::Apply, true)
+    preflight_phase(ctx, &run, LifecycleCommand::Apply, true, false)
         .await
         .map(|_| ())
 }
