@@ -253,8 +253,10 @@ async fn preflight_phase(
     strict: bool,
     bypassed: bool,
 ) -> Result<Preflighted, CliError> {
-    let creds = ctx.credentials()?;
-    let resolved = resolve(ctx, command, Some(&creds))?;
+    // Input errors first (they are the operator's to fix in the overlay), then credentials.
+    let creds = ctx.credentials();
+    let resolved = resolve(ctx, command, creds.as_ref().ok())?;
+    let creds = creds?;
     write_inputs_evidence(ctx, run, command.as_str(), &resolved)?;
     let mut warnings = resolved.warnings.clone();
     if resolved.model.uses_ipam() && command != LifecycleCommand::Destroy {
