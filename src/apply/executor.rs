@@ -173,6 +173,10 @@ impl VmCtx<'_> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.exec.writes.fetch_add(1, Ordering::Relaxed);
     }
+    /// A task wait made `polls` status reads.
+    fn polled(&self, polls: u32) {
+        self.calls.fetch_add(u64::from(polls), Ordering::Relaxed);
+    }
     fn journal_start(&self, action: &str) {
         self.journal(action, "start", None);
     }
@@ -237,8 +241,12 @@ fn jitter(d: Duration) -> Duration {
 
 impl Executor {
     fn wait_opts(&self, timeout: Duration) -> WaitOptions {
+        // Most config/start tasks end within ~100 ms on a healthy node: poll early, then back
+        // off (doubling) so long clones cost few status reads.
         WaitOptions {
             timeout,
+            initial_poll: Duration::from_millis(50),
+            max_poll: Duration::from_secs(2),
             ..WaitOptions::default()
         }
     }
@@ -484,8 +492,12 @@ impl Executor {
                     wait: Some(wait),
                 };
                 match client.allocate_vmid_and_clone(&req).await {
-                    Ok(CloneAllocation::Completed { vmid, .. })
-                    | Ok(CloneAllocation::Adopted { vmid, .. }) => Ok(vmid),
+                    Ok(CloneAllocation::Completed { vmid, outcome }) => {
+                        // nextid, nextid?vmid=, then the task polls
+                        ctx.polled(outcome.polls + 2);
+                        Ok(vmid)
+                    }
+                    Ok(CloneAllocation::Adopted { vmid, .. }) => Ok(vmid),
                     Ok(CloneAllocation::Submitted { vmid, .. }) => Ok(vmid),
                     Err(e) if e.classify() == ErrorClass::WriteOutcomeUnknown => {
                         // The clone may have been accepted: a marker-owned VM proves it.
@@ -547,10 +559,10 @@ impl Executor {
             let _permits = self.scheduler.acquire(&node, None).await;
             ctx.write();
             let res = match client.update_config_async(&node, vmid, &update).await {
-                Ok(Some(upid)) => {
-                    ctx.read();
-                    client.wait_task(&upid, &wait).await.map(|_| ())
-                }
+                Ok(Some(upid)) => client
+                    .wait_task(&upid, &wait)
+                    .await
+                    .map(|o| ctx.polled(o.polls)),
                 Ok(None) => Ok(()),
                 Err(e) => Err(e),
             };
@@ -607,11 +619,10 @@ impl Executor {
                 .resize(&node, vmid, slot, DiskSize(to_bytes))
                 .await
                 .map_err(StepOutcome::from_write)?;
-            ctx.read();
             client
                 .wait_task(&upid, &wait)
                 .await
-                .map(|_| ())
+                .map(|o| ctx.polled(o.polls))
                 .map_err(StepOutcome::from_write)
         })
         .await
@@ -626,10 +637,10 @@ impl Executor {
             let _permits = self.scheduler.acquire(&node, None).await;
             ctx.write();
             let res = match client.start(&node, vmid).await {
-                Ok(upid) => {
-                    ctx.read();
-                    client.wait_task(&upid, &wait).await.map(|_| ())
-                }
+                Ok(upid) => client
+                    .wait_task(&upid, &wait)
+                    .await
+                    .map(|o| ctx.polled(o.polls)),
                 Err(e) => Err(e),
             };
             match res {
@@ -714,7 +725,7 @@ impl Executor {
     ) -> Vec<Vec<Ipv4Addr>> {
         let vmid = ctx.vmid.unwrap_or_default();
         let started = Instant::now();
-        let mut delay = Duration::from_millis(250);
+        let mut delay = Duration::from_millis(100);
         let macs: Vec<String> = crate::apply::outputs::nic_macs(&cfg.raw);
         loop {
             ctx.read();
@@ -791,11 +802,10 @@ impl Executor {
                             .shutdown(&node, vmid, Some(timeout_s), false)
                             .await
                             .map_err(StepOutcome::from_write)?;
-                        ctx.read();
                         client
                             .wait_task(&upid, &wait)
                             .await
-                            .map(|_| ())
+                            .map(|o| ctx.polled(o.polls))
                             .map_err(StepOutcome::Fail)
                     },
                 )
@@ -809,11 +819,10 @@ impl Executor {
                         .stop(&node, vmid)
                         .await
                         .map_err(StepOutcome::from_write)?;
-                    ctx.read();
                     client
                         .wait_task(&upid, &wait)
                         .await
-                        .map(|_| ())
+                        .map(|o| ctx.polled(o.polls))
                         .map_err(StepOutcome::from_write)
                 })
                 .await?;
@@ -824,10 +833,10 @@ impl Executor {
             let _p = self.scheduler.acquire(&node, None).await;
             ctx.write();
             let res = match client.delete_vm(&node, vmid, true, true).await {
-                Ok(upid) => {
-                    ctx.read();
-                    client.wait_task(&upid, &wait).await.map(|_| ())
-                }
+                Ok(upid) => client
+                    .wait_task(&upid, &wait)
+                    .await
+                    .map(|o| ctx.polled(o.polls)),
                 Err(e) => Err(e),
             };
             match res {

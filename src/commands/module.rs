@@ -538,7 +538,15 @@ pub async fn apply_inner(
     }
     // With a bypass, the same resolution runs (the engine needs it) but its failure is the
     // apply's failure, recorded as such.
-    let pf = match preflight_phase(ctx, &run, LifecycleCommand::Apply, false, bypass_reason.is_some()).await {
+    let pf = match preflight_phase(
+        ctx,
+        &run,
+        LifecycleCommand::Apply,
+        false,
+        bypass_reason.is_some(),
+    )
+    .await
+    {
         Ok(p) => {
             decision.complete(true, None);
             decision.write(&run.evidence).map_err(CliError::hyops)?;
