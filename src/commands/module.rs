@@ -241,6 +241,7 @@ struct Preflighted {
     deletion_only_shrink: bool,
     warnings: Vec<String>,
     client: PveClient,
+    checks: hyops::PreflightReport,
 }
 
 /// API-free checks, inputs, guards, template state, then Proxmox reachability.
@@ -316,6 +317,7 @@ async fn preflight_phase(
         deletion_only_shrink: guard.deletion_only_shrink,
         warnings,
         client,
+        checks: report,
     })
 }
 
@@ -380,12 +382,26 @@ pub async fn preflight_inner(ctx: &Ctx, strict: bool) -> Result<i32, CliError> {
         .as_ref()
         .map(|p| p.warnings.clone())
         .unwrap_or_default();
+    let checks: Vec<Value> = outcome
+        .as_ref()
+        .map(|p| {
+            p.checks
+                .checks
+                .iter()
+                .map(|c| json!({"check": c.name, "ok": c.ok, "detail": c.detail, "mandatory": c.mandatory}))
+                .collect()
+        })
+        .unwrap_or_default();
     let summary = json!({
         "ok": ok,
         "code": if ok { 0 } else { 1 },
         "target": "module",
         "runtime_root": ctx.root.path().display().to_string(),
-        "results": warnings.iter().map(|w| json!({"check": "warning", "detail": w})).collect::<Vec<_>>(),
+        "results": checks
+            .iter()
+            .cloned()
+            .chain(warnings.iter().map(|w| json!({"check": "warning", "ok": true, "detail": w})))
+            .collect::<Vec<_>>(),
         "module_preflight": {
             "module_ref": ctx.module_ref.as_str(),
             "driver": hyops::DRIVER_REF,
@@ -405,6 +421,14 @@ pub async fn preflight_inner(ctx: &Ctx, strict: bool) -> Result<i32, CliError> {
             serde_json::to_string_pretty(&summary).unwrap_or_default()
         );
     } else {
+        for c in &checks {
+            let mark = if c["ok"] == true { "ok  " } else { "FAIL" };
+            println!(
+                "{mark} {}: {}",
+                c["check"].as_str().unwrap_or(""),
+                c["detail"].as_str().unwrap_or("")
+            );
+        }
         for w in &warnings {
             println!("WARN: {w}");
         }
