@@ -117,6 +117,14 @@ fn observed_from(want: &DesiredVm, vmid: u32) -> ObservedVm {
     }
 }
 
+/// Every desired VM as Proxmox would return it, VMIDs from 100.
+fn observed_all(d: &BTreeMap<LogicalVmKey, DesiredVm>) -> Vec<ObservedVm> {
+    d.values()
+        .enumerate()
+        .map(|(i, w)| observed_from(w, 100 + i as u32))
+        .collect()
+}
+
 fn rows_for(vms: &[&ObservedVm]) -> Vec<ResourceRow> {
     vms.iter()
         .map(|v| ResourceRow {
@@ -151,11 +159,7 @@ fn absent_vms_are_created() {
 #[test]
 fn matching_vms_are_noop_even_with_reordered_tags_and_generated_macs() {
     let d = desired(&inputs(""));
-    let obs: Vec<ObservedVm> = d
-        .values()
-        .enumerate()
-        .map(|(i, w)| observed_from(w, 100 + i as u32))
-        .collect();
+    let obs = observed_all(&d);
     let plans = diff(&d, &pool_of(obs), false).unwrap();
     assert!(
         plans.iter().all(|p| p.action == VmAction::Noop),
@@ -167,11 +171,7 @@ fn matching_vms_are_noop_even_with_reordered_tags_and_generated_macs() {
 #[test]
 fn changed_cores_is_an_in_place_update_of_that_field_only() {
     let before = desired(&inputs(""));
-    let obs: Vec<ObservedVm> = before
-        .values()
-        .enumerate()
-        .map(|(i, w)| observed_from(w, 100 + i as u32))
-        .collect();
+    let obs = observed_all(&before);
     let after = desired(&inputs("cpu_cores: 4"));
     let plans = diff(&after, &pool_of(obs), false).unwrap();
     for p in &plans {
@@ -185,11 +185,7 @@ fn changed_cores_is_an_in_place_update_of_that_field_only() {
 #[test]
 fn changed_bridge_keeps_the_generated_mac() {
     let before = desired(&inputs(""));
-    let obs: Vec<ObservedVm> = before
-        .values()
-        .enumerate()
-        .map(|(i, w)| observed_from(w, 100 + i as u32))
-        .collect();
+    let obs = observed_all(&before);
     let mut after = desired(&inputs(""));
     for d in after.values_mut() {
         d.nics[0].bridge = "vmbr1".into();
@@ -205,11 +201,7 @@ fn changed_bridge_keeps_the_generated_mac() {
 #[test]
 fn growing_the_disk_is_a_resize_and_shrinking_is_a_plan_error() {
     let before = desired(&inputs(""));
-    let obs: Vec<ObservedVm> = before
-        .values()
-        .enumerate()
-        .map(|(i, w)| observed_from(w, 100 + i as u32))
-        .collect();
+    let obs = observed_all(&before);
     let grown = diff(
         &desired(&inputs("disk_size_gb: 60")),
         &pool_of(obs.clone()),
@@ -227,11 +219,7 @@ fn growing_the_disk_is_a_resize_and_shrinking_is_a_plan_error() {
 #[test]
 fn removing_a_vm_needs_allow_vm_set_replace() {
     let before = desired(&inputs(""));
-    let obs: Vec<ObservedVm> = before
-        .values()
-        .enumerate()
-        .map(|(i, w)| observed_from(w, 100 + i as u32))
-        .collect();
+    let obs = observed_all(&before);
     let mut after = before.clone();
     after.remove(&LogicalVmKey("app-02".into()));
     let err = diff(&after, &pool_of(obs.clone()), false).unwrap_err();
@@ -245,11 +233,7 @@ fn removing_a_vm_needs_allow_vm_set_replace() {
 #[test]
 fn template_change_is_a_replacement_that_needs_allow_vm_set_replace() {
     let before = desired(&inputs(""));
-    let obs: Vec<ObservedVm> = before
-        .values()
-        .enumerate()
-        .map(|(i, w)| observed_from(w, 100 + i as u32))
-        .collect();
+    let obs = observed_all(&before);
     let mut after = before.clone();
     for d in after.values_mut() {
         d.template.vmid = 9100;
@@ -331,11 +315,7 @@ fn a_vm_recorded_in_state_under_another_name_is_not_adopted() {
 #[test]
 fn ipconfig_change_is_in_place_and_marks_cloud_init_regeneration_on_a_running_vm() {
     let before = desired(&inputs(""));
-    let obs: Vec<ObservedVm> = before
-        .values()
-        .enumerate()
-        .map(|(i, w)| observed_from(w, 100 + i as u32))
-        .collect();
+    let obs = observed_all(&before);
     let mut after = before.clone();
     for d in after.values_mut() {
         d.nics[0].ipv4 = hyops_pve::inputs::model::Ipv4Config::Static {
