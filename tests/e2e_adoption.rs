@@ -9,43 +9,15 @@ use common::{Harness, DEMO};
 use hyops_pve::commands::module::apply_inner;
 use hyops_pve::hyops::{acquire_lock, ModuleRef, RuntimeRoot};
 
-async fn clone_raw(h: &Harness, newid: u32, name: &str) {
-    let client = reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .build()
-        .unwrap();
-    let r = client
-        .post(format!("{}/nodes/pve1/qemu/9000/clone", h.sim.url()))
-        .header("Authorization", h.sim.token_header())
-        .form(&[
-            ("newid", newid.to_string().as_str()),
-            ("name", name),
-            ("full", "1"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{:?}", r.text().await);
-}
-
-async fn settle(h: &Harness) {
-    for _ in 0..1000 {
-        if h.sim.running_tasks() == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vms_created_by_the_terraform_path_are_adopted_not_recreated() {
     let h = Harness::start().await;
     // What bpg left behind: three full clones, named as the pack names them, no marker.
     let ids = [("app-01", 201u32), ("app-02", 202), ("db-01", 203)];
     for (key, id) in ids {
-        clone_raw(&h, id, &format!("dev-{key}")).await;
+        h.clone_raw(id, &format!("dev-{key}")).await;
     }
-    settle(&h).await;
+    h.settle().await;
     let resources: Vec<serde_json::Value> = ids
         .iter()
         .map(|(key, id)| {

@@ -258,24 +258,8 @@ async fn an_apply_killed_mid_way_is_adopted_by_the_next_apply_without_duplicates
 async fn a_foreign_vm_with_a_similar_name_is_never_touched() {
     let h = Harness::start().await;
     // Someone else's VM named like ours, created straight through the API.
-    let client = reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .build()
-        .unwrap();
-    let r = client
-        .post(format!("{}/nodes/pve1/qemu/9000/clone", h.sim.url()))
-        .header("Authorization", h.sim.token_header())
-        .form(&[("newid", "4000"), ("name", "dev-app-01"), ("full", "1")])
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
-    for _ in 0..500 {
-        if h.sim.running_tasks() == 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    h.clone_raw(4000, "dev-app-01").await;
+    h.settle().await;
     let foreign_before = h.sim.state().vms.get(&4000).unwrap().clone();
     let ctx = h.ctx(&h.overlay("o.yml", DEMO)).await;
     apply_inner(&ctx, None, None).await.unwrap();
@@ -353,10 +337,7 @@ async fn a_saved_plan_applies_only_while_proxmox_still_matches_it() {
         .await;
     let saved2 = h.dir.path().join("plan2.json");
     assert_eq!(plan_inner(&grown, true, Some(&saved2)).await.unwrap(), 2);
-    let client = reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .build()
-        .unwrap();
+    let client = h.raw_client();
     let vmid = h
         .vms()
         .into_iter()

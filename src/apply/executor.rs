@@ -501,7 +501,7 @@ impl Executor {
                     Ok(CloneAllocation::Submitted { vmid, .. }) => Ok(vmid),
                     Err(e) if e.classify() == ErrorClass::WriteOutcomeUnknown => {
                         // The clone may have been accepted: a marker-owned VM proves it.
-                        match find_marked_vm(client, &marker_line).await {
+                        match find_marked_vm(client, &want.physical_name.0, &marker_line).await {
                             Some(vmid) => Ok(vmid),
                             None => Err(StepOutcome::Retry(e)),
                         }
@@ -961,8 +961,10 @@ fn build_update(
     any.then_some(update)
 }
 
-/// Find a VM whose description carries `marker_line` (after an unknown clone outcome).
-async fn find_marked_vm(client: &PveClient, marker_line: &str) -> Option<u32> {
+/// Find a VM whose description carries `marker_line` (after an unknown clone outcome). Only
+/// VMs bearing the clone's name, or still under a clone lock, can be that clone, so only
+/// their configs are read.
+async fn find_marked_vm(client: &PveClient, name: &str, marker_line: &str) -> Option<u32> {
     let rows = client
         .cluster_resources(Some(crate::pve::ResourceType::Vm))
         .await
@@ -971,7 +973,8 @@ async fn find_marked_vm(client: &PveClient, marker_line: &str) -> Option<u32> {
         let (Some(vmid), Some(node)) = (r.vmid, r.node.clone()) else {
             continue;
         };
-        if r.template {
+        let cloning = r.lock.as_deref() == Some("clone");
+        if r.template || (r.name.as_deref() != Some(name) && !cloning) {
             continue;
         }
         if let Ok(cfg) = client.vm_config(&node, vmid, false).await {

@@ -79,6 +79,41 @@ impl Harness {
             .unwrap_or_default()
     }
 
+    /// A client for out-of-band API calls (someone else acting on the cluster).
+    pub fn raw_client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .build()
+            .expect("reqwest client")
+    }
+
+    /// Clone template 9000 on pve1 to `newid` named `name`, outside the engine.
+    pub async fn clone_raw(&self, newid: u32, name: &str) {
+        let r = self
+            .raw_client()
+            .post(format!("{}/nodes/pve1/qemu/9000/clone", self.sim.url()))
+            .header("Authorization", self.sim.token_header())
+            .form(&[
+                ("newid", newid.to_string().as_str()),
+                ("name", name),
+                ("full", "1"),
+            ])
+            .send()
+            .await
+            .expect("clone request");
+        assert!(r.status().is_success(), "{:?}", r.text().await);
+    }
+
+    /// Wait until the simulator has no task running.
+    pub async fn settle(&self) {
+        for _ in 0..1000 {
+            if self.sim.running_tasks() == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
     pub fn state_json(&self) -> serde_json::Value {
         let p = self
             .root()
