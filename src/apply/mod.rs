@@ -6,3 +6,4 @@ pub mod executor;
 pub mod journal;
 pub mod limits;
 pub mod outputs;
+pub mod steps;

@@ -97,6 +97,11 @@ impl SimSession {
         &self.root
     }
 
+    /// The simulator's time scale (real seconds per simulated second).
+    pub fn time_scale(&self) -> f64 {
+        self.handle.time_scale()
+    }
+
     pub fn handle(&self) -> &SimHandle {
         &self.handle
     }

@@ -201,6 +201,11 @@ impl SimHandle {
         &self.base
     }
 
+    /// Real seconds per simulated second.
+    pub fn time_scale(&self) -> f64 {
+        self.sim.clock.time_scale()
+    }
+
     /// The `Authorization` header value: `PVEAPIToken=<id>=<secret>`.
     pub fn token_header(&self) -> String {
         format!(
