@@ -65,6 +65,8 @@ impl Ctx {
                 &env,
                 args.root.as_deref(),
                 args.sim_cluster.as_deref(),
+                args.sim_faults.as_deref(),
+                Duration::from_secs(args.lock_wait_s),
                 &env_vars,
             )
             .await?;
