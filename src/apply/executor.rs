@@ -75,6 +75,9 @@ impl Default for Timeouts {
     }
 }
 
+/// The shortest real time a scaled executor looks for a clone with an unknown outcome.
+const UNKNOWN_SETTLE_FLOOR: Duration = Duration::from_secs(2);
+
 impl Timeouts {
     /// Every duration multiplied by `factor` (a simulator running faster than real time), so
     /// deadlines, backoff and polling keep their proportions to the simulated work. The
@@ -92,7 +95,9 @@ impl Timeouts {
             shutdown_grace: s(self.shutdown_grace),
             delete: s(self.delete),
             agent_wait: self.agent_wait.mul_f64(factor),
-            unknown_settle: s(self.unknown_settle),
+            // Looking for a clone whose outcome is unknown waits on the simulator's real work
+            // (its worker writing the config), so it keeps a real-time floor.
+            unknown_settle: s(self.unknown_settle).max(UNKNOWN_SETTLE_FLOOR),
             initial_backoff: s(self.initial_backoff),
             max_backoff: s(self.max_backoff),
             initial_poll: s(self.initial_poll),

@@ -45,6 +45,7 @@ pub enum FaultAction {
     /// Wait this many simulated milliseconds before handling the request.
     Delay { ms: u64 },
     /// Never answer (the client's own timeout ends the call); the handler does not run.
+    /// Inside a window with a duration, the connection is dropped when the window closes.
     Hang,
     /// The handler runs (a write takes effect, its task starts), then the connection is
     /// closed without the reply.
@@ -272,6 +273,13 @@ fn glob(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|c| *c == b'*')
 }
 
+/// An action that fired, with the end of its rule's window (simulated ms), if any.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fired {
+    pub action: FaultAction,
+    pub until_ms: Option<u64>,
+}
+
 /// The call a rule is asked about.
 pub struct CallInfo<'a> {
     pub method: &'a str,
@@ -314,6 +322,14 @@ impl FaultState {
 
     /// The actions that fire for this call, in rule order.
     pub fn fire(&mut self, call: &CallInfo<'_>) -> Vec<FaultAction> {
+        self.fire_timed(call)
+            .into_iter()
+            .map(|f| f.action)
+            .collect()
+    }
+
+    /// [`FaultState::fire`] with each action's window end.
+    pub fn fire_timed(&mut self, call: &CallInfo<'_>) -> Vec<Fired> {
         let key = format!("{} {}", call.method, call.template);
         self.seen_first.entry(key).or_insert(call.now_ms);
         let mut out = Vec::new();
@@ -331,6 +347,7 @@ impl FaultState {
             if !method_ok || !path_ok || rule.vmid.is_some_and(|v| Some(v) != call.vmid) {
                 continue;
             }
+            let mut until_ms = None;
             if let Some(w) = &rule.window {
                 let origin = match &w.after {
                     None => Some(0),
@@ -342,6 +359,7 @@ impl FaultState {
                 if call.now_ms < start || end.is_some_and(|e| call.now_ms >= e) {
                     continue;
                 }
+                until_ms = end;
             }
             st.matched += 1;
             if rule.nth.is_some_and(|n| n != st.matched) {
@@ -356,7 +374,10 @@ impl FaultState {
                 }
             }
             st.fired += 1;
-            out.push(rule.action.clone());
+            out.push(Fired {
+                action: rule.action.clone(),
+                until_ms,
+            });
         }
         out
     }

@@ -6,7 +6,7 @@
 use super::api;
 use super::check;
 use super::core::{guard, ApiError, Call, Reply, Sim};
-use super::faults::{CallInfo, FaultAction};
+use super::faults::{CallInfo, FaultAction, Fired};
 use super::spec::PathMatch;
 use axum::body::Body;
 use hyper::body::Incoming;
@@ -123,7 +123,7 @@ async fn handle(sim: Arc<Sim>, req: Request<Incoming>) -> Result<Response<Body>,
     params.extend(vars);
 
     let vmid = params.get("vmid").and_then(|v| v.parse().ok());
-    let fired = guard(&sim.faults).fire(&CallInfo {
+    let fired = guard(&sim.faults).fire_timed(&CallInfo {
         method: &method,
         template: &ep.path,
         path,
@@ -132,17 +132,28 @@ async fn handle(sim: Arc<Sim>, req: Request<Incoming>) -> Result<Response<Body>,
     });
     let mut task_faults = Vec::new();
     let mut lost_reply = false;
-    for f in fired {
+    for Fired {
+        action: f,
+        until_ms,
+    } in fired
+    {
         match f {
             FaultAction::Reset => return Err(ConnectionReset),
             FaultAction::Http { status, message } => {
                 return Ok(error_response(&ApiError::new(status, message)))
             }
             FaultAction::Delay { ms } => sim.clock.sleep(ms).await,
-            FaultAction::Hang => {
+            FaultAction::Hang => match until_ms {
+                // Held to the end of the rule's window, then the connection drops.
+                Some(end) => {
+                    sim.clock
+                        .sleep(end.saturating_sub(sim.clock.now_ms()))
+                        .await;
+                    return Err(ConnectionReset);
+                }
                 // Held until the client gives up (or the simulator stops).
-                std::future::pending::<()>().await;
-            }
+                None => std::future::pending::<()>().await,
+            },
             FaultAction::LostReply => lost_reply = true,
             FaultAction::Oversized { bytes } => return Ok(oversized_response(bytes)),
             FaultAction::LockTimeout | FaultAction::TaskFail { .. } if !ep.upid => {
