@@ -76,7 +76,7 @@ impl Default for Timeouts {
 }
 
 /// The shortest real time a scaled executor looks for a clone with an unknown outcome.
-const UNKNOWN_SETTLE_FLOOR: Duration = Duration::from_secs(2);
+const UNKNOWN_SETTLE_FLOOR: Duration = Duration::from_millis(500);
 
 impl Timeouts {
     /// Every duration multiplied by `factor` (a simulator running faster than real time), so
