@@ -3,7 +3,7 @@
 //! time, applies needed, and API calls per VM (the simulator's own counter, every attempt
 //! counted) side by side. Not a timed test: it prints figures and asserts nothing about speed.
 //!
-//! `cargo bench --bench chaos` (runs per scenario: `HYOPS_BENCH_RUNS`, default 3; pool size:
+//! `cargo bench --bench chaos >/dev/null` (the figures go to stderr; runs per scenario: `HYOPS_BENCH_RUNS`, default 3; pool size:
 //! `HYOPS_BENCH_VMS`, default 150).
 
 use std::collections::BTreeMap;
@@ -107,7 +107,9 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    println!("chaos rollout: {n} VMs, simulator and engine time scale {SCALE}, {runs} run(s) each");
+    eprintln!(
+        "chaos rollout: {n} VMs, simulator and engine time scale {SCALE}, {runs} run(s) each"
+    );
     println!(
         "{:<12} {:>10} {:>10} {:>12} {:>10}",
         "scenario", "wall_s", "applies", "api_calls", "calls/VM"
@@ -123,7 +125,7 @@ fn main() {
                 FaultPlan::default()
             };
             let r = rt.block_on(one(n, faults));
-            println!(
+            eprintln!(
                 "{:<12} {:>10.2} {:>10} {:>12} {:>10.1}",
                 format!("{label}#{i}"),
                 r.wall.as_secs_f64(),
@@ -137,7 +139,7 @@ fn main() {
         walls.sort_by(f64::total_cmp);
         let calls: f64 = results.iter().map(|r| r.calls as f64).sum::<f64>() / results.len() as f64;
         let one_apply = results.iter().filter(|r| r.applies == 1).count();
-        println!(
+        eprintln!(
             "{:<12} median wall {:.2}s, mean {:.1} API calls/VM, {one_apply}/{} converged in one apply",
             label,
             walls[walls.len() / 2],
