@@ -18,21 +18,11 @@ use hyops_pve::sim::{FaultPlan, SimConfig, Simulator};
 
 const SCALE: f64 = 0.002;
 
-fn pool_overlay(n: usize) -> String {
-    let mut s = String::from(
-        "require_ipam: false\ntemplate_state_ref: core/onprem/template-image\ntemplate_key: ubuntu-24.04\n\
-         disk_size_gb: 40\npost_apply_ssh_readiness: {connectivity_wait_s: 30}\n\
-         limits: {global: 32, per_node: 16, per_storage: 8}\nvms:\n",
-    );
-    for i in 0..n {
-        s.push_str(&format!(
-            "  vm-{i:03}:\n    role: app\n    interfaces:\n      - bridge: vmbr0\n        ipv4: {{address: 10.40.{}.{}/16, gateway: 10.40.0.1}}\n",
-            i / 200,
-            10 + i % 200
-        ));
-    }
-    s
-}
+#[path = "../tests/common/pool.rs"]
+mod pool;
+
+const POOL_HEADER: &str = "disk_size_gb: 40\npost_apply_ssh_readiness: {connectivity_wait_s: 30}\n\
+     limits: {global: 32, per_node: 16, per_storage: 8}\n";
 
 struct Run {
     wall: Duration,
@@ -52,7 +42,7 @@ async fn one(n: usize, faults: FaultPlan) -> Run {
     let root = dir.path().join("root");
     write_sim_root(&root, &sim).expect("root");
     let overlay = dir.path().join("pool.yml");
-    std::fs::write(&overlay, pool_overlay(n)).expect("overlay");
+    std::fs::write(&overlay, pool::pool_overlay(n, POOL_HEADER)).expect("overlay");
     let args = ModuleArgs {
         root: Some(root),
         module: "platform/onprem/platform-vm".into(),

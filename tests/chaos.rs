@@ -35,20 +35,13 @@ fn chaos_plan(seed: u64) -> FaultPlan {
     plan
 }
 
+/// The chaos pool: full clones, agent readiness, limits that keep 150 VMs bounded.
+pub const POOL_HEADER: &str =
+    "disk_size_gb: 40\npost_apply_ssh_readiness: {connectivity_wait_s: 30}\n\
+     limits: {global: 32, per_node: 16, per_storage: 8}\n";
+
 fn pool(n: usize) -> String {
-    let mut s = String::from(
-        "require_ipam: false\ntemplate_state_ref: core/onprem/template-image\ntemplate_key: ubuntu-24.04\n\
-         disk_size_gb: 40\npost_apply_ssh_readiness: {connectivity_wait_s: 30}\n\
-         limits: {global: 32, per_node: 16, per_storage: 8}\nvms:\n",
-    );
-    for i in 0..n {
-        s.push_str(&format!(
-            "  vm-{i:03}:\n    role: app\n    interfaces:\n      - bridge: vmbr0\n        ipv4: {{address: 10.40.{}.{}/16, gateway: 10.40.0.1}}\n",
-            i / 200,
-            10 + i % 200
-        ));
-    }
-    s
+    common::pool::pool_overlay(n, POOL_HEADER)
 }
 
 /// VMIDs and names of the state's `outputs`.

@@ -40,21 +40,27 @@ vms:
     .to_string()
 }
 
-/// A pool of `n` linked clones with static addresses and no agent wait.
+/// A pool of `n` full clones with static addresses and no agent wait.
 fn pool(n: usize) -> String {
-    let mut s = String::from(
-        "require_ipam: false\ntemplate_state_ref: core/onprem/template-image\ntemplate_key: ubuntu-24.04\n\
-         post_apply_ssh_readiness: {connectivity_wait_s: 0}\n\
-         limits: {global: 32, per_node: 32, per_storage: 8}\nvms:\n",
-    );
-    for i in 0..n {
-        s.push_str(&format!(
-            "  vm-{i:03}:\n    role: app\n    interfaces:\n      - bridge: vmbr0\n        ipv4: {{address: 10.30.{}.{}/16, gateway: 10.30.0.1}}\n",
-            i / 200,
-            10 + i % 200
-        ));
+    common::pool::pool_overlay(
+        n,
+        "post_apply_ssh_readiness: {connectivity_wait_s: 0}\n\
+         limits: {global: 32, per_node: 32, per_storage: 8}\n",
+    )
+}
+
+/// Clone parameters for client-level allocation tests.
+fn bare_clone() -> CloneParams {
+    CloneParams {
+        newid: 0,
+        name: Some("x".into()),
+        description: None,
+        full: Some(false),
+        storage: None,
+        format: None,
+        target: None,
+        pool: None,
     }
-    s
 }
 
 /// One VM per key, every one recorded in the state.
@@ -220,16 +226,7 @@ async fn ids_in_flight_in_this_process_never_count_as_proxmox_refusals() {
     ));
     let ctx = h.ctx(&h.overlay("o.yml", &one_vm())).await;
     let client = ctx.client(&ctx.credentials().unwrap()).unwrap();
-    let params = CloneParams {
-        newid: 0,
-        name: Some("x".into()),
-        description: None,
-        full: Some(false),
-        storage: None,
-        format: None,
-        target: None,
-        pool: None,
-    };
+    let params = bare_clone();
     let mut ids = std::collections::BTreeSet::new();
     for _ in 0..100 {
         let req = AllocateRequest {
@@ -263,16 +260,7 @@ async fn an_exhausted_range_names_only_the_ids_proxmox_refused() {
     h.settle().await;
     let ctx = h.ctx(&h.overlay("o.yml", &one_vm())).await;
     let client = ctx.client(&ctx.credentials().unwrap()).unwrap();
-    let params = CloneParams {
-        newid: 0,
-        name: Some("x".into()),
-        description: None,
-        full: Some(false),
-        storage: None,
-        format: None,
-        target: None,
-        pool: None,
-    };
+    let params = bare_clone();
     let req = AllocateRequest {
         node: "pve1",
         template_vmid: 9000,

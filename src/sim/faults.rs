@@ -4,7 +4,9 @@
 //! what they do: an HTTP error with Proxmox's message (595/596 included), a connection reset,
 //! a delay, a hang, a lost reply (the write takes effect, the reply never arrives), a lock
 //! timeout, a task failure with a given exit status, a slow task, an oversized answer.
-//! Knows nothing about the handlers it disturbs.
+//! Knows nothing about the handlers it disturbs. The messages follow Proxmox's
+//! (`pve-api-notes.md` §4 for the config flock timeout, §6 for 595/596 from the proxy hop
+//! and the error catalogue).
 //!
 //! # Fault file (`sim serve --faults F`, `apply|plan|destroy --sim --sim-faults F`)
 //!

@@ -2,6 +2,8 @@
 //! pointing at it, and a command context built with an explicit (hermetic) environment.
 #![allow(dead_code)]
 
+pub mod pool;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
