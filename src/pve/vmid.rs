@@ -58,6 +58,8 @@ pub enum CloneAllocation {
         vmid: u32,
         /// The `qmclone` task.
         upid: Upid,
+        /// `/cluster/nextid` reads made to choose the id (for call accounting).
+        probes: u32,
     },
     /// Clone to `vmid` finished successfully.
     Completed {
@@ -124,12 +126,14 @@ impl PveClient {
             .start_hint
             .or_else(|| req.range.as_ref().map(|r| *r.start()));
         let mut last_conflict = String::from("no attempt made");
+        let mut probes = 0u32;
         for _attempt in 0..req.max_attempts.max(1) {
             let mut used = self.inner.alloc_lock.lock().await;
             // 1. candidate: the floor, else what /cluster/nextid calls free right now.
             let (mut candidate, free_hint) = match floor {
                 Some(f) => (f, None),
                 None => {
+                    probes += 1;
                     let n = self.next_id(None).await?;
                     (n, Some(n))
                 }
@@ -167,6 +171,7 @@ impl PveClient {
                 if free_hint == Some(candidate) {
                     break candidate;
                 }
+                probes += 1;
                 match self.next_id(Some(candidate)).await {
                     Ok(v) if v == candidate => break candidate,
                     Ok(_) => {}
@@ -208,7 +213,7 @@ impl PveClient {
             };
             // 3. optionally wait, retrying task-level id conflicts
             let Some(wait) = &req.wait else {
-                return Ok(CloneAllocation::Submitted { vmid, upid });
+                return Ok(CloneAllocation::Submitted { vmid, upid, probes });
             };
             match self.wait_task(&upid, wait).await {
                 Ok(outcome) => return Ok(CloneAllocation::Completed { vmid, outcome }),

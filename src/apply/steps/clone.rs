@@ -65,19 +65,13 @@ async fn attempt(
         max_attempts: if want.requested_vmid.is_some() { 1 } else { 8 },
         wait: None,
     };
-    let metrics_before = client.metrics().total;
     ctx.write();
     let allocated = client.allocate_vmid_and_clone(&req).await;
-    // the id probes (nextid) beside the clone POST counted above
-    ctx.reads(
-        client
-            .metrics()
-            .total
-            .saturating_sub(metrics_before)
-            .saturating_sub(1),
-    );
     let (vmid, upid) = match allocated {
-        Ok(CloneAllocation::Submitted { vmid, upid }) => (vmid, upid),
+        Ok(CloneAllocation::Submitted { vmid, upid, probes }) => {
+            ctx.reads(u64::from(probes));
+            (vmid, upid)
+        }
         Ok(CloneAllocation::Adopted { vmid, .. }) | Ok(CloneAllocation::Completed { vmid, .. }) => {
             return Ok(vmid)
         }
