@@ -161,6 +161,13 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
                 }
                 None => crate::sim::FaultPlan::default(),
             };
+            if !faults.rules.is_empty() {
+                eprintln!(
+                    "fault injection: {} rule(s), seed {}",
+                    faults.rules.len(),
+                    faults.seed.unwrap_or(seed)
+                );
+            }
             // A saved state is served by one simulator at a time.
             let _state_lock = match &state {
                 Some(p) => Some(simroot::lock_sim_state(p, std::time::Duration::ZERO)?),
