@@ -585,3 +585,68 @@ fn the_readme_lists_every_evidence_file_an_apply_writes() {
         .collect();
     assert!(unlisted.is_empty(), "README does not list {unlisted:?}");
 }
+
+/// The README's Troubleshooting section quotes the exact message of each of the five mistakes;
+/// this replays them and checks every quoted line (paths written as `<root>` and `~`).
+#[test]
+fn the_readme_troubleshooting_messages_are_the_real_ones() {
+    let home = tempfile::tempdir().unwrap();
+    let envs = home.path().join(".hybridops/envs");
+    let dev = envs.join("dev");
+    std::fs::create_dir_all(&dev).unwrap();
+    std::fs::create_dir_all(envs.join("prod")).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let troubleshooting = &readme[readme.find("## Troubleshooting").expect("section")..];
+    let demo = example("inputs.sim-demo.yml");
+    let plan = |args: &[&str]| {
+        let mut c = bin(home.path());
+        c.arg("plan").args(args);
+        let o = run_sync(c);
+        stderr(&o)
+            .replace(&dev.display().to_string(), "<root>")
+            .replace(&home.path().display().to_string(), "~")
+    };
+    let check = |mistake: &str, err: String| {
+        let lines: Vec<&str> = err
+            .lines()
+            .skip_while(|l| !l.starts_with("ERR: "))
+            .collect();
+        assert!(!lines.is_empty(), "{mistake}: no ERR line in {err}");
+        for l in lines {
+            assert!(
+                troubleshooting.contains(l),
+                "{mistake}: README Troubleshooting lacks the line\n{l}"
+            );
+        }
+    };
+    // 1. no credentials
+    check("no credentials", plan(&["--env", "dev", "--inputs", &demo]));
+    // 2. token secret in the vault, no password source
+    write(
+        &dev,
+        "credentials/proxmox.credentials.tfvars",
+        "proxmox_url = \"https://10.0.0.5:8006/api2/json\"\nproxmox_token_id = \"automation@pam!infra-token\"\nproxmox_node = \"pve1\"\n",
+    );
+    write(
+        &dev,
+        "vault/bootstrap.vault.env",
+        "$ANSIBLE_VAULT;1.1;AES256\n",
+    );
+    check(
+        "vault without password",
+        plan(&["--env", "dev", "--inputs", &demo]),
+    );
+    // 3. mistyped --env
+    check("mistyped env", plan(&["--env", "dve", "--inputs", &demo]));
+    // 4. --inputs forgotten
+    check("no --inputs", plan(&["--env", "dev"]));
+    // 5. no template image state
+    std::fs::remove_dir_all(dev.join("vault")).unwrap();
+    write(
+        &dev,
+        "credentials/proxmox.credentials.tfvars",
+        "proxmox_url = \"https://10.0.0.5:8006/api2/json\"\nproxmox_token_id = \"automation@pam!infra-token\"\nproxmox_token_secret = \"x\"\nproxmox_node = \"pve1\"\n",
+    );
+    check("no template", plan(&["--env", "dev", "--inputs", &demo]));
+}
