@@ -355,8 +355,9 @@ async fn fault_rate_is_seeded_and_roughly_the_rate() {
 
 #[tokio::test]
 async fn time_scale_makes_a_full_clone_take_proportional_real_time() {
-    // 32 GiB at 400 MB/s ≈ 86 s simulated; at 0.001 that is ~86 ms real.
-    let t = start(0.001).await;
+    // The template's 2.5 GiB of allocated data at 400 MB/s ≈ 6.7 s simulated, plus 1.5 s of
+    // fixed work and two 0.3 s allocations ≈ 8.8 s; at 0.01 that is ~88 ms real.
+    let t = start(0.01).await;
     let t0 = Instant::now();
     assert_eq!(t.clone_vm("pve1", 9000, 150, &[("full", "1")]).await, "OK");
     let el = t0.elapsed().as_millis();

@@ -6,8 +6,8 @@
 //! smbios uuid and cloud-init volume; on failure the new config is removed. Knows nothing about
 //! the wire format.
 
+use super::bandwidth::Link;
 use super::core::{check_lock, ApiError, Call, Sim};
-use super::latency::LatencyModel;
 use super::model::{drive_file, drive_size, format_size, indexed, is_drive_key, Vm};
 use super::vm::{lock_conf, vm_checked};
 use serde_json::{json, Value};
@@ -171,37 +171,84 @@ pub(super) fn net_models(sim: &Sim) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn storage_lock_key(sim: &Sim, storage: &str, node: &str) -> String {
-    let shared = sim
-        .state()
+/// Whether `storage` is shared (one instance cluster-wide).
+fn is_shared(sim: &Sim, storage: &str) -> bool {
+    sim.state()
         .cluster
         .storages
         .iter()
-        .any(|s| s.id == storage && s.shared);
-    if shared {
-        format!("storage:{storage}")
-    } else {
-        format!("storage:{storage}:{node}")
-    }
+        .any(|s| s.id == storage && s.shared)
 }
 
-/// Run `ms` of allocation work under the storage lock.
-async fn under_storage_lock(
+/// Run `ms` of allocation work under the storage lock, as `cluster_lock_storage` takes it
+/// (pve-storage `src/PVE/Storage/Plugin.pm` 759–774, around `vdisk_alloc` / `vdisk_clone` /
+/// `vdisk_free`, `src/PVE/Storage.pm` 1078–1210): a node-local flock
+/// `/var/lock/pve-manager/pve-storage-<id>` for a non-shared storage, the pmxcfs lock
+/// `storage-<id>` for a shared one; both with the default 10 s acquire timeout.
+pub(super) async fn under_storage_lock(
     sim: &Arc<Sim>,
     storage: &str,
     node: &str,
     ms: u64,
 ) -> Result<(), String> {
-    let key = storage_lock_key(sim, storage, node);
-    let _g = sim
-        .locks
-        .acquire(&key, true, sim.latency.storage_lock_timeout_ms, &sim.clock)
-        .await
-        .map_err(|_| {
-            format!("can't lock file '/var/lock/pve-manager/pve-storage-{storage}' - got timeout")
-        })?;
+    let timeout = sim.latency.storage_lock_timeout_ms;
+    let _g = if is_shared(sim, storage) {
+        sim.locks
+            .acquire_cfs(&format!("cfs:storage-{storage}"), timeout, &sim.clock)
+            .await
+            .map_err(|_| format!("cfs-lock 'storage-{storage}' error: got lock request timeout"))?
+    } else {
+        sim.locks
+            .acquire(
+                &format!("flock:{node}:pve-storage-{storage}"),
+                true,
+                timeout,
+                &sim.clock,
+            )
+            .await
+            .map_err(|_| {
+                format!(
+                    "can't lock file '/var/lock/pve-manager/pve-storage-{storage}' - got timeout"
+                )
+            })?
+    };
     sim.clock.sleep(ms).await;
     Ok(())
+}
+
+/// The links a copy between `src` and `dst` run by `node`'s worker uses: each storage
+/// instance it touches (once when both are the same) and the node's I/O path; and the
+/// stream rate (the slower storage's).
+fn copy_links(sim: &Sim, src: &str, dst: &str, node: &str) -> (Vec<Link>, f64) {
+    let state = sim.state();
+    let mut links = Vec::new();
+    let mut stream = f64::INFINITY;
+    for id in [src, dst] {
+        let Some(d) = state
+            .cluster
+            .storage_on(id, node)
+            .or_else(|| state.cluster.storages.iter().find(|s| s.id == id))
+        else {
+            continue;
+        };
+        let key = if d.shared {
+            format!("storage:{id}")
+        } else {
+            format!("storage:{id}@{node}")
+        };
+        if !links.iter().any(|l: &Link| l.key == key) {
+            links.push(Link::new(key, d.bandwidth_mbs));
+        }
+        stream = stream.min(d.stream());
+    }
+    links.push(Link::new(
+        format!("node:{node}"),
+        state.cluster.node_bandwidth_mbs,
+    ));
+    if !stream.is_finite() {
+        stream = state.cluster.node_bandwidth_mbs;
+    }
+    (links, stream)
 }
 
 async fn clone_worker(sim: &Arc<Sim>, upid: &str, p: ClonePlan) -> Result<(), String> {
@@ -334,19 +381,9 @@ async fn copy_drives(
             let st = p.storage.clone().unwrap_or_else(|| src_storage.to_string());
             under_storage_lock(sim, &st, &node_for_storage, sim.latency.storage_alloc_ms).await?;
             let size = drive_size(&spec).unwrap_or(0);
-            let bw = {
-                let state = sim.state();
-                let bw_of = |id: &str| {
-                    state
-                        .cluster
-                        .storages
-                        .iter()
-                        .find(|s| s.id == id)
-                        .map(|s| s.bandwidth_mbs)
-                        .unwrap_or(100.0)
-                };
-                bw_of(src_storage).min(bw_of(&st))
-            };
+            let bytes = sim.state().cluster.copy_bytes(p.src, size);
+            // The worker runs on the source's node; the data flows through it.
+            let (links, stream) = copy_links(sim, src_storage, &st, &p.node);
             sim.tasks.log(
                 upid,
                 format!(
@@ -354,7 +391,9 @@ async fn copy_drives(
                     format_size(size)
                 ),
             );
-            sim.clock.sleep(LatencyModel::copy_ms(size, bw)).await;
+            sim.bandwidth
+                .transfer(&sim.clock, bytes, stream, &links)
+                .await;
             let f = format!("{st}:vm-{}-disk-{disk_no}", p.newid);
             disk_no += 1;
             with_drive_file(&spec, &f)

@@ -2,6 +2,7 @@
 //! the seeded RNG, counters and authentication. Handlers borrow it; it knows nothing about
 //! HTTP framing or individual endpoints.
 
+use super::bandwidth::BandwidthPool;
 use super::check::Errors;
 use super::faults::{FaultAction, FaultState};
 use super::latency::{LatencyModel, SimClock};
@@ -138,6 +139,8 @@ pub struct Sim {
     pub state: Mutex<SimState>,
     pub tasks: TaskRegistry,
     pub locks: Arc<LockTable>,
+    /// Copy bandwidth shared by concurrent full clones (storages and nodes).
+    pub bandwidth: Arc<BandwidthPool>,
     pub clock: SimClock,
     pub latency: LatencyModel,
     pub faults: Mutex<FaultState>,

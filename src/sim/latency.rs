@@ -101,6 +101,19 @@ impl SimClock {
         Duration::from_secs_f64(sim_ms as f64 / 1000.0 * self.time_scale)
     }
 
+    /// Real duration of `sim_ms` simulated milliseconds (fractional).
+    pub fn real_f64(&self, sim_ms: f64) -> Duration {
+        Duration::from_secs_f64((sim_ms.max(0.0) / 1000.0 * self.time_scale).min(1e9))
+    }
+
+    /// Simulated milliseconds since the simulator started, fractional.
+    pub fn now_ms_f64(&self) -> f64 {
+        if self.time_scale == 0.0 {
+            return (u64::MAX / 4) as f64;
+        }
+        self.origin.elapsed().as_secs_f64() * 1000.0 / self.time_scale
+    }
+
     /// Simulated milliseconds since the simulator started.
     pub fn now_ms(&self) -> u64 {
         if self.time_scale == 0.0 {

@@ -14,6 +14,8 @@
 //! ```
 
 mod api;
+pub mod bandwidth;
+pub mod bound;
 pub mod check;
 mod clone;
 pub mod cloudinit;
@@ -147,6 +149,7 @@ impl Simulator {
             state: Mutex::new(state),
             tasks: TaskRegistry::default(),
             locks: Arc::new(LockTable::default()),
+            bandwidth: Arc::new(bandwidth::BandwidthPool::default()),
             clock: SimClock::new(cfg.time_scale),
             latency: cfg.latency.clone(),
             faults: Mutex::new(FaultState::new(cfg.faults.clone(), cfg.seed)),
@@ -344,12 +347,13 @@ pub fn describe(handle: &SimHandle, ca_path: &std::path::Path) -> String {
     );
     for st in &state.cluster.storages {
         s.push_str(&format!(
-            "  {} ({}, {}, content {}, {} MB/s)\n",
+            "  {} ({}, {}, content {}, {} MB/s, {} MB/s per copy stream)\n",
             st.id,
             st.kind,
             if st.shared { "shared" } else { "per node" },
             st.content.join(","),
-            st.bandwidth_mbs
+            st.bandwidth_mbs,
+            st.stream()
         ));
     }
     s.push_str("templates:\n");

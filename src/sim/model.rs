@@ -14,18 +14,25 @@
 //!     nodes: [pve1]         # optional; default all nodes
 //!     content: [images]     # images, rootdir, iso, snippets, vztmpl, backup, import
 //!     total_gb: 500         # capacity (default 1000)
-//!     bandwidth_mbs: 400    # copy speed for full clones, MB/s (default 200)
+//!     bandwidth_mbs: 400    # aggregate copy bandwidth, MB/s, shared by concurrent copies (default 200)
+//!     stream_mbs: 100       # optional: the most one copy stream reaches alone (default: bandwidth_mbs)
 //! templates:
 //!   - vmid: 9000
 //!     name: ubuntu-24.04
 //!     node: pve1
 //!     storage: local-lvm    # where scsi0 and the cloud-init drive live
 //!     disk_gb: 32
+//!     data_gb: 2.5          # optional: allocated data a full clone copies (default: disk_gb)
 //!     cores: 2              # optional, default 2
 //!     memory_mb: 2048       # optional, default 2048
 //!     bridge: vmbr0         # optional, default vmbr0
 //! next_id_lower: 100        # optional, first id /cluster/nextid hands out
+//! node_bandwidth_mbs: 1250  # optional: a node's I/O path for copies it runs, MB/s (default 1250)
 //! ```
+//!
+//! Copies share bandwidth as real storage does (see `bandwidth`): every concurrent full-clone
+//! copy on a storage instance and on the node that runs the task gets a max-min fair share of
+//! their capacities, never more than one stream's rate.
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -41,6 +48,10 @@ pub struct ClusterDescription {
     pub templates: Vec<TemplateDesc>,
     #[serde(default = "default_lower")]
     pub next_id_lower: u32,
+    /// The bandwidth of each node's I/O path for the copies its tasks run (MB/s): a full
+    /// clone's data flows through the node that runs the `qmclone` task (10 GbE ≈ 1250).
+    #[serde(default = "default_node_bw")]
+    pub node_bandwidth_mbs: f64,
 }
 
 fn default_name() -> String {
@@ -54,6 +65,9 @@ fn default_total() -> u64 {
 }
 fn default_bw() -> f64 {
     200.0
+}
+fn default_node_bw() -> f64 {
+    1250.0
 }
 fn default_cores() -> u32 {
     2
@@ -78,8 +92,24 @@ pub struct StorageDesc {
     pub content: Vec<String>,
     #[serde(default = "default_total")]
     pub total_gb: u64,
+    /// Aggregate copy bandwidth (MB/s), shared by the concurrent copies on this storage
+    /// instance.
     #[serde(default = "default_bw")]
     pub bandwidth_mbs: f64,
+    /// The most one copy stream reaches alone (MB/s; a single `qemu-img convert` / drive
+    /// mirror is latency-bound well below what a distributed or striped storage serves in
+    /// aggregate). Default: `bandwidth_mbs` (one copy saturates the storage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_mbs: Option<f64>,
+}
+
+impl StorageDesc {
+    /// One stream's rate (MB/s).
+    pub fn stream(&self) -> f64 {
+        self.stream_mbs
+            .unwrap_or(self.bandwidth_mbs)
+            .min(self.bandwidth_mbs)
+    }
 }
 
 /// A template VM present at start.
@@ -90,6 +120,10 @@ pub struct TemplateDesc {
     pub node: String,
     pub storage: String,
     pub disk_gb: u64,
+    /// Allocated data (GiB) a full clone copies: thin volumes copy only allocated blocks, so a
+    /// 32 GiB cloud image with 2.5 GiB of data copies 2.5 GiB. Default: `disk_gb`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_gb: Option<f64>,
     #[serde(default = "default_cores")]
     pub cores: u32,
     #[serde(default = "default_mem")]
@@ -119,6 +153,7 @@ impl ClusterDescription {
             node: node.into(),
             storage: "local-lvm".into(),
             disk_gb: 32,
+            data_gb: Some(2.5),
             cores: 2,
             memory_mb: 2048,
             bridge: "vmbr0".into(),
@@ -135,6 +170,7 @@ impl ClusterDescription {
                     content: vec!["iso".into(), "snippets".into(), "images".into()],
                     total_gb: 100,
                     bandwidth_mbs: 300.0,
+                    stream_mbs: None,
                 },
                 StorageDesc {
                     id: "local-lvm".into(),
@@ -144,6 +180,7 @@ impl ClusterDescription {
                     content: vec!["images".into()],
                     total_gb: 1000,
                     bandwidth_mbs: 400.0,
+                    stream_mbs: None,
                 },
                 StorageDesc {
                     id: "ceph-vm".into(),
@@ -152,11 +189,13 @@ impl ClusterDescription {
                     nodes: None,
                     content: vec!["images".into()],
                     total_gb: 10000,
-                    bandwidth_mbs: 150.0,
+                    bandwidth_mbs: 600.0,
+                    stream_mbs: Some(150.0),
                 },
             ],
             templates: vec![tpl(9000, "pve1"), tpl(9001, "pve2")],
             next_id_lower: 100,
+            node_bandwidth_mbs: default_node_bw(),
         }
     }
 
@@ -192,12 +231,24 @@ impl ClusterDescription {
                     )));
                 }
             }
-            if s.bandwidth_mbs <= 0.0 {
+            if !(s.bandwidth_mbs > 0.0 && s.bandwidth_mbs.is_finite()) {
                 return Err(ClusterError::Invalid(format!(
                     "storage {}: bandwidth_mbs must be > 0, got {}",
                     s.id, s.bandwidth_mbs
                 )));
             }
+            if let Some(st) = s.stream_mbs.filter(|v| !(*v > 0.0 && v.is_finite())) {
+                return Err(ClusterError::Invalid(format!(
+                    "storage {}: stream_mbs must be > 0, got {st}",
+                    s.id
+                )));
+            }
+        }
+        if !(self.node_bandwidth_mbs > 0.0 && self.node_bandwidth_mbs.is_finite()) {
+            return Err(ClusterError::Invalid(format!(
+                "node_bandwidth_mbs must be > 0, got {}",
+                self.node_bandwidth_mbs
+            )));
         }
         let mut ids = BTreeSet::new();
         for t in &self.templates {
@@ -213,6 +264,14 @@ impl ClusterDescription {
                     t.vmid, t.node
                 )));
             }
+            if t.data_gb
+                .is_some_and(|d| !(d >= 0.0 && d <= t.disk_gb as f64))
+            {
+                return Err(ClusterError::Invalid(format!(
+                    "template {}: data_gb must be between 0 and disk_gb ({})",
+                    t.vmid, t.disk_gb
+                )));
+            }
             if self.storage_on(&t.storage, &t.node).is_none() {
                 return Err(ClusterError::Invalid(format!(
                     "template {}: storage '{}' is not available on node '{}'",
@@ -221,6 +280,17 @@ impl ClusterDescription {
             }
         }
         Ok(())
+    }
+
+    /// The bytes a full clone of `vmid`'s disk of `size` bytes copies: the template's
+    /// allocated data when it is a described template, else the whole disk.
+    pub fn copy_bytes(&self, vmid: u32, size: u64) -> u64 {
+        self.templates
+            .iter()
+            .find(|t| t.vmid == vmid)
+            .and_then(|t| t.data_gb)
+            .map(|d| ((d * (1u64 << 30) as f64) as u64).min(size))
+            .unwrap_or(size)
     }
 
     /// The storage `id` if it is available on `node`.
