@@ -32,6 +32,11 @@ pub async fn dispatch(sim: &Arc<Sim>, call: &Call) -> Result<Reply, ApiError> {
         ("GET", "/cluster/nextid") => nextid(sim, call)?,
         ("GET", "/cluster/resources") => resources(&sim.state(), call.get("type")),
         ("POST", "/access/ticket") => ticket(sim, call)?,
+        ("GET", "/nodes/{node}/tasks") => return node_tasks(sim, call),
+        ("GET", "/cluster/tasks") => {
+            let nodes = sim.state().cluster.nodes.clone();
+            Value::Array(sim.tasks.cluster_list(&nodes, sim.clock.now_ms()))
+        }
         ("GET", "/nodes/{node}/tasks/{upid}/status") => task_status(sim, call)?,
         ("GET", "/nodes/{node}/tasks/{upid}/log") => return task_log(sim, call),
         ("GET", "/nodes/{node}/storage/{storage}/content") => storage_content(sim, call)?,
@@ -191,6 +196,40 @@ fn find_task(sim: &Sim, call: &Call) -> Result<super::tasks::Task, ApiError> {
         .get(upid)
         .filter(|_| node == call.node())
         .ok_or_else(|| ApiError::param("upid", "no such task"))
+}
+
+/// `GET /nodes/{node}/tasks` (pve-manager `PVE/API2/Tasks.pm` `node_tasks`): defaults
+/// `start` 0, `limit` 50, `source` archive; `errors` drops `ok` tasks; `statusfilter` keeps
+/// only the listed status types (ignored with `errors`).
+fn node_tasks(sim: &Sim, call: &Call) -> Result<Reply, ApiError> {
+    let num = |k: &str| call.get(k).and_then(|v| v.parse::<i64>().ok());
+    let mut statuses: Vec<String> = ["ok", "warning", "error", "unknown"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    if call.flag("errors") {
+        statuses.retain(|s| s != "ok");
+    } else if let Some(list) = call.get("statusfilter") {
+        statuses = super::check::split_list(list)
+            .map(str::to_lowercase)
+            .collect();
+    }
+    let filter = super::tasks::TaskFilter {
+        start: num("start").unwrap_or(0).max(0) as usize,
+        limit: num("limit").unwrap_or(50).max(0) as usize,
+        userfilter: call.get("userfilter").map(str::to_string),
+        typefilter: call.get("typefilter").map(str::to_string),
+        vmid: call.get("vmid").map(str::to_string),
+        since: num("since"),
+        until: num("until"),
+        statuses,
+        source: call.get("source").unwrap_or("archive").to_string(),
+    };
+    let (rows, total) = sim.tasks.node_list(call.node(), &filter);
+    Ok(Reply {
+        data: Value::Array(rows),
+        total: Some(total),
+    })
 }
 
 fn task_status(sim: &Sim, call: &Call) -> Result<Value, ApiError> {

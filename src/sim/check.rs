@@ -301,6 +301,7 @@ pub fn verify_named(name: &str, v: &str) -> Result<(), String> {
         }
         "mac-addr" => re(r"(?i:[a-f0-9][02468ace](?::[a-f0-9]{2}){5})")(v),
         "pve-tag-list" => split_list(v).all(re(r"(?i:[a-z0-9_][a-z0-9_\-+.]*)")),
+        "pve-tag" => re(r"(?i:[a-z0-9_][a-z0-9_\-+.]*)")(v),
         "ipv4" => v.parse::<Ipv4Addr>().is_ok(),
         "ipv6" => v.parse::<Ipv6Addr>().is_ok(),
         "address-list" => split_list(v).all(|a| a.parse::<std::net::IpAddr>().is_ok()),
@@ -315,6 +316,13 @@ pub fn verify_named(name: &str, v: &str) -> Result<(), String> {
                 || verify_named("pve-volume-id", v).is_ok()
         }
         "disk-size" => re(r"\d+(\.\d+)?[KMGT]?")(v),
+        // JSONSchema.pm 965–973 (`verify_task_status_type`)
+        "pve-task-status-type" => {
+            if !re(r"(?i:ok|error|warning|unknown)")(v) {
+                return Err(format!("invalid status '{v}'"));
+            }
+            true
+        }
         _ => true,
     };
     if ok {
