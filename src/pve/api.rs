@@ -12,6 +12,7 @@ use super::client::{seg, Call, Params, PveClient};
 use super::error::{CallContext, ErrorClass, PveError, PveResult};
 use super::lenient::value_u64;
 use super::propstr::{DiskSize, DiskSlot};
+use super::tasks::{TaskListEntry, Watched};
 use super::types::{
     ipv4_addresses, CloneParams, CloudInitKind, ClusterResource, ConfigUpdate, GuestInterface,
     ResourceType, StorageVolume, TaskLog, TaskLogLine, TaskOutcome, TaskStatus, VersionInfo,
@@ -426,6 +427,78 @@ impl PveClient {
         }
     }
 
+    /// Wait for a task like [`PveClient::wait_task`], but batched: one listing of the node's
+    /// tasks answers for every task waited on there (see `tasks`). Same outcomes and errors.
+    pub async fn watch_task(&self, upid: &Upid, opts: &WaitOptions) -> PveResult<TaskOutcome> {
+        let started = Instant::now();
+        let rx = self.inner.watcher.register(self, upid, opts);
+        match rx.await {
+            Ok(Watched::Ended { exit, polls }) => self.finish_task(upid, exit, polls, opts).await,
+            Ok(Watched::Deadline {
+                seen_running,
+                last_error,
+                ..
+            }) => Err(match (seen_running, last_error) {
+                (false, Some(last)) => PveError::TaskUnknown {
+                    upid: Box::new(upid.clone()),
+                    waited_ms: started.elapsed().as_millis(),
+                    last,
+                },
+                _ => PveError::TaskTimeout {
+                    upid: Box::new(upid.clone()),
+                    waited_ms: started.elapsed().as_millis(),
+                },
+            }),
+            // not listed (or the poller went away): ask the task itself for the time left
+            Ok(Watched::NotListed) | Err(_) => {
+                let left = opts.timeout.saturating_sub(started.elapsed());
+                let opts = WaitOptions {
+                    timeout: left.max(opts.initial_poll),
+                    not_visible_grace: std::time::Duration::ZERO,
+                    ..opts.clone()
+                };
+                self.wait_task(upid, &opts).await
+            }
+        }
+    }
+
+    /// Requests the batched task pollers made (see [`PveClient::watch_task`]).
+    pub fn task_poll_calls(&self) -> u64 {
+        self.inner.watcher.calls()
+    }
+
+    /// `GET /nodes/{node}/tasks?source=all&since=…[&userfilter=…]&limit=…`, sent once (the
+    /// poller is the retry): the entries and the `total` attribute.
+    pub(crate) async fn node_tasks(
+        &self,
+        node: &str,
+        since: u32,
+        user: Option<&str>,
+        limit: u64,
+    ) -> PveResult<(Vec<TaskListEntry>, Option<u64>)> {
+        let call = Call::new(
+            Method::GET,
+            "/nodes/{node}/tasks",
+            format!("/nodes/{}/tasks", seg(node)),
+        )
+        .on_node(node)
+        .params(
+            Params::new()
+                .set("source", "all")
+                .set("since", since)
+                .opt("userfilter", user.filter(|u| !u.is_empty()))
+                .set("limit", limit),
+        );
+        let ctx = call.ctx();
+        let env = self.send(&call).await?;
+        let total = env.get("total").and_then(value_u64);
+        let rows: Vec<TaskListEntry> = decode(
+            ctx,
+            env.get("data").cloned().unwrap_or(Value::Array(vec![])),
+        )?;
+        Ok((rows, total))
+    }
+
     /// One `GET …/tasks/{upid}/status`, no retry (the caller's poll loop is the retry).
     async fn task_status_once(&self, upid: &Upid) -> PveResult<TaskStatus> {
         let call = Self::task_status_call(upid);
@@ -434,7 +507,7 @@ impl PveClient {
         decode(ctx, env.get("data").cloned().unwrap_or(Value::Null))
     }
 
-    async fn finish_task(
+    pub(crate) async fn finish_task(
         &self,
         upid: &Upid,
         exit: String,

@@ -50,6 +50,11 @@ pub struct RateLimit {
 /// cluster) is a few MiB, so 16 MiB leaves room without letting one answer exhaust memory.
 pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 16 << 20;
 
+/// Default bound on requests in flight (and kept-alive connections): pveproxy serves each
+/// connection from one of its few worker processes, so more connections add handshakes, not
+/// throughput.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 32;
+
 /// Everything needed to build a [`PveClient`].
 #[derive(Debug, Clone)]
 pub struct PveConfig {
@@ -72,6 +77,13 @@ pub struct PveConfig {
     pub max_response_bytes: u64,
     /// Renew a ticket once it is older than this (tickets live 2 h).
     pub ticket_renew_after: Duration,
+    /// Requests in flight at once, and kept-alive connections (one pool for reads and
+    /// writes: every request waits for a connection permit, so however many VMs run, the
+    /// client never opens more than this many connections).
+    pub max_connections: usize,
+    /// Real seconds per Proxmox second (1.0 on a real cluster; a simulator's time scale):
+    /// paces the batched task polls ([`PveClient::watch_task`]).
+    pub time_scale: f64,
 }
 
 impl PveConfig {
@@ -88,6 +100,8 @@ impl PveConfig {
             read_retry: RetryPolicy::default(),
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             ticket_renew_after: Duration::from_secs(90 * 60),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            time_scale: 1.0,
         }
     }
 }
@@ -97,8 +111,46 @@ impl PveConfig {
 pub struct Metrics {
     /// All requests.
     pub total: u64,
+    /// Requests that are not GETs (writes, and the ticket login).
+    pub writes: u64,
     /// Requests per `METHOD /template`.
     pub calls: BTreeMap<String, u64>,
+}
+
+/// A tally of requests made by the tasks running in its scope ([`PveClient::account`]):
+/// a VM's pipeline, a batch poller, the plan phase. Every request the client sends is
+/// counted in the account of the task that sent it (if any) and in [`Metrics`].
+#[derive(Debug, Default)]
+pub struct CallAccount {
+    calls: std::sync::atomic::AtomicU64,
+    writes: std::sync::atomic::AtomicU64,
+}
+
+impl CallAccount {
+    /// A new, empty account.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+    /// Requests counted so far.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    /// Non-GET requests counted so far.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    fn add(&self, write: bool) {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if write {
+            self.writes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+tokio::task_local! {
+    static ACCOUNT: Arc<CallAccount>;
 }
 
 impl Metrics {
@@ -245,6 +297,13 @@ pub(crate) struct Inner {
     renew_after: Duration,
     /// Serialises VMID choice + clone submission within this process.
     pub(crate) alloc_lock: tokio::sync::Mutex<std::collections::BTreeSet<u32>>,
+    /// Ids known taken and the first free one, when the caller seeded them
+    /// ([`PveClient::seed_vmids`]): then clones pick ids locally, without `/cluster/nextid`.
+    pub(crate) seeded: StdMutex<Option<super::vmid::SeededIds>>,
+    /// Connection permits (see [`PveConfig::max_connections`]).
+    conns: Arc<tokio::sync::Semaphore>,
+    /// Batched task polling (one listing per node serves every waiting task).
+    pub(crate) watcher: super::tasks::TaskWatcher,
 }
 
 /// A typed, async Proxmox VE API client. Cheap to clone (an `Arc` inside); share it freely.
@@ -293,10 +352,14 @@ impl PveClient {
     pub fn new(config: PveConfig) -> PveResult<Self> {
         let base = normalize_base_url(&config.base_url)?;
         let tls = client_config(&config.tls)?;
+        let max_conns = config.max_connections.max(1);
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
+            .pool_max_idle_per_host(max_conns)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
             .build()
             .map_err(|e| PveError::Config {
                 field: "http client",
@@ -317,6 +380,9 @@ impl PveClient {
                 max_body: config.max_response_bytes,
                 renew_after: config.ticket_renew_after,
                 alloc_lock: tokio::sync::Mutex::new(Default::default()),
+                seeded: StdMutex::new(None),
+                conns: Arc::new(tokio::sync::Semaphore::new(max_conns)),
+                watcher: super::tasks::TaskWatcher::new(config.time_scale),
             }),
         })
     }
@@ -335,12 +401,29 @@ impl PveClient {
     }
 
     fn count(&self, method: &Method, template: &str) {
-        let mut m = match self.inner.metrics.lock() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        m.total += 1;
-        *m.calls.entry(format!("{method} {template}")).or_insert(0) += 1;
+        let write = *method != Method::GET;
+        {
+            let mut m = match self.inner.metrics.lock() {
+                Ok(m) => m,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            m.total += 1;
+            if write {
+                m.writes += 1;
+            }
+            *m.calls.entry(format!("{method} {template}")).or_insert(0) += 1;
+        }
+        let _ = ACCOUNT.try_with(|a| a.add(write));
+    }
+
+    /// Run `fut` with its requests counted in `account` (tasks it spawns are not).
+    pub async fn account<F: std::future::Future>(account: Arc<CallAccount>, fut: F) -> F::Output {
+        ACCOUNT.scope(account, fut).await
+    }
+
+    /// The account of the running task, if it runs in one.
+    pub fn current_account() -> Option<Arc<CallAccount>> {
+        ACCOUNT.try_with(Arc::clone).ok()
     }
 
     /// Log in (or renew) and return the ticket. Holds the ticket lock while doing so.
@@ -409,6 +492,9 @@ impl PveClient {
         if let Some(l) = &self.inner.limiter {
             l.until_ready().await;
         }
+        // One connection permit for the request and its body; the pool keeps the connection
+        // alive for the next request. Closed only with the client (never here).
+        let _conn = self.inner.conns.clone().acquire_owned().await.ok();
         self.count(&call.method, call.template);
         let started = Instant::now();
         let write = call.method != Method::GET;

@@ -44,14 +44,15 @@ pub mod lenient;
 pub mod policy;
 mod propstr;
 mod sshkeys;
+mod tasks;
 mod tls;
 mod types;
 mod upid;
 mod vmid;
 
 pub use client::{
-    normalize_base_url, Metrics, Params, PveAuth, PveClient, PveConfig, RateLimit,
-    DEFAULT_MAX_RESPONSE_BYTES,
+    normalize_base_url, CallAccount, Metrics, Params, PveAuth, PveClient, PveConfig, RateLimit,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_RESPONSE_BYTES,
 };
 pub use error::{classify_message, CallContext, ErrorClass, PveError, PveResult};
 pub use propstr::{
@@ -60,6 +61,7 @@ pub use propstr::{
     PropError, Tags,
 };
 pub use sshkeys::{decode_sshkeys, encode_sshkeys};
+pub use tasks::TaskListEntry;
 pub use tls::{fingerprint_of, parse_fingerprint, TlsMode};
 pub use types::{
     ipv4_addresses, CloneParams, CloudInitKind, ClusterResource, ConfigUpdate, DiskFormat,

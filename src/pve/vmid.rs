@@ -97,6 +97,14 @@ pub fn is_id_conflict(e: &PveError, vmid: u32) -> bool {
     }
 }
 
+/// Ids a cluster listing showed taken and the next id to offer (see
+/// [`PveClient::seed_vmids`]).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SeededIds {
+    taken: std::collections::BTreeSet<u32>,
+    next: u32,
+}
+
 const PROBES_PER_ATTEMPT: u32 = 64;
 const MIN_VMID: u32 = 100;
 const MAX_VMID: u32 = 999_999_999;
@@ -111,6 +119,40 @@ fn refused_text(refused: &[u32]) -> String {
 }
 
 impl PveClient {
+    /// Seed the allocator with the ids a cluster listing (`/cluster/resources`) showed taken
+    /// and the first free id Proxmox offers (`GET /cluster/nextid`, which keeps to the
+    /// datacenter's `next-id` range). From then on a clone with no requested id takes the
+    /// lowest id not known taken, without asking `/cluster/nextid` each time: the clone
+    /// itself confirms it (a taken id fails with "already exists" or a lock timeout on its
+    /// config, and the next id is tried, as before).
+    pub fn seed_vmids(&self, taken: impl IntoIterator<Item = u32>, first_free: u32) {
+        let seeded = SeededIds {
+            taken: taken.into_iter().collect(),
+            next: first_free.max(MIN_VMID),
+        };
+        match self.inner.seeded.lock() {
+            Ok(mut g) => *g = Some(seeded),
+            Err(p) => *p.into_inner() = Some(seeded),
+        }
+    }
+
+    fn seeded(&self) -> Option<SeededIds> {
+        match self.inner.seeded.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    fn seeded_used(&self, vmid: u32) {
+        let mut g = match self.inner.seeded.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(s) = g.as_mut() {
+            s.next = s.next.max(vmid.saturating_add(1));
+        }
+    }
+
     /// Pick a free VMID and clone `template_vmid` to it, retrying with the next candidate when
     /// the id turns out to be taken. Never adopts a VM unless `ownership` says it is ours.
     pub async fn allocate_vmid_and_clone(
@@ -127,12 +169,19 @@ impl PveClient {
             .or_else(|| req.range.as_ref().map(|r| *r.start()));
         let mut last_conflict = String::from("no attempt made");
         let mut probes = 0u32;
+        // Seeded: ids are chosen locally (requested ids and ranges are still confirmed).
+        let local = match (&req.start_hint, &req.range) {
+            (None, None) => self.seeded(),
+            _ => None,
+        };
         for _attempt in 0..req.max_attempts.max(1) {
             let mut used = self.inner.alloc_lock.lock().await;
-            // 1. candidate: the floor, else what /cluster/nextid calls free right now.
-            let (mut candidate, free_hint) = match floor {
-                Some(f) => (f, None),
-                None => {
+            // 1. candidate: the floor, else the seeded next id, else what /cluster/nextid
+            //    calls free right now.
+            let (mut candidate, free_hint) = match (floor, &local) {
+                (Some(f), _) => (f, None),
+                (None, Some(_)) => (self.seeded().map_or(MIN_VMID, |s| s.next), None),
+                (None, None) => {
                     probes += 1;
                     let n = self.next_id(None).await?;
                     (n, Some(n))
@@ -164,11 +213,13 @@ impl PveClient {
                         refused_text(&refused)
                     )));
                 }
-                if used.contains(&candidate) {
+                if used.contains(&candidate)
+                    || local.as_ref().is_some_and(|s| s.taken.contains(&candidate))
+                {
                     candidate += 1;
                     continue;
                 }
-                if free_hint == Some(candidate) {
+                if free_hint == Some(candidate) || local.is_some() {
                     break candidate;
                 }
                 probes += 1;
@@ -193,6 +244,7 @@ impl PveClient {
             let submitted = self.clone_vm(req.node, req.template_vmid, &params).await;
             // Whatever happened, this process never offers `vmid` again: it is ours or taken.
             used.insert(vmid);
+            self.seeded_used(vmid);
             drop(used);
             let wrap = |e: PveError| PveError::Clone {
                 newid: vmid,
