@@ -12,7 +12,8 @@ use hyops_pve::pve::{AllocateRequest, CloneParams, Ownership};
 use hyops_pve::sim::{FaultAction, FaultRule, FaultWindow, SimConfig};
 
 const CLONE: &str = "/nodes/{node}/qemu/{vmid}/clone";
-const TASK_STATUS: &str = "/nodes/{node}/tasks/{upid}/status";
+/// Every task-status read: the node task listings batched waits poll, and single status reads.
+const TASK_STATUS: &str = "/nodes/{node}/tasks*";
 const DELETE: &str = "/nodes/{node}/qemu/{vmid}";
 
 async fn harness() -> Harness {

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::apply::executor::{Executor, VmOutcome};
+use crate::apply::executor::{Executor, KnownVm, VmOutcome};
+use crate::apply::journal::{now_ts, JournalEvent};
+use crate::apply::limits::WindowReport;
 use crate::apply::outputs::module_outputs;
 use crate::hyops::{
     template_absent_error, template_missing_in_shrink_warning, template_not_a_template_error,
@@ -18,8 +20,8 @@ use crate::plan::artifact::{desired_digest, PlanArtifact, PLAN_KIND, PLAN_SCHEMA
 use crate::plan::desired::{desired_vm, DesiredError, TargetDefaults, TemplateRef};
 use crate::plan::diff::{diff, summarize, PlanError, VmAction};
 use crate::plan::marker::OwnershipMarker;
-use crate::plan::observe::{list_vms, observe, ObserveError};
-use crate::plan::observed::{ObservedPool, PriorIds, ResourceRow};
+use crate::plan::observe::{list_cluster, observe, ObserveError};
+use crate::plan::observed::{ClusterShape, ObservedPool, PowerState, PriorIds, ResourceRow};
 use crate::pve::{ErrorClass, PveClient, PveError};
 
 /// Env, module and slot: the identity every ownership marker of this run carries.
@@ -117,12 +119,17 @@ async fn probe_template(
     }
 }
 
-/// Observe Proxmox and compute the plan.
-pub async fn make_plan(
-    client: &PveClient,
-    req: &PlanRequest<'_>,
-) -> Result<(PlanArtifact, ObservedPool), EngineError> {
-    let rows = list_vms(client).await?;
+/// A plan with what was observed to make it.
+pub struct Planned {
+    pub plan: PlanArtifact,
+    pub observed: ObservedPool,
+    /// Nodes and storages of the cluster (the executor sizes its concurrency from them).
+    pub shape: ClusterShape,
+}
+
+/// Observe Proxmox (one cluster listing, then the candidates' configs) and compute the plan.
+pub async fn make_plan(client: &PveClient, req: &PlanRequest<'_>) -> Result<Planned, EngineError> {
+    let (rows, shape) = list_cluster(client).await?;
     let mut warnings = Vec::new();
     let default_node = req
         .inputs
@@ -182,7 +189,11 @@ pub async fn make_plan(
         vms,
         warnings,
     };
-    Ok((plan, observed))
+    Ok(Planned {
+        plan,
+        observed,
+        shape,
+    })
 }
 
 /// The result of an apply.
@@ -192,8 +203,13 @@ pub struct ApplyReport {
     /// Terraform-shaped outputs (contract §2.7) for every requested VM that ended ok.
     pub outputs: Value,
     pub failed: bool,
+    /// Writes the execution sent (0 on a no-op apply).
     pub writes: u64,
+    /// Every request of the run: preflight, plan and execution (the journal breaks it down:
+    /// the `plan` line, one line per step, the `task_poll` line).
     pub api_calls: u64,
+    /// The concurrency each window settled on.
+    pub concurrency: Vec<WindowReport>,
 }
 
 impl ApplyReport {
@@ -245,14 +261,59 @@ pub fn summarize_failures(failed: &[String], total: usize) -> String {
     line
 }
 
-/// Execute a plan.
+/// A run-level journal line (`vm` `*`): the plan phase or the batched task polls.
+fn journal_run_line(exec: &Executor, action: &str, duration_ms: u64, api_calls: u64) {
+    exec.journal.record(JournalEvent {
+        v: 0,
+        ts: now_ts(),
+        run_id: String::new(),
+        vm: "*".into(),
+        vmid: None,
+        node: None,
+        action: action.to_string(),
+        event: "end".into(),
+        result: Some("ok".into()),
+        duration_ms: Some(duration_ms),
+        attempts: None,
+        api_calls: Some(api_calls),
+        error: None,
+    });
+}
+
+/// What the executor may know before it runs: the configs and power states the plan read,
+/// and the guest addresses the previous apply recorded.
+pub fn known_vms(
+    observed: &ObservedPool,
+    prior: &PriorIds,
+) -> std::collections::HashMap<String, KnownVm> {
+    observed
+        .managed
+        .iter()
+        .map(|(k, m)| {
+            (
+                k.0.clone(),
+                KnownVm {
+                    config: m.vm.config.clone(),
+                    running: m.vm.status == PowerState::Running,
+                    agent_ipv4: prior.agent_ipv4.get(k).cloned(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// Execute a plan. `plan_ms` is how long everything before took; every request the client
+/// made so far is journalled as the `plan` line.
 pub async fn apply_plan(
     exec: &Arc<Executor>,
     plan: &PlanArtifact,
+    plan_ms: u64,
     module_node: &str,
     module_tags: &[String],
 ) -> ApplyReport {
-    let before_calls = exec.client.metrics().total;
+    let before = exec.client.metrics();
+    let polls_before = exec.client.task_poll_calls();
+    journal_run_line(exec, "plan", plan_ms, before.total);
     let outcomes = exec.execute(&plan.vms).await;
     let mut per_vm = BTreeMap::new();
     for (o, p) in outcomes.iter().zip(&plan.vms) {
@@ -264,11 +325,15 @@ pub async fn apply_plan(
         }
     }
     let failed = outcomes.iter().any(|o| o.status != "ok");
+    let polls = exec.client.task_poll_calls().saturating_sub(polls_before);
+    journal_run_line(exec, "task_poll", 0, polls);
+    let after = exec.client.metrics();
     ApplyReport {
         outputs: module_outputs(&per_vm, module_node, module_tags),
         failed,
-        writes: exec.writes.load(std::sync::atomic::Ordering::Relaxed),
-        api_calls: exec.client.metrics().total.saturating_sub(before_calls),
+        writes: after.writes.saturating_sub(before.writes),
+        api_calls: after.total,
+        concurrency: exec.scheduler.report(),
         outcomes,
     }
 }
@@ -288,7 +353,8 @@ pub async fn destroy(
     prior: &PriorIds,
     extra_names: &BTreeSet<String>,
 ) -> Result<DestroyReport, EngineError> {
-    let rows = list_vms(&exec.client).await?;
+    let started = std::time::Instant::now();
+    let (rows, _) = list_cluster(&exec.client).await?;
     let mut names: BTreeSet<String> = prior
         .hyops
         .values()
@@ -296,6 +362,13 @@ pub async fn destroy(
         .collect();
     names.extend(extra_names.iter().cloned());
     let observed = observe(&exec.client, &identity.probe_marker(), &rows, prior, &names).await?;
+    journal_run_line(
+        exec,
+        "plan",
+        started.elapsed().as_millis() as u64,
+        exec.client.metrics().total,
+    );
+    let polls_before = exec.client.task_poll_calls();
     let mut handles = Vec::new();
     let targets = observed
         .managed
@@ -334,6 +407,12 @@ pub async fn destroy(
         }
     }
     let failed = outcomes.iter().any(|o| o.status != "ok");
+    journal_run_line(
+        exec,
+        "task_poll",
+        0,
+        exec.client.task_poll_calls().saturating_sub(polls_before),
+    );
     Ok(DestroyReport {
         outcomes,
         failed,

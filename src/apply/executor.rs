@@ -1,13 +1,15 @@
 //! The executor: one pipeline per VM (clone → config → resize → start → readiness/facts),
-//! all VMs pipelining independently under the [`Scheduler`] limits. The steps are units in
+//! all VMs pipelining independently under the [`Scheduler`]'s windows. The steps are units in
 //! [`crate::apply::steps`], each retried by the one [`RetryPolicy`] on the Proxmox error
 //! table, each writing through the shared "submit, wait, re-read on unknown outcome" helper.
-//! A cancellation token (Ctrl-C) is checked between and inside steps, so every journalled
-//! step ends with an `end` line. One VM's failure never abandons the others: every VM's
-//! outcome is reported.
+//! What the plan already read (the configs of existing VMs) and what a step wrote is carried
+//! forward, so no config is read twice. A cancellation token (Ctrl-C) is checked between and
+//! inside steps, so every journalled step ends with an `end` line. One VM's failure never
+//! abandons the others: every VM's outcome is reported.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -15,7 +17,9 @@ use serde::{Deserialize, Serialize};
 use crate::apply::journal::Journal;
 use crate::apply::limits::Scheduler;
 use crate::apply::outputs::VmFacts;
+use crate::apply::steps::readiness::Agent;
 use crate::apply::steps::{self, VmCtx};
+use crate::inputs::model::Ipv4Config;
 use crate::plan::desired::DesiredVm;
 use crate::plan::diff::{VmAction, VmPlan};
 use crate::pve::{PveClient, PveError, WaitOptions};
@@ -192,6 +196,16 @@ pub struct VmOutcome {
     pub facts: Option<VmFacts>,
 }
 
+/// What the plan phase already knows about an existing VM.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KnownVm {
+    /// The config as the plan read it (raw values, no digest).
+    pub config: BTreeMap<String, String>,
+    pub running: bool,
+    /// Guest addresses the previous apply recorded, per interface.
+    pub agent_ipv4: Option<Vec<Vec<Ipv4Addr>>>,
+}
+
 /// Everything the executor needs, shared by the VM pipelines.
 pub struct Executor {
     pub client: PveClient,
@@ -199,10 +213,12 @@ pub struct Executor {
     pub journal: Arc<Journal>,
     pub timeouts: Timeouts,
     pub progress: ProgressFn,
-    /// Number of write calls sent (for the "0 writes on re-apply" evidence).
-    pub writes: AtomicU64,
     /// Fired on Ctrl-C: steps end (journalled) and no new step starts.
     pub cancel: CancellationToken,
+    /// Existing VMs by logical key (set by the engine before `execute`).
+    pub known: HashMap<String, KnownVm>,
+    /// Learned real time from a start to the guest agent's first answer.
+    boot: Mutex<Option<f64>>,
 }
 
 impl Executor {
@@ -220,8 +236,29 @@ impl Executor {
             journal,
             timeouts,
             progress,
-            writes: AtomicU64::new(0),
             cancel: CancellationToken::new(),
+            known: HashMap::new(),
+            boot: Mutex::new(None),
+        }
+    }
+
+    /// The boot time learned from this run's VMs (see `steps::readiness`).
+    pub(crate) fn expected_boot(&self) -> Option<Duration> {
+        self.boot
+            .lock()
+            .ok()
+            .and_then(|g| *g)
+            .map(Duration::from_secs_f64)
+    }
+
+    /// One VM's start-to-agent time.
+    pub(crate) fn learn_boot(&self, took: Duration) {
+        if let Ok(mut g) = self.boot.lock() {
+            let s = took.as_secs_f64();
+            *g = Some(match *g {
+                Some(old) => old * 0.7 + s * 0.3,
+                None => s,
+            });
         }
     }
 
@@ -263,19 +300,23 @@ impl Executor {
     async fn run_vm(&self, plan: &VmPlan) -> VmOutcome {
         let started = Instant::now();
         let mut ctx = VmCtx::new(self, &plan.key.0, plan.vmid, &plan.node);
-        let result = match plan.action {
-            VmAction::Create => self.create(&mut ctx, plan).await,
-            VmAction::Update => self.update(&ctx, plan).await,
-            VmAction::Noop => steps::readiness::facts(&ctx, plan, false).await,
-            VmAction::Delete => steps::remove::remove(&ctx).await.map(|_| None),
-            VmAction::Replace => match steps::remove::remove(&ctx).await {
-                Ok(()) => {
-                    ctx.vmid = None;
-                    self.create(&mut ctx, plan).await
-                }
-                Err(e) => Err(e),
-            },
-        };
+        let account = Arc::clone(&ctx.account);
+        let result = PveClient::account(account, async {
+            match plan.action {
+                VmAction::Create => self.create(&mut ctx, plan).await,
+                VmAction::Update => self.update(&ctx, plan).await,
+                VmAction::Noop => self.noop(&ctx, plan).await,
+                VmAction::Delete => steps::remove::remove(&ctx).await.map(|_| None),
+                VmAction::Replace => match steps::remove::remove(&ctx).await {
+                    Ok(()) => {
+                        ctx.vmid = None;
+                        self.create(&mut ctx, plan).await
+                    }
+                    Err(e) => Err(e),
+                },
+            }
+        })
+        .await;
         let (status, error, facts) = match result {
             Ok(f) => ("ok", None, f),
             Err(e @ StepError::Cancelled { .. }) => ("cancelled", Some(e.to_string()), None),
@@ -290,7 +331,7 @@ impl Executor {
             status: status.into(),
             error,
             duration_ms: started.elapsed().as_millis() as u64,
-            api_calls: ctx.calls.load(Ordering::Relaxed),
+            api_calls: ctx.calls(),
             facts,
         }
     }
@@ -312,36 +353,112 @@ impl Executor {
         let want = self.desired(ctx, plan)?;
         let vmid = steps::clone::clone_vm(ctx, want).await?;
         ctx.vmid = Some(vmid);
-        steps::config::configure(ctx, want, &plan.config_set, &[]).await?;
+        let config = steps::config::configure(ctx, want, &plan.config_set, &[]).await?;
         if let Some(r) = &plan.resize {
-            steps::resize::resize(ctx, &r.disk, r.to_bytes).await?;
+            steps::resize::resize(ctx, &r.disk, r.to_bytes, Some(&config)).await?;
         }
         steps::start::start(ctx).await?;
-        steps::readiness::facts(ctx, plan, true).await
+        let agent = if want.agent {
+            Agent::AfterStart
+        } else {
+            Agent::Skip
+        };
+        steps::readiness::facts(ctx, config, true, agent)
+            .await
+            .map(Some)
     }
 
     async fn update(&self, ctx: &VmCtx<'_>, plan: &VmPlan) -> Result<Option<VmFacts>, StepError> {
         let want = self.desired(ctx, plan)?;
+        let known = self.known.get(&ctx.key);
+        let mut config = known.map(|k| k.config.clone());
         if !plan.config_set.is_empty() || !plan.config_delete.is_empty() {
-            steps::config::configure(ctx, want, &plan.config_set, &plan.config_delete).await?;
+            config = Some(
+                steps::config::configure(ctx, want, &plan.config_set, &plan.config_delete).await?,
+            );
             if plan.regenerate_cloudinit {
                 steps::config::regenerate_cloudinit(ctx).await?;
             }
         }
         if let Some(r) = &plan.resize {
-            steps::resize::resize(ctx, &r.disk, r.to_bytes).await?;
+            steps::resize::resize(ctx, &r.disk, r.to_bytes, config.as_ref()).await?;
         }
         if plan.start {
             steps::start::start(ctx).await?;
         }
-        steps::readiness::facts(ctx, plan, plan.start).await
+        let running = plan.start || known.is_some_and(|k| k.running);
+        let agent = match (want.agent, plan.start) {
+            (false, _) => Agent::Skip,
+            (true, true) => Agent::AfterStart,
+            (true, false) => Agent::Once,
+        };
+        let config = match config {
+            Some(c) => c,
+            None => self.read_config(ctx).await?,
+        };
+        steps::readiness::facts(ctx, config, running, agent)
+            .await
+            .map(Some)
+    }
+
+    /// An unchanged VM: its facts are what the plan read; its guest addresses are those the
+    /// previous apply recorded when they cannot have changed (static addresses only), else the
+    /// agent is asked once.
+    async fn noop(&self, ctx: &VmCtx<'_>, plan: &VmPlan) -> Result<Option<VmFacts>, StepError> {
+        let Some(want) = plan.desired.as_ref() else {
+            return Ok(None);
+        };
+        let known = self.known.get(&ctx.key);
+        let running = known.is_some_and(|k| k.running);
+        let static_only = !want.nics.is_empty()
+            && want
+                .nics
+                .iter()
+                .all(|n| matches!(n.ipv4, Ipv4Config::Static { .. }));
+        let agent = match known.and_then(|k| k.agent_ipv4.clone()) {
+            _ if !want.agent || !running => Agent::Skip,
+            Some(a) if static_only && !a.is_empty() => Agent::Known(a),
+            _ => Agent::Once,
+        };
+        let config = match known {
+            Some(k) => k.config.clone(),
+            None => self.read_config(ctx).await?,
+        };
+        steps::readiness::facts(ctx, config, running, agent)
+            .await
+            .map(Some)
+    }
+
+    /// Read the VM's config when nothing of this run knows it (an unchanged VM the plan did
+    /// not read).
+    async fn read_config(&self, ctx: &VmCtx<'_>) -> Result<BTreeMap<String, String>, StepError> {
+        let vmid = ctx.vmid.unwrap_or_default();
+        let node = ctx.node.clone();
+        steps::run_step(
+            ctx,
+            "facts",
+            self.timeouts.policy(self.timeouts.config),
+            None,
+            || async {
+                let cfg = self
+                    .client
+                    .vm_config(&node, vmid, false)
+                    .await
+                    .map_err(steps::AttemptError::pve)?;
+                let mut raw = cfg.raw;
+                raw.remove("digest");
+                Ok(raw)
+            },
+        )
+        .await
     }
 
     /// Destroy one VM by id (destroy command).
     pub async fn destroy_vm(&self, key: &str, vmid: u32, node: &str) -> VmOutcome {
         let started = Instant::now();
         let ctx = VmCtx::new(self, key, Some(vmid), node);
-        let (status, error) = match steps::remove::remove(&ctx).await {
+        let account = Arc::clone(&ctx.account);
+        let (status, error) = match PveClient::account(account, steps::remove::remove(&ctx)).await {
             Ok(()) => ("ok", None),
             Err(e @ StepError::Cancelled { .. }) => ("cancelled", Some(e.to_string())),
             Err(e) => ("error", Some(e.to_string())),
@@ -355,7 +472,7 @@ impl Executor {
             status: status.into(),
             error,
             duration_ms: started.elapsed().as_millis() as u64,
-            api_calls: ctx.calls.load(Ordering::Relaxed),
+            api_calls: ctx.calls(),
             facts: None,
         }
     }

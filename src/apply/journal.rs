@@ -22,8 +22,11 @@ pub struct JournalEvent {
     pub vm: String,
     pub vmid: Option<u32>,
     pub node: Option<String>,
-    /// `clone`, `config`, `cloudinit`, `resize`, `start`, `readiness`, `facts`, `shutdown`,
-    /// `stop`, `delete`.
+    /// A step: `clone`, `config`, `cloudinit`, `resize`, `start`, `readiness`, `facts`,
+    /// `status`, `shutdown`, `stop`, `delete`; or a run-level line (`vm` is `*`): `plan`
+    /// (every request before the execution: preflight, listing, config reads, the VMID seed)
+    /// and `task_poll` (the batched task listings). The `api_calls` of all `end` lines add up
+    /// to every request of the run.
     pub action: String,
     /// `start` or `end`.
     pub event: String,

@@ -185,6 +185,7 @@ impl Ctx {
             .mul_f64(scale.min(1.0))
             .max(Duration::from_secs(10));
         cfg.read_retry = cfg.read_retry.scaled(scale);
+        cfg.time_scale = scale;
         if let Some(v) = self.env_vars.get("HYOPS_PVE_MAX_RESPONSE_MIB") {
             let mib: u64 = v.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
                 CliError::msg(format!(

@@ -32,6 +32,7 @@ use crate::inputs::{
 };
 use crate::plan::artifact::PlanArtifact;
 use crate::plan::desired::TargetDefaults;
+use crate::plan::diff::VmAction;
 use crate::plan::observed::PriorIds;
 use crate::plan::render::render;
 use crate::pve::PveClient;
@@ -190,6 +191,25 @@ fn prior_ids(ctx: &Ctx) -> Result<PriorIds, CliError> {
                     .and_then(|vm| vm.get("vm_name"))
                     .and_then(Value::as_str)
                     .map(str::to_string);
+                let addrs: Option<Vec<Vec<std::net::Ipv4Addr>>> = outputs
+                    .get("vms")
+                    .and_then(|vms| vms.get(k))
+                    .and_then(|vm| vm.get("ipv4_addresses"))
+                    .and_then(Value::as_array)
+                    .map(|ifaces| {
+                        ifaces
+                            .iter()
+                            .filter_map(Value::as_array)
+                            .map(|l| {
+                                l.iter()
+                                    .filter_map(|a| a.as_str().and_then(|a| a.parse().ok()))
+                                    .collect()
+                            })
+                            .collect()
+                    });
+                if let Some(a) = addrs.filter(|a: &Vec<Vec<_>>| a.iter().any(|l| !l.is_empty())) {
+                    prior.agent_ipv4.insert(LogicalVmKey(k.clone()), a);
+                }
                 prior.hyops.insert(LogicalVmKey(k.clone()), (id, name));
             }
         }
@@ -341,7 +361,11 @@ async fn preflight_phase(
     })
 }
 
-async fn make_plan(ctx: &Ctx, run: &Run, pf: &Preflighted) -> Result<PlanArtifact, CliError> {
+async fn make_plan(
+    ctx: &Ctx,
+    run: &Run,
+    pf: &Preflighted,
+) -> Result<(engine::Planned, PriorIds), CliError> {
     let prior = prior_ids(ctx)?;
     let defaults = defaults_from(&pf.creds);
     let ident = identity(ctx);
@@ -357,18 +381,19 @@ async fn make_plan(ctx: &Ctx, run: &Run, pf: &Preflighted) -> Result<PlanArtifac
         env: ctx.env_name.as_deref(),
         state_instance: ctx.instance.as_ref().map(|i| i.as_str()),
     };
-    let (mut plan, _observed) = engine::make_plan(&pf.client, &req)
+    let mut planned = engine::make_plan(&pf.client, &req)
         .await
         .map_err(|e| CliError::msg(e.to_string()))?;
+    let plan = &mut planned.plan;
     let mut warnings = pf.warnings.clone();
     warnings.append(&mut plan.warnings);
     plan.warnings = warnings;
-    let value = serde_json::to_value(&plan)
+    let value = serde_json::to_value(&*plan)
         .map_err(|e| CliError::msg(format!("cannot serialise the plan: {e}")))?;
     write_json_atomic(&run.evidence.join("plan.json"), &value).map_err(CliError::hyops)?;
-    write_text_atomic(&run.evidence.join("plan.txt"), &render(&plan, false))
+    write_text_atomic(&run.evidence.join("plan.txt"), &render(plan, false))
         .map_err(CliError::hyops)?;
-    Ok(plan)
+    Ok((planned, prior))
 }
 
 fn print_plan(_ctx: &Ctx, plan: &PlanArtifact) {
@@ -553,7 +578,7 @@ pub async fn plan_inner(
 ) -> Result<i32, CliError> {
     let run = start_run(ctx, RunPrefix::Plan, false)?;
     let pf = preflight_phase(ctx, &run, LifecycleCommand::Plan, false, false).await?;
-    let plan = make_plan(ctx, &run, &pf).await?;
+    let plan = make_plan(ctx, &run, &pf).await?.0.plan;
     if let Some(path) = out {
         let value = serde_json::to_value(&plan)
             .map_err(|e| CliError::msg(format!("cannot serialise the plan: {e}")))?;
@@ -681,7 +706,13 @@ async fn apply_engine(
     pf: &Preflighted,
     plan_file: Option<&Path>,
 ) -> Result<(PlanArtifact, ApplyReport), CliError> {
-    let plan = make_plan(ctx, run, pf).await?;
+    let plan_started = std::time::Instant::now();
+    let (planned, prior) = make_plan(ctx, run, pf).await?;
+    let engine::Planned {
+        plan,
+        observed,
+        shape,
+    } = planned;
     if let Some(path) = plan_file {
         let text = std::fs::read_to_string(path)
             .map_err(|e| CliError::msg(format!("cannot read plan file {}: {e}", path.display())))?;
@@ -705,20 +736,39 @@ async fn apply_engine(
         ..Timeouts::default()
     }
     .scaled(ctx.time_scale());
-    let exec = Arc::new(Executor::new(
+    if plan
+        .vms
+        .iter()
+        .any(|v| matches!(v.action, VmAction::Create | VmAction::Replace))
+    {
+        // One `nextid` for the run (it keeps to the datacenter's next-id range); clones then
+        // take ids the listing did not show, each confirmed by the clone itself.
+        let first_free = pf.client.next_id(None).await.map_err(|e| {
+            CliError::msg(format!(
+                "apply failed: cannot ask Proxmox for a free VMID (GET /cluster/nextid): {e}"
+            ))
+        })?;
+        pf.client
+            .seed_vmids(observed.all_vms.keys().copied(), first_free);
+    }
+    let mut executor = Executor::new(
         pf.client.clone(),
-        Scheduler::new(limits(ctx, &pf.resolved.model)),
+        Scheduler::new(limits(ctx, &pf.resolved.model), shape),
         Arc::new(journal),
         timeouts,
         progress,
-    ));
+    );
+    executor.known = engine::known_vms(&observed, &prior);
+    drop(observed);
+    let exec = Arc::new(executor);
+    let plan_ms = plan_started.elapsed().as_millis() as u64;
     let module_node = pf
         .resolved
         .model
         .node_name
         .clone()
         .unwrap_or_else(|| pf.creds.node.clone());
-    let apply = engine::apply_plan(&exec, &plan, &module_node, &pf.resolved.model.tags);
+    let apply = engine::apply_plan(&exec, &plan, plan_ms, &module_node, &pf.resolved.model.tags);
     let report = run_cancellable(&exec, apply).await;
     let report = match report {
         Some(r) => r,
@@ -770,6 +820,7 @@ fn finish_apply(
         "failed": report.failed,
         "writes": report.writes,
         "api_calls": report.api_calls,
+        "concurrency": report.concurrency,
         "summary": plan.summary,
         "vms": report.outcomes,
     });
@@ -906,7 +957,7 @@ pub async fn destroy_inner(ctx: &Ctx, bypass_reason: Option<String>) -> Result<S
     let (progress, bar) = progress_for(names.len().max(prior.hyops.len()), false);
     let exec = Arc::new(Executor::new(
         client,
-        Scheduler::new(limits(ctx, &resolved.model)),
+        Scheduler::new(limits(ctx, &resolved.model), Default::default()),
         Arc::new(journal),
         Timeouts::default().scaled(ctx.time_scale()),
         progress,

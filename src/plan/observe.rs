@@ -9,13 +9,16 @@ use futures::stream::{self, StreamExt};
 
 use crate::plan::marker::OwnershipMarker;
 use crate::plan::observed::{
-    candidate_vmids, classify, ObservedPool, ObservedVm, PowerState, PriorIds, ResourceRow,
+    candidate_vmids, classify, ClusterShape, ObservedPool, ObservedVm, PowerState, PriorIds,
+    ResourceRow,
 };
 use crate::pve::{ClusterResource, PveClient, PveError, ResourceType, VmConfig};
 use crate::retry::{Classify, Disposition, RetryError, RetryPolicy};
 
-/// How many config reads run at once.
-const READ_CONCURRENCY: usize = 8;
+/// How many config reads run at once: as many as the client has connections.
+fn read_concurrency(client: &PveClient) -> usize {
+    client.max_connections().max(1)
+}
 /// How long to wait for a candidate under `lock: clone` (a clone still running, possibly from
 /// a run that crashed) before giving up on it.
 const CLONE_LOCK_WAIT: Duration = Duration::from_secs(600);
@@ -92,6 +95,36 @@ pub async fn list_vms(client: &PveClient) -> Result<Vec<ResourceRow>, ObserveErr
     Ok(all.iter().filter_map(resource_row).collect())
 }
 
+/// List the whole cluster in one request: its VMs, and its nodes and storages (shared or
+/// per node) for the executor's concurrency (pve-api-notes.md §2.7).
+pub async fn list_cluster(
+    client: &PveClient,
+) -> Result<(Vec<ResourceRow>, ClusterShape), ObserveError> {
+    let all = client
+        .cluster_resources(None)
+        .await
+        .map_err(ObserveError::Resources)?;
+    let mut shape = ClusterShape::default();
+    for r in &all {
+        match r.kind.as_str() {
+            "node" => {
+                if let Some(n) = &r.node {
+                    if !shape.nodes.contains(n) {
+                        shape.nodes.push(n.clone());
+                    }
+                }
+            }
+            "storage" => {
+                if let Some(s) = &r.storage {
+                    *shape.storages.entry(s.clone()).or_insert(false) |= r.shared;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok((all.iter().filter_map(resource_row).collect(), shape))
+}
+
 /// Read the candidates and classify them. `expected_names` are physical names this slot
 /// wants or had: a VM bearing one is read so a crashed run's clone (marker, no tag yet) is
 /// found, and so a foreign namesake can be reported.
@@ -113,7 +146,7 @@ pub async fn observe(
     let by_id: BTreeMap<u32, &ResourceRow> = rows.iter().map(|r| (r.vmid, r)).collect();
     let reads = stream::iter(wanted.iter().filter_map(|id| by_id.get(id).copied()))
         .map(|row| async move { read_one(client, row).await })
-        .buffer_unordered(READ_CONCURRENCY)
+        .buffer_unordered(read_concurrency(client))
         .collect::<Vec<_>>()
         .await;
     let mut configs = Vec::with_capacity(reads.len());

@@ -78,12 +78,33 @@ pub struct ObservedPool {
     pub warnings: Vec<String>,
 }
 
+/// What the cluster listing showed besides VMs: nodes and storages (shared or per node).
+/// The executor sizes its concurrency from it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterShape {
+    pub nodes: Vec<String>,
+    /// Storage id → shared.
+    pub storages: BTreeMap<String, bool>,
+}
+
+impl ClusterShape {
+    /// Whether `storage` is shared (unknown storages count as local: the safer, smaller
+    /// window).
+    pub fn shared(&self, storage: &str) -> bool {
+        self.storages.get(storage).copied().unwrap_or(false)
+    }
+}
+
 /// VMIDs the previous runs recorded for this slot: `outputs.vm_ids` of the HyOps state and
 /// the Terraform state, by logical key, with the physical name when known.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PriorIds {
     pub hyops: BTreeMap<LogicalVmKey, (u32, Option<String>)>,
     pub terraform: BTreeMap<LogicalVmKey, u32>,
+    /// Guest-agent IPv4 addresses per interface the previous apply recorded, by key
+    /// (`outputs.vms.<key>.ipv4_addresses`).
+    #[serde(default)]
+    pub agent_ipv4: BTreeMap<LogicalVmKey, Vec<Vec<std::net::Ipv4Addr>>>,
 }
 
 /// Which VMs need their config read: those tagged as ours, and those named by prior state.

@@ -302,6 +302,7 @@ pub(crate) struct Inner {
     pub(crate) seeded: StdMutex<Option<super::vmid::SeededIds>>,
     /// Connection permits (see [`PveConfig::max_connections`]).
     conns: Arc<tokio::sync::Semaphore>,
+    max_conns: usize,
     /// Batched task polling (one listing per node serves every waiting task).
     pub(crate) watcher: super::tasks::TaskWatcher,
 }
@@ -382,6 +383,7 @@ impl PveClient {
                 alloc_lock: tokio::sync::Mutex::new(Default::default()),
                 seeded: StdMutex::new(None),
                 conns: Arc::new(tokio::sync::Semaphore::new(max_conns)),
+                max_conns,
                 watcher: super::tasks::TaskWatcher::new(config.time_scale),
             }),
         })
@@ -390,6 +392,11 @@ impl PveClient {
     /// The normalised base URL (`…/api2/json`).
     pub fn base_url(&self) -> &str {
         &self.inner.base
+    }
+
+    /// Requests in flight at most (see [`PveConfig::max_connections`]).
+    pub fn max_connections(&self) -> usize {
+        self.inner.max_conns
     }
 
     /// A snapshot of the call counters.

@@ -27,23 +27,8 @@ use super::client::{CallAccount, PveClient};
 use super::types::WaitOptions;
 use super::upid::Upid;
 
-/// Real seconds a task of this type usually takes on a healthy node, before any was seen
-/// (pve-api-notes.md §2: clones are long, config/start short).
-fn prior(kind: &str) -> f64 {
-    match kind {
-        "qmclone" => 20.0,
-        "qmconfig" => 0.5,
-        "resize" => 1.0,
-        "qmstart" => 3.0,
-        "qmshutdown" => 10.0,
-        "qmstop" => 2.0,
-        "qmdestroy" => 3.0,
-        _ => 2.0,
-    }
-}
-
 /// Shortest gap between two listings of one node, real seconds at time scale 1.
-const MIN_GAP_S: f64 = 0.2;
+const MIN_GAP_S: f64 = 0.1;
 /// Longest gap while a task runs past its expected end, real seconds at time scale 1.
 const MAX_GAP_S: f64 = 5.0;
 
@@ -65,7 +50,8 @@ pub(crate) enum Watched {
 struct Waiter {
     upid: Upid,
     registered: Instant,
-    expected: Duration,
+    /// The learned duration of this task type on this node, if one was seen.
+    expected: Option<Duration>,
     next_check: Instant,
     deadline: Instant,
     grace_until: Instant,
@@ -149,12 +135,10 @@ impl TaskWatcher {
         Duration::from_secs_f64((s * self.scale).max(0.0))
     }
 
-    fn expected(&self, node: &str, kind: &str) -> Duration {
-        let learned = guard(&self.learned).get(&format!("{node}/{kind}")).copied();
-        match learned {
-            Some(s) => Duration::from_secs_f64(s),
-            None => self.secs(prior(kind)),
-        }
+    fn expected(&self, node: &str, kind: &str) -> Option<Duration> {
+        guard(&self.learned)
+            .get(&format!("{node}/{kind}"))
+            .map(|s| Duration::from_secs_f64(*s))
     }
 
     /// Start watching `upid` for `client`; the receiver gets how it ended.
@@ -180,7 +164,7 @@ impl TaskWatcher {
                     upid: upid.clone(),
                     registered: now,
                     expected,
-                    next_check: now + expected,
+                    next_check: now + expected.unwrap_or(opts.initial_poll),
                     deadline: now + opts.timeout,
                     grace_until: now + opts.not_visible_grace,
                     last_running: None,
@@ -216,11 +200,16 @@ fn next_poll(st: &NodeState, min_gap: Duration) -> Option<Instant> {
     let mut due: Vec<(Instant, Duration)> = st
         .waiters
         .values()
-        .map(|w| (w.next_check.min(w.deadline), w.expected))
+        .map(|w| {
+            let span = w
+                .expected
+                .unwrap_or_else(|| w.next_check.saturating_duration_since(w.registered));
+            (w.next_check.min(w.deadline), span)
+        })
         .collect();
     due.sort();
-    let (first, expected) = *due.first()?;
-    let slack = (expected / 10).min(Duration::from_secs(2));
+    let (first, span) = *due.first()?;
+    let slack = (span / 10).min(Duration::from_secs(2));
     let mut at = first;
     for (t, _) in &due {
         if *t <= first + slack {
@@ -324,8 +313,13 @@ async fn poll_node(
                             _ => {
                                 w.last_running = Some(now);
                                 let elapsed = now - w.registered;
-                                let gap = (elapsed.max(w.expected) / 5).clamp(min_gap, max_gap);
-                                w.next_check = now + gap;
+                                // past its expected end: a fifth of the time waited; never
+                                // seen end: double the wait
+                                let gap = match w.expected {
+                                    Some(e) => elapsed.max(e) / 5,
+                                    None => elapsed,
+                                };
+                                w.next_check = now + gap.clamp(min_gap, max_gap);
                             }
                         },
                         None if complete && now < w.grace_until => {
@@ -372,7 +366,7 @@ mod tests {
         Waiter {
             upid,
             registered: base,
-            expected: Duration::from_millis(expected_ms),
+            expected: Some(Duration::from_millis(expected_ms)),
             next_check: base + Duration::from_millis(due_ms),
             deadline: base + Duration::from_secs(3600),
             grace_until: base,

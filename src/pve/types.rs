@@ -112,6 +112,9 @@ pub struct ClusterResource {
     /// Storage id for `type=storage`.
     #[serde(default, deserialize_with = "lenient::de_opt_string")]
     pub storage: Option<String>,
+    #[serde(default, deserialize_with = "lenient::de_bool")]
+    /// For `type=storage`: one instance shared by every node (`shared: 1`).
+    pub shared: bool,
     #[serde(default, deserialize_with = "lenient::de_opt_f64")]
     /// CPUs.
     pub maxcpu: Option<f64>,
@@ -664,6 +667,29 @@ impl ConfigUpdate {
     /// The value that will be sent for `key` (not for `cipassword`).
     pub fn value(&self, key: &str) -> Option<&str> {
         self.set.get(key)
+    }
+
+    /// `raw` (a config as `GET …/config` returns it) with this update applied: the set keys
+    /// in wire form (as GET returns them), the deleted ones removed, no `digest` (it changes).
+    pub fn applied_to(&self, raw: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        let mut out = raw.clone();
+        out.remove("digest");
+        for k in &self.delete {
+            out.remove(k);
+        }
+        for (k, v) in &self.set.0 {
+            out.insert(k.clone(), v.clone());
+        }
+        out
+    }
+
+    /// True when a set key is a disk slot (a new volume may be allocated: Proxmox advises the
+    /// asynchronous POST for storage allocation).
+    pub fn touches_disks(&self) -> bool {
+        self.set
+            .0
+            .iter()
+            .any(|(k, _)| k.parse::<DiskSlot>().is_ok())
     }
 }
 

@@ -11,6 +11,7 @@
 //! step fails and nothing is resent (the next apply finds the clone by its marker).
 
 use crate::apply::executor::StepError;
+use crate::apply::limits::Place;
 use crate::apply::steps::{run_step, AttemptError, VmCtx};
 use crate::inputs::model::CloneMode;
 use crate::plan::desired::DesiredVm;
@@ -35,13 +36,18 @@ pub(crate) async fn clone_vm(ctx: &VmCtx<'_>, want: &DesiredVm) -> Result<u32, S
         pool: None,
     };
     let marker_line = want.marker.to_line();
-    let storage = full.then(|| want.storage.clone());
     let policy = exec.timeouts.policy(exec.timeouts.clone);
+    // The work happens on the storage written (a linked clone's volumes are made where the
+    // template's are; `storage` names the same one for the usual template) and on the
+    // template's node, which runs the qmclone task.
     run_step(
         ctx,
         "clone",
         policy,
-        Some((&want.template.node, storage.as_deref())),
+        Some(Place::Clone {
+            storage: &want.storage,
+            task_node: &want.template.node,
+        }),
         || attempt(ctx, want, &params, &marker_line),
     )
     .await
@@ -65,13 +71,9 @@ async fn attempt(
         max_attempts: if want.requested_vmid.is_some() { 1 } else { 8 },
         wait: None,
     };
-    ctx.write();
     let allocated = client.allocate_vmid_and_clone(&req).await;
     let (vmid, upid) = match allocated {
-        Ok(CloneAllocation::Submitted { vmid, upid, probes }) => {
-            ctx.reads(u64::from(probes));
-            (vmid, upid)
-        }
+        Ok(CloneAllocation::Submitted { vmid, upid, .. }) => (vmid, upid),
         Ok(CloneAllocation::Adopted { vmid, .. }) | Ok(CloneAllocation::Completed { vmid, .. }) => {
             return Ok(vmid)
         }
@@ -83,11 +85,8 @@ async fn attempt(
         Err(e) => return Err(AttemptError::pve(e)),
     };
     let wait = exec.wait_opts(exec.timeouts.clone);
-    match client.wait_task(&upid, &wait).await {
-        Ok(o) => {
-            ctx.polled(o.polls);
-            Ok(vmid)
-        }
+    match client.watch_task(&upid, &wait).await {
+        Ok(_) => Ok(vmid),
         // Someone took the id between our probe and the task: this process never offers it
         // again, so the next attempt clones to another id.
         Err(e) if is_id_conflict(&e, vmid) => Err(AttemptError::with(e, Disposition::Transient)),
@@ -136,7 +135,6 @@ async fn resolve(
     tracing::debug!(vm = %ctx.key, newid, error = %cause, "clone outcome unknown; re-reading the cluster");
     let seen = settle
         .poll(Some(&exec.cancel), || async {
-            ctx.read();
             let rows = client
                 .cluster_resources(Some(ResourceType::Vm))
                 .await
@@ -150,7 +148,6 @@ async fn resolve(
                 if r.template || (vmid != newid && r.name.as_deref() != Some(name) && !cloning) {
                     continue;
                 }
-                ctx.read();
                 match client.vm_config(&node, vmid, false).await {
                     Ok(cfg) if cfg.description_contains(marker_line) => {
                         return Ok(Some(Seen::Ours(vmid, node)))
@@ -207,12 +204,10 @@ async fn settle_clone(
         .poll_policy(exec.timeouts.clone)
         .poll(Some(&exec.cancel), || async {
             let here = current();
-            ctx.read();
             match client.vm_status(&here, vmid).await {
                 Ok(st) if st.lock.is_none() => Ok(Some(true)),
                 Ok(_) => Ok(None),
                 Err(e) if e.classify() == ErrorClass::NotFound => {
-                    ctx.read();
                     match client.vm_node(vmid).await.map_err(Look)? {
                         // moved to its target node at the end of the clone: look there
                         Some(n) => {

@@ -1,11 +1,15 @@
 //! The config step: write the owned config keys that differ from what Proxmox has, and the
-//! cloud-init regeneration of a running VM. Every attempt re-reads the config first (so a
+//! cloud-init regeneration of a running VM. Every attempt reads the config first (so a
 //! digest mismatch or an unknown outcome never resends a stale write) and waits out our own
-//! clone's `lock: clone` through the policy.
+//! clone's `lock: clone` through the policy. Option changes go as the synchronous `PUT`
+//! (no task to poll; Proxmox advises `POST` only for hotplug or storage allocation,
+//! pve-api-notes.md §2.2), disk slots as `POST` and its task. The step returns the config as
+//! it stands after the write, so later steps and the outputs need no re-read.
 
 use std::collections::BTreeMap;
 
 use crate::apply::executor::StepError;
+use crate::apply::limits::Place;
 use crate::apply::steps::{run_step, submit_wait_confirm, AttemptError, Confirm, VmCtx};
 use crate::plan::desired::{net_value, DesiredVm};
 use crate::plan::diff::config_value_matches;
@@ -13,13 +17,14 @@ use crate::plan::props;
 use crate::pve::{ConfigUpdate, VmConfig};
 use crate::retry::Disposition;
 
-/// Converge the config of `ctx.vmid` to `planned_set` / `planned_delete`.
+/// Converge the config of `ctx.vmid` to `planned_set` / `planned_delete`; returns the config
+/// (raw, as `GET …/config` shows it) after the write.
 pub(crate) async fn configure(
     ctx: &VmCtx<'_>,
     want: &DesiredVm,
     planned_set: &BTreeMap<String, String>,
     planned_delete: &[String],
-) -> Result<(), StepError> {
+) -> Result<BTreeMap<String, String>, StepError> {
     let exec = ctx.exec;
     let client = &exec.client;
     let vmid = ctx.vmid.unwrap_or_default();
@@ -29,9 +34,8 @@ pub(crate) async fn configure(
         ctx,
         "config",
         exec.timeouts.policy(exec.timeouts.config),
-        Some((node, None)),
+        Some(Place::Node(node)),
         || async {
-            ctx.read();
             let cfg = client
                 .vm_config(node, vmid, false)
                 .await
@@ -44,12 +48,25 @@ pub(crate) async fn configure(
                 ));
             }
             let Some(update) = build_update(want, &cfg, planned_set, planned_delete) else {
-                return Ok(());
+                let mut now = cfg.raw.clone();
+                now.remove("digest");
+                return Ok(now);
             };
+            let after = update.applied_to(&cfg.raw);
+            let sync = !update.touches_disks();
             submit_wait_confirm(
                 ctx,
                 &wait,
-                || client.update_config_async(node, vmid, &update),
+                || async {
+                    if sync {
+                        client
+                            .update_config_sync(node, vmid, &update)
+                            .await
+                            .map(|_| None)
+                    } else {
+                        client.update_config_async(node, vmid, &update).await
+                    }
+                },
                 || async {
                     let now = client.vm_config(node, vmid, false).await?;
                     Ok(
@@ -61,6 +78,7 @@ pub(crate) async fn configure(
                 },
             )
             .await
+            .map(|()| after)
         },
     )
     .await
@@ -78,7 +96,7 @@ pub(crate) async fn regenerate_cloudinit(ctx: &VmCtx<'_>) -> Result<(), StepErro
         ctx,
         "cloudinit",
         exec.timeouts.policy(exec.timeouts.config),
-        Some((node, None)),
+        Some(Place::Node(node)),
         || {
             submit_wait_confirm(
                 ctx,

@@ -1,9 +1,13 @@
 //! Executor steps as units: one module per step (`clone`, `config`, `resize`, `start`,
 //! `readiness`, `remove`), all run by [`run_step`] (journal `start`/`end` lines, progress,
-//! scheduler permits, the cancellation token, and the one [`RetryPolicy`]) and all writing
-//! through [`submit_wait_confirm`]: submit, wait for the task, and when the outcome is unknown
-//! re-read before anything is resent. A new step (restart for pending config, post-apply
-//! verification, …) is a new module using the same two functions.
+//! scheduler permits held per attempt, lock timeouts absorbed by backing off, the
+//! cancellation token, and the one [`RetryPolicy`]) and all writing through
+//! [`submit_wait_confirm`]: submit, wait for the task (batched per node), and when the outcome
+//! is unknown re-read before anything is resent. A new step (restart for pending config,
+//! post-apply verification, …) is a new module using the same two functions.
+//!
+//! Every request is counted by the client in the VM's call account (the pipeline runs in
+//! it), so a step's `api_calls` is exact: retries, confirmations and log reads included.
 //!
 //! Steps know the plan's desired model and the Proxmox client; they must not know about
 //! HyOps state, evidence files or flags.
@@ -16,20 +20,22 @@ pub(crate) mod resize;
 pub(crate) mod start;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::apply::executor::{Executor, ProgressEvent, StepError};
 use crate::apply::journal::{now_ts, JournalEvent};
-use crate::pve::{ErrorClass, PveError, PveResult, Upid, WaitOptions};
+use crate::apply::limits::{Permits, Place};
+use crate::pve::{CallAccount, ErrorClass, PveError, PveResult, Upid, WaitOptions};
 use crate::retry::{Classify, Disposition, RetryError, RetryPolicy};
 
-/// Per-VM context of a pipeline: identity, API call accounting, the executor.
+/// Per-VM context of a pipeline: identity, its call account, the executor.
 pub(crate) struct VmCtx<'a> {
     pub key: String,
     pub vmid: Option<u32>,
     pub node: String,
-    pub calls: AtomicU64,
+    /// Every request of this VM's pipeline (the client counts them).
+    pub account: Arc<CallAccount>,
     pub exec: &'a Executor,
 }
 
@@ -39,7 +45,7 @@ impl<'a> VmCtx<'a> {
             key: key.to_string(),
             vmid,
             node: node.to_string(),
-            calls: AtomicU64::new(0),
+            account: CallAccount::new(),
             exec,
         }
     }
@@ -48,22 +54,8 @@ impl<'a> VmCtx<'a> {
             .map(|v| v.to_string())
             .unwrap_or_else(|| "new".into())
     }
-    pub fn read(&self) {
-        self.calls.fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn reads(&self, n: u64) {
-        self.calls.fetch_add(n, Ordering::Relaxed);
-    }
-    pub fn write(&self) {
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        self.exec.writes.fetch_add(1, Ordering::Relaxed);
-    }
-    /// A task wait made `polls` status reads.
-    pub fn polled(&self, polls: u32) {
-        self.calls.fetch_add(u64::from(polls), Ordering::Relaxed);
-    }
     pub fn calls(&self) -> u64 {
-        self.calls.load(Ordering::Relaxed)
+        self.account.calls()
     }
     fn fail(&self, step: &'static str, cause: StepCause) -> StepError {
         match cause {
@@ -153,6 +145,9 @@ impl std::fmt::Display for StepCause {
 pub(crate) struct AttemptError {
     pub cause: StepCause,
     pub disposition: Disposition,
+    /// A lock timeout (config flock or storage lock): contention, absorbed by backing off
+    /// under a smaller window, never reported to the operator.
+    pub congestion: bool,
 }
 
 impl Classify for AttemptError {
@@ -165,22 +160,30 @@ impl AttemptError {
     /// A Proxmox error with the table's disposition.
     pub fn pve(e: PveError) -> Self {
         let disposition = e.disposition();
+        let congestion = disposition == Disposition::Transient
+            && matches!(
+                e.classify(),
+                ErrorClass::LockTimeout { .. } | ErrorClass::StorageLockTimeout { .. }
+            );
         AttemptError {
             cause: StepCause::Pve(e),
             disposition,
+            congestion,
         }
     }
-    /// A Proxmox error with a disposition the step decided.
+    /// A Proxmox error with a disposition the step decided (never congestion).
     pub fn with(e: PveError, disposition: Disposition) -> Self {
         AttemptError {
             cause: StepCause::Pve(e),
             disposition,
+            congestion: false,
         }
     }
     pub fn other(detail: impl Into<String>, disposition: Disposition) -> Self {
         AttemptError {
             cause: StepCause::Other(detail.into()),
             disposition,
+            congestion: false,
         }
     }
     /// The Proxmox class of the cause, if it is a Proxmox error.
@@ -192,12 +195,16 @@ impl AttemptError {
     }
 }
 
-/// Scheduler permits a step holds for its whole run: `(node, storage)`.
-pub(crate) type PermitSpec<'s> = Option<(&'s str, Option<&'s str>)>;
+/// Where a step's work happens (its scheduler permits), or `None` for reads.
+pub(crate) type PermitSpec<'s> = Option<Place<'s>>;
 
-/// Run one step: `start` journal line, the permits, `attempt` under `policy` (transient
-/// failures retried with backoff, everything else returned), and one `end` line with
-/// `ok`, `error` or `cancelled`. The step's time budget starts once its permits are held.
+/// Run one step: `start` journal line, `attempt` under `policy` (transient failures retried
+/// with backoff, everything else returned), and one `end` line with `ok`, `error` or
+/// `cancelled`. Each attempt holds the step's permits and gives them back before any
+/// backoff; the step's time budget starts once its first permits are held. A lock timeout
+/// is contention, not a failure: it shrinks the windows it happened under and the attempt
+/// is repeated after a backoff, within the step's deadline, without counting against its
+/// attempts and without a progress line.
 pub(crate) async fn run_step<T, F, Fut>(
     ctx: &VmCtx<'_>,
     name: &'static str,
@@ -224,13 +231,19 @@ where
         calls: Some(ctx.calls() - calls_before),
         error,
     };
-    let _held = match permits {
-        Some((node, storage)) => tokio::select! {
-            p = ctx.exec.scheduler.acquire(node, storage) => Some(p),
-            _ = cancel.cancelled() => None,
-        },
-        None => None,
-    };
+    let scheduler = &ctx.exec.scheduler;
+    // The first attempt's permits are taken before the budget starts.
+    let first: Mutex<Option<Permits>> = Mutex::new(None);
+    if let Some(place) = &permits {
+        tokio::select! {
+            p = scheduler.acquire(place) => {
+                if let Ok(mut g) = first.lock() {
+                    *g = Some(p);
+                }
+            }
+            _ = cancel.cancelled() => {}
+        }
+    }
     if cancel.is_cancelled() {
         let err = ctx.cancelled(name);
         ctx.journal(
@@ -241,6 +254,15 @@ where
         ctx.progress(name, "cancelled", None);
         return Err(err);
     }
+    // The attempt closure is called from the retry loop's futures: one at a time.
+    let attempt = Mutex::new(attempt);
+    let budget_start = Instant::now();
+    let deadline = budget_start + policy.max_elapsed;
+    let backoff = RetryPolicy {
+        max_elapsed: policy.max_elapsed,
+        max_attempts: 0,
+        ..policy
+    };
     let result = policy
         .retry_with(
             Some(cancel),
@@ -248,7 +270,65 @@ where
                 ctx.progress(name, "retry", Some(e.cause.to_string()));
                 tracing::debug!(vm = %ctx.key, step = name, error = %e.cause, "retrying");
             },
-            attempt,
+            || {
+                let attempt = &attempt;
+                let first = &first;
+                let permits = &permits;
+                async move {
+                    let mut congested = 0u32;
+                    loop {
+                        let taken = first.lock().ok().and_then(|mut g| g.take());
+                        let held = match (taken, permits) {
+                            (Some(h), _) => Some(h),
+                            (None, Some(place)) => tokio::select! {
+                                p = scheduler.acquire(place) => Some(p),
+                                _ = cancel.cancelled() => {
+                                    return Err(AttemptError::other("cancelled", Disposition::Permanent));
+                                }
+                            },
+                            (None, None) => None,
+                        };
+                        let t0 = Instant::now();
+                        let fut = match attempt.lock() {
+                            Ok(mut a) => (*a)(),
+                            Err(p) => (*p.into_inner())(),
+                        };
+                        let r = fut.await;
+                        let took = t0.elapsed();
+                        let windows: Vec<_> = held
+                            .as_ref()
+                            .map(|h| h.windows().cloned().collect())
+                            .unwrap_or_default();
+                        drop(held);
+                        match &r {
+                            Ok(_) => {
+                                for w in &windows {
+                                    w.on_success(name, took);
+                                }
+                            }
+                            Err(e) if e.congestion && Instant::now() < deadline => {
+                                for w in &windows {
+                                    w.on_congestion(took);
+                                }
+                                tracing::debug!(vm = %ctx.key, step = name, error = %e.cause,
+                                    "lock timeout: backing off under a smaller window");
+                                congested += 1;
+                                let pause = backoff.base_delay(congested).mul_f64(
+                                    0.75 + 0.5 * rand::random::<f64>(),
+                                );
+                                let left = deadline.saturating_duration_since(Instant::now());
+                                tokio::select! {
+                                    _ = tokio::time::sleep(pause.min(left)) => {}
+                                    _ = cancel.cancelled() => return r,
+                                }
+                                continue;
+                            }
+                            Err(_) => {}
+                        }
+                        return r;
+                    }
+                }
+            },
         )
         .await;
     match result {
@@ -263,6 +343,16 @@ where
                 name,
                 "end",
                 Some(end("cancelled", attempts, Some(err.to_string()))),
+            );
+            ctx.progress(name, "cancelled", None);
+            Err(err)
+        }
+        Err(e) if cancel.is_cancelled() => {
+            let err = ctx.cancelled(name);
+            ctx.journal(
+                name,
+                "end",
+                Some(end("cancelled", e.attempts(), Some(err.to_string()))),
             );
             ctx.progress(name, "cancelled", None);
             Err(err)
@@ -309,15 +399,8 @@ where
     C: FnMut() -> CF,
     CF: Future<Output = PveResult<Confirm>>,
 {
-    ctx.write();
     let result = match submit().await {
-        Ok(Some(upid)) => match ctx.exec.client.wait_task(&upid, wait).await {
-            Ok(o) => {
-                ctx.polled(o.polls);
-                Ok(())
-            }
-            Err(e) => Err(e),
-        },
+        Ok(Some(upid)) => ctx.exec.client.watch_task(&upid, wait).await.map(|_| ()),
         Ok(None) => Ok(()),
         Err(e) => Err(e),
     };
@@ -328,7 +411,6 @@ where
     if e.disposition() != Disposition::OutcomeUnknown {
         return Err(AttemptError::pve(e));
     }
-    ctx.read();
     match confirm().await {
         Ok(Confirm::Done) => Ok(()),
         Ok(Confirm::NotDone) => Err(AttemptError::with(e, Disposition::Transient)),

@@ -1,70 +1,59 @@
-//! The readiness and facts steps: read back what the outputs need (config, power state) and,
-//! after a start, wait for the guest agent to report addresses until the readiness budget
-//! (`post_apply_ssh_readiness.connectivity_wait_s`) runs out. An agent that never answers is
-//! not an error here: the SSH readiness gate decides readiness.
+//! The facts and readiness of a VM: the outputs are built from what this run already knows
+//! (the config read before the write, with the write applied; the power state from the plan
+//! or the start task), so no re-read is needed; after a start, the guest agent is asked for
+//! addresses until the readiness budget (`post_apply_ssh_readiness.connectivity_wait_s`)
+//! runs out: first when the guest is expected to have booted (learned from the VMs of this
+//! run that booted already), then a quarter later each time; until one VM booted, from one
+//! second on, half again longer each time.
+//! An agent that never answers is not an error here: the SSH readiness gate decides
+//! readiness.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::apply::executor::StepError;
 use crate::apply::outputs::VmFacts;
 use crate::apply::steps::{run_step, AttemptError, VmCtx};
-use crate::plan::diff::VmPlan;
-use crate::pve::{GuestInterface, PveError, VmConfig};
+use crate::pve::{GuestInterface, PveError};
 use crate::retry::{Classify, Disposition, RetryPolicy};
 
-/// Read back the facts of `ctx.vmid`; with `wait_agent`, poll the agent for addresses.
+/// How the guest agent is asked for addresses.
+pub(crate) enum Agent {
+    /// Just started: poll until addresses arrive or the readiness budget runs out.
+    AfterStart,
+    /// Ask once (an unchanged running VM whose addresses were not recorded).
+    Once,
+    /// Known already (recorded by the previous apply for an unchanged VM whose addresses
+    /// cannot change without a config change).
+    Known(Vec<Vec<Ipv4Addr>>),
+    /// Not asked: no agent, or the VM does not run.
+    Skip,
+}
+
+/// The facts of `ctx.vmid` from its known `config` and power state, asking the agent as
+/// `agent` says.
 pub(crate) async fn facts(
     ctx: &VmCtx<'_>,
-    plan: &VmPlan,
-    wait_agent: bool,
-) -> Result<Option<VmFacts>, StepError> {
-    let Some(want) = plan.desired.as_ref() else {
-        return Ok(None);
+    config: BTreeMap<String, String>,
+    running: bool,
+    agent: Agent,
+) -> Result<VmFacts, StepError> {
+    let agent_ipv4 = match agent {
+        Agent::Known(a) => a,
+        Agent::Skip => Vec::new(),
+        _ if !running => Vec::new(),
+        Agent::Once => readiness(ctx, &config, Duration::ZERO, false).await?,
+        Agent::AfterStart => readiness(ctx, &config, ctx.exec.timeouts.agent_wait, true).await?,
     };
-    let exec = ctx.exec;
-    let client = &exec.client;
-    let vmid = ctx.vmid.unwrap_or_default();
-    let node = ctx.node.as_str();
-    let (cfg, running) = run_step(
-        ctx,
-        "facts",
-        exec.timeouts.policy(exec.timeouts.config),
-        None,
-        || async {
-            ctx.read();
-            let cfg = client
-                .vm_config(node, vmid, false)
-                .await
-                .map_err(AttemptError::pve)?;
-            ctx.read();
-            let running = client
-                .vm_status(node, vmid)
-                .await
-                .map_err(AttemptError::pve)?
-                .is_running();
-            Ok((cfg, running))
-        },
-    )
-    .await?;
-    let mut agent_ipv4 = Vec::new();
-    if running && want.agent {
-        let budget = if wait_agent {
-            exec.timeouts.agent_wait
-        } else {
-            Duration::ZERO
-        };
-        agent_ipv4 = readiness(ctx, &cfg, budget).await?;
-    }
-    let mut config = cfg.raw.clone();
-    config.remove("digest");
-    Ok(Some(VmFacts {
-        vmid,
+    Ok(VmFacts {
+        vmid: ctx.vmid.unwrap_or_default(),
         node: ctx.node.clone(),
         config,
         running,
         agent_ipv4,
-    }))
+    })
 }
 
 /// An agent answer that is not (yet) useful keeps the poll going.
@@ -76,40 +65,80 @@ impl Classify for AgentPoll {
 }
 
 /// Poll the guest agent for addresses per NIC (netN order by MAC, then others) until some
-/// arrive or `budget` runs out (a budget of 0 makes one attempt).
+/// arrive or `budget` runs out (a budget of 0 makes one attempt). With `booting`, the first
+/// poll waits for the expected boot time.
 async fn readiness(
     ctx: &VmCtx<'_>,
-    cfg: &VmConfig,
+    config: &BTreeMap<String, String>,
     budget: Duration,
+    booting: bool,
 ) -> Result<Vec<Vec<Ipv4Addr>>, StepError> {
     let exec = ctx.exec;
     let client = &exec.client;
     let vmid = ctx.vmid.unwrap_or_default();
     let node = ctx.node.as_str();
-    let macs = crate::apply::outputs::nic_macs(&cfg.raw);
+    let macs = crate::apply::outputs::nic_macs(config);
+    let scale = exec.timeouts.scale;
+    let started = Instant::now();
+    let learned = exec.expected_boot().filter(|_| booting);
+    let expected = learned.unwrap_or(Duration::ZERO).min(budget);
+    let first_gap = match learned {
+        // a quarter of the expected boot after it, at least a second
+        Some(e) => (e / 4).max(Duration::from_secs_f64(scale)),
+        None => Duration::from_secs_f64(scale),
+    };
     let poll = RetryPolicy {
-        initial: Duration::from_millis(100),
-        max_interval: Duration::from_secs(5),
-        max_elapsed: budget,
+        initial: first_gap.max(Duration::from_millis(1)),
+        max_interval: Duration::from_secs_f64(5.0 * scale).max(Duration::from_millis(1)),
+        multiplier: if learned.is_some() { 1.25 } else { 1.5 },
+        max_elapsed: budget.saturating_sub(expected),
         max_attempts: 0,
         jitter: 0.0,
-        ..RetryPolicy::default()
-    }
-    .scaled(exec.timeouts.scale);
+    };
+    let last_miss: Mutex<Option<Instant>> = Mutex::new(None);
     run_step(ctx, "readiness", RetryPolicy::once(), None, || async {
+        if !expected.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(expected.saturating_sub(started.elapsed())) => {}
+                _ = exec.cancel.cancelled() => {
+                    return Err(AttemptError::other("cancelled", Disposition::Permanent));
+                }
+            }
+        }
         let polled = poll
             .poll(Some(&exec.cancel), || async {
-                ctx.read();
-                let ifaces = client
-                    .agent_network_interfaces(node, vmid)
-                    .await
-                    .map_err(AgentPoll)?;
-                let found = per_nic(&ifaces, &macs);
+                let answer = client.agent_network_interfaces(node, vmid).await;
+                let found = match answer {
+                    Ok(ifaces) => per_nic(&ifaces, &macs),
+                    Err(e) => {
+                        if let Ok(mut g) = last_miss.lock() {
+                            *g = Some(Instant::now());
+                        }
+                        return Err(AgentPoll(e));
+                    }
+                };
+                if found.is_empty() {
+                    if let Ok(mut g) = last_miss.lock() {
+                        *g = Some(Instant::now());
+                    }
+                }
                 Ok::<_, AgentPoll>((!found.is_empty()).then_some(found))
             })
             .await;
         match polled {
-            Ok(v) => Ok(v.value),
+            Ok(v) => {
+                if booting {
+                    let now = Instant::now();
+                    let lo = last_miss
+                        .lock()
+                        .ok()
+                        .and_then(|g| *g)
+                        .unwrap_or(started)
+                        .max(started);
+                    exec.learn_boot((lo + (now - lo) / 2) - started);
+                }
+                Ok(v.value)
+            }
             Err(e) if e.is_cancelled() => {
                 Err(AttemptError::other("cancelled", Disposition::Permanent))
             }

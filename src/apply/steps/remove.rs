@@ -3,8 +3,10 @@
 //! at once (permanent, sent once); an unknown outcome is settled by reading the VM's status.
 
 use crate::apply::executor::StepError;
-use crate::apply::steps::{run_step, submit_wait_confirm, Confirm, VmCtx};
+use crate::apply::limits::Place;
+use crate::apply::steps::{run_step, submit_wait_confirm, AttemptError, Confirm, VmCtx};
 use crate::pve::ErrorClass;
+use crate::retry::RetryPolicy;
 
 /// Remove `ctx.vmid` from `ctx.node`.
 pub(crate) async fn remove(ctx: &VmCtx<'_>) -> Result<(), StepError> {
@@ -13,11 +15,17 @@ pub(crate) async fn remove(ctx: &VmCtx<'_>) -> Result<(), StepError> {
     let vmid = ctx.vmid.unwrap_or_default();
     let node = ctx.node.as_str();
     let t = &exec.timeouts;
-    ctx.read();
-    let running = match client.vm_status(node, vmid).await {
-        Ok(st) => st.is_running(),
-        Err(e) if e.classify() == ErrorClass::NotFound => return Ok(()),
-        Err(e) => return Err(ctx.other("shutdown", e.to_string())),
+    // A step of its own, so its request is journalled like every other.
+    let running = run_step(ctx, "status", RetryPolicy::once(), None, || async {
+        match client.vm_status(node, vmid).await {
+            Ok(st) => Ok(Some(st.is_running())),
+            Err(e) if e.classify() == ErrorClass::NotFound => Ok(None),
+            Err(e) => Err(AttemptError::pve(e)),
+        }
+    })
+    .await?;
+    let Some(running) = running else {
+        return Ok(());
     };
     let stopped = || async {
         Ok(match client.vm_status(node, vmid).await {
@@ -33,8 +41,8 @@ pub(crate) async fn remove(ctx: &VmCtx<'_>) -> Result<(), StepError> {
         let graceful = run_step(
             ctx,
             "shutdown",
-            crate::retry::RetryPolicy::once(),
-            Some((node, None)),
+            RetryPolicy::once(),
+            Some(Place::Node(node)),
             || async {
                 submit_wait_confirm(
                     ctx,
@@ -60,7 +68,7 @@ pub(crate) async fn remove(ctx: &VmCtx<'_>) -> Result<(), StepError> {
                 ctx,
                 "stop",
                 t.policy(t.delete),
-                Some((node, None)),
+                Some(Place::Node(node)),
                 || async {
                     submit_wait_confirm(
                         ctx,
@@ -79,7 +87,7 @@ pub(crate) async fn remove(ctx: &VmCtx<'_>) -> Result<(), StepError> {
         ctx,
         "delete",
         t.policy(t.delete),
-        Some((node, None)),
+        Some(Place::Node(node)),
         || async {
             let r = submit_wait_confirm(
                 ctx,

@@ -1,14 +1,25 @@
-//! The resize step: grow one disk to an absolute size. Every attempt re-reads the current
-//! size first (growing to the current size is a no-op; a size below the current one is
-//! never sent), so an unknown outcome is settled by that same re-read.
+//! The resize step: grow one disk to an absolute size. The first attempt takes the current
+//! size from the config the previous step read (no re-read); every later attempt re-reads it
+//! (growing to the current size is a no-op; a size below the current one is never sent), so
+//! an unknown outcome is settled by that same re-read.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::apply::executor::StepError;
+use crate::apply::limits::Place;
 use crate::apply::steps::{run_step, submit_wait_confirm, AttemptError, Confirm, VmCtx};
 use crate::plan::props;
 use crate::pve::{DiskSize, DiskSlot};
 
-/// Grow `disk` of `ctx.vmid` to `to_bytes` (bytes).
-pub(crate) async fn resize(ctx: &VmCtx<'_>, disk: &str, to_bytes: u64) -> Result<(), StepError> {
+/// Grow `disk` of `ctx.vmid` to `to_bytes` (bytes). `known` is the VM's config as last read
+/// (or written) by this run, if any.
+pub(crate) async fn resize(
+    ctx: &VmCtx<'_>,
+    disk: &str,
+    to_bytes: u64,
+    known: Option<&BTreeMap<String, String>>,
+) -> Result<(), StepError> {
     let exec = ctx.exec;
     let client = &exec.client;
     let vmid = ctx.vmid.unwrap_or_default();
@@ -22,23 +33,20 @@ pub(crate) async fn resize(ctx: &VmCtx<'_>, disk: &str, to_bytes: u64) -> Result
         let spec = cfg.raw.get(disk).cloned().unwrap_or_default();
         Ok::<_, crate::pve::PveError>(props::disk_size_bytes(&spec))
     };
-    let storage = || async {
-        let cfg = client.vm_config(node, vmid, false).await.ok()?;
-        cfg.raw
-            .get(disk)
-            .and_then(|s| s.split(':').next())
-            .map(str::to_string)
-    };
-    let storage = storage().await;
-    ctx.read();
+    let known_size = known
+        .and_then(|c| c.get(disk))
+        .map(|s| props::disk_size_bytes(s));
+    let first = AtomicBool::new(known_size.is_some());
     run_step(
         ctx,
         "resize",
         exec.timeouts.policy(exec.timeouts.resize),
-        Some((node, storage.as_deref())),
+        Some(Place::Node(node)),
         || async {
-            ctx.read();
-            let current = size_now().await.map_err(AttemptError::pve)?;
+            let current = match known_size {
+                Some(k) if first.swap(false, Ordering::Relaxed) => k,
+                _ => size_now().await.map_err(AttemptError::pve)?,
+            };
             if current.is_some_and(|c| c >= to_bytes) {
                 return Ok(());
             }

@@ -2,6 +2,7 @@
 //! outcome is settled by reading the power state.
 
 use crate::apply::executor::StepError;
+use crate::apply::limits::Place;
 use crate::apply::steps::{run_step, submit_wait_confirm, Confirm, VmCtx};
 use crate::pve::ErrorClass;
 
@@ -16,7 +17,7 @@ pub(crate) async fn start(ctx: &VmCtx<'_>) -> Result<(), StepError> {
         ctx,
         "start",
         exec.timeouts.policy(exec.timeouts.start),
-        Some((node, None)),
+        Some(Place::Node(node)),
         || async {
             let r = submit_wait_confirm(
                 ctx,
