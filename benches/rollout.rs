@@ -1,97 +1,466 @@
-//! Rollout benchmarks: a whole pool applied against the in-process simulator (time-scaled,
-//! so the numbers measure the engine's scheduling and API overhead, not simulated disk
-//! copies), the no-op re-apply, and the pure planner on a large pool.
+//! Rollout speed (issue 9), a bench binary (`harness = false`): each section prints its
+//! figure and its ratio to the target on stdout, details on stderr. Not a timed test: it
+//! asserts nothing about speed.
+//!
+//! ```sh
+//! cargo bench --bench rollout                       # every section
+//! HYOPS_BENCH=rollout,requests cargo bench --bench rollout
+//! ```
+//!
+//! Sections (`HYOPS_BENCH`, comma separated; default all):
+//! - `rollout`: 100 VMs on 4 nodes (`benches/data/cluster-4-nodes.yml`: the template on
+//!   shared Ceph, full clones), default limits, simulator and engine at time scale 0.1; wall
+//!   time in simulated seconds against the cost model's lower bound (`sim::bound`), the
+//!   lock timeouts absorbed and surfaced, the settled concurrency, requests per VM;
+//! - `requests`: the same rollout at real-time durations (time scale 1.0, ~5 minutes):
+//!   requests per created VM (the simulator's own counter);
+//! - `diff`: the planner's diff of 10 000 VMs (pure function, median of 15);
+//! - `noop`: plan and no-op apply of 500 and 10 000 existing VMs, each a `hyops-pve`
+//!   process against a real-time simulator in this process: wall time and the process's
+//!   peak RSS (`wait4`), writes.
+//!
+//! `HYOPS_BENCH_RUNS` repeats the rollout (default 1); `HYOPS_BENCH_NOOP` overrides the
+//! no-op sizes (e.g. `500`).
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use hyops_pve::cli::ModuleArgs;
 use hyops_pve::commands::context::Ctx;
 use hyops_pve::commands::module::apply_inner;
 use hyops_pve::commands::simroot::write_sim_root;
-use hyops_pve::sim::{SimConfig, Simulator};
+use hyops_pve::sim::bound::{rollout_lower_bound, VmWork};
+use hyops_pve::sim::{ClusterDescription, LatencyModel, SimConfig, SimHandle, Simulator};
+use serde_json::Value;
 
-fn pool_overlay(n: usize) -> String {
-    let mut s = String::from(
-        "require_ipam: false\ntemplate_state_ref: core/onprem/template-image\ntemplate_key: ubuntu-24.04\n\
-         disk_size_gb: 40\npost_apply_ssh_readiness: {connectivity_wait_s: 5}\nvms:\n",
+const NODES: [&str; 4] = ["pve1", "pve2", "pve3", "pve4"];
+
+fn cluster() -> ClusterDescription {
+    ClusterDescription::from_file(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/data/cluster-4-nodes.yml"),
+    )
+    .expect("bench cluster")
+}
+
+/// `n` VMs spread over the four nodes, static addresses.
+fn overlay(n: usize, header: &str) -> String {
+    let mut s = format!(
+        "require_ipam: false\ntemplate_state_ref: core/onprem/template-image\n\
+         template_key: ubuntu-24.04\n{header}vms:\n"
     );
     for i in 0..n {
         s.push_str(&format!(
-            "  vm-{i:03}:\n    role: app\n    interfaces:\n      - bridge: vmbr0\n        ipv4: {{address: 10.30.{}.{}/16, gateway: 10.30.0.1}}\n",
-            i / 200,
-            10 + i % 200
+            "  vm-{i:05}:\n    role: app\n    node_name: {}\n    interfaces:\n      - bridge: vmbr0\n        ipv4: {{address: 10.{}.{}.{}/8, gateway: 10.0.0.1}}\n",
+            NODES[i % NODES.len()],
+            1 + i / 60000,
+            (i / 250) % 240,
+            2 + i % 250,
         ));
     }
     s
 }
 
-async fn setup(n: usize) -> (hyops_pve::sim::SimHandle, tempfile::TempDir, Ctx) {
-    let sim = Simulator::start(SimConfig {
-        time_scale: 0.0001,
+const ROLLOUT_HEADER: &str = "datastore_id: ceph\ndisk_size_gb: 40\n\
+     post_apply_ssh_readiness: {connectivity_wait_s: 300}\n";
+
+struct Env {
+    sim: SimHandle,
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    inputs: PathBuf,
+}
+
+async fn env(scale: f64, state: Option<hyops_pve::sim::SimState>, n: usize, header: &str) -> Env {
+    let cfg = SimConfig {
+        cluster: cluster(),
+        time_scale: scale,
         ..SimConfig::default()
-    })
-    .await
+    };
+    let sim = match state {
+        Some(st) => Simulator::start_with_state(cfg, st).await,
+        None => Simulator::start(cfg).await,
+    }
     .expect("simulator");
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("root");
     write_sim_root(&root, &sim).expect("root");
-    let overlay = dir.path().join("pool.yml");
-    std::fs::write(&overlay, pool_overlay(n)).expect("overlay");
-    let args = ModuleArgs {
-        root: Some(root),
-        module: "platform/onprem/platform-vm".into(),
-        inputs: Some(overlay),
-        lock_wait_s: 5,
-        json: true,
-        max_per_storage: Some(8),
-        ..ModuleArgs::default()
-    };
-    let env = BTreeMap::from([("HYOPS_ENV".to_string(), "bench".to_string())]);
-    let ctx = Ctx::build(&args, env).await.expect("ctx");
-    (sim, dir, ctx)
+    let inputs = dir.path().join("pool.yml");
+    std::fs::write(&inputs, overlay(n, header)).expect("overlay");
+    Env {
+        sim,
+        _dir: dir,
+        root,
+        inputs,
+    }
 }
 
-fn rollout(c: &mut Criterion) {
+async fn ctx(e: &Env, scale: f64) -> Ctx {
+    let args = ModuleArgs {
+        root: Some(e.root.clone()),
+        module: "platform/onprem/platform-vm".into(),
+        inputs: Some(e.inputs.clone()),
+        lock_wait_s: 5,
+        json: true,
+        ..ModuleArgs::default()
+    };
+    let env = BTreeMap::from([
+        ("HYOPS_ENV".to_string(), "bench".to_string()),
+        ("HYOPS_PVE_ENGINE_TIME_SCALE".to_string(), scale.to_string()),
+    ]);
+    Ctx::build(&args, env).await.expect("ctx")
+}
+
+fn report(root: &Path, run_id: &str) -> Value {
+    let p = root
+        .join("logs/module/platform__onprem__platform-vm")
+        .join(run_id)
+        .join("apply_report.json");
+    serde_json::from_str(&std::fs::read_to_string(&p).expect("apply_report.json")).expect("json")
+}
+
+fn lower_bound(n: usize) -> hyops_pve::sim::bound::LowerBound {
+    let work: Vec<VmWork> = (0..n)
+        .map(|i| VmWork {
+            template_vmid: 9000,
+            full: true,
+            storage: Some("ceph".into()),
+            node: NODES[i % NODES.len()].into(),
+            resize: true,
+            start: true,
+            wait_agent: true,
+        })
+        .collect();
+    rollout_lower_bound(&LatencyModel::default(), &cluster(), &work).expect("bound")
+}
+
+struct Rollout {
+    sim_s: f64,
+    calls: u64,
+    journal_calls: u64,
+    report: Value,
+}
+
+async fn one_rollout(n: usize, scale: f64) -> Rollout {
+    let e = env(scale, None, n, ROLLOUT_HEADER).await;
+    let c = ctx(&e, scale).await;
+    let t = Instant::now();
+    // sample the copies in flight every simulated second
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let samples = {
+        let (sampling, sim) = (sampling.clone(), &e.sim);
+        let tick = Duration::from_secs_f64(scale);
+        async move {
+            let mut hist: BTreeMap<usize, u64> = BTreeMap::new();
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                *hist.entry(sim.copies_in_flight()).or_default() += 1;
+                tokio::time::sleep(tick).await;
+            }
+            hist
+        }
+    };
+    let work = async {
+        let r = apply_inner(&c, None, None).await;
+        sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+        r
+    };
+    let (run_id, hist) = tokio::join!(work, samples);
+    let run_id = run_id.expect("apply");
+    let wall = t.elapsed();
+    eprintln!("  copies in flight (simulated seconds at each count): {hist:?}");
+    let report = report(&e.root, &run_id);
+    let journal = std::fs::read_to_string(
+        e.root
+            .join("logs/module/platform__onprem__platform-vm")
+            .join(&run_id)
+            .join("apply_journal.jsonl"),
+    )
+    .expect("journal");
+    timeline(&journal, scale);
+    let journal_calls = journal
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["event"] == "end")
+        .filter_map(|v| v["api_calls"].as_u64())
+        .sum();
+    let counters = e.sim.counters();
+    let calls = counters.total;
+    for ((m, p), c) in &counters.by_endpoint {
+        eprintln!("  {c:>6} {m} {p} ({:.2}/VM)", *c as f64 / n as f64);
+    }
+    e.sim.shutdown().await;
+    Rollout {
+        sim_s: wall.as_secs_f64() / scale,
+        calls,
+        journal_calls,
+        report,
+    }
+}
+
+/// When the clones started and ended and the VMs were done, simulated seconds from the
+/// first journal line.
+fn timeline(journal: &str, scale: f64) {
+    let lines: Vec<Value> = journal
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let ts = |v: &Value| {
+        chrono::DateTime::parse_from_rfc3339(v["ts"].as_str().unwrap_or_default())
+            .map(|t| t.timestamp_millis())
+            .unwrap_or(0)
+    };
+    let Some(t0) = lines.iter().map(ts).min() else {
+        return;
+    };
+    let at = |action: &str, event: &str| -> Vec<f64> {
+        let mut v: Vec<f64> = lines
+            .iter()
+            .filter(|l| l["action"] == action && l["event"] == event)
+            .map(|l| (ts(l) - t0) as f64 / 1000.0 / scale)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let clone_end = at("clone", "end");
+    let ready_end = at("readiness", "end");
+    let first = |v: &[f64]| v.first().copied().unwrap_or(0.0);
+    let last = |v: &[f64]| v.last().copied().unwrap_or(0.0);
+    eprintln!(
+        "  timeline (simulated s): clones end {:.1}..{:.1}; VMs ready {:.1}..{:.1}",
+        first(&clone_end),
+        last(&clone_end),
+        first(&ready_end),
+        last(&ready_end)
+    );
+}
+
+fn print_concurrency(r: &Value) {
+    for w in r["concurrency"].as_array().into_iter().flatten() {
+        eprintln!(
+            "  window {:<22} initial {:>3} settled {:>3} largest {:>3} peak in flight {:>3} lock timeouts {:>3} completed {:>4}",
+            w["window"].as_str().unwrap_or(""),
+            w["initial"], w["settled"], w["largest"], w["peak_in_flight"],
+            w["lock_timeouts"], w["completed"]
+        );
+    }
+}
+
+fn rollout(rt: &tokio::runtime::Runtime, scale: f64, label: &str) {
+    let n = 100;
+    let runs: usize = std::env::var("HYOPS_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let lb = lower_bound(n);
+    eprintln!(
+        "{label}: {n} VMs on 4 nodes, default limits, time scale {scale}; lower bound {:.1} s ({})",
+        lb.total_ms / 1000.0,
+        lb.binding
+    );
+    for (t, ms) in lb.terms.iter().take(4) {
+        eprintln!("  bound term {t}: {:.1} s", ms / 1000.0);
+    }
+    for i in 0..runs {
+        let r = rt.block_on(one_rollout(n, scale));
+        let ratio = r.sim_s * 1000.0 / lb.total_ms;
+        let failed = r.report["vms"]
+            .as_array()
+            .map(|v| v.iter().filter(|o| o["status"] != "ok").count())
+            .unwrap_or(n);
+        let absorbed: u64 = r.report["concurrency"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|w| w["lock_timeouts"].as_u64()).sum())
+            .unwrap_or(0);
+        println!(
+            "{label:<9} run {i}: {:.1} simulated s = {ratio:.3}x the lower bound ({:.1} s); {} requests = {:.2}/VM (journal {}, report {}); lock timeouts absorbed {absorbed}, surfaced {failed}",
+            r.sim_s,
+            lb.total_ms / 1000.0,
+            r.calls,
+            r.calls as f64 / n as f64,
+            r.journal_calls,
+            r.report["api_calls"]
+        );
+        print_concurrency(&r.report);
+    }
+}
+
+// ------------------------------------------------------------------ the planner's diff
+
+fn diff_bench() {
+    use hyops_pve::plan::desired::DesiredVm;
+    // Plan 10 000 VMs once on a fast simulator, then time the pure diff on the observed pool.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let mut group = c.benchmark_group("rollout");
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(20));
-    for n in [10usize, 50] {
-        group.bench_with_input(BenchmarkId::new("create_pool", n), &n, |b, &n| {
-            b.to_async(&rt).iter_custom(|iters| async move {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let (sim, _dir, ctx) = setup(n).await;
-                    let t = Instant::now();
-                    apply_inner(&ctx, None, None).await.expect("apply");
-                    total += t.elapsed();
-                    sim.shutdown().await;
-                }
-                total
-            })
-        });
-        group.bench_with_input(BenchmarkId::new("noop_reapply", n), &n, |b, &n| {
-            b.to_async(&rt).iter_custom(|iters| async move {
-                let (sim, _dir, ctx) = setup(n).await;
-                apply_inner(&ctx, None, None).await.expect("apply");
-                let t = Instant::now();
-                for _ in 0..iters {
-                    apply_inner(&ctx, None, None).await.expect("re-apply");
-                }
-                let elapsed = t.elapsed();
-                sim.shutdown().await;
-                elapsed
-            })
-        });
+    let n = 10_000;
+    let (desired, observed) = rt.block_on(noop_state_with_models(n));
+    let mut times = Vec::new();
+    for _ in 0..15 {
+        let t = Instant::now();
+        let plan = hyops_pve::plan::diff::diff(&desired, &observed, false).expect("diff");
+        times.push(t.elapsed());
+        assert_eq!(plan.len(), n);
+        assert!(plan.iter().all(|p| p.is_noop()));
     }
-    group.finish();
+    times.sort();
+    let median = times[times.len() / 2];
+    let _: Option<&DesiredVm> = desired.values().next();
+    println!(
+        "diff      {n} VMs: median {:.1} ms = {:.2}x the 50 ms target",
+        median.as_secs_f64() * 1000.0,
+        median.as_secs_f64() * 1000.0 / 50.0
+    );
 }
 
-criterion_group!(benches, rollout);
-criterion_main!(benches);
+/// The desired models and the observed pool of `n` existing VMs (made once by an apply on a
+/// fast simulator, cached as a simulator state).
+async fn noop_state_with_models(
+    n: usize,
+) -> (
+    BTreeMap<hyops_pve::inputs::model::LogicalVmKey, hyops_pve::plan::desired::DesiredVm>,
+    hyops_pve::plan::observed::ObservedPool,
+) {
+    let state = existing_pool(n).await;
+    let e = env(0.0, Some(state), n, NOOP_HEADER).await;
+    let c = ctx(&e, 1.0).await;
+    let dump = hyops_pve::commands::module::plan_models(&c)
+        .await
+        .expect("plan models");
+    e.sim.shutdown().await;
+    dump
+}
+
+// ------------------------------------------------------------------ no-op at scale
+
+const NOOP_HEADER: &str =
+    "clone_mode: linked\npost_apply_ssh_readiness: {connectivity_wait_s: 30}\n";
+
+fn cache_dir() -> PathBuf {
+    let base = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let d = base.join("bench-cache");
+    std::fs::create_dir_all(&d).expect("cache dir");
+    d
+}
+
+/// A simulator state holding `n` VMs of the no-op pool, made by one apply on a fast
+/// simulator the first time and cached under the target dir.
+async fn existing_pool(n: usize) -> hyops_pve::sim::SimState {
+    let file = cache_dir().join(format!("noop-{n}-v1.json"));
+    if let Ok(st) = hyops_pve::sim::SimState::load_from(&file) {
+        return st;
+    }
+    eprintln!(
+        "creating the {n}-VM pool once (cached in {})",
+        file.display()
+    );
+    let scale = 0.0001;
+    let e = env(scale, None, n, NOOP_HEADER).await;
+    let c = ctx(&e, scale).await;
+    let t = Instant::now();
+    apply_inner(&c, None, None)
+        .await
+        .expect("creating the pool");
+    eprintln!("  created in {:.1} s", t.elapsed().as_secs_f64());
+    let st = e.sim.snapshot_state();
+    e.sim.shutdown().await;
+    st.save_to(&file).expect("cache");
+    st
+}
+
+/// Run `hyops-pve <args>`; returns (wall, peak RSS in MiB, exit code, stdout).
+fn measured(args: &[&str], root: &Path) -> (Duration, f64, i32, String) {
+    let out = tempfile::NamedTempFile::new().expect("tmp");
+    let t = Instant::now();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_hyops-pve"))
+        .args(args)
+        .arg("--root")
+        .arg(root)
+        .env("HYOPS_ENV", "bench")
+        .stdout(out.reopen().expect("reopen"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn hyops-pve");
+    let pid = child.id() as libc::pid_t;
+    let mut status: libc::c_int = 0;
+    // SAFETY: rusage is plain old data; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our child; status and usage point to live locals.
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let wall = t.elapsed();
+    assert_eq!(rc, pid, "wait4");
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    let stdout = std::fs::read_to_string(out.path()).unwrap_or_default();
+    (wall, usage.ru_maxrss as f64 / 1024.0, code, stdout)
+}
+
+fn noop_bench() {
+    let sizes: Vec<usize> = std::env::var("HYOPS_BENCH_NOOP")
+        .ok()
+        .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![500, 10_000]);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    for n in sizes {
+        let state = rt.block_on(existing_pool(n));
+        // the simulator runs in this process at real-time durations; hyops-pve is a child
+        let e = rt.block_on(env(1.0, Some(state), n, NOOP_HEADER));
+        let inputs = e.inputs.display().to_string();
+        // adopt once (records the state the next runs plan against)
+        let (_, _, code, _) = measured(&["apply", "--json", "--inputs", &inputs], &e.root);
+        assert_eq!(code, 0, "adopting apply");
+        let (plan_wall, plan_rss, code, _) =
+            measured(&["plan", "--json", "--inputs", &inputs], &e.root);
+        assert_eq!(code, 0, "plan");
+        let before = e.sim.counters();
+        let (wall, rss, code, stdout) =
+            measured(&["apply", "--json", "--inputs", &inputs], &e.root);
+        assert_eq!(code, 0, "no-op apply");
+        let after = e.sim.counters();
+        let env: Value = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+        println!(
+            "plan      {n:>6} VMs: {:.2} s ({:.2}x the 5 s target), peak RSS {:.0} MiB",
+            plan_wall.as_secs_f64(),
+            plan_wall.as_secs_f64() / 5.0,
+            plan_rss
+        );
+        println!(
+            "no-op     {n:>6} VMs: {:.2} s ({:.2}x the 5 s target), peak RSS {:.0} MiB ({:.2}x the 200 MB target), {} writes, {} requests",
+            wall.as_secs_f64(),
+            wall.as_secs_f64() / 5.0,
+            rss,
+            rss * 1048576.0 / 200e6,
+            after.writes - before.writes,
+            env["api_calls"]
+        );
+        rt.block_on(e.sim.shutdown());
+    }
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let sections = std::env::var("HYOPS_BENCH").unwrap_or_else(|_| "rollout,diff,noop".into());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    for s in sections.split(',').map(str::trim) {
+        match s {
+            "rollout" => rollout(&rt, 0.1, "rollout"),
+            "requests" => rollout(&rt, 1.0, "requests"),
+            "diff" => diff_bench(),
+            "noop" => noop_bench(),
+            other => eprintln!("unknown section {other:?} (rollout, requests, diff, noop)"),
+        }
+    }
+}

@@ -225,6 +225,7 @@ fn fast_wait() -> WaitOptions {
         max_poll: Duration::from_millis(20),
         not_visible_grace: Duration::from_secs(2),
         log_tail: 5,
+        eager: false,
     }
 }
 

@@ -42,6 +42,7 @@ fn opts(h: &SimHandle, timeout_s: f64) -> WaitOptions {
         max_poll: Duration::from_millis(20),
         not_visible_grace: Duration::from_millis(50),
         log_tail: 20,
+        eager: false,
     }
 }
 

@@ -122,6 +122,8 @@ async fn probe_template(
 /// A plan with what was observed to make it.
 pub struct Planned {
     pub plan: PlanArtifact,
+    /// The desired model per key the diff compared against `observed`.
+    pub desired: BTreeMap<LogicalVmKey, crate::plan::desired::DesiredVm>,
     pub observed: ObservedPool,
     /// Nodes and storages of the cluster (the executor sizes its concurrency from them).
     pub shape: ClusterShape,
@@ -174,6 +176,7 @@ pub async fn make_plan(client: &PveClient, req: &PlanRequest<'_>) -> Result<Plan
     .await?;
     warnings.extend(observed.warnings.iter().cloned());
     let vms = diff(&desired, &observed, req.inputs.allow_vm_set_replace)?;
+    let desired_for_digest = &desired;
     let plan = PlanArtifact {
         schema_version: PLAN_SCHEMA_VERSION,
         kind: PLAN_KIND.to_string(),
@@ -183,7 +186,7 @@ pub async fn make_plan(client: &PveClient, req: &PlanRequest<'_>) -> Result<Plan
         env: req.env.map(str::to_string),
         slot: req.identity.slot.clone(),
         state_instance: req.state_instance.map(str::to_string),
-        inputs_digest: desired_digest(&desired),
+        inputs_digest: desired_digest(desired_for_digest),
         template,
         summary: summarize(&vms),
         vms,
@@ -191,6 +194,7 @@ pub async fn make_plan(client: &PveClient, req: &PlanRequest<'_>) -> Result<Plan
     };
     Ok(Planned {
         plan,
+        desired,
         observed,
         shape,
     })

@@ -388,12 +388,30 @@ async fn make_plan(
     let mut warnings = pf.warnings.clone();
     warnings.append(&mut plan.warnings);
     plan.warnings = warnings;
-    let value = serde_json::to_value(&*plan)
-        .map_err(|e| CliError::msg(format!("cannot serialise the plan: {e}")))?;
-    write_json_atomic(&run.evidence.join("plan.json"), &value).map_err(CliError::hyops)?;
+    write_plan_json(&run.evidence.join("plan.json"), plan)?;
     write_text_atomic(&run.evidence.join("plan.txt"), &render(plan, false))
         .map_err(CliError::hyops)?;
     Ok((planned, prior))
+}
+
+/// Write `plan.json` streamed to disk, one VM at a time: the same bytes as rendering the
+/// whole plan, without ever holding it as JSON (10 000 VMs make a 43 MB file).
+fn write_plan_json(path: &Path, plan: &mut PlanArtifact) -> Result<(), CliError> {
+    let vms = std::mem::take(&mut plan.vms);
+    let head = serde_json::to_value(&*plan);
+    plan.vms = vms;
+    let head = head.map_err(|e| CliError::msg(format!("cannot serialise the plan: {e}")))?;
+    hyops::fsio::write_atomic_with(path, |w| {
+        hyops::fsio::write_json_streamed(
+            w,
+            &head,
+            "vms",
+            plan.vms
+                .iter()
+                .map(|v| serde_json::to_value(v).map_err(std::io::Error::other)),
+        )
+    })
+    .map_err(CliError::hyops)
 }
 
 fn print_plan(_ctx: &Ctx, plan: &PlanArtifact) {
@@ -578,11 +596,9 @@ pub async fn plan_inner(
 ) -> Result<i32, CliError> {
     let run = start_run(ctx, RunPrefix::Plan, false)?;
     let pf = preflight_phase(ctx, &run, LifecycleCommand::Plan, false, false).await?;
-    let plan = make_plan(ctx, &run, &pf).await?.0.plan;
+    let mut plan = make_plan(ctx, &run, &pf).await?.0.plan;
     if let Some(path) = out {
-        let value = serde_json::to_value(&plan)
-            .map_err(|e| CliError::msg(format!("cannot serialise the plan: {e}")))?;
-        write_json_atomic(path, &value).map_err(CliError::hyops)?;
+        write_plan_json(path, &mut plan)?;
     }
     print_plan(ctx, &plan);
     output::record_warnings(&plan.warnings);
@@ -597,6 +613,24 @@ pub async fn plan_inner(
     } else {
         EXIT_OK
     })
+}
+
+/// The planner's inputs of a plan run: the desired model per key and the observed pool
+/// (for benchmarks of the pure diff, `benches/rollout.rs`). Runs preflight and the plan
+/// phase like `plan` (evidence included).
+pub async fn plan_models(
+    ctx: &Ctx,
+) -> Result<
+    (
+        std::collections::BTreeMap<LogicalVmKey, crate::plan::desired::DesiredVm>,
+        crate::plan::observed::ObservedPool,
+    ),
+    CliError,
+> {
+    let run = start_run(ctx, RunPrefix::Plan, false)?;
+    let pf = preflight_phase(ctx, &run, LifecycleCommand::Plan, false, false).await?;
+    let (planned, _) = make_plan(ctx, &run, &pf).await?;
+    Ok((planned.desired, planned.observed))
 }
 
 /// `hyops-pve apply` (alias `deploy`).
@@ -712,6 +746,7 @@ async fn apply_engine(
         plan,
         observed,
         shape,
+        ..
     } = planned;
     if let Some(path) = plan_file {
         let text = std::fs::read_to_string(path)

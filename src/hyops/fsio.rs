@@ -142,6 +142,122 @@ pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     result
 }
 
+/// Write a file atomically (0600) from a writer: `fill` writes into a buffered temp file,
+/// which is then fsynced and renamed over `path`. Nothing is built in memory first.
+pub fn write_atomic_with(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    ensure_dir(dir)?;
+    let tmp = temp_name(path)?;
+    let result = (|| -> Result<()> {
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| HyopsError::io(&tmp, e))?;
+        let mut w = std::io::BufWriter::with_capacity(256 << 10, f);
+        fill(&mut w).map_err(|e| HyopsError::io(&tmp, e))?;
+        let f = w
+            .into_inner()
+            .map_err(|e| HyopsError::io(&tmp, e.into_error()))?;
+        f.set_permissions(fs::Permissions::from_mode(0o600))
+            .map_err(|e| HyopsError::io(&tmp, e))?;
+        f.sync_all().map_err(|e| HyopsError::io(&tmp, e))?;
+        fs::rename(&tmp, path).map_err(|e| HyopsError::io(path, e))?;
+        fsync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Write `value` as [`render_json`] does (sorted keys, 2-space indent, final newline), with
+/// `key`'s array streamed: `head` is the object without `key`, `items` yields the array's
+/// elements one at a time, so only one element is ever held as a JSON value. The bytes are
+/// exactly those of `render_json` on the whole object.
+pub fn write_json_streamed<I>(
+    w: &mut dyn Write,
+    head: &Value,
+    key: &str,
+    items: I,
+) -> std::io::Result<()>
+where
+    I: IntoIterator<Item = std::io::Result<Value>>,
+{
+    let empty = Map::new();
+    let map = head.as_object().unwrap_or(&empty);
+    let mut keys: Vec<&str> = map
+        .keys()
+        .map(String::as_str)
+        .filter(|k| *k != key)
+        .collect();
+    keys.push(key);
+    keys.sort_unstable();
+    // `value` pretty-printed as a member at depth 1: every line after the first indented.
+    let nested = |w: &mut dyn Write, value: &Value, indent: &str| -> std::io::Result<()> {
+        let text =
+            serde_json::to_string_pretty(&sort_keys(value)).map_err(std::io::Error::other)?;
+        for (i, line) in text.split('\n').enumerate() {
+            if i > 0 {
+                w.write_all(b"\n")?;
+                w.write_all(indent.as_bytes())?;
+            }
+            w.write_all(line.as_bytes())?;
+        }
+        Ok(())
+    };
+    w.write_all(b"{")?;
+    for (i, k) in keys.iter().enumerate() {
+        w.write_all(if i == 0 { b"\n  " } else { b",\n  " })?;
+        w.write_all(
+            serde_json::to_string(k)
+                .map_err(std::io::Error::other)?
+                .as_bytes(),
+        )?;
+        w.write_all(b": ")?;
+        if *k == key {
+            let mut first = true;
+            for item in items {
+                let item = item?;
+                w.write_all(if first { b"[\n    " } else { b",\n    " })?;
+                first = false;
+                nested(w, &item, "    ")?;
+            }
+            w.write_all(if first { b"[]" } else { b"\n  ]" })?;
+            // `items` is consumed once; a second occurrence of `key` cannot happen (deduped)
+            return finish(w, &keys[i + 1..], map, &nested);
+        }
+        nested(w, &map[*k], "  ")?;
+    }
+    w.write_all(if keys.is_empty() { b"}\n" } else { b"\n}\n" })
+}
+
+fn finish(
+    w: &mut dyn Write,
+    rest: &[&str],
+    map: &Map<String, Value>,
+    nested: &dyn Fn(&mut dyn Write, &Value, &str) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    for k in rest {
+        w.write_all(b",\n  ")?;
+        w.write_all(
+            serde_json::to_string(k)
+                .map_err(std::io::Error::other)?
+                .as_bytes(),
+        )?;
+        w.write_all(b": ")?;
+        nested(w, &map[*k], "  ")?;
+    }
+    w.write_all(b"\n}\n")
+}
+
 /// Write a text file atomically (0600).
 pub fn write_text_atomic(path: &Path, text: &str) -> Result<()> {
     write_bytes_atomic(path, text.as_bytes())
@@ -184,5 +300,32 @@ pub fn read_json_opt(path: &Path) -> Result<Option<Value>> {
             }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(HyopsError::io(path, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_streamed_array_writes_the_same_bytes_as_rendering_the_whole_object() {
+        use serde_json::json;
+        let whole = json!({
+            "z": {"b": [1, {"y": 2, "x": []}], "a": {}},
+            "vms": [{"k": "b", "a": [1, 2]}, {"c": {"d": "e"}}],
+            "a": "s", "m": [],
+        });
+        let mut head = whole.clone();
+        let items = head
+            .as_object_mut()
+            .and_then(|m| m.remove("vms"))
+            .and_then(|v| v.as_array().cloned())
+            .unwrap();
+        let mut out = Vec::new();
+        super::write_json_streamed(&mut out, &head, "vms", items.into_iter().map(Ok)).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), super::render_json(&whole));
+        let mut out = Vec::new();
+        super::write_json_streamed(&mut out, &head, "vms", std::iter::empty()).unwrap();
+        let mut empty = whole.clone();
+        empty["vms"] = json!([]);
+        assert_eq!(String::from_utf8(out).unwrap(), super::render_json(&empty));
     }
 }

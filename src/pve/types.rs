@@ -410,6 +410,10 @@ pub struct WaitOptions {
     pub not_visible_grace: Duration,
     /// Log lines kept for a failure or warning report.
     pub log_tail: u64,
+    /// The waiter holds something scarce until it learns the end (a clone's storage and
+    /// node permits): a batched wait looks from a little before the expected end and then
+    /// often, instead of a little after it.
+    pub eager: bool,
 }
 
 impl WaitOptions {
@@ -435,6 +439,7 @@ impl Default for WaitOptions {
             max_poll: Duration::from_secs(2),
             not_visible_grace: Duration::from_secs(5),
             log_tail: 20,
+            eager: false,
         }
     }
 }

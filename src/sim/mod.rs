@@ -254,6 +254,11 @@ impl SimHandle {
         guard(&self.sim.faults).clear();
     }
 
+    /// Full-clone copies moving data right now (the cost model's flows).
+    pub fn copies_in_flight(&self) -> usize {
+        self.sim.bandwidth.active()
+    }
+
     /// Worker tasks still running.
     pub fn running_tasks(&self) -> usize {
         self.sim.tasks.running()

@@ -383,6 +383,7 @@ fn fast_wait() -> WaitOptions {
         max_poll: Duration::from_millis(100),
         not_visible_grace: Duration::from_secs(5),
         log_tail: 20,
+        eager: false,
     }
 }
 
@@ -565,6 +566,7 @@ fn build_real(prefix: String, block: u32) -> Result<Target, Unavailable> {
             max_poll: Duration::from_secs(2),
             not_visible_grace: Duration::from_secs(5),
             log_tail: 20,
+            eager: false,
         },
     })
 }

@@ -17,7 +17,7 @@ use crate::inputs::model::CloneMode;
 use crate::plan::desired::DesiredVm;
 use crate::pve::{
     is_id_conflict, AllocateRequest, CloneAllocation, CloneParams, ErrorClass, Ownership, PveError,
-    ResourceType,
+    ResourceType, WaitOptions,
 };
 use crate::retry::{Classify, Disposition, RetryError, RetryPolicy};
 
@@ -84,7 +84,11 @@ async fn attempt(
         }
         Err(e) => return Err(AttemptError::pve(e)),
     };
-    let wait = exec.wait_opts(exec.timeouts.clone);
+    // the clone holds its storage and node permits until its end is seen
+    let wait = WaitOptions {
+        eager: true,
+        ..exec.wait_opts(exec.timeouts.clone)
+    };
     match client.watch_task(&upid, &wait).await {
         Ok(_) => Ok(vmid),
         // Someone took the id between our probe and the task: this process never offers it

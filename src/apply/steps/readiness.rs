@@ -3,8 +3,8 @@
 //! or the start task), so no re-read is needed; after a start, the guest agent is asked for
 //! addresses until the readiness budget (`post_apply_ssh_readiness.connectivity_wait_s`)
 //! runs out: first when the guest is expected to have booted (learned from the VMs of this
-//! run that booted already), then a quarter later each time; until one VM booted, from one
-//! second on, half again longer each time.
+//! run that booted already), then a tenth of it later, a quarter longer each time; until
+//! one VM booted, from one second on, half again longer each time.
 //! An agent that never answers is not an error here: the SSH readiness gate decides
 //! readiness.
 
@@ -81,10 +81,14 @@ async fn readiness(
     let scale = exec.timeouts.scale;
     let started = Instant::now();
     let learned = exec.expected_boot().filter(|_| booting);
-    let expected = learned.unwrap_or(Duration::ZERO).min(budget);
+    // a little after the expected boot, so most first looks find the agent up
+    let expected = learned
+        .map(|e| e.mul_f64(1.1))
+        .unwrap_or(Duration::ZERO)
+        .min(budget);
     let first_gap = match learned {
-        // a quarter of the expected boot after it, at least a second
-        Some(e) => (e / 4).max(Duration::from_secs_f64(scale)),
+        // a tenth of the expected boot after it, at least a second
+        Some(e) => (e / 10).max(Duration::from_secs_f64(scale)),
         None => Duration::from_secs_f64(scale),
     };
     let poll = RetryPolicy {
@@ -128,14 +132,14 @@ async fn readiness(
         match polled {
             Ok(v) => {
                 if booting {
+                    // between the last look that missed and now; up at the first look, a
+                    // little below that look (the estimate settles just above the boot)
                     let now = Instant::now();
-                    let lo = last_miss
-                        .lock()
-                        .ok()
-                        .and_then(|g| *g)
-                        .unwrap_or(started)
-                        .max(started);
-                    exec.learn_boot((lo + (now - lo) / 2) - started);
+                    let took = match last_miss.lock().ok().and_then(|g| *g) {
+                        Some(lo) => (lo + (now - lo) / 2) - started,
+                        None => (now - started).mul_f64(0.85),
+                    };
+                    exec.learn_boot(took);
                 }
                 Ok(v.value)
             }
