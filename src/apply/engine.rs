@@ -287,19 +287,20 @@ fn journal_run_line(exec: &Executor, action: &str, duration_ms: u64, api_calls: 
 /// What the executor may know before it runs: the configs and power states the plan read,
 /// and the guest addresses the previous apply recorded.
 pub fn known_vms(
-    observed: &ObservedPool,
+    observed: ObservedPool,
     prior: &PriorIds,
 ) -> std::collections::HashMap<String, KnownVm> {
     observed
         .managed
-        .iter()
+        .into_iter()
         .map(|(k, m)| {
+            let agent_ipv4 = prior.agent_ipv4.get(&k).cloned();
             (
-                k.0.clone(),
+                k.0,
                 KnownVm {
-                    config: m.vm.config.clone(),
                     running: m.vm.status == PowerState::Running,
-                    agent_ipv4: prior.agent_ipv4.get(k).cloned(),
+                    config: m.vm.config,
+                    agent_ipv4,
                 },
             )
         })

@@ -108,6 +108,7 @@ fn usage_error(e: &clap::Error, args: &[OsString]) -> i32 {
     if !rendered.ends_with('\n') {
         output::write_stderr("\n");
     }
+    output::flush_stderr(std::time::Duration::from_secs(2));
     if args.iter().any(|a| a == "--json") {
         let message: Vec<&str> = rendered
             .lines()
@@ -259,6 +260,9 @@ fn finish(sink: &output::Sink, command: &str, result: Result<i32, CliError>) -> 
     if sink.json_pending() {
         output::print_envelope(&sink.envelope(command, code, error.as_deref()));
     }
+    // the command's last stderr lines out before the process exits (bounded: an unread
+    // stderr must not keep it alive)
+    output::flush_stderr(std::time::Duration::from_secs(2));
     code
 }
 

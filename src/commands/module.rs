@@ -793,8 +793,7 @@ async fn apply_engine(
         timeouts,
         progress,
     );
-    executor.known = engine::known_vms(&observed, &prior);
-    drop(observed);
+    executor.known = engine::known_vms(observed, &prior);
     let exec = Arc::new(executor);
     let plan_ms = plan_started.elapsed().as_millis() as u64;
     let module_node = pf

@@ -7,7 +7,11 @@
 //! - stderr carries everything a human watches while it runs: `run record:`, `progress:`,
 //!   `WARN:`, `ERR:`; `--json` does not change stderr;
 //! - no write can panic: a closed pipe (`hyops-pve … | head`) silently drops what follows, and
-//!   the command still finishes its work and its state writes.
+//!   the command still finishes its work and its state writes;
+//! - stderr never blocks the work: every stderr line goes through one writer thread behind a
+//!   bounded queue; a progress line that finds the queue full (nobody reads the pipe, e.g.
+//!   hyops running the binary as a subprocess) is dropped and counted, never waited for.
+//!   Other lines (`ERR:`, `WARN:`, …) wait for room for a bounded time, in order.
 //!
 //! Commands report through the free functions here; they reach the [`Sink`] of the running
 //! command through a task-local set by [`crate::commands::run`]. Called outside a command
@@ -127,11 +131,119 @@ pub fn write_stdout(text: &str) {
     let _ = out.flush();
 }
 
-/// Write to stderr; a closed or failing stderr is ignored (never a panic).
+/// Lines queued for the stderr thread at most.
+const STDERR_QUEUE: usize = 1024;
+/// How long a line that must not be dropped waits for room in the queue.
+const STDERR_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+enum StderrMsg {
+    Text(String),
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+struct StderrQueue {
+    tx: std::sync::mpsc::SyncSender<StderrMsg>,
+    dropped: std::sync::atomic::AtomicU64,
+    reported: std::sync::atomic::AtomicU64,
+}
+
+/// The one stderr writer: a thread that does the blocking writes (started on first use).
+fn stderr_queue() -> &'static StderrQueue {
+    static Q: std::sync::OnceLock<StderrQueue> = std::sync::OnceLock::new();
+    Q.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<StderrMsg>(STDERR_QUEUE);
+        let spawned = std::thread::Builder::new()
+            .name("hyops-stderr".into())
+            .spawn(move || {
+                for msg in rx {
+                    match msg {
+                        StderrMsg::Text(t) => {
+                            let mut err = std::io::stderr().lock();
+                            let _ = err.write_all(t.as_bytes());
+                            let _ = err.flush();
+                        }
+                        StderrMsg::Flush(ack) => {
+                            let _ = ack.send(());
+                        }
+                    }
+                }
+            });
+        if spawned.is_err() {
+            // no thread: the queue fills and lines are dropped, which never blocks
+            tracing::warn!("cannot start the stderr writer thread; progress lines are dropped");
+        }
+        StderrQueue {
+            tx,
+            dropped: std::sync::atomic::AtomicU64::new(0),
+            reported: std::sync::atomic::AtomicU64::new(0),
+        }
+    })
+}
+
+/// Queue a line that may be dropped; never waits.
+fn stderr_droppable(text: String) {
+    use std::sync::atomic::Ordering;
+    let q = stderr_queue();
+    let dropped = q.dropped.load(Ordering::Relaxed);
+    let reported = q.reported.load(Ordering::Relaxed);
+    if dropped > reported {
+        let note = format!(
+            "progress: {} progress line(s) dropped: stderr is not being read fast enough\n",
+            dropped - reported
+        );
+        if q.tx.try_send(StderrMsg::Text(note)).is_ok() {
+            q.reported.store(dropped, Ordering::Relaxed);
+        }
+    }
+    if q.tx.try_send(StderrMsg::Text(text)).is_err() {
+        q.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Queue a line that should not be dropped: wait for room (bounded by [`STDERR_WAIT`]).
+fn stderr_ordered(text: String) {
+    let q = stderr_queue();
+    let deadline = std::time::Instant::now() + STDERR_WAIT;
+    let mut msg = StderrMsg::Text(text);
+    loop {
+        match q.tx.try_send(msg) {
+            Ok(()) => return,
+            Err(std::sync::mpsc::TrySendError::Full(m)) if std::time::Instant::now() < deadline => {
+                msg = m;
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(_) => {
+                q.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+        }
+    }
+}
+
+/// Wait (at most `timeout`) until everything queued for stderr was written; for the end
+/// of a command, so its last lines are out before the process exits.
+pub fn flush_stderr(timeout: std::time::Duration) {
+    let (ack, done) = std::sync::mpsc::channel();
+    let q = stderr_queue();
+    let deadline = std::time::Instant::now() + timeout;
+    let mut msg = StderrMsg::Flush(ack);
+    loop {
+        match q.tx.try_send(msg) {
+            Ok(()) => break,
+            Err(std::sync::mpsc::TrySendError::Full(m)) if std::time::Instant::now() < deadline => {
+                msg = m;
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(_) => return,
+        }
+    }
+    let _ = done.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()));
+}
+
+/// Write to stderr through the writer thread, in order with the progress lines; a closed,
+/// failing or unread stderr never panics, and never blocks longer than [`STDERR_WAIT`].
 pub fn write_stderr(text: &str) {
-    let mut err = std::io::stderr().lock();
-    let _ = err.write_all(text.as_bytes());
-    let _ = err.flush();
+    stderr_ordered(text.to_string());
 }
 
 /// A human result line on stdout (not printed with `--json`, nor outside a command).
@@ -148,14 +260,15 @@ pub fn result_text(text: &str) {
     }
 }
 
-/// A human progress line on stderr (`run record: …`, `progress: …`), in every mode.
+/// A human progress line on stderr (`run record: …`, `progress: …`), in every mode. Never
+/// waits: when nobody reads stderr, the line is dropped (and the drop counted).
 pub fn progress(line: &str) {
-    write_stderr(&format!("{line}\n"));
+    stderr_droppable(format!("{line}\n"));
 }
 
 /// A warning: `WARN: <w>` on stderr and an entry of the envelope's `warnings`.
 pub fn warn(w: &str) {
-    progress(&format!("WARN: {w}"));
+    write_stderr(&format!("WARN: {w}\n"));
     with_sink(|s| s.parts().warnings.push(w.to_string()));
 }
 

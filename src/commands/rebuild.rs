@@ -17,6 +17,8 @@ use crate::inputs::canonical_module_ref;
 /// Ask `question` on the terminal; only `y`/`yes` continues.
 fn confirm(question: &str) -> bool {
     output::write_stderr(question);
+    // the question must be on the terminal before we wait for the answer
+    output::flush_stderr(std::time::Duration::from_secs(2));
     let mut line = String::new();
     if std::io::stdin().lock().read_line(&mut line).is_err() {
         return false;

@@ -33,11 +33,40 @@ pub fn sort_keys(value: &Value) -> Value {
 
 /// Render JSON the way HyOps does: sorted keys, 2-space indent, trailing newline.
 pub fn render_json(value: &Value) -> String {
-    // Serialising a serde_json::Value to a String cannot fail (keys are strings and no
-    // custom Serialize impl is involved), so the fallback is never taken.
-    let mut s = serde_json::to_string_pretty(&sort_keys(value)).unwrap_or_default();
+    // Serialising a serde_json::Value to a String cannot fail (keys are strings and the
+    // sorting wrapper only reorders them), so the fallback is never taken.
+    let mut s = serde_json::to_string_pretty(&Sorted(value)).unwrap_or_default();
     s.push('\n');
     s
+}
+
+/// A JSON value serialised with every object's keys sorted, without copying it (what
+/// `sort_keys` then serialising gives, byte for byte).
+pub struct Sorted<'a>(pub &'a Value);
+
+impl serde::Serialize for Sorted<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self.0 {
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                let mut m = s.serialize_map(Some(keys.len()))?;
+                for k in keys {
+                    m.serialize_entry(k, &Sorted(&map[k]))?;
+                }
+                m.end()
+            }
+            Value::Array(items) => {
+                let mut seq = s.serialize_seq(Some(items.len()))?;
+                for v in items {
+                    seq.serialize_element(&Sorted(v))?;
+                }
+                seq.end()
+            }
+            other => other.serialize(s),
+        }
+    }
 }
 
 /// Create `dir` (and parents) with mode 0700 for newly created levels.
@@ -202,8 +231,7 @@ where
     keys.sort_unstable();
     // `value` pretty-printed as a member at depth 1: every line after the first indented.
     let nested = |w: &mut dyn Write, value: &Value, indent: &str| -> std::io::Result<()> {
-        let text =
-            serde_json::to_string_pretty(&sort_keys(value)).map_err(std::io::Error::other)?;
+        let text = serde_json::to_string_pretty(&Sorted(value)).map_err(std::io::Error::other)?;
         for (i, line) in text.split('\n').enumerate() {
             if i > 0 {
                 w.write_all(b"\n")?;
@@ -265,7 +293,11 @@ pub fn write_text_atomic(path: &Path, text: &str) -> Result<()> {
 
 /// Write JSON atomically (0600), sorted keys, 2-space indent. Used for every JSON file.
 pub fn write_json_atomic(path: &Path, value: &Value) -> Result<()> {
-    write_bytes_atomic(path, render_json(value).as_bytes())
+    // streamed: the file is written as it is serialised, never held as a string
+    write_atomic_with(path, |w| {
+        serde_json::to_writer_pretty(&mut *w, &Sorted(value)).map_err(std::io::Error::other)?;
+        w.write_all(b"\n")
+    })
 }
 
 /// Append one compact JSON line (sorted keys) to a journal file (0600), fsynced.
@@ -273,7 +305,7 @@ pub fn append_jsonl(path: &Path, value: &Value) -> Result<()> {
     if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         ensure_dir(dir)?;
     }
-    let mut line = serde_json::to_string(&sort_keys(value)).map_err(|e| HyopsError::Json {
+    let mut line = serde_json::to_string(&Sorted(value)).map_err(|e| HyopsError::Json {
         path: path.to_path_buf(),
         detail: e.to_string(),
     })?;
