@@ -265,8 +265,9 @@ pub fn summarize_failures(failed: &[String], total: usize) -> String {
     line
 }
 
-/// A run-level journal line (`vm` `*`): the plan phase or the batched task polls.
-fn journal_run_line(exec: &Executor, action: &str, duration_ms: u64, api_calls: u64) {
+/// A run-level journal line (`vm` `*`): the plan phase or the batched task polls. `end`
+/// carries the duration and requests; `None` writes the `start` line.
+fn journal_run_line(exec: &Executor, action: &str, end: Option<(u64, u64)>) {
     exec.journal.record(JournalEvent {
         v: 0,
         ts: now_ts(),
@@ -275,11 +276,11 @@ fn journal_run_line(exec: &Executor, action: &str, duration_ms: u64, api_calls: 
         vmid: None,
         node: None,
         action: action.to_string(),
-        event: "end".into(),
-        result: Some("ok".into()),
-        duration_ms: Some(duration_ms),
+        event: if end.is_some() { "end" } else { "start" }.into(),
+        result: end.map(|_| "ok".into()),
+        duration_ms: end.map(|e| e.0),
         attempts: None,
-        api_calls: Some(api_calls),
+        api_calls: end.map(|e| e.1),
         error: None,
     });
 }
@@ -318,7 +319,10 @@ pub async fn apply_plan(
 ) -> ApplyReport {
     let before = exec.client.metrics();
     let polls_before = exec.client.task_poll_calls();
-    journal_run_line(exec, "plan", plan_ms, before.total);
+    journal_run_line(exec, "plan", None);
+    journal_run_line(exec, "plan", Some((plan_ms, before.total)));
+    journal_run_line(exec, "task_poll", None);
+    let started = std::time::Instant::now();
     let outcomes = exec.execute(&plan.vms).await;
     let mut per_vm = BTreeMap::new();
     for (o, p) in outcomes.iter().zip(&plan.vms) {
@@ -331,7 +335,11 @@ pub async fn apply_plan(
     }
     let failed = outcomes.iter().any(|o| o.status != "ok");
     let polls = exec.client.task_poll_calls().saturating_sub(polls_before);
-    journal_run_line(exec, "task_poll", 0, polls);
+    journal_run_line(
+        exec,
+        "task_poll",
+        Some((started.elapsed().as_millis() as u64, polls)),
+    );
     let after = exec.client.metrics();
     ApplyReport {
         outputs: module_outputs(&per_vm, module_node, module_tags),
@@ -367,12 +375,16 @@ pub async fn destroy(
         .collect();
     names.extend(extra_names.iter().cloned());
     let observed = observe(&exec.client, &identity.probe_marker(), &rows, prior, &names).await?;
+    journal_run_line(exec, "plan", None);
     journal_run_line(
         exec,
         "plan",
-        started.elapsed().as_millis() as u64,
-        exec.client.metrics().total,
+        Some((
+            started.elapsed().as_millis() as u64,
+            exec.client.metrics().total,
+        )),
     );
+    journal_run_line(exec, "task_poll", None);
     let polls_before = exec.client.task_poll_calls();
     let mut handles = Vec::new();
     let targets = observed
@@ -415,8 +427,10 @@ pub async fn destroy(
     journal_run_line(
         exec,
         "task_poll",
-        0,
-        exec.client.task_poll_calls().saturating_sub(polls_before),
+        Some((
+            started.elapsed().as_millis() as u64,
+            exec.client.task_poll_calls().saturating_sub(polls_before),
+        )),
     );
     Ok(DestroyReport {
         outcomes,

@@ -282,9 +282,10 @@ async fn poll_node(
                 _ = watch.wake.notified() => continue,
             }
         }
+        let sent = Instant::now();
         let (since, user, count) = {
             let mut st = guard(&watch.state);
-            st.last_poll = Some(Instant::now());
+            st.last_poll = Some(sent);
             let since = st.waiters.values().map(|w| w.upid.starttime).min();
             let user = st.waiters.values().next().map(|w| {
                 w.upid
@@ -310,6 +311,10 @@ async fn poll_node(
                 let by_upid: HashMap<&str, &TaskListEntry> =
                     rows.iter().map(|r| (r.upid.as_str(), r)).collect();
                 for w in st.waiters.values_mut() {
+                    if w.registered > sent {
+                        // its task may have started after the listing was taken
+                        continue;
+                    }
                     if w.next_check > now + min_gap && w.deadline > now {
                         // not due yet: still learn from this listing if it ended
                         match by_upid.get(w.upid.as_str()) {
