@@ -9,6 +9,7 @@
 //! - [`plan`]: desired model, observed model, diff, plan artifact.
 //! - [`apply`]: executor, journal, destroy.
 //! - [`sim`]: the Proxmox VE simulator, the only code that pretends to be Proxmox.
+//! - [`yaml`]: YAML/JSON read exactly as HyOps (PyYAML, `json`) reads them; the YAML writer.
 //! - [`cli`]: the command line surface; thin.
 
 pub mod apply;
@@ -22,3 +23,4 @@ pub mod pve;
 pub mod secret;
 pub mod sim;
 pub mod ssh;
+pub mod yaml;
