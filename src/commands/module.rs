@@ -18,6 +18,7 @@ use crate::cli::{ModuleArgs, PreflightBypass};
 use crate::commands::context::Ctx;
 use crate::commands::progress::progress_for;
 use crate::commands::{CliError, EXIT_CHANGES, EXIT_ERROR, EXIT_OK};
+use crate::hyops::state_refs::RootStateContracts;
 use crate::hyops::{
     self, acquire_lock, build_input_contract, check_vm_set_guards, evidence_dir, new_run_id,
     publish_outputs, read_tfstate_vms, resolve_template, template_source_hint, write_driver_result,
@@ -27,7 +28,8 @@ use crate::hyops::{
 };
 use crate::inputs::model::{ConcurrencyLimits, LogicalVmKey, ModuleInputs, TemplateSource};
 use crate::inputs::{
-    resolve_inputs, sanitize_rerun_inputs, LifecycleCommand, ResolveRequest, ResolvedInputs,
+    resolve_inputs, resolve_inputs_with_warnings, sanitize_rerun_inputs, LifecycleCommand,
+    ResolveRequest, ResolvedInputs, StateHooks,
 };
 use crate::plan::artifact::PlanArtifact;
 use crate::plan::desired::TargetDefaults;
@@ -80,14 +82,22 @@ fn resolve(
     command: LifecycleCommand,
     creds: Option<&ProxmoxCredentials>,
 ) -> Result<ResolvedInputs, CliError> {
-    let req = ResolveRequest {
+    resolve_inputs(&resolve_request(ctx, command, creds)).map_err(|e| CliError::msg(e.to_string()))
+}
+
+fn resolve_request(
+    ctx: &Ctx,
+    command: LifecycleCommand,
+    creds: Option<&ProxmoxCredentials>,
+) -> ResolveRequest {
+    ResolveRequest {
         overlay_path: ctx.args.inputs.clone(),
         command,
         runtime_env: ctx.env_name.clone(),
-        env: ctx.env_vars.clone(),
+        env: ctx.env_order.clone(),
         credentials_network_bridge: creds.map(|c| c.network_bridge.clone()),
-    };
-    resolve_inputs(&req).map_err(|e| CliError::msg(e.to_string()))
+        state: Some(StateHooks(Arc::new(RootStateContracts::new(&ctx.root)))),
+    }
 }
 
 fn write_inputs_evidence(
@@ -112,8 +122,7 @@ fn write_inputs_evidence(
         &resolved.resolved_json,
     )
     .map_err(CliError::hyops)?;
-    let yaml = serde_yaml::to_string(&resolved.resolved_json)
-        .map_err(|e| CliError::msg(format!("cannot render resolved.inputs.yml: {e}")))?;
+    let yaml = crate::yaml::to_yaml(&resolved.resolved_json);
     write_text_atomic(&run.evidence.join("resolved.inputs.yml"), &yaml).map_err(CliError::hyops)?;
     Ok(())
 }
@@ -446,8 +455,10 @@ pub async fn preflight_inner(ctx: &Ctx, strict: bool) -> Result<i32, CliError> {
     }
 }
 
-/// `hyops-pve validate`: inputs, naming, aliases and guards; the template is resolved when
-/// its state exists (otherwise a warning: plan/apply check it for real).
+/// `hyops-pve validate`: what `hyops validate` refuses before any API call, in its order —
+/// input resolution and validation (state references, `ssh_keys_from_init` included), then
+/// the driver contract's API-free steps: bridge aliases, `build_image`, the VM-set guards and
+/// the template resolved from its `core/onprem/template-image` state.
 pub async fn validate(args: &ModuleArgs) -> Result<i32, CliError> {
     let mut ctx = Ctx::new(args).await?;
     let result = validate_inner(&ctx);
@@ -458,19 +469,25 @@ pub async fn validate(args: &ModuleArgs) -> Result<i32, CliError> {
 pub fn validate_inner(ctx: &Ctx) -> Result<i32, CliError> {
     // Credentials are optional for validate; their bridge is only the single-VM default.
     let creds = ctx.credentials().ok();
-    let resolved = resolve(ctx, LifecycleCommand::Validate, creds.as_ref())?;
-    let mut warnings = resolved.warnings.clone();
-    warnings.extend(vm_set_guards(ctx, &resolved.model)?.warnings);
-    let template = match template_vmid(ctx, &resolved.model, &mut warnings) {
-        Ok((id, _)) => Some(id),
+    let (early_warnings, result) = resolve_inputs_with_warnings(&resolve_request(
+        ctx,
+        LifecycleCommand::Validate,
+        creds.as_ref(),
+    ));
+    let resolved = match result {
+        Ok(r) => r,
         Err(e) => {
-            warnings.push(format!(
-                "template not resolved (checked again at plan/apply): {}",
-                e.message
-            ));
-            None
+            if !ctx.args.json {
+                for w in &early_warnings {
+                    eprintln!("WARN: {w}");
+                }
+            }
+            return Err(CliError::msg(e.to_string()));
         }
     };
+    let mut warnings = resolved.warnings.clone();
+    warnings.extend(vm_set_guards(ctx, &resolved.model)?.warnings);
+    let (template, _) = template_vmid(ctx, &resolved.model, &mut warnings)?;
     let out = json!({
         "module_ref": ctx.module_ref.as_str(),
         "state_instance": ctx.instance.as_ref().map(|i| i.as_str()),
@@ -485,9 +502,7 @@ pub fn validate_inner(ctx: &Ctx) -> Result<i32, CliError> {
         for w in &warnings {
             println!("WARN: {w}");
         }
-        let yaml = serde_yaml::to_string(&out)
-            .map_err(|e| CliError::msg(format!("cannot render the model: {e}")))?;
-        print!("{yaml}");
+        print!("{}", crate::yaml::to_yaml(&out));
         println!(
             "validate ok: {} ({} VM(s))",
             ctx.module_ref.as_str(),
