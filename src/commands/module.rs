@@ -466,7 +466,16 @@ pub async fn validate(args: &ModuleArgs) -> Result<i32, CliError> {
     result
 }
 
-pub fn validate_inner(ctx: &Ctx) -> Result<i32, CliError> {
+/// What `validate` found: the warnings so far (printed even on failure) and either the
+/// report (`module_ref`, `state_instance`, `env`, `template_vm_id`, `warnings`, `model`) or
+/// the refusal. Prints nothing (the differential test against upstream calls it).
+pub struct ValidateOutcome {
+    pub warnings: Vec<String>,
+    pub result: Result<Value, CliError>,
+}
+
+/// The checks of `validate`, without printing.
+pub fn validate_report(ctx: &Ctx) -> ValidateOutcome {
     // Credentials are optional for validate; their bridge is only the single-VM default.
     let creds = ctx.credentials().ok();
     let (early_warnings, result) = resolve_inputs_with_warnings(&resolve_request(
@@ -477,37 +486,56 @@ pub fn validate_inner(ctx: &Ctx) -> Result<i32, CliError> {
     let resolved = match result {
         Ok(r) => r,
         Err(e) => {
-            if !ctx.args.json {
-                for w in &early_warnings {
-                    eprintln!("WARN: {w}");
-                }
+            return ValidateOutcome {
+                warnings: early_warnings,
+                result: Err(CliError::msg(e.to_string())),
             }
-            return Err(CliError::msg(e.to_string()));
         }
     };
     let mut warnings = resolved.warnings.clone();
-    warnings.extend(vm_set_guards(ctx, &resolved.model)?.warnings);
-    let (template, _) = template_vmid(ctx, &resolved.model, &mut warnings)?;
-    let out = json!({
-        "module_ref": ctx.module_ref.as_str(),
-        "state_instance": ctx.instance.as_ref().map(|i| i.as_str()),
-        "env": ctx.env_name,
-        "template_vm_id": template,
-        "warnings": warnings,
-        "model": resolved.model,
+    let checks = vm_set_guards(ctx, &resolved.model).and_then(|guard| {
+        warnings.extend(guard.warnings);
+        template_vmid(ctx, &resolved.model, &mut warnings)
     });
+    let result = checks.map(|(template, _)| {
+        json!({
+            "module_ref": ctx.module_ref.as_str(),
+            "state_instance": ctx.instance.as_ref().map(|i| i.as_str()),
+            "env": ctx.env_name,
+            "template_vm_id": template,
+            "warnings": warnings.clone(),
+            "model": resolved.model,
+        })
+    });
+    ValidateOutcome { warnings, result }
+}
+
+pub fn validate_inner(ctx: &Ctx) -> Result<i32, CliError> {
+    let outcome = validate_report(ctx);
+    let out = match outcome.result {
+        Ok(out) => out,
+        Err(e) => {
+            if !ctx.args.json {
+                for w in &outcome.warnings {
+                    eprintln!("WARN: {w}");
+                }
+            }
+            return Err(e);
+        }
+    };
     if ctx.args.json {
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     } else {
-        for w in &warnings {
+        for w in &outcome.warnings {
             println!("WARN: {w}");
         }
         print!("{}", crate::yaml::to_yaml(&out));
-        println!(
-            "validate ok: {} ({} VM(s))",
-            ctx.module_ref.as_str(),
-            resolved.model.vms.len()
-        );
+        let vms = out
+            .get("model")
+            .and_then(|m| m.get("vms"))
+            .and_then(Value::as_object)
+            .map_or(0, |m| m.len());
+        println!("validate ok: {} ({vms} VM(s))", ctx.module_ref.as_str());
     }
     Ok(EXIT_OK)
 }
