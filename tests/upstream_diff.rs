@@ -195,10 +195,48 @@ fn materialize(dir: &Path, i: usize, case: &Case) -> (PathBuf, Option<PathBuf>) 
     (root, overlay)
 }
 
+/// Which driver-contract stages hyops-pve implements (and so are compared rather than
+/// stubbed in the upstream driver): the SDN authority check (contract §4.3) and NetBox
+/// readiness (§4.1). Found by asking hyops-pve about an overlay that needs each.
+#[derive(Clone, Copy, Debug, Default)]
+struct Stages {
+    sdn: bool,
+    netbox: bool,
+}
+
+fn detect_stages(dir: &Path) -> Stages {
+    let probe = |i: usize, overlay: &str| -> String {
+        let case = Case {
+            id: format!("probe{i}"),
+            category: "probe",
+            overlay: Some(overlay.into()),
+            env: Vec::new(),
+            hyops_env: Some("dev".into()),
+            files: vec![cases::template_ok()],
+            state_instance: None,
+        };
+        let (root, overlay) = materialize(dir, 9000 + i, &case);
+        run_ours(&case, &root, overlay.as_deref()).message
+    };
+    let sdn = probe(
+        1,
+        "require_ipam: false\nvms: {a: {interfaces: [{bridge: vnetmgmt}]}}\n",
+    );
+    let netbox = probe(
+        2,
+        "require_ipam: true\naddressing: {mode: ipam, ipam: {provider: netbox}}\nvms: {a: {interfaces: [{bridge: vmbr0}]}}\n",
+    );
+    Stages {
+        sdn: sdn.starts_with("managed bridge(s) require network_sdn state"),
+        netbox: netbox.starts_with("ipam requires netbox ready"),
+    }
+}
+
 fn run_upstream(
     up: &Upstream,
     dir: &Path,
     cases: &[(Case, PathBuf, Option<PathBuf>)],
+    stages: Stages,
 ) -> Vec<Outcome> {
     let input: Vec<Value> = cases
         .iter()
@@ -210,6 +248,8 @@ fn run_upstream(
                 "env": c.env,
                 "hyops_env": c.hyops_env,
                 "state_instance": c.state_instance,
+                "sdn": stages.sdn,
+                "netbox": stages.netbox,
             })
         })
         .collect();
@@ -243,7 +283,7 @@ fn run_upstream(
         .collect()
 }
 
-fn run_ours(dir: &Path, case: &Case, root: &Path, overlay: Option<&Path>) -> Outcome {
+fn run_ours(case: &Case, root: &Path, overlay: Option<&Path>) -> Outcome {
     let args = ModuleArgs {
         root: Some(root.to_path_buf()),
         module: "platform/onprem/platform-vm".into(),
@@ -252,7 +292,7 @@ fn run_ours(dir: &Path, case: &Case, root: &Path, overlay: Option<&Path>) -> Out
         json: true,
         ..ModuleArgs::default()
     };
-    let mut env = vec![("HOME".to_string(), dir.display().to_string())];
+    let mut env = vec![("HOME".to_string(), root.join("home").display().to_string())];
     if let Some(e) = &case.hyops_env {
         env.push(("HYOPS_ENV".to_string(), e.clone()));
     }
@@ -314,7 +354,25 @@ fn compare(up: &Upstream, cases: Vec<Case>, allow: bool) -> Report {
             (c, root, overlay)
         })
         .collect();
-    let upstream = run_upstream(up, dir.path(), &placed);
+    let stages = detect_stages(dir.path());
+    {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "differential test: SDN authority stage {}, NetBox readiness stage {}",
+            if stages.sdn {
+                "compared"
+            } else {
+                "stubbed upstream (not in hyops-pve yet)"
+            },
+            if stages.netbox {
+                "compared"
+            } else {
+                "stubbed upstream (not in hyops-pve yet)"
+            },
+        );
+    }
+    let upstream = run_upstream(up, dir.path(), &placed, stages);
     let mut report = Report {
         total: placed.len(),
         agreements: 0,
@@ -324,7 +382,7 @@ fn compare(up: &Upstream, cases: Vec<Case>, allow: bool) -> Report {
         by_category: BTreeMap::new(),
     };
     for ((case, root, overlay), up) in placed.iter().zip(&upstream) {
-        let ours = run_ours(dir.path(), case, root, overlay.as_deref());
+        let ours = run_ours(case, root, overlay.as_deref());
         let slot = report.by_category.entry(case.category).or_default();
         slot.0 += 1;
         if agree(up, &ours) {
@@ -380,8 +438,10 @@ fn print(report: &Report, title: &str) {
     }
     drop(err);
     if std::env::var("HYOPS_DIFF_VERBOSE").as_deref() == Ok("1") {
+        use std::io::Write;
+        let mut err = std::io::stderr().lock();
         for d in &report.allowed_details {
-            eprintln!("ALLOWED {d}");
+            let _ = writeln!(err, "ALLOWED {d}");
         }
     }
     for d in report.unexplained.iter().take(40) {

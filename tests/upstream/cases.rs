@@ -346,6 +346,7 @@ pub fn all(upstream_src: &Path, repo: &Path) -> Vec<Case> {
     state_references(&mut g);
     guards(&mut g);
     engine_fields(&mut g);
+    sdn_and_netbox(&mut g);
     g.cases
 }
 
@@ -544,6 +545,18 @@ fn per_vm_and_keys(g: &mut Gen) {
         ]);
         g.tree("keys", format!("keys:two vms {a} {b}"), &y);
     }
+    // Both valid, one VM once trimmed (refused by hyops-pve, not by hyops' validator).
+    let y = map(&[
+        ("require_ipam", raw("false")),
+        (
+            "vms",
+            Y::Map(vec![
+                ("app".into(), cfg.clone()),
+                ("' app'".into(), cfg.clone()),
+            ]),
+        ),
+    ]);
+    g.tree("keys", "keys:one vm once trimmed".into(), &y);
     // Module-level interfaces cover VMs without their own.
     let y = map(&[
         ("require_ipam", raw("false")),
@@ -1472,5 +1485,59 @@ fn engine_fields(g: &mut Gen) {
         let mut y = pool.clone();
         y.set(&path, raw(v));
         g.tree("engine", format!("engine:{}={v}", path.join(".")), &y);
+    }
+}
+
+/// Fixtures for the SDN authority (`~/.hybridops/envs/shared`, contract §4.3) and NetBox
+/// readiness (§4.1) stages. They only bite when hyops-pve implements those stages (the
+/// harness then stops stubbing them upstream); until then both sides pass them.
+fn sdn_and_netbox(g: &mut Gen) {
+    let sdn = "home/.hybridops/envs/shared/state/modules/core__onprem__network-sdn/latest.json";
+    let mut pool = base_pool();
+    pool.set(
+        &["vms", "app-01", "interfaces", "0", "bridge"],
+        raw("vnetmgmt"),
+    );
+    let states: Vec<(&str, Option<&str>)> = vec![
+        ("missing", None),
+        ("broken", Some("{")),
+        ("not-ok", Some(r#"{"status": "running"}"#)),
+        ("no-outputs", Some(r#"{"status": "ok"}"#)),
+        ("no-vnets", Some(r#"{"status": "ok", "outputs": {}}"#)),
+        (
+            "other-vnet",
+            Some(r#"{"status": "ok", "outputs": {"vnets": {"vnetdata": {}}, "subnets": {}}}"#),
+        ),
+        (
+            "no-gateway",
+            Some(r#"{"status": "ok", "outputs": {"vnets": {"vnetmgmt": {}}, "subnets": {}}}"#),
+        ),
+        (
+            "ok",
+            Some(
+                r#"{"status": "ok", "outputs": {"vnets": {"vnetmgmt": {"vlan_id": 10}}, "subnets": {"s": {"vnet": "vnetmgmt", "cidr": "10.20.0.0/24", "gateway": "10.20.0.1"}}}}"#,
+            ),
+        ),
+    ];
+    for (name, body) in states {
+        let c = g.tree("sdn", format!("sdn:{name}"), &pool);
+        if let Some(b) = body {
+            c.files.push((sdn.to_string(), b.to_string()));
+        }
+    }
+    let netbox = "state/modules/platform__onprem__netbox/latest.json";
+    let mut ipam = base_ipam();
+    ipam.set(
+        &["vms", "app-01", "interfaces", "0", "bridge"],
+        raw("vmbr0"),
+    );
+    for (name, body) in [
+        ("missing", None),
+        ("not-ok", Some(r#"{"status": "error"}"#)),
+    ] {
+        let c = g.tree("netbox", format!("netbox:{name}"), &ipam);
+        if let Some(b) = body {
+            c.files.push((netbox.to_string(), b.to_string()));
+        }
     }
 }

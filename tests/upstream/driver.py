@@ -25,17 +25,26 @@ from hyops.runtime.module_resolve import resolve_module
 from hyops.drivers.iac.terragrunt.contracts import proxmox_vm
 
 MODULE_REF = "platform/onprem/platform-vm"
-ENV_PREFIXES = ("HYOPS_INPUT_", "HYOPS_INPUTS_JSON", "HYOPS_ENV", "NETBOX_API_")
+ENV_PREFIXES = (
+    "HYOPS_INPUT_",
+    "HYOPS_INPUTS_JSON",
+    "HYOPS_ENV",
+    "HYOPS_SDN_",
+    "HYOPS_NETBOX_",
+    "NETBOX_API_",
+)
 
 _real_bridges = proxmox_vm._collect_requested_bridges
 _real_netbox_ready = proxmox_vm._netbox_ready
 IPAM_STAGE = "__hyops_pve_diff_ipam_stage__"
 
 
-def set_case_env(pairs: list[list[str]], hyops_env: str | None) -> None:
+def set_case_env(pairs: list[list[str]], hyops_env: str | None, home: str) -> None:
     for key in list(os.environ):
         if key.startswith(ENV_PREFIXES):
             del os.environ[key]
+    # The SDN authority defaults to ~/.hybridops/envs/shared: each case has its own home.
+    os.environ["HOME"] = home
     if hyops_env is not None:
         os.environ["HYOPS_ENV"] = hyops_env
     for key, value in pairs:
@@ -44,7 +53,7 @@ def set_case_env(pairs: list[list[str]], hyops_env: str | None) -> None:
 
 def run_case(case: dict, module_root: Path) -> dict:
     root = Path(case["root"])
-    set_case_env(case.get("env") or [], case.get("hyops_env"))
+    set_case_env(case.get("env") or [], case.get("hyops_env"), str(root / "home"))
     proxmox_vm._collect_requested_bridges = (
         _real_bridges if case.get("sdn") else (lambda inputs: set())
     )
