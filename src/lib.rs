@@ -10,6 +10,7 @@
 //! - [`apply`]: executor, journal, destroy.
 //! - [`sim`]: the Proxmox VE simulator, the only code that pretends to be Proxmox.
 //! - [`yaml`]: YAML/JSON read exactly as HyOps (PyYAML, `json`) reads them; the YAML writer.
+//! - [`retry`]: the one retry policy (backoff, budgets, cancellation) every client uses.
 //! - [`cli`]: the command line surface; thin.
 
 pub mod apply;
@@ -20,6 +21,7 @@ pub mod inputs;
 pub mod netbox;
 pub mod plan;
 pub mod pve;
+pub mod retry;
 pub mod secret;
 pub mod sim;
 pub mod ssh;
