@@ -240,3 +240,27 @@ fn version_and_completions_work() {
         .success()
         .stdout(predicate::str::contains("hyops-pve"));
 }
+
+#[test]
+fn validate_warns_about_unknown_keys_even_when_it_refuses() {
+    let root = root_with_template();
+    let overlay = root.path().join("o.yml");
+    std::fs::write(
+        &overlay,
+        "require_ipam: false\nmemroy_mb: 8192\ncpu_cores: many\nvms: {a: {interfaces: [{bridge: vmbr0}]}}\n",
+    )
+    .unwrap();
+    bin()
+        .args(["validate", "--root"])
+        .arg(root.path())
+        .arg("--inputs")
+        .arg(&overlay)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "WARN: inputs.memroy_mb is not a platform-vm input and is ignored (did you mean memory_mb?)",
+        ))
+        .stderr(predicate::str::contains(
+            "ERR: input validation failed for platform/onprem/platform-vm: inputs.cpu_cores must be an integer",
+        ));
+}

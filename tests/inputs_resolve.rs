@@ -633,3 +633,131 @@ fn readiness_target_user_defaults_to_opsadmin() {
     assert_eq!(rc.target_user.as_deref(), Some("opsadmin"));
     assert_eq!(rc.target_port, 22);
 }
+
+// ---- bounds (checked while the overlay streams in) ----
+
+fn overlay_file(dir: &tempfile::TempDir, text: &str) -> ResolveRequest {
+    let p = dir.path().join("big.yml");
+    std::fs::write(&p, text).unwrap();
+    let mut r = req(LifecycleCommand::Validate, Some("dev"));
+    r.overlay_path = Some(p);
+    r
+}
+
+#[test]
+fn a_600_kb_deeply_nested_overlay_is_refused_at_the_nesting_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("require_ipam: false\nextra: {}\n", "[".repeat(600_000));
+    let e = resolve_inputs(&overlay_file(&dir, &text))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nesting is deeper than 64 levels"), "{e}");
+    let block: String = (0..80)
+        .map(|i| format!("{}k{i}:\n", " ".repeat(i * 2)))
+        .collect();
+    let e = resolve_inputs(&overlay_file(&dir, &block))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nesting is deeper than 64 levels"), "{e}");
+}
+
+#[test]
+fn an_overlay_over_8_mib_is_refused_before_it_is_parsed() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("name_prefix: {}\n", "a".repeat(10 << 20));
+    let e = resolve_inputs(&overlay_file(&dir, &text))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("hyops-pve reads overlays of at most 8388608 bytes"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_value_over_1_mib_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("cloud_init_user_data: '{}'\n", "a".repeat((1 << 20) + 1));
+    let e = resolve_inputs(&overlay_file(&dir, &text))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("values of at most 1048576 bytes"), "{e}");
+    let mut r = req(LifecycleCommand::Validate, Some("dev"));
+    r.env = vec![(
+        "HYOPS_INPUTS_JSON".into(),
+        format!("{{\"name_prefix\": \"{}\"}}", "a".repeat((1 << 20) + 1)),
+    )];
+    let e = resolve_inputs(&r).unwrap_err().to_string();
+    assert!(e.contains("longer than 1048576 bytes"), "{e}");
+}
+
+#[test]
+fn an_alias_bomb_is_refused_at_the_value_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..9 {
+        text.push_str(&format!(
+            "a{i}: &a{i} [{}]\n",
+            vec![format!("*a{}", i - 1); 10].join(", ")
+        ));
+    }
+    let e = resolve_inputs(&overlay_file(&dir, &text))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("more than 1000000 values"), "{e}");
+}
+
+// ---- numbers hyops-pve cannot carry (never replaced) ----
+
+#[test]
+fn cpu_cores_past_32_bits_is_refused_not_replaced() {
+    let mut o = pool("vmbr0");
+    o["cpu_cores"] = json!(4294967297u64);
+    let e = resolve(LifecycleCommand::Plan, None, o).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "inputs.cpu_cores is out of range: 4294967297 is more than 4294967295, the largest value hyops-pve carries for it"
+    );
+}
+
+#[test]
+fn a_vm_id_past_32_bits_is_refused_even_on_destroy() {
+    let mut o = pool("vmbr0");
+    o["vms"]["app-01"]["vm_id"] = json!(4294967296u64);
+    let e = resolve(LifecycleCommand::Destroy, None, o).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("inputs.vms[app-01].vm_id is out of range: 4294967296"),
+        "{e}"
+    );
+}
+
+#[test]
+fn nan_and_huge_integers_from_the_environment_are_refused() {
+    let mut r = req(LifecycleCommand::Plan, None);
+    r.env = env(&[(
+        "HYOPS_INPUTS_JSON",
+        r#"{"memory_mb": 123456789012345678901234567890}"#,
+    )]);
+    let e = resolve_inputs_with_overlay(&r, &pool("vmbr0")).unwrap_err();
+    assert!(
+        e.to_string().starts_with(
+            "inputs.memory_mb is out of range: 123456789012345678901234567890 does not fit"
+        ),
+        "{e}"
+    );
+    r.env = env(&[("HYOPS_INPUT_extra", "NaN")]);
+    let e = resolve_inputs_with_overlay(&r, &pool("vmbr0")).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("inputs.extra is out of range: nan is not a finite number"),
+        "{e}"
+    );
+    r.env = env(&[("HYOPS_INPUT_cpu_cores", "NaN")]);
+    let e = resolve_inputs_with_overlay(&r, &pool("vmbr0")).unwrap_err();
+    assert!(
+        e.to_string()
+            .ends_with("inputs.cpu_cores must be an integer"),
+        "{e}"
+    );
+}

@@ -508,3 +508,121 @@ fn the_allow_list_and_the_readme_agree() {
         );
     }
 }
+
+/// Everything the YAML writer must get right for a YAML 1.1 reader.
+fn tricky_document() -> Value {
+    let strings = [
+        "yes",
+        "No",
+        "on",
+        "OFF",
+        "y",
+        "010",
+        "0x1f",
+        "0o7",
+        "4_096",
+        "1:30",
+        "2024-01-01",
+        "2001-12-14t21:59:43.10-05:00",
+        "1e3",
+        "1.0e+3",
+        ".5",
+        ".nan",
+        "-.inf",
+        "~",
+        "null",
+        "",
+        " ",
+        "  padded ",
+        "<<",
+        "=",
+        "-",
+        "- a",
+        "a: b",
+        "a #b",
+        "#c",
+        "'q'",
+        "\"dq\"",
+        "tab\there",
+        "line\nbreak\n",
+        "cr\r",
+        "\u{85}nel",
+        "\u{2028}",
+        "\u{feff}bom",
+        "é ü",
+        "\u{a0}nbsp",
+        "\u{1c}sep",
+        "\u{1}",
+        "CHANGE_ME",
+        "vmbr0",
+        "10.0.0.1/24",
+        "BC:24:11:00:05:21",
+        "!tag",
+        "&anchor",
+        "*alias",
+        "%pct",
+        "@at",
+        "`tick",
+        "[list]",
+        "{map}",
+        "?q",
+        "|pipe",
+        ">gt",
+    ];
+    let mut m = serde_json::Map::new();
+    for (i, s) in strings.iter().enumerate() {
+        m.insert(format!("s{i:02}"), json!(s));
+        m.insert((*s).to_string(), json!(i));
+    }
+    m.insert(
+        "numbers".into(),
+        json!([0, -1, u64::MAX, i64::MIN, 0.5, 1e16, -1.5e-7, 1e300, 4096.0]),
+    );
+    m.insert(
+        "nested".into(),
+        json!({"empty_list": [], "empty_map": {}, "lists": [[1, [2, []]], [{"a": null}], {}],
+               "bools": [true, false], "vms": {"app-01": {"interfaces": [{"bridge": "vmbr0",
+               "ipv4": {"address": "dhcp"}}]}}}),
+    );
+    Value::Object(m)
+}
+
+#[test]
+fn yaml_hyops_pve_writes_reads_back_unchanged_in_pyyaml() {
+    let Some(up) = optional::require("upstream hyops", "UPSTREAM", probe) else {
+        return;
+    };
+    use hyops_pve::hyops::{
+        write_rerun_inputs, write_resolved_inputs_yaml, ModuleRef, RuntimeRoot,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let doc = tricky_document();
+    let evidence = dir.path().join("evidence");
+    std::fs::create_dir_all(&evidence).unwrap();
+    let resolved = write_resolved_inputs_yaml(&evidence, &doc).unwrap();
+    let rerun = write_rerun_inputs(
+        &RuntimeRoot::at(&dir.path().join("root")),
+        &ModuleRef::parse("platform/onprem/platform-vm").unwrap(),
+        None,
+        &doc,
+    )
+    .unwrap();
+    for file in [resolved, rerun] {
+        let out = Command::new(&up.python)
+            .args([
+                "-c",
+                "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1], encoding='utf-8'))))",
+            ])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "PyYAML cannot read {}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let back: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(back, doc, "PyYAML read {} differently", file.display());
+    }
+}

@@ -305,7 +305,7 @@ fn resolve_steps(
     }
     upstream::addressing_contract(&inputs)?;
     if req.command.runs_validator() {
-        upstream::platform_vm(&PyValue::Dict(inputs.clone()))?;
+        upstream::platform_vm_dict(&inputs)?;
     }
     if let Some(state) = &req.state {
         state

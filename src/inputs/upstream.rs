@@ -222,6 +222,11 @@ pub fn platform_vm(inputs: &PyValue) -> Rule {
     let PyValue::Dict(data) = inputs else {
         return Err(helper("inputs must be a mapping".into()));
     };
+    platform_vm_dict(data)
+}
+
+/// [`platform_vm`] for inputs already known to be a mapping.
+pub fn platform_vm_dict(data: &PyDict) -> Rule {
     if str_or_empty(data.get("_hyops_lifecycle_command")).to_lowercase() == "destroy" {
         return Ok(());
     }

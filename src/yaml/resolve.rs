@@ -347,6 +347,7 @@ mod tests {
         assert_eq!(int("1:30"), "90");
         assert_eq!(int("52:54:00:12:34:56"), "41135085296");
         assert_eq!(int("+0"), "0");
+        assert_eq!(int("1_"), "1");
         assert_eq!(int("99999999999999999999999"), "99999999999999999999999");
         // `09` is not octal and not decimal in YAML 1.1: a string.
         assert_eq!(resolve_plain("09"), Implicit::Str);
@@ -395,6 +396,28 @@ mod tests {
             "day is out of range for month"
         );
         assert_eq!(resolve_plain("2001-1-1"), Implicit::Str);
+    }
+
+    #[test]
+    fn yaml11_strings_are_whatever_matches_no_resolver() {
+        for s in [
+            "vmbr0",
+            "y",
+            "n",
+            "0o7",
+            "1e3",
+            "09",
+            "2024-1-1",
+            "BC:24:11:00:05:21",
+            "<<<",
+            "==",
+            "True!",
+            ".",
+            "-",
+            "+",
+        ] {
+            assert_eq!(resolve_plain(s), Implicit::Str, "{s:?}");
+        }
     }
 
     #[test]

@@ -90,6 +90,27 @@ pub struct PyDict {
     map: IndexMap<PyValue, PyValue>,
 }
 
+/// A borrowed string key that hashes and compares like `PyValue::Str`, so lookups by
+/// `&str` allocate nothing.
+#[derive(Hash)]
+struct StrKey<'a> {
+    tag: u8,
+    text: &'a str,
+}
+
+impl<'a> StrKey<'a> {
+    fn new(text: &'a str) -> Self {
+        // Must match the `PyValue::Str` arm of `impl Hash for PyValue`.
+        Self { tag: 3, text }
+    }
+}
+
+impl indexmap::Equivalent<PyValue> for StrKey<'_> {
+    fn equivalent(&self, key: &PyValue) -> bool {
+        matches!(key, PyValue::Str(s) if s == self.text)
+    }
+}
+
 impl PyDict {
     pub fn new() -> Self {
         Self::default()
@@ -102,10 +123,10 @@ impl PyDict {
     }
     /// `d.get(key)` for a string key.
     pub fn get(&self, key: &str) -> Option<&PyValue> {
-        self.map.get(&PyValue::Str(key.to_string()))
+        self.map.get(&StrKey::new(key))
     }
     pub fn get_mut(&mut self, key: &str) -> Option<&mut PyValue> {
-        self.map.get_mut(&PyValue::Str(key.to_string()))
+        self.map.get_mut(&StrKey::new(key))
     }
     /// `d.get(key)` for any key.
     pub fn get_key(&self, key: &PyValue) -> Option<&PyValue> {
@@ -124,7 +145,7 @@ impl PyDict {
     }
     /// `d.pop(key, None)`, keeping the order of the others.
     pub fn remove(&mut self, key: &str) -> Option<PyValue> {
-        self.map.shift_remove(&PyValue::Str(key.to_string()))
+        self.map.shift_remove(&StrKey::new(key))
     }
     pub fn iter(&self) -> impl Iterator<Item = (&PyValue, &PyValue)> {
         self.map.iter()
@@ -365,8 +386,9 @@ impl Hash for PyValue {
             None => match self {
                 PyValue::None => 2u8.hash(state),
                 PyValue::Str(s) => {
+                    // Same bytes as `StrKey` (tag 3, then the text).
                     3u8.hash(state);
-                    s.hash(state);
+                    s.as_str().hash(state);
                 }
                 PyValue::Date(d) => {
                     4u8.hash(state);
@@ -861,6 +883,17 @@ mod tests {
         let (k, v) = d.iter().next().unwrap();
         assert!(matches!(k, PyValue::Int(_)));
         assert_eq!(v, &PyValue::str("float"));
+    }
+
+    #[test]
+    fn string_lookups_find_string_keys_only() {
+        let mut d = PyDict::new();
+        d.insert(PyValue::str("a"), PyValue::int(1));
+        d.insert(PyValue::int(1), PyValue::int(2));
+        assert_eq!(d.get("a"), Some(&PyValue::int(1)));
+        assert_eq!(d.get("1"), None);
+        assert_eq!(d.remove("a"), Some(PyValue::int(1)));
+        assert!(d.get("a").is_none());
     }
 
     #[test]
