@@ -329,6 +329,9 @@ impl Gen {
     }
 }
 
+/// Files of a runtime root: `(path relative to the root, content)`.
+type Files = Vec<(String, String)>;
+
 /// Every case, examples first.
 pub fn all(upstream_src: &Path, repo: &Path) -> Vec<Case> {
     let mut g = Gen { cases: Vec::new() };
@@ -1169,7 +1172,7 @@ fn env_overrides(g: &mut Gen) {
 fn state_references(g: &mut Gen) {
     let pool = base_pool();
     let tpl = "state/modules/core__onprem__template-image";
-    let template_states: Vec<(&str, Vec<(String, String)>)> = vec![
+    let template_states: Vec<(&str, Files)> = vec![
         ("missing", vec![]),
         ("broken-json", vec![(format!("{tpl}/latest.json"), "{\"status\": ".into())]),
         ("not-object", vec![(format!("{tpl}/latest.json"), "[1]".into())]),
@@ -1235,7 +1238,7 @@ fn state_references(g: &mut Gen) {
             ("meta/proxmox.ready.json".to_string(), body.to_string()),
         ]
     };
-    let cases: Vec<(&str, &str, Vec<(String, String)>)> = vec![
+    let cases: Vec<(&str, &str, Files)> = vec![
         (
             "no-marker",
             "{ssh_keys_from_init: true, ssh_keys_init_target: proxmox}",
@@ -1307,7 +1310,7 @@ fn state_references(g: &mut Gen) {
     // target_state_ref / network_state_ref, which hyops resolves for every module.
     let vm_state = "state/modules/platform__onprem__platform-vm";
     let net_state = "state/modules/core__onprem__network-sdn";
-    let refs: Vec<(&str, &str, Vec<(String, String)>)> = vec![
+    let refs: Vec<(&str, &str, Files)> = vec![
         ("target-missing", "{target_state_ref: platform/onprem/platform-vm#other, target_vm_key: a}", vec![template_ok()]),
         ("target-no-key", "{target_state_ref: platform/onprem/platform-vm}", vec![template_ok()]),
         ("target-invalid", "{target_state_ref: 'Bad/Ref', target_vm_key: a}", vec![template_ok()]),
@@ -1394,7 +1397,7 @@ fn flow_to_block(flow: &str) -> String {
 fn guards(g: &mut Gen) {
     let vm_state = "state/modules/platform__onprem__platform-vm";
     let ok = |names: &str| format!(r#"{{"status": "ok", "outputs": {{"vms": {{{names}}}}}}}"#);
-    let cases: Vec<(&str, &str, Vec<(String, String)>, Option<&str>)> = vec![
+    let cases: Vec<(&str, &str, Files, Option<&str>)> = vec![
         (
             "same-set",
             "",
