@@ -244,6 +244,28 @@ impl RootStateContracts {
         }
     }
 
+    /// The state of a `<field>=<ref>` resolver, read and required `ok`, with the resolvers'
+    /// shared messages (`... state is unavailable: ...`, `... is not ready (status=...)`).
+    fn ready_state(&self, field: &str, r: &str, instead: &str) -> Result<PyDict, String> {
+        let state = read_module_state(&self.state_dir, r).map_err(|e| {
+            format!(
+                "{field}={r} state is unavailable: {e}. Re-apply upstream module '{r}' or provide {instead} explicitly."
+            )
+        })?;
+        let status = state_status(&state);
+        if status != "ok" {
+            let shown = if status.is_empty() {
+                "missing"
+            } else {
+                &status
+            };
+            return Err(format!(
+                "{field}={r} is not ready (status={shown}). Re-apply upstream module '{r}' or provide {instead} explicitly."
+            ));
+        }
+        Ok(state)
+    }
+
     /// `resolve_target_host_from_state` (errors only: `target_host` is not a platform-vm
     /// input, so the resolved host is not kept).
     fn target_state_ref(&self, inputs: &PyDict) -> Result<(), String> {
@@ -260,22 +282,7 @@ impl RootStateContracts {
         if vm_key.is_empty() {
             return Err("inputs.target_vm_key is required when inputs.target_state_ref is set and inputs.target_host is empty".into());
         }
-        let state = read_module_state(&self.state_dir, &r).map_err(|e| {
-            format!(
-                "target_state_ref={r} state is unavailable: {e}. Re-apply upstream module '{r}' or provide inputs.target_host explicitly."
-            )
-        })?;
-        let status = state_status(&state);
-        if status != "ok" {
-            let shown = if status.is_empty() {
-                "missing"
-            } else {
-                &status
-            };
-            return Err(format!(
-                "target_state_ref={r} is not ready (status={shown}). Re-apply upstream module '{r}' or provide inputs.target_host explicitly."
-            ));
-        }
+        let state = self.ready_state("target_state_ref", &r, "inputs.target_host")?;
         let empty = PyDict::new();
         let outputs = match state.get("outputs") {
             Some(PyValue::Dict(o)) => o,
@@ -313,22 +320,7 @@ impl RootStateContracts {
         }
         let r = normalize_module_state_ref(&raw)
             .map_err(|_| format!("inputs.network_state_ref is invalid: {}", py_repr_str(&raw)))?;
-        let state = read_module_state(&self.state_dir, &r).map_err(|e| {
-            format!(
-                "network_state_ref={r} state is unavailable: {e}. Re-apply upstream module '{r}' or provide inputs.private_network explicitly."
-            )
-        })?;
-        let status = state_status(&state);
-        if status != "ok" {
-            let shown = if status.is_empty() {
-                "missing"
-            } else {
-                &status
-            };
-            return Err(format!(
-                "network_state_ref={r} is not ready (status={shown}). Re-apply upstream module '{r}' or provide inputs.private_network explicitly."
-            ));
-        }
+        let state = self.ready_state("network_state_ref", &r, "inputs.private_network")?;
         let empty = PyDict::new();
         let outputs = match state.get("outputs") {
             Some(PyValue::Dict(o)) => o,
