@@ -1461,6 +1461,24 @@ fn guards(g: &mut Gen) {
             vec![(format!("{vm_state}/latest.json"), "{".into())],
             None,
         ),
+        (
+            "names-printed-with-repr",
+            "",
+            vec![(
+                format!("{vm_state}/latest.json"),
+                ok(r#""it's-01": {}, "a\"b\\c\nd": {}, "é\u00a0x": {}"#),
+            )],
+            None,
+        ),
+        (
+            "cross-slot-names-with-repr",
+            "",
+            vec![(
+                format!("{vm_state}/instances/q.json"),
+                ok(r#""app-01": {}, "it's": {}"#),
+            )],
+            None,
+        ),
     ];
     for (name, extra, mut files, instance) in cases {
         files.push(template_ok());
