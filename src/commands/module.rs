@@ -28,8 +28,8 @@ use crate::hyops::{
 };
 use crate::inputs::model::{ConcurrencyLimits, LogicalVmKey, ModuleInputs, TemplateSource};
 use crate::inputs::{
-    resolve_inputs, resolve_inputs_with_warnings, sanitize_rerun_inputs, LifecycleCommand,
-    ResolveRequest, ResolvedInputs, StateHooks,
+    resolve_inputs_with_warnings, sanitize_rerun_inputs, LifecycleCommand, ResolveRequest,
+    ResolvedInputs, StateHooks,
 };
 use crate::plan::artifact::PlanArtifact;
 use crate::plan::desired::TargetDefaults;
@@ -82,7 +82,15 @@ fn resolve(
     command: LifecycleCommand,
     creds: Option<&ProxmoxCredentials>,
 ) -> Result<ResolvedInputs, CliError> {
-    resolve_inputs(&resolve_request(ctx, command, creds)).map_err(|e| CliError::msg(e.to_string()))
+    let (early_warnings, result) =
+        resolve_inputs_with_warnings(&resolve_request(ctx, command, creds));
+    if result.is_err() && !ctx.args.json {
+        // The unknown-key warnings often explain the refusal (`memroy_mb`): print them first.
+        for w in &early_warnings {
+            eprintln!("WARN: {w}");
+        }
+    }
+    result.map_err(|e| CliError::msg(e.to_string()))
 }
 
 fn resolve_request(
