@@ -626,3 +626,291 @@ fn yaml_hyops_pve_writes_reads_back_unchanged_in_pyyaml() {
         assert_eq!(back, doc, "PyYAML read {} differently", file.display());
     }
 }
+
+/// A small deterministic generator of YAML documents for the reader comparison.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[(self.next() % items.len() as u64) as usize]
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const SCALARS: &[&str] = &[
+    "plain",
+    "yes",
+    "No",
+    "ON",
+    "off",
+    "y",
+    "~",
+    "null",
+    "NULL",
+    "",
+    "0",
+    "-0",
+    "+1",
+    "010",
+    "0o17",
+    "0x_1F",
+    "0b1_0",
+    "4_096",
+    "1_",
+    "1:30",
+    "-1:30:00",
+    "190:20:30.15",
+    "1.5",
+    "-1.",
+    ".5",
+    "1.0e+3",
+    "1e3",
+    "1E+3",
+    ".inf",
+    "-.Inf",
+    ".NaN",
+    "2001-12-14",
+    "2001-12-14t21:59:43.10-05:00",
+    "2001-12-14 21:59:43.10 -5",
+    "2001-12-15 2:59:43.10",
+    "2002-12-14T00:00:00Z",
+    "2001-1-1",
+    "12:30:00",
+    "52:54:00:12:34:56",
+    "BC:24:11:00:05:21",
+    "'single ''quoted'''",
+    "\"dq \\t\\u00e9\\x41\"",
+    "\"esc \\N \\_ \\L \\P \\0 \\a\"",
+    "\"\\e\\v\\f\"",
+    "'multi\n  line'",
+    "\"fold\n\n  x\"",
+    "plain with  spaces",
+    "-dash",
+    "http://x/y?z",
+    "#nocomment",
+    "x #comment",
+    "true!",
+    "'<<'",
+    "!!str 12",
+    "!!int '0x10'",
+    "!!float 1",
+    "!!bool Off",
+    "!!null x",
+    "! 5",
+    "!!timestamp 2001-12-14",
+    "é",
+    "\"\\U0001F600\"",
+    "'  padded  '",
+    "|\n  lit\n  eral\n",
+    "|-\n  strip\n",
+    "|+\n  keep\n\n",
+    ">\n  folded\n  text\n\n  para\n",
+    ">-\n  a\n   b\n",
+    "|2\n    indented\n",
+];
+const KEYS: &[&str] = &[
+    "a",
+    "b",
+    "key",
+    "1",
+    "yes",
+    "null",
+    "~",
+    "1.5",
+    "2024-01-01",
+    "'quoted'",
+    "\"dq\"",
+    "010",
+    "Yes",
+    "on",
+    "x y",
+    "'='",
+    "0x1",
+    "k-1",
+    "k_1",
+    "é",
+];
+
+fn gen_value(r: &mut Rng, depth: u32, indent: usize, out: &mut String, anchors: &mut Vec<String>) {
+    let choice = if depth >= 3 { 0 } else { r.below(6) };
+    match choice {
+        0 | 1 => {
+            let s = r.pick(SCALARS);
+            if s.contains('\n') && !s.starts_with('|') && !s.starts_with('>') {
+                // Multi-line flow scalars continue indented.
+                out.push(' ');
+                out.push_str(&s.replace('\n', &format!("\n{}", " ".repeat(indent + 2))));
+                out.push('\n');
+            } else if s.starts_with('|') || s.starts_with('>') {
+                out.push(' ');
+                let mut lines = s.lines();
+                out.push_str(lines.next().unwrap_or(""));
+                out.push('\n');
+                for l in lines {
+                    if l.is_empty() {
+                        out.push('\n');
+                    } else {
+                        out.push_str(&" ".repeat(indent));
+                        out.push_str(l);
+                        out.push('\n');
+                    }
+                }
+                if s.ends_with("\n\n") {
+                    out.push('\n');
+                }
+            } else {
+                out.push(' ');
+                out.push_str(s);
+                out.push('\n');
+            }
+        }
+        2 => {
+            let n = r.below(4);
+            let items: Vec<&str> = (0..n)
+                .map(|_| {
+                    r.pick(&[
+                        "1", "a", "yes", "~", "'q'", "1.5", "[]", "{}", "{k: v}", "[x, [y]]",
+                    ])
+                })
+                .collect();
+            out.push_str(&format!(" [{}]\n", items.join(", ")));
+        }
+        3 if !anchors.is_empty() => {
+            let a = anchors[(r.below(anchors.len() as u64)) as usize].clone();
+            out.push_str(&format!(" *{a}\n"));
+        }
+        3 | 4 => {
+            // A block mapping, sometimes anchored, sometimes merging an anchor.
+            let anchor = if r.below(3) == 0 {
+                let name = format!("a{}", r.next() % 1_000_000_007);
+                out.push_str(&format!(" &{name}"));
+                Some(name)
+            } else {
+                None
+            };
+            out.push('\n');
+            let n = 1 + r.below(4);
+            for _ in 0..n {
+                out.push_str(&" ".repeat(indent + 2));
+                if !anchors.is_empty() && r.below(6) == 0 {
+                    let a = anchors[(r.below(anchors.len() as u64)) as usize].clone();
+                    out.push_str(&format!("<<: *{a}\n"));
+                    continue;
+                }
+                out.push_str(r.pick(KEYS));
+                out.push(':');
+                gen_value(r, depth + 1, indent + 2, out, anchors);
+            }
+            if let Some(a) = anchor {
+                anchors.push(a);
+            }
+        }
+        _ => {
+            out.push('\n');
+            let n = 1 + r.below(3);
+            for _ in 0..n {
+                out.push_str(&" ".repeat(indent + 2));
+                out.push('-');
+                gen_value(r, depth + 1, indent + 2, out, anchors);
+            }
+        }
+    }
+}
+
+fn gen_document(r: &mut Rng) -> String {
+    let mut out = String::new();
+    if r.below(8) == 0 {
+        out.push_str("---\n");
+    }
+    let mut anchors = Vec::new();
+    let n = 1 + r.below(5);
+    for _ in 0..n {
+        out.push_str(r.pick(KEYS));
+        out.push(':');
+        gen_value(r, 0, 0, &mut out, &mut anchors);
+    }
+    out
+}
+
+#[test]
+fn the_yaml_reader_agrees_with_pyyaml_value_for_value() {
+    let Some(up) = optional::require("upstream hyops", "UPSTREAM", probe) else {
+        return;
+    };
+    let mut r = Rng(0x9e37_79b9_7f4a_7c15);
+    let docs: Vec<String> = (0..800).map(|_| gen_document(&mut r)).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("docs.json");
+    let output = dir.path().join("out.json");
+    std::fs::write(&input, serde_json::to_vec(&docs).unwrap()).unwrap();
+    let script = "import json, sys, yaml\n\
+        docs = json.load(open(sys.argv[1], encoding='utf-8'))\n\
+        out = []\n\
+        for d in docs:\n\
+        \x20   try:\n\
+        \x20       out.append(['ok', repr(yaml.safe_load(d))])\n\
+        \x20   except Exception as e:\n\
+        \x20       out.append(['err', type(e).__name__ + ': ' + str(e)])\n\
+        json.dump(out, open(sys.argv[2], 'w', encoding='utf-8'))\n";
+    let status = Command::new(&up.python)
+        .args(["-c", script])
+        .arg(&input)
+        .arg(&output)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let theirs: Vec<(String, String)> =
+        serde_json::from_slice(&std::fs::read(&output).unwrap()).unwrap();
+    let (mut same, mut both_err, mut allowed) = (0, 0, 0);
+    let mut diffs = Vec::new();
+    for (i, (doc, (verdict, text))) in docs.iter().zip(&theirs).enumerate() {
+        if i < 3 && std::env::var("HYOPS_DIFF_VERBOSE").as_deref() == Ok("1") {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr().lock(), "SAMPLE\n{doc}=> {text}");
+        }
+        let ours = hyops_pve::yaml::safe_load(doc);
+        match (verdict.as_str(), &ours) {
+            ("ok", Ok(v)) if v.py_repr() == *text => same += 1,
+            ("err", Err(_)) => {
+                both_err += 1;
+                if std::env::var("HYOPS_DIFF_VERBOSE").as_deref() == Ok("1") {
+                    use std::io::Write;
+                    let _ = writeln!(std::io::stderr().lock(), "BOTH-ERR {text}");
+                }
+            }
+            (_, Err(e)) if e.kind != hyops_pve::yaml::YamlErrorKind::Refused => allowed += 1,
+            _ => diffs.push(format!(
+                "document:\n{doc}\n  pyyaml:    {verdict} {text}\n  hyops-pve: {}",
+                match &ours {
+                    Ok(v) => format!("ok {}", v.py_repr()),
+                    Err(e) => format!("err {e}"),
+                }
+            )),
+        }
+    }
+    {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "YAML reader vs PyYAML: {} documents, {same} same values, {both_err} refused by both, {allowed} beyond hyops-pve's bounds, {} different",
+            docs.len(),
+            diffs.len()
+        );
+    }
+    for d in diffs.iter().take(20) {
+        eprintln!("DIFF {d}");
+    }
+    assert!(
+        diffs.is_empty(),
+        "{} documents read differently",
+        diffs.len()
+    );
+}
