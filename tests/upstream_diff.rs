@@ -311,15 +311,17 @@ fn run_ours(case: &Case, root: &Path, overlay: Option<&Path>) -> Outcome {
             }
         }
     };
-    match validate_report(&ctx).result {
+    let outcome = validate_report(&ctx);
+    match outcome.result {
         Ok(_) => Outcome {
             ok: true,
             message: String::new(),
             stage: String::new(),
         },
+        // Compared without the CLI's second line naming the offending value (hints.rs).
         Err(e) => Outcome {
             ok: false,
-            message: e.message,
+            message: outcome.verbatim.unwrap_or(e.message),
             stage: String::new(),
         },
     }

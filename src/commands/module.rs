@@ -509,18 +509,28 @@ pub fn validate_report(ctx: &Ctx) -> ValidateOutcome {
     // Credentials are optional for validate; their bridge is only the single-VM default.
     let creds = ctx.credentials().ok();
     let req = resolve_request(ctx, LifecycleCommand::Validate, creds.as_ref());
-    let (early_warnings, result) = resolve_inputs_with_warnings(&req);
+    let (mut early_warnings, result) = resolve_inputs_with_warnings(&req);
+    // A mistyped --env is worth saying whatever else is wrong; validate itself needs no root
+    // and creates none.
+    let root_warning = (!ctx.root.path().is_dir()).then(|| {
+        crate::commands::context::missing_root_message(
+            ctx.root.path(),
+            ctx.args.env.as_deref().or(ctx.env_name.as_deref()),
+        )
+    });
     let resolved = match result {
         Ok(r) => r,
         Err(e) => {
+            early_warnings.extend(root_warning);
             return ValidateOutcome {
                 warnings: early_warnings,
                 result: Err(CliError::msg(crate::commands::hints::explain(&e, &req))),
                 verbatim: Some(e.to_string()),
-            }
+            };
         }
     };
     let mut warnings = resolved.warnings.clone();
+    warnings.extend(root_warning);
     let checks = vm_set_guards(ctx, &resolved.model).and_then(|guard| {
         warnings.extend(guard.warnings);
         template_vmid(ctx, &resolved.model, &mut warnings)
@@ -535,13 +545,6 @@ pub fn validate_report(ctx: &Ctx) -> ValidateOutcome {
             }
         }
     };
-    if !ctx.root.path().is_dir() {
-        // A mistyped --env is worth saying; validate itself needs no root and creates none.
-        warnings.push(crate::commands::context::missing_root_message(
-            ctx.root.path(),
-            ctx.args.env.as_deref().or(ctx.env_name.as_deref()),
-        ));
-    }
     let out = json!({
         "module_ref": ctx.module_ref.as_str(),
         "state_instance": ctx.instance.as_ref().map(|i| i.as_str()),
