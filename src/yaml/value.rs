@@ -620,7 +620,7 @@ fn tz_str(offset: i32) -> String {
     let sign = if offset < 0 { '-' } else { '+' };
     let a = offset.unsigned_abs();
     let mut s = format!("{sign}{:02}:{:02}", a / 3600, (a % 3600) / 60);
-    if a % 60 != 0 {
+    if !a.is_multiple_of(60) {
         let _ = write!(s, ":{:02}", a % 60);
     }
     s
