@@ -42,6 +42,20 @@ pub enum DialError {
     Other(String),
 }
 
+impl DialError {
+    /// The text Python's `socket.create_connection` gives for the same failure (upstream's
+    /// TCP probe embeds `str(exc)` in its messages).
+    pub fn python_text(&self) -> String {
+        match self {
+            DialError::Refused => "[Errno 111] Connection refused".into(),
+            DialError::TimedOut => "timed out".into(),
+            DialError::Unreachable => "[Errno 113] No route to host".into(),
+            DialError::Resolve { .. } => "[Errno -2] Name or service not known".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// Opens the first hop of a connection.
 #[async_trait::async_trait]
 pub trait Dialer: Send + Sync + fmt::Debug {

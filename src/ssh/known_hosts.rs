@@ -149,7 +149,7 @@ impl KnownHosts {
             text.push_str(&e.line());
             text.push('\n');
         }
-        write_private_atomic(&self.path, text.as_bytes()).map_err(|e| self.io_err(e))
+        super::files::write_private_atomic(&self.path, text.as_bytes()).map_err(|e| self.io_err(e))
     }
 
     /// Check `key` presented by `host:port`. `identity` is the VM the engine expects there
@@ -223,42 +223,6 @@ impl KnownHosts {
         }
         Ok(removed)
     }
-}
-
-/// Write `bytes` to `path` atomically (temp file, fsync, rename), mode 0600, creating the
-/// parent directory with mode 0700.
-fn write_private_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if !dir.exists() {
-        std::fs::create_dir_all(dir)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-        }
-    }
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "known_hosts".into());
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts.open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@
 
 pub mod client;
 pub mod dial;
+mod files;
+pub mod gate;
 pub mod identity;
 pub mod known_hosts;
 
