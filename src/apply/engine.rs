@@ -250,6 +250,10 @@ pub struct DestroyReport {
     pub outcomes: Vec<VmOutcome>,
     pub failed: bool,
     pub warnings: Vec<String>,
+    /// Logical key (as in `outcomes`) → physical VM name, for the cleanup after a destroy
+    /// (snippet files, known_hosts entries).
+    #[serde(default)]
+    pub names: BTreeMap<String, String>,
 }
 
 /// Destroy every VM this slot provably owns.
@@ -267,6 +271,17 @@ pub async fn destroy(
         .collect();
     names.extend(extra_names.iter().cloned());
     let observed = observe(&exec.client, &identity.probe_marker(), &rows, prior, &names).await?;
+    let mut vm_names: BTreeMap<String, String> = observed
+        .managed
+        .iter()
+        .map(|(k, m)| (k.0.clone(), m.vm.name.clone()))
+        .collect();
+    vm_names.extend(
+        observed
+            .duplicates
+            .iter()
+            .map(|(k, vm)| (format!("{}#dup-{}", k.0, vm.vmid), vm.name.clone())),
+    );
     let mut handles = Vec::new();
     let targets = observed
         .managed
@@ -309,5 +324,6 @@ pub async fn destroy(
         outcomes,
         failed,
         warnings: observed.warnings,
+        names: vm_names,
     })
 }

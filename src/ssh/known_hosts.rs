@@ -210,18 +210,31 @@ impl KnownHosts {
         })
     }
 
-    /// Forget every entry recorded for one of `identities` (VMs the engine destroyed).
-    /// Returns how many lines were removed.
-    pub fn forget_identities(&self, identities: &[String]) -> Result<usize, HostKeyError> {
+    /// Forget every entry recorded for one of `vmids` (VMs the engine destroyed). Returns
+    /// how many lines were removed.
+    pub fn forget_vmids(&self, vmids: &[u32]) -> Result<usize, HostKeyError> {
         let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut entries = self.read()?;
         let before = entries.len();
-        entries.retain(|e| e.identity.is_empty() || !identities.contains(&e.identity));
+        entries.retain(|e| {
+            !e.identity
+                .split(',')
+                .filter_map(|p| p.strip_prefix("vmid="))
+                .any(|v| v.parse::<u32>().is_ok_and(|v| vmids.contains(&v)))
+        });
         let removed = before - entries.len();
         if removed > 0 {
             self.write(&entries)?;
         }
         Ok(removed)
+    }
+}
+
+/// The identity a VM's host key is recorded under: `vmid=<id>[,uuid=<smbios uuid>]`.
+pub fn vm_identity(vmid: u32, smbios_uuid: Option<&str>) -> String {
+    match smbios_uuid.filter(|u| !u.is_empty()) {
+        Some(u) => format!("vmid={vmid},uuid={u}"),
+        None => format!("vmid={vmid}"),
     }
 }
 
@@ -316,12 +329,12 @@ mod tests {
     #[test]
     fn forgetting_a_destroyed_vm_removes_only_its_lines() {
         let (_d, kh) = store();
-        kh.check("10.0.0.5", 22, &key(1), "vmid=101").unwrap();
+        kh.check("10.0.0.5", 22, &key(1), "vmid=101,uuid=a").unwrap();
         kh.check("10.0.0.6", 22, &key(2), "vmid=102").unwrap();
         kh.check("bastion", 22, &key(3), "").unwrap();
-        assert_eq!(kh.forget_identities(&["vmid=101".into()]).unwrap(), 1);
+        assert_eq!(kh.forget_vmids(&[101]).unwrap(), 1);
         assert_eq!(
-            kh.check("10.0.0.5", 22, &key(9), "vmid=101").unwrap(),
+            kh.check("10.0.0.5", 22, &key(9), "vmid=101,uuid=a").unwrap(),
             HostKeyVerdict::Learned
         );
         assert_eq!(

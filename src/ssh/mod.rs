@@ -14,6 +14,8 @@ mod files;
 pub mod gate;
 pub mod identity;
 pub mod known_hosts;
+pub mod node;
+pub mod snippets;
 
 pub use client::{ExecOutput, Peer, SshContext, SshError, SshSession};
 pub use dial::{AddressPolicy, BoxStream, DialError, Dialer, TcpDialer};

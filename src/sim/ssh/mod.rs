@@ -76,7 +76,8 @@ pub struct SshCounters {
 pub struct SimSsh {
     sim: Arc<Sim>,
     cfg: SimSshConfig,
-    node_keys: Vec<(String, PublicKey)>,
+    node_keys: Mutex<Vec<(String, PublicKey)>>,
+    node_aliases: Mutex<Vec<String>>,
     seed: u64,
     faults: Mutex<SshFaults>,
     counters: Mutex<SshCounters>,
@@ -130,11 +131,31 @@ impl SimSsh {
             .collect();
         Self {
             sim,
+            node_aliases: Mutex::new(cfg.node_aliases.clone()),
             cfg,
-            node_keys,
+            node_keys: Mutex::new(node_keys),
             seed,
             faults: Mutex::new(SshFaults::default()),
             counters: Mutex::new(SshCounters::default()),
+        }
+    }
+
+    /// Let `user` log in to every node with this OpenSSH public key line.
+    pub fn authorize_node_key(&self, user: &str, public_key: &str) -> Result<(), String> {
+        let k = PublicKey::from_openssh(public_key.trim())
+            .map_err(|e| format!("not an OpenSSH public key: {e}"))?;
+        let mut keys = guard(&self.node_keys);
+        if !keys.iter().any(|(u, x)| u == user && x.key_data() == k.key_data()) {
+            keys.push((user.to_string(), k));
+        }
+        Ok(())
+    }
+
+    /// Make `host` reach the default (first) node (e.g. the runtime root's `api_ip`).
+    pub fn add_node_alias(&self, host: &str) {
+        let mut a = guard(&self.node_aliases);
+        if !a.iter().any(|x| x == host) {
+            a.push(host.to_string());
         }
     }
 
@@ -165,7 +186,7 @@ impl SimSsh {
         if state.cluster.nodes.iter().any(|n| n == host) {
             return Some(host.to_string());
         }
-        if self.cfg.node_aliases.iter().any(|a| a == host) {
+        if guard(&self.node_aliases).iter().any(|a| a == host) {
             return state.cluster.nodes.first().cloned();
         }
         None
@@ -365,9 +386,7 @@ impl russh::server::Handler for NodeHandler {
         user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        let ok = self
-            .net
-            .node_keys
+        let ok = guard(&self.net.node_keys)
             .iter()
             .any(|(u, k)| u == user && k.key_data() == key.public_key.key_data());
         if ok {
