@@ -29,6 +29,9 @@ pub struct Ctx {
     pub module_ref: ModuleRef,
     pub instance: Option<StateInstance>,
     pub sim: Option<SimSession>,
+    /// How SSH reaches hosts when set (tests and embedders running the engine against an
+    /// in-process simulator without `--sim`); else [`Ctx::dialer`] decides.
+    pub ssh_dialer: Option<Arc<dyn Dialer>>,
 }
 
 impl Ctx {
@@ -102,6 +105,7 @@ impl Ctx {
             module_ref,
             instance,
             sim,
+            ssh_dialer: None,
         })
     }
 
@@ -159,6 +163,9 @@ impl Ctx {
     /// How SSH reaches hosts: with `--sim`, the simulator's in-process network (it cannot
     /// open a socket); otherwise real TCP.
     pub fn dialer(&self) -> Arc<dyn Dialer> {
+        if let Some(d) = &self.ssh_dialer {
+            return Arc::clone(d);
+        }
         match &self.sim {
             Some(s) => Arc::new(s.handle().ssh()),
             None => Arc::new(TcpDialer::new()),
@@ -173,23 +180,30 @@ impl Ctx {
     }
 
     /// The identities `ssh` would use without `-i`: the agent (`SSH_AUTH_SOCK`) and
-    /// `~/.ssh/id_{ed25519,ecdsa,rsa}`. With `--sim`: the simulator root's own key only.
+    /// `~/.ssh/id_{ed25519,ecdsa,rsa}`. A root the simulator seeded carries its own key
+    /// (`credentials/sim_ssh_ed25519`), which comes first; with `--sim` it is the only one.
     pub fn default_identities(&self) -> Identities {
+        let sim_key = self.root.credentials_dir().join(SIM_SSH_KEY_FILE);
         if self.sim.is_some() {
-            let key = self.root.credentials_dir().join(SIM_SSH_KEY_FILE);
-            return Identities::defaults(None, &[key]);
+            return Identities::defaults(None, &[sim_key]);
         }
         let agent = self
             .env_vars
             .get("SSH_AUTH_SOCK")
             .filter(|s| !s.trim().is_empty())
             .map(PathBuf::from);
-        let files = self
-            .env_vars
-            .get("HOME")
-            .map(|h| Identities::default_files(std::path::Path::new(h)))
-            .unwrap_or_default();
-        Identities::defaults(agent, &files)
+        let mut files = vec![sim_key];
+        files.extend(
+            self.env_vars
+                .get("HOME")
+                .map(|h| Identities::default_files(std::path::Path::new(h)))
+                .unwrap_or_default(),
+        );
+        let mut ids = Identities::defaults(None, &files);
+        // The agent comes first, as with `ssh`.
+        let agent = Identities::defaults(agent, &[]);
+        ids.sources.splice(0..0, agent.sources);
+        ids
     }
 
     /// Node SSH identities: the credentials' `proxmox_ssh_key` when set, else the defaults.

@@ -652,6 +652,12 @@ pub async fn apply_inner(
     }
 }
 
+/// Print a line to stdout; a closed stdout (the reader went away) is not an error.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
+}
+
 /// What the apply phases produced besides the engine report.
 struct ApplyRun {
     plan: PlanArtifact,
@@ -748,11 +754,11 @@ async fn apply_engine(
             ))
         })?;
         if !ctx.args.json && !delivered.uploaded.is_empty() {
-            println!(
+            say(&format!(
                 "snippets: {} uploaded, {} already in place",
                 delivered.uploaded.len(),
                 delivered.present
-            );
+            ));
         }
         Some(ssh)
     } else {
@@ -787,7 +793,7 @@ async fn apply_engine(
         match apply_snippets::cleanup(&ssh, &plan, &report.outcomes, &snippets_storage(pf)).await
         {
             Ok(r) if !r.removed.is_empty() && !ctx.args.json => {
-                println!("snippets: {} stale file(s) removed", r.removed.len())
+                say(&format!("snippets: {} stale file(s) removed", r.removed.len()))
             }
             Ok(_) => {}
             Err(e) => warnings.push(format!(
@@ -827,7 +833,7 @@ async fn readiness_gate(
         max_parallel: 16,
     };
     if !ctx.args.json {
-        println!("progress: phase=post_apply_ssh_readiness");
+        say("progress: phase=post_apply_ssh_readiness");
     }
     let gate = crate::apply::readiness::post_apply_readiness(
         &pf.resolved.model.readiness,
@@ -851,11 +857,11 @@ async fn readiness_gate(
             .and_then(Value::as_array)
             .map(Vec::len)
             .unwrap_or(0);
-        println!(
+        say(&format!(
             "post-apply SSH readiness: {} ({n} target(s){proxy}; see {})",
             gate.status(),
             run.evidence.join(crate::ssh::gate::SUMMARY_FILE).display()
-        );
+        ));
     }
     gate
 }
@@ -1081,7 +1087,10 @@ pub async fn destroy_inner(ctx: &Ctx) -> Result<String, CliError> {
         };
         match cleaned {
             Ok(r) if !r.removed.is_empty() && !ctx.args.json => {
-                println!("snippets: {} file(s) of destroyed VMs removed", r.removed.len())
+                say(&format!(
+                    "snippets: {} file(s) of destroyed VMs removed",
+                    r.removed.len()
+                ))
             }
             Ok(_) => {}
             Err(e) => report.warnings.push(format!(

@@ -1137,8 +1137,8 @@ mod tests {
         assert_eq!(
             w,
             vec![
-                "post-apply SSH readiness skipped VM with no IPv4 host in outputs.vms: d",
                 "post-apply SSH readiness skipped windows VM: w",
+                "post-apply SSH readiness skipped VM with no IPv4 host in outputs.vms: d",
             ]
         );
         let (t, w) = collect_targets(&json!({"vms": []}));

@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::client::SshSession;
 use super::node::{NodeSsh, NodeSshError};
 use crate::plan::desired::{is_snippet_file_of, SnippetFile};
 
@@ -89,44 +90,89 @@ pub async fn sync(
         }
         for (storage, files) in by_storage {
             let dir = snippets_dir(ssh, node, storage).await?;
-            let sftp_err = |detail: String| SnippetError::Sftp {
-                node: node.clone(),
-                storage: storage.to_string(),
-                dir: dir.clone(),
-                user: ssh.target().user.clone(),
-                detail,
-            };
             let session = ssh.session(node).await?;
-            let sftp = session
-                .sftp(std::time::Duration::from_secs(30))
+            let (uploaded, present) = upload_into(&session, &dir, &files)
                 .await
-                .map_err(|e| sftp_err(e.to_string()))?;
-            let existing = list(&sftp, &dir).await.map_err(sftp_err)?;
-            let mut done = BTreeSet::new();
-            for f in files {
-                if existing.contains(&f.file) || !done.insert(f.file.clone()) {
-                    report.present += 1;
-                    continue;
-                }
-                let tmp = format!("{dir}/.{}.tmp-{}", f.file, std::process::id());
-                let dest = format!("{dir}/{}", f.file);
-                write_new(&sftp, &tmp, f.content.as_bytes())
-                    .await
-                    .map_err(|e| sftp_err(format!("write {tmp}: {e}")))?;
-                if let Err(e) = sftp.rename(&tmp, &dest).await {
-                    let _ = sftp.remove_file(&tmp).await;
-                    // Another run may have put the same content there first (same name, same
-                    // content): that is success.
-                    if !list(&sftp, &dir).await.map_err(&sftp_err)?.contains(&f.file) {
-                        return Err(sftp_err(format!("rename {tmp} -> {dest}: {e}")));
-                    }
-                }
-                report.uploaded.push(format!("{node}:{storage}:{}", f.file));
-            }
-            let _ = sftp.close().await;
+                .map_err(|detail| SnippetError::Sftp {
+                    node: node.clone(),
+                    storage: storage.to_string(),
+                    dir: dir.clone(),
+                    user: ssh.target().user.clone(),
+                    detail,
+                })?;
+            report.present += present;
+            report
+                .uploaded
+                .extend(uploaded.into_iter().map(|f| format!("{node}:{storage}:{f}")));
         }
     }
     Ok(report)
+}
+
+/// Upload `files` into the directory `dir` over SFTP on `session`, skipping files that are
+/// already there. Returns (uploaded file names, files already present).
+pub async fn upload_into(
+    session: &SshSession,
+    dir: &str,
+    files: &[&SnippetFile],
+) -> Result<(Vec<String>, usize), String> {
+    let sftp = session
+        .sftp(std::time::Duration::from_secs(30))
+        .await
+        .map_err(|e| e.to_string())?;
+    let existing = list(&sftp, dir).await?;
+    let mut done = BTreeSet::new();
+    let mut uploaded = Vec::new();
+    let mut present = 0;
+    for f in files {
+        if existing.contains(&f.file) || !done.insert(f.file.clone()) {
+            present += 1;
+            continue;
+        }
+        let tmp = format!("{dir}/.{}.tmp-{}", f.file, std::process::id());
+        let dest = format!("{dir}/{}", f.file);
+        write_new(&sftp, &tmp, f.content.as_bytes())
+            .await
+            .map_err(|e| format!("write {tmp}: {e}"))?;
+        if let Err(e) = sftp.rename(&tmp, &dest).await {
+            let _ = sftp.remove_file(&tmp).await;
+            // Another run may have put the same content there first (same name, same
+            // content): that is success.
+            if !list(&sftp, dir).await?.contains(&f.file) {
+                return Err(format!("rename {tmp} -> {dest}: {e}"));
+            }
+        }
+        uploaded.push(f.file.clone());
+    }
+    let _ = sftp.close().await;
+    Ok((uploaded, present))
+}
+
+/// Remove, in `dir` on `session`, the snippet files of the VMs named `names` that are not in
+/// `keep`. Returns the removed file names.
+pub async fn remove_in(
+    session: &SshSession,
+    dir: &str,
+    names: &BTreeSet<String>,
+    keep: &BTreeSet<String>,
+) -> Result<Vec<String>, String> {
+    let sftp = session
+        .sftp(std::time::Duration::from_secs(30))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut removed = Vec::new();
+    for file in list(&sftp, dir).await? {
+        if keep.contains(&file) || !names.iter().any(|n| is_snippet_file_of(n, &file)) {
+            continue;
+        }
+        let path = format!("{dir}/{file}");
+        sftp.remove_file(&path)
+            .await
+            .map_err(|e| format!("remove {path}: {e}"))?;
+        removed.push(file);
+    }
+    let _ = sftp.close().await;
+    Ok(removed)
 }
 
 /// Create (or truncate) `path` with mode 0640 and write `data`.
@@ -171,30 +217,19 @@ pub async fn remove_stale(
     for (node, storages) in owners {
         for (storage, names) in storages {
             let dir = snippets_dir(ssh, node, storage).await?;
-            let sftp_err = |detail: String| SnippetError::Sftp {
-                node: node.clone(),
-                storage: storage.clone(),
-                dir: dir.clone(),
-                user: ssh.target().user.clone(),
-                detail,
-            };
             let session = ssh.session(node).await?;
-            let sftp = session
-                .sftp(std::time::Duration::from_secs(30))
+            let removed = remove_in(&session, &dir, names, keep)
                 .await
-                .map_err(|e| sftp_err(e.to_string()))?;
-            let existing = list(&sftp, &dir).await.map_err(sftp_err)?;
-            for file in existing {
-                if keep.contains(&file) || !names.iter().any(|n| is_snippet_file_of(n, &file)) {
-                    continue;
-                }
-                let path = format!("{dir}/{file}");
-                sftp.remove_file(&path)
-                    .await
-                    .map_err(|e| sftp_err(format!("remove {path}: {e}")))?;
-                report.removed.push(format!("{node}:{storage}:{file}"));
-            }
-            let _ = sftp.close().await;
+                .map_err(|detail| SnippetError::Sftp {
+                    node: node.clone(),
+                    storage: storage.clone(),
+                    dir: dir.clone(),
+                    user: ssh.target().user.clone(),
+                    detail,
+                })?;
+            report
+                .removed
+                .extend(removed.into_iter().map(|f| format!("{node}:{storage}:{f}")));
         }
     }
     Ok(report)

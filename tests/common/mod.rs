@@ -57,7 +57,10 @@ impl Harness {
         let mut env = BTreeMap::new();
         env.insert("HYOPS_ENV".to_string(), "dev".to_string());
         env.insert("HOME".to_string(), self.dir.path().display().to_string());
-        Ctx::build(&self.args(inputs), env).await.expect("ctx")
+        let mut ctx = Ctx::build(&self.args(inputs), env).await.expect("ctx");
+        // SSH (snippets, readiness gate) goes to the simulator's in-process network.
+        ctx.ssh_dialer = Some(std::sync::Arc::new(self.sim.ssh()));
+        ctx
     }
 
     /// Non-template VMs in the simulator: (vmid, name).
@@ -124,6 +127,7 @@ impl Harness {
 
 pub const DEMO: &str = r#"
 require_ipam: false
+ssh_username: opsadmin
 template_state_ref: core/onprem/template-image
 template_key: ubuntu-24.04
 cpu_cores: 2
