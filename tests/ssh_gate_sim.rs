@@ -403,3 +403,119 @@ async fn disabled_gate_probes_nothing() {
         .join("connectivity_ssh_auth.platform_vm_targets.app-01.result.json")
         .exists());
 }
+
+fn node_ssh(w: &World) -> hyops_pve::ssh::node::NodeSsh {
+    use hyops_pve::ssh::node::{NodeSsh, NodeSshTarget};
+    NodeSsh::new(
+        NodeSshTarget {
+            api_host: "127.0.0.1".into(),
+            api_node: "pve1".into(),
+            port: 22,
+            user: "root".into(),
+        },
+        Arc::new(w.sim.ssh()),
+        hyops_pve::ssh::SshContext {
+            identities: Arc::new(Identities::key_file(&w.key.path).unwrap()),
+            known_hosts: Arc::new(KnownHosts::new(w.dir.path().join("known_hosts"))),
+        },
+        Duration::from_secs(5),
+    )
+}
+
+#[tokio::test]
+async fn node_ssh_reaches_other_nodes_through_the_api_host() {
+    let w = world(false).await;
+    let ssh = node_ssh(&w);
+    let out = ssh
+        .run("pve2", "pvesm path local:snippets/x.yaml")
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, "/var/lib/vz/snippets/x.yaml\n");
+    // One session to the API host, one to pve2 through it.
+    assert_eq!(ssh.sessions_opened(), 2);
+    assert_eq!(w.sim.ssh().counters().direct_tcpip, 1);
+}
+
+#[tokio::test]
+async fn a_local_forward_carries_connections_through_the_node() {
+    use tokio::io::AsyncReadExt;
+    let w = world(false).await;
+    w.guest(101, "dev-nb-01", "10.20.0.50", "opsadmin", &[&w.key.public]);
+    let ssh = node_ssh(&w);
+    let session = ssh.session("pve1").await.unwrap();
+    let fwd = hyops_pve::ssh::tunnel::LocalForward::start(
+        session,
+        "10.20.0.50",
+        22,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert!(fwd.local_addr().ip().is_loopback());
+    // Whatever listens behind the node answers on the local end (here the guest's sshd).
+    let mut s = tokio::net::TcpStream::connect(fwd.local_addr()).await.unwrap();
+    let mut buf = vec![0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("SSH-2.0-"), "{:?}", &buf[..n]);
+    assert_eq!(fwd.connections(), 1);
+    fwd.stop().await;
+}
+
+#[tokio::test]
+async fn the_sdn_gateway_probe_reports_drift_and_passes_when_the_gateway_is_there() {
+    use hyops_pve::ssh::sdn::check_gateways;
+    let dir = tempfile::tempdir().unwrap();
+    let key = make_key(dir.path(), "id", 3);
+    let sim = Simulator::start(SimConfig {
+        time_scale: 0.0005,
+        ssh: SimSshConfig {
+            node_keys: vec![("root".into(), key.public.clone())],
+            workstation_reaches_guests: false,
+            node_aliases: vec!["127.0.0.1".into()],
+            bridge_addresses: BTreeMap::from([("vnetmgmt".to_string(), vec!["10.10.0.1/24".to_string()])]),
+        },
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let w = World { sim, dir, key };
+    let ssh = node_ssh(&w);
+    let bridges = vec!["vnetmgmt".to_string()];
+    let ok = BTreeMap::from([("vnetmgmt".to_string(), vec!["10.10.0.1/24".to_string()])]);
+    assert_eq!(check_gateways(&ssh, "pve1", &bridges, &ok, "dev").await, Ok(None));
+    let drift = BTreeMap::from([("vnetmgmt".to_string(), vec!["10.10.9.1/24".to_string()])]);
+    let e = check_gateways(&ssh, "pve1", &bridges, &drift, "dev").await.unwrap_err();
+    assert!(e.starts_with("host-side Proxmox SDN gateway drift detected for requested HybridOps bridge(s): vnetmgmt expected=['10.10.9.1/24'] observed=['10.10.0.1/24']"), "{e}");
+    // A bridge the node lacks has no addresses.
+    let missing = vec!["vnetgone".to_string()];
+    let exp = BTreeMap::from([("vnetgone".to_string(), vec!["10.1.0.1/24".to_string()])]);
+    let e = check_gateways(&ssh, "pve1", &missing, &exp, "dev").await.unwrap_err();
+    assert!(e.contains("vnetgone expected=['10.1.0.1/24'] observed=[]"), "{e}");
+}
+
+#[tokio::test]
+async fn an_unreachable_node_makes_the_sdn_probe_a_skipped_warning() {
+    use hyops_pve::ssh::node::{NodeSsh, NodeSshTarget};
+    use hyops_pve::ssh::sdn::check_gateways;
+    let w = world(false).await;
+    let ssh = NodeSsh::new(
+        NodeSshTarget {
+            api_host: "192.0.2.77".into(),
+            api_node: "pve1".into(),
+            port: 22,
+            user: "root".into(),
+        },
+        Arc::new(w.sim.ssh()),
+        hyops_pve::ssh::SshContext {
+            identities: Arc::new(Identities::key_file(&w.key.path).unwrap()),
+            known_hosts: Arc::new(KnownHosts::new(w.dir.path().join("kh"))),
+        },
+        Duration::from_secs(1),
+    );
+    let r = check_gateways(&ssh, "pve1", &["vnetmgmt".into()], &BTreeMap::new(), "dev").await;
+    let warning = r.unwrap().expect("skipped");
+    assert!(warning.starts_with("sdn host gateway probe skipped: proxmox ssh probe failed: "), "{warning}");
+}

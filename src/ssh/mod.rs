@@ -15,7 +15,9 @@ pub mod gate;
 pub mod identity;
 pub mod known_hosts;
 pub mod node;
+pub mod sdn;
 pub mod snippets;
+pub mod tunnel;
 
 pub use client::{ExecOutput, Peer, SshContext, SshError, SshSession};
 pub use dial::{AddressPolicy, BoxStream, DialError, Dialer, TcpDialer};
