@@ -257,7 +257,7 @@ async fn destroy_removes_the_snippets_and_host_keys_of_the_destroyed_vms() {
     let kh = h.root().join("state/ssh/known_hosts");
     let before = std::fs::read_to_string(&kh).unwrap();
     assert_eq!(before.lines().filter(|l| l.contains("vmid=")).count(), 3, "{before}");
-    destroy_inner(&ctx).await.unwrap();
+    destroy_inner(&ctx, None).await.unwrap();
     assert!(snippets(&h).is_empty(), "{:?}", snippets(&h));
     let after = std::fs::read_to_string(&kh).unwrap();
     assert_eq!(after.lines().filter(|l| l.contains("vmid=")).count(), 0, "{after}");

@@ -111,6 +111,7 @@ impl World {
             home: None,
             retry_interval: Duration::from_millis(100),
             max_parallel: 8,
+            time_scale: 1.0,
         }
     }
 

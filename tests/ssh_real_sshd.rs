@@ -163,6 +163,7 @@ impl World {
             home: None,
             retry_interval: Duration::from_millis(200),
             max_parallel: 4,
+            time_scale: 1.0,
         }
     }
 

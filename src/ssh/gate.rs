@@ -77,6 +77,9 @@ pub struct GateEnv {
     pub retry_interval: Duration,
     /// Targets probed at the same time.
     pub max_parallel: usize,
+    /// Real seconds per engine second (a time-scaled simulator, see `Ctx::time_scale`): scales
+    /// the overall deadline and the retry pause, never the per-attempt timeout.
+    pub time_scale: f64,
 }
 
 /// Counters for benchmarks and the report.
@@ -466,7 +469,13 @@ struct Attempt {
 impl Probe {
     fn new(cfg: &GateConfig, env: &GateEnv, proxy: &EffectiveProxy) -> Result<Self, String> {
         // One deadline for every target, computed once (§5.5).
-        let deadline = Instant::now() + Duration::from_secs(cfg.connectivity_wait_s);
+        let scale = if env.time_scale.is_finite() && env.time_scale > 0.0 {
+            env.time_scale.min(1.0)
+        } else {
+            1.0
+        };
+        let deadline =
+            Instant::now() + Duration::from_secs(cfg.connectivity_wait_s).mul_f64(scale);
         let (identities, key_file) = if cfg.ssh_private_key_file.trim().is_empty() {
             (env.default_identities.clone(), None)
         } else {
@@ -547,7 +556,12 @@ impl Probe {
     }
 
     async fn pause(&self) {
-        tokio::time::sleep(self.env.retry_interval).await;
+        let scale = if self.env.time_scale.is_finite() && self.env.time_scale > 0.0 {
+            self.env.time_scale.min(1.0)
+        } else {
+            1.0
+        };
+        tokio::time::sleep(self.env.retry_interval.mul_f64(scale)).await;
     }
 
     fn record(&self, a: Attempt) {
@@ -1194,6 +1208,7 @@ mod tests {
             home: None,
             retry_interval: Duration::from_secs(3),
             max_parallel: 4,
+            time_scale: 1.0,
         }
     }
 
