@@ -280,3 +280,22 @@ async fn native_mode_uses_native_keys_and_drops_our_cicustom() {
     let s = json(&latest_run_dir(&h).join("post_apply_ssh_readiness.json"));
     assert_eq!(s["status"], "ok", "{s}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_mode_says_which_per_vm_overrides_it_cannot_deliver() {
+    let h = Harness::start().await;
+    let overlay = DEMO
+        .replace("require_ipam: false", "require_ipam: false\ncloud_init_mode: native")
+        .replacen(
+            "  app-01:\n    role: app\n",
+            "  app-01:\n    role: app\n    cloud_init_user_data: \"#cloud-config\\nhostname: x\\n\"\n",
+            1,
+        );
+    let ctx = h.ctx(&h.overlay("o.yml", &overlay)).await;
+    apply_inner(&ctx, None, None).await.unwrap();
+    let dr = json(&latest_run_dir(&h).join("driver_result.json"));
+    assert!(dr["warnings"].as_array().unwrap().iter().any(|w| w
+        == "VM app-01: inputs.vms.app-01.cloud_init_user_data is not delivered with cloud_init_mode: native (only Proxmox's native cloud-init keys are set); use cloud_init_mode: snippets (the default) to deliver it"),
+        "{dr}");
+    assert!(snippets(&h).is_empty());
+}

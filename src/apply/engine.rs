@@ -117,6 +117,32 @@ async fn probe_template(
     }
 }
 
+/// Per-VM `cloud_init_*` overrides that `cloud_init_mode: native` cannot carry: said in the
+/// plan, never dropped silently.
+fn undelivered_overrides(
+    vm: &crate::inputs::model::VmInputs,
+    want: &crate::plan::desired::DesiredVm,
+) -> Vec<String> {
+    use crate::plan::desired::CloudInitDelivery;
+    if want.cloud_init != CloudInitDelivery::NativeKeys {
+        return Vec::new();
+    }
+    [
+        ("cloud_init_user_data", vm.cloud_init_user_data.is_some()),
+        ("cloud_init_network_data", vm.cloud_init_network_data.is_some()),
+        ("cloud_init_meta_data", vm.cloud_init_meta_data.is_some()),
+    ]
+    .into_iter()
+    .filter(|(_, set)| *set)
+    .map(|(field, _)| {
+        format!(
+            "VM {}: inputs.vms.{}.{field} is not delivered with cloud_init_mode: native (only Proxmox's native cloud-init keys are set); use cloud_init_mode: snippets (the default) to deliver it",
+            vm.key.0, vm.key.0
+        )
+    })
+    .collect()
+}
+
 /// Observe Proxmox and compute the plan.
 pub async fn make_plan(
     client: &PveClient,
@@ -147,10 +173,9 @@ pub async fn make_plan(
     let mut desired = BTreeMap::new();
     for (key, vm) in &req.inputs.vms {
         let marker = req.identity.marker(&key.0, template.vmid, req.inputs);
-        desired.insert(
-            key.clone(),
-            desired_vm(req.inputs, vm, req.defaults, &template, marker)?,
-        );
+        let want = desired_vm(req.inputs, vm, req.defaults, &template, marker)?;
+        warnings.extend(undelivered_overrides(vm, &want));
+        desired.insert(key.clone(), want);
     }
     let mut expected_names: BTreeSet<String> = desired
         .values()

@@ -78,7 +78,8 @@ pub struct GateEnv {
     /// Targets probed at the same time.
     pub max_parallel: usize,
     /// Real seconds per engine second (a time-scaled simulator, see `Ctx::time_scale`): scales
-    /// the overall deadline and the retry pause, never the per-attempt timeout.
+    /// the overall deadline (floor 10 s) and the retry pause (floor 200 ms), never the
+    /// per-attempt timeout.
     pub time_scale: f64,
 }
 
@@ -474,8 +475,11 @@ impl Probe {
         } else {
             1.0
         };
+        // Scaled, but never below 10 real seconds (or the unscaled wait when shorter): the
+        // handshakes themselves take real time.
+        let wait = Duration::from_secs(cfg.connectivity_wait_s);
         let deadline =
-            Instant::now() + Duration::from_secs(cfg.connectivity_wait_s).mul_f64(scale);
+            Instant::now() + wait.mul_f64(scale).max(wait.min(Duration::from_secs(10)));
         let (identities, key_file) = if cfg.ssh_private_key_file.trim().is_empty() {
             (env.default_identities.clone(), None)
         } else {
@@ -561,7 +565,14 @@ impl Probe {
         } else {
             1.0
         };
-        tokio::time::sleep(self.env.retry_interval.mul_f64(scale)).await;
+        // Scaled, but at least 200 ms (or the configured pause when shorter).
+        let pause = self.env.retry_interval;
+        tokio::time::sleep(
+            pause
+                .mul_f64(scale)
+                .max(pause.min(Duration::from_millis(200))),
+        )
+        .await;
     }
 
     fn record(&self, a: Attempt) {
