@@ -41,8 +41,11 @@ async fn one(n: usize, booted: bool) -> Figures {
     let dir = tempfile::tempdir().expect("tempdir");
     let key = PrivateKey::from(Ed25519Keypair::from_seed(&rand::random::<[u8; 32]>()));
     let key_path = dir.path().join("id_ed25519");
-    std::fs::write(&key_path, key.to_openssh(LineEnding::LF).expect("key").as_bytes())
-        .expect("key file");
+    std::fs::write(
+        &key_path,
+        key.to_openssh(LineEnding::LF).expect("key").as_bytes(),
+    )
+    .expect("key file");
     let public = key.public_key().to_openssh().expect("public key");
     let sim = Simulator::start(SimConfig {
         time_scale: SCALE,
@@ -74,8 +77,14 @@ async fn one(n: usize, booted: bool) -> Figures {
             let name = format!("bench-vm-{i:03}");
             let config = BTreeMap::from([
                 ("name".to_string(), name.clone()),
-                ("net0".to_string(), "virtio=BC:24:11:00:00:01,bridge=vmbr0".to_string()),
-                ("ipconfig0".to_string(), format!("ip={addr}/16,gw=10.50.0.1")),
+                (
+                    "net0".to_string(),
+                    "virtio=BC:24:11:00:00:01,bridge=vmbr0".to_string(),
+                ),
+                (
+                    "ipconfig0".to_string(),
+                    format!("ip={addr}/16,gw=10.50.0.1"),
+                ),
             ]);
             let baked = BTreeMap::from([
                 ("ciuser".to_string(), "opsadmin".to_string()),
@@ -104,7 +113,11 @@ async fn one(n: usize, booted: bool) -> Figures {
     }
     if booted {
         // Let every guest's sshd come up before the gate starts.
-        tokio::time::sleep(Duration::from_secs_f64(slowest_ms as f64 / 1000.0 * SCALE) + Duration::from_millis(200)).await;
+        tokio::time::sleep(
+            Duration::from_secs_f64(slowest_ms as f64 / 1000.0 * SCALE)
+                + Duration::from_millis(200),
+        )
+        .await;
     }
     let cfg = GateConfig {
         enabled: true,

@@ -16,21 +16,26 @@ const OTHER_KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDKsxUuHAa1XHdN9+bYr5PJ5qtKjrGf1lsVgG7Uwx0D3 other@elsewhere";
 
 fn latest_run_dir(h: &Harness) -> std::path::PathBuf {
-    let logs = h
-        .root()
-        .join("logs/module/platform__onprem__platform-vm");
+    let logs = h.root().join("logs/module/platform__onprem__platform-vm");
     let mut runs: Vec<_> = std::fs::read_dir(&logs)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("apply-"))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("apply-")
+        })
         .collect();
     runs.sort();
     runs.pop().expect("an apply run dir")
 }
 
 fn json(p: &std::path::Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
-        .unwrap()
+    serde_json::from_str(
+        &std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+    )
+    .unwrap()
 }
 
 fn snippets(h: &Harness) -> Vec<String> {
@@ -60,7 +65,10 @@ async fn apply_runs_the_gate_through_the_proxmox_host_by_default() {
         }
     }
     let dr = json(&run.join("driver_result.json"));
-    assert_eq!(dr["normalized_outputs"]["post_apply_ssh_readiness"]["status"], "ok");
+    assert_eq!(
+        dr["normalized_outputs"]["post_apply_ssh_readiness"]["status"],
+        "ok"
+    );
     assert!(dr["warnings"]
         .as_array()
         .unwrap()
@@ -68,7 +76,9 @@ async fn apply_runs_the_gate_through_the_proxmox_host_by_default() {
         .any(|w| w == "auto-enabled ssh proxy jump via root@127.0.0.1 from proxmox init metadata"));
     assert_eq!(h.state_json()["status"], "ok");
     // Not published into the module state (§5.7).
-    assert!(h.state_json()["outputs"].get("post_apply_ssh_readiness").is_none());
+    assert!(h.state_json()["outputs"]
+        .get("post_apply_ssh_readiness")
+        .is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,7 +110,10 @@ async fn a_pool_whose_keys_do_not_match_fails_with_the_auth_message_and_state_er
     );
     let dr = json(&latest_run_dir(&h).join("driver_result.json"));
     assert_eq!(dr["status"], "error");
-    assert_eq!(dr["normalized_outputs"]["post_apply_ssh_readiness"]["status"], "error");
+    assert_eq!(
+        dr["normalized_outputs"]["post_apply_ssh_readiness"]["status"],
+        "error"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,7 +164,10 @@ async fn enabled_false_waits_for_neither_the_agent_nor_ssh() {
         .expect("apply must not wait for readiness when it is disabled")
         .unwrap();
     let run = latest_run_dir(&h);
-    assert_eq!(json(&run.join("post_apply_ssh_readiness.json"))["status"], "skipped");
+    assert_eq!(
+        json(&run.join("post_apply_ssh_readiness.json"))["status"],
+        "skipped"
+    );
     assert!(!run
         .join("connectivity_ssh_auth.platform_vm_targets.app-01.result.json")
         .exists());
@@ -167,7 +183,10 @@ async fn snippets_are_uploaded_attached_and_read_by_the_guest() {
     assert_eq!(files.len(), 3, "{files:?}");
     let cfg = h.config_of("dev-app-01");
     let cc = &cfg["cicustom"];
-    assert!(cc.starts_with("user=local:snippets/dev-app-01-cloud-init-user-"), "{cc}");
+    assert!(
+        cc.starts_with("user=local:snippets/dev-app-01-cloud-init-user-"),
+        "{cc}"
+    );
     let st = h.sim.state();
     let vmid = st
         .vms
@@ -176,7 +195,10 @@ async fn snippets_are_uploaded_attached_and_read_by_the_guest() {
         .unwrap()
         .vmid;
     let baked = &st.cloudinit_custom[&vmid]["user"];
-    assert!(baked.starts_with("#cloud-config\nhostname: app-01\n"), "{baked}");
+    assert!(
+        baked.starts_with("#cloud-config\nhostname: app-01\n"),
+        "{baked}"
+    );
     assert!(baked.contains("\"name\": \"opsadmin\""), "{baked}");
 }
 
@@ -203,10 +225,19 @@ async fn changing_one_vms_user_data_changes_only_its_snippet_in_place_and_reappl
     assert_eq!(api_after.get("POST", clone), api_before.get("POST", clone));
     // The drive was regenerated in place.
     let regen = "/nodes/{node}/qemu/{vmid}/cloudinit";
-    assert_eq!(api_after.get("PUT", regen), api_before.get("PUT", regen) + 1);
+    assert_eq!(
+        api_after.get("PUT", regen),
+        api_before.get("PUT", regen) + 1
+    );
     let after_files = snippets(&h);
-    let gone: Vec<_> = before_files.iter().filter(|f| !after_files.contains(f)).collect();
-    let new: Vec<_> = after_files.iter().filter(|f| !before_files.contains(f)).collect();
+    let gone: Vec<_> = before_files
+        .iter()
+        .filter(|f| !after_files.contains(f))
+        .collect();
+    let new: Vec<_> = after_files
+        .iter()
+        .filter(|f| !before_files.contains(f))
+        .collect();
     assert_eq!(gone.len(), 1, "{gone:?}");
     assert!(gone[0].starts_with("dev-app-01-cloud-init-user-"));
     assert_eq!(new.len(), 1, "{new:?}");
@@ -241,12 +272,21 @@ async fn network_and_meta_overrides_are_delivered_and_replace_the_ipconfig() {
     apply_inner(&ctx, None, None).await.unwrap();
     let cfg = h.config_of("dev-app-01");
     let cc = &cfg["cicustom"];
-    assert!(cc.contains(",network=local:snippets/dev-app-01-cloud-init-network-"), "{cc}");
-    assert!(cc.contains(",meta=local:snippets/dev-app-01-cloud-init-meta-"), "{cc}");
+    assert!(
+        cc.contains(",network=local:snippets/dev-app-01-cloud-init-network-"),
+        "{cc}"
+    );
+    assert!(
+        cc.contains(",meta=local:snippets/dev-app-01-cloud-init-meta-"),
+        "{cc}"
+    );
     assert!(!cfg.contains_key("ipconfig0"), "{cfg:?}");
     let st = h.sim.state();
     let vm = st.vms.values().find(|v| v.name() == "dev-app-01").unwrap();
-    assert_eq!(st.cloudinit_custom[&vm.vmid]["meta"].trim_end(), "instance-id: app-01-v1");
+    assert_eq!(
+        st.cloudinit_custom[&vm.vmid]["meta"].trim_end(),
+        "instance-id: app-01-v1"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,11 +296,19 @@ async fn destroy_removes_the_snippets_and_host_keys_of_the_destroyed_vms() {
     apply_inner(&ctx, None, None).await.unwrap();
     let kh = h.root().join("state/ssh/known_hosts");
     let before = std::fs::read_to_string(&kh).unwrap();
-    assert_eq!(before.lines().filter(|l| l.contains("vmid=")).count(), 3, "{before}");
+    assert_eq!(
+        before.lines().filter(|l| l.contains("vmid=")).count(),
+        3,
+        "{before}"
+    );
     destroy_inner(&ctx, None).await.unwrap();
     assert!(snippets(&h).is_empty(), "{:?}", snippets(&h));
     let after = std::fs::read_to_string(&kh).unwrap();
-    assert_eq!(after.lines().filter(|l| l.contains("vmid=")).count(), 0, "{after}");
+    assert_eq!(
+        after.lines().filter(|l| l.contains("vmid=")).count(),
+        0,
+        "{after}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -269,7 +317,10 @@ async fn native_mode_uses_native_keys_and_drops_our_cicustom() {
     let ctx = h.ctx(&h.overlay("o.yml", DEMO)).await;
     apply_inner(&ctx, None, None).await.unwrap();
     assert!(h.config_of("dev-app-01").contains_key("cicustom"));
-    let native = DEMO.replace("require_ipam: false", "require_ipam: false\ncloud_init_mode: native");
+    let native = DEMO.replace(
+        "require_ipam: false",
+        "require_ipam: false\ncloud_init_mode: native",
+    );
     let ctx2 = h.ctx(&h.overlay("o2.yml", &native)).await;
     apply_inner(&ctx2, None, None).await.unwrap();
     let cfg = h.config_of("dev-app-01");

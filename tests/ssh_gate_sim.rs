@@ -67,7 +67,10 @@ impl World {
     fn guest(&self, vmid: u32, name: &str, addr: &str, user: &str, keys: &[&str]) {
         let mut config = BTreeMap::new();
         config.insert("name".into(), name.to_string());
-        config.insert("net0".into(), "virtio=BC:24:11:00:00:01,bridge=vmbr0".into());
+        config.insert(
+            "net0".into(),
+            "virtio=BC:24:11:00:00:01,bridge=vmbr0".into(),
+        );
         config.insert("ipconfig0".into(), format!("ip={addr}/24,gw=10.20.0.1"));
         config.insert(
             "smbios1".into(),
@@ -77,7 +80,10 @@ impl World {
         baked.insert("ciuser".to_string(), user.to_string());
         let enc: Vec<String> = keys
             .iter()
-            .map(|k| percent_encoding::utf8_percent_encode(k, percent_encoding::NON_ALPHANUMERIC).to_string())
+            .map(|k| {
+                percent_encoding::utf8_percent_encode(k, percent_encoding::NON_ALPHANUMERIC)
+                    .to_string()
+            })
             .collect();
         baked.insert("sshkeys".to_string(), enc.join("%0A"));
         self.sim.state().vms.insert(
@@ -163,7 +169,13 @@ async fn gate(w: &World, cfg: &GateConfig, out: &Value) -> GateReport {
 #[tokio::test]
 async fn direct_gate_passes_and_writes_upstream_evidence() {
     let w = world(true).await;
-    w.guest(101, "dev-app-01", "10.20.0.11", "opsadmin", &[&w.key.public]);
+    w.guest(
+        101,
+        "dev-app-01",
+        "10.20.0.11",
+        "opsadmin",
+        &[&w.key.public],
+    );
     let r = gate(&w, &w.direct_cfg(), &outputs(&[("app-01", "10.20.0.11")])).await;
     assert_eq!(r.status(), "ok", "{:?}", r.summary);
     assert_eq!(r.error, None);
@@ -172,21 +184,45 @@ async fn direct_gate_passes_and_writes_upstream_evidence() {
     assert_eq!(w.file(&format!("{label}.stderr.txt")), "");
     let res: Value = serde_json::from_str(&w.file(&format!("{label}.result.json"))).unwrap();
     assert_eq!(res["rc"], 0);
-    assert!(res["argv"].as_array().unwrap().contains(&json!("opsadmin@10.20.0.11")));
-    let summary: Value =
-        serde_json::from_str(&w.file("post_apply_ssh_readiness.json")).unwrap();
-    for k in ["enabled", "required", "status", "config", "targets", "effective_proxy"] {
+    assert!(res["argv"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("opsadmin@10.20.0.11")));
+    let summary: Value = serde_json::from_str(&w.file("post_apply_ssh_readiness.json")).unwrap();
+    for k in [
+        "enabled",
+        "required",
+        "status",
+        "config",
+        "targets",
+        "effective_proxy",
+    ] {
         assert!(summary.get(k).is_some(), "missing {k}: {summary}");
     }
-    assert_eq!(summary["targets"], json!([{"name": "app-01", "host": "10.20.0.11"}]));
+    assert_eq!(
+        summary["targets"],
+        json!([{"name": "app-01", "host": "10.20.0.11"}])
+    );
     assert_eq!(summary["effective_proxy"]["host"], "");
 }
 
 #[tokio::test]
 async fn auto_proxy_goes_through_the_proxmox_host_over_one_session() {
     let w = world(false).await;
-    w.guest(101, "dev-app-01", "10.20.0.11", "opsadmin", &[&w.key.public]);
-    w.guest(102, "dev-app-02", "10.20.0.12", "opsadmin", &[&w.key.public]);
+    w.guest(
+        101,
+        "dev-app-01",
+        "10.20.0.11",
+        "opsadmin",
+        &[&w.key.public],
+    );
+    w.guest(
+        102,
+        "dev-app-02",
+        "10.20.0.12",
+        "opsadmin",
+        &[&w.key.public],
+    );
     let r = gate(
         &w,
         &w.cfg(),
@@ -201,9 +237,16 @@ async fn auto_proxy_goes_through_the_proxmox_host_over_one_session() {
     assert_eq!(r.summary["effective_proxy"]["user"], "root");
     // One bastion session, one session per target.
     assert_eq!(r.stats.sessions_opened, 3, "{:?}", r.stats);
-    assert_eq!(w.sim.ssh().counters().node_sessions, 2, "TCP probe + the bastion session");
+    assert_eq!(
+        w.sim.ssh().counters().node_sessions,
+        2,
+        "TCP probe + the bastion session"
+    );
     let nc = w.file("connectivity_proxy_nc.platform_vm_targets.app-02.stderr.txt");
-    assert!(nc.contains("Connection to 10.20.0.12 22 port [tcp/ssh] succeeded!"), "{nc}");
+    assert!(
+        nc.contains("Connection to 10.20.0.12 22 port [tcp/ssh] succeeded!"),
+        "{nc}"
+    );
     w.file("connectivity_ssh_auth.platform_vm_targets.app-02.result.json");
 }
 
@@ -211,7 +254,13 @@ async fn auto_proxy_goes_through_the_proxmox_host_over_one_session() {
 async fn a_key_the_guest_does_not_hold_fails_with_the_proxy_auth_message() {
     let w = world(false).await;
     let other = make_key(w.dir.path(), "other", 9);
-    w.guest(101, "dev-app-01", "10.20.0.11", "opsadmin", &[&other.public]);
+    w.guest(
+        101,
+        "dev-app-01",
+        "10.20.0.11",
+        "opsadmin",
+        &[&other.public],
+    );
     let r = gate(&w, &w.cfg(), &outputs(&[("app-01", "10.20.0.11")])).await;
     let err = r.error.clone().expect("required failure");
     assert!(
@@ -222,7 +271,10 @@ async fn a_key_the_guest_does_not_hold_fails_with_the_proxy_auth_message() {
     assert_eq!(r.status(), "error");
     assert_eq!(r.summary["error"], json!(err));
     // Retried until the deadline: a .tryN label exists.
-    assert!(w.evidence().join("connectivity_ssh_auth.platform_vm_targets.app-01.try2.stderr.txt").exists());
+    assert!(w
+        .evidence()
+        .join("connectivity_ssh_auth.platform_vm_targets.app-01.try2.stderr.txt")
+        .exists());
     let stderr = w.file("connectivity_ssh_auth.platform_vm_targets.app-01.stderr.txt");
     assert!(stderr.contains("Permission denied (publickey)"), "{stderr}");
 }
@@ -243,7 +295,13 @@ async fn a_wrong_user_fails_the_same_way() {
 async fn required_false_turns_the_failure_into_the_warn_only_message() {
     let w = world(false).await;
     let other = make_key(w.dir.path(), "other", 9);
-    w.guest(101, "dev-app-01", "10.20.0.11", "opsadmin", &[&other.public]);
+    w.guest(
+        101,
+        "dev-app-01",
+        "10.20.0.11",
+        "opsadmin",
+        &[&other.public],
+    );
     let cfg = GateConfig {
         required: false,
         ..w.cfg()
@@ -261,7 +319,13 @@ async fn required_false_turns_the_failure_into_the_warn_only_message() {
 #[tokio::test]
 async fn a_guest_that_never_boots_ssh_fails_the_proxy_port_test() {
     let w = world(false).await;
-    w.guest(101, "dev-app-01", "10.20.0.11", "opsadmin", &[&w.key.public]);
+    w.guest(
+        101,
+        "dev-app-01",
+        "10.20.0.11",
+        "opsadmin",
+        &[&w.key.public],
+    );
     w.sim.ssh().edit_faults(|f| {
         f.never_boot.insert("dev-app-01".into());
     });
@@ -272,13 +336,22 @@ async fn a_guest_that_never_boots_ssh_fails_the_proxy_port_test() {
         "{err}"
     );
     let nc = w.file("connectivity_proxy_nc.platform_vm_targets.app-01.stderr.txt");
-    assert!(nc.contains("nc: connect to 10.20.0.11 port 22 (tcp) failed"), "{nc}");
+    assert!(
+        nc.contains("nc: connect to 10.20.0.11 port 22 (tcp) failed"),
+        "{nc}"
+    );
 }
 
 #[tokio::test]
 async fn a_slow_banner_is_ssh_not_ready_yet() {
     let w = world(true).await;
-    w.guest(101, "dev-app-01", "10.20.0.11", "opsadmin", &[&w.key.public]);
+    w.guest(
+        101,
+        "dev-app-01",
+        "10.20.0.11",
+        "opsadmin",
+        &[&w.key.public],
+    );
     // 10 000 simulated s at time scale 0.0005 = 5 real s, longer than the 1 s attempt timeout.
     w.sim.ssh().edit_faults(|f| {
         f.slow_banner_ms.insert("dev-app-01".into(), 10_000_000);
@@ -290,13 +363,22 @@ async fn a_slow_banner_is_ssh_not_ready_yet() {
         "{err}"
     );
     let stderr = w.file("connectivity_ssh_auth.platform_vm_targets.app-01.stderr.txt");
-    assert!(stderr.contains("Connection timed out during banner exchange"), "{stderr}");
+    assert!(
+        stderr.contains("Connection timed out during banner exchange"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
 async fn an_unrouted_guest_is_unreachable_from_this_machine_with_the_proxmox_hint() {
     let w = world(false).await;
-    w.guest(101, "dev-app-01", "10.20.0.11", "opsadmin", &[&w.key.public]);
+    w.guest(
+        101,
+        "dev-app-01",
+        "10.20.0.11",
+        "opsadmin",
+        &[&w.key.public],
+    );
     let r = gate(&w, &w.direct_cfg(), &outputs(&[("app-01", "10.20.0.11")])).await;
     assert_eq!(
         r.error.as_deref(),
@@ -307,7 +389,13 @@ async fn an_unrouted_guest_is_unreachable_from_this_machine_with_the_proxmox_hin
 #[tokio::test]
 async fn an_unreachable_proxy_fails_with_the_proxy_message() {
     let w = world(false).await;
-    w.guest(101, "dev-app-01", "10.20.0.11", "opsadmin", &[&w.key.public]);
+    w.guest(
+        101,
+        "dev-app-01",
+        "10.20.0.11",
+        "opsadmin",
+        &[&w.key.public],
+    );
     let cfg = GateConfig {
         ssh_proxy_jump_host: "192.0.2.99".into(),
         ssh_proxy_jump_user: "jump".into(),
@@ -323,34 +411,41 @@ async fn an_unreachable_proxy_fails_with_the_proxy_message() {
 #[tokio::test]
 async fn a_changed_host_key_for_the_same_vm_is_refused_and_a_recreated_vm_is_relearned() {
     let w = world(true).await;
-    w.guest(101, "dev-app-01", "10.20.0.11", "opsadmin", &[&w.key.public]);
+    w.guest(
+        101,
+        "dev-app-01",
+        "10.20.0.11",
+        "opsadmin",
+        &[&w.key.public],
+    );
     let mut env = w.env();
-    env.vm_identities
-        .insert("app-01".into(), "vmid=101".into());
+    env.vm_identities.insert("app-01".into(), "vmid=101".into());
     let out = outputs(&[("app-01", "10.20.0.11")]);
     assert_eq!(run_gate(&w.direct_cfg(), &out, &env).await.status(), "ok");
     // The same VMID now answers with another key (its SMBIOS UUID changed under our feet).
-    w.sim
-        .state()
-        .vms
-        .get_mut(&101)
-        .unwrap()
-        .config
-        .insert("smbios1".into(), "uuid=11111111-0000-4000-8000-000000000000".into());
+    w.sim.state().vms.get_mut(&101).unwrap().config.insert(
+        "smbios1".into(),
+        "uuid=11111111-0000-4000-8000-000000000000".into(),
+    );
     let r = run_gate(&w.direct_cfg(), &out, &env).await;
     let err = r.error.expect("mismatch");
     assert!(err.contains("host key mismatch for 10.20.0.11"), "{err}");
     assert!(err.contains("SHA256:"), "{err}");
     // The engine re-created the VM (new VMID): the entry is replaced.
-    env.vm_identities
-        .insert("app-01".into(), "vmid=105".into());
+    env.vm_identities.insert("app-01".into(), "vmid=105".into());
     assert_eq!(run_gate(&w.direct_cfg(), &out, &env).await.status(), "ok");
 }
 
 #[tokio::test]
 async fn cloud_init_degraded_is_success_with_a_warning_and_error_is_a_failure() {
     let w = world(true).await;
-    w.guest(101, "dev-app-01", "10.20.0.11", "opsadmin", &[&w.key.public]);
+    w.guest(
+        101,
+        "dev-app-01",
+        "10.20.0.11",
+        "opsadmin",
+        &[&w.key.public],
+    );
     let cfg = GateConfig {
         wait_cloud_init: true,
         ..w.direct_cfg()
@@ -361,8 +456,16 @@ async fn cloud_init_degraded_is_success_with_a_warning_and_error_is_a_failure() 
     });
     let r = gate(&w, &cfg, &out).await;
     assert_eq!(r.status(), "ok");
-    assert!(r.warnings.iter().any(|x| x.contains("cloud-init status exit 2, degraded")), "{:?}", r.warnings);
-    assert!(w.file("connectivity_cloud_init.platform_vm_targets.app-01.stdout.txt").contains("degraded"));
+    assert!(
+        r.warnings
+            .iter()
+            .any(|x| x.contains("cloud-init status exit 2, degraded")),
+        "{:?}",
+        r.warnings
+    );
+    assert!(w
+        .file("connectivity_cloud_init.platform_vm_targets.app-01.stdout.txt")
+        .contains("degraded"));
     w.sim.ssh().edit_faults(|f| {
         f.cloud_init_exit.insert("dev-app-01".into(), 1);
     });
@@ -378,7 +481,13 @@ async fn the_simulated_network_never_dials_a_real_socket() {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
     let ssh: Arc<SimSsh> = w.sim.ssh();
-    for host in ["127.0.0.1", "127.0.0.2", "10.20.0.11", "10.0.0.1", "localhost"] {
+    for host in [
+        "127.0.0.1",
+        "127.0.0.2",
+        "10.20.0.11",
+        "10.0.0.1",
+        "localhost",
+    ] {
         let r = ssh.dial(host, port, Duration::from_millis(200)).await;
         assert!(
             matches!(r, Err(DialError::Refused) | Err(DialError::Unreachable)),
@@ -386,7 +495,10 @@ async fn the_simulated_network_never_dials_a_real_socket() {
         );
     }
     let accepted = tokio::time::timeout(Duration::from_millis(300), l.accept()).await;
-    assert!(accepted.is_err(), "the simulated dialer reached a real socket");
+    assert!(
+        accepted.is_err(),
+        "the simulated dialer reached a real socket"
+    );
 }
 
 #[tokio::test]
@@ -454,13 +566,19 @@ async fn a_local_forward_carries_connections_through_the_node() {
     .unwrap();
     assert!(fwd.local_addr().ip().is_loopback());
     // Whatever listens behind the node answers on the local end (here the guest's sshd).
-    let mut s = tokio::net::TcpStream::connect(fwd.local_addr()).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(fwd.local_addr())
+        .await
+        .unwrap();
     let mut buf = vec![0u8; 64];
     let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
         .await
         .unwrap()
         .unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("SSH-2.0-"), "{:?}", &buf[..n]);
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("SSH-2.0-"),
+        "{:?}",
+        &buf[..n]
+    );
     assert_eq!(fwd.connections(), 1);
     fwd.stop().await;
 }
@@ -476,7 +594,10 @@ async fn the_sdn_gateway_probe_reports_drift_and_passes_when_the_gateway_is_ther
             node_keys: vec![("root".into(), key.public.clone())],
             workstation_reaches_guests: false,
             node_aliases: vec!["127.0.0.1".into()],
-            bridge_addresses: BTreeMap::from([("vnetmgmt".to_string(), vec!["10.10.0.1/24".to_string()])]),
+            bridge_addresses: BTreeMap::from([(
+                "vnetmgmt".to_string(),
+                vec!["10.10.0.1/24".to_string()],
+            )]),
         },
         ..SimConfig::default()
     })
@@ -486,15 +607,25 @@ async fn the_sdn_gateway_probe_reports_drift_and_passes_when_the_gateway_is_ther
     let ssh = node_ssh(&w);
     let bridges = vec!["vnetmgmt".to_string()];
     let ok = BTreeMap::from([("vnetmgmt".to_string(), vec!["10.10.0.1/24".to_string()])]);
-    assert_eq!(check_gateways(&ssh, "pve1", &bridges, &ok, "dev").await, Ok(None));
+    assert_eq!(
+        check_gateways(&ssh, "pve1", &bridges, &ok, "dev").await,
+        Ok(None)
+    );
     let drift = BTreeMap::from([("vnetmgmt".to_string(), vec!["10.10.9.1/24".to_string()])]);
-    let e = check_gateways(&ssh, "pve1", &bridges, &drift, "dev").await.unwrap_err();
+    let e = check_gateways(&ssh, "pve1", &bridges, &drift, "dev")
+        .await
+        .unwrap_err();
     assert!(e.starts_with("host-side Proxmox SDN gateway drift detected for requested HybridOps bridge(s): vnetmgmt expected=['10.10.9.1/24'] observed=['10.10.0.1/24']"), "{e}");
     // A bridge the node lacks has no addresses.
     let missing = vec!["vnetgone".to_string()];
     let exp = BTreeMap::from([("vnetgone".to_string(), vec!["10.1.0.1/24".to_string()])]);
-    let e = check_gateways(&ssh, "pve1", &missing, &exp, "dev").await.unwrap_err();
-    assert!(e.contains("vnetgone expected=['10.1.0.1/24'] observed=[]"), "{e}");
+    let e = check_gateways(&ssh, "pve1", &missing, &exp, "dev")
+        .await
+        .unwrap_err();
+    assert!(
+        e.contains("vnetgone expected=['10.1.0.1/24'] observed=[]"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -518,5 +649,8 @@ async fn an_unreachable_node_makes_the_sdn_probe_a_skipped_warning() {
     );
     let r = check_gateways(&ssh, "pve1", &["vnetmgmt".into()], &BTreeMap::new(), "dev").await;
     let warning = r.unwrap().expect("skipped");
-    assert!(warning.starts_with("sdn host gateway probe skipped: proxmox ssh probe failed: "), "{warning}");
+    assert!(
+        warning.starts_with("sdn host gateway probe skipped: proxmox ssh probe failed: "),
+        "{warning}"
+    );
 }

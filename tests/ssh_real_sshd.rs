@@ -79,7 +79,13 @@ impl Drop for Sshd {
 
 impl Sshd {
     /// Start sshd with `authorized` public keys and host key seed `host_seed`.
-    fn start(base: &Path, name: &str, authorized: &[&str], host_seed: u8, forwarding: bool) -> Sshd {
+    fn start(
+        base: &Path,
+        name: &str,
+        authorized: &[&str],
+        host_seed: u8,
+        forwarding: bool,
+    ) -> Sshd {
         Self::start_on(base, name, authorized, host_seed, forwarding, free_port())
     }
 
@@ -200,8 +206,14 @@ impl World {
 }
 
 fn assert_evidence(w: &World, label: &str, rc: i64) {
-    assert!(w.evidence().join(format!("{label}.stdout.txt")).exists(), "{label}.stdout.txt");
-    assert!(w.evidence().join(format!("{label}.stderr.txt")).exists(), "{label}.stderr.txt");
+    assert!(
+        w.evidence().join(format!("{label}.stdout.txt")).exists(),
+        "{label}.stdout.txt"
+    );
+    assert!(
+        w.evidence().join(format!("{label}.stderr.txt")).exists(),
+        "{label}.stderr.txt"
+    );
     let r: Value = serde_json::from_str(&w.file(&format!("{label}.result.json"))).unwrap();
     assert_eq!(r["rc"], json!(rc), "{label}: {r}");
     for k in ["argv", "cwd", "rc", "duration_ms"] {
@@ -214,14 +226,26 @@ async fn direct_gate_passes_against_real_sshd_with_evidence() {
     let Some(w) = world() else { return };
     let t = Sshd::start(w.dir.path(), "target", &[&w.key.public], 1, false);
     let r = w.gate(&w.cfg(t.port)).await;
-    assert_eq!(r.status(), "ok", "{:?} {}", r.summary, std::fs::read_to_string(t.dir.join("sshd.log")).unwrap_or_default());
+    assert_eq!(
+        r.status(),
+        "ok",
+        "{:?} {}",
+        r.summary,
+        std::fs::read_to_string(t.dir.join("sshd.log")).unwrap_or_default()
+    );
     assert_evidence(&w, "connectivity_ssh_auth.platform_vm_targets.app-01", 0);
     let s: Value = serde_json::from_str(&w.file("post_apply_ssh_readiness.json")).unwrap();
     assert_eq!(s["status"], "ok");
-    assert_eq!(s["targets"], json!([{"name": "app-01", "host": "127.0.0.1"}]));
+    assert_eq!(
+        s["targets"],
+        json!([{"name": "app-01", "host": "127.0.0.1"}])
+    );
     // The host key was learned on first use.
     let kh = std::fs::read_to_string(w.dir.path().join("known_hosts")).unwrap();
-    assert!(kh.starts_with(&format!("[127.0.0.1]:{} ssh-ed25519 ", t.port)), "{kh}");
+    assert!(
+        kh.starts_with(&format!("[127.0.0.1]:{} ssh-ed25519 ", t.port)),
+        "{kh}"
+    );
 }
 
 #[tokio::test]
@@ -237,7 +261,10 @@ async fn gate_through_a_real_bastion_uses_direct_tcpip() {
     };
     let r = w.gate(&cfg).await;
     assert_eq!(r.status(), "ok", "{:?}", r.summary);
-    assert_eq!(r.stats.sessions_opened, 2, "one bastion session + the target");
+    assert_eq!(
+        r.stats.sessions_opened, 2,
+        "one bastion session + the target"
+    );
     assert_eq!(r.summary["effective_proxy"]["port"], json!(bastion.port));
     assert_evidence(&w, "connectivity_proxy_nc.platform_vm_targets.app-01", 0);
     assert_evidence(&w, "connectivity_ssh_auth.platform_vm_targets.app-01", 0);
@@ -332,7 +359,10 @@ async fn a_host_key_change_on_a_real_sshd_is_refused() {
     // The same address and port now presents another host key.
     let _t2 = Sshd::start_on(w.dir.path(), "target2", &[&w.key.public], 7, false, port);
     let err = w.gate(&w.cfg(port)).await.error.expect("mismatch");
-    assert!(err.contains(&format!("host key mismatch for [127.0.0.1]:{port}")), "{err}");
+    assert!(
+        err.contains(&format!("host key mismatch for [127.0.0.1]:{port}")),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -349,9 +379,14 @@ async fn snippets_upload_over_real_sftp_is_content_addressed() {
         user: w.user.clone(),
         identity: String::new(),
     };
-    let s = SshSession::connect(&TcpDialer::loopback_only(), peer, &ctx, Duration::from_secs(5))
-        .await
-        .unwrap();
+    let s = SshSession::connect(
+        &TcpDialer::loopback_only(),
+        peer,
+        &ctx,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
     let dir = t.dir.join("snippets").display().to_string();
     let file = |content: &str| SnippetFile {
         kind: SnippetKind::User,
@@ -382,7 +417,16 @@ async fn snippets_upload_over_real_sftp_is_content_addressed() {
         .collect();
     assert_eq!(left, vec![b.file.clone()]);
     // A file of another VM is never touched.
-    std::fs::write(t.dir.join("snippets").join("dev-app-010-cloud-init-user.yaml"), "x").unwrap();
-    assert!(snippets::remove_in(&s, &dir, &names, &keep).await.unwrap().is_empty());
+    std::fs::write(
+        t.dir
+            .join("snippets")
+            .join("dev-app-010-cloud-init-user.yaml"),
+        "x",
+    )
+    .unwrap();
+    assert!(snippets::remove_in(&s, &dir, &names, &keep)
+        .await
+        .unwrap()
+        .is_empty());
     s.close().await;
 }

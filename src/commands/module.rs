@@ -14,10 +14,12 @@ use crate::apply::engine::{self, ApplyReport, PlanRequest, SlotIdentity};
 use crate::apply::executor::{Executor, Timeouts};
 use crate::apply::journal::Journal;
 use crate::apply::limits::{Limits, Scheduler};
+use crate::apply::snippets as apply_snippets;
 use crate::cli::{ModuleArgs, PreflightBypass};
 use crate::commands::context::Ctx;
 use crate::commands::progress::progress_for;
 use crate::commands::{CliError, EXIT_CHANGES, EXIT_ERROR, EXIT_OK};
+use crate::hyops::read_proxmox_ready;
 use crate::hyops::{
     self, acquire_lock, build_input_contract, check_vm_set_guards, evidence_dir, new_run_id,
     publish_outputs, read_tfstate_vms, resolve_template, template_source_hint, write_driver_result,
@@ -25,6 +27,7 @@ use crate::hyops::{
     write_rerun_inputs, write_text_atomic, DriverResult, ModuleState, OkRecord, PreflightDecision,
     PreflightOptions, ProxmoxCredentials, RunLock, RunPrefix, RunningRecord,
 };
+use crate::inputs::model::CloudInitMode;
 use crate::inputs::model::{ConcurrencyLimits, LogicalVmKey, ModuleInputs, TemplateSource};
 use crate::inputs::{
     resolve_inputs, sanitize_rerun_inputs, LifecycleCommand, ResolveRequest, ResolvedInputs,
@@ -33,9 +36,6 @@ use crate::plan::artifact::PlanArtifact;
 use crate::plan::desired::TargetDefaults;
 use crate::plan::observed::PriorIds;
 use crate::plan::render::render;
-use crate::apply::snippets as apply_snippets;
-use crate::hyops::read_proxmox_ready;
-use crate::inputs::model::CloudInitMode;
 use crate::pve::PveClient;
 use crate::ssh::gate::{required_failure_message, GateEnv, GateReport};
 use crate::ssh::node::{NodeSsh, NodeSshTarget};
@@ -793,11 +793,11 @@ async fn apply_engine(
         b.finish_and_clear();
     }
     if let Some(ssh) = snippet_ssh {
-        match apply_snippets::cleanup(&ssh, &plan, &report.outcomes, &snippets_storage(pf)).await
-        {
-            Ok(r) if !r.removed.is_empty() && !ctx.args.json => {
-                say(&format!("snippets: {} stale file(s) removed", r.removed.len()))
-            }
+        match apply_snippets::cleanup(&ssh, &plan, &report.outcomes, &snippets_storage(pf)).await {
+            Ok(r) if !r.removed.is_empty() && !ctx.args.json => say(&format!(
+                "snippets: {} stale file(s) removed",
+                r.removed.len()
+            )),
             Ok(_) => {}
             Err(e) => warnings.push(format!(
                 "stale cloud-init snippet files were not removed: {e}"
@@ -1134,12 +1134,10 @@ pub async fn destroy_inner(ctx: &Ctx, bypass_reason: Option<String>) -> Result<S
             Err(e) => Err(e.message),
         };
         match cleaned {
-            Ok(r) if !r.removed.is_empty() && !ctx.args.json => {
-                say(&format!(
-                    "snippets: {} file(s) of destroyed VMs removed",
-                    r.removed.len()
-                ))
-            }
+            Ok(r) if !r.removed.is_empty() && !ctx.args.json => say(&format!(
+                "snippets: {} file(s) of destroyed VMs removed",
+                r.removed.len()
+            )),
             Ok(_) => {}
             Err(e) => report.warnings.push(format!(
                 "cloud-init snippet files of destroyed VMs were not removed: {e}"

@@ -188,7 +188,8 @@ pub fn build_model(inputs: &Value, ctx: BuildContext<'_>) -> (ModuleInputs, Vec<
         template,
         build_image: bool_or(data, "build_image", false),
         clone_mode,
-        cloud_init_mode: match non_blank_str(get(data, "cloud_init_mode")).map(|s| s.to_lowercase()) {
+        cloud_init_mode: match non_blank_str(get(data, "cloud_init_mode")).map(|s| s.to_lowercase())
+        {
             Some(s) if s == "native" => CloudInitMode::Native,
             _ => CloudInitMode::Snippets,
         },

@@ -607,8 +607,7 @@ pub fn validate_engine_extensions(inputs: &Value) -> Rule {
     if let Some(Value::Object(r)) = get(data, "post_apply_ssh_readiness") {
         if matches!(get(r, "wait_cloud_init"), Some(v) if !v.is_boolean()) {
             return Err(fail(
-                "inputs.post_apply_ssh_readiness.wait_cloud_init must be a boolean when set"
-                    .into(),
+                "inputs.post_apply_ssh_readiness.wait_cloud_init must be a boolean when set".into(),
             ));
         }
     }

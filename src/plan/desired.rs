@@ -8,7 +8,8 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 
 use crate::inputs::model::{
-    CloneMode, CloudInitMode, Ipv4Config, LogicalVmKey, MacAddr, ModuleInputs, PhysicalVmName, VmInputs,
+    CloneMode, CloudInitMode, Ipv4Config, LogicalVmKey, MacAddr, ModuleInputs, PhysicalVmName,
+    VmInputs,
 };
 use crate::plan::marker::OwnershipMarker;
 
@@ -424,10 +425,7 @@ pub fn desired_vm(
             .clone()
             .unwrap_or_else(|| defaults.snippets_datastore.clone()),
         user_data,
-        network_data: vm
-            .cloud_init_network_data
-            .clone()
-            .filter(|_| !windows),
+        network_data: vm.cloud_init_network_data.clone().filter(|_| !windows),
         meta_data: vm.cloud_init_meta_data.clone().filter(|_| !windows),
         marker,
         role: vm.role.clone(),
@@ -463,11 +461,20 @@ mod tests {
         let a = snippet_file_name("dev-app-01", SnippetKind::User, "x");
         let b = snippet_file_name("dev-app-01", SnippetKind::User, "y");
         assert_ne!(a, b);
-        assert!(a.starts_with("dev-app-01-cloud-init-user-") && a.ends_with(".yaml"), "{a}");
+        assert!(
+            a.starts_with("dev-app-01-cloud-init-user-") && a.ends_with(".yaml"),
+            "{a}"
+        );
         assert!(is_snippet_file_of("dev-app-01", &a));
-        assert!(is_snippet_file_of("dev-app-01", "dev-app-01-cloud-init-user.yaml"));
+        assert!(is_snippet_file_of(
+            "dev-app-01",
+            "dev-app-01-cloud-init-user.yaml"
+        ));
         assert!(!is_snippet_file_of("dev-app", &a));
-        assert!(!is_snippet_file_of("dev-app-01", "dev-app-01-cloud-init-user-notahash.yaml"));
+        assert!(!is_snippet_file_of(
+            "dev-app-01",
+            "dev-app-01-cloud-init-user-notahash.yaml"
+        ));
         assert!(!is_snippet_file_of("dev-app-01-x", &a));
     }
 

@@ -165,7 +165,11 @@ impl Simulator {
             },
             slots: Mutex::new(HashMap::new()),
         });
-        let ssh = Arc::new(ssh::SimSsh::new(Arc::clone(&sim), cfg.ssh.clone(), cfg.seed));
+        let ssh = Arc::new(ssh::SimSsh::new(
+            Arc::clone(&sim),
+            cfg.ssh.clone(),
+            cfg.seed,
+        ));
         let (tx, rx) = watch::channel(false);
         let join = tokio::spawn(server::run(Arc::clone(&sim), listener, acceptor, rx));
         let scheme = if cfg.tls { "https" } else { "http" };

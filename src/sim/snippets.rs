@@ -111,7 +111,10 @@ pub fn bake_custom(
 }
 
 /// The (user, authorized keys) pairs a booted guest accepts.
-pub fn guest_accounts(vm: &Vm, custom: Option<&BTreeMap<String, String>>) -> Vec<(String, Vec<String>)> {
+pub fn guest_accounts(
+    vm: &Vm,
+    custom: Option<&BTreeMap<String, String>>,
+) -> Vec<(String, Vec<String>)> {
     if let Some(user_data) = custom.and_then(|c| c.get("user")) {
         return accounts_from_user_data(user_data);
     }
@@ -183,7 +186,10 @@ mod tests {
         let s = SimState::from_cluster(ClusterDescription::default_cluster());
         assert_eq!(bucket(&s, "local", "pve2").as_deref(), Some("local@pve2"));
         assert_eq!(bucket(&s, "local-lvm", "pve2"), None);
-        assert_eq!(volume_path("local", "a.yaml"), "/var/lib/vz/snippets/a.yaml");
+        assert_eq!(
+            volume_path("local", "a.yaml"),
+            "/var/lib/vz/snippets/a.yaml"
+        );
         assert_eq!(
             path_to_bucket(&s, "pve1", "/var/lib/vz/snippets/a.yaml"),
             Some(("local@pve1".into(), "a.yaml".into()))
@@ -202,7 +208,10 @@ mod tests {
         );
         assert_eq!(
             accounts_from_user_data(&ud),
-            vec![("opsadmin".to_string(), vec!["ssh-ed25519 AAAA k".to_string()])]
+            vec![(
+                "opsadmin".to_string(),
+                vec!["ssh-ed25519 AAAA k".to_string()]
+            )]
         );
     }
 

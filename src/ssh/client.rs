@@ -49,7 +49,9 @@ pub enum SshError {
         #[source]
         source: DialError,
     },
-    #[error("Connection timed out during banner exchange\nConnection to {host} port {port} timed out")]
+    #[error(
+        "Connection timed out during banner exchange\nConnection to {host} port {port} timed out"
+    )]
     BannerTimeout { host: String, port: u16 },
     #[error("ssh: connect to host {host} port {port}: Connection timed out (key exchange did not finish in {secs}s)")]
     KexTimeout { host: String, port: u16, secs: u64 },
@@ -108,12 +110,9 @@ impl client::Handler for ClientHandler {
             PublicKeyOrCertificate::PublicKey { key, .. } => key.clone(),
             PublicKeyOrCertificate::Certificate(c) => c.public_key().clone().into(),
         };
-        let r = self.known_hosts.check(
-            &self.peer.host,
-            self.peer.port,
-            &key,
-            &self.peer.identity,
-        );
+        let r = self
+            .known_hosts
+            .check(&self.peer.host, self.peer.port, &key, &self.peer.identity);
         let ok = r.is_ok();
         if let Ok(mut v) = self.verdict.lock() {
             *v = Some(r);
@@ -154,10 +153,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ReadTracker<S> {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
@@ -351,7 +347,10 @@ impl SshSession {
     }
 
     /// Start the SFTP subsystem.
-    pub async fn sftp(&self, timeout: Duration) -> Result<russh_sftp::client::SftpSession, SshError> {
+    pub async fn sftp(
+        &self,
+        timeout: Duration,
+    ) -> Result<russh_sftp::client::SftpSession, SshError> {
         let start = async {
             let ch = self
                 .handle

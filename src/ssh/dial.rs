@@ -60,8 +60,7 @@ impl DialError {
 #[async_trait::async_trait]
 pub trait Dialer: Send + Sync + fmt::Debug {
     /// Connect to `host:port`, giving up after `timeout`.
-    async fn dial(&self, host: &str, port: u16, timeout: Duration)
-        -> Result<BoxStream, DialError>;
+    async fn dial(&self, host: &str, port: u16, timeout: Duration) -> Result<BoxStream, DialError>;
 }
 
 /// Which addresses a [`TcpDialer`] may connect to.
@@ -158,12 +157,7 @@ fn io_dial_error(e: &std::io::Error) -> DialError {
 
 #[async_trait::async_trait]
 impl Dialer for TcpDialer {
-    async fn dial(
-        &self,
-        host: &str,
-        port: u16,
-        timeout: Duration,
-    ) -> Result<BoxStream, DialError> {
+    async fn dial(&self, host: &str, port: u16, timeout: Duration) -> Result<BoxStream, DialError> {
         let addrs = self.resolve(host, port).await?;
         let connect = async {
             let mut last = DialError::Unreachable;

@@ -332,7 +332,9 @@ fn expand_existing_file(raw: &str, home: Option<&Path>) -> Result<PathBuf, Strin
     let t = raw.trim();
     let path = match (t.strip_prefix("~/"), home) {
         (Some(rest), Some(h)) => h.join(rest),
-        _ if t == "~" => home.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(t)),
+        _ if t == "~" => home
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(t)),
         _ => PathBuf::from(t),
     };
     if !path.exists() {
@@ -478,8 +480,7 @@ impl Probe {
         // Scaled, but never below 10 real seconds (or the unscaled wait when shorter): the
         // handshakes themselves take real time.
         let wait = Duration::from_secs(cfg.connectivity_wait_s);
-        let deadline =
-            Instant::now() + wait.mul_f64(scale).max(wait.min(Duration::from_secs(10)));
+        let deadline = Instant::now() + wait.mul_f64(scale).max(wait.min(Duration::from_secs(10)));
         let (identities, key_file) = if cfg.ssh_private_key_file.trim().is_empty() {
             (env.default_identities.clone(), None)
         } else {
@@ -520,11 +521,7 @@ impl Probe {
     }
 
     fn results(&self) -> Vec<Value> {
-        let mut r = self
-            .results
-            .lock()
-            .map(|v| v.clone())
-            .unwrap_or_default();
+        let mut r = self.results.lock().map(|v| v.clone()).unwrap_or_default();
         r.sort_by(|a, b| a.label.cmp(&b.label));
         r.iter()
             .map(|t| {
@@ -635,7 +632,11 @@ impl Probe {
     }
 
     fn identity_of(&self, name: &str) -> String {
-        self.env.vm_identities.get(name).cloned().unwrap_or_default()
+        self.env
+            .vm_identities
+            .get(name)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Probe every target (bounded concurrency); the first failing target in target order
@@ -648,7 +649,10 @@ impl Probe {
             if t.host == "0.0.0.0" || !seen.insert(t.host.clone()) {
                 continue;
             }
-            work.push((safe_label_token(&format!("{TARGET_GROUP}.{}", t.name)), t.clone()));
+            work.push((
+                safe_label_token(&format!("{TARGET_GROUP}.{}", t.name)),
+                t.clone(),
+            ));
         }
         let proxied = !self.proxy.host.is_empty();
         if proxied {
@@ -684,11 +688,9 @@ impl Probe {
         for h in handles {
             match h.await {
                 Ok(r) => outcomes.push(r),
-                Err(e) => {
-                    return Err(format!(
-                        "connectivity check failed: internal error: a probe task ended abnormally: {e}"
-                    ))
-                }
+                Err(e) => return Err(format!(
+                    "connectivity check failed: internal error: a probe task ended abnormally: {e}"
+                )),
             }
         }
         if let Some(b) = self.bastion.lock().await.take() {
@@ -763,23 +765,20 @@ impl Probe {
                 user: user.clone(),
                 identity: identity.clone(),
             };
-            let outcome = match SshSession::connect(
-                self.env.dialer.as_ref(),
-                peer,
-                &self.ctx,
-                self.timeout,
-            )
-            .await
-            {
-                Ok(s) => {
-                    self.sessions.fetch_add(1, Ordering::Relaxed);
-                    self.after_auth(&s, label, &alabel, started, false).await
-                }
-                Err(e) => Err(e),
-            };
+            let outcome =
+                match SshSession::connect(self.env.dialer.as_ref(), peer, &self.ctx, self.timeout)
+                    .await
+                {
+                    Ok(s) => {
+                        self.sessions.fetch_add(1, Ordering::Relaxed);
+                        self.after_auth(&s, label, &alabel, started, false).await
+                    }
+                    Err(e) => Err(e),
+                };
             res.attempts = attempt;
-            match self.settle(&mut res, outcome, &alabel, started, port, &user, &t.host, false)
-            {
+            match self.settle(
+                &mut res, outcome, &alabel, started, port, &user, &t.host, false,
+            ) {
                 Settle::Done => return res,
                 Settle::Fatal(err) => {
                     res.error = Some(err);
@@ -787,11 +786,13 @@ impl Probe {
                 }
                 Settle::Failed(err) => {
                     if self.expired() {
-                        res.error = Some(if err.starts_with("ssh service did not become ready yet") {
-                            format!("connectivity check failed: target VM is reachable through its transport path, but SSH is not ready yet for {label} (host={}). {err}", t.host)
-                        } else {
-                            format!("connectivity check failed: target SSH port is reachable, but authentication failed for {label} (host={}). Confirm target_user={user} exists and the SSH key is authorised. {err}", t.host)
-                        });
+                        res.error = Some(
+                            if err.starts_with("ssh service did not become ready yet") {
+                                format!("connectivity check failed: target VM is reachable through its transport path, but SSH is not ready yet for {label} (host={}). {err}", t.host)
+                            } else {
+                                format!("connectivity check failed: target SSH port is reachable, but authentication failed for {label} (host={}). Confirm target_user={user} exists and the SSH key is authorised. {err}", t.host)
+                            },
+                        );
                         return res;
                     }
                 }
@@ -991,7 +992,10 @@ impl Probe {
                 ),
                 Err(SshError::Channel { detail, .. }) => (
                     1,
-                    format!("nc: connect to {} port {port} (tcp) failed: {detail}\n", t.host),
+                    format!(
+                        "nc: connect to {} port {port} (tcp) failed: {detail}\n",
+                        t.host
+                    ),
                 ),
                 Err(e) => (255, format!("{e}\n")),
             };
@@ -1060,7 +1064,9 @@ impl Probe {
                 Err(e) => Err(e),
             };
             res.attempts += 1;
-            match self.settle(&mut res, outcome, &alabel, started, port, &user, &t.host, true) {
+            match self.settle(
+                &mut res, outcome, &alabel, started, port, &user, &t.host, true,
+            ) {
                 Settle::Done => return res,
                 Settle::Fatal(err) => {
                     res.error = Some(err);
@@ -1147,7 +1153,10 @@ mod tests {
         let vm = json!({"ipv4_configured_primary": "dhcp",
                         "interfaces_configured": [{"ipv4": {"address": "dhcp"}}, {"ipv4": {"address": "10.2.2.2/24"}}]});
         assert_eq!(pick_vm_ipv4_host(&vm).as_deref(), Some("10.2.2.2"));
-        assert_eq!(pick_vm_ipv4_host(&json!({"ipv4_configured_primary": "dhcp"})), None);
+        assert_eq!(
+            pick_vm_ipv4_host(&json!({"ipv4_configured_primary": "dhcp"})),
+            None
+        );
     }
 
     #[test]
@@ -1158,7 +1167,13 @@ mod tests {
             "d": {"ipv4_configured_primary": "dhcp"},
         }});
         let (t, w) = collect_targets(&outputs);
-        assert_eq!(t, vec![Target { name: "a".into(), host: "10.0.0.1".into() }]);
+        assert_eq!(
+            t,
+            vec![Target {
+                name: "a".into(),
+                host: "10.0.0.1".into()
+            }]
+        );
         assert_eq!(
             w,
             vec![
@@ -1185,7 +1200,10 @@ mod tests {
             "ssh authentication failed (see L.* in evidence dir)"
         );
         assert_eq!(
-            classify("kex_exchange_identification: Connection closed by remote host", "L"),
+            classify(
+                "kex_exchange_identification: Connection closed by remote host",
+                "L"
+            ),
             "ssh auth probe failed (see L.* in evidence dir)"
         );
     }
@@ -1257,7 +1275,12 @@ mod tests {
         e.evidence_dir = d.path().to_path_buf();
         let mut cfg = gate_cfg();
         cfg.enabled = false;
-        let r = run_gate(&cfg, &json!({"vms": {"a": {"ipv4_address": "10.0.0.1"}}}), &e).await;
+        let r = run_gate(
+            &cfg,
+            &json!({"vms": {"a": {"ipv4_address": "10.0.0.1"}}}),
+            &e,
+        )
+        .await;
         assert_eq!(r.status(), "skipped");
         assert_eq!(r.summary["targets"], json!([]));
         assert!(r.summary.get("effective_proxy").is_none());
@@ -1271,7 +1294,12 @@ mod tests {
         e.evidence_dir = d.path().to_path_buf();
         let mut cfg = gate_cfg();
         cfg.ssh_private_key_file = "/nonexistent/id_ed25519".into();
-        let r = run_gate(&cfg, &json!({"vms": {"a": {"ipv4_address": "127.0.0.1"}}}), &e).await;
+        let r = run_gate(
+            &cfg,
+            &json!({"vms": {"a": {"ipv4_address": "127.0.0.1"}}}),
+            &e,
+        )
+        .await;
         assert_eq!(
             r.error.as_deref(),
             Some("connectivity check failed: inputs.ssh_private_key_file file not found: /nonexistent/id_ed25519")

@@ -96,7 +96,9 @@ impl Identities {
                     path: f.clone(),
                     key,
                 }),
-                Err(e) => tracing::debug!(file = %f.display(), error = %e, "skipping default identity"),
+                Err(e) => {
+                    tracing::debug!(file = %f.display(), error = %e, "skipping default identity")
+                }
             }
         }
         Self {

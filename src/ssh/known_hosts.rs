@@ -178,8 +178,7 @@ impl KnownHosts {
             self.write(&entries)?;
             return Ok(HostKeyVerdict::Learned);
         }
-        let recreated =
-            !identity.is_empty() && for_host.iter().all(|e| e.identity != identity);
+        let recreated = !identity.is_empty() && for_host.iter().all(|e| e.identity != identity);
         if recreated {
             let old: BTreeSet<String> = for_host.iter().map(|e| e.identity.clone()).collect();
             entries.retain(|e| e.host != token);
@@ -329,12 +328,14 @@ mod tests {
     #[test]
     fn forgetting_a_destroyed_vm_removes_only_its_lines() {
         let (_d, kh) = store();
-        kh.check("10.0.0.5", 22, &key(1), "vmid=101,uuid=a").unwrap();
+        kh.check("10.0.0.5", 22, &key(1), "vmid=101,uuid=a")
+            .unwrap();
         kh.check("10.0.0.6", 22, &key(2), "vmid=102").unwrap();
         kh.check("bastion", 22, &key(3), "").unwrap();
         assert_eq!(kh.forget_vmids(&[101]).unwrap(), 1);
         assert_eq!(
-            kh.check("10.0.0.5", 22, &key(9), "vmid=101,uuid=a").unwrap(),
+            kh.check("10.0.0.5", 22, &key(9), "vmid=101,uuid=a")
+                .unwrap(),
             HostKeyVerdict::Learned
         );
         assert_eq!(

@@ -25,12 +25,10 @@ pub fn parse_inet(output: &str) -> BTreeSet<String> {
         while let Some(w) = words.next() {
             if w == "inet" {
                 if let Some(addr) = words.next() {
-                    let ok = addr
-                        .split_once('/')
-                        .is_some_and(|(ip, len)| {
-                            ip.parse::<std::net::Ipv4Addr>().is_ok()
-                                && len.parse::<u8>().is_ok_and(|l| l <= 32)
-                        });
+                    let ok = addr.split_once('/').is_some_and(|(ip, len)| {
+                        ip.parse::<std::net::Ipv4Addr>().is_ok()
+                            && len.parse::<u8>().is_ok_and(|l| l <= 32)
+                    });
                     if ok {
                         out.insert(addr.to_string());
                     }
@@ -93,7 +91,11 @@ pub fn drift_error(
         if exp.iter().any(|e| obs.contains(e)) {
             continue;
         }
-        drift.push(format!("{b} expected={} observed={}", py_list(&exp), py_list(&obs)));
+        drift.push(format!(
+            "{b} expected={} observed={}",
+            py_list(&exp),
+            py_list(&obs)
+        ));
     }
     if drift.is_empty() {
         return None;
@@ -129,7 +131,10 @@ mod tests {
     #[test]
     fn inet_tokens_are_read_from_ip_output() {
         let out = "5: vnetmgmt    inet 10.10.0.1/24 scope global vnetmgmt\\       valid_lft forever preferred_lft forever\n";
-        assert_eq!(parse_inet(out), BTreeSet::from(["10.10.0.1/24".to_string()]));
+        assert_eq!(
+            parse_inet(out),
+            BTreeSet::from(["10.10.0.1/24".to_string()])
+        );
         assert!(parse_inet("").is_empty());
     }
 

@@ -50,7 +50,9 @@ pub enum SnippetError {
 fn valid_storage_id(s: &str) -> bool {
     let mut c = s.chars();
     matches!(c.next(), Some(f) if f.is_ascii_lowercase())
-        && c.all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || matches!(ch, '-' | '_' | '.'))
+        && c.all(|ch| {
+            ch.is_ascii_lowercase() || ch.is_ascii_digit() || matches!(ch, '-' | '_' | '.')
+        })
 }
 
 /// The snippets directory of `storage` on `node`.
@@ -65,7 +67,10 @@ pub async fn snippets_dir(
         });
     }
     let out = ssh
-        .run(node, &format!("pvesm path {storage}:snippets/hyops-pve-probe.yaml"))
+        .run(
+            node,
+            &format!("pvesm path {storage}:snippets/hyops-pve-probe.yaml"),
+        )
         .await?;
     let path = out.stdout.trim();
     match path.rsplit_once('/') {
@@ -91,19 +96,22 @@ pub async fn sync(
         for (storage, files) in by_storage {
             let dir = snippets_dir(ssh, node, storage).await?;
             let session = ssh.session(node).await?;
-            let (uploaded, present) = upload_into(&session, &dir, &files)
-                .await
-                .map_err(|detail| SnippetError::Sftp {
-                    node: node.clone(),
-                    storage: storage.to_string(),
-                    dir: dir.clone(),
-                    user: ssh.target().user.clone(),
-                    detail,
-                })?;
+            let (uploaded, present) =
+                upload_into(&session, &dir, &files)
+                    .await
+                    .map_err(|detail| SnippetError::Sftp {
+                        node: node.clone(),
+                        storage: storage.to_string(),
+                        dir: dir.clone(),
+                        user: ssh.target().user.clone(),
+                        detail,
+                    })?;
             report.present += present;
-            report
-                .uploaded
-                .extend(uploaded.into_iter().map(|f| format!("{node}:{storage}:{f}")));
+            report.uploaded.extend(
+                uploaded
+                    .into_iter()
+                    .map(|f| format!("{node}:{storage}:{f}")),
+            );
         }
     }
     Ok(report)
@@ -198,7 +206,10 @@ async fn write_new(
     Ok(())
 }
 
-async fn list(sftp: &russh_sftp::client::SftpSession, dir: &str) -> Result<BTreeSet<String>, String> {
+async fn list(
+    sftp: &russh_sftp::client::SftpSession,
+    dir: &str,
+) -> Result<BTreeSet<String>, String> {
     let rd = sftp
         .read_dir(dir)
         .await

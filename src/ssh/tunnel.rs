@@ -118,8 +118,7 @@ pub struct TunnelEndpoint {
 /// Rewrite `original` (e.g. `https://netbox.lab:8443/`) to go through `local`.
 pub fn tunnel_endpoint(original: &url::Url, local: SocketAddr) -> TunnelEndpoint {
     let mut u = original.clone();
-    let named_https = u.scheme() == "https"
-        && matches!(u.host(), Some(url::Host::Domain(_)));
+    let named_https = u.scheme() == "https" && matches!(u.host(), Some(url::Host::Domain(_)));
     if named_https {
         let host = u.host_str().unwrap_or_default().to_string();
         let _ = u.set_port(Some(local.port()));
@@ -157,7 +156,11 @@ pub fn tunnel_jump(
     proxmox_ssh_key: Option<&str>,
     home: Option<&std::path::Path>,
 ) -> Option<TunnelJump> {
-    let nonblank = |s: Option<&str>| s.map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
+    let nonblank = |s: Option<&str>| {
+        s.map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
     let host = nonblank(ipam_host).or_else(|| nonblank(api_ip))?;
     let user = nonblank(ipam_user)
         .or_else(|| nonblank(proxmox_ssh_username))
@@ -215,7 +218,16 @@ mod tests {
 
     #[test]
     fn the_jump_follows_the_upstream_fallbacks() {
-        let j = tunnel_jump(None, None, None, Some("192.0.2.10"), Some(""), None, Some(std::path::Path::new("/home/o"))).unwrap();
+        let j = tunnel_jump(
+            None,
+            None,
+            None,
+            Some("192.0.2.10"),
+            Some(""),
+            None,
+            Some(std::path::Path::new("/home/o")),
+        )
+        .unwrap();
         assert_eq!(
             j,
             TunnelJump {
@@ -224,7 +236,16 @@ mod tests {
                 key_file: PathBuf::from("/home/o/.ssh/id_ed25519")
             }
         );
-        let j = tunnel_jump(Some("bastion"), Some("ops"), Some("/k"), Some("192.0.2.10"), Some("root"), Some("/p"), None).unwrap();
+        let j = tunnel_jump(
+            Some("bastion"),
+            Some("ops"),
+            Some("/k"),
+            Some("192.0.2.10"),
+            Some("root"),
+            Some("/p"),
+            None,
+        )
+        .unwrap();
         assert_eq!((j.host.as_str(), j.user.as_str()), ("bastion", "ops"));
         assert_eq!(j.key_file, PathBuf::from("/k"));
         assert_eq!(tunnel_jump(None, None, None, None, None, None, None), None);
@@ -236,6 +257,9 @@ mod tests {
             tunnel_warning("root", "192.0.2.10"),
             "netbox api unreachable directly; using ssh tunnel via root@192.0.2.10"
         );
-        assert_eq!(tunnel_failed("timed out", "x"), "NetBox API unreachable (timed out); ssh tunnel failed: x");
+        assert_eq!(
+            tunnel_failed("timed out", "x"),
+            "NetBox API unreachable (timed out); ssh tunnel failed: x"
+        );
     }
 }

@@ -145,7 +145,10 @@ impl SimSsh {
         let k = PublicKey::from_openssh(public_key.trim())
             .map_err(|e| format!("not an OpenSSH public key: {e}"))?;
         let mut keys = guard(&self.node_keys);
-        if !keys.iter().any(|(u, x)| u == user && x.key_data() == k.key_data()) {
+        if !keys
+            .iter()
+            .any(|(u, x)| u == user && x.key_data() == k.key_data())
+        {
             keys.push((user.to_string(), k));
         }
         Ok(())
@@ -198,11 +201,20 @@ impl SimSsh {
         let l = &self.sim.latency;
         let d = Sha256::digest(format!("ssh-boot/{}/{vmid}", self.seed).as_bytes());
         let r = u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]);
-        l.ssh_boot_ms + if l.ssh_boot_jitter_ms == 0 { 0 } else { r % (l.ssh_boot_jitter_ms + 1) }
+        l.ssh_boot_ms
+            + if l.ssh_boot_jitter_ms == 0 {
+                0
+            } else {
+                r % (l.ssh_boot_jitter_ms + 1)
+            }
     }
 
     /// Connect to a guest at `addr:port` as seen from the cluster network.
-    async fn connect_guest(self: &Arc<Self>, addr: &str, port: u16) -> Result<BoxStream, DialError> {
+    async fn connect_guest(
+        self: &Arc<Self>,
+        addr: &str,
+        port: u16,
+    ) -> Result<BoxStream, DialError> {
         let (vm, name, custom) = {
             let state = self.sim.state();
             let found = state.vms.values().find(|v| {

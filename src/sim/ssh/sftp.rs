@@ -310,8 +310,8 @@ impl russh_sftp::server::Handler for SnippetSftp {
         newpath: String,
     ) -> Result<Status, Self::Error> {
         let mut state = self.net.sim.state();
-        let (ob, on) = snippets::path_to_bucket(&state, &self.node, &oldpath)
-            .ok_or(StatusCode::NoSuchFile)?;
+        let (ob, on) =
+            snippets::path_to_bucket(&state, &self.node, &oldpath).ok_or(StatusCode::NoSuchFile)?;
         let (nb, nn) = snippets::path_to_bucket(&state, &self.node, &newpath)
             .ok_or(StatusCode::PermissionDenied)?;
         if state.snippets.get(&nb).is_some_and(|f| f.contains_key(&nn)) {
