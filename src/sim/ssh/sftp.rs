@@ -63,16 +63,18 @@ impl SnippetSftp {
     }
 
     fn file_attrs(size: u64) -> FileAttributes {
-        let mut a = FileAttributes::default();
-        a.size = Some(size);
-        a.permissions = Some(0o100644);
-        a
+        FileAttributes {
+            size: Some(size),
+            permissions: Some(0o100644),
+            ..Default::default()
+        }
     }
 
     fn dir_attrs() -> FileAttributes {
-        let mut a = FileAttributes::default();
-        a.permissions = Some(0o040755);
-        a
+        FileAttributes {
+            permissions: Some(0o040755),
+            ..Default::default()
+        }
     }
 
     fn files(&self, bucket: &str) -> BTreeMap<String, String> {
