@@ -688,9 +688,11 @@ impl Probe {
         for h in handles {
             match h.await {
                 Ok(r) => outcomes.push(r),
-                Err(e) => return Err(format!(
+                Err(e) => {
+                    return Err(format!(
                     "connectivity check failed: internal error: a probe task ended abnormally: {e}"
-                )),
+                ))
+                }
             }
         }
         if let Some(b) = self.bastion.lock().await.take() {
