@@ -1120,7 +1120,9 @@ pub async fn destroy_inner(ctx: &Ctx, bypass_reason: Option<String>) -> Result<S
         &json!({"run_id": run.run_id, "vms": report.outcomes, "warnings": report.warnings}),
     )
     .map_err(CliError::hyops)?;
-    // After the VMs are gone (even when others failed): their known_hosts entries and cloud-init snippet files go too.
+    output::field("vms", json!(report.outcomes));
+    // After the VMs are gone (even when others failed): their known_hosts entries and
+    // cloud-init snippet files go too.
     let mut report = report;
     let destroyed: Vec<(String, String, u32)> = report
         .outcomes
