@@ -211,7 +211,8 @@ fn the_auto_proxy_jump_and_its_note_match_upstream() {
     let Some(py) = upstream_python() else { return };
     let d = tempfile::tempdir().unwrap();
     // (api_ip, tfvars user, explicit host, explicit user, auto)
-    let cases: Vec<(Option<&str>, Option<&str>, &str, &str, bool)> = vec![
+    type Case<'a> = (Option<&'a str>, Option<&'a str>, &'a str, &'a str, bool);
+    let cases: Vec<Case> = vec![
         (Some("192.0.2.10"), Some("root"), "", "", true),
         (Some("192.0.2.10"), Some("pveops"), "", "", true),
         (Some("192.0.2.10"), None, "", "", true),
