@@ -68,6 +68,7 @@ pub const TOP_LEVEL: &[&str] = &[
     "network_state_ref",
     // engine extensions
     "clone_mode",
+    "cloud_init_mode",
     "limits",
 ];
 
@@ -111,6 +112,8 @@ pub const READINESS: &[&str] = &[
     "ssh_proxy_jump_user",
     "ssh_proxy_jump_port",
     "ssh_private_key_file",
+    // engine extension
+    "wait_cloud_init",
 ];
 
 /// Keys of `addressing` and of `addressing.ipam`.
