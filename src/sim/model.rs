@@ -201,7 +201,13 @@ impl ClusterDescription {
 
     /// Parse and validate a YAML description.
     pub fn from_yaml(text: &str) -> Result<Self, ClusterError> {
-        let c: Self = serde_yaml::from_str(text).map_err(|e| ClusterError::Yaml(e.to_string()))?;
+        // Read as HyOps reads YAML (YAML 1.1), then typed through its JSON form.
+        let doc = crate::yaml::safe_load(text).map_err(|e| ClusterError::Yaml(e.to_string()))?;
+        let json = doc
+            .to_json("cluster")
+            .map_err(|e| ClusterError::Yaml(e.to_string()))?;
+        let c: Self =
+            serde_json::from_value(json).map_err(|e| ClusterError::Yaml(e.to_string()))?;
         c.validate()?;
         Ok(c)
     }
@@ -503,6 +509,14 @@ pub fn format_size(bytes: u64) -> String {
 pub struct SimState {
     pub cluster: ClusterDescription,
     pub vms: BTreeMap<u32, Vm>,
+    /// Snippet files per storage instance (`<storage>` when shared, `<storage>@<node>`
+    /// otherwise): file name → content. Written over node SSH (see `sim::snippets`).
+    #[serde(default)]
+    pub snippets: BTreeMap<String, BTreeMap<String, String>>,
+    /// The `cicustom` file contents baked into each VM's cloud-init drive at its last start
+    /// or regenerate (`user`/`network`/`meta` → content).
+    #[serde(default)]
+    pub cloudinit_custom: BTreeMap<u32, BTreeMap<String, String>>,
 }
 
 /// One storage instance as seen on a node, with usage.
@@ -574,7 +588,12 @@ impl SimState {
             };
             vms.insert(t.vmid, vm);
         }
-        Self { cluster, vms }
+        Self {
+            cluster,
+            vms,
+            snippets: BTreeMap::new(),
+            cloudinit_custom: BTreeMap::new(),
+        }
     }
 
     /// Storage instances with their usage. Linked-clone volumes (`base-…/vm-…`) use no space.
