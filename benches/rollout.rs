@@ -17,7 +17,11 @@
 //! - `diff`: the planner's diff of 10 000 VMs (pure function, median of 15);
 //! - `noop`: plan and no-op apply of 500 and 10 000 existing VMs, each a `hyops-pve`
 //!   process against a real-time simulator in this process: wall time and the process's
-//!   peak RSS (`wait4`), writes.
+//!   peak RSS (`wait4`), writes;
+//! - `peer`: `benches/peers/proxmoxer_rollout.py` (proxmoxer, a pool of 10 threads) rolls the
+//!   same 100 VMs out on the same simulator (time scale 0.1, its pauses scaled alike), then
+//!   hyops-pve does; the ratio of their wall times. Needs `python3` with proxmoxer
+//!   (`pip install proxmoxer requests`); says SKIPPED otherwise.
 //!
 //! `HYOPS_BENCH_RUNS` repeats the rollout (default 1); `HYOPS_BENCH_NOOP` overrides the
 //! no-op sizes (e.g. `500`).
@@ -47,7 +51,7 @@ fn cluster() -> ClusterDescription {
 fn overlay(n: usize, header: &str) -> String {
     let mut s = format!(
         "require_ipam: false\ntemplate_state_ref: core/onprem/template-image\n\
-         template_key: ubuntu-24.04\n{header}vms:\n"
+         template_key: ubuntu-24.04\nssh_username: opsadmin\n{header}vms:\n"
     );
     for i in 0..n {
         s.push_str(&format!(
@@ -445,11 +449,69 @@ fn noop_bench() {
     }
 }
 
+// ------------------------------------------------------------------ a peer on the same sim
+
+fn peer(rt: &tokio::runtime::Runtime) {
+    let scale = 0.1;
+    let n = 100;
+    let probe = std::process::Command::new("python3")
+        .args(["-c", "import proxmoxer, requests"])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        println!("peer      SKIPPED: python3 with proxmoxer and requests is not installed");
+        return;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peers/proxmoxer_rollout.py");
+    let sim = rt
+        .block_on(Simulator::start(SimConfig {
+            cluster: cluster(),
+            time_scale: scale,
+            ..SimConfig::default()
+        }))
+        .expect("simulator");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .args(["--url", sim.url(), "--token-id", &sim.token_id])
+        .args(["--token-secret", sim.token_secret.expose()])
+        .args(["--vms", &n.to_string(), "--threads", "10"])
+        .args(["--time-scale", &scale.to_string()])
+        .output()
+        .expect("run the peer script");
+    let calls = sim.counters().total;
+    rt.block_on(sim.shutdown());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last: Value = text
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or(Value::Null);
+    let Some(peer_s) = last["sim_s"].as_f64() else {
+        println!(
+            "peer      FAILED: {}\n{}",
+            text.trim(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    };
+    let ours = rt.block_on(one_rollout(n, scale));
+    let lb = lower_bound(n).total_ms / 1000.0;
+    println!(
+        "peer      proxmoxer, 10 threads: {peer_s:.1} simulated s ({:.2}x the bound, {} failed, {:.1} requests/VM); hyops-pve: {:.1} s ({:.2}x the bound); hyops-pve is {:.2}x faster",
+        peer_s / lb,
+        last["failed"],
+        calls as f64 / n as f64,
+        ours.sim_s,
+        ours.sim_s / lb,
+        peer_s / ours.sim_s
+    );
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let sections = std::env::var("HYOPS_BENCH").unwrap_or_else(|_| "rollout,diff,noop".into());
+    let sections =
+        std::env::var("HYOPS_BENCH").unwrap_or_else(|_| "rollout,diff,noop,peer".into());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -460,7 +522,8 @@ fn main() {
             "requests" => rollout(&rt, 1.0, "requests"),
             "diff" => diff_bench(),
             "noop" => noop_bench(),
-            other => eprintln!("unknown section {other:?} (rollout, requests, diff, noop)"),
+            "peer" => peer(&rt),
+            other => eprintln!("unknown section {other:?} (rollout, requests, diff, noop, peer)"),
         }
     }
 }
