@@ -109,6 +109,14 @@ pub fn sim_home(env: &BTreeMap<String, String>) -> PathBuf {
     Path::new(&home).join(".hyops-pve").join("sim")
 }
 
+/// The simulator's runtime root for `env`: `<sim home>/envs/<env>`. The env name must be one
+/// path component (as for a real root): `--sim --env ../../x` would otherwise put the
+/// simulator's credentials in any directory, `~/.hybridops/envs/<x>` included.
+pub fn sim_env_root(env_vars: &BTreeMap<String, String>, env: &str) -> Result<PathBuf, CliError> {
+    crate::hyops::check_env_name(env).map_err(CliError::hyops)?;
+    Ok(sim_home(env_vars).join("envs").join(env))
+}
+
 impl SimSession {
     /// Start the simulator for `env` (root `<sim home>/envs/<env>`, or `--root` when given).
     pub async fn start(
@@ -119,9 +127,11 @@ impl SimSession {
         lock_wait: Duration,
         env_vars: &BTreeMap<String, String>,
     ) -> Result<Self, CliError> {
+        // Checked even with `--root`: the env name also goes into every VM name.
+        let env_root = sim_env_root(env_vars, env)?;
         let root = match root_override {
             Some(r) => r.to_path_buf(),
-            None => sim_home(env_vars).join("envs").join(env),
+            None => env_root,
         };
         check_sim_root(&root)?;
         mark_sim_root(&root)?;
