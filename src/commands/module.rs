@@ -330,10 +330,14 @@ async fn preflight_phase(
     let (template_vmid, template_hint) = template_vmid(ctx, &resolved.model, &mut warnings)?;
     let client = ctx.client(&creds)?;
     client.version().await.map_err(|e| {
-        CliError::msg(format!(
+        let mut msg = format!(
             "preflight failed: Proxmox API at {} is not reachable with the configured token: {e}",
             creds.url
-        ))
+        );
+        if let Some(fix) = connect_fix(&e, &creds, &ctx.root) {
+            msg.push_str(&format!("\n  fix: {fix}"));
+        }
+        CliError::msg(msg)
     })?;
     Ok(Preflighted {
         creds,
@@ -345,6 +349,32 @@ async fn preflight_phase(
         client,
         checks: report,
     })
+}
+
+/// What to do when the first API call fails for a reason the operator fixes in the
+/// credentials: an untrusted or changed certificate, a refused token.
+fn connect_fix(
+    e: &crate::pve::PveError,
+    creds: &hyops::ProxmoxCredentials,
+    root: &hyops::RuntimeRoot,
+) -> Option<String> {
+    let file = creds
+        .source_file
+        .clone()
+        .unwrap_or_else(|| root.proxmox_tfvars());
+    let file = file.display();
+    match e.classify() {
+        crate::pve::ErrorClass::Tls if creds.tls.fingerprint_sha256.is_some() => Some(format!(
+            "the node's certificate does not match proxmox_tls_fingerprint in {file}; if it was renewed, read the new SHA-256 fingerprint with `pvenode cert info` on the node and update proxmox_tls_fingerprint"
+        )),
+        crate::pve::ErrorClass::Tls => Some(format!(
+            "the node's certificate is not trusted (a fresh Proxmox VE serves a self-signed one): pin it with proxmox_tls_fingerprint = \"<SHA-256 from `pvenode cert info`>\", or trust its CA with proxmox_ca_file = \"<a copy of the node's /etc/pve/pve-root-ca.pem>\", in {file} (or PROXMOX_TLS_FINGERPRINT / PROXMOX_CA_FILE); proxmox_skip_tls = true turns verification off"
+        )),
+        crate::pve::ErrorClass::Auth => Some(format!(
+            "Proxmox refused the API token: check proxmox_token_id (user@realm!tokenname) and proxmox_token_secret in {file} (or the runtime vault), and that the token exists, is not expired and has privilege separation set as intended"
+        )),
+        _ => None,
+    }
 }
 
 async fn make_plan(ctx: &Ctx, run: &Run, pf: &Preflighted) -> Result<PlanArtifact, CliError> {
@@ -1242,11 +1272,7 @@ pub async fn state_show(args: &StateShowArgs) -> Result<i32, CliError> {
     let env = args.env.clone().or_else(|| nonblank("HYOPS_ENV"));
     let root = if args.sim {
         let env = env.unwrap_or_else(|| "dev".into());
-        hyops::RuntimeRoot::at(
-            &crate::commands::simroot::sim_home(&env_vars)
-                .join("envs")
-                .join(env),
-        )
+        hyops::RuntimeRoot::at(&crate::commands::simroot::sim_env_root(&env_vars, &env)?)
     } else {
         let runtime_root_env = nonblank("HYOPS_RUNTIME_ROOT");
         let env_for_root = match (&args.env, &args.root, &runtime_root_env) {
