@@ -18,7 +18,7 @@ use crate::plan::artifact::{desired_digest, PlanArtifact, PLAN_KIND, PLAN_SCHEMA
 use crate::plan::desired::{desired_vm, DesiredError, TargetDefaults, TemplateRef};
 use crate::plan::diff::{diff, summarize, PlanError, VmAction};
 use crate::plan::marker::OwnershipMarker;
-use crate::plan::observe::{list_vms, observe, ObserveError};
+use crate::plan::observe::{list_vms, observe, ObserveError, CLONE_LOCK_WAIT};
 use crate::plan::observed::{ObservedPool, PriorIds, ResourceRow};
 use crate::pve::{ErrorClass, PveClient, PveError};
 
@@ -88,6 +88,9 @@ pub struct PlanRequest<'a> {
     pub run_id: &'a str,
     pub env: Option<&'a str>,
     pub state_instance: Option<&'a str>,
+    /// How long observing waits for a VM under `lock: clone` (a clone in flight) before
+    /// planning against it with a warning: [`CLONE_LOCK_WAIT`] times the engine's time scale.
+    pub clone_lock_wait: std::time::Duration,
 }
 
 /// Find the template and check it is one. `Ok(None)` when it does not exist.
@@ -188,6 +191,7 @@ pub async fn make_plan(
         &rows,
         req.prior,
         &expected_names,
+        req.clone_lock_wait,
     )
     .await?;
     warnings.extend(observed.warnings.iter().cloned());
@@ -324,7 +328,15 @@ pub async fn destroy(
         .filter_map(|(_, n)| n.clone())
         .collect();
     names.extend(extra_names.iter().cloned());
-    let observed = observe(&exec.client, &identity.probe_marker(), &rows, prior, &names).await?;
+    let observed = observe(
+        &exec.client,
+        &identity.probe_marker(),
+        &rows,
+        prior,
+        &names,
+        CLONE_LOCK_WAIT.mul_f64(exec.timeouts.scale),
+    )
+    .await?;
     let mut vm_names: BTreeMap<String, String> = observed
         .managed
         .iter()

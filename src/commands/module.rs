@@ -392,6 +392,7 @@ async fn make_plan(ctx: &Ctx, run: &Run, pf: &Preflighted) -> Result<PlanArtifac
         run_id: &run.run_id,
         env: ctx.env_name.as_deref(),
         state_instance: ctx.instance.as_ref().map(|i| i.as_str()),
+        clone_lock_wait: crate::plan::observe::CLONE_LOCK_WAIT.mul_f64(ctx.time_scale()),
     };
     let (mut plan, _observed) = engine::make_plan(&pf.client, &req)
         .await
