@@ -634,20 +634,27 @@ pub async fn apply_inner(
     bypass_reason: Option<String>,
     plan_file: Option<&Path>,
 ) -> Result<String, CliError> {
+    let stop = Stop::watch();
     let run = start_run(ctx, RunPrefix::Apply, true)?;
     let mut decision = PreflightDecision::new("apply", bypass_reason.as_deref());
     output::progress("progress: phase=preflight");
     // With a bypass, the same resolution runs (the engine needs it) but its failure is the
-    // apply's failure, recorded as such.
-    let pf = match preflight_phase(
-        ctx,
-        &run,
-        LifecycleCommand::Apply,
-        false,
-        bypass_reason.is_some(),
-    )
-    .await
-    {
+    // apply's failure, recorded as such. Preflight changes nothing: a stop abandons it.
+    let preflight = stop
+        .race(preflight_phase(
+            ctx,
+            &run,
+            LifecycleCommand::Apply,
+            false,
+            bypass_reason.is_some(),
+        ))
+        .await
+        .map_err(|sig| {
+            CliError::cancelled(format!(
+                "apply cancelled by the operator ({sig}) during preflight, before any change"
+            ))
+        })?;
+    let pf = match preflight {
         Ok(p) => {
             decision.complete(true, None);
             decision.write(&run.evidence).map_err(CliError::hyops)?;
@@ -685,27 +692,35 @@ pub async fn apply_inner(
             ))
         })?;
     output::progress("progress: phase=apply");
-    let outcome = apply_engine(ctx, &run, &pf, plan_file).await;
-    match outcome {
-        Ok(applied) => {
-            // The gate runs after a successful rollout only, as upstream runs it after
-            // `terragrunt output`.
-            let gate = if applied.report.failed {
-                None
-            } else {
-                Some(readiness_gate(ctx, &run, &pf, &applied.report).await)
-            };
-            finish_apply(
-                ctx,
-                &run,
-                &pf,
-                &state,
-                applied,
-                gate,
-                input_contract,
-                resolved_file,
-            )
+    let outcome = apply_engine(ctx, &run, &pf, plan_file, &stop).await;
+    // The gate runs after a successful rollout only, as upstream runs it after
+    // `terragrunt output`; it only waits for SSH, so a stop request abandons it.
+    let outcome = match outcome {
+        Ok(applied) if !applied.report.failed => {
+            match stop
+                .race(readiness_gate(ctx, &run, &pf, &applied.report))
+                .await
+            {
+                Ok(gate) => Ok((applied, Some(gate))),
+                Err(sig) => Err(CliError::cancelled(format!(
+                    "apply cancelled by the operator ({sig}) during the post-apply SSH readiness gate; the rollout itself finished and the next apply adopts its VMs"
+                ))),
+            }
         }
+        Ok(applied) => Ok((applied, None)),
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok((applied, gate)) => finish_apply(
+            ctx,
+            &run,
+            &pf,
+            &state,
+            applied,
+            gate,
+            input_contract,
+            resolved_file,
+        ),
         Err(e) => {
             let _ = state.persist_error("apply", &e.message);
             let result = DriverResult::error(&run.run_id, "apply", &e.message);
@@ -775,8 +790,14 @@ async fn apply_engine(
     run: &Run,
     pf: &Preflighted,
     plan_file: Option<&Path>,
+    stop: &Stop,
 ) -> Result<ApplyRun, CliError> {
-    let plan = make_plan(ctx, run, pf).await?;
+    // Observing Proxmox changes nothing: a stop request abandons it at once.
+    let plan = stop.race(make_plan(ctx, run, pf)).await.map_err(|sig| {
+        CliError::cancelled(format!(
+            "apply cancelled by the operator ({sig}) while observing Proxmox, before any change"
+        ))
+    })??;
     if let Some(path) = plan_file {
         let text = std::fs::read_to_string(path)
             .map_err(|e| CliError::msg(format!("cannot read plan file {}: {e}", path.display())))?;
@@ -842,14 +863,14 @@ async fn apply_engine(
         .clone()
         .unwrap_or_else(|| pf.creds.node.clone());
     let apply = engine::apply_plan(&exec, &plan, &module_node, &pf.resolved.model.tags);
-    let report = run_cancellable(&exec, apply).await;
+    let report = run_cancellable(&exec, stop, apply).await;
     let report = match report {
-        Some(r) => r,
-        None => {
+        Ok(r) => r,
+        Err(sig) => {
             if let Some(b) = &bar {
                 b.abandon();
             }
-            return Err(CliError::cancelled("apply cancelled by the operator (SIGINT); every started step was ended and journalled; VMs already created carry the ownership marker and are adopted by the next apply"));
+            return Err(CliError::cancelled(format!("apply cancelled by the operator ({sig}); every started step was ended and journalled; VMs already created carry the ownership marker and are adopted by the next apply")));
         }
     };
     if let Some(b) = bar {
@@ -934,20 +955,87 @@ async fn readiness_gate(
 /// How long the steps get to end (journalled) after Ctrl-C before the run stops anyway.
 const CANCEL_GRACE: Duration = Duration::from_secs(20);
 
-/// Run `work` until it ends or Ctrl-C: then fire the executor's cancellation token, let the
-/// steps end and journal themselves (bounded by [`CANCEL_GRACE`]), and return `None`.
+/// A stop request for one mutating run: SIGINT (Ctrl-C) or SIGTERM (a CI job cancelled,
+/// `timeout`, systemd), watched from the run's start to its end, so a signal in any phase
+/// (observing Proxmox, the rollout, the readiness gate) is seen instead of killing the
+/// process with the state left `running`. Once watched, a signal no longer ends the process
+/// by itself (tokio keeps its handler): every phase of the run must race [`Stop::requested`].
+pub(crate) struct Stop {
+    token: crate::retry::CancellationToken,
+    signal: Arc<std::sync::OnceLock<&'static str>>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl Stop {
+    /// Start watching (inside the async runtime).
+    pub(crate) fn watch() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        let token = crate::retry::CancellationToken::new();
+        let which = Arc::new(std::sync::OnceLock::new());
+        let (t, w) = (token.clone(), which.clone());
+        // Registered here, before the task runs: a signal right after `watch` is not lost.
+        let int = signal(SignalKind::interrupt());
+        let term = signal(SignalKind::terminate());
+        let watcher = tokio::spawn(async move {
+            let (Ok(mut int), Ok(mut term)) = (int, term) else {
+                // Signals cannot be watched: the default dispositions (terminate) stay.
+                return;
+            };
+            let name = tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            };
+            let _ = w.set(name);
+            t.cancel();
+        });
+        Stop {
+            token,
+            signal: which,
+            watcher,
+        }
+    }
+
+    /// Resolves once a stop was requested; names the signal.
+    pub(crate) async fn requested(&self) -> &'static str {
+        self.token.cancelled().await;
+        self.signal.get().copied().unwrap_or("SIGINT")
+    }
+
+    /// Run `work` unless a stop comes first (then `work` is dropped: only for phases that
+    /// change nothing, or whose every write is safe to abandon).
+    pub(crate) async fn race<T>(
+        &self,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, &'static str> {
+        tokio::select! {
+            r = work => Ok(r),
+            sig = self.requested() => Err(sig),
+        }
+    }
+}
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
+
+/// Run `work` until it ends or a stop request: then fire the executor's cancellation token,
+/// let the steps end and journal themselves (bounded by [`CANCEL_GRACE`]), and return the
+/// signal's name.
 async fn run_cancellable<T>(
     exec: &Arc<Executor>,
+    stop: &Stop,
     work: impl std::future::Future<Output = T>,
-) -> Option<T> {
+) -> Result<T, &'static str> {
     tokio::pin!(work);
-    tokio::select! {
-        r = &mut work => return Some(r),
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    let sig = tokio::select! {
+        r = &mut work => return Ok(r),
+        sig = stop.requested() => sig,
+    };
     exec.cancel.cancel();
     let _ = tokio::time::timeout(CANCEL_GRACE, &mut work).await;
-    None
+    Err(sig)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1080,6 +1168,7 @@ pub async fn destroy(args: &ModuleArgs, bypass: &PreflightBypass) -> Result<i32,
 /// next run still knows the VMs that were not removed). The preflight decision (and a
 /// `--preflight-bypass-reason`) is recorded in the run's evidence.
 pub async fn destroy_inner(ctx: &Ctx, bypass_reason: Option<String>) -> Result<String, CliError> {
+    let stop = Stop::watch();
     let run = start_run(ctx, RunPrefix::Destroy, true)?;
     let mut decision = PreflightDecision::new("destroy", bypass_reason.as_deref());
     let creds = ctx.credentials()?;
@@ -1134,17 +1223,17 @@ pub async fn destroy_inner(ctx: &Ctx, bypass_reason: Option<String>) -> Result<S
     ));
     let ident = identity(ctx);
     let work = engine::destroy(&exec, &ident, &prior, &names);
-    let report = run_cancellable(&exec, work).await;
+    let report = run_cancellable(&exec, &stop, work).await;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
     let report = match report {
-        None => {
-            let msg = fail("destroy cancelled by the operator (SIGINT); every started step was ended and journalled; run destroy again to remove the rest".into());
+        Err(sig) => {
+            let msg = fail(format!("destroy cancelled by the operator ({sig}); every started step was ended and journalled; run destroy again to remove the rest"));
             return Err(CliError::cancelled(msg));
         }
-        Some(Err(e)) => return Err(CliError::msg(fail(e.to_string()))),
-        Some(Ok(r)) => r,
+        Ok(Err(e)) => return Err(CliError::msg(fail(e.to_string()))),
+        Ok(Ok(r)) => r,
     };
     write_json_atomic(
         &run.evidence.join("destroy_report.json"),
