@@ -213,3 +213,59 @@ fn an_oversized_answer_names_the_setting_that_raises_the_bound() {
         "{err}"
     );
 }
+
+#[test]
+fn sim_never_makes_its_root_inside_the_real_hyops_envs() {
+    // `--sim --root ~/.hybridops/envs/<new>` (or HYOPS_PVE_SIM_HOME=~/.hybridops) used to be
+    // accepted because the directory did not exist yet: the simulator then wrote its
+    // credentials (a localhost URL and token) where `hyops init proxmox` and every real run
+    // of that env look for them.
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join(".hybridops/envs/prod")).unwrap();
+    let cases: Vec<(Vec<String>, Option<String>)> = vec![
+        (
+            vec![
+                "--root".into(),
+                home.path()
+                    .join(".hybridops/envs/newenv")
+                    .display()
+                    .to_string(),
+            ],
+            None,
+        ),
+        (
+            vec![
+                "--root".into(),
+                home.path()
+                    .join("elsewhere/../.hybridops/envs/other")
+                    .display()
+                    .to_string(),
+            ],
+            None,
+        ),
+        (
+            vec!["--env".into(), "dev".into()],
+            Some(home.path().join(".hybridops").display().to_string()),
+        ),
+    ];
+    for (args, sim_home) in cases {
+        let mut c = bin(home.path());
+        c.args(["apply", "--sim", "--inputs"])
+            .arg(example("inputs.sim-demo.yml"))
+            .args(&args);
+        if let Some(h) = &sim_home {
+            c.env("HYOPS_PVE_SIM_HOME", h);
+        }
+        let o = run_sync(c);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?} {sim_home:?}: {err}");
+        assert!(err.contains(".hybridops"), "{err}");
+    }
+    let mut envs: Vec<String> = std::fs::read_dir(home.path().join(".hybridops/envs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    envs.sort();
+    assert_eq!(envs, vec!["prod".to_string()], "nothing was created");
+    assert!(files_under(&home.path().join(".hybridops")).is_empty());
+}
