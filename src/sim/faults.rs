@@ -215,7 +215,7 @@ impl FaultPlan {
                 }
             }
             if let Some(path) = &r.path {
-                check_path(r.method.as_deref(), path).or_else(|m| bad(m))?;
+                check_path(r.method.as_deref(), path).or_else(bad)?;
             }
             if let Some(w) = &r.window {
                 // `.inf` is "never ends" for a duration, but no start: NaN compares false
@@ -233,7 +233,7 @@ impl FaultPlan {
                     return bad("window start_s and duration_s must not be negative".into());
                 }
                 if let Some(a) = &w.after {
-                    check_trigger(a).or_else(|m| bad(m))?;
+                    check_trigger(a).or_else(bad)?;
                 }
             }
         }
