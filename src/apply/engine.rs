@@ -64,6 +64,8 @@ pub enum EngineError {
     Plan(#[from] PlanError),
     #[error(transparent)]
     Desired(#[from] DesiredError),
+    #[error(transparent)]
+    Checks(#[from] crate::plan::checks::CheckFailure),
     #[error("{0}")]
     Template(String),
     #[error("template probe for VM {vmid} failed: {source}")]
@@ -122,6 +124,7 @@ pub async fn make_plan(
     client: &PveClient,
     req: &PlanRequest<'_>,
 ) -> Result<(PlanArtifact, ObservedPool), EngineError> {
+    crate::plan::checks::check_inputs(req.inputs, Some(req.defaults))?;
     let rows = list_vms(client).await?;
     let mut warnings = Vec::new();
     let default_node = req

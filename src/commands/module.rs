@@ -30,6 +30,7 @@ use crate::inputs::{
     resolve_inputs, sanitize_rerun_inputs, LifecycleCommand, ResolveRequest, ResolvedInputs,
 };
 use crate::plan::artifact::PlanArtifact;
+use crate::plan::checks::check_inputs;
 use crate::plan::desired::TargetDefaults;
 use crate::plan::observed::PriorIds;
 use crate::plan::render::render;
@@ -87,7 +88,14 @@ fn resolve(
         env: ctx.env_vars.clone(),
         credentials_network_bridge: creds.map(|c| c.network_bridge.clone()),
     };
-    resolve_inputs(&req).map_err(|e| CliError::msg(e.to_string()))
+    let resolved = resolve_inputs(&req).map_err(|e| CliError::msg(e.to_string()))?;
+    if command.runs_validator() {
+        // Catch before write: everything Proxmox would refuse, all problems at once.
+        let defaults = creds.map(defaults_from);
+        check_inputs(&resolved.model, defaults.as_ref())
+            .map_err(|e| CliError::msg(e.to_string()))?;
+    }
+    Ok(resolved)
 }
 
 fn write_inputs_evidence(

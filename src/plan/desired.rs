@@ -11,6 +11,8 @@ use crate::inputs::model::{
     CloneMode, Ipv4Config, LogicalVmKey, MacAddr, ModuleInputs, PhysicalVmName, VmInputs,
 };
 use crate::plan::marker::OwnershipMarker;
+use crate::plan::userdata::generated_user_data;
+use crate::pve::encode_value;
 
 /// Tag every VM created or adopted by hyops-pve carries (Proxmox tag charset).
 pub const MANAGED_TAG: &str = "hyops-pve";
@@ -147,7 +149,8 @@ impl DesiredVm {
 }
 
 /// `netN` value. `keep_mac` is the MAC Proxmox already generated, so that rewriting a NIC
-/// never changes its MAC unless the operator asked for one.
+/// never changes its MAC unless the operator asked for one. The bridge went through
+/// [`encode_value`] when the desired NIC was built, and every other part is typed.
 pub fn net_value(nic: &DesiredNic, keep_mac: Option<&str>) -> String {
     let mut out = match (nic.mac, keep_mac) {
         (Some(mac), _) => format!("{}={}", nic.model, mac),
@@ -167,46 +170,18 @@ pub fn net_value(nic: &DesiredNic, keep_mac: Option<&str>) -> String {
     out
 }
 
-/// Contract §2.6: the generated `#cloud-config` for one VM, with the `users:` block appended
-/// when keys exist and the base has no `users:` line.
-pub fn generated_user_data(
-    hostname: &str,
-    dns_domain: &str,
-    ssh_username: &str,
-    ssh_keys: &[String],
-    base_override: Option<&str>,
-) -> String {
-    let base = match base_override {
-        Some(b) => b.to_string(),
-        None => format!(
-            "#cloud-config\nhostname: {hostname}\nfqdn: {hostname}.{dns_domain}\npreserve_hostname: false\nmanage_etc_hosts: true\nruncmd:\n  - touch /var/lib/cloud/instance/ansible-ready\n"
-        ),
-    };
-    let has_users = base.lines().any(|l| {
-        l.trim_start().starts_with("users") && l.trim_start()[5..].trim_start().starts_with(':')
-    });
-    if ssh_keys.is_empty() || has_users {
-        return base;
-    }
-    let mut block = String::from("\"users\":\n");
-    block.push_str(&format!("- \"name\": {}\n", yaml_quote(ssh_username)));
-    block.push_str("  \"ssh_authorized_keys\":\n");
-    for k in ssh_keys {
-        block.push_str(&format!("  - {}\n", yaml_quote(k)));
-    }
-    format!("{}\n{}", base.trim(), block)
-}
-
-fn yaml_quote(s: &str) -> String {
-    // serde_json's string escaping is a valid YAML double-quoted scalar.
-    serde_json::Value::String(s.to_string()).to_string()
-}
-
 /// Errors building the desired model.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DesiredError {
     #[error("VM {key}: interfaces[{index}] ipv4 is not set and addressing.mode=ipam needs NetBox IPAM, which this hyops-pve build does not implement yet; set require_ipam: false and static addresses, or wait for the NetBox IPAM engine")]
     IpamNotAvailable { key: String, index: usize },
+    #[error("VM {key}: {field} cannot be sent to Proxmox: {source}")]
+    Encoding {
+        key: String,
+        field: String,
+        #[source]
+        source: crate::pve::PropError,
+    },
 }
 
 /// Build the desired VM for one input entry.
@@ -239,10 +214,16 @@ pub fn desired_vm(
                 })
             }
         };
+        let bridge =
+            encode_value("bridge", &nic.bridge).map_err(|source| DesiredError::Encoding {
+                key: vm.key.0.clone(),
+                field: format!("interfaces[{}].bridge", index + 1),
+                source,
+            })?;
         nics.push(DesiredNic {
             index,
             model: nic.model.clone(),
-            bridge: nic.bridge.clone(),
+            bridge,
             vlan_tag: nic.vlan_id,
             mac: nic.mac_address,
             firewall: nic.firewall,
@@ -288,7 +269,13 @@ pub fn desired_vm(
         storage,
         requested_vmid: vm.vm_id,
         cores: inputs.cpu_cores,
-        cpu_type: inputs.cpu_type.clone(),
+        cpu_type: encode_value("cputype", &inputs.cpu_type).map_err(|source| {
+            DesiredError::Encoding {
+                key: vm.key.0.clone(),
+                field: "cpu_type".into(),
+                source,
+            }
+        })?,
         memory_mb: inputs.memory_mb,
         nics,
         nameservers: inputs.dns_servers.clone(),
@@ -310,35 +297,4 @@ pub fn desired_vm(
         marker,
         role: vm.role.clone(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn user_data_appends_users_block_when_keys_exist() {
-        let ud = generated_user_data(
-            "app-01",
-            "hybzone.local",
-            "opsadmin",
-            &["ssh-ed25519 AAA x@y".into()],
-            None,
-        );
-        assert!(ud.starts_with("#cloud-config\nhostname: app-01\nfqdn: app-01.hybzone.local\n"));
-        assert!(ud.contains("\"users\":\n- \"name\": \"opsadmin\"\n  \"ssh_authorized_keys\":\n  - \"ssh-ed25519 AAA x@y\"\n"));
-    }
-
-    #[test]
-    fn user_data_keeps_operator_users_block() {
-        let base = "#cloud-config\nusers:\n  - name: me\n";
-        let ud = generated_user_data("a", "d", "u", &["k".into()], Some(base));
-        assert_eq!(ud, base);
-    }
-
-    #[test]
-    fn user_data_without_keys_has_no_users_block() {
-        let ud = generated_user_data("a", "d", "u", &[], None);
-        assert!(!ud.contains("users"));
-    }
 }

@@ -3,6 +3,7 @@
 //! it never changes anything itself (that is [`crate::apply`]).
 
 pub mod artifact;
+pub mod checks;
 pub mod desired;
 pub mod diff;
 pub mod marker;
@@ -10,3 +11,4 @@ pub mod observe;
 pub mod observed;
 pub mod props;
 pub mod render;
+pub mod userdata;

@@ -38,6 +38,7 @@
 mod api;
 mod client;
 mod error;
+pub mod formats;
 pub mod lenient;
 mod propstr;
 mod sshkeys;
@@ -51,9 +52,9 @@ pub use client::{
 };
 pub use error::{classify_message, CallContext, ErrorClass, PveError, PveResult};
 pub use propstr::{
-    parse_bool_str, split_property_string, Agent, AgentType, CiCustom, DiskBus, DiskSize, DiskSlot,
-    DiskSpec, Extra, IpConfig, Ipv4Config, Ipv6Config, MacAddr, Memory, NetDevice, NicModel,
-    PropError, Tags,
+    encode_value, parse_bool_str, split_property_string, Agent, AgentType, CiCustom, DiskBus,
+    DiskSize, DiskSlot, DiskSpec, Extra, IpConfig, Ipv4Config, Ipv6Config, MacAddr, Memory,
+    NetDevice, NicModel, PropError, Tags,
 };
 pub use sshkeys::{decode_sshkeys, encode_sshkeys};
 pub use tls::{fingerprint_of, parse_fingerprint, TlsMode};
