@@ -66,6 +66,9 @@ fn desired(inp: &ModuleInputs) -> BTreeMap<LogicalVmKey, DesiredVm> {
     let tpl = TemplateRef {
         vmid: 9000,
         node: "pve1".into(),
+        boot_disk: "scsi0".into(),
+        disk_bytes: Some(32 << 30),
+        storages: vec!["local-lvm".into()],
     };
     inp.vms
         .iter()
@@ -114,6 +117,7 @@ fn observed_from(want: &DesiredVm, vmid: u32) -> ObservedVm {
         config,
         digest: format!("digest-{vmid}"),
         marker: Some(want.marker.clone()),
+        pending: BTreeMap::new(),
     }
 }
 
@@ -199,7 +203,7 @@ fn changed_bridge_keeps_the_generated_mac() {
 }
 
 #[test]
-fn growing_the_disk_is_a_resize_and_shrinking_is_a_plan_error() {
+fn growing_the_disk_is_a_resize_and_a_smaller_size_keeps_the_disk_with_a_note() {
     let before = desired(&inputs(""));
     let obs = observed_all(&before);
     let grown = diff(
@@ -211,9 +215,18 @@ fn growing_the_disk_is_a_resize_and_shrinking_is_a_plan_error() {
     let r = grown[0].resize.as_ref().unwrap();
     assert_eq!(r.to_bytes, 60 * 1024 * 1024 * 1024);
     assert_eq!(grown[0].action, VmAction::Update);
-    let err = diff(&desired(&inputs("disk_size_gb: 20")), &pool_of(obs), false).unwrap_err();
-    assert!(matches!(err, PlanError::DiskShrink { .. }));
-    assert!(err.to_string().contains("cannot shrink"), "{err}");
+    let smaller = diff(&desired(&inputs("disk_size_gb: 20")), &pool_of(obs), false).unwrap();
+    assert_eq!(
+        smaller[0].action,
+        VmAction::Noop,
+        "disk_size_gb is 'at least'"
+    );
+    assert!(smaller[0].resize.is_none());
+    assert!(
+        smaller[0].notes[0].contains("disk_size_gb is 20 but boot disk scsi0 is already 40 GiB"),
+        "{:?}",
+        smaller[0].notes
+    );
 }
 
 #[test]
@@ -239,10 +252,16 @@ fn template_change_is_a_replacement_that_needs_allow_vm_set_replace() {
         d.template.vmid = 9100;
         d.marker.template_vmid = 9100;
     }
-    assert!(matches!(
-        diff(&after, &pool_of(obs.clone()), false),
-        Err(PlanError::ReplaceNotAllowed { .. })
-    ));
+    // both VMs need replacing: both refusals are reported at once
+    match diff(&after, &pool_of(obs.clone()), false) {
+        Err(PlanError::Several(errs)) => {
+            assert_eq!(errs.len(), 2);
+            assert!(errs
+                .iter()
+                .all(|e| matches!(e, PlanError::ReplaceNotAllowed { .. })));
+        }
+        other => panic!("expected two ReplaceNotAllowed, got {other:?}"),
+    }
     let plans = diff(&after, &pool_of(obs), true).unwrap();
     assert!(plans.iter().all(|p| p.action == VmAction::Replace));
 }

@@ -688,7 +688,18 @@ async fn apply_engine(
         .node_name
         .clone()
         .unwrap_or_else(|| pf.creds.node.clone());
-    let apply = engine::apply_plan(&exec, &plan, &module_node, &pf.resolved.model.tags);
+    let prior = prior_ids(ctx)?;
+    let ident = identity(ctx);
+    let apply = engine::apply_plan(
+        &exec,
+        &plan,
+        &module_node,
+        &pf.resolved.model.tags,
+        Some(engine::VerifyRequest {
+            identity: &ident,
+            prior: &prior,
+        }),
+    );
     let report = tokio::select! {
         r = apply => r,
         _ = tokio::signal::ctrl_c() => {
@@ -716,6 +727,8 @@ fn finish_apply(
     let report_value = json!({
         "run_id": run.run_id,
         "failed": report.failed,
+        "converged": report.divergences.is_empty(),
+        "divergences": report.divergences,
         "writes": report.writes,
         "api_calls": report.api_calls,
         "summary": plan.summary,

@@ -210,6 +210,11 @@ pub fn build_model(inputs: &Value, ctx: BuildContext<'_>) -> (ModuleInputs, Vec<
         addressing: addressing(data),
         allow_vm_set_replace: bool_or(data, "allow_vm_set_replace", false),
         limits: limits(data),
+        restart_policy: get(data, "restart_policy")
+            .map(super::pyval::py_plain_str)
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "restart".into()),
     };
     (model, warnings)
 }

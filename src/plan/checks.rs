@@ -175,6 +175,13 @@ pub fn check_inputs(
             }
         }
     }
+    if !["restart", "defer"].contains(&inputs.restart_policy.to_ascii_lowercase().as_str()) {
+        c.push(
+            "inputs.restart_policy",
+            &inputs.restart_policy,
+            "one of: restart (restart a running VM whose changes Proxmox keeps pending), defer (leave them pending until the VM restarts)",
+        );
+    }
     let opt_checks: [(
         &str,
         &Option<String>,

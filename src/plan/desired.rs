@@ -11,13 +11,14 @@ use crate::inputs::model::{
     CloneMode, Ipv4Config, LogicalVmKey, MacAddr, ModuleInputs, PhysicalVmName, VmInputs,
 };
 use crate::plan::marker::OwnershipMarker;
+use crate::plan::placement::CloneRoute;
 use crate::plan::userdata::generated_user_data;
 use crate::pve::encode_value;
 
 /// Tag every VM created or adopted by hyops-pve carries (Proxmox tag charset).
 pub const MANAGED_TAG: &str = "hyops-pve";
-/// The disk that `disk_size_gb` applies to.
-pub const BOOT_DISK: &str = "scsi0";
+/// The boot disk assumed when the template's config could not be read.
+pub const DEFAULT_BOOT_DISK: &str = "scsi0";
 
 /// Defaults that come from the credentials file when the operator does not override them
 /// (decided quirk: operator `node_name`, `datastore_id`, `snippets_datastore_id` and
@@ -32,11 +33,23 @@ pub struct TargetDefaults {
     pub ssh_public_key: Option<String>,
 }
 
-/// Where the template lives, resolved from `/cluster/resources`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Where the template lives (`/cluster/resources`) and what the plan read from its config.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TemplateRef {
     pub vmid: u32,
     pub node: String,
+    /// The disk the template boots from (`boot` order, see [`crate::plan::template`]); the
+    /// disk `disk_size_gb` applies to. Empty when unknown (a template that is missing in a
+    /// deletion-only run).
+    #[serde(default)]
+    pub boot_disk: String,
+    /// Size of the boot disk in bytes, when the config records it.
+    #[serde(default)]
+    pub disk_bytes: Option<u64>,
+    /// Storages holding the template's volumes (decides whether a clone can go straight to
+    /// another node).
+    #[serde(default)]
+    pub storages: Vec<String>,
 }
 
 /// How the generated cloud-init user-data reaches the guest. Snippet delivery (`cicustom`)
@@ -112,6 +125,35 @@ pub struct DesiredVm {
     pub marker: OwnershipMarker,
     /// Inputs echoed into outputs (`cpu_cores`, `memory_mb`, `disk_gb`, `interfaces_configured`).
     pub role: String,
+    /// How a new VM is made and placed (set by [`crate::plan::placement::place`]).
+    #[serde(default)]
+    pub route: CloneRoute,
+    /// What to do when a running VM keeps changes pending (`inputs.restart_policy`).
+    #[serde(default)]
+    pub restart_policy: RestartPolicy,
+}
+
+/// `inputs.restart_policy` (engine extension): changes a running VM can only take at its
+/// next start (cores, memory without memory hotplug, CPU type, …) are applied by restarting
+/// it (`restart`, the default: shutdown with a timeout, then start), or left pending for
+/// the operator's own maintenance window (`defer`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestartPolicy {
+    #[default]
+    Restart,
+    Defer,
+}
+
+impl DesiredVm {
+    /// The disk `disk_size_gb` applies to: the template's boot disk.
+    pub fn boot_disk(&self) -> &str {
+        if self.template.boot_disk.is_empty() {
+            DEFAULT_BOOT_DISK
+        } else {
+            &self.template.boot_disk
+        }
+    }
 }
 
 impl DesiredVm {
@@ -201,6 +243,12 @@ pub fn desired_vm(
         .datastore_id
         .clone()
         .unwrap_or_else(|| defaults.datastore.clone());
+    let route = CloneRoute {
+        clone_node: template.node.clone(),
+        target: (node != template.node).then(|| node.clone()),
+        storage: (inputs.clone_mode == CloneMode::Full).then(|| storage.clone()),
+        migrate: None,
+    };
     let windows = inputs.is_windows();
     let mut nics = Vec::with_capacity(vm.interfaces.len());
     for (index, nic) in vm.interfaces.iter().enumerate() {
@@ -294,6 +342,12 @@ pub fn desired_vm(
         user_data,
         network_data: vm.cloud_init_network_data.clone(),
         meta_data: vm.cloud_init_meta_data.clone(),
+        route,
+        restart_policy: if inputs.restart_policy.trim().eq_ignore_ascii_case("defer") {
+            RestartPolicy::Defer
+        } else {
+            RestartPolicy::Restart
+        },
         marker,
         role: vm.role.clone(),
     })

@@ -9,6 +9,8 @@ pub mod diff;
 pub mod marker;
 pub mod observe;
 pub mod observed;
+pub mod placement;
 pub mod props;
 pub mod render;
+pub mod template;
 pub mod userdata;

@@ -39,6 +39,7 @@ mod api;
 mod client;
 mod error;
 pub mod formats;
+pub mod hotplug;
 pub mod lenient;
 mod propstr;
 mod sshkeys;
@@ -59,9 +60,10 @@ pub use propstr::{
 pub use sshkeys::{decode_sshkeys, encode_sshkeys};
 pub use tls::{fingerprint_of, parse_fingerprint, TlsMode};
 pub use types::{
-    ipv4_addresses, CloneParams, CloudInitKind, ClusterResource, ConfigUpdate, DiskFormat,
-    GuestInterface, GuestIp, ResourceType, StorageVolume, TaskLog, TaskLogLine, TaskOutcome,
-    TaskStatus, VersionInfo, VmConfig, VmStatus, WaitOptions,
+    ipv4_addresses, CloneParams, CloudInitKind, ClusterResource, ConfigUpdate, CpuModel,
+    DiskFormat, GuestInterface, GuestIp, NodeInfo, NodeNetwork, NodeStorage, PendingEntry,
+    ResourceType, StorageVolume, TaskLog, TaskLogLine, TaskOutcome, TaskStatus, VersionInfo,
+    VmConfig, VmStatus, WaitOptions,
 };
 pub use upid::{Upid, UpidError};
 pub use vmid::{is_id_conflict, AllocateRequest, CloneAllocation, Ownership};
