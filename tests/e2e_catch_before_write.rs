@@ -1,0 +1,237 @@
+//! Issue 8 end to end on the simulator: placement Proxmox would refuse is refused by the plan
+//! before any write (bridge, storage, node, CPU model, linked clone across nodes), all at once;
+//! a template booting from `virtio0` is grown on `virtio0`; `disk_size_gb` below the
+//! template's size keeps the disk, warns once and publishes the real size; per-VM cloud-init
+//! documents are said to be undelivered; a protected VM stops destroy before any power change.
+
+mod common;
+
+use common::{Harness, DEMO};
+use hyops_pve::commands::module::{apply_inner, destroy_inner, plan_inner};
+use hyops_pve::sim::model::TemplateDesc;
+use hyops_pve::sim::{ClusterDescription, SimConfig};
+
+async fn refused(h: &Harness, overlay: &str) -> String {
+    let ctx = h.ctx(&h.overlay("o.yml", overlay)).await;
+    let before = h.sim.counters();
+    let err = apply_inner(&ctx, None, None).await.unwrap_err();
+    assert_eq!(
+        h.sim.counters().writes,
+        before.writes,
+        "a refused plan writes nothing: {}",
+        err.message
+    );
+    assert!(h.vms().is_empty(), "no VM was cloned");
+    err.message
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_missing_on_the_node_is_refused_before_the_clone() {
+    let h = Harness::start().await;
+    let msg = refused(&h, &DEMO.replacen("bridge: vmbr0", "bridge: vmbr9", 1)).await;
+    assert!(
+        msg.contains("VM app-01: bridge 'vmbr9' of interfaces[1] does not exist on node pve1"),
+        "{msg}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_placement_problem_is_listed_at_once() {
+    let h = Harness::start().await;
+    let overlay = DEMO.replacen("bridge: vmbr0", "bridge: vmbr9", 1).replace(
+        "require_ipam: false\n",
+        "require_ipam: false\ndatastore_id: fast-nvme\ncpu_type: pentium9\n",
+    );
+    let msg = refused(&h, &overlay).await;
+    assert!(msg.contains("placement problem(s)"), "{msg}");
+    assert!(msg.contains("bridge 'vmbr9'"), "{msg}");
+    assert!(
+        msg.contains("storage 'fast-nvme' (inputs.datastore_id) is not available on node pve1"),
+        "{msg}"
+    );
+    assert!(msg.contains("CPU model 'pentium9'"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_outside_the_cluster_is_refused() {
+    let h = Harness::start().await;
+    let overlay = DEMO.replace(
+        "  app-01:\n    role: app\n",
+        "  app-01:\n    role: app\n    node_name: pve9\n",
+    );
+    let msg = refused(&h, &overlay).await;
+    assert!(
+        msg.contains(
+            "VM app-01: node 'pve9' is not a node of this cluster (nodes: pve1, pve2, pve3)"
+        ),
+        "{msg}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linked_clone_on_another_node_of_a_local_template_is_refused() {
+    let h = Harness::start().await;
+    let overlay = DEMO
+        .replace(
+            "require_ipam: false\n",
+            "require_ipam: false\nclone_mode: linked\n",
+        )
+        .replace(
+            "  app-01:\n    role: app\n",
+            "  app-01:\n    role: app\n    node_name: pve2\n",
+        );
+    let msg = refused(&h, &overlay).await;
+    assert!(
+        msg.contains("clone_mode linked on node pve2 needs the template on that node"),
+        "{msg}"
+    );
+}
+
+fn cluster_with_virtio_template() -> ClusterDescription {
+    let mut c = ClusterDescription::default_cluster();
+    c.templates = vec![TemplateDesc {
+        vmid: 9000,
+        name: "ubuntu-24.04".into(),
+        node: "pve1".into(),
+        storage: "local-lvm".into(),
+        disk_gb: 32,
+        cores: 2,
+        memory_mb: 2048,
+        bridge: "vmbr0".into(),
+        boot_disk: "virtio0".into(),
+    }];
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_booting_from_virtio0_is_grown_on_virtio0_and_converges() {
+    let h = Harness::start_with(SimConfig {
+        cluster: cluster_with_virtio_template(),
+        time_scale: 0.0005,
+        ..SimConfig::default()
+    })
+    .await;
+    let ctx = h.ctx(&h.overlay("o.yml", DEMO)).await;
+    apply_inner(&ctx, None, None).await.unwrap();
+    let cfg = h.config_of("dev-app-01");
+    assert!(cfg["virtio0"].contains("size=40G"), "{cfg:?}");
+    assert!(!cfg.contains_key("scsi0"));
+    assert_eq!(plan_inner(&ctx, true, None).await.unwrap(), 0, "converged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_size_below_the_template_keeps_the_disk_warns_and_publishes_the_real_size() {
+    let h = Harness::start().await;
+    let ctx = h
+        .ctx(&h.overlay(
+            "o.yml",
+            &DEMO.replace("disk_size_gb: 40", "disk_size_gb: 20"),
+        ))
+        .await;
+    let run = apply_inner(&ctx, None, None).await.unwrap();
+    assert!(h.config_of("dev-app-01")["scsi0"].contains("size=32G"));
+    let st = h.state_json();
+    assert_eq!(
+        st["outputs"]["vms"]["app-01"]["disk_gb"], 32,
+        "the real size"
+    );
+    let result: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            h.root()
+                .join("logs/module/platform__onprem__platform-vm")
+                .join(&run)
+                .join("driver_result.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let warnings: Vec<String> = result["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w.as_str().map(str::to_string))
+        .filter(|w| w.contains("disk_size_gb is 20"))
+        .collect();
+    assert_eq!(warnings.len(), 3, "once per VM: {warnings:?}");
+    assert_eq!(
+        plan_inner(&ctx, true, None).await.unwrap(),
+        0,
+        "and the next plan agrees"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_vm_cloud_init_documents_are_said_to_be_undelivered() {
+    let h = Harness::start().await;
+    let overlay = DEMO.replace(
+        "  db-01:\n    role: db\n",
+        "  db-01:\n    role: db\n    cloud_init_user_data: \"#cloud-config\\npackages: [nginx]\\n\"\n",
+    );
+    let ctx = h.ctx(&h.overlay("o.yml", &overlay)).await;
+    let run = apply_inner(&ctx, None, None).await.unwrap();
+    let plan: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            h.root()
+                .join("logs/module/platform__onprem__platform-vm")
+                .join(&run)
+                .join("plan.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let w: Vec<&str> = plan["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w.as_str())
+        .filter(|w| w.contains("NOT delivered"))
+        .collect();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with("VM db-01: cloud_init_user_data NOT delivered"),
+        "{w:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroy_refuses_a_protected_vm_before_any_power_change() {
+    let h = Harness::start().await;
+    let ctx = h.ctx(&h.overlay("o.yml", DEMO)).await;
+    apply_inner(&ctx, None, None).await.unwrap();
+    let vmid = h
+        .vms()
+        .into_iter()
+        .find(|(_, n)| n == "dev-db-01")
+        .map(|(id, _)| id)
+        .unwrap();
+    let r = h
+        .raw_client()
+        .put(format!("{}/nodes/pve1/qemu/{vmid}/config", h.sim.url()))
+        .header("Authorization", h.sim.token_header())
+        .form(&[("protection", "1")])
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let before = h.sim.counters();
+    let err = destroy_inner(&ctx).await.unwrap_err();
+    assert!(
+        err.message.contains(&format!(
+            "VM db-01 (vmid {vmid}, 'dev-db-01' on node pve1) has Proxmox protection enabled"
+        )),
+        "{}",
+        err.message
+    );
+    assert!(
+        err.message
+            .contains(&format!("qm set {vmid} --protection 0")),
+        "{}",
+        err.message
+    );
+    assert_eq!(
+        h.sim.counters().writes,
+        before.writes,
+        "nothing was shut down or deleted"
+    );
+    assert_eq!(h.vms().len(), 3);
+}
