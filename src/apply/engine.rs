@@ -395,6 +395,44 @@ pub async fn verify_converged(
 pub struct VerifyRequest<'a> {
     pub identity: &'a SlotIdentity,
     pub prior: &'a PriorIds,
+    /// The outputs of the previous successful apply of this slot (HyOps state), so facts the
+    /// guest agent does not report right now are kept, never blanked.
+    pub previous_outputs: Option<&'a Value>,
+}
+
+/// The guest addresses the previous outputs recorded for `key`, if they describe the same VM
+/// (same VMID).
+fn last_known_ipv4(previous: &Value, key: &str, vmid: u32) -> Option<Vec<Vec<std::net::Ipv4Addr>>> {
+    let same_vm = previous
+        .get("vm_ids")
+        .and_then(|ids| ids.get(key))
+        .and_then(|v| {
+            v.as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        })
+        == Some(u64::from(vmid));
+    if !same_vm {
+        return None;
+    }
+    let lists = previous
+        .get("vms")?
+        .get(key)?
+        .get("ipv4_addresses")?
+        .as_array()?;
+    let out: Vec<Vec<std::net::Ipv4Addr>> = lists
+        .iter()
+        .map(|l| {
+            l.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str()?.parse().ok())
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        })
+        .filter(|l: &Vec<std::net::Ipv4Addr>| !l.is_empty())
+        .collect();
+    (!out.is_empty()).then_some(out)
 }
 
 /// Execute a plan, then (when it changed anything) observe Proxmox again: any difference left
@@ -411,6 +449,7 @@ pub async fn apply_plan(
     let mut divergences = Vec::new();
     let changed = plan.vms.iter().any(|p| !p.is_noop())
         || exec.writes.load(std::sync::atomic::Ordering::Relaxed) > 0;
+    let previous = verify.as_ref().and_then(|v| v.previous_outputs);
     if let (Some(v), true) = (verify, changed) {
         let skip: BTreeSet<String> = outcomes
             .iter()
@@ -435,7 +474,14 @@ pub async fn apply_plan(
             continue;
         }
         if let (Some(facts), Some(want)) = (&o.facts, &p.desired) {
-            per_vm.insert(o.key.clone(), (want.clone(), facts.clone()));
+            let mut facts = facts.clone();
+            // A guest agent that does not answer right now never blanks what is known.
+            if facts.agent_ipv4.is_empty() && facts.running {
+                if let Some(known) = previous.and_then(|v| last_known_ipv4(v, &o.key, facts.vmid)) {
+                    facts.agent_ipv4 = known;
+                }
+            }
+            per_vm.insert(o.key.clone(), (want.clone(), facts));
         }
     }
     let failed = outcomes.iter().any(|o| o.status != "ok") || !divergences.is_empty();

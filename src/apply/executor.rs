@@ -366,7 +366,11 @@ impl Executor {
             VmAction::Delete => self.remove(&ctx).await.map(|_| None),
             VmAction::Replace => match self.remove(&ctx).await {
                 Ok(()) => {
+                    // the old VM is gone from its node; the new one goes where the plan says
                     ctx.vmid = None;
+                    if let Some(want) = &plan.desired {
+                        ctx.node = want.node.clone();
+                    }
                     self.create(&mut ctx, plan).await
                 }
                 Err(e) => Err(e),
@@ -407,6 +411,15 @@ impl Executor {
         let want = self.desired(ctx, plan)?;
         let vmid = self.clone_step(ctx, want).await?;
         ctx.vmid = Some(vmid);
+        if let Some(m) = &want.route.migrate {
+            self.migrate_step(
+                ctx,
+                &want.route.clone_node,
+                &m.node,
+                m.targetstorage.as_deref(),
+            )
+            .await?;
+        }
         let cfg = self.read_config(ctx, "config").await?;
         self.config_step(ctx, want, &cfg, &plan.config_set, &[])
             .await?;
@@ -447,42 +460,136 @@ impl Executor {
         if plan.start {
             self.start_step(ctx).await?;
         }
-        self.facts(ctx, plan, plan.start).await
+        if plan.restart.is_some() {
+            // restart_policy: restart — the running VM takes its pending config at start
+            self.stop_step(ctx).await?;
+            self.start_step(ctx).await?;
+        }
+        self.facts(ctx, plan, plan.start || plan.restart.is_some())
+            .await
+    }
+
+    /// Offline migration of the fresh clone from the template's node to its own node (the
+    /// plan's route when Proxmox cannot clone straight there).
+    async fn migrate_step(
+        &self,
+        ctx: &VmCtx<'_>,
+        from: &str,
+        to: &str,
+        targetstorage: Option<&str>,
+    ) -> Result<(), StepError> {
+        let vmid = ctx.vmid.unwrap_or_default();
+        let client = &self.client;
+        let wait = self.wait_opts(self.timeouts.clone);
+        self.step(ctx, "migrate", self.timeouts.clone, || async {
+            // Already there (a retry after an unknown outcome): done.
+            ctx.read();
+            match client.vm_node(vmid).await {
+                Ok(Some(n)) if n == to => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(StepOutcome::from_read(e)),
+            }
+            let _permits = self.scheduler.acquire(to, targetstorage).await;
+            ctx.write();
+            let upid = client
+                .migrate(from, vmid, to, targetstorage)
+                .await
+                .map_err(StepOutcome::from_write)?;
+            client
+                .wait_task(&upid, &wait)
+                .await
+                .map(|o| ctx.polled(o.polls))
+                .map_err(StepOutcome::from_write)
+        })
+        .await
+    }
+
+    /// Shut a running VM down within the shutdown timeout, then stop it if the guest did not
+    /// comply. A stopped VM is left as it is.
+    async fn stop_step(&self, ctx: &VmCtx<'_>) -> Result<(), StepError> {
+        let vmid = ctx.vmid.unwrap_or_default();
+        let node = ctx.node.clone();
+        let client = &self.client;
+        let timeout_s = self.timeouts.shutdown.as_secs().min(u32::MAX as u64) as u32;
+        let wait = self.wait_opts(self.timeouts.shutdown + Duration::from_secs(30));
+        let graceful = self
+            .step(
+                ctx,
+                "shutdown",
+                self.timeouts.shutdown + Duration::from_secs(30),
+                || async {
+                    let _p = self.scheduler.acquire(&node, None).await;
+                    ctx.write();
+                    let upid = client
+                        .shutdown(&node, vmid, Some(timeout_s), false)
+                        .await
+                        .map_err(StepOutcome::from_write)?;
+                    client
+                        .wait_task(&upid, &wait)
+                        .await
+                        .map(|o| ctx.polled(o.polls))
+                        .map_err(StepOutcome::Fail)
+                },
+            )
+            .await;
+        if graceful.is_ok() {
+            return Ok(());
+        }
+        let wait = self.wait_opts(self.timeouts.delete);
+        self.step(ctx, "stop", self.timeouts.delete, || async {
+            let _p = self.scheduler.acquire(&node, None).await;
+            ctx.write();
+            let upid = client
+                .stop(&node, vmid)
+                .await
+                .map_err(StepOutcome::from_write)?;
+            client
+                .wait_task(&upid, &wait)
+                .await
+                .map(|o| ctx.polled(o.polls))
+                .map_err(StepOutcome::from_write)
+        })
+        .await
     }
 
     /// Clone the template (race-safe VMID choice); returns the new VMID.
     async fn clone_step(&self, ctx: &VmCtx<'_>, want: &DesiredVm) -> Result<u32, StepError> {
         let full = want.clone_mode == CloneMode::Full;
+        // The plan's route: where the clone call goes, straight to another node only when
+        // Proxmox can (shared storage), else on the template's node and migrated after.
+        let route = &want.route;
+        let clone_node = if route.clone_node.is_empty() {
+            want.template.node.clone()
+        } else {
+            route.clone_node.clone()
+        };
         let params = CloneParams {
             newid: want.requested_vmid.unwrap_or(0),
             name: Some(want.physical_name.0.clone()),
             description: Some(want.marker.to_description()),
             full: Some(full),
-            storage: full.then(|| want.storage.clone()),
+            storage: if full { route.storage.clone() } else { None },
             format: None,
-            target: (want.node != want.template.node).then(|| want.node.clone()),
+            target: route.target.clone(),
             pool: None,
         };
         let marker_line = want.marker.to_line();
-        let storage = if full {
-            Some(want.storage.clone())
-        } else {
-            None
-        };
+        let storage = if full { route.storage.clone() } else { None };
         let wait = self.wait_opts(self.timeouts.clone);
         let client = &self.client;
         self.step(ctx, "clone", self.timeouts.clone, || {
             let params = params.clone();
             let marker_line = marker_line.clone();
             let storage = storage.clone();
+            let clone_node = clone_node.clone();
             async move {
                 let _permits = self
                     .scheduler
-                    .acquire(&want.template.node, storage.as_deref())
+                    .acquire(&clone_node, storage.as_deref())
                     .await;
                 ctx.write();
                 let req = AllocateRequest {
-                    node: &want.template.node,
+                    node: &clone_node,
                     template_vmid: want.template.vmid,
                     params: &params,
                     ownership: Ownership::Marker(&marker_line),
@@ -675,9 +782,11 @@ impl Executor {
         let started = Instant::now();
         ctx.journal_start("facts");
         ctx.read();
+        // `current`: what the VM runs, not what it gets at its next start (outputs report
+        // what runs).
         let cfg = self
             .client
-            .vm_config(&ctx.node, vmid, false)
+            .vm_config(&ctx.node, vmid, true)
             .await
             .map_err(|e| ctx.pve_err("facts", e))?;
         ctx.read();
@@ -926,11 +1035,14 @@ fn build_update(
     let mut any = false;
     for (k, v) in planned_set {
         let before = observed.get(k).map(String::as_str);
-        let desired_now = want
-            .owned_config()
-            .get(k)
-            .cloned()
-            .unwrap_or_else(|| v.clone());
+        let desired_now = if k.starts_with("net") && props::net_mac(v).is_some() {
+            v.clone()
+        } else {
+            want.owned_config()
+                .get(k)
+                .cloned()
+                .unwrap_or_else(|| v.clone())
+        };
         if config_value_matches(k, before, &desired_now) {
             continue;
         }
@@ -939,8 +1051,9 @@ fn build_update(
             let keys: Vec<String> = v.lines().map(str::to_string).collect();
             update.sshkeys(&keys)
         } else if let Some(idx) = k.strip_prefix("net").and_then(|i| i.parse::<usize>().ok()) {
-            // Keep whatever MAC the VM has (a clone's fresh one) unless the operator set one.
-            let keep = before.and_then(props::net_mac);
+            // The MAC the plan chose (the NIC's own, carried from wherever it was), else the
+            // one the VM has on this slot (a clone's fresh one).
+            let keep = props::net_mac(v).or_else(|| before.and_then(props::net_mac));
             match want.nics.iter().find(|n| n.index == idx) {
                 Some(nic) => update.raw(k, &net_value(nic, keep.as_deref())),
                 None => update.raw(k, v),

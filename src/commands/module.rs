@@ -690,6 +690,10 @@ async fn apply_engine(
         .unwrap_or_else(|| pf.creds.node.clone());
     let prior = prior_ids(ctx)?;
     let ident = identity(ctx);
+    let previous_outputs = ModuleState::new(&ctx.root, &ctx.module_ref, ctx.instance.as_ref())
+        .read()
+        .map_err(CliError::hyops)?
+        .and_then(|s| s.get("outputs").cloned());
     let apply = engine::apply_plan(
         &exec,
         &plan,
@@ -698,6 +702,7 @@ async fn apply_engine(
         Some(engine::VerifyRequest {
             identity: &ident,
             prior: &prior,
+            previous_outputs: previous_outputs.as_ref(),
         }),
     );
     let report = tokio::select! {

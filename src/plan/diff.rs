@@ -481,6 +481,8 @@ fn diff_one(want: &DesiredVm, have: &ManagedVm, allow_replace: bool) -> Result<V
         let mut plan = create_plan(want);
         plan.action = VmAction::Replace;
         plan.vmid = Some(vm.vmid);
+        // the VM to remove lives where it is, not where its replacement goes
+        plan.node = vm.node.clone();
         plan.replace_reasons = reasons;
         plan.observed_digest = Some(vm.digest.clone());
         return Ok(plan);
