@@ -438,7 +438,7 @@ fn removing_nic_k_never_changes_another_nics_mac() {
     ));
     let plans = diff(&after, &pool_of(vec![obs]), false).unwrap();
     let p = &plans[0];
-    assert!(p.config_set.get("net0").is_none(), "net0 untouched: {p:#?}");
+    assert!(!p.config_set.contains_key("net0"), "net0 untouched: {p:#?}");
     assert_eq!(
         p.config_set.get("net1").map(String::as_str),
         Some(format!("virtio={MAC_C},bridge=vmbr2").as_str()),

@@ -182,11 +182,8 @@ pub fn check_inputs(
             "one of: restart (restart a running VM whose changes Proxmox keeps pending), defer (leave them pending until the VM restarts)",
         );
     }
-    let opt_checks: [(
-        &str,
-        &Option<String>,
-        fn(&str) -> Result<(), FormatViolation>,
-    ); 4] = [
+    type Rule = fn(&str) -> Result<(), FormatViolation>;
+    let opt_checks: [(&str, &Option<String>, Rule); 4] = [
         ("inputs.node_name", &inputs.node_name, formats::node_name),
         (
             "inputs.datastore_id",

@@ -59,15 +59,15 @@ pub fn split_property_string(s: &str) -> Vec<(String, String)> {
 pub fn encode_value(key: &'static str, value: &str) -> Result<String, PropError> {
     let reason = if value.is_empty() {
         Some("the value is empty".to_string())
-    } else if let Some(c) = value
-        .chars()
-        .find(|c| matches!(c, ',' | '=') || c.is_whitespace() || c.is_control())
-    {
-        Some(format!(
-            "{c:?} is not allowed: Proxmox property strings have no quoting, so it would split or extend the value"
-        ))
     } else {
-        None
+        value
+            .chars()
+            .find(|c| matches!(c, ',' | '=') || c.is_whitespace() || c.is_control())
+            .map(|c| {
+                format!(
+                    "{c:?} is not allowed: Proxmox property strings have no quoting, so it would split or extend the value"
+                )
+            })
     };
     match reason {
         Some(r) => Err(PropError::new(key, value, r)),
