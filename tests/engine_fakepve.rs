@@ -142,20 +142,13 @@ fn fakepve_vms(info: &Info) -> Vec<(u32, String)> {
     vms
 }
 
-/// The newest `apply_report.json` under the root's evidence.
-fn last_apply_report(root: &Path) -> serde_json::Value {
-    let run = std::fs::read_dir(root.join("logs/module/platform__onprem__platform-vm"))
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("apply-"))
-                && p.join("apply_report.json").exists()
-        })
-        .max()
-        .unwrap();
-    serde_json::from_str(&std::fs::read_to_string(run.join("apply_report.json")).unwrap()).unwrap()
+/// The `apply_report.json` of run `run_id`.
+fn apply_report(root: &Path, run_id: &str) -> serde_json::Value {
+    let p = root
+        .join("logs/module/platform__onprem__platform-vm")
+        .join(run_id)
+        .join("apply_report.json");
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,8 +182,8 @@ async fn engine_creates_converges_noops_and_destroys_on_fakepve() {
 
     // create: the apply converges (post-apply verification reads Proxmox back)
     let c = ctx(&root, &overlay, dir.path()).await;
-    apply_inner(&c, None, None).await.expect("first apply");
-    let first = last_apply_report(&root);
+    let run = apply_inner(&c, None, None).await.expect("first apply");
+    let first = apply_report(&root, &run);
     assert_eq!(first["converged"], true, "{first}");
     assert_eq!(first["summary"]["create"], 2, "{first}");
     let mut created: Vec<String> = fakepve_vms(info)
@@ -208,8 +201,8 @@ async fn engine_creates_converges_noops_and_destroys_on_fakepve() {
         0,
         "plan is empty"
     );
-    apply_inner(&c, None, None).await.expect("second apply");
-    let report = last_apply_report(&root);
+    let run = apply_inner(&c, None, None).await.expect("second apply");
+    let report = apply_report(&root, &run);
     assert_eq!(report["writes"], 0, "{report}");
     assert_eq!(report["summary"]["noop"], 2, "{report}");
 
