@@ -35,6 +35,9 @@ pub struct ModuleArgs {
     /// Simulator cluster description (YAML), with --sim.
     #[arg(long, requires = "sim")]
     pub sim_cluster: Option<PathBuf>,
+    /// Fault file (YAML) for the built-in simulator, with --sim (see README "Fault injection").
+    #[arg(long, requires = "sim")]
+    pub sim_faults: Option<PathBuf>,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
@@ -179,9 +182,12 @@ pub enum SimAction {
         /// Seed for MACs and fault rates.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Load and save the cluster state here.
+        /// Load and save the cluster state here (locked while serving).
         #[arg(long)]
         state: Option<PathBuf>,
+        /// Fault file (YAML): injected errors, resets, lost replies, … (README "Fault injection").
+        #[arg(long)]
+        faults: Option<PathBuf>,
     },
 }
 

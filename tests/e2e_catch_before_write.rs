@@ -214,7 +214,7 @@ async fn destroy_refuses_a_protected_vm_before_any_power_change() {
         .unwrap();
     assert!(r.status().is_success());
     let before = h.sim.counters();
-    let err = destroy_inner(&ctx).await.unwrap_err();
+    let err = destroy_inner(&ctx, None).await.unwrap_err();
     assert!(
         err.message.contains(&format!(
             "VM db-01 (vmid {vmid}, 'dev-db-01' on node pve1) has Proxmox protection enabled"

@@ -208,6 +208,6 @@ async fn engine_creates_converges_noops_and_destroys_on_fakepve() {
 
     // destroy: exactly the pool goes
     let c = ctx(&root, &overlay, dir.path()).await;
-    destroy_inner(&c).await.expect("destroy");
+    destroy_inner(&c, None).await.expect("destroy");
     assert_eq!(fakepve_vms(info), before);
 }

@@ -65,6 +65,8 @@ impl Ctx {
                 &env,
                 args.root.as_deref(),
                 args.sim_cluster.as_deref(),
+                args.sim_faults.as_deref(),
+                Duration::from_secs(args.lock_wait_s),
                 &env_vars,
             )
             .await?;
@@ -145,13 +147,41 @@ impl Ctx {
             },
         );
         cfg.tls = tls;
-        cfg.request_timeout = Duration::from_secs(90);
+        let scale = self.time_scale();
+        // Against a time-scaled simulator the read budget shrinks with simulated time; a
+        // request itself is real network work, so its timeout keeps a floor of 10 s.
+        cfg.request_timeout = Duration::from_secs(90)
+            .mul_f64(scale.min(1.0))
+            .max(Duration::from_secs(10));
+        cfg.read_retry = cfg.read_retry.scaled(scale);
+        if let Some(v) = self.env_vars.get("HYOPS_PVE_MAX_RESPONSE_MIB") {
+            let mib: u64 = v.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                CliError::msg(format!(
+                    "HYOPS_PVE_MAX_RESPONSE_MIB={v:?} must be a positive whole number of MiB"
+                ))
+            })?;
+            cfg.max_response_bytes = mib.saturating_mul(1 << 20);
+        }
         PveClient::new(cfg).map_err(|e| {
             CliError::msg(format!(
                 "cannot build the Proxmox client for {}: {e}",
                 creds.url
             ))
         })
+    }
+
+    /// Real seconds per engine second: the simulator's time scale with `--sim`, else
+    /// `HYOPS_PVE_ENGINE_TIME_SCALE` (for tests against a time-scaled simulator), else 1.
+    /// Scales every engine deadline, backoff and poll interval.
+    pub fn time_scale(&self) -> f64 {
+        if let Some(s) = &self.sim {
+            return s.time_scale();
+        }
+        self.env_vars
+            .get("HYOPS_PVE_ENGINE_TIME_SCALE")
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|f| f.is_finite() && *f > 0.0 && *f <= 1.0)
+            .unwrap_or(1.0)
     }
 
     /// `latest` or `instance:<name>`.

@@ -146,6 +146,7 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
                     time_scale,
                     seed,
                     state,
+                    faults,
                 },
         } => {
             let listen = listen.parse().map_err(|e| {
@@ -154,6 +155,24 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             if !is_loopback(&listen) {
                 eprintln!("warning: the simulator is listening on a non-loopback address {listen}");
             }
+            let faults = match &faults {
+                Some(f) => {
+                    crate::sim::FaultPlan::from_file(f).map_err(|e| CliError::msg(e.to_string()))?
+                }
+                None => crate::sim::FaultPlan::default(),
+            };
+            if !faults.rules.is_empty() {
+                eprintln!(
+                    "fault injection: {} rule(s), seed {}",
+                    faults.rules.len(),
+                    faults.seed.unwrap_or(seed)
+                );
+            }
+            // A saved state is served by one simulator at a time.
+            let _state_lock = match &state {
+                Some(p) => Some(simroot::lock_sim_state(p, std::time::Duration::ZERO)?),
+                None => None,
+            };
             let opts = crate::sim::ServeOptions {
                 listen,
                 cluster_file: cluster,
@@ -162,6 +181,7 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
                 state_file: state,
                 ca_pem_path: None,
                 tls: true,
+                faults,
             };
             crate::sim::serve(opts)
                 .await

@@ -673,15 +673,15 @@ async fn apply_engine(
     let timeouts = Timeouts {
         agent_wait: Duration::from_secs(readiness.connectivity_wait_s),
         ..Timeouts::default()
-    };
-    let exec = Arc::new(Executor {
-        client: pf.client.clone(),
-        scheduler: Scheduler::new(limits(ctx, &pf.resolved.model)),
-        journal: Arc::new(journal),
+    }
+    .scaled(ctx.time_scale());
+    let exec = Arc::new(Executor::new(
+        pf.client.clone(),
+        Scheduler::new(limits(ctx, &pf.resolved.model)),
+        Arc::new(journal),
         timeouts,
         progress,
-        writes: Default::default(),
-    });
+    ));
     let module_node = pf
         .resolved
         .model
@@ -705,17 +705,39 @@ async fn apply_engine(
             previous_outputs: previous_outputs.as_ref(),
         }),
     );
-    let report = tokio::select! {
-        r = apply => r,
-        _ = tokio::signal::ctrl_c() => {
-            if let Some(b) = &bar { b.abandon(); }
-            return Err(CliError::cancelled("apply cancelled by the operator (SIGINT); VMs already created carry the ownership marker and are adopted by the next apply"));
+    let report = run_cancellable(&exec, apply).await;
+    let report = match report {
+        Some(r) => r,
+        None => {
+            if let Some(b) = &bar {
+                b.abandon();
+            }
+            return Err(CliError::cancelled("apply cancelled by the operator (SIGINT); every started step was ended and journalled; VMs already created carry the ownership marker and are adopted by the next apply"));
         }
     };
     if let Some(b) = bar {
         b.finish_and_clear();
     }
     Ok((plan, report))
+}
+
+/// How long the steps get to end (journalled) after Ctrl-C before the run stops anyway.
+const CANCEL_GRACE: Duration = Duration::from_secs(20);
+
+/// Run `work` until it ends or Ctrl-C: then fire the executor's cancellation token, let the
+/// steps end and journal themselves (bounded by [`CANCEL_GRACE`]), and return `None`.
+async fn run_cancellable<T>(
+    exec: &Arc<Executor>,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::pin!(work);
+    tokio::select! {
+        r = &mut work => return Some(r),
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    exec.cancel.cancel();
+    let _ = tokio::time::timeout(CANCEL_GRACE, &mut work).await;
+    None
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -813,19 +835,26 @@ fn finish_apply(
 
 /// `hyops-pve destroy`.
 pub async fn destroy(args: &ModuleArgs, bypass: &PreflightBypass) -> Result<i32, CliError> {
-    let _reason = check_bypass("destroy", bypass)?;
+    let reason = check_bypass("destroy", bypass)?;
     let mut ctx = Ctx::new(args).await?;
-    let result = destroy_inner(&ctx).await;
+    let result = destroy_inner(&ctx, reason).await;
     ctx.finish().await?;
     result.map(|_| EXIT_OK)
 }
 
-pub async fn destroy_inner(ctx: &Ctx) -> Result<String, CliError> {
+/// Destroy every VM the slot provably owns, with apply's state sequence: `running` before
+/// the first delete, then `destroyed`, or `error` with the previous outputs kept (so the
+/// next run still knows the VMs that were not removed). The preflight decision (and a
+/// `--preflight-bypass-reason`) is recorded in the run's evidence.
+pub async fn destroy_inner(ctx: &Ctx, bypass_reason: Option<String>) -> Result<String, CliError> {
     let run = start_run(ctx, RunPrefix::Destroy, true)?;
+    let mut decision = PreflightDecision::new("destroy", bypass_reason.as_deref());
     let creds = ctx.credentials()?;
     // Validation is skipped on destroy; the lenient model only supplies names.
     let resolved = resolve(ctx, LifecycleCommand::Destroy, Some(&creds))?;
     write_inputs_evidence(ctx, &run, "destroy", &resolved)?;
+    decision.complete(true, None);
+    decision.write(&run.evidence).map_err(CliError::hyops)?;
     let client = ctx.client(&creds)?;
     let prior = prior_ids(ctx)?;
     let names: BTreeSet<String> = resolved
@@ -834,24 +863,56 @@ pub async fn destroy_inner(ctx: &Ctx) -> Result<String, CliError> {
         .values()
         .map(|v| v.physical_name.0.clone())
         .collect();
-    let journal = Journal::open(&run.evidence.join("apply_journal.jsonl"), &run.run_id)
-        .map_err(|e| CliError::msg(e.to_string()))?;
+    let state = ModuleState::new(&ctx.root, &ctx.module_ref, ctx.instance.as_ref());
+    let contract = build_input_contract(&resolved.resolved_json);
+    state
+        .persist_running(&RunningRecord {
+            run_id: run.run_id.clone(),
+            command: "destroy".into(),
+            evidence_dir: run.evidence.clone(),
+            input_contract: contract.clone(),
+            rerun_inputs_file: None,
+            resolved_inputs_file: Some(run.evidence.join("resolved.inputs.yml")),
+        })
+        .map_err(|e| {
+            CliError::msg(format!(
+                "cannot record the running state (the destroy is aborted before any change): {e}"
+            ))
+        })?;
+    let fail = |msg: String| {
+        let _ = state.persist_error("destroy", &msg);
+        let _ = write_driver_result(
+            &run.evidence,
+            &DriverResult::error(&run.run_id, "destroy", &msg),
+        );
+        msg
+    };
+    let journal = match Journal::open(&run.evidence.join("apply_journal.jsonl"), &run.run_id) {
+        Ok(j) => j,
+        Err(e) => return Err(CliError::msg(fail(e.to_string()))),
+    };
     let (progress, bar) = progress_for(names.len().max(prior.hyops.len()), ctx.args.json);
-    let exec = Arc::new(Executor {
+    let exec = Arc::new(Executor::new(
         client,
-        scheduler: Scheduler::new(limits(ctx, &resolved.model)),
-        journal: Arc::new(journal),
-        timeouts: Timeouts::default(),
+        Scheduler::new(limits(ctx, &resolved.model)),
+        Arc::new(journal),
+        Timeouts::default().scaled(ctx.time_scale()),
         progress,
-        writes: Default::default(),
-    });
-    let report = engine::destroy(&exec, &identity(ctx), &prior, &names)
-        .await
-        .map_err(|e| CliError::msg(e.to_string()));
+    ));
+    let ident = identity(ctx);
+    let work = engine::destroy(&exec, &ident, &prior, &names);
+    let report = run_cancellable(&exec, work).await;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    let report = report?;
+    let report = match report {
+        None => {
+            let msg = fail("destroy cancelled by the operator (SIGINT); every started step was ended and journalled; run destroy again to remove the rest".into());
+            return Err(CliError::cancelled(msg));
+        }
+        Some(Err(e)) => return Err(CliError::msg(fail(e.to_string()))),
+        Some(Ok(r)) => r,
+    };
     write_json_atomic(
         &run.evidence.join("destroy_report.json"),
         &json!({"run_id": run.run_id, "vms": report.outcomes, "warnings": report.warnings}),
@@ -864,15 +925,9 @@ pub async fn destroy_inner(ctx: &Ctx) -> Result<String, CliError> {
             .filter(|o| o.status != "ok")
             .map(|o| format!("{}: {}", o.key, o.error.clone().unwrap_or_default()))
             .collect();
-        let msg = format!("destroy failed: {}", failed.join("; "));
-        let _ = write_driver_result(
-            &run.evidence,
-            &DriverResult::error(&run.run_id, "destroy", &msg),
-        );
+        let msg = fail(format!("destroy failed: {}", failed.join("; ")));
         return Err(CliError::msg(msg));
     }
-    let state = ModuleState::new(&ctx.root, &ctx.module_ref, ctx.instance.as_ref());
-    let contract = build_input_contract(&resolved.resolved_json);
     let value = state
         .persist_destroyed(&run.run_id, &run.evidence, &contract)
         .map_err(CliError::hyops)?;

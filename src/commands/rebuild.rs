@@ -93,7 +93,7 @@ pub async fn rebuild_inner(ctx: &Ctx, bypass: &PreflightBypass) -> Result<i32, C
     }
     decision.write(&dir).map_err(CliError::hyops)?;
     // 2. destroy
-    match destroy_inner(ctx).await {
+    match destroy_inner(ctx, reason.clone()).await {
         Ok(_) => summary.phase("destroy", "ok", 0),
         Err(e) => {
             summary.phase("destroy", "error", e.code);

@@ -5,23 +5,41 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_json::json;
 
 use crate::commands::CliError;
 use crate::hyops::seed::{seed_ready_root, ReadyRootSeed};
-use crate::hyops::{write_json_atomic, RuntimeRoot};
-use crate::sim::{ClusterDescription, SimConfig, SimHandle, SimState, Simulator};
+use crate::hyops::{acquire_lock_file, write_json_atomic, RunLock, RuntimeRoot};
+use crate::sim::{ClusterDescription, FaultPlan, SimConfig, SimHandle, SimState, Simulator};
 
 /// Simulated seconds run this much faster than real ones in `--sim` runs (a full clone of a
 /// 32 GiB template takes ~2.5 real seconds), unless `HYOPS_PVE_SIM_TIME_SCALE` says otherwise.
 const DEFAULT_TIME_SCALE: f64 = 0.01;
 
-/// A running in-process simulator bound to its runtime root.
+/// A running in-process simulator bound to its runtime root. It holds the lock of its
+/// cluster state file from before the state is loaded until after it is saved, so two
+/// `--sim` runs on one root serialise (the second waits `--lock-wait-s`, then fails naming
+/// the holder) instead of one overwriting the other's cluster.
 pub struct SimSession {
     handle: SimHandle,
     root: PathBuf,
     state_file: PathBuf,
+    _state_lock: RunLock,
+}
+
+/// Lock `state_file` (`<state_file>.lock`) for this process, waiting up to `wait`.
+pub fn lock_sim_state(state_file: &Path, wait: Duration) -> Result<RunLock, CliError> {
+    let lock_path = state_file.with_extension("lock");
+    let run = format!("sim-{}", std::process::id());
+    acquire_lock_file(
+        &lock_path,
+        &format!("the simulated cluster state {}", state_file.display()),
+        &run,
+        wait,
+    )
+    .map_err(CliError::hyops)
 }
 
 /// The simulator home: `HYOPS_PVE_SIM_HOME`, else `~/.hyops-pve/sim`.
@@ -42,6 +60,8 @@ impl SimSession {
         env: &str,
         root_override: Option<&Path>,
         cluster_file: Option<&Path>,
+        faults_file: Option<&Path>,
+        lock_wait: Duration,
         env_vars: &BTreeMap<String, String>,
     ) -> Result<Self, CliError> {
         let root = match root_override {
@@ -70,6 +90,12 @@ impl SimSession {
             cfg.cluster =
                 ClusterDescription::from_file(file).map_err(|e| CliError::msg(e.to_string()))?;
         }
+        if let Some(file) = faults_file {
+            cfg.faults = FaultPlan::from_file(file).map_err(|e| CliError::msg(e.to_string()))?;
+        }
+        // The lock comes before the load: a second run must never read a cluster the first
+        // one is about to overwrite.
+        let state_lock = lock_sim_state(&state_file, lock_wait)?;
         let handle = if state_file.exists() {
             let state =
                 SimState::load_from(&state_file).map_err(|e| CliError::msg(e.to_string()))?;
@@ -82,6 +108,7 @@ impl SimSession {
             handle,
             root,
             state_file,
+            _state_lock: state_lock,
         };
         write_sim_root(&session.root, &session.handle)?;
         eprintln!(
@@ -95,6 +122,11 @@ impl SimSession {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The simulator's time scale (real seconds per simulated second).
+    pub fn time_scale(&self) -> f64 {
+        self.handle.time_scale()
     }
 
     pub fn handle(&self) -> &SimHandle {

@@ -32,7 +32,7 @@ pub mod tls;
 mod vm;
 
 pub use self::core::Counters;
-pub use faults::{FaultAction, FaultPlan, FaultRule};
+pub use faults::{FaultAction, FaultFileError, FaultPlan, FaultRule, FaultWindow};
 pub use latency::LatencyModel;
 pub use model::{ClusterDescription, SimState, StorageUsage, Vm};
 pub use persist::PersistError;
@@ -151,7 +151,7 @@ impl Simulator {
             locks: Arc::new(LockTable::default()),
             clock: SimClock::new(cfg.time_scale),
             latency: cfg.latency.clone(),
-            faults: Mutex::new(FaultState::new(cfg.faults.clone())),
+            faults: Mutex::new(FaultState::new(cfg.faults.clone(), cfg.seed)),
             rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(cfg.seed)),
             counters: Mutex::new(Counters::default()),
             auth: Auth {
@@ -201,6 +201,11 @@ impl SimHandle {
     /// Base URL ending in `/api2/json`.
     pub fn url(&self) -> &str {
         &self.base
+    }
+
+    /// Real seconds per simulated second.
+    pub fn time_scale(&self) -> f64 {
+        self.sim.clock.time_scale()
     }
 
     /// The `Authorization` header value: `PVEAPIToken=<id>=<secret>`.
@@ -308,6 +313,8 @@ pub struct ServeOptions {
     /// Where to write the CA PEM; default `<temp dir>/hyops-pve-sim-ca.pem`.
     pub ca_pem_path: Option<PathBuf>,
     pub tls: bool,
+    /// Injected faults (`--faults`).
+    pub faults: FaultPlan,
 }
 
 impl Default for ServeOptions {
@@ -320,6 +327,7 @@ impl Default for ServeOptions {
             state_file: None,
             ca_pem_path: None,
             tls: true,
+            faults: FaultPlan::default(),
         }
     }
 }
@@ -365,6 +373,7 @@ pub async fn start_serving(opts: &ServeOptions) -> Result<(SimHandle, PathBuf), 
         time_scale: opts.time_scale,
         tls: opts.tls,
         listen: opts.listen,
+        faults: opts.faults.clone(),
         ..SimConfig::default()
     };
     let handle = match &opts.state_file {
