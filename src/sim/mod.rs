@@ -404,7 +404,14 @@ pub async fn finish_serving(handle: &SimHandle, opts: &ServeOptions) -> Result<(
 /// fingerprint, CA PEM path and the cluster; saves the state on exit if `state_file` is set.
 pub async fn serve(opts: ServeOptions) -> Result<(), SimError> {
     let (handle, ca_path) = start_serving(&opts).await?;
-    println!("{}", describe(&handle, &ca_path));
+    // A reader that closed our stdout (a test that read what it needed) must not kill the
+    // simulator: the summary is written best-effort.
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{}", describe(&handle, &ca_path));
+        let _ = out.flush();
+    }
     let _ = tokio::signal::ctrl_c().await;
     finish_serving(&handle, &opts).await
 }
