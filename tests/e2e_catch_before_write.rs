@@ -235,3 +235,28 @@ async fn destroy_refuses_a_protected_vm_before_any_power_change() {
     );
     assert_eq!(h.vms().len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_no_op_apply_keeps_the_addresses_when_the_agent_does_not_answer() {
+    let h = Harness::start().await;
+    let ctx = h.ctx(&h.overlay("o.yml", DEMO)).await;
+    apply_inner(&ctx, None, None).await.unwrap();
+    let before = h.state_json()["outputs"].clone();
+    assert_eq!(before["ipv4_addresses"]["app-01"], "10.20.0.11", "{before}");
+    // the guest agent stops answering (a reboot, a slow guest)
+    h.sim.add_fault(hyops_pve::sim::FaultRule::on(
+        "GET",
+        "/nodes/{node}/qemu/{vmid}/agent/network-get-interfaces",
+        hyops_pve::sim::FaultAction::Http {
+            status: 500,
+            message: "QEMU guest agent is not running".into(),
+        },
+    ));
+    apply_inner(&ctx, None, None).await.unwrap();
+    let after = h.state_json()["outputs"].clone();
+    assert_eq!(after["ipv4_addresses"], before["ipv4_addresses"]);
+    assert_eq!(
+        after["vms"]["app-01"]["ipv4_addresses"],
+        before["vms"]["app-01"]["ipv4_addresses"]
+    );
+}

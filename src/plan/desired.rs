@@ -297,6 +297,18 @@ pub fn desired_vm(
     tags.push(MANAGED_TAG.to_string());
     tags.sort();
     tags.dedup();
+    // `tags` is a `pve-tag-list`: a tag holding a separator would add tags.
+    for t in &tags {
+        crate::pve::formats::tag(t).map_err(|v| DesiredError::Encoding {
+            key: vm.key.0.clone(),
+            field: "tags".into(),
+            source: crate::pve::PropError {
+                kind: "tags",
+                input: t.clone(),
+                reason: v.to_string(),
+            },
+        })?;
+    }
     let user_data = if windows {
         None
     } else {
