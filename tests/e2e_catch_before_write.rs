@@ -270,7 +270,19 @@ async fn a_vm_on_another_node_than_its_local_template_is_cloned_there_and_migrat
         "  app-01:\n    role: app\n    node_name: pve2\n",
     );
     let ctx = h.ctx(&h.overlay("o.yml", &overlay)).await;
-    apply_inner(&ctx, None, None).await.unwrap();
+    let run = apply_inner(&ctx, None, None).await.unwrap();
+    let journal = std::fs::read_to_string(
+        h.root()
+            .join("logs/module/platform__onprem__platform-vm")
+            .join(&run)
+            .join("apply_journal.jsonl"),
+    )
+    .unwrap();
+    let migrated = journal
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .any(|e| e["vm"] == "app-01" && e["action"] == "migrate" && e["result"] == "ok");
+    assert!(migrated, "{journal}");
     let (node, disk) = {
         let st = h.sim.state();
         let vm = st
@@ -282,8 +294,14 @@ async fn a_vm_on_another_node_than_its_local_template_is_cloned_there_and_migrat
         (vm.node.clone(), vm.config["scsi0"].clone())
     };
     assert_eq!(node, "pve2");
-    assert!(disk.starts_with("local-lvm:vm-") && disk.contains("size=40G"), "{disk}");
-    assert_eq!(h.state_json()["outputs"]["vms"]["app-01"]["node_name"], "pve2");
+    assert!(
+        disk.starts_with("local-lvm:vm-") && disk.contains("size=40G"),
+        "{disk}"
+    );
+    assert_eq!(
+        h.state_json()["outputs"]["vms"]["app-01"]["node_name"],
+        "pve2"
+    );
     assert_eq!(plan_inner(&ctx, true, None).await.unwrap(), 0, "converged");
 }
 
@@ -306,7 +324,10 @@ async fn raising_cores_on_running_vms_restarts_them_and_outputs_report_what_runs
         .await;
     apply_inner(&more, None, None).await.unwrap();
     let cfg = running_config(&h, "dev-app-01");
-    assert_eq!(cfg["cores"], "4", "the VM runs the new value (not only pending)");
+    assert_eq!(
+        cfg["cores"], "4",
+        "the VM runs the new value (not only pending)"
+    );
     assert!(h.sim.state().vms.values().all(|v| v.pending.is_empty()));
     assert_eq!(h.state_json()["outputs"]["vms"]["app-01"]["cpu_cores"], 4);
     assert_eq!(plan_inner(&more, true, None).await.unwrap(), 0);
@@ -317,13 +338,22 @@ async fn restart_policy_defer_leaves_changes_pending_and_outputs_report_what_run
     let h = Harness::start().await;
     let ctx = h.ctx(&h.overlay("o.yml", DEMO)).await;
     apply_inner(&ctx, None, None).await.unwrap();
-    let deferred = DEMO
-        .replace("cpu_cores: 2", "cpu_cores: 4")
-        .replace("require_ipam: false\n", "require_ipam: false\nrestart_policy: defer\n");
+    let deferred = DEMO.replace("cpu_cores: 2", "cpu_cores: 4").replace(
+        "require_ipam: false\n",
+        "require_ipam: false\nrestart_policy: defer\n",
+    );
     let more = h.ctx(&h.overlay("d.yml", &deferred)).await;
     let run = apply_inner(&more, None, None).await.unwrap();
-    assert_eq!(running_config(&h, "dev-app-01")["cores"], "2", "still runs 2");
-    assert_eq!(h.state_json()["outputs"]["vms"]["app-01"]["cpu_cores"], 2, "outputs report what runs");
+    assert_eq!(
+        running_config(&h, "dev-app-01")["cores"],
+        "2",
+        "still runs 2"
+    );
+    assert_eq!(
+        h.state_json()["outputs"]["vms"]["app-01"]["cpu_cores"],
+        2,
+        "outputs report what runs"
+    );
     let result = std::fs::read_to_string(
         h.root()
             .join("logs/module/platform__onprem__platform-vm")
@@ -331,8 +361,15 @@ async fn restart_policy_defer_leaves_changes_pending_and_outputs_report_what_run
             .join("driver_result.json"),
     )
     .unwrap();
-    assert!(result.contains("cores stay pending until the VM restarts (restart_policy: defer)"), "{result}");
-    assert_eq!(plan_inner(&more, true, None).await.unwrap(), 0, "nothing more to do until a restart");
+    assert!(
+        result.contains("cores stay pending until the VM restarts (restart_policy: defer)"),
+        "{result}"
+    );
+    assert_eq!(
+        plan_inner(&more, true, None).await.unwrap(),
+        0,
+        "nothing more to do until a restart"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -348,12 +385,19 @@ async fn removing_the_middle_nic_keeps_the_other_nics_macs() {
         cfg[k].split(',').next().unwrap().to_string()
     };
     let before = h.config_of("dev-app-01");
-    let two = three.replace("      - bridge: vmbr1\n        ipv4: {address: 10.21.0.11/24}\n", "");
+    let two = three.replace(
+        "      - bridge: vmbr1\n        ipv4: {address: 10.21.0.11/24}\n",
+        "",
+    );
     let ctx2 = h.ctx(&h.overlay("two.yml", &two)).await;
     apply_inner(&ctx2, None, None).await.unwrap();
     let after = h.config_of("dev-app-01");
     assert_eq!(mac(&after, "net0"), mac(&before, "net0"));
-    assert_eq!(mac(&after, "net1"), mac(&before, "net2"), "the vnetmgmt NIC kept its MAC");
+    assert_eq!(
+        mac(&after, "net1"),
+        mac(&before, "net2"),
+        "the vnetmgmt NIC kept its MAC"
+    );
     assert!(after["net1"].contains("bridge=vnetmgmt"));
     assert!(!after.contains_key("net2"));
     assert_eq!(plan_inner(&ctx2, true, None).await.unwrap(), 0);
