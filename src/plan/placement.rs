@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::inputs::model::{CloneMode, LogicalVmKey};
 use crate::plan::desired::{DesiredVm, TemplateRef};
-use crate::pve::{NodeStorage, PveClient, PveError};
+use crate::pve::{ErrorClass, NodeStorage, PveClient, PveError};
 
 /// After the clone: move the VM to its node, copying its disks to `targetstorage`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,34 +101,58 @@ pub async fn gather(
             facts.by_node.insert(n.clone(), NodeFacts::default());
             continue;
         }
-        let err = |what: &str| {
-            let what = format!("{what} on node {n}");
-            move |source| GatherError { what, source }
-        };
-        let bridges = client
-            .node_bridges(n)
-            .await
-            .map_err(err("GET /nodes/{node}/network"))?;
-        let storages = client
-            .node_storages(n, None)
-            .await
-            .map_err(err("GET /nodes/{node}/storage"))?;
-        let cpus = client
-            .cpu_models(n)
-            .await
-            .map_err(err("GET /nodes/{node}/capabilities/qemu/cpu"))?;
+        // A list the token may not read (403) or the server does not have (501) is unknown:
+        // that check is skipped with a warning rather than refusing the plan.
+        let bridges = lenient_list(n, "GET /nodes/{node}/network", client.node_bridges(n).await)?;
+        let storages = lenient_list(
+            n,
+            "GET /nodes/{node}/storage",
+            client.node_storages(n, None).await,
+        )?;
+        let cpus = lenient_list(
+            n,
+            "GET /nodes/{node}/capabilities/qemu/cpu",
+            client.cpu_models(n).await,
+        )?;
         facts.by_node.insert(
             n.clone(),
             NodeFacts {
                 online: true,
-                bridges: (!bridges.is_empty())
-                    .then(|| bridges.into_iter().map(|b| b.iface).collect()),
-                storages: (!storages.is_empty()).then_some(storages),
-                cpu_models: (!cpus.is_empty()).then(|| cpus.into_iter().map(|c| c.name).collect()),
+                bridges: bridges
+                    .filter(|b| !b.is_empty())
+                    .map(|b| b.into_iter().map(|b| b.iface).collect()),
+                storages: storages.filter(|s| !s.is_empty()),
+                cpu_models: cpus
+                    .filter(|c| !c.is_empty())
+                    .map(|c| c.into_iter().map(|c| c.name).collect()),
             },
         );
     }
     Ok(facts)
+}
+
+/// A listing the token may not read (403) or the server does not offer (501) is `None`
+/// (unknown: its check is skipped with a warning); other errors fail the plan.
+fn lenient_list<T>(
+    node: &str,
+    what: &str,
+    r: Result<Vec<T>, PveError>,
+) -> Result<Option<Vec<T>>, GatherError> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e)
+            if matches!(
+                e.classify(),
+                ErrorClass::Permission | ErrorClass::NotImplemented
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(source) => Err(GatherError {
+            what: format!("{what} on node {node}"),
+            source,
+        }),
+    }
 }
 
 /// Every placement problem, in VM order.
@@ -321,5 +345,142 @@ pub fn place(
         Ok(warnings.into_iter().collect())
     } else {
         Err(PlacementFailure { problems })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn storage(id: &str, shared: bool) -> NodeStorage {
+        NodeStorage {
+            storage: id.into(),
+            kind: None,
+            content: Some("images".into()),
+            shared,
+            active: Some(true),
+            enabled: Some(true),
+            avail: None,
+        }
+    }
+
+    fn facts(storages: Vec<NodeStorage>) -> ClusterFacts {
+        let nf = NodeFacts {
+            online: true,
+            bridges: Some(["vmbr0".to_string()].into()),
+            storages: Some(storages),
+            cpu_models: None,
+        };
+        ClusterFacts {
+            nodes: ["pve1".to_string(), "pve2".to_string()].into(),
+            by_node: [("pve1".to_string(), nf.clone()), ("pve2".to_string(), nf)].into(),
+        }
+    }
+
+    fn vm(node: &str, storage: &str) -> BTreeMap<LogicalVmKey, DesiredVm> {
+        use crate::inputs::{resolve_inputs_with_overlay, LifecycleCommand, ResolveRequest};
+        let overlay = serde_json::json!({
+            "require_ipam": false, "template_vm_id": 9000, "datastore_id": storage,
+            "vms": {"a": {"node_name": node, "interfaces": [{"bridge": "vmbr0"}]}}
+        });
+        let mut req = ResolveRequest::new(LifecycleCommand::Plan);
+        req.runtime_env = Some("dev".into());
+        let model = resolve_inputs_with_overlay(&req, &overlay).unwrap().model;
+        let defaults = crate::plan::desired::TargetDefaults {
+            node: "pve1".into(),
+            datastore: "local-lvm".into(),
+            snippets_datastore: "local".into(),
+            network_bridge: "vmbr0".into(),
+            ssh_username: "ops".into(),
+            ssh_public_key: None,
+        };
+        let marker = crate::plan::marker::OwnershipMarker {
+            env: "dev".into(),
+            slot: "latest".into(),
+            module_ref: crate::inputs::MODULE_REF.into(),
+            key: "a".into(),
+            template_vmid: 9000,
+            clone_mode: CloneMode::Full,
+        };
+        model
+            .vms
+            .iter()
+            .map(|(k, v)| {
+                let d = crate::plan::desired::desired_vm(
+                    &model,
+                    v,
+                    &defaults,
+                    &template(&[storage]),
+                    marker.clone(),
+                )
+                .unwrap();
+                (k.clone(), d)
+            })
+            .collect()
+    }
+
+    fn template(storages: &[&str]) -> TemplateRef {
+        TemplateRef {
+            vmid: 9000,
+            node: "pve1".into(),
+            boot_disk: "scsi0".into(),
+            disk_bytes: None,
+            storages: storages.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_template_on_shared_storage_clones_straight_to_another_node() {
+        let mut d = vm("pve2", "ceph");
+        place(
+            &mut d,
+            &template(&["ceph"]),
+            &facts(vec![storage("ceph", true)]),
+            "x",
+        )
+        .unwrap();
+        let r = &d.values().next().unwrap().route;
+        assert_eq!(
+            (r.target.as_deref(), r.migrate.is_none()),
+            (Some("pve2"), true)
+        );
+    }
+
+    #[test]
+    fn a_template_on_local_storage_clones_at_home_and_migrates() {
+        let mut d = vm("pve2", "local-lvm");
+        place(
+            &mut d,
+            &template(&["local-lvm"]),
+            &facts(vec![storage("local-lvm", false)]),
+            "x",
+        )
+        .unwrap();
+        let r = &d.values().next().unwrap().route;
+        assert_eq!(r.clone_node, "pve1");
+        assert_eq!(r.target, None);
+        assert_eq!(
+            r.migrate,
+            Some(MigrateStep {
+                node: "pve2".into(),
+                targetstorage: Some("local-lvm".into())
+            })
+        );
+    }
+
+    #[test]
+    fn unknown_lists_skip_their_check_with_a_warning() {
+        let mut f = facts(vec![storage("local-lvm", false)]);
+        for nf in f.by_node.values_mut() {
+            nf.bridges = None;
+        }
+        let mut d = vm("pve1", "local-lvm");
+        let warnings = place(&mut d, &template(&["local-lvm"]), &f, "x").unwrap();
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("bridge check was skipped")),
+            "{warnings:?}"
+        );
     }
 }
