@@ -21,6 +21,14 @@ fn sigint(child: &Child) {
 /// Read stdout lines until `pred` matches one (bounded), returning all lines read.
 fn read_until(child: &mut Child, pred: impl Fn(&str) -> bool) -> Vec<String> {
     let out = child.stdout.take().unwrap();
+    read_lines_until(out, pred)
+}
+
+/// [`read_until`] on any pipe (progress lines are on stderr).
+fn read_lines_until(
+    out: impl std::io::Read + Send + 'static,
+    pred: impl Fn(&str) -> bool,
+) -> Vec<String> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         // keep draining after the test stopped listening, so the child never writes into
@@ -124,11 +132,13 @@ fn ctrl_c_during_apply_exits_130_and_records_the_cancellation() {
         .env("HYOPS_PVE_SIM_HOME", home.path())
         // slow clones: the apply is still running when the signal arrives
         .env("HYOPS_PVE_SIM_TIME_SCALE", "0.05")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let lines = read_until(&mut child, |l| l.starts_with("progress: phase=apply"));
+    // `run record:` and `progress:` are human progress: stderr.
+    let err = child.stderr.take().unwrap();
+    let lines = read_lines_until(err, |l| l.starts_with("progress: phase=apply"));
     std::thread::sleep(Duration::from_millis(500));
     sigint(&child);
     let status = child.wait().unwrap();

@@ -1,6 +1,11 @@
 //! What every module command sets up first: the process env snapshot, the runtime root
 //! (a real HyOps root, or the simulator's own root with `--sim`), the module ref and slot,
 //! and the Proxmox client built from the credentials. Part of the CLI layer.
+//!
+//! `--sim` never touches a real root: the simulator's root must be new, empty or already a
+//! simulator root ([`crate::commands::simroot::check_sim_root`]), and the variables that could point a run at
+//! real credentials (`HYOPS_PROXMOX_TFVARS`, `PROXMOX_*`, the vault password sources) are
+//! dropped from the run's environment, with a note naming them.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -8,7 +13,7 @@ use std::time::Duration;
 
 use crate::cli::ModuleArgs;
 use crate::commands::simroot::SimSession;
-use crate::commands::CliError;
+use crate::commands::{output, CliError};
 use crate::hyops::{
     load_proxmox_credentials, password_source, read_password, read_vault_env, ModuleRef,
     ProxmoxCredentials, RootSource, RuntimeRoot, StateInstance,
@@ -40,7 +45,7 @@ impl Ctx {
     /// nothing depends on the process environment).
     pub async fn build(
         args: &ModuleArgs,
-        env_vars: BTreeMap<String, String>,
+        mut env_vars: BTreeMap<String, String>,
     ) -> Result<Self, CliError> {
         let module =
             canonical_module_ref(&args.module).map_err(|e| CliError::msg(e.to_string()))?;
@@ -61,6 +66,13 @@ impl Ctx {
                 .clone()
                 .or_else(|| hyops_env.clone())
                 .unwrap_or_else(|| "dev".into());
+            let ignored = scrub_for_sim(&mut env_vars);
+            if !ignored.is_empty() {
+                output::progress(&format!(
+                    "note: --sim ignores {} (the simulator's own credentials are used)",
+                    ignored.join(", ")
+                ));
+            }
             let session = SimSession::start(
                 &env,
                 args.root.as_deref(),
@@ -105,12 +117,31 @@ impl Ctx {
         })
     }
 
+    /// Refuse a runtime root that does not exist (a mistyped `--env` or `--root`): nothing is
+    /// created, and the message names the envs that do exist.
+    pub fn require_existing_root(&self) -> Result<(), CliError> {
+        if self.root.path().is_dir() {
+            return Ok(());
+        }
+        Err(CliError::msg(missing_root_message(
+            self.root.path(),
+            self.args.env.as_deref().or(self.env_name.as_deref()),
+        )))
+    }
+
     /// Credentials from the tfvars file, the env and the runtime vault (when a password
     /// source is configured). Never logs a value.
     pub fn credentials(&self) -> Result<ProxmoxCredentials, CliError> {
         let vault = self.vault()?;
-        load_proxmox_credentials(&self.root, &self.env_vars, vault.as_ref())
-            .map_err(CliError::hyops)
+        self.credentials_with(vault.as_ref())
+    }
+
+    /// [`Ctx::credentials`] with an already decrypted vault.
+    pub fn credentials_with(
+        &self,
+        vault: Option<&BTreeMap<String, Secret>>,
+    ) -> Result<ProxmoxCredentials, CliError> {
+        load_proxmox_credentials(&self.root, &self.env_vars, vault).map_err(CliError::hyops)
     }
 
     /// The decrypted runtime vault, when it exists and a password source is configured.
@@ -208,4 +239,93 @@ impl Ctx {
         }
         Ok(())
     }
+}
+
+/// Variables that could point a `--sim` run at real infrastructure: the credentials file
+/// override, every `PROXMOX_*` fallback and the vault password sources.
+fn is_real_target_var(name: &str) -> bool {
+    name == "HYOPS_PROXMOX_TFVARS"
+        || name.starts_with("PROXMOX_")
+        || matches!(
+            name,
+            "HYOPS_VAULT_PASSWORD_FILE"
+                | "ANSIBLE_VAULT_PASSWORD_FILE"
+                | "HYOPS_VAULT_PASSWORD_COMMAND"
+                | "HYOPS_VAULT_PASS_SCRIPT"
+        )
+}
+
+/// Drop [`is_real_target_var`] variables from a `--sim` run's environment; returns their names.
+pub fn scrub_for_sim(env: &mut BTreeMap<String, String>) -> Vec<String> {
+    let names: Vec<String> = env
+        .keys()
+        .filter(|k| is_real_target_var(k))
+        .cloned()
+        .collect();
+    for n in &names {
+        env.remove(n);
+    }
+    names
+}
+
+/// "runtime root … does not exist" with the envs that do exist beside it.
+pub fn missing_root_message(root: &std::path::Path, env: Option<&str>) -> String {
+    let mut msg = format!(
+        "runtime root {} does not exist; nothing was created",
+        root.display()
+    );
+    let parent = root.parent();
+    let known: Vec<String> = parent
+        .and_then(|p| std::fs::read_dir(p).ok())
+        .map(|rd| {
+            let mut v: Vec<String> = rd
+                .filter_map(Result::ok)
+                .filter(|e| e.path().is_dir())
+                .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                .collect();
+            v.sort();
+            v
+        })
+        .unwrap_or_default();
+    match env {
+        Some(e) => {
+            if let (false, Some(p)) = (known.is_empty(), parent) {
+                msg.push_str(&format!(
+                    ". Envs in {}: {}",
+                    p.display(),
+                    known.join(", ")
+                ));
+            } else {
+                msg.push_str(". No HyOps env exists on this machine yet");
+            }
+            msg.push_str(&format!(
+                ". Check the spelling of --env {e}, or create the env with `hyops init proxmox --env {e}`"
+            ));
+        }
+        None => msg.push_str(
+            ". Check the --root / HYOPS_RUNTIME_ROOT path, or create the root with `hyops init proxmox`",
+        ),
+    }
+    msg
+}
+
+/// Commands that resolve inputs need an operator overlay: `--inputs`, or `HYOPS_INPUTS_JSON` /
+/// `HYOPS_INPUT_<path>`. Checked before anything else, so the operator reads this and not a
+/// validation message about what the missing overlay would have said.
+pub fn require_inputs(
+    args: &ModuleArgs,
+    env: &BTreeMap<String, String>,
+    command: &str,
+) -> Result<(), CliError> {
+    crate::inputs::canonical_module_ref(&args.module).map_err(|e| CliError::msg(e.to_string()))?;
+    let from_env = env.iter().any(|(k, v)| {
+        (k == "HYOPS_INPUTS_JSON" || k.starts_with("HYOPS_INPUT_")) && !v.trim().is_empty()
+    });
+    if args.inputs.is_some() || from_env {
+        return Ok(());
+    }
+    Err(CliError::msg(format!(
+        "{command} needs the operator inputs: add --inputs FILE (your overlay, e.g. examples/inputs.typical.yml); \
+         HYOPS_INPUTS_JSON or HYOPS_INPUT_<path> may supply them instead"
+    )))
 }

@@ -14,10 +14,11 @@ use crate::apply::engine::{self, ApplyReport, PlanRequest, SlotIdentity};
 use crate::apply::executor::{Executor, Timeouts};
 use crate::apply::journal::Journal;
 use crate::apply::limits::{Limits, Scheduler};
-use crate::cli::{ModuleArgs, PreflightBypass};
-use crate::commands::context::Ctx;
+use crate::cli::{ModuleArgs, PreflightBypass, StateShowArgs};
+use crate::commands::context::{require_inputs, Ctx};
+use crate::commands::output;
 use crate::commands::progress::progress_for;
-use crate::commands::{CliError, EXIT_CHANGES, EXIT_ERROR, EXIT_OK};
+use crate::commands::{CliError, EXIT_CHANGES, EXIT_OK};
 use crate::hyops::{
     self, acquire_lock, build_input_contract, check_vm_set_guards, evidence_dir, new_run_id,
     publish_outputs, read_tfstate_vms, resolve_template, template_source_hint, write_driver_result,
@@ -52,20 +53,29 @@ fn start_run(ctx: &Ctx, prefix: RunPrefix, lock: bool) -> Result<Run, CliError> 
         &run_id,
     );
     hyops::evidence::create_evidence_dir(&evidence).map_err(CliError::hyops)?;
-    if !ctx.args.json {
-        println!("run record: {}", evidence.display());
-    }
+    output::progress(&format!("run record: {}", evidence.display()));
+    output::set_run(&run_id, &evidence);
     let lock = if lock {
-        Some(
-            acquire_lock(
-                &ctx.root,
-                &ctx.module_ref,
-                ctx.instance.as_ref(),
-                &run_id,
-                Duration::from_secs(ctx.args.lock_wait_s),
-            )
-            .map_err(CliError::hyops)?,
+        let held = acquire_lock(
+            &ctx.root,
+            &ctx.module_ref,
+            ctx.instance.as_ref(),
+            &run_id,
+            Duration::from_secs(ctx.args.lock_wait_s),
         )
+        .map_err(CliError::hyops)?;
+        // With the slot lock held, temp files a killed run left beside this slot's state and
+        // rerun inputs are garbage: remove them (only those of processes that are gone).
+        let state = ModuleState::new(&ctx.root, &ctx.module_ref, ctx.instance.as_ref());
+        let rerun = ctx
+            .root
+            .rerun_inputs_file(&ctx.module_ref, ctx.instance.as_ref());
+        for target in [state.path(), rerun.as_path()] {
+            for removed in hyops::fsio::remove_stale_temps(target) {
+                tracing::info!(file = %removed.display(), "removed a temp file left by a killed run");
+            }
+        }
+        Some(held)
     } else {
         None
     };
@@ -88,7 +98,8 @@ fn resolve(
         env: ctx.env_vars.clone(),
         credentials_network_bridge: creds.map(|c| c.network_bridge.clone()),
     };
-    let resolved = resolve_inputs(&req).map_err(|e| CliError::msg(e.to_string()))?;
+    let resolved = resolve_inputs(&req)
+        .map_err(|e| CliError::msg(crate::commands::hints::explain(&e, &req)))?;
     if command.runs_validator() {
         // Catch before write: everything Proxmox would refuse, all problems at once.
         let defaults = creds.map(defaults_from);
@@ -263,11 +274,21 @@ async fn preflight_phase(
     bypassed: bool,
 ) -> Result<Preflighted, CliError> {
     // Input errors first (they are the operator's to fix in the overlay), then credentials.
-    let creds = ctx.credentials();
+    // The vault is decrypted once and serves both the credentials and the preflight checks.
+    let vault = ctx.vault();
+    let creds = match &vault {
+        Ok(v) => ctx.credentials_with(v.as_ref()),
+        Err(e) => Err(CliError::msg(e.message.clone())),
+    };
     let resolved = resolve(ctx, command, creds.as_ref().ok())?;
     let creds = creds?;
+    let vault = vault?;
     write_inputs_evidence(ctx, run, command.as_str(), &resolved)?;
     let mut warnings = resolved.warnings.clone();
+    for w in &creds.warnings {
+        output::warn(w);
+        warnings.push(w.clone());
+    }
     if resolved.model.uses_ipam() && command != LifecycleCommand::Destroy {
         return Err(CliError::msg(
             "inputs.addressing.mode=ipam needs NetBox IPAM allocation, which this hyops-pve build does not implement yet; \
@@ -284,7 +305,7 @@ async fn preflight_phase(
         &PreflightOptions {
             min_free_disk_mb: None,
             env: ctx.env_vars.clone(),
-            vault: None,
+            vault: vault.as_ref(),
             template_state_ref: template_ref.as_deref(),
             template_key: template_key.as_deref(),
             strict,
@@ -359,19 +380,23 @@ async fn make_plan(ctx: &Ctx, run: &Run, pf: &Preflighted) -> Result<PlanArtifac
     Ok(plan)
 }
 
-fn print_plan(ctx: &Ctx, plan: &PlanArtifact) {
-    if ctx.args.json {
+fn print_plan(_ctx: &Ctx, plan: &PlanArtifact) {
+    if output::is_json() {
         return;
     }
     use std::io::IsTerminal;
     let color = std::io::stdout().is_terminal();
-    print!("{}", render(plan, color));
+    output::result_text(&render(plan, color));
 }
 
 /// `hyops-pve preflight`.
 pub async fn preflight(args: &ModuleArgs, strict: bool) -> Result<i32, CliError> {
+    require_inputs(args, &std::env::vars().collect(), "preflight")?;
     let mut ctx = Ctx::new(args).await?;
-    let result = preflight_inner(&ctx, strict).await;
+    let result = match ctx.require_existing_root() {
+        Ok(()) => preflight_inner(&ctx, strict).await,
+        Err(e) => Err(e),
+    };
     ctx.finish().await?;
     result
 }
@@ -423,32 +448,26 @@ pub async fn preflight_inner(ctx: &Ctx, strict: bool) -> Result<i32, CliError> {
     });
     write_json_atomic(&run.evidence.join("preflight_result.json"), &summary)
         .map_err(CliError::hyops)?;
-    if ctx.args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&summary).unwrap_or_default()
-        );
-    } else {
-        for c in &checks {
-            let mark = if c["ok"] == true { "ok  " } else { "FAIL" };
-            println!(
-                "{mark} {}: {}",
-                c["check"].as_str().unwrap_or(""),
-                c["detail"].as_str().unwrap_or("")
-            );
-        }
-        for w in &warnings {
-            println!("WARN: {w}");
-        }
-        if ok {
-            println!("preflight ok: {}", ctx.module_ref.as_str());
+    if let Value::Object(fields) = &summary {
+        for (k, v) in fields {
+            output::field(k, v.clone());
         }
     }
+    for c in &checks {
+        let mark = if c["ok"] == true { "ok  " } else { "FAIL" };
+        output::result_line(&format!(
+            "{mark} {}: {}",
+            c["check"].as_str().unwrap_or(""),
+            c["detail"].as_str().unwrap_or("")
+        ));
+    }
+    for w in &warnings {
+        output::warn(w);
+    }
     match error {
-        None => Ok(EXIT_OK),
-        Some(e) if ctx.args.json => {
-            eprintln!("ERR: {e}");
-            Ok(EXIT_ERROR)
+        None => {
+            output::result_line(&format!("preflight ok: {}", ctx.module_ref.as_str()));
+            Ok(EXIT_OK)
         }
         Some(e) => Err(CliError::msg(e)),
     }
@@ -457,6 +476,7 @@ pub async fn preflight_inner(ctx: &Ctx, strict: bool) -> Result<i32, CliError> {
 /// `hyops-pve validate`: inputs, naming, aliases and guards; the template is resolved when
 /// its state exists (otherwise a warning: plan/apply check it for real).
 pub async fn validate(args: &ModuleArgs) -> Result<i32, CliError> {
+    require_inputs(args, &std::env::vars().collect(), "validate")?;
     let mut ctx = Ctx::new(args).await?;
     let result = validate_inner(&ctx);
     ctx.finish().await?;
@@ -479,6 +499,13 @@ pub fn validate_inner(ctx: &Ctx) -> Result<i32, CliError> {
             None
         }
     };
+    if !ctx.root.path().is_dir() {
+        // A mistyped --env is worth saying; validate itself needs no root and creates none.
+        warnings.push(crate::commands::context::missing_root_message(
+            ctx.root.path(),
+            ctx.args.env.as_deref().or(ctx.env_name.as_deref()),
+        ));
+    }
     let out = json!({
         "module_ref": ctx.module_ref.as_str(),
         "state_instance": ctx.instance.as_ref().map(|i| i.as_str()),
@@ -487,21 +514,28 @@ pub fn validate_inner(ctx: &Ctx) -> Result<i32, CliError> {
         "warnings": warnings,
         "model": resolved.model,
     });
-    if ctx.args.json {
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
-    } else {
-        for w in &warnings {
-            println!("WARN: {w}");
-        }
+    for w in &warnings {
+        output::warn(w);
+    }
+    for key in [
+        "module_ref",
+        "state_instance",
+        "env",
+        "template_vm_id",
+        "model",
+    ] {
+        output::field(key, out[key].clone());
+    }
+    if !output::is_json() {
         let yaml = serde_yaml::to_string(&out)
             .map_err(|e| CliError::msg(format!("cannot render the model: {e}")))?;
-        print!("{yaml}");
-        println!(
-            "validate ok: {} ({} VM(s))",
-            ctx.module_ref.as_str(),
-            resolved.model.vms.len()
-        );
+        output::result_text(&yaml);
     }
+    output::result_line(&format!(
+        "validate ok: {} ({} VM(s))",
+        ctx.module_ref.as_str(),
+        resolved.model.vms.len()
+    ));
     Ok(EXIT_OK)
 }
 
@@ -511,8 +545,12 @@ pub async fn plan(
     detailed_exitcode: bool,
     out: Option<&Path>,
 ) -> Result<i32, CliError> {
+    require_inputs(args, &std::env::vars().collect(), "plan")?;
     let mut ctx = Ctx::new(args).await?;
-    let result = plan_inner(&ctx, detailed_exitcode, out).await;
+    let result = match ctx.require_existing_root() {
+        Ok(()) => plan_inner(&ctx, detailed_exitcode, out).await,
+        Err(e) => Err(e),
+    };
     ctx.finish().await?;
     result
 }
@@ -531,12 +569,13 @@ pub async fn plan_inner(
         write_json_atomic(path, &value).map_err(CliError::hyops)?;
     }
     print_plan(ctx, &plan);
-    if ctx.args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&plan).unwrap_or_default()
-        );
-    }
+    output::record_warnings(&plan.warnings);
+    output::field("has_changes", json!(plan.summary.has_changes()));
+    output::field(
+        "plan_file",
+        json!(run.evidence.join("plan.json").display().to_string()),
+    );
+    output::field("plan", serde_json::to_value(&plan).unwrap_or(Value::Null));
     Ok(if detailed_exitcode && plan.summary.has_changes() {
         EXIT_CHANGES
     } else {
@@ -551,8 +590,12 @@ pub async fn apply(
     plan_file: Option<&Path>,
 ) -> Result<i32, CliError> {
     let reason = check_bypass("apply", bypass)?;
+    require_inputs(args, &std::env::vars().collect(), "apply")?;
     let mut ctx = Ctx::new(args).await?;
-    let result = apply_inner(&ctx, reason, plan_file).await;
+    let result = match ctx.require_existing_root() {
+        Ok(()) => apply_inner(&ctx, reason, plan_file).await,
+        Err(e) => Err(e),
+    };
     ctx.finish().await?;
     result.map(|_| EXIT_OK)
 }
@@ -565,9 +608,7 @@ pub async fn apply_inner(
 ) -> Result<String, CliError> {
     let run = start_run(ctx, RunPrefix::Apply, true)?;
     let mut decision = PreflightDecision::new("apply", bypass_reason.as_deref());
-    if !ctx.args.json {
-        println!("progress: phase=preflight");
-    }
+    output::progress("progress: phase=preflight");
     // With a bypass, the same resolution runs (the engine needs it) but its failure is the
     // apply's failure, recorded as such.
     let pf = match preflight_phase(
@@ -615,9 +656,7 @@ pub async fn apply_inner(
                 "cannot record the running state (the run is aborted before any change): {e}"
             ))
         })?;
-    if !ctx.args.json {
-        println!("progress: phase=apply");
-    }
+    output::progress("progress: phase=apply");
     let outcome = apply_engine(ctx, &run, &pf, plan_file).await;
     match outcome {
         Ok((plan, report)) => finish_apply(
@@ -668,7 +707,7 @@ async fn apply_engine(
     print_plan(ctx, &plan);
     let journal = Journal::open(&run.evidence.join("apply_journal.jsonl"), &run.run_id)
         .map_err(|e| CliError::msg(e.to_string()))?;
-    let (progress, bar) = progress_for(plan.vms.len(), ctx.args.json);
+    let (progress, bar) = progress_for(plan.vms.len(), false);
     let readiness = &pf.resolved.model.readiness;
     let timeouts = Timeouts {
         agent_wait: Duration::from_secs(readiness.connectivity_wait_s),
@@ -768,25 +807,26 @@ fn finish_apply(
     normalized.insert("command".into(), json!("apply"));
     normalized.insert("plan_summary".into(), json!(plan.summary));
     normalized.insert("writes".into(), json!(report.writes));
+    output::record_warnings(&plan.warnings);
+    output::field("plan_summary", json!(plan.summary));
+    output::field("writes", json!(report.writes));
+    output::field("api_calls", json!(report.api_calls));
+    output::field("vms", json!(report.outcomes));
     if let Some(err) = report.error_summary() {
+        // Each VM's error was shown once as it happened (progress) and is kept in full in
+        // apply_report.json, driver_result.json and the envelope's `vms`; the state and the
+        // ERR line get the one-line summary.
         let _ = state.persist_error("apply", &err);
         let mut result = DriverResult::error(&run.run_id, "apply", &err);
         result.normalized_outputs = normalized;
+        result
+            .normalized_outputs
+            .insert("vms".into(), json!(report.outcomes));
         result.warnings = plan.warnings.clone();
         let _ = write_driver_result(&run.evidence, &result);
-        if !ctx.args.json {
-            for o in report.outcomes.iter().filter(|o| o.status != "ok") {
-                eprintln!(
-                    "failed: {} (vmid {}): {}",
-                    o.key,
-                    o.vmid.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
-                    o.error.clone().unwrap_or_default()
-                );
-            }
-        }
         return Err(CliError::msg(format!(
-            "apply failed: {err} (open: {})",
-            run.evidence.join("apply_journal.jsonl").display()
+            "apply failed: {err}; per-VM errors: {}",
+            run.evidence.join("apply_report.json").display()
         )));
     }
     let raw = report.outputs.as_object().cloned().unwrap_or_default();
@@ -816,20 +856,16 @@ fn finish_apply(
     write_driver_result(&run.evidence, &result).map_err(CliError::hyops)?;
     write_json_atomic(&run.evidence.join("result.json"), &result.to_value())
         .map_err(CliError::hyops)?;
-    if ctx.args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&result.to_value()).unwrap_or_default()
-        );
-    } else {
-        println!("rerun_inputs: {}", rerun_file.display());
-        let s = &plan.summary;
-        println!(
-            "apply ok: {} created, {} updated, {} replaced, {} deleted, {} unchanged; {} API writes",
-            s.create, s.update, s.replace, s.delete, s.noop, report.writes
-        );
-        println!("state: {}", state.path().display());
-    }
+    output::field("outputs", json!(published));
+    output::field("state_file", json!(state.path().display().to_string()));
+    output::field("rerun_inputs_file", json!(rerun_file.display().to_string()));
+    output::result_line(&format!("rerun_inputs: {}", rerun_file.display()));
+    let s = &plan.summary;
+    output::result_line(&format!(
+        "apply ok: {} created, {} updated, {} replaced, {} deleted, {} unchanged; {} API writes",
+        s.create, s.update, s.replace, s.delete, s.noop, report.writes
+    ));
+    output::result_line(&format!("state: {}", state.path().display()));
     Ok(run.run_id.clone())
 }
 
@@ -837,7 +873,10 @@ fn finish_apply(
 pub async fn destroy(args: &ModuleArgs, bypass: &PreflightBypass) -> Result<i32, CliError> {
     let reason = check_bypass("destroy", bypass)?;
     let mut ctx = Ctx::new(args).await?;
-    let result = destroy_inner(&ctx, reason).await;
+    let result = match ctx.require_existing_root() {
+        Ok(()) => destroy_inner(&ctx, reason).await,
+        Err(e) => Err(e),
+    };
     ctx.finish().await?;
     result.map(|_| EXIT_OK)
 }
@@ -891,7 +930,7 @@ pub async fn destroy_inner(ctx: &Ctx, bypass_reason: Option<String>) -> Result<S
         Ok(j) => j,
         Err(e) => return Err(CliError::msg(fail(e.to_string()))),
     };
-    let (progress, bar) = progress_for(names.len().max(prior.hyops.len()), ctx.args.json);
+    let (progress, bar) = progress_for(names.len().max(prior.hyops.len()), false);
     let exec = Arc::new(Executor::new(
         client,
         Scheduler::new(limits(ctx, &resolved.model)),
@@ -918,6 +957,7 @@ pub async fn destroy_inner(ctx: &Ctx, bypass_reason: Option<String>) -> Result<S
         &json!({"run_id": run.run_id, "vms": report.outcomes, "warnings": report.warnings}),
     )
     .map_err(CliError::hyops)?;
+    output::field("vms", json!(report.outcomes));
     if report.failed {
         let failed: Vec<String> = report
             .outcomes
@@ -925,7 +965,11 @@ pub async fn destroy_inner(ctx: &Ctx, bypass_reason: Option<String>) -> Result<S
             .filter(|o| o.status != "ok")
             .map(|o| format!("{}: {}", o.key, o.error.clone().unwrap_or_default()))
             .collect();
-        let msg = fail(format!("destroy failed: {}", failed.join("; ")));
+        let msg = fail(format!(
+            "destroy failed: {}; per-VM errors: {}",
+            crate::apply::engine::summarize_failures(&failed, report.outcomes.len()),
+            run.evidence.join("destroy_report.json").display()
+        ));
         return Err(CliError::msg(msg));
     }
     let value = state
@@ -947,39 +991,93 @@ pub async fn destroy_inner(ctx: &Ctx, bypass_reason: Option<String>) -> Result<S
     let mut result = DriverResult::ok(&run.run_id, "destroy", normalized);
     result.warnings = report.warnings.clone();
     write_driver_result(&run.evidence, &result).map_err(CliError::hyops)?;
-    if ctx.args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&result.to_value()).unwrap_or_default()
-        );
-    } else {
-        for w in &report.warnings {
-            println!("WARN: {w}");
-        }
-        println!("destroy ok: {} VM(s) removed", report.outcomes.len());
+    for w in &report.warnings {
+        output::warn(w);
     }
+    output::field(
+        "destroyed",
+        result
+            .normalized_outputs
+            .get("destroyed")
+            .cloned()
+            .unwrap_or(Value::Null),
+    );
+    output::field("state_file", json!(state.path().display().to_string()));
+    output::result_line(&format!(
+        "destroy ok: {} VM(s) removed",
+        report.outcomes.len()
+    ));
     Ok(run.run_id.clone())
 }
 
-/// `hyops-pve state show`.
-pub async fn state_show(args: &ModuleArgs) -> Result<i32, CliError> {
-    let mut ctx = Ctx::new(args).await?;
-    let state = ModuleState::new(&ctx.root, &ctx.module_ref, ctx.instance.as_ref());
-    let result = match state.read().map_err(CliError::hyops)? {
+/// `hyops-pve state show`: reads the slot's state file; starts nothing, creates nothing.
+pub async fn state_show(args: &StateShowArgs) -> Result<i32, CliError> {
+    let env_vars: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+    let module = crate::inputs::canonical_module_ref(&args.module)
+        .map_err(|e| CliError::msg(e.to_string()))?;
+    let module_ref = hyops::ModuleRef::parse(module).map_err(CliError::hyops)?;
+    let instance =
+        hyops::StateInstance::parse_opt(args.state_instance.as_deref()).map_err(CliError::hyops)?;
+    let nonblank = |k: &str| {
+        env_vars
+            .get(k)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let env = args.env.clone().or_else(|| nonblank("HYOPS_ENV"));
+    let root = if args.sim {
+        let env = env.unwrap_or_else(|| "dev".into());
+        hyops::RuntimeRoot::at(
+            &crate::commands::simroot::sim_home(&env_vars)
+                .join("envs")
+                .join(env),
+        )
+    } else {
+        let runtime_root_env = nonblank("HYOPS_RUNTIME_ROOT");
+        let env_for_root = match (&args.env, &args.root, &runtime_root_env) {
+            (Some(e), _, _) => Some(e.clone()),
+            (None, None, None) => env.clone(),
+            _ => None,
+        };
+        let home = env_vars.get("HOME").map(PathBuf::from);
+        hyops::RuntimeRoot::resolve(&hyops::RootSource {
+            env: env_for_root.as_deref(),
+            root: args.root.as_deref(),
+            runtime_root_env: runtime_root_env.as_deref(),
+            home: home.as_deref(),
+        })
+        .map_err(CliError::hyops)?
+    };
+    if !root.path().is_dir() {
+        let msg = if args.sim {
+            format!(
+                "the simulator has no runtime root for env {} yet ({} does not exist); `hyops-pve apply --sim --env {}` creates it",
+                root.env().unwrap_or("dev"),
+                root.path().display(),
+                root.env().unwrap_or("dev")
+            )
+        } else {
+            crate::commands::context::missing_root_message(
+                root.path(),
+                args.env.as_deref().or(root.env()),
+            )
+        };
+        return Err(CliError::msg(msg));
+    }
+    let state = ModuleState::new(&root, &module_ref, instance.as_ref());
+    output::field("state_file", json!(state.path().display().to_string()));
+    match state.read().map_err(CliError::hyops)? {
         Some(s) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&Value::Object(s)).unwrap_or_default()
-            );
+            let value = Value::Object(s);
+            output::result_line(&serde_json::to_string_pretty(&value).unwrap_or_default());
+            output::field("state", value);
             Ok(EXIT_OK)
         }
         None => Err(CliError::msg(format!(
             "no module state at {} (nothing applied in this slot yet)",
             state.path().display()
         ))),
-    };
-    ctx.finish().await?;
-    result
+    }
 }
 
 /// The strict preflight rebuild runs before destroying anything.

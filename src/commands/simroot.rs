@@ -2,6 +2,11 @@
 //! in a separate runtime root (never a real operator's `~/.hybridops/envs/<env>`), and makes
 //! that root ready: credentials pointing at the simulator (with its certificate pinned), the
 //! template-image state and the Proxmox readiness marker. Part of the CLI layer.
+//!
+//! The simulator writes credentials into its root, so it only ever uses a root that is new,
+//! empty, or marked as a simulator root ([`SIM_ROOT_MARKER`], or the saved cluster state of
+//! an older release): a real HyOps root given by `--root` or reached through
+//! `HYOPS_PVE_SIM_HOME` is refused before anything is written.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,6 +22,56 @@ use crate::sim::{ClusterDescription, FaultPlan, SimConfig, SimHandle, SimState, 
 /// Simulated seconds run this much faster than real ones in `--sim` runs (a full clone of a
 /// 32 GiB template takes ~2.5 real seconds), unless `HYOPS_PVE_SIM_TIME_SCALE` says otherwise.
 const DEFAULT_TIME_SCALE: f64 = 0.01;
+
+/// The file that marks a runtime root as the simulator's own (relative to the root).
+pub const SIM_ROOT_MARKER: &str = "sim/hyops-pve-sim-root.json";
+
+/// Refuse to use `root` for the simulator unless it is absent, empty, or a simulator root.
+pub fn check_sim_root(root: &Path) -> Result<(), CliError> {
+    if !root.exists() {
+        return Ok(());
+    }
+    if root.join(SIM_ROOT_MARKER).is_file() || root.join("sim/cluster-state.json").is_file() {
+        return Ok(());
+    }
+    let entries: Vec<String> = match std::fs::read_dir(root) {
+        Ok(rd) => rd
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .collect(),
+        Err(e) => {
+            return Err(CliError::msg(format!(
+                "--sim cannot use {} as its runtime root: {e}",
+                root.display()
+            )))
+        }
+    };
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let mut found: Vec<String> = [
+        "credentials/proxmox.credentials.tfvars",
+        "vault/bootstrap.vault.env",
+        "meta/proxmox.ready.json",
+        "state",
+    ]
+    .iter()
+    .filter(|p| root.join(p).exists())
+    .map(|p| p.to_string())
+    .collect();
+    if found.is_empty() {
+        found = entries;
+        found.sort();
+        found.truncate(5);
+    }
+    Err(CliError::msg(format!(
+        "--sim refuses runtime root {}: it is not a simulator root (it holds {}), and the simulator would overwrite its credentials. \
+         Nothing was written. Drop --root to use the simulator's own root (~/.hyops-pve/sim/envs/<env>, or $HYOPS_PVE_SIM_HOME/envs/<env>), \
+         or give --root a new or empty directory",
+        root.display(),
+        found.join(", ")
+    )))
+}
 
 /// A running in-process simulator bound to its runtime root. It holds the lock of its
 /// cluster state file from before the state is loaded until after it is saved, so two
@@ -68,6 +123,8 @@ impl SimSession {
             Some(r) => r.to_path_buf(),
             None => sim_home(env_vars).join("envs").join(env),
         };
+        check_sim_root(&root)?;
+        mark_sim_root(&root)?;
         let state_file = root.join("sim").join("cluster-state.json");
         let time_scale = match env_vars.get("HYOPS_PVE_SIM_TIME_SCALE") {
             Some(v) => v
@@ -111,12 +168,12 @@ impl SimSession {
             _state_lock: state_lock,
         };
         write_sim_root(&session.root, &session.handle)?;
-        eprintln!(
+        crate::commands::output::progress(&format!(
             "simulator: {} (runtime root {}, state {})",
             session.handle.url(),
             session.root.display(),
             session.state_file.display()
-        );
+        ));
         Ok(session)
     }
 
@@ -215,5 +272,19 @@ pub fn write_sim_root(root: &Path, h: &SimHandle) -> Result<(), CliError> {
     });
     let tpl = root.join("state/modules/core__onprem__template-image/latest.json");
     write_json_atomic(&tpl, &tpl_state).map_err(CliError::hyops)?;
-    Ok(())
+    mark_sim_root(root)
+}
+
+/// Write [`SIM_ROOT_MARKER`]. Done first thing after [`check_sim_root`] accepts a root, so a
+/// second `--sim` run that finds the root half-written by a first one (which holds the
+/// cluster lock) recognises it as the simulator's and waits for the lock instead of refusing.
+pub fn mark_sim_root(root: &Path) -> Result<(), CliError> {
+    write_json_atomic(
+        &root.join(SIM_ROOT_MARKER),
+        &json!({
+            "created_by": "hyops-pve --sim",
+            "note": "this runtime root belongs to the hyops-pve simulator; its credentials point at it",
+        }),
+    )
+    .map_err(CliError::hyops)
 }

@@ -162,7 +162,7 @@ pub fn whole_gib(bytes: u64) -> u64 {
 
 /// A size for messages: `32` for whole GiB, else two decimals.
 pub fn format_gib(bytes: u64) -> String {
-    if bytes % GIB == 0 {
+    if bytes.is_multiple_of(GIB) {
         (bytes / GIB).to_string()
     } else {
         format!("{:.2}", bytes as f64 / GIB as f64)

@@ -310,7 +310,8 @@ pub struct ServeOptions {
     pub seed: u64,
     /// Load the state from here if it exists, and save it here on Ctrl-C.
     pub state_file: Option<PathBuf>,
-    /// Where to write the CA PEM; default `<temp dir>/hyops-pve-sim-ca.pem`.
+    /// Where to write the CA PEM; default `ca.pem` in a new private (0700) directory
+    /// `<temp dir>/hyops-pve-sim-<pid>-<random>/`, which the caller removes when done.
     pub ca_pem_path: Option<PathBuf>,
     pub tls: bool,
     /// Injected faults (`--faults`).
@@ -380,10 +381,10 @@ pub async fn start_serving(opts: &ServeOptions) -> Result<(SimHandle, PathBuf), 
         Some(p) if p.exists() => Simulator::start_with_state(cfg, SimState::load_from(p)?).await?,
         _ => Simulator::start(cfg).await?,
     };
-    let ca_path = opts
-        .ca_pem_path
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join("hyops-pve-sim-ca.pem"));
+    let ca_path = match &opts.ca_pem_path {
+        Some(p) => p.clone(),
+        None => private_temp_dir()?.join("ca.pem"),
+    };
     std::fs::write(&ca_path, &handle.ca_pem).map_err(|e| SimError::Io {
         path: ca_path.display().to_string(),
         msg: e.to_string(),
@@ -400,18 +401,25 @@ pub async fn finish_serving(handle: &SimHandle, opts: &ServeOptions) -> Result<(
     Ok(())
 }
 
-/// Run a simulator until Ctrl-C (`hyops-pve sim serve`). Prints URL, token header, CA
-/// fingerprint, CA PEM path and the cluster; saves the state on exit if `state_file` is set.
-pub async fn serve(opts: ServeOptions) -> Result<(), SimError> {
-    let (handle, ca_path) = start_serving(&opts).await?;
-    // A reader that closed our stdout (a test that read what it needed) must not kill the
-    // simulator: the summary is written best-effort.
-    {
-        use std::io::Write as _;
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{}", describe(&handle, &ca_path));
-        let _ = out.flush();
+/// A new private (0700) directory `<temp dir>/hyops-pve-sim-<pid>-<random>/`: never a fixed,
+/// shared or pre-existing path (no clobbering between runs, no symlink games in `/tmp`).
+pub fn private_temp_dir() -> Result<PathBuf, SimError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let base = std::env::temp_dir();
+    let mut last = String::new();
+    for _ in 0..8 {
+        let dir = base.join(format!(
+            "hyops-pve-sim-{}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) => last = e.to_string(),
+        }
     }
-    let _ = tokio::signal::ctrl_c().await;
-    finish_serving(&handle, &opts).await
+    Err(SimError::Io {
+        path: base.display().to_string(),
+        msg: format!("cannot create a private directory for the CA PEM: {last}"),
+    })
 }
