@@ -603,3 +603,20 @@ fn the_resize_targets_the_templates_boot_disk() {
     let created = diff(&d, &pool_of(vec![]), false).unwrap();
     assert_eq!(created[0].resize.as_ref().unwrap().disk, "virtio0");
 }
+
+#[test]
+fn replacing_a_protected_vm_is_refused() {
+    let before = desired(&inputs(""));
+    let mut obs = observed_all(&before);
+    obs[0].config.insert("protection".into(), "1".into());
+    let mut after = before.clone();
+    for d in after.values_mut() {
+        d.template.vmid = 9100;
+        d.marker.template_vmid = 9100;
+    }
+    let err = diff(&after, &pool_of(obs), true).unwrap_err();
+    assert!(
+        matches!(&err, PlanError::Protected { action, .. } if action.starts_with("replace")),
+        "{err}"
+    );
+}

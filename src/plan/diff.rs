@@ -478,6 +478,13 @@ fn diff_one(want: &DesiredVm, have: &ManagedVm, allow_replace: bool) -> Result<V
                 reasons: reasons.join(", "),
             });
         }
+        if vm.protected() {
+            return Err(protected(
+                &want.key.0,
+                vm,
+                "replace (destroy and re-create)",
+            ));
+        }
         let mut plan = create_plan(want);
         plan.action = VmAction::Replace;
         plan.vmid = Some(vm.vmid);
