@@ -127,6 +127,32 @@ async fn probe_template(
     }))
 }
 
+/// Per-VM `cloud_init_*` overrides that `cloud_init_mode: native` cannot carry: said in the
+/// plan, never dropped silently.
+fn undelivered_overrides(
+    vm: &crate::inputs::model::VmInputs,
+    want: &crate::plan::desired::DesiredVm,
+) -> Vec<String> {
+    use crate::plan::desired::CloudInitDelivery;
+    if want.cloud_init != CloudInitDelivery::NativeKeys {
+        return Vec::new();
+    }
+    [
+        ("cloud_init_user_data", vm.cloud_init_user_data.is_some()),
+        ("cloud_init_network_data", vm.cloud_init_network_data.is_some()),
+        ("cloud_init_meta_data", vm.cloud_init_meta_data.is_some()),
+    ]
+    .into_iter()
+    .filter(|(_, set)| *set)
+    .map(|(field, _)| {
+        format!(
+            "VM {}: inputs.vms.{}.{field} is not delivered with cloud_init_mode: native (only Proxmox's native cloud-init keys are set); use cloud_init_mode: snippets (the default) to deliver it",
+            vm.key.0, vm.key.0
+        )
+    })
+    .collect()
+}
+
 /// Observe Proxmox and compute the plan.
 pub async fn make_plan(
     client: &PveClient,
@@ -159,10 +185,9 @@ pub async fn make_plan(
     let mut desired = BTreeMap::new();
     for (key, vm) in &req.inputs.vms {
         let marker = req.identity.marker(&key.0, template.vmid, req.inputs);
-        desired.insert(
-            key.clone(),
-            desired_vm(req.inputs, vm, req.defaults, &template, marker)?,
-        );
+        let want = desired_vm(req.inputs, vm, req.defaults, &template, marker)?;
+        warnings.extend(undelivered_overrides(vm, &want));
+        desired.insert(key.clone(), want);
     }
     // Placement Proxmox would refuse (nodes, bridges, storages, CPU model), and the route of
     // each new VM to its node.
@@ -175,7 +200,6 @@ pub async fn make_plan(
         "credentials storage_pool"
     };
     warnings.extend(place(&mut desired, &template, &facts, storage_field)?);
-    warnings.extend(undelivered_cloud_init(req.inputs));
     let mut expected_names: BTreeSet<String> = desired
         .values()
         .map(|d| d.physical_name.0.clone())
@@ -210,30 +234,6 @@ pub async fn make_plan(
         warnings,
     };
     Ok((plan, observed))
-}
-
-/// Per-VM cloud-init documents the operator gave that this build cannot deliver yet (they
-/// need snippet upload over SSH, `cicustom`): said per VM, never dropped silently.
-pub fn undelivered_cloud_init(inputs: &ModuleInputs) -> Vec<String> {
-    let mut out = Vec::new();
-    for (key, vm) in &inputs.vms {
-        let given: Vec<&str> = [
-            ("cloud_init_user_data", &vm.cloud_init_user_data),
-            ("cloud_init_network_data", &vm.cloud_init_network_data),
-            ("cloud_init_meta_data", &vm.cloud_init_meta_data),
-        ]
-        .iter()
-        .filter(|(_, v)| v.as_deref().is_some_and(|t| !t.trim().is_empty()))
-        .map(|(k, _)| *k)
-        .collect();
-        if !given.is_empty() && !inputs.is_windows() {
-            out.push(format!(
-                "VM {key}: {} NOT delivered: this build sends cloud-init through Proxmox's native keys (ciuser, sshkeys, ipconfigN, nameserver) until snippet delivery (cicustom over SSH) lands; the VM gets the native settings only",
-                given.join(", ")
-            ));
-        }
-    }
-    out
 }
 
 /// The result of an apply.
@@ -530,6 +530,10 @@ pub struct DestroyReport {
     pub outcomes: Vec<VmOutcome>,
     pub failed: bool,
     pub warnings: Vec<String>,
+    /// Logical key (as in `outcomes`) → physical VM name, for the cleanup after a destroy
+    /// (snippet files, known_hosts entries).
+    #[serde(default)]
+    pub names: BTreeMap<String, String>,
 }
 
 /// Destroy every VM this slot provably owns.
@@ -564,6 +568,17 @@ pub async fn destroy(
         })
         .collect();
     PlanError::collect(protected)?;
+    let mut vm_names: BTreeMap<String, String> = observed
+        .managed
+        .iter()
+        .map(|(k, m)| (k.0.clone(), m.vm.name.clone()))
+        .collect();
+    vm_names.extend(
+        observed
+            .duplicates
+            .iter()
+            .map(|(k, vm)| (format!("{}#dup-{}", k.0, vm.vmid), vm.name.clone())),
+    );
     let mut handles = Vec::new();
     let targets = observed
         .managed
@@ -606,5 +621,6 @@ pub async fn destroy(
         outcomes,
         failed,
         warnings: observed.warnings,
+        names: vm_names,
     })
 }

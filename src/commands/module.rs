@@ -14,11 +14,13 @@ use crate::apply::engine::{self, ApplyReport, PlanRequest, SlotIdentity};
 use crate::apply::executor::{Executor, Timeouts};
 use crate::apply::journal::Journal;
 use crate::apply::limits::{Limits, Scheduler};
+use crate::apply::snippets as apply_snippets;
 use crate::cli::{ModuleArgs, PreflightBypass, StateShowArgs};
 use crate::commands::context::{require_inputs, Ctx};
 use crate::commands::output;
 use crate::commands::progress::progress_for;
 use crate::commands::{CliError, EXIT_CHANGES, EXIT_OK};
+use crate::hyops::read_proxmox_ready;
 use crate::hyops::{
     self, acquire_lock, build_input_contract, check_vm_set_guards, evidence_dir, new_run_id,
     publish_outputs, read_tfstate_vms, resolve_template, template_source_hint, write_driver_result,
@@ -26,6 +28,7 @@ use crate::hyops::{
     write_rerun_inputs, write_text_atomic, DriverResult, ModuleState, OkRecord, PreflightDecision,
     PreflightOptions, ProxmoxCredentials, RunLock, RunPrefix, RunningRecord,
 };
+use crate::inputs::model::CloudInitMode;
 use crate::inputs::model::{ConcurrencyLimits, LogicalVmKey, ModuleInputs, TemplateSource};
 use crate::inputs::{
     resolve_inputs, sanitize_rerun_inputs, LifecycleCommand, ResolveRequest, ResolvedInputs,
@@ -36,6 +39,9 @@ use crate::plan::desired::TargetDefaults;
 use crate::plan::observed::PriorIds;
 use crate::plan::render::render;
 use crate::pve::PveClient;
+use crate::ssh::gate::{required_failure_message, GateEnv, GateReport};
+use crate::ssh::node::{NodeSsh, NodeSshTarget};
+use crate::ssh::SshContext;
 
 /// One module run's frame: its id, evidence dir and (for mutating commands) the slot lock.
 pub struct Run {
@@ -659,16 +665,25 @@ pub async fn apply_inner(
     output::progress("progress: phase=apply");
     let outcome = apply_engine(ctx, &run, &pf, plan_file).await;
     match outcome {
-        Ok((plan, report)) => finish_apply(
-            ctx,
-            &run,
-            &pf,
-            &state,
-            &plan,
-            report,
-            input_contract,
-            resolved_file,
-        ),
+        Ok(applied) => {
+            // The gate runs after a successful rollout only, as upstream runs it after
+            // `terragrunt output`.
+            let gate = if applied.report.failed {
+                None
+            } else {
+                Some(readiness_gate(ctx, &run, &pf, &applied.report).await)
+            };
+            finish_apply(
+                ctx,
+                &run,
+                &pf,
+                &state,
+                applied,
+                gate,
+                input_contract,
+                resolved_file,
+            )
+        }
         Err(e) => {
             let _ = state.persist_error("apply", &e.message);
             let result = DriverResult::error(&run.run_id, "apply", &e.message);
@@ -684,12 +699,61 @@ pub async fn apply_inner(
     }
 }
 
+/// What the apply phases produced besides the engine report.
+struct ApplyRun {
+    plan: PlanArtifact,
+    report: ApplyReport,
+    /// Warnings from the phases around the rollout (snippet cleanup).
+    warnings: Vec<String>,
+}
+
+/// Node SSH for this root: the API host (`proxmox.ready.json` `api_ip`, else the
+/// `proxmox_url` host) as the credentials' node, `proxmox_ssh_username`, the credentials' key.
+fn node_ssh(ctx: &Ctx, creds: &ProxmoxCredentials) -> Result<NodeSsh, CliError> {
+    let api_ip = read_proxmox_ready(&ctx.root)
+        .ok()
+        .flatten()
+        .and_then(|r| r.api_ip)
+        .filter(|h| !h.trim().is_empty());
+    let api_host = api_ip.or_else(|| creds.host()).ok_or_else(|| {
+        CliError::msg(format!(
+            "node SSH needs the Proxmox host address, but neither meta/proxmox.ready.json runtime.api_ip nor proxmox_url ({}) gives one",
+            creds.url
+        ))
+    })?;
+    let target = NodeSshTarget {
+        api_host,
+        api_node: creds.node.clone(),
+        port: 22,
+        user: creds.ssh_username.clone(),
+    };
+    let ssh_ctx = SshContext {
+        identities: Arc::new(ctx.node_identities(creds)?),
+        known_hosts: ctx.known_hosts(),
+    };
+    Ok(NodeSsh::new(
+        target,
+        ctx.dialer(),
+        ssh_ctx,
+        Duration::from_secs(15),
+    ))
+}
+
+/// The module's effective snippets storage.
+fn snippets_storage(pf: &Preflighted) -> String {
+    pf.resolved
+        .model
+        .snippets_datastore_id
+        .clone()
+        .unwrap_or_else(|| pf.creds.storage_snippets.clone())
+}
+
 async fn apply_engine(
     ctx: &Ctx,
     run: &Run,
     pf: &Preflighted,
     plan_file: Option<&Path>,
-) -> Result<(PlanArtifact, ApplyReport), CliError> {
+) -> Result<ApplyRun, CliError> {
     let plan = make_plan(ctx, run, pf).await?;
     if let Some(path) = plan_file {
         let text = std::fs::read_to_string(path)
@@ -710,10 +774,38 @@ async fn apply_engine(
     let (progress, bar) = progress_for(plan.vms.len(), false);
     let readiness = &pf.resolved.model.readiness;
     let timeouts = Timeouts {
-        agent_wait: Duration::from_secs(readiness.connectivity_wait_s),
+        // `enabled: false` means no readiness wait at all (not even for the guest agent).
+        agent_wait: if readiness.enabled {
+            Duration::from_secs(readiness.connectivity_wait_s)
+        } else {
+            Duration::ZERO
+        },
         ..Timeouts::default()
     }
     .scaled(ctx.time_scale());
+    // Snippets first: every file a VM will point at is on its node before any config write.
+    let mut warnings = Vec::new();
+    let snippet_ssh = if pf.resolved.model.cloud_init_mode == CloudInitMode::Snippets
+        && !pf.resolved.model.is_windows()
+        && apply_snippets::touches_vms(&plan)
+    {
+        let ssh = node_ssh(ctx, &pf.creds)?;
+        let delivered = apply_snippets::deliver(&ssh, &plan).await.map_err(|e| {
+            CliError::msg(format!(
+                "cloud-init snippet upload failed before any VM was changed: {e}"
+            ))
+        })?;
+        if !delivered.uploaded.is_empty() {
+            output::progress(&format!(
+                "snippets: {} uploaded, {} already in place",
+                delivered.uploaded.len(),
+                delivered.present
+            ));
+        }
+        Some(ssh)
+    } else {
+        None
+    };
     let exec = Arc::new(Executor::new(
         pf.client.clone(),
         Scheduler::new(limits(ctx, &pf.resolved.model)),
@@ -757,7 +849,80 @@ async fn apply_engine(
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    Ok((plan, report))
+    if let Some(ssh) = snippet_ssh {
+        match apply_snippets::cleanup(&ssh, &plan, &report.outcomes, &snippets_storage(pf)).await {
+            Ok(r) if !r.removed.is_empty() => output::progress(&format!(
+                "snippets: {} stale file(s) removed",
+                r.removed.len()
+            )),
+            Ok(_) => {}
+            Err(e) => warnings.push(format!(
+                "stale cloud-init snippet files were not removed: {e}"
+            )),
+        }
+        ssh.close().await;
+    }
+    Ok(ApplyRun {
+        plan,
+        report,
+        warnings,
+    })
+}
+
+/// The post-apply SSH readiness gate over this apply's outputs.
+async fn readiness_gate(
+    ctx: &Ctx,
+    run: &Run,
+    pf: &Preflighted,
+    report: &ApplyReport,
+) -> GateReport {
+    let api_ip = read_proxmox_ready(&ctx.root)
+        .ok()
+        .flatten()
+        .and_then(|r| r.api_ip);
+    let env = GateEnv {
+        proxmox_api_ip: api_ip,
+        proxmox_ssh_username: Some(pf.creds.ssh_username.clone()),
+        evidence_dir: run.evidence.clone(),
+        dialer: ctx.dialer(),
+        known_hosts: ctx.known_hosts(),
+        default_identities: ctx.default_identities(),
+        vm_identities: Default::default(),
+        home: ctx.env_vars.get("HOME").map(PathBuf::from),
+        retry_interval: Duration::from_secs(3),
+        max_parallel: 16,
+        time_scale: ctx.time_scale(),
+    };
+    output::progress("progress: phase=post_apply_ssh_readiness");
+    let gate = crate::apply::readiness::post_apply_readiness(
+        &pf.resolved.model.readiness,
+        &report.outputs,
+        &report.outcomes,
+        env,
+    )
+    .await;
+    {
+        let proxy = gate
+            .summary
+            .get("effective_proxy")
+            .and_then(|p| p.get("host"))
+            .and_then(Value::as_str)
+            .filter(|h| !h.is_empty())
+            .map(|h| format!(" via {h}"))
+            .unwrap_or_default();
+        let n = gate
+            .summary
+            .get("targets")
+            .and_then(Value::as_array)
+            .map(Vec::len)
+            .unwrap_or(0);
+        output::progress(&format!(
+            "post-apply SSH readiness: {} ({n} target(s){proxy}; see {})",
+            gate.status(),
+            run.evidence.join(crate::ssh::gate::SUMMARY_FILE).display()
+        ));
+    }
+    gate
 }
 
 /// How long the steps get to end (journalled) after Ctrl-C before the run stops anyway.
@@ -785,11 +950,18 @@ fn finish_apply(
     run: &Run,
     pf: &Preflighted,
     state: &ModuleState,
-    plan: &PlanArtifact,
-    report: ApplyReport,
+    applied: ApplyRun,
+    gate: Option<GateReport>,
     input_contract: Value,
     resolved_file: PathBuf,
 ) -> Result<String, CliError> {
+    let plan = &applied.plan;
+    let report = applied.report;
+    let mut warnings = plan.warnings.clone();
+    for w in &applied.warnings {
+        output::warn(w);
+    }
+    warnings.extend(applied.warnings);
     let report_value = json!({
         "run_id": run.run_id,
         "failed": report.failed,
@@ -822,12 +994,30 @@ fn finish_apply(
         result
             .normalized_outputs
             .insert("vms".into(), json!(report.outcomes));
-        result.warnings = plan.warnings.clone();
+        result.warnings = warnings;
         let _ = write_driver_result(&run.evidence, &result);
         return Err(CliError::msg(format!(
             "apply failed: {err}; per-VM errors: {}",
             run.evidence.join("apply_report.json").display()
         )));
+    }
+    if let Some(g) = gate {
+        normalized.insert("post_apply_ssh_readiness".into(), g.summary.clone());
+        output::field("post_apply_ssh_readiness", g.summary.clone());
+        for w in &g.warnings {
+            output::warn(w);
+        }
+        warnings.extend(g.warnings.iter().cloned());
+        if let Some(e) = &g.error {
+            // Required gate failed: state error, the new outputs are not published (§5.6).
+            let msg = required_failure_message(e);
+            let _ = state.persist_error("apply", &msg);
+            let mut result = DriverResult::error(&run.run_id, "apply", &msg);
+            result.normalized_outputs = normalized;
+            result.warnings = warnings.clone();
+            let _ = write_driver_result(&run.evidence, &result);
+            return Err(CliError::msg(msg));
+        }
     }
     let raw = report.outputs.as_object().cloned().unwrap_or_default();
     let published = publish_outputs(&raw);
@@ -852,7 +1042,7 @@ fn finish_apply(
     write_module_state_record(&run.evidence, state.path(), &state_value, None)
         .map_err(CliError::hyops)?;
     let mut result = DriverResult::ok(&run.run_id, "apply", normalized);
-    result.warnings = plan.warnings.clone();
+    result.warnings = warnings.clone();
     write_driver_result(&run.evidence, &result).map_err(CliError::hyops)?;
     write_json_atomic(&run.evidence.join("result.json"), &result.to_value())
         .map_err(CliError::hyops)?;
@@ -958,6 +1148,58 @@ pub async fn destroy_inner(ctx: &Ctx, bypass_reason: Option<String>) -> Result<S
     )
     .map_err(CliError::hyops)?;
     output::field("vms", json!(report.outcomes));
+    // After the VMs are gone (even when others failed): their known_hosts entries and
+    // cloud-init snippet files go too.
+    let mut report = report;
+    let destroyed: Vec<(String, String, u32)> = report
+        .outcomes
+        .iter()
+        .filter(|o| o.status == "ok")
+        .filter_map(|o| {
+            let name = report.names.get(&o.key)?;
+            Some((o.node.clone(), name.clone(), o.vmid?))
+        })
+        .collect();
+    let vmids: Vec<u32> = destroyed.iter().map(|d| d.2).collect();
+    if !vmids.is_empty() {
+        if let Err(e) = ctx.known_hosts().forget_vmids(&vmids) {
+            report.warnings.push(format!(
+                "known_hosts entries of destroyed VMs were not removed: {e}"
+            ));
+        }
+    }
+    if !destroyed.is_empty()
+        && resolved.model.cloud_init_mode == CloudInitMode::Snippets
+        && !resolved.model.is_windows()
+    {
+        let storage = resolved
+            .model
+            .snippets_datastore_id
+            .clone()
+            .unwrap_or_else(|| creds.storage_snippets.clone());
+        let pairs: Vec<(String, String)> = destroyed
+            .iter()
+            .map(|(n, name, _)| (n.clone(), name.clone()))
+            .collect();
+        let cleaned = match node_ssh(ctx, &creds) {
+            Ok(ssh) => {
+                let r = apply_snippets::remove_destroyed(&ssh, &pairs, &storage).await;
+                ssh.close().await;
+                r.map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.message),
+        };
+        match cleaned {
+            Ok(r) if !r.removed.is_empty() => output::progress(&format!(
+                "snippets: {} file(s) of destroyed VMs removed",
+                r.removed.len()
+            )),
+            Ok(_) => {}
+            Err(e) => report.warnings.push(format!(
+                "cloud-init snippet files of destroyed VMs were not removed: {e}"
+            )),
+        }
+    }
     if report.failed {
         let failed: Vec<String> = report
             .outcomes

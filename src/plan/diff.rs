@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::inputs::model::{Ipv4Config, LogicalVmKey};
-use crate::plan::desired::{net_value, DesiredNic, DesiredVm, RestartPolicy};
+use crate::plan::desired::{is_snippet_file_of, net_value, DesiredNic, DesiredVm, RestartPolicy};
 use crate::plan::observed::{ManagedVm, ObservedPool, ObservedVm, PowerState};
 use crate::plan::props::{self, NetParts, PropertyString};
 use crate::plan::template::{disk_decision, format_gib, DiskDecision};
@@ -599,6 +599,26 @@ fn diff_one(want: &DesiredVm, have: &ManagedVm, allow_replace: bool) -> Result<V
                 });
                 config_delete.push(k.clone());
             }
+        }
+    }
+    // `cloud_init_mode: native` (or Windows) after snippets: drop our own `cicustom`, so the
+    // guest gets the native keys again. A `cicustom` naming anything else is the operator's.
+    let owned = want.owned_config();
+    if let (None, Some(cc)) = (owned.get("cicustom"), vm.config.get("cicustom")) {
+        let ours = cc.split(',').all(|part| {
+            part.split_once('=')
+                .and_then(|(_, vol)| vol.split_once(":snippets/"))
+                .is_some_and(|(_, file)| is_snippet_file_of(&want.physical_name.0, file))
+        });
+        if ours {
+            cloudinit_changed = true;
+            changes.push(FieldChange {
+                field: "cicustom".into(),
+                before: Some(cc.clone()),
+                after: None,
+                needs_restart: false,
+            });
+            config_delete.push("cicustom".into());
         }
     }
     let current = vm
