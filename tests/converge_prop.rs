@@ -1,6 +1,7 @@
 //! Converge after (issue 8): over random valid overlays on the simulator, an apply is
 //! followed by a plan with no changes; then a second random overlay for the same VMs (cores,
-//! memory, disks, NICs added, removed or moved, nodes, clone mode, restart policy) is applied
+//! memory, disks, NICs added, removed or moved, nodes, clone mode, restart policy, cloud-init
+//! delivery) is applied
 //! over the first, and the plan after it is empty too. The apply's own post-apply
 //! verification must agree (an apply that leaves differences fails).
 
@@ -34,6 +35,7 @@ struct Overlay {
     disk: u32,
     linked: bool,
     defer: bool,
+    native: bool,
     tags: Vec<&'static str>,
     vms: Vec<Vm>,
 }
@@ -72,36 +74,41 @@ fn overlay(n: usize) -> impl Strategy<Value = Overlay> {
         prop::sample::select(vec![20u32, 32, 40, 48]),
         any::<bool>(),
         any::<bool>(),
+        any::<bool>(),
         prop::sample::subsequence(vec!["platform", "onprem", "blue", "green"], 1..=3),
         prop::collection::vec(vm(), n..=n),
     )
-        .prop_map(|(cores, memory, disk, linked, defer, tags, mut vms)| {
-            if linked {
-                // a linked clone of the local template lives on the template's node
-                for v in &mut vms {
-                    v.node = None;
+        .prop_map(
+            |(cores, memory, disk, linked, defer, native, tags, mut vms)| {
+                if linked {
+                    // a linked clone of the local template lives on the template's node
+                    for v in &mut vms {
+                        v.node = None;
+                    }
                 }
-            }
-            Overlay {
-                cores,
-                memory,
-                disk,
-                linked,
-                defer,
-                tags,
-                vms,
-            }
-        })
+                Overlay {
+                    cores,
+                    memory,
+                    disk,
+                    linked,
+                    defer,
+                    native,
+                    tags,
+                    vms,
+                }
+            },
+        )
 }
 
 fn yaml(o: &Overlay, subnet: u8) -> String {
     let mut s = format!(
-        "require_ipam: false\nallow_vm_set_replace: true\ntemplate_state_ref: core/onprem/template-image\ntemplate_key: ubuntu-24.04\ncpu_cores: {}\nmemory_mb: {}\ndisk_size_gb: {}\nclone_mode: {}\nrestart_policy: {}\ntags: [{}]\npost_apply_ssh_readiness:\n  connectivity_wait_s: 30\nvms:\n",
+        "require_ipam: false\nssh_username: opsadmin\nallow_vm_set_replace: true\ntemplate_state_ref: core/onprem/template-image\ntemplate_key: ubuntu-24.04\ncpu_cores: {}\nmemory_mb: {}\ndisk_size_gb: {}\nclone_mode: {}\nrestart_policy: {}\ncloud_init_mode: {}\ntags: [{}]\npost_apply_ssh_readiness:\n  connectivity_wait_s: 30\nvms:\n",
         o.cores,
         o.memory,
         o.disk,
         if o.linked { "linked" } else { "full" },
         if o.defer { "defer" } else { "restart" },
+        if o.native { "native" } else { "snippets" },
         o.tags.join(", ")
     );
     for (i, v) in o.vms.iter().enumerate() {

@@ -3,8 +3,8 @@
 //! verification reads it back), a second apply writes nothing and a plan shows no changes,
 //! destroy removes exactly the pool. fakepve's documented gaps (tests/conformance/targets.rs
 //! `fakepve_caps`) are kept out of the way: the disk size equals the template's (fakepve does
-//! not resize), readiness makes one agent attempt (fakepve's clones have no agent), and the
-//! CPU model is `host` (fakepve lists a placeholder model).
+//! not resize), cloud-init uses the native keys and the SSH readiness gate is off (fakepve has
+//! no node or guest SSH), and the CPU model is `host` (fakepve lists a placeholder model).
 //!
 //! Optional target `FAKEPVE` (CI installs fakepve and sets `HYOPS_REQUIRE_FAKEPVE=1`).
 
@@ -89,8 +89,9 @@ cpu_cores: 1
 memory_mb: 1024
 disk_size_gb: 8
 tags: [platform, fakepve]
+cloud_init_mode: native
 post_apply_ssh_readiness:
-  connectivity_wait_s: 0
+  enabled: false
 vms:
   fp-01:
     role: app
