@@ -2,7 +2,8 @@
 //! arbitrary strings: a property-string value either reaches Proxmox's parser as exactly one
 //! value (checked with the simulator's independent parser, which follows pve-common's
 //! `parse_property_string`) or is refused; a cloud-init scalar reads back as exactly the same
-//! string with the project's YAML reader and with PyYAML, the parser cloud-init itself uses.
+//! string with the project's YAML 1.1 reader and with PyYAML, the parser cloud-init itself
+//! uses.
 
 mod optional;
 
@@ -10,7 +11,6 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use hyops_pve::inputs::parse_overlay_yaml;
 use hyops_pve::plan::userdata::{generated_user_data, yaml_scalar, YamlStyle};
 use hyops_pve::pve::encode_value;
 use hyops_pve::sim::check::parse_property_string;
@@ -18,6 +18,14 @@ use hyops_pve::sim::spec::spec;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use serde_json::{json, Value};
+
+/// The project's YAML 1.1 reader (PyYAML's `safe_load`), as JSON.
+fn parse_overlay_yaml(text: &str) -> Result<Value, String> {
+    hyops_pve::yaml::safe_load(text)
+        .map_err(|e| e.to_string())?
+        .to_json("doc")
+        .map_err(|e| e.to_string())
+}
 
 fn net_keys() -> &'static BTreeMap<String, hyops_pve::sim::spec::Schema> {
     let s = spec().expect("embedded spec");

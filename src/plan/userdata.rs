@@ -1,12 +1,13 @@
-//! The generated cloud-init user-data (contract §2.6) and the one encoder through which every
-//! value enters it. cloud-init reads user-data with PyYAML (YAML 1.1), where a raw line break
-//! (`\n`, `\r`, NEL, U+2028, U+2029) starts a new key and `yes`/`no`/`on`/`0x10`/`1e3` are
-//! not strings; so a value is either written as a plain scalar when it is provably a plain
-//! string in YAML 1.1 and 1.2 (what upstream writes for host names), or as a double-quoted
-//! scalar with every character outside printable ASCII escaped. Pure text; knows nothing about
-//! Proxmox or HTTP.
+//! The generated cloud-init user-data (contract §2.6). Every value enters it through the
+//! crate's one YAML encoder ([`crate::yaml::yaml_string`]): cloud-init reads user-data with
+//! PyYAML (YAML 1.1), where a raw line break (`\n`, `\r`, NEL, U+2028, U+2029) starts a new
+//! key and `yes`/`no`/`on`/`0x10`/`1e3` are not strings, so a value is written plain only
+//! when it is provably a string in YAML 1.1 and 1.2 (what upstream writes for host names),
+//! else double-quoted with escapes. Pure text; knows nothing about Proxmox or HTTP.
 
 use std::fmt::Write as _;
+
+use crate::yaml::yaml_string;
 
 /// How [`yaml_scalar`] may write a value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,52 +18,16 @@ pub enum YamlStyle {
     Quoted,
 }
 
-fn plain_is_safe(s: &str) -> bool {
-    let b = s.as_bytes();
-    if b.is_empty()
-        || !b[0].is_ascii_alphanumeric()
-        || !b
-            .iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_'))
-        || !b.iter().any(u8::is_ascii_alphabetic)
-    {
-        return false;
-    }
-    let lower = s.to_ascii_lowercase();
-    // YAML 1.1 booleans and nulls (PyYAML's resolver), 1.1/1.2 radix ints, floats, inf/nan.
-    const WORDS: &[&str] = &["y", "n", "yes", "no", "true", "false", "on", "off", "null"];
-    if WORDS.contains(&lower.as_str()) {
-        return false;
-    }
-    if ["0x", "0b", "0o"].iter().any(|p| lower.starts_with(p)) {
-        return false;
-    }
-    s.parse::<f64>().is_err()
-}
-
-/// The one encoder for a value entering cloud-init YAML: a scalar that any YAML 1.1 or 1.2
-/// parser reads back as exactly `s`, on one line.
+/// A value for cloud-init YAML, through the crate's one encoder: a scalar that any YAML 1.1
+/// or 1.2 parser reads back as exactly `s`, on one line. `Quoted` only adds the quotes the
+/// encoder leaves off a plain-safe string (plain-safe strings need no escapes).
 pub fn yaml_scalar(s: &str, style: YamlStyle) -> String {
-    if style == YamlStyle::PlainIfSafe && plain_is_safe(s) {
-        return s.to_string();
+    let encoded = yaml_string(s);
+    if style == YamlStyle::Quoted && !encoded.starts_with('"') {
+        format!("\"{encoded}\"")
+    } else {
+        encoded
     }
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            ' '..='~' => out.push(c),
-            c if (c as u32) <= 0xFFFF => {
-                let _ = write!(out, "\\u{:04X}", c as u32);
-            }
-            c => {
-                let _ = write!(out, "\\U{:08X}", c as u32);
-            }
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// True when `text` has a top-level `users:` key (`(?m)^\s*users\s*:`, contract §2.6).
