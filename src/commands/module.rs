@@ -545,6 +545,17 @@ pub fn validate_report(ctx: &Ctx) -> ValidateOutcome {
     };
     let mut warnings = resolved.warnings.clone();
     warnings.extend(root_warning);
+    // Catch before write: everything Proxmox would refuse, all problems at once (a deliberate
+    // difference from hyops, which lets Proxmox refuse them after a clone).
+    let defaults = creds.as_ref().map(defaults_from);
+    if let Err(e) = check_inputs(&resolved.model, defaults.as_ref()) {
+        let msg = e.to_string();
+        return ValidateOutcome {
+            warnings,
+            verbatim: Some(msg.clone()),
+            result: Err(CliError::msg(msg)),
+        };
+    }
     let checks = vm_set_guards(ctx, &resolved.model).and_then(|guard| {
         warnings.extend(guard.warnings);
         template_vmid(ctx, &resolved.model, &mut warnings)

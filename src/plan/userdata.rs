@@ -106,17 +106,14 @@ mod tests {
     #[test]
     fn a_newline_in_dns_domain_stays_inside_the_fqdn_value() {
         let ud = generated_user_data("a", "x\nruncmd: [touch /x]", "u", &[], None);
-        assert!(
-            ud.contains("fqdn: \"a.x\\u000Aruncmd: [touch /x]\"\n"),
-            "{ud}"
-        );
+        assert!(ud.contains("fqdn: \"a.x\\nruncmd: [touch /x]\"\n"), "{ud}");
         assert_eq!(ud.lines().filter(|l| l.starts_with("runcmd")).count(), 1);
     }
 
     #[test]
     fn yaml_1_1_words_and_numbers_are_quoted() {
         for s in [
-            "yes", "No", "on", "OFF", "null", "y", "0x1F", "1e3", "12", "1.5", "inf",
+            "yes", "No", "on", "OFF", "null", "0x1F", "1e3", "12", "1.5", ".inf",
         ] {
             assert!(
                 yaml_scalar(s, YamlStyle::PlainIfSafe).starts_with('"'),
