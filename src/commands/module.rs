@@ -21,6 +21,7 @@ use crate::commands::output;
 use crate::commands::progress::progress_for;
 use crate::commands::{CliError, EXIT_CHANGES, EXIT_OK};
 use crate::hyops::read_proxmox_ready;
+use crate::hyops::state_refs::RootStateContracts;
 use crate::hyops::{
     self, acquire_lock, build_input_contract, check_vm_set_guards, evidence_dir, new_run_id,
     publish_outputs, read_tfstate_vms, resolve_template, template_source_hint, write_driver_result,
@@ -31,9 +32,11 @@ use crate::hyops::{
 use crate::inputs::model::CloudInitMode;
 use crate::inputs::model::{ConcurrencyLimits, LogicalVmKey, ModuleInputs, TemplateSource};
 use crate::inputs::{
-    resolve_inputs, sanitize_rerun_inputs, LifecycleCommand, ResolveRequest, ResolvedInputs,
+    resolve_inputs_with_warnings, sanitize_rerun_inputs, LifecycleCommand, ResolveRequest,
+    ResolvedInputs, StateHooks,
 };
 use crate::plan::artifact::PlanArtifact;
+use crate::plan::checks::check_inputs;
 use crate::plan::desired::TargetDefaults;
 use crate::plan::observed::PriorIds;
 use crate::plan::render::render;
@@ -96,14 +99,37 @@ fn resolve(
     command: LifecycleCommand,
     creds: Option<&ProxmoxCredentials>,
 ) -> Result<ResolvedInputs, CliError> {
-    let req = ResolveRequest {
+    let req = resolve_request(ctx, command, creds);
+    let (early_warnings, result) = resolve_inputs_with_warnings(&req);
+    let resolved = result.map_err(|e| {
+        // The unknown-key warnings often explain the refusal (`memroy_mb`): show them too.
+        for w in &early_warnings {
+            output::warn(w);
+        }
+        CliError::msg(crate::commands::hints::explain(&e, &req))
+    })?;
+    if command.runs_validator() {
+        // Catch before write: everything Proxmox would refuse, all problems at once.
+        let defaults = creds.map(defaults_from);
+        check_inputs(&resolved.model, defaults.as_ref())
+            .map_err(|e| CliError::msg(e.to_string()))?;
+    }
+    Ok(resolved)
+}
+
+fn resolve_request(
+    ctx: &Ctx,
+    command: LifecycleCommand,
+    creds: Option<&ProxmoxCredentials>,
+) -> ResolveRequest {
+    ResolveRequest {
         overlay_path: ctx.args.inputs.clone(),
         command,
         runtime_env: ctx.env_name.clone(),
-        env: ctx.env_vars.clone(),
+        env: ctx.env_order.clone(),
         credentials_network_bridge: creds.map(|c| c.network_bridge.clone()),
-    };
-    resolve_inputs(&req).map_err(|e| CliError::msg(crate::commands::hints::explain(&e, &req)))
+        state: Some(StateHooks(Arc::new(RootStateContracts::new(&ctx.root)))),
+    }
 }
 
 fn write_inputs_evidence(
@@ -128,8 +154,7 @@ fn write_inputs_evidence(
         &resolved.resolved_json,
     )
     .map_err(CliError::hyops)?;
-    let yaml = serde_yaml::to_string(&resolved.resolved_json)
-        .map_err(|e| CliError::msg(format!("cannot render resolved.inputs.yml: {e}")))?;
+    let yaml = crate::yaml::to_yaml(&resolved.resolved_json);
     write_text_atomic(&run.evidence.join("resolved.inputs.yml"), &yaml).map_err(CliError::hyops)?;
     Ok(())
 }
@@ -501,8 +526,10 @@ pub async fn preflight_inner(ctx: &Ctx, strict: bool) -> Result<i32, CliError> {
     }
 }
 
-/// `hyops-pve validate`: inputs, naming, aliases and guards; the template is resolved when
-/// its state exists (otherwise a warning: plan/apply check it for real).
+/// `hyops-pve validate`: what `hyops validate` refuses before any API call, in its order —
+/// input resolution and validation (state references, `ssh_keys_from_init` included), then
+/// the driver contract's API-free steps: bridge aliases, `build_image`, the VM-set guards and
+/// the template resolved from its `core/onprem/template-image` state.
 pub async fn validate(args: &ModuleArgs) -> Result<i32, CliError> {
     require_inputs(args, &std::env::vars().collect(), "validate")?;
     let mut ctx = Ctx::new(args).await?;
@@ -511,40 +538,90 @@ pub async fn validate(args: &ModuleArgs) -> Result<i32, CliError> {
     result
 }
 
-pub fn validate_inner(ctx: &Ctx) -> Result<i32, CliError> {
+/// What `validate` found: the warnings so far (shown even on failure) and either the report
+/// (`module_ref`, `state_instance`, `env`, `template_vm_id`, `warnings`, `model`) or the
+/// refusal. Prints nothing (the differential test against upstream calls it).
+pub struct ValidateOutcome {
+    pub warnings: Vec<String>,
+    pub result: Result<Value, CliError>,
+    /// The refusal exactly as hyops prints it, without the CLI's second line naming the
+    /// offending value (`None` on success).
+    pub verbatim: Option<String>,
+}
+
+/// The checks of `validate`, without printing.
+pub fn validate_report(ctx: &Ctx) -> ValidateOutcome {
     // Credentials are optional for validate; their bridge is only the single-VM default.
     let creds = ctx.credentials().ok();
-    let resolved = resolve(ctx, LifecycleCommand::Validate, creds.as_ref())?;
-    let mut warnings = resolved.warnings.clone();
-    warnings.extend(vm_set_guards(ctx, &resolved.model)?.warnings);
-    let template = match template_vmid(ctx, &resolved.model, &mut warnings) {
-        Ok((id, _)) => Some(id),
-        Err(e) => {
-            warnings.push(format!(
-                "template not resolved (checked again at plan/apply): {}",
-                e.message
-            ));
-            None
-        }
-    };
-    if !ctx.root.path().is_dir() {
-        // A mistyped --env is worth saying; validate itself needs no root and creates none.
-        warnings.push(crate::commands::context::missing_root_message(
+    let req = resolve_request(ctx, LifecycleCommand::Validate, creds.as_ref());
+    let (mut early_warnings, result) = resolve_inputs_with_warnings(&req);
+    // A mistyped --env is worth saying whatever else is wrong; validate itself needs no root
+    // and creates none.
+    let root_warning = (!ctx.root.path().is_dir()).then(|| {
+        crate::commands::context::missing_root_message(
             ctx.root.path(),
             ctx.args.env.as_deref().or(ctx.env_name.as_deref()),
-        ));
+        )
+    });
+    let resolved = match result {
+        Ok(r) => r,
+        Err(e) => {
+            early_warnings.extend(root_warning);
+            return ValidateOutcome {
+                warnings: early_warnings,
+                result: Err(CliError::msg(crate::commands::hints::explain(&e, &req))),
+                verbatim: Some(e.to_string()),
+            };
+        }
+    };
+    let mut warnings = resolved.warnings.clone();
+    warnings.extend(root_warning);
+    // Catch before write: everything Proxmox would refuse, all problems at once (a deliberate
+    // difference from hyops, which lets Proxmox refuse them after a clone).
+    let defaults = creds.as_ref().map(defaults_from);
+    if let Err(e) = check_inputs(&resolved.model, defaults.as_ref()) {
+        let msg = e.to_string();
+        return ValidateOutcome {
+            warnings,
+            verbatim: Some(msg.clone()),
+            result: Err(CliError::msg(msg)),
+        };
     }
+    let checks = vm_set_guards(ctx, &resolved.model).and_then(|guard| {
+        warnings.extend(guard.warnings);
+        template_vmid(ctx, &resolved.model, &mut warnings)
+    });
+    let (template, _) = match checks {
+        Ok(t) => t,
+        Err(e) => {
+            return ValidateOutcome {
+                warnings,
+                verbatim: Some(e.message.clone()),
+                result: Err(e),
+            }
+        }
+    };
     let out = json!({
         "module_ref": ctx.module_ref.as_str(),
         "state_instance": ctx.instance.as_ref().map(|i| i.as_str()),
         "env": ctx.env_name,
         "template_vm_id": template,
-        "warnings": warnings,
+        "warnings": warnings.clone(),
         "model": resolved.model,
     });
-    for w in &warnings {
+    ValidateOutcome {
+        warnings,
+        result: Ok(out),
+        verbatim: None,
+    }
+}
+
+pub fn validate_inner(ctx: &Ctx) -> Result<i32, CliError> {
+    let outcome = validate_report(ctx);
+    for w in &outcome.warnings {
         output::warn(w);
     }
+    let out = outcome.result?;
     for key in [
         "module_ref",
         "state_instance",
@@ -555,14 +632,16 @@ pub fn validate_inner(ctx: &Ctx) -> Result<i32, CliError> {
         output::field(key, out[key].clone());
     }
     if !output::is_json() {
-        let yaml = serde_yaml::to_string(&out)
-            .map_err(|e| CliError::msg(format!("cannot render the model: {e}")))?;
-        output::result_text(&yaml);
+        output::result_text(&crate::yaml::to_yaml(&out));
     }
+    let vms = out
+        .get("model")
+        .and_then(|m| m.get("vms"))
+        .and_then(Value::as_object)
+        .map_or(0, |m| m.len());
     output::result_line(&format!(
-        "validate ok: {} ({} VM(s))",
-        ctx.module_ref.as_str(),
-        resolved.model.vms.len()
+        "validate ok: {} ({vms} VM(s))",
+        ctx.module_ref.as_str()
     ));
     Ok(EXIT_OK)
 }
@@ -862,7 +941,23 @@ async fn apply_engine(
         .node_name
         .clone()
         .unwrap_or_else(|| pf.creds.node.clone());
-    let apply = engine::apply_plan(&exec, &plan, &module_node, &pf.resolved.model.tags);
+    let prior = prior_ids(ctx)?;
+    let ident = identity(ctx);
+    let previous_outputs = ModuleState::new(&ctx.root, &ctx.module_ref, ctx.instance.as_ref())
+        .read()
+        .map_err(CliError::hyops)?
+        .and_then(|s| s.get("outputs").cloned());
+    let apply = engine::apply_plan(
+        &exec,
+        &plan,
+        &module_node,
+        &pf.resolved.model.tags,
+        Some(engine::VerifyRequest {
+            identity: &ident,
+            prior: &prior,
+            previous_outputs: previous_outputs.as_ref(),
+        }),
+    );
     let report = run_cancellable(&exec, stop, apply).await;
     let report = match report {
         Ok(r) => r,
@@ -1059,6 +1154,8 @@ fn finish_apply(
     let report_value = json!({
         "run_id": run.run_id,
         "failed": report.failed,
+        "converged": report.divergences.is_empty(),
+        "divergences": report.divergences,
         "writes": report.writes,
         "api_calls": report.api_calls,
         "summary": plan.summary,
