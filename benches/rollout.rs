@@ -510,8 +510,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let sections =
-        std::env::var("HYOPS_BENCH").unwrap_or_else(|_| "rollout,diff,noop,peer".into());
+    let sections = std::env::var("HYOPS_BENCH").unwrap_or_else(|_| "rollout,diff,noop,peer".into());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,7 +1,8 @@
 //! Request accounting and economy (issue 9): the journal and `apply_report.api_calls` count
 //! every request the simulator saw (plan phase included); a create needs one `nextid` per
-//! apply, not per VM, and no config read twice; a no-op apply reads each config once (in the
-//! plan) and writes nothing; the report says what concurrency the windows settled on.
+//! apply, not per VM, and no config read twice; a no-op apply reads each VM once (in the
+//! plan; a running VM's pending answer holds its config) and writes nothing; the report says
+//! what concurrency the windows settled on.
 
 mod common;
 
@@ -60,7 +61,10 @@ async fn a_pool_is_created_with_one_nextid_and_one_config_read_per_vm() {
         .await;
     apply_inner(&ctx, None, None).await.unwrap();
     assert_eq!(h.calls("GET", "/cluster/nextid"), 1);
-    assert_eq!(h.calls("GET", "/nodes/{node}/qemu/{vmid}/config"), 12);
+    // one per VM after its clone, and the template's (its boot disk, read by the plan)
+    assert_eq!(h.calls("GET", "/nodes/{node}/qemu/{vmid}/config"), 12 + 1);
+    // the read-back after the apply: one read per (running) VM, config and pending at once
+    assert_eq!(h.calls("GET", "/nodes/{node}/qemu/{vmid}/pending"), 12);
     assert_eq!(
         h.calls("GET", "/nodes/{node}/qemu/{vmid}/status/current"),
         0
@@ -70,7 +74,7 @@ async fn a_pool_is_created_with_one_nextid_and_one_config_read_per_vm() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_no_op_apply_reads_each_config_once_asks_no_agent_and_writes_nothing() {
+async fn a_no_op_apply_reads_each_vm_once_asks_no_agent_and_writes_nothing() {
     let h = Harness::start().await;
     let ctx = h
         .scaled_ctx(&h.overlay("p.yml", &common::pool::pool_overlay(10, POOL_HEADER)))
@@ -81,7 +85,9 @@ async fn a_no_op_apply_reads_each_config_once_asks_no_agent_and_writes_nothing()
     let after = h.sim.counters();
     let delta = |m: &str, p: &str| after.get(m, p) - before.get(m, p);
     assert_eq!(after.writes, before.writes, "no write");
-    assert_eq!(delta("GET", "/nodes/{node}/qemu/{vmid}/config"), 10);
+    // a running VM's pending answer is its config too; the other config read is the template's
+    assert_eq!(delta("GET", "/nodes/{node}/qemu/{vmid}/pending"), 10);
+    assert_eq!(delta("GET", "/nodes/{node}/qemu/{vmid}/config"), 1);
     // static addresses recorded by the first apply cannot have changed: no agent read
     assert_eq!(
         delta(

@@ -1,5 +1,6 @@
-//! The executor: one pipeline per VM (clone → config → resize → start → readiness/facts),
-//! all VMs pipelining independently under the [`Scheduler`]'s windows. The steps are units in
+//! The executor: one pipeline per VM (clone → [migrate] → config → resize → start →
+//! readiness/facts; an update may end with a restart for pending config), all VMs
+//! pipelining independently under the [`Scheduler`]'s windows. The steps are units in
 //! [`crate::apply::steps`], each retried by the one [`RetryPolicy`] on the Proxmox error
 //! table, each writing through the shared "submit, wait, re-read on unknown outcome" helper.
 //! What the plan already read (the configs of existing VMs) and what a step wrote is carried
@@ -309,7 +310,12 @@ impl Executor {
                 VmAction::Delete => steps::remove::remove(&ctx).await.map(|_| None),
                 VmAction::Replace => match steps::remove::remove(&ctx).await {
                     Ok(()) => {
+                        // the old VM is gone from its node; the new one goes where the plan
+                        // says
                         ctx.vmid = None;
+                        if let Some(want) = &plan.desired {
+                            ctx.node = want.node.clone();
+                        }
                         self.create(&mut ctx, plan).await
                     }
                     Err(e) => Err(e),
@@ -353,6 +359,10 @@ impl Executor {
         let want = self.desired(ctx, plan)?;
         let vmid = steps::clone::clone_vm(ctx, want).await?;
         ctx.vmid = Some(vmid);
+        if let Some(m) = &want.route.migrate {
+            let from = steps::clone::clone_node(want);
+            steps::migrate::migrate(ctx, &from, &m.node, m.targetstorage.as_deref()).await?;
+        }
         let config = steps::config::configure(ctx, want, &plan.config_set, &[]).await?;
         if let Some(r) = &plan.resize {
             steps::resize::resize(ctx, &r.disk, r.to_bytes, Some(&config)).await?;
@@ -386,13 +396,21 @@ impl Executor {
         if plan.start {
             steps::start::start(ctx).await?;
         }
-        let running = plan.start || known.is_some_and(|k| k.running);
-        let agent = match (want.agent, plan.start) {
+        if plan.restart.is_some() {
+            steps::restart::restart(ctx).await?;
+        }
+        let restarted = plan.start || plan.restart.is_some();
+        let running = restarted || known.is_some_and(|k| k.running);
+        let agent = match (want.agent, restarted) {
             (false, _) => Agent::Skip,
             (true, true) => Agent::AfterStart,
             (true, false) => Agent::Once,
         };
+        let wrote = !plan.config_set.is_empty() || !plan.config_delete.is_empty();
         let config = match config {
+            // A running VM that was written to and not (re)started may keep some of it
+            // pending: the outputs report what runs, so ask Proxmox (`current`).
+            _ if running && !restarted && wrote => self.read_config(ctx).await?,
             Some(c) => c,
             None => self.read_config(ctx).await?,
         };
@@ -429,8 +447,9 @@ impl Executor {
             .map(Some)
     }
 
-    /// Read the VM's config when nothing of this run knows it (an unchanged VM the plan did
-    /// not read).
+    /// Read the config the VM runs (`current`: not what it gets at its next start) when
+    /// nothing of this run knows it (an unchanged VM the plan did not read, a running VM with
+    /// changes that may be pending).
     async fn read_config(&self, ctx: &VmCtx<'_>) -> Result<BTreeMap<String, String>, StepError> {
         let vmid = ctx.vmid.unwrap_or_default();
         let node = ctx.node.clone();
@@ -442,7 +461,7 @@ impl Executor {
             || async {
                 let cfg = self
                     .client
-                    .vm_config(&node, vmid, false)
+                    .vm_config(&node, vmid, true)
                     .await
                     .map_err(steps::AttemptError::pve)?;
                 let mut raw = cfg.raw;

@@ -324,6 +324,13 @@ pub enum Place<'a> {
         storage: &'a str,
         task_node: &'a str,
     },
+    /// An offline migration: the storage written on the target node (`None`: the disks stay
+    /// where they are, shared) and the source node, which runs the task.
+    Migrate {
+        storage: Option<&'a str>,
+        from: &'a str,
+        to: &'a str,
+    },
     /// A short step on the VM's node.
     Node(&'a str),
 }
@@ -409,6 +416,23 @@ impl Scheduler {
                 );
                 let node = self.window(
                     format!("node:{task_node}:long"),
+                    Control::Loss,
+                    NODE_LONG_WINDOW,
+                    self.limits.per_node,
+                );
+                held.push(node.acquire(StepKind::Long).await);
+                StepKind::Long
+            }
+            Place::Migrate { storage, from, to } => {
+                if let Some(storage) = storage {
+                    held.push(
+                        self.storage_window(storage, to)
+                            .acquire(StepKind::Long)
+                            .await,
+                    );
+                }
+                let node = self.window(
+                    format!("node:{from}:long"),
                     Control::Loss,
                     NODE_LONG_WINDOW,
                     self.limits.per_node,

@@ -36,6 +36,7 @@ use crate::inputs::{
     ResolvedInputs, StateHooks,
 };
 use crate::plan::artifact::PlanArtifact;
+use crate::plan::checks::check_inputs;
 use crate::plan::desired::TargetDefaults;
 use crate::plan::diff::VmAction;
 use crate::plan::observed::PriorIds;
@@ -101,13 +102,20 @@ fn resolve(
 ) -> Result<ResolvedInputs, CliError> {
     let req = resolve_request(ctx, command, creds);
     let (early_warnings, result) = resolve_inputs_with_warnings(&req);
-    result.map_err(|e| {
+    let resolved = result.map_err(|e| {
         // The unknown-key warnings often explain the refusal (`memroy_mb`): show them too.
         for w in &early_warnings {
             output::warn(w);
         }
         CliError::msg(crate::commands::hints::explain(&e, &req))
-    })
+    })?;
+    if command.runs_validator() {
+        // Catch before write: everything Proxmox would refuse, all problems at once.
+        let defaults = creds.map(defaults_from);
+        check_inputs(&resolved.model, defaults.as_ref())
+            .map_err(|e| CliError::msg(e.to_string()))?;
+    }
+    Ok(resolved)
 }
 
 fn resolve_request(
@@ -367,10 +375,14 @@ async fn preflight_phase(
     let (template_vmid, template_hint) = template_vmid(ctx, &resolved.model, &mut warnings)?;
     let client = ctx.client(&creds)?;
     client.version().await.map_err(|e| {
-        CliError::msg(format!(
+        let mut msg = format!(
             "preflight failed: Proxmox API at {} is not reachable with the configured token: {e}",
             creds.url
-        ))
+        );
+        if let Some(fix) = connect_fix(&e, &creds, &ctx.root) {
+            msg.push_str(&format!("\n  fix: {fix}"));
+        }
+        CliError::msg(msg)
     })?;
     Ok(Preflighted {
         creds,
@@ -382,6 +394,32 @@ async fn preflight_phase(
         client,
         checks: report,
     })
+}
+
+/// What to do when the first API call fails for a reason the operator fixes in the
+/// credentials: an untrusted or changed certificate, a refused token.
+fn connect_fix(
+    e: &crate::pve::PveError,
+    creds: &hyops::ProxmoxCredentials,
+    root: &hyops::RuntimeRoot,
+) -> Option<String> {
+    let file = creds
+        .source_file
+        .clone()
+        .unwrap_or_else(|| root.proxmox_tfvars());
+    let file = file.display();
+    match e.classify() {
+        crate::pve::ErrorClass::Tls if creds.tls.fingerprint_sha256.is_some() => Some(format!(
+            "the node's certificate does not match proxmox_tls_fingerprint in {file}; if it was renewed, read the new SHA-256 fingerprint with `pvenode cert info` on the node and update proxmox_tls_fingerprint"
+        )),
+        crate::pve::ErrorClass::Tls => Some(format!(
+            "the node's certificate is not trusted (a fresh Proxmox VE serves a self-signed one): pin it with proxmox_tls_fingerprint = \"<SHA-256 from `pvenode cert info`>\", or trust its CA with proxmox_ca_file = \"<a copy of the node's /etc/pve/pve-root-ca.pem>\", in {file} (or PROXMOX_TLS_FINGERPRINT / PROXMOX_CA_FILE); proxmox_skip_tls = true turns verification off"
+        )),
+        crate::pve::ErrorClass::Auth => Some(format!(
+            "Proxmox refused the API token: check proxmox_token_id (user@realm!tokenname) and proxmox_token_secret in {file} (or the runtime vault), and that the token exists, is not expired and has privilege separation set as intended"
+        )),
+        _ => None,
+    }
 }
 
 async fn make_plan(
@@ -403,6 +441,7 @@ async fn make_plan(
         run_id: &run.run_id,
         env: ctx.env_name.as_deref(),
         state_instance: ctx.instance.as_ref().map(|i| i.as_str()),
+        clone_lock_wait: crate::plan::observe::CLONE_LOCK_WAIT.mul_f64(ctx.time_scale()),
     };
     let mut planned = engine::make_plan(&pf.client, &req)
         .await
@@ -580,6 +619,17 @@ pub fn validate_report(ctx: &Ctx) -> ValidateOutcome {
     };
     let mut warnings = resolved.warnings.clone();
     warnings.extend(root_warning);
+    // Catch before write: everything Proxmox would refuse, all problems at once (a deliberate
+    // difference from hyops, which lets Proxmox refuse them after a clone).
+    let defaults = creds.as_ref().map(defaults_from);
+    if let Err(e) = check_inputs(&resolved.model, defaults.as_ref()) {
+        let msg = e.to_string();
+        return ValidateOutcome {
+            warnings,
+            verbatim: Some(msg.clone()),
+            result: Err(CliError::msg(msg)),
+        };
+    }
     let checks = vm_set_guards(ctx, &resolved.model).and_then(|guard| {
         warnings.extend(guard.warnings);
         template_vmid(ctx, &resolved.model, &mut warnings)
@@ -722,20 +772,27 @@ pub async fn apply_inner(
     bypass_reason: Option<String>,
     plan_file: Option<&Path>,
 ) -> Result<String, CliError> {
+    let stop = Stop::watch();
     let run = start_run(ctx, RunPrefix::Apply, true)?;
     let mut decision = PreflightDecision::new("apply", bypass_reason.as_deref());
     output::progress("progress: phase=preflight");
     // With a bypass, the same resolution runs (the engine needs it) but its failure is the
-    // apply's failure, recorded as such.
-    let pf = match preflight_phase(
-        ctx,
-        &run,
-        LifecycleCommand::Apply,
-        false,
-        bypass_reason.is_some(),
-    )
-    .await
-    {
+    // apply's failure, recorded as such. Preflight changes nothing: a stop abandons it.
+    let preflight = stop
+        .race(preflight_phase(
+            ctx,
+            &run,
+            LifecycleCommand::Apply,
+            false,
+            bypass_reason.is_some(),
+        ))
+        .await
+        .map_err(|sig| {
+            CliError::cancelled(format!(
+                "apply cancelled by the operator ({sig}) during preflight, before any change"
+            ))
+        })?;
+    let pf = match preflight {
         Ok(p) => {
             decision.complete(true, None);
             decision.write(&run.evidence).map_err(CliError::hyops)?;
@@ -773,27 +830,35 @@ pub async fn apply_inner(
             ))
         })?;
     output::progress("progress: phase=apply");
-    let outcome = apply_engine(ctx, &run, &pf, plan_file).await;
-    match outcome {
-        Ok(applied) => {
-            // The gate runs after a successful rollout only, as upstream runs it after
-            // `terragrunt output`.
-            let gate = if applied.report.failed {
-                None
-            } else {
-                Some(readiness_gate(ctx, &run, &pf, &applied.report).await)
-            };
-            finish_apply(
-                ctx,
-                &run,
-                &pf,
-                &state,
-                applied,
-                gate,
-                input_contract,
-                resolved_file,
-            )
+    let outcome = apply_engine(ctx, &run, &pf, plan_file, &stop).await;
+    // The gate runs after a successful rollout only, as upstream runs it after
+    // `terragrunt output`; it only waits for SSH, so a stop request abandons it.
+    let outcome = match outcome {
+        Ok(applied) if !applied.report.failed => {
+            match stop
+                .race(readiness_gate(ctx, &run, &pf, &applied.report))
+                .await
+            {
+                Ok(gate) => Ok((applied, Some(gate))),
+                Err(sig) => Err(CliError::cancelled(format!(
+                    "apply cancelled by the operator ({sig}) during the post-apply SSH readiness gate; the rollout itself finished and the next apply adopts its VMs"
+                ))),
+            }
         }
+        Ok(applied) => Ok((applied, None)),
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok((applied, gate)) => finish_apply(
+            ctx,
+            &run,
+            &pf,
+            &state,
+            applied,
+            gate,
+            input_contract,
+            resolved_file,
+        ),
         Err(e) => {
             let _ = state.persist_error("apply", &e.message);
             let result = DriverResult::error(&run.run_id, "apply", &e.message);
@@ -863,9 +928,15 @@ async fn apply_engine(
     run: &Run,
     pf: &Preflighted,
     plan_file: Option<&Path>,
+    stop: &Stop,
 ) -> Result<ApplyRun, CliError> {
     let plan_started = std::time::Instant::now();
-    let (planned, prior) = make_plan(ctx, run, pf).await?;
+    // Observing Proxmox changes nothing: a stop request abandons it at once.
+    let (planned, prior) = stop.race(make_plan(ctx, run, pf)).await.map_err(|sig| {
+        CliError::cancelled(format!(
+            "apply cancelled by the operator ({sig}) while observing Proxmox, before any change"
+        ))
+    })??;
     let engine::Planned {
         plan,
         observed,
@@ -954,15 +1025,31 @@ async fn apply_engine(
         .node_name
         .clone()
         .unwrap_or_else(|| pf.creds.node.clone());
-    let apply = engine::apply_plan(&exec, &plan, plan_ms, &module_node, &pf.resolved.model.tags);
-    let report = run_cancellable(&exec, apply).await;
+    let ident = identity(ctx);
+    let previous_outputs = ModuleState::new(&ctx.root, &ctx.module_ref, ctx.instance.as_ref())
+        .read()
+        .map_err(CliError::hyops)?
+        .and_then(|s| s.get("outputs").cloned());
+    let apply = engine::apply_plan(
+        &exec,
+        &plan,
+        plan_ms,
+        &module_node,
+        &pf.resolved.model.tags,
+        Some(engine::VerifyRequest {
+            identity: &ident,
+            prior: &prior,
+            previous_outputs: previous_outputs.as_ref(),
+        }),
+    );
+    let report = run_cancellable(&exec, stop, apply).await;
     let report = match report {
-        Some(r) => r,
-        None => {
+        Ok(r) => r,
+        Err(sig) => {
             if let Some(b) = &bar {
                 b.abandon();
             }
-            return Err(CliError::cancelled("apply cancelled by the operator (SIGINT); every started step was ended and journalled; VMs already created carry the ownership marker and are adopted by the next apply"));
+            return Err(CliError::cancelled(format!("apply cancelled by the operator ({sig}); every started step was ended and journalled; VMs already created carry the ownership marker and are adopted by the next apply")));
         }
     };
     if let Some(b) = bar {
@@ -1047,20 +1134,87 @@ async fn readiness_gate(
 /// How long the steps get to end (journalled) after Ctrl-C before the run stops anyway.
 const CANCEL_GRACE: Duration = Duration::from_secs(20);
 
-/// Run `work` until it ends or Ctrl-C: then fire the executor's cancellation token, let the
-/// steps end and journal themselves (bounded by [`CANCEL_GRACE`]), and return `None`.
+/// A stop request for one mutating run: SIGINT (Ctrl-C) or SIGTERM (a CI job cancelled,
+/// `timeout`, systemd), watched from the run's start to its end, so a signal in any phase
+/// (observing Proxmox, the rollout, the readiness gate) is seen instead of killing the
+/// process with the state left `running`. Once watched, a signal no longer ends the process
+/// by itself (tokio keeps its handler): every phase of the run must race [`Stop::requested`].
+pub(crate) struct Stop {
+    token: crate::retry::CancellationToken,
+    signal: Arc<std::sync::OnceLock<&'static str>>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl Stop {
+    /// Start watching (inside the async runtime).
+    pub(crate) fn watch() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        let token = crate::retry::CancellationToken::new();
+        let which = Arc::new(std::sync::OnceLock::new());
+        let (t, w) = (token.clone(), which.clone());
+        // Registered here, before the task runs: a signal right after `watch` is not lost.
+        let int = signal(SignalKind::interrupt());
+        let term = signal(SignalKind::terminate());
+        let watcher = tokio::spawn(async move {
+            let (Ok(mut int), Ok(mut term)) = (int, term) else {
+                // Signals cannot be watched: the default dispositions (terminate) stay.
+                return;
+            };
+            let name = tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            };
+            let _ = w.set(name);
+            t.cancel();
+        });
+        Stop {
+            token,
+            signal: which,
+            watcher,
+        }
+    }
+
+    /// Resolves once a stop was requested; names the signal.
+    pub(crate) async fn requested(&self) -> &'static str {
+        self.token.cancelled().await;
+        self.signal.get().copied().unwrap_or("SIGINT")
+    }
+
+    /// Run `work` unless a stop comes first (then `work` is dropped: only for phases that
+    /// change nothing, or whose every write is safe to abandon).
+    pub(crate) async fn race<T>(
+        &self,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, &'static str> {
+        tokio::select! {
+            r = work => Ok(r),
+            sig = self.requested() => Err(sig),
+        }
+    }
+}
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
+
+/// Run `work` until it ends or a stop request: then fire the executor's cancellation token,
+/// let the steps end and journal themselves (bounded by [`CANCEL_GRACE`]), and return the
+/// signal's name.
 async fn run_cancellable<T>(
     exec: &Arc<Executor>,
+    stop: &Stop,
     work: impl std::future::Future<Output = T>,
-) -> Option<T> {
+) -> Result<T, &'static str> {
     tokio::pin!(work);
-    tokio::select! {
-        r = &mut work => return Some(r),
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    let sig = tokio::select! {
+        r = &mut work => return Ok(r),
+        sig = stop.requested() => sig,
+    };
     exec.cancel.cancel();
     let _ = tokio::time::timeout(CANCEL_GRACE, &mut work).await;
-    None
+    Err(sig)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1084,6 +1238,8 @@ fn finish_apply(
     let report_value = json!({
         "run_id": run.run_id,
         "failed": report.failed,
+        "converged": report.divergences.is_empty(),
+        "divergences": report.divergences,
         "writes": report.writes,
         "api_calls": report.api_calls,
         "concurrency": report.concurrency,
@@ -1194,6 +1350,7 @@ pub async fn destroy(args: &ModuleArgs, bypass: &PreflightBypass) -> Result<i32,
 /// next run still knows the VMs that were not removed). The preflight decision (and a
 /// `--preflight-bypass-reason`) is recorded in the run's evidence.
 pub async fn destroy_inner(ctx: &Ctx, bypass_reason: Option<String>) -> Result<String, CliError> {
+    let stop = Stop::watch();
     let run = start_run(ctx, RunPrefix::Destroy, true)?;
     let mut decision = PreflightDecision::new("destroy", bypass_reason.as_deref());
     let creds = ctx.credentials()?;
@@ -1248,17 +1405,17 @@ pub async fn destroy_inner(ctx: &Ctx, bypass_reason: Option<String>) -> Result<S
     ));
     let ident = identity(ctx);
     let work = engine::destroy(&exec, &ident, &prior, &names);
-    let report = run_cancellable(&exec, work).await;
+    let report = run_cancellable(&exec, &stop, work).await;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
     let report = match report {
-        None => {
-            let msg = fail("destroy cancelled by the operator (SIGINT); every started step was ended and journalled; run destroy again to remove the rest".into());
+        Err(sig) => {
+            let msg = fail(format!("destroy cancelled by the operator ({sig}); every started step was ended and journalled; run destroy again to remove the rest"));
             return Err(CliError::cancelled(msg));
         }
-        Some(Err(e)) => return Err(CliError::msg(fail(e.to_string()))),
-        Some(Ok(r)) => r,
+        Ok(Err(e)) => return Err(CliError::msg(fail(e.to_string()))),
+        Ok(Ok(r)) => r,
     };
     write_json_atomic(
         &run.evidence.join("destroy_report.json"),
@@ -1387,11 +1544,7 @@ pub async fn state_show(args: &StateShowArgs) -> Result<i32, CliError> {
     let env = args.env.clone().or_else(|| nonblank("HYOPS_ENV"));
     let root = if args.sim {
         let env = env.unwrap_or_else(|| "dev".into());
-        hyops::RuntimeRoot::at(
-            &crate::commands::simroot::sim_home(&env_vars)
-                .join("envs")
-                .join(env),
-        )
+        hyops::RuntimeRoot::at(&crate::commands::simroot::sim_env_root(&env_vars, &env)?)
     } else {
         let runtime_root_env = nonblank("HYOPS_RUNTIME_ROOT");
         let env_for_root = match (&args.env, &args.root, &runtime_root_env) {

@@ -9,25 +9,33 @@ use futures::stream::{self, StreamExt};
 
 use crate::plan::marker::OwnershipMarker;
 use crate::plan::observed::{
-    candidate_vmids, classify, ClusterShape, ObservedPool, ObservedVm, PowerState, PriorIds,
-    ResourceRow,
+    candidate_vmids, classify, ClusterShape, ObservedPool, ObservedVm, PendingValue, PowerState,
+    PriorIds, ResourceRow,
 };
-use crate::pve::{ClusterResource, PveClient, PveError, ResourceType, VmConfig};
+use crate::pve::{next_start_config, ClusterResource, PveClient, PveError, ResourceType, VmConfig};
 use crate::retry::{Classify, Disposition, RetryError, RetryPolicy};
 
 /// How many config reads run at once: as many as the client has connections.
 fn read_concurrency(client: &PveClient) -> usize {
     client.max_connections().max(1)
 }
-/// How long to wait for a candidate under `lock: clone` (a clone still running, possibly from
-/// a run that crashed) before giving up on it.
-const CLONE_LOCK_WAIT: Duration = Duration::from_secs(600);
+/// How long (at time scale 1) to wait for a candidate under `lock: clone` (a clone still
+/// running, possibly from a run that crashed) before planning against what it shows. Callers
+/// pass it scaled by the engine's time scale, like every other engine deadline.
+pub const CLONE_LOCK_WAIT: Duration = Duration::from_secs(600);
 
 /// Errors while observing.
 #[derive(Debug, thiserror::Error)]
 pub enum ObserveError {
     #[error("listing VMs via GET /cluster/resources failed: {0}")]
     Resources(#[source] PveError),
+    #[error("reading the pending changes of VM {vmid} on node {node} failed: {source}")]
+    Pending {
+        vmid: u32,
+        node: String,
+        #[source]
+        source: PveError,
+    },
     #[error("reading the config of VM {vmid} on node {node} failed: {source}")]
     Config {
         vmid: u32,
@@ -83,7 +91,28 @@ pub fn observed_vm(row: &ResourceRow, cfg: &VmConfig) -> ObservedVm {
             .description
             .as_deref()
             .and_then(OwnershipMarker::parse_description),
+        pending: BTreeMap::new(),
     }
+}
+
+/// The keys of a `GET …/pending` answer that wait for the next start.
+pub fn pending_map(rows: &[crate::pve::PendingEntry]) -> BTreeMap<String, PendingValue> {
+    rows.iter()
+        .filter(|r| r.is_pending() && r.key != "digest")
+        .map(|r| {
+            (
+                r.key.clone(),
+                PendingValue {
+                    current: r.value.clone(),
+                    pending: if r.delete.unwrap_or(0) > 0 {
+                        None
+                    } else {
+                        r.pending.clone()
+                    },
+                },
+            )
+        })
+        .collect()
 }
 
 /// List the cluster's VMs.
@@ -134,6 +163,7 @@ pub async fn observe(
     rows: &[ResourceRow],
     prior: &PriorIds,
     expected_names: &BTreeSet<String>,
+    clone_lock_wait: Duration,
 ) -> Result<ObservedPool, ObserveError> {
     let mut wanted = candidate_vmids(rows, prior);
     for r in rows {
@@ -145,7 +175,7 @@ pub async fn observe(
     }
     let by_id: BTreeMap<u32, &ResourceRow> = rows.iter().map(|r| (r.vmid, r)).collect();
     let reads = stream::iter(wanted.iter().filter_map(|id| by_id.get(id).copied()))
-        .map(|row| async move { read_one(client, row).await })
+        .map(|row| async move { read_one(client, row, clone_lock_wait).await })
         .buffer_unordered(read_concurrency(client))
         .collect::<Vec<_>>()
         .await;
@@ -171,10 +201,7 @@ pub async fn observe(
     Ok(pool)
 }
 
-/// Why a candidate's config could not be read (for the poll loop).
-struct ConfigRead(PveError);
-
-impl Classify for ConfigRead {
+impl Classify for VmRead {
     fn disposition(&self) -> Disposition {
         // The client already retried transient answers; what reaches here is final.
         Disposition::Permanent
@@ -184,52 +211,97 @@ impl Classify for ConfigRead {
 async fn read_one(
     client: &PveClient,
     row: &ResourceRow,
+    wait: Duration,
 ) -> Result<Option<ObservedVm>, ObserveError> {
     // A clone still in flight (perhaps from a run that crashed) has a temporary config:
     // wait for the real one (polling on the one retry policy) rather than plan against it.
+    let interval = |d: Duration| d.min(wait / 4).max(Duration::from_millis(1));
     let poll = RetryPolicy {
-        initial: Duration::from_millis(200),
-        max_interval: Duration::from_secs(5),
+        initial: interval(Duration::from_millis(200)),
+        max_interval: interval(Duration::from_secs(5)),
         jitter: 0.0,
-        max_elapsed: CLONE_LOCK_WAIT,
+        max_elapsed: wait,
         max_attempts: 0,
         ..RetryPolicy::default()
     };
+    let warned = std::sync::atomic::AtomicBool::new(false);
     let polled = poll
         .poll(None, || async {
-            match client.vm_config(&row.node, row.vmid, false).await {
-                Ok(cfg) => {
-                    let vm = observed_vm(row, &cfg);
+            match read_vm(client, row).await {
+                Ok(vm) => {
                     Ok(if vm.lock.as_deref() == Some("clone") {
+                        if !warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                            tracing::warn!(
+                                "VM {} on node {} is under lock: clone (a clone in flight); waiting up to {} s for it to finish",
+                                row.vmid,
+                                row.node,
+                                wait.as_secs()
+                            );
+                        }
                         None
                     } else {
                         Some(Some(vm))
                     })
                 }
                 // Gone between the listing and the read: nothing to manage.
-                Err(e) if e.classify() == crate::pve::ErrorClass::NotFound => Ok(Some(None)),
-                Err(e) => Err(ConfigRead(e)),
+                Err(e) if e.0.pve().classify() == crate::pve::ErrorClass::NotFound => {
+                    Ok(Some(None))
+                }
+                Err(e) => Err(e),
             }
         })
         .await;
     match polled {
         Ok(v) => Ok(v.value),
-        Err(RetryError::Final { error, .. }) => Err(ObserveError::Config {
-            vmid: row.vmid,
-            node: row.node.clone(),
-            source: error.0,
-        }),
+        Err(RetryError::Final { error, .. }) => Err(error.0.into_observe(row)),
         // Still under lock: clone after the wait: plan against what it shows.
-        Err(_) => {
-            let cfg = client
-                .vm_config(&row.node, row.vmid, false)
-                .await
-                .map_err(|source| ObserveError::Config {
-                    vmid: row.vmid,
-                    node: row.node.clone(),
-                    source,
-                })?;
-            Ok(Some(observed_vm(row, &cfg)))
+        Err(_) => read_vm(client, row)
+            .await
+            .map(Some)
+            .map_err(|e| e.0.into_observe(row)),
+    }
+}
+
+/// A failed read of one candidate, remembering which endpoint failed.
+struct VmRead(ReadFailure);
+enum ReadFailure {
+    Config(PveError),
+    Pending(PveError),
+}
+
+impl ReadFailure {
+    fn pve(&self) -> &PveError {
+        match self {
+            ReadFailure::Config(e) | ReadFailure::Pending(e) => e,
         }
+    }
+    fn into_observe(self, row: &ResourceRow) -> ObserveError {
+        let (vmid, node) = (row.vmid, row.node.clone());
+        match self {
+            ReadFailure::Config(source) => ObserveError::Config { vmid, node, source },
+            ReadFailure::Pending(source) => ObserveError::Pending { vmid, node, source },
+        }
+    }
+}
+
+/// One candidate in one request. A stopped VM: its config. A running VM: its pending
+/// answer, which holds both the config its next start gets (what `GET …/config` answers)
+/// and what it runs now (`value`), so what it keeps pending needs no second read (stopped
+/// VMs have nothing pending that the next start would not apply anyway).
+async fn read_vm(client: &PveClient, row: &ResourceRow) -> Result<ObservedVm, VmRead> {
+    if row.status == PowerState::Running {
+        let rows = client
+            .vm_pending(&row.node, row.vmid)
+            .await
+            .map_err(|e| VmRead(ReadFailure::Pending(e)))?;
+        let mut vm = observed_vm(row, &next_start_config(&rows));
+        vm.pending = pending_map(&rows);
+        Ok(vm)
+    } else {
+        client
+            .vm_config(&row.node, row.vmid, false)
+            .await
+            .map(|cfg| observed_vm(row, &cfg))
+            .map_err(|e| VmRead(ReadFailure::Config(e)))
     }
 }

@@ -57,6 +57,11 @@ pub struct Capabilities {
     pub shutdown_of_stopped_vm_is_task: bool,
     /// Request counters that show whether every call passed the API spec check.
     pub spec_counters: bool,
+    /// `GET …/pending` and `GET …/config` come from one parse of the config file: the config
+    /// (without `current`) shows the pending values, and the pending answer lists every plain
+    /// key, `digest` included (pve-guest-common `AbstractConfig::load_current_config`,
+    /// `GuestHelpers::config_with_pending_array`).
+    pub pending_implies_config: bool,
 }
 
 /// Real PVE: every behaviour is real by definition; the agent is only checked when the
@@ -70,6 +75,7 @@ fn real_caps(agent: bool) -> Capabilities {
         agent_ips: agent,
         shutdown_of_stopped_vm_is_task: true,
         spec_counters: false,
+        pending_implies_config: true,
     }
 }
 
@@ -103,6 +109,9 @@ fn fakepve_caps() -> Capabilities {
         // PVE starts a task that ends OK.
         shutdown_of_stopped_vm_is_task: false,
         spec_counters: false,
+        // `GET …/config` without `current` answers the running values (cores 1 while cores 3
+        // is pending), and `GET …/pending` has no `digest` row.
+        pending_implies_config: false,
     }
 }
 

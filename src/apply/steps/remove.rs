@@ -8,8 +8,10 @@ use crate::apply::steps::{run_step, submit_wait_confirm, AttemptError, Confirm, 
 use crate::pve::ErrorClass;
 use crate::retry::RetryPolicy;
 
-/// Remove `ctx.vmid` from `ctx.node`.
-pub(crate) async fn remove(ctx: &VmCtx<'_>) -> Result<(), StepError> {
+/// Shut `ctx.vmid` down within the shutdown timeout, then stop it hard when the guest
+/// ignores that. A stopped VM is left alone. Returns whether the VM exists (a VM already
+/// gone counts as stopped).
+pub(crate) async fn power_off(ctx: &VmCtx<'_>) -> Result<bool, StepError> {
     let exec = ctx.exec;
     let client = &exec.client;
     let vmid = ctx.vmid.unwrap_or_default();
@@ -25,7 +27,7 @@ pub(crate) async fn remove(ctx: &VmCtx<'_>) -> Result<(), StepError> {
     })
     .await?;
     let Some(running) = running else {
-        return Ok(());
+        return Ok(false);
     };
     let stopped = || async {
         Ok(match client.vm_status(node, vmid).await {
@@ -35,52 +37,67 @@ pub(crate) async fn remove(ctx: &VmCtx<'_>) -> Result<(), StepError> {
             Err(e) => return Err(e),
         })
     };
-    if running {
-        let timeout_s = t.shutdown.as_secs().min(u32::MAX as u64) as u32;
-        let wait = exec.wait_opts(t.shutdown + t.shutdown_grace);
-        let graceful = run_step(
+    if !running {
+        return Ok(true);
+    }
+    let timeout_s = t.shutdown.as_secs().min(u32::MAX as u64) as u32;
+    let wait = exec.wait_opts(t.shutdown + t.shutdown_grace);
+    let graceful = run_step(
+        ctx,
+        "shutdown",
+        RetryPolicy::once(),
+        Some(Place::Node(node)),
+        || async {
+            submit_wait_confirm(
+                ctx,
+                &wait,
+                || async {
+                    client
+                        .shutdown(node, vmid, Some(timeout_s), false)
+                        .await
+                        .map(Some)
+                },
+                stopped,
+            )
+            .await
+        },
+    )
+    .await;
+    if let Err(e) = graceful {
+        if matches!(e, StepError::Cancelled { .. }) {
+            return Err(e);
+        }
+        let wait = exec.wait_opts(t.delete);
+        run_step(
             ctx,
-            "shutdown",
-            RetryPolicy::once(),
+            "stop",
+            t.policy(t.delete),
             Some(Place::Node(node)),
             || async {
                 submit_wait_confirm(
                     ctx,
                     &wait,
-                    || async {
-                        client
-                            .shutdown(node, vmid, Some(timeout_s), false)
-                            .await
-                            .map(Some)
-                    },
+                    || async { client.stop(node, vmid).await.map(Some) },
                     stopped,
                 )
                 .await
             },
         )
-        .await;
-        if let Err(e) = graceful {
-            if matches!(e, StepError::Cancelled { .. }) {
-                return Err(e);
-            }
-            let wait = exec.wait_opts(t.delete);
-            run_step(
-                ctx,
-                "stop",
-                t.policy(t.delete),
-                Some(Place::Node(node)),
-                || async {
-                    submit_wait_confirm(
-                        ctx,
-                        &wait,
-                        || async { client.stop(node, vmid).await.map(Some) },
-                        stopped,
-                    )
-                    .await
-                },
-            )
-            .await?;
-        }
+        .await?;
+    }
+    Ok(true)
+}
+
+/// Remove `ctx.vmid` from `ctx.node`.
+pub(crate) async fn remove(ctx: &VmCtx<'_>) -> Result<(), StepError> {
+    let exec = ctx.exec;
+    let client = &exec.client;
+    let vmid = ctx.vmid.unwrap_or_default();
+    let node = ctx.node.as_str();
+    let t = &exec.timeouts;
+    // power_off's status read also tells whether there is anything to delete
+    if !power_off(ctx).await? {
+        return Ok(());
     }
     let wait = exec.wait_opts(t.delete);
     run_step(
