@@ -455,7 +455,7 @@ impl PveClient {
                 let opts = WaitOptions {
                     timeout: left.max(opts.initial_poll),
                     not_visible_grace: std::time::Duration::ZERO,
-                    ..opts.clone()
+                    ..*opts
                 };
                 self.wait_task(upid, &opts).await
             }

@@ -50,6 +50,9 @@ pub struct VmWork {
     pub start: bool,
     /// The rollout waits for the guest agent after the start.
     pub wait_agent: bool,
+    /// The rollout waits until the guest's sshd answers (the post-apply SSH readiness gate):
+    /// `ssh_boot_ms` after the start at the earliest (a VM's jitter share can be 0).
+    pub wait_ssh: bool,
 }
 
 /// The bound and where it comes from.
@@ -120,9 +123,15 @@ pub fn rollout_lower_bound(
         }
         if vm.start {
             tail += r + model.start_ms as f64 + r;
+            // the guest boots once; the rollout waits for the later of what it asks for
+            let mut boot: f64 = 0.0;
             if vm.wait_agent {
-                tail += model.boot_delay_ms as f64 + r;
+                boot = boot.max(model.boot_delay_ms as f64 + r);
             }
+            if vm.wait_ssh {
+                boot = boot.max(model.ssh_boot_ms as f64);
+            }
+            tail += boot;
         }
         let alloc = model.storage_alloc_ms as f64;
         let base = r + r + model.clone_base_ms as f64;
@@ -223,6 +232,7 @@ mod tests {
                 resize: true,
                 start: true,
                 wait_agent: true,
+                wait_ssh: false,
             })
             .collect()
     }
@@ -247,5 +257,20 @@ mod tests {
         // 100 × 2.5 GiB read through 400 MB/s ≈ 671 s
         let copy = 100.0 * 2.5 * (1u64 << 30) as f64 / 400_000.0;
         assert!(b.total_ms > copy && b.total_ms < copy + 30_000.0, "{b:?}");
+    }
+
+    #[test]
+    fn waiting_for_ssh_adds_what_sshd_needs_beyond_the_agent() {
+        let m = LatencyModel::default();
+        let c = ClusterDescription::default_cluster();
+        let agent = rollout_lower_bound(&m, &c, &work(1, "pve1")).unwrap();
+        let mut w = work(1, "pve1");
+        w[0].wait_ssh = true;
+        let ssh = rollout_lower_bound(&m, &c, &w).unwrap();
+        let extra = m.ssh_boot_ms as f64 - (m.boot_delay_ms + m.request_ms) as f64;
+        assert!(
+            (ssh.total_ms - agent.total_ms - extra).abs() < 1.0,
+            "{agent:?} {ssh:?}"
+        );
     }
 }
