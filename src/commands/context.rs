@@ -1,10 +1,14 @@
 //! What every module command sets up first: the process env snapshot, the runtime root
 //! (a real HyOps root, or the simulator's own root with `--sim`), the module ref and slot,
-//! and the Proxmox client built from the credentials. Part of the CLI layer.
+//! and the Proxmox client built from the credentials. The same frame serves the HyOps driver
+//! mode ([`DriverFrame`]): there hyops has chosen the run id and evidence dir and resolved
+//! the inputs, and owns the state. Part of the CLI layer.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
+
+use serde_json::Value;
 
 use crate::cli::ModuleArgs;
 use crate::commands::simroot::SimSession;
@@ -27,9 +31,55 @@ pub struct Ctx {
     pub module_ref: ModuleRef,
     pub instance: Option<StateInstance>,
     pub sim: Option<SimSession>,
+    /// Set when the run is a HyOps driver request (`hyops-pve driver`).
+    pub driver: Option<DriverFrame>,
+}
+
+/// What a HyOps driver request fixes for the run (contract §6.3): hyops made the run id and
+/// the evidence dir, resolved and validated the inputs, and writes the module state itself.
+#[derive(Debug, Clone)]
+pub struct DriverFrame {
+    pub run_id: String,
+    pub evidence_dir: PathBuf,
+    /// `request.inputs`: spec defaults, overlay and env overrides already merged.
+    pub inputs: Value,
 }
 
 impl Ctx {
+    /// The frame of a driver request: an explicit root (hyops' `runtime.root`), env name
+    /// (`runtime.env`, else the root's `.../envs/<name>`), slot and resolved inputs.
+    pub fn for_driver(
+        args: ModuleArgs,
+        env_vars: BTreeMap<String, String>,
+        root: RuntimeRoot,
+        env_name: Option<String>,
+        instance: Option<StateInstance>,
+        frame: DriverFrame,
+    ) -> Result<Self, CliError> {
+        let module =
+            canonical_module_ref(&args.module).map_err(|e| CliError::msg(e.to_string()))?;
+        let module_ref = ModuleRef::parse(module).map_err(CliError::hyops)?;
+        let env_name = env_name
+            .filter(|e| !e.trim().is_empty())
+            .or_else(|| root.env().map(str::to_string));
+        Ok(Ctx {
+            args,
+            env_vars,
+            root,
+            env_name,
+            module_ref,
+            instance,
+            sim: None,
+            driver: Some(frame),
+        })
+    }
+
+    /// True when human lines go to stdout: not with `--json`, never in driver mode (there
+    /// stdout carries exactly one result document).
+    pub fn human(&self) -> bool {
+        !self.args.json && self.driver.is_none()
+    }
+
     /// Resolve everything but credentials from the process environment. With `--sim`, also
     /// starts the simulator.
     pub async fn new(args: &ModuleArgs) -> Result<Self, CliError> {
@@ -100,6 +150,7 @@ impl Ctx {
             module_ref,
             instance,
             sim,
+            driver: None,
         })
     }
 

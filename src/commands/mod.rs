@@ -5,6 +5,7 @@
 
 pub mod context;
 pub mod module;
+pub mod phases;
 pub mod progress;
 pub mod rebuild;
 pub mod simroot;

@@ -1,219 +1,32 @@
 //! `preflight`, `validate`, `plan`, `apply`, `destroy` and `state show` for
-//! `platform/onprem/platform-vm`. These functions own the HyOps state transitions
-//! (`running` → `ok` | `error`, `destroyed`) and the evidence files; the engine
-//! ([`crate::apply::engine`]) only returns results.
+//! `platform/onprem/platform-vm`: the CLI front-ends of the engine path in
+//! [`super::phases`]. These functions own the HyOps state transitions (`running` → `ok` |
+//! `error`, `destroyed`), the CLI-side evidence (`meta.json`, `preflight_decision.json`,
+//! `result.json`, `module_state.json`) and what is printed; the phases and the engine
+//! ([`crate::apply::engine`]) only return results.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
-use crate::apply::engine::{self, ApplyReport, PlanRequest, SlotIdentity};
-use crate::apply::executor::{Executor, Timeouts};
-use crate::apply::journal::Journal;
-use crate::apply::limits::{Limits, Scheduler};
 use crate::cli::{ModuleArgs, PreflightBypass};
 use crate::commands::context::Ctx;
-use crate::commands::progress::progress_for;
+use crate::commands::phases::{
+    apply_result, destroy_phase, execute_plan, make_plan, preflight_phase, print_plan, start_run,
+    validate_model, Applied, Preflighted, Run,
+};
 use crate::commands::{CliError, EXIT_CHANGES, EXIT_ERROR, EXIT_OK};
 use crate::hyops::{
-    self, acquire_lock, build_input_contract, check_vm_set_guards, evidence_dir, new_run_id,
-    publish_outputs, read_tfstate_vms, resolve_template, template_source_hint, write_driver_result,
-    write_inputs_resolved, write_json_atomic, write_meta, write_module_state_record,
-    write_rerun_inputs, write_text_atomic, DriverResult, ModuleState, OkRecord, PreflightDecision,
-    PreflightOptions, ProxmoxCredentials, RunLock, RunPrefix, RunningRecord,
+    self, build_input_contract, publish_outputs, write_driver_result, write_json_atomic,
+    write_module_state_record, write_rerun_inputs, DriverResult, ModuleState, OkRecord,
+    PreflightDecision, RunPrefix, RunningRecord,
 };
-use crate::inputs::model::{ConcurrencyLimits, LogicalVmKey, ModuleInputs, TemplateSource};
-use crate::inputs::{
-    resolve_inputs, sanitize_rerun_inputs, LifecycleCommand, ResolveRequest, ResolvedInputs,
-};
-use crate::plan::artifact::PlanArtifact;
-use crate::plan::desired::TargetDefaults;
-use crate::plan::observed::PriorIds;
-use crate::plan::render::render;
-use crate::pve::PveClient;
+use crate::inputs::{sanitize_rerun_inputs, LifecycleCommand};
 
-/// One module run's frame: its id, evidence dir and (for mutating commands) the slot lock.
-pub struct Run {
-    pub run_id: String,
-    pub evidence: PathBuf,
-    pub _lock: Option<RunLock>,
-}
-
-fn start_run(ctx: &Ctx, prefix: RunPrefix, lock: bool) -> Result<Run, CliError> {
-    let run_id = new_run_id(prefix);
-    let evidence = evidence_dir(
-        &ctx.root,
-        ctx.args.out_dir.as_deref(),
-        &ctx.module_ref,
-        &run_id,
-    );
-    hyops::evidence::create_evidence_dir(&evidence).map_err(CliError::hyops)?;
-    if !ctx.args.json {
-        println!("run record: {}", evidence.display());
-    }
-    let lock = if lock {
-        Some(
-            acquire_lock(
-                &ctx.root,
-                &ctx.module_ref,
-                ctx.instance.as_ref(),
-                &run_id,
-                Duration::from_secs(ctx.args.lock_wait_s),
-            )
-            .map_err(CliError::hyops)?,
-        )
-    } else {
-        None
-    };
-    Ok(Run {
-        run_id,
-        evidence,
-        _lock: lock,
-    })
-}
-
-fn resolve(
-    ctx: &Ctx,
-    command: LifecycleCommand,
-    creds: Option<&ProxmoxCredentials>,
-) -> Result<ResolvedInputs, CliError> {
-    let req = ResolveRequest {
-        overlay_path: ctx.args.inputs.clone(),
-        command,
-        runtime_env: ctx.env_name.clone(),
-        env: ctx.env_vars.clone(),
-        credentials_network_bridge: creds.map(|c| c.network_bridge.clone()),
-    };
-    resolve_inputs(&req).map_err(|e| CliError::msg(e.to_string()))
-}
-
-fn write_inputs_evidence(
-    ctx: &Ctx,
-    run: &Run,
+pub(crate) fn check_bypass(
     command: &str,
-    resolved: &ResolvedInputs,
-) -> Result<(), CliError> {
-    write_meta(
-        &run.evidence,
-        command,
-        &run.run_id,
-        &ctx.module_ref,
-        &ctx.root,
-        &json!({}),
-    )
-    .map_err(CliError::hyops)?;
-    write_inputs_resolved(
-        &run.evidence,
-        &ctx.module_ref,
-        ctx.instance.as_ref(),
-        &resolved.resolved_json,
-    )
-    .map_err(CliError::hyops)?;
-    let yaml = serde_yaml::to_string(&resolved.resolved_json)
-        .map_err(|e| CliError::msg(format!("cannot render resolved.inputs.yml: {e}")))?;
-    write_text_atomic(&run.evidence.join("resolved.inputs.yml"), &yaml).map_err(CliError::hyops)?;
-    Ok(())
-}
-
-fn defaults_from(creds: &ProxmoxCredentials) -> TargetDefaults {
-    TargetDefaults {
-        node: creds.node.clone(),
-        datastore: creds.storage_pool.clone(),
-        snippets_datastore: creds.storage_snippets.clone(),
-        network_bridge: creds.network_bridge.clone(),
-        ssh_username: creds.ssh_username.clone(),
-        ssh_public_key: Some(creds.ssh_public_key.clone()).filter(|k| !k.trim().is_empty()),
-    }
-}
-
-/// The template VMID, with the §1.15 warnings and its source hint.
-fn template_vmid(
-    ctx: &Ctx,
-    inputs: &ModuleInputs,
-    warnings: &mut Vec<String>,
-) -> Result<(u32, String), CliError> {
-    match &inputs.template {
-        TemplateSource::ExplicitVmId { vm_id } => Ok((*vm_id, template_source_hint(*vm_id, None))),
-        TemplateSource::StateRef { state_ref, key } => {
-            let (vmid, w) =
-                resolve_template(&ctx.root, state_ref, key.as_deref()).map_err(CliError::hyops)?;
-            warnings.extend(w);
-            Ok((vmid, template_source_hint(vmid, Some(state_ref))))
-        }
-    }
-}
-
-/// The VM-set guards (contract §1.11) for the requested logical keys.
-fn vm_set_guards(ctx: &Ctx, model: &ModuleInputs) -> Result<hyops::GuardOutcome, CliError> {
-    let requested: Vec<String> = model.vms.keys().map(|k| k.0.clone()).collect();
-    check_vm_set_guards(
-        &ctx.root,
-        &ctx.module_ref,
-        ctx.instance.as_ref(),
-        &requested,
-        model.allow_vm_set_replace,
-    )
-    .map_err(CliError::hyops)
-}
-
-/// VMIDs recorded for this slot by previous HyOps and Terraform runs.
-fn prior_ids(ctx: &Ctx) -> Result<PriorIds, CliError> {
-    let mut prior = PriorIds::default();
-    let state = ModuleState::new(&ctx.root, &ctx.module_ref, ctx.instance.as_ref());
-    if let Some(s) = state.read().map_err(CliError::hyops)? {
-        let outputs = s.get("outputs").cloned().unwrap_or(Value::Null);
-        if let Some(ids) = outputs.get("vm_ids").and_then(Value::as_object) {
-            for (k, v) in ids {
-                let Some(id) = v
-                    .as_u64()
-                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-                else {
-                    continue;
-                };
-                let Ok(id) = u32::try_from(id) else { continue };
-                let name = outputs
-                    .get("vms")
-                    .and_then(|vms| vms.get(k))
-                    .and_then(|vm| vm.get("vm_name"))
-                    .and_then(Value::as_str)
-                    .map(str::to_string);
-                prior.hyops.insert(LogicalVmKey(k.clone()), (id, name));
-            }
-        }
-    }
-    for tf in read_tfstate_vms(&ctx.root, &ctx.module_ref, ctx.instance.as_ref())
-        .map_err(CliError::hyops)?
-    {
-        if let Some(key) = tf.key {
-            prior.terraform.insert(LogicalVmKey(key), tf.vm_id);
-        }
-    }
-    Ok(prior)
-}
-
-fn identity(ctx: &Ctx) -> SlotIdentity {
-    SlotIdentity {
-        env: ctx.owner_env(),
-        module_ref: ctx.module_ref.as_str().to_string(),
-        slot: ctx.slot(),
-    }
-}
-
-fn limits(ctx: &Ctx, inputs: &ModuleInputs) -> Limits {
-    Limits::resolve(
-        &inputs.limits,
-        &ConcurrencyLimits {
-            global: ctx.args.max_parallel,
-            per_node: ctx.args.max_per_node,
-            per_storage: ctx.args.max_per_storage,
-        },
-    )
-}
-
-fn check_bypass(command: &str, bypass: &PreflightBypass) -> Result<Option<String>, CliError> {
+    bypass: &PreflightBypass,
+) -> Result<Option<String>, CliError> {
     if !bypass.skip_preflight {
         return Ok(None);
     }
@@ -230,134 +43,6 @@ fn check_bypass(command: &str, bypass: &PreflightBypass) -> Result<Option<String
         )));
     }
     Ok(Some(reason.to_string()))
-}
-
-/// Everything checked before a mutating run, without changing anything.
-struct Preflighted {
-    creds: ProxmoxCredentials,
-    resolved: ResolvedInputs,
-    template_vmid: u32,
-    template_hint: String,
-    deletion_only_shrink: bool,
-    warnings: Vec<String>,
-    client: PveClient,
-    checks: hyops::PreflightReport,
-}
-
-/// API-free checks, inputs, guards, template state, then Proxmox reachability.
-/// With `bypassed` (an operator-approved `--skip-preflight`), failed API-free checks become
-/// warnings; what the engine itself needs (inputs, credentials, template, guards) still runs.
-async fn preflight_phase(
-    ctx: &Ctx,
-    run: &Run,
-    command: LifecycleCommand,
-    strict: bool,
-    bypassed: bool,
-) -> Result<Preflighted, CliError> {
-    // Input errors first (they are the operator's to fix in the overlay), then credentials.
-    let creds = ctx.credentials();
-    let resolved = resolve(ctx, command, creds.as_ref().ok())?;
-    let creds = creds?;
-    write_inputs_evidence(ctx, run, command.as_str(), &resolved)?;
-    let mut warnings = resolved.warnings.clone();
-    if resolved.model.uses_ipam() && command != LifecycleCommand::Destroy {
-        return Err(CliError::msg(
-            "inputs.addressing.mode=ipam needs NetBox IPAM allocation, which this hyops-pve build does not implement yet; \
-             hyops-pve never falls back to static addressing silently. Use require_ipam: false with static or dhcp \
-             interfaces (see examples/inputs.sim-demo.yml), or run this module with the Terragrunt driver until NetBox IPAM lands",
-        ));
-    }
-    let (template_ref, template_key) = match &resolved.model.template {
-        TemplateSource::StateRef { state_ref, key } => (Some(state_ref.clone()), key.clone()),
-        TemplateSource::ExplicitVmId { .. } => (None, None),
-    };
-    let report = hyops::run_preflight_checks(
-        &ctx.root,
-        &PreflightOptions {
-            min_free_disk_mb: None,
-            env: ctx.env_vars.clone(),
-            vault: None,
-            template_state_ref: template_ref.as_deref(),
-            template_key: template_key.as_deref(),
-            strict,
-        },
-    );
-    write_json_atomic(
-        &run.evidence.join("preflight_checks.json"),
-        &serde_json::to_value(&report).unwrap_or(Value::Null),
-    )
-    .map_err(CliError::hyops)?;
-    for f in report.failures() {
-        if !bypassed {
-            return Err(CliError::msg(format!(
-                "preflight failed: {}: {}",
-                f.name, f.detail
-            )));
-        }
-        warnings.push(format!(
-            "preflight check {} failed but preflight was bypassed: {}",
-            f.name, f.detail
-        ));
-    }
-    let guard = vm_set_guards(ctx, &resolved.model)?;
-    warnings.extend(guard.warnings.clone());
-    let (template_vmid, template_hint) = template_vmid(ctx, &resolved.model, &mut warnings)?;
-    let client = ctx.client(&creds)?;
-    client.version().await.map_err(|e| {
-        CliError::msg(format!(
-            "preflight failed: Proxmox API at {} is not reachable with the configured token: {e}",
-            creds.url
-        ))
-    })?;
-    Ok(Preflighted {
-        creds,
-        resolved,
-        template_vmid,
-        template_hint,
-        deletion_only_shrink: guard.deletion_only_shrink,
-        warnings,
-        client,
-        checks: report,
-    })
-}
-
-async fn make_plan(ctx: &Ctx, run: &Run, pf: &Preflighted) -> Result<PlanArtifact, CliError> {
-    let prior = prior_ids(ctx)?;
-    let defaults = defaults_from(&pf.creds);
-    let ident = identity(ctx);
-    let req = PlanRequest {
-        inputs: &pf.resolved.model,
-        identity: &ident,
-        defaults: &defaults,
-        template_vmid: pf.template_vmid,
-        template_source_hint: pf.template_hint.clone(),
-        deletion_only_shrink: pf.deletion_only_shrink,
-        prior: &prior,
-        run_id: &run.run_id,
-        env: ctx.env_name.as_deref(),
-        state_instance: ctx.instance.as_ref().map(|i| i.as_str()),
-    };
-    let (mut plan, _observed) = engine::make_plan(&pf.client, &req)
-        .await
-        .map_err(|e| CliError::msg(e.to_string()))?;
-    let mut warnings = pf.warnings.clone();
-    warnings.append(&mut plan.warnings);
-    plan.warnings = warnings;
-    let value = serde_json::to_value(&plan)
-        .map_err(|e| CliError::msg(format!("cannot serialise the plan: {e}")))?;
-    write_json_atomic(&run.evidence.join("plan.json"), &value).map_err(CliError::hyops)?;
-    write_text_atomic(&run.evidence.join("plan.txt"), &render(&plan, false))
-        .map_err(CliError::hyops)?;
-    Ok(plan)
-}
-
-fn print_plan(ctx: &Ctx, plan: &PlanArtifact) {
-    if ctx.args.json {
-        return;
-    }
-    use std::io::IsTerminal;
-    let color = std::io::stdout().is_terminal();
-    print!("{}", render(plan, color));
 }
 
 /// `hyops-pve preflight`.
@@ -456,21 +141,7 @@ pub async fn validate(args: &ModuleArgs) -> Result<i32, CliError> {
 }
 
 pub fn validate_inner(ctx: &Ctx) -> Result<i32, CliError> {
-    // Credentials are optional for validate; their bridge is only the single-VM default.
-    let creds = ctx.credentials().ok();
-    let resolved = resolve(ctx, LifecycleCommand::Validate, creds.as_ref())?;
-    let mut warnings = resolved.warnings.clone();
-    warnings.extend(vm_set_guards(ctx, &resolved.model)?.warnings);
-    let template = match template_vmid(ctx, &resolved.model, &mut warnings) {
-        Ok((id, _)) => Some(id),
-        Err(e) => {
-            warnings.push(format!(
-                "template not resolved (checked again at plan/apply): {}",
-                e.message
-            ));
-            None
-        }
-    };
+    let (resolved, warnings, template) = validate_model(ctx)?;
     let out = json!({
         "module_ref": ctx.module_ref.as_str(),
         "state_instance": ctx.instance.as_ref().map(|i| i.as_str()),
@@ -557,7 +228,7 @@ pub async fn apply_inner(
 ) -> Result<String, CliError> {
     let run = start_run(ctx, RunPrefix::Apply, true)?;
     let mut decision = PreflightDecision::new("apply", bypass_reason.as_deref());
-    if !ctx.args.json {
+    if ctx.human() {
         println!("progress: phase=preflight");
     }
     // With a bypass, the same resolution runs (the engine needs it) but its failure is the
@@ -607,18 +278,20 @@ pub async fn apply_inner(
                 "cannot record the running state (the run is aborted before any change): {e}"
             ))
         })?;
-    if !ctx.args.json {
+    if ctx.human() {
         println!("progress: phase=apply");
     }
-    let outcome = apply_engine(ctx, &run, &pf, plan_file).await;
+    let outcome = match execute_plan(ctx, &run, &pf, plan_file).await {
+        Ok((plan, report)) => apply_result(&run, plan, report),
+        Err(e) => Err(e),
+    };
     match outcome {
-        Ok((plan, report)) => finish_apply(
+        Ok(applied) => finish_apply(
             ctx,
             &run,
             &pf,
             &state,
-            &plan,
-            report,
+            applied,
             input_contract,
             resolved_file,
         ),
@@ -637,95 +310,24 @@ pub async fn apply_inner(
     }
 }
 
-async fn apply_engine(
-    ctx: &Ctx,
-    run: &Run,
-    pf: &Preflighted,
-    plan_file: Option<&Path>,
-) -> Result<(PlanArtifact, ApplyReport), CliError> {
-    let plan = make_plan(ctx, run, pf).await?;
-    if let Some(path) = plan_file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| CliError::msg(format!("cannot read plan file {}: {e}", path.display())))?;
-        let saved: PlanArtifact = serde_json::from_str(&text).map_err(|e| {
-            CliError::msg(format!(
-                "plan file {} is not a hyops-pve plan: {e}",
-                path.display()
-            ))
-        })?;
-        saved
-            .check_still_valid(&plan, &path.display().to_string())
-            .map_err(|e| CliError::msg(e.to_string()))?;
-    }
-    print_plan(ctx, &plan);
-    let journal = Journal::open(&run.evidence.join("apply_journal.jsonl"), &run.run_id)
-        .map_err(|e| CliError::msg(e.to_string()))?;
-    let (progress, bar) = progress_for(plan.vms.len(), ctx.args.json);
-    let readiness = &pf.resolved.model.readiness;
-    let timeouts = Timeouts {
-        agent_wait: Duration::from_secs(readiness.connectivity_wait_s),
-        ..Timeouts::default()
-    };
-    let exec = Arc::new(Executor {
-        client: pf.client.clone(),
-        scheduler: Scheduler::new(limits(ctx, &pf.resolved.model)),
-        journal: Arc::new(journal),
-        timeouts,
-        progress,
-        writes: Default::default(),
-    });
-    let module_node = pf
-        .resolved
-        .model
-        .node_name
-        .clone()
-        .unwrap_or_else(|| pf.creds.node.clone());
-    let apply = engine::apply_plan(&exec, &plan, &module_node, &pf.resolved.model.tags);
-    let report = tokio::select! {
-        r = apply => r,
-        _ = tokio::signal::ctrl_c() => {
-            if let Some(b) = &bar { b.abandon(); }
-            return Err(CliError::cancelled("apply cancelled by the operator (SIGINT); VMs already created carry the ownership marker and are adopted by the next apply"));
-        }
-    };
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
-    Ok((plan, report))
-}
-
-#[allow(clippy::too_many_arguments)]
+/// The CLI's state writes after an executed apply: `error` (previous outputs kept) when a
+/// VM failed, else the published outputs, rerun inputs and `ok`.
 fn finish_apply(
     ctx: &Ctx,
     run: &Run,
     pf: &Preflighted,
     state: &ModuleState,
-    plan: &PlanArtifact,
-    report: ApplyReport,
+    applied: Applied,
     input_contract: Value,
     resolved_file: PathBuf,
 ) -> Result<String, CliError> {
-    let report_value = json!({
-        "run_id": run.run_id,
-        "failed": report.failed,
-        "writes": report.writes,
-        "api_calls": report.api_calls,
-        "summary": plan.summary,
-        "vms": report.outcomes,
-    });
-    write_json_atomic(&run.evidence.join("apply_report.json"), &report_value)
-        .map_err(CliError::hyops)?;
-    let mut normalized = Map::new();
-    normalized.insert("outputs".into(), report.outputs.clone());
-    normalized.insert("command".into(), json!("apply"));
-    normalized.insert("plan_summary".into(), json!(plan.summary));
-    normalized.insert("writes".into(), json!(report.writes));
-    if let Some(err) = report.error_summary() {
-        let _ = state.persist_error("apply", &err);
-        let mut result = DriverResult::error(&run.run_id, "apply", &err);
-        result.normalized_outputs = normalized;
-        result.warnings = plan.warnings.clone();
-        let _ = write_driver_result(&run.evidence, &result);
+    let Applied {
+        plan,
+        report,
+        result,
+    } = applied;
+    if let Some(err) = &result.error {
+        let _ = state.persist_error("apply", err);
         if !ctx.args.json {
             for o in report.outcomes.iter().filter(|o| o.status != "ok") {
                 eprintln!(
@@ -736,10 +338,7 @@ fn finish_apply(
                 );
             }
         }
-        return Err(CliError::msg(format!(
-            "apply failed: {err} (open: {})",
-            run.evidence.join("apply_journal.jsonl").display()
-        )));
+        return Err(CliError::msg(err.clone()));
     }
     let raw = report.outputs.as_object().cloned().unwrap_or_default();
     let published = publish_outputs(&raw);
@@ -763,9 +362,6 @@ fn finish_apply(
         .map_err(CliError::hyops)?;
     write_module_state_record(&run.evidence, state.path(), &state_value, None)
         .map_err(CliError::hyops)?;
-    let mut result = DriverResult::ok(&run.run_id, "apply", normalized);
-    result.warnings = plan.warnings.clone();
-    write_driver_result(&run.evidence, &result).map_err(CliError::hyops)?;
     write_json_atomic(&run.evidence.join("result.json"), &result.to_value())
         .map_err(CliError::hyops)?;
     if ctx.args.json {
@@ -796,86 +392,31 @@ pub async fn destroy(args: &ModuleArgs, bypass: &PreflightBypass) -> Result<i32,
 
 pub async fn destroy_inner(ctx: &Ctx) -> Result<String, CliError> {
     let run = start_run(ctx, RunPrefix::Destroy, true)?;
-    let creds = ctx.credentials()?;
-    // Validation is skipped on destroy; the lenient model only supplies names.
-    let resolved = resolve(ctx, LifecycleCommand::Destroy, Some(&creds))?;
-    write_inputs_evidence(ctx, &run, "destroy", &resolved)?;
-    let client = ctx.client(&creds)?;
-    let prior = prior_ids(ctx)?;
-    let names: BTreeSet<String> = resolved
-        .model
-        .vms
-        .values()
-        .map(|v| v.physical_name.0.clone())
-        .collect();
-    let journal = Journal::open(&run.evidence.join("apply_journal.jsonl"), &run.run_id)
-        .map_err(|e| CliError::msg(e.to_string()))?;
-    let (progress, bar) = progress_for(names.len().max(prior.hyops.len()), ctx.args.json);
-    let exec = Arc::new(Executor {
-        client,
-        scheduler: Scheduler::new(limits(ctx, &resolved.model)),
-        journal: Arc::new(journal),
-        timeouts: Timeouts::default(),
-        progress,
-        writes: Default::default(),
-    });
-    let report = engine::destroy(&exec, &identity(ctx), &prior, &names)
-        .await
-        .map_err(|e| CliError::msg(e.to_string()));
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
-    let report = report?;
-    write_json_atomic(
-        &run.evidence.join("destroy_report.json"),
-        &json!({"run_id": run.run_id, "vms": report.outcomes, "warnings": report.warnings}),
-    )
-    .map_err(CliError::hyops)?;
-    if report.failed {
-        let failed: Vec<String> = report
-            .outcomes
-            .iter()
-            .filter(|o| o.status != "ok")
-            .map(|o| format!("{}: {}", o.key, o.error.clone().unwrap_or_default()))
-            .collect();
-        let msg = format!("destroy failed: {}", failed.join("; "));
-        let _ = write_driver_result(
-            &run.evidence,
-            &DriverResult::error(&run.run_id, "destroy", &msg),
-        );
-        return Err(CliError::msg(msg));
+    let destroyed = destroy_phase(ctx, &run).await?;
+    if let Some(err) = &destroyed.result.error {
+        // A failed destroy leaves the state untouched (contract §3.4).
+        return Err(CliError::msg(err.clone()));
     }
     let state = ModuleState::new(&ctx.root, &ctx.module_ref, ctx.instance.as_ref());
-    let contract = build_input_contract(&resolved.resolved_json);
+    let contract = build_input_contract(&destroyed.resolved.resolved_json);
     let value = state
         .persist_destroyed(&run.run_id, &run.evidence, &contract)
         .map_err(CliError::hyops)?;
     write_module_state_record(&run.evidence, state.path(), &value, None)
         .map_err(CliError::hyops)?;
-    let mut normalized = Map::new();
-    normalized.insert("outputs".into(), json!({}));
-    normalized.insert("command".into(), json!("destroy"));
-    normalized.insert(
-        "destroyed".into(),
-        json!(report
-            .outcomes
-            .iter()
-            .map(|o| json!({"key": o.key, "vmid": o.vmid}))
-            .collect::<Vec<_>>()),
-    );
-    let mut result = DriverResult::ok(&run.run_id, "destroy", normalized);
-    result.warnings = report.warnings.clone();
-    write_driver_result(&run.evidence, &result).map_err(CliError::hyops)?;
     if ctx.args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&result.to_value()).unwrap_or_default()
+            serde_json::to_string_pretty(&destroyed.result.to_value()).unwrap_or_default()
         );
     } else {
-        for w in &report.warnings {
+        for w in &destroyed.report.warnings {
             println!("WARN: {w}");
         }
-        println!("destroy ok: {} VM(s) removed", report.outcomes.len());
+        println!(
+            "destroy ok: {} VM(s) removed",
+            destroyed.report.outcomes.len()
+        );
     }
     Ok(run.run_id.clone())
 }

@@ -1,6 +1,6 @@
 //! The HyOps runtime root: paths, run ids, evidence, module state, the driver protocol,
 //! template resolution, VM-set guards, credentials, the runtime vault, NetBox env
-//! hydration, the run lock and API-free preflight checks. Takes plain values (module refs,
+//! hydration, the run lock, the detach record and API-free preflight checks. Takes plain values (module refs,
 //! instances, logical keys, `serde_json::Value` outputs); knows nothing about Proxmox API
 //! calls or the planner.
 //!
@@ -24,6 +24,7 @@
 
 pub mod contract;
 pub mod credentials;
+pub mod detached;
 pub mod error;
 pub mod evidence;
 pub mod fsio;
@@ -50,6 +51,7 @@ pub use credentials::{
     load_proxmox_credentials, parse_tfvars, read_proxmox_ready, ProxmoxCredentials, ProxmoxReady,
     TlsPolicy,
 };
+pub use detached::{DetachedVm, DetachedVms};
 pub use error::{HyopsError, Result};
 pub use evidence::{
     evidence_dir, rebuild_dir, write_cli_result, write_driver_result, write_inputs_resolved,

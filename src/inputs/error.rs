@@ -73,6 +73,9 @@ pub enum InputsError {
     /// The `--inputs` file could not be read or parsed, or is not a mapping.
     #[error("failed to load inputs file {path}: {reason}")]
     Overlay { path: String, reason: String },
+    /// The resolved inputs of a driver request are not a mapping.
+    #[error("driver request field inputs must be a mapping of resolved inputs, found {0}")]
+    PreparedNotMapping(String),
     /// `HYOPS_INPUTS_JSON` / `HYOPS_INPUT_*` problems (e.g. `HYOPS_INPUTS_JSON must be a JSON object`).
     #[error("{0}")]
     EnvOverride(String),

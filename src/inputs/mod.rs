@@ -196,6 +196,35 @@ pub fn resolve_inputs_with_overlay(
     let mut inputs = spec_defaults();
     merge_operator_inputs(&mut inputs, overlay);
     apply_env_overrides(&mut inputs, &req.env)?;
+    finish_resolution(req, inputs)
+}
+
+/// Inputs a HyOps driver request carries: hyops has already merged the spec defaults, the
+/// overlay and the env overrides (and run its own validator), so steps 1–3 are skipped and
+/// the rest (4–8) runs on `inputs` as given. A non-mapping is an error naming `inputs`.
+pub fn resolve_prepared_inputs(
+    req: &ResolveRequest,
+    inputs: &Value,
+) -> Result<ResolvedInputs, InputsError> {
+    if !inputs.is_object() {
+        let found = match inputs {
+            Value::Null => "null",
+            Value::Bool(_) => "a boolean",
+            Value::Number(_) => "a number",
+            Value::String(_) => "a string",
+            Value::Array(_) => "a list",
+            Value::Object(_) => "a mapping",
+        };
+        return Err(InputsError::PreparedNotMapping(found.into()));
+    }
+    finish_resolution(req, inputs.clone())
+}
+
+/// Steps 4–8 of [`resolve_inputs`] on merged inputs.
+fn finish_resolution(
+    req: &ResolveRequest,
+    mut inputs: Value,
+) -> Result<ResolvedInputs, InputsError> {
     if let Value::Object(data) = &inputs {
         if pyval::truthy(data.get("preset_ref")) {
             return Err(InputsError::PresetRefUnsupported);

@@ -1,0 +1,651 @@
+//! The engine path every module command runs, shared by the CLI commands
+//! ([`super::module`], [`super::rebuild`]) and the HyOps driver mode ([`super::driver`]):
+//! opening the run (run id, evidence dir, slot lock), resolving the inputs, the preflight
+//! phase, the plan, executing it and destroying. Each phase writes the engine's evidence
+//! (`plan.json`, the journal, the reports, `driver_result.json`) and returns a driver-shaped
+//! result ([`DriverResult`], contract §3.3).
+//!
+//! It never writes HyOps module state (`latest.json`, rerun inputs): in the CLI that is
+//! [`super::module`]'s job, in driver mode it is hyops'. It prints to stdout only through
+//! [`Ctx::human`] (never in driver mode, where stdout carries the result).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+
+use crate::apply::engine::{self, ApplyReport, DestroyReport, PlanRequest, SlotIdentity};
+use crate::apply::executor::{Executor, Timeouts};
+use crate::apply::journal::Journal;
+use crate::apply::limits::{Limits, Scheduler};
+use crate::commands::context::Ctx;
+use crate::commands::progress::progress_for;
+use crate::commands::CliError;
+use crate::hyops::{
+    self, acquire_lock, check_vm_set_guards, evidence_dir, new_run_id, read_tfstate_vms,
+    resolve_template, template_source_hint, write_driver_result, write_inputs_resolved,
+    write_json_atomic, write_meta, write_text_atomic, DetachedVms, DriverResult, ModuleState,
+    PreflightOptions, ProxmoxCredentials, RunLock, RunPrefix,
+};
+use crate::inputs::model::{ConcurrencyLimits, LogicalVmKey, ModuleInputs, TemplateSource};
+use crate::inputs::{
+    resolve_inputs, resolve_prepared_inputs, LifecycleCommand, ResolveRequest, ResolvedInputs,
+};
+use crate::plan::artifact::PlanArtifact;
+use crate::plan::desired::TargetDefaults;
+use crate::plan::observed::{ObservedPool, PriorIds};
+use crate::plan::render::render;
+use crate::pve::PveClient;
+
+/// One module run's frame: its id, evidence dir and (for mutating commands) the slot lock.
+pub struct Run {
+    pub run_id: String,
+    pub evidence: PathBuf,
+    pub _lock: Option<RunLock>,
+}
+
+impl Run {
+    /// True when this run holds the slot lock (mutating commands).
+    pub fn holds_lock(&self) -> bool {
+        self._lock.is_some()
+    }
+}
+
+/// Open the run: a new run id and evidence dir (CLI), or the ones hyops chose (driver mode);
+/// with `lock`, the slot lock, waiting up to `--lock-wait-s`.
+pub fn start_run(ctx: &Ctx, prefix: RunPrefix, lock: bool) -> Result<Run, CliError> {
+    let (run_id, evidence) = match &ctx.driver {
+        Some(frame) => (frame.run_id.clone(), frame.evidence_dir.clone()),
+        None => {
+            let run_id = new_run_id(prefix);
+            let evidence = evidence_dir(
+                &ctx.root,
+                ctx.args.out_dir.as_deref(),
+                &ctx.module_ref,
+                &run_id,
+            );
+            (run_id, evidence)
+        }
+    };
+    hyops::evidence::create_evidence_dir(&evidence).map_err(CliError::hyops)?;
+    if ctx.human() {
+        println!("run record: {}", evidence.display());
+    }
+    let lock = if lock {
+        Some(
+            acquire_lock(
+                &ctx.root,
+                &ctx.module_ref,
+                ctx.instance.as_ref(),
+                &run_id,
+                Duration::from_secs(ctx.args.lock_wait_s),
+            )
+            .map_err(CliError::hyops)?,
+        )
+    } else {
+        None
+    };
+    Ok(Run {
+        run_id,
+        evidence,
+        _lock: lock,
+    })
+}
+
+/// The inputs for `command`: the overlay resolved from scratch (CLI), or the inputs hyops
+/// already resolved (driver mode; the remaining contract steps still run).
+pub fn resolve(
+    ctx: &Ctx,
+    command: LifecycleCommand,
+    creds: Option<&ProxmoxCredentials>,
+) -> Result<ResolvedInputs, CliError> {
+    let req = ResolveRequest {
+        overlay_path: ctx.args.inputs.clone(),
+        command,
+        runtime_env: ctx.env_name.clone(),
+        env: ctx.env_vars.clone(),
+        credentials_network_bridge: creds.map(|c| c.network_bridge.clone()),
+    };
+    match &ctx.driver {
+        Some(frame) => resolve_prepared_inputs(&req, &frame.inputs),
+        None => resolve_inputs(&req),
+    }
+    .map_err(|e| CliError::msg(e.to_string()))
+}
+
+/// The inputs evidence. In driver mode hyops writes `meta.json`, `inputs_resolved.json` and
+/// `resolved.inputs.yml` itself; the driver records what it ran with (after its contract
+/// steps, e.g. bridge alias rewrites) in `driver_inputs.json`.
+pub fn write_inputs_evidence(
+    ctx: &Ctx,
+    run: &Run,
+    command: &str,
+    resolved: &ResolvedInputs,
+) -> Result<(), CliError> {
+    if ctx.driver.is_some() {
+        write_json_atomic(
+            &run.evidence.join("driver_inputs.json"),
+            &json!({
+                "command": command,
+                "module_ref": ctx.module_ref.as_str(),
+                "state_instance": ctx.instance.as_ref().map_or("", |i| i.as_str()),
+                "inputs": resolved.resolved_json,
+                "warnings": resolved.warnings,
+            }),
+        )
+        .map_err(CliError::hyops)?;
+        return Ok(());
+    }
+    write_meta(
+        &run.evidence,
+        command,
+        &run.run_id,
+        &ctx.module_ref,
+        &ctx.root,
+        &json!({}),
+    )
+    .map_err(CliError::hyops)?;
+    write_inputs_resolved(
+        &run.evidence,
+        &ctx.module_ref,
+        ctx.instance.as_ref(),
+        &resolved.resolved_json,
+    )
+    .map_err(CliError::hyops)?;
+    let yaml = serde_yaml::to_string(&resolved.resolved_json)
+        .map_err(|e| CliError::msg(format!("cannot render resolved.inputs.yml: {e}")))?;
+    write_text_atomic(&run.evidence.join("resolved.inputs.yml"), &yaml).map_err(CliError::hyops)?;
+    Ok(())
+}
+
+fn defaults_from(creds: &ProxmoxCredentials) -> TargetDefaults {
+    TargetDefaults {
+        node: creds.node.clone(),
+        datastore: creds.storage_pool.clone(),
+        snippets_datastore: creds.storage_snippets.clone(),
+        network_bridge: creds.network_bridge.clone(),
+        ssh_username: creds.ssh_username.clone(),
+        ssh_public_key: Some(creds.ssh_public_key.clone()).filter(|k| !k.trim().is_empty()),
+    }
+}
+
+/// The template VMID, with the §1.15 warnings and its source hint.
+pub fn template_vmid(
+    ctx: &Ctx,
+    inputs: &ModuleInputs,
+    warnings: &mut Vec<String>,
+) -> Result<(u32, String), CliError> {
+    match &inputs.template {
+        TemplateSource::ExplicitVmId { vm_id } => Ok((*vm_id, template_source_hint(*vm_id, None))),
+        TemplateSource::StateRef { state_ref, key } => {
+            let (vmid, w) =
+                resolve_template(&ctx.root, state_ref, key.as_deref()).map_err(CliError::hyops)?;
+            warnings.extend(w);
+            Ok((vmid, template_source_hint(vmid, Some(state_ref))))
+        }
+    }
+}
+
+/// The VM-set guards (contract §1.11) for the requested logical keys.
+pub fn vm_set_guards(ctx: &Ctx, model: &ModuleInputs) -> Result<hyops::GuardOutcome, CliError> {
+    let requested: Vec<String> = model.vms.keys().map(|k| k.0.clone()).collect();
+    check_vm_set_guards(
+        &ctx.root,
+        &ctx.module_ref,
+        ctx.instance.as_ref(),
+        &requested,
+        model.allow_vm_set_replace,
+    )
+    .map_err(CliError::hyops)
+}
+
+/// VMIDs recorded for this slot by previous HyOps and Terraform runs, and the VMIDs
+/// `hyops state detach` made this slot forget.
+pub fn prior_ids(ctx: &Ctx) -> Result<PriorIds, CliError> {
+    let mut prior = PriorIds::default();
+    let state = ModuleState::new(&ctx.root, &ctx.module_ref, ctx.instance.as_ref());
+    if let Some(s) = state.read().map_err(CliError::hyops)? {
+        let outputs = s.get("outputs").cloned().unwrap_or(Value::Null);
+        if let Some(ids) = outputs.get("vm_ids").and_then(Value::as_object) {
+            for (k, v) in ids {
+                let Some(id) = v
+                    .as_u64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                else {
+                    continue;
+                };
+                let Ok(id) = u32::try_from(id) else { continue };
+                let name = outputs
+                    .get("vms")
+                    .and_then(|vms| vms.get(k))
+                    .and_then(|vm| vm.get("vm_name"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                prior.hyops.insert(LogicalVmKey(k.clone()), (id, name));
+            }
+        }
+    }
+    for tf in read_tfstate_vms(&ctx.root, &ctx.module_ref, ctx.instance.as_ref())
+        .map_err(CliError::hyops)?
+    {
+        if let Some(key) = tf.key {
+            prior.terraform.insert(LogicalVmKey(key), tf.vm_id);
+        }
+    }
+    let detached = DetachedVms::read(&ctx.root, &ctx.module_ref, ctx.instance.as_ref())
+        .map_err(CliError::hyops)?;
+    prior.detached = detached.vmids();
+    // A detached VM is forgotten: its VMID no longer names it in any prior state either.
+    prior
+        .hyops
+        .retain(|_, (id, _)| !prior.detached.contains(id));
+    prior.terraform.retain(|_, id| !prior.detached.contains(id));
+    Ok(prior)
+}
+
+/// Drop detach records whose VM no longer exists in the cluster (its VMID may be reused by
+/// a VM that must not be ignored). Only a run holding the slot lock rewrites the record.
+pub fn prune_detached(ctx: &Ctx, run: &Run, observed: &ObservedPool) -> Result<(), CliError> {
+    if !run.holds_lock() {
+        return Ok(());
+    }
+    let mut detached = DetachedVms::read(&ctx.root, &ctx.module_ref, ctx.instance.as_ref())
+        .map_err(CliError::hyops)?;
+    if detached.retain_present(|vmid| observed.all_vms.contains_key(&vmid)) {
+        detached
+            .write(&ctx.root, &ctx.module_ref, ctx.instance.as_ref())
+            .map_err(CliError::hyops)?;
+    }
+    Ok(())
+}
+
+/// The ownership identity of this slot.
+pub fn identity(ctx: &Ctx) -> SlotIdentity {
+    SlotIdentity {
+        env: ctx.owner_env(),
+        module_ref: ctx.module_ref.as_str().to_string(),
+        slot: ctx.slot(),
+    }
+}
+
+/// Scheduling limits: flags over `inputs.limits` over the defaults.
+pub fn limits(ctx: &Ctx, inputs: &ModuleInputs) -> Limits {
+    Limits::resolve(
+        &inputs.limits,
+        &ConcurrencyLimits {
+            global: ctx.args.max_parallel,
+            per_node: ctx.args.max_per_node,
+            per_storage: ctx.args.max_per_storage,
+        },
+    )
+}
+
+/// Everything checked before a mutating run, without changing anything.
+pub struct Preflighted {
+    pub creds: ProxmoxCredentials,
+    pub resolved: ResolvedInputs,
+    pub template_vmid: u32,
+    pub template_hint: String,
+    pub deletion_only_shrink: bool,
+    pub warnings: Vec<String>,
+    pub client: PveClient,
+    pub checks: hyops::PreflightReport,
+}
+
+/// API-free checks, inputs, guards, template state, then Proxmox reachability.
+/// With `bypassed` (an operator-approved `--skip-preflight`, or a driver-mode apply whose
+/// preflight hyops already ran), failed API-free checks become warnings; what the engine
+/// itself needs (inputs, credentials, template, guards) still runs.
+pub async fn preflight_phase(
+    ctx: &Ctx,
+    run: &Run,
+    command: LifecycleCommand,
+    strict: bool,
+    bypassed: bool,
+) -> Result<Preflighted, CliError> {
+    // Input errors first (they are the operator's to fix in the overlay), then credentials.
+    let creds = ctx.credentials();
+    let resolved = resolve(ctx, command, creds.as_ref().ok())?;
+    let creds = creds?;
+    write_inputs_evidence(ctx, run, command.as_str(), &resolved)?;
+    let mut warnings = resolved.warnings.clone();
+    if resolved.model.uses_ipam() && command != LifecycleCommand::Destroy {
+        return Err(CliError::msg(
+            "inputs.addressing.mode=ipam needs NetBox IPAM allocation, which this hyops-pve build does not implement yet; \
+             hyops-pve never falls back to static addressing silently. Use require_ipam: false with static or dhcp \
+             interfaces (see examples/inputs.sim-demo.yml), or run this module with the Terragrunt driver until NetBox IPAM lands",
+        ));
+    }
+    let (template_ref, template_key) = match &resolved.model.template {
+        TemplateSource::StateRef { state_ref, key } => (Some(state_ref.clone()), key.clone()),
+        TemplateSource::ExplicitVmId { .. } => (None, None),
+    };
+    let report = hyops::run_preflight_checks(
+        &ctx.root,
+        &PreflightOptions {
+            min_free_disk_mb: None,
+            env: ctx.env_vars.clone(),
+            vault: None,
+            template_state_ref: template_ref.as_deref(),
+            template_key: template_key.as_deref(),
+            strict,
+        },
+    );
+    write_json_atomic(
+        &run.evidence.join("preflight_checks.json"),
+        &serde_json::to_value(&report).unwrap_or(Value::Null),
+    )
+    .map_err(CliError::hyops)?;
+    for f in report.failures() {
+        if !bypassed {
+            return Err(CliError::msg(format!(
+                "preflight failed: {}: {}",
+                f.name, f.detail
+            )));
+        }
+        warnings.push(format!(
+            "preflight check {} failed but preflight was bypassed: {}",
+            f.name, f.detail
+        ));
+    }
+    let guard = vm_set_guards(ctx, &resolved.model)?;
+    warnings.extend(guard.warnings.clone());
+    let (template_vmid, template_hint) = template_vmid(ctx, &resolved.model, &mut warnings)?;
+    let client = ctx.client(&creds)?;
+    client.version().await.map_err(|e| {
+        CliError::msg(format!(
+            "preflight failed: Proxmox API at {} is not reachable with the configured token: {e}",
+            creds.url
+        ))
+    })?;
+    Ok(Preflighted {
+        creds,
+        resolved,
+        template_vmid,
+        template_hint,
+        deletion_only_shrink: guard.deletion_only_shrink,
+        warnings,
+        client,
+        checks: report,
+    })
+}
+
+/// Observe Proxmox and diff: `plan.json` and `plan.txt` in the evidence dir.
+pub async fn make_plan(ctx: &Ctx, run: &Run, pf: &Preflighted) -> Result<PlanArtifact, CliError> {
+    let prior = prior_ids(ctx)?;
+    let defaults = defaults_from(&pf.creds);
+    let ident = identity(ctx);
+    let req = PlanRequest {
+        inputs: &pf.resolved.model,
+        identity: &ident,
+        defaults: &defaults,
+        template_vmid: pf.template_vmid,
+        template_source_hint: pf.template_hint.clone(),
+        deletion_only_shrink: pf.deletion_only_shrink,
+        prior: &prior,
+        run_id: &run.run_id,
+        env: ctx.env_name.as_deref(),
+        state_instance: ctx.instance.as_ref().map(|i| i.as_str()),
+    };
+    let (mut plan, observed) = engine::make_plan(&pf.client, &req)
+        .await
+        .map_err(|e| CliError::msg(e.to_string()))?;
+    prune_detached(ctx, run, &observed)?;
+    let mut warnings = pf.warnings.clone();
+    warnings.append(&mut plan.warnings);
+    plan.warnings = warnings;
+    let value = serde_json::to_value(&plan)
+        .map_err(|e| CliError::msg(format!("cannot serialise the plan: {e}")))?;
+    write_json_atomic(&run.evidence.join("plan.json"), &value).map_err(CliError::hyops)?;
+    write_text_atomic(&run.evidence.join("plan.txt"), &render(&plan, false))
+        .map_err(CliError::hyops)?;
+    Ok(plan)
+}
+
+/// Print the plan for a human (nothing with `--json` or in driver mode).
+pub fn print_plan(ctx: &Ctx, plan: &PlanArtifact) {
+    if !ctx.human() {
+        return;
+    }
+    use std::io::IsTerminal;
+    let color = std::io::stdout().is_terminal();
+    print!("{}", render(plan, color));
+}
+
+/// The executor for this run: the journal in the evidence dir, the progress display, the
+/// scheduling limits.
+fn executor(
+    ctx: &Ctx,
+    run: &Run,
+    client: PveClient,
+    inputs: &ModuleInputs,
+    timeouts: Timeouts,
+    total: usize,
+) -> Result<(Arc<Executor>, Option<indicatif::ProgressBar>), CliError> {
+    let journal = Journal::open(&run.evidence.join("apply_journal.jsonl"), &run.run_id)
+        .map_err(|e| CliError::msg(e.to_string()))?;
+    let (progress, bar) = progress_for(total, ctx.args.json);
+    Ok((
+        Arc::new(Executor {
+            client,
+            scheduler: Scheduler::new(limits(ctx, inputs)),
+            journal: Arc::new(journal),
+            timeouts,
+            progress,
+            writes: Default::default(),
+        }),
+        bar,
+    ))
+}
+
+/// Plan (checking a saved plan when given) and execute it. Ctrl-C cancels with a message
+/// saying the created VMs are adopted by the next apply.
+pub async fn execute_plan(
+    ctx: &Ctx,
+    run: &Run,
+    pf: &Preflighted,
+    plan_file: Option<&Path>,
+) -> Result<(PlanArtifact, ApplyReport), CliError> {
+    let plan = make_plan(ctx, run, pf).await?;
+    if let Some(path) = plan_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CliError::msg(format!("cannot read plan file {}: {e}", path.display())))?;
+        let saved: PlanArtifact = serde_json::from_str(&text).map_err(|e| {
+            CliError::msg(format!(
+                "plan file {} is not a hyops-pve plan: {e}",
+                path.display()
+            ))
+        })?;
+        saved
+            .check_still_valid(&plan, &path.display().to_string())
+            .map_err(|e| CliError::msg(e.to_string()))?;
+    }
+    print_plan(ctx, &plan);
+    let readiness = &pf.resolved.model.readiness;
+    let timeouts = Timeouts {
+        agent_wait: Duration::from_secs(readiness.connectivity_wait_s),
+        ..Timeouts::default()
+    };
+    let (exec, bar) = executor(
+        ctx,
+        run,
+        pf.client.clone(),
+        &pf.resolved.model,
+        timeouts,
+        plan.vms.len(),
+    )?;
+    let module_node = pf
+        .resolved
+        .model
+        .node_name
+        .clone()
+        .unwrap_or_else(|| pf.creds.node.clone());
+    let apply = engine::apply_plan(&exec, &plan, &module_node, &pf.resolved.model.tags);
+    let report = tokio::select! {
+        r = apply => r,
+        _ = tokio::signal::ctrl_c() => {
+            if let Some(b) = &bar { b.abandon(); }
+            return Err(CliError::cancelled("apply cancelled by the operator (SIGINT); VMs already created carry the ownership marker and are adopted by the next apply"));
+        }
+    };
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    Ok((plan, report))
+}
+
+/// What an apply ended with: the plan, the executor's report and the driver result
+/// (`status: error` when any VM failed; its `error` is the one-line engine message).
+pub struct Applied {
+    pub plan: PlanArtifact,
+    pub report: ApplyReport,
+    pub result: DriverResult,
+}
+
+/// Record an executed plan: `apply_report.json` and `driver_result.json`. The result's
+/// `normalized_outputs.outputs` are the Terraform-shaped outputs (contract §2.7) that hyops
+/// publishes (§3.5).
+pub fn apply_result(
+    run: &Run,
+    plan: PlanArtifact,
+    report: ApplyReport,
+) -> Result<Applied, CliError> {
+    let report_value = json!({
+        "run_id": run.run_id,
+        "failed": report.failed,
+        "writes": report.writes,
+        "api_calls": report.api_calls,
+        "summary": plan.summary,
+        "vms": report.outcomes,
+    });
+    write_json_atomic(&run.evidence.join("apply_report.json"), &report_value)
+        .map_err(CliError::hyops)?;
+    let mut normalized = Map::new();
+    normalized.insert("outputs".into(), report.outputs.clone());
+    normalized.insert("command".into(), json!("apply"));
+    normalized.insert("plan_summary".into(), json!(plan.summary));
+    normalized.insert("writes".into(), json!(report.writes));
+    let mut result = match report.error_summary() {
+        Some(err) => DriverResult::error(
+            &run.run_id,
+            "apply",
+            format!(
+                "apply failed: {err} (open: {})",
+                run.evidence.join("apply_journal.jsonl").display()
+            ),
+        ),
+        None => DriverResult::ok(&run.run_id, "apply", Map::new()),
+    };
+    result.normalized_outputs = normalized;
+    result.warnings = plan.warnings.clone();
+    write_driver_result(&run.evidence, &result).map_err(CliError::hyops)?;
+    Ok(Applied {
+        plan,
+        report,
+        result,
+    })
+}
+
+/// What a destroy ended with.
+pub struct Destroyed {
+    pub resolved: ResolvedInputs,
+    pub report: DestroyReport,
+    pub result: DriverResult,
+}
+
+/// Destroy every VM the slot provably owns: `destroy_report.json`, `driver_result.json`.
+/// The inputs are resolved leniently (validation is skipped on destroy, §1.14); they only
+/// supply names.
+pub async fn destroy_phase(ctx: &Ctx, run: &Run) -> Result<Destroyed, CliError> {
+    let creds = ctx.credentials()?;
+    let resolved = resolve(ctx, LifecycleCommand::Destroy, Some(&creds))?;
+    write_inputs_evidence(ctx, run, "destroy", &resolved)?;
+    let client = ctx.client(&creds)?;
+    let prior = prior_ids(ctx)?;
+    let names: BTreeSet<String> = resolved
+        .model
+        .vms
+        .values()
+        .map(|v| v.physical_name.0.clone())
+        .collect();
+    let (exec, bar) = executor(
+        ctx,
+        run,
+        client,
+        &resolved.model,
+        Timeouts::default(),
+        names.len().max(prior.hyops.len()),
+    )?;
+    let report = engine::destroy(&exec, &identity(ctx), &prior, &names)
+        .await
+        .map_err(|e| CliError::msg(e.to_string()));
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let report = report?;
+    write_json_atomic(
+        &run.evidence.join("destroy_report.json"),
+        &json!({"run_id": run.run_id, "vms": report.outcomes, "warnings": report.warnings}),
+    )
+    .map_err(CliError::hyops)?;
+    let result = if report.failed {
+        let failed: Vec<String> = report
+            .outcomes
+            .iter()
+            .filter(|o| o.status != "ok")
+            .map(|o| format!("{}: {}", o.key, o.error.clone().unwrap_or_default()))
+            .collect();
+        let mut r = DriverResult::error(
+            &run.run_id,
+            "destroy",
+            format!("destroy failed: {}", failed.join("; ")),
+        );
+        r.warnings = report.warnings.clone();
+        r
+    } else {
+        let mut normalized = Map::new();
+        normalized.insert("outputs".into(), json!({}));
+        normalized.insert("command".into(), json!("destroy"));
+        normalized.insert(
+            "destroyed".into(),
+            json!(report
+                .outcomes
+                .iter()
+                .map(|o| json!({"key": o.key, "vmid": o.vmid}))
+                .collect::<Vec<_>>()),
+        );
+        let mut r = DriverResult::ok(&run.run_id, "destroy", normalized);
+        r.warnings = report.warnings.clone();
+        r
+    };
+    write_driver_result(&run.evidence, &result).map_err(CliError::hyops)?;
+    Ok(Destroyed {
+        resolved,
+        report,
+        result,
+    })
+}
+
+/// `validate`: inputs, naming, aliases and guards; the template is resolved when its state
+/// exists (otherwise a warning: plan/apply check it for real). Credentials are optional here;
+/// their bridge is only the single-VM default. Returns the inputs, the warnings and the
+/// template VMID when resolved.
+pub fn validate_model(ctx: &Ctx) -> Result<(ResolvedInputs, Vec<String>, Option<u32>), CliError> {
+    let creds = ctx.credentials().ok();
+    let resolved = resolve(ctx, LifecycleCommand::Validate, creds.as_ref())?;
+    let mut warnings = resolved.warnings.clone();
+    warnings.extend(vm_set_guards(ctx, &resolved.model)?.warnings);
+    let template = match template_vmid(ctx, &resolved.model, &mut warnings) {
+        Ok((id, _)) => Some(id),
+        Err(e) => {
+            warnings.push(format!(
+                "template not resolved (checked again at plan/apply): {}",
+                e.message
+            ));
+            None
+        }
+    };
+    Ok((resolved, warnings, template))
+}
