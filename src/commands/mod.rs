@@ -4,11 +4,13 @@
 //! cancelled, and `plan --detailed-exitcode` 2 for changes.
 
 pub mod context;
+pub mod driver;
 pub mod module;
 pub mod phases;
 pub mod progress;
 pub mod rebuild;
 pub mod simroot;
+pub mod state_ops;
 
 use crate::cli::{Cli, Command, SimAction, StateAction};
 use crate::hyops::HyopsError;
@@ -75,6 +77,10 @@ pub fn run(cli: Cli) -> i32 {
         | Command::Apply { module, .. }
         | Command::Destroy { module, .. }
         | Command::Rebuild { module, .. } => module.verbose,
+        // hyops -v sets HYOPS_VERBOSE=1 for its drivers.
+        Command::Driver { .. } => {
+            std::env::var("HYOPS_VERBOSE").is_ok_and(|v| !v.trim().is_empty() && v.trim() != "0")
+        }
         _ => false,
     };
     init_tracing(verbose);
@@ -119,6 +125,40 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             yes,
             confirm_module,
         } => rebuild::rebuild(&module, &bypass, yes, confirm_module.as_deref()).await,
+        Command::Driver { request } => {
+            Ok(crate::commands::driver::driver(request.as_deref()).await)
+        }
+        Command::HyopsSetup {
+            module_root,
+            link_modules,
+            force,
+        } => {
+            let tree = crate::hyops::modspec::write_module_tree(
+                &module_root,
+                link_modules.as_deref(),
+                force,
+            )
+            .map_err(CliError::hyops)?;
+            println!(
+                "{} {}",
+                if tree.spec_written {
+                    "wrote"
+                } else {
+                    "up to date:"
+                },
+                tree.spec.display()
+            );
+            if !tree.linked.is_empty() {
+                println!("linked {} module(s) from the base tree", tree.linked.len());
+            }
+            println!(
+                "next: install the plug-in (pip install integrations/hyops) into hyops' environment, then
+  hyops apply --env <env> --module {} --module-root {} --inputs <overlay.yml>",
+                crate::hyops::MODULE_REF,
+                module_root.display()
+            );
+            Ok(EXIT_OK)
+        }
         Command::State {
             action: StateAction::Show { module },
         } => module::state_show(&module).await,
@@ -147,6 +187,7 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
                     time_scale,
                     seed,
                     state,
+                    hyops_root,
                 },
         } => {
             let listen = listen.parse().map_err(|e| {
@@ -164,7 +205,16 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
                 ca_pem_path: None,
                 tls: true,
             };
-            crate::sim::serve(opts)
+            let (handle, ca_path) = crate::sim::start_serving(&opts)
+                .await
+                .map_err(|e| CliError::msg(e.to_string()))?;
+            println!("{}", crate::sim::describe(&handle, &ca_path));
+            if let Some(root) = &hyops_root {
+                simroot::write_sim_root(root, &handle)?;
+                println!("HyOps runtime root ready: {}", root.display());
+            }
+            let _ = tokio::signal::ctrl_c().await;
+            crate::sim::finish_serving(&handle, &opts)
                 .await
                 .map_err(|e| CliError::msg(e.to_string()))?;
             Ok(EXIT_OK)

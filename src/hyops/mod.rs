@@ -30,6 +30,7 @@ pub mod evidence;
 pub mod fsio;
 pub mod guards;
 pub mod lock;
+pub mod modspec;
 pub mod netbox_env;
 pub mod paths;
 pub mod preflight;
@@ -59,7 +60,9 @@ pub use evidence::{
 };
 pub use fsio::{append_jsonl, render_json, sort_keys, write_json_atomic, write_text_atomic};
 pub use guards::{check_vm_set_guards, GuardOutcome};
-pub use lock::{acquire as acquire_lock, LockHolder, RunLock};
+pub use lock::{
+    acquire as acquire_lock, force_unlock, LockHolder, RunLock, UnlockAction, Unlocked,
+};
 pub use netbox_env::{hydrate_netbox_env, netbox_authority_root, netbox_ready, NetboxEnv};
 pub use paths::{module_id, slot_name, ModuleRef, RootSource, RuntimeRoot, StateInstance};
 pub use preflight::{run_preflight_checks, PreflightCheck, PreflightOptions, PreflightReport};
