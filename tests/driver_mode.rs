@@ -578,3 +578,24 @@ fn the_written_spec_keeps_the_upstream_defaults_and_publish_list() {
     assert_eq!(ours["execution"]["hooks"], up["execution"]["hooks"]);
     assert_eq!(ours["execution"]["driver"], DRIVER_REF);
 }
+
+#[tokio::test]
+async fn a_pool_made_by_the_cli_is_left_unchanged_by_a_driver_apply_on_the_same_root() {
+    let h = Harness::start().await;
+    let overlay = h.overlay("pool.yml", DEMO);
+    let ctx = h.ctx(&overlay).await; // HYOPS_ENV=dev, --root
+    hyops_pve::commands::module::apply_inner(&ctx, None, None)
+        .await
+        .unwrap();
+    let writes = h.sim.counters().writes;
+    // hyops --root without --env sends runtime.env "", with HYOPS_ENV in the process env.
+    let mut req = request(&h, "apply", "apply-c2", &resolved_inputs(DEMO));
+    req["runtime"]["env"] = json!("");
+    let mut e = env(&h);
+    e.insert("HYOPS_ENV".into(), "dev".into());
+    let r = run_request_text(&req.to_string(), e).await;
+    ok(&r);
+    assert_eq!(r.normalized_outputs["writes"], 0);
+    assert_eq!(h.sim.counters().writes, writes);
+    assert_eq!(h.vms().len(), 3);
+}

@@ -46,8 +46,11 @@ pub struct DriverFrame {
 }
 
 impl Ctx {
-    /// The frame of a driver request: an explicit root (hyops' `runtime.root`), env name
-    /// (`runtime.env`, else the root's `.../envs/<name>`), slot and resolved inputs.
+    /// The frame of a driver request: an explicit root (hyops' `runtime.root`), env name,
+    /// slot and resolved inputs. The env name is `HYOPS_ENV` when the process has it (the
+    /// Terragrunt driver sets `HYOPS_ENV` from `runtime.env` only when unset), else
+    /// `runtime.env`, else the root's `.../envs/<name>` — the CLI's order, so both name and
+    /// mark the same VMs alike.
     pub fn for_driver(
         args: ModuleArgs,
         env_vars: BTreeMap<String, String>,
@@ -59,8 +62,11 @@ impl Ctx {
         let module =
             canonical_module_ref(&args.module).map_err(|e| CliError::msg(e.to_string()))?;
         let module_ref = ModuleRef::parse(module).map_err(CliError::hyops)?;
-        let env_name = env_name
-            .filter(|e| !e.trim().is_empty())
+        let env_name = env_vars
+            .get("HYOPS_ENV")
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .or_else(|| env_name.filter(|e| !e.trim().is_empty()))
             .or_else(|| root.env().map(str::to_string));
         Ok(Ctx {
             args,
