@@ -124,59 +124,77 @@ fn wrapper(c: &mut Criterion) {
         .expect("runtime");
     let python = python();
     let mut group = c.benchmark_group("hyops_wrapper");
-    group.sample_size(10).measurement_time(Duration::from_secs(30));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(30));
     let mut paths: Vec<&str> = vec!["hyops-pve_apply"];
     if python.is_some() {
         paths.push("hyops_apply_plugin");
     }
     for path in paths {
         let py = python.clone();
-        group.bench_with_input(BenchmarkId::new("create_pool_20", path), &path, |b, &path| {
-            let py = py.clone();
-            b.to_async(&rt).iter_custom(move |iters| {
+        group.bench_with_input(
+            BenchmarkId::new("create_pool_20", path),
+            &path,
+            |b, &path| {
                 let py = py.clone();
-                async move {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
+                b.to_async(&rt).iter_custom(move |iters| {
+                    let py = py.clone();
+                    async move {
+                        let mut total = Duration::ZERO;
+                        for _ in 0..iters {
+                            let w = World::start().await;
+                            let cmd = match (path, &py) {
+                                ("hyops_apply_plugin", Some(p)) => w.through_hyops(p),
+                                _ => w.direct(),
+                            };
+                            let t = Instant::now();
+                            run(cmd).await;
+                            total += t.elapsed();
+                            assert_eq!(
+                                w.sim
+                                    .state()
+                                    .vms
+                                    .values()
+                                    .filter(|v| !v.is_template())
+                                    .count(),
+                                POOL
+                            );
+                            w.sim.shutdown().await;
+                        }
+                        total
+                    }
+                })
+            },
+        );
+        let py = python.clone();
+        group.bench_with_input(
+            BenchmarkId::new("noop_reapply_20", path),
+            &path,
+            |b, &path| {
+                let py = py.clone();
+                b.to_async(&rt).iter_custom(move |iters| {
+                    let py = py.clone();
+                    async move {
                         let w = World::start().await;
-                        let cmd = match (path, &py) {
+                        let cmd = |w: &World| match (path, &py) {
                             ("hyops_apply_plugin", Some(p)) => w.through_hyops(p),
                             _ => w.direct(),
                         };
-                        let t = Instant::now();
-                        run(cmd).await;
-                        total += t.elapsed();
-                        assert_eq!(w.sim.state().vms.values().filter(|v| !v.is_template()).count(), POOL);
-                        w.sim.shutdown().await;
-                    }
-                    total
-                }
-            })
-        });
-        let py = python.clone();
-        group.bench_with_input(BenchmarkId::new("noop_reapply_20", path), &path, |b, &path| {
-            let py = py.clone();
-            b.to_async(&rt).iter_custom(move |iters| {
-                let py = py.clone();
-                async move {
-                    let w = World::start().await;
-                    let cmd = |w: &World| match (path, &py) {
-                        ("hyops_apply_plugin", Some(p)) => w.through_hyops(p),
-                        _ => w.direct(),
-                    };
-                    run(cmd(&w)).await;
-                    let writes = w.sim.counters().writes;
-                    let t = Instant::now();
-                    for _ in 0..iters {
                         run(cmd(&w)).await;
+                        let writes = w.sim.counters().writes;
+                        let t = Instant::now();
+                        for _ in 0..iters {
+                            run(cmd(&w)).await;
+                        }
+                        let elapsed = t.elapsed();
+                        assert_eq!(w.sim.counters().writes, writes, "a re-apply wrote");
+                        w.sim.shutdown().await;
+                        elapsed
                     }
-                    let elapsed = t.elapsed();
-                    assert_eq!(w.sim.counters().writes, writes, "a re-apply wrote");
-                    w.sim.shutdown().await;
-                    elapsed
-                }
-            })
-        });
+                })
+            },
+        );
     }
     group.finish();
 }

@@ -486,3 +486,98 @@ async fn hyops_import_detach_and_unlock_run_through_the_driver() {
     w.hyops(&unlock).await.assert_ok();
     assert!(!lock.exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_during_hyops_apply_is_cancelled_and_recorded_by_both() {
+    use std::os::unix::process::CommandExt;
+    let Some(w) = World::start(0.05).await else {
+        return;
+    };
+    let inputs = w.overlay("pool.yml", DEMO);
+    let mut c = w.command(&[
+        "apply",
+        "--env",
+        "dev",
+        "--module",
+        "platform/onprem/platform-vm",
+        "--module-root",
+        &w.modules().display().to_string(),
+        "--inputs",
+        &inputs.display().to_string(),
+    ]);
+    // Its own process group, as a terminal's foreground job: Ctrl-C reaches hyops and the
+    // hyops-pve child alike.
+    c.process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = c.spawn().unwrap();
+    let pgid = child.id() as i32;
+    let logs = w.root().join("logs/module/platform__onprem__platform-vm");
+    // Wait until the apply call is running (its clones take seconds on this simulator).
+    let started = std::time::Instant::now();
+    loop {
+        let running = std::fs::read_dir(&logs)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| std::fs::read_to_string(e.ok()?.path().join("hyops-pve.log")).ok());
+        if running.is_some_and(|l| l.contains("hyops_pve_apply start")) && w.sim.running_tasks() > 0
+        {
+            break;
+        }
+        assert!(started.elapsed().as_secs() < 60, "the apply never started");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // SAFETY: kill(2) on the process group we just created; no memory is touched.
+    unsafe {
+        libc::kill(-pgid, libc::SIGINT);
+    }
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("cancelled by user"), "{stderr}");
+    let state = w.state(None);
+    assert_eq!(state["status"], "error");
+    assert_eq!(
+        state["last_error"],
+        "cancelled after provider execution started"
+    );
+    let ev = std::path::PathBuf::from(state["evidence_dir"].as_str().unwrap());
+    assert!(ev.join("cancelled.json").exists());
+    let driver: Value =
+        serde_json::from_str(&std::fs::read_to_string(ev.join("driver_result.json")).unwrap())
+            .unwrap();
+    assert!(
+        driver["error"]
+            .as_str()
+            .unwrap()
+            .contains("apply cancelled by the operator (SIGINT)"),
+        "{driver}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_proxmox_fails_the_preflight_with_the_reason_said_once() {
+    let Some(w) = World::start(FAST).await else {
+        return;
+    };
+    let inputs = w.overlay("pool.yml", DEMO);
+    w.sim.shutdown().await;
+    let run = w.module("apply", &inputs, &[]).await;
+    assert_eq!(run.code, 1);
+    let line = run
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("{}", run.stderr));
+    assert!(
+        line.starts_with("error: preflight failed: Proxmox API at https://127.0.0.1:"),
+        "{line}"
+    );
+    assert_eq!(line.matches("preflight failed").count(), 1, "{line}");
+    assert!(!w
+        .root()
+        .join("state/modules/platform__onprem__platform-vm/latest.json")
+        .exists());
+}

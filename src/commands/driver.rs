@@ -163,7 +163,17 @@ async fn run_request(
     hyops::evidence::create_evidence_dir(&req.evidence_dir).map_err(CliError::hyops)?;
     write_driver_meta(&ctx, req)?;
     match &req.command {
-        DriverCommand::Preflight(lifecycle) => preflight(&ctx, *lifecycle).await,
+        // hyops prints a failed preflight as `preflight failed: <error>`: no second prefix.
+        DriverCommand::Preflight(lifecycle) => {
+            preflight(&ctx, *lifecycle).await.map_err(|e| CliError {
+                message: e
+                    .message
+                    .strip_prefix("preflight failed: ")
+                    .map(str::to_string)
+                    .unwrap_or(e.message),
+                code: e.code,
+            })
+        }
         DriverCommand::Apply => {
             let run = start_run(&ctx, RunPrefix::Apply, true)?;
             // hyops ran the driver preflight already (or the operator bypassed it): failed
