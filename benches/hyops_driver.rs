@@ -72,6 +72,14 @@ impl World {
         World { sim, dir }
     }
 
+    /// The command of `path`: `hyops apply` through the plug-in, or `hyops-pve apply`.
+    fn command(&self, path: &str, python: Option<&Path>) -> Command {
+        match (path, python) {
+            ("hyops_apply_plugin", Some(p)) => self.through_hyops(p),
+            _ => self.direct(),
+        }
+    }
+
     fn direct(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_hyops-pve"));
         c.args(["apply", "--json", "--root"])
@@ -177,15 +185,11 @@ fn wrapper(c: &mut Criterion) {
                     let py = py.clone();
                     async move {
                         let w = World::start().await;
-                        let cmd = |w: &World| match (path, &py) {
-                            ("hyops_apply_plugin", Some(p)) => w.through_hyops(p),
-                            _ => w.direct(),
-                        };
-                        run(cmd(&w)).await;
+                        run(w.command(path, py.as_deref())).await;
                         let writes = w.sim.counters().writes;
                         let t = Instant::now();
                         for _ in 0..iters {
-                            run(cmd(&w)).await;
+                            run(w.command(path, py.as_deref())).await;
                         }
                         let elapsed = t.elapsed();
                         assert_eq!(w.sim.counters().writes, writes, "a re-apply wrote");

@@ -303,18 +303,22 @@ async fn apply_returns_outputs_and_evidence_but_never_writes_hyops_state() {
     assert_eq!(written, r.to_value());
 }
 
+/// Hold the latest slot's lock as run `run_id` (this process, so the holder is alive).
+fn hold_lock(h: &Harness, run_id: &str) -> hyops_pve::hyops::RunLock {
+    acquire_lock(
+        &RuntimeRoot::at(&h.root()),
+        &ModuleRef::parse(MODULE_REF).unwrap(),
+        None,
+        run_id,
+        std::time::Duration::ZERO,
+    )
+    .unwrap()
+}
+
 #[tokio::test]
 async fn a_mutating_request_on_a_held_slot_fails_naming_the_holder() {
     let h = Harness::start().await;
-    let root = RuntimeRoot::at(&h.root());
-    let _held = acquire_lock(
-        &root,
-        &ModuleRef::parse(MODULE_REF).unwrap(),
-        None,
-        "apply-holder-123",
-        std::time::Duration::ZERO,
-    )
-    .unwrap();
+    let _held = hold_lock(&h, "apply-holder-123");
     let r = run(
         &h,
         &request(&h, "apply", "apply-second", &resolved_inputs(DEMO)),
@@ -541,15 +545,7 @@ async fn state_unlock_removes_a_stale_lock_named_by_its_run_id() {
 #[tokio::test]
 async fn state_unlock_refuses_a_lock_held_by_a_live_run() {
     let h = Harness::start().await;
-    let root = RuntimeRoot::at(&h.root());
-    let _held = acquire_lock(
-        &root,
-        &ModuleRef::parse(MODULE_REF).unwrap(),
-        None,
-        "apply-live-1",
-        std::time::Duration::ZERO,
-    )
-    .unwrap();
+    let _held = hold_lock(&h, "apply-live-1");
     let mut req = request(&h, "state_unlock", "state-unlock-u2", &Value::Null);
     req.as_object_mut().unwrap().remove("inputs");
     req["state"] = json!({"lock_id": "apply-live-1", "force": true});

@@ -118,23 +118,13 @@ async fn hyops_rebuild_recreates_the_pool_and_refuses_a_wrong_confirm_module() {
     let inputs = w.overlay("pool.yml", DEMO);
     w.module("apply", &inputs, &[]).await.assert_ok();
     let before = w.vms();
-    let modules = w.modules().display().to_string();
-    let inputs_s = inputs.display().to_string();
-    let base = [
-        "rebuild",
-        "--env",
-        "dev",
-        "--module",
-        "platform/onprem/platform-vm",
-        "--module-root",
-        modules.as_str(),
-        "--inputs",
-        inputs_s.as_str(),
-        "--yes",
-    ];
-    let mut wrong = base.to_vec();
-    wrong.extend(["--confirm-module", "platform/onprem/netbox"]);
-    let refused = w.hyops(&wrong).await;
+    let refused = w
+        .module(
+            "rebuild",
+            &inputs,
+            &["--yes", "--confirm-module", "platform/onprem/netbox"],
+        )
+        .await;
     assert_ne!(refused.code, 0);
     assert!(
         format!("{}{}", refused.stdout, refused.stderr).contains(
@@ -151,9 +141,13 @@ async fn hyops_rebuild_recreates_the_pool_and_refuses_a_wrong_confirm_module() {
         w.sim.counters().get(clone.0, clone.1),
         w.sim.counters().get(delete.0, delete.1),
     );
-    let mut right = base.to_vec();
-    right.extend(["--confirm-module", "platform/onprem/platform-vm"]);
-    w.hyops(&right).await.assert_ok();
+    w.module(
+        "rebuild",
+        &inputs,
+        &["--yes", "--confirm-module", "platform/onprem/platform-vm"],
+    )
+    .await
+    .assert_ok();
     let after = w.vms();
     assert_eq!(
         after.keys().collect::<Vec<_>>(),
@@ -256,20 +250,10 @@ async fn state_instance_slots_stay_apart() {
 /// Two `hyops apply` on one slot at once, on a slow simulator (clones take seconds).
 async fn two_concurrent_applies(w: &World) -> (upstream_hyops::Run, upstream_hyops::Run) {
     let inputs = w.overlay("pool.yml", DEMO);
-    let modules = w.modules().display().to_string();
-    let inputs = inputs.display().to_string();
-    let args = [
-        "apply",
-        "--env",
-        "dev",
-        "--module",
-        "platform/onprem/platform-vm",
-        "--module-root",
-        modules.as_str(),
-        "--inputs",
-        inputs.as_str(),
-    ];
-    tokio::join!(w.hyops(&args), w.hyops(&args))
+    tokio::join!(
+        w.module("apply", &inputs, &[]),
+        w.module("apply", &inputs, &[])
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -333,17 +317,8 @@ async fn the_plugin_without_the_binary_gives_one_line_naming_hyops_pve_bin() {
     }
     // hyops' PATH lookup: unset and not on PATH.
     w.env.remove("HYOPS_PVE_BIN");
-    let mut c = w.command(&[
-        "apply",
-        "--env",
-        "dev",
-        "--module",
-        "platform/onprem/platform-vm",
-        "--module-root",
-        &w.modules().display().to_string(),
-        "--inputs",
-        &inputs.display().to_string(),
-    ]);
+    let args = w.module_args("apply", &inputs, &[]);
+    let mut c = w.command(&args.iter().map(String::as_str).collect::<Vec<_>>());
     c.env_remove("HYOPS_PVE_BIN").env("PATH", "/usr/bin:/bin");
     let out = tokio::task::spawn_blocking(move || c.output().unwrap())
         .await
@@ -494,17 +469,8 @@ async fn ctrl_c_during_hyops_apply_is_cancelled_and_recorded_by_both() {
         return;
     };
     let inputs = w.overlay("pool.yml", DEMO);
-    let mut c = w.command(&[
-        "apply",
-        "--env",
-        "dev",
-        "--module",
-        "platform/onprem/platform-vm",
-        "--module-root",
-        &w.modules().display().to_string(),
-        "--inputs",
-        &inputs.display().to_string(),
-    ]);
+    let args = w.module_args("apply", &inputs, &[]);
+    let mut c = w.command(&args.iter().map(String::as_str).collect::<Vec<_>>());
     // Its own process group, as a terminal's foreground job: Ctrl-C reaches hyops and the
     // hyops-pve child alike.
     c.process_group(0)

@@ -24,8 +24,8 @@ use serde_json::{json, Map, Value};
 use crate::cli::ModuleArgs;
 use crate::commands::context::{Ctx, DriverFrame};
 use crate::commands::phases::{
-    apply_result, destroy_phase, execute_plan, make_plan, preflight_phase, resolve, start_run,
-    validate_model, write_inputs_evidence,
+    apply_result, destroy_phase, execute_plan, make_plan, preflight_phase, reachable_client,
+    resolve, start_run, validate_model, write_inputs_evidence,
 };
 use crate::commands::state_ops::{detach_phase, import_phase, unlock_phase};
 use crate::commands::{CliError, EXIT_ERROR, EXIT_OK};
@@ -253,13 +253,7 @@ async fn preflight(ctx: &Ctx, lifecycle: Lifecycle) -> Result<DriverResult, CliE
         let creds = ctx.credentials()?;
         let resolved = resolve(ctx, LifecycleCommand::Destroy, Some(&creds))?;
         write_inputs_evidence(ctx, &run, "preflight", &resolved)?;
-        let client = ctx.client(&creds)?;
-        client.version().await.map_err(|e| {
-            CliError::msg(format!(
-                "preflight failed: Proxmox API at {} is not reachable with the configured token: {e}",
-                creds.url
-            ))
-        })?;
+        reachable_client(ctx, &creds).await?;
         resolved.warnings
     } else {
         let command = match lifecycle {

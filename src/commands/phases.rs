@@ -282,6 +282,21 @@ pub fn limits(ctx: &Ctx, inputs: &ModuleInputs) -> Limits {
     )
 }
 
+/// The Proxmox client for `creds`, after one `GET /version` proves the API answers the token.
+pub async fn reachable_client(
+    ctx: &Ctx,
+    creds: &ProxmoxCredentials,
+) -> Result<PveClient, CliError> {
+    let client = ctx.client(creds)?;
+    client.version().await.map_err(|e| {
+        CliError::msg(format!(
+            "preflight failed: Proxmox API at {} is not reachable with the configured token: {e}",
+            creds.url
+        ))
+    })?;
+    Ok(client)
+}
+
 /// Everything checked before a mutating run, without changing anything.
 pub struct Preflighted {
     pub creds: ProxmoxCredentials,
@@ -353,13 +368,7 @@ pub async fn preflight_phase(
     let guard = vm_set_guards(ctx, &resolved.model)?;
     warnings.extend(guard.warnings.clone());
     let (template_vmid, template_hint) = template_vmid(ctx, &resolved.model, &mut warnings)?;
-    let client = ctx.client(&creds)?;
-    client.version().await.map_err(|e| {
-        CliError::msg(format!(
-            "preflight failed: Proxmox API at {} is not reachable with the configured token: {e}",
-            creds.url
-        ))
-    })?;
+    let client = reachable_client(ctx, &creds).await?;
     Ok(Preflighted {
         creds,
         resolved,
@@ -416,7 +425,7 @@ pub fn print_plan(ctx: &Ctx, plan: &PlanArtifact) {
 
 /// The executor for this run: the journal in the evidence dir, the progress display, the
 /// scheduling limits.
-fn executor(
+pub fn executor(
     ctx: &Ctx,
     run: &Run,
     client: PveClient,

@@ -9,22 +9,18 @@
 //! Like [`super::phases`], they never write HyOps module state: hyops records their results.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
 use crate::apply::engine;
-use crate::apply::executor::{Executor, Timeouts};
+use crate::apply::executor::Timeouts;
 use crate::apply::import::{import_vm, observe_slot, ImportRequest};
-use crate::apply::journal::Journal;
-use crate::apply::limits::Scheduler;
 use crate::commands::context::Ctx;
 use crate::commands::phases::{
-    identity, limits, make_plan, preflight_phase, prior_ids, resolve, write_inputs_evidence,
+    executor, identity, make_plan, preflight_phase, prior_ids, resolve, write_inputs_evidence,
     Preflighted, Run,
 };
-use crate::commands::progress::progress_for;
 use crate::commands::CliError;
 use crate::hyops::protocol::{DetachSelection, DetachTarget, ImportTarget};
 use crate::hyops::runid::utc_now;
@@ -109,20 +105,18 @@ async fn read_outputs(ctx: &Ctx, run: &Run, pf: &Preflighted) -> Result<Value, C
     for v in &mut plan.vms {
         v.action = VmAction::Noop;
     }
-    let journal = Journal::open(&run.evidence.join("apply_journal.jsonl"), &run.run_id)
-        .map_err(|e| CliError::msg(e.to_string()))?;
-    let (progress, _bar) = progress_for(plan.vms.len(), true);
-    let exec = Arc::new(Executor {
-        client: pf.client.clone(),
-        scheduler: Scheduler::new(limits(ctx, &pf.resolved.model)),
-        journal: Arc::new(journal),
-        timeouts: Timeouts {
-            agent_wait: Duration::ZERO,
-            ..Timeouts::default()
-        },
-        progress,
-        writes: Default::default(),
-    });
+    let timeouts = Timeouts {
+        agent_wait: Duration::ZERO,
+        ..Timeouts::default()
+    };
+    let (exec, _bar) = executor(
+        ctx,
+        run,
+        pf.client.clone(),
+        &pf.resolved.model,
+        timeouts,
+        plan.vms.len(),
+    )?;
     let module_node = pf
         .resolved
         .model

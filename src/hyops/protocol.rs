@@ -314,19 +314,11 @@ fn opt_str<'a>(obj: &'a Map<String, Value>, field: &str) -> Result<Option<&'a st
         Some(Value::String(s)) => Ok(Some(s.as_str())),
         Some(other) => Err(RequestError::new(
             field,
-            format!("must be a string, found {}", json_type(other)),
+            format!(
+                "must be a string, found {}",
+                crate::inputs::value_kind(other)
+            ),
         )),
-    }
-}
-
-fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
     }
 }
 
@@ -349,7 +341,10 @@ fn sub_object<'a>(
         Some(Value::Object(m)) => Ok(Some(m)),
         Some(other) => Err(RequestError::new(
             field,
-            format!("must be an object, found {}", json_type(other)),
+            format!(
+                "must be an object, found {}",
+                crate::inputs::value_kind(other)
+            ),
         )),
     }
 }
@@ -365,7 +360,10 @@ fn req_object<'a>(
         }
         Some(other) => Err(RequestError::new(
             field,
-            format!("must be an object, found {}", json_type(other)),
+            format!(
+                "must be an object, found {}",
+                crate::inputs::value_kind(other)
+            ),
         )),
     }
 }
@@ -530,7 +528,10 @@ pub fn parse_request(value: &Value) -> Result<ParsedRequest, RequestError> {
     let Value::Object(obj) = value else {
         return Err(RequestError::new(
             "request",
-            format!("must be a JSON object, found {}", json_type(value)),
+            format!(
+                "must be a JSON object, found {}",
+                crate::inputs::value_kind(value)
+            ),
         ));
     };
     let command_raw = req_str(obj, "command", &format!("one of {DRIVER_COMMANDS}"))?;
@@ -663,7 +664,7 @@ pub fn parse_request(value: &Value) -> Result<ParsedRequest, RequestError> {
                 "inputs",
                 format!(
                     "must be an object of resolved inputs, found {}",
-                    json_type(other)
+                    crate::inputs::value_kind(other)
                 ),
             ))
         }

@@ -58,7 +58,7 @@ pub use error::{FailureKind, InputsError, ValidationFailure, MODULE_REF};
 pub use model::*;
 pub use naming::{name_prefix, physical_name};
 pub use overlay::{
-    apply_env_overrides, load_overlay_file, merge_operator_inputs, parse_overlay_yaml,
+    apply_env_overrides, load_overlay_file, merge_operator_inputs, parse_overlay_yaml, value_kind,
 };
 pub use sanitize::sanitize_rerun_inputs;
 pub use validate::{
@@ -207,15 +207,9 @@ pub fn resolve_prepared_inputs(
     inputs: &Value,
 ) -> Result<ResolvedInputs, InputsError> {
     if !inputs.is_object() {
-        let found = match inputs {
-            Value::Null => "null",
-            Value::Bool(_) => "a boolean",
-            Value::Number(_) => "a number",
-            Value::String(_) => "a string",
-            Value::Array(_) => "a list",
-            Value::Object(_) => "a mapping",
-        };
-        return Err(InputsError::PreparedNotMapping(found.into()));
+        return Err(InputsError::PreparedNotMapping(
+            overlay::value_kind(inputs).into(),
+        ));
     }
     finish_resolution(req, inputs.clone())
 }

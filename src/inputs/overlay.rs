@@ -34,7 +34,7 @@ pub fn parse_overlay_yaml(text: &str) -> Result<Value, String> {
         other => {
             return Err(format!(
                 "the top level must be a mapping of inputs, found {}",
-                type_name(&other)
+                value_kind(&other)
             ))
         }
     };
@@ -45,7 +45,8 @@ pub fn parse_overlay_yaml(text: &str) -> Result<Value, String> {
     Ok(Value::Object(map))
 }
 
-fn type_name(v: &Value) -> &'static str {
+/// What kind of value `v` is, for messages: `a mapping`, `a list`, `a string`, ….
+pub fn value_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -184,22 +184,30 @@ impl World {
             .expect("join")
     }
 
-    /// `hyops <cmd> --env dev --module platform/onprem/platform-vm --module-root M --inputs F`.
-    pub async fn module(&self, cmd: &str, inputs: &Path, extra: &[&str]) -> Run {
-        let modules = self.modules().display().to_string();
-        let inputs = inputs.display().to_string();
-        let mut args = vec![
+    /// `<cmd> --env dev --module platform/onprem/platform-vm --module-root M --inputs F <extra>`.
+    pub fn module_args(&self, cmd: &str, inputs: &Path, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = [
             cmd,
             "--env",
             "dev",
             "--module",
             "platform/onprem/platform-vm",
             "--module-root",
-            &modules,
-            "--inputs",
-            &inputs,
-        ];
-        args.extend_from_slice(extra);
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.push(self.modules().display().to_string());
+        args.push("--inputs".into());
+        args.push(inputs.display().to_string());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    }
+
+    /// `hyops` with [`World::module_args`].
+    pub async fn module(&self, cmd: &str, inputs: &Path, extra: &[&str]) -> Run {
+        let args = self.module_args(cmd, inputs, extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.hyops(&args).await
     }
 
