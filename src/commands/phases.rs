@@ -309,6 +309,40 @@ pub struct Preflighted {
     pub checks: hyops::PreflightReport,
 }
 
+impl Preflighted {
+    /// The module's node: `inputs.node_name`, else the credentials' node.
+    pub fn module_node(&self) -> String {
+        self.resolved
+            .model
+            .node_name
+            .clone()
+            .unwrap_or_else(|| self.creds.node.clone())
+    }
+
+    /// The executor for a plan of `total` VMs, waiting up to `agent_wait` for guest-agent
+    /// addresses after a start.
+    pub fn executor(
+        &self,
+        ctx: &Ctx,
+        run: &Run,
+        agent_wait: Duration,
+        total: usize,
+    ) -> Result<(Arc<Executor>, Option<indicatif::ProgressBar>), CliError> {
+        let timeouts = Timeouts {
+            agent_wait,
+            ..Timeouts::default()
+        };
+        executor(
+            ctx,
+            run,
+            self.client.clone(),
+            &self.resolved.model,
+            timeouts,
+            total,
+        )
+    }
+}
+
 /// API-free checks, inputs, guards, template state, then Proxmox reachability.
 /// With `bypassed` (an operator-approved `--skip-preflight`, or a driver-mode apply whose
 /// preflight hyops already ran), failed API-free checks become warnings; what the engine
@@ -425,7 +459,7 @@ pub fn print_plan(ctx: &Ctx, plan: &PlanArtifact) {
 
 /// The executor for this run: the journal in the evidence dir, the progress display, the
 /// scheduling limits.
-pub fn executor(
+fn executor(
     ctx: &Ctx,
     run: &Run,
     client: PveClient,
@@ -472,25 +506,9 @@ pub async fn execute_plan(
             .map_err(|e| CliError::msg(e.to_string()))?;
     }
     print_plan(ctx, &plan);
-    let readiness = &pf.resolved.model.readiness;
-    let timeouts = Timeouts {
-        agent_wait: Duration::from_secs(readiness.connectivity_wait_s),
-        ..Timeouts::default()
-    };
-    let (exec, bar) = executor(
-        ctx,
-        run,
-        pf.client.clone(),
-        &pf.resolved.model,
-        timeouts,
-        plan.vms.len(),
-    )?;
-    let module_node = pf
-        .resolved
-        .model
-        .node_name
-        .clone()
-        .unwrap_or_else(|| pf.creds.node.clone());
+    let agent_wait = Duration::from_secs(pf.resolved.model.readiness.connectivity_wait_s);
+    let (exec, bar) = pf.executor(ctx, run, agent_wait, plan.vms.len())?;
+    let module_node = pf.module_node();
     let apply = engine::apply_plan(&exec, &plan, &module_node, &pf.resolved.model.tags);
     let report = tokio::select! {
         r = apply => r,

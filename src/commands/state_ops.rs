@@ -14,12 +14,11 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 use crate::apply::engine;
-use crate::apply::executor::Timeouts;
 use crate::apply::import::{import_vm, observe_slot, ImportRequest};
 use crate::commands::context::Ctx;
 use crate::commands::phases::{
-    executor, identity, make_plan, preflight_phase, prior_ids, resolve, write_inputs_evidence,
-    Preflighted, Run,
+    identity, make_plan, preflight_phase, prior_ids, resolve, write_inputs_evidence, Preflighted,
+    Run,
 };
 use crate::commands::CliError;
 use crate::hyops::protocol::{DetachSelection, DetachTarget, ImportTarget};
@@ -105,25 +104,8 @@ async fn read_outputs(ctx: &Ctx, run: &Run, pf: &Preflighted) -> Result<Value, C
     for v in &mut plan.vms {
         v.action = VmAction::Noop;
     }
-    let timeouts = Timeouts {
-        agent_wait: Duration::ZERO,
-        ..Timeouts::default()
-    };
-    let (exec, _bar) = executor(
-        ctx,
-        run,
-        pf.client.clone(),
-        &pf.resolved.model,
-        timeouts,
-        plan.vms.len(),
-    )?;
-    let module_node = pf
-        .resolved
-        .model
-        .node_name
-        .clone()
-        .unwrap_or_else(|| pf.creds.node.clone());
-    let report = engine::apply_plan(&exec, &plan, &module_node, &pf.resolved.model.tags).await;
+    let (exec, _bar) = pf.executor(ctx, run, Duration::ZERO, plan.vms.len())?;
+    let report = engine::apply_plan(&exec, &plan, &pf.module_node(), &pf.resolved.model.tags).await;
     if let Some(err) = report.error_summary() {
         return Err(CliError::msg(err));
     }
