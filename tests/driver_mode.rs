@@ -595,3 +595,93 @@ async fn a_pool_made_by_the_cli_is_left_unchanged_by_a_driver_apply_on_the_same_
     assert_eq!(h.sim.counters().writes, writes);
     assert_eq!(h.vms().len(), 3);
 }
+
+#[tokio::test]
+async fn state_detach_of_the_whole_slot_needs_every_vmid_and_then_destroy_touches_nothing() {
+    let h = Harness::start().await;
+    ok(&run(
+        &h,
+        &request(&h, "apply", "apply-w0", &resolved_inputs(DEMO)),
+    )
+    .await);
+    let ids: Vec<String> = ["app-01", "app-02", "db-01"]
+        .iter()
+        .map(|k| vmid_of(&h, k).to_string())
+        .collect();
+    let mut req = request(
+        &h,
+        "state_detach",
+        "state-detach-w1",
+        &resolved_inputs(DEMO),
+    );
+    req["state"] =
+        json!({"resource_address": "*", "expected_resource_id": ids[..2].join(","), "force": true});
+    let err = error_of(&run(&h, &req).await);
+    assert!(err.contains("resource id mismatch for *"), "{err}");
+    req["state"]["expected_resource_id"] = json!(ids.join(","));
+    ok(&run(&h, &req).await);
+    let before = h.vms();
+    ok(&run(
+        &h,
+        &request(&h, "destroy", "destroy-w2", &resolved_inputs(DEMO)),
+    )
+    .await);
+    assert_eq!(
+        h.vms(),
+        before,
+        "detached VMs are not this slot's to destroy"
+    );
+}
+
+#[tokio::test]
+async fn a_detach_record_is_dropped_once_its_vm_is_gone() {
+    let h = Harness::start().await;
+    ok(&run(
+        &h,
+        &request(&h, "apply", "apply-g0", &resolved_inputs(DEMO)),
+    )
+    .await);
+    let app01 = vmid_of(&h, "app-01");
+    let mut req = request(
+        &h,
+        "state_detach",
+        "state-detach-g1",
+        &resolved_inputs(DEMO),
+    );
+    req["state"] = json!({"resource_address": "app-01", "expected_resource_id": app01.to_string(), "force": true});
+    ok(&run(&h, &req).await);
+    let record = h
+        .root()
+        .join("state/detached/platform__onprem__platform-vm.json");
+    let vms_in = |p: &Path| -> usize {
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+        v["vms"].as_array().unwrap().len()
+    };
+    assert_eq!(vms_in(&record), 1);
+    // Someone removes the forgotten VM; its VMID may now be reused by anyone.
+    let c = h.raw_client();
+    let base = format!("{}/nodes/pve1/qemu/{app01}", h.sim.url());
+    for (method, url) in [
+        (reqwest::Method::POST, format!("{base}/status/stop")),
+        (reqwest::Method::DELETE, format!("{base}?purge=1")),
+    ] {
+        let r = c
+            .request(method, url)
+            .header("Authorization", h.sim.token_header())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{:?}", r.text().await);
+        h.settle().await;
+    }
+    ok(&run(
+        &h,
+        &request(&h, "apply", "apply-g2", &resolved_inputs(DEMO)),
+    )
+    .await);
+    assert_eq!(
+        vms_in(&record),
+        0,
+        "the record of a VM that is gone is dropped"
+    );
+}
