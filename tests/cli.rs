@@ -89,7 +89,7 @@ fn env_and_root_are_exclusive() {
     bin()
         .args(["validate", "--env", "dev", "--root", "/tmp/x"])
         .assert()
-        .code(2)
+        .code(64)
         .stderr(predicate::str::contains("cannot be used with"));
 }
 
@@ -149,10 +149,11 @@ fn the_readme_first_command_applies_then_reapplies_as_a_noop_then_destroys() {
             .env("HYOPS_PVE_SIM_HOME", home.path());
         c
     };
-    apply().assert().success().stdout(
-        predicate::str::contains("run record: ")
-            .and(predicate::str::contains("apply ok: 3 created")),
-    );
+    apply()
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("apply ok: 3 created"))
+        .stderr(predicate::str::contains("run record: "));
     apply()
         .assert()
         .success()

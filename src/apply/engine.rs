@@ -206,15 +206,44 @@ impl ApplyReport {
             .filter(|o| o.status != "ok")
             .map(|o| format!("{}: {}", o.key, o.error.clone().unwrap_or_default()))
             .collect();
-        (!failed.is_empty()).then(|| {
-            format!(
-                "{} of {} VM(s) failed: {}",
-                failed.len(),
-                self.outcomes.len(),
-                failed.join("; ")
-            )
-        })
+        (!failed.is_empty()).then(|| summarize_failures(&failed, self.outcomes.len()))
     }
+}
+
+/// One short line for any number of per-VM failures (`"<key>: <error>"` each): the count, the
+/// first failure in full (up to 300 characters) and the keys of the next few. The full list
+/// belongs in the report files, not in an error line (84 failed VMs once made a 14 KB line).
+pub fn summarize_failures(failed: &[String], total: usize) -> String {
+    const FIRST_MAX: usize = 300;
+    const MORE_KEYS: usize = 5;
+    let Some(first) = failed.first() else {
+        return format!("0 of {total} VM(s) failed");
+    };
+    let first = if first.chars().count() > FIRST_MAX {
+        let cut: String = first.chars().take(FIRST_MAX).collect();
+        format!("{cut}…")
+    } else {
+        first.clone()
+    };
+    let mut line = format!("{} of {total} VM(s) failed: {first}", failed.len());
+    let rest: Vec<&str> = failed[1..]
+        .iter()
+        .map(|f| f.split_once(": ").map_or(f.as_str(), |(k, _)| k))
+        .collect();
+    if !rest.is_empty() {
+        let shown = rest
+            .iter()
+            .take(MORE_KEYS)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(", ");
+        let hidden = rest.len().saturating_sub(MORE_KEYS);
+        line.push_str(&format!("; also failed: {shown}"));
+        if hidden > 0 {
+            line.push_str(&format!(" and {hidden} more"));
+        }
+    }
+    line
 }
 
 /// Execute a plan.

@@ -1,6 +1,7 @@
-//! Executor: applies a plan under concurrency limits with lock-aware retries, records the
-//! journal, reads back facts for the outputs, destroys provably-owned VMs and adopts existing
-//! ones (import).
+//! Executor: applies a plan under concurrency limits, one unit per step (`steps`) retried by
+//! the one retry policy on the Proxmox error table, records the journal, reads back facts for
+//! the outputs, destroys provably-owned VMs and adopts existing ones (import); Ctrl-C cancels
+//! through a token so every started step is journalled to its end.
 
 pub mod engine;
 pub mod executor;
@@ -8,3 +9,4 @@ pub mod import;
 pub mod journal;
 pub mod limits;
 pub mod outputs;
+pub mod steps;

@@ -3,6 +3,11 @@
 //! and the Proxmox client built from the credentials. The same frame serves the HyOps driver
 //! mode ([`DriverFrame`]): there hyops has chosen the run id and evidence dir and resolved
 //! the inputs, and owns the state. Part of the CLI layer.
+//!
+//! `--sim` never touches a real root: the simulator's root must be new, empty or already a
+//! simulator root ([`crate::commands::simroot::check_sim_root`]), and the variables that could point a run at
+//! real credentials (`HYOPS_PROXMOX_TFVARS`, `PROXMOX_*`, the vault password sources) are
+//! dropped from the run's environment, with a note naming them.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -12,7 +17,7 @@ use serde_json::Value;
 
 use crate::cli::ModuleArgs;
 use crate::commands::simroot::SimSession;
-use crate::commands::CliError;
+use crate::commands::{output, CliError};
 use crate::hyops::{
     load_proxmox_credentials, password_source, read_password, read_vault_env, ModuleRef,
     ProxmoxCredentials, RootSource, RuntimeRoot, StateInstance,
@@ -80,11 +85,6 @@ impl Ctx {
         })
     }
 
-    /// True when human lines go to stdout: not with `--json`, never in driver mode (there
-    /// stdout carries exactly one result document).
-    pub fn human(&self) -> bool {
-        !self.args.json && self.driver.is_none()
-    }
 
     /// Resolve everything but credentials from the process environment. With `--sim`, also
     /// starts the simulator.
@@ -96,7 +96,7 @@ impl Ctx {
     /// nothing depends on the process environment).
     pub async fn build(
         args: &ModuleArgs,
-        env_vars: BTreeMap<String, String>,
+        mut env_vars: BTreeMap<String, String>,
     ) -> Result<Self, CliError> {
         let module =
             canonical_module_ref(&args.module).map_err(|e| CliError::msg(e.to_string()))?;
@@ -117,10 +117,19 @@ impl Ctx {
                 .clone()
                 .or_else(|| hyops_env.clone())
                 .unwrap_or_else(|| "dev".into());
+            let ignored = scrub_for_sim(&mut env_vars);
+            if !ignored.is_empty() {
+                output::progress(&format!(
+                    "note: --sim ignores {} (the simulator's own credentials are used)",
+                    ignored.join(", ")
+                ));
+            }
             let session = SimSession::start(
                 &env,
                 args.root.as_deref(),
                 args.sim_cluster.as_deref(),
+                args.sim_faults.as_deref(),
+                Duration::from_secs(args.lock_wait_s),
                 &env_vars,
             )
             .await?;
@@ -160,12 +169,31 @@ impl Ctx {
         })
     }
 
+    /// Refuse a runtime root that does not exist (a mistyped `--env` or `--root`): nothing is
+    /// created, and the message names the envs that do exist.
+    pub fn require_existing_root(&self) -> Result<(), CliError> {
+        if self.root.path().is_dir() {
+            return Ok(());
+        }
+        Err(CliError::msg(missing_root_message(
+            self.root.path(),
+            self.args.env.as_deref().or(self.env_name.as_deref()),
+        )))
+    }
+
     /// Credentials from the tfvars file, the env and the runtime vault (when a password
     /// source is configured). Never logs a value.
     pub fn credentials(&self) -> Result<ProxmoxCredentials, CliError> {
         let vault = self.vault()?;
-        load_proxmox_credentials(&self.root, &self.env_vars, vault.as_ref())
-            .map_err(CliError::hyops)
+        self.credentials_with(vault.as_ref())
+    }
+
+    /// [`Ctx::credentials`] with an already decrypted vault.
+    pub fn credentials_with(
+        &self,
+        vault: Option<&BTreeMap<String, Secret>>,
+    ) -> Result<ProxmoxCredentials, CliError> {
+        load_proxmox_credentials(&self.root, &self.env_vars, vault).map_err(CliError::hyops)
     }
 
     /// The decrypted runtime vault, when it exists and a password source is configured.
@@ -202,13 +230,41 @@ impl Ctx {
             },
         );
         cfg.tls = tls;
-        cfg.request_timeout = Duration::from_secs(90);
+        let scale = self.time_scale();
+        // Against a time-scaled simulator the read budget shrinks with simulated time; a
+        // request itself is real network work, so its timeout keeps a floor of 10 s.
+        cfg.request_timeout = Duration::from_secs(90)
+            .mul_f64(scale.min(1.0))
+            .max(Duration::from_secs(10));
+        cfg.read_retry = cfg.read_retry.scaled(scale);
+        if let Some(v) = self.env_vars.get("HYOPS_PVE_MAX_RESPONSE_MIB") {
+            let mib: u64 = v.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                CliError::msg(format!(
+                    "HYOPS_PVE_MAX_RESPONSE_MIB={v:?} must be a positive whole number of MiB"
+                ))
+            })?;
+            cfg.max_response_bytes = mib.saturating_mul(1 << 20);
+        }
         PveClient::new(cfg).map_err(|e| {
             CliError::msg(format!(
                 "cannot build the Proxmox client for {}: {e}",
                 creds.url
             ))
         })
+    }
+
+    /// Real seconds per engine second: the simulator's time scale with `--sim`, else
+    /// `HYOPS_PVE_ENGINE_TIME_SCALE` (for tests against a time-scaled simulator), else 1.
+    /// Scales every engine deadline, backoff and poll interval.
+    pub fn time_scale(&self) -> f64 {
+        if let Some(s) = &self.sim {
+            return s.time_scale();
+        }
+        self.env_vars
+            .get("HYOPS_PVE_ENGINE_TIME_SCALE")
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|f| f.is_finite() && *f > 0.0 && *f <= 1.0)
+            .unwrap_or(1.0)
     }
 
     /// `latest` or `instance:<name>`.
@@ -235,4 +291,93 @@ impl Ctx {
         }
         Ok(())
     }
+}
+
+/// Variables that could point a `--sim` run at real infrastructure: the credentials file
+/// override, every `PROXMOX_*` fallback and the vault password sources.
+fn is_real_target_var(name: &str) -> bool {
+    name == "HYOPS_PROXMOX_TFVARS"
+        || name.starts_with("PROXMOX_")
+        || matches!(
+            name,
+            "HYOPS_VAULT_PASSWORD_FILE"
+                | "ANSIBLE_VAULT_PASSWORD_FILE"
+                | "HYOPS_VAULT_PASSWORD_COMMAND"
+                | "HYOPS_VAULT_PASS_SCRIPT"
+        )
+}
+
+/// Drop [`is_real_target_var`] variables from a `--sim` run's environment; returns their names.
+pub fn scrub_for_sim(env: &mut BTreeMap<String, String>) -> Vec<String> {
+    let names: Vec<String> = env
+        .keys()
+        .filter(|k| is_real_target_var(k))
+        .cloned()
+        .collect();
+    for n in &names {
+        env.remove(n);
+    }
+    names
+}
+
+/// "runtime root … does not exist" with the envs that do exist beside it.
+pub fn missing_root_message(root: &std::path::Path, env: Option<&str>) -> String {
+    let mut msg = format!(
+        "runtime root {} does not exist; nothing was created",
+        root.display()
+    );
+    let parent = root.parent();
+    let known: Vec<String> = parent
+        .and_then(|p| std::fs::read_dir(p).ok())
+        .map(|rd| {
+            let mut v: Vec<String> = rd
+                .filter_map(Result::ok)
+                .filter(|e| e.path().is_dir())
+                .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                .collect();
+            v.sort();
+            v
+        })
+        .unwrap_or_default();
+    match env {
+        Some(e) => {
+            if let (false, Some(p)) = (known.is_empty(), parent) {
+                msg.push_str(&format!(
+                    ". Envs in {}: {}",
+                    p.display(),
+                    known.join(", ")
+                ));
+            } else {
+                msg.push_str(". No HyOps env exists on this machine yet");
+            }
+            msg.push_str(&format!(
+                ". Check the spelling of --env {e}, or create the env with `hyops init proxmox --env {e}`"
+            ));
+        }
+        None => msg.push_str(
+            ". Check the --root / HYOPS_RUNTIME_ROOT path, or create the root with `hyops init proxmox`",
+        ),
+    }
+    msg
+}
+
+/// Commands that resolve inputs need an operator overlay: `--inputs`, or `HYOPS_INPUTS_JSON` /
+/// `HYOPS_INPUT_<path>`. Checked before anything else, so the operator reads this and not a
+/// validation message about what the missing overlay would have said.
+pub fn require_inputs(
+    args: &ModuleArgs,
+    env: &BTreeMap<String, String>,
+    command: &str,
+) -> Result<(), CliError> {
+    crate::inputs::canonical_module_ref(&args.module).map_err(|e| CliError::msg(e.to_string()))?;
+    let from_env = env.iter().any(|(k, v)| {
+        (k == "HYOPS_INPUTS_JSON" || k.starts_with("HYOPS_INPUT_")) && !v.trim().is_empty()
+    });
+    if args.inputs.is_some() || from_env {
+        return Ok(());
+    }
+    Err(CliError::msg(format!(
+        "{command} needs the operator inputs: add --inputs FILE (your overlay, e.g. examples/inputs.typical.yml); \
+         HYOPS_INPUTS_JSON or HYOPS_INPUT_<path> may supply them instead"
+    )))
 }

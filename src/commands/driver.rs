@@ -24,8 +24,8 @@ use serde_json::{json, Map, Value};
 use crate::cli::ModuleArgs;
 use crate::commands::context::{Ctx, DriverFrame};
 use crate::commands::phases::{
-    apply_result, destroy_phase, execute_plan, make_plan, preflight_phase, reachable_client,
-    resolve, start_run, validate_model, write_inputs_evidence,
+    apply_result, destroy_execute, destroy_prepare, execute_plan, make_plan, preflight_phase,
+    reachable_client, resolve, start_run, validate_model, write_inputs_evidence,
 };
 use crate::commands::state_ops::{detach_phase, import_phase, unlock_phase};
 use crate::commands::{CliError, EXIT_ERROR, EXIT_OK};
@@ -40,6 +40,43 @@ use crate::inputs::LifecycleCommand;
 pub const DEFAULT_LOCK_WAIT_S: u64 = 30;
 /// Env var overriding [`DEFAULT_LOCK_WAIT_S`].
 pub const LOCK_WAIT_ENV: &str = "HYOPS_PVE_LOCK_WAIT_S";
+
+/// `hyops-pve driver` from the process entry: its own async runtime, and a panic (a bug)
+/// still answers one error result (exit 70), so hyops never reads a non-object.
+pub fn main(request_file: Option<&Path>) -> i32 {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            print_result(&DriverResult::error(
+                "",
+                "unknown",
+                format!("cannot start the async runtime: {e}"),
+            ));
+            return EXIT_ERROR;
+        }
+    };
+    let outcome = super::guard(|| Ok(runtime.block_on(driver(request_file))));
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            print_result(&DriverResult::error("", "unknown", e.message));
+            e.code
+        }
+    }
+}
+
+/// The one result document, on one stdout line.
+fn print_result(result: &DriverResult) {
+    let text = serde_json::to_string(&result.to_value()).unwrap_or_else(|_| {
+        r#"{"status":"error","error":"hyops-pve driver could not serialise its result"}"#
+            .to_string()
+    });
+    super::output::write_stdout(&format!("{text}\n"));
+}
 
 /// Run `hyops-pve driver`: read the request, print the result; returns the exit code.
 pub async fn driver(request_file: Option<&Path>) -> i32 {
@@ -59,13 +96,7 @@ pub async fn driver(request_file: Option<&Path>) -> i32 {
         Ok(t) => run_request_text(&t, env).await,
         Err(e) => DriverResult::error("", "unknown", e),
     };
-    println!(
-        "{}",
-        serde_json::to_string(&result.to_value()).unwrap_or_else(|_| {
-            r#"{"status":"error","error":"hyops-pve driver could not serialise its result"}"#
-                .to_string()
-        })
-    );
+    print_result(&result);
     if result.error.is_none() {
         EXIT_OK
     } else {
@@ -219,8 +250,11 @@ async fn run_request(
             Ok(result)
         }
         DriverCommand::Destroy => {
+            // hyops records no `running` state for destroy (contract §3.4): nothing to write
+            // between the preparation and the deletes.
             let run = start_run(&ctx, RunPrefix::Destroy, true)?;
-            Ok(destroy_phase(&ctx, &run).await?.result)
+            let prep = destroy_prepare(&ctx, &run)?;
+            Ok(destroy_execute(&ctx, &run, &prep).await?.result)
         }
         DriverCommand::Import(target) => {
             let run = start_run(&ctx, RunPrefix::Import, true)?;

@@ -9,13 +9,14 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-use crate::cli::{ModuleArgs, PreflightBypass};
-use crate::commands::context::Ctx;
+use crate::cli::{ModuleArgs, PreflightBypass, StateShowArgs};
+use crate::commands::context::{require_inputs, Ctx};
+use crate::commands::output;
 use crate::commands::phases::{
-    apply_result, destroy_phase, execute_plan, make_plan, preflight_phase, print_plan, start_run,
-    validate_model, Applied, Preflighted, Run,
+    apply_result, destroy_execute, destroy_prepare, execute_plan, make_plan, preflight_phase,
+    print_plan, start_run, validate_model, Applied, Preflighted, Run,
 };
-use crate::commands::{CliError, EXIT_CHANGES, EXIT_ERROR, EXIT_OK};
+use crate::commands::{CliError, EXIT_CANCELLED, EXIT_CHANGES, EXIT_OK};
 use crate::hyops::{
     self, build_input_contract, publish_outputs, write_driver_result, write_json_atomic,
     write_module_state_record, write_rerun_inputs, DriverResult, ModuleState, OkRecord,
@@ -23,10 +24,7 @@ use crate::hyops::{
 };
 use crate::inputs::{sanitize_rerun_inputs, LifecycleCommand};
 
-pub(crate) fn check_bypass(
-    command: &str,
-    bypass: &PreflightBypass,
-) -> Result<Option<String>, CliError> {
+fn check_bypass(command: &str, bypass: &PreflightBypass) -> Result<Option<String>, CliError> {
     if !bypass.skip_preflight {
         return Ok(None);
     }
@@ -47,8 +45,12 @@ pub(crate) fn check_bypass(
 
 /// `hyops-pve preflight`.
 pub async fn preflight(args: &ModuleArgs, strict: bool) -> Result<i32, CliError> {
+    require_inputs(args, &std::env::vars().collect(), "preflight")?;
     let mut ctx = Ctx::new(args).await?;
-    let result = preflight_inner(&ctx, strict).await;
+    let result = match ctx.require_existing_root() {
+        Ok(()) => preflight_inner(&ctx, strict).await,
+        Err(e) => Err(e),
+    };
     ctx.finish().await?;
     result
 }
@@ -100,32 +102,26 @@ pub async fn preflight_inner(ctx: &Ctx, strict: bool) -> Result<i32, CliError> {
     });
     write_json_atomic(&run.evidence.join("preflight_result.json"), &summary)
         .map_err(CliError::hyops)?;
-    if ctx.args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&summary).unwrap_or_default()
-        );
-    } else {
-        for c in &checks {
-            let mark = if c["ok"] == true { "ok  " } else { "FAIL" };
-            println!(
-                "{mark} {}: {}",
-                c["check"].as_str().unwrap_or(""),
-                c["detail"].as_str().unwrap_or("")
-            );
-        }
-        for w in &warnings {
-            println!("WARN: {w}");
-        }
-        if ok {
-            println!("preflight ok: {}", ctx.module_ref.as_str());
+    if let Value::Object(fields) = &summary {
+        for (k, v) in fields {
+            output::field(k, v.clone());
         }
     }
+    for c in &checks {
+        let mark = if c["ok"] == true { "ok  " } else { "FAIL" };
+        output::result_line(&format!(
+            "{mark} {}: {}",
+            c["check"].as_str().unwrap_or(""),
+            c["detail"].as_str().unwrap_or("")
+        ));
+    }
+    for w in &warnings {
+        output::warn(w);
+    }
     match error {
-        None => Ok(EXIT_OK),
-        Some(e) if ctx.args.json => {
-            eprintln!("ERR: {e}");
-            Ok(EXIT_ERROR)
+        None => {
+            output::result_line(&format!("preflight ok: {}", ctx.module_ref.as_str()));
+            Ok(EXIT_OK)
         }
         Some(e) => Err(CliError::msg(e)),
     }
@@ -134,6 +130,7 @@ pub async fn preflight_inner(ctx: &Ctx, strict: bool) -> Result<i32, CliError> {
 /// `hyops-pve validate`: inputs, naming, aliases and guards; the template is resolved when
 /// its state exists (otherwise a warning: plan/apply check it for real).
 pub async fn validate(args: &ModuleArgs) -> Result<i32, CliError> {
+    require_inputs(args, &std::env::vars().collect(), "validate")?;
     let mut ctx = Ctx::new(args).await?;
     let result = validate_inner(&ctx);
     ctx.finish().await?;
@@ -141,7 +138,14 @@ pub async fn validate(args: &ModuleArgs) -> Result<i32, CliError> {
 }
 
 pub fn validate_inner(ctx: &Ctx) -> Result<i32, CliError> {
-    let (resolved, warnings, template) = validate_model(ctx)?;
+    let (resolved, mut warnings, template) = validate_model(ctx)?;
+    if !ctx.root.path().is_dir() {
+        // A mistyped --env is worth saying; validate itself needs no root and creates none.
+        warnings.push(crate::commands::context::missing_root_message(
+            ctx.root.path(),
+            ctx.args.env.as_deref().or(ctx.env_name.as_deref()),
+        ));
+    }
     let out = json!({
         "module_ref": ctx.module_ref.as_str(),
         "state_instance": ctx.instance.as_ref().map(|i| i.as_str()),
@@ -150,21 +154,28 @@ pub fn validate_inner(ctx: &Ctx) -> Result<i32, CliError> {
         "warnings": warnings,
         "model": resolved.model,
     });
-    if ctx.args.json {
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
-    } else {
-        for w in &warnings {
-            println!("WARN: {w}");
-        }
+    for w in &warnings {
+        output::warn(w);
+    }
+    for key in [
+        "module_ref",
+        "state_instance",
+        "env",
+        "template_vm_id",
+        "model",
+    ] {
+        output::field(key, out[key].clone());
+    }
+    if !output::is_json() {
         let yaml = serde_yaml::to_string(&out)
             .map_err(|e| CliError::msg(format!("cannot render the model: {e}")))?;
-        print!("{yaml}");
-        println!(
-            "validate ok: {} ({} VM(s))",
-            ctx.module_ref.as_str(),
-            resolved.model.vms.len()
-        );
+        output::result_text(&yaml);
     }
+    output::result_line(&format!(
+        "validate ok: {} ({} VM(s))",
+        ctx.module_ref.as_str(),
+        resolved.model.vms.len()
+    ));
     Ok(EXIT_OK)
 }
 
@@ -174,8 +185,12 @@ pub async fn plan(
     detailed_exitcode: bool,
     out: Option<&Path>,
 ) -> Result<i32, CliError> {
+    require_inputs(args, &std::env::vars().collect(), "plan")?;
     let mut ctx = Ctx::new(args).await?;
-    let result = plan_inner(&ctx, detailed_exitcode, out).await;
+    let result = match ctx.require_existing_root() {
+        Ok(()) => plan_inner(&ctx, detailed_exitcode, out).await,
+        Err(e) => Err(e),
+    };
     ctx.finish().await?;
     result
 }
@@ -193,13 +208,14 @@ pub async fn plan_inner(
             .map_err(|e| CliError::msg(format!("cannot serialise the plan: {e}")))?;
         write_json_atomic(path, &value).map_err(CliError::hyops)?;
     }
-    print_plan(ctx, &plan);
-    if ctx.args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&plan).unwrap_or_default()
-        );
-    }
+    print_plan(&plan);
+    output::record_warnings(&plan.warnings);
+    output::field("has_changes", json!(plan.summary.has_changes()));
+    output::field(
+        "plan_file",
+        json!(run.evidence.join("plan.json").display().to_string()),
+    );
+    output::field("plan", serde_json::to_value(&plan).unwrap_or(Value::Null));
     Ok(if detailed_exitcode && plan.summary.has_changes() {
         EXIT_CHANGES
     } else {
@@ -214,8 +230,12 @@ pub async fn apply(
     plan_file: Option<&Path>,
 ) -> Result<i32, CliError> {
     let reason = check_bypass("apply", bypass)?;
+    require_inputs(args, &std::env::vars().collect(), "apply")?;
     let mut ctx = Ctx::new(args).await?;
-    let result = apply_inner(&ctx, reason, plan_file).await;
+    let result = match ctx.require_existing_root() {
+        Ok(()) => apply_inner(&ctx, reason, plan_file).await,
+        Err(e) => Err(e),
+    };
     ctx.finish().await?;
     result.map(|_| EXIT_OK)
 }
@@ -228,9 +248,7 @@ pub async fn apply_inner(
 ) -> Result<String, CliError> {
     let run = start_run(ctx, RunPrefix::Apply, true)?;
     let mut decision = PreflightDecision::new("apply", bypass_reason.as_deref());
-    if ctx.human() {
-        println!("progress: phase=preflight");
-    }
+    output::progress("progress: phase=preflight");
     // With a bypass, the same resolution runs (the engine needs it) but its failure is the
     // apply's failure, recorded as such.
     let pf = match preflight_phase(
@@ -278,9 +296,7 @@ pub async fn apply_inner(
                 "cannot record the running state (the run is aborted before any change): {e}"
             ))
         })?;
-    if ctx.human() {
-        println!("progress: phase=apply");
-    }
+    output::progress("progress: phase=apply");
     let outcome = match execute_plan(ctx, &run, &pf, plan_file).await {
         Ok((plan, report)) => apply_result(&run, plan, report),
         Err(e) => Err(e),
@@ -326,18 +342,16 @@ fn finish_apply(
         report,
         result,
     } = applied;
+    output::record_warnings(&plan.warnings);
+    output::field("plan_summary", json!(plan.summary));
+    output::field("writes", json!(report.writes));
+    output::field("api_calls", json!(report.api_calls));
+    output::field("vms", json!(report.outcomes));
     if let Some(err) = &result.error {
+        // Each VM's error was shown once as it happened (progress) and is kept in full in
+        // apply_report.json, driver_result.json and the envelope's `vms`; the state and the
+        // ERR line get the one-line summary.
         let _ = state.persist_error("apply", err);
-        if !ctx.args.json {
-            for o in report.outcomes.iter().filter(|o| o.status != "ok") {
-                eprintln!(
-                    "failed: {} (vmid {}): {}",
-                    o.key,
-                    o.vmid.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
-                    o.error.clone().unwrap_or_default()
-                );
-            }
-        }
         return Err(CliError::msg(err.clone()));
     }
     let raw = report.outputs.as_object().cloned().unwrap_or_default();
@@ -364,82 +378,165 @@ fn finish_apply(
         .map_err(CliError::hyops)?;
     write_json_atomic(&run.evidence.join("result.json"), &result.to_value())
         .map_err(CliError::hyops)?;
-    if ctx.args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&result.to_value()).unwrap_or_default()
-        );
-    } else {
-        println!("rerun_inputs: {}", rerun_file.display());
-        let s = &plan.summary;
-        println!(
-            "apply ok: {} created, {} updated, {} replaced, {} deleted, {} unchanged; {} API writes",
-            s.create, s.update, s.replace, s.delete, s.noop, report.writes
-        );
-        println!("state: {}", state.path().display());
-    }
+    output::field("outputs", json!(published));
+    output::field("state_file", json!(state.path().display().to_string()));
+    output::field("rerun_inputs_file", json!(rerun_file.display().to_string()));
+    output::result_line(&format!("rerun_inputs: {}", rerun_file.display()));
+    let s = &plan.summary;
+    output::result_line(&format!(
+        "apply ok: {} created, {} updated, {} replaced, {} deleted, {} unchanged; {} API writes",
+        s.create, s.update, s.replace, s.delete, s.noop, report.writes
+    ));
+    output::result_line(&format!("state: {}", state.path().display()));
     Ok(run.run_id.clone())
 }
 
 /// `hyops-pve destroy`.
 pub async fn destroy(args: &ModuleArgs, bypass: &PreflightBypass) -> Result<i32, CliError> {
-    let _reason = check_bypass("destroy", bypass)?;
+    let reason = check_bypass("destroy", bypass)?;
     let mut ctx = Ctx::new(args).await?;
-    let result = destroy_inner(&ctx).await;
+    let result = match ctx.require_existing_root() {
+        Ok(()) => destroy_inner(&ctx, reason).await,
+        Err(e) => Err(e),
+    };
     ctx.finish().await?;
     result.map(|_| EXIT_OK)
 }
 
-pub async fn destroy_inner(ctx: &Ctx) -> Result<String, CliError> {
+/// Destroy every VM the slot provably owns, with apply's state sequence: `running` before
+/// the first delete, then `destroyed`, or `error` with the previous outputs kept (so the
+/// next run still knows the VMs that were not removed). The preflight decision (and a
+/// `--preflight-bypass-reason`) is recorded in the run's evidence.
+pub async fn destroy_inner(ctx: &Ctx, bypass_reason: Option<String>) -> Result<String, CliError> {
     let run = start_run(ctx, RunPrefix::Destroy, true)?;
-    let destroyed = destroy_phase(ctx, &run).await?;
-    if let Some(err) = &destroyed.result.error {
-        // A failed destroy leaves the state untouched (contract §3.4).
-        return Err(CliError::msg(err.clone()));
-    }
+    let mut decision = PreflightDecision::new("destroy", bypass_reason.as_deref());
+    let prep = destroy_prepare(ctx, &run)?;
+    decision.complete(true, None);
+    decision.write(&run.evidence).map_err(CliError::hyops)?;
     let state = ModuleState::new(&ctx.root, &ctx.module_ref, ctx.instance.as_ref());
-    let contract = build_input_contract(&destroyed.resolved.resolved_json);
+    let contract = build_input_contract(&prep.resolved.resolved_json);
+    state
+        .persist_running(&RunningRecord {
+            run_id: run.run_id.clone(),
+            command: "destroy".into(),
+            evidence_dir: run.evidence.clone(),
+            input_contract: contract.clone(),
+            rerun_inputs_file: None,
+            resolved_inputs_file: Some(run.evidence.join("resolved.inputs.yml")),
+        })
+        .map_err(|e| {
+            CliError::msg(format!(
+                "cannot record the running state (the destroy is aborted before any change): {e}"
+            ))
+        })?;
+    let destroyed = destroy_execute(ctx, &run, &prep).await?;
+    if let Some(report) = &destroyed.report {
+        output::field("vms", json!(report.outcomes));
+    }
+    if let Some(msg) = &destroyed.result.error {
+        let _ = state.persist_error("destroy", msg);
+        return Err(CliError {
+            message: msg.clone(),
+            code: if destroyed.cancelled {
+                EXIT_CANCELLED
+            } else {
+                crate::commands::EXIT_ERROR
+            },
+        });
+    }
     let value = state
         .persist_destroyed(&run.run_id, &run.evidence, &contract)
         .map_err(CliError::hyops)?;
     write_module_state_record(&run.evidence, state.path(), &value, None)
         .map_err(CliError::hyops)?;
-    if ctx.args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&destroyed.result.to_value()).unwrap_or_default()
-        );
-    } else {
-        for w in &destroyed.report.warnings {
-            println!("WARN: {w}");
-        }
-        println!(
-            "destroy ok: {} VM(s) removed",
-            destroyed.report.outcomes.len()
-        );
+    for w in &destroyed.result.warnings {
+        output::warn(w);
     }
+    output::field(
+        "destroyed",
+        destroyed
+            .result
+            .normalized_outputs
+            .get("destroyed")
+            .cloned()
+            .unwrap_or(Value::Null),
+    );
+    output::field("state_file", json!(state.path().display().to_string()));
+    output::result_line(&format!(
+        "destroy ok: {} VM(s) removed",
+        destroyed.report.as_ref().map_or(0, |r| r.outcomes.len())
+    ));
     Ok(run.run_id.clone())
 }
 
-/// `hyops-pve state show`.
-pub async fn state_show(args: &ModuleArgs) -> Result<i32, CliError> {
-    let mut ctx = Ctx::new(args).await?;
-    let state = ModuleState::new(&ctx.root, &ctx.module_ref, ctx.instance.as_ref());
-    let result = match state.read().map_err(CliError::hyops)? {
+/// `hyops-pve state show`: reads the slot's state file; starts nothing, creates nothing.
+pub async fn state_show(args: &StateShowArgs) -> Result<i32, CliError> {
+    let env_vars: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+    let module = crate::inputs::canonical_module_ref(&args.module)
+        .map_err(|e| CliError::msg(e.to_string()))?;
+    let module_ref = hyops::ModuleRef::parse(module).map_err(CliError::hyops)?;
+    let instance =
+        hyops::StateInstance::parse_opt(args.state_instance.as_deref()).map_err(CliError::hyops)?;
+    let nonblank = |k: &str| {
+        env_vars
+            .get(k)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let env = args.env.clone().or_else(|| nonblank("HYOPS_ENV"));
+    let root = if args.sim {
+        let env = env.unwrap_or_else(|| "dev".into());
+        hyops::RuntimeRoot::at(
+            &crate::commands::simroot::sim_home(&env_vars)
+                .join("envs")
+                .join(env),
+        )
+    } else {
+        let runtime_root_env = nonblank("HYOPS_RUNTIME_ROOT");
+        let env_for_root = match (&args.env, &args.root, &runtime_root_env) {
+            (Some(e), _, _) => Some(e.clone()),
+            (None, None, None) => env.clone(),
+            _ => None,
+        };
+        let home = env_vars.get("HOME").map(PathBuf::from);
+        hyops::RuntimeRoot::resolve(&hyops::RootSource {
+            env: env_for_root.as_deref(),
+            root: args.root.as_deref(),
+            runtime_root_env: runtime_root_env.as_deref(),
+            home: home.as_deref(),
+        })
+        .map_err(CliError::hyops)?
+    };
+    if !root.path().is_dir() {
+        let msg = if args.sim {
+            format!(
+                "the simulator has no runtime root for env {} yet ({} does not exist); `hyops-pve apply --sim --env {}` creates it",
+                root.env().unwrap_or("dev"),
+                root.path().display(),
+                root.env().unwrap_or("dev")
+            )
+        } else {
+            crate::commands::context::missing_root_message(
+                root.path(),
+                args.env.as_deref().or(root.env()),
+            )
+        };
+        return Err(CliError::msg(msg));
+    }
+    let state = ModuleState::new(&root, &module_ref, instance.as_ref());
+    output::field("state_file", json!(state.path().display().to_string()));
+    match state.read().map_err(CliError::hyops)? {
         Some(s) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&Value::Object(s)).unwrap_or_default()
-            );
+            let value = Value::Object(s);
+            output::result_line(&serde_json::to_string_pretty(&value).unwrap_or_default());
+            output::field("state", value);
             Ok(EXIT_OK)
         }
         None => Err(CliError::msg(format!(
             "no module state at {} (nothing applied in this slot yet)",
             state.path().display()
         ))),
-    };
-    ctx.finish().await?;
-    result
+    }
 }
 
 /// The strict preflight rebuild runs before destroying anything.

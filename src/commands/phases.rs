@@ -21,6 +21,7 @@ use crate::apply::executor::{Executor, Timeouts};
 use crate::apply::journal::Journal;
 use crate::apply::limits::{Limits, Scheduler};
 use crate::commands::context::Ctx;
+use crate::commands::output;
 use crate::commands::progress::progress_for;
 use crate::commands::CliError;
 use crate::hyops::{
@@ -70,20 +71,29 @@ pub fn start_run(ctx: &Ctx, prefix: RunPrefix, lock: bool) -> Result<Run, CliErr
         }
     };
     hyops::evidence::create_evidence_dir(&evidence).map_err(CliError::hyops)?;
-    if ctx.human() {
-        println!("run record: {}", evidence.display());
-    }
+    output::progress(&format!("run record: {}", evidence.display()));
+    output::set_run(&run_id, &evidence);
     let lock = if lock {
-        Some(
-            acquire_lock(
-                &ctx.root,
-                &ctx.module_ref,
-                ctx.instance.as_ref(),
-                &run_id,
-                Duration::from_secs(ctx.args.lock_wait_s),
-            )
-            .map_err(CliError::hyops)?,
+        let held = acquire_lock(
+            &ctx.root,
+            &ctx.module_ref,
+            ctx.instance.as_ref(),
+            &run_id,
+            Duration::from_secs(ctx.args.lock_wait_s),
         )
+        .map_err(CliError::hyops)?;
+        // With the slot lock held, temp files a killed run left beside this slot's state and
+        // rerun inputs are garbage: remove them (only those of processes that are gone).
+        let state = ModuleState::new(&ctx.root, &ctx.module_ref, ctx.instance.as_ref());
+        let rerun = ctx
+            .root
+            .rerun_inputs_file(&ctx.module_ref, ctx.instance.as_ref());
+        for target in [state.path(), rerun.as_path()] {
+            for removed in hyops::fsio::remove_stale_temps(target) {
+                tracing::info!(file = %removed.display(), "removed a temp file left by a killed run");
+            }
+        }
+        Some(held)
     } else {
         None
     };
@@ -109,10 +119,13 @@ pub fn resolve(
         credentials_network_bridge: creds.map(|c| c.network_bridge.clone()),
     };
     match &ctx.driver {
-        Some(frame) => resolve_prepared_inputs(&req, &frame.inputs),
-        None => resolve_inputs(&req),
+        // hyops validated these inputs already; its messages stay single-line and verbatim.
+        Some(frame) => {
+            resolve_prepared_inputs(&req, &frame.inputs).map_err(|e| CliError::msg(e.to_string()))
+        }
+        None => resolve_inputs(&req)
+            .map_err(|e| CliError::msg(crate::commands::hints::explain(&e, &req))),
     }
-    .map_err(|e| CliError::msg(e.to_string()))
 }
 
 /// The inputs evidence. In driver mode hyops writes `meta.json`, `inputs_resolved.json` and
@@ -355,11 +368,21 @@ pub async fn preflight_phase(
     bypassed: bool,
 ) -> Result<Preflighted, CliError> {
     // Input errors first (they are the operator's to fix in the overlay), then credentials.
-    let creds = ctx.credentials();
+    // The vault is decrypted once and serves both the credentials and the preflight checks.
+    let vault = ctx.vault();
+    let creds = match &vault {
+        Ok(v) => ctx.credentials_with(v.as_ref()),
+        Err(e) => Err(CliError::msg(e.message.clone())),
+    };
     let resolved = resolve(ctx, command, creds.as_ref().ok())?;
     let creds = creds?;
+    let vault = vault?;
     write_inputs_evidence(ctx, run, command.as_str(), &resolved)?;
     let mut warnings = resolved.warnings.clone();
+    for w in &creds.warnings {
+        output::warn(w);
+        warnings.push(w.clone());
+    }
     if resolved.model.uses_ipam() && command != LifecycleCommand::Destroy {
         return Err(CliError::msg(
             "inputs.addressing.mode=ipam needs NetBox IPAM allocation, which this hyops-pve build does not implement yet; \
@@ -376,7 +399,7 @@ pub async fn preflight_phase(
         &PreflightOptions {
             min_free_disk_mb: None,
             env: ctx.env_vars.clone(),
-            vault: None,
+            vault: vault.as_ref(),
             template_state_ref: template_ref.as_deref(),
             template_key: template_key.as_deref(),
             strict,
@@ -447,14 +470,15 @@ pub async fn make_plan(ctx: &Ctx, run: &Run, pf: &Preflighted) -> Result<PlanArt
     Ok(plan)
 }
 
-/// Print the plan for a human (nothing with `--json` or in driver mode).
-pub fn print_plan(ctx: &Ctx, plan: &PlanArtifact) {
-    if !ctx.human() {
+/// Print the plan for a human (nothing with `--json`, nor in driver mode, which runs outside
+/// a CLI command's output).
+pub fn print_plan(plan: &PlanArtifact) {
+    if output::is_json() {
         return;
     }
     use std::io::IsTerminal;
     let color = std::io::stdout().is_terminal();
-    print!("{}", render(plan, color));
+    output::result_text(&render(plan, color));
 }
 
 /// The executor for this run: the journal in the evidence dir, the progress display, the
@@ -469,16 +493,15 @@ fn executor(
 ) -> Result<(Arc<Executor>, Option<indicatif::ProgressBar>), CliError> {
     let journal = Journal::open(&run.evidence.join("apply_journal.jsonl"), &run.run_id)
         .map_err(|e| CliError::msg(e.to_string()))?;
-    let (progress, bar) = progress_for(total, ctx.args.json);
+    let (progress, bar) = progress_for(total, false);
     Ok((
-        Arc::new(Executor {
+        Arc::new(Executor::new(
             client,
-            scheduler: Scheduler::new(limits(ctx, inputs)),
-            journal: Arc::new(journal),
-            timeouts,
+            Scheduler::new(limits(ctx, inputs)),
+            Arc::new(journal),
+            timeouts.scaled(ctx.time_scale()),
             progress,
-            writes: Default::default(),
-        }),
+        )),
         bar,
     ))
 }
@@ -505,22 +528,43 @@ pub async fn execute_plan(
             .check_still_valid(&plan, &path.display().to_string())
             .map_err(|e| CliError::msg(e.to_string()))?;
     }
-    print_plan(ctx, &plan);
+    print_plan(&plan);
     let agent_wait = Duration::from_secs(pf.resolved.model.readiness.connectivity_wait_s);
     let (exec, bar) = pf.executor(ctx, run, agent_wait, plan.vms.len())?;
     let module_node = pf.module_node();
     let apply = engine::apply_plan(&exec, &plan, &module_node, &pf.resolved.model.tags);
-    let report = tokio::select! {
-        r = apply => r,
-        _ = tokio::signal::ctrl_c() => {
-            if let Some(b) = &bar { b.abandon(); }
-            return Err(CliError::cancelled("apply cancelled by the operator (SIGINT); VMs already created carry the ownership marker and are adopted by the next apply"));
+    let report = match run_cancellable(&exec, apply).await {
+        Some(r) => r,
+        None => {
+            if let Some(b) = &bar {
+                b.abandon();
+            }
+            return Err(CliError::cancelled("apply cancelled by the operator (SIGINT); every started step was ended and journalled; VMs already created carry the ownership marker and are adopted by the next apply"));
         }
     };
     if let Some(b) = bar {
         b.finish_and_clear();
     }
     Ok((plan, report))
+}
+
+/// How long the steps get to end (journalled) after Ctrl-C before the run stops anyway.
+const CANCEL_GRACE: Duration = Duration::from_secs(20);
+
+/// Run `work` until it ends or Ctrl-C: then fire the executor's cancellation token, let the
+/// steps end and journal themselves (bounded by [`CANCEL_GRACE`]), and return `None`.
+async fn run_cancellable<T>(
+    exec: &Arc<Executor>,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::pin!(work);
+    tokio::select! {
+        r = &mut work => return Some(r),
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    exec.cancel.cancel();
+    let _ = tokio::time::timeout(CANCEL_GRACE, &mut work).await;
+    None
 }
 
 /// What an apply ended with: the plan, the executor's report and the driver result
@@ -555,14 +599,19 @@ pub fn apply_result(
     normalized.insert("plan_summary".into(), json!(plan.summary));
     normalized.insert("writes".into(), json!(report.writes));
     let mut result = match report.error_summary() {
-        Some(err) => DriverResult::error(
-            &run.run_id,
-            "apply",
-            format!(
-                "apply failed: {err} (open: {})",
-                run.evidence.join("apply_journal.jsonl").display()
-            ),
-        ),
+        Some(err) => {
+            // Each VM's full error is in apply_report.json and the result's `vms`; the error
+            // line (state, ERR, hyops) gets the one-line summary.
+            normalized.insert("vms".into(), json!(report.outcomes));
+            DriverResult::error(
+                &run.run_id,
+                "apply",
+                format!(
+                    "apply failed: {err}; per-VM errors: {}",
+                    run.evidence.join("apply_report.json").display()
+                ),
+            )
+        }
         None => DriverResult::ok(&run.run_id, "apply", Map::new()),
     };
     result.normalized_outputs = normalized;
@@ -575,17 +624,17 @@ pub fn apply_result(
     })
 }
 
-/// What a destroy ended with.
-pub struct Destroyed {
+/// What destroy needs, resolved before anything is deleted (a failure here changes nothing).
+pub struct DestroyPrep {
     pub resolved: ResolvedInputs,
-    pub report: DestroyReport,
-    pub result: DriverResult,
+    client: PveClient,
+    prior: PriorIds,
+    names: BTreeSet<String>,
 }
 
-/// Destroy every VM the slot provably owns: `destroy_report.json`, `driver_result.json`.
-/// The inputs are resolved leniently (validation is skipped on destroy, §1.14); they only
-/// supply names.
-pub async fn destroy_phase(ctx: &Ctx, run: &Run) -> Result<Destroyed, CliError> {
+/// Credentials, inputs (resolved leniently: validation is skipped on destroy, §1.14; they only
+/// supply names), the client and the VMIDs prior runs recorded.
+pub fn destroy_prepare(ctx: &Ctx, run: &Run) -> Result<DestroyPrep, CliError> {
     let creds = ctx.credentials()?;
     let resolved = resolve(ctx, LifecycleCommand::Destroy, Some(&creds))?;
     write_inputs_evidence(ctx, run, "destroy", &resolved)?;
@@ -597,28 +646,68 @@ pub async fn destroy_phase(ctx: &Ctx, run: &Run) -> Result<Destroyed, CliError> 
         .values()
         .map(|v| v.physical_name.0.clone())
         .collect();
-    let (exec, bar) = executor(
+    Ok(DestroyPrep {
+        resolved,
+        client,
+        prior,
+        names,
+    })
+}
+
+/// What a destroy ended with: the driver result (`status: error` with the one-line message
+/// when it failed or was cancelled), the report when the engine ran to its end.
+pub struct Destroyed {
+    pub report: Option<DestroyReport>,
+    pub result: DriverResult,
+    /// Ctrl-C stopped it (every started step was ended and journalled).
+    pub cancelled: bool,
+}
+
+/// Destroy every VM the slot provably owns: `destroy_report.json`, `driver_result.json`.
+/// Engine failures are in the result, not an `Err` (the caller records them as it must).
+pub async fn destroy_execute(
+    ctx: &Ctx,
+    run: &Run,
+    prep: &DestroyPrep,
+) -> Result<Destroyed, CliError> {
+    let failed = |msg: String, cancelled: bool| -> Result<Destroyed, CliError> {
+        let result = DriverResult::error(&run.run_id, "destroy", msg);
+        write_driver_result(&run.evidence, &result).map_err(CliError::hyops)?;
+        Ok(Destroyed {
+            report: None,
+            result,
+            cancelled,
+        })
+    };
+    let (exec, bar) = match executor(
         ctx,
         run,
-        client,
-        &resolved.model,
+        prep.client.clone(),
+        &prep.resolved.model,
         Timeouts::default(),
-        names.len().max(prior.hyops.len()),
-    )?;
-    let report = engine::destroy(&exec, &identity(ctx), &prior, &names)
-        .await
-        .map_err(|e| CliError::msg(e.to_string()));
+        prep.names.len().max(prep.prior.hyops.len()),
+    ) {
+        Ok(x) => x,
+        Err(e) => return failed(e.message, false),
+    };
+    let ident = identity(ctx);
+    let work = engine::destroy(&exec, &ident, &prep.prior, &prep.names);
+    let report = run_cancellable(&exec, work).await;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    let report = report?;
+    let report = match report {
+        None => return failed("destroy cancelled by the operator (SIGINT); every started step was ended and journalled; run destroy again to remove the rest".into(), true),
+        Some(Err(e)) => return failed(e.to_string(), false),
+        Some(Ok(r)) => r,
+    };
     write_json_atomic(
         &run.evidence.join("destroy_report.json"),
         &json!({"run_id": run.run_id, "vms": report.outcomes, "warnings": report.warnings}),
     )
     .map_err(CliError::hyops)?;
     let result = if report.failed {
-        let failed: Vec<String> = report
+        let failures: Vec<String> = report
             .outcomes
             .iter()
             .filter(|o| o.status != "ok")
@@ -627,8 +716,14 @@ pub async fn destroy_phase(ctx: &Ctx, run: &Run) -> Result<Destroyed, CliError> 
         let mut r = DriverResult::error(
             &run.run_id,
             "destroy",
-            format!("destroy failed: {}", failed.join("; ")),
+            format!(
+                "destroy failed: {}; per-VM errors: {}",
+                engine::summarize_failures(&failures, report.outcomes.len()),
+                run.evidence.join("destroy_report.json").display()
+            ),
         );
+        r.normalized_outputs
+            .insert("vms".into(), json!(report.outcomes));
         r.warnings = report.warnings.clone();
         r
     } else {
@@ -649,9 +744,9 @@ pub async fn destroy_phase(ctx: &Ctx, run: &Run) -> Result<Destroyed, CliError> 
     };
     write_driver_result(&run.evidence, &result).map_err(CliError::hyops)?;
     Ok(Destroyed {
-        resolved,
-        report,
+        report: Some(report),
         result,
+        cancelled: false,
     })
 }
 

@@ -2,26 +2,99 @@
 //! in a separate runtime root (never a real operator's `~/.hybridops/envs/<env>`), and makes
 //! that root ready: credentials pointing at the simulator (with its certificate pinned), the
 //! template-image state and the Proxmox readiness marker. Part of the CLI layer.
+//!
+//! The simulator writes credentials into its root, so it only ever uses a root that is new,
+//! empty, or marked as a simulator root ([`SIM_ROOT_MARKER`], or the saved cluster state of
+//! an older release): a real HyOps root given by `--root` or reached through
+//! `HYOPS_PVE_SIM_HOME` is refused before anything is written.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_json::json;
 
 use crate::commands::CliError;
 use crate::hyops::seed::{seed_ready_root, ReadyRootSeed};
-use crate::hyops::{write_json_atomic, RuntimeRoot};
-use crate::sim::{ClusterDescription, SimConfig, SimHandle, SimState, Simulator};
+use crate::hyops::{acquire_lock_file, write_json_atomic, RunLock, RuntimeRoot};
+use crate::sim::{ClusterDescription, FaultPlan, SimConfig, SimHandle, SimState, Simulator};
 
 /// Simulated seconds run this much faster than real ones in `--sim` runs (a full clone of a
 /// 32 GiB template takes ~2.5 real seconds), unless `HYOPS_PVE_SIM_TIME_SCALE` says otherwise.
 const DEFAULT_TIME_SCALE: f64 = 0.01;
 
-/// A running in-process simulator bound to its runtime root.
+/// The file that marks a runtime root as the simulator's own (relative to the root).
+pub const SIM_ROOT_MARKER: &str = "sim/hyops-pve-sim-root.json";
+
+/// Refuse to use `root` for the simulator unless it is absent, empty, or a simulator root.
+pub fn check_sim_root(root: &Path) -> Result<(), CliError> {
+    if !root.exists() {
+        return Ok(());
+    }
+    if root.join(SIM_ROOT_MARKER).is_file() || root.join("sim/cluster-state.json").is_file() {
+        return Ok(());
+    }
+    let entries: Vec<String> = match std::fs::read_dir(root) {
+        Ok(rd) => rd
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .collect(),
+        Err(e) => {
+            return Err(CliError::msg(format!(
+                "--sim cannot use {} as its runtime root: {e}",
+                root.display()
+            )))
+        }
+    };
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let mut found: Vec<String> = [
+        "credentials/proxmox.credentials.tfvars",
+        "vault/bootstrap.vault.env",
+        "meta/proxmox.ready.json",
+        "state",
+    ]
+    .iter()
+    .filter(|p| root.join(p).exists())
+    .map(|p| p.to_string())
+    .collect();
+    if found.is_empty() {
+        found = entries;
+        found.sort();
+        found.truncate(5);
+    }
+    Err(CliError::msg(format!(
+        "--sim refuses runtime root {}: it is not a simulator root (it holds {}), and the simulator would overwrite its credentials. \
+         Nothing was written. Drop --root to use the simulator's own root (~/.hyops-pve/sim/envs/<env>, or $HYOPS_PVE_SIM_HOME/envs/<env>), \
+         or give --root a new or empty directory",
+        root.display(),
+        found.join(", ")
+    )))
+}
+
+/// A running in-process simulator bound to its runtime root. It holds the lock of its
+/// cluster state file from before the state is loaded until after it is saved, so two
+/// `--sim` runs on one root serialise (the second waits `--lock-wait-s`, then fails naming
+/// the holder) instead of one overwriting the other's cluster.
 pub struct SimSession {
     handle: SimHandle,
     root: PathBuf,
     state_file: PathBuf,
+    _state_lock: RunLock,
+}
+
+/// Lock `state_file` (`<state_file>.lock`) for this process, waiting up to `wait`.
+pub fn lock_sim_state(state_file: &Path, wait: Duration) -> Result<RunLock, CliError> {
+    let lock_path = state_file.with_extension("lock");
+    let run = format!("sim-{}", std::process::id());
+    acquire_lock_file(
+        &lock_path,
+        &format!("the simulated cluster state {}", state_file.display()),
+        &run,
+        wait,
+    )
+    .map_err(CliError::hyops)
 }
 
 /// The simulator home: `HYOPS_PVE_SIM_HOME`, else `~/.hyops-pve/sim`.
@@ -42,12 +115,16 @@ impl SimSession {
         env: &str,
         root_override: Option<&Path>,
         cluster_file: Option<&Path>,
+        faults_file: Option<&Path>,
+        lock_wait: Duration,
         env_vars: &BTreeMap<String, String>,
     ) -> Result<Self, CliError> {
         let root = match root_override {
             Some(r) => r.to_path_buf(),
             None => sim_home(env_vars).join("envs").join(env),
         };
+        check_sim_root(&root)?;
+        mark_sim_root(&root)?;
         let state_file = root.join("sim").join("cluster-state.json");
         let time_scale = match env_vars.get("HYOPS_PVE_SIM_TIME_SCALE") {
             Some(v) => v
@@ -70,6 +147,12 @@ impl SimSession {
             cfg.cluster =
                 ClusterDescription::from_file(file).map_err(|e| CliError::msg(e.to_string()))?;
         }
+        if let Some(file) = faults_file {
+            cfg.faults = FaultPlan::from_file(file).map_err(|e| CliError::msg(e.to_string()))?;
+        }
+        // The lock comes before the load: a second run must never read a cluster the first
+        // one is about to overwrite.
+        let state_lock = lock_sim_state(&state_file, lock_wait)?;
         let handle = if state_file.exists() {
             let state =
                 SimState::load_from(&state_file).map_err(|e| CliError::msg(e.to_string()))?;
@@ -82,19 +165,25 @@ impl SimSession {
             handle,
             root,
             state_file,
+            _state_lock: state_lock,
         };
         write_sim_root(&session.root, &session.handle)?;
-        eprintln!(
+        crate::commands::output::progress(&format!(
             "simulator: {} (runtime root {}, state {})",
             session.handle.url(),
             session.root.display(),
             session.state_file.display()
-        );
+        ));
         Ok(session)
     }
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The simulator's time scale (real seconds per simulated second).
+    pub fn time_scale(&self) -> f64 {
+        self.handle.time_scale()
     }
 
     pub fn handle(&self) -> &SimHandle {
@@ -183,5 +272,19 @@ pub fn write_sim_root(root: &Path, h: &SimHandle) -> Result<(), CliError> {
     });
     let tpl = root.join("state/modules/core__onprem__template-image/latest.json");
     write_json_atomic(&tpl, &tpl_state).map_err(CliError::hyops)?;
-    Ok(())
+    mark_sim_root(root)
+}
+
+/// Write [`SIM_ROOT_MARKER`]. Done first thing after [`check_sim_root`] accepts a root, so a
+/// second `--sim` run that finds the root half-written by a first one (which holds the
+/// cluster lock) recognises it as the simulator's and waits for the lock instead of refusing.
+pub fn mark_sim_root(root: &Path) -> Result<(), CliError> {
+    write_json_atomic(
+        &root.join(SIM_ROOT_MARKER),
+        &json!({
+            "created_by": "hyops-pve --sim",
+            "note": "this runtime root belongs to the hyops-pve simulator; its credentials point at it",
+        }),
+    )
+    .map_err(CliError::hyops)
 }

@@ -405,7 +405,7 @@ fn boot_disk_resize(want: &DesiredVm, vm: &ObservedVm) -> Result<Option<Resize>,
 }
 
 fn format_gib(bytes: u64) -> String {
-    if bytes % GIB == 0 {
+    if bytes.is_multiple_of(GIB) {
         (bytes / GIB).to_string()
     } else {
         format!("{:.2}", bytes as f64 / GIB as f64)

@@ -30,7 +30,7 @@ pub mod tls;
 mod vm;
 
 pub use self::core::Counters;
-pub use faults::{FaultAction, FaultPlan, FaultRule};
+pub use faults::{FaultAction, FaultFileError, FaultPlan, FaultRule, FaultWindow};
 pub use latency::LatencyModel;
 pub use model::{ClusterDescription, SimState, StorageUsage, Vm};
 pub use persist::PersistError;
@@ -149,7 +149,7 @@ impl Simulator {
             locks: Arc::new(LockTable::default()),
             clock: SimClock::new(cfg.time_scale),
             latency: cfg.latency.clone(),
-            faults: Mutex::new(FaultState::new(cfg.faults.clone())),
+            faults: Mutex::new(FaultState::new(cfg.faults.clone(), cfg.seed)),
             rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(cfg.seed)),
             counters: Mutex::new(Counters::default()),
             auth: Auth {
@@ -199,6 +199,11 @@ impl SimHandle {
     /// Base URL ending in `/api2/json`.
     pub fn url(&self) -> &str {
         &self.base
+    }
+
+    /// Real seconds per simulated second.
+    pub fn time_scale(&self) -> f64 {
+        self.sim.clock.time_scale()
     }
 
     /// The `Authorization` header value: `PVEAPIToken=<id>=<secret>`.
@@ -303,9 +308,12 @@ pub struct ServeOptions {
     pub seed: u64,
     /// Load the state from here if it exists, and save it here on Ctrl-C.
     pub state_file: Option<PathBuf>,
-    /// Where to write the CA PEM; default `<temp dir>/hyops-pve-sim-ca.pem`.
+    /// Where to write the CA PEM; default `ca.pem` in a new private (0700) directory
+    /// `<temp dir>/hyops-pve-sim-<pid>-<random>/`, which the caller removes when done.
     pub ca_pem_path: Option<PathBuf>,
     pub tls: bool,
+    /// Injected faults (`--faults`).
+    pub faults: FaultPlan,
 }
 
 impl Default for ServeOptions {
@@ -318,6 +326,7 @@ impl Default for ServeOptions {
             state_file: None,
             ca_pem_path: None,
             tls: true,
+            faults: FaultPlan::default(),
         }
     }
 }
@@ -363,16 +372,17 @@ pub async fn start_serving(opts: &ServeOptions) -> Result<(SimHandle, PathBuf), 
         time_scale: opts.time_scale,
         tls: opts.tls,
         listen: opts.listen,
+        faults: opts.faults.clone(),
         ..SimConfig::default()
     };
     let handle = match &opts.state_file {
         Some(p) if p.exists() => Simulator::start_with_state(cfg, SimState::load_from(p)?).await?,
         _ => Simulator::start(cfg).await?,
     };
-    let ca_path = opts
-        .ca_pem_path
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join("hyops-pve-sim-ca.pem"));
+    let ca_path = match &opts.ca_pem_path {
+        Some(p) => p.clone(),
+        None => private_temp_dir()?.join("ca.pem"),
+    };
     std::fs::write(&ca_path, &handle.ca_pem).map_err(|e| SimError::Io {
         path: ca_path.display().to_string(),
         msg: e.to_string(),
@@ -389,11 +399,25 @@ pub async fn finish_serving(handle: &SimHandle, opts: &ServeOptions) -> Result<(
     Ok(())
 }
 
-/// Run a simulator until Ctrl-C (`hyops-pve sim serve`). Prints URL, token header, CA
-/// fingerprint, CA PEM path and the cluster; saves the state on exit if `state_file` is set.
-pub async fn serve(opts: ServeOptions) -> Result<(), SimError> {
-    let (handle, ca_path) = start_serving(&opts).await?;
-    println!("{}", describe(&handle, &ca_path));
-    let _ = tokio::signal::ctrl_c().await;
-    finish_serving(&handle, &opts).await
+/// A new private (0700) directory `<temp dir>/hyops-pve-sim-<pid>-<random>/`: never a fixed,
+/// shared or pre-existing path (no clobbering between runs, no symlink games in `/tmp`).
+pub fn private_temp_dir() -> Result<PathBuf, SimError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let base = std::env::temp_dir();
+    let mut last = String::new();
+    for _ in 0..8 {
+        let dir = base.join(format!(
+            "hyops-pve-sim-{}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(SimError::Io {
+        path: base.display().to_string(),
+        msg: format!("cannot create a private directory for the CA PEM: {last}"),
+    })
 }
