@@ -349,9 +349,15 @@ async fn a_failed_vm_makes_the_result_an_error_with_the_engine_message() {
     let err = error_of(&r);
     assert!(err.starts_with("apply failed:"), "{err}");
     assert!(err.contains("Permission check failed"), "{err}");
-    assert!(err.contains("per-VM errors:") && err.contains("apply_report.json"), "{err}");
+    assert!(
+        err.contains("per-VM errors:") && err.contains("apply_report.json"),
+        "{err}"
+    );
     assert!(!err.contains('\n'), "one line: {err}");
-    assert_eq!(r.normalized_outputs["vms"].as_array().map(Vec::len), Some(3));
+    assert_eq!(
+        r.normalized_outputs["vms"].as_array().map(Vec::len),
+        Some(3)
+    );
 }
 
 #[tokio::test]

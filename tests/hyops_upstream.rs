@@ -547,3 +547,112 @@ async fn an_unreachable_proxmox_fails_the_preflight_with_the_reason_said_once() 
         .join("state/modules/platform__onprem__platform-vm/latest.json")
         .exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hyops_apply_against_a_sim_serve_process_records_its_vmids() {
+    use std::io::{BufRead, BufReader};
+    let Some(w) = World::start(FAST).await else {
+        return;
+    };
+    // The standalone simulator process, with its own ready runtime root.
+    let root = w.dir.path().join("served-root");
+    let mut sim = std::process::Command::new(env!("CARGO_BIN_EXE_hyops-pve"))
+        .args([
+            "sim",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--time-scale",
+            "0.001",
+            "--hyops-root",
+        ])
+        .arg(&root)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = sim.stdout.take().unwrap();
+    let banner = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let done = line.starts_with("HyOps runtime root ready:");
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        lines
+    })
+    .await
+    .unwrap();
+    let find = |p: &str| {
+        banner
+            .iter()
+            .find_map(|l| l.strip_prefix(p))
+            .unwrap_or_else(|| panic!("no {p:?} in {banner:#?}"))
+            .trim()
+            .to_string()
+    };
+    let (url, auth) = (
+        find("Proxmox VE simulator listening on "),
+        find("Authorization: "),
+    );
+    let inputs = w.overlay("pool.yml", DEMO);
+    let root_s = root.display().to_string();
+    let modules = w.modules().display().to_string();
+    let inputs_s = inputs.display().to_string();
+    let run = w
+        .hyops(&[
+            "apply",
+            "--root",
+            &root_s,
+            "--module",
+            "platform/onprem/platform-vm",
+            "--module-root",
+            &modules,
+            "--inputs",
+            &inputs_s,
+        ])
+        .await;
+    let resources: Value = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap()
+        .get(format!("{url}/cluster/resources?type=vm"))
+        .header("Authorization", &auth)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // SAFETY: kill(2) on the simulator process this test spawned.
+    unsafe {
+        libc::kill(sim.id() as i32, libc::SIGINT);
+    }
+    let _ = sim.wait();
+    run.assert_ok();
+    let state: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            root.join("state/modules/platform__onprem__platform-vm/latest.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["status"], "ok");
+    for key in ["app-01", "app-02", "db-01"] {
+        let vmid = state["outputs"]["vm_ids"][key].as_u64().unwrap();
+        let row = resources["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["vmid"].as_u64() == Some(vmid))
+            .unwrap_or_else(|| {
+                panic!("VMID {vmid} of {key} is not in the served cluster: {resources}")
+            });
+        assert_eq!(
+            row["name"], key,
+            "--root without --env: physical name = key"
+        );
+    }
+}

@@ -85,7 +85,6 @@ impl Ctx {
         })
     }
 
-
     /// Resolve everything but credentials from the process environment. With `--sim`, also
     /// starts the simulator.
     pub async fn new(args: &ModuleArgs) -> Result<Self, CliError> {
