@@ -281,6 +281,7 @@ async fn apply_returns_outputs_and_evidence_but_never_writes_hyops_state() {
     let ev = evidence(&h, "apply-a1");
     for f in [
         "driver_meta.json",
+        "backend_binding.json",
         "driver_inputs.json",
         "driver_result.json",
         "plan.json",

@@ -8,8 +8,8 @@
 //! In this mode hyops owns the module state: nothing here writes `latest.json`, rerun inputs
 //! or hyops' own evidence files (`meta.json`, `inputs_resolved.json`, `result.json`, …). The
 //! driver writes its evidence into the request's `evidence_dir`: `driver_meta.json`,
-//! `driver_inputs.json`, `driver_result.json`, and the engine's files (plan, journal,
-//! reports). Mutating commands take the same slot lock as the CLI.
+//! `backend_binding.json`, `driver_inputs.json`, `driver_result.json`, and the engine's files
+//! (plan, journal, reports). Mutating commands take the same slot lock as the CLI.
 //!
 //! A malformed request never crashes the driver: it gets `status: error` with a message
 //! naming the field. Exit code: 0 when the result is `ok`, 1 otherwise; the result document is
@@ -353,5 +353,12 @@ fn write_driver_meta(ctx: &Ctx, req: &ParsedRequest) -> Result<(), CliError> {
         },
         "lock_wait_s": ctx.args.lock_wait_s,
     });
-    write_json_atomic(&req.evidence_dir.join("driver_meta.json"), &meta).map_err(CliError::hyops)
+    write_json_atomic(&req.evidence_dir.join("driver_meta.json"), &meta)
+        .map_err(CliError::hyops)?;
+    // As the Terragrunt driver records it (contract §3.2); the result carries the same.
+    write_json_atomic(
+        &req.evidence_dir.join("backend_binding.json"),
+        &json!({"mode": "local"}),
+    )
+    .map_err(CliError::hyops)
 }
