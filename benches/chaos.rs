@@ -55,7 +55,9 @@ async fn one(n: usize, faults: FaultPlan) -> Run {
         ("HYOPS_ENV".to_string(), "bench".to_string()),
         ("HYOPS_PVE_ENGINE_TIME_SCALE".to_string(), SCALE.to_string()),
     ]);
-    let ctx = Ctx::build(&args, env).await.expect("ctx");
+    let mut ctx = Ctx::build(&args, env).await.expect("ctx");
+    // Snippets and the readiness gate use the simulator's in-process SSH.
+    ctx.ssh_dialer = Some(std::sync::Arc::new(sim.ssh()));
     let t = Instant::now();
     let mut applies = 0;
     loop {

@@ -2,7 +2,9 @@
 //! (`iac/proxmox-native`: python, hyops' resolution and state writes, two `hyops-pve driver`
 //! processes) against `hyops-pve apply` run directly, both as processes on the same
 //! in-process simulator (time-scaled, so disk copies cost little and the difference is the
-//! wrapper). Needs upstream hyops and the plug-in in `.venv-hyops` (or
+//! wrapper). Both are processes apart from the simulator, whose SSH is in-process: the pool
+//! uses native cloud-init keys and no readiness gate (`examples/inputs.sim-serve.yml`). Needs
+//! upstream hyops and the plug-in in `.venv-hyops` (or
 //! `HYOPS_UPSTREAM_PYTHON`); without them only the direct path is measured.
 
 use std::path::{Path, PathBuf};
@@ -18,7 +20,8 @@ const POOL: usize = 20;
 fn pool_overlay(n: usize) -> String {
     let mut s = String::from(
         "require_ipam: false\ntemplate_state_ref: core/onprem/template-image\ntemplate_key: ubuntu-24.04\n\
-         disk_size_gb: 40\npost_apply_ssh_readiness: {connectivity_wait_s: 5}\nlimits: {per_storage: 8}\nvms:\n",
+         disk_size_gb: 40\nlimits: {per_storage: 8}\n\
+         cloud_init_mode: native\npost_apply_ssh_readiness: {enabled: false}\nvms:\n",
     );
     for i in 0..n {
         s.push_str(&format!(

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::{Harness, DEMO};
-use hyops_pve::commands::driver::run_request_text;
+use hyops_pve::commands::driver::{run_request_text, run_request_text_with};
 use hyops_pve::hyops::{
     acquire_lock, DriverResult, ModuleRef, ResultStatus, RuntimeRoot, DRIVER_REF, MODULE_REF,
     PACK_ID, PROFILE,
@@ -60,8 +60,19 @@ fn env(h: &Harness) -> BTreeMap<String, String> {
     ])
 }
 
+/// Run a request; SSH (snippets, the readiness gate) goes to the simulator's in-process
+/// network, as the CLI tests' contexts do.
 async fn run(h: &Harness, req: &Value) -> DriverResult {
-    run_request_text(&req.to_string(), env(h)).await
+    run_with_env(h, req, env(h)).await
+}
+
+async fn run_with_env(h: &Harness, req: &Value, env: BTreeMap<String, String>) -> DriverResult {
+    run_request_text_with(
+        &req.to_string(),
+        env,
+        Some(std::sync::Arc::new(h.sim.ssh())),
+    )
+    .await
 }
 
 fn latest(h: &Harness) -> PathBuf {
@@ -287,9 +298,17 @@ async fn apply_returns_outputs_and_evidence_but_never_writes_hyops_state() {
         "plan.json",
         "apply_journal.jsonl",
         "apply_report.json",
+        "post_apply_ssh_readiness.json",
     ] {
         assert!(ev.join(f).exists(), "{f}");
     }
+    // The readiness gate ran (through the simulator's in-process SSH) and its summary is
+    // where the Terragrunt driver puts it.
+    assert!(
+        r.normalized_outputs["post_apply_ssh_readiness"].is_object(),
+        "{:?}",
+        r.normalized_outputs
+    );
     for f in [
         "meta.json",
         "inputs_resolved.json",
@@ -410,7 +429,7 @@ async fn import_refuses_templates_foreign_markers_and_unknown_keys() {
     let app02 = vmid_of(&h, "app-02");
     // A VM of another slot (state instance "side").
     let side = resolved_inputs(
-        "require_ipam: false\nvms:\n  side-01:\n    interfaces:\n      - bridge: vmbr0\n        ipv4: {address: 10.20.0.31/24, gateway: 10.20.0.1}\n",
+        "require_ipam: false\nssh_username: opsadmin\npost_apply_ssh_readiness: {connectivity_wait_s: 30}\nvms:\n  side-01:\n    interfaces:\n      - bridge: vmbr0\n        ipv4: {address: 10.20.0.31/24, gateway: 10.20.0.1}\n",
     );
     let mut side_req = request(&h, "apply", "apply-side", &side);
     side_req["state_instance"] = json!("side");
@@ -598,7 +617,7 @@ async fn a_pool_made_by_the_cli_is_left_unchanged_by_a_driver_apply_on_the_same_
     req["runtime"]["env"] = json!("");
     let mut e = env(&h);
     e.insert("HYOPS_ENV".into(), "dev".into());
-    let r = run_request_text(&req.to_string(), e).await;
+    let r = run_with_env(&h, &req, e).await;
     ok(&r);
     assert_eq!(r.normalized_outputs["writes"], 0);
     assert_eq!(h.sim.counters().writes, writes);

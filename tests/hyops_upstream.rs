@@ -9,7 +9,7 @@ use common::DEMO;
 use hyops_pve::hyops::PUBLISH_KEYS;
 use hyops_pve::sim::{FaultAction, FaultRule};
 use serde_json::Value;
-use upstream_hyops::World;
+use upstream_hyops::{pool, pool_no_gate, World};
 
 const FAST: f64 = 0.0005;
 
@@ -18,7 +18,7 @@ async fn hyops_apply_ends_ok_and_its_state_has_the_simulator_vmids() {
     let Some(w) = World::start(FAST).await else {
         return;
     };
-    let inputs = w.overlay("pool.yml", DEMO);
+    let inputs = w.overlay("pool.yml", &pool_no_gate(DEMO));
     let run = w.module("apply", &inputs, &[]).await;
     run.assert_ok();
     assert!(run.stdout.contains("status=ok"), "{}", run.stdout);
@@ -80,7 +80,7 @@ async fn a_second_hyops_apply_makes_no_proxmox_writes() {
     let Some(w) = World::start(FAST).await else {
         return;
     };
-    let inputs = w.overlay("pool.yml", DEMO);
+    let inputs = w.overlay("pool.yml", &pool_no_gate(DEMO));
     w.module("apply", &inputs, &[]).await.assert_ok();
     let first = w.state(None);
     let writes = w.sim.counters().writes;
@@ -100,7 +100,7 @@ async fn hyops_destroy_leaves_the_slot_destroyed_and_no_vms() {
     let Some(w) = World::start(FAST).await else {
         return;
     };
-    let inputs = w.overlay("pool.yml", DEMO);
+    let inputs = w.overlay("pool.yml", &pool_no_gate(DEMO));
     w.module("apply", &inputs, &[]).await.assert_ok();
     assert_eq!(w.vms().len(), 3);
     w.module("destroy", &inputs, &[]).await.assert_ok();
@@ -115,7 +115,7 @@ async fn hyops_rebuild_recreates_the_pool_and_refuses_a_wrong_confirm_module() {
     let Some(w) = World::start(FAST).await else {
         return;
     };
-    let inputs = w.overlay("pool.yml", DEMO);
+    let inputs = w.overlay("pool.yml", &pool_no_gate(DEMO));
     w.module("apply", &inputs, &[]).await.assert_ok();
     let before = w.vms();
     let refused = w
@@ -169,7 +169,7 @@ async fn a_failing_apply_is_an_error_with_the_engine_message_and_keeps_the_previ
     let Some(w) = World::start(FAST).await else {
         return;
     };
-    let inputs = w.overlay("pool.yml", DEMO);
+    let inputs = w.overlay("pool.yml", &pool_no_gate(DEMO));
     w.module("apply", &inputs, &[]).await.assert_ok();
     let previous = w.state(None)["outputs"].clone();
     // A config change Proxmox refuses.
@@ -183,7 +183,7 @@ async fn a_failing_apply_is_an_error_with_the_engine_message_and_keeps_the_previ
     ));
     let grown = w.overlay(
         "grown.yml",
-        &DEMO.replace("memory_mb: 2048", "memory_mb: 4096"),
+        &pool_no_gate(DEMO).replace("memory_mb: 2048", "memory_mb: 4096"),
     );
     let run = w.module("apply", &grown, &[]).await;
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
@@ -212,11 +212,11 @@ async fn state_instance_slots_stay_apart() {
     };
     let blue = w.overlay(
         "blue.yml",
-        "require_ipam: false\nvms:\n  blue-01:\n    interfaces:\n      - bridge: vmbr0\n        ipv4: {address: 10.20.1.11/24, gateway: 10.20.1.1}\n",
+        "require_ipam: false\ncloud_init_mode: native\npost_apply_ssh_readiness: {enabled: false}\nvms:\n  blue-01:\n    interfaces:\n      - bridge: vmbr0\n        ipv4: {address: 10.20.1.11/24, gateway: 10.20.1.1}\n",
     );
     let green = w.overlay(
         "green.yml",
-        "require_ipam: false\nvms:\n  green-01:\n    interfaces:\n      - bridge: vmbr0\n        ipv4: {address: 10.20.2.11/24, gateway: 10.20.2.1}\n",
+        "require_ipam: false\ncloud_init_mode: native\npost_apply_ssh_readiness: {enabled: false}\nvms:\n  green-01:\n    interfaces:\n      - bridge: vmbr0\n        ipv4: {address: 10.20.2.11/24, gateway: 10.20.2.1}\n",
     );
     w.module("apply", &blue, &["--state-instance", "blue"])
         .await
@@ -249,7 +249,7 @@ async fn state_instance_slots_stay_apart() {
 
 /// Two `hyops apply` on one slot at once, on a slow simulator (clones take seconds).
 async fn two_concurrent_applies(w: &World) -> (upstream_hyops::Run, upstream_hyops::Run) {
-    let inputs = w.overlay("pool.yml", DEMO);
+    let inputs = w.overlay("pool.yml", &pool_no_gate(DEMO));
     tokio::join!(
         w.module("apply", &inputs, &[]),
         w.module("apply", &inputs, &[])
@@ -301,7 +301,7 @@ async fn the_plugin_without_the_binary_gives_one_line_naming_hyops_pve_bin() {
     let Some(mut w) = World::start(FAST).await else {
         return;
     };
-    let inputs = w.overlay("pool.yml", DEMO);
+    let inputs = w.overlay("pool.yml", &pool_no_gate(DEMO));
     for bin in ["/nonexistent/hyops-pve", "/bin/false"] {
         w.env.insert("HYOPS_PVE_BIN".into(), bin.into());
         let run = w.module("apply", &inputs, &[]).await;
@@ -346,9 +346,10 @@ async fn a_vm_set_change_is_refused_with_the_upstream_guard_message() {
     let Some(w) = World::start(FAST).await else {
         return;
     };
-    let inputs = w.overlay("pool.yml", DEMO);
+    let inputs = w.overlay("pool.yml", &pool_no_gate(DEMO));
     w.module("apply", &inputs, &[]).await.assert_ok();
-    let smaller = w.overlay("smaller.yml", &DEMO[..DEMO.find("  db-01:").unwrap()]);
+    let pool = pool_no_gate(DEMO);
+    let smaller = w.overlay("smaller.yml", &pool[..pool.find("  db-01:").unwrap()]);
     let run = w.module("apply", &smaller, &[]).await;
     assert_eq!(run.code, 1);
     assert!(
@@ -369,7 +370,7 @@ async fn hyops_plan_and_validate_run_through_the_driver() {
     let Some(w) = World::start(FAST).await else {
         return;
     };
-    let inputs = w.overlay("pool.yml", DEMO);
+    let inputs = w.overlay("pool.yml", &pool_no_gate(DEMO));
     w.module("validate", &inputs, &[]).await.assert_ok();
     let plan = w.module("plan", &inputs, &[]).await;
     plan.assert_ok();
@@ -388,7 +389,7 @@ async fn hyops_import_detach_and_unlock_run_through_the_driver() {
     let Some(w) = World::start(FAST).await else {
         return;
     };
-    let inputs = w.overlay("pool.yml", DEMO);
+    let inputs = w.overlay("pool.yml", &pool_no_gate(DEMO));
     w.module("apply", &inputs, &[]).await.assert_ok();
     let app01 = w.vms()["dev-app-01"].to_string();
     let modules = w.modules().display().to_string();
@@ -468,7 +469,7 @@ async fn ctrl_c_during_hyops_apply_is_cancelled_and_recorded_by_both() {
     let Some(w) = World::start(0.05).await else {
         return;
     };
-    let inputs = w.overlay("pool.yml", DEMO);
+    let inputs = w.overlay("pool.yml", &pool_no_gate(DEMO));
     let args = w.module_args("apply", &inputs, &[]);
     let mut c = w.command(&args.iter().map(String::as_str).collect::<Vec<_>>());
     // Its own process group, as a terminal's foreground job: Ctrl-C reaches hyops and the
@@ -528,7 +529,7 @@ async fn an_unreachable_proxmox_fails_the_preflight_with_the_reason_said_once() 
     let Some(w) = World::start(FAST).await else {
         return;
     };
-    let inputs = w.overlay("pool.yml", DEMO);
+    let inputs = w.overlay("pool.yml", &pool_no_gate(DEMO));
     w.sim.shutdown().await;
     let run = w.module("apply", &inputs, &[]).await;
     assert_eq!(run.code, 1);
@@ -597,7 +598,8 @@ async fn hyops_apply_against_a_sim_serve_process_records_its_vmids() {
         find("Proxmox VE simulator listening on "),
         find("Authorization: "),
     );
-    let inputs = w.overlay("pool.yml", DEMO);
+    let inputs =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/inputs.sim-serve.yml");
     let root_s = root.display().to_string();
     let modules = w.modules().display().to_string();
     let inputs_s = inputs.display().to_string();
@@ -655,4 +657,78 @@ async fn hyops_apply_against_a_sim_serve_process_records_its_vmids() {
             "--root without --env: physical name = key"
         );
     }
+}
+
+/// The readiness gate against guests this hyops-pve process cannot reach (the simulator's
+/// SSH is in-process): one attempt, direct (no jump host), one-second probes.
+const UNREACHABLE_GATE: &str =
+    "{connectivity_wait_s: 0, connectivity_timeout_s: 1, ssh_proxy_jump_auto: false";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warn_only_readiness_gate_that_fails_is_a_warning_and_the_apply_is_ok() {
+    let Some(w) = World::start(FAST).await else {
+        return;
+    };
+    let inputs = w.overlay(
+        "pool.yml",
+        &pool(DEMO, &format!("{UNREACHABLE_GATE}, required: false}}")),
+    );
+    let run = w.module("apply", &inputs, &[]).await;
+    run.assert_ok();
+    let state = w.state(None);
+    assert_eq!(state["status"], "ok");
+    let ev = std::path::PathBuf::from(state["evidence_dir"].as_str().unwrap());
+    assert!(ev.join("post_apply_ssh_readiness.json").exists());
+    let result: Value =
+        serde_json::from_str(&std::fs::read_to_string(ev.join("result.json")).unwrap()).unwrap();
+    assert!(result["normalized_outputs"]["post_apply_ssh_readiness"].is_object());
+    let warnings: Vec<&str> = result["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("post-apply SSH readiness failed (warn-only):")),
+        "{warnings:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_required_readiness_gate_that_fails_is_an_error_and_keeps_the_previous_outputs() {
+    let Some(w) = World::start(FAST).await else {
+        return;
+    };
+    let first = w.overlay("pool.yml", &pool_no_gate(DEMO));
+    w.module("apply", &first, &[]).await.assert_ok();
+    let previous = w.state(None)["outputs"].clone();
+    let gated = w.overlay(
+        "gated.yml",
+        &pool(DEMO, &format!("{UNREACHABLE_GATE}, required: true}}")),
+    );
+    let run = w.module("apply", &gated, &[]).await;
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr
+            .contains("error: post-apply SSH readiness failed:"),
+        "{}",
+        run.stderr
+    );
+    let state = w.state(None);
+    assert_eq!(state["status"], "error");
+    let last_error = state["last_error"].as_str().unwrap();
+    assert!(
+        last_error.starts_with("post-apply SSH readiness failed:")
+            && last_error
+                .ends_with("(see post_apply_ssh_readiness.json and connectivity_* evidence)"),
+        "{last_error}"
+    );
+    assert_eq!(
+        state["outputs"], previous,
+        "the new outputs are not published"
+    );
+    let ev = std::path::PathBuf::from(state["evidence_dir"].as_str().unwrap());
+    assert!(ev.join("post_apply_ssh_readiness.json").exists());
 }

@@ -26,6 +26,7 @@ async fn harness() -> Harness {
 fn one_vm() -> String {
     r#"
 require_ipam: false
+ssh_username: opsadmin
 template_state_ref: core/onprem/template-image
 template_key: ubuntu-24.04
 disk_size_gb: 40
@@ -40,11 +41,12 @@ vms:
     .to_string()
 }
 
-/// A pool of `n` full clones with static addresses and no agent wait.
+/// A pool of `n` full clones with static addresses and no readiness wait (neither the guest
+/// agent nor the SSH gate).
 fn pool(n: usize) -> String {
     common::pool::pool_overlay(
         n,
-        "post_apply_ssh_readiness: {connectivity_wait_s: 0}\n\
+        "post_apply_ssh_readiness: {enabled: false}\n\
          limits: {global: 32, per_node: 32, per_storage: 8}\n",
     )
 }

@@ -118,6 +118,32 @@ async fn probe_template(
     }
 }
 
+/// Per-VM `cloud_init_*` overrides that `cloud_init_mode: native` cannot carry: said in the
+/// plan, never dropped silently.
+fn undelivered_overrides(
+    vm: &crate::inputs::model::VmInputs,
+    want: &crate::plan::desired::DesiredVm,
+) -> Vec<String> {
+    use crate::plan::desired::CloudInitDelivery;
+    if want.cloud_init != CloudInitDelivery::NativeKeys {
+        return Vec::new();
+    }
+    [
+        ("cloud_init_user_data", vm.cloud_init_user_data.is_some()),
+        ("cloud_init_network_data", vm.cloud_init_network_data.is_some()),
+        ("cloud_init_meta_data", vm.cloud_init_meta_data.is_some()),
+    ]
+    .into_iter()
+    .filter(|(_, set)| *set)
+    .map(|(field, _)| {
+        format!(
+            "VM {}: inputs.vms.{}.{field} is not delivered with cloud_init_mode: native (only Proxmox's native cloud-init keys are set); use cloud_init_mode: snippets (the default) to deliver it",
+            vm.key.0, vm.key.0
+        )
+    })
+    .collect()
+}
+
 /// Observe Proxmox and compute the plan.
 pub async fn make_plan(
     client: &PveClient,
@@ -148,10 +174,9 @@ pub async fn make_plan(
     let mut desired = BTreeMap::new();
     for (key, vm) in &req.inputs.vms {
         let marker = req.identity.marker(&key.0, template.vmid, req.inputs);
-        desired.insert(
-            key.clone(),
-            desired_vm(req.inputs, vm, req.defaults, &template, marker)?,
-        );
+        let want = desired_vm(req.inputs, vm, req.defaults, &template, marker)?;
+        warnings.extend(undelivered_overrides(vm, &want));
+        desired.insert(key.clone(), want);
     }
     let mut expected_names: BTreeSet<String> = desired
         .values()
@@ -280,6 +305,10 @@ pub struct DestroyReport {
     pub outcomes: Vec<VmOutcome>,
     pub failed: bool,
     pub warnings: Vec<String>,
+    /// Logical key (as in `outcomes`) → physical VM name, for the cleanup after a destroy
+    /// (snippet files, known_hosts entries).
+    #[serde(default)]
+    pub names: BTreeMap<String, String>,
 }
 
 /// Destroy every VM this slot provably owns.
@@ -297,6 +326,17 @@ pub async fn destroy(
         .collect();
     names.extend(extra_names.iter().cloned());
     let observed = observe(&exec.client, &identity.probe_marker(), &rows, prior, &names).await?;
+    let mut vm_names: BTreeMap<String, String> = observed
+        .managed
+        .iter()
+        .map(|(k, m)| (k.0.clone(), m.vm.name.clone()))
+        .collect();
+    vm_names.extend(
+        observed
+            .duplicates
+            .iter()
+            .map(|(k, vm)| (format!("{}#dup-{}", k.0, vm.vmid), vm.name.clone())),
+    );
     let mut handles = Vec::new();
     let targets = observed
         .managed
@@ -339,5 +379,6 @@ pub async fn destroy(
         outcomes,
         failed,
         warnings: observed.warnings,
+        names: vm_names,
     })
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::cli::ModuleArgs;
-use crate::commands::simroot::SimSession;
+use crate::commands::simroot::{SimSession, SIM_SSH_KEY_FILE};
 use crate::commands::{output, CliError};
 use crate::hyops::{
     load_proxmox_credentials, password_source, read_password, read_vault_env, ModuleRef,
@@ -25,6 +25,8 @@ use crate::hyops::{
 use crate::inputs::canonical_module_ref;
 use crate::pve::{PveAuth, PveClient, PveConfig, TlsMode};
 use crate::secret::Secret;
+use crate::ssh::{Dialer, Identities, KnownHosts, TcpDialer};
+use std::sync::Arc;
 
 /// The resolved frame of one command.
 pub struct Ctx {
@@ -36,6 +38,9 @@ pub struct Ctx {
     pub module_ref: ModuleRef,
     pub instance: Option<StateInstance>,
     pub sim: Option<SimSession>,
+    /// How SSH reaches hosts when set (tests and embedders running the engine against an
+    /// in-process simulator without `--sim`); else [`Ctx::dialer`] decides.
+    pub ssh_dialer: Option<Arc<dyn Dialer>>,
     /// Set when the run is a HyOps driver request (`hyops-pve driver`).
     pub driver: Option<DriverFrame>,
 }
@@ -81,6 +86,7 @@ impl Ctx {
             module_ref,
             instance,
             sim: None,
+            ssh_dialer: None,
             driver: Some(frame),
         })
     }
@@ -165,6 +171,7 @@ impl Ctx {
             instance,
             sim,
             driver: None,
+            ssh_dialer: None,
         })
     }
 
@@ -250,6 +257,64 @@ impl Ctx {
                 creds.url
             ))
         })
+    }
+
+    /// How SSH reaches hosts: with `--sim`, the simulator's in-process network (it cannot
+    /// open a socket); otherwise real TCP.
+    pub fn dialer(&self) -> Arc<dyn Dialer> {
+        if let Some(d) = &self.ssh_dialer {
+            return Arc::clone(d);
+        }
+        match &self.sim {
+            Some(s) => Arc::new(s.handle().ssh()),
+            None => Arc::new(TcpDialer::new()),
+        }
+    }
+
+    /// The engine's known_hosts file: `<root>/state/ssh/known_hosts`.
+    pub fn known_hosts(&self) -> Arc<KnownHosts> {
+        Arc::new(KnownHosts::new(
+            self.root.state_dir().join("ssh").join("known_hosts"),
+        ))
+    }
+
+    /// The identities `ssh` would use without `-i`: the agent (`SSH_AUTH_SOCK`) and
+    /// `~/.ssh/id_{ed25519,ecdsa,rsa}`. A root the simulator seeded carries its own key
+    /// (`credentials/sim_ssh_ed25519`), which comes first; with `--sim` it is the only one.
+    pub fn default_identities(&self) -> Identities {
+        let sim_key = self.root.credentials_dir().join(SIM_SSH_KEY_FILE);
+        if self.sim.is_some() {
+            return Identities::defaults(None, &[sim_key]);
+        }
+        let agent = self
+            .env_vars
+            .get("SSH_AUTH_SOCK")
+            .filter(|s| !s.trim().is_empty())
+            .map(PathBuf::from);
+        let mut files = vec![sim_key];
+        files.extend(
+            self.env_vars
+                .get("HOME")
+                .map(|h| Identities::default_files(std::path::Path::new(h)))
+                .unwrap_or_default(),
+        );
+        let mut ids = Identities::defaults(None, &files);
+        // The agent comes first, as with `ssh`.
+        let agent = Identities::defaults(agent, &[]);
+        ids.sources.splice(0..0, agent.sources);
+        ids
+    }
+
+    /// Node SSH identities: the credentials' `proxmox_ssh_key` when set, else the defaults.
+    pub fn node_identities(&self, creds: &ProxmoxCredentials) -> Result<Identities, CliError> {
+        match &creds.ssh_key {
+            Some(k) if !k.as_os_str().is_empty() => Identities::key_file(k).map_err(|e| {
+                CliError::msg(format!(
+                    "proxmox_ssh_key in the credentials: {e} (node SSH delivers cloud-init snippets; set cloud_init_mode: native to apply without node SSH)"
+                ))
+            }),
+            _ => Ok(self.default_identities()),
+        }
     }
 
     /// Real seconds per engine second: the simulator's time scale with `--sim`, else

@@ -18,14 +18,15 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
 use crate::cli::ModuleArgs;
 use crate::commands::context::{Ctx, DriverFrame};
 use crate::commands::phases::{
-    apply_result, destroy_execute, destroy_prepare, execute_plan, make_plan, preflight_phase,
-    reachable_client, resolve, start_run, validate_model, write_inputs_evidence,
+    apply_phase, destroy_execute, destroy_prepare, make_plan, preflight_phase, reachable_client,
+    resolve, start_run, validate_model, write_inputs_evidence,
 };
 use crate::commands::state_ops::{detach_phase, import_phase, unlock_phase};
 use crate::commands::{CliError, EXIT_ERROR, EXIT_OK};
@@ -35,6 +36,7 @@ use crate::hyops::{
     PACK_ID, PROFILE, PUBLISH_KEYS, REQUIRED_CREDENTIALS,
 };
 use crate::inputs::LifecycleCommand;
+use crate::ssh::Dialer;
 
 /// Default seconds a mutating driver command waits for another run holding the slot lock.
 pub const DEFAULT_LOCK_WAIT_S: u64 = 30;
@@ -108,6 +110,17 @@ pub async fn driver(request_file: Option<&Path>) -> i32 {
 /// `driver_result.json` into the evidence dir when the request named a usable one. Never
 /// panics on bad input; every failure is an error result.
 pub async fn run_request_text(text: &str, env: BTreeMap<String, String>) -> DriverResult {
+    run_request_text_with(text, env, None).await
+}
+
+/// [`run_request_text`] with SSH (node snippets, the readiness gate) going through `dialer`
+/// instead of TCP: for embedders and tests running the driver against an in-process
+/// simulator.
+pub async fn run_request_text_with(
+    text: &str,
+    env: BTreeMap<String, String>,
+    dialer: Option<Arc<dyn Dialer>>,
+) -> DriverResult {
     let value: Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => {
@@ -141,7 +154,7 @@ pub async fn run_request_text(text: &str, env: BTreeMap<String, String>) -> Driv
         }
     };
     let name = req.command.name();
-    let result = match run_request(&req, env).await {
+    let result = match run_request(&req, env, dialer).await {
         Ok(r) => r,
         Err(e) => DriverResult::error(&req.run_id, name, e.message),
     };
@@ -170,6 +183,7 @@ fn lock_wait(env: &BTreeMap<String, String>) -> Result<u64, CliError> {
 async fn run_request(
     req: &ParsedRequest,
     env: BTreeMap<String, String>,
+    dialer: Option<Arc<dyn Dialer>>,
 ) -> Result<DriverResult, CliError> {
     let args = ModuleArgs {
         module: req.module_ref.clone(),
@@ -183,7 +197,7 @@ async fn run_request(
         evidence_dir: req.evidence_dir.clone(),
         inputs: req.inputs.clone(),
     };
-    let ctx = Ctx::for_driver(
+    let mut ctx = Ctx::for_driver(
         args,
         env,
         RuntimeRoot::at(&req.runtime_root),
@@ -191,6 +205,7 @@ async fn run_request(
         req.state_instance.clone(),
         frame,
     )?;
+    ctx.ssh_dialer = dialer;
     hyops::evidence::create_evidence_dir(&req.evidence_dir).map_err(CliError::hyops)?;
     write_driver_meta(&ctx, req)?;
     match &req.command {
@@ -210,8 +225,7 @@ async fn run_request(
             // hyops ran the driver preflight already (or the operator bypassed it): failed
             // API-free checks are warnings here; the engine's own needs still fail the run.
             let pf = preflight_phase(&ctx, &run, LifecycleCommand::Apply, false, true).await?;
-            let (plan, report) = execute_plan(&ctx, &run, &pf, None).await?;
-            Ok(apply_result(&run, plan, report)?.result)
+            Ok(apply_phase(&ctx, &run, &pf, None).await?.result)
         }
         DriverCommand::Plan => {
             let run = start_run(&ctx, RunPrefix::Plan, false)?;

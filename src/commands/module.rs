@@ -13,8 +13,8 @@ use crate::cli::{ModuleArgs, PreflightBypass, StateShowArgs};
 use crate::commands::context::{require_inputs, Ctx};
 use crate::commands::output;
 use crate::commands::phases::{
-    apply_result, destroy_execute, destroy_prepare, execute_plan, make_plan, preflight_phase,
-    print_plan, start_run, validate_model, Applied, Preflighted, Run,
+    apply_phase, destroy_execute, destroy_prepare, make_plan, preflight_phase, print_plan,
+    start_run, validate_model, Applied, Preflighted, Run,
 };
 use crate::commands::{CliError, EXIT_CANCELLED, EXIT_CHANGES, EXIT_OK};
 use crate::hyops::{
@@ -297,11 +297,7 @@ pub async fn apply_inner(
             ))
         })?;
     output::progress("progress: phase=apply");
-    let outcome = match execute_plan(ctx, &run, &pf, plan_file).await {
-        Ok((plan, report)) => apply_result(&run, plan, report),
-        Err(e) => Err(e),
-    };
-    match outcome {
+    match apply_phase(ctx, &run, &pf, plan_file).await {
         Ok(applied) => finish_apply(
             ctx,
             &run,
@@ -341,16 +337,24 @@ fn finish_apply(
         plan,
         report,
         result,
+        phase_warnings,
     } = applied;
     output::record_warnings(&plan.warnings);
+    for w in &phase_warnings {
+        output::warn(w);
+    }
     output::field("plan_summary", json!(plan.summary));
     output::field("writes", json!(report.writes));
     output::field("api_calls", json!(report.api_calls));
     output::field("vms", json!(report.outcomes));
+    if let Some(g) = result.normalized_outputs.get("post_apply_ssh_readiness") {
+        output::field("post_apply_ssh_readiness", g.clone());
+    }
     if let Some(err) = &result.error {
         // Each VM's error was shown once as it happened (progress) and is kept in full in
-        // apply_report.json, driver_result.json and the envelope's `vms`; the state and the
-        // ERR line get the one-line summary.
+        // apply_report.json, driver_result.json and the envelope's `vms`; a required gate that
+        // failed keeps the new outputs unpublished (§5.6). The state and the ERR line get the
+        // one-line message.
         let _ = state.persist_error("apply", err);
         return Err(CliError::msg(err.clone()));
     }

@@ -20,17 +20,21 @@ use crate::apply::engine::{self, ApplyReport, DestroyReport, PlanRequest, SlotId
 use crate::apply::executor::{Executor, Timeouts};
 use crate::apply::journal::Journal;
 use crate::apply::limits::{Limits, Scheduler};
+use crate::apply::snippets as apply_snippets;
 use crate::commands::context::Ctx;
 use crate::commands::output;
 use crate::commands::progress::progress_for;
 use crate::commands::CliError;
+use crate::hyops::read_proxmox_ready;
 use crate::hyops::{
     self, acquire_lock, check_vm_set_guards, evidence_dir, new_run_id, read_tfstate_vms,
     resolve_template, template_source_hint, write_driver_result, write_inputs_resolved,
     write_json_atomic, write_meta, write_text_atomic, DetachedVms, DriverResult, ModuleState,
     PreflightOptions, ProxmoxCredentials, RunLock, RunPrefix,
 };
-use crate::inputs::model::{ConcurrencyLimits, LogicalVmKey, ModuleInputs, TemplateSource};
+use crate::inputs::model::{
+    CloudInitMode, ConcurrencyLimits, LogicalVmKey, ModuleInputs, TemplateSource,
+};
 use crate::inputs::{
     resolve_inputs, resolve_prepared_inputs, LifecycleCommand, ResolveRequest, ResolvedInputs,
 };
@@ -39,6 +43,9 @@ use crate::plan::desired::TargetDefaults;
 use crate::plan::observed::{ObservedPool, PriorIds};
 use crate::plan::render::render;
 use crate::pve::PveClient;
+use crate::ssh::gate::{required_failure_message, GateEnv, GateReport};
+use crate::ssh::node::{NodeSsh, NodeSshTarget};
+use crate::ssh::SshContext;
 
 /// One module run's frame: its id, evidence dir and (for mutating commands) the slot lock.
 pub struct Run {
@@ -506,14 +513,63 @@ fn executor(
     ))
 }
 
-/// Plan (checking a saved plan when given) and execute it. Ctrl-C cancels with a message
-/// saying the created VMs are adopted by the next apply.
+/// What the apply phases produced: the plan, the engine report, and warnings from the
+/// phases around the rollout (snippet cleanup).
+pub struct ApplyRun {
+    pub plan: PlanArtifact,
+    pub report: ApplyReport,
+    pub warnings: Vec<String>,
+}
+
+/// Node SSH for this root: the API host (`proxmox.ready.json` `api_ip`, else the
+/// `proxmox_url` host) as the credentials' node, `proxmox_ssh_username`, the credentials' key.
+fn node_ssh(ctx: &Ctx, creds: &ProxmoxCredentials) -> Result<NodeSsh, CliError> {
+    let api_ip = read_proxmox_ready(&ctx.root)
+        .ok()
+        .flatten()
+        .and_then(|r| r.api_ip)
+        .filter(|h| !h.trim().is_empty());
+    let api_host = api_ip.or_else(|| creds.host()).ok_or_else(|| {
+        CliError::msg(format!(
+            "node SSH needs the Proxmox host address, but neither meta/proxmox.ready.json runtime.api_ip nor proxmox_url ({}) gives one",
+            creds.url
+        ))
+    })?;
+    let target = NodeSshTarget {
+        api_host,
+        api_node: creds.node.clone(),
+        port: 22,
+        user: creds.ssh_username.clone(),
+    };
+    let ssh_ctx = SshContext {
+        identities: Arc::new(ctx.node_identities(creds)?),
+        known_hosts: ctx.known_hosts(),
+    };
+    Ok(NodeSsh::new(
+        target,
+        ctx.dialer(),
+        ssh_ctx,
+        Duration::from_secs(15),
+    ))
+}
+
+/// The module's effective snippets storage.
+fn snippets_storage(model: &ModuleInputs, creds: &ProxmoxCredentials) -> String {
+    model
+        .snippets_datastore_id
+        .clone()
+        .unwrap_or_else(|| creds.storage_snippets.clone())
+}
+
+/// Plan (checking a saved plan when given), deliver the cloud-init snippets, execute the
+/// plan, clean up stale snippets. Ctrl-C cancels with a message saying the created VMs are
+/// adopted by the next apply.
 pub async fn execute_plan(
     ctx: &Ctx,
     run: &Run,
     pf: &Preflighted,
     plan_file: Option<&Path>,
-) -> Result<(PlanArtifact, ApplyReport), CliError> {
+) -> Result<ApplyRun, CliError> {
     let plan = make_plan(ctx, run, pf).await?;
     if let Some(path) = plan_file {
         let text = std::fs::read_to_string(path)
@@ -529,7 +585,36 @@ pub async fn execute_plan(
             .map_err(|e| CliError::msg(e.to_string()))?;
     }
     print_plan(&plan);
-    let agent_wait = Duration::from_secs(pf.resolved.model.readiness.connectivity_wait_s);
+    let readiness = &pf.resolved.model.readiness;
+    // `enabled: false` means no readiness wait at all (not even for the guest agent).
+    let agent_wait = if readiness.enabled {
+        Duration::from_secs(readiness.connectivity_wait_s)
+    } else {
+        Duration::ZERO
+    };
+    // Snippets first: every file a VM will point at is on its node before any config write.
+    let mut warnings = Vec::new();
+    let snippet_ssh = if pf.resolved.model.cloud_init_mode == CloudInitMode::Snippets
+        && !pf.resolved.model.is_windows()
+        && apply_snippets::touches_vms(&plan)
+    {
+        let ssh = node_ssh(ctx, &pf.creds)?;
+        let delivered = apply_snippets::deliver(&ssh, &plan).await.map_err(|e| {
+            CliError::msg(format!(
+                "cloud-init snippet upload failed before any VM was changed: {e}"
+            ))
+        })?;
+        if !delivered.uploaded.is_empty() {
+            output::progress(&format!(
+                "snippets: {} uploaded, {} already in place",
+                delivered.uploaded.len(),
+                delivered.present
+            ));
+        }
+        Some(ssh)
+    } else {
+        None
+    };
     let (exec, bar) = pf.executor(ctx, run, agent_wait, plan.vms.len())?;
     let module_node = pf.module_node();
     let apply = engine::apply_plan(&exec, &plan, &module_node, &pf.resolved.model.tags);
@@ -545,7 +630,100 @@ pub async fn execute_plan(
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    Ok((plan, report))
+    if let Some(ssh) = snippet_ssh {
+        let storage = snippets_storage(&pf.resolved.model, &pf.creds);
+        match apply_snippets::cleanup(&ssh, &plan, &report.outcomes, &storage).await {
+            Ok(r) if !r.removed.is_empty() => output::progress(&format!(
+                "snippets: {} stale file(s) removed",
+                r.removed.len()
+            )),
+            Ok(_) => {}
+            Err(e) => warnings.push(format!(
+                "stale cloud-init snippet files were not removed: {e}"
+            )),
+        }
+        ssh.close().await;
+    }
+    Ok(ApplyRun {
+        plan,
+        report,
+        warnings,
+    })
+}
+
+/// The post-apply SSH readiness gate over this apply's outputs (contract §5): its evidence
+/// (`post_apply_ssh_readiness.json`, `connectivity_*`) goes into the run's evidence dir.
+async fn readiness_gate(
+    ctx: &Ctx,
+    run: &Run,
+    pf: &Preflighted,
+    report: &ApplyReport,
+) -> GateReport {
+    let api_ip = read_proxmox_ready(&ctx.root)
+        .ok()
+        .flatten()
+        .and_then(|r| r.api_ip);
+    let env = GateEnv {
+        proxmox_api_ip: api_ip,
+        proxmox_ssh_username: Some(pf.creds.ssh_username.clone()),
+        evidence_dir: run.evidence.clone(),
+        dialer: ctx.dialer(),
+        known_hosts: ctx.known_hosts(),
+        default_identities: ctx.default_identities(),
+        vm_identities: Default::default(),
+        home: ctx.env_vars.get("HOME").map(PathBuf::from),
+        retry_interval: Duration::from_secs(3),
+        max_parallel: 16,
+        time_scale: ctx.time_scale(),
+    };
+    output::progress("progress: phase=post_apply_ssh_readiness");
+    let gate = crate::apply::readiness::post_apply_readiness(
+        &pf.resolved.model.readiness,
+        &report.outputs,
+        &report.outcomes,
+        env,
+    )
+    .await;
+    {
+        let proxy = gate
+            .summary
+            .get("effective_proxy")
+            .and_then(|p| p.get("host"))
+            .and_then(Value::as_str)
+            .filter(|h| !h.is_empty())
+            .map(|h| format!(" via {h}"))
+            .unwrap_or_default();
+        let n = gate
+            .summary
+            .get("targets")
+            .and_then(Value::as_array)
+            .map(Vec::len)
+            .unwrap_or(0);
+        output::progress(&format!(
+            "post-apply SSH readiness: {} ({n} target(s){proxy}; see {})",
+            gate.status(),
+            run.evidence.join(crate::ssh::gate::SUMMARY_FILE).display()
+        ));
+    }
+    gate
+}
+
+/// The whole apply after the preflight phase: execute the plan, then (after a successful
+/// rollout only, as upstream runs it after `terragrunt output`) the readiness gate, then
+/// the result.
+pub async fn apply_phase(
+    ctx: &Ctx,
+    run: &Run,
+    pf: &Preflighted,
+    plan_file: Option<&Path>,
+) -> Result<Applied, CliError> {
+    let applied = execute_plan(ctx, run, pf, plan_file).await?;
+    let gate = if applied.report.failed {
+        None
+    } else {
+        Some(readiness_gate(ctx, run, pf, &applied.report).await)
+    };
+    apply_result(run, applied, gate)
 }
 
 /// How long the steps get to end (journalled) after Ctrl-C before the run stops anyway.
@@ -567,22 +745,30 @@ async fn run_cancellable<T>(
     None
 }
 
-/// What an apply ended with: the plan, the executor's report and the driver result
-/// (`status: error` when any VM failed; its `error` is the one-line engine message).
+/// What an apply ended with: the plan, the executor's report, the driver result (`status:
+/// error` when a VM failed or the required readiness gate failed; its `error` is the
+/// one-line engine message) and the warnings of the phases around the rollout and of the
+/// gate (the result's `warnings` has them too, after the plan's).
 pub struct Applied {
     pub plan: PlanArtifact,
     pub report: ApplyReport,
     pub result: DriverResult,
+    pub phase_warnings: Vec<String>,
 }
 
-/// Record an executed plan: `apply_report.json` and `driver_result.json`. The result's
+/// Record an executed apply: `apply_report.json` and `driver_result.json`. The result's
 /// `normalized_outputs.outputs` are the Terraform-shaped outputs (contract §2.7) that hyops
-/// publishes (§3.5).
+/// publishes (§3.5); `post_apply_ssh_readiness` is the gate's summary when it ran.
 pub fn apply_result(
     run: &Run,
-    plan: PlanArtifact,
-    report: ApplyReport,
+    applied: ApplyRun,
+    gate: Option<GateReport>,
 ) -> Result<Applied, CliError> {
+    let ApplyRun {
+        plan,
+        report,
+        warnings: mut phase_warnings,
+    } = applied;
     let report_value = json!({
         "run_id": run.run_id,
         "failed": report.failed,
@@ -598,35 +784,41 @@ pub fn apply_result(
     normalized.insert("command".into(), json!("apply"));
     normalized.insert("plan_summary".into(), json!(plan.summary));
     normalized.insert("writes".into(), json!(report.writes));
-    let mut result = match report.error_summary() {
-        Some(err) => {
-            // Each VM's full error is in apply_report.json and the result's `vms`; the error
-            // line (state, ERR, hyops) gets the one-line summary.
-            normalized.insert("vms".into(), json!(report.outcomes));
-            DriverResult::error(
-                &run.run_id,
-                "apply",
-                format!(
-                    "apply failed: {err}; per-VM errors: {}",
-                    run.evidence.join("apply_report.json").display()
-                ),
-            )
-        }
+    let mut error = None;
+    if let Some(err) = report.error_summary() {
+        // Each VM's full error is in apply_report.json and the result's `vms`; the error
+        // line (state, ERR, hyops) gets the one-line summary.
+        normalized.insert("vms".into(), json!(report.outcomes));
+        error = Some(format!(
+            "apply failed: {err}; per-VM errors: {}",
+            run.evidence.join("apply_report.json").display()
+        ));
+    } else if let Some(g) = &gate {
+        normalized.insert("post_apply_ssh_readiness".into(), g.summary.clone());
+        phase_warnings.extend(g.warnings.iter().cloned());
+        // A required gate that failed: the new outputs are not published (§5.6).
+        error = g.error.as_ref().map(|e| required_failure_message(e));
+    }
+    let mut result = match error {
+        Some(e) => DriverResult::error(&run.run_id, "apply", e),
         None => DriverResult::ok(&run.run_id, "apply", Map::new()),
     };
     result.normalized_outputs = normalized;
     result.warnings = plan.warnings.clone();
+    result.warnings.extend(phase_warnings.iter().cloned());
     write_driver_result(&run.evidence, &result).map_err(CliError::hyops)?;
     Ok(Applied {
         plan,
         report,
         result,
+        phase_warnings,
     })
 }
 
 /// What destroy needs, resolved before anything is deleted (a failure here changes nothing).
 pub struct DestroyPrep {
     pub resolved: ResolvedInputs,
+    creds: ProxmoxCredentials,
     client: PveClient,
     prior: PriorIds,
     names: BTreeSet<String>,
@@ -648,10 +840,63 @@ pub fn destroy_prepare(ctx: &Ctx, run: &Run) -> Result<DestroyPrep, CliError> {
         .collect();
     Ok(DestroyPrep {
         resolved,
+        creds,
         client,
         prior,
         names,
     })
+}
+
+/// After the VMs are gone (even when others failed): their known_hosts entries and their
+/// cloud-init snippet files go too; what cannot be removed becomes a warning.
+async fn forget_destroyed(ctx: &Ctx, prep: &DestroyPrep, report: &mut DestroyReport) {
+    let destroyed: Vec<(String, String, u32)> = report
+        .outcomes
+        .iter()
+        .filter(|o| o.status == "ok")
+        .filter_map(|o| {
+            let name = report.names.get(&o.key)?;
+            Some((o.node.clone(), name.clone(), o.vmid?))
+        })
+        .collect();
+    let vmids: Vec<u32> = destroyed.iter().map(|d| d.2).collect();
+    if !vmids.is_empty() {
+        if let Err(e) = ctx.known_hosts().forget_vmids(&vmids) {
+            report.warnings.push(format!(
+                "known_hosts entries of destroyed VMs were not removed: {e}"
+            ));
+        }
+    }
+    let model = &prep.resolved.model;
+    if destroyed.is_empty()
+        || model.cloud_init_mode != CloudInitMode::Snippets
+        || model.is_windows()
+    {
+        return;
+    }
+    let storage = snippets_storage(model, &prep.creds);
+    let pairs: Vec<(String, String)> = destroyed
+        .iter()
+        .map(|(n, name, _)| (n.clone(), name.clone()))
+        .collect();
+    let cleaned = match node_ssh(ctx, &prep.creds) {
+        Ok(ssh) => {
+            let r = apply_snippets::remove_destroyed(&ssh, &pairs, &storage).await;
+            ssh.close().await;
+            r.map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e.message),
+    };
+    match cleaned {
+        Ok(r) if !r.removed.is_empty() => output::progress(&format!(
+            "snippets: {} file(s) of destroyed VMs removed",
+            r.removed.len()
+        )),
+        Ok(_) => {}
+        Err(e) => report.warnings.push(format!(
+            "cloud-init snippet files of destroyed VMs were not removed: {e}"
+        )),
+    }
 }
 
 /// What a destroy ended with: the driver result (`status: error` with the one-line message
@@ -696,11 +941,12 @@ pub async fn destroy_execute(
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    let report = match report {
+    let mut report = match report {
         None => return failed("destroy cancelled by the operator (SIGINT); every started step was ended and journalled; run destroy again to remove the rest".into(), true),
         Some(Err(e)) => return failed(e.to_string(), false),
         Some(Ok(r)) => r,
     };
+    forget_destroyed(ctx, prep, &mut report).await;
     write_json_atomic(
         &run.evidence.join("destroy_report.json"),
         &json!({"run_id": run.run_id, "vms": report.outcomes, "warnings": report.warnings}),

@@ -16,7 +16,7 @@ use serde_json::json;
 
 use crate::commands::CliError;
 use crate::hyops::seed::{seed_ready_root, ReadyRootSeed};
-use crate::hyops::{acquire_lock_file, write_json_atomic, RunLock, RuntimeRoot};
+use crate::hyops::{acquire_lock_file, write_json_atomic, write_text_atomic, RunLock, RuntimeRoot};
 use crate::sim::{ClusterDescription, FaultPlan, SimConfig, SimHandle, SimState, Simulator};
 
 /// Simulated seconds run this much faster than real ones in `--sim` runs (a full clone of a
@@ -212,6 +212,40 @@ impl SimSession {
     }
 }
 
+/// The simulator root's SSH key: `<root>/credentials/sim_ssh_ed25519` (created once, 0600).
+/// It is the node key (`proxmox_ssh_key`), the default guest key (`ssh_public_key`) and the
+/// readiness gate's default identity in `--sim` runs. Returns its path and public key line.
+pub fn sim_ssh_key(root: &RuntimeRoot) -> Result<(PathBuf, String), CliError> {
+    use russh::keys::ssh_key::private::Ed25519Keypair;
+    use russh::keys::ssh_key::LineEnding;
+    use russh::keys::PrivateKey;
+    let path = root.credentials_dir().join(SIM_SSH_KEY_FILE);
+    let key = if path.exists() {
+        russh::keys::load_secret_key(&path, None).map_err(|e| {
+            CliError::msg(format!(
+                "simulator SSH key {} is unreadable ({e}); delete it to create a new one",
+                path.display()
+            ))
+        })?
+    } else {
+        let mut key = PrivateKey::from(Ed25519Keypair::from_seed(&rand::random::<[u8; 32]>()));
+        key.set_comment("hyops-pve-sim");
+        let pem = key
+            .to_openssh(LineEnding::LF)
+            .map_err(|e| CliError::msg(format!("cannot encode the simulator SSH key: {e}")))?;
+        write_text_atomic(&path, &pem).map_err(CliError::hyops)?;
+        key
+    };
+    let public = key
+        .public_key()
+        .to_openssh()
+        .map_err(|e| CliError::msg(format!("cannot encode the simulator SSH key: {e}")))?;
+    Ok((path, public))
+}
+
+/// File name of the simulator root's SSH key under `credentials/`.
+pub const SIM_SSH_KEY_FILE: &str = "sim_ssh_ed25519";
+
 /// Make `root` a ready HyOps runtime root for the simulator behind `h`: credentials (token,
 /// pinned certificate), the template-image state and the Proxmox readiness marker.
 pub fn write_sim_root(root: &Path, h: &SimHandle) -> Result<(), CliError> {
@@ -223,6 +257,14 @@ pub fn write_sim_root(root: &Path, h: &SimHandle) -> Result<(), CliError> {
         .cloned()
         .unwrap_or_else(|| "pve1".into());
     let runtime_root = RuntimeRoot::at(root);
+    // The simulated nodes accept this root's own SSH key for root, and the API address
+    // reaches the first node's sshd (in-process: see `sim::ssh`).
+    let (key_path, public_key) = sim_ssh_key(&runtime_root)?;
+    let ssh = h.ssh();
+    ssh.authorize_node_key("root", &public_key)
+        .map_err(|e| CliError::msg(format!("simulator SSH key {}: {e}", key_path.display())))?;
+    let api_ip = h.addr.ip().to_string();
+    ssh.add_node_alias(&api_ip);
     seed_ready_root(
         &runtime_root,
         &ReadyRootSeed {
@@ -232,7 +274,9 @@ pub fn write_sim_root(root: &Path, h: &SimHandle) -> Result<(), CliError> {
             node: first_node.clone(),
             skip_tls: false,
             tls_fingerprint: Some(h.ca_fingerprint_sha256.clone()),
-            api_ip: h.addr.ip().to_string(),
+            api_ip,
+            ssh_key: Some(key_path),
+            ssh_public_key: public_key,
             ..ReadyRootSeed::default()
         },
     )

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::inputs::model::LogicalVmKey;
-use crate::plan::desired::{net_value, DesiredVm, BOOT_DISK};
+use crate::plan::desired::{is_snippet_file_of, net_value, DesiredVm, BOOT_DISK};
 use crate::plan::observed::{ManagedVm, ObservedPool, ObservedVm, PowerState};
 use crate::plan::props::{self, PropertyString};
 
@@ -347,6 +347,25 @@ fn diff_one(want: &DesiredVm, have: &ManagedVm, allow_replace: bool) -> Result<V
                 });
                 config_delete.push(k.clone());
             }
+        }
+    }
+    // `cloud_init_mode: native` (or Windows) after snippets: drop our own `cicustom`, so the
+    // guest gets the native keys again. A `cicustom` naming anything else is the operator's.
+    let owned = want.owned_config();
+    if let (None, Some(cc)) = (owned.get("cicustom"), vm.config.get("cicustom")) {
+        let ours = cc.split(',').all(|part| {
+            part.split_once('=')
+                .and_then(|(_, vol)| vol.split_once(":snippets/"))
+                .is_some_and(|(_, file)| is_snippet_file_of(&want.physical_name.0, file))
+        });
+        if ours {
+            cloudinit_changed = true;
+            changes.push(FieldChange {
+                field: "cicustom".into(),
+                before: Some(cc.clone()),
+                after: None,
+            });
+            config_delete.push("cicustom".into());
         }
     }
     let resize = boot_disk_resize(want, vm)?;

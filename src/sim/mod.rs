@@ -24,7 +24,9 @@ pub mod locks;
 pub mod model;
 pub mod persist;
 mod server;
+pub mod snippets;
 pub mod spec;
+pub mod ssh;
 pub mod tasks;
 pub mod tls;
 mod vm;
@@ -66,6 +68,8 @@ pub struct SimConfig {
     pub tls: bool,
     /// Address to bind; default `127.0.0.1:0`.
     pub listen: SocketAddr,
+    /// The in-process SSH side (node and guest sshd).
+    pub ssh: ssh::SimSshConfig,
 }
 
 impl Default for SimConfig {
@@ -83,6 +87,7 @@ impl Default for SimConfig {
             users: vec![("root@pam".to_string(), Secret::new("sim-root-password"))],
             tls: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ssh: ssh::SimSshConfig::default(),
         }
     }
 }
@@ -160,11 +165,17 @@ impl Simulator {
             },
             slots: Mutex::new(HashMap::new()),
         });
+        let ssh = Arc::new(ssh::SimSsh::new(
+            Arc::clone(&sim),
+            cfg.ssh.clone(),
+            cfg.seed,
+        ));
         let (tx, rx) = watch::channel(false);
         let join = tokio::spawn(server::run(Arc::clone(&sim), listener, acceptor, rx));
         let scheme = if cfg.tls { "https" } else { "http" };
         Ok(SimHandle {
             sim,
+            ssh,
             base: format!("{scheme}://{addr}/api2/json"),
             addr,
             token_id: cfg.token.0,
@@ -181,6 +192,7 @@ impl Simulator {
 /// A running simulator.
 pub struct SimHandle {
     sim: Arc<Sim>,
+    ssh: Arc<ssh::SimSsh>,
     base: String,
     pub addr: SocketAddr,
     pub token_id: String,
@@ -213,6 +225,11 @@ impl SimHandle {
             self.token_id,
             self.token_secret.expose()
         )
+    }
+
+    /// The simulated SSH network: the engine's dialer for `--sim`, SSH faults and counters.
+    pub fn ssh(&self) -> Arc<ssh::SimSsh> {
+        Arc::clone(&self.ssh)
     }
 
     /// A snapshot of the request counters.

@@ -67,7 +67,10 @@ impl Harness {
         for (k, v) in extra {
             env.insert(k.to_string(), v.to_string());
         }
-        Ctx::build(&self.args(inputs), env).await.expect("ctx")
+        let mut ctx = Ctx::build(&self.args(inputs), env).await.expect("ctx");
+        // SSH (snippets, readiness gate) goes to the simulator's in-process network.
+        ctx.ssh_dialer = Some(std::sync::Arc::new(self.sim.ssh()));
+        ctx
     }
 
     /// A context whose engine runs on the simulator's time scale (deadlines, backoff, polls
@@ -148,6 +151,7 @@ impl Harness {
 
 pub const DEMO: &str = r#"
 require_ipam: false
+ssh_username: opsadmin
 template_state_ref: core/onprem/template-image
 template_key: ubuntu-24.04
 cpu_cores: 2

@@ -1,10 +1,11 @@
 //! A pool overlay of `n` VMs with static addresses, shared by the scale tests, the chaos
 //! suite and the benchmarks (which include this file by path).
 
-/// `header` is YAML placed before `vms:` (clone mode, readiness, limits, disk size…).
+/// `header` is YAML placed before `vms:` (clone mode, readiness, limits, disk size…). The
+/// guest user is `opsadmin`, the readiness gate's default `target_user`.
 pub fn pool_overlay(n: usize, header: &str) -> String {
     let mut s = format!(
-        "require_ipam: false\ntemplate_state_ref: core/onprem/template-image\ntemplate_key: ubuntu-24.04\n{header}vms:\n"
+        "require_ipam: false\ntemplate_state_ref: core/onprem/template-image\ntemplate_key: ubuntu-24.04\nssh_username: opsadmin\n{header}vms:\n"
     );
     for i in 0..n {
         s.push_str(&format!(

@@ -49,6 +49,23 @@ fn probe() -> Result<PathBuf, String> {
     Ok(py)
 }
 
+/// The demo pool (`tests/common` DEMO) for a hyops-pve *process*, which cannot reach the
+/// in-process simulator's SSH: native cloud-init keys (no node SSH) and the readiness gate as
+/// `gate` says (a YAML flow mapping).
+pub fn pool(demo: &str, gate: &str) -> String {
+    let from = "post_apply_ssh_readiness:\n  connectivity_wait_s: 30\n";
+    assert!(demo.contains(from), "the demo pool changed: {demo}");
+    demo.replace(
+        from,
+        &format!("cloud_init_mode: native\npost_apply_ssh_readiness: {gate}\n"),
+    )
+}
+
+/// [`pool`] without the gate.
+pub fn pool_no_gate(demo: &str) -> String {
+    pool(demo, "{enabled: false}")
+}
+
 /// The venv python, or `None` after a visible SKIPPED when hyops or the plug-in is missing.
 pub fn require_python() -> Option<PathBuf> {
     optional::require(
