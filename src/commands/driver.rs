@@ -267,7 +267,7 @@ async fn run_request(
             // hyops records no `running` state for destroy (contract §3.4): nothing to write
             // between the preparation and the deletes.
             let run = start_run(&ctx, RunPrefix::Destroy, true)?;
-            let prep = destroy_prepare(&ctx, &run)?;
+            let prep = destroy_prepare(&ctx, &run, "destroy")?;
             Ok(destroy_execute(&ctx, &run, &prep).await?.result)
         }
         DriverCommand::Import(target) => {

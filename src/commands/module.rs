@@ -414,7 +414,7 @@ pub async fn destroy(args: &ModuleArgs, bypass: &PreflightBypass) -> Result<i32,
 pub async fn destroy_inner(ctx: &Ctx, bypass_reason: Option<String>) -> Result<String, CliError> {
     let run = start_run(ctx, RunPrefix::Destroy, true)?;
     let mut decision = PreflightDecision::new("destroy", bypass_reason.as_deref());
-    let prep = destroy_prepare(ctx, &run)?;
+    let prep = destroy_prepare(ctx, &run, "destroy")?;
     decision.complete(true, None);
     decision.write(&run.evidence).map_err(CliError::hyops)?;
     let state = ModuleState::new(&ctx.root, &ctx.module_ref, ctx.instance.as_ref());

@@ -815,21 +815,25 @@ pub fn apply_result(
     })
 }
 
-/// What destroy needs, resolved before anything is deleted (a failure here changes nothing).
+/// What destroy (and state detach) need, resolved before anything is changed (a failure here
+/// changes nothing).
 pub struct DestroyPrep {
     pub resolved: ResolvedInputs,
-    creds: ProxmoxCredentials,
-    client: PveClient,
-    prior: PriorIds,
-    names: BTreeSet<String>,
+    pub creds: ProxmoxCredentials,
+    pub client: PveClient,
+    /// VMIDs prior runs recorded for the slot.
+    pub prior: PriorIds,
+    /// Physical names the inputs request (read besides the tagged VMs).
+    pub names: BTreeSet<String>,
 }
 
 /// Credentials, inputs (resolved leniently: validation is skipped on destroy, §1.14; they only
-/// supply names), the client and the VMIDs prior runs recorded.
-pub fn destroy_prepare(ctx: &Ctx, run: &Run) -> Result<DestroyPrep, CliError> {
+/// supply names), the client and the VMIDs prior runs recorded. `command` names the inputs
+/// evidence.
+pub fn destroy_prepare(ctx: &Ctx, run: &Run, command: &str) -> Result<DestroyPrep, CliError> {
     let creds = ctx.credentials()?;
     let resolved = resolve(ctx, LifecycleCommand::Destroy, Some(&creds))?;
-    write_inputs_evidence(ctx, run, "destroy", &resolved)?;
+    write_inputs_evidence(ctx, run, command, &resolved)?;
     let client = ctx.client(&creds)?;
     let prior = prior_ids(ctx)?;
     let names: BTreeSet<String> = resolved

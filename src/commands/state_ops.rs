@@ -17,8 +17,7 @@ use crate::apply::engine;
 use crate::apply::import::{import_vm, observe_slot, ImportRequest};
 use crate::commands::context::Ctx;
 use crate::commands::phases::{
-    identity, make_plan, preflight_phase, prior_ids, resolve, write_inputs_evidence, Preflighted,
-    Run,
+    destroy_prepare, identity, make_plan, preflight_phase, prior_ids, Preflighted, Run,
 };
 use crate::commands::CliError;
 use crate::hyops::protocol::{DetachSelection, DetachTarget, ImportTarget};
@@ -146,18 +145,8 @@ pub async fn detach_phase(
     run: &Run,
     target: &DetachTarget,
 ) -> Result<DriverResult, CliError> {
-    let creds = ctx.credentials()?;
-    let resolved = resolve(ctx, LifecycleCommand::Destroy, Some(&creds))?;
-    write_inputs_evidence(ctx, run, "state_detach", &resolved)?;
-    let client = ctx.client(&creds)?;
-    let prior = prior_ids(ctx)?;
-    let names: BTreeSet<String> = resolved
-        .model
-        .vms
-        .values()
-        .map(|v| v.physical_name.0.clone())
-        .collect();
-    let observed = observe_slot(&client, &identity(ctx), &prior, &names)
+    let prep = destroy_prepare(ctx, run, "state_detach")?;
+    let observed = observe_slot(&prep.client, &identity(ctx), &prep.prior, &prep.names)
         .await
         .map_err(|e| CliError::msg(e.to_string()))?;
     let selected: Vec<(String, u32, String, String)> = match &target.selection {
