@@ -17,9 +17,24 @@ fn examples(name: &str) -> String {
     format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A runtime root whose `core/onprem/template-image` state publishes `ubuntu-24.04`.
+fn root_with_template() -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    let state = root
+        .path()
+        .join("state/modules/core__onprem__template-image/latest.json");
+    std::fs::create_dir_all(state.parent().unwrap()).unwrap();
+    std::fs::write(
+        &state,
+        r#"{"status": "ok", "outputs": {"template_vm_ids": {"ubuntu-24.04": 9000}}}"#,
+    )
+    .unwrap();
+    root
+}
+
 #[test]
 fn every_example_overlay_validates() {
-    let root = tempfile::tempdir().unwrap();
+    let root = root_with_template();
     for ex in [
         "inputs.min.yml",
         "inputs.typical.yml",
@@ -39,8 +54,23 @@ fn every_example_overlay_validates() {
 }
 
 #[test]
-fn validate_json_prints_the_resolved_model() {
+fn validate_refuses_a_missing_template_state_as_hyops_does() {
     let root = tempfile::tempdir().unwrap();
+    bin()
+        .args(["validate", "--root"])
+        .arg(root.path())
+        .args(["--inputs", &examples("inputs.typical.yml")])
+        .env("HYOPS_ENV", "dev")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "ERR: template_state_ref not found in env state: core/onprem/template-image (run: hyops deploy --module core/onprem/template-image --inputs <inputs.yml>)",
+        ));
+}
+
+#[test]
+fn validate_json_prints_the_resolved_model() {
+    let root = root_with_template();
     let out = bin()
         .args(["validate", "--json", "--root"])
         .arg(root.path())
@@ -210,4 +240,28 @@ fn version_and_completions_work() {
         .assert()
         .success()
         .stdout(predicate::str::contains("hyops-pve"));
+}
+
+#[test]
+fn validate_warns_about_unknown_keys_even_when_it_refuses() {
+    let root = root_with_template();
+    let overlay = root.path().join("o.yml");
+    std::fs::write(
+        &overlay,
+        "require_ipam: false\nmemroy_mb: 8192\ncpu_cores: many\nvms: {a: {interfaces: [{bridge: vmbr0}]}}\n",
+    )
+    .unwrap();
+    bin()
+        .args(["validate", "--root"])
+        .arg(root.path())
+        .arg("--inputs")
+        .arg(&overlay)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "WARN: inputs.memroy_mb is not a platform-vm input and is ignored (did you mean memory_mb?)",
+        ))
+        .stderr(predicate::str::contains(
+            "ERR: input validation failed for platform/onprem/platform-vm: inputs.cpu_cores must be an integer",
+        ));
 }

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -15,14 +14,17 @@ use hyops_pve::hyops::{
     acquire_lock, DriverResult, ModuleRef, ResultStatus, RuntimeRoot, DRIVER_REF, MODULE_REF,
     PACK_ID, PROFILE,
 };
-use hyops_pve::inputs::{merge_operator_inputs, parse_overlay_yaml, spec_defaults};
+use hyops_pve::inputs::{merge_operator_inputs, parse_overlay, spec_defaults};
+use hyops_pve::yaml::PyValue;
 use serde_json::{json, Value};
 
 /// The inputs hyops would hand the driver: spec defaults with the overlay merged on.
 fn resolved_inputs(yaml: &str) -> Value {
-    let mut inputs = spec_defaults();
-    merge_operator_inputs(&mut inputs, &parse_overlay_yaml(yaml).unwrap());
-    inputs
+    let PyValue::Dict(mut inputs) = PyValue::from(&spec_defaults()) else {
+        panic!("spec defaults are a mapping")
+    };
+    merge_operator_inputs(&mut inputs, &parse_overlay(yaml).unwrap());
+    PyValue::Dict(inputs).to_json("inputs").unwrap()
 }
 
 fn evidence(h: &Harness, run_id: &str) -> PathBuf {
@@ -53,11 +55,11 @@ fn request(h: &Harness, command: &str, run_id: &str, inputs: &Value) -> Value {
     })
 }
 
-fn env(h: &Harness) -> BTreeMap<String, String> {
-    BTreeMap::from([
+fn env(h: &Harness) -> Vec<(String, String)> {
+    vec![
         ("HOME".to_string(), h.dir.path().display().to_string()),
         ("HYOPS_PVE_LOCK_WAIT_S".to_string(), "0".to_string()),
-    ])
+    ]
 }
 
 /// Run a request; SSH (snippets, the readiness gate) goes to the simulator's in-process
@@ -66,7 +68,7 @@ async fn run(h: &Harness, req: &Value) -> DriverResult {
     run_with_env(h, req, env(h)).await
 }
 
-async fn run_with_env(h: &Harness, req: &Value, env: BTreeMap<String, String>) -> DriverResult {
+async fn run_with_env(h: &Harness, req: &Value, env: Vec<(String, String)>) -> DriverResult {
     run_request_text_with(
         &req.to_string(),
         env,
@@ -592,8 +594,10 @@ fn the_written_spec_keeps_the_upstream_defaults_and_publish_list() {
     }) else {
         return;
     };
-    let up: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
-    let up: Value = serde_json::to_value(up).unwrap();
+    let up: Value = hyops_pve::yaml::safe_load(&text)
+        .unwrap()
+        .to_json("spec")
+        .unwrap();
     let ours = hyops_pve::hyops::modspec::platform_vm_spec();
     assert_eq!(ours["inputs"]["defaults"], up["inputs"]["defaults"]);
     assert_eq!(ours["outputs"]["publish"], up["outputs"]["publish"]);
@@ -616,7 +620,7 @@ async fn a_pool_made_by_the_cli_is_left_unchanged_by_a_driver_apply_on_the_same_
     let mut req = request(&h, "apply", "apply-c2", &resolved_inputs(DEMO));
     req["runtime"]["env"] = json!("");
     let mut e = env(&h);
-    e.insert("HYOPS_ENV".into(), "dev".into());
+    e.push(("HYOPS_ENV".into(), "dev".into()));
     let r = run_with_env(&h, &req, e).await;
     ok(&r);
     assert_eq!(r.normalized_outputs["writes"], 0);

@@ -22,7 +22,11 @@ fn the_spec_selects_the_native_driver_and_a_rerun_is_up_to_date() {
     let out = setup(&["--module-root", root.to_str().unwrap()]);
     assert!(out.status.success(), "{out:?}");
     let text = std::fs::read_to_string(spec_of(&root)).unwrap();
-    let spec: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    // Read as hyops reads it (PyYAML safe_load semantics).
+    let spec = hyops_pve::yaml::safe_load(&text)
+        .unwrap()
+        .to_json("spec.yml")
+        .unwrap();
     assert_eq!(
         spec["execution"]["driver"].as_str(),
         Some("iac/proxmox-native")

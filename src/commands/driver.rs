@@ -15,7 +15,6 @@
 //! naming the field. Exit code: 0 when the result is `ok`, 1 otherwise; the result document is
 //! always printed (a missing or unparsable document means the process itself failed).
 
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,7 +25,7 @@ use crate::cli::ModuleArgs;
 use crate::commands::context::{Ctx, DriverFrame};
 use crate::commands::phases::{
     apply_phase, destroy_execute, destroy_prepare, make_plan, preflight_phase, reachable_client,
-    resolve, start_run, validate_model, write_inputs_evidence,
+    resolve, start_run, validate_report, write_inputs_evidence,
 };
 use crate::commands::state_ops::{detach_phase, import_phase, unlock_phase};
 use crate::commands::{CliError, EXIT_ERROR, EXIT_OK};
@@ -93,7 +92,7 @@ pub async fn driver(request_file: Option<&Path>) -> i32 {
                 .map_err(|e| format!("cannot read the driver request from stdin: {e}"))
         }
     };
-    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let env: Vec<(String, String)> = std::env::vars().collect();
     let result = match text {
         Ok(t) => run_request_text(&t, env).await,
         Err(e) => DriverResult::error("", "unknown", e),
@@ -109,7 +108,7 @@ pub async fn driver(request_file: Option<&Path>) -> i32 {
 /// Handle one request given as text with an explicit environment: parse, run, and write
 /// `driver_result.json` into the evidence dir when the request named a usable one. Never
 /// panics on bad input; every failure is an error result.
-pub async fn run_request_text(text: &str, env: BTreeMap<String, String>) -> DriverResult {
+pub async fn run_request_text(text: &str, env: Vec<(String, String)>) -> DriverResult {
     run_request_text_with(text, env, None).await
 }
 
@@ -118,7 +117,7 @@ pub async fn run_request_text(text: &str, env: BTreeMap<String, String>) -> Driv
 /// simulator.
 pub async fn run_request_text_with(
     text: &str,
-    env: BTreeMap<String, String>,
+    env: Vec<(String, String)>,
     dialer: Option<Arc<dyn Dialer>>,
 ) -> DriverResult {
     let value: Value = match serde_json::from_str(text) {
@@ -169,8 +168,13 @@ fn usable_evidence_dir(value: &Value) -> Option<PathBuf> {
     p.is_absolute().then_some(p)
 }
 
-fn lock_wait(env: &BTreeMap<String, String>) -> Result<u64, CliError> {
-    match env.get(LOCK_WAIT_ENV).map(|v| v.trim()) {
+fn lock_wait(env: &[(String, String)]) -> Result<u64, CliError> {
+    let value = env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == LOCK_WAIT_ENV)
+        .map(|(_, v)| v.trim());
+    match value {
         None | Some("") => Ok(DEFAULT_LOCK_WAIT_S),
         Some(v) => v.parse().map_err(|_| {
             CliError::msg(format!(
@@ -182,7 +186,7 @@ fn lock_wait(env: &BTreeMap<String, String>) -> Result<u64, CliError> {
 
 async fn run_request(
     req: &ParsedRequest,
-    env: BTreeMap<String, String>,
+    env: Vec<(String, String)>,
     dialer: Option<Arc<dyn Dialer>>,
 ) -> Result<DriverResult, CliError> {
     let args = ModuleArgs {
@@ -246,21 +250,23 @@ async fn run_request(
         }
         DriverCommand::Validate => {
             let run = start_run(&ctx, RunPrefix::Validate, false)?;
-            let (resolved, warnings, template) = validate_model(&ctx)?;
-            write_inputs_evidence(&ctx, &run, "validate", &resolved)?;
+            let outcome = validate_report(&ctx);
+            let report = outcome.result?;
+            let model = &report["model"];
             let mut normalized = Map::new();
             normalized.insert("outputs".into(), json!({}));
             normalized.insert("command".into(), json!("validate"));
             normalized.insert(
                 "validate".into(),
                 json!({
-                    "template_vm_id": template,
-                    "vm_keys": resolved.model.vms.keys().map(|k| k.0.clone()).collect::<Vec<_>>(),
-                    "vm_names": resolved.model.vms.values().map(|v| v.physical_name.0.clone()).collect::<Vec<_>>(),
+                    "template_vm_id": report["template_vm_id"],
+                    "vm_keys": model["vms"].as_object().map(|m| m.keys().cloned().collect::<Vec<_>>()),
                 }),
             );
+            write_json_atomic(&run.evidence.join("driver_validate.json"), &report)
+                .map_err(CliError::hyops)?;
             let mut result = DriverResult::ok(&run.run_id, "validate", normalized);
-            result.warnings = warnings;
+            result.warnings = outcome.warnings;
             Ok(result)
         }
         DriverCommand::Destroy => {

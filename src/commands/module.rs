@@ -14,8 +14,10 @@ use crate::commands::context::{require_inputs, Ctx};
 use crate::commands::output;
 use crate::commands::phases::{
     apply_phase, destroy_execute, destroy_prepare, make_plan, preflight_phase, print_plan,
-    start_run, validate_model, Applied, Preflighted, Run,
+    start_run, Applied, Preflighted, Run,
 };
+/// The checks of `validate` (shared with the driver mode; tests and benches call it here).
+pub use crate::commands::phases::{validate_report, ValidateOutcome};
 use crate::commands::{CliError, EXIT_CANCELLED, EXIT_CHANGES, EXIT_OK};
 use crate::hyops::{
     self, build_input_contract, publish_outputs, write_driver_result, write_json_atomic,
@@ -127,8 +129,10 @@ pub async fn preflight_inner(ctx: &Ctx, strict: bool) -> Result<i32, CliError> {
     }
 }
 
-/// `hyops-pve validate`: inputs, naming, aliases and guards; the template is resolved when
-/// its state exists (otherwise a warning: plan/apply check it for real).
+/// `hyops-pve validate`: what `hyops validate` refuses before any API call, in its order —
+/// input resolution and validation (state references, `ssh_keys_from_init` included), then
+/// the driver contract's API-free steps: bridge aliases, `build_image`, the VM-set guards and
+/// the template resolved from its `core/onprem/template-image` state.
 pub async fn validate(args: &ModuleArgs) -> Result<i32, CliError> {
     require_inputs(args, &std::env::vars().collect(), "validate")?;
     let mut ctx = Ctx::new(args).await?;
@@ -138,25 +142,11 @@ pub async fn validate(args: &ModuleArgs) -> Result<i32, CliError> {
 }
 
 pub fn validate_inner(ctx: &Ctx) -> Result<i32, CliError> {
-    let (resolved, mut warnings, template) = validate_model(ctx)?;
-    if !ctx.root.path().is_dir() {
-        // A mistyped --env is worth saying; validate itself needs no root and creates none.
-        warnings.push(crate::commands::context::missing_root_message(
-            ctx.root.path(),
-            ctx.args.env.as_deref().or(ctx.env_name.as_deref()),
-        ));
-    }
-    let out = json!({
-        "module_ref": ctx.module_ref.as_str(),
-        "state_instance": ctx.instance.as_ref().map(|i| i.as_str()),
-        "env": ctx.env_name,
-        "template_vm_id": template,
-        "warnings": warnings,
-        "model": resolved.model,
-    });
-    for w in &warnings {
+    let outcome = validate_report(ctx);
+    for w in &outcome.warnings {
         output::warn(w);
     }
+    let out = outcome.result?;
     for key in [
         "module_ref",
         "state_instance",
@@ -167,14 +157,16 @@ pub fn validate_inner(ctx: &Ctx) -> Result<i32, CliError> {
         output::field(key, out[key].clone());
     }
     if !output::is_json() {
-        let yaml = serde_yaml::to_string(&out)
-            .map_err(|e| CliError::msg(format!("cannot render the model: {e}")))?;
-        output::result_text(&yaml);
+        output::result_text(&crate::yaml::to_yaml(&out));
     }
+    let vms = out
+        .get("model")
+        .and_then(|m| m.get("vms"))
+        .and_then(Value::as_object)
+        .map_or(0, |m| m.len());
     output::result_line(&format!(
-        "validate ok: {} ({} VM(s))",
-        ctx.module_ref.as_str(),
-        resolved.model.vms.len()
+        "validate ok: {} ({vms} VM(s))",
+        ctx.module_ref.as_str()
     ));
     Ok(EXIT_OK)
 }

@@ -26,6 +26,7 @@ use crate::commands::output;
 use crate::commands::progress::progress_for;
 use crate::commands::CliError;
 use crate::hyops::read_proxmox_ready;
+use crate::hyops::state_refs::RootStateContracts;
 use crate::hyops::{
     self, acquire_lock, check_vm_set_guards, evidence_dir, new_run_id, read_tfstate_vms,
     resolve_template, template_source_hint, write_driver_result, write_inputs_resolved,
@@ -36,7 +37,8 @@ use crate::inputs::model::{
     CloudInitMode, ConcurrencyLimits, LogicalVmKey, ModuleInputs, TemplateSource,
 };
 use crate::inputs::{
-    resolve_inputs, resolve_prepared_inputs, LifecycleCommand, ResolveRequest, ResolvedInputs,
+    resolve_inputs_with_warnings, resolve_prepared_inputs, LifecycleCommand, ResolveRequest,
+    ResolvedInputs, StateHooks,
 };
 use crate::plan::artifact::PlanArtifact;
 use crate::plan::desired::TargetDefaults;
@@ -111,27 +113,43 @@ pub fn start_run(ctx: &Ctx, prefix: RunPrefix, lock: bool) -> Result<Run, CliErr
     })
 }
 
-/// The inputs for `command`: the overlay resolved from scratch (CLI), or the inputs hyops
-/// already resolved (driver mode; the remaining contract steps still run).
+/// The inputs for `command`: the overlay resolved from scratch (CLI; the unknown-key
+/// warnings are shown next to a refusal, as they often explain it), or the inputs hyops
+/// already resolved (driver mode; this engine's own steps still run).
 pub fn resolve(
     ctx: &Ctx,
     command: LifecycleCommand,
     creds: Option<&ProxmoxCredentials>,
 ) -> Result<ResolvedInputs, CliError> {
-    let req = ResolveRequest {
+    let req = resolve_request(ctx, command, creds);
+    if let Some(frame) = &ctx.driver {
+        // hyops validated these inputs already; its messages stay single-line and verbatim.
+        return resolve_prepared_inputs(&req, &frame.inputs)
+            .map_err(|e| CliError::msg(e.to_string()));
+    }
+    let (early_warnings, result) = resolve_inputs_with_warnings(&req);
+    result.map_err(|e| {
+        for w in &early_warnings {
+            output::warn(w);
+        }
+        CliError::msg(crate::commands::hints::explain(&e, &req))
+    })
+}
+
+/// The resolution request of this run: its overlay, env (in process order), runtime env,
+/// credentials bridge and the state references read from the runtime root.
+pub fn resolve_request(
+    ctx: &Ctx,
+    command: LifecycleCommand,
+    creds: Option<&ProxmoxCredentials>,
+) -> ResolveRequest {
+    ResolveRequest {
         overlay_path: ctx.args.inputs.clone(),
         command,
         runtime_env: ctx.env_name.clone(),
-        env: ctx.env_vars.clone(),
+        env: ctx.env_order.clone(),
         credentials_network_bridge: creds.map(|c| c.network_bridge.clone()),
-    };
-    match &ctx.driver {
-        // hyops validated these inputs already; its messages stay single-line and verbatim.
-        Some(frame) => {
-            resolve_prepared_inputs(&req, &frame.inputs).map_err(|e| CliError::msg(e.to_string()))
-        }
-        None => resolve_inputs(&req)
-            .map_err(|e| CliError::msg(crate::commands::hints::explain(&e, &req))),
+        state: Some(StateHooks(Arc::new(RootStateContracts::new(&ctx.root)))),
     }
 }
 
@@ -174,8 +192,7 @@ pub fn write_inputs_evidence(
         &resolved.resolved_json,
     )
     .map_err(CliError::hyops)?;
-    let yaml = serde_yaml::to_string(&resolved.resolved_json)
-        .map_err(|e| CliError::msg(format!("cannot render resolved.inputs.yml: {e}")))?;
+    let yaml = crate::yaml::to_yaml(&resolved.resolved_json);
     write_text_atomic(&run.evidence.join("resolved.inputs.yml"), &yaml).map_err(CliError::hyops)?;
     Ok(())
 }
@@ -1000,24 +1017,79 @@ pub async fn destroy_execute(
     })
 }
 
-/// `validate`: inputs, naming, aliases and guards; the template is resolved when its state
-/// exists (otherwise a warning: plan/apply check it for real). Credentials are optional here;
-/// their bridge is only the single-VM default. Returns the inputs, the warnings and the
-/// template VMID when resolved.
-pub fn validate_model(ctx: &Ctx) -> Result<(ResolvedInputs, Vec<String>, Option<u32>), CliError> {
+/// What `validate` found: the warnings so far (shown even on failure) and either the report
+/// (`module_ref`, `state_instance`, `env`, `template_vm_id`, `warnings`, `model`) or the
+/// refusal. Prints nothing (the differential test against upstream calls it).
+pub struct ValidateOutcome {
+    pub warnings: Vec<String>,
+    pub result: Result<Value, CliError>,
+    /// The refusal exactly as hyops prints it, without the CLI's second line naming the
+    /// offending value (`None` on success).
+    pub verbatim: Option<String>,
+}
+
+/// The checks of `validate`, without printing: what `hyops validate` refuses before any API
+/// call, in its order — input resolution and validation, then the driver contract's API-free
+/// steps (bridge aliases, `build_image`, the VM-set guards, the template from its state). In
+/// driver mode the inputs are hyops' own (see [`resolve`]).
+pub fn validate_report(ctx: &Ctx) -> ValidateOutcome {
+    // Credentials are optional for validate; their bridge is only the single-VM default.
     let creds = ctx.credentials().ok();
-    let resolved = resolve(ctx, LifecycleCommand::Validate, creds.as_ref())?;
-    let mut warnings = resolved.warnings.clone();
-    warnings.extend(vm_set_guards(ctx, &resolved.model)?.warnings);
-    let template = match template_vmid(ctx, &resolved.model, &mut warnings) {
-        Ok((id, _)) => Some(id),
+    let req = resolve_request(ctx, LifecycleCommand::Validate, creds.as_ref());
+    let (mut early_warnings, result) = match &ctx.driver {
+        Some(frame) => (Vec::new(), resolve_prepared_inputs(&req, &frame.inputs)),
+        None => resolve_inputs_with_warnings(&req),
+    };
+    // A mistyped --env is worth saying whatever else is wrong; validate itself needs no root
+    // and creates none.
+    let root_warning = (!ctx.root.path().is_dir()).then(|| {
+        crate::commands::context::missing_root_message(
+            ctx.root.path(),
+            ctx.args.env.as_deref().or(ctx.env_name.as_deref()),
+        )
+    });
+    let resolved = match result {
+        Ok(r) => r,
         Err(e) => {
-            warnings.push(format!(
-                "template not resolved (checked again at plan/apply): {}",
-                e.message
-            ));
-            None
+            early_warnings.extend(root_warning);
+            let message = match &ctx.driver {
+                Some(_) => e.to_string(),
+                None => crate::commands::hints::explain(&e, &req),
+            };
+            return ValidateOutcome {
+                warnings: early_warnings,
+                result: Err(CliError::msg(message)),
+                verbatim: Some(e.to_string()),
+            };
         }
     };
-    Ok((resolved, warnings, template))
+    let mut warnings = resolved.warnings.clone();
+    warnings.extend(root_warning);
+    let checks = vm_set_guards(ctx, &resolved.model).and_then(|guard| {
+        warnings.extend(guard.warnings);
+        template_vmid(ctx, &resolved.model, &mut warnings)
+    });
+    let (template, _) = match checks {
+        Ok(t) => t,
+        Err(e) => {
+            return ValidateOutcome {
+                warnings,
+                verbatim: Some(e.message.clone()),
+                result: Err(e),
+            }
+        }
+    };
+    let out = json!({
+        "module_ref": ctx.module_ref.as_str(),
+        "state_instance": ctx.instance.as_ref().map(|i| i.as_str()),
+        "env": ctx.env_name,
+        "template_vm_id": template,
+        "warnings": warnings.clone(),
+        "model": resolved.model,
+    });
+    ValidateOutcome {
+        warnings,
+        result: Ok(out),
+        verbatim: None,
+    }
 }

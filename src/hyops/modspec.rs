@@ -40,12 +40,10 @@ pub fn platform_vm_spec() -> Value {
     })
 }
 
-/// The `spec.yml` text: header comment, then the document as YAML.
+/// The `spec.yml` text: header comment, then the document as YAML (the crate's one writer,
+/// which PyYAML reads back unchanged).
 pub fn platform_vm_spec_text() -> Result<String> {
-    let yaml = serde_yaml::to_string(&platform_vm_spec()).map_err(|e| HyopsError::Yaml {
-        path: PathBuf::from("spec.yml"),
-        detail: e.to_string(),
-    })?;
+    let yaml = crate::yaml::to_yaml(&platform_vm_spec());
     Ok(format!(
         "{SPEC_HEADER} {}: {MODULE_REF} runs through the {DRIVER_REF} driver\n# (the hyops-pve binary; install the hyops-pve-driver plug-in next to hyops).\n{yaml}",
         env!("CARGO_PKG_VERSION")
