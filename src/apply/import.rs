@@ -7,6 +7,7 @@
 //! Knows nothing about flags, HyOps state files or where evidence lives.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -89,17 +90,28 @@ pub struct Imported {
 }
 
 /// Observe this slot: every VM it provably owns (see [`crate::plan::observed::classify`]).
-/// `names` are physical names worth reading besides the tagged VMs and prior VMIDs.
+/// `names` are physical names worth reading besides the tagged VMs and prior VMIDs. A VM
+/// under `lock: clone` is waited for up to `clone_lock_wait` (already scaled by the
+/// engine's time scale, see [`crate::plan::observe::CLONE_LOCK_WAIT`]).
 pub async fn observe_slot(
     client: &PveClient,
     identity: &SlotIdentity,
     prior: &PriorIds,
     names: &BTreeSet<String>,
+    clone_lock_wait: Duration,
 ) -> Result<ObservedPool, ObserveError> {
     let rows = list_vms(client).await?;
     let mut expected = names.clone();
     expected.extend(prior.hyops.values().filter_map(|(_, n)| n.clone()));
-    observe(client, &identity.probe_marker(), &rows, prior, &expected).await
+    observe(
+        client,
+        &identity.probe_marker(),
+        &rows,
+        prior,
+        &expected,
+        clone_lock_wait,
+    )
+    .await
 }
 
 /// What to import, and the slot as observed before the import.

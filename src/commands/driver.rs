@@ -11,6 +11,11 @@
 //! `backend_binding.json`, `driver_inputs.json`, `driver_result.json`, and the engine's files
 //! (plan, journal, reports). Mutating commands take the same slot lock as the CLI.
 //!
+//! SIGINT and SIGTERM (hyops' Ctrl-C, the plug-in's timeout, a CI cancel) are watched from
+//! the process' start: the run stops as the CLI's does (started steps end and are journalled,
+//! phases that change nothing are abandoned) and the driver still answers one result, `status:
+//! error` naming the signal.
+//!
 //! A malformed request never crashes the driver: it gets `status: error` with a message
 //! naming the field. Exit code: 0 when the result is `ok`, 1 otherwise; the result document is
 //! always printed (a missing or unparsable document means the process itself failed).
@@ -28,6 +33,7 @@ use crate::commands::phases::{
     resolve, start_run, validate_report, write_inputs_evidence,
 };
 use crate::commands::state_ops::{detach_phase, import_phase, unlock_phase};
+use crate::commands::stop::Stop;
 use crate::commands::{CliError, EXIT_ERROR, EXIT_OK};
 use crate::hyops::protocol::{parse_request, DriverCommand, Lifecycle, ParsedRequest};
 use crate::hyops::{
@@ -81,6 +87,8 @@ fn print_result(result: &DriverResult) {
 
 /// Run `hyops-pve driver`: read the request, print the result; returns the exit code.
 pub async fn driver(request_file: Option<&Path>) -> i32 {
+    // Watched before the request is read: a signal at any point still gets one result.
+    let stop = Stop::watch();
     let text = match request_file {
         Some(p) => std::fs::read_to_string(p)
             .map_err(|e| format!("cannot read the driver request {}: {e}", p.display())),
@@ -94,7 +102,7 @@ pub async fn driver(request_file: Option<&Path>) -> i32 {
     };
     let env: Vec<(String, String)> = std::env::vars().collect();
     let result = match text {
-        Ok(t) => run_request_text(&t, env).await,
+        Ok(t) => run_request_text_stoppable(&t, env, None, &stop).await,
         Err(e) => DriverResult::error("", "unknown", e),
     };
     print_result(&result);
@@ -114,11 +122,23 @@ pub async fn run_request_text(text: &str, env: Vec<(String, String)>) -> DriverR
 
 /// [`run_request_text`] with SSH (node snippets, the readiness gate) going through `dialer`
 /// instead of TCP: for embedders and tests running the driver against an in-process
-/// simulator.
+/// simulator. Installs no signal handler (the embedder owns the process' signals).
 pub async fn run_request_text_with(
     text: &str,
     env: Vec<(String, String)>,
     dialer: Option<Arc<dyn Dialer>>,
+) -> DriverResult {
+    run_request_text_stoppable(text, env, dialer, &Stop::manual()).await
+}
+
+/// [`run_request_text_with`] stopped by `stop` (the process' SIGINT/SIGTERM in `hyops-pve
+/// driver`; an embedder's own request otherwise): the result is then `status: error`
+/// naming the signal.
+pub async fn run_request_text_stoppable(
+    text: &str,
+    env: Vec<(String, String)>,
+    dialer: Option<Arc<dyn Dialer>>,
+    stop: &Stop,
 ) -> DriverResult {
     let value: Value = match serde_json::from_str(text) {
         Ok(v) => v,
@@ -153,7 +173,7 @@ pub async fn run_request_text_with(
         }
     };
     let name = req.command.name();
-    let result = match run_request(&req, env, dialer).await {
+    let result = match run_request(&req, env, dialer, stop).await {
         Ok(r) => r,
         Err(e) => DriverResult::error(&req.run_id, name, e.message),
     };
@@ -184,11 +204,20 @@ fn lock_wait(env: &[(String, String)]) -> Result<u64, CliError> {
     }
 }
 
+/// The message of a run stopped by `sig` before it changed anything.
+fn stopped_before_change(command: &str, sig: &str) -> CliError {
+    CliError::cancelled(format!(
+        "{command} cancelled by the operator ({sig}) before any change"
+    ))
+}
+
 async fn run_request(
     req: &ParsedRequest,
     env: Vec<(String, String)>,
     dialer: Option<Arc<dyn Dialer>>,
+    stop: &Stop,
 ) -> Result<DriverResult, CliError> {
+    let name = req.command.name();
     let args = ModuleArgs {
         module: req.module_ref.clone(),
         root: Some(req.runtime_root.clone()),
@@ -212,10 +241,17 @@ async fn run_request(
     ctx.ssh_dialer = dialer;
     hyops::evidence::create_evidence_dir(&req.evidence_dir).map_err(CliError::hyops)?;
     write_driver_meta(&ctx, req)?;
+    if let Some(sig) = stop.requested_by() {
+        return Err(stopped_before_change(name, sig));
+    }
     match &req.command {
         // hyops prints a failed preflight as `preflight failed: <error>`: no second prefix.
         DriverCommand::Preflight(lifecycle) => {
-            preflight(&ctx, *lifecycle).await.map_err(|e| CliError {
+            let outcome = stop
+                .race(preflight(&ctx, *lifecycle))
+                .await
+                .map_err(|sig| stopped_before_change(name, sig))?;
+            outcome.map_err(|e| CliError {
                 message: e
                     .message
                     .strip_prefix("preflight failed: ")
@@ -228,13 +264,33 @@ async fn run_request(
             let run = start_run(&ctx, RunPrefix::Apply, true)?;
             // hyops ran the driver preflight already (or the operator bypassed it): failed
             // API-free checks are warnings here; the engine's own needs still fail the run.
-            let pf = preflight_phase(&ctx, &run, LifecycleCommand::Apply, false, true).await?;
-            Ok(apply_phase(&ctx, &run, &pf, None).await?.result)
+            let pf = stop
+                .race(preflight_phase(
+                    &ctx,
+                    &run,
+                    LifecycleCommand::Apply,
+                    false,
+                    true,
+                ))
+                .await
+                .map_err(|sig| {
+                    CliError::cancelled(format!(
+                        "apply cancelled by the operator ({sig}) during preflight, before any change"
+                    ))
+                })??;
+            Ok(apply_phase(&ctx, &run, &pf, None, stop).await?.result)
         }
         DriverCommand::Plan => {
             let run = start_run(&ctx, RunPrefix::Plan, false)?;
-            let pf = preflight_phase(&ctx, &run, LifecycleCommand::Plan, false, false).await?;
-            let plan = make_plan(&ctx, &run, &pf).await?;
+            // A plan changes nothing: a stop request abandons it.
+            let plan = stop
+                .race(async {
+                    let pf =
+                        preflight_phase(&ctx, &run, LifecycleCommand::Plan, false, false).await?;
+                    make_plan(&ctx, &run, &pf).await
+                })
+                .await
+                .map_err(|sig| stopped_before_change(name, sig))??;
             let mut normalized = Map::new();
             normalized.insert("outputs".into(), json!({}));
             normalized.insert("command".into(), json!("plan"));
@@ -274,11 +330,11 @@ async fn run_request(
             // between the preparation and the deletes.
             let run = start_run(&ctx, RunPrefix::Destroy, true)?;
             let prep = destroy_prepare(&ctx, &run, "destroy")?;
-            Ok(destroy_execute(&ctx, &run, &prep).await?.result)
+            Ok(destroy_execute(&ctx, &run, &prep, stop).await?.result)
         }
         DriverCommand::Import(target) => {
             let run = start_run(&ctx, RunPrefix::Import, true)?;
-            import_phase(&ctx, &run, target).await
+            import_phase(&ctx, &run, target, stop).await
         }
         DriverCommand::StateUnlock { lock_id } => {
             let run = start_run(&ctx, RunPrefix::Preflight, false)?;
@@ -286,7 +342,7 @@ async fn run_request(
         }
         DriverCommand::StateDetach(target) => {
             let run = start_run(&ctx, RunPrefix::Destroy, true)?;
-            detach_phase(&ctx, &run, target).await
+            detach_phase(&ctx, &run, target, stop).await
         }
     }
 }

@@ -18,6 +18,7 @@ use crate::commands::phases::{
 };
 /// The checks of `validate` (shared with the driver mode; tests and benches call it here).
 pub use crate::commands::phases::{validate_report, ValidateOutcome};
+use crate::commands::stop::Stop;
 use crate::commands::{CliError, EXIT_CANCELLED, EXIT_CHANGES, EXIT_OK};
 use crate::hyops::{
     self, build_input_contract, publish_outputs, write_driver_result, write_json_atomic,
@@ -238,20 +239,27 @@ pub async fn apply_inner(
     bypass_reason: Option<String>,
     plan_file: Option<&Path>,
 ) -> Result<String, CliError> {
+    let stop = Stop::watch();
     let run = start_run(ctx, RunPrefix::Apply, true)?;
     let mut decision = PreflightDecision::new("apply", bypass_reason.as_deref());
     output::progress("progress: phase=preflight");
     // With a bypass, the same resolution runs (the engine needs it) but its failure is the
-    // apply's failure, recorded as such.
-    let pf = match preflight_phase(
-        ctx,
-        &run,
-        LifecycleCommand::Apply,
-        false,
-        bypass_reason.is_some(),
-    )
-    .await
-    {
+    // apply's failure, recorded as such. Preflight changes nothing: a stop abandons it.
+    let preflight = stop
+        .race(preflight_phase(
+            ctx,
+            &run,
+            LifecycleCommand::Apply,
+            false,
+            bypass_reason.is_some(),
+        ))
+        .await
+        .map_err(|sig| {
+            CliError::cancelled(format!(
+                "apply cancelled by the operator ({sig}) during preflight, before any change"
+            ))
+        })?;
+    let pf = match preflight {
         Ok(p) => {
             decision.complete(true, None);
             decision.write(&run.evidence).map_err(CliError::hyops)?;
@@ -289,7 +297,7 @@ pub async fn apply_inner(
             ))
         })?;
     output::progress("progress: phase=apply");
-    match apply_phase(ctx, &run, &pf, plan_file).await {
+    match apply_phase(ctx, &run, &pf, plan_file, &stop).await {
         Ok(applied) => finish_apply(
             ctx,
             &run,
@@ -404,6 +412,7 @@ pub async fn destroy(args: &ModuleArgs, bypass: &PreflightBypass) -> Result<i32,
 /// next run still knows the VMs that were not removed). The preflight decision (and a
 /// `--preflight-bypass-reason`) is recorded in the run's evidence.
 pub async fn destroy_inner(ctx: &Ctx, bypass_reason: Option<String>) -> Result<String, CliError> {
+    let stop = Stop::watch();
     let run = start_run(ctx, RunPrefix::Destroy, true)?;
     let mut decision = PreflightDecision::new("destroy", bypass_reason.as_deref());
     let prep = destroy_prepare(ctx, &run, "destroy")?;
@@ -425,7 +434,7 @@ pub async fn destroy_inner(ctx: &Ctx, bypass_reason: Option<String>) -> Result<S
                 "cannot record the running state (the destroy is aborted before any change): {e}"
             ))
         })?;
-    let destroyed = destroy_execute(ctx, &run, &prep).await?;
+    let destroyed = destroy_execute(ctx, &run, &prep, &stop).await?;
     if let Some(report) = &destroyed.report {
         output::field("vms", json!(report.outcomes));
     }
@@ -482,11 +491,7 @@ pub async fn state_show(args: &StateShowArgs) -> Result<i32, CliError> {
     let env = args.env.clone().or_else(|| nonblank("HYOPS_ENV"));
     let root = if args.sim {
         let env = env.unwrap_or_else(|| "dev".into());
-        hyops::RuntimeRoot::at(
-            &crate::commands::simroot::sim_home(&env_vars)
-                .join("envs")
-                .join(env),
-        )
+        hyops::RuntimeRoot::at(&crate::commands::simroot::sim_env_root(&env_vars, &env)?)
     } else {
         let runtime_root_env = nonblank("HYOPS_RUNTIME_ROOT");
         let env_for_root = match (&args.env, &args.root, &runtime_root_env) {

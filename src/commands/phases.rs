@@ -24,6 +24,7 @@ use crate::apply::snippets as apply_snippets;
 use crate::commands::context::Ctx;
 use crate::commands::output;
 use crate::commands::progress::progress_for;
+use crate::commands::stop::Stop;
 use crate::commands::CliError;
 use crate::hyops::read_proxmox_ready;
 use crate::hyops::state_refs::RootStateContracts;
@@ -41,6 +42,7 @@ use crate::inputs::{
     ResolvedInputs, StateHooks,
 };
 use crate::plan::artifact::PlanArtifact;
+use crate::plan::checks::check_inputs;
 use crate::plan::desired::TargetDefaults;
 use crate::plan::observed::{ObservedPool, PriorIds};
 use crate::plan::render::render;
@@ -122,18 +124,30 @@ pub fn resolve(
     creds: Option<&ProxmoxCredentials>,
 ) -> Result<ResolvedInputs, CliError> {
     let req = resolve_request(ctx, command, creds);
-    if let Some(frame) = &ctx.driver {
+    let resolved = match &ctx.driver {
         // hyops validated these inputs already; its messages stay single-line and verbatim.
-        return resolve_prepared_inputs(&req, &frame.inputs)
-            .map_err(|e| CliError::msg(e.to_string()));
-    }
-    let (early_warnings, result) = resolve_inputs_with_warnings(&req);
-    result.map_err(|e| {
-        for w in &early_warnings {
-            output::warn(w);
+        Some(frame) => resolve_prepared_inputs(&req, &frame.inputs)
+            .map_err(|e| CliError::msg(e.to_string()))?,
+        None => {
+            let (early_warnings, result) = resolve_inputs_with_warnings(&req);
+            result.map_err(|e| {
+                // The unknown-key warnings often explain the refusal (`memroy_mb`).
+                for w in &early_warnings {
+                    output::warn(w);
+                }
+                CliError::msg(crate::commands::hints::explain(&e, &req))
+            })?
         }
-        CliError::msg(crate::commands::hints::explain(&e, &req))
-    })
+    };
+    if command.runs_validator() {
+        // Catch before write: everything Proxmox would refuse, all problems at once. hyops
+        // does not check these (it lets Proxmox refuse them after a clone), so the driver
+        // runs them on hyops' inputs too.
+        let defaults = creds.map(defaults_from);
+        check_inputs(&resolved.model, defaults.as_ref())
+            .map_err(|e| CliError::msg(e.to_string()))?;
+    }
+    Ok(resolved)
 }
 
 /// The resolution request of this run: its overlay, env (in process order), runtime env,
@@ -326,12 +340,42 @@ pub async fn reachable_client(
 ) -> Result<PveClient, CliError> {
     let client = ctx.client(creds)?;
     client.version().await.map_err(|e| {
-        CliError::msg(format!(
+        let mut msg = format!(
             "preflight failed: Proxmox API at {} is not reachable with the configured token: {e}",
             creds.url
-        ))
+        );
+        if let Some(fix) = connect_fix(&e, creds, &ctx.root) {
+            msg.push_str(&format!("\n  fix: {fix}"));
+        }
+        CliError::msg(msg)
     })?;
     Ok(client)
+}
+
+/// What to do when the first API call fails for a reason the operator fixes in the
+/// credentials: an untrusted or changed certificate, a refused token.
+fn connect_fix(
+    e: &crate::pve::PveError,
+    creds: &ProxmoxCredentials,
+    root: &hyops::RuntimeRoot,
+) -> Option<String> {
+    let file = creds
+        .source_file
+        .clone()
+        .unwrap_or_else(|| root.proxmox_tfvars());
+    let file = file.display();
+    match e.classify() {
+        crate::pve::ErrorClass::Tls if creds.tls.fingerprint_sha256.is_some() => Some(format!(
+            "the node's certificate does not match proxmox_tls_fingerprint in {file}; if it was renewed, read the new SHA-256 fingerprint with `pvenode cert info` on the node and update proxmox_tls_fingerprint"
+        )),
+        crate::pve::ErrorClass::Tls => Some(format!(
+            "the node's certificate is not trusted (a fresh Proxmox VE serves a self-signed one): pin it with proxmox_tls_fingerprint = \"<SHA-256 from `pvenode cert info`>\", or trust its CA with proxmox_ca_file = \"<a copy of the node's /etc/pve/pve-root-ca.pem>\", in {file} (or PROXMOX_TLS_FINGERPRINT / PROXMOX_CA_FILE); proxmox_skip_tls = true turns verification off"
+        )),
+        crate::pve::ErrorClass::Auth => Some(format!(
+            "Proxmox refused the API token: check proxmox_token_id (user@realm!tokenname) and proxmox_token_secret in {file} (or the runtime vault), and that the token exists, is not expired and has privilege separation set as intended"
+        )),
+        _ => None,
+    }
 }
 
 /// Everything checked before a mutating run, without changing anything.
@@ -462,6 +506,12 @@ pub async fn preflight_phase(
     })
 }
 
+/// How long observing waits for a VM under `lock: clone`, scaled by the engine's time scale
+/// like every other deadline.
+pub fn clone_lock_wait(ctx: &Ctx) -> Duration {
+    crate::plan::observe::CLONE_LOCK_WAIT.mul_f64(ctx.time_scale())
+}
+
 /// Observe Proxmox and diff: `plan.json` and `plan.txt` in the evidence dir.
 pub async fn make_plan(ctx: &Ctx, run: &Run, pf: &Preflighted) -> Result<PlanArtifact, CliError> {
     let prior = prior_ids(ctx)?;
@@ -478,6 +528,7 @@ pub async fn make_plan(ctx: &Ctx, run: &Run, pf: &Preflighted) -> Result<PlanArt
         run_id: &run.run_id,
         env: ctx.env_name.as_deref(),
         state_instance: ctx.instance.as_ref().map(|i| i.as_str()),
+        clone_lock_wait: clone_lock_wait(ctx),
     };
     let (mut plan, observed) = engine::make_plan(&pf.client, &req)
         .await
@@ -579,15 +630,23 @@ fn snippets_storage(model: &ModuleInputs, creds: &ProxmoxCredentials) -> String 
 }
 
 /// Plan (checking a saved plan when given), deliver the cloud-init snippets, execute the
-/// plan, clean up stale snippets. Ctrl-C cancels with a message saying the created VMs are
-/// adopted by the next apply.
+/// plan and verify it converged ([`engine::verify_converged`]: a divergence fails the
+/// apply, naming the VM and the field), clean up stale snippets. A stop request (SIGINT,
+/// SIGTERM) abandons the observation, or cancels the rollout with a message saying the
+/// created VMs are adopted by the next apply.
 pub async fn execute_plan(
     ctx: &Ctx,
     run: &Run,
     pf: &Preflighted,
     plan_file: Option<&Path>,
+    stop: &Stop,
 ) -> Result<ApplyRun, CliError> {
-    let plan = make_plan(ctx, run, pf).await?;
+    // Observing Proxmox changes nothing: a stop request abandons it at once.
+    let plan = stop.race(make_plan(ctx, run, pf)).await.map_err(|sig| {
+        CliError::cancelled(format!(
+            "apply cancelled by the operator ({sig}) while observing Proxmox, before any change"
+        ))
+    })??;
     if let Some(path) = plan_file {
         let text = std::fs::read_to_string(path)
             .map_err(|e| CliError::msg(format!("cannot read plan file {}: {e}", path.display())))?;
@@ -634,14 +693,33 @@ pub async fn execute_plan(
     };
     let (exec, bar) = pf.executor(ctx, run, agent_wait, plan.vms.len())?;
     let module_node = pf.module_node();
-    let apply = engine::apply_plan(&exec, &plan, &module_node, &pf.resolved.model.tags);
-    let report = match run_cancellable(&exec, apply).await {
-        Some(r) => r,
-        None => {
+    // The post-apply verification re-reads what prior runs recorded for the slot: from the
+    // runtime root's state (CLI), or hyops' own `latest.json` in driver mode (the same file,
+    // written by hyops).
+    let prior = prior_ids(ctx)?;
+    let ident = identity(ctx);
+    let previous_outputs = ModuleState::new(&ctx.root, &ctx.module_ref, ctx.instance.as_ref())
+        .read()
+        .map_err(CliError::hyops)?
+        .and_then(|s| s.get("outputs").cloned());
+    let apply = engine::apply_plan(
+        &exec,
+        &plan,
+        &module_node,
+        &pf.resolved.model.tags,
+        Some(engine::VerifyRequest {
+            identity: &ident,
+            prior: &prior,
+            previous_outputs: previous_outputs.as_ref(),
+        }),
+    );
+    let report = match run_cancellable(&exec, stop, apply).await {
+        Ok(r) => r,
+        Err(sig) => {
             if let Some(b) = &bar {
                 b.abandon();
             }
-            return Err(CliError::cancelled("apply cancelled by the operator (SIGINT); every started step was ended and journalled; VMs already created carry the ownership marker and are adopted by the next apply"));
+            return Err(CliError::cancelled(format!("apply cancelled by the operator ({sig}); every started step was ended and journalled; VMs already created carry the ownership marker and are adopted by the next apply")));
         }
     };
     if let Some(b) = bar {
@@ -727,39 +805,52 @@ async fn readiness_gate(
 
 /// The whole apply after the preflight phase: execute the plan, then (after a successful
 /// rollout only, as upstream runs it after `terragrunt output`) the readiness gate, then
-/// the result.
+/// the result. The gate only waits for SSH: a stop request abandons it (the rollout itself
+/// finished; the next apply adopts its VMs).
 pub async fn apply_phase(
     ctx: &Ctx,
     run: &Run,
     pf: &Preflighted,
     plan_file: Option<&Path>,
+    stop: &Stop,
 ) -> Result<Applied, CliError> {
-    let applied = execute_plan(ctx, run, pf, plan_file).await?;
+    let applied = execute_plan(ctx, run, pf, plan_file, stop).await?;
     let gate = if applied.report.failed {
         None
     } else {
-        Some(readiness_gate(ctx, run, pf, &applied.report).await)
+        match stop
+            .race(readiness_gate(ctx, run, pf, &applied.report))
+            .await
+        {
+            Ok(gate) => Some(gate),
+            Err(sig) => return Err(CliError::cancelled(format!(
+                "apply cancelled by the operator ({sig}) during the post-apply SSH readiness gate; the rollout itself finished and the next apply adopts its VMs"
+            ))),
+        }
     };
     apply_result(run, applied, gate)
 }
 
-/// How long the steps get to end (journalled) after Ctrl-C before the run stops anyway.
+/// How long the steps get to end (journalled) after a stop request before the run stops
+/// anyway.
 const CANCEL_GRACE: Duration = Duration::from_secs(20);
 
-/// Run `work` until it ends or Ctrl-C: then fire the executor's cancellation token, let the
-/// steps end and journal themselves (bounded by [`CANCEL_GRACE`]), and return `None`.
+/// Run `work` until it ends or a stop request: then fire the executor's cancellation token,
+/// let the steps end and journal themselves (bounded by [`CANCEL_GRACE`]), and return the
+/// signal's name.
 async fn run_cancellable<T>(
     exec: &Arc<Executor>,
+    stop: &Stop,
     work: impl std::future::Future<Output = T>,
-) -> Option<T> {
+) -> Result<T, &'static str> {
     tokio::pin!(work);
-    tokio::select! {
-        r = &mut work => return Some(r),
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    let sig = tokio::select! {
+        r = &mut work => return Ok(r),
+        sig = stop.requested() => sig,
+    };
     exec.cancel.cancel();
     let _ = tokio::time::timeout(CANCEL_GRACE, &mut work).await;
-    None
+    Err(sig)
 }
 
 /// What an apply ended with: the plan, the executor's report, the driver result (`status:
@@ -789,6 +880,8 @@ pub fn apply_result(
     let report_value = json!({
         "run_id": run.run_id,
         "failed": report.failed,
+        "converged": report.divergences.is_empty(),
+        "divergences": report.divergences,
         "writes": report.writes,
         "api_calls": report.api_calls,
         "summary": plan.summary,
@@ -801,6 +894,12 @@ pub fn apply_result(
     normalized.insert("command".into(), json!("apply"));
     normalized.insert("plan_summary".into(), json!(plan.summary));
     normalized.insert("writes".into(), json!(report.writes));
+    // The post-apply verification (a re-read of every VM against the plan): `true` when the
+    // cluster matches, else the apply failed and `divergences` names each VM and field.
+    normalized.insert("converged".into(), json!(report.divergences.is_empty()));
+    if !report.divergences.is_empty() {
+        normalized.insert("divergences".into(), json!(report.divergences));
+    }
     let mut error = None;
     if let Some(err) = report.error_summary() {
         // Each VM's full error is in apply_report.json and the result's `vms`; the error
@@ -935,6 +1034,7 @@ pub async fn destroy_execute(
     ctx: &Ctx,
     run: &Run,
     prep: &DestroyPrep,
+    stop: &Stop,
 ) -> Result<Destroyed, CliError> {
     let failed = |msg: String, cancelled: bool| -> Result<Destroyed, CliError> {
         let result = DriverResult::error(&run.run_id, "destroy", msg);
@@ -958,14 +1058,14 @@ pub async fn destroy_execute(
     };
     let ident = identity(ctx);
     let work = engine::destroy(&exec, &ident, &prep.prior, &prep.names);
-    let report = run_cancellable(&exec, work).await;
+    let report = run_cancellable(&exec, stop, work).await;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
     let mut report = match report {
-        None => return failed("destroy cancelled by the operator (SIGINT); every started step was ended and journalled; run destroy again to remove the rest".into(), true),
-        Some(Err(e)) => return failed(e.to_string(), false),
-        Some(Ok(r)) => r,
+        Err(sig) => return failed(format!("destroy cancelled by the operator ({sig}); every started step was ended and journalled; run destroy again to remove the rest"), true),
+        Ok(Err(e)) => return failed(e.to_string(), false),
+        Ok(Ok(r)) => r,
     };
     forget_destroyed(ctx, prep, &mut report).await;
     write_json_atomic(
@@ -1065,6 +1165,17 @@ pub fn validate_report(ctx: &Ctx) -> ValidateOutcome {
     };
     let mut warnings = resolved.warnings.clone();
     warnings.extend(root_warning);
+    // Catch before write: everything Proxmox would refuse, all problems at once (a deliberate
+    // difference from hyops, which lets Proxmox refuse them after a clone).
+    let defaults = creds.as_ref().map(defaults_from);
+    if let Err(e) = check_inputs(&resolved.model, defaults.as_ref()) {
+        let msg = e.to_string();
+        return ValidateOutcome {
+            warnings,
+            verbatim: Some(msg.clone()),
+            result: Err(CliError::msg(msg)),
+        };
+    }
     let checks = vm_set_guards(ctx, &resolved.model).and_then(|guard| {
         warnings.extend(guard.warnings);
         template_vmid(ctx, &resolved.model, &mut warnings)

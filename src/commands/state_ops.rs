@@ -17,8 +17,10 @@ use crate::apply::engine;
 use crate::apply::import::{import_vm, observe_slot, ImportRequest};
 use crate::commands::context::Ctx;
 use crate::commands::phases::{
-    destroy_prepare, identity, make_plan, preflight_phase, prior_ids, Preflighted, Run,
+    clone_lock_wait, destroy_prepare, identity, make_plan, preflight_phase, prior_ids, Preflighted,
+    Run,
 };
+use crate::commands::stop::Stop;
 use crate::commands::CliError;
 use crate::hyops::protocol::{DetachSelection, DetachTarget, ImportTarget};
 use crate::hyops::runid::utc_now;
@@ -29,13 +31,30 @@ use crate::inputs::LifecycleCommand;
 use crate::plan::diff::VmAction;
 
 /// `import`: adopt `target.vmid` into `target.key`, then read the slot's outputs back (no
-/// writes beyond the marker). `import_report.json` records what was done.
+/// writes beyond the marker). `import_report.json` records what was done. A stop request
+/// abandons the preflight and the observation (nothing changed yet); the marker write, one
+/// API call, runs to its end.
 pub async fn import_phase(
     ctx: &Ctx,
     run: &Run,
     target: &ImportTarget,
+    stop: &Stop,
 ) -> Result<DriverResult, CliError> {
-    let pf = preflight_phase(ctx, run, LifecycleCommand::Import, false, true).await?;
+    let stopped = |sig: &str| {
+        CliError::cancelled(format!(
+            "import cancelled by the operator ({sig}) before any change"
+        ))
+    };
+    let pf = stop
+        .race(preflight_phase(
+            ctx,
+            run,
+            LifecycleCommand::Import,
+            false,
+            true,
+        ))
+        .await
+        .map_err(stopped)??;
     let ident = identity(ctx);
     // Importing a detached VM takes it back: drop its detach record first (the lock is held).
     let mut detached = DetachedVms::read(&ctx.root, &ctx.module_ref, ctx.instance.as_ref())
@@ -53,8 +72,16 @@ pub async fn import_phase(
         .values()
         .map(|v| v.physical_name.0.clone())
         .collect();
-    let observed = observe_slot(&pf.client, &ident, &prior, &names)
+    let observed = stop
+        .race(observe_slot(
+            &pf.client,
+            &ident,
+            &prior,
+            &names,
+            clone_lock_wait(ctx),
+        ))
         .await
+        .map_err(stopped)?
         .map_err(|e| CliError::msg(e.to_string()))?;
     let imported = import_vm(
         &pf.client,
@@ -104,7 +131,15 @@ async fn read_outputs(ctx: &Ctx, run: &Run, pf: &Preflighted) -> Result<Value, C
         v.action = VmAction::Noop;
     }
     let (exec, _bar) = pf.executor(ctx, run, Duration::ZERO, plan.vms.len())?;
-    let report = engine::apply_plan(&exec, &plan, &pf.module_node(), &pf.resolved.model.tags).await;
+    // Nothing is changed, so nothing is verified either.
+    let report = engine::apply_plan(
+        &exec,
+        &plan,
+        &pf.module_node(),
+        &pf.resolved.model.tags,
+        None,
+    )
+    .await;
     if let Some(err) = report.error_summary() {
         return Err(CliError::msg(err));
     }
@@ -139,15 +174,29 @@ fn py_repr(s: &str) -> String {
 /// `state_detach`: forget the selected VMs of this slot without touching Proxmox. The
 /// selection's VMIDs must equal `expected_resource_id` exactly (as `terragrunt state show`
 /// is checked upstream); the VMs are then listed in the slot's detach record, so no later
-/// apply or destroy of this slot manages them, whatever their marker says.
+/// apply or destroy of this slot manages them, whatever their marker says. A stop request
+/// abandons the observation (the record is written after it, in one atomic write).
 pub async fn detach_phase(
     ctx: &Ctx,
     run: &Run,
     target: &DetachTarget,
+    stop: &Stop,
 ) -> Result<DriverResult, CliError> {
     let prep = destroy_prepare(ctx, run, "state_detach")?;
-    let observed = observe_slot(&prep.client, &identity(ctx), &prep.prior, &prep.names)
+    let observed = stop
+        .race(observe_slot(
+            &prep.client,
+            &identity(ctx),
+            &prep.prior,
+            &prep.names,
+            clone_lock_wait(ctx),
+        ))
         .await
+        .map_err(|sig| {
+            CliError::cancelled(format!(
+                "state_detach cancelled by the operator ({sig}) before any change"
+            ))
+        })?
         .map_err(|e| CliError::msg(e.to_string()))?;
     let selected: Vec<(String, u32, String, String)> = match &target.selection {
         DetachSelection::All => observed

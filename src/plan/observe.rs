@@ -7,24 +7,34 @@ use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
 
+use crate::inputs::model::LogicalVmKey;
 use crate::plan::marker::OwnershipMarker;
 use crate::plan::observed::{
-    candidate_vmids, classify, ObservedPool, ObservedVm, PowerState, PriorIds, ResourceRow,
+    candidate_vmids, classify, ObservedPool, ObservedVm, PendingValue, PowerState, PriorIds,
+    ResourceRow,
 };
 use crate::pve::{ClusterResource, PveClient, PveError, ResourceType, VmConfig};
 use crate::retry::{Classify, Disposition, RetryError, RetryPolicy};
 
 /// How many config reads run at once.
 const READ_CONCURRENCY: usize = 8;
-/// How long to wait for a candidate under `lock: clone` (a clone still running, possibly from
-/// a run that crashed) before giving up on it.
-const CLONE_LOCK_WAIT: Duration = Duration::from_secs(600);
+/// How long (at time scale 1) to wait for a candidate under `lock: clone` (a clone still
+/// running, possibly from a run that crashed) before planning against what it shows. Callers
+/// pass it scaled by the engine's time scale, like every other engine deadline.
+pub const CLONE_LOCK_WAIT: Duration = Duration::from_secs(600);
 
 /// Errors while observing.
 #[derive(Debug, thiserror::Error)]
 pub enum ObserveError {
     #[error("listing VMs via GET /cluster/resources failed: {0}")]
     Resources(#[source] PveError),
+    #[error("reading the pending changes of VM {vmid} on node {node} failed: {source}")]
+    Pending {
+        vmid: u32,
+        node: String,
+        #[source]
+        source: PveError,
+    },
     #[error("reading the config of VM {vmid} on node {node} failed: {source}")]
     Config {
         vmid: u32,
@@ -80,7 +90,28 @@ pub fn observed_vm(row: &ResourceRow, cfg: &VmConfig) -> ObservedVm {
             .description
             .as_deref()
             .and_then(OwnershipMarker::parse_description),
+        pending: BTreeMap::new(),
     }
+}
+
+/// The keys of a `GET …/pending` answer that wait for the next start.
+pub fn pending_map(rows: &[crate::pve::PendingEntry]) -> BTreeMap<String, PendingValue> {
+    rows.iter()
+        .filter(|r| r.is_pending() && r.key != "digest")
+        .map(|r| {
+            (
+                r.key.clone(),
+                PendingValue {
+                    current: r.value.clone(),
+                    pending: if r.delete.unwrap_or(0) > 0 {
+                        None
+                    } else {
+                        r.pending.clone()
+                    },
+                },
+            )
+        })
+        .collect()
 }
 
 /// List the cluster's VMs.
@@ -101,6 +132,7 @@ pub async fn observe(
     rows: &[ResourceRow],
     prior: &PriorIds,
     expected_names: &BTreeSet<String>,
+    clone_lock_wait: Duration,
 ) -> Result<ObservedPool, ObserveError> {
     let mut wanted = candidate_vmids(rows, prior);
     for r in rows {
@@ -112,7 +144,7 @@ pub async fn observe(
     }
     let by_id: BTreeMap<u32, &ResourceRow> = rows.iter().map(|r| (r.vmid, r)).collect();
     let reads = stream::iter(wanted.iter().filter_map(|id| by_id.get(id).copied()))
-        .map(|row| async move { read_one(client, row).await })
+        .map(|row| async move { read_one(client, row, clone_lock_wait).await })
         .buffer_unordered(READ_CONCURRENCY)
         .collect::<Vec<_>>()
         .await;
@@ -123,6 +155,30 @@ pub async fn observe(
         }
     }
     let mut pool = classify(identity, rows, configs.clone(), prior);
+    // What running managed VMs keep pending (one read each; stopped VMs have nothing pending
+    // that the next start would not apply anyway).
+    let running: Vec<(LogicalVmKey, String, u32)> = pool
+        .managed
+        .iter()
+        .filter(|(_, m)| m.vm.status == PowerState::Running)
+        .map(|(k, m)| (k.clone(), m.vm.node.clone(), m.vm.vmid))
+        .collect();
+    let pendings = stream::iter(running.into_iter().map(|(k, node, vmid)| async move {
+        (k, node.clone(), vmid, client.vm_pending(&node, vmid).await)
+    }))
+    .buffer_unordered(READ_CONCURRENCY)
+    .collect::<Vec<_>>()
+    .await;
+    for (key, node, vmid, res) in pendings {
+        let rows = match res {
+            Ok(rows) => rows,
+            Err(e) if e.classify() == crate::pve::ErrorClass::NotFound => continue,
+            Err(source) => return Err(ObserveError::Pending { vmid, node, source }),
+        };
+        if let Some(m) = pool.managed.get_mut(&key) {
+            m.vm.pending = pending_map(&rows);
+        }
+    }
     let managed_ids: BTreeSet<u32> = pool.managed.values().map(|m| m.vm.vmid).collect();
     for vm in &configs {
         if !managed_ids.contains(&vm.vmid)
@@ -151,23 +207,34 @@ impl Classify for ConfigRead {
 async fn read_one(
     client: &PveClient,
     row: &ResourceRow,
+    wait: Duration,
 ) -> Result<Option<ObservedVm>, ObserveError> {
     // A clone still in flight (perhaps from a run that crashed) has a temporary config:
     // wait for the real one (polling on the one retry policy) rather than plan against it.
+    let interval = |d: Duration| d.min(wait / 4).max(Duration::from_millis(1));
     let poll = RetryPolicy {
-        initial: Duration::from_millis(200),
-        max_interval: Duration::from_secs(5),
+        initial: interval(Duration::from_millis(200)),
+        max_interval: interval(Duration::from_secs(5)),
         jitter: 0.0,
-        max_elapsed: CLONE_LOCK_WAIT,
+        max_elapsed: wait,
         max_attempts: 0,
         ..RetryPolicy::default()
     };
+    let warned = std::sync::atomic::AtomicBool::new(false);
     let polled = poll
         .poll(None, || async {
             match client.vm_config(&row.node, row.vmid, false).await {
                 Ok(cfg) => {
                     let vm = observed_vm(row, &cfg);
                     Ok(if vm.lock.as_deref() == Some("clone") {
+                        if !warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                            tracing::warn!(
+                                "VM {} on node {} is under lock: clone (a clone in flight); waiting up to {} s for it to finish",
+                                row.vmid,
+                                row.node,
+                                wait.as_secs()
+                            );
+                        }
                         None
                     } else {
                         Some(Some(vm))
