@@ -717,3 +717,249 @@ async fn a_detach_record_is_dropped_once_its_vm_is_gone() {
         "the record of a VM that is gone is dropped"
     );
 }
+
+/// DEMO with a VM name Proxmox's `dns-name` format refuses (hyops' own validator accepts it).
+fn demo_with_refused_name() -> String {
+    let bad = DEMO.replace(
+        "  app-01:\n    role: app\n",
+        "  app-01:\n    role: app\n    vm_name: web_01\n",
+    );
+    assert_ne!(bad, DEMO, "the DEMO overlay changed shape");
+    bad
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_proxmox_would_refuse_fails_a_driver_apply_naming_the_field_before_any_write() {
+    let h = Harness::start().await;
+    let before = h.sim.counters();
+    let r = run(
+        &h,
+        &request(
+            &h,
+            "apply",
+            "apply-c1",
+            &resolved_inputs(&demo_with_refused_name()),
+        ),
+    )
+    .await;
+    let err = error_of(&r);
+    assert!(
+        err.contains("inputs.vms[app-01].vm_name=\"web_01\""),
+        "{err}"
+    );
+    assert!(err.contains("nothing was sent to Proxmox"), "{err}");
+    assert_eq!(
+        h.sim.counters().writes,
+        before.writes,
+        "nothing was written"
+    );
+    assert!(h.vms().is_empty(), "no VM was cloned");
+    assert!(!latest(&h).exists());
+    assert!(
+        !evidence(&h, "apply-c1")
+            .join("apply_journal.jsonl")
+            .exists(),
+        "the executor never started"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_driver_preflight_hyops_runs_first_refuses_the_same_value() {
+    let h = Harness::start().await;
+    let mut req = request(
+        &h,
+        "preflight",
+        "apply-c2",
+        &resolved_inputs(&demo_with_refused_name()),
+    );
+    req["lifecycle_command"] = json!("apply");
+    let err = error_of(&run(&h, &req).await);
+    assert!(
+        err.contains("inputs.vms[app-01].vm_name=\"web_01\""),
+        "{err}"
+    );
+    assert!(h.vms().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_apply_reports_the_post_apply_verification() {
+    let h = Harness::start().await;
+    let r = run(
+        &h,
+        &request(&h, "apply", "apply-v1", &resolved_inputs(DEMO)),
+    )
+    .await;
+    ok(&r);
+    assert_eq!(r.normalized_outputs["converged"], true, "{r:?}");
+    assert!(r.normalized_outputs.get("divergences").is_none());
+    let report: Value = serde_json::from_str(
+        &std::fs::read_to_string(evidence(&h, "apply-v1").join("apply_report.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report["converged"], true, "{report}");
+    assert_eq!(report["divergences"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_apply_whose_convergence_cannot_be_proven_is_an_error_naming_why() {
+    // How many VM listings a clean apply of DEMO makes: the last one is the verification's
+    // re-read (it runs after every step ended).
+    let listings = {
+        let h = Harness::start().await;
+        ok(&run(
+            &h,
+            &request(&h, "apply", "apply-v2", &resolved_inputs(DEMO)),
+        )
+        .await);
+        h.calls("GET", "/cluster/resources")
+    };
+    use hyops_pve::sim::{FaultAction, FaultRule};
+    let h = Harness::start().await;
+    h.sim.add_fault(
+        FaultRule::on(
+            "GET",
+            "/cluster/resources",
+            FaultAction::Http {
+                status: 403,
+                message: "Permission check failed (/vms, VM.Audit)".into(),
+            },
+        )
+        .nth(listings),
+    );
+    let r = run(
+        &h,
+        &request(&h, "apply", "apply-v3", &resolved_inputs(DEMO)),
+    )
+    .await;
+    let err = error_of(&r);
+    assert!(err.contains("did not converge"), "{err}");
+    assert_eq!(r.normalized_outputs["converged"], false, "{r:?}");
+    let divergences = r.normalized_outputs["divergences"].to_string();
+    assert!(
+        divergences.contains("convergence is unproven") && divergences.contains("VM.Audit"),
+        "{divergences}"
+    );
+}
+
+/// The request of `driver_signal` written to a file (the child reads it with --request).
+fn request_file(h: &Harness, req: &Value) -> PathBuf {
+    let p = h.dir.path().join("request.json");
+    std::fs::write(&p, req.to_string()).unwrap();
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_driver_apply_ends_the_steps_and_answers_one_result() {
+    use hyops_pve::sim::{FaultAction, FaultRule};
+    use std::io::{BufRead, BufReader};
+    let h = Harness::start().await;
+    // Clones that take ~100 real seconds: the executor is mid-rollout when the signal comes.
+    h.sim.add_fault(FaultRule::on(
+        "POST",
+        "/nodes/{node}/qemu/{vmid}/clone",
+        FaultAction::SlowTask {
+            extra_ms: 200_000_000,
+        },
+    ));
+    let inputs = resolved_inputs(
+        "require_ipam: false\ncloud_init_mode: native\npost_apply_ssh_readiness: {enabled: false}\nvms:\n  app-01:\n    interfaces:\n      - bridge: vmbr0\n        ipv4: {address: 10.20.0.11/24, gateway: 10.20.0.1}\n",
+    );
+    let file = request_file(&h, &request(&h, "apply", "apply-s1", &inputs));
+    let home = h.dir.path().to_path_buf();
+    let journal_file = evidence(&h, "apply-s1").join("apply_journal.jsonl");
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hyops-pve"))
+            .args(["driver", "--request"])
+            .arg(&file)
+            .env("HOME", &home)
+            .env("HYOPS_PVE_LOCK_WAIT_S", "0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = child.stdout.take().unwrap();
+        let stdout = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut out, &mut s);
+            s
+        });
+        // The rollout phase has begun.
+        let err = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(err).lines().map_while(Result::ok);
+        let mut seen = Vec::new();
+        for l in lines.by_ref() {
+            let started = l.contains("progress: phase=apply");
+            seen.push(l);
+            if started {
+                break;
+            }
+        }
+        assert!(
+            seen.last()
+                .is_some_and(|l| l.contains("progress: phase=apply")),
+            "the driver never reached the rollout: {seen:#?}"
+        );
+        std::thread::spawn(move || for _ in lines {});
+        // Signal once a step has started (the journal has its start line): mid-rollout,
+        // however loaded the machine is.
+        let t = std::time::Instant::now();
+        while !std::fs::read_to_string(&journal_file).is_ok_and(|j| j.contains("\"start\"")) {
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(60),
+                "no step started: {seen:#?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // SAFETY: kill(2) on the pid of the child this test spawned; no memory is touched.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let t = std::time::Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if t.elapsed() > std::time::Duration::from_secs(60) {
+                let _ = child.kill();
+                panic!("the driver did not stop within 60 s of SIGTERM: {seen:#?}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        (status, stdout.join().unwrap())
+    })
+    .await
+    .unwrap();
+    let (status, stdout) = outcome;
+    assert_eq!(status.code(), Some(1), "{status:?} {stdout}");
+    assert_eq!(stdout.lines().count(), 1, "one result document: {stdout}");
+    let doc: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(doc["status"], "error", "{doc}");
+    let err = doc["error"].as_str().unwrap();
+    assert!(
+        err.starts_with("apply cancelled by the operator (SIGTERM)"),
+        "{err}"
+    );
+    let ev = evidence(&h, "apply-s1");
+    let written: Value =
+        serde_json::from_str(&std::fs::read_to_string(ev.join("driver_result.json")).unwrap())
+            .unwrap();
+    assert_eq!(written, doc);
+    // Every journalled step that started has its end line.
+    let journal = std::fs::read_to_string(ev.join("apply_journal.jsonl")).unwrap();
+    let mut open: std::collections::BTreeMap<(String, String), i32> = Default::default();
+    for line in journal.lines() {
+        let e: Value = serde_json::from_str(line).unwrap();
+        let key = (
+            e["vm"].as_str().unwrap().to_string(),
+            e["action"].as_str().unwrap().to_string(),
+        );
+        *open.entry(key).or_default() += if e["event"] == "start" { 1 } else { -1 };
+    }
+    assert!(!open.is_empty(), "the rollout had started: {journal}");
+    assert!(
+        open.values().all(|n| *n == 0),
+        "a step without its end line: {open:?}\n{journal}"
+    );
+    assert!(!latest(&h).exists(), "hyops owns latest.json");
+}

@@ -28,6 +28,7 @@ use serde_json::{json, Map, Value};
 
 use crate::cli::ModuleArgs;
 use crate::commands::context::{Ctx, DriverFrame};
+use crate::commands::output;
 use crate::commands::phases::{
     apply_phase, destroy_execute, destroy_prepare, make_plan, preflight_phase, reachable_client,
     resolve, start_run, validate_report, write_inputs_evidence,
@@ -262,6 +263,7 @@ async fn run_request(
         }
         DriverCommand::Apply => {
             let run = start_run(&ctx, RunPrefix::Apply, true)?;
+            output::progress("progress: phase=preflight");
             // hyops ran the driver preflight already (or the operator bypassed it): failed
             // API-free checks are warnings here; the engine's own needs still fail the run.
             let pf = stop

@@ -296,7 +296,6 @@ pub async fn apply_inner(
                 "cannot record the running state (the run is aborted before any change): {e}"
             ))
         })?;
-    output::progress("progress: phase=apply");
     match apply_phase(ctx, &run, &pf, plan_file, &stop).await {
         Ok(applied) => finish_apply(
             ctx,

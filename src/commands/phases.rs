@@ -814,6 +814,7 @@ pub async fn apply_phase(
     plan_file: Option<&Path>,
     stop: &Stop,
 ) -> Result<Applied, CliError> {
+    output::progress("progress: phase=apply");
     let applied = execute_plan(ctx, run, pf, plan_file, stop).await?;
     let gate = if applied.report.failed {
         None
