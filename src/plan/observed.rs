@@ -127,6 +127,10 @@ pub struct PriorIds {
     /// (`outputs.vms.<key>.ipv4_addresses`).
     #[serde(default)]
     pub agent_ipv4: BTreeMap<LogicalVmKey, Vec<Vec<std::net::Ipv4Addr>>>,
+    /// VMIDs `hyops state detach` made this slot forget: never managed, whatever their
+    /// marker says (see [`crate::hyops::detached`]).
+    #[serde(default)]
+    pub detached: BTreeSet<u32>,
 }
 
 /// Which VMs need their config read: those tagged as ours, and those named by prior state.
@@ -188,6 +192,13 @@ pub fn classify(
     // 1. markers
     for vm in by_vmid.values() {
         if let Some(m) = &vm.marker {
+            if m.same_slot(identity) && prior.detached.contains(&vm.vmid) {
+                pool.warnings.push(format!(
+                    "VM {} '{}' carries this slot's marker for {} but was detached (hyops state detach); it is not managed",
+                    vm.vmid, vm.name, m.key
+                ));
+                continue;
+            }
             if m.same_slot(identity) {
                 let key = LogicalVmKey(m.key.clone());
                 if let Some(existing) = pool.managed.get(&key) {
@@ -224,6 +235,9 @@ pub fn classify(
         );
     for (key, vmid, expected_name, ownership) in prior_sources {
         if pool.managed.contains_key(key) {
+            continue;
+        }
+        if prior.detached.contains(&vmid) {
             continue;
         }
         let Some(vm) = by_vmid.get(&vmid) else {
