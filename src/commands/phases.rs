@@ -775,9 +775,11 @@ pub async fn execute_plan(
     let (exec, bar) = pf.executor(ctx, run, agent_wait, plan.vms.len(), shape, known)?;
     let plan_ms = plan_started.elapsed().as_millis() as u64;
     let module_node = pf.module_node();
-    // The post-apply verification re-reads what prior runs recorded for the slot (`prior`,
-    // read by the plan): from the runtime root's state (CLI), or hyops' own `latest.json` in
-    // driver mode (the same file, written by hyops).
+    // The post-apply verification re-reads what prior runs recorded for the slot: from the
+    // runtime root's state (CLI), or hyops' own `latest.json` in driver mode (the same file,
+    // written by hyops). Read again after the plan, which drops detach records whose VM is
+    // gone (a clone of this run may have reused such a VMID).
+    let prior = prior_ids(ctx)?;
     let ident = identity(ctx);
     let previous_outputs = ModuleState::new(&ctx.root, &ctx.module_ref, ctx.instance.as_ref())
         .read()
