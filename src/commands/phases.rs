@@ -398,6 +398,14 @@ fn connect_fix(
     }
 }
 
+/// What the plan observed that the executor starts from: the cluster's shape (its windows'
+/// sizes) and the configs the plan read (no re-reads). Empty: derived defaults, reads as needed.
+#[derive(Default)]
+pub struct Observed {
+    pub shape: ClusterShape,
+    pub known: HashMap<String, KnownVm>,
+}
+
 /// Everything checked before a mutating run, without changing anything.
 pub struct Preflighted {
     pub creds: ProxmoxCredentials,
@@ -429,8 +437,7 @@ impl Preflighted {
         run: &Run,
         agent_wait: Duration,
         total: usize,
-        shape: ClusterShape,
-        known: HashMap<String, KnownVm>,
+        seen: Observed,
     ) -> Result<(Arc<Executor>, Option<indicatif::ProgressBar>), CliError> {
         let timeouts = Timeouts {
             agent_wait,
@@ -443,8 +450,7 @@ impl Preflighted {
             &self.resolved.model,
             timeouts,
             total,
-            shape,
-            known,
+            seen,
         )
     }
 }
@@ -619,20 +625,19 @@ fn executor(
     inputs: &ModuleInputs,
     timeouts: Timeouts,
     total: usize,
-    shape: ClusterShape,
-    known: HashMap<String, KnownVm>,
+    seen: Observed,
 ) -> Result<(Arc<Executor>, Option<indicatif::ProgressBar>), CliError> {
     let journal = Journal::open(&run.evidence.join("apply_journal.jsonl"), &run.run_id)
         .map_err(|e| CliError::msg(e.to_string()))?;
     let (progress, bar) = progress_for(total, false);
     let mut exec = Executor::new(
         client,
-        Scheduler::new(limits(ctx, inputs), shape),
+        Scheduler::new(limits(ctx, inputs), seen.shape),
         Arc::new(journal),
         timeouts.scaled(ctx.time_scale()),
         progress,
     );
-    exec.known = known;
+    exec.known = seen.known;
     Ok((Arc::new(exec), bar))
 }
 
@@ -772,7 +777,8 @@ pub async fn execute_plan(
         None
     };
     let known = engine::known_vms(observed, &prior);
-    let (exec, bar) = pf.executor(ctx, run, agent_wait, plan.vms.len(), shape, known)?;
+    let seen = Observed { shape, known };
+    let (exec, bar) = pf.executor(ctx, run, agent_wait, plan.vms.len(), seen)?;
     let plan_ms = plan_started.elapsed().as_millis() as u64;
     let module_node = pf.module_node();
     // The post-apply verification re-reads what prior runs recorded for the slot: from the
@@ -1138,8 +1144,7 @@ pub async fn destroy_execute(
         &prep.resolved.model,
         Timeouts::default(),
         prep.names.len().max(prep.prior.hyops.len()),
-        ClusterShape::default(),
-        HashMap::new(),
+        Observed::default(),
     ) {
         Ok(x) => x,
         Err(e) => return failed(e.message, false),

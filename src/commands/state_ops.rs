@@ -130,14 +130,7 @@ async fn read_outputs(ctx: &Ctx, run: &Run, pf: &Preflighted) -> Result<Value, C
     for v in &mut plan.vms {
         v.action = VmAction::Noop;
     }
-    let (exec, _bar) = pf.executor(
-        ctx,
-        run,
-        Duration::ZERO,
-        plan.vms.len(),
-        Default::default(),
-        Default::default(),
-    )?;
+    let (exec, _bar) = pf.executor(ctx, run, Duration::ZERO, plan.vms.len(), Default::default())?;
     // Nothing is changed, so nothing is verified either.
     let report = engine::apply_plan(
         &exec,
