@@ -22,6 +22,7 @@ pub mod faults;
 pub mod latency;
 pub mod locks;
 pub mod model;
+pub mod netbox;
 pub mod persist;
 mod server;
 pub mod spec;
