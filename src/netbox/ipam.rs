@@ -30,7 +30,7 @@ use serde_json::{json, Value};
 
 use super::client::NetboxClient;
 use super::error::NetboxError;
-use super::objects::{choice_of, host_of, id_of, ref_id, str_of, IpRecord};
+use super::objects::{choice_of, host_of, id_of, ref_id, slugify, str_of, IpRecord};
 
 /// The IPAM role of HyOps prefixes and ranges.
 pub const IPAM_ROLE: &str = "hyops-static";
@@ -288,26 +288,6 @@ struct Ensurer<'a> {
     ranges: BTreeMap<String, RangeObjects>,
 }
 
-fn slugify(value: &str) -> String {
-    let mut out = String::new();
-    let mut dash = false;
-    for c in value.trim().to_ascii_lowercase().chars() {
-        if c.is_ascii_alphanumeric() {
-            out.push(c);
-            dash = false;
-        } else if !dash && !out.is_empty() {
-            out.push('-');
-            dash = true;
-        }
-    }
-    let t = out.trim_end_matches('-').to_string();
-    if t.is_empty() {
-        "hyops".into()
-    } else {
-        t
-    }
-}
-
 /// Fields of `desired` that differ from `current` (reference fields compared by id, choice
 /// fields by value, strings trimmed).
 fn changed_fields(current: &Value, desired: &Value) -> serde_json::Map<String, Value> {
@@ -451,31 +431,52 @@ impl<'a> Ensurer<'a> {
         Ok(id)
     }
 
-    /// Find or create, then PATCH only the fields that differ.
-    async fn converge(
+    /// Find (with `lookup`) or create, then PATCH only the fields that differ. A create
+    /// refused because a racing run made the object first (or whose reply was lost) is
+    /// resolved by looking up again and converging on what is there.
+    async fn converge<F, Fut>(
         &self,
         object: String,
         path: &str,
-        found: Option<Value>,
+        lookup: F,
         desired: Value,
-    ) -> Result<Value, IpamError> {
+    ) -> Result<Value, IpamError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<Value>, NetboxError>>,
+    {
         let err = |source| IpamError::Ensure {
             object: object.clone(),
             source,
         };
-        match found {
-            Some(cur) => {
-                let diff = changed_fields(&cur, &desired);
+        let patch = |cur: Value| {
+            let diff = changed_fields(&cur, &desired);
+            let id = id_of(&cur);
+            async move {
                 if diff.is_empty() {
                     return Ok(cur);
                 }
-                let id = id_of(&cur).ok_or_else(|| err(no_id(path)))?;
+                let id = id.ok_or_else(|| no_id(path))?;
                 self.client
                     .update(&format!("{path}{id}/"), &Value::Object(diff))
                     .await
-                    .map_err(err)
             }
-            None => self.client.create(path, &desired).await.map_err(err),
+        };
+        if let Some(cur) = lookup().await.map_err(IpamError::Lookup)? {
+            return patch(cur).await.map_err(err);
+        }
+        match self.client.create(path, &desired).await {
+            Ok(v) => Ok(v),
+            Err(e) if e.is_conflict() || e.outcome_unknown() => {
+                for wait_ms in [0u64, 200, 500, 1000, 2000] {
+                    tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+                    if let Some(cur) = lookup().await.map_err(IpamError::Lookup)? {
+                        return patch(cur).await.map_err(err);
+                    }
+                }
+                Err(err(e))
+            }
+            Err(e) => Err(err(e)),
         }
     }
 
@@ -502,33 +503,34 @@ impl<'a> Ensurer<'a> {
                 )
                 .await
             };
-            let found = lookup().await.map_err(IpamError::Lookup)?;
             let desired = json!({"name": bridge, "site": site, "vid": vid, "role": role});
             let v = self
-                .converge(format!("vlan {vid} ({bridge})"), "/api/ipam/vlans/", found, desired)
+                .converge(format!("vlan {vid} ({bridge})"), "/api/ipam/vlans/", lookup, desired)
                 .await?;
             vlan_obj_id = id_of(&v);
         }
-        // Prefix: NetBox 4.2+ scopes prefixes (`scope_type`/`scope_id`) instead of `site`.
+        // Prefix: NetBox 4.2+ scopes prefixes (`scope_type`/`scope_id`); a `site` key is
+        // ignored, so prefixes made by upstream have no scope. Look up by prefix alone and
+        // prefer the one already scoped to our site, then the oldest.
         let cidr = pool.network.to_string();
-        let found = {
-            let cidr2 = cidr.clone();
-            let mut hits: Vec<Value> = client
-                .list("/api/ipam/prefixes/", &[("prefix".to_string(), cidr.clone())])
-                .await
-                .map_err(IpamError::Lookup)?
-                .into_iter()
-                .filter(|v| str_of(v, "prefix") == cidr2 && ref_id(v, "vrf").is_none())
-                .collect();
-            // Prefer the one already scoped to our site, then the oldest.
-            hits.sort_by_key(|v| {
-                (
-                    !(str_of(v, "scope_type") == "dcim.site"
-                        && v.get("scope_id").and_then(Value::as_u64) == Some(site)),
-                    id_of(v).unwrap_or(u64::MAX),
-                )
-            });
-            hits.into_iter().next()
+        let lookup = || {
+            let cidr = cidr.clone();
+            async move {
+                let mut hits: Vec<Value> = client
+                    .list("/api/ipam/prefixes/", &[("prefix".to_string(), cidr.clone())])
+                    .await?
+                    .into_iter()
+                    .filter(|v| str_of(v, "prefix") == cidr && ref_id(v, "vrf").is_none())
+                    .collect();
+                hits.sort_by_key(|v| {
+                    (
+                        !(str_of(v, "scope_type") == "dcim.site"
+                            && v.get("scope_id").and_then(Value::as_u64) == Some(site)),
+                        id_of(v).unwrap_or(u64::MAX),
+                    )
+                });
+                Ok(hits.into_iter().next())
+            }
         };
         let mut desired = json!({
             "prefix": cidr,
@@ -541,7 +543,7 @@ impl<'a> Ensurer<'a> {
         if let Some(vid) = vlan_obj_id {
             desired["vlan"] = json!(vid);
         }
-        self.converge(format!("prefix {cidr}"), "/api/ipam/prefixes/", found, desired)
+        self.converge(format!("prefix {cidr}"), "/api/ipam/prefixes/", lookup, desired)
             .await?;
         // The static pool as an ip-range carrying the subnet's mask, so the available-ips
         // endpoint hands out `<host>/<prefixlen>` like upstream's explicit reservations.
@@ -560,7 +562,6 @@ impl<'a> Ensurer<'a> {
             )
             .await
         };
-        let found = lookup().await.map_err(IpamError::Lookup)?;
         let len = pool.prefix_len();
         let desired = json!({
             "start_address": format!("{start}/{len}"),
@@ -569,28 +570,14 @@ impl<'a> Ensurer<'a> {
             "description": format!("hyops static pool {zone} {bridge}"),
             "role": role,
         });
-        let object = format!("ip-range {}", pool.range_text());
-        let range = match self
-            .converge(object.clone(), "/api/ipam/ip-ranges/", found, desired)
-            .await
-        {
-            Ok(v) => v,
-            // A racing run created it first (overlap): adopt theirs.
-            Err(IpamError::Ensure { source, .. })
-                if source.is_conflict() || source.outcome_unknown() =>
-            {
-                let mut again = None;
-                for wait_ms in [0u64, 200, 500, 1000] {
-                    tokio::time::sleep(Duration::from_millis(wait_ms)).await;
-                    again = lookup().await.map_err(IpamError::Lookup)?;
-                    if again.is_some() {
-                        break;
-                    }
-                }
-                again.ok_or(IpamError::Ensure { object, source })?
-            }
-            Err(e) => return Err(e),
-        };
+        let range = self
+            .converge(
+                format!("ip-range {}", pool.range_text()),
+                "/api/ipam/ip-ranges/",
+                lookup,
+                desired,
+            )
+            .await?;
         let range_id = id_of(&range).ok_or_else(|| IpamError::Ensure {
             object: format!("ip-range {}", pool.range_text()),
             source: no_id("/api/ipam/ip-ranges/"),
@@ -1094,13 +1081,6 @@ mod tests {
             identity("hybzone", "app-01", "vnetmgmt", 1),
             "hyops:hybzone:app-01:vnetmgmt:1"
         );
-    }
-
-    #[test]
-    fn slugify_matches_upstream() {
-        assert_eq!(slugify("hyops-static"), "hyops-static");
-        assert_eq!(slugify("  Hy Ops__Static "), "hy-ops-static");
-        assert_eq!(slugify("***"), "hyops");
     }
 
     #[test]

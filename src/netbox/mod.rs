@@ -12,6 +12,7 @@ pub mod error;
 pub mod ipam;
 pub mod objects;
 pub mod retry;
+pub mod sync;
 
 pub use client::{
     token_version, LostReplyInjector, Metrics, NetboxClient, NetboxConfig, TokenVersion,

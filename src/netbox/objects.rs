@@ -131,10 +131,39 @@ pub fn same_host<'a>(records: &'a [IpRecord], host: Ipv4Addr) -> Vec<&'a IpRecor
     records.iter().filter(|r| r.host() == Some(host)).collect()
 }
 
+/// `[^a-z0-9]+` → `-`, trimmed; `hyops` when empty (upstream `_slugify`).
+pub fn slugify(value: &str) -> String {
+    let mut out = String::new();
+    let mut dash = false;
+    for c in value.trim().to_ascii_lowercase().chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c);
+            dash = false;
+        } else if !dash && !out.is_empty() {
+            out.push('-');
+            dash = true;
+        }
+    }
+    let t = out.trim_end_matches('-').to_string();
+    if t.is_empty() {
+        "hyops".into()
+    } else {
+        t
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn slugify_matches_upstream() {
+        assert_eq!(slugify("hyops-static"), "hyops-static");
+        assert_eq!(slugify("  Hy Ops__Static "), "hy-ops-static");
+        assert_eq!(slugify("managed:infra-csv"), "managed-infra-csv");
+        assert_eq!(slugify("***"), "hyops");
+    }
 
     #[test]
     fn ip_records_parse_nested_and_choice_fields() {

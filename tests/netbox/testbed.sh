@@ -248,9 +248,9 @@ PY
     }
     umask 077
     cat >"$RUN/env" <<ENV
-HYOPS_TEST_NETBOX_URL=$url
-HYOPS_TEST_NETBOX_TOKEN=$token
-HYOPS_TEST_NETBOX_RESET=$(realpath "$0") reset
+HYOPS_TEST_NETBOX_URL='$url'
+HYOPS_TEST_NETBOX_TOKEN='$token'
+HYOPS_TEST_NETBOX_RESET='$(realpath "$0") reset'
 ENV
     log "NetBox $NETBOX_VERSION at $url (started in $((SECONDS - t0)) s); env file: $RUN/env"
     echo "$RUN/env"

@@ -694,6 +694,29 @@ impl NbStore {
                         ))
                     }
                 }
+                // `IPAddress.clean`: the primary IP of a VM may only move between that VM's
+                // own interfaces.
+                let parent_vm = |rec: &Obj| {
+                    (rec.get("assigned_object_type").and_then(Value::as_str)
+                        == Some("virtualization.vminterface"))
+                    .then(|| rec.get("assigned_object_id").and_then(as_u64))
+                    .flatten()
+                    .and_then(|iid| self.get("virtualization/interfaces", iid))
+                    .and_then(|i| i.get("virtual_machine").and_then(as_u64))
+                };
+                if let Some(original) = self.get(kind, id) {
+                    let original_parent = parent_vm(original);
+                    let is_primary = original_parent.is_some_and(|vm| {
+                        self.get("virtualization/virtual-machines", vm)
+                            .and_then(|v| v.get("primary_ip4").and_then(as_u64))
+                            == Some(id)
+                    });
+                    if is_primary && parent_vm(obj) != original_parent {
+                        return Err(NbError::all(
+                            "Cannot reassign IP address while it is designated as the primary IP for the parent object",
+                        ));
+                    }
+                }
             }
             "virtualization/clusters" => {
                 required("name")?;
@@ -1372,6 +1395,25 @@ mod tests {
             "assigned_object_type": "virtualization.vminterface", "assigned_object_id": i})).unwrap();
         s.delete("virtualization/virtual-machines", vm).unwrap();
         assert_eq!(s.count("ipam/ip-addresses"), 0);
+    }
+
+    #[test]
+    fn a_primary_ip_cannot_leave_its_vm() {
+        let mut s = NbStore::default();
+        let ct = s.create("virtualization/cluster-types", &json!({"name": "t", "slug": "t"})).unwrap();
+        let c = s.create("virtualization/clusters", &json!({"name": "c", "type": ct})).unwrap();
+        let vm = s.create("virtualization/virtual-machines", &json!({"name": "a", "cluster": c})).unwrap();
+        let i = s.create("virtualization/interfaces", &json!({"name": "eth0", "virtual_machine": vm})).unwrap();
+        let ip = s.create("ipam/ip-addresses", &json!({"address": "10.0.0.2/24",
+            "assigned_object_type": "virtualization.vminterface", "assigned_object_id": i})).unwrap();
+        s.update("virtualization/virtual-machines", vm, &json!({"primary_ip4": ip})).unwrap();
+        let e = s
+            .update("ipam/ip-addresses", ip, &json!({"assigned_object_type": null, "assigned_object_id": null}))
+            .unwrap_err();
+        assert!(e.body["__all__"][0].as_str().unwrap().starts_with("Cannot reassign IP address"));
+        s.update("virtualization/virtual-machines", vm, &json!({"primary_ip4": null})).unwrap();
+        s.update("ipam/ip-addresses", ip, &json!({"assigned_object_type": null, "assigned_object_id": null}))
+            .unwrap();
     }
 
     #[test]
