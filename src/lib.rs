@@ -9,6 +9,7 @@
 //! - [`plan`]: desired model, observed model, diff, plan artifact.
 //! - [`apply`]: executor, journal, destroy.
 //! - [`sim`]: the Proxmox VE simulator, the only code that pretends to be Proxmox.
+//! - [`retry`]: the one retry policy (backoff, budgets, cancellation) every client uses.
 //! - [`cli`]: the command line surface; thin.
 
 pub mod apply;
@@ -19,6 +20,7 @@ pub mod inputs;
 pub mod netbox;
 pub mod plan;
 pub mod pve;
+pub mod retry;
 pub mod secret;
 pub mod sim;
 pub mod ssh;

@@ -11,6 +11,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use hyops_pve::pve::*;
+use hyops_pve::retry::RetryPolicy;
 use hyops_pve::secret::Secret;
 use serde_json::{json, Value};
 
@@ -199,10 +200,11 @@ fn token_config(base: String) -> PveConfig {
             secret: Secret::new(SECRET),
         },
     );
-    c.read_retry = ReadRetry {
+    c.read_retry = RetryPolicy {
         initial: Duration::from_millis(5),
         max_interval: Duration::from_millis(20),
         max_elapsed: Duration::from_secs(2),
+        ..RetryPolicy::default()
     };
     c
 }
@@ -879,6 +881,39 @@ async fn fingerprint_pin_rejects_a_wrong_certificate() {
     let e = c.version().await.unwrap_err();
     assert!(matches!(e, PveError::Transport { .. }), "{e:?}");
     assert!(stub.requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_tls_verification_failure_is_permanent_and_tried_once() {
+    // issue 7 §3: a certificate mismatch was retried for 25-29 s although nothing is ever
+    // sent; the policy table makes it permanent, so the read budget is not spent on it.
+    let stub = Stub::new(|_, _| ok(json!({"version":"9.2.11"})));
+    let (addr, _, _) = serve_tls(stub.clone()).await;
+    let mut cfg = token_config(format!("https://{addr}"));
+    cfg.tls = TlsMode::Fingerprint(["AB"; 32].join(":"));
+    cfg.read_retry.max_elapsed = Duration::from_secs(30);
+    let c = PveClient::new(cfg).unwrap();
+    let e = c.version().await.unwrap_err();
+    assert_eq!(e.classify(), ErrorClass::Tls, "{e}");
+    assert_eq!(c.metrics().total, 1, "sent once, not retried");
+}
+
+#[tokio::test]
+async fn a_response_over_the_bound_is_refused_naming_the_call() {
+    let big = "x".repeat(64 * 1024);
+    let stub = Stub::new(move |_, _| ok(json!([{"id": "qemu/100", "name": big.clone()}])));
+    let addr = serve(stub).await;
+    let mut cfg = token_config(format!("http://{addr}"));
+    cfg.max_response_bytes = 16 * 1024;
+    let c = PveClient::new(cfg).unwrap();
+    let e = c.cluster_resources(None).await.unwrap_err();
+    assert!(
+        matches!(e, PveError::TooLarge { limit: 16384, .. }),
+        "{e:?}"
+    );
+    let msg = e.to_string();
+    assert!(msg.contains("GET /cluster/resources"), "{msg}");
+    assert_eq!(c.metrics().total, 1, "an oversized answer is not re-read");
 }
 
 #[tokio::test]

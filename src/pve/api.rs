@@ -1,7 +1,8 @@
 //! The Proxmox endpoints the engine uses, as typed async methods on [`PveClient`], plus the
-//! task waiter. Reads go through `retry_read`; writes are sent once. Knows nothing about HyOps.
+//! task, lock and agent waiters (all on the one [`crate::retry::RetryPolicy`] poll loop).
+//! Reads go through `retry_read`; writes are sent once. Knows nothing about HyOps.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use reqwest::Method;
 use serde::de::DeserializeOwned;
@@ -17,6 +18,7 @@ use super::types::{
     VmConfig, VmStatus, WaitOptions,
 };
 use super::upid::Upid;
+use crate::retry::{Classify, Disposition, RetryError};
 
 fn decode<T: DeserializeOwned>(call_ctx: Box<CallContext>, v: Value) -> PveResult<T> {
     serde_json::from_value(v).map_err(|e| PveError::Decode {
@@ -295,7 +297,13 @@ impl PveClient {
 
     /// `GET /nodes/{upid.node}/tasks/{upid}/status`.
     pub async fn task_status(&self, upid: &Upid) -> PveResult<TaskStatus> {
-        let call = Call::new(
+        let call = Self::task_status_call(upid);
+        let ctx = call.ctx();
+        decode(ctx, self.get_data(call).await?)
+    }
+
+    fn task_status_call(upid: &Upid) -> Call {
+        Call::new(
             Method::GET,
             "/nodes/{node}/tasks/{upid}/status",
             format!(
@@ -304,9 +312,7 @@ impl PveClient {
                 seg(upid.as_str())
             ),
         )
-        .on_node(upid.node());
-        let ctx = call.ctx();
-        decode(ctx, self.get_data(call).await?)
+        .on_node(upid.node())
     }
 
     /// `GET /nodes/{upid.node}/tasks/{upid}/log?start=&limit=`.
@@ -369,40 +375,63 @@ impl PveClient {
         Ok(lines)
     }
 
-    /// Poll a task on the node in its UPID until it stops. Starts at `initial_poll` and doubles
-    /// up to `max_poll`. A 400 / "no such task" within `not_visible_grace` is retried.
-    /// `OK` and `WARNINGS: N` are success; anything else is [`PveError::TaskFailed`] with the
-    /// log tail.
+    /// Poll a task on the node in its UPID until it stops, on the one poll schedule
+    /// ([`WaitOptions::policy`]: `initial_poll` doubling to `max_poll`, for `timeout`).
+    /// Status reads that fail transiently (resets, timeouts, 5xx, 595/596) do not end the
+    /// wait: polling goes on to the deadline, so a task is never given up on while it may
+    /// still finish. A 400 / "no such task" within `not_visible_grace` is polled through.
+    ///
+    /// `OK` and `WARNINGS: N` are success; any other exit status is [`PveError::TaskFailed`]
+    /// with the log tail. At the deadline: [`PveError::TaskTimeout`] when the task was last
+    /// seen running, [`PveError::TaskUnknown`] when its status could not be read (both are
+    /// "outcome unknown": re-read before resending anything the task does).
     pub async fn wait_task(&self, upid: &Upid, opts: &WaitOptions) -> PveResult<TaskOutcome> {
         let started = Instant::now();
-        let mut interval = opts.initial_poll;
-        let mut polls = 0u32;
-        loop {
-            polls += 1;
-            match self.task_status(upid).await {
-                Ok(st) if !st.is_running() => {
-                    let exit = st
-                        .exitstatus
-                        .clone()
-                        .unwrap_or_else(|| "unexpected status".to_string());
-                    return self.finish_task(upid, exit, polls, opts).await;
+        let policy = opts.policy();
+        let grace = opts.not_visible_grace;
+        let polled = policy
+            .poll(None, || async {
+                match self.task_status_once(upid).await {
+                    Ok(st) if !st.is_running() => Ok(Some(st)),
+                    Ok(_) => Ok(None),
+                    Err(e)
+                        if (e.status() == Some(400) || e.classify() == ErrorClass::NotFound)
+                            && started.elapsed() < grace =>
+                    {
+                        Ok(None)
+                    }
+                    Err(e) => Err(StatusRead(e)),
                 }
-                Ok(_) => {}
-                Err(e)
-                    if (e.status() == Some(400) || e.classify() == ErrorClass::NotFound)
-                        && started.elapsed() < opts.not_visible_grace => {}
-                Err(e) => return Err(e),
+            })
+            .await;
+        match polled {
+            Ok(done) => {
+                let exit = done
+                    .value
+                    .exitstatus
+                    .clone()
+                    .unwrap_or_else(|| "unexpected status".to_string());
+                self.finish_task(upid, exit, done.attempts, opts).await
             }
-            if started.elapsed() >= opts.timeout {
-                return Err(PveError::TaskTimeout {
-                    upid: Box::new(upid.clone()),
-                    waited_ms: started.elapsed().as_millis(),
-                });
-            }
-            let remaining = opts.timeout.saturating_sub(started.elapsed());
-            tokio::time::sleep(interval.min(remaining)).await;
-            interval = (interval * 2).min(opts.max_poll.max(Duration::from_millis(1)));
+            Err(RetryError::Final { error, .. }) => Err(error.0),
+            Err(RetryError::GaveUp { last: Some(e), .. }) => Err(PveError::TaskUnknown {
+                upid: Box::new(upid.clone()),
+                waited_ms: started.elapsed().as_millis(),
+                last: e.0.to_string(),
+            }),
+            Err(_) => Err(PveError::TaskTimeout {
+                upid: Box::new(upid.clone()),
+                waited_ms: started.elapsed().as_millis(),
+            }),
         }
+    }
+
+    /// One `GET …/tasks/{upid}/status`, no retry (the caller's poll loop is the retry).
+    async fn task_status_once(&self, upid: &Upid) -> PveResult<TaskStatus> {
+        let call = Self::task_status_call(upid);
+        let ctx = call.ctx();
+        let env = self.send(&call).await?;
+        decode(ctx, env.get("data").cloned().unwrap_or(Value::Null))
     }
 
     async fn finish_task(
@@ -512,9 +541,10 @@ impl PveClient {
         decode(ctx, self.get_data(call).await?)
     }
 
-    /// Poll `status/current` until the VM has no `lock:` (e.g. after a clone), polling like
-    /// [`PveClient::wait_task`]. Fails with [`PveError::Unexpected`] (field `lock`) naming
-    /// the lock holder when `opts.timeout` passes.
+    /// Poll `status/current` until the VM has no `lock:` (e.g. after a clone), on the poll
+    /// schedule of [`PveClient::wait_task`]. Transient read errors are polled through. Fails
+    /// with [`PveError::Unexpected`] (field `lock`) naming the lock holder when
+    /// `opts.timeout` passes.
     pub async fn wait_unlocked(
         &self,
         node: &str,
@@ -522,14 +552,28 @@ impl PveClient {
         opts: &WaitOptions,
     ) -> PveResult<VmStatus> {
         let started = Instant::now();
-        let mut interval = opts.initial_poll;
-        loop {
-            let st = self.vm_status(node, vmid).await?;
-            let Some(holder) = st.lock.clone() else {
-                return Ok(st);
-            };
-            if started.elapsed() >= opts.timeout {
-                return Err(PveError::Unexpected {
+        let holder = std::sync::Mutex::new(String::new());
+        let polled = opts
+            .policy()
+            .poll(None, || async {
+                let st = self.vm_status(node, vmid).await.map_err(StatusRead)?;
+                match st.lock.clone() {
+                    None => Ok::<_, StatusRead>(Some(st)),
+                    Some(h) => {
+                        if let Ok(mut g) = holder.lock() {
+                            *g = h;
+                        }
+                        Ok(None)
+                    }
+                }
+            })
+            .await;
+        match polled {
+            Ok(st) => Ok(st.value),
+            Err(RetryError::Final { error, .. }) => Err(error.0),
+            Err(e) => match e.into_last() {
+                Some(err) => Err(err.0),
+                None => Err(PveError::Unexpected {
                     ctx: Box::new(CallContext {
                         method: "GET".into(),
                         path: vm_path(node, vmid, "/status/current"),
@@ -538,13 +582,12 @@ impl PveClient {
                     }),
                     field: "lock",
                     detail: format!(
-                        "VM is still locked ({holder}) after {} ms",
+                        "VM is still locked ({}) after {} ms",
+                        holder.lock().map(|g| g.clone()).unwrap_or_default(),
                         started.elapsed().as_millis()
                     ),
-                });
-            }
-            tokio::time::sleep(interval.min(opts.timeout.saturating_sub(started.elapsed()))).await;
-            interval = (interval * 2).min(opts.max_poll.max(Duration::from_millis(1)));
+                }),
+            },
         }
     }
 
@@ -558,21 +601,23 @@ impl PveClient {
         opts: &WaitOptions,
     ) -> PveResult<Vec<(String, std::net::Ipv4Addr, Option<u32>)>> {
         let started = Instant::now();
-        let mut interval = opts.initial_poll;
-        loop {
-            let last = match self.agent_network_interfaces(node, vmid).await {
-                Ok(ifaces) => {
-                    let v4 = ipv4_addresses(&ifaces);
-                    if !v4.is_empty() {
-                        return Ok(v4);
-                    }
-                    None
-                }
-                Err(e) if e.classify() == ErrorClass::AgentNotReady => Some(e),
-                Err(e) => return Err(e),
-            };
-            if started.elapsed() >= opts.timeout {
-                return Err(last.unwrap_or_else(|| PveError::Unexpected {
+        let polled = opts
+            .policy()
+            .poll(None, || async {
+                let ifaces = self
+                    .agent_network_interfaces(node, vmid)
+                    .await
+                    .map_err(StatusRead)?;
+                let v4 = ipv4_addresses(&ifaces);
+                Ok::<_, StatusRead>(if v4.is_empty() { None } else { Some(v4) })
+            })
+            .await;
+        match polled {
+            Ok(v) => Ok(v.value),
+            Err(RetryError::Final { error, .. }) => Err(error.0),
+            Err(e) => match e.into_last() {
+                Some(err) => Err(err.0),
+                None => Err(PveError::Unexpected {
                     ctx: Box::new(CallContext {
                         method: "GET".into(),
                         path: vm_path(node, vmid, "/agent/network-get-interfaces"),
@@ -584,10 +629,21 @@ impl PveClient {
                         "no usable IPv4 address after {} ms",
                         started.elapsed().as_millis()
                     ),
-                }));
-            }
-            tokio::time::sleep(interval.min(opts.timeout.saturating_sub(started.elapsed()))).await;
-            interval = (interval * 2).min(opts.max_poll.max(Duration::from_millis(1)));
+                }),
+            },
+        }
+    }
+}
+
+/// An error of a status read inside a poll loop: transient ones (per the policy table) keep
+/// the poll going, whether the call was a read or not; anything else ends it.
+struct StatusRead(PveError);
+
+impl Classify for StatusRead {
+    fn disposition(&self) -> Disposition {
+        match self.0.disposition() {
+            Disposition::OutcomeUnknown => Disposition::Transient,
+            d => d,
         }
     }
 }

@@ -13,8 +13,9 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use reqwest::Method;
 use serde_json::Value;
 
-use super::error::{classify_message, CallContext, ErrorClass, PveError, PveResult};
+use super::error::{CallContext, PveError, PveResult};
 use super::tls::{client_config, TlsMode};
+use crate::retry::{Classify, Disposition, RetryError, RetryPolicy};
 use crate::secret::Secret;
 
 /// How the client authenticates.
@@ -45,26 +46,9 @@ pub struct RateLimit {
     pub burst: NonZeroU32,
 }
 
-/// Bounded exponential backoff (with jitter) for idempotent reads.
-#[derive(Debug, Clone, Copy)]
-pub struct ReadRetry {
-    /// First wait.
-    pub initial: Duration,
-    /// Longest single wait.
-    pub max_interval: Duration,
-    /// Give up after this much time spent retrying.
-    pub max_elapsed: Duration,
-}
-
-impl Default for ReadRetry {
-    fn default() -> Self {
-        ReadRetry {
-            initial: Duration::from_millis(200),
-            max_interval: Duration::from_secs(5),
-            max_elapsed: Duration::from_secs(30),
-        }
-    }
-}
+/// Default bound on a response body: the largest real answer (`/cluster/resources` of a big
+/// cluster) is a few MiB, so 16 MiB leaves room without letting one answer exhaust memory.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 16 << 20;
 
 /// Everything needed to build a [`PveClient`].
 #[derive(Debug, Clone)]
@@ -81,15 +65,18 @@ pub struct PveConfig {
     pub request_timeout: Duration,
     /// Optional client-side rate limit.
     pub rate_limit: Option<RateLimit>,
-    /// Backoff for idempotent reads.
-    pub read_retry: ReadRetry,
+    /// Backoff for idempotent reads (the one [`RetryPolicy`], classified by
+    /// [`super::policy::disposition`]).
+    pub read_retry: RetryPolicy,
+    /// Largest response body read; a larger one is [`PveError::TooLarge`] naming the call.
+    pub max_response_bytes: u64,
     /// Renew a ticket once it is older than this (tickets live 2 h).
     pub ticket_renew_after: Duration,
 }
 
 impl PveConfig {
     /// Defaults: system roots, 10 s connect / 60 s request timeout, no rate limit,
-    /// reads retried for up to 30 s, tickets renewed after 90 min.
+    /// reads retried for up to 30 s, bodies up to 16 MiB, tickets renewed after 90 min.
     pub fn new(base_url: impl Into<String>, auth: PveAuth) -> Self {
         PveConfig {
             base_url: base_url.into(),
@@ -98,7 +85,8 @@ impl PveConfig {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
             rate_limit: None,
-            read_retry: ReadRetry::default(),
+            read_retry: RetryPolicy::default(),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             ticket_renew_after: Duration::from_secs(90 * 60),
         }
     }
@@ -252,7 +240,8 @@ pub(crate) struct Inner {
     ticket: tokio::sync::Mutex<Option<TicketState>>,
     limiter: Option<DefaultDirectRateLimiter>,
     metrics: StdMutex<Metrics>,
-    read_retry: ReadRetry,
+    read_retry: RetryPolicy,
+    max_body: u64,
     renew_after: Duration,
     /// Serialises VMID choice + clone submission within this process.
     pub(crate) alloc_lock: tokio::sync::Mutex<std::collections::BTreeSet<u32>>,
@@ -325,6 +314,7 @@ impl PveClient {
                 limiter,
                 metrics: StdMutex::new(Metrics::default()),
                 read_retry: config.read_retry,
+                max_body: config.max_response_bytes,
                 renew_after: config.ticket_renew_after,
                 alloc_lock: tokio::sync::Mutex::new(Default::default()),
             }),
@@ -444,17 +434,7 @@ impl PveClient {
             .and_then(|r| std::str::from_utf8(r.as_bytes()).ok().map(str::to_string))
             .or_else(|| status.canonical_reason().map(str::to_string))
             .unwrap_or_default();
-        let bytes = match resp.bytes().await {
-            Ok(b) => b,
-            Err(e) => {
-                return Err(PveError::Transport {
-                    ctx: call.ctx(),
-                    connect: false,
-                    detail: error_chain(e.without_url()),
-                    write,
-                })
-            }
-        };
+        let bytes = self.read_body(call, resp, write).await?;
         let body: Option<Value> = serde_json::from_slice(&bytes).ok();
         if status.is_success() {
             return body.ok_or_else(|| PveError::Decode {
@@ -495,6 +475,43 @@ impl PveClient {
             message,
             errors,
         })
+    }
+
+    /// Read the body, refusing (without reading further) one larger than the bound.
+    async fn read_body(
+        &self,
+        call: &Call,
+        mut resp: reqwest::Response,
+        write: bool,
+    ) -> PveResult<Vec<u8>> {
+        let limit = self.inner.max_body;
+        let too_large = || PveError::TooLarge {
+            ctx: call.ctx(),
+            limit,
+        };
+        if resp.content_length().is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
+        let mut out: Vec<u8> = Vec::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    if out.len() as u64 + chunk.len() as u64 > limit {
+                        return Err(too_large());
+                    }
+                    out.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(out),
+                Err(e) => {
+                    return Err(PveError::Transport {
+                        ctx: call.ctx(),
+                        connect: false,
+                        detail: error_chain(e.without_url()),
+                        write,
+                    })
+                }
+            }
+        }
     }
 
     fn build(
@@ -578,30 +595,32 @@ impl PveClient {
         }
     }
 
-    /// A GET (or other idempotent read) with bounded exponential backoff + jitter on transport
-    /// errors, 5xx and lock timeouts. Never use for writes.
+    /// A GET (or other idempotent read) under the read [`RetryPolicy`]: transient answers
+    /// (transport errors, 5xx, lock timeouts, 595/596) are retried with jittered backoff;
+    /// anything else returns at once. Never use for writes.
     pub(crate) async fn retry_read(&self, call: &Call) -> PveResult<Value> {
-        let r = self.inner.read_retry;
-        let policy = backoff::ExponentialBackoff {
-            initial_interval: r.initial,
-            current_interval: r.initial,
-            max_interval: r.max_interval,
-            max_elapsed_time: Some(r.max_elapsed),
-            randomization_factor: 0.3,
-            multiplier: 2.0,
-            ..Default::default()
-        };
-        backoff::future::retry(policy, || async {
-            self.send(call).await.map_err(|e| {
-                if is_retriable_read(&e) {
-                    tracing::debug!(method = %call.method, path = %call.path, "retrying read");
-                    backoff::Error::transient(e)
-                } else {
-                    backoff::Error::permanent(e)
-                }
-            })
-        })
-        .await
+        let policy = self.inner.read_retry;
+        let result = policy
+            .retry_with(
+                None,
+                |e: &ReadError, attempt| {
+                    tracing::debug!(method = %call.method, path = %call.path, attempt, error = %e.0, "retrying read");
+                },
+                || async { self.send(call).await.map_err(ReadError) },
+            )
+            .await;
+        match result {
+            Ok(v) => Ok(v.value),
+            Err(RetryError::Final { error, .. }) => Err(error.0),
+            Err(e) => match e.into_last() {
+                Some(err) => Err(err.0),
+                None => Err(PveError::Unexpected {
+                    ctx: call.ctx(),
+                    field: "read",
+                    detail: "read retry ended without an answer".into(),
+                }),
+            },
+        }
     }
 
     /// GET with retries, returning `data`.
@@ -633,25 +652,15 @@ fn error_chain(e: reqwest::Error) -> String {
     out
 }
 
-fn is_retriable_read(e: &PveError) -> bool {
-    match e {
-        PveError::Transport { .. } => true,
-        PveError::Api {
-            status,
-            message,
-            errors,
-            ..
-        } => {
-            let class = classify_message(Some(*status), message, errors, false);
-            matches!(
-                class,
-                ErrorClass::Transport { .. }
-                    | ErrorClass::Server
-                    | ErrorClass::LockTimeout { .. }
-                    | ErrorClass::StorageLockTimeout { .. }
-                    | ErrorClass::NoWorkerUpid
-            )
+/// A read's error: never "outcome unknown" (a GET changes nothing), so a reset or a 595 on
+/// a read is transient even though the same failure on a write is not.
+struct ReadError(PveError);
+
+impl Classify for ReadError {
+    fn disposition(&self) -> Disposition {
+        match self.0.disposition() {
+            Disposition::OutcomeUnknown => Disposition::Transient,
+            d => d,
         }
-        _ => false,
     }
 }

@@ -124,6 +124,26 @@ pub enum PveError {
         /// The underlying error.
         source: Box<PveError>,
     },
+    /// The task's status could not be read until the deadline (resets, timeouts, 5xx on
+    /// `GET …/tasks/{upid}/status`): it may have finished either way. Re-read the cluster
+    /// before doing anything the task would have done.
+    #[error("task {upid} on node {}: status unreadable for {waited_ms} ms, outcome unknown (last error: {last})", upid.node)]
+    TaskUnknown {
+        /// The task.
+        upid: Box<Upid>,
+        /// How long we polled.
+        waited_ms: u128,
+        /// The last read error.
+        last: String,
+    },
+    /// The response body is larger than the configured bound; it was not read further.
+    #[error("{ctx}: response body exceeds the limit of {limit} bytes (raise the client's max_response_bytes if this answer is legitimate)")]
+    TooLarge {
+        /// The failed call.
+        ctx: Box<CallContext>,
+        /// The bound in bytes.
+        limit: u64,
+    },
     /// A value the server returned is not what the schema says.
     #[error("{ctx}: unexpected value for {field}: {detail}")]
     Unexpected {
@@ -175,6 +195,16 @@ pub enum ErrorClass {
     },
     /// Cluster quorum lost.
     NoQuorum,
+    /// A clone to another node refused because a disk is on non-shared storage
+    /// (`can't clone VM to node 'X' (VM uses local storage)`).
+    LocalStorage,
+    /// `can't remove VM N - protection mode enabled`.
+    Protected,
+    /// Something the call names does not exist or is not available on that node (a storage,
+    /// a node, a snapshot): `… does not exist`, `… not available on node …`.
+    Unavailable,
+    /// TLS verification failed (certificate, CA or fingerprint pin): nothing was sent.
+    Tls,
     /// The VMID is already used (`config file already exists`, `already exists on node`,
     /// pmxcfs `File exists`, nextid 400).
     VmIdTaken,
@@ -206,23 +236,18 @@ pub enum ErrorClass {
     Server,
     /// A task failed for a reason not listed above.
     TaskFailed,
-    /// A task exceeded its deadline.
+    /// A task exceeded its deadline (still running).
     Timeout,
+    /// A task whose status could not be read until the deadline.
+    TaskStatusUnknown,
     /// Client-side problem (configuration, decode, allocation gave up).
     Client,
 }
 
 impl ErrorClass {
-    /// True when resending an idempotent read may succeed.
+    /// True when the one policy table ([`super::policy::disposition`]) says "retry".
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            ErrorClass::Transport { .. }
-                | ErrorClass::Server
-                | ErrorClass::LockTimeout { .. }
-                | ErrorClass::StorageLockTimeout { .. }
-                | ErrorClass::NoWorkerUpid
-        )
+        super::policy::disposition(self) == crate::retry::Disposition::Transient
     }
 }
 
@@ -297,6 +322,12 @@ pub fn classify_message(
     if m.contains("no quorum") {
         return ErrorClass::NoQuorum;
     }
+    if m.contains("VM uses local storage") {
+        return ErrorClass::LocalStorage;
+    }
+    if m.contains("protection mode enabled") {
+        return ErrorClass::Protected;
+    }
     if m.contains("config file already exists")
         || m.contains("already exists on node")
         || m.contains("failed: File exists")
@@ -311,6 +342,12 @@ pub fn classify_message(
         || m.contains("no such task")
     {
         return ErrorClass::NotFound;
+    }
+    if m.contains("not available on node")
+        || m.contains("does not exist")
+        || m.contains("no such cluster node")
+    {
+        return ErrorClass::Unavailable;
     }
     if m.contains("checksum mismatch") {
         return ErrorClass::ChecksumMismatch;
@@ -355,8 +392,15 @@ impl PveError {
                 message,
                 errors,
             } => classify_message(Some(*status), message, errors, ctx.method != "GET"),
-            PveError::Transport { write, connect, .. } => {
-                if *write && !*connect {
+            PveError::Transport {
+                write,
+                connect,
+                detail,
+                ..
+            } => {
+                if is_tls_failure(detail) {
+                    ErrorClass::Tls
+                } else if *write && !*connect {
                     ErrorClass::WriteOutcomeUnknown
                 } else {
                     ErrorClass::Transport { code: None }
@@ -366,8 +410,10 @@ impl PveError {
                 classify_message(None, exitstatus, &BTreeMap::new(), false)
             }
             PveError::TaskTimeout { .. } => ErrorClass::Timeout,
+            PveError::TaskUnknown { .. } => ErrorClass::TaskStatusUnknown,
             PveError::Clone { source, .. } => source.classify(),
             PveError::Decode { .. }
+            | PveError::TooLarge { .. }
             | PveError::Config { .. }
             | PveError::VmidExhausted { .. }
             | PveError::Unexpected { .. } => ErrorClass::Client,
@@ -382,6 +428,17 @@ impl PveError {
             _ => None,
         }
     }
+}
+
+/// True when a transport error's text says certificate verification failed (rustls'
+/// `invalid peer certificate`, our fingerprint pin, an unknown issuer, a name mismatch).
+fn is_tls_failure(detail: &str) -> bool {
+    let d = detail.to_ascii_lowercase();
+    d.contains("invalid peer certificate")
+        || d.contains("certificate verify")
+        || d.contains("does not match the pinned fingerprint")
+        || d.contains("unknownissuer")
+        || d.contains("notvalidforname")
 }
 
 /// Result type of the client.

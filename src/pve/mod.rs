@@ -29,8 +29,10 @@
 //! client.wait_task(&upid, &WaitOptions::default()).await?;
 //! ```
 //!
-//! Errors: match on [`PveError::classify`] ([`ErrorClass`]), never on message text.
-//! Writes are sent once; [`ErrorClass::WriteOutcomeUnknown`] means "re-read state first".
+//! Errors: match on [`PveError::classify`] ([`ErrorClass`]), never on message text; what to do
+//! next comes from the one table in [`policy`] (`PveError` implements
+//! [`crate::retry::Classify`]). Writes are sent once; an outcome-unknown error means "re-read
+//! state first".
 //! [`PveClient::metrics`] counts every HTTP request for the apply journal.
 
 #![warn(missing_docs)]
@@ -39,6 +41,7 @@ mod api;
 mod client;
 mod error;
 pub mod lenient;
+pub mod policy;
 mod propstr;
 mod sshkeys;
 mod tls;
@@ -47,7 +50,8 @@ mod upid;
 mod vmid;
 
 pub use client::{
-    normalize_base_url, Metrics, Params, PveAuth, PveClient, PveConfig, RateLimit, ReadRetry,
+    normalize_base_url, Metrics, Params, PveAuth, PveClient, PveConfig, RateLimit,
+    DEFAULT_MAX_RESPONSE_BYTES,
 };
 pub use error::{classify_message, CallContext, ErrorClass, PveError, PveResult};
 pub use propstr::{

@@ -409,6 +409,21 @@ pub struct WaitOptions {
     pub log_tail: u64,
 }
 
+impl WaitOptions {
+    /// The poll schedule as the one retry policy: `initial_poll` doubling to `max_poll`, no
+    /// jitter, for `timeout`, no attempt limit.
+    pub fn policy(&self) -> crate::retry::RetryPolicy {
+        crate::retry::RetryPolicy {
+            initial: self.initial_poll,
+            max_interval: self.max_poll.max(std::time::Duration::from_millis(1)),
+            multiplier: 2.0,
+            jitter: 0.0,
+            max_elapsed: self.timeout,
+            max_attempts: 0,
+        }
+    }
+}
+
 impl Default for WaitOptions {
     fn default() -> Self {
         WaitOptions {
