@@ -3,7 +3,8 @@
 //! per-request and connect timeouts, pagination, the `API-Version` the server reports, a
 //! request counter, and the retry rules:
 //! - reads (GET), PATCHes of fixed values and DELETEs are idempotent: retried on transport
-//!   errors and 429/5xx with [`RetryPolicy`] (429 honours `Retry-After`);
+//!   errors and 429/5xx with the engine's [`RetryPolicy`] (a 429's `Retry-After` is the least
+//!   wait);
 //! - creates (POST) are retried only when NetBox certainly did not act: 429, or a connection
 //!   that was never made. Any other failure after the request left returns an error whose
 //!   [`NetboxError::outcome_unknown`] is true, and the caller re-reads by identity.
@@ -18,7 +19,8 @@ use reqwest::Method;
 use serde_json::Value;
 
 use super::error::{body_summary, NetboxError};
-use super::retry::{parse_retry_after, RetryPolicy, RETRY_STATUSES};
+use super::retry::{default_policy, parse_retry_after, CallError};
+use crate::retry::{RetryError, RetryPolicy};
 use crate::pve::TlsMode;
 use crate::secret::Secret;
 
@@ -60,7 +62,8 @@ impl std::fmt::Debug for NetboxConfig {
 }
 
 impl NetboxConfig {
-    /// Defaults: system roots, 5 s connect and 30 s request timeouts, upstream retries.
+    /// Defaults: system roots, 5 s connect and 30 s request timeouts, upstream's retry
+    /// schedule ([`default_policy`]).
     pub fn new(base_url: impl Into<String>, token: Secret) -> Self {
         NetboxConfig {
             base_url: base_url.into(),
@@ -68,7 +71,7 @@ impl NetboxConfig {
             tls: TlsMode::SystemRoots,
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
-            retry: RetryPolicy::default(),
+            retry: default_policy(),
             changelog_message: None,
             lost_reply: None,
         }
@@ -181,15 +184,6 @@ pub fn path_template(path: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("/")
-}
-
-/// How a call may be retried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Idempotence {
-    /// GET, PATCH of fixed values, DELETE: retry transport errors and 429/5xx.
-    Idempotent,
-    /// POST: retry only 429 and refused connections.
-    Create,
 }
 
 impl NetboxClient {
@@ -356,63 +350,67 @@ impl NetboxClient {
         Ok((status, value, retry_after))
     }
 
-    /// Send with the retry rules of `kind`; a non-2xx final status becomes an API error.
+    /// Send with the engine's retry policy; `idempotent` says whether resending is
+    /// harmless (see [`CallError`]). A non-2xx final status becomes an API error.
     async fn call(
         &self,
         method: Method,
         path: &str,
         query: &[(String, String)],
         body: Option<&Value>,
-        kind: Idempotence,
+        idempotent: bool,
     ) -> Result<(u16, Value), NetboxError> {
         let template = path_template(path);
-        let policy = self.inner.retry;
-        let mut attempt: u32 = 0;
-        loop {
-            let outcome = self
-                .attempt(&method, path, &template, query, body)
-                .await;
-            let last = attempt + 1 >= policy.max_attempts;
-            let retry_after = match &outcome {
-                Ok((status, _, ra)) if RETRY_STATUSES.contains(status) => {
-                    let allowed = match kind {
-                        Idempotence::Idempotent => true,
-                        Idempotence::Create => *status == 429,
-                    };
-                    if allowed && !last {
-                        Some(*ra)
-                    } else {
-                        None
+        // A 429's Retry-After is honoured as the least wait before the next attempt.
+        let retry_after: Mutex<Option<(Duration, Instant)>> = Mutex::new(None);
+        let outcome = self
+            .inner
+            .retry
+            .retry(|| async {
+                let pending = lock(&retry_after).take();
+                if let Some((ra, at)) = pending {
+                    let waited = at.elapsed();
+                    if ra > waited {
+                        tokio::time::sleep((ra - waited).min(self.inner.retry.max_interval)).await;
                     }
                 }
-                Ok(_) => None,
-                Err(NetboxError::Transport { connect, .. }) => {
-                    let allowed = match kind {
-                        Idempotence::Idempotent => true,
-                        Idempotence::Create => *connect,
-                    };
-                    (allowed && !last).then_some(None)
+                let (status, value, ra) = self
+                    .attempt(&method, path, &template, query, body)
+                    .await
+                    .map_err(|error| CallError { error, idempotent })?;
+                if (200..300).contains(&status) {
+                    return Ok((status, value));
                 }
-                Err(_) => None,
-            };
-            if let Some(ra) = retry_after {
-                let wait = policy.delay(attempt, ra);
-                tracing::debug!(method = %method, path = %template, attempt, wait_ms = wait.as_millis() as u64, "netbox retry");
-                tokio::time::sleep(wait).await;
-                attempt += 1;
-                continue;
-            }
-            let (status, value, _) = outcome?;
-            if (200..300).contains(&status) {
-                return Ok((status, value));
-            }
-            return Err(NetboxError::Api {
-                method: method.to_string(),
-                path: template,
-                status,
-                detail: body_summary(&value),
-                body: value,
-            });
+                if status == 429 {
+                    *lock(&retry_after) = ra.map(|d| (d, Instant::now()));
+                }
+                Err(CallError {
+                    error: NetboxError::Api {
+                        method: method.to_string(),
+                        path: template.clone(),
+                        status,
+                        detail: body_summary(&value),
+                        body: value,
+                    },
+                    idempotent,
+                })
+            })
+            .await;
+        match outcome {
+            Ok(a) => Ok(a.value),
+            Err(e) => Err(match e {
+                RetryError::Final { error, .. } => error.error,
+                other => other
+                    .into_last()
+                    .map(|c| c.error)
+                    .unwrap_or_else(|| NetboxError::Transport {
+                        method: method.to_string(),
+                        path: template.clone(),
+                        connect: false,
+                        write: method != Method::GET,
+                        detail: "the retry budget ended before any attempt".into(),
+                    }),
+            }),
         }
     }
 
@@ -444,7 +442,7 @@ impl NetboxClient {
 
     /// GET one resource or list page, retried. `query` pairs may repeat a key.
     pub async fn get(&self, path: &str, query: &[(String, String)]) -> Result<Value, NetboxError> {
-        self.call(Method::GET, path, query, None, Idempotence::Idempotent)
+        self.call(Method::GET, path, query, None, true)
             .await
             .map(|(_, v)| v)
     }
@@ -491,7 +489,7 @@ impl NetboxClient {
     /// connection). On [`NetboxError::outcome_unknown`] the caller must re-read by identity.
     pub async fn create(&self, path: &str, body: &Value) -> Result<Value, NetboxError> {
         let body = self.with_changelog(body);
-        self.call(Method::POST, path, &[], Some(&body), Idempotence::Create)
+        self.call(Method::POST, path, &[], Some(&body), false)
             .await
             .map(|(_, v)| v)
     }
@@ -499,7 +497,7 @@ impl NetboxClient {
     /// PATCH fixed values (idempotent, so retried).
     pub async fn update(&self, path: &str, body: &Value) -> Result<Value, NetboxError> {
         let body = self.with_changelog(body);
-        self.call(Method::PATCH, path, &[], Some(&body), Idempotence::Idempotent)
+        self.call(Method::PATCH, path, &[], Some(&body), true)
             .await
             .map(|(_, v)| v)
     }
@@ -507,7 +505,7 @@ impl NetboxClient {
     /// DELETE one object (idempotent: a 404, also after a retry, counts as done).
     pub async fn delete(&self, path: &str) -> Result<(), NetboxError> {
         match self
-            .call(Method::DELETE, path, &[], None, Idempotence::Idempotent)
+            .call(Method::DELETE, path, &[], None, true)
             .await
         {
             Ok(_) => Ok(()),

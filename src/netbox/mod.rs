@@ -18,4 +18,4 @@ pub use client::{
     token_version, LostReplyInjector, Metrics, NetboxClient, NetboxConfig, TokenVersion,
 };
 pub use error::NetboxError;
-pub use retry::RetryPolicy;
+pub use retry::default_policy;

@@ -1,64 +1,28 @@
-//! The NetBox client's retry policy, in one place so it can move onto the engine's shared
-//! retry policy type when that lands: up to 5 attempts, waits of `base·2^n` capped at `cap`
-//! plus up to 250 ms of jitter, and a 429's `Retry-After` (seconds) honoured up to `cap`
-//! (contract §4.4, `netbox_api._send`). Which calls may be retried is decided by the client,
-//! not here. Knows nothing about HTTP.
+//! How the NetBox client uses the engine's one retry policy ([`crate::retry::RetryPolicy`]):
+//! upstream's schedule as the default (5 attempts, 0.5 s doubling to 10 s, with jitter;
+//! contract §4.4 `netbox_api._send`), the statuses worth another attempt, a 429's
+//! `Retry-After` (seconds) honoured as the least wait, and the classification of a failed
+//! call into the policy's dispositions. Knows nothing about HTTP beyond status codes.
 
 use std::time::Duration;
+
+use crate::retry::{Classify, Disposition, RetryPolicy};
+
+use super::error::NetboxError;
 
 /// Statuses worth another attempt (upstream `_RETRY_STATUS_CODES`).
 pub const RETRY_STATUSES: [u16; 5] = [429, 500, 502, 503, 504];
 
-/// Bounded exponential backoff with jitter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Total attempts, the first included (upstream: 5).
-    pub max_attempts: u32,
-    /// First wait (upstream: 0.5 s).
-    pub base: Duration,
-    /// Longest single wait, also the cap on `Retry-After` (upstream: 10 s).
-    pub cap: Duration,
-    /// Random extra wait added to every computed backoff (upstream: 0–0.25 s).
-    pub jitter: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 5,
-            base: Duration::from_millis(500),
-            cap: Duration::from_secs(10),
-            jitter: Duration::from_millis(250),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// No retries at all (one attempt).
-    pub fn none() -> Self {
-        RetryPolicy {
-            max_attempts: 1,
-            ..Self::default()
-        }
-    }
-
-    /// The wait before attempt `attempt + 1` (0-based `attempt` just failed). A server
-    /// `Retry-After` wins over the computed backoff, capped at `cap`.
-    pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
-        if let Some(ra) = retry_after {
-            return ra.min(self.cap);
-        }
-        let exp = self
-            .base
-            .saturating_mul(2u32.saturating_pow(attempt.min(16)))
-            .min(self.cap);
-        let jitter_ms = self.jitter.as_millis() as u64;
-        let extra = if jitter_ms == 0 {
-            0
-        } else {
-            rand::random_range(0..=jitter_ms)
-        };
-        exp + Duration::from_millis(extra)
+/// Upstream's NetBox schedule on the engine's policy: 5 attempts, 0.5 s doubling up to
+/// 10 s (±25 %), within one minute.
+pub fn default_policy() -> RetryPolicy {
+    RetryPolicy {
+        initial: Duration::from_millis(500),
+        max_interval: Duration::from_secs(10),
+        multiplier: 2.0,
+        jitter: 0.25,
+        max_elapsed: Duration::from_secs(60),
+        max_attempts: 5,
     }
 }
 
@@ -70,34 +34,80 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
     (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
 }
 
+/// A failed NetBox call with what the call was: an idempotent one (GET, PATCH of fixed
+/// values, DELETE) is retried on transport errors and 429/5xx; a create is retried only
+/// when NetBox certainly did not act (429, a connection never made), and anything else
+/// after the request left is an unknown outcome the caller resolves by re-reading.
+#[derive(Debug)]
+pub(crate) struct CallError {
+    pub error: NetboxError,
+    pub idempotent: bool,
+}
+
+impl Classify for CallError {
+    fn disposition(&self) -> Disposition {
+        let status_retry = |s: u16| RETRY_STATUSES.contains(&s);
+        match (&self.error, self.idempotent) {
+            (NetboxError::Transport { .. }, true) => Disposition::Transient,
+            (NetboxError::Transport { connect: true, .. }, false) => Disposition::Transient,
+            (NetboxError::Transport { .. }, false) => Disposition::OutcomeUnknown,
+            (NetboxError::Api { status, .. }, true) if status_retry(*status) => {
+                Disposition::Transient
+            }
+            (NetboxError::Api { status: 429, .. }, false) => Disposition::Transient,
+            (NetboxError::Api { status, .. }, false) if *status >= 500 => {
+                Disposition::OutcomeUnknown
+            }
+            _ => Disposition::Permanent,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
-    #[test]
-    fn backoff_doubles_and_is_capped() {
-        let p = RetryPolicy {
-            jitter: Duration::ZERO,
-            ..RetryPolicy::default()
-        };
-        assert_eq!(p.delay(0, None), Duration::from_millis(500));
-        assert_eq!(p.delay(1, None), Duration::from_secs(1));
-        assert_eq!(p.delay(3, None), Duration::from_secs(4));
-        assert_eq!(p.delay(10, None), Duration::from_secs(10));
+    fn api(status: u16) -> NetboxError {
+        NetboxError::Api {
+            method: "POST".into(),
+            path: "/x/".into(),
+            status,
+            detail: String::new(),
+            body: json!({}),
+        }
     }
 
     #[test]
-    fn retry_after_wins_and_is_capped() {
-        let p = RetryPolicy::default();
-        assert_eq!(
-            p.delay(0, Some(Duration::from_secs(3))),
-            Duration::from_secs(3)
-        );
-        assert_eq!(
-            p.delay(0, Some(Duration::from_secs(60))),
-            Duration::from_secs(10)
-        );
+    fn creates_retry_only_when_netbox_did_not_act() {
+        let c = |e, idempotent| CallError { error: e, idempotent }.disposition();
+        assert_eq!(c(api(429), false), Disposition::Transient);
+        assert_eq!(c(api(502), false), Disposition::OutcomeUnknown);
+        assert_eq!(c(api(400), false), Disposition::Permanent);
+        assert_eq!(c(api(503), true), Disposition::Transient);
+        assert_eq!(c(api(404), true), Disposition::Permanent);
+        let refused = NetboxError::Transport {
+            method: "POST".into(),
+            path: "/x/".into(),
+            connect: true,
+            write: true,
+            detail: String::new(),
+        };
+        assert_eq!(c(refused, false), Disposition::Transient);
+    }
+
+    #[test]
+    fn retry_after_in_seconds_is_parsed_and_dates_are_ignored() {
         assert_eq!(parse_retry_after(" 2 "), Some(Duration::from_secs(2)));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    }
+
+    #[test]
+    fn the_default_schedule_is_upstreams() {
+        let p = default_policy();
+        assert_eq!(p.max_attempts, 5);
+        assert_eq!(p.base_delay(1), Duration::from_millis(500));
+        assert_eq!(p.base_delay(3), Duration::from_secs(2));
+        assert_eq!(p.base_delay(9), Duration::from_secs(10));
     }
 }

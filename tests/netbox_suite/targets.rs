@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use hyops_pve::netbox::ipam::Pool;
-use hyops_pve::netbox::{NetboxClient, NetboxConfig, RetryPolicy};
+use hyops_pve::netbox::{NetboxClient, NetboxConfig};
 use hyops_pve::pve::TlsMode;
 use hyops_pve::secret::Secret;
 use hyops_pve::sim::netbox::{NetboxSim, NetboxSimConfig, NetboxSimHandle};
@@ -52,12 +52,7 @@ impl Target {
     pub fn client_with(&self, f: impl FnOnce(&mut NetboxConfig)) -> NetboxClient {
         let mut cfg = NetboxConfig::new(self.url.clone(), self.token.clone());
         cfg.tls = self.tls.clone();
-        cfg.retry = RetryPolicy {
-            base: Duration::from_millis(50),
-            cap: Duration::from_secs(2),
-            jitter: Duration::from_millis(20),
-            ..RetryPolicy::default()
-        };
+        cfg.retry = hyops_pve::netbox::default_policy().scaled(0.1);
         f(&mut cfg);
         NetboxClient::new(cfg).expect("client")
     }
