@@ -15,7 +15,7 @@ use crate::hyops::{
 };
 use crate::inputs::model::{LogicalVmKey, ModuleInputs};
 use crate::plan::artifact::{desired_digest, PlanArtifact, PLAN_KIND, PLAN_SCHEMA_VERSION};
-use crate::plan::desired::{desired_vm, DesiredError, TargetDefaults, TemplateRef};
+use crate::plan::desired::{desired_vm, DesiredError, PendingAllocations, TargetDefaults, TemplateRef};
 use crate::plan::diff::{diff, summarize, PlanError, VmAction};
 use crate::plan::marker::OwnershipMarker;
 use crate::plan::observe::{list_vms, observe, ObserveError};
@@ -88,6 +88,8 @@ pub struct PlanRequest<'a> {
     pub run_id: &'a str,
     pub env: Option<&'a str>,
     pub state_instance: Option<&'a str>,
+    /// IPAM NICs NetBox allocates at apply (plan only; empty for apply).
+    pub ipam_pending: &'a PendingAllocations,
 }
 
 /// Find the template and check it is one. `Ok(None)` when it does not exist.
@@ -149,7 +151,14 @@ pub async fn make_plan(
         let marker = req.identity.marker(&key.0, template.vmid, req.inputs);
         desired.insert(
             key.clone(),
-            desired_vm(req.inputs, vm, req.defaults, &template, marker)?,
+            desired_vm(
+                req.inputs,
+                vm,
+                req.defaults,
+                &template,
+                marker,
+                req.ipam_pending,
+            )?,
         );
     }
     let mut expected_names: BTreeSet<String> = desired
@@ -181,6 +190,7 @@ pub async fn make_plan(
         summary: summarize(&vms),
         vms,
         warnings,
+        ipam: Vec::new(),
     };
     Ok((plan, observed))
 }

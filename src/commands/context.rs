@@ -27,6 +27,9 @@ pub struct Ctx {
     pub module_ref: ModuleRef,
     pub instance: Option<StateInstance>,
     pub sim: Option<SimSession>,
+    /// The SSH tunnel fallback for an unreachable NetBox (contract §4.2); set by the SSH
+    /// module when it provides one, `None` meanwhile (NetBox is then reported unreachable).
+    pub netbox_tunnel: Option<std::sync::Arc<dyn crate::netbox::probe::TunnelOpener>>,
 }
 
 impl Ctx {
@@ -55,6 +58,7 @@ impl Ctx {
             .get("HYOPS_RUNTIME_ROOT")
             .map(|v| v.trim().to_string())
             .filter(|v| !v.is_empty());
+        let mut env_vars = env_vars;
         let (root, sim, env_name) = if args.sim {
             let env = args
                 .env
@@ -68,6 +72,22 @@ impl Ctx {
                 &env_vars,
             )
             .await?;
+            // The simulated root is its own NetBox and SDN authority, and only its embedded
+            // NetBox is ever used: an operator's NETBOX_* settings never reach it.
+            let root_s = session.root().display().to_string();
+            for k in [
+                "NETBOX_API_URL",
+                "NETBOX_API_TOKEN",
+                "NETBOX_TLS_FINGERPRINT",
+                "NETBOX_CA_FILE",
+                "NETBOX_SKIP_TLS",
+                "HYOPS_NETBOX_AUTHORITY_ENV",
+                "HYOPS_SDN_AUTHORITY_ENV",
+            ] {
+                env_vars.remove(k);
+            }
+            env_vars.insert("HYOPS_NETBOX_AUTHORITY_ROOT".into(), root_s.clone());
+            env_vars.insert("HYOPS_SDN_AUTHORITY_ROOT".into(), root_s);
             (RuntimeRoot::at(session.root()), Some(session), Some(env))
         } else {
             // `--env` or `--root`; else HYOPS_RUNTIME_ROOT; else HYOPS_ENV (contract §6.1).
@@ -100,6 +120,7 @@ impl Ctx {
             module_ref,
             instance,
             sim,
+            netbox_tunnel: None,
         })
     }
 

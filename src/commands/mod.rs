@@ -4,7 +4,9 @@
 //! cancelled, and `plan --detailed-exitcode` 2 for changes.
 
 pub mod context;
+pub mod ipam;
 pub mod module;
+pub mod netbox_sync;
 pub mod progress;
 pub mod rebuild;
 pub mod simroot;

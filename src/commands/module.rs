@@ -16,6 +16,8 @@ use crate::apply::journal::Journal;
 use crate::apply::limits::{Limits, Scheduler};
 use crate::cli::{ModuleArgs, PreflightBypass};
 use crate::commands::context::Ctx;
+use crate::commands::ipam::{self, IpamOutcome, IpamPrepared};
+use crate::commands::netbox_sync;
 use crate::commands::progress::progress_for;
 use crate::commands::{CliError, EXIT_CHANGES, EXIT_ERROR, EXIT_OK};
 use crate::hyops::{
@@ -242,6 +244,9 @@ struct Preflighted {
     warnings: Vec<String>,
     client: PveClient,
     checks: hyops::PreflightReport,
+    /// IPAM overlays: the NetBox client, SDN authority and per-NIC requests (read-only
+    /// checks done).
+    ipam: Option<IpamPrepared>,
 }
 
 /// API-free checks, inputs, guards, template state, then Proxmox reachability.
@@ -260,13 +265,6 @@ async fn preflight_phase(
     let creds = creds?;
     write_inputs_evidence(ctx, run, command.as_str(), &resolved)?;
     let mut warnings = resolved.warnings.clone();
-    if resolved.model.uses_ipam() && command != LifecycleCommand::Destroy {
-        return Err(CliError::msg(
-            "inputs.addressing.mode=ipam needs NetBox IPAM allocation, which this hyops-pve build does not implement yet; \
-             hyops-pve never falls back to static addressing silently. Use require_ipam: false with static or dhcp \
-             interfaces (see examples/inputs.sim-demo.yml), or run this module with the Terragrunt driver until NetBox IPAM lands",
-        ));
-    }
     let (template_ref, template_key) = match &resolved.model.template {
         TemplateSource::StateRef { state_ref, key } => (Some(state_ref.clone()), key.clone()),
         TemplateSource::ExplicitVmId { .. } => (None, None),
@@ -309,6 +307,11 @@ async fn preflight_phase(
             creds.url
         ))
     })?;
+    // Upstream order: after the template probe, the SDN managed-bridge guard (every mode),
+    // then the IPAM checks (readiness, credentials, probe, explicit addresses).
+    warnings.extend(ipam::bridge_guard(ctx, &resolved.model)?);
+    let ipam = ipam::ipam_prepare(ctx, &resolved.model, &resolved.resolved_json, &mut warnings)
+        .await?;
     Ok(Preflighted {
         creds,
         resolved,
@@ -318,15 +321,23 @@ async fn preflight_phase(
         warnings,
         client,
         checks: report,
+        ipam,
     })
 }
 
-async fn make_plan(ctx: &Ctx, run: &Run, pf: &Preflighted) -> Result<PlanArtifact, CliError> {
+async fn make_plan(
+    ctx: &Ctx,
+    run: &Run,
+    pf: &Preflighted,
+    ipam: Option<&IpamOutcome>,
+) -> Result<PlanArtifact, CliError> {
     let prior = prior_ids(ctx)?;
     let defaults = defaults_from(&pf.creds);
     let ident = identity(ctx);
+    let no_pending = Default::default();
     let req = PlanRequest {
-        inputs: &pf.resolved.model,
+        inputs: ipam.map(|o| &o.model).unwrap_or(&pf.resolved.model),
+        ipam_pending: ipam.map(|o| &o.pending).unwrap_or(&no_pending),
         identity: &ident,
         defaults: &defaults,
         template_vmid: pf.template_vmid,
@@ -343,6 +354,9 @@ async fn make_plan(ctx: &Ctx, run: &Run, pf: &Preflighted) -> Result<PlanArtifac
     let mut warnings = pf.warnings.clone();
     warnings.append(&mut plan.warnings);
     plan.warnings = warnings;
+    if let Some(o) = ipam {
+        plan.ipam = o.decisions.clone();
+    }
     let value = serde_json::to_value(&plan)
         .map_err(|e| CliError::msg(format!("cannot serialise the plan: {e}")))?;
     write_json_atomic(&run.evidence.join("plan.json"), &value).map_err(CliError::hyops)?;
@@ -450,17 +464,20 @@ pub async fn preflight_inner(ctx: &Ctx, strict: bool) -> Result<i32, CliError> {
 /// its state exists (otherwise a warning: plan/apply check it for real).
 pub async fn validate(args: &ModuleArgs) -> Result<i32, CliError> {
     let mut ctx = Ctx::new(args).await?;
-    let result = validate_inner(&ctx);
+    let result = validate_inner(&ctx).await;
     ctx.finish().await?;
     result
 }
 
-pub fn validate_inner(ctx: &Ctx) -> Result<i32, CliError> {
+pub async fn validate_inner(ctx: &Ctx) -> Result<i32, CliError> {
     // Credentials are optional for validate; their bridge is only the single-VM default.
     let creds = ctx.credentials().ok();
     let resolved = resolve(ctx, LifecycleCommand::Validate, creds.as_ref())?;
     let mut warnings = resolved.warnings.clone();
     warnings.extend(vm_set_guards(ctx, &resolved.model)?.warnings);
+    // The state parts of §4.1/§4.3 and the read-only IPAM checks run at validate too.
+    warnings.extend(ipam::bridge_guard(ctx, &resolved.model)?);
+    ipam::ipam_prepare(ctx, &resolved.model, &resolved.resolved_json, &mut warnings).await?;
     let template = match template_vmid(ctx, &resolved.model, &mut warnings) {
         Ok((id, _)) => Some(id),
         Err(e) => {
@@ -516,7 +533,12 @@ pub async fn plan_inner(
 ) -> Result<i32, CliError> {
     let run = start_run(ctx, RunPrefix::Plan, false)?;
     let pf = preflight_phase(ctx, &run, LifecycleCommand::Plan, false, false).await?;
-    let plan = make_plan(ctx, &run, &pf).await?;
+    // Plan never writes to NetBox: reuse what it holds, show the rest as pending.
+    let preview = match &pf.ipam {
+        Some(p) => Some(ipam::ipam_preview(p, &pf.resolved.model).await?),
+        None => None,
+    };
+    let plan = make_plan(ctx, &run, &pf, preview.as_ref()).await?;
     if let Some(path) = out {
         let value = serde_json::to_value(&plan)
             .map_err(|e| CliError::msg(format!("cannot serialise the plan: {e}")))?;
@@ -611,8 +633,20 @@ pub async fn apply_inner(
         println!("progress: phase=apply");
     }
     let outcome = apply_engine(ctx, &run, &pf, plan_file).await;
+    // Inventory sync after a successful apply (§4.7): non-strict unless
+    // HYOPS_NETBOX_SYNC_STRICT says otherwise.
+    let outcome = match outcome {
+        Ok((plan, report)) if !report.failed => {
+            match netbox_sync::after_apply(ctx, &run, &plan, &report).await {
+                Ok(w) => Ok((plan, report, w)),
+                Err(e) => Err(e),
+            }
+        }
+        Ok((plan, report)) => Ok((plan, report, Vec::new())),
+        Err(e) => Err(e),
+    };
     match outcome {
-        Ok((plan, report)) => finish_apply(
+        Ok((plan, report, sync_warnings)) => finish_apply(
             ctx,
             &run,
             &pf,
@@ -621,6 +655,7 @@ pub async fn apply_inner(
             report,
             input_contract,
             resolved_file,
+            sync_warnings,
         ),
         Err(e) => {
             let _ = state.persist_error("apply", &e.message);
@@ -643,7 +678,17 @@ async fn apply_engine(
     pf: &Preflighted,
     plan_file: Option<&Path>,
 ) -> Result<(PlanArtifact, ApplyReport), CliError> {
-    let plan = make_plan(ctx, run, pf).await?;
+    // IPAM (apply/deploy only): reserve or reuse every address before planning.
+    let allocated = match &pf.ipam {
+        Some(p) => Some(ipam::ipam_allocate(p, &pf.resolved.model, &run).await?),
+        None => None,
+    };
+    let plan = make_plan(ctx, run, pf, allocated.as_ref()).await?;
+    if plan.has_pending_ipam() {
+        return Err(CliError::msg(
+            "internal error: the plan still has NICs waiting for a NetBox address; nothing was changed",
+        ));
+    }
     if let Some(path) = plan_file {
         let text = std::fs::read_to_string(path)
             .map_err(|e| CliError::msg(format!("cannot read plan file {}: {e}", path.display())))?;
@@ -653,8 +698,13 @@ async fn apply_engine(
                 path.display()
             ))
         })?;
+        // A saved plan shows the NICs allocated in this run as pending: compare like with like.
+        let fresh = match &allocated {
+            Some(o) => plan.with_allocations_pending(&o.decisions),
+            None => plan.clone(),
+        };
         saved
-            .check_still_valid(&plan, &path.display().to_string())
+            .check_still_valid(&fresh, &path.display().to_string())
             .map_err(|e| CliError::msg(e.to_string()))?;
     }
     print_plan(ctx, &plan);
@@ -704,6 +754,7 @@ fn finish_apply(
     report: ApplyReport,
     input_contract: Value,
     resolved_file: PathBuf,
+    sync_warnings: Vec<String>,
 ) -> Result<String, CliError> {
     let report_value = json!({
         "run_id": run.run_id,
@@ -765,6 +816,7 @@ fn finish_apply(
         .map_err(CliError::hyops)?;
     let mut result = DriverResult::ok(&run.run_id, "apply", normalized);
     result.warnings = plan.warnings.clone();
+    result.warnings.extend(sync_warnings.iter().cloned());
     write_driver_result(&run.evidence, &result).map_err(CliError::hyops)?;
     write_json_atomic(&run.evidence.join("result.json"), &result.to_value())
         .map_err(CliError::hyops)?;
@@ -774,6 +826,9 @@ fn finish_apply(
             serde_json::to_string_pretty(&result.to_value()).unwrap_or_default()
         );
     } else {
+        for w in &sync_warnings {
+            println!("WARN: {w}");
+        }
         println!("rerun_inputs: {}", rerun_file.display());
         let s = &plan.summary;
         println!(
@@ -846,6 +901,12 @@ pub async fn destroy_inner(ctx: &Ctx) -> Result<String, CliError> {
         return Err(CliError::msg(msg));
     }
     let state = ModuleState::new(&ctx.root, &ctx.module_ref, ctx.instance.as_ref());
+    // Destroy sync (§4.8) from the prior state, before the state says `destroyed`.
+    let prior_state = state.read().map_err(CliError::hyops)?;
+    let mut report = report;
+    report
+        .warnings
+        .extend(netbox_sync::after_destroy(ctx, &run, prior_state.as_ref()).await?);
     let contract = build_input_contract(&resolved.resolved_json);
     let value = state
         .persist_destroyed(&run.run_id, &run.evidence, &contract)

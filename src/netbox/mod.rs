@@ -11,6 +11,7 @@ pub mod client;
 pub mod error;
 pub mod ipam;
 pub mod objects;
+pub mod probe;
 pub mod retry;
 pub mod sync;
 
