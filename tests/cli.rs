@@ -22,9 +22,20 @@ fn every_example_overlay_validates() {
     // IPAM overlays validate against the simulated root (it is its own NetBox and SDN
     // authority); the static ones against a bare root.
     let home = tempfile::tempdir().unwrap();
-    for ex in ["inputs.min.yml", "inputs.typical.yml", "inputs.enterprise.yml"] {
+    for ex in [
+        "inputs.min.yml",
+        "inputs.typical.yml",
+        "inputs.enterprise.yml",
+    ] {
         bin()
-            .args(["validate", "--sim", "--env", "dev", "--inputs", &examples(ex)])
+            .args([
+                "validate",
+                "--sim",
+                "--env",
+                "dev",
+                "--inputs",
+                &examples(ex),
+            ])
             .env("HYOPS_PVE_SIM_HOME", home.path())
             .assert()
             .success()
@@ -151,7 +162,8 @@ fn an_ipam_overlay_without_netbox_state_fails_with_the_upstream_readiness_messag
         None,
     )
     .unwrap();
-    std::fs::remove_file(shared.join("state/modules/platform__onprem__netbox/latest.json")).unwrap();
+    std::fs::remove_file(shared.join("state/modules/platform__onprem__netbox/latest.json"))
+        .unwrap();
     bin()
         .args(["validate", "--root"])
         .arg(root.path())
@@ -174,7 +186,7 @@ fn latest_run(home: &std::path::Path, prefix: &str) -> std::path::PathBuf {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
         .collect();
-    runs.sort();
+    runs.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
     runs.pop().unwrap()
 }
 
@@ -200,12 +212,16 @@ fn apply_reapply_destroy(example: &str, vms: usize) -> tempfile::TempDir {
     run(&["apply"])
         .assert()
         .success()
-        .stdout(predicate::str::contains(format!("{vms} unchanged; 0 API writes")));
+        .stdout(predicate::str::contains(format!(
+            "{vms} unchanged; 0 API writes"
+        )));
     run(&["plan", "--detailed-exitcode"]).assert().code(0);
     run(&["destroy"])
         .assert()
         .success()
-        .stdout(predicate::str::contains(format!("destroy ok: {vms} VM(s) removed")));
+        .stdout(predicate::str::contains(format!(
+            "destroy ok: {vms} VM(s) removed"
+        )));
     run(&["plan", "--detailed-exitcode"]).assert().code(2);
     let state = home
         .path()
@@ -240,20 +256,31 @@ fn the_readme_first_command_allocates_from_the_embedded_netbox_and_reapplies_as_
     let sync = json_at(first.join("hook_netbox_sync.json"));
     assert_eq!(sync["rc"], 0, "{sync}");
     assert_eq!(sync["summary"]["vms_created"], 2);
-    let st = json_at(home.path().join("envs/dev/state/modules/platform__onprem__platform-vm/latest.json"));
+    let st = json_at(
+        home.path()
+            .join("envs/dev/state/modules/platform__onprem__platform-vm/latest.json"),
+    );
     assert_eq!(
         st["outputs"]["vms"]["app-01"]["interfaces_configured"][0]["ipv4"],
         serde_json::json!({"address": "10.10.0.2/24", "gateway": "10.10.0.1"})
     );
     // Second apply: no Proxmox writes and no NetBox writes.
-    apply().assert().success().stdout(
-        predicate::str::contains("2 unchanged; 0 API writes")
-            .and(predicate::str::contains("reuse 10.10.0.2/24 (hyops:hybzone:app-01:vnetmgmt:1)")),
-    );
+    apply()
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("2 unchanged; 0 API writes").and(
+            predicate::str::contains("reuse 10.10.0.2/24 (hyops:hybzone:app-01:vnetmgmt:1)"),
+        ));
     let second = latest_run(home.path(), "apply-");
     assert_ne!(first, second);
-    assert_eq!(json_at(second.join("ipam_allocations.json"))["requests"]["writes"], 0);
-    assert_eq!(json_at(second.join("hook_netbox_sync.json"))["summary"]["writes"], 0);
+    assert_eq!(
+        json_at(second.join("ipam_allocations.json"))["requests"]["writes"],
+        0
+    );
+    assert_eq!(
+        json_at(second.join("hook_netbox_sync.json"))["summary"]["writes"],
+        0
+    );
 }
 
 #[test]

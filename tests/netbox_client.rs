@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use hyops_pve::netbox::{token_version, NetboxClient, NetboxConfig, TokenVersion};
 use hyops_pve::pve::TlsMode;
 use hyops_pve::secret::Secret;
-use hyops_pve::sim::netbox::{NbFaultAction, NbFaultRule, NetboxSim, NetboxSimConfig, NetboxSimHandle};
+use hyops_pve::sim::netbox::{
+    NbFaultAction, NbFaultRule, NetboxSim, NetboxSimConfig, NetboxSimHandle,
+};
 use serde_json::json;
 
 async fn sim() -> NetboxSimHandle {
@@ -29,7 +31,11 @@ async fn v2_bearer_and_v1_token_both_authenticate_and_api_version_is_recorded() 
     let c = client(&s, s.token.clone(), |_| {});
     c.status().await.unwrap();
     assert_eq!(c.api_version().as_deref(), Some("4.7"));
-    let v1 = client(&s, Secret::new("0123456789abcdef0123456789abcdef01234567"), |_| {});
+    let v1 = client(
+        &s,
+        Secret::new("0123456789abcdef0123456789abcdef01234567"),
+        |_| {},
+    );
     v1.status().await.unwrap();
 }
 
@@ -50,8 +56,11 @@ async fn list_follows_every_page() {
     {
         let mut st = s.store();
         for i in 0..2100 {
-            st.create("extras/tags", &json!({"name": format!("t{i}"), "slug": format!("t{i}")}))
-                .unwrap();
+            st.create(
+                "extras/tags",
+                &json!({"name": format!("t{i}"), "slug": format!("t{i}")}),
+            )
+            .unwrap();
         }
     }
     let c = client(&s, s.token.clone(), |_| {});
@@ -67,12 +76,19 @@ async fn a_429_is_retried_after_its_retry_after() {
         method: Some("GET".into()),
         path_contains: "/api/status/".into(),
         times: 1,
-        action: NbFaultAction::Status { status: 429, retry_after: Some(1) },
+        action: NbFaultAction::Status {
+            status: 429,
+            retry_after: Some(1),
+        },
     });
     let c = client(&s, s.token.clone(), |_| {});
     let t0 = Instant::now();
     c.status().await.unwrap();
-    assert!(t0.elapsed() >= Duration::from_millis(950), "waited {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(950),
+        "waited {:?}",
+        t0.elapsed()
+    );
     assert_eq!(c.metrics().total, 2);
 }
 
@@ -83,16 +99,24 @@ async fn a_create_answered_429_is_resent_but_one_answered_502_is_not() {
         method: Some("POST".into()),
         path_contains: "/api/extras/tags/".into(),
         times: 1,
-        action: NbFaultAction::Status { status: 429, retry_after: None },
+        action: NbFaultAction::Status {
+            status: 429,
+            retry_after: None,
+        },
     });
     let c = client(&s, s.token.clone(), |_| {});
-    c.create("/api/extras/tags/", &json!({"name": "a", "slug": "a"})).await.unwrap();
+    c.create("/api/extras/tags/", &json!({"name": "a", "slug": "a"}))
+        .await
+        .unwrap();
     assert_eq!(c.metrics().writes, 2);
     s.add_fault(NbFaultRule {
         method: Some("POST".into()),
         path_contains: "/api/extras/tags/".into(),
         times: 1,
-        action: NbFaultAction::Status { status: 502, retry_after: None },
+        action: NbFaultAction::Status {
+            status: 502,
+            retry_after: None,
+        },
     });
     let e = c
         .create("/api/extras/tags/", &json!({"name": "b", "slug": "b"}))
@@ -109,7 +133,10 @@ async fn reads_are_retried_on_5xx() {
         method: Some("GET".into()),
         path_contains: "/api/status/".into(),
         times: 2,
-        action: NbFaultAction::Status { status: 503, retry_after: None },
+        action: NbFaultAction::Status {
+            status: 503,
+            retry_after: None,
+        },
     });
     let c = client(&s, s.token.clone(), |_| {});
     c.status().await.unwrap();

@@ -54,4 +54,7 @@ netbox_tests!(
     sync_uses_the_configured_address_and_never_touches_another_slots_vms,
     soft_retire_then_reapply_gives_the_same_addresses,
     hard_delete_removes_the_vm_and_keeps_the_reservation,
+    a_rebuild_that_swapped_vmids_keeps_each_netbox_vm_by_name,
+    concurrent_syncs_into_one_new_cluster_keep_every_vm_findable,
+    a_renamed_vm_keeps_its_netbox_record_and_an_equal_vmid_elsewhere_is_not_taken,
 );

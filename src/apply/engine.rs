@@ -15,7 +15,9 @@ use crate::hyops::{
 };
 use crate::inputs::model::{LogicalVmKey, ModuleInputs};
 use crate::plan::artifact::{desired_digest, PlanArtifact, PLAN_KIND, PLAN_SCHEMA_VERSION};
-use crate::plan::desired::{desired_vm, DesiredError, PendingAllocations, TargetDefaults, TemplateRef};
+use crate::plan::desired::{
+    desired_vm, DesiredError, PendingAllocations, TargetDefaults, TemplateRef,
+};
 use crate::plan::diff::{diff, summarize, PlanError, VmAction};
 use crate::plan::marker::OwnershipMarker;
 use crate::plan::observe::{list_vms, observe, ObserveError};

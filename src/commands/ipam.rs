@@ -23,7 +23,9 @@ use crate::commands::context::Ctx;
 use crate::commands::module::Run;
 use crate::commands::CliError;
 use crate::hyops::claims::{collect_ipv4_claims, Ipv4Claim};
-use crate::hyops::netbox_env::{hydrate_netbox_env, netbox_authority_root, netbox_ready, NetboxEnv};
+use crate::hyops::netbox_env::{
+    hydrate_netbox_env, netbox_authority_root, netbox_ready, NetboxEnv,
+};
 use crate::hyops::sdn::{
     host_probe_skipped_warning, managed_bridge_guard, managed_bridges, py_repr, read_sdn_for_ipam,
     SdnAuthority, NETWORK_SDN_REF,
@@ -60,7 +62,8 @@ fn truthy(env: &BTreeMap<String, String>, key: &str) -> bool {
 
 /// Hydrate the NetBox settings (§4.1) for this command.
 pub fn hydrate(ctx: &Ctx) -> Result<(NetboxEnv, PathBuf), CliError> {
-    let authority = netbox_authority_root(&ctx.root, &ctx.env_vars, &home(ctx)).map_err(CliError::hyops)?;
+    let authority =
+        netbox_authority_root(&ctx.root, &ctx.env_vars, &home(ctx)).map_err(CliError::hyops)?;
     let vault_password = match crate::hyops::password_source(&ctx.env_vars) {
         Some(src) => crate::hyops::read_password(
             &src,
@@ -69,8 +72,13 @@ pub fn hydrate(ctx: &Ctx) -> Result<(NetboxEnv, PathBuf), CliError> {
         .ok(),
         None => None,
     };
-    let env = hydrate_netbox_env(&ctx.root, &authority, &ctx.env_vars, vault_password.as_ref())
-        .map_err(CliError::hyops)?;
+    let env = hydrate_netbox_env(
+        &ctx.root,
+        &authority,
+        &ctx.env_vars,
+        vault_password.as_ref(),
+    )
+    .map_err(CliError::hyops)?;
     Ok((env, authority))
 }
 
@@ -268,8 +276,14 @@ pub async fn ipam_prepare(
     let env = &ctx.env_vars;
     // Addressing contract (input resolution time upstream): probe when the process env
     // names NetBox, unless HYOPS_SKIP_NETBOX_PROBE.
-    let env_url = env.get("NETBOX_API_URL").map(|s| s.trim()).filter(|s| !s.is_empty());
-    let env_token = env.get("NETBOX_API_TOKEN").map(|s| s.trim()).filter(|s| !s.is_empty());
+    let env_url = env
+        .get("NETBOX_API_URL")
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty());
+    let env_token = env
+        .get("NETBOX_API_TOKEN")
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty());
     if let (Some(u), Some(t)) = (env_url, env_token) {
         if !truthy(env, "HYOPS_SKIP_NETBOX_PROBE") {
             let timeout = match env.get("HYOPS_NETBOX_PROBE_TIMEOUT_S").map(|v| v.trim()) {
@@ -282,11 +296,12 @@ pub async fn ipam_prepare(
             let base = u.trim_end_matches('/');
             let base = base.strip_suffix("/api").unwrap_or(base);
             let parsed = url::Url::parse(base).ok();
-            if !parsed
-                .as_ref()
-                .is_some_and(|p| (p.scheme() == "http" || p.scheme() == "https") && p.host().is_some())
-            {
-                return Err(CliError::msg("NETBOX_API_URL must be an absolute http(s) URL"));
+            if !parsed.as_ref().is_some_and(|p| {
+                (p.scheme() == "http" || p.scheme() == "https") && p.host().is_some()
+            }) {
+                return Err(CliError::msg(
+                    "NETBOX_API_URL must be an absolute http(s) URL",
+                ));
             }
             let (nb_env, _) = hydrate(ctx)?;
             let c = client_for(
@@ -309,16 +324,22 @@ pub async fn ipam_prepare(
     // Credentials and the reachability probe (§4.2).
     let (nb_env, _) = hydrate(ctx)?;
     warnings.extend(nb_env.warnings.iter().cloned());
-    let (url, token) = nb_env.require(ctx.env_name.as_deref()).map_err(CliError::hyops)?;
-    let probe_timeout = Duration::from_secs_f64(secs(env, "HYOPS_NETBOX_PROBE_TIMEOUT_S", 5.0).max(1.0));
+    let (url, token) = nb_env
+        .require(ctx.env_name.as_deref())
+        .map_err(CliError::hyops)?;
+    let probe_timeout =
+        Duration::from_secs_f64(secs(env, "HYOPS_NETBOX_PROBE_TIMEOUT_S", 5.0).max(1.0));
     let wait = Duration::from_secs_f64(secs(env, "HYOPS_NETBOX_API_PROBE_WAIT_S", 30.0));
-    let probe_client = client_for(&nb_env, &url, &token, probe_timeout, RetryPolicy::once(), None)?;
-    let (probe, elapsed) = probe_with_retry(
-        || probe_once(&probe_client),
-        wait,
-        Duration::from_secs(2),
-    )
-    .await;
+    let probe_client = client_for(
+        &nb_env,
+        &url,
+        &token,
+        probe_timeout,
+        RetryPolicy::once(),
+        None,
+    )?;
+    let (probe, elapsed) =
+        probe_with_retry(|| probe_once(&probe_client), wait, Duration::from_secs(2)).await;
     let mut tunnel = None;
     let base_url = match probe {
         Ok(()) => {
@@ -326,13 +347,18 @@ pub async fn ipam_prepare(
             url.clone()
         }
         Err(err) => {
-            if err.contains("token is rejected") {
+            if err.to_ascii_lowercase().contains("token is rejected") {
                 return Err(CliError::msg(err));
             }
             let jump = JumpSpec {
                 host: ssh_proxy_jump_host
                     .clone()
-                    .or_else(|| read_proxmox_ready(&ctx.root).ok().flatten().and_then(|r| r.api_ip))
+                    .or_else(|| {
+                        read_proxmox_ready(&ctx.root)
+                            .ok()
+                            .flatten()
+                            .and_then(|r| r.api_ip)
+                    })
                     .unwrap_or_default(),
                 user: ssh_proxy_jump_user
                     .clone()
@@ -351,7 +377,14 @@ pub async fn ipam_prepare(
             };
             let t = open_tunnel(ctx.netbox_tunnel.as_deref(), &jump, &url, &err).await?;
             // Probe through the tunnel with the same patience.
-            let tclient = client_for(&nb_env, &t.base_url, &token, probe_timeout, RetryPolicy::once(), None)?;
+            let tclient = client_for(
+                &nb_env,
+                &t.base_url,
+                &token,
+                probe_timeout,
+                RetryPolicy::once(),
+                None,
+            )?;
             let (tprobe, telapsed) =
                 probe_with_retry(|| probe_once(&tclient), wait, Duration::from_secs(2)).await;
             if let Err(e) = tprobe {
@@ -399,7 +432,9 @@ pub async fn ipam_prepare(
     // Pass 1: explicit addresses (§4.6), checked for every VM first, as upstream does.
     let mut explicit_reqs = Vec::new();
     for key in &order {
-        let Some(vm) = model.vms.get(key) else { continue };
+        let Some(vm) = model.vms.get(key) else {
+            continue;
+        };
         for (i, nic) in vm.interfaces.iter().enumerate() {
             let Some(Ipv4Config::Static { address, .. }) = &nic.ipv4 else {
                 continue;
@@ -450,7 +485,9 @@ pub async fn ipam_prepare(
     // Pass 2: NICs that need an address (no ipv4, or dhcp: replaced by a reservation).
     let mut requests = Vec::new();
     for key in &order {
-        let Some(vm) = model.vms.get(key) else { continue };
+        let Some(vm) = model.vms.get(key) else {
+            continue;
+        };
         if vm.interfaces.is_empty() {
             return Err(CliError::msg(match model.mode {
                 VmMode::Pool => format!(
@@ -470,7 +507,10 @@ pub async fn ipam_prepare(
                     authority.known_vnets()
                 ))
             })?;
-            if subnet.cidr.is_empty() || subnet.gateway.is_empty() || subnet.dhcp_range_start.is_empty() {
+            if subnet.cidr.is_empty()
+                || subnet.gateway.is_empty()
+                || subnet.dhcp_range_start.is_empty()
+            {
                 return Err(CliError::msg(format!(
                     "ipam requires cidr/gateway/dhcp_range_start in subnet for bridge={}",
                     nic.bridge
@@ -517,7 +557,11 @@ async fn open_tunnel(
     err: &str,
 ) -> Result<Tunnel, CliError> {
     let parsed = url::Url::parse(url).ok();
-    let host = parsed.as_ref().and_then(|u| u.host_str()).unwrap_or("").to_string();
+    let host = parsed
+        .as_ref()
+        .and_then(|u| u.host_str())
+        .unwrap_or("")
+        .to_string();
     let port = parsed
         .as_ref()
         .and_then(|u| u.port_or_known_default())
@@ -535,7 +579,11 @@ async fn open_tunnel(
 }
 
 /// Fill every IPAM NIC with its address: NIC 0 gets the subnet gateway, others none.
-fn fill(model: &ModuleInputs, decisions: &[NicDecision], pools: &BTreeMap<(String, usize), Pool>) -> Result<ModuleInputs, CliError> {
+fn fill(
+    model: &ModuleInputs,
+    decisions: &[NicDecision],
+    pools: &BTreeMap<(String, usize), Pool>,
+) -> Result<ModuleInputs, CliError> {
     let mut out = model.clone();
     for d in decisions {
         if d.action == IpamAction::Explicit || d.action == IpamAction::Allocate {
@@ -584,7 +632,10 @@ fn ordered(p: &IpamPrepared, mut decisions: Vec<NicDecision>) -> Vec<NicDecision
     };
     decisions.sort_by_key(|d| {
         (
-            order.iter().position(|k| *k == d.vm_key).unwrap_or(usize::MAX),
+            order
+                .iter()
+                .position(|k| *k == d.vm_key)
+                .unwrap_or(usize::MAX),
             d.vm_key.clone(),
             d.nic_index,
         )
@@ -599,7 +650,10 @@ pub async fn ipam_preview(p: &IpamPrepared, model: &ModuleInputs) -> Result<Ipam
         .map_err(|e| CliError::msg(e.to_string()))?;
     let pools = pools(p);
     let mut pending = PendingAllocations::new();
-    for d in decisions.iter().filter(|d| d.action == IpamAction::Allocate) {
+    for d in decisions
+        .iter()
+        .filter(|d| d.action == IpamAction::Allocate)
+    {
         let idx = d.nic_index - 1;
         pending.insert(
             (d.vm_key.clone(), idx),

@@ -310,8 +310,8 @@ async fn preflight_phase(
     // Upstream order: after the template probe, the SDN managed-bridge guard (every mode),
     // then the IPAM checks (readiness, credentials, probe, explicit addresses).
     warnings.extend(ipam::bridge_guard(ctx, &resolved.model)?);
-    let ipam = ipam::ipam_prepare(ctx, &resolved.model, &resolved.resolved_json, &mut warnings)
-        .await?;
+    let ipam =
+        ipam::ipam_prepare(ctx, &resolved.model, &resolved.resolved_json, &mut warnings).await?;
     Ok(Preflighted {
         creds,
         resolved,
@@ -610,6 +610,9 @@ pub async fn apply_inner(
         }
     };
     let state = ModuleState::new(&ctx.root, &ctx.module_ref, ctx.instance.as_ref());
+    // The slot's last state before this run marks it `running` (the sync retires what it
+    // published and this run no longer has).
+    let prior_state = state.read().map_err(CliError::hyops)?;
     let input_contract = build_input_contract(&pf.resolved.resolved_json);
     let rerun_file = ctx
         .root
@@ -637,7 +640,7 @@ pub async fn apply_inner(
     // HYOPS_NETBOX_SYNC_STRICT says otherwise.
     let outcome = match outcome {
         Ok((plan, report)) if !report.failed => {
-            match netbox_sync::after_apply(ctx, &run, &plan, &report).await {
+            match netbox_sync::after_apply(ctx, &run, &plan, &report, prior_state.as_ref()).await {
                 Ok(w) => Ok((plan, report, w)),
                 Err(e) => Err(e),
             }

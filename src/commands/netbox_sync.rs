@@ -62,13 +62,22 @@ fn dataset_row(vm: &SyncVm, vmid: Option<u64>) -> Value {
     })
 }
 
-/// Build the sync rows from the raw outputs and the plan (role, configured addresses).
-pub fn rows_from_outputs(outputs: &Value, plan: &PlanArtifact) -> Vec<(SyncVm, Option<u64>)> {
+/// Build the sync rows from the raw outputs and the plan (role, configured addresses);
+/// `prior` gives each logical key's name in the slot's previous state (renames).
+pub fn rows_from_outputs(
+    outputs: &Value,
+    plan: &PlanArtifact,
+    prior: &BTreeMap<String, (String, Vec<String>)>,
+) -> Vec<(SyncVm, Option<u64>)> {
     let roles: BTreeMap<&str, &str> = plan
         .vms
         .iter()
         .filter(|v| v.action != VmAction::Delete)
-        .filter_map(|v| v.desired.as_ref().map(|d| (v.key.0.as_str(), d.role.as_str())))
+        .filter_map(|v| {
+            v.desired
+                .as_ref()
+                .map(|d| (v.key.0.as_str(), d.role.as_str()))
+        })
         .collect();
     let Some(vms) = outputs.get("vms").and_then(Value::as_object) else {
         return Vec::new();
@@ -80,12 +89,22 @@ pub fn rows_from_outputs(outputs: &Value, plan: &PlanArtifact) -> Vec<(SyncVm, O
         let tags: Vec<String> = vm
             .get("tags")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default();
         let macs: Vec<String> = vm
             .get("mac_addresses")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default();
         let agent: Vec<Vec<String>> = vm
             .get("ipv4_addresses")
@@ -94,7 +113,12 @@ pub fn rows_from_outputs(outputs: &Value, plan: &PlanArtifact) -> Vec<(SyncVm, O
                 a.iter()
                     .map(|l| {
                         l.as_array()
-                            .map(|x| x.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                            .map(|x| {
+                                x.iter()
+                                    .filter_map(Value::as_str)
+                                    .map(str::to_string)
+                                    .collect()
+                            })
                             .unwrap_or_default()
                     })
                     .collect()
@@ -119,8 +143,10 @@ pub fn rows_from_outputs(outputs: &Value, plan: &PlanArtifact) -> Vec<(SyncVm, O
                 let reported = agent
                     .get(i)
                     .and_then(|l| {
-                        l.iter()
-                            .find(|a| a.parse::<std::net::Ipv4Addr>().is_ok_and(|x| !x.is_loopback()))
+                        l.iter().find(|a| {
+                            a.parse::<std::net::Ipv4Addr>()
+                                .is_ok_and(|x| !x.is_loopback())
+                        })
                     })
                     .map(|a| format!("{a}/32"));
                 let assign = reported.as_ref().map(|_| "dhcp".to_string());
@@ -140,15 +166,24 @@ pub fn rows_from_outputs(outputs: &Value, plan: &PlanArtifact) -> Vec<(SyncVm, O
         }
         let started = vm.get("status").and_then(Value::as_bool).unwrap_or(false);
         let name = s("vm_name");
+        let name = if name.is_empty() { key.clone() } else { name };
+        let previous_name = prior
+            .get(key)
+            .map(|(n, _)| n.clone())
+            .filter(|n| *n != name);
         out.push((
             SyncVm {
-                name: if name.is_empty() { key.clone() } else { name },
+                name,
+                previous_name,
                 cluster: infer_cluster(&tags),
                 status: if started { "active" } else { "offline" }.into(),
                 vcpus: n("cpu_cores"),
                 memory_mb: n("memory_mb"),
                 disk_gb: n("disk_gb"),
-                role: roles.get(key.as_str()).map(|r| r.to_string()).filter(|r| !r.is_empty()),
+                role: roles
+                    .get(key.as_str())
+                    .map(|r| r.to_string())
+                    .filter(|r| !r.is_empty()),
                 tags,
                 external_id: n("vm_id")
                     .map(|id| format!("onprem-proxmox:{id}"))
@@ -188,7 +223,12 @@ fn prior_vms(state: Option<&Map<String, Value>>) -> BTreeMap<String, (String, Ve
         let tags = vm
             .get("tags")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(|t| t.trim().to_string()).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(|t| t.trim().to_string())
+                    .collect()
+            })
             .unwrap_or_default();
         out.insert(k.clone(), (name, tags));
     }
@@ -215,7 +255,11 @@ fn missing_hint(ctx: &Ctx, missing: &str) -> String {
         )
         .ok()
         .flatten()
-        .and_then(|v| v.get("status").and_then(Value::as_str).map(|s| s.trim().to_ascii_lowercase()))
+        .and_then(|v| {
+            v.get("status")
+                .and_then(Value::as_str)
+                .map(|s| s.trim().to_ascii_lowercase())
+        })
         .unwrap_or_default();
         if !status.is_empty() && status != "ok" && status != "ready" {
             hint.push_str(&format!(
@@ -328,7 +372,11 @@ fn csv_field(v: &Value) -> String {
 
 /// Merge this slot's rows into the shared dataset: rows of other modules and slots stay
 /// (upstream keeps only the module that ran last); rows of this slot's VMs are replaced.
-fn write_shared_dataset(ctx: &Ctx, rows: &[Value], replaced_names: &BTreeSet<String>) -> Result<(PathBuf, PathBuf), CliError> {
+fn write_shared_dataset(
+    ctx: &Ctx,
+    rows: &[Value],
+    replaced_names: &BTreeSet<String>,
+) -> Result<(PathBuf, PathBuf), CliError> {
     let (json_path, csv_path) = dataset_paths(ctx);
     let existing: Vec<Value> = crate::hyops::fsio::read_json_opt(&json_path)
         .ok()
@@ -395,23 +443,29 @@ fn soft(strict: bool, warning: String, error: String) -> Result<Vec<String>, Cli
     }
 }
 
-/// The inventory sync after a successful apply. Returns the warnings for the driver result;
+/// The inventory sync after a successful apply. `prior_state` is the slot's state before the
+/// run (its VMs that are gone now are retired). Returns the warnings for the driver result;
 /// fails only with `HYOPS_NETBOX_SYNC_STRICT`.
 pub async fn after_apply(
     ctx: &Ctx,
     run: &Run,
     plan: &PlanArtifact,
     report: &ApplyReport,
+    prior_state: Option<&Map<String, Value>>,
 ) -> Result<Vec<String>, CliError> {
     let strict = truthy(&ctx.env_vars, SYNC_STRICT_ENV);
-    let rows = rows_from_outputs(&report.outputs, plan);
+    let prior = prior_vms(prior_state);
+    let rows = rows_from_outputs(&report.outputs, plan, &prior);
     let current: BTreeSet<String> = rows.iter().map(|(v, _)| v.name.clone()).collect();
-    // This slot's VMs that are gone since the last ok state: retire them (and only them).
-    let state = crate::hyops::ModuleState::new(&ctx.root, &ctx.module_ref, ctx.instance.as_ref());
-    let prior = prior_vms(state.read().ok().flatten().as_ref());
+    // This slot's VMs that are gone since the last ok state: retire them (and only them);
+    // a renamed VM is not gone, the sync renames it.
+    let renamed: BTreeSet<String> = rows
+        .iter()
+        .filter_map(|(v, _)| v.previous_name.clone())
+        .collect();
     let retire: Vec<VmRef> = prior
         .values()
-        .filter(|(name, _)| !current.contains(name))
+        .filter(|(name, _)| !current.contains(name) && !renamed.contains(name))
         .map(|(name, tags)| VmRef {
             name: name.clone(),
             cluster: infer_cluster(tags),
@@ -419,7 +473,8 @@ pub async fn after_apply(
         .collect();
     let dataset: Vec<Value> = rows.iter().map(|(v, id)| dataset_row(v, *id)).collect();
     let evidence_dataset = run.evidence.join("hook_netbox_sync.dataset.json");
-    write_json_atomic(&evidence_dataset, &Value::Array(dataset.clone())).map_err(CliError::hyops)?;
+    write_json_atomic(&evidence_dataset, &Value::Array(dataset.clone()))
+        .map_err(CliError::hyops)?;
     let mut replaced: BTreeSet<String> = current.clone();
     replaced.extend(retire.iter().map(|r| r.name.clone()));
     let (dataset_json, dataset_csv) = write_shared_dataset(ctx, &dataset, &replaced)?;
@@ -453,7 +508,11 @@ pub async fn after_apply(
         Err(e) => (3, json!({"error": e}), vec![format!("netbox sync: {e}")]),
         Ok(()) => {
             let rep = sync_vms(&client, &vms, &retire, &opts).await;
-            let mut w: Vec<String> = rep.warnings.iter().map(|x| format!("netbox sync: {x}")).collect();
+            let mut w: Vec<String> = rep
+                .warnings
+                .iter()
+                .map(|x| format!("netbox sync: {x}"))
+                .collect();
             w.extend(rep.errors.iter().map(|x| format!("netbox sync: {x}")));
             let rc = if rep.errors.is_empty() { 0 } else { 4 };
             (rc, serde_json::to_value(&rep).unwrap_or(Value::Null), w)
@@ -469,7 +528,8 @@ pub async fn after_apply(
         client.api_version(),
         summary.clone(),
     );
-    write_json_atomic(&run.evidence.join("hook_netbox_sync.json"), &record).map_err(CliError::hyops)?;
+    write_json_atomic(&run.evidence.join("hook_netbox_sync.json"), &record)
+        .map_err(CliError::hyops)?;
     write_json_atomic(&run.evidence.join("hook_netbox_sync.result.json"), &summary)
         .map_err(CliError::hyops)?;
     if rc != 0 {
@@ -536,14 +596,28 @@ pub async fn after_destroy(
         Err(e) => (3, json!({"error": e}), vec![format!("netbox sync: {e}")]),
         Ok(()) => {
             let rep = destroy_sync(&client, &targets, hard, &opts).await;
-            let w: Vec<String> = rep.errors.iter().map(|x| format!("netbox sync: {x}")).collect();
+            let w: Vec<String> = rep
+                .errors
+                .iter()
+                .map(|x| format!("netbox sync: {x}"))
+                .collect();
             let rc = if rep.errors.is_empty() { 0 } else { 4 };
             (rc, serde_json::to_value(&rep).unwrap_or(Value::Null), w)
         }
     };
     let (_, csv) = dataset_paths(ctx);
-    let record = hook_record(command, run, &dataset, &csv, rc, strict, client.api_version(), summary.clone());
-    write_json_atomic(&run.evidence.join("hook_netbox_sync.json"), &record).map_err(CliError::hyops)?;
+    let record = hook_record(
+        command,
+        run,
+        &dataset,
+        &csv,
+        rc,
+        strict,
+        client.api_version(),
+        summary.clone(),
+    );
+    write_json_atomic(&run.evidence.join("hook_netbox_sync.json"), &record)
+        .map_err(CliError::hyops)?;
     write_json_atomic(&run.evidence.join("hook_netbox_sync.result.json"), &summary)
         .map_err(CliError::hyops)?;
     if rc != 0 {

@@ -49,12 +49,30 @@ pub fn sim_netbox_seed() -> Result<NbStore, CliError> {
         .iter()
         .map(|(vnet, vid, cidr)| {
             let (gw, ds, de) = sim_subnet(cidr);
-            (SIM_ZONE.to_string(), vnet.to_string(), *vid, cidr.to_string(), gw, ds, de)
+            (
+                SIM_ZONE.to_string(),
+                vnet.to_string(),
+                *vid,
+                cidr.to_string(),
+                gw,
+                ds,
+                de,
+            )
         })
         .collect();
     let refs: Vec<(&str, &str, u16, &str, &str, &str, &str)> = rows
         .iter()
-        .map(|(z, v, id, c, g, s, e)| (z.as_str(), v.as_str(), *id, c.as_str(), g.as_str(), s.as_str(), e.as_str()))
+        .map(|(z, v, id, c, g, s, e)| {
+            (
+                z.as_str(),
+                v.as_str(),
+                *id,
+                c.as_str(),
+                g.as_str(),
+                s.as_str(),
+                e.as_str(),
+            )
+        })
         .collect();
     NbStore::seeded_like_network_sdn(&refs)
         .map_err(|e| CliError::msg(format!("cannot seed the embedded NetBox: {}", e.body)))
@@ -91,11 +109,17 @@ pub fn write_netbox_root(
         &nb_state,
     )
     .map_err(CliError::hyops)?;
+    write_sdn_state(root, SIM_ZONE, SIM_SDN)
+}
+
+/// Write a ready `core/onprem/network-sdn` state into `root`: `zone`, and per
+/// `(vnet, vlan_id, cidr /24)` a subnet with gateway `.1` and DHCP `.120–.220`.
+pub fn write_sdn_state(root: &Path, zone: &str, sdn: &[(&str, u16, &str)]) -> Result<(), CliError> {
     let mut vnets = serde_json::Map::new();
     let mut subnets = serde_json::Map::new();
-    for (vnet, vid, cidr) in SIM_SDN {
+    for (vnet, vid, cidr) in sdn {
         let (gw, ds, de) = sim_subnet(cidr);
-        vnets.insert(vnet.to_string(), json!({"vlan_id": vid, "zone": SIM_ZONE}));
+        vnets.insert(vnet.to_string(), json!({"vlan_id": vid, "zone": zone}));
         subnets.insert(
             format!("{vnet}-v4"),
             json!({"vnet": vnet, "cidr": cidr, "gateway": gw, "dhcp_range_start": ds,
@@ -106,8 +130,8 @@ pub fn write_netbox_root(
         "module_ref": "core/onprem/network-sdn",
         "status": "ok",
         "run_id": "sim",
-        "updated_at": now,
-        "outputs": {"zone_name": SIM_ZONE, "vnets": vnets, "subnets": subnets},
+        "updated_at": chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        "outputs": {"zone_name": zone, "vnets": vnets, "subnets": subnets},
     });
     write_json_atomic(
         &root.join("state/modules/core__onprem__network-sdn/latest.json"),

@@ -121,9 +121,7 @@ pub fn collect_ipv4_claims(
     let mut out: BTreeMap<Ipv4Addr, Vec<Ipv4Claim>> = BTreeMap::new();
     for (slot, path) in files {
         let payload = read_json_opt(&path).map_err(|e| {
-            HyopsError::Contract(format!(
-                "failed to read platform-vm state slot {slot}: {e}"
-            ))
+            HyopsError::Contract(format!("failed to read platform-vm state slot {slot}: {e}"))
         })?;
         if let Some(p) = payload {
             for (host, claims) in claims_from_state(&p, &slot) {

@@ -209,8 +209,12 @@ pub fn hydrate_netbox_env(
         .map(Secret::new);
     let need_inference = explicit_url.is_none() || explicit_token.is_none();
     // netbox.env is always read: it may hold the TLS settings beside the URL.
-    let mut inferred =
-        infer_from_root(root.path(), vault_password, &mut out.warnings, need_inference)?;
+    let mut inferred = infer_from_root(
+        root.path(),
+        vault_password,
+        &mut out.warnings,
+        need_inference,
+    )?;
     {
         if authority_root != root.path() {
             let auth = infer_from_root(

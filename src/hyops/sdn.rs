@@ -33,7 +33,12 @@ pub fn validate_authority_env_name(name: &str, label: &str) -> Result<String, St
     let rest_ok = n
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if n.contains('/') || n.contains('\\') || n.contains("..") || !first_ok || !rest_ok || n.len() > 64
+    if n.contains('/')
+        || n.contains('\\')
+        || n.contains("..")
+        || !first_ok
+        || !rest_ok
+        || n.len() > 64
     {
         return Err(format!("invalid {label} env name: {}", py_repr(n)));
     }
@@ -136,8 +141,12 @@ pub fn read_network_sdn_state(
             out.state_dir = normalize(&dir);
         }
     }
-    let file = state_file_for_ref(&out.state_dir, state_ref)
-        .map_err(|e| (out.warnings.clone(), format!("failed to read {state_ref}: {e}")))?;
+    let file = state_file_for_ref(&out.state_dir, state_ref).map_err(|e| {
+        (
+            out.warnings.clone(),
+            format!("failed to read {state_ref}: {e}"),
+        )
+    })?;
     match read_json_opt(&file) {
         Ok(Some(Value::Object(m))) => {
             out.payload = m;
@@ -154,7 +163,10 @@ pub fn read_network_sdn_state(
             out.warnings.clone(),
             format!("failed to read {state_ref}: {}", file.display()),
         )),
-        Err(e) => Err((out.warnings.clone(), format!("failed to read {state_ref}: {e}"))),
+        Err(e) => Err((
+            out.warnings.clone(),
+            format!("failed to read {state_ref}: {e}"),
+        )),
     }
 }
 
@@ -218,12 +230,12 @@ pub fn managed_bridge_guard(
     let joined = bridges.join(", ");
     let read = match read_network_sdn_state(root, env, home, network_state_ref) {
         Ok(r) => r,
-        Err((w, e)) => {
-            return Err((
-                w,
-                format!("managed bridge(s) require network_sdn state: {e}. Requested bridges: [{joined}]"),
-            ))
-        }
+        Err((w, e)) => return Err((
+            w,
+            format!(
+                "managed bridge(s) require network_sdn state: {e}. Requested bridges: [{joined}]"
+            ),
+        )),
     };
     guard.warnings.extend(read.warnings.iter().cloned());
     let fail = |g: &BridgeGuard, msg: String| Err((g.warnings.clone(), msg));
@@ -280,7 +292,11 @@ pub fn managed_bridge_guard(
             continue;
         };
         let cidr = s.get("cidr").and_then(Value::as_str).unwrap_or("").trim();
-        let gw = s.get("gateway").and_then(Value::as_str).unwrap_or("").trim();
+        let gw = s
+            .get("gateway")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .trim();
         let (Some(net), Ok(gw)) = (strict_net(cidr), gw.parse::<Ipv4Addr>()) else {
             continue;
         };
@@ -314,7 +330,11 @@ fn strict_net(cidr: &str) -> Option<Ipv4Net> {
 
 /// The host-side SDN gateway probe is an SSH check; without a way to run it, upstream's
 /// skip warnings say why (`sdn host gateway probe skipped: ...`).
-pub fn host_probe_skipped_warning(api_ip: Option<&str>, ssh_key: Option<&str>, reason: Option<&str>) -> String {
+pub fn host_probe_skipped_warning(
+    api_ip: Option<&str>,
+    ssh_key: Option<&str>,
+    reason: Option<&str>,
+) -> String {
     match (api_ip.filter(|s| !s.is_empty()), ssh_key.filter(|s| !s.is_empty()), reason) {
         (None, _, _) => "sdn host gateway probe skipped: proxmox.ready.json is missing or does not publish api_ip".into(),
         (Some(_), None, _) => "sdn host gateway probe skipped: proxmox ssh key not available in runtime credentials".into(),
@@ -390,7 +410,10 @@ impl SdnSubnet {
             .parse()
             .map_err(|_| "gateway/dhcp_start must be IPv4".to_string())?;
         if !network.contains(&gw) {
-            return Err(format!("gateway {} not inside prefix {}", self.gateway, self.cidr));
+            return Err(format!(
+                "gateway {} not inside prefix {}",
+                self.gateway, self.cidr
+            ));
         }
         if !network.contains(&dhcp) {
             return Err(format!(
@@ -494,7 +517,12 @@ pub fn read_sdn_for_ipam(
     let mut subnet_by_vnet = BTreeMap::new();
     for s in subnets.values() {
         let Value::Object(s) = s else { continue };
-        let vnet = s.get("vnet").map(py_str).unwrap_or_default().trim().to_string();
+        let vnet = s
+            .get("vnet")
+            .map(py_str)
+            .unwrap_or_default()
+            .trim()
+            .to_string();
         if vnet.is_empty() || subnet_by_vnet.contains_key(&vnet) {
             continue;
         }

@@ -20,8 +20,8 @@ use serde_json::Value;
 
 use super::error::{body_summary, NetboxError};
 use super::retry::{default_policy, parse_retry_after, CallError};
-use crate::retry::{RetryError, RetryPolicy};
 use crate::pve::TlsMode;
+use crate::retry::{RetryError, RetryPolicy};
 use crate::secret::Secret;
 
 /// Largest page NetBox serves by default (`MAX_PAGE_SIZE`); larger limits are clamped.
@@ -317,7 +317,7 @@ impl NetboxClient {
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
         let bytes = resp.bytes().await.map_err(|e| transport(e, false))?;
-        tracing::debug!(method = %method, path = %template, status,
+        tracing::debug!(method = %method, path = %path, status,
             duration_ms = started.elapsed().as_millis() as u64, "netbox call");
         if let Some(inject) = &self.inner.lost_reply {
             if inject(method.as_str(), template) {
@@ -398,19 +398,20 @@ impl NetboxClient {
             .await;
         match outcome {
             Ok(a) => Ok(a.value),
-            Err(e) => Err(match e {
-                RetryError::Final { error, .. } => error.error,
-                other => other
-                    .into_last()
-                    .map(|c| c.error)
-                    .unwrap_or_else(|| NetboxError::Transport {
-                        method: method.to_string(),
-                        path: template.clone(),
-                        connect: false,
-                        write: method != Method::GET,
-                        detail: "the retry budget ended before any attempt".into(),
+            Err(e) => {
+                Err(match e {
+                    RetryError::Final { error, .. } => error.error,
+                    other => other.into_last().map(|c| c.error).unwrap_or_else(|| {
+                        NetboxError::Transport {
+                            method: method.to_string(),
+                            path: template.clone(),
+                            connect: false,
+                            write: method != Method::GET,
+                            detail: "the retry budget ended before any attempt".into(),
+                        }
                     }),
-            }),
+                })
+            }
         }
     }
 
@@ -504,10 +505,7 @@ impl NetboxClient {
 
     /// DELETE one object (idempotent: a 404, also after a retry, counts as done).
     pub async fn delete(&self, path: &str) -> Result<(), NetboxError> {
-        match self
-            .call(Method::DELETE, path, &[], None, true)
-            .await
-        {
+        match self.call(Method::DELETE, path, &[], None, true).await {
             Ok(_) => Ok(()),
             Err(e) if e.status() == Some(404) => Ok(()),
             Err(e) => Err(e),

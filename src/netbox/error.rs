@@ -71,7 +71,12 @@ impl NetboxError {
     /// "must be unique", "Defined addresses overlap with range").
     pub fn is_conflict(&self) -> bool {
         match self {
-            NetboxError::Api { status: 400, body, detail, .. } => {
+            NetboxError::Api {
+                status: 400,
+                body,
+                detail,
+                ..
+            } => {
                 let text = format!("{detail} {body}").to_ascii_lowercase();
                 ["duplicate", "already exists", "unique", "overlap"]
                     .iter()
@@ -151,11 +156,15 @@ mod tests {
     #[test]
     fn summary_reads_detail_field_and_positional_errors() {
         assert_eq!(
-            body_summary(&json!({"detail": "Insufficient resources are available to satisfy the request"})),
+            body_summary(
+                &json!({"detail": "Insufficient resources are available to satisfy the request"})
+            ),
             "Insufficient resources are available to satisfy the request"
         );
         assert_eq!(
-            body_summary(&json!({"address": ["Duplicate IP address found in global table: 10.0.0.2/24"]})),
+            body_summary(
+                &json!({"address": ["Duplicate IP address found in global table: 10.0.0.2/24"]})
+            ),
             "address: Duplicate IP address found in global table: 10.0.0.2/24"
         );
         assert_eq!(

@@ -169,7 +169,9 @@ pub async fn find_by_identities(
             .map(|d| ("description".to_string(), d.to_string()))
             .collect();
         for v in client.list("/api/ipam/ip-addresses/", &query).await? {
-            let Some(r) = IpRecord::from_value(&v) else { continue };
+            let Some(r) = IpRecord::from_value(&v) else {
+                continue;
+            };
             // Client-side re-check: an ignored filter returns the whole table.
             if wanted.contains(r.description.as_str()) {
                 out.entry(r.description.clone()).or_default().push(r);
@@ -197,7 +199,9 @@ pub async fn find_by_hosts(
             .map(|h| ("address".to_string(), h.to_string()))
             .collect();
         for v in client.list("/api/ipam/ip-addresses/", &query).await? {
-            let Some(r) = IpRecord::from_value(&v) else { continue };
+            let Some(r) = IpRecord::from_value(&v) else {
+                continue;
+            };
             if let Some(h) = r.host().filter(|h| wanted.contains(h)) {
                 out.entry(h).or_default().push(r);
             }
@@ -208,7 +212,10 @@ pub async fn find_by_hosts(
 
 /// Pick the record to use among those carrying one identity: the one whose host the slot
 /// published before, else the lowest id. Returns it and the ids of the others.
-fn pick<'a>(records: &'a [IpRecord], published: Option<Ipv4Addr>) -> Option<(&'a IpRecord, Vec<u64>)> {
+fn pick<'a>(
+    records: &'a [IpRecord],
+    published: Option<Ipv4Addr>,
+) -> Option<(&'a IpRecord, Vec<u64>)> {
     let chosen = published
         .and_then(|p| records.iter().find(|r| r.host() == Some(p)))
         .or_else(|| records.iter().min_by_key(|r| r.id))?;
@@ -292,7 +299,9 @@ struct Ensurer<'a> {
 /// fields by value, strings trimmed).
 fn changed_fields(current: &Value, desired: &Value) -> serde_json::Map<String, Value> {
     let mut out = serde_json::Map::new();
-    let Some(d) = desired.as_object() else { return out };
+    let Some(d) = desired.as_object() else {
+        return out;
+    };
     for (k, want) in d {
         let have = current.get(k);
         let same = match (have, want) {
@@ -480,7 +489,12 @@ impl<'a> Ensurer<'a> {
         }
     }
 
-    async fn bridge(&mut self, bridge: &str, pool: &Pool, vlan: Option<u16>) -> Result<RangeObjects, IpamError> {
+    async fn bridge(
+        &mut self,
+        bridge: &str,
+        pool: &Pool,
+        vlan: Option<u16>,
+    ) -> Result<RangeObjects, IpamError> {
         if let Some(r) = self.ranges.get(bridge) {
             return Ok(*r);
         }
@@ -505,7 +519,12 @@ impl<'a> Ensurer<'a> {
             };
             let desired = json!({"name": bridge, "site": site, "vid": vid, "role": role});
             let v = self
-                .converge(format!("vlan {vid} ({bridge})"), "/api/ipam/vlans/", lookup, desired)
+                .converge(
+                    format!("vlan {vid} ({bridge})"),
+                    "/api/ipam/vlans/",
+                    lookup,
+                    desired,
+                )
                 .await?;
             vlan_obj_id = id_of(&v);
         }
@@ -517,7 +536,10 @@ impl<'a> Ensurer<'a> {
             let cidr = cidr.clone();
             async move {
                 let mut hits: Vec<Value> = client
-                    .list("/api/ipam/prefixes/", &[("prefix".to_string(), cidr.clone())])
+                    .list(
+                        "/api/ipam/prefixes/",
+                        &[("prefix".to_string(), cidr.clone())],
+                    )
                     .await?
                     .into_iter()
                     .filter(|v| str_of(v, "prefix") == cidr && ref_id(v, "vrf").is_none())
@@ -543,8 +565,13 @@ impl<'a> Ensurer<'a> {
         if let Some(vid) = vlan_obj_id {
             desired["vlan"] = json!(vid);
         }
-        self.converge(format!("prefix {cidr}"), "/api/ipam/prefixes/", lookup, desired)
-            .await?;
+        self.converge(
+            format!("prefix {cidr}"),
+            "/api/ipam/prefixes/",
+            lookup,
+            desired,
+        )
+        .await?;
         // The static pool as an ip-range carrying the subnet's mask, so the available-ips
         // endpoint hands out `<host>/<prefixlen>` like upstream's explicit reservations.
         let start = pool.start;
@@ -553,7 +580,10 @@ impl<'a> Ensurer<'a> {
             find_one(
                 client,
                 "/api/ipam/ip-ranges/",
-                &[("start_address", start.to_string()), ("end_address", end.to_string())],
+                &[
+                    ("start_address", start.to_string()),
+                    ("end_address", end.to_string()),
+                ],
                 |v| {
                     host_of(str_of(v, "start_address")) == Some(start)
                         && host_of(str_of(v, "end_address")) == Some(end)
@@ -645,10 +675,14 @@ pub async fn allocate(
     }
     let mut used = opts.used_hosts.clone();
     for (bridge, idxs) in groups {
-        let objs = ensurer.ranges.get(&bridge).copied().ok_or_else(|| IpamError::Ensure {
-            object: format!("ip-range for {bridge}"),
-            source: no_id("/api/ipam/ip-ranges/"),
-        })?;
+        let objs = ensurer
+            .ranges
+            .get(&bridge)
+            .copied()
+            .ok_or_else(|| IpamError::Ensure {
+                object: format!("ip-range for {bridge}"),
+                source: no_id("/api/ipam/ip-ranges/"),
+            })?;
         let pool = requests[idxs[0]].pool;
         let blocked: Vec<Ipv4Addr> = used.iter().copied().filter(|h| pool.contains(*h)).collect();
         let unknown_blocked = if blocked.is_empty() {
@@ -730,15 +764,21 @@ async fn converge_duplicates(
     let idents: Vec<String> = mine.iter().map(|(i, _)| ids[*i].clone()).collect();
     let found = find_by_identities(client, &idents).await?;
     for (i, rec) in mine.iter_mut() {
-        let Some(recs) = found.get(&ids[*i]) else { continue };
-        let Some(winner) = recs.iter().min_by_key(|r| r.id) else { continue };
+        let Some(recs) = found.get(&ids[*i]) else {
+            continue;
+        };
+        let Some(winner) = recs.iter().min_by_key(|r| r.id) else {
+            continue;
+        };
         if winner.id == rec.id {
             continue;
         }
         // Delete only our own record, and only after re-reading it by id.
         let path = format!("/api/ipam/ip-addresses/{}/", rec.id);
         let current = client.get(&path, &[]).await?;
-        if IpRecord::from_value(&current).is_some_and(|c| c.id == rec.id && c.description == ids[*i]) {
+        if IpRecord::from_value(&current)
+            .is_some_and(|c| c.id == rec.id && c.description == ids[*i])
+        {
             client.delete(&path).await?;
         }
         *rec = winner.clone();
@@ -765,7 +805,9 @@ async fn atomic_group(
     match client.create(&path, &Value::Array(body)).await {
         Ok(Value::Array(items)) => {
             for v in items {
-                let Some(rec) = IpRecord::from_value(&v) else { continue };
+                let Some(rec) = IpRecord::from_value(&v) else {
+                    continue;
+                };
                 // Map by identity, never by position alone.
                 if let Some(i) = idxs.iter().copied().find(|i| ids[*i] == rec.description) {
                     made.push((i, rec));
@@ -800,7 +842,10 @@ async fn atomic_group(
                 .map_err(IpamError::Lookup)?;
             let mut rest = Vec::new();
             for i in idxs {
-                match found.get(&ids[*i]).and_then(|r| r.iter().min_by_key(|r| r.id)) {
+                match found
+                    .get(&ids[*i])
+                    .and_then(|r| r.iter().min_by_key(|r| r.id))
+                {
                     Some(rec) => made.push((*i, rec.clone())),
                     None => rest.push(*i),
                 }
@@ -866,7 +911,10 @@ async fn one_by_one(
                     let found = settle_lookup(client, std::slice::from_ref(&ids[i]), opts.settle)
                         .await
                         .map_err(IpamError::Lookup)?;
-                    if let Some(rec) = found.get(&ids[i]).and_then(|v| v.iter().min_by_key(|r| r.id)) {
+                    if let Some(rec) = found
+                        .get(&ids[i])
+                        .and_then(|v| v.iter().min_by_key(|r| r.id))
+                    {
                         made.push((i, rec.clone()));
                         break;
                     }
@@ -1047,7 +1095,9 @@ pub async fn check_explicit(
         let conflicting: Vec<&str> = r
             .claims
             .iter()
-            .filter(|(vm, bridge, idx, _)| !(vm == &r.vm_key && bridge == &r.bridge && *idx == r.nic_index))
+            .filter(|(vm, bridge, idx, _)| {
+                !(vm == &r.vm_key && bridge == &r.bridge && *idx == r.nic_index)
+            })
             .map(|(_, _, _, label)| label.as_str())
             .collect();
         if !conflicting.is_empty() {

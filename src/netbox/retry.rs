@@ -80,7 +80,13 @@ mod tests {
 
     #[test]
     fn creates_retry_only_when_netbox_did_not_act() {
-        let c = |e, idempotent| CallError { error: e, idempotent }.disposition();
+        let c = |e, idempotent| {
+            CallError {
+                error: e,
+                idempotent,
+            }
+            .disposition()
+        };
         assert_eq!(c(api(429), false), Disposition::Transient);
         assert_eq!(c(api(502), false), Disposition::OutcomeUnknown);
         assert_eq!(c(api(400), false), Disposition::Permanent);

@@ -59,8 +59,13 @@ pub struct SyncVm {
     pub role: Option<String>,
     /// The VM's own tags (without `ip:*` and the managed tag).
     pub tags: Vec<String>,
-    /// `onprem-proxmox:<vmid>`.
+    /// `onprem-proxmox:<vmid>`, written to the external-id custom field. Not used to find
+    /// the VM: VMIDs repeat across Proxmox clusters and after rebuilds.
     pub external_id: String,
+    /// The name this VM had in the slot's previous state, when it was renamed (the sync
+    /// renames that NetBox VM instead of creating a second one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_name: Option<String>,
     pub nics: Vec<SyncNic>,
 }
 
@@ -122,7 +127,11 @@ fn env_bool(env: &BTreeMap<String, String>, key: &str, default: bool) -> bool {
 impl SyncOptions {
     /// From the upstream env knobs (§4.10).
     pub fn from_env(env: &BTreeMap<String, String>) -> Self {
-        let get = |k: &str| env.get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let get = |k: &str| {
+            env.get(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
         let d = SyncOptions::default();
         SyncOptions {
             external_id_field: get("NETBOX_VM_EXTERNAL_ID_FIELD").unwrap_or(d.external_id_field),
@@ -190,11 +199,27 @@ pub fn infer_cluster(tags: &[String]) -> String {
     "onprem-core".into()
 }
 
+/// Every NetBox cluster with one name. NetBox makes cluster names unique only within a
+/// group or a site, so two runs creating `onprem-core` at once can leave two clusters of
+/// that name: VMs are looked up across all of them, and new ones go to the oldest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ClusterSet {
+    /// The oldest (lowest id): where VMs are created and moved to.
+    primary: u64,
+    all: Vec<u64>,
+}
+
+impl ClusterSet {
+    fn contains(&self, id: Option<u64>) -> bool {
+        id.is_some_and(|i| self.all.contains(&i))
+    }
+}
+
 /// Per-run caches of shared objects.
 struct Cache<'a> {
     client: &'a NetboxClient,
     opts: &'a SyncOptions,
-    clusters: BTreeMap<String, Option<u64>>,
+    clusters: BTreeMap<String, Option<ClusterSet>>,
     cluster_type: Option<u64>,
     roles: BTreeMap<String, u64>,
     tags: BTreeMap<String, u64>,
@@ -279,44 +304,97 @@ impl<'a> Cache<'a> {
         };
         let v = match find().await? {
             Some(v) => v,
-            None => create_or_find(client, path, &json!({"name": name, "slug": slug}), find).await?,
+            None => {
+                create_or_find(client, path, &json!({"name": name, "slug": slug}), find).await?
+            }
         };
         let id = need_id(&v, path)?;
         self.cluster_type = Some(id);
         Ok(id)
     }
 
+    /// Ids of the clusters named exactly `name`, oldest first.
+    async fn clusters_named(&self, name: &str) -> Result<Vec<u64>, NetboxError> {
+        let mut ids: Vec<u64> = self
+            .client
+            .list(
+                "/api/virtualization/clusters/",
+                &[("name".to_string(), name.to_string())],
+            )
+            .await?
+            .iter()
+            .filter(|v| str_of(v, "name") == name)
+            .filter_map(id_of)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    }
+
     /// `ensure_cluster`; `None` only for destroy lookups (`create = false`).
-    async fn cluster(&mut self, name: &str, create: bool) -> Result<Option<u64>, NetboxError> {
-        if let Some(Some(id)) = self.clusters.get(name) {
-            return Ok(Some(*id));
+    async fn cluster(
+        &mut self,
+        name: &str,
+        create: bool,
+    ) -> Result<Option<ClusterSet>, NetboxError> {
+        if let Some(Some(set)) = self.clusters.get(name) {
+            return Ok(Some(set.clone()));
         }
         let path = "/api/virtualization/clusters/";
-        let client = self.client;
-        let find = || async move { find_exact(client, path, "name", name).await };
-        let found = find().await?;
-        let id = match found {
-            Some(v) => Some(need_id(&v, path)?),
-            None if !create => None,
-            None => {
-                let type_id = if self.opts.cluster_type_id.is_some() || self.opts.cluster_auto_create
-                {
-                    self.cluster_type().await?
-                } else {
-                    return Err(NetboxError::Config {
-                        field: "NETBOX_CLUSTER_AUTO_CREATE",
-                        detail: format!(
-                            "NetBox cluster not found: {name}. Create it in NetBox, set NETBOX_CLUSTER_TYPE_ID, or leave NETBOX_CLUSTER_AUTO_CREATE enabled (default) for HybridOps auto-create."
-                        ),
-                    });
-                };
-                let v = create_or_find(client, path, &json!({"name": name, "type": type_id}), find)
-                    .await?;
-                Some(need_id(&v, path)?)
+        let mut ids = self.clusters_named(name).await?;
+        if ids.is_empty() && create {
+            let type_id = if self.opts.cluster_type_id.is_some() || self.opts.cluster_auto_create {
+                self.cluster_type().await?
+            } else {
+                return Err(NetboxError::Config {
+                    field: "NETBOX_CLUSTER_AUTO_CREATE",
+                    detail: format!(
+                        "NetBox cluster not found: {name}. Create it in NetBox, set NETBOX_CLUSTER_TYPE_ID, or leave NETBOX_CLUSTER_AUTO_CREATE enabled (default) for HybridOps auto-create."
+                    ),
+                });
+            };
+            let client = self.client;
+            let made = create_or_find(
+                client,
+                path,
+                &json!({"name": name, "type": type_id}),
+                || async move { find_exact(client, path, "name", name).await },
+            )
+            .await?;
+            let mine = need_id(&made, path)?;
+            ids = self.clusters_named(name).await?;
+            if !ids.contains(&mine) {
+                ids.push(mine);
+                ids.sort_unstable();
             }
-        };
-        self.clusters.insert(name.to_string(), id);
-        Ok(id)
+            // A racing run made one too: keep the oldest and remove ours while it is
+            // still empty (re-checked), so VMs gather in one cluster.
+            if ids.first() != Some(&mine) {
+                let empty = self
+                    .client
+                    .list(
+                        "/api/virtualization/virtual-machines/",
+                        &[("cluster_id".to_string(), mine.to_string())],
+                    )
+                    .await?
+                    .iter()
+                    .all(|v| ref_id(v, "cluster") != Some(mine));
+                if empty {
+                    // NetBox protects a cluster that has VMs (409): then it stays.
+                    match self.client.delete(&format!("{path}{mine}/")).await {
+                        Ok(()) => ids.retain(|i| *i != mine),
+                        Err(e) if e.status() == Some(409) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        let set = ids.first().map(|p| ClusterSet {
+            primary: *p,
+            all: ids.clone(),
+        });
+        self.clusters.insert(name.to_string(), set.clone());
+        Ok(set)
     }
 
     async fn role(&mut self, name: &str) -> Result<u64, NetboxError> {
@@ -435,22 +513,48 @@ impl<'a> Cache<'a> {
         Ok(ok)
     }
 
-    async fn cluster_vms(&mut self, cluster: u64) -> Result<&mut Vec<Value>, NetboxError> {
-        if !self.vms.contains_key(&cluster) {
-            let list = self
-                .client
-                .list(
-                    "/api/virtualization/virtual-machines/",
-                    &[("cluster_id".to_string(), cluster.to_string())],
-                )
-                .await?
+    /// The VMs of every cluster in `set`, listed once per run. A cluster a racing run
+    /// removed (its empty duplicate) makes NetBox refuse the filter: the set is re-read by
+    /// name and the list retried (a few times: several runs may be tidying at once).
+    async fn cluster_vms(
+        &mut self,
+        set: &mut ClusterSet,
+        name: &str,
+    ) -> Result<&mut Vec<Value>, NetboxError> {
+        if !self.vms.contains_key(&set.primary) {
+            let mut attempt = 0;
+            let list = loop {
+                let q: Vec<(String, String)> = set
+                    .all
+                    .iter()
+                    .map(|id| ("cluster_id".to_string(), id.to_string()))
+                    .collect();
+                match self
+                    .client
+                    .list("/api/virtualization/virtual-machines/", &q)
+                    .await
+                {
+                    Ok(l) => break l,
+                    Err(e) if e.status() == Some(400) && attempt < 5 => {
+                        attempt += 1;
+                        let ids = self.clusters_named(name).await?;
+                        let Some(primary) = ids.first().copied() else {
+                            break Vec::new();
+                        };
+                        *set = ClusterSet { primary, all: ids };
+                        self.clusters.insert(name.to_string(), Some(set.clone()));
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            // Re-check: an ignored filter would return every VM.
+            let list = list
                 .into_iter()
-                // Re-check: an ignored filter would return every VM.
-                .filter(|v| ref_id(v, "cluster") == Some(cluster))
+                .filter(|v| set.contains(ref_id(v, "cluster")))
                 .collect();
-            self.vms.insert(cluster, list);
+            self.vms.insert(set.primary, list);
         }
-        Ok(self.vms.entry(cluster).or_default())
+        Ok(self.vms.entry(set.primary).or_default())
     }
 }
 
@@ -477,9 +581,7 @@ fn vm_changes(current: &Value, desired: &Map<String, Value>, cf_field: &str) -> 
                     .unwrap_or(Value::Null);
                 want.get(cf_field).cloned().unwrap_or(Value::Null) == have
             }
-            "vcpus" | "memory" | "disk" => {
-                current.get(k).and_then(Value::as_f64) == want.as_f64()
-            }
+            "vcpus" | "memory" | "disk" => current.get(k).and_then(Value::as_f64) == want.as_f64(),
             _ => current.get(k) == Some(want),
         };
         if !same {
@@ -539,19 +641,18 @@ pub async fn sync_vms(
                 }
             }
             Err(e) => {
-                report
-                    .errors
-                    .push(format!("NetBox IP lookup failed: {e}"));
+                report.errors.push(format!("NetBox IP lookup failed: {e}"));
                 finish(&mut report, client, &before);
                 return report;
             }
         }
     }
+    let sync_names: BTreeSet<&str> = vms.iter().map(|v| v.name.as_str()).collect();
     for vm in vms {
         if vm.nics.iter().all(|n| n.address.is_none()) {
             report.skipped_no_ip += 1;
         }
-        match sync_one(&mut cache, vm, &mut ips_by_host, &mut report).await {
+        match sync_one(&mut cache, vm, &sync_names, &mut ips_by_host, &mut report).await {
             Ok(()) => report.processed += 1,
             Err(e) => report.errors.push(format!("{}: {e}", vm.name)),
         }
@@ -578,11 +679,12 @@ fn finish(report: &mut SyncReport, client: &NetboxClient, before: &Metrics) {
 async fn sync_one(
     cache: &mut Cache<'_>,
     vm: &SyncVm,
+    sync_names: &BTreeSet<&str>,
     ips_by_host: &mut BTreeMap<String, Vec<IpRecord>>,
     report: &mut SyncReport,
 ) -> Result<(), NetboxError> {
     let client = cache.client;
-    let cluster = cache
+    let mut set = cache
         .cluster(&vm.cluster, true)
         .await?
         .ok_or_else(|| NetboxError::Config {
@@ -618,7 +720,6 @@ async fn sync_one(
     let cf_field = cache.opts.external_id_field.clone();
     let mut desired = Map::new();
     desired.insert("name".into(), json!(vm.name));
-    desired.insert("cluster".into(), json!(cluster));
     desired.insert("status".into(), json!(vm.status));
     if let Some(v) = vm.vcpus {
         desired.insert("vcpus".into(), json!(v));
@@ -633,26 +734,33 @@ async fn sync_one(
         desired.insert("role".into(), json!(r));
     }
     if cf_ok && !vm.external_id.is_empty() {
-        desired.insert("custom_fields".into(), json!({cf_field.clone(): vm.external_id}));
+        desired.insert(
+            "custom_fields".into(),
+            json!({cf_field.clone(): vm.external_id}),
+        );
     }
     desired.insert("tags".into(), json!(tag_ids));
 
-    // Match by external id, then by exact name, among this cluster's VMs.
+    // Match by exact name in the cluster(s); a renamed VM by its previous name from this
+    // slot's state. Never by external id alone: `onprem-proxmox:<vmid>` repeats across
+    // Proxmox clusters and after rebuilds (upstream matches it first and can rename another
+    // cluster's VM), and never a VM another row of this sync names.
     let existing = {
-        let list = cache.cluster_vms(cluster).await?;
+        let list = cache.cluster_vms(&mut set, &vm.cluster).await?;
         list.iter()
-            .find(|v| {
-                cf_ok
-                    && !vm.external_id.is_empty()
-                    && v.get("custom_fields")
-                        .and_then(|c| c.get(&cf_field))
-                        .and_then(Value::as_str)
-                        .map(str::trim)
-                        == Some(vm.external_id.as_str())
+            .find(|v| str_of(v, "name") == vm.name)
+            .or_else(|| {
+                vm.previous_name.as_deref().and_then(|prev| {
+                    list.iter().find(|v| {
+                        str_of(v, "name") == prev && !sync_names.contains(str_of(v, "name"))
+                    })
+                })
             })
-            .or_else(|| list.iter().find(|v| str_of(v, "name") == vm.name))
             .cloned()
     };
+    // New VMs go to (and found ones move to) the oldest cluster of that name.
+    let cluster = set.primary;
+    desired.insert("cluster".into(), json!(cluster));
     let path = "/api/virtualization/virtual-machines/";
     let current = match existing {
         Some(cur) => {
@@ -674,11 +782,17 @@ async fn sync_one(
                 let name = name.clone();
                 async move {
                     let hits = client
-                        .list(path, &[("name".into(), name.clone()), ("cluster_id".into(), cluster.to_string())])
+                        .list(
+                            path,
+                            &[
+                                ("name".into(), name.clone()),
+                                ("cluster_id".into(), cluster.to_string()),
+                            ],
+                        )
                         .await?;
-                    Ok(hits
-                        .into_iter()
-                        .find(|v| str_of(v, "name") == name && ref_id(v, "cluster") == Some(cluster)))
+                    Ok(hits.into_iter().find(|v| {
+                        str_of(v, "name") == name && ref_id(v, "cluster") == Some(cluster)
+                    }))
                 }
             })
             .await?;
@@ -687,7 +801,7 @@ async fn sync_one(
         }
     };
     let vm_id = need_id(&current, path)?;
-    if let Some(list) = cache.vms.get_mut(&cluster) {
+    if let Some(list) = cache.vms.get_mut(&set.primary) {
         list.retain(|v| id_of(v) != Some(vm_id));
         list.push(current.clone());
     }
@@ -702,7 +816,10 @@ async fn sync_one(
         .collect();
     let mut primary: Option<u64> = None;
     for (idx, nic) in vm.nics.iter().enumerate() {
-        let existing = ifaces.iter().find(|i| str_of(i, "name") == nic.name).cloned();
+        let existing = ifaces
+            .iter()
+            .find(|i| str_of(i, "name") == nic.name)
+            .cloned();
         let mac = nic.mac.as_ref().map(|m| m.to_ascii_uppercase());
         let iface = match existing {
             Some(i) => {
@@ -769,7 +886,10 @@ async fn sync_one(
                     &json!({"address": address, "status": "active"}),
                     || async move {
                         let hits = client
-                            .list("/api/ipam/ip-addresses/", &[("address".into(), host.to_string())])
+                            .list(
+                                "/api/ipam/ip-addresses/",
+                                &[("address".into(), host.to_string())],
+                            )
                             .await?;
                         Ok(hits
                             .into_iter()
@@ -858,11 +978,11 @@ async fn retire_one(
     hard_delete: bool,
 ) -> Result<RetireOutcome, NetboxError> {
     let client = cache.client;
-    let Some(cluster) = cache.cluster(&target.cluster, false).await? else {
+    let Some(mut set) = cache.cluster(&target.cluster, false).await? else {
         return Ok(RetireOutcome::NotFound);
     };
     let found = cache
-        .cluster_vms(cluster)
+        .cluster_vms(&mut set, &target.cluster)
         .await?
         .iter()
         .find(|v| str_of(v, "name") == target.name)
@@ -874,7 +994,7 @@ async fn retire_one(
     let path = format!("/api/virtualization/virtual-machines/{id}/");
     // Re-read by id before writing (never write from a list result alone).
     let current = client.get(&path, &[]).await?;
-    if str_of(&current, "name") != target.name || ref_id(&current, "cluster") != Some(cluster) {
+    if str_of(&current, "name") != target.name || !set.contains(ref_id(&current, "cluster")) {
         return Ok(RetireOutcome::NotFound);
     }
     if hard_delete {
@@ -938,7 +1058,9 @@ pub async fn destroy_sync(
                     report.deleted += 1;
                     report.ips_detached += detached;
                 }
-                Err(e) => report.errors.push(format!("{}: ERROR destroy-sync failed ({e})", t.name)),
+                Err(e) => report
+                    .errors
+                    .push(format!("{}: ERROR destroy-sync failed ({e})", t.name)),
             },
             Err(e) => report
                 .errors
@@ -953,11 +1075,11 @@ pub async fn destroy_sync(
 
 async fn hard_delete_vm(cache: &mut Cache<'_>, t: &VmRef) -> Result<usize, NetboxError> {
     let client = cache.client;
-    let Some(cluster) = cache.cluster(&t.cluster, false).await? else {
+    let Some(mut set) = cache.cluster(&t.cluster, false).await? else {
         return Ok(0);
     };
     let Some(vm) = cache
-        .cluster_vms(cluster)
+        .cluster_vms(&mut set, &t.cluster)
         .await?
         .iter()
         .find(|v| str_of(v, "name") == t.name)
@@ -969,7 +1091,7 @@ async fn hard_delete_vm(cache: &mut Cache<'_>, t: &VmRef) -> Result<usize, Netbo
     let vm_path = format!("/api/virtualization/virtual-machines/{vm_id}/");
     // Re-read by id; NetBox refuses to detach an IP that is the VM's primary, so unset it.
     let current = client.get(&vm_path, &[]).await?;
-    if str_of(&current, "name") != t.name || ref_id(&current, "cluster") != Some(cluster) {
+    if str_of(&current, "name") != t.name || !set.contains(ref_id(&current, "cluster")) {
         return Ok(0);
     }
     if ref_id(&current, "primary_ip4").is_some() {
@@ -1015,7 +1137,7 @@ async fn hard_delete_vm(cache: &mut Cache<'_>, t: &VmRef) -> Result<usize, Netbo
         }
     }
     client.delete(&vm_path).await?;
-    if let Some(list) = cache.vms.get_mut(&cluster) {
+    if let Some(list) = cache.vms.get_mut(&set.primary) {
         list.retain(|v| id_of(v) != Some(vm_id));
     }
     Ok(detached)
@@ -1027,7 +1149,10 @@ mod tests {
 
     #[test]
     fn clusters_are_inferred_from_env_tags() {
-        assert_eq!(infer_cluster(&["platform".into(), "DEV".into()]), "onprem-dev");
+        assert_eq!(
+            infer_cluster(&["platform".into(), "DEV".into()]),
+            "onprem-dev"
+        );
         assert_eq!(infer_cluster(&["production".into()]), "onprem-prod");
         assert_eq!(infer_cluster(&["platform".into()]), "onprem-core");
     }
@@ -1041,13 +1166,19 @@ mod tests {
             "disk": 40960, "role": 3, "tags": [4, 5], "custom_fields": {"external_id": "onprem-proxmox:101"}});
         assert!(vm_changes(&cur, want.as_object().unwrap(), "external_id").is_empty());
         let want2 = json!({"status": "offline", "tags": [4]});
-        assert_eq!(vm_changes(&cur, want2.as_object().unwrap(), "external_id").len(), 2);
+        assert_eq!(
+            vm_changes(&cur, want2.as_object().unwrap(), "external_id").len(),
+            2
+        );
     }
 
     #[test]
     fn options_read_upstream_knobs() {
         let env = BTreeMap::from([
-            ("NETBOX_CLUSTER_AUTO_CREATE".to_string(), "false".to_string()),
+            (
+                "NETBOX_CLUSTER_AUTO_CREATE".to_string(),
+                "false".to_string(),
+            ),
             ("NETBOX_TAG_COLOR".to_string(), "ff0000".to_string()),
         ]);
         let o = SyncOptions::from_env(&env);

@@ -66,8 +66,7 @@ impl PlanArtifact {
             v.desired
                 .as_ref()
                 .is_some_and(|d| d.nics.iter().any(|n| n.ipam_pending.is_some()))
-                || v
-                    .config_set
+                || v.config_set
                     .values()
                     .any(|val| val.starts_with(crate::plan::desired::PENDING_IPCONFIG))
         })
@@ -78,11 +77,18 @@ impl PlanArtifact {
     pub fn with_allocations_pending(&self, decisions: &[crate::netbox::ipam::NicDecision]) -> Self {
         use crate::netbox::ipam::IpamAction;
         let mut out = self.clone();
-        for d in decisions.iter().filter(|d| d.action == IpamAction::Allocated) {
+        for d in decisions
+            .iter()
+            .filter(|d| d.action == IpamAction::Allocated)
+        {
             let idx = d.nic_index.saturating_sub(1);
             for vm in out.vms.iter_mut().filter(|v| v.key.0 == d.vm_key) {
-                let Some(want) = vm.desired.as_mut() else { continue };
-                let Some(nic) = want.nics.get_mut(idx) else { continue };
+                let Some(want) = vm.desired.as_mut() else {
+                    continue;
+                };
+                let Some(nic) = want.nics.get_mut(idx) else {
+                    continue;
+                };
                 let gateway = match &nic.ipv4 {
                     crate::inputs::model::Ipv4Config::Static { gateway, .. } => *gateway,
                     _ => None,

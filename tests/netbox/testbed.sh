@@ -64,8 +64,8 @@ mount_fs() {
     mounted "$ROOTFS/dev" || mount --bind /dev "$ROOTFS/dev"
 }
 umount_fs() {
-    if mounted "$ROOTFS/dev"; then umount "$ROOTFS/dev" || umount -l "$ROOTFS/dev"; fi
-    if mounted "$ROOTFS/proc"; then umount "$ROOTFS/proc" || umount -l "$ROOTFS/proc"; fi
+    if mounted "$ROOTFS/dev"; then umount "$ROOTFS/dev" 2>/dev/null || umount -l "$ROOTFS/dev"; fi
+    if mounted "$ROOTFS/proc"; then umount "$ROOTFS/proc" 2>/dev/null || umount -l "$ROOTFS/proc"; fi
 }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -173,6 +173,9 @@ Token(user=u, version=2, key='$TOKEN_KEY', token='$tok', write_enabled=True).sav
 "
     as_pg pg_dump -h 127.0.0.1 -p "$PG_PORT" -U postgres -Fc -f /tmp/golden.dump netbox
     mv "$ROOTFS/tmp/golden.dump" "$DIR/golden.dump"
+    # The migrated database stays in the cluster as the template every start and reset
+    # copies (the dump restores it when the cluster was lost).
+    psql_ -c 'DROP DATABASE IF EXISTS netbox_golden' -c 'ALTER DATABASE netbox RENAME TO netbox_golden'
     redis_stop "$rport"
     pg_stop
 }
@@ -213,19 +216,23 @@ cmd_start() {
     hport=$(free_port)
     pg_start "$PG_PORT" >>"$LOGS/start.log" 2>&1 || die "step 'start postgresql' failed (log: $ROOTFS$PGDATA/server.log)"
     echo "$PG_PORT" >"$RUN/pg_port"
+    log "start: postgresql up ($((SECONDS - t0)) s)"
     redis_start "$rport" >>"$LOGS/start.log" 2>&1 || die "step 'start redis' failed"
     echo "$rport" >"$RUN/redis_port"
     {
-        cp "$DIR/golden.dump" "$ROOTFS/tmp/golden.dump" &&
-            psql_ -c 'DROP DATABASE IF EXISTS netbox WITH (FORCE)' -c 'DROP DATABASE IF EXISTS netbox_golden' \
-                -c 'CREATE DATABASE netbox_golden' &&
-            as_pg pg_restore -h 127.0.0.1 -p "$PG_PORT" -U postgres -d netbox_golden -j 2 /tmp/golden.dump &&
-            psql_ -c 'CREATE DATABASE netbox TEMPLATE netbox_golden STRATEGY FILE_COPY'
+        if [[ -z $(psql_ -tAc "SELECT 1 FROM pg_database WHERE datname = 'netbox_golden'") ]]; then
+            cp "$DIR/golden.dump" "$ROOTFS/tmp/golden.dump" &&
+                psql_ -c 'CREATE DATABASE netbox_golden' &&
+                as_pg pg_restore -h 127.0.0.1 -p "$PG_PORT" -U postgres -d netbox_golden -j 2 /tmp/golden.dump
+        fi &&
+            psql_ -c 'DROP DATABASE IF EXISTS netbox WITH (FORCE)' \
+                -c 'CREATE DATABASE netbox TEMPLATE netbox_golden STRATEGY FILE_COPY'
     } >>"$LOGS/start.log" 2>&1 || die "step 'restore golden dump' failed (log: $LOGS/start.log)"
+    log "start: database restored ($((SECONDS - t0)) s)"
     write_config "$PG_PORT" "$rport"
     in_root env NETBOX_ROOT=/opt/netbox DJANGO_SETTINGS_MODULE=netbox.settings \
         "$VENV/bin/gunicorn" --bind "127.0.0.1:$hport" --workers "${HYOPS_NETBOX_WORKERS:-3}" --threads 4 \
-        --timeout 120 --pid /run/hyops-gunicorn.pid --daemon --error-logfile /var/log/hyops-gunicorn.log \
+        --preload --timeout 120 --pid /run/hyops-gunicorn.pid --daemon --error-logfile /var/log/hyops-gunicorn.log \
         netbox.wsgi >>"$LOGS/start.log" 2>&1 || die "step 'start netbox (gunicorn)' failed"
     local url="http://127.0.0.1:$hport" token
     token="nbt_$TOKEN_KEY.$(cat "$DIR/token_secret")"

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyops_pve::netbox::ipam::{
-    self, allocate, check_explicit, find_by_identities, preview, AllocateOptions,
-    ExplicitRequest, IpamAction, NicRequest, Pool,
+    self, allocate, check_explicit, find_by_identities, preview, AllocateOptions, ExplicitRequest,
+    IpamAction, NicRequest, Pool,
 };
 use hyops_pve::netbox::objects::IpRecord;
 use hyops_pve::netbox::sync::{
@@ -125,7 +125,10 @@ pub async fn reuse_on_reapply_makes_no_netbox_writes(t: Target) {
     let zone = t.zone("reuse");
     let pool = t.pool(10);
     let reqs = vec![
-        NicRequest { vlan_id: Some(20), ..req("app-01", "vnetmgmt", 1, pool) },
+        NicRequest {
+            vlan_id: Some(20),
+            ..req("app-01", "vnetmgmt", 1, pool)
+        },
         req("app-02", "vnetmgmt", 1, pool),
     ];
     let first = allocate(&t.client(), &opts(&zone), &reqs).await.unwrap();
@@ -136,11 +139,19 @@ pub async fn reuse_on_reapply_makes_no_netbox_writes(t: Target) {
         second.iter().map(|d| &d.address).collect::<Vec<_>>()
     );
     assert!(second.iter().all(|d| d.action == IpamAction::Reuse));
-    assert_eq!(c2.metrics().writes, 0, "re-apply writes nothing: {:?}", c2.metrics());
+    assert_eq!(
+        c2.metrics().writes,
+        0,
+        "re-apply writes nothing: {:?}",
+        c2.metrics()
+    );
     // The read-only preview agrees and writes nothing either.
     let c3 = t.client();
     let p = preview(&c3, &zone, &reqs).await.unwrap();
-    assert_eq!(p[0].describe(), format!("reuse {}/24 (hyops:{zone}:app-01:vnetmgmt:1)", t.host(2)));
+    assert_eq!(
+        p[0].describe(),
+        format!("reuse {}/24 (hyops:{zone}:app-01:vnetmgmt:1)", t.host(2))
+    );
     assert_eq!(c3.metrics().writes, 0);
 }
 
@@ -148,7 +159,9 @@ pub async fn preview_of_a_fresh_nic_says_allocate_first_free_and_writes_nothing(
     let zone = t.zone("preview");
     let pool = t.pool(5);
     let c = t.client();
-    let p = preview(&c, &zone, &[req("app-01", "vnetmgmt", 1, pool)]).await.unwrap();
+    let p = preview(&c, &zone, &[req("app-01", "vnetmgmt", 1, pool)])
+        .await
+        .unwrap();
     assert_eq!(p[0].action, IpamAction::Allocate);
     assert_eq!(
         p[0].describe(),
@@ -169,7 +182,12 @@ pub async fn sixteen_concurrent_allocations_fill_a_16_host_range_then_report_exh
         handles.push(tokio::spawn(async move {
             // One client per task: sixteen independent runners.
             let c = t.client();
-            allocate(&c, &opts(&zone), &[req(&format!("vm-{i:02}"), "vnetmgmt", 1, pool)]).await
+            allocate(
+                &c,
+                &opts(&zone),
+                &[req(&format!("vm-{i:02}"), "vnetmgmt", 1, pool)],
+            )
+            .await
         }));
     }
     let mut hosts = BTreeSet::new();
@@ -180,14 +198,22 @@ pub async fn sixteen_concurrent_allocations_fill_a_16_host_range_then_report_exh
         hosts.insert(a);
     }
     assert_eq!(hosts.len(), 16, "16 distinct addresses");
-    let err = allocate(&t.client(), &opts(&zone), &[req("vm-16", "vnetmgmt", 1, pool)])
-        .await
-        .unwrap_err();
+    let err = allocate(
+        &t.client(),
+        &opts(&zone),
+        &[req("vm-16", "vnetmgmt", 1, pool)],
+    )
+    .await
+    .unwrap_err();
     assert_eq!(
         err.to_string(),
         "ipam allocation failed for vm-16 vnetmgmt: no available IPs in static pool"
     );
-    assert_eq!(records(&t.client(), &pool).await.len(), 16, "the failed run leaked nothing");
+    assert_eq!(
+        records(&t.client(), &pool).await.len(),
+        16,
+        "the failed run leaked nothing"
+    );
 }
 
 pub async fn two_runs_allocating_the_same_identity_end_with_one_record_and_one_address(t: Target) {
@@ -208,10 +234,20 @@ pub async fn two_runs_allocating_the_same_identity_end_with_one_record_and_one_a
         for h in handles {
             got.insert(addr(&h.await.unwrap().expect("allocate")[0]));
         }
-        assert_eq!(got.len(), 1, "round {round}: both runs use the same address");
+        assert_eq!(
+            got.len(),
+            1,
+            "round {round}: both runs use the same address"
+        );
         let id = ipam::identity(&zone, &vm, "vnetmgmt", 1);
-        let found = find_by_identities(&t.client(), std::slice::from_ref(&id)).await.unwrap();
-        assert_eq!(found.get(&id).map(Vec::len), Some(1), "round {round}: one record");
+        let found = find_by_identities(&t.client(), std::slice::from_ref(&id))
+            .await
+            .unwrap();
+        assert_eq!(
+            found.get(&id).map(Vec::len),
+            Some(1),
+            "round {round}: one record"
+        );
     }
 }
 
@@ -230,7 +266,11 @@ pub async fn a_lost_reply_does_not_leak_a_record(t: Target) {
     let got = allocate(&c, &opts(&zone), &[req("app-01", "vnetmgmt", 1, pool)])
         .await
         .expect("allocate resolves the lost reply");
-    assert_eq!(dropped.load(Ordering::SeqCst), 1, "exactly one POST was sent");
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        1,
+        "exactly one POST was sent"
+    );
     assert_eq!(addr(&got[0]), pool.start);
     let recs = records(&c, &pool).await;
     assert_eq!(recs.len(), 1, "no second record: {recs:?}");
@@ -294,7 +334,10 @@ pub async fn a_range_created_the_upstream_way_is_adopted_and_its_mask_fixed_once
     let got = allocate(&c, &opts(&zone), &[req("app-01", "vnetmgmt", 1, pool)])
         .await
         .expect("adopts the existing range and prefix");
-    assert_eq!(got[0].address.as_deref(), Some(format!("{}/24", pool.start).as_str()));
+    assert_eq!(
+        got[0].address.as_deref(),
+        Some(format!("{}/24", pool.start).as_str())
+    );
     let c2 = t.client();
     allocate(&c2, &opts(&zone), &[req("app-01", "vnetmgmt", 1, pool)])
         .await
@@ -319,9 +362,16 @@ pub async fn explicit_addresses_get_the_ownership_checks_and_messages(t: Target)
     let zone = t.zone("explicit");
     let pool = t.pool(10);
     let c = t.client();
-    allocate(&c, &opts(&zone), &[req("app-01", "vnetmgmt", 1, pool), req("app-02", "vnetmgmt", 1, pool)])
-        .await
-        .unwrap();
+    allocate(
+        &c,
+        &opts(&zone),
+        &[
+            req("app-01", "vnetmgmt", 1, pool),
+            req("app-02", "vnetmgmt", 1, pool),
+        ],
+    )
+    .await
+    .unwrap();
     let writes_before = c.metrics().writes;
     let (a, b) = t.subnet();
     // Outside the authoritative subnet (same host, other mask).
@@ -343,13 +393,20 @@ pub async fn explicit_addresses_get_the_ownership_checks_and_messages(t: Target)
     );
     // Published by another slot.
     let mut r = explicit(&t, "app-01", 1, 2);
-    r.claims = vec![("other".into(), "vnetmgmt".into(), 1, "instance:b:other:vnetmgmt:1".into())];
+    r.claims = vec![(
+        "other".into(),
+        "vnetmgmt".into(),
+        1,
+        "instance:b:other:vnetmgmt:1".into(),
+    )];
     assert_eq!(
         check_explicit(&c, &zone, &[r]).await.unwrap_err(),
         format!("explicit IPAM address 10.{a}.{b}.2/24 is already published by another HybridOps VM state claim: instance:b:other:vnetmgmt:1")
     );
     // Its own reservation passes.
-    let ok = check_explicit(&c, &zone, &[explicit(&t, "app-01", 1, 2)]).await.unwrap();
+    let ok = check_explicit(&c, &zone, &[explicit(&t, "app-01", 1, 2)])
+        .await
+        .unwrap();
     assert_eq!(ok[0].action, IpamAction::Explicit);
     assert_eq!(c.metrics().writes, writes_before, "checks never write");
 }
@@ -365,6 +422,7 @@ fn vm_row(t: &Target, name: &str, vmid: u32, last: u8, mac: &str) -> SyncVm {
         role: Some("app".into()),
         tags: vec!["platform".into(), "onprem".into(), "app".into()],
         external_id: format!("onprem-proxmox:{}{vmid}", t.n),
+        previous_name: None,
         nics: vec![SyncNic {
             name: "eth0".into(),
             mac: Some(mac.to_string()),
@@ -399,7 +457,9 @@ pub async fn sync_creates_vm_interface_ip_and_primary_and_a_second_sync_writes_n
     let pool = t.pool(10);
     let c = t.client();
     // The reservation made by IPAM is the record the sync assigns.
-    allocate(&c, &opts(&zone), &[req("app-01", "vnetmgmt", 1, pool)]).await.unwrap();
+    allocate(&c, &opts(&zone), &[req("app-01", "vnetmgmt", 1, pool)])
+        .await
+        .unwrap();
     let name = format!("t{}-app-01", t.n);
     let rows = vec![vm_row(&t, &name, 101, 2, "bc:24:11:00:00:01")];
     let rep = sync_vms(&c, &rows, &[], &SyncOptions::default()).await;
@@ -439,13 +499,19 @@ pub async fn sync_uses_the_configured_address_and_never_touches_another_slots_vm
     let other = format!("t{}-other-slot", t.n);
     let mine = format!("t{}-mine", t.n);
     let other_rows = vec![vm_row(&t, &other, 201, 5, "bc:24:11:00:00:05")];
-    assert!(sync_vms(&c, &other_rows, &[], &SyncOptions::default()).await.errors.is_empty());
+    assert!(sync_vms(&c, &other_rows, &[], &SyncOptions::default())
+        .await
+        .errors
+        .is_empty());
     let my_rows = vec![vm_row(&t, &mine, 202, 6, "bc:24:11:00:00:06")];
     let rep = sync_vms(&c, &my_rows, &[], &SyncOptions::default()).await;
     assert!(rep.errors.is_empty(), "{:?}", rep.errors);
     assert_eq!(rep.retired, 0);
     let o = vm_by_name(&c, &other).await.unwrap();
-    assert_eq!(o["status"]["value"], "active", "the other slot's VM is untouched");
+    assert_eq!(
+        o["status"]["value"], "active",
+        "the other slot's VM is untouched"
+    );
     assert!(!tag_names(&o).contains(STALE_TAG));
     let m = vm_by_name(&c, &mine).await.unwrap();
     assert_eq!(m["primary_ip4"]["address"], format!("{}/24", t.host(6)));
@@ -455,7 +521,10 @@ pub async fn soft_retire_then_reapply_gives_the_same_addresses(t: Target) {
     let zone = t.zone("retire");
     let pool = t.pool(10);
     let c = t.client();
-    let reqs = vec![req("app-01", "vnetmgmt", 1, pool), req("app-02", "vnetmgmt", 1, pool)];
+    let reqs = vec![
+        req("app-01", "vnetmgmt", 1, pool),
+        req("app-02", "vnetmgmt", 1, pool),
+    ];
     let first = allocate(&c, &opts(&zone), &reqs).await.unwrap();
     let n1 = format!("t{}-r1", t.n);
     let n2 = format!("t{}-r2", t.n);
@@ -463,17 +532,30 @@ pub async fn soft_retire_then_reapply_gives_the_same_addresses(t: Target) {
         vm_row(&t, &n1, 301, 2, "bc:24:11:00:01:01"),
         vm_row(&t, &n2, 302, 3, "bc:24:11:00:01:02"),
     ];
-    assert!(sync_vms(&c, &rows, &[], &SyncOptions::default()).await.errors.is_empty());
+    assert!(sync_vms(&c, &rows, &[], &SyncOptions::default())
+        .await
+        .errors
+        .is_empty());
     let targets: Vec<VmRef> = rows
         .iter()
-        .map(|r| VmRef { name: r.name.clone(), cluster: r.cluster.clone() })
+        .map(|r| VmRef {
+            name: r.name.clone(),
+            cluster: r.cluster.clone(),
+        })
         .collect();
     let rep = destroy_sync(&c, &targets, false, &SyncOptions::default()).await;
-    assert_eq!((rep.targeted, rep.retired, rep.deleted, rep.not_found), (2, 2, 0, 0), "{rep:?}");
+    assert_eq!(
+        (rep.targeted, rep.retired, rep.deleted, rep.not_found),
+        (2, 2, 0, 0),
+        "{rep:?}"
+    );
     let vm = vm_by_name(&c, &n1).await.unwrap();
     assert_eq!(vm["status"]["value"], "offline");
     let tags = tag_names(&vm);
-    assert!(tags.contains(MANAGED_TAG) && tags.contains(STALE_TAG), "{tags:?}");
+    assert!(
+        tags.contains(MANAGED_TAG) && tags.contains(STALE_TAG),
+        "{tags:?}"
+    );
     assert_eq!(records(&c, &pool).await.len(), 2, "reservations are kept");
     // Re-apply: the same addresses, and the sync brings the VMs back.
     let again = allocate(&t.client(), &opts(&zone), &reqs).await.unwrap();
@@ -481,7 +563,10 @@ pub async fn soft_retire_then_reapply_gives_the_same_addresses(t: Target) {
         first.iter().map(|d| &d.address).collect::<Vec<_>>(),
         again.iter().map(|d| &d.address).collect::<Vec<_>>()
     );
-    assert!(sync_vms(&c, &rows, &[], &SyncOptions::default()).await.errors.is_empty());
+    assert!(sync_vms(&c, &rows, &[], &SyncOptions::default())
+        .await
+        .errors
+        .is_empty());
     let vm = vm_by_name(&c, &n1).await.unwrap();
     assert_eq!(vm["status"]["value"], "active");
     assert!(!tag_names(&vm).contains(STALE_TAG));
@@ -491,19 +576,127 @@ pub async fn hard_delete_removes_the_vm_and_keeps_the_reservation(t: Target) {
     let zone = t.zone("hard");
     let pool = t.pool(10);
     let c = t.client();
-    allocate(&c, &opts(&zone), &[req("app-01", "vnetmgmt", 1, pool)]).await.unwrap();
+    allocate(&c, &opts(&zone), &[req("app-01", "vnetmgmt", 1, pool)])
+        .await
+        .unwrap();
     let name = format!("t{}-hard", t.n);
     let rows = vec![vm_row(&t, &name, 401, 2, "bc:24:11:00:02:01")];
-    assert!(sync_vms(&c, &rows, &[], &SyncOptions::default()).await.errors.is_empty());
-    let target = VmRef { name: name.clone(), cluster: rows[0].cluster.clone() };
+    assert!(sync_vms(&c, &rows, &[], &SyncOptions::default())
+        .await
+        .errors
+        .is_empty());
+    let target = VmRef {
+        name: name.clone(),
+        cluster: rows[0].cluster.clone(),
+    };
     let rep = destroy_sync(&c, &[target.clone()], true, &SyncOptions::default()).await;
     assert_eq!((rep.deleted, rep.ips_detached), (1, 1), "{rep:?}");
     assert!(vm_by_name(&c, &name).await.is_none());
     let recs = records(&c, &pool).await;
-    assert_eq!(recs.len(), 1, "NetBox's cascade did not take the reservation");
-    assert_eq!(recs[0].description, format!("hyops:{zone}:app-01:vnetmgmt:1"));
+    assert_eq!(
+        recs.len(),
+        1,
+        "NetBox's cascade did not take the reservation"
+    );
+    assert_eq!(
+        recs[0].description,
+        format!("hyops:{zone}:app-01:vnetmgmt:1")
+    );
     assert_eq!(recs[0].assigned_object_id, None);
     // A second destroy finds nothing and fails nothing.
     let rep = destroy_sync(&c, &[target], true, &SyncOptions::default()).await;
     assert_eq!((rep.not_found, rep.errors.len()), (1, 0));
+}
+
+pub async fn a_rebuild_that_swapped_vmids_keeps_each_netbox_vm_by_name(t: Target) {
+    let c = t.client();
+    let a = format!("t{}-swap-a", t.n);
+    let b = format!("t{}-swap-b", t.n);
+    let mut rows = vec![
+        vm_row(&t, &a, 501, 2, "bc:24:11:00:05:01"),
+        vm_row(&t, &b, 502, 3, "bc:24:11:00:05:02"),
+    ];
+    assert!(sync_vms(&c, &rows, &[], &SyncOptions::default())
+        .await
+        .errors
+        .is_empty());
+    // The rebuild gave each VM the other's VMID.
+    let (ea, eb) = (rows[0].external_id.clone(), rows[1].external_id.clone());
+    rows[0].external_id = eb;
+    rows[1].external_id = ea;
+    let rep = sync_vms(&c, &rows, &[], &SyncOptions::default()).await;
+    assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+    let va = vm_by_name(&c, &a).await.expect("a keeps its record");
+    let vb = vm_by_name(&c, &b).await.expect("b keeps its record");
+    assert_eq!(va["custom_fields"]["external_id"], rows[0].external_id);
+    assert_eq!(vb["custom_fields"]["external_id"], rows[1].external_id);
+    assert_eq!(va["primary_ip4"]["address"], format!("{}/24", t.host(2)));
+}
+
+pub async fn concurrent_syncs_into_one_new_cluster_keep_every_vm_findable(t: Target) {
+    // NetBox allows two clusters of one name (no group, no site): racing runs may make two.
+    let cluster = format!("c{}-race", t.n);
+    let t = Arc::new(t);
+    let mut handles = Vec::new();
+    for i in 0..4u8 {
+        let t = Arc::clone(&t);
+        let cluster = cluster.clone();
+        handles.push(tokio::spawn(async move {
+            let mut row = vm_row(
+                &t,
+                &format!("t{}-race-{i}", t.n),
+                600 + u32::from(i),
+                10 + i,
+                &format!("bc:24:11:00:06:{i:02x}"),
+            );
+            row.cluster = cluster;
+            sync_vms(&t.client(), &[row], &[], &SyncOptions::default()).await
+        }));
+    }
+    for h in handles {
+        let rep = h.await.unwrap();
+        assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+    }
+    let targets: Vec<VmRef> = (0..4)
+        .map(|i| VmRef {
+            name: format!("t{}-race-{i}", t.n),
+            cluster: cluster.clone(),
+        })
+        .collect();
+    let rep = destroy_sync(&t.client(), &targets, false, &SyncOptions::default()).await;
+    assert_eq!((rep.retired, rep.not_found), (4, 0), "{rep:?}");
+}
+
+pub async fn a_renamed_vm_keeps_its_netbox_record_and_an_equal_vmid_elsewhere_is_not_taken(
+    t: Target,
+) {
+    let c = t.client();
+    let old = format!("t{}-old-name", t.n);
+    let new = format!("t{}-new-name", t.n);
+    let foreign = format!("t{}-other-cluster-vm", t.n);
+    // Another Proxmox cluster's VM with the same VMID (so the same external id).
+    let mut other = vm_row(&t, &foreign, 701, 9, "bc:24:11:00:07:09");
+    other.nics[0].address = None;
+    assert!(sync_vms(&c, &[other.clone()], &[], &SyncOptions::default())
+        .await
+        .errors
+        .is_empty());
+    let mine = vm_row(&t, &old, 701, 2, "bc:24:11:00:07:01");
+    assert!(sync_vms(&c, &[mine.clone()], &[], &SyncOptions::default())
+        .await
+        .errors
+        .is_empty());
+    let before = vm_by_name(&c, &old).await.unwrap();
+    let mut renamed = mine.clone();
+    renamed.name = new.clone();
+    renamed.previous_name = Some(old.clone());
+    let rep = sync_vms(&c, &[renamed], &[], &SyncOptions::default()).await;
+    assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+    let after = vm_by_name(&c, &new).await.expect("renamed");
+    assert_eq!(after["id"], before["id"], "the same NetBox VM was renamed");
+    assert!(vm_by_name(&c, &old).await.is_none());
+    assert!(
+        vm_by_name(&c, &foreign).await.is_some(),
+        "the equal-VMID VM keeps its name"
+    );
 }

@@ -7,6 +7,8 @@
 //!   apart by their own zone and subnet. Missing: `SKIPPED real NetBox` (or a failure with
 //!   `HYOPS_REQUIRE_NETBOX=1`).
 
+#![allow(dead_code)] // shared by netbox_suite.rs and e2e_ipam.rs, which use different parts
+
 use std::future::Future;
 use std::net::Ipv4Addr;
 use std::pin::Pin;
@@ -29,7 +31,6 @@ pub enum Kind {
 }
 
 /// One test's view of a NetBox: how to reach it and a namespace of its own.
-#[allow(dead_code)] // `kind` and `sim` are for bodies that need target-specific checks
 pub struct Target {
     pub kind: Kind,
     pub url: String,
@@ -104,7 +105,9 @@ fn real_env() -> Result<(String, Secret), String> {
         .parse()
         .map_err(|e| format!("HYOPS_TEST_NETBOX_URL={url}: not host:port on loopback: {e}"))?;
     if !sock.ip().is_loopback() {
-        return Err(format!("HYOPS_TEST_NETBOX_URL={url} is not a loopback address"));
+        return Err(format!(
+            "HYOPS_TEST_NETBOX_URL={url} is not a loopback address"
+        ));
     }
     std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(2))
         .map_err(|e| format!("NetBox at {url} is not reachable: {e}"))?;

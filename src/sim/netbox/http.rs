@@ -86,7 +86,10 @@ fn respond(status: u16, body: &Value, extra: &[(&str, String)]) -> Response<Body
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("application/json"),
     );
-    h.insert("API-Version", hyper::header::HeaderValue::from_static("4.7"));
+    h.insert(
+        "API-Version",
+        hyper::header::HeaderValue::from_static("4.7"),
+    );
     let rid = format!("{:032x}", rand::random::<u128>());
     if let Ok(v) = hyper::header::HeaderValue::from_str(&rid) {
         h.insert("X-Request-ID", v);
@@ -150,7 +153,10 @@ fn parse_query(raw: &str) -> Result<(Query, BTreeMap<String, String>), NbError> 
     let mut filters = Query::new();
     let mut control = BTreeMap::new();
     for (k, v) in pairs {
-        if ["limit", "offset", "brief", "fields", "omit", "ordering", "format"].contains(&k.as_str())
+        if [
+            "limit", "offset", "brief", "fields", "omit", "ordering", "format",
+        ]
+        .contains(&k.as_str())
         {
             control.insert(k, v);
         } else {
@@ -175,14 +181,22 @@ fn only_fields(v: Value, control: &BTreeMap<String, String>) -> Value {
     }
 }
 
-async fn handle(nb: Arc<NbShared>, req: Request<Incoming>) -> Result<Response<Body>, ConnectionReset> {
+async fn handle(
+    nb: Arc<NbShared>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ConnectionReset> {
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     let headers = req.headers().clone();
     let body = match axum::body::to_bytes(Body::new(req.into_body()), 16 << 20).await {
         Ok(b) => b,
-        Err(e) => return Ok(error(&NbError::detail(400, format!("unable to read the body: {e}")))),
+        Err(e) => {
+            return Ok(error(&NbError::detail(
+                400,
+                format!("unable to read the body: {e}"),
+            )))
+        }
     };
     let template = template_of(&path);
     nb.count(&method, &template);
@@ -194,15 +208,32 @@ async fn handle(nb: Arc<NbShared>, req: Request<Incoming>) -> Result<Response<Bo
     // Request-level faults fire before any processing, except a lost reply, which fires
     // after the work is done.
     let fault = nb.fire(&method, &path);
-    if let Some(NbFaultAction::Status { status, retry_after }) = &fault {
+    if let Some(NbFaultAction::Status {
+        status,
+        retry_after,
+    }) = &fault
+    {
         let extra: Vec<(&str, String)> = retry_after
             .map(|s| vec![("Retry-After", s.to_string())])
             .unwrap_or_default();
-        return Ok(respond(*status, &json!({"detail": "injected fault"}), &extra));
+        return Ok(respond(
+            *status,
+            &json!({"detail": "injected fault"}),
+            &extra,
+        ));
     }
 
     if !path.ends_with('/') {
-        let location = format!("{}{}/{}", nb.base_url(), path, if query.is_empty() { String::new() } else { format!("?{query}") });
+        let location = format!(
+            "{}{}/{}",
+            nb.base_url(),
+            path,
+            if query.is_empty() {
+                String::new()
+            } else {
+                format!("?{query}")
+            }
+        );
         return Ok(respond(301, &Value::Null, &[("Location", location)]));
     }
     if let Err(e) = authenticate(&nb, &headers) {
@@ -281,7 +312,7 @@ fn route(
             let mut store = nb.store();
             match (method, rest) {
                 ("GET", []) => {
-                    let ids = store.list(&kind, filters);
+                    let ids = store.list(&kind, filters)?;
                     let count = ids.len();
                     let limit = control
                         .get("limit")
@@ -332,7 +363,11 @@ fn route(
                             })?;
                             Ok((
                                 201,
-                                Value::Array(ids.iter().filter_map(|id| store.render(&base, &kind, *id)).collect()),
+                                Value::Array(
+                                    ids.iter()
+                                        .filter_map(|id| store.render(&base, &kind, *id))
+                                        .collect(),
+                                ),
                             ))
                         }
                         other => {
@@ -347,9 +382,15 @@ fn route(
                         "GET" => store
                             .render(&base, &kind, id)
                             .map(|v| (200, only_fields(v, control)))
-                            .ok_or_else(|| NbError::detail(404, format!("No {} matches the given query.", model_name(&kind)))),
+                            .ok_or_else(|| {
+                                NbError::detail(
+                                    404,
+                                    format!("No {} matches the given query.", model_name(&kind)),
+                                )
+                            }),
                         "PATCH" | "PUT" => {
-                            let body = body.ok_or_else(|| NbError::detail(400, "No data provided."))?;
+                            let body =
+                                body.ok_or_else(|| NbError::detail(400, "No data provided."))?;
                             store.update(&kind, id, body)?;
                             Ok((200, store.render(&base, &kind, id).unwrap_or(Value::Null)))
                         }

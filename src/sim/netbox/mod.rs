@@ -122,7 +122,9 @@ impl NbShared {
         let mut rules = lock(&self.faults);
         let hit = rules.iter_mut().find(|r| {
             r.times > 0
-                && r.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method))
+                && r.method
+                    .as_deref()
+                    .is_none_or(|m| m.eq_ignore_ascii_case(method))
                 && path.contains(&r.path_contains)
         })?;
         hit.times -= 1;
@@ -289,7 +291,10 @@ impl NbStore {
     ) -> Result<Self, NbError> {
         let mut s = NbStore::default();
         let mut sites: BTreeMap<String, u64> = BTreeMap::new();
-        let role = s.create("ipam/roles", &json!({"name": "hyops-static", "slug": "hyops-static"}))?;
+        let role = s.create(
+            "ipam/roles",
+            &json!({"name": "hyops-static", "slug": "hyops-static"}),
+        )?;
         for (zone, vnet, vid, cidr, gw, dhcp_start, dhcp_end) in subnets {
             let site = match sites.get(*zone) {
                 Some(id) => *id,

@@ -147,7 +147,12 @@ fn fields(kind: &str) -> &'static [(&'static str, fn() -> Value)] {
         json!("9e9e9e")
     }
     match kind {
-        "dcim/sites" => &[("name", s), ("slug", s), ("status", active), ("description", s)],
+        "dcim/sites" => &[
+            ("name", s),
+            ("slug", s),
+            ("status", active),
+            ("description", s),
+        ],
         "dcim/device-roles" => &[
             ("name", s),
             ("slug", s),
@@ -395,7 +400,13 @@ impl NbStore {
     }
 
     /// Apply a write body onto `obj` (create: defaults first). Validates fields and refs.
-    fn apply_body(&self, kind: &str, obj: &mut Obj, body: &Obj, create: bool) -> Result<(), NbError> {
+    fn apply_body(
+        &self,
+        kind: &str,
+        obj: &mut Obj,
+        body: &Obj,
+        create: bool,
+    ) -> Result<(), NbError> {
         if create {
             for (f, def) in fields(kind) {
                 obj.insert(f.to_string(), def());
@@ -418,7 +429,10 @@ impl NbStore {
                         _ => {
                             errors.insert(
                                 k.clone(),
-                                json!([format!("\"{}\" is not a valid choice.", v.as_str().unwrap_or(&v.to_string()))]),
+                                json!([format!(
+                                    "\"{}\" is not a valid choice.",
+                                    v.as_str().unwrap_or(&v.to_string())
+                                )]),
                             );
                             continue;
                         }
@@ -514,7 +528,10 @@ impl NbStore {
                 }
             });
             if clash {
-                Err(NbError::field(k, format!("{model} with this {k} already exists.")))
+                Err(NbError::field(
+                    k,
+                    format!("{model} with this {k} already exists."),
+                ))
             } else {
                 Ok(())
             }
@@ -563,14 +580,19 @@ impl NbStore {
                 let vid = obj.get("vid").and_then(as_u64);
                 match vid {
                     Some(v) if (1..=4094).contains(&v) => {}
-                    _ => return Err(NbError::field("vid", "Ensure this value is between 1 and 4094.")),
+                    _ => {
+                        return Err(NbError::field(
+                            "vid",
+                            "Ensure this value is between 1 and 4094.",
+                        ))
+                    }
                 }
             }
             "ipam/prefixes" => {
                 let p = s("prefix");
-                let net: Ipv4Net = p
-                    .parse()
-                    .map_err(|_| NbError::field("prefix", format!("Invalid IP prefix format: {p}")))?;
+                let net: Ipv4Net = p.parse().map_err(|_| {
+                    NbError::field("prefix", format!("Invalid IP prefix format: {p}"))
+                })?;
                 if net.trunc() != net {
                     return Err(NbError::field(
                         "prefix",
@@ -609,10 +631,18 @@ impl NbStore {
                 }
             }
             "ipam/ip-ranges" => {
-                let (sh, sl) = parse_inet(&s("start_address"))
-                    .ok_or_else(|| NbError::field("start_address", "Enter a valid IPv4 or IPv6 address with optional mask."))?;
-                let (eh, el) = parse_inet(&s("end_address"))
-                    .ok_or_else(|| NbError::field("end_address", "Enter a valid IPv4 or IPv6 address with optional mask."))?;
+                let (sh, sl) = parse_inet(&s("start_address")).ok_or_else(|| {
+                    NbError::field(
+                        "start_address",
+                        "Enter a valid IPv4 or IPv6 address with optional mask.",
+                    )
+                })?;
+                let (eh, el) = parse_inet(&s("end_address")).ok_or_else(|| {
+                    NbError::field(
+                        "end_address",
+                        "Enter a valid IPv4 or IPv6 address with optional mask.",
+                    )
+                })?;
                 obj.insert("start_address".into(), json!(inet_text(sh, sl)));
                 obj.insert("end_address".into(), json!(inet_text(eh, el)));
                 if sl != el {
@@ -638,19 +668,27 @@ impl NbStore {
                     ) else {
                         continue;
                     };
-                    let overlap = (os >= sh && os <= eh) || (oe >= sh && oe <= eh) || (os <= sh && oe >= eh);
+                    let overlap =
+                        (os >= sh && os <= eh) || (oe >= sh && oe <= eh) || (os <= sh && oe >= eh);
                     if overlap {
                         return Err(NbError::all(format!(
                             "Defined addresses overlap with range {} in VRF {}",
                             range_name(os, oe, ol),
-                            if vrf.is_null() { "None".to_string() } else { vrf.to_string() }
+                            if vrf.is_null() {
+                                "None".to_string()
+                            } else {
+                                vrf.to_string()
+                            }
                         )));
                     }
                 }
             }
             "ipam/ip-addresses" => {
                 let (h, l) = parse_inet(&s("address")).ok_or_else(|| {
-                    NbError::field("address", "Enter a valid IPv4 or IPv6 address with optional mask.")
+                    NbError::field(
+                        "address",
+                        "Enter a valid IPv4 or IPv6 address with optional mask.",
+                    )
                 })?;
                 obj.insert("address".into(), json!(inet_text(h, l)));
                 if obj.get("vrf").is_none_or(Value::is_null) {
@@ -670,23 +708,27 @@ impl NbStore {
                         ));
                     }
                 }
-                let at = obj.get("assigned_object_type").cloned().unwrap_or(Value::Null);
-                let aid = obj.get("assigned_object_id").cloned().unwrap_or(Value::Null);
+                let at = obj
+                    .get("assigned_object_type")
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                let aid = obj
+                    .get("assigned_object_id")
+                    .cloned()
+                    .unwrap_or(Value::Null);
                 match (&at, &aid) {
                     (Value::Null, Value::Null) => {}
-                    (Value::String(t), v) if t == "virtualization.vminterface" => {
-                        match as_u64(v) {
-                            Some(iid) if self.exists("virtualization/interfaces", iid) => {
-                                obj.insert("assigned_object_id".into(), json!(iid));
-                            }
-                            _ => {
-                                return Err(NbError::field(
-                                    "assigned_object_id",
-                                    "Related object not found using the provided numeric ID",
-                                ))
-                            }
+                    (Value::String(t), v) if t == "virtualization.vminterface" => match as_u64(v) {
+                        Some(iid) if self.exists("virtualization/interfaces", iid) => {
+                            obj.insert("assigned_object_id".into(), json!(iid));
                         }
-                    }
+                        _ => {
+                            return Err(NbError::field(
+                                "assigned_object_id",
+                                "Related object not found using the provided numeric ID",
+                            ))
+                        }
+                    },
                     _ => {
                         return Err(NbError::field(
                             "assigned_object_type",
@@ -723,9 +765,9 @@ impl NbStore {
                 if obj.get("type").is_none_or(Value::is_null) {
                     return Err(NbError::field("type", "This field is required."));
                 }
-                unique("name", "cluster", false).map_err(|_| {
-                    NbError::all("A cluster with this name already exists.")
-                })?;
+                // Cluster names are unique only within a group or a site
+                // (`virtualization.Cluster` constraints, nulls distinct); neither is
+                // modelled here, so two clusters may share a name, as on NetBox.
             }
             "virtualization/virtual-machines" => {
                 required("name")?;
@@ -765,7 +807,9 @@ impl NbStore {
                             .to_string();
                         return Err(NbError::field(
                             "primary_ip4",
-                            format!("The specified IP address ({addr}) is not assigned to this VM."),
+                            format!(
+                                "The specified IP address ({addr}) is not assigned to this VM."
+                            ),
                         ));
                     }
                 }
@@ -776,9 +820,10 @@ impl NbStore {
             }
             "virtualization/interfaces" => {
                 required("name")?;
-                let vm = obj.get("virtual_machine").and_then(as_u64).ok_or_else(|| {
-                    NbError::field("virtual_machine", "This field is required.")
-                })?;
+                let vm = obj
+                    .get("virtual_machine")
+                    .and_then(as_u64)
+                    .ok_or_else(|| NbError::field("virtual_machine", "This field is required."))?;
                 let name = s("name");
                 if others().any(|(_, o)| {
                     o.get("virtual_machine").and_then(as_u64) == Some(vm)
@@ -790,9 +835,14 @@ impl NbStore {
                 }
                 if let Some(mac) = obj.get("mac_address").and_then(Value::as_str) {
                     let ok = mac.split(':').count() == 6
-                        && mac.split(':').all(|p| p.len() == 2 && u8::from_str_radix(p, 16).is_ok());
+                        && mac
+                            .split(':')
+                            .all(|p| p.len() == 2 && u8::from_str_radix(p, 16).is_ok());
                     if !ok {
-                        return Err(NbError::field("mac_address", format!("Invalid MAC address format: {mac}")));
+                        return Err(NbError::field(
+                            "mac_address",
+                            format!("Invalid MAC address format: {mac}"),
+                        ));
                     }
                     obj.insert("mac_address".into(), json!(mac.to_ascii_uppercase()));
                 }
@@ -805,7 +855,10 @@ impl NbStore {
     /// Create one object from a JSON body; returns its id.
     pub fn create(&mut self, kind: &str, body: &Value) -> Result<u64, NbError> {
         let Some(body) = body.as_object() else {
-            return Err(NbError::field("non_field_errors", "Invalid data. Expected a dictionary, but got list."));
+            return Err(NbError::field(
+                "non_field_errors",
+                "Invalid data. Expected a dictionary, but got list.",
+            ));
         };
         let id = self.next_ids.get(kind).copied().unwrap_or(0) + 1;
         let mut obj = Obj::new();
@@ -868,6 +921,19 @@ impl NbStore {
             return Err(NbError::not_found(model_name(kind)));
         }
         match kind {
+            // `VirtualMachine.cluster` is `on_delete=PROTECT`.
+            "virtualization/clusters" => {
+                let n = self
+                    .table("virtualization/virtual-machines")
+                    .filter(|(_, v)| v.get("cluster").and_then(as_u64) == Some(id))
+                    .count();
+                if n > 0 {
+                    return Err(NbError::detail(
+                        409,
+                        format!("Unable to delete object. {n} dependent objects were found: virtual machines"),
+                    ));
+                }
+            }
             "virtualization/virtual-machines" => {
                 let ifaces: Vec<u64> = self
                     .table("virtualization/interfaces")
@@ -925,7 +991,11 @@ impl NbStore {
         let used: BTreeSet<Ipv4Addr> = self
             .table("ipam/ip-addresses")
             .filter(|(_, o)| o.get("vrf").cloned().unwrap_or(Value::Null) == vrf)
-            .filter_map(|(_, o)| o.get("address").and_then(Value::as_str).and_then(parse_inet))
+            .filter_map(|(_, o)| {
+                o.get("address")
+                    .and_then(Value::as_str)
+                    .and_then(parse_inet)
+            })
             .map(|(h, _)| h)
             .collect();
         Ok((u32::from(sh)..=u32::from(eh))
@@ -950,18 +1020,28 @@ impl NbStore {
             let Some(m) = item.as_object() else {
                 let mut positional = vec![json!({}); items.len()];
                 positional[i] = json!({"non_field_errors": ["Invalid data. Expected a dictionary, but got list."]});
-                return Err(NbError { status: 400, body: Value::Array(positional) });
+                return Err(NbError {
+                    status: 400,
+                    body: Value::Array(positional),
+                });
             };
             let len = match m.get("prefix_length").and_then(as_u64) {
                 Some(l) if l < u64::from(mask) => {
                     let mut positional = vec![json!({}); items.len()];
                     positional[i] = json!({"prefix_length": [format!("Prefix length must be greater than or equal to the parent mask length ({mask})")]});
-                    return Err(NbError { status: 400, body: Value::Array(positional) });
+                    return Err(NbError {
+                        status: 400,
+                        body: Value::Array(positional),
+                    });
                 }
                 Some(l) if l > 32 => {
                     let mut positional = vec![json!({}); items.len()];
-                    positional[i] = json!({"prefix_length": ["Invalid prefix length (32) for IPv4"]});
-                    return Err(NbError { status: 400, body: Value::Array(positional) });
+                    positional[i] =
+                        json!({"prefix_length": ["Invalid prefix length (32) for IPv4"]});
+                    return Err(NbError {
+                        status: 400,
+                        body: Value::Array(positional),
+                    });
                 }
                 Some(l) => l as u8,
                 None => mask,
@@ -991,15 +1071,34 @@ impl NbStore {
     }
 
     /// Objects of `kind` that pass `query`'s known filters (unknown keys are ignored, as
-    /// NetBox does), in NetBox's default ordering.
-    pub fn list(&self, kind: &str, query: &Query) -> Vec<u64> {
+    /// NetBox does), in NetBox's default ordering. A reference filter naming an object that
+    /// does not exist is a 400, as django-filter's model choice filters answer.
+    pub fn list(&self, kind: &str, query: &Query) -> Result<Vec<u64>, NbError> {
+        for (key, target) in choice_filters(kind) {
+            if let Some(values) = query.get(*key) {
+                for v in values {
+                    let ok = v
+                        .parse::<u64>()
+                        .ok()
+                        .is_some_and(|id| self.exists(target, id));
+                    if !ok {
+                        return Err(NbError::field(
+                            key,
+                            format!(
+                                "Select a valid choice. {v} is not one of the available choices."
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
         let mut ids: Vec<u64> = self
             .table(kind)
             .filter(|(id, o)| self.matches(kind, **id, o, query))
             .map(|(id, _)| *id)
             .collect();
         ids.sort_by_key(|id| self.order_key(kind, *id));
-        ids
+        Ok(ids)
     }
 
     fn order_key(&self, kind: &str, id: u64) -> (u64, String, u64) {
@@ -1010,18 +1109,27 @@ impl NbStore {
         match kind {
             "ipam/ip-addresses" => {
                 let (h, l) = parse_inet(&s("address")).unwrap_or((Ipv4Addr::UNSPECIFIED, 0));
-                (u64::from(u32::from(h)) << 8 | u64::from(l), String::new(), id)
+                (
+                    u64::from(u32::from(h)) << 8 | u64::from(l),
+                    String::new(),
+                    id,
+                )
             }
             "ipam/prefixes" => {
                 let n: Option<Ipv4Net> = s("prefix").parse().ok();
-                let k = n.map(|n| u64::from(u32::from(n.network())) << 8 | u64::from(n.prefix_len()));
+                let k =
+                    n.map(|n| u64::from(u32::from(n.network())) << 8 | u64::from(n.prefix_len()));
                 (k.unwrap_or(0), String::new(), id)
             }
             "ipam/ip-ranges" => {
                 let (h, _) = parse_inet(&s("start_address")).unwrap_or((Ipv4Addr::UNSPECIFIED, 0));
                 (u64::from(u32::from(h)), String::new(), id)
             }
-            "ipam/vlans" => (o.get("vid").and_then(as_u64).unwrap_or(0), String::new(), id),
+            "ipam/vlans" => (
+                o.get("vid").and_then(as_u64).unwrap_or(0),
+                String::new(),
+                id,
+            ),
             "virtualization/interfaces" => (
                 o.get("virtual_machine").and_then(as_u64).unwrap_or(0),
                 s("name"),
@@ -1053,7 +1161,9 @@ impl NbStore {
                             a.iter()
                                 .filter_map(as_u64)
                                 .filter_map(|t| self.get("extras/tags", t))
-                                .filter_map(|t| t.get("slug").and_then(Value::as_str).map(str::to_string))
+                                .filter_map(|t| {
+                                    t.get("slug").and_then(Value::as_str).map(str::to_string)
+                                })
                                 .collect()
                         })
                         .unwrap_or_default();
@@ -1071,7 +1181,8 @@ impl NbStore {
                 ("ipam/ip-ranges", "end_address") => net_in(&s("end_address"), values),
                 ("ipam/ip-addresses", "address") => net_in(&s("address"), values),
                 ("ipam/ip-addresses", "parent") => values.iter().any(|v| {
-                    let (Ok(net), Some((h, _))) = (v.parse::<Ipv4Net>(), parse_inet(&s("address"))) else {
+                    let (Ok(net), Some((h, _))) = (v.parse::<Ipv4Net>(), parse_inet(&s("address")))
+                    else {
                         return false;
                     };
                     net.contains(&h)
@@ -1089,9 +1200,9 @@ impl NbStore {
                 ("virtualization/clusters", "type_id") => {
                     values.iter().any(|v| v.parse::<u64>().ok() == num("type"))
                 }
-                ("virtualization/virtual-machines", "cluster_id") => {
-                    values.iter().any(|v| v.parse::<u64>().ok() == num("cluster"))
-                }
+                ("virtualization/virtual-machines", "cluster_id") => values
+                    .iter()
+                    .any(|v| v.parse::<u64>().ok() == num("cluster")),
                 ("virtualization/virtual-machines", "status") => {
                     values.iter().any(|v| *v == s("status"))
                 }
@@ -1107,7 +1218,9 @@ impl NbStore {
                             .unwrap_or("")
                             .to_ascii_lowercase();
                         // `loose` logic (the default): case-insensitive substring.
-                        values.iter().any(|v| have.contains(&v.to_ascii_lowercase()))
+                        values
+                            .iter()
+                            .any(|v| have.contains(&v.to_ascii_lowercase()))
                     }
                 }
                 ("virtualization/interfaces", "virtual_machine_id") => values
@@ -1153,10 +1266,7 @@ impl NbStore {
             } else if k == "custom_fields" {
                 let mut cf = Map::new();
                 for name in self.custom_fields_for(kind) {
-                    cf.insert(
-                        name.clone(),
-                        v.get(&name).cloned().unwrap_or(Value::Null),
-                    );
+                    cf.insert(name.clone(), v.get(&name).cloned().unwrap_or(Value::Null));
                 }
                 Value::Object(cf)
             } else if kind == "extras/custom-fields" && (k == "type" || k == "filter_logic") {
@@ -1196,7 +1306,10 @@ impl NbStore {
             out.insert("assigned_object".into(), assigned);
         }
         if kind == "ipam/prefixes" {
-            let scope = match (o.get("scope_type").and_then(Value::as_str), o.get("scope_id").and_then(as_u64)) {
+            let scope = match (
+                o.get("scope_type").and_then(Value::as_str),
+                o.get("scope_id").and_then(as_u64),
+            ) {
                 (Some("dcim.site"), Some(sid)) => self.nested(base, "dcim/sites", sid),
                 _ => Value::Null,
             };
@@ -1224,7 +1337,11 @@ impl NbStore {
             out.insert("primary_mac_address".into(), nested_mac.clone());
             out.insert(
                 "mac_addresses".into(),
-                if nested_mac.is_null() { json!([]) } else { json!([nested_mac]) },
+                if nested_mac.is_null() {
+                    json!([])
+                } else {
+                    json!([nested_mac])
+                },
             );
         }
         Some(Value::Object(out))
@@ -1235,7 +1352,10 @@ impl NbStore {
         match kind {
             "ipam/prefixes" => s("prefix"),
             "ipam/ip-addresses" => s("address"),
-            "ipam/ip-ranges" => match (parse_inet(&s("start_address")), parse_inet(&s("end_address"))) {
+            "ipam/ip-ranges" => match (
+                parse_inet(&s("start_address")),
+                parse_inet(&s("end_address")),
+            ) {
                 (Some((a, l)), Some((b, _))) => range_name(a, b, l),
                 _ => String::new(),
             },
@@ -1261,7 +1381,15 @@ impl NbStore {
         m.insert("id".into(), json!(id));
         m.insert("url".into(), json!(format!("{base}/api/{kind}/{id}/")));
         m.insert("display".into(), json!(self.display(kind, o)));
-        for k in ["name", "slug", "address", "prefix", "vid", "color", "description"] {
+        for k in [
+            "name",
+            "slug",
+            "address",
+            "prefix",
+            "vid",
+            "color",
+            "description",
+        ] {
             if let Some(v) = o.get(k) {
                 m.insert(k.into(), v.clone());
             }
@@ -1280,6 +1408,22 @@ impl NbStore {
     /// Object counts by kind (for tests).
     pub fn count(&self, kind: &str) -> usize {
         self.objects.get(kind).map(|t| t.len()).unwrap_or(0)
+    }
+}
+
+/// Filters that name another object by id (`ModelMultipleChoiceFilter`), per kind.
+fn choice_filters(kind: &str) -> &'static [(&'static str, &'static str)] {
+    match kind {
+        "virtualization/virtual-machines" => &[("cluster_id", "virtualization/clusters")],
+        "virtualization/interfaces" => &[("virtual_machine_id", "virtualization/virtual-machines")],
+        "virtualization/clusters" => &[("type_id", "virtualization/cluster-types")],
+        "ipam/vlans" => &[("site_id", "dcim/sites")],
+        "ipam/prefixes" => &[("site_id", "dcim/sites")],
+        "ipam/ip-addresses" => &[
+            ("vminterface_id", "virtualization/interfaces"),
+            ("virtual_machine_id", "virtualization/virtual-machines"),
+        ],
+        _ => &[],
     }
 }
 
@@ -1335,19 +1479,32 @@ mod tests {
     fn a_bare_range_address_gets_a_32_mask_and_ranges_may_not_overlap() {
         let mut s = NbStore::default();
         let id = s
-            .create("ipam/ip-ranges", &json!({"start_address": "10.0.0.2", "end_address": "10.0.0.9"}))
+            .create(
+                "ipam/ip-ranges",
+                &json!({"start_address": "10.0.0.2", "end_address": "10.0.0.9"}),
+            )
             .unwrap();
-        assert_eq!(s.render("", "ipam/ip-ranges", id).unwrap()["start_address"], "10.0.0.2/32");
+        assert_eq!(
+            s.render("", "ipam/ip-ranges", id).unwrap()["start_address"],
+            "10.0.0.2/32"
+        );
         let e = s
-            .create("ipam/ip-ranges", &json!({"start_address": "10.0.0.5/24", "end_address": "10.0.0.20/24"}))
+            .create(
+                "ipam/ip-ranges",
+                &json!({"start_address": "10.0.0.5/24", "end_address": "10.0.0.20/24"}),
+            )
             .unwrap_err();
-        assert!(e.body["__all__"][0].as_str().unwrap().starts_with("Defined addresses overlap with range 10.0.0.2-9/32"));
+        assert!(e.body["__all__"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("Defined addresses overlap with range 10.0.0.2-9/32"));
     }
 
     #[test]
     fn duplicate_hosts_are_refused_whatever_the_mask() {
         let mut s = NbStore::default();
-        s.create("ipam/ip-addresses", &json!({"address": "10.0.0.2/24"})).unwrap();
+        s.create("ipam/ip-addresses", &json!({"address": "10.0.0.2/24"}))
+            .unwrap();
         let e = s
             .create("ipam/ip-addresses", &json!({"address": "10.0.0.2/32"}))
             .unwrap_err();
@@ -1361,14 +1518,26 @@ mod tests {
     fn available_ips_skip_every_existing_record_and_answer_409_when_short() {
         let mut s = NbStore::default();
         let r = s
-            .create("ipam/ip-ranges", &json!({"start_address": "10.0.0.2/24", "end_address": "10.0.0.4/24"}))
+            .create(
+                "ipam/ip-ranges",
+                &json!({"start_address": "10.0.0.2/24", "end_address": "10.0.0.4/24"}),
+            )
             .unwrap();
-        s.create("ipam/ip-addresses", &json!({"address": "10.0.0.3/24", "status": "deprecated"}))
-            .unwrap();
+        s.create(
+            "ipam/ip-addresses",
+            &json!({"address": "10.0.0.3/24", "status": "deprecated"}),
+        )
+        .unwrap();
         let ids = s.range_allocate(r, &[json!({"description": "a"})]).unwrap();
-        assert_eq!(s.render("", "ipam/ip-addresses", ids[0]).unwrap()["address"], "10.0.0.2/24");
+        assert_eq!(
+            s.render("", "ipam/ip-addresses", ids[0]).unwrap()["address"],
+            "10.0.0.2/24"
+        );
         let e = s
-            .range_allocate(r, &[json!({"description": "b"}), json!({"description": "c"})])
+            .range_allocate(
+                r,
+                &[json!({"description": "b"}), json!({"description": "c"})],
+            )
             .unwrap_err();
         assert_eq!(e.status, 409);
         assert_eq!(s.count("ipam/ip-addresses"), 2, "all or none");
@@ -1377,22 +1546,70 @@ mod tests {
     #[test]
     fn address_filter_follows_netin_and_unknown_filters_are_ignored() {
         let mut s = NbStore::default();
-        s.create("ipam/ip-addresses", &json!({"address": "10.0.0.2/24"})).unwrap();
-        s.create("ipam/ip-addresses", &json!({"address": "10.0.0.3/24"})).unwrap();
-        assert_eq!(s.list("ipam/ip-addresses", &q(&[("address", "10.0.0.2")])).len(), 1);
-        assert_eq!(s.list("ipam/ip-addresses", &q(&[("address", "10.0.0.2/32")])).len(), 0);
-        assert_eq!(s.list("ipam/ip-addresses", &q(&[("descriptionx", "zzz")])).len(), 2);
+        s.create("ipam/ip-addresses", &json!({"address": "10.0.0.2/24"}))
+            .unwrap();
+        s.create("ipam/ip-addresses", &json!({"address": "10.0.0.3/24"}))
+            .unwrap();
+        assert_eq!(
+            s.list("ipam/ip-addresses", &q(&[("address", "10.0.0.2")]))
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            s.list("ipam/ip-addresses", &q(&[("address", "10.0.0.2/32")]))
+                .unwrap()
+                .len(),
+            0
+        );
+        assert_eq!(
+            s.list("ipam/ip-addresses", &q(&[("descriptionx", "zzz")]))
+                .unwrap()
+                .len(),
+            2
+        );
+        let e = s
+            .list(
+                "virtualization/virtual-machines",
+                &q(&[("cluster_id", "5")]),
+            )
+            .unwrap_err();
+        assert_eq!(
+            e.body,
+            json!({"cluster_id": ["Select a valid choice. 5 is not one of the available choices."]})
+        );
     }
 
     #[test]
     fn deleting_a_vm_cascades_to_its_interfaces_and_their_ips() {
         let mut s = NbStore::default();
-        let ct = s.create("virtualization/cluster-types", &json!({"name": "t", "slug": "t"})).unwrap();
-        let c = s.create("virtualization/clusters", &json!({"name": "c", "type": ct})).unwrap();
-        let vm = s.create("virtualization/virtual-machines", &json!({"name": "a", "cluster": c})).unwrap();
-        let i = s.create("virtualization/interfaces", &json!({"name": "eth0", "virtual_machine": vm})).unwrap();
-        s.create("ipam/ip-addresses", &json!({"address": "10.0.0.2/24",
-            "assigned_object_type": "virtualization.vminterface", "assigned_object_id": i})).unwrap();
+        let ct = s
+            .create(
+                "virtualization/cluster-types",
+                &json!({"name": "t", "slug": "t"}),
+            )
+            .unwrap();
+        let c = s
+            .create("virtualization/clusters", &json!({"name": "c", "type": ct}))
+            .unwrap();
+        let vm = s
+            .create(
+                "virtualization/virtual-machines",
+                &json!({"name": "a", "cluster": c}),
+            )
+            .unwrap();
+        let i = s
+            .create(
+                "virtualization/interfaces",
+                &json!({"name": "eth0", "virtual_machine": vm}),
+            )
+            .unwrap();
+        s.create(
+            "ipam/ip-addresses",
+            &json!({"address": "10.0.0.2/24",
+            "assigned_object_type": "virtualization.vminterface", "assigned_object_id": i}),
+        )
+        .unwrap();
         s.delete("virtualization/virtual-machines", vm).unwrap();
         assert_eq!(s.count("ipam/ip-addresses"), 0);
     }
@@ -1400,26 +1617,73 @@ mod tests {
     #[test]
     fn a_primary_ip_cannot_leave_its_vm() {
         let mut s = NbStore::default();
-        let ct = s.create("virtualization/cluster-types", &json!({"name": "t", "slug": "t"})).unwrap();
-        let c = s.create("virtualization/clusters", &json!({"name": "c", "type": ct})).unwrap();
-        let vm = s.create("virtualization/virtual-machines", &json!({"name": "a", "cluster": c})).unwrap();
-        let i = s.create("virtualization/interfaces", &json!({"name": "eth0", "virtual_machine": vm})).unwrap();
-        let ip = s.create("ipam/ip-addresses", &json!({"address": "10.0.0.2/24",
-            "assigned_object_type": "virtualization.vminterface", "assigned_object_id": i})).unwrap();
-        s.update("virtualization/virtual-machines", vm, &json!({"primary_ip4": ip})).unwrap();
-        let e = s
-            .update("ipam/ip-addresses", ip, &json!({"assigned_object_type": null, "assigned_object_id": null}))
-            .unwrap_err();
-        assert!(e.body["__all__"][0].as_str().unwrap().starts_with("Cannot reassign IP address"));
-        s.update("virtualization/virtual-machines", vm, &json!({"primary_ip4": null})).unwrap();
-        s.update("ipam/ip-addresses", ip, &json!({"assigned_object_type": null, "assigned_object_id": null}))
+        let ct = s
+            .create(
+                "virtualization/cluster-types",
+                &json!({"name": "t", "slug": "t"}),
+            )
             .unwrap();
+        let c = s
+            .create("virtualization/clusters", &json!({"name": "c", "type": ct}))
+            .unwrap();
+        let vm = s
+            .create(
+                "virtualization/virtual-machines",
+                &json!({"name": "a", "cluster": c}),
+            )
+            .unwrap();
+        let i = s
+            .create(
+                "virtualization/interfaces",
+                &json!({"name": "eth0", "virtual_machine": vm}),
+            )
+            .unwrap();
+        let ip = s
+            .create(
+                "ipam/ip-addresses",
+                &json!({"address": "10.0.0.2/24",
+            "assigned_object_type": "virtualization.vminterface", "assigned_object_id": i}),
+            )
+            .unwrap();
+        s.update(
+            "virtualization/virtual-machines",
+            vm,
+            &json!({"primary_ip4": ip}),
+        )
+        .unwrap();
+        let e = s
+            .update(
+                "ipam/ip-addresses",
+                ip,
+                &json!({"assigned_object_type": null, "assigned_object_id": null}),
+            )
+            .unwrap_err();
+        assert!(e.body["__all__"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("Cannot reassign IP address"));
+        s.update(
+            "virtualization/virtual-machines",
+            vm,
+            &json!({"primary_ip4": null}),
+        )
+        .unwrap();
+        s.update(
+            "ipam/ip-addresses",
+            ip,
+            &json!({"assigned_object_type": null, "assigned_object_id": null}),
+        )
+        .unwrap();
     }
 
     #[test]
     fn range_names_are_compact() {
         assert_eq!(
-            range_name(Ipv4Addr::new(10, 10, 0, 2), Ipv4Addr::new(10, 10, 0, 119), 24),
+            range_name(
+                Ipv4Addr::new(10, 10, 0, 2),
+                Ipv4Addr::new(10, 10, 0, 119),
+                24
+            ),
             "10.10.0.2-119/24"
         );
     }
