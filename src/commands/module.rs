@@ -683,7 +683,7 @@ async fn apply_engine(
 ) -> Result<(PlanArtifact, ApplyReport), CliError> {
     // IPAM (apply/deploy only): reserve or reuse every address before planning.
     let allocated = match &pf.ipam {
-        Some(p) => Some(ipam::ipam_allocate(p, &pf.resolved.model, &run).await?),
+        Some(p) => Some(ipam::ipam_allocate(p, &pf.resolved.model, run).await?),
         None => None,
     };
     let plan = make_plan(ctx, run, pf, allocated.as_ref()).await?;

@@ -411,11 +411,13 @@ fn write_shared_dataset(
     Ok((json_path, csv_path))
 }
 
+/// `hook_netbox_sync.json`: upstream's keys (`command`, `cwd`, `dataset_json`,
+/// `dataset_csv`, `rc`) and the sync's own (`engine`, `strict`, `netbox_api_version`,
+/// `summary`).
 fn hook_record(
     command: Vec<String>,
     run: &Run,
-    dataset_json: &Path,
-    dataset_csv: &Path,
+    (dataset_json, dataset_csv): (&Path, &Path),
     rc: i32,
     strict: bool,
     api_version: Option<String>,
@@ -521,8 +523,7 @@ pub async fn after_apply(
     let record = hook_record(
         command,
         run,
-        &dataset_json,
-        &dataset_csv,
+        (&dataset_json, &dataset_csv),
         rc,
         strict,
         client.api_version(),
@@ -609,8 +610,7 @@ pub async fn after_destroy(
     let record = hook_record(
         command,
         run,
-        &dataset,
-        &csv,
+        (&dataset, &csv),
         rc,
         strict,
         client.api_version(),

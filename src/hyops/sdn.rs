@@ -230,12 +230,14 @@ pub fn managed_bridge_guard(
     let joined = bridges.join(", ");
     let read = match read_network_sdn_state(root, env, home, network_state_ref) {
         Ok(r) => r,
-        Err((w, e)) => return Err((
-            w,
-            format!(
+        Err((w, e)) => {
+            return Err((
+                w,
+                format!(
                 "managed bridge(s) require network_sdn state: {e}. Requested bridges: [{joined}]"
             ),
-        )),
+            ))
+        }
     };
     guard.warnings.extend(read.warnings.iter().cloned());
     let fail = |g: &BridgeGuard, msg: String| Err((g.warnings.clone(), msg));

@@ -390,7 +390,7 @@ impl NetboxClient {
                         path: template.clone(),
                         status,
                         detail: body_summary(&value),
-                        body: value,
+                        body: Box::new(value),
                     },
                     idempotent,
                 })

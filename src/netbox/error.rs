@@ -29,7 +29,8 @@ pub enum NetboxError {
         status: u16,
         /// A short text made from the JSON error body (`detail`, field errors, `__all__`).
         detail: String,
-        body: Value,
+        /// The JSON error body (boxed: errors travel by value through many layers).
+        body: Box<Value>,
     },
     /// The reply was not the JSON NetBox sends.
     #[error("NetBox {method} {path}: unexpected reply: {detail}")]
@@ -180,7 +181,7 @@ mod tests {
             path: "/api/ipam/ip-addresses/".into(),
             status: 400,
             detail: "address: Duplicate IP address found in global table: 10.0.0.2/24".into(),
-            body: json!({}),
+            body: Box::new(json!({})),
         };
         assert!(dup.is_conflict());
         assert!(!dup.outcome_unknown());
@@ -189,7 +190,7 @@ mod tests {
             path: "/api/ipam/ip-ranges/{id}/available-ips/".into(),
             status: 409,
             detail: String::new(),
-            body: json!({}),
+            body: Box::new(json!({})),
         };
         assert!(full.is_exhausted() && !full.is_conflict());
     }

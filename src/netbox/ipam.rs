@@ -212,10 +212,7 @@ pub async fn find_by_hosts(
 
 /// Pick the record to use among those carrying one identity: the one whose host the slot
 /// published before, else the lowest id. Returns it and the ids of the others.
-fn pick<'a>(
-    records: &'a [IpRecord],
-    published: Option<Ipv4Addr>,
-) -> Option<(&'a IpRecord, Vec<u64>)> {
+fn pick(records: &[IpRecord], published: Option<Ipv4Addr>) -> Option<(&IpRecord, Vec<u64>)> {
     let chosen = published
         .and_then(|p| records.iter().find(|r| r.host() == Some(p)))
         .or_else(|| records.iter().min_by_key(|r| r.id))?;

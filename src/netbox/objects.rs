@@ -127,7 +127,7 @@ pub fn exact_description<'a>(records: &'a [IpRecord], identity: &str) -> Vec<&'a
 }
 
 /// Keep only the IP records whose host equals `host` (any mask).
-pub fn same_host<'a>(records: &'a [IpRecord], host: Ipv4Addr) -> Vec<&'a IpRecord> {
+pub fn same_host(records: &[IpRecord], host: Ipv4Addr) -> Vec<&IpRecord> {
     records.iter().filter(|r| r.host() == Some(host)).collect()
 }
 

@@ -74,7 +74,7 @@ mod tests {
             path: "/x/".into(),
             status,
             detail: String::new(),
-            body: json!({}),
+            body: Box::new(json!({})),
         }
     }
 

@@ -17,6 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
@@ -96,6 +97,8 @@ pub struct SyncOptions {
     /// [`NETBOX_VM_ROLE_COLOR`, `607d8b`], [`NETBOX_TAG_COLOR`, `9e9e9e`].
     pub role_color: String,
     pub tag_color: String,
+    /// VMs written at the same time [`HYOPS_NETBOX_SYNC_PARALLEL`, 8].
+    pub parallel: usize,
 }
 
 impl Default for SyncOptions {
@@ -112,6 +115,7 @@ impl Default for SyncOptions {
             cluster_type_slug: None,
             role_color: "607d8b".into(),
             tag_color: "9e9e9e".into(),
+            parallel: 8,
         }
     }
 }
@@ -147,6 +151,10 @@ impl SyncOptions {
             cluster_type_slug: get("NETBOX_CLUSTER_TYPE_SLUG"),
             role_color: get("NETBOX_VM_ROLE_COLOR").unwrap_or(d.role_color),
             tag_color: get("NETBOX_TAG_COLOR").unwrap_or(d.tag_color),
+            parallel: get("HYOPS_NETBOX_SYNC_PARALLEL")
+                .and_then(|v| v.parse::<usize>().ok())
+                .filter(|v| *v > 0)
+                .unwrap_or(d.parallel),
         }
     }
 }
@@ -625,6 +633,7 @@ pub async fn sync_vms(
         .into_iter()
         .collect();
     let mut ips_by_host: BTreeMap<String, Vec<IpRecord>> = BTreeMap::new();
+    // (The interfaces are read once the VMs are matched, below.)
     for chunk in hosts.chunks(CHUNK) {
         let q: Vec<(String, String)> = chunk
             .iter()
@@ -648,13 +657,78 @@ pub async fn sync_vms(
         }
     }
     let sync_names: BTreeSet<&str> = vms.iter().map(|v| v.name.as_str()).collect();
+    // Shared objects and matches, row by row (cached, so mostly reads once per run).
+    let mut prepared = Vec::new();
     for vm in vms {
         if vm.nics.iter().all(|n| n.address.is_none()) {
             report.skipped_no_ip += 1;
         }
-        match sync_one(&mut cache, vm, &sync_names, &mut ips_by_host, &mut report).await {
-            Ok(()) => report.processed += 1,
+        match prepare_row(&mut cache, vm, &sync_names, &mut report.warnings).await {
+            Ok(p) => prepared.push(p),
             Err(e) => report.errors.push(format!("{}: {e}", vm.name)),
+        }
+    }
+    // The interfaces of every matched VM, in batches.
+    let vm_ids: Vec<u64> = prepared
+        .iter()
+        .filter_map(|p| p.existing.as_ref().and_then(id_of))
+        .collect();
+    let mut ifaces_by_vm: BTreeMap<u64, Vec<Value>> = BTreeMap::new();
+    for chunk in vm_ids.chunks(CHUNK) {
+        let q: Vec<(String, String)> = chunk
+            .iter()
+            .map(|id| ("virtual_machine_id".to_string(), id.to_string()))
+            .collect();
+        match client.list("/api/virtualization/interfaces/", &q).await {
+            Ok(list) => {
+                for i in list {
+                    if let Some(vm) = ref_id(&i, "virtual_machine").filter(|v| chunk.contains(v)) {
+                        ifaces_by_vm.entry(vm).or_default().push(i);
+                    }
+                }
+            }
+            Err(e) => {
+                report
+                    .errors
+                    .push(format!("NetBox interface lookup failed: {e}"));
+                finish(&mut report, client, &before);
+                return report;
+            }
+        }
+    }
+    // The writes, `opts.parallel` rows at a time.
+    let ips = std::sync::Mutex::new(ips_by_host);
+    let mut writes = Vec::new();
+    for p in prepared {
+        let ifaces = p
+            .existing
+            .as_ref()
+            .and_then(id_of)
+            .and_then(|id| ifaces_by_vm.get(&id).cloned())
+            .unwrap_or_default();
+        let name = p.vm.name.clone();
+        let ips = &ips;
+        writes.push(async move { (name, write_row(client, p, ifaces, ips).await) });
+    }
+    let results: Vec<(String, Result<RowReport, NetboxError>)> = futures::stream::iter(writes)
+        .buffer_unordered(opts.parallel.max(1))
+        .collect()
+        .await;
+    let mut results = results;
+    results.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, r) in results {
+        match r {
+            Ok(r) => {
+                report.processed += 1;
+                report.vms_created += r.vms_created;
+                report.vms_updated += r.vms_updated;
+                report.interfaces_written += r.interfaces_written;
+                report.ips_created += r.ips_created;
+                report.ips_assigned += r.ips_assigned;
+                report.primary_set += r.primary_set;
+                report.warnings.extend(r.warnings);
+            }
+            Err(e) => report.errors.push(format!("{name}: {e}")),
         }
     }
     for r in retire {
@@ -676,14 +750,35 @@ fn finish(report: &mut SyncReport, client: &NetboxClient, before: &Metrics) {
     report.writes = d.writes;
 }
 
-async fn sync_one(
+/// One row, after the shared objects were ensured: the VM payload and its match.
+struct Prepared<'a> {
+    vm: &'a SyncVm,
+    desired: Map<String, Value>,
+    cluster: u64,
+    existing: Option<Value>,
+    cf_field: String,
+}
+
+/// What writing one row did.
+#[derive(Default)]
+struct RowReport {
+    vms_created: usize,
+    vms_updated: usize,
+    interfaces_written: usize,
+    ips_created: usize,
+    ips_assigned: usize,
+    primary_set: usize,
+    warnings: Vec<String>,
+}
+
+/// Sequential part of a row: cluster, role, tags, custom field (shared and cached), the
+/// payload, and the existing NetBox VM it matches.
+async fn prepare_row<'a>(
     cache: &mut Cache<'_>,
-    vm: &SyncVm,
+    vm: &'a SyncVm,
     sync_names: &BTreeSet<&str>,
-    ips_by_host: &mut BTreeMap<String, Vec<IpRecord>>,
-    report: &mut SyncReport,
-) -> Result<(), NetboxError> {
-    let client = cache.client;
+    warnings: &mut Vec<String>,
+) -> Result<Prepared<'a>, NetboxError> {
     let mut set = cache
         .cluster(&vm.cluster, true)
         .await?
@@ -695,9 +790,7 @@ async fn sync_one(
         Some(r) => match cache.role(r).await {
             Ok(id) => Some(id),
             Err(e) => {
-                report
-                    .warnings
-                    .push(format!("{}: WARN role sync skipped ({e})", vm.name));
+                warnings.push(format!("{}: WARN role sync skipped ({e})", vm.name));
                 None
             }
         },
@@ -759,12 +852,31 @@ async fn sync_one(
             .cloned()
     };
     // New VMs go to (and found ones move to) the oldest cluster of that name.
-    let cluster = set.primary;
-    desired.insert("cluster".into(), json!(cluster));
+    desired.insert("cluster".into(), json!(set.primary));
+    Ok(Prepared {
+        vm,
+        desired,
+        cluster: set.primary,
+        existing,
+        cf_field,
+    })
+}
+
+/// Writing part of a row (runs concurrently with other rows): the VM, its interfaces, the
+/// IP assignment and the primary IPv4. `ifaces` are the VM's interfaces read in advance.
+async fn write_row(
+    client: &NetboxClient,
+    p: Prepared<'_>,
+    ifaces: Vec<Value>,
+    ips_by_host: &std::sync::Mutex<BTreeMap<String, Vec<IpRecord>>>,
+) -> Result<RowReport, NetboxError> {
+    let mut report = RowReport::default();
+    let vm = p.vm;
+    let cluster = p.cluster;
     let path = "/api/virtualization/virtual-machines/";
-    let current = match existing {
+    let current = match p.existing {
         Some(cur) => {
-            let changes = vm_changes(&cur, &desired, &cf_field);
+            let changes = vm_changes(&cur, &p.desired, &p.cf_field);
             if changes.is_empty() {
                 cur
             } else {
@@ -778,7 +890,7 @@ async fn sync_one(
         }
         None => {
             let name = vm.name.clone();
-            let v = create_or_find(client, path, &Value::Object(desired.clone()), || {
+            let v = create_or_find(client, path, &Value::Object(p.desired.clone()), || {
                 let name = name.clone();
                 async move {
                     let hits = client
@@ -801,16 +913,9 @@ async fn sync_one(
         }
     };
     let vm_id = need_id(&current, path)?;
-    if let Some(list) = cache.vms.get_mut(&set.primary) {
-        list.retain(|v| id_of(v) != Some(vm_id));
-        list.push(current.clone());
-    }
-
-    // Interfaces of this VM (re-checked by VM id).
     let ipath = "/api/virtualization/interfaces/";
-    let ifaces: Vec<Value> = client
-        .list(ipath, &[("virtual_machine_id".into(), vm_id.to_string())])
-        .await?
+    // Re-check the prefetched interfaces by VM id.
+    let ifaces: Vec<Value> = ifaces
         .into_iter()
         .filter(|i| ref_id(i, "virtual_machine") == Some(vm_id))
         .collect();
@@ -869,7 +974,7 @@ async fn sync_one(
             format!("{address}/32")
         };
         let hkey = host.to_string();
-        let candidates = ips_by_host.get(&hkey).cloned().unwrap_or_default();
+        let candidates = lock(ips_by_host).get(&hkey).cloned().unwrap_or_default();
         // Prefer the record already on this interface, then one with the same mask.
         let rec = candidates
             .iter()
@@ -903,7 +1008,10 @@ async fn sync_one(
                     path: "/api/ipam/ip-addresses/".into(),
                     detail: "the created IP has no id or address".into(),
                 })?;
-                ips_by_host.entry(hkey.clone()).or_default().push(r.clone());
+                lock(ips_by_host)
+                    .entry(hkey.clone())
+                    .or_default()
+                    .push(r.clone());
                 r
             }
         };
@@ -942,7 +1050,7 @@ async fn sync_one(
                 )
                 .await?;
             report.ips_assigned += 1;
-            if let Some(list) = ips_by_host.get_mut(&hkey) {
+            if let Some(list) = lock(ips_by_host).get_mut(&hkey) {
                 for r in list.iter_mut().filter(|r| r.id == rec.id) {
                     r.assigned_object_type = "virtualization.vminterface".into();
                     r.assigned_object_id = Some(iface_id);
@@ -961,7 +1069,14 @@ async fn sync_one(
             report.primary_set += 1;
         }
     }
-    Ok(())
+    Ok(report)
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
 }
 
 enum RetireOutcome {

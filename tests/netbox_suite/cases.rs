@@ -589,7 +589,13 @@ pub async fn hard_delete_removes_the_vm_and_keeps_the_reservation(t: Target) {
         name: name.clone(),
         cluster: rows[0].cluster.clone(),
     };
-    let rep = destroy_sync(&c, &[target.clone()], true, &SyncOptions::default()).await;
+    let rep = destroy_sync(
+        &c,
+        std::slice::from_ref(&target),
+        true,
+        &SyncOptions::default(),
+    )
+    .await;
     assert_eq!((rep.deleted, rep.ips_detached), (1, 1), "{rep:?}");
     assert!(vm_by_name(&c, &name).await.is_none());
     let recs = records(&c, &pool).await;
@@ -682,10 +688,15 @@ pub async fn a_renamed_vm_keeps_its_netbox_record_and_an_equal_vmid_elsewhere_is
         .errors
         .is_empty());
     let mine = vm_row(&t, &old, 701, 2, "bc:24:11:00:07:01");
-    assert!(sync_vms(&c, &[mine.clone()], &[], &SyncOptions::default())
-        .await
-        .errors
-        .is_empty());
+    assert!(sync_vms(
+        &c,
+        std::slice::from_ref(&mine),
+        &[],
+        &SyncOptions::default()
+    )
+    .await
+    .errors
+    .is_empty());
     let before = vm_by_name(&c, &old).await.unwrap();
     let mut renamed = mine.clone();
     renamed.name = new.clone();

@@ -120,8 +120,11 @@ fn refs(kind: &str) -> &'static [(&'static str, &'static str)] {
     }
 }
 
+/// A writable field and its default.
+type FieldDefault = (&'static str, fn() -> Value);
+
 /// Writable fields with their defaults (anything else in a body is ignored, as DRF does).
-fn fields(kind: &str) -> &'static [(&'static str, fn() -> Value)] {
+fn fields(kind: &str) -> &'static [FieldDefault] {
     fn s() -> Value {
         json!("")
     }
