@@ -15,7 +15,7 @@ use hyops_pve::sim::{SimConfig, Simulator};
 fn pool_overlay(n: usize) -> String {
     let mut s = String::from(
         "require_ipam: false\ntemplate_state_ref: core/onprem/template-image\ntemplate_key: ubuntu-24.04\n\
-         disk_size_gb: 40\npost_apply_ssh_readiness: {connectivity_wait_s: 5}\nvms:\n",
+         ssh_username: opsadmin\ndisk_size_gb: 40\npost_apply_ssh_readiness: {connectivity_wait_s: 5}\nvms:\n",
     );
     for i in 0..n {
         s.push_str(&format!(
@@ -49,7 +49,9 @@ async fn setup(n: usize) -> (hyops_pve::sim::SimHandle, tempfile::TempDir, Ctx) 
         ..ModuleArgs::default()
     };
     let env = BTreeMap::from([("HYOPS_ENV".to_string(), "bench".to_string())]);
-    let ctx = Ctx::build(&args, env).await.expect("ctx");
+    let mut ctx = Ctx::build(&args, env).await.expect("ctx");
+    // Snippets and the readiness gate use the simulator's in-process SSH.
+    ctx.ssh_dialer = Some(std::sync::Arc::new(sim.ssh()));
     (sim, dir, ctx)
 }
 

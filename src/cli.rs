@@ -1,5 +1,5 @@
-//! The command line surface (clap). Parses flags and hands each command to
-//! [`crate::commands`]; prints nothing itself except clap's own help and errors.
+//! The command line surface (clap). Declares the flags and hands each command to
+//! [`crate::commands`], which also renders clap's help and usage errors (exit 64, never 2).
 
 use std::path::PathBuf;
 
@@ -35,7 +35,11 @@ pub struct ModuleArgs {
     /// Simulator cluster description (YAML), with --sim.
     #[arg(long, requires = "sim")]
     pub sim_cluster: Option<PathBuf>,
-    /// Machine-readable output.
+    /// Fault file (YAML) for the built-in simulator, with --sim (see README "Fault injection").
+    #[arg(long, requires = "sim")]
+    pub sim_faults: Option<PathBuf>,
+    /// Print one JSON document (the envelope, docs/schemas/cli-envelope.schema.json) on
+    /// stdout, on success and on failure; stderr is unchanged.
     #[arg(long)]
     pub json: bool,
     /// Max concurrent VM operations overall (overrides inputs.limits.global).
@@ -105,7 +109,7 @@ pub enum Command {
         out: Option<PathBuf>,
     },
     /// Create or converge the VM pool.
-    #[command(alias = "deploy")]
+    #[command(visible_alias = "deploy")]
     Apply {
         #[command(flatten)]
         module: ModuleArgs,
@@ -141,7 +145,11 @@ pub enum Command {
         action: StateAction,
     },
     /// Print version information.
-    Version,
+    Version {
+        /// Print the envelope (JSON) instead.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print shell completions.
     Completions {
         #[arg(value_enum)]
@@ -156,11 +164,36 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum StateAction {
-    /// Print the module state (latest.json or the instance file).
+    /// Print the module state (latest.json or the instance file). Reads only; never starts
+    /// the simulator, never creates a directory.
     Show {
         #[command(flatten)]
-        module: ModuleArgs,
+        args: StateShowArgs,
     },
+}
+
+/// The flags of `state show`: which root, module and slot to read.
+#[derive(Args, Debug, Clone)]
+pub struct StateShowArgs {
+    /// HyOps env (runtime root `~/.hybridops/envs/<env>`); falls back to HYOPS_ENV.
+    #[arg(long, conflicts_with = "root")]
+    pub env: Option<String>,
+    /// Runtime root directory; falls back to HYOPS_RUNTIME_ROOT.
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// Module ref (dots accepted for slashes).
+    #[arg(long, default_value = "platform/onprem/platform-vm")]
+    pub module: String,
+    /// State slot `instances/<name>.json` instead of `latest.json`.
+    #[arg(long)]
+    pub state_instance: Option<String>,
+    /// Read the simulator's own root for --env (`--sim` runs write there); the simulator is
+    /// not started.
+    #[arg(long, conflicts_with = "root")]
+    pub sim: bool,
+    /// Print the envelope (JSON) with the state under `state`.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -179,14 +212,23 @@ pub enum SimAction {
         /// Seed for MACs and fault rates.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Load and save the cluster state here.
+        /// Load and save the cluster state here (locked while serving).
         #[arg(long)]
         state: Option<PathBuf>,
+        /// Fault file (YAML): injected errors, resets, lost replies, … (README "Fault injection").
+        #[arg(long)]
+        faults: Option<PathBuf>,
+        /// Write the CA certificate (PEM) here; default: a private temporary directory,
+        /// removed when the simulator stops.
+        #[arg(long)]
+        ca_pem: Option<PathBuf>,
+        /// Print the connection details as one JSON document (the envelope) once listening.
+        #[arg(long)]
+        json: bool,
     },
 }
 
 /// Parse the process arguments and run; returns the process exit code.
 pub fn main_entry() -> i32 {
-    let cli = Cli::parse();
-    crate::commands::run(cli)
+    crate::commands::run_args(std::env::args_os())
 }

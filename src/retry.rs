@@ -224,12 +224,8 @@ impl RetryPolicy {
                 return Err(RetryError::Cancelled { last, attempts });
             }
             attempts += 1;
-            let result = match cancel {
-                Some(c) => tokio::select! {
-                    r = op() => r,
-                    _ = c.cancelled() => return Err(RetryError::Cancelled { last, attempts }),
-                },
-                None => op().await,
+            let Some(result) = attempt(cancel, op()).await else {
+                return Err(RetryError::Cancelled { last, attempts });
             };
             let e = match result {
                 Ok(value) => return Ok(Attempted { value, attempts }),
@@ -274,12 +270,8 @@ impl RetryPolicy {
                 return Err(RetryError::Cancelled { last, attempts });
             }
             attempts += 1;
-            let result = match cancel {
-                Some(c) => tokio::select! {
-                    r = op() => r,
-                    _ = c.cancelled() => return Err(RetryError::Cancelled { last, attempts }),
-                },
-                None => op().await,
+            let Some(result) = attempt(cancel, op()).await else {
+                return Err(RetryError::Cancelled { last, attempts });
             };
             match result {
                 Ok(Some(value)) => return Ok(Attempted { value, attempts }),
@@ -298,6 +290,17 @@ impl RetryPolicy {
                 return Err(RetryError::Cancelled { last, attempts });
             }
         }
+    }
+}
+
+/// Run one attempt; `None` when the token fired first.
+async fn attempt<R>(cancel: Option<&CancellationToken>, fut: impl Future<Output = R>) -> Option<R> {
+    match cancel {
+        Some(c) => tokio::select! {
+            r = fut => Some(r),
+            _ = c.cancelled() => None,
+        },
+        None => Some(fut.await),
     }
 }
 

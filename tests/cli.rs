@@ -104,7 +104,7 @@ fn env_and_root_are_exclusive() {
     bin()
         .args(["validate", "--env", "dev", "--root", "/tmp/x"])
         .assert()
-        .code(2)
+        .code(64)
         .stderr(predicate::str::contains("cannot be used with"));
 }
 
@@ -205,10 +205,11 @@ fn apply_reapply_destroy(example: &str, vms: usize) -> tempfile::TempDir {
             .env("HYOPS_PVE_SIM_HOME", home.path());
         c
     };
-    run(&["apply"]).assert().success().stdout(
-        predicate::str::contains("run record: ")
-            .and(predicate::str::contains(format!("apply ok: {vms} created"))),
-    );
+    run(&["apply"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(format!("apply ok: {vms} created")))
+        .stderr(predicate::str::contains("run record: "));
     run(&["apply"])
         .assert()
         .success()

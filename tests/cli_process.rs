@@ -21,6 +21,14 @@ fn sigint(child: &Child) {
 /// Read stdout lines until `pred` matches one (bounded), returning all lines read.
 fn read_until(child: &mut Child, pred: impl Fn(&str) -> bool) -> Vec<String> {
     let out = child.stdout.take().unwrap();
+    read_lines_until(out, pred)
+}
+
+/// [`read_until`] on any pipe (progress lines are on stderr).
+fn read_lines_until(
+    out: impl std::io::Read + Send + 'static,
+    pred: impl Fn(&str) -> bool,
+) -> Vec<String> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
@@ -124,11 +132,13 @@ fn ctrl_c_during_apply_exits_130_and_records_the_cancellation() {
         .env("HYOPS_PVE_SIM_HOME", home.path())
         // slow clones: the apply is still running when the signal arrives
         .env("HYOPS_PVE_SIM_TIME_SCALE", "0.05")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let lines = read_until(&mut child, |l| l.starts_with("progress: phase=apply"));
+    // `run record:` and `progress:` are human progress: stderr.
+    let err = child.stderr.take().unwrap();
+    let lines = read_lines_until(err, |l| l.starts_with("progress: phase=apply"));
     std::thread::sleep(Duration::from_millis(500));
     sigint(&child);
     let status = child.wait().unwrap();
@@ -150,4 +160,111 @@ fn ctrl_c_during_apply_exits_130_and_records_the_cancellation() {
     assert!(std::path::Path::new(run.trim())
         .join("cancelled.json")
         .exists());
+    // Every journalled step that started has its end line, most of them `cancelled`.
+    let journal =
+        std::fs::read_to_string(std::path::Path::new(run.trim()).join("apply_journal.jsonl"))
+            .unwrap();
+    let mut open: std::collections::BTreeMap<(String, String), i32> = Default::default();
+    let mut cancelled = 0;
+    for line in journal.lines() {
+        let ev: serde_json::Value = serde_json::from_str(line).unwrap();
+        let key = (
+            ev["vm"].as_str().unwrap().to_string(),
+            ev["action"].as_str().unwrap().to_string(),
+        );
+        match ev["event"].as_str().unwrap() {
+            "start" => *open.entry(key).or_default() += 1,
+            _ => {
+                *open.entry(key).or_default() -= 1;
+                if ev["result"] == "cancelled" {
+                    cancelled += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        open.values().all(|n| *n == 0),
+        "a step without its end line: {open:?}\n{journal}"
+    );
+    assert!(cancelled > 0, "{journal}");
+}
+
+#[test]
+fn a_fault_file_with_an_unknown_key_is_refused_by_sim_serve_and_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("faults.yml");
+    std::fs::write(&bad, "rules:\n  - rate: 0.1\n    actoin: {kind: reset}\n").unwrap();
+    let serve = bin()
+        .args(["sim", "serve", "--listen", "127.0.0.1:0", "--faults"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(serve.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&serve.stderr);
+    assert!(
+        err.contains("actoin") && err.contains("faults.yml"),
+        "{err}"
+    );
+    let demo = format!(
+        "{}/examples/inputs.sim-demo.yml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let apply = bin()
+        .args([
+            "apply",
+            "--sim",
+            "--env",
+            "dev",
+            "--inputs",
+            &demo,
+            "--sim-faults",
+        ])
+        .arg(&bad)
+        .env("HYOPS_PVE_SIM_HOME", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(apply.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&apply.stderr);
+    assert!(err.contains("actoin"), "{err}");
+}
+
+#[test]
+fn apply_with_the_chaos_fault_file_converges_on_the_simulator() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let demo = format!("{dir}/examples/inputs.sim-demo.yml");
+    let faults = format!("{dir}/examples/faults.chaos.yml");
+    let run = |cmd: &str| {
+        bin()
+            .args([
+                cmd,
+                "--sim",
+                "--env",
+                "dev",
+                "--inputs",
+                &demo,
+                "--sim-faults",
+                &faults,
+            ])
+            .env("HYOPS_PVE_SIM_HOME", home.path())
+            .env("HYOPS_PVE_SIM_TIME_SCALE", "0.002")
+            .output()
+            .unwrap()
+    };
+    let first = run("apply");
+    let ok = first.status.success() || run("apply").status.success();
+    assert!(ok, "{}", String::from_utf8_lossy(&first.stderr));
+    let mut plan = bin();
+    plan.args([
+        "plan",
+        "--sim",
+        "--env",
+        "dev",
+        "--inputs",
+        &demo,
+        "--detailed-exitcode",
+    ])
+    .env("HYOPS_PVE_SIM_HOME", home.path())
+    .env("HYOPS_PVE_SIM_TIME_SCALE", "0.002");
+    assert_eq!(plan.output().unwrap().status.code(), Some(0));
 }

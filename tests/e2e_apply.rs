@@ -163,7 +163,7 @@ async fn destroy_removes_only_our_vms_and_marks_the_state_destroyed() {
     let h = Harness::start().await;
     let ctx = h.ctx(&h.overlay("o.yml", DEMO)).await;
     apply_inner(&ctx, None, None).await.unwrap();
-    destroy_inner(&ctx).await.unwrap();
+    destroy_inner(&ctx, None).await.unwrap();
     assert!(names(&h).is_empty());
     let st = h.state_json();
     assert_eq!(st["status"], "destroyed");
@@ -263,7 +263,7 @@ async fn a_foreign_vm_with_a_similar_name_is_never_touched() {
     let foreign_before = h.sim.state().vms.get(&4000).unwrap().clone();
     let ctx = h.ctx(&h.overlay("o.yml", DEMO)).await;
     apply_inner(&ctx, None, None).await.unwrap();
-    destroy_inner(&ctx).await.unwrap();
+    destroy_inner(&ctx, None).await.unwrap();
     let foreign_after = h.sim.state().vms.get(&4000).cloned();
     assert_eq!(
         foreign_after,

@@ -20,6 +20,8 @@ use hyops_pve::netbox::{NetboxClient, NetboxConfig};
 use hyops_pve::pve::TlsMode;
 use hyops_pve::secret::Secret;
 use hyops_pve::sim::netbox::{NetboxSim, NetboxSimConfig, NetboxSimHandle};
+use hyops_pve::sim::ssh::SimSshConfig;
+use hyops_pve::sim::SimConfig;
 use serde_json::Value;
 use targets::Kind;
 
@@ -48,8 +50,28 @@ impl Ipam {
                 .with_test_writer()
                 .try_init();
         }
-        let h = Harness::start().await;
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        // A zone and subnets of this test's own (200+n keeps clear of the suite's 10.100+).
+        let a = 200 + n / 250;
+        let b = n % 250;
+        let mgmt = format!("10.{a}.{b}.0/24");
+        let data = format!("10.{}.{b}.0/24", a + 20);
+        // The simulated node carries the SDN gateways, so the host-side probe passes.
+        let h = Harness::start_with(SimConfig {
+            time_scale: 0.0005,
+            ssh: SimSshConfig {
+                bridge_addresses: BTreeMap::from([
+                    ("vnetmgmt".to_string(), vec![format!("10.{a}.{b}.1/24")]),
+                    (
+                        "vnetdata".to_string(),
+                        vec![format!("10.{}.{b}.1/24", a + 20)],
+                    ),
+                ]),
+                ..SimSshConfig::default()
+            },
+            ..SimConfig::default()
+        })
+        .await;
         let (netbox, url, token, tls) = match kind {
             Kind::Embedded => {
                 let nb =
@@ -70,12 +92,7 @@ impl Ipam {
             _ => None,
         };
         write_netbox_root(&h.root(), &url, &token, fp.as_deref()).unwrap();
-        // A zone and subnets of this test's own (200+n keeps clear of the suite's 10.100+).
-        let a = 200 + n / 250;
-        let b = n % 250;
         let zone = format!("e2e{n}");
-        let mgmt = format!("10.{a}.{b}.0/24");
-        let data = format!("10.{}.{b}.0/24", a + 20);
         write_sdn_state(
             &h.root(),
             &zone,
@@ -113,15 +130,20 @@ impl Ipam {
     }
 
     async fn ctx(&self, overlay: &Path, extra: &[(&str, &str)]) -> Ctx {
-        Ctx::build(&self.h.args(overlay), self.env(extra))
+        let mut ctx = Ctx::build(&self.h.args(overlay), self.env(extra))
             .await
-            .unwrap()
+            .unwrap();
+        // SSH (snippets, readiness gate, SDN probe) goes to the simulator's network.
+        ctx.ssh_dialer = Some(std::sync::Arc::new(self.h.sim.ssh()));
+        ctx
     }
 
     async fn ctx_instance(&self, overlay: &Path, instance: &str) -> Ctx {
         let mut args = self.h.args(overlay);
         args.state_instance = Some(instance.to_string());
-        Ctx::build(&args, self.env(&[])).await.unwrap()
+        let mut ctx = Ctx::build(&args, self.env(&[])).await.unwrap();
+        ctx.ssh_dialer = Some(std::sync::Arc::new(self.h.sim.ssh()));
+        ctx
     }
 
     /// The physical VM name of logical key `key`.
@@ -194,7 +216,7 @@ impl Ipam {
 
 fn overlay(vms: &[&str], extra: &str) -> String {
     let mut s = String::from(
-        "template_state_ref: core/onprem/template-image\ntemplate_key: ubuntu-24.04\nrequire_ipam: true\naddressing:\n  mode: ipam\n  ipam:\n    provider: netbox\npost_apply_ssh_readiness:\n  connectivity_wait_s: 30\n",
+        "ssh_username: opsadmin\ntemplate_state_ref: core/onprem/template-image\ntemplate_key: ubuntu-24.04\nrequire_ipam: true\naddressing:\n  mode: ipam\n  ipam:\n    provider: netbox\npost_apply_ssh_readiness:\n  connectivity_wait_s: 30\n",
     );
     s.push_str(extra);
     s.push_str("vms:\n");
@@ -336,7 +358,7 @@ async fn destroy_soft_retires_and_the_rebuild_gets_the_same_addresses(t: Ipam) {
     let ctx = t.ctx(&o, &[]).await;
     apply_inner(&ctx, None, None).await.unwrap();
     let before = t.h.state_json()["outputs"]["vms"].clone();
-    destroy_inner(&ctx).await.unwrap();
+    destroy_inner(&ctx, None).await.unwrap();
     let sync = t.evidence_json("destroy-", "hook_netbox_sync.json");
     let vm = t.vm(&t.name("app-01")).await.expect("kept in NetBox");
     assert_eq!(vm["status"]["value"], "offline", "{sync:#}");
@@ -378,7 +400,7 @@ async fn hard_delete_on_destroy_keeps_the_reservations(t: Ipam) {
         .ctx(&o, &[("HYOPS_NETBOX_SYNC_DESTROY_HARD_DELETE", "yes")])
         .await;
     apply_inner(&ctx, None, None).await.unwrap();
-    destroy_inner(&ctx).await.unwrap();
+    destroy_inner(&ctx, None).await.unwrap();
     assert!(
         t.vm(&t.name("app-01")).await.is_none(),
         "hard delete removes the NetBox VM"
@@ -457,7 +479,7 @@ async fn an_unknown_vnet_gets_the_managed_bridge_message() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unreachable_netbox_gets_the_upstream_message() {
+async fn an_unreachable_netbox_without_a_jump_host_gets_the_upstream_message() {
     let t = embedded().await;
     write_netbox_root(&t.h.root(), "http://127.0.0.1:9", &Secret::new("x"), None).unwrap();
     write_sdn_state(
@@ -466,6 +488,8 @@ async fn an_unreachable_netbox_gets_the_upstream_message() {
         &[("vnetmgmt", 10, &format!("{}.0/24", t.net))],
     )
     .unwrap();
+    // No proxmox.ready.json api_ip and no ssh_proxy_jump_host: no tunnel to try.
+    std::fs::remove_file(t.h.root().join("meta/proxmox.ready.json")).unwrap();
     let o = t.overlay("o.yml", &["app-01"], "");
     let e = plan_inner(&t.ctx(&o, &[]).await, false, None)
         .await
@@ -480,6 +504,71 @@ async fn an_unreachable_netbox_gets_the_upstream_message() {
         "{}",
         e.message
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_that_cannot_reach_netbox_gets_the_tunnel_probe_message() {
+    let t = embedded().await;
+    write_netbox_root(&t.h.root(), "http://127.0.0.1:9", &Secret::new("x"), None).unwrap();
+    write_sdn_state(
+        &t.h.root(),
+        &t.zone,
+        &[("vnetmgmt", 10, &format!("{}.0/24", t.net))],
+    )
+    .unwrap();
+    let o = t.overlay("o.yml", &["app-01"], "");
+    let e = plan_inner(&t.ctx(&o, &[]).await, false, None)
+        .await
+        .unwrap_err();
+    assert!(
+        e.message.starts_with("NetBox API unreachable (")
+            && e.message.contains("); tunnel probe failed: "),
+        "{}",
+        e.message
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_netbox_only_the_proxmox_host_reaches_is_used_through_the_ssh_tunnel() {
+    let t = embedded().await;
+    let nb = t.netbox.as_ref().unwrap();
+    // NetBox answers only on the management network: 127.0.0.2:<port> from the node.
+    let port = nb.addr.port();
+    t.h.sim
+        .ssh()
+        .add_service("127.0.0.2", port, nb.addr)
+        .unwrap();
+    write_netbox_root(
+        &t.h.root(),
+        &format!("https://127.0.0.2:{port}"),
+        &t.token,
+        Some(&nb.ca_fingerprint_sha256),
+    )
+    .unwrap();
+    write_sdn_state(
+        &t.h.root(),
+        &t.zone,
+        &[("vnetmgmt", 10, &format!("{}.0/24", t.net))],
+    )
+    .unwrap();
+    let o = t.overlay("o.yml", &["app-01"], "");
+    apply_inner(&t.ctx(&o, &[]).await, None, None)
+        .await
+        .unwrap();
+    let alloc = t.evidence_json("apply-", "ipam_allocations.json");
+    assert_eq!(
+        alloc["allocations"][0]["address"],
+        format!("{}.2/24", t.net)
+    );
+    let result = t.evidence_json("apply-", "driver_result.json");
+    assert!(
+        result["warnings"]
+            .to_string()
+            .contains("netbox api unreachable directly; using ssh tunnel via root@127.0.0.1"),
+        "{}",
+        result["warnings"]
+    );
+    assert!(t.h.sim.ssh().counters().direct_tcpip > 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

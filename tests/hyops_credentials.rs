@@ -150,8 +150,9 @@ fn missing_keys_and_missing_provider_use_contract_messages() {
     let e = load_proxmox_credentials(&r, &env(&[]), None)
         .unwrap_err()
         .to_string();
+    // The first line is upstream's text verbatim; the help lines follow it.
     assert_eq!(
-        e,
+        e.lines().next().unwrap(),
         format!(
             "missing required credentials: proxmox (expected credentials in {})",
             d.path().join("credentials").display()
@@ -165,7 +166,7 @@ fn missing_keys_and_missing_provider_use_contract_messages() {
         .unwrap_err()
         .to_string();
     assert_eq!(
-        e,
+        e.lines().next().unwrap(),
         format!(
             "proxmox: credential contract missing keys in {}: proxmox_token_id, proxmox_token_secret, proxmox_node",
             d.path().join("credentials/proxmox.credentials.tfvars").display()
@@ -473,4 +474,81 @@ fn seeded_ready_root_loads_back_with_secret_from_the_vault() {
     let ready = read_proxmox_ready(&r).unwrap().unwrap();
     assert!(ready.is_ready());
     assert_eq!(ready.api_ip.as_deref(), Some("127.0.0.1"));
+}
+
+#[test]
+fn an_http_url_is_refused_unless_explicitly_allowed() {
+    let d = tempfile::tempdir().unwrap();
+    let r = RuntimeRoot::at(d.path());
+    let http = FULL.replace("https://10.0.0.5", "http://10.0.0.5");
+    write_tfvars(d.path(), &http);
+    let e = load_proxmox_credentials(&r, &env(&[]), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("uses http://")
+            && e.contains("proxmox_allow_http = true")
+            && e.contains("PROXMOX_ALLOW_HTTP=1"),
+        "{e}"
+    );
+    assert!(!e.contains("tf-secret-1"));
+    let c = load_proxmox_credentials(&r, &env(&[("PROXMOX_ALLOW_HTTP", "1")]), None).unwrap();
+    assert!(
+        c.allow_http && c.warnings[0].contains("clear text"),
+        "{:?}",
+        c.warnings
+    );
+    write_tfvars(d.path(), &format!("{http}proxmox_allow_http = true\n"));
+    let c = load_proxmox_credentials(&r, &env(&[]), None).unwrap();
+    assert!(c.allow_http);
+    write_tfvars(d.path(), FULL);
+    let c = load_proxmox_credentials(&r, &env(&[]), None).unwrap();
+    assert!(!c.allow_http && c.warnings.is_empty());
+}
+
+#[test]
+fn missing_credentials_say_where_they_were_looked_for_and_how_to_fix_it() {
+    let d = tempfile::tempdir().unwrap();
+    let r = RuntimeRoot::at(&d.path().join("envs/dev"));
+    let elsewhere = d.path().join("elsewhere.tfvars");
+    let e = load_proxmox_credentials(
+        &r,
+        &env(&[
+            ("HYOPS_PROXMOX_TFVARS", elsewhere.to_str().unwrap()),
+            ("PROXMOX_URL", "https://h:8006/api2/json"),
+        ]),
+        None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains(&format!(
+            "looked for {} (chosen by HYOPS_PROXMOX_TFVARS): it does not exist",
+            elsewhere.display()
+        )),
+        "{e}"
+    );
+    assert!(
+        e.contains("PROXMOX_TOKEN_ID, PROXMOX_TOKEN_SECRET, PROXMOX_NODE"),
+        "{e}"
+    );
+    assert!(e.contains("hyops init proxmox --env dev"), "{e}");
+    // A vault that holds the secret but cannot be read without a password source says so.
+    write_tfvars(
+        r.path(),
+        "proxmox_url = \"https://h/api2/json\"\nproxmox_token_id = \"a@pam!t\"\nproxmox_node = \"pve1\"\n",
+    );
+    write_vault_env(
+        &r.vault_file(),
+        &BTreeMap::from([("PROXMOX_TOKEN_SECRET".to_string(), Secret::new("v"))]),
+        &Secret::new("pw"),
+    )
+    .unwrap();
+    let e = load_proxmox_credentials(&r, &env(&[]), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("HYOPS_VAULT_PASSWORD_FILE") && e.contains("bootstrap.vault.env"),
+        "{e}"
+    );
 }

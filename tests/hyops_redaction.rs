@@ -149,3 +149,265 @@ fn planted_secrets_never_appear_in_written_files() {
         serde_json::from_str(&std::fs::read_to_string(ev.join("driver_result.json")).unwrap())
             .unwrap();
 }
+
+// ------------------------------------------------------------------------ failure paths
+
+mod cli_support;
+mod common;
+
+use hyops_pve::hyops::ReadyRootSeed;
+use hyops_pve::sim::{FaultAction, FaultRule, SimConfig};
+
+/// The planted secrets of the failure-path runs (each distinct, none a substring of another).
+const FP_PVE_SECRET: &str = "fp-pve-secret-0c7e61a2b9";
+const FP_WRONG_SECRET: &str = "fp-wrong-secret-93d1f0aa7c";
+const FP_VAULT_PASSWORD: &str = "fp-vault-pw-4bb2e907";
+const FP_NETBOX_TOKEN: &str = "fp-nbtok-6e0f22c1d3";
+const FP_ENV_SECRET: &str = "fp-env-secret-1f9ad5c3";
+
+/// One failing run: what it is, the tfvars it uses (`None`: the vault holds the secret), the
+/// fault it meets and extra env.
+struct Scenario {
+    name: &'static str,
+    tfvars_secret: Option<&'static str>,
+    fingerprint_ok: bool,
+    fault: Option<FaultRule>,
+    env: Vec<(&'static str, String)>,
+    json: bool,
+}
+
+/// Drive apply through the binary at the most verbose logging (`-v`, `HYOPS_PVE_LOG=trace`, so
+/// every crate's trace output too) into a 401, a task error, a bad TLS pin, connection resets
+/// on writes, a failing vault password command and a wrong vault password; then grep every
+/// file written and every byte of stdout and stderr for every planted secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planted_secrets_never_appear_on_failure_paths_at_trace_logging() {
+    let h = common::Harness::start_with(SimConfig {
+        time_scale: 0.0005,
+        token: ("root@pam!hyops".into(), Secret::new(FP_PVE_SECRET)),
+        ..SimConfig::default()
+    })
+    .await;
+    let root = h.root();
+    let r = RuntimeRoot::at(&root);
+    let pwfile = h.dir.path().join("vault-pw");
+    std::fs::write(&pwfile, FP_VAULT_PASSWORD).unwrap();
+    let netbox_env = r.credentials_dir().join("netbox.env");
+    std::fs::write(
+        &netbox_env,
+        format!("NETBOX_API_URL=https://127.0.0.1:9/api/\nNETBOX_API_TOKEN={FP_NETBOX_TOKEN}\n"),
+    )
+    .unwrap();
+    write_vault_env(
+        &r.vault_file(),
+        &BTreeMap::from([
+            (
+                "PROXMOX_TOKEN_SECRET".to_string(),
+                Secret::new(FP_PVE_SECRET),
+            ),
+            ("NETBOX_API_TOKEN".to_string(), Secret::new(FP_NETBOX_TOKEN)),
+        ]),
+        &Secret::new(FP_VAULT_PASSWORD),
+    )
+    .unwrap();
+    let overlay = h.overlay("o.yml", common::DEMO);
+    let write_tfvars = |secret: Option<&str>, fingerprint_ok: bool| {
+        let fp = if fingerprint_ok {
+            h.sim.ca_fingerprint_sha256.clone()
+        } else {
+            "00".repeat(32)
+        };
+        seed_ready_root(
+            &r,
+            &ReadyRootSeed {
+                url: h.sim.url().to_string(),
+                token_id: h.sim.token_id.clone(),
+                token_secret: Secret::new(secret.unwrap_or("")),
+                node: "pve1".into(),
+                tls_fingerprint: Some(fp),
+                ..ReadyRootSeed::default()
+            },
+        )
+        .unwrap();
+        if secret.is_none() {
+            // The secret lives only in the vault: drop the (empty) tfvars line.
+            let p = r.proxmox_tfvars();
+            let t = std::fs::read_to_string(&p).unwrap();
+            let kept: Vec<&str> = t
+                .lines()
+                .filter(|l| !l.starts_with("proxmox_token_secret"))
+                .collect();
+            std::fs::write(&p, kept.join("\n") + "\n").unwrap();
+        }
+    };
+    let pw_env = ("HYOPS_VAULT_PASSWORD_FILE", pwfile.display().to_string());
+    let clone = "/nodes/{node}/qemu/{vmid}/clone";
+    let config = "/nodes/{node}/qemu/{vmid}/config";
+    let scenarios = vec![
+        Scenario {
+            name: "task error (clone fails in its task), secret from the vault",
+            tfvars_secret: None,
+            fingerprint_ok: true,
+            fault: Some(FaultRule::on(
+                "POST",
+                clone,
+                FaultAction::TaskFail {
+                    message: "storage 'local-lvm' is not online".into(),
+                },
+            )),
+            env: vec![pw_env.clone()],
+            json: false,
+        },
+        Scenario {
+            name: "task error, --json",
+            tfvars_secret: None,
+            fingerprint_ok: true,
+            fault: Some(FaultRule::on(
+                "POST",
+                clone,
+                FaultAction::TaskFail {
+                    message: "storage 'local-lvm' is not online".into(),
+                },
+            )),
+            env: vec![pw_env.clone()],
+            json: true,
+        },
+        Scenario {
+            name: "401: a wrong token secret in the tfvars",
+            tfvars_secret: Some(FP_WRONG_SECRET),
+            fingerprint_ok: true,
+            fault: None,
+            env: vec![pw_env.clone()],
+            json: true,
+        },
+        Scenario {
+            name: "bad TLS: the pinned fingerprint does not match",
+            tfvars_secret: Some(FP_PVE_SECRET),
+            fingerprint_ok: false,
+            fault: None,
+            env: vec![pw_env.clone()],
+            json: false,
+        },
+        Scenario {
+            name: "connection reset on every config write (unknown outcome, re-read)",
+            tfvars_secret: Some(FP_PVE_SECRET),
+            fingerprint_ok: true,
+            fault: Some(FaultRule::on("POST", config, FaultAction::Reset)),
+            env: vec![pw_env.clone()],
+            json: true,
+        },
+        Scenario {
+            name: "the vault password command fails after printing the password on stderr",
+            tfvars_secret: None,
+            fingerprint_ok: true,
+            fault: None,
+            env: vec![(
+                "HYOPS_VAULT_PASSWORD_COMMAND",
+                format!("echo {FP_VAULT_PASSWORD} >&2; exit 3"),
+            )],
+            json: true,
+        },
+        Scenario {
+            name: "a wrong vault password",
+            tfvars_secret: None,
+            fingerprint_ok: true,
+            fault: None,
+            env: vec![(
+                "HYOPS_VAULT_PASSWORD_COMMAND",
+                format!("echo {FP_VAULT_PASSWORD}-wrong"),
+            )],
+            json: false,
+        },
+    ];
+    let mut outputs = Vec::new();
+    for sc in &scenarios {
+        write_tfvars(sc.tfvars_secret, sc.fingerprint_ok);
+        h.sim.faults().clear();
+        if let Some(f) = &sc.fault {
+            h.sim.faults().add(f.clone());
+        }
+        let mut c = cli_support::bin(h.dir.path());
+        c.env("HYOPS_PVE_LOG", "trace")
+            .env("PROXMOX_TOKEN_SECRET", FP_ENV_SECRET)
+            .env("NETBOX_API_TOKEN", FP_NETBOX_TOKEN)
+            .args(["apply", "-v", "--lock-wait-s", "5", "--root"])
+            .arg(&root)
+            .arg("--inputs")
+            .arg(&overlay);
+        if sc.json {
+            c.arg("--json");
+        }
+        for (k, v) in &sc.env {
+            c.env(k, v);
+        }
+        let o = cli_support::run(c).await;
+        assert_ne!(
+            o.status.code(),
+            Some(0),
+            "{}: the run was meant to fail",
+            sc.name
+        );
+        assert!(
+            !cli_support::stderr(&o).contains("panicked"),
+            "{}: {}",
+            sc.name,
+            cli_support::stderr(&o)
+        );
+        outputs.push((sc.name, o));
+    }
+    let planted = [
+        FP_PVE_SECRET,
+        FP_WRONG_SECRET,
+        FP_VAULT_PASSWORD,
+        FP_NETBOX_TOKEN,
+        FP_ENV_SECRET,
+    ];
+    for (name, o) in &outputs {
+        for (stream, bytes) in [("stdout", &o.stdout), ("stderr", &o.stderr)] {
+            let text = String::from_utf8_lossy(bytes);
+            for s in planted {
+                assert!(
+                    !text.contains(s),
+                    "{name}: {stream} contains a planted secret"
+                );
+            }
+        }
+    }
+    // Every trace run did log (so the grep above looked at real output).
+    // Every run that reached the network logged at trace (so the grep looked at real output).
+    for (name, o) in outputs
+        .iter()
+        .filter(|(n, _)| !n.contains("vault password"))
+    {
+        let err = cli_support::stderr(o);
+        assert!(
+            err.contains("TRACE") || err.contains("DEBUG"),
+            "{name}: no trace output: {err}"
+        );
+    }
+    let inputs_planted = [
+        r.proxmox_tfvars(),
+        r.vault_file(),
+        netbox_env.clone(),
+        pwfile.clone(),
+    ];
+    let mut checked = 0;
+    for f in cli_support::files_under(h.dir.path()) {
+        if inputs_planted.contains(&f) || f.ends_with("o.yml") {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
+        for s in planted {
+            assert!(
+                !text.contains(s),
+                "{} contains a planted secret",
+                f.display()
+            );
+        }
+        checked += 1;
+    }
+    assert!(
+        checked >= 20,
+        "expected the evidence of every run; checked {checked}"
+    );
+}

@@ -121,6 +121,32 @@ async fn probe_template(
     }
 }
 
+/// Per-VM `cloud_init_*` overrides that `cloud_init_mode: native` cannot carry: said in the
+/// plan, never dropped silently.
+fn undelivered_overrides(
+    vm: &crate::inputs::model::VmInputs,
+    want: &crate::plan::desired::DesiredVm,
+) -> Vec<String> {
+    use crate::plan::desired::CloudInitDelivery;
+    if want.cloud_init != CloudInitDelivery::NativeKeys {
+        return Vec::new();
+    }
+    [
+        ("cloud_init_user_data", vm.cloud_init_user_data.is_some()),
+        ("cloud_init_network_data", vm.cloud_init_network_data.is_some()),
+        ("cloud_init_meta_data", vm.cloud_init_meta_data.is_some()),
+    ]
+    .into_iter()
+    .filter(|(_, set)| *set)
+    .map(|(field, _)| {
+        format!(
+            "VM {}: inputs.vms.{}.{field} is not delivered with cloud_init_mode: native (only Proxmox's native cloud-init keys are set); use cloud_init_mode: snippets (the default) to deliver it",
+            vm.key.0, vm.key.0
+        )
+    })
+    .collect()
+}
+
 /// Observe Proxmox and compute the plan.
 pub async fn make_plan(
     client: &PveClient,
@@ -151,17 +177,16 @@ pub async fn make_plan(
     let mut desired = BTreeMap::new();
     for (key, vm) in &req.inputs.vms {
         let marker = req.identity.marker(&key.0, template.vmid, req.inputs);
-        desired.insert(
-            key.clone(),
-            desired_vm(
-                req.inputs,
-                vm,
-                req.defaults,
-                &template,
-                marker,
-                req.ipam_pending,
-            )?,
-        );
+        let want = desired_vm(
+            req.inputs,
+            vm,
+            req.defaults,
+            &template,
+            marker,
+            req.ipam_pending,
+        )?;
+        warnings.extend(undelivered_overrides(vm, &want));
+        desired.insert(key.clone(), want);
     }
     let mut expected_names: BTreeSet<String> = desired
         .values()
@@ -217,15 +242,44 @@ impl ApplyReport {
             .filter(|o| o.status != "ok")
             .map(|o| format!("{}: {}", o.key, o.error.clone().unwrap_or_default()))
             .collect();
-        (!failed.is_empty()).then(|| {
-            format!(
-                "{} of {} VM(s) failed: {}",
-                failed.len(),
-                self.outcomes.len(),
-                failed.join("; ")
-            )
-        })
+        (!failed.is_empty()).then(|| summarize_failures(&failed, self.outcomes.len()))
     }
+}
+
+/// One short line for any number of per-VM failures (`"<key>: <error>"` each): the count, the
+/// first failure in full (up to 300 characters) and the keys of the next few. The full list
+/// belongs in the report files, not in an error line (84 failed VMs once made a 14 KB line).
+pub fn summarize_failures(failed: &[String], total: usize) -> String {
+    const FIRST_MAX: usize = 300;
+    const MORE_KEYS: usize = 5;
+    let Some(first) = failed.first() else {
+        return format!("0 of {total} VM(s) failed");
+    };
+    let first = if first.chars().count() > FIRST_MAX {
+        let cut: String = first.chars().take(FIRST_MAX).collect();
+        format!("{cut}…")
+    } else {
+        first.clone()
+    };
+    let mut line = format!("{} of {total} VM(s) failed: {first}", failed.len());
+    let rest: Vec<&str> = failed[1..]
+        .iter()
+        .map(|f| f.split_once(": ").map_or(f.as_str(), |(k, _)| k))
+        .collect();
+    if !rest.is_empty() {
+        let shown = rest
+            .iter()
+            .take(MORE_KEYS)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(", ");
+        let hidden = rest.len().saturating_sub(MORE_KEYS);
+        line.push_str(&format!("; also failed: {shown}"));
+        if hidden > 0 {
+            line.push_str(&format!(" and {hidden} more"));
+        }
+    }
+    line
 }
 
 /// Execute a plan.
@@ -262,6 +316,10 @@ pub struct DestroyReport {
     pub outcomes: Vec<VmOutcome>,
     pub failed: bool,
     pub warnings: Vec<String>,
+    /// Logical key (as in `outcomes`) → physical VM name, for the cleanup after a destroy
+    /// (snippet files, known_hosts entries).
+    #[serde(default)]
+    pub names: BTreeMap<String, String>,
 }
 
 /// Destroy every VM this slot provably owns.
@@ -279,6 +337,17 @@ pub async fn destroy(
         .collect();
     names.extend(extra_names.iter().cloned());
     let observed = observe(&exec.client, &identity.probe_marker(), &rows, prior, &names).await?;
+    let mut vm_names: BTreeMap<String, String> = observed
+        .managed
+        .iter()
+        .map(|(k, m)| (k.0.clone(), m.vm.name.clone()))
+        .collect();
+    vm_names.extend(
+        observed
+            .duplicates
+            .iter()
+            .map(|(k, vm)| (format!("{}#dup-{}", k.0, vm.vmid), vm.name.clone())),
+    );
     let mut handles = Vec::new();
     let targets = observed
         .managed
@@ -321,5 +390,6 @@ pub async fn destroy(
         outcomes,
         failed,
         warnings: observed.warnings,
+        names: vm_names,
     })
 }

@@ -1,31 +1,28 @@
-//! The executor: one pipeline per VM (clone → config → resize → start → readiness → facts),
-//! all VMs pipelining independently under the [`Scheduler`] limits. Each step retries the
-//! retryable Proxmox errors (locks, storage locks, transient 5xx) with backoff and jitter
-//! until its deadline; a write whose outcome is unknown is re-read before it is resent. One
-//! VM's failure never abandons the others: every VM's outcome is reported.
+//! The executor: one pipeline per VM (clone → config → resize → start → readiness/facts),
+//! all VMs pipelining independently under the [`Scheduler`] limits. The steps are units in
+//! [`crate::apply::steps`], each retried by the one [`RetryPolicy`] on the Proxmox error
+//! table, each writing through the shared "submit, wait, re-read on unknown outcome" helper.
+//! A cancellation token (Ctrl-C) is checked between and inside steps, so every journalled
+//! step ends with an `end` line. One VM's failure never abandons the others: every VM's
+//! outcome is reported.
 
-use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::apply::journal::{now_ts, Journal, JournalEvent};
+use crate::apply::journal::Journal;
 use crate::apply::limits::Scheduler;
 use crate::apply::outputs::VmFacts;
-use crate::inputs::model::CloneMode;
-use crate::plan::desired::{net_value, DesiredVm};
-use crate::plan::diff::{config_value_matches, VmAction, VmPlan};
-use crate::plan::props;
-use crate::pve::{
-    AllocateRequest, CloneAllocation, CloneParams, ConfigUpdate, DiskSize, DiskSlot, ErrorClass,
-    Ownership, PveClient, PveError, VmConfig, WaitOptions,
-};
+use crate::apply::steps::{self, VmCtx};
+use crate::plan::desired::DesiredVm;
+use crate::plan::diff::{VmAction, VmPlan};
+use crate::pve::{PveClient, PveError, WaitOptions};
+use crate::retry::{CancellationToken, RetryPolicy};
 
 /// Deadlines and pacing for the executor's steps.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Timeouts {
     pub clone: Duration,
     pub config: Duration,
@@ -33,15 +30,25 @@ pub struct Timeouts {
     pub start: Duration,
     /// Graceful guest shutdown before a hard stop on destroy/replace.
     pub shutdown: Duration,
+    /// Added to `shutdown` for the shutdown task itself to end.
+    pub shutdown_grace: Duration,
     pub delete: Duration,
     /// How long to wait for the guest agent to report an address after a start
     /// (`post_apply_ssh_readiness.connectivity_wait_s`; 0 = a single attempt).
     pub agent_wait: Duration,
-    /// First retry delay; doubles with jitter up to `max_backoff`.
+    /// How long to look for a clone whose outcome is unknown before concluding it did not
+    /// happen (the cluster must stay readable throughout).
+    pub unknown_settle: Duration,
+    /// First retry delay; doubles with ±25 % jitter up to `max_backoff`.
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
-    /// Attempts per step before a retryable error becomes the step's failure.
+    /// Attempts per step before a transient error becomes the step's failure.
     pub max_attempts: u32,
+    /// Task polls start at this interval and double up to `max_poll`.
+    pub initial_poll: Duration,
+    pub max_poll: Duration,
+    /// Real seconds per engine second (1.0 on a real cluster; a simulator's time scale).
+    pub scale: f64,
 }
 
 impl Default for Timeouts {
@@ -52,11 +59,78 @@ impl Default for Timeouts {
             resize: Duration::from_secs(600),
             start: Duration::from_secs(300),
             shutdown: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(30),
             delete: Duration::from_secs(600),
             agent_wait: Duration::from_secs(300),
+            unknown_settle: Duration::from_secs(30),
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(10),
             max_attempts: 6,
+            // Most config/start tasks end within ~100 ms on a healthy node: poll early, then
+            // back off (doubling) so long clones cost few status reads.
+            initial_poll: Duration::from_millis(50),
+            max_poll: Duration::from_secs(2),
+            scale: 1.0,
+        }
+    }
+}
+
+/// The shortest real time a scaled executor looks for a clone with an unknown outcome.
+const UNKNOWN_SETTLE_FLOOR: Duration = Duration::from_millis(500);
+
+impl Timeouts {
+    /// Every duration multiplied by `factor` (a simulator running faster than real time), so
+    /// deadlines, backoff and polling keep their proportions to the simulated work. The
+    /// guest shutdown timeout sent to Proxmox stays in its own (simulated) seconds.
+    pub fn scaled(self, factor: f64) -> Self {
+        if !(factor.is_finite() && factor > 0.0) || factor == 1.0 {
+            return self;
+        }
+        let s = |d: Duration| d.mul_f64(factor).max(Duration::from_millis(1));
+        Self {
+            clone: s(self.clone),
+            config: s(self.config),
+            resize: s(self.resize),
+            start: s(self.start),
+            shutdown_grace: s(self.shutdown_grace),
+            delete: s(self.delete),
+            agent_wait: self.agent_wait.mul_f64(factor),
+            // Looking for a clone whose outcome is unknown waits on the simulator's real work
+            // (its worker writing the config), so it keeps a real-time floor.
+            unknown_settle: s(self.unknown_settle).max(UNKNOWN_SETTLE_FLOOR),
+            initial_backoff: s(self.initial_backoff),
+            max_backoff: s(self.max_backoff),
+            initial_poll: s(self.initial_poll),
+            max_poll: s(self.max_poll),
+            scale: self.scale * factor,
+            ..self
+        }
+    }
+
+    /// The retry policy of a step with this deadline.
+    pub fn policy(&self, deadline: Duration) -> RetryPolicy {
+        RetryPolicy {
+            initial: self.initial_backoff,
+            max_interval: self.max_backoff,
+            multiplier: 2.0,
+            jitter: 0.25,
+            max_elapsed: deadline,
+            max_attempts: self.max_attempts,
+        }
+    }
+
+    /// The poll schedule (task waits, lock waits) for a wait of `deadline`.
+    pub fn poll_policy(&self, deadline: Duration) -> RetryPolicy {
+        self.wait_options(deadline).policy()
+    }
+
+    fn wait_options(&self, timeout: Duration) -> WaitOptions {
+        WaitOptions {
+            timeout,
+            initial_poll: self.initial_poll,
+            max_poll: self.max_poll,
+            not_visible_grace: Duration::from_secs(5).mul_f64(self.scale.min(1.0)),
+            ..WaitOptions::default()
         }
     }
 }
@@ -81,6 +155,12 @@ pub enum StepError {
         node: String,
         detail: String,
     },
+    #[error("{step} of VM {key} (vmid {vmid}) cancelled by the operator")]
+    Cancelled {
+        step: &'static str,
+        key: String,
+        vmid: String,
+    },
 }
 
 /// Progress of one VM, for the CLI's display.
@@ -88,7 +168,7 @@ pub enum StepError {
 pub struct ProgressEvent {
     pub vm: String,
     pub step: String,
-    /// `start`, `ok`, `error`, `retry`, `done`.
+    /// `start`, `ok`, `error`, `retry`, `cancelled`, `done`.
     pub status: String,
     pub detail: Option<String>,
 }
@@ -103,7 +183,7 @@ pub struct VmOutcome {
     pub action: VmAction,
     pub vmid: Option<u32>,
     pub node: String,
-    /// `ok` or `error`.
+    /// `ok`, `error` or `cancelled`.
     pub status: String,
     pub error: Option<String>,
     pub duration_ms: u64,
@@ -121,203 +201,33 @@ pub struct Executor {
     pub progress: ProgressFn,
     /// Number of write calls sent (for the "0 writes on re-apply" evidence).
     pub writes: AtomicU64,
-}
-
-/// How a step ended, for its journal line.
-#[derive(Default)]
-struct StepEnd {
-    result: Option<&'static str>,
-    started: Option<Instant>,
-    attempts: Option<u32>,
-    calls: Option<u64>,
-    error: Option<String>,
-}
-
-/// Per-VM call accounting.
-struct VmCtx<'a> {
-    key: String,
-    vmid: Option<u32>,
-    node: String,
-    calls: AtomicU64,
-    exec: &'a Executor,
-}
-
-impl VmCtx<'_> {
-    fn vmid_str(&self) -> String {
-        self.vmid
-            .map(|v| v.to_string())
-            .unwrap_or_else(|| "new".into())
-    }
-    fn pve_err(&self, step: &'static str, source: PveError) -> StepError {
-        StepError::Pve {
-            step,
-            key: self.key.clone(),
-            vmid: self.vmid_str(),
-            node: self.node.clone(),
-            source: Box::new(source),
-        }
-    }
-    fn other(&self, step: &'static str, detail: String) -> StepError {
-        StepError::Other {
-            step,
-            key: self.key.clone(),
-            vmid: self.vmid_str(),
-            node: self.node.clone(),
-            detail,
-        }
-    }
-    fn read(&self) {
-        self.calls.fetch_add(1, Ordering::Relaxed);
-    }
-    fn write(&self) {
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        self.exec.writes.fetch_add(1, Ordering::Relaxed);
-    }
-    /// A task wait made `polls` status reads.
-    fn polled(&self, polls: u32) {
-        self.calls.fetch_add(u64::from(polls), Ordering::Relaxed);
-    }
-    fn journal_start(&self, action: &str) {
-        self.journal(action, "start", None);
-    }
-    fn journal_end(&self, action: &str, end: StepEnd) {
-        self.journal(action, "end", Some(end));
-    }
-    fn journal(&self, action: &str, event: &str, end: Option<StepEnd>) {
-        let end = end.unwrap_or_default();
-        self.exec.journal.record(JournalEvent {
-            v: 0,
-            ts: now_ts(),
-            run_id: String::new(),
-            vm: self.key.clone(),
-            vmid: self.vmid,
-            node: Some(self.node.clone()),
-            action: action.to_string(),
-            event: event.to_string(),
-            result: end.result.map(str::to_string),
-            duration_ms: end.started.map(|s| s.elapsed().as_millis() as u64),
-            attempts: end.attempts,
-            api_calls: end.calls,
-            error: end.error,
-        });
-    }
-    fn progress(&self, step: &str, status: &str, detail: Option<String>) {
-        (self.exec.progress)(ProgressEvent {
-            vm: self.key.clone(),
-            step: step.to_string(),
-            status: status.to_string(),
-            detail,
-        });
-    }
-}
-
-/// Is this error worth another attempt of the same step?
-pub fn is_retryable(e: &PveError) -> bool {
-    match e.classify() {
-        ErrorClass::LockTimeout { .. }
-        | ErrorClass::StorageLockTimeout { .. }
-        | ErrorClass::NoWorkerUpid
-        | ErrorClass::Server
-        | ErrorClass::Transport { .. }
-        // A failed task left nothing behind (PVE cleans up a failed clone; config and
-        // resize are re-read before the next attempt), so it is worth a bounded retry.
-        | ErrorClass::TaskFailed => true,
-        // A lock held by a backup, snapshot or our own clone goes away; wait for it.
-        ErrorClass::Locked { .. } => true,
-        _ => false,
-    }
-}
-
-fn jitter(d: Duration) -> Duration {
-    let ms = d.as_millis() as u64;
-    let spread = ms / 4;
-    let offset = if spread == 0 {
-        0
-    } else {
-        rand::random::<u64>() % (2 * spread + 1)
-    };
-    Duration::from_millis(ms.saturating_sub(spread) + offset)
+    /// Fired on Ctrl-C: steps end (journalled) and no new step starts.
+    pub cancel: CancellationToken,
 }
 
 impl Executor {
-    fn wait_opts(&self, timeout: Duration) -> WaitOptions {
-        // Most config/start tasks end within ~100 ms on a healthy node: poll early, then back
-        // off (doubling) so long clones cost few status reads.
-        WaitOptions {
-            timeout,
-            initial_poll: Duration::from_millis(50),
-            max_poll: Duration::from_secs(2),
-            ..WaitOptions::default()
+    /// An executor with a fresh write counter and cancellation token.
+    pub fn new(
+        client: PveClient,
+        scheduler: Scheduler,
+        journal: Arc<Journal>,
+        timeouts: Timeouts,
+        progress: ProgressFn,
+    ) -> Self {
+        Executor {
+            client,
+            scheduler,
+            journal,
+            timeouts,
+            progress,
+            writes: AtomicU64::new(0),
+            cancel: CancellationToken::new(),
         }
     }
 
-    /// Run one step with retries. `attempt` is called until it succeeds, fails with a
-    /// non-retryable error, or the deadline passes.
-    async fn step<T, F, Fut>(
-        &self,
-        ctx: &VmCtx<'_>,
-        name: &'static str,
-        deadline: Duration,
-        mut attempt: F,
-    ) -> Result<T, StepError>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, StepOutcome>>,
-    {
-        let started = Instant::now();
-        let calls_before = ctx.calls.load(Ordering::Relaxed);
-        ctx.journal_start(name);
-        ctx.progress(name, "start", None);
-        let mut delay = self.timeouts.initial_backoff;
-        let mut attempts = 0u32;
-        loop {
-            attempts += 1;
-            match attempt().await {
-                Ok(v) => {
-                    let calls = ctx.calls.load(Ordering::Relaxed) - calls_before;
-                    ctx.journal_end(
-                        name,
-                        StepEnd {
-                            result: Some("ok"),
-                            started: Some(started),
-                            attempts: Some(attempts),
-                            calls: Some(calls),
-                            error: None,
-                        },
-                    );
-                    ctx.progress(name, "ok", None);
-                    return Ok(v);
-                }
-                Err(StepOutcome::Retry(e))
-                    if started.elapsed() + delay < deadline
-                        && attempts < self.timeouts.max_attempts =>
-                {
-                    ctx.progress(name, "retry", Some(e.to_string()));
-                    tracing::debug!(vm = %ctx.key, step = name, error = %e, "retrying");
-                    tokio::time::sleep(jitter(delay)).await;
-                    delay = (delay * 2).min(self.timeouts.max_backoff);
-                }
-                Err(outcome) => {
-                    let err = match outcome {
-                        StepOutcome::Retry(e) | StepOutcome::Fail(e) => ctx.pve_err(name, e),
-                        StepOutcome::Other(d) => ctx.other(name, d),
-                    };
-                    let calls = ctx.calls.load(Ordering::Relaxed) - calls_before;
-                    ctx.journal_end(
-                        name,
-                        StepEnd {
-                            result: Some("error"),
-                            started: Some(started),
-                            attempts: Some(attempts),
-                            calls: Some(calls),
-                            error: Some(err.to_string()),
-                        },
-                    );
-                    ctx.progress(name, "error", Some(err.to_string()));
-                    return Err(err);
-                }
-            }
-        }
+    /// Task wait options for a step with this deadline.
+    pub fn wait_opts(&self, timeout: Duration) -> WaitOptions {
+        self.timeouts.wait_options(timeout)
     }
 
     /// Run the plan for every VM concurrently; returns one outcome per VM, in plan order.
@@ -352,19 +262,13 @@ impl Executor {
 
     async fn run_vm(&self, plan: &VmPlan) -> VmOutcome {
         let started = Instant::now();
-        let mut ctx = VmCtx {
-            key: plan.key.0.clone(),
-            vmid: plan.vmid,
-            node: plan.node.clone(),
-            calls: AtomicU64::new(0),
-            exec: self,
-        };
+        let mut ctx = VmCtx::new(self, &plan.key.0, plan.vmid, &plan.node);
         let result = match plan.action {
             VmAction::Create => self.create(&mut ctx, plan).await,
-            VmAction::Update => self.update(&mut ctx, plan).await,
-            VmAction::Noop => self.facts(&ctx, plan, false).await,
-            VmAction::Delete => self.remove(&ctx).await.map(|_| None),
-            VmAction::Replace => match self.remove(&ctx).await {
+            VmAction::Update => self.update(&ctx, plan).await,
+            VmAction::Noop => steps::readiness::facts(&ctx, plan, false).await,
+            VmAction::Delete => steps::remove::remove(&ctx).await.map(|_| None),
+            VmAction::Replace => match steps::remove::remove(&ctx).await {
                 Ok(()) => {
                     ctx.vmid = None;
                     self.create(&mut ctx, plan).await
@@ -374,6 +278,7 @@ impl Executor {
         };
         let (status, error, facts) = match result {
             Ok(f) => ("ok", None, f),
+            Err(e @ StepError::Cancelled { .. }) => ("cancelled", Some(e.to_string()), None),
             Err(e) => ("error", Some(e.to_string()), None),
         };
         ctx.progress("done", status, error.clone());
@@ -405,469 +310,40 @@ impl Executor {
         plan: &VmPlan,
     ) -> Result<Option<VmFacts>, StepError> {
         let want = self.desired(ctx, plan)?;
-        let vmid = self.clone_step(ctx, want).await?;
+        let vmid = steps::clone::clone_vm(ctx, want).await?;
         ctx.vmid = Some(vmid);
-        let cfg = self.read_config(ctx, "config").await?;
-        self.config_step(ctx, want, &cfg, &plan.config_set, &[])
-            .await?;
+        steps::config::configure(ctx, want, &plan.config_set, &[]).await?;
         if let Some(r) = &plan.resize {
-            self.resize_step(ctx, &r.disk, r.to_bytes).await?;
+            steps::resize::resize(ctx, &r.disk, r.to_bytes).await?;
         }
-        self.start_step(ctx).await?;
-        self.facts(ctx, plan, true).await
+        steps::start::start(ctx).await?;
+        steps::readiness::facts(ctx, plan, true).await
     }
 
-    async fn update(
-        &self,
-        ctx: &mut VmCtx<'_>,
-        plan: &VmPlan,
-    ) -> Result<Option<VmFacts>, StepError> {
+    async fn update(&self, ctx: &VmCtx<'_>, plan: &VmPlan) -> Result<Option<VmFacts>, StepError> {
         let want = self.desired(ctx, plan)?;
         if !plan.config_set.is_empty() || !plan.config_delete.is_empty() {
-            let cfg = self.read_config(ctx, "config").await?;
-            self.config_step(ctx, want, &cfg, &plan.config_set, &plan.config_delete)
-                .await?;
+            steps::config::configure(ctx, want, &plan.config_set, &plan.config_delete).await?;
             if plan.regenerate_cloudinit {
-                let client = &self.client;
-                let node = ctx.node.clone();
-                let vmid = ctx.vmid.unwrap_or_default();
-                self.step(ctx, "cloudinit", self.timeouts.config, || async {
-                    ctx.write();
-                    client
-                        .cloudinit_regenerate(&node, vmid)
-                        .await
-                        .map_err(StepOutcome::from_write)
-                })
-                .await?;
+                steps::config::regenerate_cloudinit(ctx).await?;
             }
         }
         if let Some(r) = &plan.resize {
-            self.resize_step(ctx, &r.disk, r.to_bytes).await?;
+            steps::resize::resize(ctx, &r.disk, r.to_bytes).await?;
         }
         if plan.start {
-            self.start_step(ctx).await?;
+            steps::start::start(ctx).await?;
         }
-        self.facts(ctx, plan, plan.start).await
-    }
-
-    /// Clone the template (race-safe VMID choice); returns the new VMID.
-    async fn clone_step(&self, ctx: &VmCtx<'_>, want: &DesiredVm) -> Result<u32, StepError> {
-        let full = want.clone_mode == CloneMode::Full;
-        let params = CloneParams {
-            newid: want.requested_vmid.unwrap_or(0),
-            name: Some(want.physical_name.0.clone()),
-            description: Some(want.marker.to_description()),
-            full: Some(full),
-            storage: full.then(|| want.storage.clone()),
-            format: None,
-            target: (want.node != want.template.node).then(|| want.node.clone()),
-            pool: None,
-        };
-        let marker_line = want.marker.to_line();
-        let storage = if full {
-            Some(want.storage.clone())
-        } else {
-            None
-        };
-        let wait = self.wait_opts(self.timeouts.clone);
-        let client = &self.client;
-        self.step(ctx, "clone", self.timeouts.clone, || {
-            let params = params.clone();
-            let marker_line = marker_line.clone();
-            let storage = storage.clone();
-            async move {
-                let _permits = self
-                    .scheduler
-                    .acquire(&want.template.node, storage.as_deref())
-                    .await;
-                ctx.write();
-                let req = AllocateRequest {
-                    node: &want.template.node,
-                    template_vmid: want.template.vmid,
-                    params: &params,
-                    ownership: Ownership::Marker(&marker_line),
-                    start_hint: want.requested_vmid,
-                    range: want.requested_vmid.map(|v| v..=v),
-                    max_attempts: if want.requested_vmid.is_some() { 1 } else { 8 },
-                    wait: Some(wait),
-                };
-                match client.allocate_vmid_and_clone(&req).await {
-                    Ok(CloneAllocation::Completed { vmid, outcome }) => {
-                        // nextid, nextid?vmid=, then the task polls
-                        ctx.polled(outcome.polls + 2);
-                        Ok(vmid)
-                    }
-                    Ok(CloneAllocation::Adopted { vmid, .. }) => Ok(vmid),
-                    Ok(CloneAllocation::Submitted { vmid, .. }) => Ok(vmid),
-                    Err(e) if e.classify() == ErrorClass::WriteOutcomeUnknown => {
-                        // The clone may have been accepted: a marker-owned VM proves it.
-                        match find_marked_vm(client, &want.physical_name.0, &marker_line).await {
-                            Some(vmid) => Ok(vmid),
-                            None => Err(StepOutcome::Retry(e)),
-                        }
-                    }
-                    Err(e) => Err(StepOutcome::from_write(e)),
-                }
-            }
-        })
-        .await
-    }
-
-    async fn read_config(
-        &self,
-        ctx: &VmCtx<'_>,
-        step: &'static str,
-    ) -> Result<VmConfig, StepError> {
-        let vmid = ctx.vmid.unwrap_or_default();
-        let mut delay = self.timeouts.initial_backoff;
-        let started = Instant::now();
-        loop {
-            ctx.read();
-            match self.client.vm_config(&ctx.node, vmid, false).await {
-                // Still under our own clone's lock: wait for it to go.
-                Ok(cfg) if cfg.lock.is_some() && started.elapsed() < self.timeouts.config => {
-                    tokio::time::sleep(jitter(delay)).await;
-                    delay = (delay * 2).min(self.timeouts.max_backoff);
-                }
-                Ok(cfg) => return Ok(cfg),
-                Err(e) => return Err(ctx.pve_err(step, e)),
-            }
-        }
-    }
-
-    /// Write the owned config keys that differ from `cfg`; re-read and recompute on a digest
-    /// mismatch or an unknown write outcome, so nothing is ever blindly resent.
-    async fn config_step(
-        &self,
-        ctx: &VmCtx<'_>,
-        want: &DesiredVm,
-        cfg: &VmConfig,
-        planned_set: &BTreeMap<String, String>,
-        planned_delete: &[String],
-    ) -> Result<(), StepError> {
-        let vmid = ctx.vmid.unwrap_or_default();
-        let node = ctx.node.clone();
-        let client = &self.client;
-        let current = tokio::sync::Mutex::new(cfg.clone());
-        let wait = self.wait_opts(self.timeouts.config);
-        self.step(ctx, "config", self.timeouts.config, || async {
-            let cfg = current.lock().await.clone();
-            let update = build_update(want, &cfg, planned_set, planned_delete);
-            let Some(update) = update else {
-                return Ok(());
-            };
-            let _permits = self.scheduler.acquire(&node, None).await;
-            ctx.write();
-            let res = match client.update_config_async(&node, vmid, &update).await {
-                Ok(Some(upid)) => client
-                    .wait_task(&upid, &wait)
-                    .await
-                    .map(|o| ctx.polled(o.polls)),
-                Ok(None) => Ok(()),
-                Err(e) => Err(e),
-            };
-            match res {
-                Ok(()) => Ok(()),
-                Err(e)
-                    if matches!(
-                        e.classify(),
-                        ErrorClass::ChecksumMismatch | ErrorClass::WriteOutcomeUnknown
-                    ) || is_retryable(&e) =>
-                {
-                    ctx.read();
-                    if let Ok(fresh) = client.vm_config(&node, vmid, false).await {
-                        *current.lock().await = fresh;
-                    }
-                    Err(StepOutcome::Retry(e))
-                }
-                Err(e) => Err(StepOutcome::Fail(e)),
-            }
-        })
-        .await
-    }
-
-    async fn resize_step(
-        &self,
-        ctx: &VmCtx<'_>,
-        disk: &str,
-        to_bytes: u64,
-    ) -> Result<(), StepError> {
-        let vmid = ctx.vmid.unwrap_or_default();
-        let node = ctx.node.clone();
-        let slot: DiskSlot = disk
-            .parse()
-            .map_err(|e| ctx.other("resize", format!("disk {disk}: {e}")))?;
-        let client = &self.client;
-        let wait = self.wait_opts(self.timeouts.resize);
-        self.step(ctx, "resize", self.timeouts.resize, || async {
-            // Re-read the size first: growing to the current size is a no-op, and the engine
-            // never sends a size below the current one.
-            ctx.read();
-            let cfg = client
-                .vm_config(&node, vmid, false)
-                .await
-                .map_err(StepOutcome::from_read)?;
-            let spec = cfg.raw.get(disk).cloned().unwrap_or_default();
-            let storage = spec.split(':').next().map(str::to_string);
-            let current = props::disk_size_bytes(&spec);
-            if current.is_some_and(|c| c >= to_bytes) {
-                return Ok(());
-            }
-            let _permits = self.scheduler.acquire(&node, storage.as_deref()).await;
-            ctx.write();
-            let upid = client
-                .resize(&node, vmid, slot, DiskSize(to_bytes))
-                .await
-                .map_err(StepOutcome::from_write)?;
-            client
-                .wait_task(&upid, &wait)
-                .await
-                .map(|o| ctx.polled(o.polls))
-                .map_err(StepOutcome::from_write)
-        })
-        .await
-    }
-
-    async fn start_step(&self, ctx: &VmCtx<'_>) -> Result<(), StepError> {
-        let vmid = ctx.vmid.unwrap_or_default();
-        let node = ctx.node.clone();
-        let client = &self.client;
-        let wait = self.wait_opts(self.timeouts.start);
-        self.step(ctx, "start", self.timeouts.start, || async {
-            let _permits = self.scheduler.acquire(&node, None).await;
-            ctx.write();
-            let res = match client.start(&node, vmid).await {
-                Ok(upid) => client
-                    .wait_task(&upid, &wait)
-                    .await
-                    .map(|o| ctx.polled(o.polls)),
-                Err(e) => Err(e),
-            };
-            match res {
-                Ok(()) => Ok(()),
-                Err(e) if e.classify() == ErrorClass::AlreadyRunning => Ok(()),
-                Err(e) if e.classify() == ErrorClass::WriteOutcomeUnknown => {
-                    ctx.read();
-                    match client.vm_status(&node, vmid).await {
-                        Ok(st) if st.is_running() => Ok(()),
-                        _ => Err(StepOutcome::Retry(e)),
-                    }
-                }
-                Err(e) => Err(StepOutcome::from_write(e)),
-            }
-        })
-        .await
-    }
-
-    /// Read back what the outputs need. `wait_agent`: poll the guest agent for an address
-    /// (after a start) until the readiness budget runs out; a timeout is not an error here
-    /// (the SSH readiness gate decides readiness).
-    async fn facts(
-        &self,
-        ctx: &VmCtx<'_>,
-        plan: &VmPlan,
-        wait_agent: bool,
-    ) -> Result<Option<VmFacts>, StepError> {
-        let Some(want) = plan.desired.as_ref() else {
-            return Ok(None);
-        };
-        let vmid = ctx.vmid.unwrap_or_default();
-        let started = Instant::now();
-        ctx.journal_start("facts");
-        ctx.read();
-        let cfg = self
-            .client
-            .vm_config(&ctx.node, vmid, false)
-            .await
-            .map_err(|e| ctx.pve_err("facts", e))?;
-        ctx.read();
-        let running = self
-            .client
-            .vm_status(&ctx.node, vmid)
-            .await
-            .map(|s| s.is_running())
-            .map_err(|e| ctx.pve_err("facts", e))?;
-        let mut agent_ipv4 = Vec::new();
-        if running && want.agent {
-            let budget = if wait_agent {
-                self.timeouts.agent_wait
-            } else {
-                Duration::ZERO
-            };
-            agent_ipv4 = self.agent_addresses(ctx, &cfg, budget).await;
-        }
-        let mut config = cfg.raw.clone();
-        config.remove("digest");
-        ctx.journal_end(
-            "facts",
-            StepEnd {
-                result: Some("ok"),
-                started: Some(started),
-                attempts: Some(1),
-                calls: None,
-                error: None,
-            },
-        );
-        Ok(Some(VmFacts {
-            vmid,
-            node: ctx.node.clone(),
-            config,
-            running,
-            agent_ipv4,
-        }))
-    }
-
-    async fn agent_addresses(
-        &self,
-        ctx: &VmCtx<'_>,
-        cfg: &VmConfig,
-        budget: Duration,
-    ) -> Vec<Vec<Ipv4Addr>> {
-        let vmid = ctx.vmid.unwrap_or_default();
-        let started = Instant::now();
-        let mut delay = Duration::from_millis(100);
-        let macs: Vec<String> = crate::apply::outputs::nic_macs(&cfg.raw);
-        loop {
-            ctx.read();
-            match self.client.agent_network_interfaces(&ctx.node, vmid).await {
-                Ok(ifaces) => {
-                    let mut per_mac: Vec<Vec<Ipv4Addr>> = vec![Vec::new(); macs.len()];
-                    let mut others: Vec<Vec<Ipv4Addr>> = Vec::new();
-                    for iface in &ifaces {
-                        let v4: Vec<Ipv4Addr> = iface
-                            .ip_addresses
-                            .iter()
-                            .filter_map(|ip| match ip.ip_address {
-                                std::net::IpAddr::V4(a)
-                                    if !a.is_loopback() && !a.is_link_local() =>
-                                {
-                                    Some(a)
-                                }
-                                _ => None,
-                            })
-                            .collect();
-                        if v4.is_empty() {
-                            continue;
-                        }
-                        let mac = iface
-                            .hardware_address
-                            .as_deref()
-                            .map(str::to_ascii_uppercase);
-                        match mac.and_then(|m| macs.iter().position(|x| *x == m)) {
-                            Some(i) => per_mac[i] = v4,
-                            None => others.push(v4),
-                        }
-                    }
-                    per_mac.retain(|l| !l.is_empty());
-                    per_mac.extend(others);
-                    if !per_mac.is_empty() || started.elapsed() >= budget {
-                        return per_mac;
-                    }
-                }
-                Err(e) => {
-                    if started.elapsed() >= budget {
-                        tracing::debug!(vm = %ctx.key, error = %e, "guest agent gave no address");
-                        return Vec::new();
-                    }
-                }
-            }
-            tokio::time::sleep(delay.min(budget.saturating_sub(started.elapsed()))).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
-        }
-    }
-
-    /// Graceful shutdown (bounded), then stop, then delete with purge.
-    async fn remove(&self, ctx: &VmCtx<'_>) -> Result<(), StepError> {
-        let vmid = ctx.vmid.unwrap_or_default();
-        let node = ctx.node.clone();
-        let client = &self.client;
-        ctx.read();
-        let running = match client.vm_status(&node, vmid).await {
-            Ok(st) => st.is_running(),
-            Err(e) if e.classify() == ErrorClass::NotFound => return Ok(()),
-            Err(e) => return Err(ctx.pve_err("shutdown", e)),
-        };
-        if running {
-            let timeout_s = self.timeouts.shutdown.as_secs().min(u32::MAX as u64) as u32;
-            let wait = self.wait_opts(self.timeouts.shutdown + Duration::from_secs(30));
-            let graceful = self
-                .step(
-                    ctx,
-                    "shutdown",
-                    self.timeouts.shutdown + Duration::from_secs(30),
-                    || async {
-                        let _p = self.scheduler.acquire(&node, None).await;
-                        ctx.write();
-                        let upid = client
-                            .shutdown(&node, vmid, Some(timeout_s), false)
-                            .await
-                            .map_err(StepOutcome::from_write)?;
-                        client
-                            .wait_task(&upid, &wait)
-                            .await
-                            .map(|o| ctx.polled(o.polls))
-                            .map_err(StepOutcome::Fail)
-                    },
-                )
-                .await;
-            if graceful.is_err() {
-                let wait = self.wait_opts(self.timeouts.delete);
-                self.step(ctx, "stop", self.timeouts.delete, || async {
-                    let _p = self.scheduler.acquire(&node, None).await;
-                    ctx.write();
-                    let upid = client
-                        .stop(&node, vmid)
-                        .await
-                        .map_err(StepOutcome::from_write)?;
-                    client
-                        .wait_task(&upid, &wait)
-                        .await
-                        .map(|o| ctx.polled(o.polls))
-                        .map_err(StepOutcome::from_write)
-                })
-                .await?;
-            }
-        }
-        let wait = self.wait_opts(self.timeouts.delete);
-        self.step(ctx, "delete", self.timeouts.delete, || async {
-            let _p = self.scheduler.acquire(&node, None).await;
-            ctx.write();
-            let res = match client.delete_vm(&node, vmid, true, true).await {
-                Ok(upid) => client
-                    .wait_task(&upid, &wait)
-                    .await
-                    .map(|o| ctx.polled(o.polls)),
-                Err(e) => Err(e),
-            };
-            match res {
-                Ok(()) => Ok(()),
-                Err(e) if e.classify() == ErrorClass::NotFound => Ok(()),
-                Err(e) if e.classify() == ErrorClass::WriteOutcomeUnknown => {
-                    ctx.read();
-                    match client.vm_status(&node, vmid).await {
-                        Err(e2) if e2.classify() == ErrorClass::NotFound => Ok(()),
-                        _ => Err(StepOutcome::Retry(e)),
-                    }
-                }
-                Err(e) => Err(StepOutcome::from_write(e)),
-            }
-        })
-        .await
+        steps::readiness::facts(ctx, plan, plan.start).await
     }
 
     /// Destroy one VM by id (destroy command).
     pub async fn destroy_vm(&self, key: &str, vmid: u32, node: &str) -> VmOutcome {
         let started = Instant::now();
-        let ctx = VmCtx {
-            key: key.to_string(),
-            vmid: Some(vmid),
-            node: node.to_string(),
-            calls: AtomicU64::new(0),
-            exec: self,
-        };
-        let res = self.remove(&ctx).await;
-        let (status, error) = match res {
+        let ctx = VmCtx::new(self, key, Some(vmid), node);
+        let (status, error) = match steps::remove::remove(&ctx).await {
             Ok(()) => ("ok", None),
+            Err(e @ StepError::Cancelled { .. }) => ("cancelled", Some(e.to_string())),
             Err(e) => ("error", Some(e.to_string())),
         };
         ctx.progress("done", status, error.clone());
@@ -883,105 +359,4 @@ impl Executor {
             facts: None,
         }
     }
-}
-
-/// How one attempt of a step ended.
-pub enum StepOutcome {
-    Retry(PveError),
-    Fail(PveError),
-    Other(String),
-}
-
-impl StepOutcome {
-    fn from_write(e: PveError) -> Self {
-        if is_retryable(&e) && e.classify() != ErrorClass::WriteOutcomeUnknown {
-            StepOutcome::Retry(e)
-        } else {
-            StepOutcome::Fail(e)
-        }
-    }
-    fn from_read(e: PveError) -> Self {
-        if is_retryable(&e) {
-            StepOutcome::Retry(e)
-        } else {
-            StepOutcome::Fail(e)
-        }
-    }
-}
-
-/// The config write still needed against `cfg` (None when everything already matches).
-fn build_update(
-    want: &DesiredVm,
-    cfg: &VmConfig,
-    planned_set: &BTreeMap<String, String>,
-    planned_delete: &[String],
-) -> Option<ConfigUpdate> {
-    let mut observed = cfg.raw.clone();
-    if cfg.sshkeys.is_empty() {
-        observed.remove("sshkeys");
-    } else {
-        observed.insert("sshkeys".into(), cfg.sshkeys.join("\n"));
-    }
-    let mut update = ConfigUpdate::new();
-    let mut any = false;
-    for (k, v) in planned_set {
-        let before = observed.get(k).map(String::as_str);
-        let desired_now = want
-            .owned_config()
-            .get(k)
-            .cloned()
-            .unwrap_or_else(|| v.clone());
-        if config_value_matches(k, before, &desired_now) {
-            continue;
-        }
-        any = true;
-        update = if k == "sshkeys" {
-            let keys: Vec<String> = v.lines().map(str::to_string).collect();
-            update.sshkeys(&keys)
-        } else if let Some(idx) = k.strip_prefix("net").and_then(|i| i.parse::<usize>().ok()) {
-            // Keep whatever MAC the VM has (a clone's fresh one) unless the operator set one.
-            let keep = before.and_then(props::net_mac);
-            match want.nics.iter().find(|n| n.index == idx) {
-                Some(nic) => update.raw(k, &net_value(nic, keep.as_deref())),
-                None => update.raw(k, v),
-            }
-        } else {
-            update.raw(k, v)
-        };
-    }
-    for k in planned_delete {
-        if observed.contains_key(k) {
-            any = true;
-            update = update.delete(k);
-        }
-    }
-    if let Some(d) = &cfg.digest {
-        update = update.digest(d);
-    }
-    any.then_some(update)
-}
-
-/// Find a VM whose description carries `marker_line` (after an unknown clone outcome). Only
-/// VMs bearing the clone's name, or still under a clone lock, can be that clone, so only
-/// their configs are read.
-async fn find_marked_vm(client: &PveClient, name: &str, marker_line: &str) -> Option<u32> {
-    let rows = client
-        .cluster_resources(Some(crate::pve::ResourceType::Vm))
-        .await
-        .ok()?;
-    for r in rows {
-        let (Some(vmid), Some(node)) = (r.vmid, r.node.clone()) else {
-            continue;
-        };
-        let cloning = r.lock.as_deref() == Some("clone");
-        if r.template || (r.name.as_deref() != Some(name) && !cloning) {
-            continue;
-        }
-        if let Ok(cfg) = client.vm_config(&node, vmid, false).await {
-            if cfg.description_contains(marker_line) {
-                return Some(vmid);
-            }
-        }
-    }
-    None
 }

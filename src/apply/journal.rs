@@ -22,11 +22,12 @@ pub struct JournalEvent {
     pub vm: String,
     pub vmid: Option<u32>,
     pub node: Option<String>,
-    /// `clone`, `config`, `resize`, `start`, `readiness`, `facts`, `shutdown`, `stop`, `delete`, `cloudinit`.
+    /// `clone`, `config`, `cloudinit`, `resize`, `start`, `readiness`, `facts`, `shutdown`,
+    /// `stop`, `delete`.
     pub action: String,
     /// `start` or `end`.
     pub event: String,
-    /// On `end`: `ok`, `error`, `skipped`.
+    /// On `end`: `ok`, `error`, `skipped`, `cancelled` (Ctrl-C).
     pub result: Option<String>,
     pub duration_ms: Option<u64>,
     pub attempts: Option<u32>,

@@ -14,6 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
@@ -30,15 +31,15 @@ use crate::hyops::sdn::{
     host_probe_skipped_warning, managed_bridge_guard, managed_bridges, py_repr, read_sdn_for_ipam,
     SdnAuthority, NETWORK_SDN_REF,
 };
-use crate::hyops::{read_proxmox_ready, write_json_atomic, ModuleState};
+use crate::hyops::{read_proxmox_ready, write_json_atomic, ModuleState, ProxmoxCredentials};
 use crate::inputs::model::{Addressing, Ipv4Config, LogicalVmKey, ModuleInputs, VmMode};
 use crate::netbox::ipam::{
     allocate, check_explicit, preview, AllocateOptions, ExplicitRequest, IpamAction, NicDecision,
     NicRequest, Pool,
 };
 use crate::netbox::probe::{
-    addressing_probe, probe_once, probe_with_retry, ready_after_wait_warning, unreachable_message,
-    JumpSpec, Tunnel, TunnelOpener,
+    addressing_probe, probe_once, probe_with_retry, ready_after_wait_warning, JumpSpec, Tunnel,
+    TunnelOpener,
 };
 use crate::netbox::{NetboxClient, NetboxConfig};
 use crate::plan::desired::{PendingAllocations, PendingIpam};
@@ -95,6 +96,27 @@ pub fn tls_mode(env: &NetboxEnv) -> TlsMode {
     }
 }
 
+/// [`client_for`] with a host pinned to a local address (the tunnel's named https host).
+#[allow(clippy::too_many_arguments)]
+pub fn client_for_resolved(
+    env: &NetboxEnv,
+    url: &str,
+    token: &Secret,
+    timeout: Duration,
+    retry: RetryPolicy,
+    run_id: Option<&str>,
+    resolve: Option<(String, std::net::SocketAddr)>,
+) -> Result<NetboxClient, CliError> {
+    let mut cfg = NetboxConfig::new(url, token.clone());
+    cfg.tls = tls_mode(env);
+    cfg.request_timeout = timeout;
+    cfg.connect_timeout = timeout.min(Duration::from_secs(5));
+    cfg.retry = retry;
+    cfg.changelog_message = run_id.map(|r| format!("hyops-pve {r}"));
+    cfg.resolve = resolve;
+    NetboxClient::new(cfg).map_err(|e| CliError::msg(e.to_string()))
+}
+
 /// A NetBox client for `url`/`token` with the hydrated TLS settings.
 pub fn client_for(
     env: &NetboxEnv,
@@ -142,36 +164,55 @@ fn network_state_ref(model: &ModuleInputs) -> String {
     }
 }
 
-/// The managed-bridge guard (§4.3) for every mode; returns its warnings (the authority
-/// note and the host-probe skip).
-pub fn bridge_guard(ctx: &Ctx, model: &ModuleInputs) -> Result<Vec<String>, CliError> {
+/// The managed-bridge guard (§4.3) for every mode, then upstream's host-side gateway probe
+/// over node SSH (when `proxmox.ready.json` publishes `api_ip` and the credentials name a
+/// `proxmox_ssh_key`; otherwise upstream's "skipped" warning). Returns the warnings; a
+/// missing vnet or gateway, or a drifted host gateway, is the error.
+pub async fn bridge_guard(
+    ctx: &Ctx,
+    model: &ModuleInputs,
+    creds: Option<&ProxmoxCredentials>,
+) -> Result<Vec<String>, CliError> {
     let bridges = requested_bridges(model);
     let managed = managed_bridges(bridges.iter().map(String::as_str));
     if managed.is_empty() {
         return Ok(Vec::new());
     }
     let sref = network_state_ref(model);
-    match managed_bridge_guard(&ctx.root, &ctx.env_vars, &home(ctx), &sref, &managed) {
-        Ok(g) => {
-            let mut warnings = g.warnings;
-            let api_ip = read_proxmox_ready(&ctx.root)
-                .ok()
-                .flatten()
-                .and_then(|r| r.api_ip);
-            let key = ctx
-                .credentials()
-                .ok()
-                .and_then(|c| c.ssh_key)
-                .map(|k| k.display().to_string());
-            warnings.push(host_probe_skipped_warning(
-                api_ip.as_deref(),
-                key.as_deref(),
-                Some("the host-side SSH gateway check is not built into hyops-pve yet"),
-            ));
-            Ok(warnings)
+    let guard = managed_bridge_guard(&ctx.root, &ctx.env_vars, &home(ctx), &sref, &managed)
+        .map_err(|(_w, e)| CliError::msg(e))?;
+    let mut warnings = guard.warnings;
+    let api_ip = read_proxmox_ready(&ctx.root)
+        .ok()
+        .flatten()
+        .and_then(|r| r.api_ip)
+        .filter(|h| !h.trim().is_empty());
+    let key = creds.and_then(|c| c.ssh_key.clone());
+    match (api_ip, creds, key) {
+        (None, _, _) => warnings.push(host_probe_skipped_warning(None, None, None)),
+        (Some(ip), _, None) | (Some(ip), None, _) => {
+            warnings.push(host_probe_skipped_warning(Some(&ip), None, None))
         }
-        Err((_w, e)) => Err(CliError::msg(e)),
+        (Some(_), Some(creds), Some(_)) => {
+            let ssh = crate::commands::module::node_ssh(ctx, creds)?;
+            let expected: BTreeMap<String, Vec<String>> = guard
+                .expected_gateways
+                .iter()
+                .map(|(b, set)| (b.clone(), set.iter().cloned().collect()))
+                .collect();
+            let env_name = ctx.env_name.clone().unwrap_or_else(|| "shared".into());
+            let node = ssh.target().api_node.clone();
+            let checked =
+                crate::ssh::sdn::check_gateways(&ssh, &node, &managed, &expected, &env_name).await;
+            ssh.close().await;
+            match checked {
+                Ok(Some(w)) => warnings.push(w),
+                Ok(None) => {}
+                Err(drift) => return Err(CliError::msg(drift)),
+            }
+        }
     }
+    Ok(warnings)
 }
 
 /// What IPAM needs after the read-only checks.
@@ -341,6 +382,7 @@ pub async fn ipam_prepare(
     let (probe, elapsed) =
         probe_with_retry(|| probe_once(&probe_client), wait, Duration::from_secs(2)).await;
     let mut tunnel = None;
+    let mut resolve = None;
     let base_url = match probe {
         Ok(()) => {
             warnings.extend(ready_after_wait_warning(elapsed, false));
@@ -350,65 +392,88 @@ pub async fn ipam_prepare(
             if err.to_ascii_lowercase().contains("token is rejected") {
                 return Err(CliError::msg(err));
             }
-            let jump = JumpSpec {
-                host: ssh_proxy_jump_host
-                    .clone()
-                    .or_else(|| {
-                        read_proxmox_ready(&ctx.root)
-                            .ok()
-                            .flatten()
-                            .and_then(|r| r.api_ip)
-                    })
-                    .unwrap_or_default(),
-                user: ssh_proxy_jump_user
-                    .clone()
-                    .or_else(|| ctx.credentials().ok().map(|c| c.ssh_username))
-                    .filter(|u| !u.trim().is_empty())
-                    .unwrap_or_else(|| "root".into()),
-                key_file: ssh_proxy_jump_key_file
-                    .clone()
-                    .or_else(|| {
-                        ctx.credentials()
-                            .ok()
-                            .and_then(|c| c.ssh_key)
-                            .map(|k| k.display().to_string())
-                    })
-                    .unwrap_or_else(|| "~/.ssh/id_ed25519".into()),
+            let creds = ctx.credentials().ok();
+            let api_ip = read_proxmox_ready(&ctx.root)
+                .ok()
+                .flatten()
+                .and_then(|r| r.api_ip);
+            let key = creds
+                .as_ref()
+                .and_then(|c| c.ssh_key.as_ref())
+                .map(|k| k.display().to_string());
+            let home_dir = home(ctx);
+            let jump = crate::ssh::tunnel::tunnel_jump(
+                ssh_proxy_jump_host.as_deref(),
+                ssh_proxy_jump_user.as_deref(),
+                ssh_proxy_jump_key_file.as_deref(),
+                api_ip.as_deref(),
+                creds.as_ref().map(|c| c.ssh_username.as_str()),
+                key.as_deref(),
+                Some(&home_dir),
+            );
+            let original = url::Url::parse(&url).ok();
+            let (Some(jump), Some(original)) = (jump, original.filter(|u| u.host_str().is_some()))
+            else {
+                return Err(CliError::msg(crate::ssh::tunnel::unreachable_no_tunnel(
+                    &err,
+                )));
             };
-            let t = open_tunnel(ctx.netbox_tunnel.as_deref(), &jump, &url, &err).await?;
+            let spec = JumpSpec {
+                host: jump.host.clone(),
+                user: jump.user.clone(),
+                key_file: jump.key_file.display().to_string(),
+            };
+            let host = original.host_str().unwrap_or_default().to_string();
+            let port = original.port_or_known_default().unwrap_or(80);
+            let default_opener;
+            let opener: &dyn TunnelOpener = match ctx.netbox_tunnel.as_deref() {
+                Some(o) => o,
+                None => {
+                    default_opener = SshTunnel {
+                        dialer: ctx.dialer(),
+                        known_hosts: ctx.known_hosts(),
+                        original: original.clone(),
+                    };
+                    &default_opener
+                }
+            };
+            let t = opener
+                .open(&spec, &host, port)
+                .await
+                .map_err(|e| CliError::msg(crate::ssh::tunnel::tunnel_failed(&err, &e)))?;
             // Probe through the tunnel with the same patience.
-            let tclient = client_for(
+            let tclient = client_for_resolved(
                 &nb_env,
                 &t.base_url,
                 &token,
                 probe_timeout,
                 RetryPolicy::once(),
                 None,
+                t.resolve.clone(),
             )?;
             let (tprobe, telapsed) =
                 probe_with_retry(|| probe_once(&tclient), wait, Duration::from_secs(2)).await;
             if let Err(e) = tprobe {
-                return Err(CliError::msg(format!(
-                    "NetBox API unreachable ({err}); tunnel probe failed: {e}"
+                return Err(CliError::msg(crate::ssh::tunnel::tunnel_probe_failed(
+                    &err, &e,
                 )));
             }
-            warnings.push(format!(
-                "netbox api unreachable directly; using ssh tunnel via {}@{}",
-                jump.user, jump.host
-            ));
+            warnings.push(crate::ssh::tunnel::tunnel_warning(&jump.user, &jump.host));
             warnings.extend(ready_after_wait_warning(telapsed, true));
             let base = t.base_url.clone();
+            resolve = t.resolve.clone();
             tunnel = Some(t);
             base
         }
     };
-    let client = client_for(
+    let client = client_for_resolved(
         &nb_env,
         &base_url,
         &token,
         Duration::from_secs(30),
         crate::netbox::default_policy(),
         None,
+        resolve,
     )?;
 
     // The SDN authority as IPAM reads it.
@@ -548,33 +613,57 @@ pub async fn ipam_prepare(
     }))
 }
 
-/// The SSH tunnel fallback (§4.2): through `opener` (the SSH module provides one) when a
-/// jump host and the NetBox host are known; otherwise upstream's "unreachable" message.
-async fn open_tunnel(
-    opener: Option<&dyn TunnelOpener>,
-    jump: &JumpSpec,
-    url: &str,
-    err: &str,
-) -> Result<Tunnel, CliError> {
-    let parsed = url::Url::parse(url).ok();
-    let host = parsed
-        .as_ref()
-        .and_then(|u| u.host_str())
-        .unwrap_or("")
-        .to_string();
-    let port = parsed
-        .as_ref()
-        .and_then(|u| u.port_or_known_default())
-        .unwrap_or(80);
-    match opener {
-        Some(o) if !jump.host.is_empty() && !host.is_empty() => {
-            o.open(jump, &host, port).await.map_err(|e| {
-                CliError::msg(format!(
-                    "NetBox API unreachable ({err}); ssh tunnel failed: {e}"
-                ))
+/// The SSH tunnel of §4.2 over the engine's SSH (node SSH's dialer and known_hosts): a
+/// session to the jump host with its key, then a local forward to NetBox. The base URL keeps
+/// its scheme; a named https host is pinned to the local end so TLS still checks the name.
+pub struct SshTunnel {
+    pub dialer: Arc<dyn crate::ssh::Dialer>,
+    pub known_hosts: Arc<crate::ssh::KnownHosts>,
+    pub original: url::Url,
+}
+
+impl TunnelOpener for SshTunnel {
+    fn open<'a>(
+        &'a self,
+        jump: &'a JumpSpec,
+        remote_host: &'a str,
+        remote_port: u16,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Tunnel, String>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            let key = crate::ssh::Identities::key_file(std::path::Path::new(&jump.key_file))
+                .map_err(|e| e.to_string())?;
+            let ctx = crate::ssh::SshContext {
+                identities: Arc::new(key),
+                known_hosts: Arc::clone(&self.known_hosts),
+            };
+            let peer = crate::ssh::Peer {
+                host: jump.host.clone(),
+                port: 22,
+                user: jump.user.clone(),
+                identity: String::new(),
+            };
+            let timeout = Duration::from_secs(5);
+            let session =
+                crate::ssh::SshSession::connect(self.dialer.as_ref(), peer, &ctx, timeout)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            let forward = crate::ssh::tunnel::LocalForward::start(
+                Arc::new(session),
+                remote_host,
+                remote_port,
+                timeout,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            let endpoint =
+                crate::ssh::tunnel::tunnel_endpoint(&self.original, forward.local_addr());
+            Ok(Tunnel {
+                base_url: endpoint.base_url,
+                resolve: endpoint.resolve,
+                guard: Box::new(forward),
             })
-        }
-        _ => Err(CliError::msg(unreachable_message(err))),
+        })
     }
 }
 

@@ -4,20 +4,36 @@
 //! cancelled, and `plan --detailed-exitcode` 2 for changes.
 
 pub mod context;
+pub mod hints;
 pub mod ipam;
 pub mod module;
 pub mod netbox_sync;
+pub mod output;
 pub mod progress;
 pub mod rebuild;
 pub mod simroot;
+pub mod simserve;
+
+use std::ffi::OsString;
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
 
 use crate::cli::{Cli, Command, SimAction, StateAction};
 use crate::hyops::HyopsError;
 
-/// Exit codes.
+/// Exit codes (README "Exit codes"). No error of any kind exits with [`EXIT_CHANGES`].
 pub const EXIT_OK: i32 = 0;
+/// The command ran and failed (validation, credentials, preflight, plan, apply, destroy).
 pub const EXIT_ERROR: i32 = 1;
+/// `plan --detailed-exitcode` only: the plan has changes.
 pub const EXIT_CHANGES: i32 = 2;
+/// The command line could not be parsed (unknown flag, missing or bad value, conflicting
+/// flags): `EX_USAGE` of sysexits(3), never clap's default 2.
+pub const EXIT_USAGE: i32 = 64;
+/// A bug: hyops-pve panicked (`EX_SOFTWARE`). The state of a mutating run stays `running`
+/// and the next apply adopts what it left.
+pub const EXIT_INTERNAL: i32 = 70;
+/// Cancelled by the operator (Ctrl-C, or `rebuild` not confirmed).
 pub const EXIT_CANCELLED: i32 = 130;
 
 /// A command failure: one human message (already carrying the context an operator needs).
@@ -67,7 +83,112 @@ fn init_tracing(verbose: bool) {
         .try_init();
 }
 
-/// Run a parsed command line; returns the exit code.
+/// Parse `args` (the program name first) and run; returns the process exit code. A command
+/// line clap refuses exits [`EXIT_USAGE`] (with the `--json` envelope when `--json` is among
+/// the arguments); `--help` and `--version` exit 0.
+pub fn run_args<I, T>(args: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    match <Cli as clap::Parser>::try_parse_from(&args) {
+        Ok(cli) => run(cli),
+        Err(e) => usage_error(&e, &args),
+    }
+}
+
+fn usage_error(e: &clap::Error, args: &[OsString]) -> i32 {
+    use clap::error::ErrorKind;
+    // clap writes help/version to stdout and errors to stderr; a failed write is ignored.
+    let rendered = e.render().to_string();
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        output::write_stdout(&rendered);
+        return EXIT_OK;
+    }
+    output::write_stderr(&rendered);
+    if !rendered.ends_with('\n') {
+        output::write_stderr("\n");
+    }
+    if args.iter().any(|a| a == "--json") {
+        let message: Vec<&str> = rendered
+            .lines()
+            .take_while(|l| !l.starts_with("Usage:"))
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        let message = message.join(" ");
+        let message = message.strip_prefix("error: ").unwrap_or(&message);
+        let sink = output::Sink::new(true);
+        let mut doc = sink.envelope("", EXIT_USAGE, Some(message));
+        doc["command"] = command_from_args(args).map_or(serde_json::Value::Null, Into::into);
+        output::print_envelope(&doc);
+    }
+    EXIT_USAGE
+}
+
+/// The command named on a command line clap could not parse, if any.
+fn command_from_args(args: &[OsString]) -> Option<&'static str> {
+    let words: Vec<&str> = args
+        .iter()
+        .skip(1)
+        .filter_map(|a| a.to_str())
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    Some(match (words.first().copied()?, words.get(1).copied()) {
+        ("preflight", _) => "preflight",
+        ("validate", _) => "validate",
+        ("plan", _) => "plan",
+        ("apply" | "deploy", _) => "apply",
+        ("destroy", _) => "destroy",
+        ("rebuild", _) => "rebuild",
+        ("state", Some("show")) => "state show",
+        ("state", _) => "state",
+        ("version", _) => "version",
+        ("completions", _) => "completions",
+        ("sim", Some("serve")) => "sim serve",
+        ("sim", _) => "sim",
+        _ => return None,
+    })
+}
+
+/// The envelope's `command` for a parsed command line.
+pub fn command_name(cli: &Cli) -> &'static str {
+    match &cli.command {
+        Command::Preflight { .. } => "preflight",
+        Command::Validate { .. } => "validate",
+        Command::Plan { .. } => "plan",
+        Command::Apply { .. } => "apply",
+        Command::Destroy { .. } => "destroy",
+        Command::Rebuild { .. } => "rebuild",
+        Command::State { .. } => "state show",
+        Command::Version { .. } => "version",
+        Command::Completions { .. } => "completions",
+        Command::Sim { .. } => "sim serve",
+    }
+}
+
+fn wants_json(cli: &Cli) -> bool {
+    match &cli.command {
+        Command::Preflight { module, .. }
+        | Command::Validate { module }
+        | Command::Plan { module, .. }
+        | Command::Apply { module, .. }
+        | Command::Destroy { module, .. }
+        | Command::Rebuild { module, .. } => module.json,
+        Command::State {
+            action: StateAction::Show { args },
+        } => args.json,
+        Command::Version { json } => *json,
+        Command::Sim {
+            action: SimAction::Serve { json, .. },
+        } => *json,
+        Command::Completions { .. } => false,
+    }
+}
+
+/// Run a parsed command line; returns the exit code. Prints the one `ERR:` line on stderr and,
+/// with `--json`, the envelope on stdout. A panic is caught here and exits [`EXIT_INTERNAL`].
 pub fn run(cli: Cli) -> i32 {
     let verbose = match &cli.command {
         Command::Preflight { module, .. }
@@ -79,24 +200,68 @@ pub fn run(cli: Cli) -> i32 {
         _ => false,
     };
     init_tracing(verbose);
+    let command = command_name(&cli);
+    let sink = output::Sink::new(wants_json(&cli));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("ERR: cannot start the async runtime: {e}");
-            return EXIT_ERROR;
+            return finish(
+                &sink,
+                command,
+                Err(CliError::msg(format!(
+                    "cannot start the async runtime: {e}"
+                ))),
+            )
         }
     };
-    let result = runtime.block_on(dispatch(cli));
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("ERR: {}", e.message);
-            e.code
+    let result = guard(|| runtime.block_on(output::scoped(sink.clone(), dispatch(cli))));
+    // Tasks still running (e.g. a blocking password command) must not keep the process alive.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    finish(&sink, command, result)
+}
+
+/// Run `f`; a panic becomes an [`EXIT_INTERNAL`] error naming it as a bug.
+pub fn guard(f: impl FnOnce() -> Result<i32, CliError>) -> Result<i32, CliError> {
+    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(CliError {
+                message: format!(
+                    "internal error (a bug in hyops-pve, please report it): {what}; a mutating run's state stays 'running' and the next apply adopts what it left"
+                ),
+                code: EXIT_INTERNAL,
+            })
         }
     }
+}
+
+/// The exit code for a command result; an error never maps to 0 or [`EXIT_CHANGES`].
+pub fn exit_code(result: &Result<i32, CliError>) -> i32 {
+    match result {
+        Ok(code) => *code,
+        Err(e) if e.code == EXIT_OK || e.code == EXIT_CHANGES => EXIT_ERROR,
+        Err(e) => e.code,
+    }
+}
+
+fn finish(sink: &output::Sink, command: &str, result: Result<i32, CliError>) -> i32 {
+    let code = exit_code(&result);
+    let error = result.err().map(|e| e.message);
+    if let Some(m) = &error {
+        output::write_stderr(&format!("ERR: {m}\n"));
+    }
+    if sink.json_pending() {
+        output::print_envelope(&sink.envelope(command, code, error.as_deref()));
+    }
+    code
 }
 
 async fn dispatch(cli: Cli) -> Result<i32, CliError> {
@@ -121,23 +286,33 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             confirm_module,
         } => rebuild::rebuild(&module, &bypass, yes, confirm_module.as_deref()).await,
         Command::State {
-            action: StateAction::Show { module },
-        } => module::state_show(&module).await,
-        Command::Version => {
-            println!("hyops-pve {}", env!("CARGO_PKG_VERSION"));
-            println!("module: platform/onprem/platform-vm");
-            println!(
+            action: StateAction::Show { args },
+        } => module::state_show(&args).await,
+        Command::Version { .. } => {
+            let version = env!("CARGO_PKG_VERSION");
+            output::field("version", serde_json::json!(version));
+            output::field("module", serde_json::json!(crate::hyops::MODULE_REF));
+            output::field("driver", serde_json::json!(crate::hyops::DRIVER_REF));
+            output::field("profile", serde_json::json!(crate::hyops::PROFILE));
+            output::field("pack", serde_json::json!(crate::hyops::PACK_ID));
+            output::result_line(&format!("hyops-pve {version}"));
+            output::result_line(&format!("module: {}", crate::hyops::MODULE_REF));
+            output::result_line(&format!(
                 "driver: {} profile: {} pack: {}",
                 crate::hyops::DRIVER_REF,
                 crate::hyops::PROFILE,
                 crate::hyops::PACK_ID
-            );
+            ));
             Ok(EXIT_OK)
         }
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();
-            clap_complete::generate(shell, &mut cmd, "hyops-pve", &mut std::io::stdout());
+            // Generated into memory first: clap_complete panics when its writer fails (a
+            // closed pipe), our writer does not.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "hyops-pve", &mut script);
+            output::write_stdout(&String::from_utf8_lossy(&script));
             Ok(EXIT_OK)
         }
         Command::Sim {
@@ -148,31 +323,10 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
                     time_scale,
                     seed,
                     state,
+                    faults,
+                    ca_pem,
+                    json: _,
                 },
-        } => {
-            let listen = listen.parse().map_err(|e| {
-                CliError::msg(format!("--listen {listen:?} is not an address:port: {e}"))
-            })?;
-            if !is_loopback(&listen) {
-                eprintln!("warning: the simulator is listening on a non-loopback address {listen}");
-            }
-            let opts = crate::sim::ServeOptions {
-                listen,
-                cluster_file: cluster,
-                time_scale,
-                seed,
-                state_file: state,
-                ca_pem_path: None,
-                tls: true,
-            };
-            crate::sim::serve(opts)
-                .await
-                .map_err(|e| CliError::msg(e.to_string()))?;
-            Ok(EXIT_OK)
-        }
+        } => simserve::serve(&listen, cluster, time_scale, seed, state, faults, ca_pem).await,
     }
-}
-
-fn is_loopback(addr: &std::net::SocketAddr) -> bool {
-    addr.ip().is_loopback()
 }

@@ -14,12 +14,15 @@ use crate::apply::engine::{self, ApplyReport, PlanRequest, SlotIdentity};
 use crate::apply::executor::{Executor, Timeouts};
 use crate::apply::journal::Journal;
 use crate::apply::limits::{Limits, Scheduler};
-use crate::cli::{ModuleArgs, PreflightBypass};
-use crate::commands::context::Ctx;
+use crate::apply::snippets as apply_snippets;
+use crate::cli::{ModuleArgs, PreflightBypass, StateShowArgs};
+use crate::commands::context::{require_inputs, Ctx};
 use crate::commands::ipam::{self, IpamOutcome, IpamPrepared};
 use crate::commands::netbox_sync;
+use crate::commands::output;
 use crate::commands::progress::progress_for;
-use crate::commands::{CliError, EXIT_CHANGES, EXIT_ERROR, EXIT_OK};
+use crate::commands::{CliError, EXIT_CHANGES, EXIT_OK};
+use crate::hyops::read_proxmox_ready;
 use crate::hyops::{
     self, acquire_lock, build_input_contract, check_vm_set_guards, evidence_dir, new_run_id,
     publish_outputs, read_tfstate_vms, resolve_template, template_source_hint, write_driver_result,
@@ -27,6 +30,7 @@ use crate::hyops::{
     write_rerun_inputs, write_text_atomic, DriverResult, ModuleState, OkRecord, PreflightDecision,
     PreflightOptions, ProxmoxCredentials, RunLock, RunPrefix, RunningRecord,
 };
+use crate::inputs::model::CloudInitMode;
 use crate::inputs::model::{ConcurrencyLimits, LogicalVmKey, ModuleInputs, TemplateSource};
 use crate::inputs::{
     resolve_inputs, sanitize_rerun_inputs, LifecycleCommand, ResolveRequest, ResolvedInputs,
@@ -36,6 +40,9 @@ use crate::plan::desired::TargetDefaults;
 use crate::plan::observed::PriorIds;
 use crate::plan::render::render;
 use crate::pve::PveClient;
+use crate::ssh::gate::{required_failure_message, GateEnv, GateReport};
+use crate::ssh::node::{NodeSsh, NodeSshTarget};
+use crate::ssh::SshContext;
 
 /// One module run's frame: its id, evidence dir and (for mutating commands) the slot lock.
 pub struct Run {
@@ -53,20 +60,29 @@ fn start_run(ctx: &Ctx, prefix: RunPrefix, lock: bool) -> Result<Run, CliError> 
         &run_id,
     );
     hyops::evidence::create_evidence_dir(&evidence).map_err(CliError::hyops)?;
-    if !ctx.args.json {
-        println!("run record: {}", evidence.display());
-    }
+    output::progress(&format!("run record: {}", evidence.display()));
+    output::set_run(&run_id, &evidence);
     let lock = if lock {
-        Some(
-            acquire_lock(
-                &ctx.root,
-                &ctx.module_ref,
-                ctx.instance.as_ref(),
-                &run_id,
-                Duration::from_secs(ctx.args.lock_wait_s),
-            )
-            .map_err(CliError::hyops)?,
+        let held = acquire_lock(
+            &ctx.root,
+            &ctx.module_ref,
+            ctx.instance.as_ref(),
+            &run_id,
+            Duration::from_secs(ctx.args.lock_wait_s),
         )
+        .map_err(CliError::hyops)?;
+        // With the slot lock held, temp files a killed run left beside this slot's state and
+        // rerun inputs are garbage: remove them (only those of processes that are gone).
+        let state = ModuleState::new(&ctx.root, &ctx.module_ref, ctx.instance.as_ref());
+        let rerun = ctx
+            .root
+            .rerun_inputs_file(&ctx.module_ref, ctx.instance.as_ref());
+        for target in [state.path(), rerun.as_path()] {
+            for removed in hyops::fsio::remove_stale_temps(target) {
+                tracing::info!(file = %removed.display(), "removed a temp file left by a killed run");
+            }
+        }
+        Some(held)
     } else {
         None
     };
@@ -89,7 +105,7 @@ fn resolve(
         env: ctx.env_vars.clone(),
         credentials_network_bridge: creds.map(|c| c.network_bridge.clone()),
     };
-    resolve_inputs(&req).map_err(|e| CliError::msg(e.to_string()))
+    resolve_inputs(&req).map_err(|e| CliError::msg(crate::commands::hints::explain(&e, &req)))
 }
 
 fn write_inputs_evidence(
@@ -260,11 +276,21 @@ async fn preflight_phase(
     bypassed: bool,
 ) -> Result<Preflighted, CliError> {
     // Input errors first (they are the operator's to fix in the overlay), then credentials.
-    let creds = ctx.credentials();
+    // The vault is decrypted once and serves both the credentials and the preflight checks.
+    let vault = ctx.vault();
+    let creds = match &vault {
+        Ok(v) => ctx.credentials_with(v.as_ref()),
+        Err(e) => Err(CliError::msg(e.message.clone())),
+    };
     let resolved = resolve(ctx, command, creds.as_ref().ok())?;
     let creds = creds?;
+    let vault = vault?;
     write_inputs_evidence(ctx, run, command.as_str(), &resolved)?;
     let mut warnings = resolved.warnings.clone();
+    for w in &creds.warnings {
+        output::warn(w);
+        warnings.push(w.clone());
+    }
     let (template_ref, template_key) = match &resolved.model.template {
         TemplateSource::StateRef { state_ref, key } => (Some(state_ref.clone()), key.clone()),
         TemplateSource::ExplicitVmId { .. } => (None, None),
@@ -274,7 +300,7 @@ async fn preflight_phase(
         &PreflightOptions {
             min_free_disk_mb: None,
             env: ctx.env_vars.clone(),
-            vault: None,
+            vault: vault.as_ref(),
             template_state_ref: template_ref.as_deref(),
             template_key: template_key.as_deref(),
             strict,
@@ -307,9 +333,14 @@ async fn preflight_phase(
             creds.url
         ))
     })?;
-    // Upstream order: after the template probe, the SDN managed-bridge guard (every mode),
-    // then the IPAM checks (readiness, credentials, probe, explicit addresses).
-    warnings.extend(ipam::bridge_guard(ctx, &resolved.model)?);
+    // Upstream order: after the template probe, the SDN managed-bridge guard (every mode,
+    // with the host-side gateway probe over node SSH), then the IPAM checks (readiness,
+    // credentials, probe, explicit addresses).
+    let bridge_warnings = ipam::bridge_guard(ctx, &resolved.model, Some(&creds)).await?;
+    for w in &bridge_warnings {
+        output::warn(w);
+    }
+    warnings.extend(bridge_warnings);
     let ipam =
         ipam::ipam_prepare(ctx, &resolved.model, &resolved.resolved_json, &mut warnings).await?;
     Ok(Preflighted {
@@ -365,19 +396,23 @@ async fn make_plan(
     Ok(plan)
 }
 
-fn print_plan(ctx: &Ctx, plan: &PlanArtifact) {
-    if ctx.args.json {
+fn print_plan(_ctx: &Ctx, plan: &PlanArtifact) {
+    if output::is_json() {
         return;
     }
     use std::io::IsTerminal;
     let color = std::io::stdout().is_terminal();
-    print!("{}", render(plan, color));
+    output::result_text(&render(plan, color));
 }
 
 /// `hyops-pve preflight`.
 pub async fn preflight(args: &ModuleArgs, strict: bool) -> Result<i32, CliError> {
+    require_inputs(args, &std::env::vars().collect(), "preflight")?;
     let mut ctx = Ctx::new(args).await?;
-    let result = preflight_inner(&ctx, strict).await;
+    let result = match ctx.require_existing_root() {
+        Ok(()) => preflight_inner(&ctx, strict).await,
+        Err(e) => Err(e),
+    };
     ctx.finish().await?;
     result
 }
@@ -429,32 +464,26 @@ pub async fn preflight_inner(ctx: &Ctx, strict: bool) -> Result<i32, CliError> {
     });
     write_json_atomic(&run.evidence.join("preflight_result.json"), &summary)
         .map_err(CliError::hyops)?;
-    if ctx.args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&summary).unwrap_or_default()
-        );
-    } else {
-        for c in &checks {
-            let mark = if c["ok"] == true { "ok  " } else { "FAIL" };
-            println!(
-                "{mark} {}: {}",
-                c["check"].as_str().unwrap_or(""),
-                c["detail"].as_str().unwrap_or("")
-            );
-        }
-        for w in &warnings {
-            println!("WARN: {w}");
-        }
-        if ok {
-            println!("preflight ok: {}", ctx.module_ref.as_str());
+    if let Value::Object(fields) = &summary {
+        for (k, v) in fields {
+            output::field(k, v.clone());
         }
     }
+    for c in &checks {
+        let mark = if c["ok"] == true { "ok  " } else { "FAIL" };
+        output::result_line(&format!(
+            "{mark} {}: {}",
+            c["check"].as_str().unwrap_or(""),
+            c["detail"].as_str().unwrap_or("")
+        ));
+    }
+    for w in &warnings {
+        output::warn(w);
+    }
     match error {
-        None => Ok(EXIT_OK),
-        Some(e) if ctx.args.json => {
-            eprintln!("ERR: {e}");
-            Ok(EXIT_ERROR)
+        None => {
+            output::result_line(&format!("preflight ok: {}", ctx.module_ref.as_str()));
+            Ok(EXIT_OK)
         }
         Some(e) => Err(CliError::msg(e)),
     }
@@ -463,6 +492,7 @@ pub async fn preflight_inner(ctx: &Ctx, strict: bool) -> Result<i32, CliError> {
 /// `hyops-pve validate`: inputs, naming, aliases and guards; the template is resolved when
 /// its state exists (otherwise a warning: plan/apply check it for real).
 pub async fn validate(args: &ModuleArgs) -> Result<i32, CliError> {
+    require_inputs(args, &std::env::vars().collect(), "validate")?;
     let mut ctx = Ctx::new(args).await?;
     let result = validate_inner(&ctx).await;
     ctx.finish().await?;
@@ -476,7 +506,7 @@ pub async fn validate_inner(ctx: &Ctx) -> Result<i32, CliError> {
     let mut warnings = resolved.warnings.clone();
     warnings.extend(vm_set_guards(ctx, &resolved.model)?.warnings);
     // The state parts of §4.1/§4.3 and the read-only IPAM checks run at validate too.
-    warnings.extend(ipam::bridge_guard(ctx, &resolved.model)?);
+    warnings.extend(ipam::bridge_guard(ctx, &resolved.model, creds.as_ref()).await?);
     ipam::ipam_prepare(ctx, &resolved.model, &resolved.resolved_json, &mut warnings).await?;
     let template = match template_vmid(ctx, &resolved.model, &mut warnings) {
         Ok((id, _)) => Some(id),
@@ -488,6 +518,13 @@ pub async fn validate_inner(ctx: &Ctx) -> Result<i32, CliError> {
             None
         }
     };
+    if !ctx.root.path().is_dir() {
+        // A mistyped --env is worth saying; validate itself needs no root and creates none.
+        warnings.push(crate::commands::context::missing_root_message(
+            ctx.root.path(),
+            ctx.args.env.as_deref().or(ctx.env_name.as_deref()),
+        ));
+    }
     let out = json!({
         "module_ref": ctx.module_ref.as_str(),
         "state_instance": ctx.instance.as_ref().map(|i| i.as_str()),
@@ -496,21 +533,28 @@ pub async fn validate_inner(ctx: &Ctx) -> Result<i32, CliError> {
         "warnings": warnings,
         "model": resolved.model,
     });
-    if ctx.args.json {
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
-    } else {
-        for w in &warnings {
-            println!("WARN: {w}");
-        }
+    for w in &warnings {
+        output::warn(w);
+    }
+    for key in [
+        "module_ref",
+        "state_instance",
+        "env",
+        "template_vm_id",
+        "model",
+    ] {
+        output::field(key, out[key].clone());
+    }
+    if !output::is_json() {
         let yaml = serde_yaml::to_string(&out)
             .map_err(|e| CliError::msg(format!("cannot render the model: {e}")))?;
-        print!("{yaml}");
-        println!(
-            "validate ok: {} ({} VM(s))",
-            ctx.module_ref.as_str(),
-            resolved.model.vms.len()
-        );
+        output::result_text(&yaml);
     }
+    output::result_line(&format!(
+        "validate ok: {} ({} VM(s))",
+        ctx.module_ref.as_str(),
+        resolved.model.vms.len()
+    ));
     Ok(EXIT_OK)
 }
 
@@ -520,8 +564,12 @@ pub async fn plan(
     detailed_exitcode: bool,
     out: Option<&Path>,
 ) -> Result<i32, CliError> {
+    require_inputs(args, &std::env::vars().collect(), "plan")?;
     let mut ctx = Ctx::new(args).await?;
-    let result = plan_inner(&ctx, detailed_exitcode, out).await;
+    let result = match ctx.require_existing_root() {
+        Ok(()) => plan_inner(&ctx, detailed_exitcode, out).await,
+        Err(e) => Err(e),
+    };
     ctx.finish().await?;
     result
 }
@@ -545,12 +593,13 @@ pub async fn plan_inner(
         write_json_atomic(path, &value).map_err(CliError::hyops)?;
     }
     print_plan(ctx, &plan);
-    if ctx.args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&plan).unwrap_or_default()
-        );
-    }
+    output::record_warnings(&plan.warnings);
+    output::field("has_changes", json!(plan.summary.has_changes()));
+    output::field(
+        "plan_file",
+        json!(run.evidence.join("plan.json").display().to_string()),
+    );
+    output::field("plan", serde_json::to_value(&plan).unwrap_or(Value::Null));
     Ok(if detailed_exitcode && plan.summary.has_changes() {
         EXIT_CHANGES
     } else {
@@ -565,8 +614,12 @@ pub async fn apply(
     plan_file: Option<&Path>,
 ) -> Result<i32, CliError> {
     let reason = check_bypass("apply", bypass)?;
+    require_inputs(args, &std::env::vars().collect(), "apply")?;
     let mut ctx = Ctx::new(args).await?;
-    let result = apply_inner(&ctx, reason, plan_file).await;
+    let result = match ctx.require_existing_root() {
+        Ok(()) => apply_inner(&ctx, reason, plan_file).await,
+        Err(e) => Err(e),
+    };
     ctx.finish().await?;
     result.map(|_| EXIT_OK)
 }
@@ -579,9 +632,7 @@ pub async fn apply_inner(
 ) -> Result<String, CliError> {
     let run = start_run(ctx, RunPrefix::Apply, true)?;
     let mut decision = PreflightDecision::new("apply", bypass_reason.as_deref());
-    if !ctx.args.json {
-        println!("progress: phase=preflight");
-    }
+    output::progress("progress: phase=preflight");
     // With a bypass, the same resolution runs (the engine needs it) but its failure is the
     // apply's failure, recorded as such.
     let pf = match preflight_phase(
@@ -610,8 +661,8 @@ pub async fn apply_inner(
         }
     };
     let state = ModuleState::new(&ctx.root, &ctx.module_ref, ctx.instance.as_ref());
-    // The slot's last state before this run marks it `running` (the sync retires what it
-    // published and this run no longer has).
+    // The slot's last state before this run marks it `running` (the NetBox sync retires
+    // what it published and this run no longer has).
     let prior_state = state.read().map_err(CliError::hyops)?;
     let input_contract = build_input_contract(&pf.resolved.resolved_json);
     let rerun_file = ctx
@@ -632,34 +683,46 @@ pub async fn apply_inner(
                 "cannot record the running state (the run is aborted before any change): {e}"
             ))
         })?;
-    if !ctx.args.json {
-        println!("progress: phase=apply");
-    }
+    output::progress("progress: phase=apply");
     let outcome = apply_engine(ctx, &run, &pf, plan_file).await;
-    // Inventory sync after a successful apply (§4.7): non-strict unless
-    // HYOPS_NETBOX_SYNC_STRICT says otherwise.
-    let outcome = match outcome {
-        Ok((plan, report)) if !report.failed => {
-            match netbox_sync::after_apply(ctx, &run, &plan, &report, prior_state.as_ref()).await {
-                Ok(w) => Ok((plan, report, w)),
-                Err(e) => Err(e),
-            }
-        }
-        Ok((plan, report)) => Ok((plan, report, Vec::new())),
-        Err(e) => Err(e),
-    };
     match outcome {
-        Ok((plan, report, sync_warnings)) => finish_apply(
-            ctx,
-            &run,
-            &pf,
-            &state,
-            &plan,
-            report,
-            input_contract,
-            resolved_file,
-            sync_warnings,
-        ),
+        Ok(applied) => {
+            // The gate runs after a successful rollout only, as upstream runs it after
+            // `terragrunt output`.
+            let gate = if applied.report.failed {
+                None
+            } else {
+                Some(readiness_gate(ctx, &run, &pf, &applied.report).await)
+            };
+            // The inventory sync (§4.7) runs after the gate passed, as upstream's hook;
+            // non-strict unless HYOPS_NETBOX_SYNC_STRICT says otherwise.
+            let gate_ok = gate.as_ref().is_none_or(|g| g.error.is_none());
+            let sync = if !applied.report.failed && gate_ok {
+                Some(
+                    netbox_sync::after_apply(
+                        ctx,
+                        &run,
+                        &applied.plan,
+                        &applied.report,
+                        prior_state.as_ref(),
+                    )
+                    .await,
+                )
+            } else {
+                None
+            };
+            finish_apply(
+                ctx,
+                &run,
+                &pf,
+                &state,
+                applied,
+                gate,
+                sync,
+                input_contract,
+                resolved_file,
+            )
+        }
         Err(e) => {
             let _ = state.persist_error("apply", &e.message);
             let result = DriverResult::error(&run.run_id, "apply", &e.message);
@@ -675,12 +738,61 @@ pub async fn apply_inner(
     }
 }
 
+/// What the apply phases produced besides the engine report.
+struct ApplyRun {
+    plan: PlanArtifact,
+    report: ApplyReport,
+    /// Warnings from the phases around the rollout (snippet cleanup).
+    warnings: Vec<String>,
+}
+
+/// Node SSH for this root: the API host (`proxmox.ready.json` `api_ip`, else the
+/// `proxmox_url` host) as the credentials' node, `proxmox_ssh_username`, the credentials' key.
+pub(crate) fn node_ssh(ctx: &Ctx, creds: &ProxmoxCredentials) -> Result<NodeSsh, CliError> {
+    let api_ip = read_proxmox_ready(&ctx.root)
+        .ok()
+        .flatten()
+        .and_then(|r| r.api_ip)
+        .filter(|h| !h.trim().is_empty());
+    let api_host = api_ip.or_else(|| creds.host()).ok_or_else(|| {
+        CliError::msg(format!(
+            "node SSH needs the Proxmox host address, but neither meta/proxmox.ready.json runtime.api_ip nor proxmox_url ({}) gives one",
+            creds.url
+        ))
+    })?;
+    let target = NodeSshTarget {
+        api_host,
+        api_node: creds.node.clone(),
+        port: 22,
+        user: creds.ssh_username.clone(),
+    };
+    let ssh_ctx = SshContext {
+        identities: Arc::new(ctx.node_identities(creds)?),
+        known_hosts: ctx.known_hosts(),
+    };
+    Ok(NodeSsh::new(
+        target,
+        ctx.dialer(),
+        ssh_ctx,
+        Duration::from_secs(15),
+    ))
+}
+
+/// The module's effective snippets storage.
+fn snippets_storage(pf: &Preflighted) -> String {
+    pf.resolved
+        .model
+        .snippets_datastore_id
+        .clone()
+        .unwrap_or_else(|| pf.creds.storage_snippets.clone())
+}
+
 async fn apply_engine(
     ctx: &Ctx,
     run: &Run,
     pf: &Preflighted,
     plan_file: Option<&Path>,
-) -> Result<(PlanArtifact, ApplyReport), CliError> {
+) -> Result<ApplyRun, CliError> {
     // IPAM (apply/deploy only): reserve or reuse every address before planning.
     let allocated = match &pf.ipam {
         Some(p) => Some(ipam::ipam_allocate(p, &pf.resolved.model, run).await?),
@@ -713,20 +825,48 @@ async fn apply_engine(
     print_plan(ctx, &plan);
     let journal = Journal::open(&run.evidence.join("apply_journal.jsonl"), &run.run_id)
         .map_err(|e| CliError::msg(e.to_string()))?;
-    let (progress, bar) = progress_for(plan.vms.len(), ctx.args.json);
+    let (progress, bar) = progress_for(plan.vms.len(), false);
     let readiness = &pf.resolved.model.readiness;
     let timeouts = Timeouts {
-        agent_wait: Duration::from_secs(readiness.connectivity_wait_s),
+        // `enabled: false` means no readiness wait at all (not even for the guest agent).
+        agent_wait: if readiness.enabled {
+            Duration::from_secs(readiness.connectivity_wait_s)
+        } else {
+            Duration::ZERO
+        },
         ..Timeouts::default()
+    }
+    .scaled(ctx.time_scale());
+    // Snippets first: every file a VM will point at is on its node before any config write.
+    let mut warnings = Vec::new();
+    let snippet_ssh = if pf.resolved.model.cloud_init_mode == CloudInitMode::Snippets
+        && !pf.resolved.model.is_windows()
+        && apply_snippets::touches_vms(&plan)
+    {
+        let ssh = node_ssh(ctx, &pf.creds)?;
+        let delivered = apply_snippets::deliver(&ssh, &plan).await.map_err(|e| {
+            CliError::msg(format!(
+                "cloud-init snippet upload failed before any VM was changed: {e}"
+            ))
+        })?;
+        if !delivered.uploaded.is_empty() {
+            output::progress(&format!(
+                "snippets: {} uploaded, {} already in place",
+                delivered.uploaded.len(),
+                delivered.present
+            ));
+        }
+        Some(ssh)
+    } else {
+        None
     };
-    let exec = Arc::new(Executor {
-        client: pf.client.clone(),
-        scheduler: Scheduler::new(limits(ctx, &pf.resolved.model)),
-        journal: Arc::new(journal),
+    let exec = Arc::new(Executor::new(
+        pf.client.clone(),
+        Scheduler::new(limits(ctx, &pf.resolved.model)),
+        Arc::new(journal),
         timeouts,
         progress,
-        writes: Default::default(),
-    });
+    ));
     let module_node = pf
         .resolved
         .model
@@ -734,17 +874,112 @@ async fn apply_engine(
         .clone()
         .unwrap_or_else(|| pf.creds.node.clone());
     let apply = engine::apply_plan(&exec, &plan, &module_node, &pf.resolved.model.tags);
-    let report = tokio::select! {
-        r = apply => r,
-        _ = tokio::signal::ctrl_c() => {
-            if let Some(b) = &bar { b.abandon(); }
-            return Err(CliError::cancelled("apply cancelled by the operator (SIGINT); VMs already created carry the ownership marker and are adopted by the next apply"));
+    let report = run_cancellable(&exec, apply).await;
+    let report = match report {
+        Some(r) => r,
+        None => {
+            if let Some(b) = &bar {
+                b.abandon();
+            }
+            return Err(CliError::cancelled("apply cancelled by the operator (SIGINT); every started step was ended and journalled; VMs already created carry the ownership marker and are adopted by the next apply"));
         }
     };
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    Ok((plan, report))
+    if let Some(ssh) = snippet_ssh {
+        match apply_snippets::cleanup(&ssh, &plan, &report.outcomes, &snippets_storage(pf)).await {
+            Ok(r) if !r.removed.is_empty() => output::progress(&format!(
+                "snippets: {} stale file(s) removed",
+                r.removed.len()
+            )),
+            Ok(_) => {}
+            Err(e) => warnings.push(format!(
+                "stale cloud-init snippet files were not removed: {e}"
+            )),
+        }
+        ssh.close().await;
+    }
+    Ok(ApplyRun {
+        plan,
+        report,
+        warnings,
+    })
+}
+
+/// The post-apply SSH readiness gate over this apply's outputs.
+async fn readiness_gate(
+    ctx: &Ctx,
+    run: &Run,
+    pf: &Preflighted,
+    report: &ApplyReport,
+) -> GateReport {
+    let api_ip = read_proxmox_ready(&ctx.root)
+        .ok()
+        .flatten()
+        .and_then(|r| r.api_ip);
+    let env = GateEnv {
+        proxmox_api_ip: api_ip,
+        proxmox_ssh_username: Some(pf.creds.ssh_username.clone()),
+        evidence_dir: run.evidence.clone(),
+        dialer: ctx.dialer(),
+        known_hosts: ctx.known_hosts(),
+        default_identities: ctx.default_identities(),
+        vm_identities: Default::default(),
+        home: ctx.env_vars.get("HOME").map(PathBuf::from),
+        retry_interval: Duration::from_secs(3),
+        max_parallel: 16,
+        time_scale: ctx.time_scale(),
+    };
+    output::progress("progress: phase=post_apply_ssh_readiness");
+    let gate = crate::apply::readiness::post_apply_readiness(
+        &pf.resolved.model.readiness,
+        &report.outputs,
+        &report.outcomes,
+        env,
+    )
+    .await;
+    {
+        let proxy = gate
+            .summary
+            .get("effective_proxy")
+            .and_then(|p| p.get("host"))
+            .and_then(Value::as_str)
+            .filter(|h| !h.is_empty())
+            .map(|h| format!(" via {h}"))
+            .unwrap_or_default();
+        let n = gate
+            .summary
+            .get("targets")
+            .and_then(Value::as_array)
+            .map(Vec::len)
+            .unwrap_or(0);
+        output::progress(&format!(
+            "post-apply SSH readiness: {} ({n} target(s){proxy}; see {})",
+            gate.status(),
+            run.evidence.join(crate::ssh::gate::SUMMARY_FILE).display()
+        ));
+    }
+    gate
+}
+
+/// How long the steps get to end (journalled) after Ctrl-C before the run stops anyway.
+const CANCEL_GRACE: Duration = Duration::from_secs(20);
+
+/// Run `work` until it ends or Ctrl-C: then fire the executor's cancellation token, let the
+/// steps end and journal themselves (bounded by [`CANCEL_GRACE`]), and return `None`.
+async fn run_cancellable<T>(
+    exec: &Arc<Executor>,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::pin!(work);
+    tokio::select! {
+        r = &mut work => return Some(r),
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    exec.cancel.cancel();
+    let _ = tokio::time::timeout(CANCEL_GRACE, &mut work).await;
+    None
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -753,12 +988,19 @@ fn finish_apply(
     run: &Run,
     pf: &Preflighted,
     state: &ModuleState,
-    plan: &PlanArtifact,
-    report: ApplyReport,
+    applied: ApplyRun,
+    gate: Option<GateReport>,
+    sync: Option<Result<Vec<String>, CliError>>,
     input_contract: Value,
     resolved_file: PathBuf,
-    sync_warnings: Vec<String>,
 ) -> Result<String, CliError> {
+    let plan = &applied.plan;
+    let report = applied.report;
+    let mut warnings = plan.warnings.clone();
+    for w in &applied.warnings {
+        output::warn(w);
+    }
+    warnings.extend(applied.warnings);
     let report_value = json!({
         "run_id": run.run_id,
         "failed": report.failed,
@@ -774,26 +1016,63 @@ fn finish_apply(
     normalized.insert("command".into(), json!("apply"));
     normalized.insert("plan_summary".into(), json!(plan.summary));
     normalized.insert("writes".into(), json!(report.writes));
+    output::record_warnings(&plan.warnings);
+    output::field("plan_summary", json!(plan.summary));
+    output::field("writes", json!(report.writes));
+    output::field("api_calls", json!(report.api_calls));
+    output::field("vms", json!(report.outcomes));
     if let Some(err) = report.error_summary() {
+        // Each VM's error was shown once as it happened (progress) and is kept in full in
+        // apply_report.json, driver_result.json and the envelope's `vms`; the state and the
+        // ERR line get the one-line summary.
         let _ = state.persist_error("apply", &err);
         let mut result = DriverResult::error(&run.run_id, "apply", &err);
         result.normalized_outputs = normalized;
-        result.warnings = plan.warnings.clone();
+        result
+            .normalized_outputs
+            .insert("vms".into(), json!(report.outcomes));
+        result.warnings = warnings;
         let _ = write_driver_result(&run.evidence, &result);
-        if !ctx.args.json {
-            for o in report.outcomes.iter().filter(|o| o.status != "ok") {
-                eprintln!(
-                    "failed: {} (vmid {}): {}",
-                    o.key,
-                    o.vmid.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
-                    o.error.clone().unwrap_or_default()
-                );
-            }
-        }
         return Err(CliError::msg(format!(
-            "apply failed: {err} (open: {})",
-            run.evidence.join("apply_journal.jsonl").display()
+            "apply failed: {err}; per-VM errors: {}",
+            run.evidence.join("apply_report.json").display()
         )));
+    }
+    if let Some(g) = gate {
+        normalized.insert("post_apply_ssh_readiness".into(), g.summary.clone());
+        output::field("post_apply_ssh_readiness", g.summary.clone());
+        for w in &g.warnings {
+            output::warn(w);
+        }
+        warnings.extend(g.warnings.iter().cloned());
+        if let Some(e) = &g.error {
+            // Required gate failed: state error, the new outputs are not published (§5.6).
+            let msg = required_failure_message(e);
+            let _ = state.persist_error("apply", &msg);
+            let mut result = DriverResult::error(&run.run_id, "apply", &msg);
+            result.normalized_outputs = normalized;
+            result.warnings = warnings.clone();
+            let _ = write_driver_result(&run.evidence, &result);
+            return Err(CliError::msg(msg));
+        }
+    }
+    match sync {
+        Some(Ok(w)) => {
+            for x in &w {
+                output::warn(x);
+            }
+            warnings.extend(w);
+        }
+        // HYOPS_NETBOX_SYNC_STRICT: the sync failure fails the apply.
+        Some(Err(e)) => {
+            let _ = state.persist_error("apply", &e.message);
+            let mut result = DriverResult::error(&run.run_id, "apply", &e.message);
+            result.normalized_outputs = normalized;
+            result.warnings = warnings.clone();
+            let _ = write_driver_result(&run.evidence, &result);
+            return Err(e);
+        }
+        None => {}
     }
     let raw = report.outputs.as_object().cloned().unwrap_or_default();
     let published = publish_outputs(&raw);
@@ -818,46 +1097,48 @@ fn finish_apply(
     write_module_state_record(&run.evidence, state.path(), &state_value, None)
         .map_err(CliError::hyops)?;
     let mut result = DriverResult::ok(&run.run_id, "apply", normalized);
-    result.warnings = plan.warnings.clone();
-    result.warnings.extend(sync_warnings.iter().cloned());
+    result.warnings = warnings.clone();
     write_driver_result(&run.evidence, &result).map_err(CliError::hyops)?;
     write_json_atomic(&run.evidence.join("result.json"), &result.to_value())
         .map_err(CliError::hyops)?;
-    if ctx.args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&result.to_value()).unwrap_or_default()
-        );
-    } else {
-        for w in &sync_warnings {
-            println!("WARN: {w}");
-        }
-        println!("rerun_inputs: {}", rerun_file.display());
-        let s = &plan.summary;
-        println!(
-            "apply ok: {} created, {} updated, {} replaced, {} deleted, {} unchanged; {} API writes",
-            s.create, s.update, s.replace, s.delete, s.noop, report.writes
-        );
-        println!("state: {}", state.path().display());
-    }
+    output::field("outputs", json!(published));
+    output::field("state_file", json!(state.path().display().to_string()));
+    output::field("rerun_inputs_file", json!(rerun_file.display().to_string()));
+    output::result_line(&format!("rerun_inputs: {}", rerun_file.display()));
+    let s = &plan.summary;
+    output::result_line(&format!(
+        "apply ok: {} created, {} updated, {} replaced, {} deleted, {} unchanged; {} API writes",
+        s.create, s.update, s.replace, s.delete, s.noop, report.writes
+    ));
+    output::result_line(&format!("state: {}", state.path().display()));
     Ok(run.run_id.clone())
 }
 
 /// `hyops-pve destroy`.
 pub async fn destroy(args: &ModuleArgs, bypass: &PreflightBypass) -> Result<i32, CliError> {
-    let _reason = check_bypass("destroy", bypass)?;
+    let reason = check_bypass("destroy", bypass)?;
     let mut ctx = Ctx::new(args).await?;
-    let result = destroy_inner(&ctx).await;
+    let result = match ctx.require_existing_root() {
+        Ok(()) => destroy_inner(&ctx, reason).await,
+        Err(e) => Err(e),
+    };
     ctx.finish().await?;
     result.map(|_| EXIT_OK)
 }
 
-pub async fn destroy_inner(ctx: &Ctx) -> Result<String, CliError> {
+/// Destroy every VM the slot provably owns, with apply's state sequence: `running` before
+/// the first delete, then `destroyed`, or `error` with the previous outputs kept (so the
+/// next run still knows the VMs that were not removed). The preflight decision (and a
+/// `--preflight-bypass-reason`) is recorded in the run's evidence.
+pub async fn destroy_inner(ctx: &Ctx, bypass_reason: Option<String>) -> Result<String, CliError> {
     let run = start_run(ctx, RunPrefix::Destroy, true)?;
+    let mut decision = PreflightDecision::new("destroy", bypass_reason.as_deref());
     let creds = ctx.credentials()?;
     // Validation is skipped on destroy; the lenient model only supplies names.
     let resolved = resolve(ctx, LifecycleCommand::Destroy, Some(&creds))?;
     write_inputs_evidence(ctx, &run, "destroy", &resolved)?;
+    decision.complete(true, None);
+    decision.write(&run.evidence).map_err(CliError::hyops)?;
     let client = ctx.client(&creds)?;
     let prior = prior_ids(ctx)?;
     let names: BTreeSet<String> = resolved
@@ -866,29 +1147,116 @@ pub async fn destroy_inner(ctx: &Ctx) -> Result<String, CliError> {
         .values()
         .map(|v| v.physical_name.0.clone())
         .collect();
-    let journal = Journal::open(&run.evidence.join("apply_journal.jsonl"), &run.run_id)
-        .map_err(|e| CliError::msg(e.to_string()))?;
-    let (progress, bar) = progress_for(names.len().max(prior.hyops.len()), ctx.args.json);
-    let exec = Arc::new(Executor {
+    let state = ModuleState::new(&ctx.root, &ctx.module_ref, ctx.instance.as_ref());
+    // The destroy sync (§4.8) works from the slot's state before this run.
+    let prior_state = state.read().map_err(CliError::hyops)?;
+    let contract = build_input_contract(&resolved.resolved_json);
+    state
+        .persist_running(&RunningRecord {
+            run_id: run.run_id.clone(),
+            command: "destroy".into(),
+            evidence_dir: run.evidence.clone(),
+            input_contract: contract.clone(),
+            rerun_inputs_file: None,
+            resolved_inputs_file: Some(run.evidence.join("resolved.inputs.yml")),
+        })
+        .map_err(|e| {
+            CliError::msg(format!(
+                "cannot record the running state (the destroy is aborted before any change): {e}"
+            ))
+        })?;
+    let fail = |msg: String| {
+        let _ = state.persist_error("destroy", &msg);
+        let _ = write_driver_result(
+            &run.evidence,
+            &DriverResult::error(&run.run_id, "destroy", &msg),
+        );
+        msg
+    };
+    let journal = match Journal::open(&run.evidence.join("apply_journal.jsonl"), &run.run_id) {
+        Ok(j) => j,
+        Err(e) => return Err(CliError::msg(fail(e.to_string()))),
+    };
+    let (progress, bar) = progress_for(names.len().max(prior.hyops.len()), false);
+    let exec = Arc::new(Executor::new(
         client,
-        scheduler: Scheduler::new(limits(ctx, &resolved.model)),
-        journal: Arc::new(journal),
-        timeouts: Timeouts::default(),
+        Scheduler::new(limits(ctx, &resolved.model)),
+        Arc::new(journal),
+        Timeouts::default().scaled(ctx.time_scale()),
         progress,
-        writes: Default::default(),
-    });
-    let report = engine::destroy(&exec, &identity(ctx), &prior, &names)
-        .await
-        .map_err(|e| CliError::msg(e.to_string()));
+    ));
+    let ident = identity(ctx);
+    let work = engine::destroy(&exec, &ident, &prior, &names);
+    let report = run_cancellable(&exec, work).await;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    let report = report?;
+    let report = match report {
+        None => {
+            let msg = fail("destroy cancelled by the operator (SIGINT); every started step was ended and journalled; run destroy again to remove the rest".into());
+            return Err(CliError::cancelled(msg));
+        }
+        Some(Err(e)) => return Err(CliError::msg(fail(e.to_string()))),
+        Some(Ok(r)) => r,
+    };
     write_json_atomic(
         &run.evidence.join("destroy_report.json"),
         &json!({"run_id": run.run_id, "vms": report.outcomes, "warnings": report.warnings}),
     )
     .map_err(CliError::hyops)?;
+    output::field("vms", json!(report.outcomes));
+    // After the VMs are gone (even when others failed): their known_hosts entries and
+    // cloud-init snippet files go too.
+    let mut report = report;
+    let destroyed: Vec<(String, String, u32)> = report
+        .outcomes
+        .iter()
+        .filter(|o| o.status == "ok")
+        .filter_map(|o| {
+            let name = report.names.get(&o.key)?;
+            Some((o.node.clone(), name.clone(), o.vmid?))
+        })
+        .collect();
+    let vmids: Vec<u32> = destroyed.iter().map(|d| d.2).collect();
+    if !vmids.is_empty() {
+        if let Err(e) = ctx.known_hosts().forget_vmids(&vmids) {
+            report.warnings.push(format!(
+                "known_hosts entries of destroyed VMs were not removed: {e}"
+            ));
+        }
+    }
+    if !destroyed.is_empty()
+        && resolved.model.cloud_init_mode == CloudInitMode::Snippets
+        && !resolved.model.is_windows()
+    {
+        let storage = resolved
+            .model
+            .snippets_datastore_id
+            .clone()
+            .unwrap_or_else(|| creds.storage_snippets.clone());
+        let pairs: Vec<(String, String)> = destroyed
+            .iter()
+            .map(|(n, name, _)| (n.clone(), name.clone()))
+            .collect();
+        let cleaned = match node_ssh(ctx, &creds) {
+            Ok(ssh) => {
+                let r = apply_snippets::remove_destroyed(&ssh, &pairs, &storage).await;
+                ssh.close().await;
+                r.map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.message),
+        };
+        match cleaned {
+            Ok(r) if !r.removed.is_empty() => output::progress(&format!(
+                "snippets: {} file(s) of destroyed VMs removed",
+                r.removed.len()
+            )),
+            Ok(_) => {}
+            Err(e) => report.warnings.push(format!(
+                "cloud-init snippet files of destroyed VMs were not removed: {e}"
+            )),
+        }
+    }
     if report.failed {
         let failed: Vec<String> = report
             .outcomes
@@ -896,21 +1264,18 @@ pub async fn destroy_inner(ctx: &Ctx) -> Result<String, CliError> {
             .filter(|o| o.status != "ok")
             .map(|o| format!("{}: {}", o.key, o.error.clone().unwrap_or_default()))
             .collect();
-        let msg = format!("destroy failed: {}", failed.join("; "));
-        let _ = write_driver_result(
-            &run.evidence,
-            &DriverResult::error(&run.run_id, "destroy", &msg),
-        );
+        let msg = fail(format!(
+            "destroy failed: {}; per-VM errors: {}",
+            crate::apply::engine::summarize_failures(&failed, report.outcomes.len()),
+            run.evidence.join("destroy_report.json").display()
+        ));
         return Err(CliError::msg(msg));
     }
-    let state = ModuleState::new(&ctx.root, &ctx.module_ref, ctx.instance.as_ref());
-    // Destroy sync (§4.8) from the prior state, before the state says `destroyed`.
-    let prior_state = state.read().map_err(CliError::hyops)?;
-    let mut report = report;
-    report
-        .warnings
-        .extend(netbox_sync::after_destroy(ctx, &run, prior_state.as_ref()).await?);
-    let contract = build_input_contract(&resolved.resolved_json);
+    // Destroy sync from the prior state, before the state says `destroyed`.
+    match netbox_sync::after_destroy(ctx, &run, prior_state.as_ref()).await {
+        Ok(w) => report.warnings.extend(w),
+        Err(e) => return Err(CliError::msg(fail(e.message))),
+    }
     let value = state
         .persist_destroyed(&run.run_id, &run.evidence, &contract)
         .map_err(CliError::hyops)?;
@@ -930,39 +1295,93 @@ pub async fn destroy_inner(ctx: &Ctx) -> Result<String, CliError> {
     let mut result = DriverResult::ok(&run.run_id, "destroy", normalized);
     result.warnings = report.warnings.clone();
     write_driver_result(&run.evidence, &result).map_err(CliError::hyops)?;
-    if ctx.args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&result.to_value()).unwrap_or_default()
-        );
-    } else {
-        for w in &report.warnings {
-            println!("WARN: {w}");
-        }
-        println!("destroy ok: {} VM(s) removed", report.outcomes.len());
+    for w in &report.warnings {
+        output::warn(w);
     }
+    output::field(
+        "destroyed",
+        result
+            .normalized_outputs
+            .get("destroyed")
+            .cloned()
+            .unwrap_or(Value::Null),
+    );
+    output::field("state_file", json!(state.path().display().to_string()));
+    output::result_line(&format!(
+        "destroy ok: {} VM(s) removed",
+        report.outcomes.len()
+    ));
     Ok(run.run_id.clone())
 }
 
-/// `hyops-pve state show`.
-pub async fn state_show(args: &ModuleArgs) -> Result<i32, CliError> {
-    let mut ctx = Ctx::new(args).await?;
-    let state = ModuleState::new(&ctx.root, &ctx.module_ref, ctx.instance.as_ref());
-    let result = match state.read().map_err(CliError::hyops)? {
+/// `hyops-pve state show`: reads the slot's state file; starts nothing, creates nothing.
+pub async fn state_show(args: &StateShowArgs) -> Result<i32, CliError> {
+    let env_vars: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+    let module = crate::inputs::canonical_module_ref(&args.module)
+        .map_err(|e| CliError::msg(e.to_string()))?;
+    let module_ref = hyops::ModuleRef::parse(module).map_err(CliError::hyops)?;
+    let instance =
+        hyops::StateInstance::parse_opt(args.state_instance.as_deref()).map_err(CliError::hyops)?;
+    let nonblank = |k: &str| {
+        env_vars
+            .get(k)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let env = args.env.clone().or_else(|| nonblank("HYOPS_ENV"));
+    let root = if args.sim {
+        let env = env.unwrap_or_else(|| "dev".into());
+        hyops::RuntimeRoot::at(
+            &crate::commands::simroot::sim_home(&env_vars)
+                .join("envs")
+                .join(env),
+        )
+    } else {
+        let runtime_root_env = nonblank("HYOPS_RUNTIME_ROOT");
+        let env_for_root = match (&args.env, &args.root, &runtime_root_env) {
+            (Some(e), _, _) => Some(e.clone()),
+            (None, None, None) => env.clone(),
+            _ => None,
+        };
+        let home = env_vars.get("HOME").map(PathBuf::from);
+        hyops::RuntimeRoot::resolve(&hyops::RootSource {
+            env: env_for_root.as_deref(),
+            root: args.root.as_deref(),
+            runtime_root_env: runtime_root_env.as_deref(),
+            home: home.as_deref(),
+        })
+        .map_err(CliError::hyops)?
+    };
+    if !root.path().is_dir() {
+        let msg = if args.sim {
+            format!(
+                "the simulator has no runtime root for env {} yet ({} does not exist); `hyops-pve apply --sim --env {}` creates it",
+                root.env().unwrap_or("dev"),
+                root.path().display(),
+                root.env().unwrap_or("dev")
+            )
+        } else {
+            crate::commands::context::missing_root_message(
+                root.path(),
+                args.env.as_deref().or(root.env()),
+            )
+        };
+        return Err(CliError::msg(msg));
+    }
+    let state = ModuleState::new(&root, &module_ref, instance.as_ref());
+    output::field("state_file", json!(state.path().display().to_string()));
+    match state.read().map_err(CliError::hyops)? {
         Some(s) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&Value::Object(s)).unwrap_or_default()
-            );
+            let value = Value::Object(s);
+            output::result_line(&serde_json::to_string_pretty(&value).unwrap_or_default());
+            output::field("state", value);
             Ok(EXIT_OK)
         }
         None => Err(CliError::msg(format!(
             "no module state at {} (nothing applied in this slot yet)",
             state.path().display()
         ))),
-    };
-    ctx.finish().await?;
-    result
+    }
 }
 
 /// The strict preflight rebuild runs before destroying anything.

@@ -2,11 +2,12 @@
 //! rules of hyops (`--confirm-module` must match; a y/N prompt without `--yes`) and
 //! `rebuild_summary.json` in `logs/rebuild/<module_id>/<run_id>/`. Part of the CLI layer.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 
 use crate::cli::{ModuleArgs, PreflightBypass};
-use crate::commands::context::Ctx;
+use crate::commands::context::{require_inputs, Ctx};
 use crate::commands::module::{apply_inner, destroy_inner};
+use crate::commands::output;
 use crate::commands::{CliError, EXIT_OK};
 use crate::hyops::{
     new_run_id, rebuild_dir, write_json_atomic, PreflightDecision, RebuildSummary, RunPrefix,
@@ -15,8 +16,7 @@ use crate::inputs::canonical_module_ref;
 
 /// Ask `question` on the terminal; only `y`/`yes` continues.
 fn confirm(question: &str) -> bool {
-    eprint!("{question}");
-    let _ = std::io::stderr().flush();
+    output::write_stderr(question);
     let mut line = String::new();
     if std::io::stdin().lock().read_line(&mut line).is_err() {
         return false;
@@ -38,6 +38,7 @@ pub async fn rebuild(
             )));
         }
     }
+    require_inputs(args, &std::env::vars().collect(), "rebuild")?;
     if !yes {
         if !std::io::stdin().is_terminal() {
             return Err(CliError::msg(format!(
@@ -51,7 +52,10 @@ pub async fn rebuild(
         }
     }
     let mut ctx = Ctx::new(args).await?;
-    let result = rebuild_inner(&ctx, bypass).await;
+    let result = match ctx.require_existing_root() {
+        Ok(()) => rebuild_inner(&ctx, bypass).await,
+        Err(e) => Err(e),
+    };
     ctx.finish().await?;
     result
 }
@@ -60,7 +64,8 @@ pub async fn rebuild_inner(ctx: &Ctx, bypass: &PreflightBypass) -> Result<i32, C
     let run_id = new_run_id(RunPrefix::Rebuild);
     let dir = rebuild_dir(&ctx.root, &ctx.module_ref, &run_id);
     crate::hyops::evidence::create_evidence_dir(&dir).map_err(CliError::hyops)?;
-    println!("run record: {}", dir.display());
+    output::progress(&format!("run record: {}", dir.display()));
+    output::set_run(&run_id, &dir);
     let mut summary = RebuildSummary::new(&run_id, &ctx.module_ref);
     let reason = if bypass.skip_preflight {
         bypass.preflight_bypass_reason.clone()
@@ -68,7 +73,13 @@ pub async fn rebuild_inner(ctx: &Ctx, bypass: &PreflightBypass) -> Result<i32, C
         None
     };
     let mut decision = PreflightDecision::new("rebuild", reason.as_deref());
-    let write_summary = |s: &RebuildSummary| s.write(&dir).map_err(CliError::hyops);
+    let write_summary = |s: &RebuildSummary| {
+        output::field(
+            "rebuild",
+            serde_json::to_value(s).unwrap_or(serde_json::Value::Null),
+        );
+        s.write(&dir).map_err(CliError::hyops)
+    };
 
     // 1. strict preflight (unless bypassed with a reason)
     if reason.is_none() {
@@ -93,7 +104,7 @@ pub async fn rebuild_inner(ctx: &Ctx, bypass: &PreflightBypass) -> Result<i32, C
     }
     decision.write(&dir).map_err(CliError::hyops)?;
     // 2. destroy
-    match destroy_inner(ctx).await {
+    match destroy_inner(ctx, reason.clone()).await {
         Ok(_) => summary.phase("destroy", "ok", 0),
         Err(e) => {
             summary.phase("destroy", "error", e.code);
@@ -118,6 +129,6 @@ pub async fn rebuild_inner(ctx: &Ctx, bypass: &PreflightBypass) -> Result<i32, C
         &dir.join("meta.json"),
         &serde_json::json!({"command": "rebuild", "run_id": run_id, "module_ref": ctx.module_ref.as_str()}),
     );
-    println!("rebuild ok: {}", ctx.module_ref.as_str());
+    output::result_line(&format!("rebuild ok: {}", ctx.module_ref.as_str()));
     Ok(EXIT_OK)
 }

@@ -6,17 +6,23 @@
 //! `credentials/netbox.env` (URL, token, certificate pin), a ready `platform/onprem/netbox`
 //! state and a `core/onprem/network-sdn` state with the typical HybridOps vnets, so IPAM
 //! overlays run end to end. Part of the CLI layer.
+//!
+//! The simulator writes credentials into its root, so it only ever uses a root that is new,
+//! empty, or marked as a simulator root ([`SIM_ROOT_MARKER`], or the saved cluster state of
+//! an older release): a real HyOps root given by `--root` or reached through
+//! `HYOPS_PVE_SIM_HOME` is refused before anything is written.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_json::json;
 
 use crate::commands::CliError;
 use crate::hyops::seed::{seed_ready_root, ReadyRootSeed};
-use crate::hyops::{write_json_atomic, RuntimeRoot};
+use crate::hyops::{acquire_lock_file, write_json_atomic, write_text_atomic, RunLock, RuntimeRoot};
 use crate::sim::netbox::{NbStore, NetboxSim, NetboxSimConfig, NetboxSimHandle};
-use crate::sim::{ClusterDescription, SimConfig, SimHandle, SimState, Simulator};
+use crate::sim::{ClusterDescription, FaultPlan, SimConfig, SimHandle, SimState, Simulator};
 
 /// The SDN of the simulated root: `(vnet, vlan_id, cidr)`, gateway `.1`, DHCP `.120–.220`
 /// (the typical HybridOps topology, contract §4.3), zone `hybzone`.
@@ -144,13 +150,80 @@ pub fn write_sdn_state(root: &Path, zone: &str, sdn: &[(&str, u16, &str)]) -> Re
 /// 32 GiB template takes ~2.5 real seconds), unless `HYOPS_PVE_SIM_TIME_SCALE` says otherwise.
 const DEFAULT_TIME_SCALE: f64 = 0.01;
 
-/// A running in-process simulator (Proxmox and NetBox) bound to its runtime root.
+/// The file that marks a runtime root as the simulator's own (relative to the root).
+pub const SIM_ROOT_MARKER: &str = "sim/hyops-pve-sim-root.json";
+
+/// Refuse to use `root` for the simulator unless it is absent, empty, or a simulator root.
+pub fn check_sim_root(root: &Path) -> Result<(), CliError> {
+    if !root.exists() {
+        return Ok(());
+    }
+    if root.join(SIM_ROOT_MARKER).is_file() || root.join("sim/cluster-state.json").is_file() {
+        return Ok(());
+    }
+    let entries: Vec<String> = match std::fs::read_dir(root) {
+        Ok(rd) => rd
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .collect(),
+        Err(e) => {
+            return Err(CliError::msg(format!(
+                "--sim cannot use {} as its runtime root: {e}",
+                root.display()
+            )))
+        }
+    };
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let mut found: Vec<String> = [
+        "credentials/proxmox.credentials.tfvars",
+        "vault/bootstrap.vault.env",
+        "meta/proxmox.ready.json",
+        "state",
+    ]
+    .iter()
+    .filter(|p| root.join(p).exists())
+    .map(|p| p.to_string())
+    .collect();
+    if found.is_empty() {
+        found = entries;
+        found.sort();
+        found.truncate(5);
+    }
+    Err(CliError::msg(format!(
+        "--sim refuses runtime root {}: it is not a simulator root (it holds {}), and the simulator would overwrite its credentials. \
+         Nothing was written. Drop --root to use the simulator's own root (~/.hyops-pve/sim/envs/<env>, or $HYOPS_PVE_SIM_HOME/envs/<env>), \
+         or give --root a new or empty directory",
+        root.display(),
+        found.join(", ")
+    )))
+}
+
+/// A running in-process simulator bound to its runtime root. It holds the lock of its
+/// cluster state file from before the state is loaded until after it is saved, so two
+/// `--sim` runs on one root serialise (the second waits `--lock-wait-s`, then fails naming
+/// the holder) instead of one overwriting the other's cluster.
 pub struct SimSession {
     handle: SimHandle,
     netbox: NetboxSimHandle,
     root: PathBuf,
     state_file: PathBuf,
     netbox_state_file: PathBuf,
+    _state_lock: RunLock,
+}
+
+/// Lock `state_file` (`<state_file>.lock`) for this process, waiting up to `wait`.
+pub fn lock_sim_state(state_file: &Path, wait: Duration) -> Result<RunLock, CliError> {
+    let lock_path = state_file.with_extension("lock");
+    let run = format!("sim-{}", std::process::id());
+    acquire_lock_file(
+        &lock_path,
+        &format!("the simulated cluster state {}", state_file.display()),
+        &run,
+        wait,
+    )
+    .map_err(CliError::hyops)
 }
 
 /// The simulator home: `HYOPS_PVE_SIM_HOME`, else `~/.hyops-pve/sim`.
@@ -171,12 +244,16 @@ impl SimSession {
         env: &str,
         root_override: Option<&Path>,
         cluster_file: Option<&Path>,
+        faults_file: Option<&Path>,
+        lock_wait: Duration,
         env_vars: &BTreeMap<String, String>,
     ) -> Result<Self, CliError> {
         let root = match root_override {
             Some(r) => r.to_path_buf(),
             None => sim_home(env_vars).join("envs").join(env),
         };
+        check_sim_root(&root)?;
+        mark_sim_root(&root)?;
         let state_file = root.join("sim").join("cluster-state.json");
         let time_scale = match env_vars.get("HYOPS_PVE_SIM_TIME_SCALE") {
             Some(v) => v
@@ -195,10 +272,24 @@ impl SimSession {
             time_scale,
             ..SimConfig::default()
         };
+        // The simulated nodes carry the SDN gateways of the root's network-sdn state, as a
+        // reconciled Proxmox host does (the host-side gateway probe checks them).
+        for (vnet, _, cidr) in SIM_SDN {
+            let (gw, _, _) = sim_subnet(cidr);
+            cfg.ssh
+                .bridge_addresses
+                .insert(vnet.to_string(), vec![format!("{gw}/24")]);
+        }
         if let Some(file) = cluster_file {
             cfg.cluster =
                 ClusterDescription::from_file(file).map_err(|e| CliError::msg(e.to_string()))?;
         }
+        if let Some(file) = faults_file {
+            cfg.faults = FaultPlan::from_file(file).map_err(|e| CliError::msg(e.to_string()))?;
+        }
+        // The lock comes before the load: a second run must never read a cluster the first
+        // one is about to overwrite.
+        let state_lock = lock_sim_state(&state_file, lock_wait)?;
         let handle = if state_file.exists() {
             let state =
                 SimState::load_from(&state_file).map_err(|e| CliError::msg(e.to_string()))?;
@@ -222,6 +313,7 @@ impl SimSession {
             root,
             state_file,
             netbox_state_file,
+            _state_lock: state_lock,
         };
         write_sim_root(&session.root, &session.handle)?;
         write_netbox_root(
@@ -230,18 +322,23 @@ impl SimSession {
             &session.netbox.token,
             Some(&session.netbox.ca_fingerprint_sha256),
         )?;
-        eprintln!(
+        crate::commands::output::progress(&format!(
             "simulator: {} (runtime root {}, state {}); embedded NetBox {}",
             session.handle.url(),
             session.root.display(),
             session.state_file.display(),
             session.netbox.url()
-        );
+        ));
         Ok(session)
     }
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The simulator's time scale (real seconds per simulated second).
+    pub fn time_scale(&self) -> f64 {
+        self.handle.time_scale()
     }
 
     pub fn handle(&self) -> &SimHandle {
@@ -280,6 +377,40 @@ impl SimSession {
     }
 }
 
+/// The simulator root's SSH key: `<root>/credentials/sim_ssh_ed25519` (created once, 0600).
+/// It is the node key (`proxmox_ssh_key`), the default guest key (`ssh_public_key`) and the
+/// readiness gate's default identity in `--sim` runs. Returns its path and public key line.
+pub fn sim_ssh_key(root: &RuntimeRoot) -> Result<(PathBuf, String), CliError> {
+    use russh::keys::ssh_key::private::Ed25519Keypair;
+    use russh::keys::ssh_key::LineEnding;
+    use russh::keys::PrivateKey;
+    let path = root.credentials_dir().join(SIM_SSH_KEY_FILE);
+    let key = if path.exists() {
+        russh::keys::load_secret_key(&path, None).map_err(|e| {
+            CliError::msg(format!(
+                "simulator SSH key {} is unreadable ({e}); delete it to create a new one",
+                path.display()
+            ))
+        })?
+    } else {
+        let mut key = PrivateKey::from(Ed25519Keypair::from_seed(&rand::random::<[u8; 32]>()));
+        key.set_comment("hyops-pve-sim");
+        let pem = key
+            .to_openssh(LineEnding::LF)
+            .map_err(|e| CliError::msg(format!("cannot encode the simulator SSH key: {e}")))?;
+        write_text_atomic(&path, &pem).map_err(CliError::hyops)?;
+        key
+    };
+    let public = key
+        .public_key()
+        .to_openssh()
+        .map_err(|e| CliError::msg(format!("cannot encode the simulator SSH key: {e}")))?;
+    Ok((path, public))
+}
+
+/// File name of the simulator root's SSH key under `credentials/`.
+pub const SIM_SSH_KEY_FILE: &str = "sim_ssh_ed25519";
+
 /// Make `root` a ready HyOps runtime root for the simulator behind `h`: credentials (token,
 /// pinned certificate), the template-image state and the Proxmox readiness marker.
 pub fn write_sim_root(root: &Path, h: &SimHandle) -> Result<(), CliError> {
@@ -291,6 +422,14 @@ pub fn write_sim_root(root: &Path, h: &SimHandle) -> Result<(), CliError> {
         .cloned()
         .unwrap_or_else(|| "pve1".into());
     let runtime_root = RuntimeRoot::at(root);
+    // The simulated nodes accept this root's own SSH key for root, and the API address
+    // reaches the first node's sshd (in-process: see `sim::ssh`).
+    let (key_path, public_key) = sim_ssh_key(&runtime_root)?;
+    let ssh = h.ssh();
+    ssh.authorize_node_key("root", &public_key)
+        .map_err(|e| CliError::msg(format!("simulator SSH key {}: {e}", key_path.display())))?;
+    let api_ip = h.addr.ip().to_string();
+    ssh.add_node_alias(&api_ip);
     seed_ready_root(
         &runtime_root,
         &ReadyRootSeed {
@@ -300,7 +439,9 @@ pub fn write_sim_root(root: &Path, h: &SimHandle) -> Result<(), CliError> {
             node: first_node.clone(),
             skip_tls: false,
             tls_fingerprint: Some(h.ca_fingerprint_sha256.clone()),
-            api_ip: h.addr.ip().to_string(),
+            api_ip,
+            ssh_key: Some(key_path),
+            ssh_public_key: public_key,
             ..ReadyRootSeed::default()
         },
     )
@@ -340,5 +481,19 @@ pub fn write_sim_root(root: &Path, h: &SimHandle) -> Result<(), CliError> {
     });
     let tpl = root.join("state/modules/core__onprem__template-image/latest.json");
     write_json_atomic(&tpl, &tpl_state).map_err(CliError::hyops)?;
-    Ok(())
+    mark_sim_root(root)
+}
+
+/// Write [`SIM_ROOT_MARKER`]. Done first thing after [`check_sim_root`] accepts a root, so a
+/// second `--sim` run that finds the root half-written by a first one (which holds the
+/// cluster lock) recognises it as the simulator's and waits for the lock instead of refusing.
+pub fn mark_sim_root(root: &Path) -> Result<(), CliError> {
+    write_json_atomic(
+        &root.join(SIM_ROOT_MARKER),
+        &json!({
+            "created_by": "hyops-pve --sim",
+            "note": "this runtime root belongs to the hyops-pve simulator; its credentials point at it",
+        }),
+    )
+    .map_err(CliError::hyops)
 }

@@ -127,6 +127,10 @@ pub struct ProxmoxCredentials {
     pub ssh_public_key: String,
     /// The tfvars file the values came from (when it exists).
     pub source_file: Option<PathBuf>,
+    /// `http://` was accepted because `proxmox_allow_http` / `PROXMOX_ALLOW_HTTP` said so.
+    pub allow_http: bool,
+    /// Operator warnings about these credentials (e.g. the token travels in clear text).
+    pub warnings: Vec<String>,
 }
 
 impl ProxmoxCredentials {
@@ -192,25 +196,54 @@ pub fn load_proxmox_credentials(
         }
     }
     if !missing.is_empty() {
-        if source_file.is_none() && missing.len() == REQUIRED.len() {
-            return Err(HyopsError::Contract(format!(
+        // The first line is upstream's verbatim text; the lines after it say what to do.
+        let first = if source_file.is_none() && missing.len() == REQUIRED.len() {
+            format!(
                 "missing required credentials: proxmox (expected credentials in {})",
                 root.credentials_dir().display()
-            )));
-        }
+            )
+        } else {
+            format!(
+                "proxmox: credential contract missing keys in {}: {}",
+                path.display(),
+                missing.join(", ")
+            )
+        };
         return Err(HyopsError::Contract(format!(
-            "proxmox: credential contract missing keys in {}: {}",
-            path.display(),
-            missing.join(", ")
+            "{first}\n{}",
+            missing_credentials_help(
+                root,
+                env,
+                &path,
+                source_file.is_some(),
+                vault.is_some(),
+                &missing
+            )
         )));
     }
     let take = |k: &str| values.get(k).cloned().unwrap_or_default();
     let url = take("proxmox_url");
+    let allow_http = tf.get("proxmox_allow_http").is_some_and(|v| truthy(v))
+        || env.get("PROXMOX_ALLOW_HTTP").is_some_and(|v| truthy(v));
+    let mut warnings = Vec::new();
     match url::Url::parse(&url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
+        Ok(u) if u.scheme() == "https" && u.host_str().is_some() => {}
+        Ok(u) if u.scheme() == "http" && u.host_str().is_some() => {
+            if !allow_http {
+                return Err(HyopsError::Credentials(format!(
+                    "proxmox_url={url:?} uses http://: the API token would cross the network in clear text, so it is refused. \
+                     Use https:// (Proxmox serves its API on https://<host>:8006/api2/json), or accept clear text deliberately \
+                     with proxmox_allow_http = true in {} (or PROXMOX_ALLOW_HTTP=1)",
+                    path.display()
+                )));
+            }
+            warnings.push(format!(
+                "proxmox_url={url:?} uses http://: the API token is sent in clear text (allowed by proxmox_allow_http / PROXMOX_ALLOW_HTTP)"
+            ));
+        }
         _ => {
             return Err(HyopsError::Credentials(format!(
-                "proxmox_url={url:?} is not an http(s) URL with a host"
+                "proxmox_url={url:?} is not an https:// URL with a host (expected https://<host>:8006/api2/json)"
             )))
         }
     }
@@ -251,7 +284,71 @@ pub fn load_proxmox_credentials(
             .unwrap_or_else(|| "vmbr0".into()),
         ssh_public_key: opt("ssh_public_key", "PROXMOX_SSH_PUBLIC_KEY").unwrap_or_default(),
         source_file,
+        allow_http,
+        warnings,
     })
+}
+
+/// The "what to do" lines after a missing-credentials message: the file looked for (and
+/// whether `HYOPS_PROXMOX_TFVARS` chose it), the `PROXMOX_*` variables and which are set, the
+/// runtime vault, and `hyops init proxmox`. Names only, never a value.
+fn missing_credentials_help(
+    root: &RuntimeRoot,
+    env: &BTreeMap<String, String>,
+    path: &Path,
+    file_exists: bool,
+    vault_read: bool,
+    missing: &[&str],
+) -> String {
+    let override_set = env
+        .get("HYOPS_PROXMOX_TFVARS")
+        .is_some_and(|v| !v.trim().is_empty());
+    let file_line = match (override_set, file_exists) {
+        (true, true) => format!("  read {} (chosen by HYOPS_PROXMOX_TFVARS)", path.display()),
+        (true, false) => format!(
+            "  looked for {} (chosen by HYOPS_PROXMOX_TFVARS): it does not exist",
+            path.display()
+        ),
+        (false, true) => format!(
+            "  read {} (set HYOPS_PROXMOX_TFVARS to use another file)",
+            path.display()
+        ),
+        (false, false) => format!(
+            "  looked for {}: it does not exist (HYOPS_PROXMOX_TFVARS is not set)",
+            path.display()
+        ),
+    };
+    let vars: Vec<String> = missing
+        .iter()
+        .filter_map(|k| REQUIRED.iter().find(|(key, _)| key == k))
+        .map(|(_, var)| {
+            let set = env.get(*var).is_some_and(|v| !is_placeholder(v));
+            format!("{var}{}", if set { " (set)" } else { "" })
+        })
+        .collect();
+    let vault_line = if missing.contains(&"proxmox_token_secret") {
+        let vault = root.vault_file();
+        if vault_read {
+            format!(
+                "\n  the runtime vault {} was read and has no PROXMOX_TOKEN_SECRET",
+                vault.display()
+            )
+        } else if vault.exists() {
+            format!(
+                "\n  the token secret may come from the runtime vault {} (PROXMOX_TOKEN_SECRET): set HYOPS_VAULT_PASSWORD_FILE (or ANSIBLE_VAULT_PASSWORD_FILE, HYOPS_VAULT_PASSWORD_COMMAND) so it can be read",
+                vault.display()
+            )
+        } else {
+            String::new()
+        }
+    } else {
+        String::new()
+    };
+    format!(
+        "{file_line}\n  environment fallbacks for the missing keys: {}{vault_line}\n  fix: run `hyops init proxmox{}` to write the credentials, or set HYOPS_PROXMOX_TFVARS or the PROXMOX_* variables",
+        vars.join(", "),
+        root.env().map(|e| format!(" --env {e}")).unwrap_or_default()
+    )
 }
 
 /// `meta/proxmox.ready.json` (§7), read leniently.

@@ -64,6 +64,48 @@ fn temp_name(path: &Path) -> Result<PathBuf> {
     )))
 }
 
+/// True when a process with this pid exists (it may belong to another user).
+fn pid_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: kill(2) with signal 0 sends nothing; it only checks that the pid exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+/// Remove the temp files [`write_bytes_atomic`] left beside `path` when its writer was killed
+/// (`.<name>.tmp-<pid>-<hex>` whose pid no longer exists). Call it where no other writer of
+/// `path` can be running (under the slot lock). Returns the files removed; a file that cannot
+/// be removed is left (the next run tries again).
+pub fn remove_stale_temps(path: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return Vec::new();
+    };
+    let prefix = format!(".{name}.tmp-");
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in entries.filter_map(std::result::Result::ok) {
+        let file_name = entry.file_name();
+        let Some(rest) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid == std::process::id() as i32 || pid_alive(pid) {
+            continue;
+        }
+        let p = entry.path();
+        if fs::remove_file(&p).is_ok() {
+            removed.push(p);
+        }
+    }
+    removed
+}
+
 fn fsync_dir(dir: &Path) -> Result<()> {
     let d = File::open(dir).map_err(|e| HyopsError::io(dir, e))?;
     d.sync_all().map_err(|e| HyopsError::io(dir, e))

@@ -130,6 +130,22 @@ pub fn acquire_at(
     run_id: &str,
     wait: Duration,
 ) -> Result<RunLock> {
+    acquire_subject(
+        path,
+        &format!("the lock for {module_ref} (slot {slot})"),
+        run_id,
+        wait,
+    )
+}
+
+/// Acquire an exclusive lock file at `path` for `run_id`, waiting up to `wait`. `subject`
+/// names what is locked in the busy message (e.g. `the simulated cluster state F`).
+pub fn acquire_subject(
+    path: &Path,
+    subject: &str,
+    run_id: &str,
+    wait: Duration,
+) -> Result<RunLock> {
     if let Some(dir) = path.parent() {
         ensure_dir(dir)?;
     }
@@ -177,8 +193,7 @@ pub fn acquire_at(
             let holder = read_holder(&mut file);
             return Err(HyopsError::Lock(busy_message(
                 path,
-                module_ref,
-                slot,
+                subject,
                 holder.as_ref(),
             )));
         }
@@ -186,12 +201,7 @@ pub fn acquire_at(
     }
 }
 
-fn busy_message(
-    path: &Path,
-    module_ref: &ModuleRef,
-    slot: &str,
-    holder: Option<&LockHolder>,
-) -> String {
+fn busy_message(path: &Path, subject: &str, holder: Option<&LockHolder>) -> String {
     match holder {
         Some(h) => {
             let dead = if h.host == hostname() && !pid_alive(h.pid) {
@@ -200,7 +210,7 @@ fn busy_message(
                 ""
             };
             format!(
-                "another hyops-pve run holds the lock for {module_ref} (slot {slot}): run_id={} pid={} (started {}){dead}; wait for it or, if it is dead, remove {}",
+                "another hyops-pve run holds {subject}: run_id={} pid={} (started {}){dead}; wait for it or, if it is dead, remove {}",
                 h.run_id,
                 h.pid,
                 h.started_at,
@@ -208,7 +218,7 @@ fn busy_message(
             )
         }
         None => format!(
-            "another hyops-pve run holds the lock for {module_ref} (slot {slot}): run_id=unknown pid=unknown (started unknown); wait for it or, if it is dead, remove {}",
+            "another hyops-pve run holds {subject}: run_id=unknown pid=unknown (started unknown); wait for it or, if it is dead, remove {}",
             path.display()
         ),
     }

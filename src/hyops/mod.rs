@@ -59,7 +59,9 @@ pub use evidence::{
 };
 pub use fsio::{append_jsonl, render_json, sort_keys, write_json_atomic, write_text_atomic};
 pub use guards::{check_vm_set_guards, GuardOutcome};
-pub use lock::{acquire as acquire_lock, LockHolder, RunLock};
+pub use lock::{
+    acquire as acquire_lock, acquire_subject as acquire_lock_file, LockHolder, RunLock,
+};
 pub use netbox_env::{hydrate_netbox_env, netbox_authority_root, netbox_ready, NetboxEnv};
 pub use paths::{module_id, slot_name, ModuleRef, RootSource, RuntimeRoot, StateInstance};
 pub use preflight::{run_preflight_checks, PreflightCheck, PreflightOptions, PreflightReport};

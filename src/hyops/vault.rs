@@ -2,6 +2,13 @@
 //! decryption and encryption (PBKDF2-HMAC-SHA256 ×10000 → AES-256-CTR key, HMAC-SHA256 key,
 //! IV; HMAC over the ciphertext checked in constant time; PKCS7), password sources, and
 //! KEY=VALUE env-file parsing. Knows nothing about which keys the vault holds or why.
+//!
+//! Interoperability with the real tools (checked against `ansible-vault` in
+//! `tests/hyops_vault.rs`): the vault env is written and read as upstream hyops does
+//! (`hyops/runtime/vault.py` `_render_env` / `_parse_env`: `KEY="value"` with `\\`, `\"`, `\r`,
+//! `\n` escaped, so multi-line secrets survive), and passwords are trimmed as ansible-vault
+//! trims them (a password file: ASCII whitespace at both ends; a password command: Python's
+//! `str.strip()`, which upstream applies before handing the password to ansible-vault).
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -224,10 +231,23 @@ fn run_with_timeout(mut cmd: Command, label: &str, timeout: Duration) -> Result<
     String::from_utf8(out).map_err(|_| vault_err(format!("{label}: output is not UTF-8")))
 }
 
-/// Read the password from a source: file contents trimmed, or the command's stdout trimmed
-/// (killed after `timeout`). An empty password is an error.
+/// Python's `bytes.strip()`: ASCII space, `\t`, `\n`, `\r`, `\x0b`, `\x0c` at both ends
+/// (ansible-vault reading a password file).
+pub fn trim_like_ansible_file(s: &str) -> &str {
+    s.trim_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c'])
+}
+
+/// Python's `str.strip()`: Unicode whitespace plus the separators `\x1c`–`\x1f` (upstream hyops
+/// reading a password command's output).
+pub fn trim_like_python_str(s: &str) -> &str {
+    s.trim_matches(|c: char| c.is_whitespace() || ('\x1c'..='\x1f').contains(&c))
+}
+
+/// Read the password from a source: a file trimmed as ansible-vault trims it, or the command's
+/// stdout trimmed as upstream hyops trims it (killed after `timeout`). An empty password is
+/// an error.
 pub fn read_password(src: &PasswordSource, timeout: Duration) -> Result<Secret> {
-    let pw = match src {
+    let raw = match src {
         PasswordSource::File(p) => std::fs::read_to_string(p)
             .map_err(|e| vault_err(format!("vault password file {}: {e}", p.display())))?,
         PasswordSource::Command(c) => {
@@ -239,7 +259,10 @@ pub fn read_password(src: &PasswordSource, timeout: Duration) -> Result<Secret> 
             run_with_timeout(Command::new(p), "HYOPS_VAULT_PASS_SCRIPT", timeout)?
         }
     };
-    let pw = pw.trim();
+    let pw = match src {
+        PasswordSource::File(_) => trim_like_ansible_file(&raw),
+        PasswordSource::Command(_) | PasswordSource::Script(_) => trim_like_python_str(&raw),
+    };
     if pw.is_empty() {
         return Err(vault_err("vault password source gave an empty password"));
     }
@@ -253,10 +276,61 @@ pub fn read_vault_env(path: &Path, password: &Secret) -> Result<BTreeMap<String,
         .map_err(|e| vault_err(format!("{}: {}", path.display(), strip_prefix(&e))))?;
     let plain = String::from_utf8(plain)
         .map_err(|_| vault_err(format!("{}: decrypted vault is not UTF-8", path.display())))?;
-    Ok(parse_env_file(&plain)
+    Ok(parse_vault_env(&plain)
         .into_iter()
         .map(|(k, v)| (k, Secret::new(v)))
         .collect())
+}
+
+/// Parse a decrypted vault env as upstream hyops does (`_parse_env`): [`parse_env_file`], then
+/// each value unescaped (`\n`, `\r`, `\"`, `\\`; any other backslash pair kept as written).
+pub fn parse_vault_env(text: &str) -> BTreeMap<String, String> {
+    parse_env_file(text)
+        .into_iter()
+        .map(|(k, v)| (k, unescape_env_value(&v)))
+        .collect()
+}
+
+fn unescape_env_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('"') => out.push('"'),
+            Some('\\') => out.push('\\'),
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+/// Render a vault env as upstream hyops does (`_render_env`): two comment lines and a blank
+/// line, then `KEY="value"` per key in sorted order with `\\`, `"`, `\r` and `\n` escaped, so
+/// every value (a multi-line SSH key included) is one line.
+pub fn render_vault_env(entries: &BTreeMap<String, Secret>) -> String {
+    let mut out = String::from(
+        "# purpose: HybridOps.Core bootstrap vault env (ansible-vault encrypted)\n# maintainer: HybridOps.Tech\n\n",
+    );
+    for (k, v) in entries {
+        let escaped = v
+            .expose()
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\r', "\\r")
+            .replace('\n', "\\n");
+        out.push_str(&format!("{k}=\"{escaped}\"\n"));
+    }
+    out
 }
 
 fn strip_prefix(e: &HyopsError) -> String {
@@ -266,20 +340,14 @@ fn strip_prefix(e: &HyopsError) -> String {
     }
 }
 
-/// Write `entries` as an encrypted vault env file (0600, atomic). For fixtures and the
-/// simulator's ready root.
+/// Write `entries` as an encrypted vault env file (0600, atomic), rendered as upstream hyops
+/// renders it ([`render_vault_env`]). For fixtures and the simulator's ready root.
 pub fn write_vault_env(
     path: &Path,
     entries: &BTreeMap<String, Secret>,
     password: &Secret,
 ) -> Result<()> {
-    let mut plain = String::new();
-    for (k, v) in entries {
-        plain.push_str(k);
-        plain.push('=');
-        plain.push_str(v.expose());
-        plain.push('\n');
-    }
+    let plain = render_vault_env(entries);
     let doc = encrypt(plain.as_bytes(), password)?;
     super::fsio::write_text_atomic(path, &doc)
 }

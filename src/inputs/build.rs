@@ -188,6 +188,11 @@ pub fn build_model(inputs: &Value, ctx: BuildContext<'_>) -> (ModuleInputs, Vec<
         template,
         build_image: bool_or(data, "build_image", false),
         clone_mode,
+        cloud_init_mode: match non_blank_str(get(data, "cloud_init_mode")).map(|s| s.to_lowercase())
+        {
+            Some(s) if s == "native" => CloudInitMode::Native,
+            _ => CloudInitMode::Snippets,
+        },
         cpu_cores: u32::try_from(pos_int_or(data, "cpu_cores", 2)).unwrap_or(2),
         cpu_type: str_or(data, "cpu_type", "host"),
         memory_mb: pos_int_or(data, "memory_mb", 4096),
@@ -375,6 +380,7 @@ fn readiness(data: &Map<String, Value>, ssh_username: Option<&str>) -> Readiness
             .unwrap_or(22),
         ssh_private_key_file: non_blank_str(get(raw, "ssh_private_key_file"))
             .or_else(|| non_blank_str(get(data, "ssh_private_key_file"))),
+        wait_cloud_init: bool_or(raw, "wait_cloud_init", false),
     }
 }
 

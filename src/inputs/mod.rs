@@ -20,6 +20,10 @@
 //!
 //! Engine extensions over upstream (upstream silently drops or lacks these):
 //! - module `clone_mode`: `full` (default) | `linked`;
+//! - module `cloud_init_mode`: `snippets` (default, as upstream: `cicustom` snippets over node
+//!   SSH) | `native` (Proxmox's native cloud-init keys only, no node SSH);
+//! - `post_apply_ssh_readiness.wait_cloud_init` (bool, default false): the gate also waits for
+//!   `cloud-init status --wait`;
 //! - module `limits: {global, per_node, per_storage}`: positive ints, scheduling limits;
 //! - per-VM `node_name` (alias `proxmox_node`): the node a VM lands on;
 //! - NIC `model` (Proxmox enum, default `virtio`), `firewall` (bool, default false),

@@ -160,6 +160,23 @@ pub struct ReadinessConfig {
     pub ssh_proxy_jump_user: Option<String>,
     pub ssh_proxy_jump_port: u16,
     pub ssh_private_key_file: Option<String>,
+    /// Engine extension: after authentication, wait for `cloud-init status --wait` (exit 2,
+    /// "degraded", is success with a warning). Default false (upstream only runs `true`).
+    #[serde(default)]
+    pub wait_cloud_init: bool,
+}
+
+/// How cloud-init reaches the guests (engine extension `cloud_init_mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CloudInitMode {
+    /// As upstream: the generated user-data (and any network/meta overrides) uploaded as
+    /// snippets over node SSH and attached with `cicustom`, plus the native keys.
+    #[default]
+    Snippets,
+    /// Native keys only (`ciuser`, `sshkeys`, `ipconfigN`, `nameserver`); no node SSH. Per-VM
+    /// `cloud_init_*` overrides cannot be delivered in this mode (plan error).
+    Native,
 }
 
 /// Engine scheduling limits (inputs `limits:`; flags may override). `None` = engine default.
@@ -207,6 +224,9 @@ pub struct ModuleInputs {
     pub template: TemplateSource,
     pub build_image: bool,
     pub clone_mode: CloneMode,
+    /// Engine extension: `snippets` (default, as upstream) or `native`.
+    #[serde(default)]
+    pub cloud_init_mode: CloudInitMode,
     pub cpu_cores: u32,
     pub cpu_type: String,
     pub memory_mb: u64,

@@ -596,6 +596,21 @@ pub fn validate_engine_extensions(inputs: &Value) -> Rule {
             ));
         }
     }
+    if let Some(v) = get(data, "cloud_init_mode") {
+        let ok = matches!(v, Value::String(s) if ["snippets", "native"].contains(&s.trim().to_lowercase().as_str()));
+        if !ok {
+            return Err(fail(
+                "inputs.cloud_init_mode must be one of: snippets, native".into(),
+            ));
+        }
+    }
+    if let Some(Value::Object(r)) = get(data, "post_apply_ssh_readiness") {
+        if matches!(get(r, "wait_cloud_init"), Some(v) if !v.is_boolean()) {
+            return Err(fail(
+                "inputs.post_apply_ssh_readiness.wait_cloud_init must be a boolean when set".into(),
+            ));
+        }
+    }
     if let Some(v) = get(data, "limits") {
         let Value::Object(limits) = v else {
             return Err(fail("inputs.limits must be a mapping when set".into()));

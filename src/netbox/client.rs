@@ -49,6 +49,9 @@ pub struct NetboxConfig {
     pub changelog_message: Option<String>,
     /// Fault injection for tests; `None` in production.
     pub lost_reply: Option<LostReplyInjector>,
+    /// Resolve this host name to this address (an SSH tunnel's local end for a named https
+    /// NetBox, so TLS still checks the real name).
+    pub resolve: Option<(String, std::net::SocketAddr)>,
 }
 
 impl std::fmt::Debug for NetboxConfig {
@@ -74,6 +77,7 @@ impl NetboxConfig {
             retry: default_policy(),
             changelog_message: None,
             lost_reply: None,
+            resolve: None,
         }
     }
 }
@@ -213,6 +217,9 @@ impl NetboxClient {
             // NetBox answers a URL without its trailing slash with a redirect that drops the
             // body of a write; every path here ends in `/`, so a redirect is an error.
             .redirect(reqwest::redirect::Policy::none());
+        if let Some((host, addr)) = &cfg.resolve {
+            builder = builder.resolve(host, *addr);
+        }
         if base.starts_with("https://") {
             let tls = crate::pve::client_config(&cfg.tls).map_err(|e| NetboxError::Config {
                 field: "tls",

@@ -4,9 +4,8 @@
 //!   process env;
 //! - the IPAM probe (contract §4.2, `_probe_netbox_api_with_retry`): the same GET with a 5 s
 //!   timeout, retried every 2 s for up to `HYOPS_NETBOX_API_PROBE_WAIT_S` (30 s); a rejected
-//!   token fails at once; when NetBox stays unreachable the SSH tunnel fallback is tried
-//!   through a [`TunnelOpener`] (built with the SSH work), else upstream's "unreachable"
-//!   message is returned.
+//!   token fails at once; when NetBox stays unreachable the caller tries the SSH tunnel
+//!   through a [`TunnelOpener`].
 //!
 //! Knows nothing about HyOps state; the caller builds the clients.
 
@@ -83,15 +82,16 @@ pub struct JumpSpec {
     pub key_file: String,
 }
 
-/// An open tunnel: the local base URL (`http://127.0.0.1:<port>`) and whatever keeps it
-/// open (dropping it closes the tunnel).
+/// An open tunnel: the base URL to use, a host to pin to the local end (a named https
+/// host keeps its name for TLS), and whatever keeps it open (dropping it closes it).
 pub struct Tunnel {
     pub base_url: String,
+    pub resolve: Option<(String, std::net::SocketAddr)>,
     pub guard: Box<dyn Send + Sync>,
 }
 
-/// The SSH tunnel fallback of §4.2. The SSH module provides it; without one the probe
-/// reports NetBox as unreachable.
+/// The SSH tunnel fallback of §4.2: the module commands open it over the engine's SSH
+/// (`crate::commands::ipam::SshTunnel`); tests may plug in another.
 pub trait TunnelOpener: Send + Sync {
     /// Forward a free local port to `remote_host:remote_port` through `jump`.
     fn open<'a>(
@@ -100,13 +100,6 @@ pub trait TunnelOpener: Send + Sync {
         remote_host: &'a str,
         remote_port: u16,
     ) -> Pin<Box<dyn Future<Output = Result<Tunnel, String>> + Send + 'a>>;
-}
-
-/// The upstream text when NetBox cannot be reached and no tunnel is possible.
-pub fn unreachable_message(err: &str) -> String {
-    format!(
-        "NetBox API unreachable: {err}. Ensure your workstation has L3 access to the management network, or configure a bastion/tunnel."
-    )
 }
 
 /// `netbox api became ready after retry wait (N.Ns)` when the probe needed more than 1 s.
@@ -155,9 +148,5 @@ mod tests {
         assert_eq!(r.unwrap_err(), "connection refused");
         assert!(calls >= 3, "{calls}");
         assert!(elapsed >= Duration::from_millis(500));
-        assert_eq!(
-            unreachable_message("connection refused"),
-            "NetBox API unreachable: connection refused. Ensure your workstation has L3 access to the management network, or configure a bastion/tunnel."
-        );
     }
 }

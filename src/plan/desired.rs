@@ -8,7 +8,8 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 
 use crate::inputs::model::{
-    CloneMode, Ipv4Config, LogicalVmKey, MacAddr, ModuleInputs, PhysicalVmName, VmInputs,
+    CloneMode, CloudInitMode, Ipv4Config, LogicalVmKey, MacAddr, ModuleInputs, PhysicalVmName,
+    VmInputs,
 };
 use crate::plan::marker::OwnershipMarker;
 
@@ -37,14 +38,17 @@ pub struct TemplateRef {
     pub node: String,
 }
 
-/// How the generated cloud-init user-data reaches the guest. Snippet delivery (`cicustom`)
-/// needs SSH to the node and is a later step; until then the native keys carry the same
-/// intent (user, keys, addresses, DNS) and the user-data is kept in the plan as evidence.
+/// How the generated cloud-init user-data reaches the guest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CloudInitDelivery {
-    /// `ciuser`, `sshkeys`, `ipconfigN`, `nameserver` on the VM config.
+    /// `ciuser`, `sshkeys`, `ipconfigN`, `nameserver` on the VM config
+    /// (`cloud_init_mode: native`).
     NativeKeys,
+    /// As upstream: the user-data (and any network/meta override) as snippet files on the
+    /// snippets storage, attached with `cicustom`, plus the native keys. The files are
+    /// uploaded over node SSH before the config write (see [`crate::ssh::snippets`]).
+    Snippets,
     /// Windows guests: no cloud-init at all.
     None,
 }
@@ -57,6 +61,74 @@ pub struct PendingIpam {
     /// `10.10.0.2-10.10.0.119`.
     pub range: String,
     pub gateway: Option<Ipv4Addr>,
+}
+
+/// Which `cicustom` part a snippet is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnippetKind {
+    User,
+    Network,
+    Meta,
+}
+
+impl SnippetKind {
+    /// The `cicustom` key and the file-name part.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnippetKind::User => "user",
+            SnippetKind::Network => "network",
+            SnippetKind::Meta => "meta",
+        }
+    }
+}
+
+/// One snippet file the VM's `cicustom` points at.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnippetFile {
+    pub kind: SnippetKind,
+    /// The snippets storage (`snippets_datastore_id` or the credentials' `storage_snippets`).
+    pub storage: String,
+    /// `<physical>-cloud-init-<kind>-<sha256[..12]>.yaml`.
+    pub file: String,
+    pub content: String,
+}
+
+impl SnippetFile {
+    /// `<storage>:snippets/<file>`.
+    pub fn volume_id(&self) -> String {
+        format!("{}:snippets/{}", self.storage, self.file)
+    }
+}
+
+/// The content-addressed snippet file name: upstream's `<physical>-cloud-init-<kind>` stem
+/// (contract §2.5) plus the first 12 hex digits of the content's SHA-256, so a changed
+/// content is a changed `cicustom` (the plan shows it and cloud-init is regenerated in place)
+/// and the same content is the same file (nothing to write).
+pub fn snippet_file_name(physical: &str, kind: SnippetKind, content: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let h = hex::encode(Sha256::digest(content.as_bytes()));
+    format!("{physical}-cloud-init-{}-{}.yaml", kind.as_str(), &h[..12])
+}
+
+/// Whether `file` is one of this VM's snippet files (any content): for stale-file cleanup.
+pub fn is_snippet_file_of(physical: &str, file: &str) -> bool {
+    let Some(rest) = file.strip_prefix(&format!("{physical}-cloud-init-")) else {
+        return false;
+    };
+    let Some(rest) = rest.strip_suffix(".yaml") else {
+        return false;
+    };
+    match rest.split_once('-') {
+        // content-addressed names
+        Some((kind, hash)) => {
+            ["user", "network", "meta"].contains(&kind)
+                && hash.len() == 12
+                && hash.bytes().all(|b| b.is_ascii_hexdigit())
+        }
+        // upstream's (Terraform-created) names
+        None => ["user", "network", "meta"].contains(&rest),
+    }
 }
 
 /// One desired NIC (`netN` + `ipconfigN`).
@@ -126,6 +198,9 @@ pub struct DesiredVm {
     pub tags: Vec<String>,
     pub disk_size_gb: u64,
     pub cloud_init: CloudInitDelivery,
+    /// Where snippet files go (`snippets_datastore_id` or the credentials default).
+    #[serde(default)]
+    pub snippets_storage: String,
     /// Generated user-data (contract §2.6), or the operator's per-VM override.
     pub user_data: Option<String>,
     pub network_data: Option<String>,
@@ -152,11 +227,19 @@ impl DesiredVm {
         for nic in &self.nics {
             cfg.insert(format!("net{}", nic.index), net_value(nic, None));
         }
-        if self.cloud_init == CloudInitDelivery::NativeKeys {
-            for nic in &self.nics {
-                cfg.insert(format!("ipconfig{}", nic.index), nic.ipconfig_value());
+        if self.cloud_init != CloudInitDelivery::None {
+            // As upstream: a network-data override replaces the ipconfig and DNS keys.
+            let network_override =
+                self.cloud_init == CloudInitDelivery::Snippets && self.network_data.is_some();
+            if !network_override {
+                for nic in &self.nics {
+                    cfg.insert(format!("ipconfig{}", nic.index), nic.ipconfig_value());
+                }
             }
-            if !self.nameservers.is_empty() {
+            if let Some(cc) = self.cicustom() {
+                cfg.insert("cicustom".into(), cc);
+            }
+            if !self.nameservers.is_empty() && !network_override {
                 let ns: Vec<String> = self.nameservers.iter().map(|a| a.to_string()).collect();
                 cfg.insert("nameserver".into(), ns.join(" "));
             }
@@ -166,6 +249,39 @@ impl DesiredVm {
             }
         }
         cfg
+    }
+
+    /// The snippet files this VM needs (empty unless delivered as snippets).
+    pub fn snippet_files(&self) -> Vec<SnippetFile> {
+        if self.cloud_init != CloudInitDelivery::Snippets {
+            return Vec::new();
+        }
+        [
+            (SnippetKind::User, &self.user_data),
+            (SnippetKind::Network, &self.network_data),
+            (SnippetKind::Meta, &self.meta_data),
+        ]
+        .into_iter()
+        .filter_map(|(kind, content)| {
+            let content = content.as_ref()?;
+            Some(SnippetFile {
+                kind,
+                storage: self.snippets_storage.clone(),
+                file: snippet_file_name(&self.physical_name.0, kind, content),
+                content: content.clone(),
+            })
+        })
+        .collect()
+    }
+
+    /// The `cicustom` value: `user=…[,network=…][,meta=…]` in that order.
+    pub fn cicustom(&self) -> Option<String> {
+        let parts: Vec<String> = self
+            .snippet_files()
+            .iter()
+            .map(|f| format!("{}={}", f.kind.as_str(), f.volume_id()))
+            .collect();
+        (!parts.is_empty()).then(|| parts.join(","))
     }
 }
 
@@ -331,14 +447,18 @@ pub fn desired_vm(
         onboot: inputs.on_boot,
         tags,
         disk_size_gb: inputs.disk_size_gb,
-        cloud_init: if windows {
-            CloudInitDelivery::None
-        } else {
-            CloudInitDelivery::NativeKeys
+        cloud_init: match (windows, inputs.cloud_init_mode) {
+            (true, _) => CloudInitDelivery::None,
+            (false, CloudInitMode::Native) => CloudInitDelivery::NativeKeys,
+            (false, CloudInitMode::Snippets) => CloudInitDelivery::Snippets,
         },
+        snippets_storage: inputs
+            .snippets_datastore_id
+            .clone()
+            .unwrap_or_else(|| defaults.snippets_datastore.clone()),
         user_data,
-        network_data: vm.cloud_init_network_data.clone(),
-        meta_data: vm.cloud_init_meta_data.clone(),
+        network_data: vm.cloud_init_network_data.clone().filter(|_| !windows),
+        meta_data: vm.cloud_init_meta_data.clone().filter(|_| !windows),
         marker,
         role: vm.role.clone(),
     })
@@ -366,6 +486,28 @@ mod tests {
         let base = "#cloud-config\nusers:\n  - name: me\n";
         let ud = generated_user_data("a", "d", "u", &["k".into()], Some(base));
         assert_eq!(ud, base);
+    }
+
+    #[test]
+    fn snippet_names_are_content_addressed_and_recognised() {
+        let a = snippet_file_name("dev-app-01", SnippetKind::User, "x");
+        let b = snippet_file_name("dev-app-01", SnippetKind::User, "y");
+        assert_ne!(a, b);
+        assert!(
+            a.starts_with("dev-app-01-cloud-init-user-") && a.ends_with(".yaml"),
+            "{a}"
+        );
+        assert!(is_snippet_file_of("dev-app-01", &a));
+        assert!(is_snippet_file_of(
+            "dev-app-01",
+            "dev-app-01-cloud-init-user.yaml"
+        ));
+        assert!(!is_snippet_file_of("dev-app", &a));
+        assert!(!is_snippet_file_of(
+            "dev-app-01",
+            "dev-app-01-cloud-init-user-notahash.yaml"
+        ));
+        assert!(!is_snippet_file_of("dev-app-01-x", &a));
     }
 
     #[test]

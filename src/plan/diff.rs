@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::inputs::model::LogicalVmKey;
-use crate::plan::desired::{net_value, DesiredVm, BOOT_DISK};
+use crate::plan::desired::{is_snippet_file_of, net_value, DesiredVm, BOOT_DISK};
 use crate::plan::observed::{ManagedVm, ObservedPool, ObservedVm, PowerState};
 use crate::plan::props::{self, PropertyString};
 
@@ -349,6 +349,25 @@ fn diff_one(want: &DesiredVm, have: &ManagedVm, allow_replace: bool) -> Result<V
             }
         }
     }
+    // `cloud_init_mode: native` (or Windows) after snippets: drop our own `cicustom`, so the
+    // guest gets the native keys again. A `cicustom` naming anything else is the operator's.
+    let owned = want.owned_config();
+    if let (None, Some(cc)) = (owned.get("cicustom"), vm.config.get("cicustom")) {
+        let ours = cc.split(',').all(|part| {
+            part.split_once('=')
+                .and_then(|(_, vol)| vol.split_once(":snippets/"))
+                .is_some_and(|(_, file)| is_snippet_file_of(&want.physical_name.0, file))
+        });
+        if ours {
+            cloudinit_changed = true;
+            changes.push(FieldChange {
+                field: "cicustom".into(),
+                before: Some(cc.clone()),
+                after: None,
+            });
+            config_delete.push("cicustom".into());
+        }
+    }
     let resize = boot_disk_resize(want, vm)?;
     let start = vm.status == PowerState::Stopped;
     let action = if changes.is_empty() && resize.is_none() && !start {
@@ -405,7 +424,7 @@ fn boot_disk_resize(want: &DesiredVm, vm: &ObservedVm) -> Result<Option<Resize>,
 }
 
 fn format_gib(bytes: u64) -> String {
-    if bytes % GIB == 0 {
+    if bytes.is_multiple_of(GIB) {
         (bytes / GIB).to_string()
     } else {
         format!("{:.2}", bytes as f64 / GIB as f64)

@@ -3,7 +3,7 @@
 //! is [`crate::plan::observed::classify`]. Knows nothing about state files.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
 
@@ -12,6 +12,7 @@ use crate::plan::observed::{
     candidate_vmids, classify, ObservedPool, ObservedVm, PowerState, PriorIds, ResourceRow,
 };
 use crate::pve::{ClusterResource, PveClient, PveError, ResourceType, VmConfig};
+use crate::retry::{Classify, Disposition, RetryError, RetryPolicy};
 
 /// How many config reads run at once.
 const READ_CONCURRENCY: usize = 8;
@@ -137,34 +138,65 @@ pub async fn observe(
     Ok(pool)
 }
 
+/// Why a candidate's config could not be read (for the poll loop).
+struct ConfigRead(PveError);
+
+impl Classify for ConfigRead {
+    fn disposition(&self) -> Disposition {
+        // The client already retried transient answers; what reaches here is final.
+        Disposition::Permanent
+    }
+}
+
 async fn read_one(
     client: &PveClient,
     row: &ResourceRow,
 ) -> Result<Option<ObservedVm>, ObserveError> {
-    let started = Instant::now();
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match client.vm_config(&row.node, row.vmid, false).await {
-            Ok(cfg) => {
-                let vm = observed_vm(row, &cfg);
-                // A clone still in flight (perhaps from a run that crashed) has a temporary
-                // config: wait for the real one rather than plan against it.
-                if vm.lock.as_deref() == Some("clone") && started.elapsed() < CLONE_LOCK_WAIT {
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                    continue;
+    // A clone still in flight (perhaps from a run that crashed) has a temporary config:
+    // wait for the real one (polling on the one retry policy) rather than plan against it.
+    let poll = RetryPolicy {
+        initial: Duration::from_millis(200),
+        max_interval: Duration::from_secs(5),
+        jitter: 0.0,
+        max_elapsed: CLONE_LOCK_WAIT,
+        max_attempts: 0,
+        ..RetryPolicy::default()
+    };
+    let polled = poll
+        .poll(None, || async {
+            match client.vm_config(&row.node, row.vmid, false).await {
+                Ok(cfg) => {
+                    let vm = observed_vm(row, &cfg);
+                    Ok(if vm.lock.as_deref() == Some("clone") {
+                        None
+                    } else {
+                        Some(Some(vm))
+                    })
                 }
-                return Ok(Some(vm));
+                // Gone between the listing and the read: nothing to manage.
+                Err(e) if e.classify() == crate::pve::ErrorClass::NotFound => Ok(Some(None)),
+                Err(e) => Err(ConfigRead(e)),
             }
-            // Gone between the listing and the read: nothing to manage.
-            Err(e) if e.classify() == crate::pve::ErrorClass::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(ObserveError::Config {
+        })
+        .await;
+    match polled {
+        Ok(v) => Ok(v.value),
+        Err(RetryError::Final { error, .. }) => Err(ObserveError::Config {
+            vmid: row.vmid,
+            node: row.node.clone(),
+            source: error.0,
+        }),
+        // Still under lock: clone after the wait: plan against what it shows.
+        Err(_) => {
+            let cfg = client
+                .vm_config(&row.node, row.vmid, false)
+                .await
+                .map_err(|source| ObserveError::Config {
                     vmid: row.vmid,
                     node: row.node.clone(),
                     source,
-                })
-            }
+                })?;
+            Ok(Some(observed_vm(row, &cfg)))
         }
     }
 }

@@ -107,6 +107,23 @@ pub fn candidate_vmids(rows: &[ResourceRow], prior: &PriorIds) -> BTreeSet<u32> 
     out
 }
 
+/// Which of two marked VMs for one key to keep: the one recorded in the previous state,
+/// then a started one, then a configured one (it carries our managed tag, written by the
+/// config step), then the older (lower VMID).
+fn keep_rank(vm: &ObservedVm, recorded: Option<u32>) -> (bool, bool, bool, std::cmp::Reverse<u32>) {
+    let configured = vm.config.get("tags").is_some_and(|t| {
+        crate::plan::props::tag_set(t)
+            .iter()
+            .any(|x| x == MANAGED_TAG)
+    });
+    (
+        recorded == Some(vm.vmid),
+        vm.status == PowerState::Running,
+        configured,
+        std::cmp::Reverse(vm.vmid),
+    )
+}
+
 /// Decide which observed VMs belong to this slot (`identity` carries env, module, slot).
 /// A VM is ours when its marker names this slot, or when prior state names its VMID and it
 /// carries no marker of another owner. Anything else is never touched.
@@ -131,8 +148,11 @@ pub fn classify(
             if m.same_slot(identity) {
                 let key = LogicalVmKey(m.key.clone());
                 if let Some(existing) = pool.managed.get(&key) {
-                    // Keep the lower VMID (the older clone); the other one is surplus.
-                    if existing.vm.vmid < vm.vmid {
+                    // Two marked VMs for one key (a clone sent twice): keep the one the state
+                    // records, else the configured/started one, never the bare clone; the
+                    // other one is surplus.
+                    let recorded = prior.hyops.get(&key).map(|(id, _)| *id);
+                    if keep_rank(&existing.vm, recorded) >= keep_rank(vm, recorded) {
                         pool.duplicates.push((key, vm.clone()));
                         continue;
                     }

@@ -621,7 +621,7 @@ impl fmt::Display for DiskSize {
             return f.write_str("0");
         }
         for (unit, m) in [("T", TIB), ("G", GIB), ("M", MIB), ("K", KIB)] {
-            if b % m == 0 {
+            if b.is_multiple_of(m) {
                 return write!(f, "{}{unit}", b / m);
             }
         }

@@ -58,6 +58,8 @@ pub enum CloneAllocation {
         vmid: u32,
         /// The `qmclone` task.
         upid: Upid,
+        /// `/cluster/nextid` reads made to choose the id (for call accounting).
+        probes: u32,
     },
     /// Clone to `vmid` finished successfully.
     Completed {
@@ -99,6 +101,15 @@ const PROBES_PER_ATTEMPT: u32 = 64;
 const MIN_VMID: u32 = 100;
 const MAX_VMID: u32 = 999_999_999;
 
+/// ` (refused: 120..=183)` for the error message; only ids Proxmox refused are named.
+fn refused_text(refused: &[u32]) -> String {
+    match (refused.first(), refused.last()) {
+        (Some(a), Some(b)) if a == b => format!(" (Proxmox refused {a})"),
+        (Some(a), Some(b)) => format!(" (Proxmox refused {} ids in {a}..={b})", refused.len()),
+        _ => String::new(),
+    }
+}
+
 impl PveClient {
     /// Pick a free VMID and clone `template_vmid` to it, retrying with the next candidate when
     /// the id turns out to be taken. Never adopts a VM unless `ownership` says it is ours.
@@ -115,53 +126,66 @@ impl PveClient {
             .start_hint
             .or_else(|| req.range.as_ref().map(|r| *r.start()));
         let mut last_conflict = String::from("no attempt made");
+        let mut probes = 0u32;
         for _attempt in 0..req.max_attempts.max(1) {
             let mut used = self.inner.alloc_lock.lock().await;
-            // 1. candidate
-            let mut candidate = match floor {
-                Some(f) => f,
-                None => self.next_id(None).await?,
+            // 1. candidate: the floor, else what /cluster/nextid calls free right now.
+            let (mut candidate, free_hint) = match floor {
+                Some(f) => (f, None),
+                None => {
+                    probes += 1;
+                    let n = self.next_id(None).await?;
+                    (n, Some(n))
+                }
             };
             if let Some(r) = &req.range {
                 candidate = candidate.max(*r.start());
             }
             candidate = candidate.max(MIN_VMID);
-            let mut confirmed = None;
-            for _ in 0..PROBES_PER_ATTEMPT {
+            // Ids this process already submitted (in flight, ours, or burned by a failed
+            // clone) are skipped without asking Proxmox and without counting: /cluster/nextid
+            // keeps offering an id whose clone has not written its config yet. Only ids
+            // Proxmox itself refuses count toward the limit.
+            let mut refused: Vec<u32> = Vec::new();
+            let vmid = loop {
                 if let Some(r) = &req.range {
                     if candidate > *r.end() {
                         return Err(exhausted(format!(
-                            "no free id left in {}..={}",
+                            "no free id left in {}..={}{}",
                             r.start(),
-                            r.end()
+                            r.end(),
+                            refused_text(&refused)
                         )));
                     }
                 }
                 if candidate > MAX_VMID {
                     return Err(exhausted(format!(
-                        "candidate {candidate} exceeds {MAX_VMID}"
+                        "candidate {candidate} exceeds {MAX_VMID}{}",
+                        refused_text(&refused)
                     )));
                 }
                 if used.contains(&candidate) {
                     candidate += 1;
                     continue;
                 }
+                if free_hint == Some(candidate) {
+                    break candidate;
+                }
+                probes += 1;
                 match self.next_id(Some(candidate)).await {
-                    Ok(v) if v == candidate => {
-                        confirmed = Some(candidate);
-                        break;
-                    }
-                    Ok(_) => candidate += 1,
-                    Err(e) if e.classify() == ErrorClass::VmIdTaken || e.status() == Some(400) => {
-                        candidate += 1
-                    }
+                    Ok(v) if v == candidate => break candidate,
+                    Ok(_) => {}
+                    Err(e) if e.classify() == ErrorClass::VmIdTaken || e.status() == Some(400) => {}
                     Err(e) => return Err(e),
                 }
-            }
-            let Some(vmid) = confirmed else {
-                return Err(exhausted(format!(
-                    "{PROBES_PER_ATTEMPT} consecutive candidates up to {candidate} were taken"
-                )));
+                refused.push(candidate);
+                if refused.len() as u32 >= PROBES_PER_ATTEMPT {
+                    return Err(exhausted(format!(
+                        "Proxmox refused {PROBES_PER_ATTEMPT} consecutive candidate ids as taken{}",
+                        refused_text(&refused)
+                    )));
+                }
+                candidate += 1;
             };
             // 2. submit
             let mut params = req.params.clone();
@@ -189,7 +213,7 @@ impl PveClient {
             };
             // 3. optionally wait, retrying task-level id conflicts
             let Some(wait) = &req.wait else {
-                return Ok(CloneAllocation::Submitted { vmid, upid });
+                return Ok(CloneAllocation::Submitted { vmid, upid, probes });
             };
             match self.wait_task(&upid, wait).await {
                 Ok(outcome) => return Ok(CloneAllocation::Completed { vmid, outcome }),

@@ -391,19 +391,8 @@ fn agent_ifaces(sim: &Sim, call: &Call) -> Result<Value, ApiError> {
         let mac = cloudinit::net_mac(net).unwrap_or_default().to_lowercase();
         let ipcfg = v.config.get(&format!("ipconfig{i}"));
         let mut addrs = Vec::new();
-        match cloudinit::ipconfig_field(ipcfg, "ip") {
-            Some(cidr) if cidr != "dhcp" => {
-                if let Some((a, p)) = cidr.split_once('/') {
-                    addrs.push(json!({"ip-address": a, "ip-address-type": "ipv4", "prefix": p.parse::<u32>().unwrap_or(24)}));
-                }
-            }
-            _ => {
-                use sha1::{Digest, Sha1};
-                let h = Sha1::digest(format!("{vmid}/{i}").as_bytes());
-                let (a, b) = (h[0], h[1].clamp(2, 254));
-                addrs.push(json!({"ip-address": format!("10.99.{a}.{b}"), "ip-address-type": "ipv4", "prefix": 16}));
-            }
-        }
+        let (a, p) = cloudinit::guest_ipv4(v, i);
+        addrs.push(json!({"ip-address": a, "ip-address-type": "ipv4", "prefix": p}));
         if let Some(cidr) = cloudinit::ipconfig_field(ipcfg, "ip6").filter(|c| c.contains('/')) {
             if let Some((a, p)) = cidr.split_once('/') {
                 addrs.push(json!({"ip-address": a, "ip-address-type": "ipv6", "prefix": p.parse::<u32>().unwrap_or(64)}));

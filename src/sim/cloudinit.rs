@@ -48,6 +48,21 @@ fn hostname_fqdn(vm: &Vm) -> (String, Option<String>) {
     (name, fqdn)
 }
 
+/// The IPv4 address (and prefix) guest NIC `index` has: the static `ipconfigN` address, or
+/// a stable DHCP lease in 10.99.0.0/16 derived from VMID and NIC index.
+pub fn guest_ipv4(vm: &Vm, index: u32) -> (String, u32) {
+    let ipcfg = vm.config.get(&format!("ipconfig{index}"));
+    if let Some(cidr) = ipconfig_field(ipcfg, "ip").filter(|c| c != "dhcp") {
+        if let Some((a, p)) = cidr.split_once('/') {
+            return (a.to_string(), p.parse::<u32>().unwrap_or(24));
+        }
+    }
+    use sha1::{Digest, Sha1};
+    let h = Sha1::digest(format!("{}/{index}", vm.vmid).as_bytes());
+    let (a, b) = (h[0], h[1].clamp(2, 254));
+    (format!("10.99.{a}.{b}"), 16)
+}
+
 /// `#cloud-config` user-data.
 pub fn user_data(vm: &Vm) -> String {
     let c = &vm.config;

@@ -28,6 +28,10 @@ pub struct LatencyModel {
     pub cloudinit_ms: u64,
     /// Time after start until the guest agent answers.
     pub boot_delay_ms: u64,
+    /// Time after start until the guest's sshd accepts connections (cloud-init has written
+    /// the keys by then); each VM adds a stable share of `ssh_boot_jitter_ms`.
+    pub ssh_boot_ms: u64,
+    pub ssh_boot_jitter_ms: u64,
     /// Storage lock acquire timeout (`cluster_lock_storage`, 10 s).
     pub storage_lock_timeout_ms: u64,
     /// Config flock timeout in the clone worker (1 s).
@@ -54,6 +58,8 @@ impl Default for LatencyModel {
             destroy_ms: 1200,
             cloudinit_ms: 300,
             boot_delay_ms: 15000,
+            ssh_boot_ms: 18000,
+            ssh_boot_jitter_ms: 6000,
             storage_lock_timeout_ms: 10_000,
             clone_lock_timeout_ms: 1000,
             config_lock_timeout_ms: 10_000,

@@ -25,13 +25,15 @@ pub mod model;
 pub mod netbox;
 pub mod persist;
 mod server;
+pub mod snippets;
 pub mod spec;
+pub mod ssh;
 pub mod tasks;
 pub mod tls;
 mod vm;
 
 pub use self::core::Counters;
-pub use faults::{FaultAction, FaultPlan, FaultRule};
+pub use faults::{FaultAction, FaultFileError, FaultPlan, FaultRule, FaultWindow};
 pub use latency::LatencyModel;
 pub use model::{ClusterDescription, SimState, StorageUsage, Vm};
 pub use persist::PersistError;
@@ -67,6 +69,8 @@ pub struct SimConfig {
     pub tls: bool,
     /// Address to bind; default `127.0.0.1:0`.
     pub listen: SocketAddr,
+    /// The in-process SSH side (node and guest sshd).
+    pub ssh: ssh::SimSshConfig,
 }
 
 impl Default for SimConfig {
@@ -84,6 +88,7 @@ impl Default for SimConfig {
             users: vec![("root@pam".to_string(), Secret::new("sim-root-password"))],
             tls: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ssh: ssh::SimSshConfig::default(),
         }
     }
 }
@@ -150,7 +155,7 @@ impl Simulator {
             locks: Arc::new(LockTable::default()),
             clock: SimClock::new(cfg.time_scale),
             latency: cfg.latency.clone(),
-            faults: Mutex::new(FaultState::new(cfg.faults.clone())),
+            faults: Mutex::new(FaultState::new(cfg.faults.clone(), cfg.seed)),
             rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(cfg.seed)),
             counters: Mutex::new(Counters::default()),
             auth: Auth {
@@ -161,11 +166,17 @@ impl Simulator {
             },
             slots: Mutex::new(HashMap::new()),
         });
+        let ssh = Arc::new(ssh::SimSsh::new(
+            Arc::clone(&sim),
+            cfg.ssh.clone(),
+            cfg.seed,
+        ));
         let (tx, rx) = watch::channel(false);
         let join = tokio::spawn(server::run(Arc::clone(&sim), listener, acceptor, rx));
         let scheme = if cfg.tls { "https" } else { "http" };
         Ok(SimHandle {
             sim,
+            ssh,
             base: format!("{scheme}://{addr}/api2/json"),
             addr,
             token_id: cfg.token.0,
@@ -182,6 +193,7 @@ impl Simulator {
 /// A running simulator.
 pub struct SimHandle {
     sim: Arc<Sim>,
+    ssh: Arc<ssh::SimSsh>,
     base: String,
     pub addr: SocketAddr,
     pub token_id: String,
@@ -202,6 +214,11 @@ impl SimHandle {
         &self.base
     }
 
+    /// Real seconds per simulated second.
+    pub fn time_scale(&self) -> f64 {
+        self.sim.clock.time_scale()
+    }
+
     /// The `Authorization` header value: `PVEAPIToken=<id>=<secret>`.
     pub fn token_header(&self) -> String {
         format!(
@@ -209,6 +226,11 @@ impl SimHandle {
             self.token_id,
             self.token_secret.expose()
         )
+    }
+
+    /// The simulated SSH network: the engine's dialer for `--sim`, SSH faults and counters.
+    pub fn ssh(&self) -> Arc<ssh::SimSsh> {
+        Arc::clone(&self.ssh)
     }
 
     /// A snapshot of the request counters.
@@ -304,9 +326,12 @@ pub struct ServeOptions {
     pub seed: u64,
     /// Load the state from here if it exists, and save it here on Ctrl-C.
     pub state_file: Option<PathBuf>,
-    /// Where to write the CA PEM; default `<temp dir>/hyops-pve-sim-ca.pem`.
+    /// Where to write the CA PEM; default `ca.pem` in a new private (0700) directory
+    /// `<temp dir>/hyops-pve-sim-<pid>-<random>/`, which the caller removes when done.
     pub ca_pem_path: Option<PathBuf>,
     pub tls: bool,
+    /// Injected faults (`--faults`).
+    pub faults: FaultPlan,
 }
 
 impl Default for ServeOptions {
@@ -319,6 +344,7 @@ impl Default for ServeOptions {
             state_file: None,
             ca_pem_path: None,
             tls: true,
+            faults: FaultPlan::default(),
         }
     }
 }
@@ -364,16 +390,17 @@ pub async fn start_serving(opts: &ServeOptions) -> Result<(SimHandle, PathBuf), 
         time_scale: opts.time_scale,
         tls: opts.tls,
         listen: opts.listen,
+        faults: opts.faults.clone(),
         ..SimConfig::default()
     };
     let handle = match &opts.state_file {
         Some(p) if p.exists() => Simulator::start_with_state(cfg, SimState::load_from(p)?).await?,
         _ => Simulator::start(cfg).await?,
     };
-    let ca_path = opts
-        .ca_pem_path
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join("hyops-pve-sim-ca.pem"));
+    let ca_path = match &opts.ca_pem_path {
+        Some(p) => p.clone(),
+        None => private_temp_dir()?.join("ca.pem"),
+    };
     std::fs::write(&ca_path, &handle.ca_pem).map_err(|e| SimError::Io {
         path: ca_path.display().to_string(),
         msg: e.to_string(),
@@ -390,11 +417,25 @@ pub async fn finish_serving(handle: &SimHandle, opts: &ServeOptions) -> Result<(
     Ok(())
 }
 
-/// Run a simulator until Ctrl-C (`hyops-pve sim serve`). Prints URL, token header, CA
-/// fingerprint, CA PEM path and the cluster; saves the state on exit if `state_file` is set.
-pub async fn serve(opts: ServeOptions) -> Result<(), SimError> {
-    let (handle, ca_path) = start_serving(&opts).await?;
-    println!("{}", describe(&handle, &ca_path));
-    let _ = tokio::signal::ctrl_c().await;
-    finish_serving(&handle, &opts).await
+/// A new private (0700) directory `<temp dir>/hyops-pve-sim-<pid>-<random>/`: never a fixed,
+/// shared or pre-existing path (no clobbering between runs, no symlink games in `/tmp`).
+pub fn private_temp_dir() -> Result<PathBuf, SimError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let base = std::env::temp_dir();
+    let mut last = String::new();
+    for _ in 0..8 {
+        let dir = base.join(format!(
+            "hyops-pve-sim-{}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(SimError::Io {
+        path: base.display().to_string(),
+        msg: format!("cannot create a private directory for the CA PEM: {last}"),
+    })
 }

@@ -421,7 +421,7 @@ pub fn format_size(bytes: u64) -> String {
         ("M", 1 << 20),
         ("K", 1 << 10),
     ] {
-        if bytes >= m && bytes % m == 0 {
+        if bytes >= m && bytes.is_multiple_of(m) {
             return format!("{}{unit}", bytes / m);
         }
     }
@@ -433,6 +433,14 @@ pub fn format_size(bytes: u64) -> String {
 pub struct SimState {
     pub cluster: ClusterDescription,
     pub vms: BTreeMap<u32, Vm>,
+    /// Snippet files per storage instance (`<storage>` when shared, `<storage>@<node>`
+    /// otherwise): file name → content. Written over node SSH (see `sim::snippets`).
+    #[serde(default)]
+    pub snippets: BTreeMap<String, BTreeMap<String, String>>,
+    /// The `cicustom` file contents baked into each VM's cloud-init drive at its last start
+    /// or regenerate (`user`/`network`/`meta` → content).
+    #[serde(default)]
+    pub cloudinit_custom: BTreeMap<u32, BTreeMap<String, String>>,
 }
 
 /// One storage instance as seen on a node, with usage.
@@ -504,7 +512,12 @@ impl SimState {
             };
             vms.insert(t.vmid, vm);
         }
-        Self { cluster, vms }
+        Self {
+            cluster,
+            vms,
+            snippets: BTreeMap::new(),
+            cloudinit_custom: BTreeMap::new(),
+        }
     }
 
     /// Storage instances with their usage. Linked-clone volumes (`base-…/vm-…`) use no space.

@@ -6,7 +6,7 @@
 use super::api;
 use super::check;
 use super::core::{guard, ApiError, Call, Reply, Sim};
-use super::faults::FaultAction;
+use super::faults::{CallInfo, FaultAction, Fired};
 use super::spec::PathMatch;
 use axum::body::Body;
 use hyper::body::Incoming;
@@ -123,17 +123,39 @@ async fn handle(sim: Arc<Sim>, req: Request<Incoming>) -> Result<Response<Body>,
     params.extend(vars);
 
     let vmid = params.get("vmid").and_then(|v| v.parse().ok());
-    let fired = {
-        let mut rng = guard(&sim.rng);
-        guard(&sim.faults).fire(&method, &ep.path, vmid, &mut *rng)
-    };
+    let fired = guard(&sim.faults).fire_timed(&CallInfo {
+        method: &method,
+        template: &ep.path,
+        path,
+        vmid,
+        now_ms: sim.clock.now_ms(),
+    });
     let mut task_faults = Vec::new();
-    for f in fired {
+    let mut lost_reply = false;
+    for Fired {
+        action: f,
+        until_ms,
+    } in fired
+    {
         match f {
             FaultAction::Reset => return Err(ConnectionReset),
             FaultAction::Http { status, message } => {
                 return Ok(error_response(&ApiError::new(status, message)))
             }
+            FaultAction::Delay { ms } => sim.clock.sleep(ms).await,
+            FaultAction::Hang => match until_ms {
+                // Held to the end of the rule's window, then the connection drops.
+                Some(end) => {
+                    sim.clock
+                        .sleep(end.saturating_sub(sim.clock.now_ms()))
+                        .await;
+                    return Err(ConnectionReset);
+                }
+                // Held until the client gives up (or the simulator stops).
+                None => std::future::pending::<()>().await,
+            },
+            FaultAction::LostReply => lost_reply = true,
+            FaultAction::Oversized { bytes } => return Ok(oversized_response(bytes)),
             FaultAction::LockTimeout | FaultAction::TaskFail { .. } if !ep.upid => {
                 let msg = match f {
                     FaultAction::TaskFail { message } => message,
@@ -160,7 +182,12 @@ async fn handle(sim: Arc<Sim>, req: Request<Incoming>) -> Result<Response<Body>,
         user,
         faults: task_faults,
     };
-    Ok(match api::dispatch(&sim, &call).await {
+    let answer = api::dispatch(&sim, &call).await;
+    if lost_reply {
+        // The call ran (its task, if any, goes on); the reply is lost on the way back.
+        return Err(ConnectionReset);
+    }
+    Ok(match answer {
         Ok(reply) => ok_response(reply),
         Err(e) => {
             if e.status == 401 {
@@ -170,6 +197,22 @@ async fn handle(sim: Arc<Sim>, req: Request<Incoming>) -> Result<Response<Body>,
             error_response(&e)
         }
     })
+}
+
+/// A 200 answer of `bytes` bytes, streamed so the simulator never holds it in memory.
+fn oversized_response(bytes: u64) -> Response<Body> {
+    const CHUNK: u64 = 64 * 1024;
+    let chunks = bytes.div_ceil(CHUNK);
+    let stream = futures::stream::iter((0..chunks).map(move |i| {
+        let n = CHUNK.min(bytes - i * CHUNK) as usize;
+        Ok::<_, std::io::Error>(axum::body::Bytes::from(vec![b' '; n]))
+    }));
+    let mut resp = Response::new(Body::from_stream(stream));
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json;charset=UTF-8"),
+    );
+    resp
 }
 
 fn not_implemented(sim: &Sim, method: &str, path: &str) -> Response<Body> {

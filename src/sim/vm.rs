@@ -378,6 +378,12 @@ pub fn start(sim: &Arc<Sim>, call: &Call) -> Result<Value, ApiError> {
             sim.clock.sleep(sim.latency.start_ms).await;
             let now = sim.clock.now_ms();
             let mut state = sim.state();
+            // The cloud-init drive is built at start, reading any `cicustom` snippet files.
+            let custom = {
+                let vm = load_vm(&state, &node, vmid).map_err(|e| e.message)?;
+                super::snippets::bake_custom(&state, &node, &vm.pending_view())?
+            };
+            state.cloudinit_custom.insert(vmid, custom);
             let vm = load_vm_mut(&mut state, &node, vmid).map_err(|e| e.message)?;
             vm.apply_pending();
             vm.cloudinit_baked = vm.cloudinit_values();
@@ -483,7 +489,9 @@ pub fn destroy(sim: &Arc<Sim>, call: &Call) -> Result<Value, ApiError> {
                 }
             }
             sim.clock.sleep(sim.latency.destroy_ms).await;
-            sim.state().vms.remove(&vmid);
+            let mut state = sim.state();
+            state.vms.remove(&vmid);
+            state.cloudinit_custom.remove(&vmid);
             Ok(())
         },
     );
@@ -526,6 +534,9 @@ pub async fn cloudinit_update(sim: &Arc<Sim>, call: &Call) -> Result<Value, ApiE
         vm.config.remove(&k);
     }
     vm.cloudinit_baked = vm.cloudinit_values();
+    let cfg = vm.config.clone();
+    let custom = super::snippets::bake_custom(&state, &node, &cfg).map_err(ApiError::e500)?;
+    state.cloudinit_custom.insert(vmid, custom);
     Ok(Value::Null)
 }
 

@@ -2,6 +2,8 @@
 //! pointing at it, and a command context built with an explicit (hermetic) environment.
 #![allow(dead_code)]
 
+pub mod pool;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -54,10 +56,35 @@ impl Harness {
     }
 
     pub async fn ctx(&self, inputs: &Path) -> Ctx {
+        self.ctx_env(inputs, &[]).await
+    }
+
+    /// A context with extra environment variables.
+    pub async fn ctx_env(&self, inputs: &Path, extra: &[(&str, &str)]) -> Ctx {
         let mut env = BTreeMap::new();
         env.insert("HYOPS_ENV".to_string(), "dev".to_string());
         env.insert("HOME".to_string(), self.dir.path().display().to_string());
-        Ctx::build(&self.args(inputs), env).await.expect("ctx")
+        for (k, v) in extra {
+            env.insert(k.to_string(), v.to_string());
+        }
+        let mut ctx = Ctx::build(&self.args(inputs), env).await.expect("ctx");
+        // SSH (snippets, readiness gate) goes to the simulator's in-process network.
+        ctx.ssh_dialer = Some(std::sync::Arc::new(self.sim.ssh()));
+        ctx
+    }
+
+    /// A context whose engine runs on the simulator's time scale (deadlines, backoff, polls
+    /// and the read budget shrink with simulated time, keeping their proportions to faults
+    /// measured in simulated seconds).
+    pub async fn scaled_ctx(&self, inputs: &Path) -> Ctx {
+        let scale = self.sim.time_scale().to_string();
+        self.ctx_env(inputs, &[("HYOPS_PVE_ENGINE_TIME_SCALE", scale.as_str())])
+            .await
+    }
+
+    /// Count of calls the simulator saw for `METHOD template`.
+    pub fn calls(&self, method: &str, template: &str) -> u64 {
+        self.sim.counters().get(method, template)
     }
 
     /// Non-template VMs in the simulator: (vmid, name).
@@ -124,6 +151,7 @@ impl Harness {
 
 pub const DEMO: &str = r#"
 require_ipam: false
+ssh_username: opsadmin
 template_state_ref: core/onprem/template-image
 template_key: ubuntu-24.04
 cpu_cores: 2

@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -330,7 +330,8 @@ where
     let target = match build(kind).await {
         Ok(t) => t,
         Err(Unavailable::Skip(why)) => {
-            skipped(kind, &why);
+            // SKIPPED past output capture, or a failure when HYOPS_REQUIRE_FAKEPVE=1.
+            let _: Option<()> = crate::optional::require(kind.label(), "FAKEPVE", || Err(why));
             return;
         }
         Err(Unavailable::Fail(why)) => panic!("[{}] {case}: {why}", kind.label()),
@@ -359,24 +360,10 @@ where
 }
 
 enum Unavailable {
+    /// Only fakepve can be missing (an optional target); the sim never is, and the real-PVE
+    /// tests only run when asked for, so for them a missing setting is a failure.
     Skip(String),
     Fail(String),
-}
-
-/// Print `SKIPPED <target>: <why>` once per process, past the test harness's output capture so
-/// it is seen without `--nocapture`.
-fn skipped(kind: Kind, why: &str) {
-    static SIM: AtomicBool = AtomicBool::new(false);
-    static FAKE: AtomicBool = AtomicBool::new(false);
-    static REAL: AtomicBool = AtomicBool::new(false);
-    let flag = match kind {
-        Kind::Sim => &SIM,
-        Kind::FakePve => &FAKE,
-        Kind::RealPve => &REAL,
-    };
-    if !flag.swap(true, Ordering::SeqCst) {
-        let _ = writeln!(std::io::stderr(), "SKIPPED {}: {why}", kind.label());
-    }
 }
 
 /// Every `run` gets its own block of VMIDs and its own name prefix, so cases sharing one
@@ -501,8 +488,8 @@ fn build_real(prefix: String, block: u32) -> Result<Target, Unavailable> {
     ];
     let missing: Vec<&str> = VARS.iter().copied().filter(|v| env(v).is_none()).collect();
     if !missing.is_empty() {
-        return Err(Unavailable::Skip(format!(
-            "set {} to run the suite against a real cluster (see docs/conformance.md)",
+        return Err(Unavailable::Fail(format!(
+            "the real-PVE conformance tests were asked for (--ignored) but {} is not set (see docs/conformance.md)",
             missing.join(", ")
         )));
     }
@@ -616,14 +603,9 @@ static LAUNCHED: Mutex<Option<Launched>> = Mutex::new(None);
 fn fakepve_info() -> &'static Result<FakePveInfo, FakeUnavailable> {
     static INFO: OnceLock<Result<FakePveInfo, FakeUnavailable>> = OnceLock::new();
     INFO.get_or_init(|| {
-        let required = env("HYOPS_REQUIRE_FAKEPVE").as_deref() == Some("1");
-        let unavailable = |why: String| {
-            if required {
-                FakeUnavailable::Fail(format!("HYOPS_REQUIRE_FAKEPVE=1 but {why}"))
-            } else {
-                FakeUnavailable::Skip(why)
-            }
-        };
+        // "Not installed" is a skip (tests/optional decides whether that fails); a launch
+        // that goes wrong once it is installed is always a failure.
+        let unavailable = FakeUnavailable::Skip;
         let probe = Command::new("python3")
             .args(["-c", "import fakepve, aiohttp, cryptography"])
             .stdin(Stdio::null())
@@ -645,21 +627,34 @@ fn fakepve_info() -> &'static Result<FakePveInfo, FakeUnavailable> {
 
 fn launch_fakepve() -> Result<FakePveInfo, String> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fakepve/launch.py");
-    let log_path =
-        std::env::temp_dir().join(format!("hyops-conf-fakepve-{}.log", std::process::id()));
-    let log = std::fs::File::create(&log_path)
-        .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
     let mut child = Command::new("python3")
         .arg(script)
         .args(["--time-scale", "0.02"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::from(log))
+        .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot start {script}: {e}"))?;
-    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+    let (Some(stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
         return Err("launcher pipes missing".into());
     };
+    // The launcher's log is kept in memory (its last lines, for error messages): no temp file
+    // is left behind by a test run.
+    let log: std::sync::Arc<Mutex<std::collections::VecDeque<String>>> = Default::default();
+    {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = lock(&log);
+                if l.len() == 200 {
+                    l.pop_front();
+                }
+                l.push_back(line);
+            }
+        });
+    }
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut reader = BufReader::new(stdout);
@@ -667,7 +662,7 @@ fn launch_fakepve() -> Result<FakePveInfo, String> {
         let read = reader.read_line(&mut line);
         let _ = tx.send((read.map(|_| line), reader));
     });
-    let log_tail = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let log_tail = || lock(&log).iter().cloned().collect::<Vec<_>>().join("\n");
     let (line, reader) = match rx.recv_timeout(Duration::from_secs(60)) {
         Ok((Ok(line), reader)) if !line.trim().is_empty() => (line, reader),
         Ok(_) => {

@@ -1,0 +1,340 @@
+//! Executor steps as units: one module per step (`clone`, `config`, `resize`, `start`,
+//! `readiness`, `remove`), all run by [`run_step`] (journal `start`/`end` lines, progress,
+//! scheduler permits, the cancellation token, and the one [`RetryPolicy`]) and all writing
+//! through [`submit_wait_confirm`]: submit, wait for the task, and when the outcome is unknown
+//! re-read before anything is resent. A new step (restart for pending config, post-apply
+//! verification, …) is a new module using the same two functions.
+//!
+//! Steps know the plan's desired model and the Proxmox client; they must not know about
+//! HyOps state, evidence files or flags.
+
+pub(crate) mod clone;
+pub(crate) mod config;
+pub(crate) mod readiness;
+pub(crate) mod remove;
+pub(crate) mod resize;
+pub(crate) mod start;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use crate::apply::executor::{Executor, ProgressEvent, StepError};
+use crate::apply::journal::{now_ts, JournalEvent};
+use crate::pve::{ErrorClass, PveError, PveResult, Upid, WaitOptions};
+use crate::retry::{Classify, Disposition, RetryError, RetryPolicy};
+
+/// Per-VM context of a pipeline: identity, API call accounting, the executor.
+pub(crate) struct VmCtx<'a> {
+    pub key: String,
+    pub vmid: Option<u32>,
+    pub node: String,
+    pub calls: AtomicU64,
+    pub exec: &'a Executor,
+}
+
+impl<'a> VmCtx<'a> {
+    pub fn new(exec: &'a Executor, key: &str, vmid: Option<u32>, node: &str) -> Self {
+        VmCtx {
+            key: key.to_string(),
+            vmid,
+            node: node.to_string(),
+            calls: AtomicU64::new(0),
+            exec,
+        }
+    }
+    pub fn vmid_str(&self) -> String {
+        self.vmid
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "new".into())
+    }
+    pub fn read(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn reads(&self, n: u64) {
+        self.calls.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn write(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.exec.writes.fetch_add(1, Ordering::Relaxed);
+    }
+    /// A task wait made `polls` status reads.
+    pub fn polled(&self, polls: u32) {
+        self.calls.fetch_add(u64::from(polls), Ordering::Relaxed);
+    }
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+    fn fail(&self, step: &'static str, cause: StepCause) -> StepError {
+        match cause {
+            StepCause::Pve(source) => StepError::Pve {
+                step,
+                key: self.key.clone(),
+                vmid: self.vmid_str(),
+                node: self.node.clone(),
+                source: Box::new(source),
+            },
+            StepCause::Other(detail) => self.other(step, detail),
+        }
+    }
+    pub fn other(&self, step: &'static str, detail: String) -> StepError {
+        StepError::Other {
+            step,
+            key: self.key.clone(),
+            vmid: self.vmid_str(),
+            node: self.node.clone(),
+            detail,
+        }
+    }
+    fn cancelled(&self, step: &'static str) -> StepError {
+        StepError::Cancelled {
+            step,
+            key: self.key.clone(),
+            vmid: self.vmid_str(),
+        }
+    }
+    pub fn journal(&self, action: &str, event: &str, end: Option<StepEnd>) {
+        let end = end.unwrap_or_default();
+        self.exec.journal.record(JournalEvent {
+            v: 0,
+            ts: now_ts(),
+            run_id: String::new(),
+            vm: self.key.clone(),
+            vmid: self.vmid,
+            node: Some(self.node.clone()),
+            action: action.to_string(),
+            event: event.to_string(),
+            result: end.result.map(str::to_string),
+            duration_ms: end.started.map(|s| s.elapsed().as_millis() as u64),
+            attempts: end.attempts,
+            api_calls: end.calls,
+            error: end.error,
+        });
+    }
+    pub fn progress(&self, step: &str, status: &str, detail: Option<String>) {
+        (self.exec.progress)(ProgressEvent {
+            vm: self.key.clone(),
+            step: step.to_string(),
+            status: status.to_string(),
+            detail,
+        });
+    }
+}
+
+/// How a step ended, for its journal line.
+#[derive(Default)]
+pub(crate) struct StepEnd {
+    pub result: Option<&'static str>,
+    pub started: Option<Instant>,
+    pub attempts: Option<u32>,
+    pub calls: Option<u64>,
+    pub error: Option<String>,
+}
+
+/// What made an attempt fail.
+#[derive(Debug)]
+pub(crate) enum StepCause {
+    Pve(PveError),
+    Other(String),
+}
+
+impl std::fmt::Display for StepCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StepCause::Pve(e) => e.fmt(f),
+            StepCause::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+/// One failed attempt of a step, with the disposition the step decided for it (usually the
+/// policy table's, sometimes overridden: an id conflict is transient for the clone step).
+#[derive(Debug)]
+pub(crate) struct AttemptError {
+    pub cause: StepCause,
+    pub disposition: Disposition,
+}
+
+impl Classify for AttemptError {
+    fn disposition(&self) -> Disposition {
+        self.disposition
+    }
+}
+
+impl AttemptError {
+    /// A Proxmox error with the table's disposition.
+    pub fn pve(e: PveError) -> Self {
+        let disposition = e.disposition();
+        AttemptError {
+            cause: StepCause::Pve(e),
+            disposition,
+        }
+    }
+    /// A Proxmox error with a disposition the step decided.
+    pub fn with(e: PveError, disposition: Disposition) -> Self {
+        AttemptError {
+            cause: StepCause::Pve(e),
+            disposition,
+        }
+    }
+    pub fn other(detail: impl Into<String>, disposition: Disposition) -> Self {
+        AttemptError {
+            cause: StepCause::Other(detail.into()),
+            disposition,
+        }
+    }
+    /// The Proxmox class of the cause, if it is a Proxmox error.
+    pub fn class(&self) -> Option<ErrorClass> {
+        match &self.cause {
+            StepCause::Pve(e) => Some(e.classify()),
+            StepCause::Other(_) => None,
+        }
+    }
+}
+
+/// Scheduler permits a step holds for its whole run: `(node, storage)`.
+pub(crate) type PermitSpec<'s> = Option<(&'s str, Option<&'s str>)>;
+
+/// Run one step: `start` journal line, the permits, `attempt` under `policy` (transient
+/// failures retried with backoff, everything else returned), and one `end` line with
+/// `ok`, `error` or `cancelled`. The step's time budget starts once its permits are held.
+pub(crate) async fn run_step<T, F, Fut>(
+    ctx: &VmCtx<'_>,
+    name: &'static str,
+    policy: RetryPolicy,
+    permits: PermitSpec<'_>,
+    attempt: F,
+) -> Result<T, StepError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, AttemptError>>,
+{
+    let cancel = &ctx.exec.cancel;
+    if cancel.is_cancelled() {
+        return Err(ctx.cancelled(name));
+    }
+    let started = Instant::now();
+    let calls_before = ctx.calls();
+    ctx.journal(name, "start", None);
+    ctx.progress(name, "start", None);
+    let end = |result: &'static str, attempts: u32, error: Option<String>| StepEnd {
+        result: Some(result),
+        started: Some(started),
+        attempts: Some(attempts.max(1)),
+        calls: Some(ctx.calls() - calls_before),
+        error,
+    };
+    let _held = match permits {
+        Some((node, storage)) => tokio::select! {
+            p = ctx.exec.scheduler.acquire(node, storage) => Some(p),
+            _ = cancel.cancelled() => None,
+        },
+        None => None,
+    };
+    if cancel.is_cancelled() {
+        let err = ctx.cancelled(name);
+        ctx.journal(
+            name,
+            "end",
+            Some(end("cancelled", 1, Some(err.to_string()))),
+        );
+        ctx.progress(name, "cancelled", None);
+        return Err(err);
+    }
+    let result = policy
+        .retry_with(
+            Some(cancel),
+            |e: &AttemptError, _| {
+                ctx.progress(name, "retry", Some(e.cause.to_string()));
+                tracing::debug!(vm = %ctx.key, step = name, error = %e.cause, "retrying");
+            },
+            attempt,
+        )
+        .await;
+    match result {
+        Ok(v) => {
+            ctx.journal(name, "end", Some(end("ok", v.attempts, None)));
+            ctx.progress(name, "ok", None);
+            Ok(v.value)
+        }
+        Err(RetryError::Cancelled { attempts, .. }) => {
+            let err = ctx.cancelled(name);
+            ctx.journal(
+                name,
+                "end",
+                Some(end("cancelled", attempts, Some(err.to_string()))),
+            );
+            ctx.progress(name, "cancelled", None);
+            Err(err)
+        }
+        Err(e) => {
+            let attempts = e.attempts();
+            let err = match e.into_last() {
+                Some(a) => ctx.fail(name, a.cause),
+                None => ctx.other(name, "gave up without an answer".into()),
+            };
+            ctx.journal(
+                name,
+                "end",
+                Some(end("error", attempts, Some(err.to_string()))),
+            );
+            ctx.progress(name, "error", Some(err.to_string()));
+            Err(err)
+        }
+    }
+}
+
+/// What a re-read says about a write whose outcome was unknown.
+pub(crate) enum Confirm {
+    /// The write took effect.
+    Done,
+    /// It did not (or not yet): resending is safe for this idempotent write.
+    NotDone,
+}
+
+/// The one way a step writes to Proxmox: submit the call (a task or a synchronous write),
+/// wait for its task, and when the outcome is unknown (reset, 595/596, unreadable task
+/// status) re-read with `confirm` before anything is resent: `Done` is success, `NotDone`
+/// is a transient failure (the step's policy may resend), an unreadable re-read stays
+/// "outcome unknown" (the step fails; nothing is resent).
+pub(crate) async fn submit_wait_confirm<S, SF, C, CF>(
+    ctx: &VmCtx<'_>,
+    wait: &WaitOptions,
+    submit: S,
+    mut confirm: C,
+) -> Result<(), AttemptError>
+where
+    S: FnOnce() -> SF,
+    SF: Future<Output = PveResult<Option<Upid>>>,
+    C: FnMut() -> CF,
+    CF: Future<Output = PveResult<Confirm>>,
+{
+    ctx.write();
+    let result = match submit().await {
+        Ok(Some(upid)) => match ctx.exec.client.wait_task(&upid, wait).await {
+            Ok(o) => {
+                ctx.polled(o.polls);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        },
+        Ok(None) => Ok(()),
+        Err(e) => Err(e),
+    };
+    let e = match result {
+        Ok(()) => return Ok(()),
+        Err(e) => e,
+    };
+    if e.disposition() != Disposition::OutcomeUnknown {
+        return Err(AttemptError::pve(e));
+    }
+    ctx.read();
+    match confirm().await {
+        Ok(Confirm::Done) => Ok(()),
+        Ok(Confirm::NotDone) => Err(AttemptError::with(e, Disposition::Transient)),
+        Err(read) => Err(AttemptError::other(
+            format!("{e}; re-reading to learn the outcome failed too: {read}"),
+            Disposition::OutcomeUnknown,
+        )),
+    }
+}
