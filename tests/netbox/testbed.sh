@@ -151,11 +151,14 @@ do_migrate() {
     gen_secrets
     PG_PORT=$(free_port)
     pg_start "$PG_PORT"
-    local rport
-    rport=$(free_port)
+    # (not `local`: the EXIT trap below runs after this function returned)
+    BUILD_REDIS_PORT=$(free_port)
+    # Whatever happens, the build's PostgreSQL and Redis do not outlive this step (it runs in
+    # its own subshell, see run_step).
+    trap 'redis_stop "$BUILD_REDIS_PORT"; pg_stop >/dev/null 2>&1' EXIT
     # NetBox's post-migrate hooks use the Redis cache: run one for the build.
-    redis_start "$rport"
-    write_config "$PG_PORT" "$rport"
+    redis_start "$BUILD_REDIS_PORT"
+    write_config "$PG_PORT" "$BUILD_REDIS_PORT"
     # Resumable: a database left by an interrupted build keeps its applied migrations.
     if [[ -z $(psql_ -tAc "SELECT 1 FROM pg_database WHERE datname = 'netbox'") ]]; then
         psql_ -c 'CREATE DATABASE netbox'
@@ -176,8 +179,6 @@ Token(user=u, version=2, key='$TOKEN_KEY', token='$tok', write_enabled=True).sav
     # The migrated database stays in the cluster as the template every start and reset
     # copies (the dump restores it when the cluster was lost).
     psql_ -c 'DROP DATABASE IF EXISTS netbox_golden' -c 'ALTER DATABASE netbox RENAME TO netbox_golden'
-    redis_stop "$rport"
-    pg_stop
 }
 
 cmd_build() {
