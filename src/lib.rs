@@ -9,6 +9,7 @@
 //! - [`plan`]: desired model, observed model, diff, plan artifact.
 //! - [`apply`]: executor, journal, destroy.
 //! - [`sim`]: the Proxmox VE simulator, the only code that pretends to be Proxmox.
+//! - [`yaml`]: YAML/JSON read exactly as HyOps (PyYAML, `json`) reads them; the YAML writer.
 //! - [`retry`]: the one retry policy (backoff, budgets, cancellation) every client uses.
 //! - [`cli`]: the command line surface; thin.
 
@@ -24,3 +25,4 @@ pub mod retry;
 pub mod secret;
 pub mod sim;
 pub mod ssh;
+pub mod yaml;

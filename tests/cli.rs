@@ -17,6 +17,21 @@ fn examples(name: &str) -> String {
     format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A runtime root whose `core/onprem/template-image` state publishes `ubuntu-24.04`.
+fn root_with_template() -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    let state = root
+        .path()
+        .join("state/modules/core__onprem__template-image/latest.json");
+    std::fs::create_dir_all(state.parent().unwrap()).unwrap();
+    std::fs::write(
+        &state,
+        r#"{"status": "ok", "outputs": {"template_vm_ids": {"ubuntu-24.04": 9000}}}"#,
+    )
+    .unwrap();
+    root
+}
+
 #[test]
 fn every_example_overlay_validates() {
     // IPAM overlays validate against the simulated root (it is its own NetBox and SDN
@@ -41,7 +56,7 @@ fn every_example_overlay_validates() {
             .success()
             .stdout(predicate::str::contains("validate ok"));
     }
-    let root = tempfile::tempdir().unwrap();
+    let root = root_with_template();
     for ex in ["inputs.single-static.yml", "inputs.sim-demo.yml"] {
         bin()
             .args(["validate", "--root"])
@@ -52,6 +67,21 @@ fn every_example_overlay_validates() {
             .success()
             .stdout(predicate::str::contains("validate ok"));
     }
+}
+
+#[test]
+fn validate_refuses_a_missing_template_state_as_hyops_does() {
+    let root = tempfile::tempdir().unwrap();
+    bin()
+        .args(["validate", "--root"])
+        .arg(root.path())
+        .args(["--inputs", &examples("inputs.typical.yml")])
+        .env("HYOPS_ENV", "dev")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "ERR: template_state_ref not found in env state: core/onprem/template-image (run: hyops deploy --module core/onprem/template-image --inputs <inputs.yml>)",
+        ));
 }
 
 #[test]
@@ -136,7 +166,7 @@ fn rebuild_refuses_a_mismatched_confirm_module() {
 #[test]
 fn an_ipam_overlay_without_netbox_state_fails_with_the_upstream_readiness_message() {
     let home = tempfile::tempdir().unwrap();
-    let root = tempfile::tempdir().unwrap();
+    let root = root_with_template();
     bin()
         .args(["validate", "--root"])
         .arg(root.path())
@@ -306,4 +336,28 @@ fn version_and_completions_work() {
         .assert()
         .success()
         .stdout(predicate::str::contains("hyops-pve"));
+}
+
+#[test]
+fn validate_warns_about_unknown_keys_even_when_it_refuses() {
+    let root = root_with_template();
+    let overlay = root.path().join("o.yml");
+    std::fs::write(
+        &overlay,
+        "require_ipam: false\nmemroy_mb: 8192\ncpu_cores: many\nvms: {a: {interfaces: [{bridge: vmbr0}]}}\n",
+    )
+    .unwrap();
+    bin()
+        .args(["validate", "--root"])
+        .arg(root.path())
+        .arg("--inputs")
+        .arg(&overlay)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "WARN: inputs.memroy_mb is not a platform-vm input and is ignored (did you mean memory_mb?)",
+        ))
+        .stderr(predicate::str::contains(
+            "ERR: input validation failed for platform/onprem/platform-vm: inputs.cpu_cores must be an integer",
+        ));
 }

@@ -421,8 +421,11 @@ fn rerun_inputs_are_yaml_0600_at_the_slot_path() {
     )
     .unwrap();
     assert!(p.ends_with("config/modules/platform__onprem__platform-vm/instances/b.inputs.yml"));
-    let y: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
-    assert_eq!(y["ssh_username"], serde_yaml::Value::from("ops"));
+    let y = hyops_pve::yaml::safe_load(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    assert_eq!(
+        y.as_dict().unwrap().get("ssh_username"),
+        Some(&hyops_pve::yaml::PyValue::str("ops"))
+    );
     assert_eq!(mode(&p), 0o600);
 }
 

@@ -1,16 +1,28 @@
 //! The resolution pipeline: merge rules, env overrides, field and bridge aliases, naming,
 //! single-VM mode, shipped examples, destroy leniency, rerun sanitising and module refs.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use hyops_pve::inputs::{
-    apply_env_overrides, canonical_module_ref, merge_operator_inputs, parse_overlay_yaml,
-    resolve_bridge_alias, resolve_inputs, resolve_inputs_with_overlay, sanitize_rerun_inputs,
-    spec_defaults, InputsError, Ipv4Config, LifecycleCommand, ResolveRequest, ResolvedInputs,
-    TemplateSource, VmMode,
+    apply_env_overrides, canonical_module_ref, merge_operator_inputs, parse_overlay,
+    resolve_bridge_alias, resolve_inputs, resolve_inputs_with_overlay, resolve_py,
+    sanitize_rerun_inputs, spec_defaults, InputsError, Ipv4Config, LifecycleCommand,
+    OverlayParseError, ResolveRequest, ResolvedInputs, TemplateSource, VmMode,
 };
+use hyops_pve::yaml::{PyDict, PyValue};
 use serde_json::{json, Value};
+
+/// JSON as `json.loads` would give it.
+fn pyd(v: Value) -> PyDict {
+    match PyValue::from(&v) {
+        PyValue::Dict(d) => d,
+        _ => panic!("not a mapping"),
+    }
+}
+
+fn json_of(d: PyDict) -> Value {
+    PyValue::Dict(d).to_json("inputs").unwrap()
+}
 
 fn req(cmd: LifecycleCommand, env: Option<&str>) -> ResolveRequest {
     let mut r = ResolveRequest::new(cmd);
@@ -40,11 +52,12 @@ fn example(name: &str) -> PathBuf {
 
 #[test]
 fn nested_mappings_merge_recursively() {
-    let mut v = spec_defaults();
+    let mut d = pyd(spec_defaults());
     merge_operator_inputs(
-        &mut v,
-        &json!({"post_apply_ssh_readiness": {"connectivity_wait_s": 180}}),
+        &mut d,
+        &pyd(json!({"post_apply_ssh_readiness": {"connectivity_wait_s": 180}})),
     );
+    let v = json_of(d);
     assert_eq!(
         v["post_apply_ssh_readiness"],
         json!({"enabled": true, "required": true, "connectivity_timeout_s": 5, "connectivity_wait_s": 180})
@@ -53,39 +66,61 @@ fn nested_mappings_merge_recursively() {
 
 #[test]
 fn lists_replace_the_default() {
-    let mut v = spec_defaults();
+    let mut d = pyd(spec_defaults());
     merge_operator_inputs(
-        &mut v,
-        &json!({"tags": ["only"], "dns_servers": ["1.1.1.1"]}),
+        &mut d,
+        &pyd(json!({"tags": ["only"], "dns_servers": ["1.1.1.1"]})),
     );
+    let v = json_of(d);
     assert_eq!(v["tags"], json!(["only"]));
     assert_eq!(v["dns_servers"], json!(["1.1.1.1"]));
 }
 
 #[test]
 fn blank_operator_string_never_erases_a_value() {
-    let mut v = spec_defaults();
+    let mut d = pyd(spec_defaults());
     merge_operator_inputs(
-        &mut v,
-        &json!({"template_key": "  ", "name_prefix": "", "cpu_type": "kvm64"}),
+        &mut d,
+        &pyd(json!({"template_key": "  ", "name_prefix": "", "cpu_type": "kvm64"})),
     );
+    let v = json_of(d);
     assert_eq!(v["template_key"], json!("ubuntu-24.04"));
     assert_eq!(v["name_prefix"], json!(""));
     assert_eq!(v["cpu_type"], json!("kvm64"));
 }
 
 #[test]
-fn overlay_with_inputs_key_is_unwrapped() {
-    let v = parse_overlay_yaml("inputs:\n  cpu_cores: 6\n").unwrap();
-    assert_eq!(v, json!({"cpu_cores": 6}));
-    let flat = parse_overlay_yaml("cpu_cores: 6\n").unwrap();
-    assert_eq!(flat, json!({"cpu_cores": 6}));
+fn an_inputs_key_is_not_unwrapped_but_warned_about() {
+    // hyops reads the overlay's top level as the inputs; `inputs:` is just an unknown key.
+    let v = json_of(parse_overlay("inputs:\n  cpu_cores: 6\n").unwrap());
+    assert_eq!(v, json!({"inputs": {"cpu_cores": 6}}));
+    let mut o = pool("vmbr0");
+    o["inputs"] = json!({"cpu_cores": 6});
+    let out = resolve(LifecycleCommand::Plan, None, o).unwrap();
+    assert_eq!(out.model.cpu_cores, 2);
+    assert!(out.warnings[0].starts_with("inputs.inputs is not a platform-vm input"));
 }
 
 #[test]
 fn overlay_must_be_a_mapping() {
-    assert!(parse_overlay_yaml("- a\n- b\n").is_err());
-    assert_eq!(parse_overlay_yaml("").unwrap(), json!({}));
+    assert_eq!(
+        parse_overlay("- a\n- b\n").unwrap_err(),
+        OverlayParseError::NotAMapping
+    );
+    assert!(parse_overlay("").unwrap().is_empty());
+}
+
+#[test]
+fn a_non_mapping_overlay_file_reads_as_upstream_says() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("x.yml");
+    std::fs::write(&p, "- a\n").unwrap();
+    let mut r = req(LifecycleCommand::Plan, None);
+    r.overlay_path = Some(p.clone());
+    assert_eq!(
+        resolve_inputs(&r).unwrap_err().to_string(),
+        format!("invalid YAML object: {}", p.display())
+    );
 }
 
 #[test]
@@ -113,7 +148,7 @@ fn preset_ref_is_rejected_exactly() {
 
 // ---- env overrides (§1.2 step 4) ----
 
-fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -122,22 +157,23 @@ fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 
 #[test]
 fn inputs_json_is_a_shallow_update() {
-    let mut v = spec_defaults();
+    let mut d = pyd(spec_defaults());
     apply_env_overrides(
-        &mut v,
+        &mut d,
         &env(&[(
             "HYOPS_INPUTS_JSON",
             r#"{"post_apply_ssh_readiness": {"enabled": false}, "cpu_cores": 3}"#,
         )]),
     )
     .unwrap();
+    let v = json_of(d);
     assert_eq!(v["cpu_cores"], json!(3));
     assert_eq!(v["post_apply_ssh_readiness"], json!({"enabled": false}));
 }
 
 #[test]
 fn inputs_json_must_be_an_object() {
-    let mut v = spec_defaults();
+    let mut v = pyd(spec_defaults());
     for bad in ["[1,2]", "not json", "42"] {
         let e = apply_env_overrides(&mut v, &env(&[("HYOPS_INPUTS_JSON", bad)])).unwrap_err();
         assert_eq!(e.to_string(), "HYOPS_INPUTS_JSON must be a JSON object");
@@ -146,9 +182,9 @@ fn inputs_json_must_be_an_object() {
 
 #[test]
 fn input_path_variables_nest_lowercase_and_parse_json() {
-    let mut v = spec_defaults();
+    let mut d = pyd(spec_defaults());
     apply_env_overrides(
-        &mut v,
+        &mut d,
         &env(&[
             (
                 "HYOPS_INPUT_post_apply_ssh_readiness__connectivity_wait_s",
@@ -160,6 +196,7 @@ fn input_path_variables_nest_lowercase_and_parse_json() {
         ]),
     )
     .unwrap();
+    let v = json_of(d);
     assert_eq!(
         v["post_apply_ssh_readiness"]["connectivity_wait_s"],
         json!(600)
@@ -228,7 +265,7 @@ fn unknown_per_vm_keys_are_dropped_with_a_warning() {
     assert_eq!(out.model.cpu_cores, 2);
     assert_eq!(
         out.warnings,
-        vec!["inputs.vms[app-01].cpu_cores is not a per-VM setting and is ignored".to_string()]
+        vec!["inputs.vms[app-01].cpu_cores is not a per-VM setting and is ignored (cpu_cores is a module-level input: set inputs.cpu_cores, it applies to every VM)".to_string()]
     );
 }
 
@@ -423,8 +460,8 @@ fn single_vm_default_nic_falls_back_to_vmbr0_and_uses_vm_role() {
     r.overlay_path = Some(example("inputs.single-static.yml"));
     let mut overlay =
         hyops_pve::inputs::load_overlay_file(&example("inputs.single-static.yml")).unwrap();
-    overlay["vm_role"] = json!("netbox");
-    let m = resolve_inputs_with_overlay(&r, &overlay).unwrap().model;
+    overlay.set("vm_role", PyValue::str("netbox"));
+    let m = resolve_py(&r, &overlay).1.unwrap().model;
     let vm = m.vms.values().next().unwrap();
     assert_eq!(vm.interfaces[0].bridge, "vmbr0");
     assert_eq!(vm.role, "netbox");
@@ -434,8 +471,9 @@ fn single_vm_default_nic_falls_back_to_vmbr0_and_uses_vm_role() {
 fn single_vm_uses_module_interfaces_when_given() {
     let mut overlay =
         hyops_pve::inputs::load_overlay_file(&example("inputs.single-static.yml")).unwrap();
-    overlay["interfaces"] = json!([{"bridge": "vmbr5"}]);
-    let m = resolve(LifecycleCommand::Validate, None, overlay)
+    overlay.set("interfaces", PyValue::from(&json!([{"bridge": "vmbr5"}])));
+    let m = resolve_py(&req(LifecycleCommand::Validate, None), &overlay)
+        .1
         .unwrap()
         .model;
     assert_eq!(m.vms.values().next().unwrap().interfaces[0].bridge, "vmbr5");
@@ -512,7 +550,8 @@ fn destroy_skips_validation_but_still_builds_keys_names_and_ids() {
     assert_eq!(
         got,
         vec![
-            ("app-01", "dev-app-01", Some(201)),
+            // Keys stay as written (the pack keys VMs by the trimmed key, never lower-cased).
+            ("App-01", "dev-App-01", Some(201)),
             ("db-01", "dev-db-01", None)
         ]
     );
@@ -593,4 +632,132 @@ fn readiness_target_user_defaults_to_opsadmin() {
         .readiness;
     assert_eq!(rc.target_user.as_deref(), Some("opsadmin"));
     assert_eq!(rc.target_port, 22);
+}
+
+// ---- bounds (checked while the overlay streams in) ----
+
+fn overlay_file(dir: &tempfile::TempDir, text: &str) -> ResolveRequest {
+    let p = dir.path().join("big.yml");
+    std::fs::write(&p, text).unwrap();
+    let mut r = req(LifecycleCommand::Validate, Some("dev"));
+    r.overlay_path = Some(p);
+    r
+}
+
+#[test]
+fn a_600_kb_deeply_nested_overlay_is_refused_at_the_nesting_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("require_ipam: false\nextra: {}\n", "[".repeat(600_000));
+    let e = resolve_inputs(&overlay_file(&dir, &text))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nesting is deeper than 64 levels"), "{e}");
+    let block: String = (0..80)
+        .map(|i| format!("{}k{i}:\n", " ".repeat(i * 2)))
+        .collect();
+    let e = resolve_inputs(&overlay_file(&dir, &block))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nesting is deeper than 64 levels"), "{e}");
+}
+
+#[test]
+fn an_overlay_over_8_mib_is_refused_before_it_is_parsed() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("name_prefix: {}\n", "a".repeat(10 << 20));
+    let e = resolve_inputs(&overlay_file(&dir, &text))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("hyops-pve reads overlays of at most 8388608 bytes"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_value_over_1_mib_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("cloud_init_user_data: '{}'\n", "a".repeat((1 << 20) + 1));
+    let e = resolve_inputs(&overlay_file(&dir, &text))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("values of at most 1048576 bytes"), "{e}");
+    let mut r = req(LifecycleCommand::Validate, Some("dev"));
+    r.env = vec![(
+        "HYOPS_INPUTS_JSON".into(),
+        format!("{{\"name_prefix\": \"{}\"}}", "a".repeat((1 << 20) + 1)),
+    )];
+    let e = resolve_inputs(&r).unwrap_err().to_string();
+    assert!(e.contains("longer than 1048576 bytes"), "{e}");
+}
+
+#[test]
+fn an_alias_bomb_is_refused_at_the_value_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..9 {
+        text.push_str(&format!(
+            "a{i}: &a{i} [{}]\n",
+            vec![format!("*a{}", i - 1); 10].join(", ")
+        ));
+    }
+    let e = resolve_inputs(&overlay_file(&dir, &text))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("more than 1000000 values"), "{e}");
+}
+
+// ---- numbers hyops-pve cannot carry (never replaced) ----
+
+#[test]
+fn cpu_cores_past_32_bits_is_refused_not_replaced() {
+    let mut o = pool("vmbr0");
+    o["cpu_cores"] = json!(4294967297u64);
+    let e = resolve(LifecycleCommand::Plan, None, o).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "inputs.cpu_cores is out of range: 4294967297 is more than 4294967295, the largest value hyops-pve carries for it"
+    );
+}
+
+#[test]
+fn a_vm_id_past_32_bits_is_refused_even_on_destroy() {
+    let mut o = pool("vmbr0");
+    o["vms"]["app-01"]["vm_id"] = json!(4294967296u64);
+    let e = resolve(LifecycleCommand::Destroy, None, o).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("inputs.vms[app-01].vm_id is out of range: 4294967296"),
+        "{e}"
+    );
+}
+
+#[test]
+fn nan_and_huge_integers_from_the_environment_are_refused() {
+    let mut r = req(LifecycleCommand::Plan, None);
+    r.env = env(&[(
+        "HYOPS_INPUTS_JSON",
+        r#"{"memory_mb": 123456789012345678901234567890}"#,
+    )]);
+    let e = resolve_inputs_with_overlay(&r, &pool("vmbr0")).unwrap_err();
+    assert!(
+        e.to_string().starts_with(
+            "inputs.memory_mb is out of range: 123456789012345678901234567890 does not fit"
+        ),
+        "{e}"
+    );
+    r.env = env(&[("HYOPS_INPUT_extra", "NaN")]);
+    let e = resolve_inputs_with_overlay(&r, &pool("vmbr0")).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("inputs.extra is out of range: nan is not a finite number"),
+        "{e}"
+    );
+    r.env = env(&[("HYOPS_INPUT_cpu_cores", "NaN")]);
+    let e = resolve_inputs_with_overlay(&r, &pool("vmbr0")).unwrap_err();
+    assert!(
+        e.to_string()
+            .ends_with("inputs.cpu_cores must be an integer"),
+        "{e}"
+    );
 }

@@ -74,10 +74,11 @@ fn assert_helper(overlay: Value, msg: &str) {
     assert_eq!(e.validation().map(|f| f.kind), Some(FailureKind::Helper));
 }
 
-/// An addressing-contract error: wrapped once, raised outside the validator.
+/// An addressing-contract error: raised by `resolve_module` outside the validator and
+/// outside its `input validation failed …` wrapping, so printed bare.
 fn assert_addressing(overlay: Value, msg: &str) {
     let e = err(&overlay);
-    assert_eq!(e.to_string(), format!("{PFX}{msg}"));
+    assert_eq!(e.to_string(), msg);
     assert_eq!(
         e.validation().map(|f| f.kind),
         Some(FailureKind::Addressing)
@@ -92,9 +93,15 @@ fn validator_direct(inputs: Value) -> hyops_pve::inputs::ValidationFailure {
 }
 
 fn full_defaults_with(overlay: Value) -> Value {
-    let mut v = hyops_pve::inputs::spec_defaults();
-    hyops_pve::inputs::merge_operator_inputs(&mut v, &overlay);
-    v
+    use hyops_pve::yaml::PyValue;
+    let (PyValue::Dict(mut d), PyValue::Dict(o)) = (
+        PyValue::from(&hyops_pve::inputs::spec_defaults()),
+        PyValue::from(&overlay),
+    ) else {
+        panic!("mappings expected")
+    };
+    hyops_pve::inputs::merge_operator_inputs(&mut d, &o);
+    PyValue::Dict(d).to_json("inputs").unwrap()
 }
 
 // ---- sanity ----

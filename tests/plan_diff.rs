@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use hyops_pve::inputs::model::{LogicalVmKey, ModuleInputs};
-use hyops_pve::inputs::{resolve_inputs_with_overlay, LifecycleCommand, ResolveRequest};
+use hyops_pve::inputs::{parse_overlay, resolve_py, LifecycleCommand, ResolveRequest};
 use hyops_pve::plan::desired::{desired_vm, DesiredVm, TargetDefaults, TemplateRef};
 use hyops_pve::plan::diff::{diff, summarize, PlanError, VmAction};
 use hyops_pve::plan::marker::OwnershipMarker;
@@ -34,10 +34,10 @@ vms:
 
 fn inputs(extra: &str) -> ModuleInputs {
     let text = format!("{OVERLAY}\n{extra}");
-    let overlay: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+    let overlay = parse_overlay(&text).unwrap();
     let mut req = ResolveRequest::new(LifecycleCommand::Plan);
     req.runtime_env = Some("dev".into());
-    resolve_inputs_with_overlay(&req, &overlay).unwrap().model
+    resolve_py(&req, &overlay).1.unwrap().model
 }
 
 fn defaults() -> TargetDefaults {

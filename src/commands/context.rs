@@ -28,6 +28,9 @@ use std::sync::Arc;
 pub struct Ctx {
     pub args: ModuleArgs,
     pub env_vars: BTreeMap<String, String>,
+    /// The same environment in process order (`HYOPS_INPUT_*` apply in this order, as in
+    /// `hyops`).
+    pub env_order: Vec<(String, String)>,
     pub root: RuntimeRoot,
     /// The runtime env name (HYOPS_ENV wins, as upstream sets it only when unset).
     pub env_name: Option<String>,
@@ -47,15 +50,24 @@ impl Ctx {
     /// Resolve everything but credentials from the process environment. With `--sim`, also
     /// starts the simulator.
     pub async fn new(args: &ModuleArgs) -> Result<Self, CliError> {
-        Self::build(args, std::env::vars().collect()).await
+        Self::build_ordered(args, std::env::vars().collect()).await
     }
 
     /// [`Ctx::new`] with an explicit environment (tests and the driver mode use this so
     /// nothing depends on the process environment).
     pub async fn build(
         args: &ModuleArgs,
-        mut env_vars: BTreeMap<String, String>,
+        env_vars: BTreeMap<String, String>,
     ) -> Result<Self, CliError> {
+        Self::build_ordered(args, env_vars.into_iter().collect()).await
+    }
+
+    /// [`Ctx::build`] with the environment in a given order (the process order for the CLI).
+    pub async fn build_ordered(
+        args: &ModuleArgs,
+        mut env_order: Vec<(String, String)>,
+    ) -> Result<Self, CliError> {
+        let mut env_vars: BTreeMap<String, String> = env_order.iter().cloned().collect();
         let module =
             canonical_module_ref(&args.module).map_err(|e| CliError::msg(e.to_string()))?;
         let module_ref = ModuleRef::parse(module).map_err(CliError::hyops)?;
@@ -76,6 +88,7 @@ impl Ctx {
                 .or_else(|| hyops_env.clone())
                 .unwrap_or_else(|| "dev".into());
             let ignored = scrub_for_sim(&mut env_vars);
+            env_order.retain(|(k, _)| env_vars.contains_key(k));
             if !ignored.is_empty() {
                 output::progress(&format!(
                     "note: --sim ignores {} (the simulator's own credentials are used)",
@@ -123,6 +136,7 @@ impl Ctx {
         Ok(Ctx {
             args: args.clone(),
             env_vars,
+            env_order,
             root,
             env_name,
             module_ref,

@@ -5,8 +5,6 @@
 //! Presentation only: never changes a verdict. Part of the CLI layer; knows the inputs layer's
 //! public merge functions and nothing about the validators' internals.
 
-use std::collections::BTreeMap;
-
 use serde_json::Value;
 
 use crate::inputs::validate::is_vm_key;
@@ -14,6 +12,7 @@ use crate::inputs::{
     apply_env_overrides, load_overlay_file, merge_operator_inputs, spec_defaults, InputsError,
     ResolveRequest,
 };
+use crate::yaml::PyValue;
 
 /// Longest rendering of an offending value.
 const VALUE_MAX: usize = 200;
@@ -32,15 +31,16 @@ pub fn explain(e: &InputsError, req: &ResolveRequest) -> String {
 }
 
 /// The inputs as the validators saw them (before alias folding), or `None` when they cannot be
-/// rebuilt (then the caller has the original error anyway).
+/// rebuilt or carried as JSON (then the caller has the original error anyway).
 fn merged_inputs(req: &ResolveRequest) -> Option<Value> {
-    let mut inputs = spec_defaults();
+    let PyValue::Dict(mut inputs) = PyValue::from(&spec_defaults()) else {
+        return None;
+    };
     if let Some(path) = &req.overlay_path {
         merge_operator_inputs(&mut inputs, &load_overlay_file(path).ok()?);
     }
-    let env: BTreeMap<String, String> = req.env.clone();
-    apply_env_overrides(&mut inputs, &env).ok()?;
-    Some(inputs)
+    apply_env_overrides(&mut inputs, &req.env).ok()?;
+    PyValue::Dict(inputs).to_json("inputs").ok()
 }
 
 /// The second line for `message` against `inputs`.

@@ -143,24 +143,59 @@ fn secs(env: &BTreeMap<String, String>, key: &str, default: f64) -> f64 {
 }
 
 /// Bridges of every VM NIC (after alias rewrite), in order of first use.
-fn requested_bridges(model: &ModuleInputs) -> Vec<String> {
-    let mut seen = BTreeSet::new();
-    model
-        .vms
-        .values()
-        .flat_map(|vm| vm.interfaces.iter())
-        .map(|n| n.bridge.clone())
-        .filter(|b| seen.insert(b.clone()))
-        .collect()
+/// `_collect_requested_bridges` on the resolved inputs (bridge aliases already rewritten):
+/// `inputs.vms.*.interfaces[*].bridge` when `vms` is a non-empty map, otherwise
+/// `inputs.interfaces[*].bridge` and `inputs.vm_bridge`. Only strings can name a `vnet*`
+/// bridge, so only strings are kept.
+fn requested_bridges(inputs: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut nic_bridges = |ifaces: Option<&Value>| {
+        for nic in ifaces.and_then(Value::as_array).into_iter().flatten() {
+            if let Some(b) = nic.get("bridge").and_then(Value::as_str) {
+                let b = crate::yaml::py_strip(b);
+                if !b.is_empty() {
+                    out.push(b.to_string());
+                }
+            }
+        }
+    };
+    match inputs.get("vms").and_then(Value::as_object) {
+        Some(vms) if !vms.is_empty() => {
+            for vm in vms.values() {
+                nic_bridges(vm.get("interfaces"));
+            }
+        }
+        _ => {
+            nic_bridges(inputs.get("interfaces"));
+            if let Some(b) = inputs.get("vm_bridge").and_then(Value::as_str) {
+                let b = crate::yaml::py_strip(b);
+                if !b.is_empty() {
+                    out.push(b.to_string());
+                }
+            }
+        }
+    }
+    out
 }
 
-fn network_state_ref(model: &ModuleInputs) -> String {
-    match &model.addressing {
-        Some(Addressing::Ipam {
-            network_state_ref: Some(r),
-            ..
-        }) if !r.trim().is_empty() => r.trim().to_string(),
-        _ => NETWORK_SDN_REF.to_string(),
+/// The network-sdn state ref: `addressing.ipam.network_state_ref` whenever `addressing.ipam`
+/// is a map (the managed-bridge guard reads it in any mode), else `core/onprem/network-sdn`.
+fn bridges_state_ref(inputs: &Value) -> String {
+    let ipam = inputs
+        .get("addressing")
+        .and_then(|a| a.get("ipam"))
+        .filter(|i| i.is_object());
+    let Some(ipam) = ipam else {
+        return NETWORK_SDN_REF.to_string();
+    };
+    // `str(raw_ipam.get("network_state_ref") or "core/onprem/network-sdn").strip()`
+    match ipam
+        .get("network_state_ref")
+        .map(crate::yaml::PyValue::from)
+        .filter(crate::yaml::PyValue::truthy)
+    {
+        Some(v) => crate::yaml::py_strip(&v.py_str()).to_string(),
+        None => NETWORK_SDN_REF.to_string(),
     }
 }
 
@@ -170,15 +205,15 @@ fn network_state_ref(model: &ModuleInputs) -> String {
 /// missing vnet or gateway, or a drifted host gateway, is the error.
 pub async fn bridge_guard(
     ctx: &Ctx,
-    model: &ModuleInputs,
+    resolved_json: &Value,
     creds: Option<&ProxmoxCredentials>,
 ) -> Result<Vec<String>, CliError> {
-    let bridges = requested_bridges(model);
+    let bridges = requested_bridges(resolved_json);
     let managed = managed_bridges(bridges.iter().map(String::as_str));
     if managed.is_empty() {
         return Ok(Vec::new());
     }
-    let sref = network_state_ref(model);
+    let sref = bridges_state_ref(resolved_json);
     let guard = managed_bridge_guard(&ctx.root, &ctx.env_vars, &home(ctx), &sref, &managed)
         .map_err(|(_w, e)| CliError::msg(e))?;
     let mut warnings = guard.warnings;
@@ -477,7 +512,7 @@ pub async fn ipam_prepare(
     )?;
 
     // The SDN authority as IPAM reads it.
-    let sref = network_state_ref(model);
+    let sref = bridges_state_ref(resolved_json);
     let authority = read_sdn_for_ipam(&ctx.root, env, &home(ctx), &sref).map_err(|(w, e)| {
         warnings.extend(w);
         CliError::msg(e)

@@ -23,6 +23,7 @@ use crate::commands::output;
 use crate::commands::progress::progress_for;
 use crate::commands::{CliError, EXIT_CHANGES, EXIT_OK};
 use crate::hyops::read_proxmox_ready;
+use crate::hyops::state_refs::RootStateContracts;
 use crate::hyops::{
     self, acquire_lock, build_input_contract, check_vm_set_guards, evidence_dir, new_run_id,
     publish_outputs, read_tfstate_vms, resolve_template, template_source_hint, write_driver_result,
@@ -33,7 +34,8 @@ use crate::hyops::{
 use crate::inputs::model::CloudInitMode;
 use crate::inputs::model::{ConcurrencyLimits, LogicalVmKey, ModuleInputs, TemplateSource};
 use crate::inputs::{
-    resolve_inputs, sanitize_rerun_inputs, LifecycleCommand, ResolveRequest, ResolvedInputs,
+    resolve_inputs_with_warnings, sanitize_rerun_inputs, LifecycleCommand, ResolveRequest,
+    ResolvedInputs, StateHooks,
 };
 use crate::plan::artifact::PlanArtifact;
 use crate::plan::desired::TargetDefaults;
@@ -98,14 +100,30 @@ fn resolve(
     command: LifecycleCommand,
     creds: Option<&ProxmoxCredentials>,
 ) -> Result<ResolvedInputs, CliError> {
-    let req = ResolveRequest {
+    let req = resolve_request(ctx, command, creds);
+    let (early_warnings, result) = resolve_inputs_with_warnings(&req);
+    result.map_err(|e| {
+        // The unknown-key warnings often explain the refusal (`memroy_mb`): show them too.
+        for w in &early_warnings {
+            output::warn(w);
+        }
+        CliError::msg(crate::commands::hints::explain(&e, &req))
+    })
+}
+
+fn resolve_request(
+    ctx: &Ctx,
+    command: LifecycleCommand,
+    creds: Option<&ProxmoxCredentials>,
+) -> ResolveRequest {
+    ResolveRequest {
         overlay_path: ctx.args.inputs.clone(),
         command,
         runtime_env: ctx.env_name.clone(),
-        env: ctx.env_vars.clone(),
+        env: ctx.env_order.clone(),
         credentials_network_bridge: creds.map(|c| c.network_bridge.clone()),
-    };
-    resolve_inputs(&req).map_err(|e| CliError::msg(crate::commands::hints::explain(&e, &req)))
+        state: Some(StateHooks(Arc::new(RootStateContracts::new(&ctx.root)))),
+    }
 }
 
 fn write_inputs_evidence(
@@ -130,8 +148,7 @@ fn write_inputs_evidence(
         &resolved.resolved_json,
     )
     .map_err(CliError::hyops)?;
-    let yaml = serde_yaml::to_string(&resolved.resolved_json)
-        .map_err(|e| CliError::msg(format!("cannot render resolved.inputs.yml: {e}")))?;
+    let yaml = crate::yaml::to_yaml(&resolved.resolved_json);
     write_text_atomic(&run.evidence.join("resolved.inputs.yml"), &yaml).map_err(CliError::hyops)?;
     Ok(())
 }
@@ -336,7 +353,7 @@ async fn preflight_phase(
     // Upstream order: after the template probe, the SDN managed-bridge guard (every mode,
     // with the host-side gateway probe over node SSH), then the IPAM checks (readiness,
     // credentials, probe, explicit addresses).
-    let bridge_warnings = ipam::bridge_guard(ctx, &resolved.model, Some(&creds)).await?;
+    let bridge_warnings = ipam::bridge_guard(ctx, &resolved.resolved_json, Some(&creds)).await?;
     for w in &bridge_warnings {
         output::warn(w);
     }
@@ -489,8 +506,10 @@ pub async fn preflight_inner(ctx: &Ctx, strict: bool) -> Result<i32, CliError> {
     }
 }
 
-/// `hyops-pve validate`: inputs, naming, aliases and guards; the template is resolved when
-/// its state exists (otherwise a warning: plan/apply check it for real).
+/// `hyops-pve validate`: what `hyops validate` refuses before any API call, in its order —
+/// input resolution and validation (state references, `ssh_keys_from_init` included), then
+/// the driver contract's API-free steps: bridge aliases, `build_image`, the VM-set guards and
+/// the template resolved from its `core/onprem/template-image` state.
 pub async fn validate(args: &ModuleArgs) -> Result<i32, CliError> {
     require_inputs(args, &std::env::vars().collect(), "validate")?;
     let mut ctx = Ctx::new(args).await?;
@@ -499,43 +518,89 @@ pub async fn validate(args: &ModuleArgs) -> Result<i32, CliError> {
     result
 }
 
-pub async fn validate_inner(ctx: &Ctx) -> Result<i32, CliError> {
+/// What `validate` found: the warnings so far (shown even on failure) and either the report
+/// (`module_ref`, `state_instance`, `env`, `template_vm_id`, `warnings`, `model`) or the
+/// refusal. Prints nothing (the differential test against upstream calls it).
+pub struct ValidateOutcome {
+    pub warnings: Vec<String>,
+    pub result: Result<Value, CliError>,
+    /// The refusal exactly as hyops prints it, without the CLI's second line naming the
+    /// offending value (`None` on success).
+    pub verbatim: Option<String>,
+}
+
+/// The checks of `validate`, without printing. After the template, in upstream's order: the
+/// managed-bridge guard against the network-sdn state (§4.3) and, for IPAM overlays, NetBox
+/// readiness and the read-only IPAM checks (§4.1) — never an allocation.
+pub async fn validate_report(ctx: &Ctx) -> ValidateOutcome {
     // Credentials are optional for validate; their bridge is only the single-VM default.
     let creds = ctx.credentials().ok();
-    let resolved = resolve(ctx, LifecycleCommand::Validate, creds.as_ref())?;
-    let mut warnings = resolved.warnings.clone();
-    warnings.extend(vm_set_guards(ctx, &resolved.model)?.warnings);
-    // The state parts of §4.1/§4.3 and the read-only IPAM checks run at validate too.
-    warnings.extend(ipam::bridge_guard(ctx, &resolved.model, creds.as_ref()).await?);
-    ipam::ipam_prepare(ctx, &resolved.model, &resolved.resolved_json, &mut warnings).await?;
-    let template = match template_vmid(ctx, &resolved.model, &mut warnings) {
-        Ok((id, _)) => Some(id),
-        Err(e) => {
-            warnings.push(format!(
-                "template not resolved (checked again at plan/apply): {}",
-                e.message
-            ));
-            None
-        }
-    };
-    if !ctx.root.path().is_dir() {
-        // A mistyped --env is worth saying; validate itself needs no root and creates none.
-        warnings.push(crate::commands::context::missing_root_message(
+    let req = resolve_request(ctx, LifecycleCommand::Validate, creds.as_ref());
+    let (mut early_warnings, result) = resolve_inputs_with_warnings(&req);
+    // A mistyped --env is worth saying whatever else is wrong; validate itself needs no root
+    // and creates none.
+    let root_warning = (!ctx.root.path().is_dir()).then(|| {
+        crate::commands::context::missing_root_message(
             ctx.root.path(),
             ctx.args.env.as_deref().or(ctx.env_name.as_deref()),
-        ));
+        )
+    });
+    let resolved = match result {
+        Ok(r) => r,
+        Err(e) => {
+            early_warnings.extend(root_warning);
+            return ValidateOutcome {
+                warnings: early_warnings,
+                result: Err(CliError::msg(crate::commands::hints::explain(&e, &req))),
+                verbatim: Some(e.to_string()),
+            };
+        }
+    };
+    let mut warnings = resolved.warnings.clone();
+    warnings.extend(root_warning);
+    let checks = vm_set_guards(ctx, &resolved.model).and_then(|guard| {
+        warnings.extend(guard.warnings);
+        template_vmid(ctx, &resolved.model, &mut warnings)
+    });
+    let refuse = |warnings: Vec<String>, e: CliError| ValidateOutcome {
+        warnings,
+        verbatim: Some(e.message.clone()),
+        result: Err(e),
+    };
+    let (template, _) = match checks {
+        Ok(t) => t,
+        Err(e) => return refuse(warnings, e),
+    };
+    match ipam::bridge_guard(ctx, &resolved.resolved_json, creds.as_ref()).await {
+        Ok(w) => warnings.extend(w),
+        Err(e) => return refuse(warnings, e),
+    }
+    if let Err(e) =
+        ipam::ipam_prepare(ctx, &resolved.model, &resolved.resolved_json, &mut warnings).await
+    {
+        return refuse(warnings, e);
     }
     let out = json!({
         "module_ref": ctx.module_ref.as_str(),
         "state_instance": ctx.instance.as_ref().map(|i| i.as_str()),
         "env": ctx.env_name,
         "template_vm_id": template,
-        "warnings": warnings,
+        "warnings": warnings.clone(),
         "model": resolved.model,
     });
-    for w in &warnings {
+    ValidateOutcome {
+        warnings,
+        result: Ok(out),
+        verbatim: None,
+    }
+}
+
+pub async fn validate_inner(ctx: &Ctx) -> Result<i32, CliError> {
+    let outcome = validate_report(ctx).await;
+    for w in &outcome.warnings {
         output::warn(w);
     }
+    let out = outcome.result?;
     for key in [
         "module_ref",
         "state_instance",
@@ -546,14 +611,16 @@ pub async fn validate_inner(ctx: &Ctx) -> Result<i32, CliError> {
         output::field(key, out[key].clone());
     }
     if !output::is_json() {
-        let yaml = serde_yaml::to_string(&out)
-            .map_err(|e| CliError::msg(format!("cannot render the model: {e}")))?;
-        output::result_text(&yaml);
+        output::result_text(&crate::yaml::to_yaml(&out));
     }
+    let vms = out
+        .get("model")
+        .and_then(|m| m.get("vms"))
+        .and_then(Value::as_object)
+        .map_or(0, |m| m.len());
     output::result_line(&format!(
-        "validate ok: {} ({} VM(s))",
-        ctx.module_ref.as_str(),
-        resolved.model.vms.len()
+        "validate ok: {} ({vms} VM(s))",
+        ctx.module_ref.as_str()
     ));
     Ok(EXIT_OK)
 }

@@ -76,14 +76,7 @@ pub fn template_missing_in_shrink_warning(template_vm_id: u32) -> String {
 pub fn py_list<S: AsRef<str>>(items: &[S]) -> String {
     let inner: Vec<String> = items
         .iter()
-        .map(|s| {
-            let s = s.as_ref();
-            if s.contains('\'') && !s.contains('"') {
-                format!("\"{s}\"")
-            } else {
-                format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
-            }
-        })
+        .map(|s| crate::yaml::py_repr_str(s.as_ref()))
         .collect();
     format!("[{}]", inner.join(", "))
 }

@@ -31,8 +31,6 @@ pub enum HyopsError {
     },
     #[error("invalid JSON in {path}: {detail}")]
     Json { path: PathBuf, detail: String },
-    #[error("invalid YAML for {path}: {detail}")]
-    Yaml { path: PathBuf, detail: String },
     #[error("{path}: expected a JSON object at the top level")]
     NotAnObject { path: PathBuf },
     /// A message fixed by the upstream contract, reproduced verbatim.

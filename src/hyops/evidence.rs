@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::contract::{DRIVER_REF, PACK_ID, PROFILE, PUBLISH_KEYS, REQUIRED_CREDENTIALS};
-use super::error::{HyopsError, Result};
+use super::error::Result;
 use super::fsio::{ensure_dir, sort_keys, write_json_atomic, write_text_atomic};
 use super::paths::{ModuleRef, RuntimeRoot, StateInstance};
 use super::protocol::DriverResult;
@@ -118,11 +118,7 @@ pub fn write_cli_result(
 /// root), so the caller passes the resolved inputs as they are.
 pub fn write_resolved_inputs_yaml(evidence_dir: &Path, inputs: &Value) -> Result<PathBuf> {
     let p = evidence_dir.join("resolved.inputs.yml");
-    let yaml = serde_yaml::to_string(&sort_keys(inputs)).map_err(|e| HyopsError::Yaml {
-        path: p.clone(),
-        detail: e.to_string(),
-    })?;
-    write_text_atomic(&p, &yaml)?;
+    write_text_atomic(&p, &crate::yaml::to_yaml(&sort_keys(inputs)))?;
     Ok(p)
 }
 

@@ -5,7 +5,9 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use serde_json::Value;
+use crate::yaml::{py_strip, PyValue};
+
+use super::state_refs::{read_json, state_status};
 
 use super::contract::py_list;
 use super::error::{HyopsError, Result};
@@ -21,46 +23,33 @@ pub struct GuardOutcome {
     pub deletion_only_shrink: bool,
 }
 
-/// The names of an ok state payload: keys of `outputs.vms`, else `outputs.vm_names`.
-pub fn vm_names_from_state(payload: &Value) -> BTreeSet<String> {
+/// The names of an ok state payload (`_extract_vm_names_from_state_payload`): the keys of
+/// `outputs.vms`, else the items of `outputs.vm_names`, as `str(x).strip()`, blanks dropped.
+pub fn vm_names_from_state(payload: &PyValue) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    let status_ok = payload
-        .get("status")
-        .and_then(Value::as_str)
-        .is_some_and(|s| s.trim().eq_ignore_ascii_case("ok"));
-    let Some(outputs) = payload.get("outputs").and_then(Value::as_object) else {
+    let Some(payload) = payload.as_dict() else {
         return out;
     };
-    if !status_ok {
+    if state_status(payload) != "ok" {
         return out;
     }
-    if let Some(vms) = outputs.get("vms").and_then(Value::as_object) {
-        out.extend(
-            vms.keys()
-                .map(|k| k.trim().to_string())
-                .filter(|k| !k.is_empty()),
-        );
+    let Some(PyValue::Dict(outputs)) = payload.get("outputs") else {
+        return out;
+    };
+    let text = |v: &PyValue| py_strip(&v.py_str()).to_string();
+    if let Some(PyValue::Dict(vms)) = outputs.get("vms") {
+        out.extend(vms.keys().map(text).filter(|k| !k.is_empty()));
     }
     if out.is_empty() {
-        if let Some(names) = outputs.get("vm_names").and_then(Value::as_array) {
-            out.extend(
-                names
-                    .iter()
-                    .filter_map(|n| match n {
-                        Value::String(s) => Some(s.trim().to_string()),
-                        Value::Null => None,
-                        other => Some(other.to_string()),
-                    })
-                    .filter(|s| !s.is_empty()),
-            );
+        if let Some(PyValue::List(names)) = outputs.get("vm_names") {
+            out.extend(names.iter().map(text).filter(|k| !k.is_empty()));
         }
     }
     out
 }
 
-fn read_state(path: &Path) -> std::result::Result<Value, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    serde_json::from_str(&text).map_err(|e| e.to_string())
+fn read_state(path: &Path) -> std::result::Result<PyValue, String> {
+    read_json(path)
 }
 
 /// Existing managed names per slot, ok states only, in upstream order: `latest` first,

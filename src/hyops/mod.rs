@@ -38,6 +38,7 @@ pub mod runid;
 pub mod sdn;
 pub mod seed;
 pub mod state;
+pub mod state_refs;
 pub mod template;
 pub mod vault;
 

@@ -12,8 +12,7 @@ use std::path::{Path, PathBuf};
 use ipnet::Ipv4Net;
 use serde_json::{Map, Value};
 
-use super::fsio::read_json_opt;
-use super::paths::{ModuleRef, RuntimeRoot, StateInstance};
+use super::paths::RuntimeRoot;
 
 /// The default `addressing.ipam.network_state_ref`.
 pub const NETWORK_SDN_REF: &str = "core/onprem/network-sdn";
@@ -91,21 +90,6 @@ fn expand_home(raw: &str, home: &Path) -> PathBuf {
     }
 }
 
-/// The state file of `ref[#instance]` under `state_dir`.
-pub fn state_file_for_ref(state_dir: &Path, state_ref: &str) -> Result<PathBuf, String> {
-    let (module, inst) = match state_ref.split_once('#') {
-        Some((m, i)) => (m.trim(), Some(i.trim())),
-        None => (state_ref.trim(), None),
-    };
-    let module_ref = ModuleRef::parse(module).map_err(|e| e.to_string())?;
-    let inst = StateInstance::parse_opt(inst).map_err(|e| e.to_string())?;
-    let dir = state_dir.join("modules").join(module_ref.module_id());
-    Ok(match inst {
-        Some(i) => dir.join("instances").join(format!("{}.json", i.as_str())),
-        None => dir.join("latest.json"),
-    })
-}
-
 /// What reading the network-sdn state gave.
 #[derive(Debug, Clone, Default)]
 pub struct SdnRead {
@@ -141,33 +125,20 @@ pub fn read_network_sdn_state(
             out.state_dir = normalize(&dir);
         }
     }
-    let file = state_file_for_ref(&out.state_dir, state_ref).map_err(|e| {
-        (
-            out.warnings.clone(),
-            format!("failed to read {state_ref}: {e}"),
-        )
-    })?;
-    match read_json_opt(&file) {
-        Ok(Some(Value::Object(m))) => {
-            out.payload = m;
-            Ok(out)
-        }
-        Ok(Some(_)) => Err((
-            out.warnings.clone(),
-            format!(
-                "failed to read {state_ref}: invalid module state file: {}",
-                file.display()
-            ),
-        )),
-        Ok(None) => Err((
-            out.warnings.clone(),
-            format!("failed to read {state_ref}: {}", file.display()),
-        )),
-        Err(e) => Err((
-            out.warnings.clone(),
-            format!("failed to read {state_ref}: {e}"),
-        )),
+    // `read_module_state` with Python's error texts (the path alone for a missing file,
+    // `json.loads`' message for a broken one).
+    let fail = |warnings: &Vec<String>, e: &dyn std::fmt::Display| {
+        (warnings.clone(), format!("failed to read {state_ref}: {e}"))
+    };
+    let dict = crate::hyops::state_refs::read_module_state(&out.state_dir, state_ref)
+        .map_err(|e| fail(&out.warnings, &e))?;
+    let value = crate::yaml::PyValue::Dict(dict)
+        .to_json(state_ref)
+        .map_err(|e| fail(&out.warnings, &e))?;
+    if let Value::Object(m) = value {
+        out.payload = m;
     }
+    Ok(out)
 }
 
 /// Lexical normalisation (`.`/`..` folded) so two spellings of one dir compare equal.
@@ -198,7 +169,7 @@ fn status_of(payload: &Map<String, Value>) -> String {
 pub fn managed_bridges<'a>(bridges: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     bridges
         .into_iter()
-        .filter(|b| b.to_ascii_lowercase().starts_with("vnet"))
+        .filter(|b| b.to_lowercase().starts_with("vnet"))
         .map(str::to_string)
         .collect::<BTreeSet<_>>()
         .into_iter()

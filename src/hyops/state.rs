@@ -307,11 +307,7 @@ pub fn write_rerun_inputs(
     sanitized_inputs: &Value,
 ) -> Result<PathBuf> {
     let path = root.rerun_inputs_file(module_ref, instance);
-    let yaml =
-        serde_yaml::to_string(&sort_keys(sanitized_inputs)).map_err(|e| HyopsError::Yaml {
-            path: path.clone(),
-            detail: e.to_string(),
-        })?;
+    let yaml = crate::yaml::to_yaml(&sort_keys(sanitized_inputs));
     write_bytes_atomic(&path, yaml.as_bytes())?;
     Ok(path)
 }

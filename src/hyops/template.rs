@@ -2,10 +2,14 @@
 //! step 5), with every upstream message verbatim. Reads one state file; knows nothing about
 //! Proxmox API calls or the planner.
 
-use serde_json::{Map, Value};
+use num_bigint::BigInt;
+use num_traits::ToPrimitive;
+
+use crate::yaml::{py_strip, PyDict, PyValue};
 
 use super::error::{HyopsError, Result};
-use super::paths::{ModuleRef, RuntimeRoot, StateInstance};
+use super::paths::RuntimeRoot;
+use super::state_refs::{read_module_state, state_status, ReadStateError};
 
 /// The maps searched for `container[template_key]`, in order.
 pub const TEMPLATE_MAP_KEYS: &[&str] = &[
@@ -20,45 +24,61 @@ pub const TEMPLATE_MAP_KEYS: &[&str] = &[
 /// The fields read from a dict entry (or from the outputs without a key), in order.
 pub const TEMPLATE_ID_FIELDS: &[&str] = &["template_vm_id", "template_id", "vm_id", "id"];
 
-fn positive_id(v: &Value) -> Option<u32> {
-    match v {
-        Value::Number(n) => n.as_u64().and_then(|x| u32::try_from(x).ok()),
-        Value::String(s) => s.trim().parse::<u32>().ok(),
-        _ => None,
+/// Python's `int(token)` for a stripped token: optional sign, ASCII digits, single
+/// underscores between digits.
+fn py_int_text(token: &str) -> Option<BigInt> {
+    let body = token.strip_prefix(['+', '-']).unwrap_or(token);
+    let ok = !body.is_empty()
+        && !body.starts_with('_')
+        && !body.ends_with('_')
+        && !body.contains("__")
+        && body.bytes().all(|c| c.is_ascii_digit() || c == b'_');
+    if !ok {
+        return None;
     }
-    .filter(|x| *x > 0)
+    token.replace('_', "").parse().ok()
 }
 
-fn first_positive(m: &Map<String, Value>) -> Option<u32> {
-    TEMPLATE_ID_FIELDS
-        .iter()
-        .find_map(|f| m.get(*f).and_then(positive_id))
-}
-
-/// `_pick_template_id`: with a key, search [`TEMPLATE_MAP_KEYS`] for the key (no scalar
-/// fallback); without a key, the first positive scalar of [`TEMPLATE_ID_FIELDS`].
-pub fn pick_template_id(outputs: &Map<String, Value>, template_key: Option<&str>) -> Option<u32> {
-    match template_key.map(str::trim).filter(|k| !k.is_empty()) {
-        Some(key) => TEMPLATE_MAP_KEYS.iter().find_map(|container| {
-            let entry = outputs.get(*container)?.as_object()?.get(key)?;
-            match entry {
-                Value::Object(m) => first_positive(m),
-                other => positive_id(other),
+/// `as_positive_int` of `hyops.runtime.coerce`: a positive int, or a string holding one.
+fn as_positive_int(v: Option<&PyValue>) -> Option<BigInt> {
+    let n = match v? {
+        PyValue::Int(i) => i.clone(),
+        PyValue::Str(s) => {
+            let t = py_strip(s);
+            if t.is_empty() {
+                return None;
             }
-        }),
-        None => first_positive(outputs),
-    }
+            py_int_text(t)?
+        }
+        _ => return None,
+    };
+    (n > BigInt::from(0)).then_some(n)
 }
 
-/// Split `core/onprem/template-image#inst` into the module ref and the optional instance.
-fn parse_state_ref(state_ref: &str) -> Result<(ModuleRef, Option<StateInstance>)> {
-    let (module, inst) = match state_ref.split_once('#') {
-        Some((m, i)) => (m, Some(i)),
-        None => (state_ref, None),
-    };
-    let module_ref = ModuleRef::parse(module)?;
-    let inst = StateInstance::parse_opt(inst)?;
-    Ok((module_ref, inst))
+/// `_pick_template_id`: with a key, search [`TEMPLATE_MAP_KEYS`] for the key (a dict entry's
+/// [`TEMPLATE_ID_FIELDS`] first, then the entry itself; no scalar fallback); without a key,
+/// the first positive of [`TEMPLATE_ID_FIELDS`] in the outputs.
+pub fn pick_template_id(outputs: &PyDict, template_key: Option<&str>) -> Option<BigInt> {
+    match template_key.filter(|k| !k.is_empty()) {
+        Some(key) => TEMPLATE_MAP_KEYS.iter().find_map(|container| {
+            let Some(PyValue::Dict(c)) = outputs.get(container) else {
+                return None;
+            };
+            let entry = c.get(key)?;
+            if let PyValue::Dict(m) = entry {
+                if let Some(id) = TEMPLATE_ID_FIELDS
+                    .iter()
+                    .find_map(|f| as_positive_int(m.get(f)))
+                {
+                    return Some(id);
+                }
+            }
+            as_positive_int(Some(entry))
+        }),
+        None => TEMPLATE_ID_FIELDS
+            .iter()
+            .find_map(|f| as_positive_int(outputs.get(f))),
+    }
 }
 
 fn contract(msg: String) -> HyopsError {
@@ -66,47 +86,29 @@ fn contract(msg: String) -> HyopsError {
 }
 
 /// Resolve the template VM id named by `template_state_ref` (+ optional `template_key`) in
-/// this env's state. Returns the id and the `resolved template_vm_id=...` warning.
+/// this env's state, as the driver contract does (§1.15 step 5; every message verbatim).
+/// Returns the id and the `resolved template_vm_id=...` warning. An id past 32 bits is
+/// refused with a range message (hyops-pve carries VMIDs as `u32`).
 pub fn resolve_template(
     root: &RuntimeRoot,
     state_ref: &str,
     template_key: Option<&str>,
 ) -> Result<(u32, Vec<String>)> {
-    let state_ref = state_ref.trim();
-    let (module_ref, inst) = parse_state_ref(state_ref).map_err(|e| {
-        contract(format!(
-            "failed to read template_state_ref {state_ref}: {e}"
-        ))
-    })?;
-    let path = root.module_state_file(&module_ref, inst.as_ref());
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    let state_ref = py_strip(state_ref);
+    let payload = match read_module_state(&root.state_dir(), state_ref) {
+        Ok(p) => p,
+        Err(ReadStateError::NotFound(_)) => {
             return Err(contract(format!(
                 "template_state_ref not found in env state: {state_ref} (run: hyops deploy --module core/onprem/template-image --inputs <inputs.yml>)"
             )))
         }
-        Err(e) => {
+        Err(ReadStateError::Other(e)) => {
             return Err(contract(format!(
                 "failed to read template_state_ref {state_ref}: {e}"
             )))
         }
     };
-    let payload: Value = serde_json::from_str(&text).map_err(|e| {
-        contract(format!(
-            "failed to read template_state_ref {state_ref}: {e}"
-        ))
-    })?;
-    let Some(payload) = payload.as_object() else {
-        return Err(contract(format!(
-            "failed to read template_state_ref {state_ref}: state is not a JSON object"
-        )));
-    };
-    let status = match payload.get("status") {
-        None | Some(Value::Null) => String::new(),
-        Some(Value::String(s)) => s.trim().to_ascii_lowercase(),
-        Some(other) => other.to_string().to_ascii_lowercase(),
-    };
+    let status = state_status(&payload);
     if status != "ok" {
         let shown = if status.is_empty() {
             "unknown"
@@ -117,22 +119,27 @@ pub fn resolve_template(
             "template_state_ref exists but is not ready: {state_ref} status={shown}"
         )));
     }
-    let Some(outputs) = payload.get("outputs").and_then(Value::as_object) else {
+    let Some(PyValue::Dict(outputs)) = payload.get("outputs") else {
         return Err(contract(format!(
             "template_state_ref has no usable outputs: {state_ref}"
         )));
     };
-    let key = template_key.map(str::trim).filter(|k| !k.is_empty());
+    let key = template_key.map(py_strip).filter(|k| !k.is_empty());
     match pick_template_id(outputs, key) {
-        Some(id) => Ok((
-            id,
-            vec![format!(
-                "resolved template_vm_id={id} from template_state_ref={state_ref}"
-            )],
-        )),
+        Some(id) => match id.to_u32() {
+            Some(id) => Ok((
+                id,
+                vec![format!(
+                    "resolved template_vm_id={id} from template_state_ref={state_ref}"
+                )],
+            )),
+            None => Err(contract(format!(
+                "template_vm_id={id} resolved from template_state_ref={state_ref} is out of range: hyops-pve carries VMIDs between 1 and 4294967295"
+            ))),
+        },
         None => {
-            let mut keys: Vec<&str> = outputs.keys().map(String::as_str).collect();
-            keys.sort_unstable();
+            let mut keys: Vec<String> = outputs.keys().map(PyValue::py_str).collect();
+            keys.sort();
             let key_msg = key.map(|k| format!(" key={k}")).unwrap_or_default();
             Err(contract(format!(
                 "unable to resolve template VM ID from template_state_ref={state_ref}{key_msg}; outputs keys: [{}]",

@@ -50,7 +50,7 @@ pub fn resolve_bridge_alias(alias: &str, env: &str) -> Result<String, String> {
     let Some(map) = alias_map(alias) else {
         return Err(format!("unknown env bridge alias: {}", py_repr(alias)));
     };
-    let token = env.trim().to_lowercase();
+    let token = crate::yaml::py_strip(env).to_lowercase();
     if let Some((_, bridge)) = map.iter().find(|(e, _)| *e == token) {
         return Ok((*bridge).to_string());
     }
@@ -90,7 +90,7 @@ pub fn rewrite_bridge_aliases(inputs: &mut Value, env: &str) -> Result<Vec<Strin
         }
     }
     if let Some(Value::String(vm_bridge)) = data.get("vm_bridge") {
-        let alias = vm_bridge.trim().to_lowercase();
+        let alias = crate::yaml::py_strip(vm_bridge).to_lowercase();
         if alias_map(&alias).is_some() {
             match resolve_bridge_alias(&alias, env) {
                 Ok(resolved) => {
@@ -122,7 +122,7 @@ fn rewrite_ifaces(
         let Some(Value::String(bridge)) = nic.get("bridge") else {
             continue;
         };
-        let alias = bridge.trim().to_lowercase();
+        let alias = crate::yaml::py_strip(bridge).to_lowercase();
         if alias_map(&alias).is_none() {
             continue;
         }
@@ -180,7 +180,7 @@ fn fold_one(
     };
     let canonical_set = match map.get(canonical) {
         None | Some(Value::Null) => false,
-        Some(Value::String(s)) => !s.trim().is_empty(),
+        Some(Value::String(s)) => !crate::yaml::py_strip(s).is_empty(),
         Some(_) => true,
     };
     if canonical_set {

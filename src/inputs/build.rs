@@ -13,7 +13,8 @@ use super::naming::{name_prefix, physical_name};
 use super::pyval::{
     as_int, as_int_lenient, get, ip_interface, non_blank_str, parse_ipv4, IfaceParsed,
 };
-use super::validate::{KNOWN_VM_KEYS, NIC_MODELS};
+use super::validate::NIC_MODELS;
+use crate::yaml::py_strip;
 
 /// What the builder needs besides the inputs tree.
 #[derive(Clone, Copy, Debug, Default)]
@@ -52,19 +53,19 @@ fn opt_u32(v: Option<&Value>) -> Option<u32> {
 fn str_list(v: Option<&Value>) -> Vec<String> {
     match v {
         Some(Value::Array(a)) => a.iter().filter_map(|x| non_blank_str(Some(x))).collect(),
-        Some(Value::String(s)) if !s.trim().is_empty() => vec![s.trim().to_string()],
+        Some(Value::String(s)) if !py_strip(s).is_empty() => vec![py_strip(s).to_string()],
         _ => Vec::new(),
     }
 }
 
-/// Builds the model. Returns the model and warnings (unknown per-VM keys).
-pub fn build_model(inputs: &Value, ctx: BuildContext<'_>) -> (ModuleInputs, Vec<String>) {
+/// Builds the model. Logical keys are the `vms` keys as written, surrounding whitespace
+/// stripped (the pack keys its Terraform map by `trimspace(key)`; nothing is lower-cased).
+pub fn build_model(inputs: &Value, ctx: BuildContext<'_>) -> ModuleInputs {
     let empty = Map::new();
     let data = match inputs {
         Value::Object(m) => m,
         _ => &empty,
     };
-    let mut warnings = Vec::new();
 
     let prefix_name = non_blank_str(get(data, "name_prefix")).unwrap_or_default();
     let context_id = non_blank_str(get(data, "context_id")).unwrap_or_default();
@@ -81,7 +82,7 @@ pub fn build_model(inputs: &Value, ctx: BuildContext<'_>) -> (ModuleInputs, Vec<
     let mode = match pool {
         Some(pool) => {
             for (raw_key, cfg) in pool {
-                let key = raw_key.trim().to_lowercase();
+                let key = py_strip(raw_key).to_string();
                 if key.is_empty() {
                     continue;
                 }
@@ -89,13 +90,6 @@ pub fn build_model(inputs: &Value, ctx: BuildContext<'_>) -> (ModuleInputs, Vec<
                     Value::Object(c) => c,
                     _ => &empty,
                 };
-                for k in cfg.keys() {
-                    if !KNOWN_VM_KEYS.contains(&k.as_str()) {
-                        warnings.push(format!(
-                            "inputs.vms[{key}].{k} is not a per-VM setting and is ignored"
-                        ));
-                    }
-                }
                 let own = nics(get(cfg, "interfaces"));
                 let vm = VmInputs {
                     key: LogicalVmKey(key.clone()),
@@ -125,7 +119,7 @@ pub fn build_model(inputs: &Value, ctx: BuildContext<'_>) -> (ModuleInputs, Vec<
         }
         None => {
             if let Some(name) = non_blank_str(get(data, "vm_name")) {
-                let key = name.to_lowercase();
+                let key = name;
                 let interfaces = if module_ifaces.is_empty() {
                     vec![single_default_nic(data, network_bridge.as_deref(), ctx)]
                 } else {
@@ -216,7 +210,7 @@ pub fn build_model(inputs: &Value, ctx: BuildContext<'_>) -> (ModuleInputs, Vec<
         allow_vm_set_replace: bool_or(data, "allow_vm_set_replace", false),
         limits: limits(data),
     };
-    (model, warnings)
+    model
 }
 
 fn single_default_nic(

@@ -15,7 +15,8 @@ pub enum FailureKind {
     /// A plain `ValueError` raised by the module validator: wrapped as
     /// `validator failed for module_ref=platform/onprem/platform-vm: <msg>`.
     Validator,
-    /// Raised by `validate_addressing_contract`, outside the validator registry: not wrapped.
+    /// Raised by `validate_addressing_contract`, outside the validator registry and outside
+    /// `resolve_module`'s wrapping: printed bare (`inputs.addressing.mode must be one of: …`).
     Addressing,
 }
 
@@ -59,20 +60,47 @@ impl ValidationFailure {
             FailureKind::Helper | FailureKind::Addressing => self.message.clone(),
         }
     }
+
+    /// The whole operator text, as `hyops` prints it after `ERR: `.
+    pub fn operator_text(&self) -> String {
+        match self.kind {
+            FailureKind::Addressing => self.message.clone(),
+            FailureKind::Helper | FailureKind::Validator => format!(
+                "input validation failed for {MODULE_REF}: {}",
+                self.wrapped_text()
+            ),
+        }
+    }
 }
 
 /// Everything that can stop input resolution.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum InputsError {
     /// A validator or addressing-contract rule failed.
-    #[error("input validation failed for {MODULE_REF}: {}", .0.wrapped_text())]
+    #[error("{}", .0.operator_text())]
     Validation(ValidationFailure),
     /// `inputs.preset_ref` set: this module's spec has no presets.
     #[error("{MODULE_REF}: inputs.preset_ref provided but spec.inputs.presets is not defined")]
     PresetRefUnsupported,
-    /// The `--inputs` file could not be read or parsed, or is not a mapping.
+    /// The `--inputs` file could not be read or parsed (size, UTF-8, YAML).
     #[error("failed to load inputs file {path}: {reason}")]
     Overlay { path: String, reason: String },
+    /// The `--inputs` file's top level is truthy but not a mapping (upstream's exact text).
+    #[error("invalid YAML object: {0}")]
+    NotAMapping(String),
+    /// An error `hyops` raises while resolving the inputs (a state reference that cannot be
+    /// read, `ssh_keys_from_init` without its readiness, `preset_ref` of the wrong type…),
+    /// printed as is.
+    #[error("{0}")]
+    Resolve(String),
+    /// Inputs `hyops` would accept but could not write to `inputs_resolved.json` (its
+    /// `json.dumps` fails: timestamps, keys of mixed types): refused with the field named.
+    #[error("{0}")]
+    Unrecordable(String),
+    /// A value hyops-pve cannot carry (an integer past 64 bits or past the field's own type,
+    /// NaN, an infinity): refused with a range message, never replaced.
+    #[error("{0}")]
+    OutOfRange(String),
     /// `HYOPS_INPUTS_JSON` / `HYOPS_INPUT_*` problems (e.g. `HYOPS_INPUTS_JSON must be a JSON object`).
     #[error("{0}")]
     EnvOverride(String),
@@ -91,7 +119,11 @@ impl InputsError {
         match self {
             InputsError::Validation(f) => f.message.clone(),
             InputsError::Overlay { reason, .. } => reason.clone(),
-            InputsError::EnvOverride(m) | InputsError::Contract(m) => m.clone(),
+            InputsError::EnvOverride(m)
+            | InputsError::Contract(m)
+            | InputsError::Resolve(m)
+            | InputsError::Unrecordable(m)
+            | InputsError::OutOfRange(m) => m.clone(),
             other => other.to_string(),
         }
     }

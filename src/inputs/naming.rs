@@ -6,7 +6,7 @@
 pub fn name_prefix(name_prefix: &str, context_id: &str, env: Option<&str>) -> String {
     [name_prefix, context_id, env.unwrap_or("")]
         .iter()
-        .map(|s| s.trim())
+        .map(|s| crate::yaml::py_strip(s))
         .find(|s| !s.is_empty())
         .unwrap_or("")
         .to_string()

@@ -1,168 +1,180 @@
-//! Getting operator values onto the defaults (contract §1.2 steps 3–4): YAML overlay loading,
-//! the operator merge (mappings recurse, lists replace, blank strings never erase), and the
-//! `HYOPS_INPUTS_JSON` / `HYOPS_INPUT_<path>` env overrides. The env arrives as a map so this
-//! stays hermetic. Knows nothing about what any field means.
+//! Getting operator values onto the defaults exactly as `hyops` does (contract §1.2 steps
+//! 1–4): the `--inputs` file read as UTF-8 and `yaml.safe_load`ed (YAML 1.1, see
+//! [`crate::yaml`]), the `preset_ref` check on the overlay, the operator merge (mappings
+//! recurse, lists and scalars replace, a blank string never erases a non-blank one), and
+//! `HYOPS_INPUTS_JSON` / `HYOPS_INPUT_<path>` applied in process-environment order with
+//! `json.loads` semantics. Everything works on the Python data model ([`PyValue`]); the env
+//! arrives as an ordered list so this stays hermetic. Knows nothing about what any field
+//! means.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde_json::{Map, Number, Value};
+use crate::yaml::{self, json, py_strip, PyDict, PyValue, MAX_DOCUMENT_BYTES};
 
 use super::error::InputsError;
 
-/// Reads the `--inputs` file. An empty file is an empty overlay.
-pub fn load_overlay_file(path: &Path) -> Result<Value, InputsError> {
-    let text = std::fs::read_to_string(path).map_err(|e| InputsError::Overlay {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    parse_overlay_yaml(&text).map_err(|reason| InputsError::Overlay {
-        path: path.display().to_string(),
+/// Reads the `--inputs` file as `hyops` does (`yaml.safe_load(path.read_text("utf-8")) or
+/// {}`, which must then be a mapping). Bounds are checked before anything is parsed.
+pub fn load_overlay_file(path: &Path) -> Result<PyDict, InputsError> {
+    let shown = path.display().to_string();
+    let overlay_err = |reason: String| InputsError::Overlay {
+        path: shown.clone(),
         reason,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| overlay_err(os_error_text(&e, path)))?;
+    if meta.is_file() && meta.len() > MAX_DOCUMENT_BYTES as u64 {
+        return Err(overlay_err(format!(
+            "the file is {} bytes; hyops-pve reads overlays of at most {MAX_DOCUMENT_BYTES} bytes",
+            meta.len()
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| overlay_err(os_error_text(&e, path)))?;
+    let text = decode_utf8(&bytes).map_err(overlay_err)?;
+    parse_overlay(&text).map_err(|e| match e {
+        OverlayParseError::NotAMapping => InputsError::NotAMapping(shown.clone()),
+        OverlayParseError::Yaml(reason) => overlay_err(reason),
     })
 }
 
-/// Parses overlay YAML text into the inputs mapping. The top level is either the inputs
-/// mapping itself or a document with an `inputs:` mapping, which is unwrapped. The error is
-/// the reason only (the caller adds the file name).
-pub fn parse_overlay_yaml(text: &str) -> Result<Value, String> {
-    let yaml: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
-    let value = yaml_to_json(yaml)?;
-    let mut map = match value {
-        Value::Null => Map::new(),
-        Value::Object(m) => m,
-        other => {
-            return Err(format!(
-                "the top level must be a mapping of inputs, found {}",
-                type_name(&other)
+/// Why overlay text was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OverlayParseError {
+    /// The YAML could not be read (the reason, with line and column).
+    Yaml(String),
+    /// A truthy top level that is not a mapping (`hyops`: `invalid YAML object: <path>`).
+    NotAMapping,
+}
+
+/// Parses overlay YAML text into the operator inputs: `safe_load(text) or {}`, which must be
+/// a mapping. A falsy top level (`~`, `false`, `0`, `''`, `[]`) is an empty overlay, as in
+/// `hyops`; the top level is never unwrapped (an `inputs:` key is just an unknown input).
+pub fn parse_overlay(text: &str) -> Result<PyDict, OverlayParseError> {
+    let value = yaml::safe_load(text).map_err(|e| OverlayParseError::Yaml(e.to_string()))?;
+    if !value.truthy() {
+        return Ok(PyDict::new());
+    }
+    match value {
+        PyValue::Dict(d) => Ok(d),
+        _ => Err(OverlayParseError::NotAMapping),
+    }
+}
+
+/// `bytes.decode("utf-8")` with Python's error text.
+pub fn decode_utf8(bytes: &[u8]) -> Result<String, String> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Ok(s.to_string()),
+        Err(e) => {
+            let pos = e.valid_up_to();
+            let byte = bytes[pos];
+            let reason = match e.error_len() {
+                None => "unexpected end of data",
+                Some(_) if matches!(byte, 0x80..=0xc1 | 0xf5..=0xff) => "invalid start byte",
+                Some(_) => "invalid continuation byte",
+            };
+            Err(format!(
+                "'utf-8' codec can't decode byte 0x{byte:02x} in position {pos}: {reason}"
             ))
         }
-    };
-    if let Some(Value::Object(inner)) = map.get("inputs") {
-        let inner = inner.clone();
-        map = inner;
-    }
-    Ok(Value::Object(map))
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "a mapping",
     }
 }
 
-/// Converts a YAML tree into JSON. Scalar mapping keys become strings (as YAML readers that
-/// key by text do); mapping or list keys are rejected; tags are dropped; non-finite floats
-/// become their YAML spelling as a string.
-pub(crate) fn yaml_to_json(y: serde_yaml::Value) -> Result<Value, String> {
-    Ok(match y {
-        serde_yaml::Value::Null => Value::Null,
-        serde_yaml::Value::Bool(b) => Value::Bool(b),
-        serde_yaml::Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                Value::Number(i.into())
-            } else if let Some(u) = n.as_u64() {
-                Value::Number(u.into())
-            } else {
-                let f = n.as_f64().unwrap_or(f64::NAN);
-                match Number::from_f64(f) {
-                    Some(num) => Value::Number(num),
-                    None => Value::String(n.to_string()),
-                }
-            }
+/// Python's text for an `OSError` about `path`: `[Errno 2] No such file or directory: '<path>'`.
+pub fn os_error_text(e: &std::io::Error, path: &Path) -> String {
+    let shown = PyValue::str(path.display().to_string()).py_repr();
+    match e.raw_os_error() {
+        Some(code) => {
+            let text = e.to_string();
+            let strerror = text
+                .strip_suffix(&format!(" (os error {code})"))
+                .unwrap_or(&text)
+                .to_string();
+            format!("[Errno {code}] {strerror}: {shown}")
         }
-        serde_yaml::Value::String(s) => Value::String(s),
-        serde_yaml::Value::Sequence(seq) => Value::Array(
-            seq.into_iter()
-                .map(yaml_to_json)
-                .collect::<Result<Vec<_>, _>>()?,
-        ),
-        serde_yaml::Value::Mapping(m) => {
-            let mut out = Map::new();
-            for (k, v) in m {
-                let key = match k {
-                    serde_yaml::Value::String(s) => s,
-                    serde_yaml::Value::Bool(b) => b.to_string(),
-                    serde_yaml::Value::Number(n) => n.to_string(),
-                    serde_yaml::Value::Null => "null".to_string(),
-                    serde_yaml::Value::Tagged(t) => match yaml_to_json(t.value)? {
-                        Value::String(s) => s,
-                        other => other.to_string(),
-                    },
-                    _ => return Err("a mapping key must be a scalar".to_string()),
-                };
-                out.insert(key, yaml_to_json(v)?);
-            }
-            Value::Object(out)
-        }
-        serde_yaml::Value::Tagged(t) => yaml_to_json(t.value)?,
-    })
-}
-
-/// Merges an operator overlay onto `base` in place (contract §1.2 step 3): mappings merge
-/// recursively, lists and scalars replace, and a blank operator string never erases an
-/// existing non-blank string.
-pub fn merge_operator_inputs(base: &mut Value, overlay: &Value) {
-    let (Value::Object(dst), Value::Object(src)) = (&mut *base, overlay) else {
-        if !is_blank_over_non_blank(base, overlay) {
-            *base = overlay.clone();
-        }
-        return;
-    };
-    for (k, v) in src {
-        match dst.get_mut(k) {
-            Some(existing @ Value::Object(_)) if v.is_object() => {
-                merge_operator_inputs(existing, v)
-            }
-            Some(existing) => {
-                if !is_blank_over_non_blank(existing, v) {
-                    *existing = v.clone();
-                }
-            }
-            None => {
-                dst.insert(k.clone(), v.clone());
-            }
-        }
+        None => format!("{e}: {shown}"),
     }
 }
 
-fn is_blank_over_non_blank(existing: &Value, new: &Value) -> bool {
-    matches!((existing, new), (Value::String(old), Value::String(s))
-        if s.trim().is_empty() && !old.trim().is_empty())
+/// `_as_preset_ref` on the operator overlay (the spec has no presets, so any non-blank
+/// `preset_ref` is refused; env overrides are applied later and never checked, as upstream).
+pub fn check_preset_ref(operator: &PyDict) -> Result<(), InputsError> {
+    match operator.get("preset_ref") {
+        None | Some(PyValue::None) => Ok(()),
+        Some(PyValue::Str(s)) if py_strip(s).is_empty() => Ok(()),
+        Some(PyValue::Str(_)) => Err(InputsError::PresetRefUnsupported),
+        Some(_) => Err(InputsError::Resolve(
+            "inputs.preset_ref must be a string when set".to_string(),
+        )),
+    }
 }
 
-/// Applies `HYOPS_INPUTS_JSON` (a JSON object, shallow-updated) and then every
-/// `HYOPS_INPUT_<path>` variable (`__` separates nesting, keys lower-cased, value parsed as
-/// JSON when possible, else kept as the string) in key order.
-pub fn apply_env_overrides(
-    inputs: &mut Value,
-    env: &BTreeMap<String, String>,
-) -> Result<(), InputsError> {
-    if !inputs.is_object() {
-        *inputs = Value::Object(Map::new());
-    }
-    let Value::Object(out) = inputs else {
-        // Just made an object above.
-        return Ok(());
-    };
-    if let Some(raw) = env.get("HYOPS_INPUTS_JSON") {
-        if !raw.trim().is_empty() {
-            match try_json(raw) {
-                Value::Object(blob) => {
-                    for (k, v) in blob {
-                        out.insert(k, v);
+/// `_merge_operator_inputs`: merges the operator overlay onto `target` in place. A mapping
+/// onto a mapping merges recursively; a blank string over a non-blank string is skipped;
+/// anything else replaces.
+pub fn merge_operator_inputs(target: &mut PyDict, operator: &PyDict) {
+    for (key, value) in operator.iter() {
+        if let PyValue::Dict(src) = value {
+            if let Some(PyValue::Dict(dst)) = target_get_mut(target, key) {
+                merge_operator_inputs(dst, src);
+                continue;
+            }
+        }
+        if let PyValue::Str(s) = value {
+            if py_strip(s).is_empty() {
+                if let Some(PyValue::Str(cur)) = target.get_key(key) {
+                    if !py_strip(cur).is_empty() {
+                        continue;
                     }
                 }
-                _ => {
-                    return Err(InputsError::EnvOverride(
-                        "HYOPS_INPUTS_JSON must be a JSON object".to_string(),
-                    ))
+            }
+        }
+        target.insert(key.clone(), value.clone());
+    }
+}
+
+fn target_get_mut<'a>(d: &'a mut PyDict, key: &PyValue) -> Option<&'a mut PyValue> {
+    d.iter_mut().find(|(k, _)| *k == key).map(|(_, v)| v)
+}
+
+/// `try_json`: the value parsed as JSON when it parses (after stripping), else the raw
+/// string; a blank value is `""`. Bounds of [`json::loads`] are refusals here (Python would
+/// fall back to the raw string only past its own recursion limit).
+pub fn try_json(raw: &str) -> Result<PyValue, InputsError> {
+    let t = py_strip(raw);
+    if t.is_empty() {
+        return Ok(PyValue::str(""));
+    }
+    match json::loads(t) {
+        Ok(v) => Ok(v),
+        Err(json::JsonError::Refused(why)) => Err(InputsError::EnvOverride(why)),
+        Err(_) => Ok(PyValue::str(raw)),
+    }
+}
+
+/// `apply_env_overrides`: `HYOPS_INPUTS_JSON` (a JSON object, shallow-updated) and then every
+/// `HYOPS_INPUT_<path>` variable in the order given (the process environment's order):
+/// `__` separates nesting levels, each level is lower-cased, and the value is
+/// [`try_json`]-parsed. A non-mapping on the way is replaced by a mapping.
+pub fn apply_env_overrides(
+    inputs: &mut PyDict,
+    env: &[(String, String)],
+) -> Result<(), InputsError> {
+    let raw_json = env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "HYOPS_INPUTS_JSON")
+        .map(|(_, v)| py_strip(v))
+        .unwrap_or("");
+    if !raw_json.is_empty() {
+        match try_json(raw_json)? {
+            PyValue::Dict(blob) => {
+                for (k, v) in blob.iter() {
+                    inputs.insert(k.clone(), v.clone());
                 }
+            }
+            _ => {
+                return Err(InputsError::EnvOverride(
+                    "HYOPS_INPUTS_JSON must be a JSON object".to_string(),
+                ))
             }
         }
     }
@@ -170,8 +182,8 @@ pub fn apply_env_overrides(
         let Some(rest) = k.strip_prefix("HYOPS_INPUT_") else {
             continue;
         };
-        let path: Vec<String> = rest
-            .trim()
+        let key = py_strip(rest);
+        let path: Vec<String> = key
             .split("__")
             .filter(|p| !p.is_empty())
             .map(|p| p.to_lowercase())
@@ -179,85 +191,151 @@ pub fn apply_env_overrides(
         if path.is_empty() {
             continue;
         }
-        set_nested(out, &path, try_json(v));
+        set_nested(inputs, &path, try_json(v)?);
     }
     Ok(())
 }
 
-/// The value as JSON when it parses, else the raw string; blank stays blank.
-fn try_json(raw: &str) -> Value {
-    let t = raw.trim();
-    if t.is_empty() {
-        return Value::String(String::new());
-    }
-    serde_json::from_str(t).unwrap_or_else(|_| Value::String(raw.to_string()))
-}
-
-fn set_nested(dst: &mut Map<String, Value>, path: &[String], value: Value) {
+fn set_nested(dst: &mut PyDict, path: &[String], value: PyValue) {
     let Some((last, parents)) = path.split_last() else {
         return;
     };
     let mut cur = dst;
     for key in parents {
-        let slot = cur
-            .entry(key.clone())
-            .or_insert_with(|| Value::Object(Map::new()));
-        if !slot.is_object() {
-            *slot = Value::Object(Map::new());
+        if !matches!(cur.get(key), Some(PyValue::Dict(_))) {
+            cur.set(key, PyValue::Dict(PyDict::new()));
         }
-        let Value::Object(next) = slot else {
-            // Replaced by an object just above.
+        let Some(PyValue::Dict(next)) = cur.get_mut(key) else {
+            // Made a mapping just above.
             return;
         };
         cur = next;
     }
-    cur.insert(last.clone(), value);
+    cur.set(last, value);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+
+    fn d(text: &str) -> PyDict {
+        parse_overlay(text).unwrap()
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
 
     #[test]
     fn blank_string_fills_a_missing_or_blank_slot() {
-        let mut base = json!({"a": "", "b": "keep"});
-        merge_operator_inputs(&mut base, &json!({"a": " ", "b": "", "c": ""}));
-        assert_eq!(base, json!({"a": " ", "b": "keep", "c": ""}));
+        let mut base = d("a: ''\nb: keep\n");
+        merge_operator_inputs(&mut base, &d("a: ' '\nb: ''\nc: ''\n"));
+        assert_eq!(
+            PyValue::Dict(base).py_repr(),
+            "{'a': ' ', 'b': 'keep', 'c': ''}"
+        );
     }
 
     #[test]
     fn mapping_replaces_a_scalar_and_scalar_replaces_a_mapping() {
-        let mut base = json!({"a": 1, "b": {"x": 1}});
-        merge_operator_inputs(&mut base, &json!({"a": {"y": 2}, "b": false}));
-        assert_eq!(base, json!({"a": {"y": 2}, "b": false}));
+        let mut base = d("a: 1\nb: {x: 1}\n");
+        merge_operator_inputs(&mut base, &d("a: {y: 2}\nb: false\n"));
+        assert_eq!(PyValue::Dict(base).py_repr(), "{'a': {'y': 2}, 'b': False}");
     }
 
     #[test]
     fn nested_env_path_replaces_a_scalar_parent() {
-        let mut v = json!({"limits": 5});
-        let env = [("HYOPS_INPUT_limits__global".to_string(), "2".to_string())]
-            .into_iter()
-            .collect();
-        apply_env_overrides(&mut v, &env).unwrap();
-        assert_eq!(v, json!({"limits": {"global": 2}}));
+        let mut v = d("limits: 5\n");
+        apply_env_overrides(&mut v, &env(&[("HYOPS_INPUT_limits__global", "2")])).unwrap();
+        assert_eq!(PyValue::Dict(v).py_repr(), "{'limits': {'global': 2}}");
     }
 
     #[test]
-    fn env_value_that_is_not_json_stays_a_string() {
-        let mut v = json!({});
-        let env = [("HYOPS_INPUT_name_prefix".to_string(), "lab-1".to_string())]
-            .into_iter()
-            .collect();
-        apply_env_overrides(&mut v, &env).unwrap();
-        assert_eq!(v, json!({"name_prefix": "lab-1"}));
+    fn env_value_that_is_not_json_stays_the_raw_string() {
+        let mut v = PyDict::new();
+        apply_env_overrides(&mut v, &env(&[("HYOPS_INPUT_name_prefix", " lab-1 ")])).unwrap();
+        assert_eq!(PyValue::Dict(v).py_repr(), "{'name_prefix': ' lab-1 '}");
     }
 
     #[test]
-    fn yaml_scalar_keys_become_strings() {
+    fn env_overrides_apply_in_environment_order() {
+        let mut v = PyDict::new();
+        apply_env_overrides(
+            &mut v,
+            &env(&[
+                ("HYOPS_INPUT_limits", "{\"global\": 1}"),
+                ("HYOPS_INPUT_LIMITS", "3"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(PyValue::Dict(v).py_repr(), "{'limits': 3}");
+        let mut v = PyDict::new();
+        apply_env_overrides(
+            &mut v,
+            &env(&[
+                ("HYOPS_INPUT_LIMITS", "3"),
+                ("HYOPS_INPUT_limits__global", "1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(PyValue::Dict(v).py_repr(), "{'limits': {'global': 1}}");
+    }
+
+    #[test]
+    fn env_json_keeps_python_numbers() {
+        let mut v = PyDict::new();
+        apply_env_overrides(
+            &mut v,
+            &env(&[(
+                "HYOPS_INPUTS_JSON",
+                "{\"cpu_cores\": NaN, \"memory_mb\": 99999999999999999999}",
+            )]),
+        )
+        .unwrap();
         assert_eq!(
-            parse_overlay_yaml("vms:\n  1: {}\n  true: {}\n").unwrap(),
-            json!({"vms": {"1": {}, "true": {}}})
+            PyValue::Dict(v).py_repr(),
+            "{'cpu_cores': nan, 'memory_mb': 99999999999999999999}"
+        );
+    }
+
+    #[test]
+    fn falsy_top_levels_are_empty_overlays() {
+        for t in ["", "~", "false", "0", "''", "[]"] {
+            assert!(parse_overlay(t).unwrap().is_empty(), "{t:?}");
+        }
+        assert_eq!(parse_overlay("- a\n"), Err(OverlayParseError::NotAMapping));
+        assert_eq!(parse_overlay("5\n"), Err(OverlayParseError::NotAMapping));
+    }
+
+    #[test]
+    fn the_top_level_is_never_unwrapped() {
+        assert_eq!(
+            PyValue::Dict(d("inputs:\n  cpu_cores: 6\n")).py_repr(),
+            "{'inputs': {'cpu_cores': 6}}"
+        );
+    }
+
+    #[test]
+    fn utf8_errors_read_as_python() {
+        assert_eq!(
+            decode_utf8(b"a: \xff"),
+            Err("'utf-8' codec can't decode byte 0xff in position 3: invalid start byte".into())
+        );
+        assert_eq!(
+            decode_utf8(b"\xe2\x28\xa1"),
+            Err(
+                "'utf-8' codec can't decode byte 0xe2 in position 0: invalid continuation byte"
+                    .into()
+            )
+        );
+        assert_eq!(
+            decode_utf8(b"ab\xe2\x82"),
+            Err(
+                "'utf-8' codec can't decode byte 0xe2 in position 2: unexpected end of data".into()
+            )
         );
     }
 }

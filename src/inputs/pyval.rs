@@ -2,7 +2,7 @@
 //! `isinstance`, truthiness, `str(x or "")` and `ipaddress` behaviour (including its error
 //! texts). Knows nothing about any particular input field.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use serde_json::{Map, Value};
@@ -37,77 +37,30 @@ pub(crate) fn as_int_lenient(v: &Value) -> Option<i128> {
 /// A non-blank string, trimmed.
 pub(crate) fn non_blank_str(v: Option<&Value>) -> Option<String> {
     match v {
-        Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Some(Value::String(s)) if !crate::yaml::py_strip(s).is_empty() => {
+            Some(crate::yaml::py_strip(s).to_string())
+        }
         _ => None,
     }
 }
 
-/// Python truthiness.
-pub(crate) fn truthy(v: Option<&Value>) -> bool {
+/// `as_bool(value, default=False)` of `hyops.runtime.coerce`: a bool; a number other than 0;
+/// one of `1 true yes on` (any case, stripped); anything else is false.
+pub(crate) fn as_bool(v: Option<&Value>) -> bool {
     match v {
-        None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
-        Some(Value::Number(n)) => n.as_f64().map(|f| f != 0.0).unwrap_or(true),
-        Some(Value::String(s)) => !s.is_empty(),
-        Some(Value::Array(a)) => !a.is_empty(),
-        Some(Value::Object(o)) => !o.is_empty(),
+        Some(Value::Number(n)) => n.as_f64().is_some_and(|f| f != 0.0),
+        Some(Value::String(s)) => matches!(
+            crate::yaml::py_strip(s).to_lowercase().as_str(),
+            "1" | "true" | "yes" | "on"
+        ),
+        _ => false,
     }
 }
 
-/// `str(v or "").strip()`.
-pub(crate) fn py_str(v: Option<&Value>) -> String {
-    if !truthy(v) {
-        return String::new();
-    }
-    match v {
-        Some(Value::String(s)) => s.trim().to_string(),
-        Some(Value::Bool(true)) => "True".to_string(),
-        Some(Value::Number(n)) => n.to_string(),
-        Some(other) => other.to_string(),
-        None => String::new(),
-    }
-}
-
-/// `str(v).strip()` for a value that is present (no `or ""`): `False` → `"False"`, `0` → `"0"`.
-pub(crate) fn py_plain_str(v: &Value) -> String {
-    match v {
-        Value::Null => "None".to_string(),
-        Value::Bool(true) => "True".to_string(),
-        Value::Bool(false) => "False".to_string(),
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => s.trim().to_string(),
-        other => other.to_string(),
-    }
-}
-
-/// Python `repr()` of a string: single quotes unless the text holds a single quote and no
-/// double quote.
+/// Python `repr()` of a string.
 pub(crate) fn py_repr(s: &str) -> String {
-    let quote = if s.contains('\'') && !s.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push(quote);
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c == quote => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\x{:02x}", c as u32));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push(quote);
-    out
+    crate::yaml::py_repr_str(s)
 }
 
 /// Strict dotted-quad parse as Python's `ipaddress` does it (no leading zeros, 0..=255).
@@ -150,9 +103,77 @@ pub(crate) fn ip_address(s: &str) -> Result<IpParsed, String> {
     ))
 }
 
+/// `ipaddress.IPv6Address(s)` accepts it: an optional non-empty `%scope` (without another
+/// `%`), then Python's hextet rules (`_ip_int_from_string`): 3 to 9 `:`-separated parts, at
+/// most one `::` standing for at least one hextet, a trailing dotted quad, 1–4 hex digits.
 fn parse_ipv6(s: &str) -> bool {
-    let addr = s.split('%').next().unwrap_or(s);
-    addr.parse::<Ipv6Addr>().is_ok()
+    let addr = match s.split_once('%') {
+        None => s,
+        Some((a, scope)) => {
+            if scope.is_empty() || scope.contains('%') {
+                return false;
+            }
+            a
+        }
+    };
+    if addr.is_empty() {
+        return false;
+    }
+    let mut parts: Vec<String> = addr.split(':').map(str::to_string).collect();
+    if parts.len() < 3 {
+        return false;
+    }
+    if parts.last().is_some_and(|p| p.contains('.')) {
+        let Some(v4) = parts.pop().as_deref().and_then(parse_ipv4) else {
+            return false;
+        };
+        let n = u32::from(v4);
+        parts.push(format!("{:x}", n >> 16));
+        parts.push(format!("{:x}", n & 0xffff));
+    }
+    if parts.len() > 9 {
+        return false;
+    }
+    let mut skip = None;
+    for (i, p) in parts.iter().enumerate().take(parts.len() - 1).skip(1) {
+        if p.is_empty() {
+            if skip.is_some() {
+                return false;
+            }
+            skip = Some(i);
+        }
+    }
+    let n = parts.len();
+    match skip {
+        Some(i) => {
+            let mut hi = i;
+            let mut lo = n - i - 1;
+            if parts[0].is_empty() {
+                hi -= 1;
+                if hi != 0 {
+                    return false;
+                }
+            }
+            if parts[n - 1].is_empty() {
+                lo -= 1;
+                if lo != 0 {
+                    return false;
+                }
+            }
+            if 8 < hi + lo + 1 {
+                return false;
+            }
+        }
+        None => {
+            if n != 8 || parts[0].is_empty() || parts[n - 1].is_empty() {
+                return false;
+            }
+        }
+    }
+    parts
+        .iter()
+        .filter(|p| !p.is_empty())
+        .all(|p| p.len() <= 4 && p.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// An interface as `ipaddress.ip_interface` sees it.
@@ -257,13 +278,5 @@ mod tests {
             ip_address("nope"),
             Err("'nope' does not appear to be an IPv4 or IPv6 address".into())
         );
-    }
-
-    #[test]
-    fn py_str_follows_truthiness() {
-        assert_eq!(py_str(Some(&Value::Bool(false))), "");
-        assert_eq!(py_str(Some(&Value::Bool(true))), "True");
-        assert_eq!(py_str(Some(&serde_json::json!(0))), "");
-        assert_eq!(py_str(Some(&serde_json::json!(" x "))), "x");
     }
 }

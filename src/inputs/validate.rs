@@ -1,22 +1,22 @@
-//! The input rules of `platform/onprem/platform-vm`, message for message (contract §1.9 and
-//! §1.14): the addressing contract, the upstream pool/single-VM validator, the
-//! `post_apply_ssh_readiness` rules, and this engine's own extension rules (clone mode, NIC
-//! model/firewall/mtu/vlan, per-VM node, limits) written in the same style. Rules run in the
-//! upstream order and stop at the first failure. Works on the merged JSON tree; knows nothing
-//! about the typed model, Proxmox or the filesystem.
+//! This engine's own input rules, written in the upstream message style (wrapped like the
+//! validator's `ValueError`s): clone mode, limits, NIC model/firewall/mtu/vlan, per-VM node,
+//! module overrides, and the module interfaces in single-VM mode; the ranges of the typed
+//! model (a number hyops-pve cannot carry is refused, never replaced); and VM keys that name
+//! the same VM once trimmed. The upstream rules themselves live in [`super::upstream`]; the
+//! JSON entry points [`validate_addressing_contract`] and [`validate_platform_vm`] read the
+//! JSON as `json.loads` would give it and run those. Works on the merged JSON tree; knows
+//! nothing about the typed model, Proxmox or the filesystem.
 
 use serde_json::{Map, Value};
 
-use super::error::ValidationFailure;
-use super::pyval::{
-    as_int, get, ip_address, ip_interface, py_plain_str, py_str, IfaceParsed, IpParsed,
-};
+use crate::yaml::{py_strip, PyValue};
+
+use super::error::{InputsError, ValidationFailure};
+use super::pyval::{as_int, get};
+use super::upstream;
 
 type Rule = Result<(), ValidationFailure>;
 
-fn helper(msg: String) -> ValidationFailure {
-    ValidationFailure::helper(msg)
-}
 fn fail(msg: String) -> ValidationFailure {
     ValidationFailure::validator(msg)
 }
@@ -39,541 +39,19 @@ pub const NIC_MODELS: &[&str] = &[
     "vmxnet3",
 ];
 
-/// Keys a pool VM entry may carry; anything else is dropped with a warning.
-pub const KNOWN_VM_KEYS: &[&str] = &[
-    "role",
-    "vm_id",
-    "vm_name",
-    "interfaces",
-    "cloud_init_user_data",
-    "cloud_init_network_data",
-    "cloud_init_meta_data",
-    "node_name",
-    "proxmox_node",
-];
+pub use super::upstream::{is_placeholder, is_vm_key};
 
-// ---------------------------------------------------------------------------------------------
-// common.py helpers (ModuleValidationError: not wrapped by the validator registry)
-// ---------------------------------------------------------------------------------------------
-
-fn require_mapping<'a>(
-    v: Option<&'a Value>,
-    field: &str,
-) -> Result<&'a Map<String, Value>, ValidationFailure> {
-    match v {
-        Some(Value::Object(m)) => Ok(m),
-        _ => Err(helper(format!("{field} must be a mapping"))),
-    }
-}
-
-fn require_non_empty_str(v: Option<&Value>, field: &str) -> Result<String, ValidationFailure> {
-    match v {
-        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.trim().to_string()),
-        _ => Err(helper(format!("{field} must be a non-empty string"))),
-    }
-}
-
-fn require_positive_int(v: Option<&Value>, field: &str) -> Result<i128, ValidationFailure> {
-    let Some(n) = v.and_then(as_int) else {
-        return Err(helper(format!("{field} must be an integer")));
-    };
-    if n < 1 {
-        return Err(helper(format!("{field} must be >= 1")));
-    }
-    Ok(n)
-}
-
-fn require_str_list(v: Option<&Value>, field: &str) -> Result<Vec<String>, ValidationFailure> {
-    let Some(Value::Array(items)) = v else {
-        return Err(helper(format!("{field} must be a list")));
-    };
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| require_non_empty_str(Some(item), &format!("{field}[{}]", i + 1)))
-        .collect()
-}
-
-fn require_vm_name(v: Option<&Value>, field: &str) -> Result<String, ValidationFailure> {
-    let name = require_non_empty_str(v, field)?.to_lowercase();
-    if !is_vm_key(&name) {
-        return Err(fail(format!(
-            "{field} must match ^[a-z0-9][a-z0-9-]{{0,62}}$"
-        )));
-    }
-    Ok(name)
-}
-
-/// `^[a-z0-9][a-z0-9-]{0,62}$`.
-pub fn is_vm_key(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b[1..]
-            .iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-}
-
-fn is_mac(s: &str) -> bool {
-    let parts: Vec<&str> = s.split(':').collect();
-    parts.len() == 6
-        && parts
-            .iter()
-            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
-/// The placeholder rule: upper-cased, `-` → `_`; starts with `CHANGE_ME` or contains
-/// `CHANGE_ME_` / `REPLACE_`.
-pub fn is_placeholder(s: &str) -> bool {
-    let u = s.to_uppercase().replace('-', "_");
-    u.starts_with("CHANGE_ME") || u.contains("CHANGE_ME_") || u.contains("REPLACE_")
-}
-
-fn reject_placeholder(value: &str, field: &str) -> Rule {
-    if is_placeholder(value) {
-        return Err(fail(format!(
-            "{field} must not contain placeholder values (found '{value}')"
-        )));
-    }
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------------------------
-// addressing contract (§1.9) — raised directly, outside the validator registry
-// ---------------------------------------------------------------------------------------------
-
-/// `validate_addressing_contract` (runs for every command). The NetBox probe is not part of
-/// this layer.
+/// `validate_addressing_contract` on JSON inputs (see [`upstream::addressing_contract`]).
 pub fn validate_addressing_contract(inputs: &Value) -> Rule {
-    let Value::Object(data) = inputs else {
-        return Ok(());
-    };
-    let Some(raw) = get(data, "addressing") else {
-        return Ok(());
-    };
-    let err = |m: String| Err(ValidationFailure::addressing(m));
-    let Value::Object(addr) = raw else {
-        return err("inputs.addressing must be a mapping when set".into());
-    };
-    let mut unknown: Vec<&str> = addr
-        .keys()
-        .map(String::as_str)
-        .filter(|k| !["mode", "ipam"].contains(k))
-        .collect();
-    unknown.sort_unstable();
-    if !unknown.is_empty() {
-        return err(format!(
-            "inputs.addressing has unknown keys: {}",
-            unknown.join(", ")
-        ));
+    match PyValue::from(inputs) {
+        PyValue::Dict(d) => upstream::addressing_contract(&d),
+        _ => Ok(()),
     }
-    let mode = py_str(addr.get("mode")).to_lowercase();
-    if mode != "static" && mode != "ipam" {
-        return err("inputs.addressing.mode must be one of: static, ipam".into());
-    }
-    let raw_ipam = addr.get("ipam");
-    if mode == "static" {
-        let absent_or_empty = match raw_ipam {
-            None | Some(Value::Null) => true,
-            Some(Value::Object(m)) => m.is_empty(),
-            _ => false,
-        };
-        if !absent_or_empty {
-            return err(
-                "inputs.addressing.ipam is only allowed when inputs.addressing.mode=ipam".into(),
-            );
-        }
-        return Ok(());
-    }
-    let Some(Value::Object(ipam)) = raw_ipam else {
-        return err(
-            "inputs.addressing.ipam must be a mapping when inputs.addressing.mode=ipam".into(),
-        );
-    };
-    const IPAM_KEYS: &[&str] = &[
-        "provider",
-        "network_state_ref",
-        "ssh_proxy_jump_host",
-        "ssh_proxy_jump_user",
-        "ssh_proxy_jump_key_file",
-    ];
-    let mut unknown: Vec<&str> = ipam
-        .keys()
-        .map(String::as_str)
-        .filter(|k| !IPAM_KEYS.contains(k))
-        .collect();
-    unknown.sort_unstable();
-    if !unknown.is_empty() {
-        return err(format!(
-            "inputs.addressing.ipam has unknown keys: {}",
-            unknown.join(", ")
-        ));
-    }
-    if py_str(ipam.get("provider")).to_lowercase() != "netbox" {
-        return err(
-            "inputs.addressing.ipam.provider must be 'netbox' when inputs.addressing.mode=ipam"
-                .into(),
-        );
-    }
-    Ok(())
 }
 
-// ---------------------------------------------------------------------------------------------
-// upstream validator (§1.14)
-// ---------------------------------------------------------------------------------------------
-
-/// The module validator: `validate_vm_pool_inputs` (which dispatches to the single-VM rules)
-/// followed by the `post_apply_ssh_readiness` rules.
+/// The module validator on JSON inputs (see [`upstream::platform_vm`]).
 pub fn validate_platform_vm(inputs: &Value) -> Rule {
-    validate_vm_pool_inputs(inputs)?;
-    let Value::Object(data) = inputs else {
-        return Ok(());
-    };
-    validate_post_apply_ssh_readiness(data)
-}
-
-fn validate_require_ipam(data: &Map<String, Value>) -> Rule {
-    let Some(raw) = get(data, "require_ipam") else {
-        return Ok(());
-    };
-    let Value::Bool(require) = raw else {
-        return Err(fail(
-            "inputs.require_ipam must be a boolean when set".into(),
-        ));
-    };
-    if !require {
-        return Ok(());
-    }
-    let Some(Value::Object(addr)) = get(data, "addressing") else {
-        return Err(fail(
-            "inputs.addressing is required when inputs.require_ipam=true".into(),
-        ));
-    };
-    if py_str(addr.get("mode")).to_lowercase() != "ipam" {
-        return Err(fail(
-            "inputs.addressing.mode must be ipam when inputs.require_ipam=true".into(),
-        ));
-    }
-    let Some(Value::Object(ipam)) = addr.get("ipam") else {
-        return Err(fail(
-            "inputs.addressing.ipam must be a mapping when inputs.require_ipam=true".into(),
-        ));
-    };
-    if py_str(ipam.get("provider")).to_lowercase() != "netbox" {
-        return Err(fail(
-            "inputs.addressing.ipam.provider must be netbox when inputs.require_ipam=true".into(),
-        ));
-    }
-    Ok(())
-}
-
-fn validate_allow_vm_set_replace(data: &Map<String, Value>) -> Rule {
-    match get(data, "allow_vm_set_replace") {
-        None | Some(Value::Bool(_)) => Ok(()),
-        Some(_) => Err(fail(
-            "inputs.allow_vm_set_replace must be a boolean when set".into(),
-        )),
-    }
-}
-
-fn validate_template(data: &Map<String, Value>) -> Rule {
-    let state_ref = py_str(data.get("template_state_ref"));
-    match get(data, "template_vm_id") {
-        None => {
-            if state_ref.is_empty() {
-                return Err(fail("inputs.template_state_ref is required (recommended: core/onprem/template-image); inputs.template_vm_id is only for explicit override".into()));
-            }
-        }
-        Some(v) => {
-            require_positive_int(Some(v), "inputs.template_vm_id")?;
-        }
-    }
-    if matches!(get(data, "template_state_ref"), Some(v) if !v.is_string()) {
-        return Err(fail(
-            "inputs.template_state_ref must be a string when set".into(),
-        ));
-    }
-    if matches!(get(data, "template_key"), Some(v) if !v.is_string()) {
-        return Err(fail("inputs.template_key must be a string when set".into()));
-    }
-    if matches!(get(data, "build_image"), Some(v) if !v.is_boolean()) {
-        return Err(fail("inputs.build_image must be a boolean when set".into()));
-    }
-    Ok(())
-}
-
-fn validate_sizes(data: &Map<String, Value>) -> Rule {
-    require_positive_int(get(data, "cpu_cores"), "inputs.cpu_cores")?;
-    require_positive_int(get(data, "memory_mb"), "inputs.memory_mb")?;
-    require_positive_int(get(data, "disk_size_gb"), "inputs.disk_size_gb")?;
-    Ok(())
-}
-
-fn validate_dns_and_tags(data: &Map<String, Value>) -> Rule {
-    let servers = require_str_list(get(data, "dns_servers"), "inputs.dns_servers")?;
-    if servers.is_empty() {
-        return Err(fail(
-            "inputs.dns_servers must contain at least one item".into(),
-        ));
-    }
-    for (i, s) in servers.iter().enumerate() {
-        match ip_address(s) {
-            Err(exc) => {
-                return Err(fail(format!(
-                    "inputs.dns_servers[{}] is invalid: {exc}",
-                    i + 1
-                )))
-            }
-            Ok(IpParsed::V6) => {
-                return Err(fail(format!("inputs.dns_servers[{}] must be IPv4", i + 1)))
-            }
-            Ok(IpParsed::V4(_)) => {}
-        }
-    }
-    let tags = require_str_list(get(data, "tags"), "inputs.tags")?;
-    if tags.is_empty() {
-        return Err(fail("inputs.tags must contain at least one tag".into()));
-    }
-    Ok(())
-}
-
-fn validate_vm_pool_inputs(inputs: &Value) -> Rule {
-    let data = require_mapping(Some(inputs), "inputs")?;
-    validate_require_ipam(data)?;
-    validate_allow_vm_set_replace(data)?;
-    validate_template(data)?;
-    validate_sizes(data)?;
-    require_non_empty_str(get(data, "cpu_type"), "inputs.cpu_type")?;
-    require_non_empty_str(get(data, "os_type"), "inputs.os_type")?;
-    require_non_empty_str(get(data, "dns_domain"), "inputs.dns_domain")?;
-    validate_dns_and_tags(data)?;
-
-    let vm_name = py_str(data.get("vm_name"));
-    let vms = match get(data, "vms") {
-        None => None,
-        Some(Value::Object(m)) => Some(m),
-        Some(_) => return Err(fail("inputs.vms must be a mapping when set".into())),
-    };
-    let vms = match vms {
-        Some(m) if !m.is_empty() => m,
-        _ => {
-            if vm_name.is_empty() {
-                return Err(fail(
-                    "either inputs.vms (non-empty map) or inputs.vm_name is required".into(),
-                ));
-            }
-            return validate_single_vm_inputs(data);
-        }
-    };
-
-    let module_ifaces = match get(data, "interfaces") {
-        Some(Value::Array(a)) if !a.is_empty() => Some(a),
-        _ => None,
-    };
-    if let Some(ifaces) = module_ifaces {
-        validate_interfaces(Some(&Value::Array(ifaces.clone())), "inputs.interfaces")?;
-    }
-
-    for (raw_key, cfg) in vms {
-        let key = require_vm_name(Some(&Value::String(raw_key.clone())), "inputs.vms.<name>")?;
-        let cfg = require_mapping(Some(cfg), &format!("inputs.vms[{key}]"))?;
-        if let Some(role) = get(cfg, "role") {
-            require_non_empty_str(Some(role), &format!("inputs.vms[{key}].role"))?;
-        }
-        if let Some(id) = get(cfg, "vm_id") {
-            require_positive_int(Some(id), &format!("inputs.vms[{key}].vm_id"))?;
-        }
-        match get(cfg, "interfaces") {
-            Some(ifaces) => {
-                validate_interfaces(Some(ifaces), &format!("inputs.vms[{key}].interfaces"))?
-            }
-            None if module_ifaces.is_none() => {
-                return Err(fail(format!(
-                    "inputs.vms[{key}].interfaces is required when module-level inputs.interfaces is empty"
-                )))
-            }
-            None => {}
-        }
-    }
-    Ok(())
-}
-
-fn validate_single_vm_inputs(data: &Map<String, Value>) -> Rule {
-    validate_require_ipam(data)?;
-    validate_allow_vm_set_replace(data)?;
-    require_vm_name(get(data, "vm_name"), "inputs.vm_name")?;
-    if let Some(id) = get(data, "vm_id") {
-        require_positive_int(Some(id), "inputs.vm_id")?;
-    }
-    validate_template(data)?;
-    validate_sizes(data)?;
-
-    let mac = require_non_empty_str(get(data, "vm_mac"), "inputs.vm_mac")?;
-    if !is_mac(&mac) {
-        return Err(fail(
-            "inputs.vm_mac must be a valid MAC address (AA:BB:CC:DD:EE:FF)".into(),
-        ));
-    }
-    let cidr = require_non_empty_str(get(data, "vm_ipv4_cidr"), "inputs.vm_ipv4_cidr")?;
-    let gw = require_non_empty_str(get(data, "vm_gateway"), "inputs.vm_gateway")?;
-    let net = match ip_interface(&cidr) {
-        Err(exc) => return Err(fail(format!("inputs.vm_ipv4_cidr is invalid: {exc}"))),
-        Ok(IfaceParsed::V6) => {
-            return Err(fail(
-                "inputs.vm_ipv4_cidr must be an IPv4 interface CIDR".into(),
-            ))
-        }
-        Ok(IfaceParsed::V4(n)) => n,
-    };
-    match ip_address(&gw) {
-        Err(exc) => return Err(fail(format!("inputs.vm_gateway is invalid: {exc}"))),
-        Ok(IpParsed::V6) => return Err(fail("inputs.vm_gateway must be IPv4".into())),
-        Ok(IpParsed::V4(ip)) => {
-            if !net.trunc().contains(&ip) {
-                return Err(fail(
-                    "inputs.vm_gateway must be within inputs.vm_ipv4_cidr network".into(),
-                ));
-            }
-        }
-    }
-    require_non_empty_str(get(data, "cpu_type"), "inputs.cpu_type")?;
-    require_non_empty_str(get(data, "dns_domain"), "inputs.dns_domain")?;
-    validate_dns_and_tags(data)
-}
-
-/// `_validate_interfaces`: `field` is `inputs.interfaces` or `inputs.vms[<vm>].interfaces`.
-fn validate_interfaces(value: Option<&Value>, field: &str) -> Rule {
-    let items = match value {
-        Some(Value::Array(a)) if !a.is_empty() => a,
-        _ => return Err(fail(format!("{field} must be a non-empty list"))),
-    };
-    for (i, item) in items.iter().enumerate() {
-        let idx = i + 1;
-        let nic_field = format!("{field}[{idx}]");
-        let nic = require_mapping(Some(item), &nic_field)?;
-        let bridge = require_non_empty_str(get(nic, "bridge"), &format!("{nic_field}.bridge"))?;
-        reject_placeholder(&bridge, &format!("{nic_field}.bridge"))?;
-
-        let mac = get(nic, "mac_address")
-            .map(py_plain_str)
-            .unwrap_or_default();
-        if !mac.is_empty() && !is_mac(&mac) {
-            return Err(fail(format!(
-                "{nic_field}.mac_address must be a valid MAC address"
-            )));
-        }
-
-        let Some(ipv4) = get(nic, "ipv4") else {
-            continue;
-        };
-        let ipv4 = require_mapping(Some(ipv4), &format!("{nic_field}.ipv4"))?;
-        let address =
-            require_non_empty_str(get(ipv4, "address"), &format!("{nic_field}.ipv4.address"))?;
-        reject_placeholder(&address, &format!("{nic_field}.ipv4.address"))?;
-        let gateway = py_str(ipv4.get("gateway"));
-
-        if address.to_lowercase() == "dhcp" {
-            if !gateway.is_empty() {
-                return Err(fail(format!(
-                    "{nic_field}.ipv4.gateway must be empty when address is dhcp"
-                )));
-            }
-            continue;
-        }
-        let net = match ip_interface(&address) {
-            Err(exc) => return Err(fail(format!("{nic_field}.ipv4.address is invalid: {exc}"))),
-            Ok(IfaceParsed::V6) => {
-                return Err(fail(format!("{nic_field}.ipv4.address must be IPv4")))
-            }
-            Ok(IfaceParsed::V4(n)) => n,
-        };
-        if idx == 1 {
-            if gateway.is_empty() {
-                return Err(fail(format!(
-                    "{nic_field}.ipv4.gateway is required for static primary NIC"
-                )));
-            }
-            reject_placeholder(&gateway, &format!("{nic_field}.ipv4.gateway"))?;
-            match ip_address(&gateway) {
-                Err(exc) => {
-                    return Err(fail(format!("{nic_field}.ipv4.gateway is invalid: {exc}")))
-                }
-                Ok(IpParsed::V6) => {
-                    return Err(fail(format!("{nic_field}.ipv4.gateway must be IPv4")))
-                }
-                Ok(IpParsed::V4(ip)) => {
-                    let network = net.trunc();
-                    if !network.contains(&ip) {
-                        return Err(fail(format!(
-                            "{nic_field}.ipv4.gateway must be within {network}"
-                        )));
-                    }
-                }
-            }
-        } else if !gateway.is_empty() {
-            return Err(fail(format!(
-                "{nic_field}.ipv4.gateway is only allowed on interfaces[1]"
-            )));
-        }
-    }
-    Ok(())
-}
-
-fn validate_post_apply_ssh_readiness(data: &Map<String, Value>) -> Rule {
-    let raw = match get(data, "post_apply_ssh_readiness") {
-        None | Some(Value::Bool(_)) => return Ok(()),
-        Some(Value::Object(m)) => m,
-        Some(_) => {
-            return Err(fail(
-                "inputs.post_apply_ssh_readiness must be a boolean or mapping when set".into(),
-            ))
-        }
-    };
-    for field in ["enabled", "required", "ssh_proxy_jump_auto"] {
-        if matches!(get(raw, field), Some(v) if !v.is_boolean()) {
-            return Err(fail(format!(
-                "inputs.post_apply_ssh_readiness.{field} must be a boolean when set"
-            )));
-        }
-    }
-    for field in [
-        "target_port",
-        "connectivity_timeout_s",
-        "connectivity_wait_s",
-        "ssh_proxy_jump_port",
-    ] {
-        let Some(v) = get(raw, field) else { continue };
-        let Some(n) = as_int(v) else {
-            return Err(fail(format!(
-                "inputs.post_apply_ssh_readiness.{field} must be an integer when set"
-            )));
-        };
-        if field == "connectivity_wait_s" {
-            if n < 0 {
-                return Err(fail(
-                    "inputs.post_apply_ssh_readiness.connectivity_wait_s must be >= 0".into(),
-                ));
-            }
-        } else if n < 1 {
-            return Err(fail(format!(
-                "inputs.post_apply_ssh_readiness.{field} must be >= 1"
-            )));
-        }
-    }
-    for field in [
-        "target_user",
-        "ssh_proxy_jump_host",
-        "ssh_proxy_jump_user",
-        "ssh_private_key_file",
-    ] {
-        if matches!(get(raw, field), Some(v) if !v.is_string()) {
-            return Err(fail(format!(
-                "inputs.post_apply_ssh_readiness.{field} must be a string when set"
-            )));
-        }
-    }
-    Ok(())
+    upstream::platform_vm(&PyValue::from(inputs))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -674,23 +152,20 @@ pub fn validate_engine_extensions(inputs: &Value) -> Rule {
         None => {
             if let Some(Value::Array(a)) = module_ifaces {
                 if !a.is_empty() {
-                    validate_interfaces(module_ifaces, "inputs.interfaces")?;
+                    upstream::interfaces(
+                        Some(&PyValue::from(&Value::Array(a.clone()))),
+                        "inputs.interfaces",
+                    )?;
                 }
             }
             validate_nic_extensions(module_ifaces, "inputs.interfaces")?;
         }
         Some(vms) => {
             validate_nic_extensions(module_ifaces, "inputs.interfaces")?;
-            let mut seen = std::collections::BTreeSet::new();
             for (raw_key, cfg) in vms {
-                let key = raw_key.trim().to_lowercase();
-                if !seen.insert(key.clone()) {
-                    return Err(fail(format!(
-                        "inputs.vms has duplicate keys after lower-casing: {key}"
-                    )));
-                }
+                let key = py_strip(raw_key);
                 let Value::Object(cfg) = cfg else { continue };
-                if matches!(get(cfg, "node_name"), Some(v) if !matches!(v, Value::String(s) if !s.trim().is_empty()))
+                if matches!(get(cfg, "node_name"), Some(v) if !matches!(v, Value::String(s) if !py_strip(s).is_empty()))
                 {
                     return Err(fail(format!(
                         "inputs.vms[{key}].node_name must be a non-empty string"
@@ -761,6 +236,90 @@ fn int_in_range(v: Option<&Value>, field: &str, lo: i128, hi: i128) -> Rule {
     };
     if n < lo || n > hi {
         return Err(fail(format!("{field} must be between {lo} and {hi}")));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// what the typed model can carry
+// ---------------------------------------------------------------------------------------------
+
+/// The largest value of each integer field of the typed model (`u32` counts and VMIDs,
+/// `u16` ports); smaller values are checked by the upstream and extension rules.
+const RANGES: &[(&str, u64)] = &[
+    ("cpu_cores", u32::MAX as u64),
+    ("vm_id", u32::MAX as u64),
+    ("template_vm_id", u32::MAX as u64),
+    ("ssh_proxy_jump_port", u16::MAX as u64),
+];
+const READINESS_RANGES: &[(&str, u64)] = &[
+    ("target_port", u16::MAX as u64),
+    ("ssh_proxy_jump_port", u16::MAX as u64),
+];
+
+fn out_of_range(field: &str, v: &Value, max: u64) -> Result<(), InputsError> {
+    match v {
+        Value::Number(n) if n.as_u64().is_some_and(|x| x > max) => {
+            Err(InputsError::OutOfRange(format!(
+                "{field} is out of range: {n} is more than {max}, the largest value hyops-pve carries for it"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Integers the typed model cannot hold (`cpu_cores: 4294967297`, `vm_id: 4294967296`,
+/// `target_port: 70000`) are refused with a range message instead of being replaced by a
+/// default or dropped (a deliberate difference: `hyops` accepts any size). Runs for every
+/// command, destroy included.
+pub fn check_ranges(inputs: &Value) -> Result<(), InputsError> {
+    let Value::Object(data) = inputs else {
+        return Ok(());
+    };
+    for (key, max) in RANGES {
+        if let Some(v) = data.get(*key) {
+            out_of_range(&format!("inputs.{key}"), v, *max)?;
+        }
+    }
+    if let Some(Value::Object(r)) = data.get("post_apply_ssh_readiness") {
+        for (key, max) in READINESS_RANGES {
+            if let Some(v) = r.get(*key) {
+                out_of_range(&format!("inputs.post_apply_ssh_readiness.{key}"), v, *max)?;
+            }
+        }
+    }
+    if let Some(Value::Object(vms)) = data.get("vms") {
+        for (key, cfg) in vms {
+            if let Some(v) = cfg.get("vm_id") {
+                out_of_range(
+                    &format!("inputs.vms[{}].vm_id", py_strip(key)),
+                    v,
+                    u32::MAX as u64,
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Two `vms` keys that are the same VM once surrounding whitespace is stripped (`app` and
+/// `" app"`): the pack keys its Terraform map by the trimmed key, so hyops would fail at
+/// apply; hyops-pve refuses before anything runs instead of folding two VMs into one.
+pub fn check_vm_key_collisions(inputs: &Value) -> Result<(), InputsError> {
+    let Some(Value::Object(vms)) = inputs.get("vms") else {
+        return Ok(());
+    };
+    let mut seen: Map<String, Value> = Map::new();
+    for raw in vms.keys() {
+        let key = py_strip(raw).to_string();
+        if let Some(Value::String(first)) = seen.get(&key) {
+            return Err(InputsError::Contract(format!(
+                "inputs.vms has two keys for the VM {key}: {} and {}; keep one",
+                crate::yaml::py_repr_str(first),
+                crate::yaml::py_repr_str(raw)
+            )));
+        }
+        seen.insert(key, Value::String(raw.clone()));
     }
     Ok(())
 }

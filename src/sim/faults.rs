@@ -168,8 +168,14 @@ const METHODS: &[&str] = &["GET", "POST", "PUT", "DELETE", "write", "any"];
 impl FaultPlan {
     /// Parse and check a YAML fault file (the one place that parses it).
     pub fn from_yaml(text: &str) -> Result<Self, FaultFileError> {
+        // Read as HyOps reads YAML (YAML 1.1), then typed through its JSON form.
+        let doc =
+            crate::yaml::safe_load(text).map_err(|e| FaultFileError::Invalid(e.to_string()))?;
+        let json = doc
+            .to_json("faults")
+            .map_err(|e| FaultFileError::Invalid(e.to_string()))?;
         let plan: FaultPlan =
-            serde_yaml::from_str(text).map_err(|e| FaultFileError::Invalid(e.to_string()))?;
+            serde_json::from_value(json).map_err(|e| FaultFileError::Invalid(e.to_string()))?;
         plan.validate()?;
         Ok(plan)
     }

@@ -162,7 +162,13 @@ impl ClusterDescription {
 
     /// Parse and validate a YAML description.
     pub fn from_yaml(text: &str) -> Result<Self, ClusterError> {
-        let c: Self = serde_yaml::from_str(text).map_err(|e| ClusterError::Yaml(e.to_string()))?;
+        // Read as HyOps reads YAML (YAML 1.1), then typed through its JSON form.
+        let doc = crate::yaml::safe_load(text).map_err(|e| ClusterError::Yaml(e.to_string()))?;
+        let json = doc
+            .to_json("cluster")
+            .map_err(|e| ClusterError::Yaml(e.to_string()))?;
+        let c: Self =
+            serde_json::from_value(json).map_err(|e| ClusterError::Yaml(e.to_string()))?;
         c.validate()?;
         Ok(c)
     }

@@ -137,33 +137,35 @@ pub fn guest_accounts(
     vec![(user, keys)]
 }
 
-/// Accounts from `#cloud-config` user-data.
+/// Accounts from `#cloud-config` user-data, read as cloud-init reads it (PyYAML `safe_load`,
+/// YAML 1.1).
 pub fn accounts_from_user_data(text: &str) -> Vec<(String, Vec<String>)> {
-    let Ok(doc) = serde_yaml::from_str::<serde_yaml::Value>(text) else {
+    use crate::yaml::PyValue;
+    let Ok(PyValue::Dict(doc)) = crate::yaml::safe_load(text) else {
         return Vec::new();
     };
-    let str_list = |v: Option<&serde_yaml::Value>| -> Vec<String> {
+    let str_list = |v: Option<&PyValue>| -> Vec<String> {
         match v {
-            Some(serde_yaml::Value::Sequence(items)) => items
+            Some(PyValue::List(items)) => items
                 .iter()
                 .filter_map(|i| i.as_str().map(|s| s.trim().to_string()))
                 .collect(),
-            Some(serde_yaml::Value::String(s)) => vec![s.trim().to_string()],
+            Some(PyValue::Str(s)) => vec![s.trim().to_string()],
             _ => Vec::new(),
         }
     };
     let top_keys = str_list(doc.get("ssh_authorized_keys"));
     let mut out: Vec<(String, Vec<String>)> = Vec::new();
     match doc.get("users") {
-        Some(serde_yaml::Value::Sequence(users)) => {
+        Some(PyValue::List(users)) => {
             for u in users {
                 match u {
-                    serde_yaml::Value::String(s) if s == "default" => {
+                    PyValue::Str(s) if s == "default" => {
                         out.push((DEFAULT_GUEST_USER.into(), top_keys.clone()))
                     }
-                    serde_yaml::Value::Mapping(_) => {
-                        if let Some(name) = u.get("name").and_then(|n| n.as_str()) {
-                            out.push((name.to_string(), str_list(u.get("ssh_authorized_keys"))));
+                    PyValue::Dict(user) => {
+                        if let Some(name) = user.get("name").and_then(PyValue::as_str) {
+                            out.push((name.to_string(), str_list(user.get("ssh_authorized_keys"))));
                         }
                     }
                     _ => {}

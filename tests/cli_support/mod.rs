@@ -76,7 +76,14 @@ pub fn example(name: &str) -> String {
 pub fn home_with_root() -> (tempfile::TempDir, PathBuf) {
     let d = tempfile::tempdir().unwrap();
     let root = d.path().join("root");
-    std::fs::create_dir_all(&root).unwrap();
+    // The template-image state `validate` resolves, as hyops does (ubuntu-24.04 → 9000).
+    let template = root.join("state/modules/core__onprem__template-image/latest.json");
+    std::fs::create_dir_all(template.parent().unwrap()).unwrap();
+    std::fs::write(
+        &template,
+        r#"{"status": "ok", "outputs": {"template_vm_ids": {"ubuntu-24.04": 9000}}}"#,
+    )
+    .unwrap();
     (d, root)
 }
 

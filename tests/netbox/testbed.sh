@@ -196,6 +196,8 @@ cmd_build() {
     local t0=$SECONDS
     run_step host-debootstrap host_debootstrap
     run_step debootstrap do_debootstrap
+    # /proc and /dev are mounted only while the build runs (start mounts them again).
+    trap umount_fs EXIT
     mount_fs || die "step 'mount /proc and /dev' failed"
     run_step ca-certificates do_ca
     run_step apt do_apt
