@@ -37,6 +37,14 @@ ENDPOINTS = [
     ("/nodes/{node}/qemu/{vmid}/cloudinit/dump", "GET"),
     ("/nodes/{node}/storage/{storage}/content", "GET"),
     ("/nodes/{node}/qemu/{vmid}/pending", "GET"),
+    # read endpoints common clients (proxmoxer, Ansible proxmox_kvm) and the plan's placement
+    # checks use; and the offline migration of a clone made on the template's node
+    ("/nodes", "GET"),
+    ("/nodes/{node}/qemu", "GET"),
+    ("/nodes/{node}/network", "GET"),
+    ("/nodes/{node}/storage", "GET"),
+    ("/nodes/{node}/capabilities/qemu/cpu", "GET"),
+    ("/nodes/{node}/qemu/{vmid}/migrate", "POST"),
 ]
 
 # Of the ~500 VM config keys, the ones the engine sets or reads (plus control parameters).

@@ -31,10 +31,10 @@ fn read_lines_until(
 ) -> Vec<String> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        // keep draining after the test stopped listening, so the child never writes into
+        // a closed pipe
         for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
+            let _ = tx.send(line);
         }
     });
     let deadline = Instant::now() + Duration::from_secs(60);

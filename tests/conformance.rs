@@ -82,4 +82,5 @@ conformance_tests!(
     racing_allocations_get_distinct_ids_and_adopt_no_foreign_vm,
     shutdown_of_a_stopped_vm_is_not_an_http_error,
     every_request_passed_the_simulators_spec_check,
+    placement_reads_and_pending_answer_what_the_plan_needs,
 );

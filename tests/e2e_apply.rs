@@ -100,7 +100,7 @@ async fn changing_cores_memory_tags_nic_and_ipconfig_updates_in_place() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn growing_the_disk_resizes_and_shrinking_is_refused_at_plan_time() {
+async fn growing_the_disk_resizes_and_a_smaller_size_keeps_the_disk() {
     let h = Harness::start().await;
     let ctx = h.ctx(&h.overlay("o.yml", DEMO)).await;
     apply_inner(&ctx, None, None).await.unwrap();
@@ -112,26 +112,20 @@ async fn growing_the_disk_resizes_and_shrinking_is_refused_at_plan_time() {
         .await;
     apply_inner(&grown, None, None).await.unwrap();
     assert!(h.config_of("dev-app-01")["scsi0"].contains("size=64G"));
-    let shrunk = h
+    // disk_size_gb is "at least": asking for less keeps the disk, writes nothing, and the
+    // outputs publish the real size
+    let smaller = h
         .ctx(&h.overlay(
             "s.yml",
             &DEMO.replace("disk_size_gb: 40", "disk_size_gb: 50"),
         ))
         .await;
     let before = h.sim.counters();
-    let err = apply_inner(&shrunk, None, None).await.unwrap_err();
-    assert!(err.message.contains("cannot shrink"), "{}", err.message);
-    assert_eq!(
-        h.sim.counters().writes,
-        before.writes,
-        "a refused plan writes nothing"
-    );
-    assert_eq!(h.state_json()["status"], "error");
-    assert_eq!(
-        h.state_json()["outputs"]["vm_keys"],
-        serde_json::json!(["app-01", "app-02", "db-01"]),
-        "previous outputs kept"
-    );
+    apply_inner(&smaller, None, None).await.unwrap();
+    assert_eq!(h.sim.counters().writes, before.writes, "nothing to write");
+    assert!(h.config_of("dev-app-01")["scsi0"].contains("size=64G"));
+    assert_eq!(h.state_json()["outputs"]["vms"]["app-01"]["disk_gb"], 64);
+    assert_eq!(plan_inner(&smaller, true, None).await.unwrap(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -285,9 +285,18 @@ async fn an_exhausted_range_names_only_the_ids_proxmox_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clone_refused_for_local_storage_is_sent_once() {
     let h = harness().await;
-    // Template 9000 lives on pve1's local-lvm: a clone to pve3 cannot see its disk.
-    let o = one_vm().replace("disk_size_gb: 40", "disk_size_gb: 40\nnode_name: pve3");
-    let ctx = h.scaled_ctx(&h.overlay("o.yml", &o)).await;
+    // The plan itself never sends a clone Proxmox refuses for local storage (issue 8: it
+    // clones on the template's node and migrates), so the refusal is injected: Proxmox's own
+    // text for a clone to another node from local storage.
+    h.sim.add_fault(FaultRule::on(
+        "POST",
+        CLONE,
+        FaultAction::Http {
+            status: 500,
+            message: "can't clone VM to node 'pve3' (VM uses local storage)".into(),
+        },
+    ));
+    let ctx = h.scaled_ctx(&h.overlay("o.yml", &one_vm())).await;
     let err = apply_inner(&ctx, None, None).await.unwrap_err();
     assert!(
         err.message.contains("VM uses local storage"),
@@ -326,8 +335,8 @@ async fn a_protected_vm_is_asked_once_and_destroy_records_the_error_keeping_outp
     );
     assert_eq!(
         h.calls("DELETE", DELETE),
-        1,
-        "a permanent refusal is not resent"
+        0,
+        "refused before any power change or delete (issue 8: catch before write)"
     );
     let st = h.state_json();
     assert_eq!(st["status"], "error");

@@ -143,6 +143,18 @@ const ALLOWED: &[Allowed] = &[
         },
     },
     Allowed {
+        // Values hyops passes on and Proxmox then refuses (after a clone was made): refused
+        // before any write, all at once (issue 8, README "Catch before write").
+        name: "Values Proxmox would refuse",
+        applies: |_, up, ours| {
+            up.ok
+                && !ours.ok
+                && ours
+                    .message
+                    .contains("would be refused by Proxmox (nothing was sent to Proxmox)")
+        },
+    },
+    Allowed {
         name: "Engine extensions",
         applies: |_, up, ours| {
             up.ok

@@ -16,12 +16,14 @@ use crate::hyops::{
 use crate::inputs::model::{LogicalVmKey, ModuleInputs};
 use crate::plan::artifact::{desired_digest, PlanArtifact, PLAN_KIND, PLAN_SCHEMA_VERSION};
 use crate::plan::desired::{
-    desired_vm, DesiredError, PendingAllocations, TargetDefaults, TemplateRef,
+    desired_vm, DesiredError, DesiredVm, PendingAllocations, TargetDefaults, TemplateRef,
 };
-use crate::plan::diff::{diff, summarize, PlanError, VmAction};
+use crate::plan::diff::{diff, summarize, PlanError, VmAction, VmPlan};
 use crate::plan::marker::OwnershipMarker;
 use crate::plan::observe::{list_vms, observe, ObserveError};
 use crate::plan::observed::{ObservedPool, PriorIds, ResourceRow};
+use crate::plan::placement::{gather, place};
+use crate::plan::template::{disk_bytes, template_boot_disk, volume_storages};
 use crate::pve::{ErrorClass, PveClient, PveError};
 
 /// Env, module and slot: the identity every ownership marker of this run carries.
@@ -66,8 +68,16 @@ pub enum EngineError {
     Plan(#[from] PlanError),
     #[error(transparent)]
     Desired(#[from] DesiredError),
+    #[error(transparent)]
+    Checks(#[from] crate::plan::checks::CheckFailure),
     #[error("{0}")]
     Template(String),
+    #[error(transparent)]
+    BootDisk(#[from] crate::plan::template::BootDiskError),
+    #[error(transparent)]
+    Placement(#[from] crate::plan::placement::PlacementFailure),
+    #[error(transparent)]
+    PlacementFacts(#[from] crate::plan::placement::GatherError),
     #[error("template probe for VM {vmid} failed: {source}")]
     TemplateProbe {
         vmid: u32,
@@ -94,7 +104,8 @@ pub struct PlanRequest<'a> {
     pub ipam_pending: &'a PendingAllocations,
 }
 
-/// Find the template and check it is one. `Ok(None)` when it does not exist.
+/// Find the template, check it is one, and read what the plan needs from its config (boot
+/// disk, its size, the storages of its volumes). `Ok(None)` when it does not exist.
 async fn probe_template(
     client: &PveClient,
     rows: &[ResourceRow],
@@ -103,22 +114,21 @@ async fn probe_template(
     let Some(row) = rows.iter().find(|r| r.vmid == vmid) else {
         return Ok(None);
     };
-    if row.template {
-        return Ok(Some(TemplateRef {
-            vmid,
-            node: row.node.clone(),
-        }));
-    }
     // /cluster/resources may lag; the config is authoritative.
-    match client.vm_config(&row.node, vmid, false).await {
-        Ok(cfg) if cfg.template => Ok(Some(TemplateRef {
-            vmid,
-            node: row.node.clone(),
-        })),
-        Ok(_) => Err(EngineError::Template(template_not_a_template_error(vmid))),
-        Err(e) if e.classify() == ErrorClass::NotFound => Ok(None),
-        Err(source) => Err(EngineError::TemplateProbe { vmid, source }),
-    }
+    let cfg = match client.vm_config(&row.node, vmid, false).await {
+        Ok(cfg) if cfg.template || row.template => cfg,
+        Ok(_) => return Err(EngineError::Template(template_not_a_template_error(vmid))),
+        Err(e) if e.classify() == ErrorClass::NotFound => return Ok(None),
+        Err(source) => return Err(EngineError::TemplateProbe { vmid, source }),
+    };
+    let boot_disk = template_boot_disk(vmid, &row.node, &cfg.raw)?;
+    Ok(Some(TemplateRef {
+        vmid,
+        node: row.node.clone(),
+        disk_bytes: disk_bytes(&cfg.raw, &boot_disk),
+        boot_disk,
+        storages: volume_storages(&cfg.raw),
+    }))
 }
 
 /// Per-VM `cloud_init_*` overrides that `cloud_init_mode: native` cannot carry: said in the
@@ -152,6 +162,7 @@ pub async fn make_plan(
     client: &PveClient,
     req: &PlanRequest<'_>,
 ) -> Result<(PlanArtifact, ObservedPool), EngineError> {
+    crate::plan::checks::check_inputs(req.inputs, Some(req.defaults))?;
     let rows = list_vms(client).await?;
     let mut warnings = Vec::new();
     let default_node = req
@@ -166,6 +177,7 @@ pub async fn make_plan(
             TemplateRef {
                 vmid: req.template_vmid,
                 node: default_node.clone(),
+                ..TemplateRef::default()
             }
         }
         None => {
@@ -188,6 +200,17 @@ pub async fn make_plan(
         warnings.extend(undelivered_overrides(vm, &want));
         desired.insert(key.clone(), want);
     }
+    // Placement Proxmox would refuse (nodes, bridges, storages, CPU model), and the route of
+    // each new VM to its node.
+    let mut nodes: BTreeSet<String> = desired.values().map(|d| d.node.clone()).collect();
+    nodes.insert(template.node.clone());
+    let facts = gather(client, &nodes).await?;
+    let storage_field = if req.inputs.datastore_id.is_some() {
+        "inputs.datastore_id"
+    } else {
+        "credentials storage_pool"
+    };
+    warnings.extend(place(&mut desired, &template, &facts, storage_field)?);
     let mut expected_names: BTreeSet<String> = desired
         .values()
         .map(|d| d.physical_name.0.clone())
@@ -203,6 +226,9 @@ pub async fn make_plan(
     .await?;
     warnings.extend(observed.warnings.iter().cloned());
     let vms = diff(&desired, &observed, req.inputs.allow_vm_set_replace)?;
+    for v in &vms {
+        warnings.extend(v.notes.iter().cloned());
+    }
     let plan = PlanArtifact {
         schema_version: PLAN_SCHEMA_VERSION,
         kind: PLAN_KIND.to_string(),
@@ -226,6 +252,9 @@ pub async fn make_plan(
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ApplyReport {
     pub outcomes: Vec<VmOutcome>,
+    /// What still differs from the plan when Proxmox is observed again after the apply.
+    #[serde(default)]
+    pub divergences: Vec<Divergence>,
     /// Terraform-shaped outputs (contract §2.7) for every requested VM that ended ok.
     pub outputs: Value,
     pub failed: bool,
@@ -242,7 +271,20 @@ impl ApplyReport {
             .filter(|o| o.status != "ok")
             .map(|o| format!("{}: {}", o.key, o.error.clone().unwrap_or_default()))
             .collect();
-        (!failed.is_empty()).then(|| summarize_failures(&failed, self.outcomes.len()))
+        let mut parts = Vec::new();
+        if !failed.is_empty() {
+            parts.push(summarize_failures(&failed, self.outcomes.len()));
+        }
+        if !self.divergences.is_empty() {
+            let lines: Vec<String> = self.divergences.iter().map(|d| d.to_string()).collect();
+            parts.push(format!(
+                "did not converge (Proxmox still differs after the apply; every field is in apply_report.json): {}",
+                summarize_failures(&lines, self.outcomes.len())
+                    .replacen("VM(s) failed", "VM(s) differ", 1)
+                    .replacen("also failed", "also differ", 1)
+            ));
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
     }
 }
 
@@ -282,28 +324,212 @@ pub fn summarize_failures(failed: &[String], total: usize) -> String {
     line
 }
 
-/// Execute a plan.
+/// A VM whose Proxmox state still differs from the plan after the apply, naming each field.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Divergence {
+    pub key: String,
+    pub vmid: Option<u32>,
+    pub node: String,
+    pub details: Vec<String>,
+}
+
+impl std::fmt::Display for Divergence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "VM {} (vmid {}, node {}): {}",
+            self.key,
+            self.vmid
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "none".into()),
+            self.node,
+            self.details.join(", ")
+        )
+    }
+}
+
+/// What is left to do for one VM, as the operator reads it.
+fn leftovers(p: &VmPlan) -> Vec<String> {
+    let mut out = Vec::new();
+    match p.action {
+        VmAction::Create => out.push("the VM does not exist on Proxmox".to_string()),
+        VmAction::Delete => out.push("the VM still exists".to_string()),
+        VmAction::Replace => out.push(format!(
+            "the VM would still need replacing ({})",
+            p.replace_reasons.join(", ")
+        )),
+        VmAction::Update | VmAction::Noop => {}
+    }
+    if matches!(p.action, VmAction::Update | VmAction::Noop) {
+        for c in &p.changes {
+            out.push(format!(
+                "{}: Proxmox has {}, the plan wants {}",
+                c.field,
+                c.before.as_deref().unwrap_or("(unset)"),
+                c.after.as_deref().unwrap_or("(deleted)")
+            ));
+        }
+        if let Some(r) = &p.resize {
+            out.push(format!(
+                "boot disk {} is {}, the plan wants {} GiB",
+                r.disk,
+                r.from_bytes
+                    .map(|b| format!("{} GiB", crate::plan::template::format_gib(b)))
+                    .unwrap_or_else(|| "of unknown size".into()),
+                crate::plan::template::format_gib(r.to_bytes)
+            ));
+        }
+        if p.start {
+            out.push("the VM is stopped".to_string());
+        }
+        if let Some(r) = &p.restart {
+            out.push(format!(
+                "the VM still runs without {} (pending until a restart)",
+                r.keys.join(", ")
+            ));
+        }
+    }
+    out
+}
+
+/// Observe Proxmox again after an apply and diff against what the plan wanted. Every VM
+/// that still differs is a [`Divergence`] naming the fields; VMs whose pipeline already
+/// failed (`skip`) are left out (their error says more).
+pub async fn verify_converged(
+    client: &PveClient,
+    plan: &PlanArtifact,
+    identity: &SlotIdentity,
+    prior: &PriorIds,
+    skip: &BTreeSet<String>,
+) -> Result<Vec<Divergence>, EngineError> {
+    let rows = list_vms(client).await?;
+    let desired: BTreeMap<LogicalVmKey, DesiredVm> = plan
+        .vms
+        .iter()
+        .filter_map(|p| p.desired.clone().map(|d| (p.key.clone(), d)))
+        .collect();
+    let mut names: BTreeSet<String> = desired
+        .values()
+        .map(|d| d.physical_name.0.clone())
+        .collect();
+    names.extend(prior.hyops.values().filter_map(|(_, n)| n.clone()));
+    let observed = observe(client, &identity.probe_marker(), &rows, prior, &names).await?;
+    let again = diff(&desired, &observed, true)?;
+    Ok(again
+        .iter()
+        .filter(|p| !p.is_noop() && !skip.contains(&p.key.0))
+        .filter(|p| {
+            !skip
+                .iter()
+                .any(|k| p.key.0.starts_with(&format!("{k}#dup-")))
+        })
+        .map(|p| Divergence {
+            key: p.key.0.clone(),
+            vmid: p.vmid,
+            node: p.node.clone(),
+            details: leftovers(p),
+        })
+        .collect())
+}
+
+/// What post-apply verification needs besides the plan.
+pub struct VerifyRequest<'a> {
+    pub identity: &'a SlotIdentity,
+    pub prior: &'a PriorIds,
+    /// The outputs of the previous successful apply of this slot (HyOps state), so facts the
+    /// guest agent does not report right now are kept, never blanked.
+    pub previous_outputs: Option<&'a Value>,
+}
+
+/// The guest addresses the previous outputs recorded for `key`, if they describe the same VM
+/// (same VMID).
+fn last_known_ipv4(previous: &Value, key: &str, vmid: u32) -> Option<Vec<Vec<std::net::Ipv4Addr>>> {
+    let same_vm = previous
+        .get("vm_ids")
+        .and_then(|ids| ids.get(key))
+        .and_then(|v| {
+            v.as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        })
+        == Some(u64::from(vmid));
+    if !same_vm {
+        return None;
+    }
+    let lists = previous
+        .get("vms")?
+        .get(key)?
+        .get("ipv4_addresses")?
+        .as_array()?;
+    let out: Vec<Vec<std::net::Ipv4Addr>> = lists
+        .iter()
+        .map(|l| {
+            l.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str()?.parse().ok())
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        })
+        .filter(|l: &Vec<std::net::Ipv4Addr>| !l.is_empty())
+        .collect();
+    (!out.is_empty()).then_some(out)
+}
+
+/// Execute a plan, then (when it changed anything) observe Proxmox again: any difference left
+/// is a divergence that fails the apply, naming the VM and the field.
 pub async fn apply_plan(
     exec: &Arc<Executor>,
     plan: &PlanArtifact,
     module_node: &str,
     module_tags: &[String],
+    verify: Option<VerifyRequest<'_>>,
 ) -> ApplyReport {
     let before_calls = exec.client.metrics().total;
     let outcomes = exec.execute(&plan.vms).await;
+    let mut divergences = Vec::new();
+    let changed = plan.vms.iter().any(|p| !p.is_noop())
+        || exec.writes.load(std::sync::atomic::Ordering::Relaxed) > 0;
+    let previous = verify.as_ref().and_then(|v| v.previous_outputs);
+    if let (Some(v), true) = (verify, changed) {
+        let skip: BTreeSet<String> = outcomes
+            .iter()
+            .filter(|o| o.status != "ok")
+            .map(|o| o.key.clone())
+            .collect();
+        match verify_converged(&exec.client, plan, v.identity, v.prior, &skip).await {
+            Ok(d) => divergences = d,
+            Err(e) => divergences.push(Divergence {
+                key: "(all)".into(),
+                vmid: None,
+                node: String::new(),
+                details: vec![format!(
+                    "reading Proxmox back after the apply failed, so convergence is unproven: {e}"
+                )],
+            }),
+        }
+    }
     let mut per_vm = BTreeMap::new();
     for (o, p) in outcomes.iter().zip(&plan.vms) {
         if p.action == VmAction::Delete {
             continue;
         }
         if let (Some(facts), Some(want)) = (&o.facts, &p.desired) {
-            per_vm.insert(o.key.clone(), (want.clone(), facts.clone()));
+            let mut facts = facts.clone();
+            // A guest agent that does not answer right now never blanks what is known.
+            if facts.agent_ipv4.is_empty() && facts.running {
+                if let Some(known) = previous.and_then(|v| last_known_ipv4(v, &o.key, facts.vmid)) {
+                    facts.agent_ipv4 = known;
+                }
+            }
+            per_vm.insert(o.key.clone(), (want.clone(), facts));
         }
     }
-    let failed = outcomes.iter().any(|o| o.status != "ok");
+    let failed = outcomes.iter().any(|o| o.status != "ok") || !divergences.is_empty();
     ApplyReport {
         outputs: module_outputs(&per_vm, module_node, module_tags),
         failed,
+        divergences,
         writes: exec.writes.load(std::sync::atomic::Ordering::Relaxed),
         api_calls: exec.client.metrics().total.saturating_sub(before_calls),
         outcomes,
@@ -337,6 +563,23 @@ pub async fn destroy(
         .collect();
     names.extend(extra_names.iter().cloned());
     let observed = observe(&exec.client, &identity.probe_marker(), &rows, prior, &names).await?;
+    // Catch before write: Proxmox refuses to destroy a protected VM, so check every target
+    // before the first power change and refuse them all together.
+    let protected: Vec<PlanError> = observed
+        .managed
+        .iter()
+        .map(|(k, m)| (k.0.clone(), &m.vm))
+        .chain(observed.duplicates.iter().map(|(k, vm)| (k.0.clone(), vm)))
+        .filter(|(_, vm)| vm.protected())
+        .map(|(key, vm)| PlanError::Protected {
+            key,
+            vmid: vm.vmid,
+            name: vm.name.clone(),
+            node: vm.node.clone(),
+            action: "destroy",
+        })
+        .collect();
+    PlanError::collect(protected)?;
     let mut vm_names: BTreeMap<String, String> = observed
         .managed
         .iter()

@@ -1,4 +1,5 @@
-//! The executor: one pipeline per VM (clone → config → resize → start → readiness/facts),
+//! The executor: one pipeline per VM (clone → [migrate] → config → resize → start →
+//! readiness/facts; an update may end with a restart for pending config),
 //! all VMs pipelining independently under the [`Scheduler`] limits. The steps are units in
 //! [`crate::apply::steps`], each retried by the one [`RetryPolicy`] on the Proxmox error
 //! table, each writing through the shared "submit, wait, re-read on unknown outcome" helper.
@@ -270,7 +271,11 @@ impl Executor {
             VmAction::Delete => steps::remove::remove(&ctx).await.map(|_| None),
             VmAction::Replace => match steps::remove::remove(&ctx).await {
                 Ok(()) => {
+                    // the old VM is gone from its node; the new one goes where the plan says
                     ctx.vmid = None;
+                    if let Some(want) = &plan.desired {
+                        ctx.node = want.node.clone();
+                    }
                     self.create(&mut ctx, plan).await
                 }
                 Err(e) => Err(e),
@@ -312,6 +317,10 @@ impl Executor {
         let want = self.desired(ctx, plan)?;
         let vmid = steps::clone::clone_vm(ctx, want).await?;
         ctx.vmid = Some(vmid);
+        if let Some(m) = &want.route.migrate {
+            let from = steps::clone::clone_node(want);
+            steps::migrate::migrate(ctx, &from, &m.node, m.targetstorage.as_deref()).await?;
+        }
         steps::config::configure(ctx, want, &plan.config_set, &[]).await?;
         if let Some(r) = &plan.resize {
             steps::resize::resize(ctx, &r.disk, r.to_bytes).await?;
@@ -334,7 +343,10 @@ impl Executor {
         if plan.start {
             steps::start::start(ctx).await?;
         }
-        steps::readiness::facts(ctx, plan, plan.start).await
+        if plan.restart.is_some() {
+            steps::restart::restart(ctx).await?;
+        }
+        steps::readiness::facts(ctx, plan, plan.start || plan.restart.is_some()).await
     }
 
     /// Destroy one VM by id (destroy command).

@@ -98,14 +98,41 @@ pub fn vm_output(want: &DesiredVm, facts: &VmFacts) -> Value {
         "ipv4_addresses": ipv4_addresses,
         "mac_address_primary": mac_primary,
         "mac_addresses": macs,
-        "cpu_cores": want.cores,
-        "memory_mb": want.memory_mb,
-        "disk_gb": want.disk_size_gb,
+        "cpu_cores": running_cores(want, facts),
+        "memory_mb": running_memory(want, facts),
+        "disk_gb": disk_gb(want, facts),
         "tags": tags,
         "status": facts.running,
         "os_type": want.ostype,
         "is_windows": want.ostype.to_ascii_lowercase().starts_with("win"),
     })
+}
+
+/// The cores the VM has (read back), else the requested ones.
+fn running_cores(want: &DesiredVm, facts: &VmFacts) -> u64 {
+    facts
+        .config
+        .get("cores")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(u64::from(want.cores))
+}
+
+/// The memory the VM has in MiB (read back, `4096` or `current=4096`), else the requested.
+fn running_memory(want: &DesiredVm, facts: &VmFacts) -> u64 {
+    facts
+        .config
+        .get("memory")
+        .and_then(|v| props::default_value(v, "current"))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(want.memory_mb)
+}
+
+/// The real size of the boot disk in whole GiB (rounded up); `disk_size_gb` is only "at
+/// least", so a larger template disk is published as it is.
+fn disk_gb(want: &DesiredVm, facts: &VmFacts) -> u64 {
+    crate::plan::template::disk_bytes(&facts.config, want.boot_disk())
+        .map(crate::plan::template::whole_gib)
+        .unwrap_or(want.disk_size_gb)
 }
 
 /// MACs of net0, net1, … in index order.

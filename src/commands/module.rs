@@ -38,6 +38,7 @@ use crate::inputs::{
     ResolvedInputs, StateHooks,
 };
 use crate::plan::artifact::PlanArtifact;
+use crate::plan::checks::check_inputs;
 use crate::plan::desired::TargetDefaults;
 use crate::plan::observed::PriorIds;
 use crate::plan::render::render;
@@ -102,13 +103,20 @@ fn resolve(
 ) -> Result<ResolvedInputs, CliError> {
     let req = resolve_request(ctx, command, creds);
     let (early_warnings, result) = resolve_inputs_with_warnings(&req);
-    result.map_err(|e| {
+    let resolved = result.map_err(|e| {
         // The unknown-key warnings often explain the refusal (`memroy_mb`): show them too.
         for w in &early_warnings {
             output::warn(w);
         }
         CliError::msg(crate::commands::hints::explain(&e, &req))
-    })
+    })?;
+    if command.runs_validator() {
+        // Catch before write: everything Proxmox would refuse, all problems at once.
+        let defaults = creds.map(defaults_from);
+        check_inputs(&resolved.model, defaults.as_ref())
+            .map_err(|e| CliError::msg(e.to_string()))?;
+    }
+    Ok(resolved)
 }
 
 fn resolve_request(
@@ -558,6 +566,17 @@ pub async fn validate_report(ctx: &Ctx) -> ValidateOutcome {
     };
     let mut warnings = resolved.warnings.clone();
     warnings.extend(root_warning);
+    // Catch before write: everything Proxmox would refuse, all problems at once (a deliberate
+    // difference from hyops, which lets Proxmox refuse them after a clone).
+    let defaults = creds.as_ref().map(defaults_from);
+    if let Err(e) = check_inputs(&resolved.model, defaults.as_ref()) {
+        let msg = e.to_string();
+        return ValidateOutcome {
+            warnings,
+            verbatim: Some(msg.clone()),
+            result: Err(CliError::msg(msg)),
+        };
+    }
     let checks = vm_set_guards(ctx, &resolved.model).and_then(|guard| {
         warnings.extend(guard.warnings);
         template_vmid(ctx, &resolved.model, &mut warnings)
@@ -940,7 +959,23 @@ async fn apply_engine(
         .node_name
         .clone()
         .unwrap_or_else(|| pf.creds.node.clone());
-    let apply = engine::apply_plan(&exec, &plan, &module_node, &pf.resolved.model.tags);
+    let prior = prior_ids(ctx)?;
+    let ident = identity(ctx);
+    let previous_outputs = ModuleState::new(&ctx.root, &ctx.module_ref, ctx.instance.as_ref())
+        .read()
+        .map_err(CliError::hyops)?
+        .and_then(|s| s.get("outputs").cloned());
+    let apply = engine::apply_plan(
+        &exec,
+        &plan,
+        &module_node,
+        &pf.resolved.model.tags,
+        Some(engine::VerifyRequest {
+            identity: &ident,
+            prior: &prior,
+            previous_outputs: previous_outputs.as_ref(),
+        }),
+    );
     let report = run_cancellable(&exec, apply).await;
     let report = match report {
         Some(r) => r,
@@ -1071,6 +1106,8 @@ fn finish_apply(
     let report_value = json!({
         "run_id": run.run_id,
         "failed": report.failed,
+        "converged": report.divergences.is_empty(),
+        "divergences": report.divergences,
         "writes": report.writes,
         "api_calls": report.api_calls,
         "summary": plan.summary,

@@ -209,6 +209,14 @@ pub fn build_model(inputs: &Value, ctx: BuildContext<'_>) -> ModuleInputs {
         addressing: addressing(data),
         allow_vm_set_replace: bool_or(data, "allow_vm_set_replace", false),
         limits: limits(data),
+        // as written (a non-string is kept printed, so plan::checks can refuse it by value)
+        restart_policy: get(data, "restart_policy")
+            .map(|v| match v {
+                Value::String(s) => s.trim().to_string(),
+                other => other.to_string(),
+            })
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "restart".into()),
     };
     model
 }

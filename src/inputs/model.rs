@@ -252,6 +252,14 @@ pub struct ModuleInputs {
     pub allow_vm_set_replace: bool,
     pub readiness: ReadinessConfig,
     pub limits: ConcurrencyLimits,
+    /// Engine extension `restart_policy`: `restart` (default) or `defer`, as written
+    /// (checked with the Proxmox rules in `plan::checks`).
+    #[serde(default = "default_restart_policy")]
+    pub restart_policy: String,
+}
+
+fn default_restart_policy() -> String {
+    "restart".to_string()
 }
 
 impl ModuleInputs {

@@ -154,6 +154,7 @@ impl PlanArtifact {
                         || a.config_delete != b.config_delete
                         || a.resize != b.resize
                         || a.start != b.start
+                        || a.restart != b.restart
                     {
                         details.push(format!("{key}: the changes differ"));
                     }

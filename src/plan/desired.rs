@@ -12,11 +12,14 @@ use crate::inputs::model::{
     VmInputs,
 };
 use crate::plan::marker::OwnershipMarker;
+use crate::plan::placement::CloneRoute;
+pub use crate::plan::userdata::generated_user_data;
+use crate::pve::encode_value;
 
 /// Tag every VM created or adopted by hyops-pve carries (Proxmox tag charset).
 pub const MANAGED_TAG: &str = "hyops-pve";
-/// The disk that `disk_size_gb` applies to.
-pub const BOOT_DISK: &str = "scsi0";
+/// The boot disk assumed when the template's config could not be read.
+pub const DEFAULT_BOOT_DISK: &str = "scsi0";
 
 /// Defaults that come from the credentials file when the operator does not override them
 /// (decided quirk: operator `node_name`, `datastore_id`, `snippets_datastore_id` and
@@ -31,11 +34,23 @@ pub struct TargetDefaults {
     pub ssh_public_key: Option<String>,
 }
 
-/// Where the template lives, resolved from `/cluster/resources`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Where the template lives (`/cluster/resources`) and what the plan read from its config.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TemplateRef {
     pub vmid: u32,
     pub node: String,
+    /// The disk the template boots from (`boot` order, see [`crate::plan::template`]); the
+    /// disk `disk_size_gb` applies to. Empty when unknown (a template that is missing in a
+    /// deletion-only run).
+    #[serde(default)]
+    pub boot_disk: String,
+    /// Size of the boot disk in bytes, when the config records it.
+    #[serde(default)]
+    pub disk_bytes: Option<u64>,
+    /// Storages holding the template's volumes (decides whether a clone can go straight to
+    /// another node).
+    #[serde(default)]
+    pub storages: Vec<String>,
 }
 
 /// How the generated cloud-init user-data reaches the guest.
@@ -208,6 +223,35 @@ pub struct DesiredVm {
     pub marker: OwnershipMarker,
     /// Inputs echoed into outputs (`cpu_cores`, `memory_mb`, `disk_gb`, `interfaces_configured`).
     pub role: String,
+    /// How a new VM is made and placed (set by [`crate::plan::placement::place`]).
+    #[serde(default)]
+    pub route: CloneRoute,
+    /// What to do when a running VM keeps changes pending (`inputs.restart_policy`).
+    #[serde(default)]
+    pub restart_policy: RestartPolicy,
+}
+
+/// `inputs.restart_policy` (engine extension): changes a running VM can only take at its
+/// next start (cores, memory without memory hotplug, CPU type, …) are applied by restarting
+/// it (`restart`, the default: shutdown with a timeout, then start), or left pending for
+/// the operator's own maintenance window (`defer`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestartPolicy {
+    #[default]
+    Restart,
+    Defer,
+}
+
+impl DesiredVm {
+    /// The disk `disk_size_gb` applies to: the template's boot disk.
+    pub fn boot_disk(&self) -> &str {
+        if self.template.boot_disk.is_empty() {
+            DEFAULT_BOOT_DISK
+        } else {
+            &self.template.boot_disk
+        }
+    }
 }
 
 impl DesiredVm {
@@ -286,7 +330,8 @@ impl DesiredVm {
 }
 
 /// `netN` value. `keep_mac` is the MAC Proxmox already generated, so that rewriting a NIC
-/// never changes its MAC unless the operator asked for one.
+/// never changes its MAC unless the operator asked for one. The bridge went through
+/// [`encode_value`] when the desired NIC was built, and every other part is typed.
 pub fn net_value(nic: &DesiredNic, keep_mac: Option<&str>) -> String {
     let mut out = match (nic.mac, keep_mac) {
         (Some(mac), _) => format!("{}={}", nic.model, mac),
@@ -306,46 +351,18 @@ pub fn net_value(nic: &DesiredNic, keep_mac: Option<&str>) -> String {
     out
 }
 
-/// Contract §2.6: the generated `#cloud-config` for one VM, with the `users:` block appended
-/// when keys exist and the base has no `users:` line.
-pub fn generated_user_data(
-    hostname: &str,
-    dns_domain: &str,
-    ssh_username: &str,
-    ssh_keys: &[String],
-    base_override: Option<&str>,
-) -> String {
-    let base = match base_override {
-        Some(b) => b.to_string(),
-        None => format!(
-            "#cloud-config\nhostname: {hostname}\nfqdn: {hostname}.{dns_domain}\npreserve_hostname: false\nmanage_etc_hosts: true\nruncmd:\n  - touch /var/lib/cloud/instance/ansible-ready\n"
-        ),
-    };
-    let has_users = base.lines().any(|l| {
-        l.trim_start().starts_with("users") && l.trim_start()[5..].trim_start().starts_with(':')
-    });
-    if ssh_keys.is_empty() || has_users {
-        return base;
-    }
-    let mut block = String::from("\"users\":\n");
-    block.push_str(&format!("- \"name\": {}\n", yaml_quote(ssh_username)));
-    block.push_str("  \"ssh_authorized_keys\":\n");
-    for k in ssh_keys {
-        block.push_str(&format!("  - {}\n", yaml_quote(k)));
-    }
-    format!("{}\n{}", base.trim(), block)
-}
-
-fn yaml_quote(s: &str) -> String {
-    // serde_json's string escaping is a valid YAML double-quoted scalar.
-    serde_json::Value::String(s.to_string()).to_string()
-}
-
 /// Errors building the desired model.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DesiredError {
     #[error("VM {key}: interfaces[{index}] has no address: addressing.mode=ipam needs the NetBox allocation to run before planning (internal error; run plan or apply again and report it if it persists)")]
     IpamNotAvailable { key: String, index: usize },
+    #[error("VM {key}: {field} cannot be sent to Proxmox: {source}")]
+    Encoding {
+        key: String,
+        field: String,
+        #[source]
+        source: crate::pve::PropError,
+    },
 }
 
 /// IPAM NICs still to be allocated, by (logical key, 0-based NIC index).
@@ -370,6 +387,12 @@ pub fn desired_vm(
         .datastore_id
         .clone()
         .unwrap_or_else(|| defaults.datastore.clone());
+    let route = CloneRoute {
+        clone_node: template.node.clone(),
+        target: (node != template.node).then(|| node.clone()),
+        storage: (inputs.clone_mode == CloneMode::Full).then(|| storage.clone()),
+        migrate: None,
+    };
     let windows = inputs.is_windows();
     let mut nics = Vec::with_capacity(vm.interfaces.len());
     for (index, nic) in vm.interfaces.iter().enumerate() {
@@ -386,10 +409,16 @@ pub fn desired_vm(
             (Some(cfg), _) => cfg.clone(),
             (None, false) => Ipv4Config::Dhcp,
         };
+        let bridge =
+            encode_value("bridge", &nic.bridge).map_err(|source| DesiredError::Encoding {
+                key: vm.key.0.clone(),
+                field: format!("interfaces[{}].bridge", index + 1),
+                source,
+            })?;
         nics.push(DesiredNic {
             index,
             model: nic.model.clone(),
-            bridge: nic.bridge.clone(),
+            bridge,
             vlan_tag: nic.vlan_id,
             mac: nic.mac_address,
             firewall: nic.firewall,
@@ -416,6 +445,18 @@ pub fn desired_vm(
     tags.push(MANAGED_TAG.to_string());
     tags.sort();
     tags.dedup();
+    // `tags` is a `pve-tag-list`: a tag holding a separator would add tags.
+    for t in &tags {
+        crate::pve::formats::tag(t).map_err(|v| DesiredError::Encoding {
+            key: vm.key.0.clone(),
+            field: "tags".into(),
+            source: crate::pve::PropError {
+                kind: "tags",
+                input: t.clone(),
+                reason: v.to_string(),
+            },
+        })?;
+    }
     let user_data = if windows {
         None
     } else {
@@ -436,7 +477,13 @@ pub fn desired_vm(
         storage,
         requested_vmid: vm.vm_id,
         cores: inputs.cpu_cores,
-        cpu_type: inputs.cpu_type.clone(),
+        cpu_type: encode_value("cputype", &inputs.cpu_type).map_err(|source| {
+            DesiredError::Encoding {
+                key: vm.key.0.clone(),
+                field: "cpu_type".into(),
+                source,
+            }
+        })?,
         memory_mb: inputs.memory_mb,
         nics,
         nameservers: inputs.dns_servers.clone(),
@@ -459,6 +506,12 @@ pub fn desired_vm(
         user_data,
         network_data: vm.cloud_init_network_data.clone().filter(|_| !windows),
         meta_data: vm.cloud_init_meta_data.clone().filter(|_| !windows),
+        route,
+        restart_policy: if inputs.restart_policy.trim().eq_ignore_ascii_case("defer") {
+            RestartPolicy::Defer
+        } else {
+            RestartPolicy::Restart
+        },
         marker,
         role: vm.role.clone(),
     })
@@ -467,26 +520,6 @@ pub fn desired_vm(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn user_data_appends_users_block_when_keys_exist() {
-        let ud = generated_user_data(
-            "app-01",
-            "hybzone.local",
-            "opsadmin",
-            &["ssh-ed25519 AAA x@y".into()],
-            None,
-        );
-        assert!(ud.starts_with("#cloud-config\nhostname: app-01\nfqdn: app-01.hybzone.local\n"));
-        assert!(ud.contains("\"users\":\n- \"name\": \"opsadmin\"\n  \"ssh_authorized_keys\":\n  - \"ssh-ed25519 AAA x@y\"\n"));
-    }
-
-    #[test]
-    fn user_data_keeps_operator_users_block() {
-        let base = "#cloud-config\nusers:\n  - name: me\n";
-        let ud = generated_user_data("a", "d", "u", &["k".into()], Some(base));
-        assert_eq!(ud, base);
-    }
 
     #[test]
     fn snippet_names_are_content_addressed_and_recognised() {
@@ -508,11 +541,5 @@ mod tests {
             "dev-app-01-cloud-init-user-notahash.yaml"
         ));
         assert!(!is_snippet_file_of("dev-app-01-x", &a));
-    }
-
-    #[test]
-    fn user_data_without_keys_has_no_users_block() {
-        let ud = generated_user_data("a", "d", "u", &[], None);
-        assert!(!ud.contains("users"));
     }
 }

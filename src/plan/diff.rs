@@ -1,17 +1,22 @@
 //! Diff the desired pool against the observed one and produce per-VM actions. Pure: it reads
-//! the two models and returns a [`Plan`]; it never calls Proxmox. Replacement happens only
-//! where a change cannot be made in place (template, clone mode, an explicit VMID change).
+//! the two models and returns the per-VM plans; it never calls Proxmox. Replacement happens
+//! only where a change cannot be made in place (template, clone mode, an explicit VMID
+//! change, the node). Besides the config writes it decides: the boot-disk size by the one
+//! "at least" rule ([`disk_decision`]); which existing NIC each desired NIC is (explicit MAC,
+//! then bridge and VLAN, then position), so a MAC follows its NIC; which changes a running
+//! VM keeps pending and therefore need a restart (per `restart_policy`); and it refuses to
+//! remove a VM with Proxmox's `protection` set. Every refusal is collected, not just the first.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::inputs::model::LogicalVmKey;
-use crate::plan::desired::{is_snippet_file_of, net_value, DesiredVm, BOOT_DISK};
+use crate::inputs::model::{Ipv4Config, LogicalVmKey};
+use crate::plan::desired::{is_snippet_file_of, net_value, DesiredNic, DesiredVm, RestartPolicy};
 use crate::plan::observed::{ManagedVm, ObservedPool, ObservedVm, PowerState};
-use crate::plan::props::{self, PropertyString};
-
-const GIB: u64 = 1024 * 1024 * 1024;
+use crate::plan::props::{self, NetParts, PropertyString};
+use crate::plan::template::{disk_decision, format_gib, DiskDecision};
+use crate::pve::hotplug::applies_live;
 
 /// The primary action for one VM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -30,6 +35,17 @@ pub struct FieldChange {
     pub field: String,
     pub before: Option<String>,
     pub after: Option<String>,
+    /// A running VM takes this change only at its next start.
+    #[serde(default)]
+    pub needs_restart: bool,
+}
+
+/// A restart the apply performs (shutdown with a timeout, then start) so that a running VM
+/// runs what the plan wrote.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restart {
+    /// The keys that wait for it.
+    pub keys: Vec<String>,
 }
 
 /// A disk grow.
@@ -62,6 +78,13 @@ pub struct VmPlan {
     /// Config digest the plan was computed from (apply refuses a stale plan).
     pub observed_digest: Option<String>,
     pub desired: Option<DesiredVm>,
+    /// Restart the running VM after the writes (changes it would keep pending).
+    #[serde(default)]
+    pub restart: Option<Restart>,
+    /// Plain-language notes for the operator (a MAC that moves, a disk larger than asked,
+    /// changes left pending); each also goes into the plan's warnings once.
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
 impl VmPlan {
@@ -74,14 +97,6 @@ impl VmPlan {
 /// Plan-time errors: the plan must not be applied.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlanError {
-    #[error("VM {key} (vmid {vmid}): disk {disk} is {current_gib} GiB but disk_size_gb asks for {requested_gib} GiB; Proxmox cannot shrink disks. Raise disk_size_gb to at least {current_gib} or replace the VM deliberately")]
-    DiskShrink {
-        key: String,
-        vmid: u32,
-        disk: String,
-        current_gib: String,
-        requested_gib: u64,
-    },
     #[error("VM {key} (vmid {vmid}) must be replaced ({reasons}); replacement destroys the VM. Set inputs.allow_vm_set_replace=true when replacement is intentional")]
     ReplaceNotAllowed {
         key: String,
@@ -108,6 +123,27 @@ pub enum PlanError {
         node: String,
         lock: String,
     },
+    #[error("VM {key} (vmid {vmid}, '{name}' on node {node}) has Proxmox protection enabled and the plan would {action} it; Proxmox refuses (\"can't remove VM {vmid} - protection mode enabled\"). If removing it is intended, turn protection off first (`qm set {vmid} --protection 0` on {node}, or Options > Protection in the GUI), then run again")]
+    Protected {
+        key: String,
+        vmid: u32,
+        name: String,
+        node: String,
+        action: &'static str,
+    },
+    #[error("{} problems; fix them all and run again:{}", .0.len(), .0.iter().map(|e| format!("\n  - {e}")).collect::<String>())]
+    Several(Vec<PlanError>),
+}
+
+impl PlanError {
+    /// `Ok` for no errors, the error itself for one, [`PlanError::Several`] for more.
+    pub fn collect(mut errors: Vec<PlanError>) -> Result<(), PlanError> {
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => Err(PlanError::Several(errors)),
+        }
+    }
 }
 
 /// Counts by action, for the summary line and `--detailed-exitcode`.
@@ -120,37 +156,53 @@ pub struct PlanSummary {
     pub noop: usize,
     pub resize: usize,
     pub start: usize,
+    /// Running VMs the apply restarts so they run what was written.
+    #[serde(default)]
+    pub restart: usize,
 }
 
 impl PlanSummary {
     pub fn has_changes(&self) -> bool {
-        self.create + self.update + self.replace + self.delete + self.resize + self.start > 0
+        self.create
+            + self.update
+            + self.replace
+            + self.delete
+            + self.resize
+            + self.start
+            + self.restart
+            > 0
     }
 }
 
-/// Compute per-VM plans. `allow_replace` is `inputs.allow_vm_set_replace`.
+/// Compute per-VM plans. `allow_replace` is `inputs.allow_vm_set_replace`. Every refusal
+/// is reported (one error, or [`PlanError::Several`]).
 pub fn diff(
     desired: &BTreeMap<LogicalVmKey, DesiredVm>,
     observed: &ObservedPool,
     allow_replace: bool,
 ) -> Result<Vec<VmPlan>, PlanError> {
     let mut plans = Vec::new();
+    let mut errors = Vec::new();
     for (key, want) in desired {
         match observed.managed.get(key) {
             None => {
                 if let Some(vmid) = want.requested_vmid {
                     if let Some((node, name)) = observed.all_vms.get(&vmid) {
-                        return Err(PlanError::VmIdTaken {
+                        errors.push(PlanError::VmIdTaken {
                             key: key.0.clone(),
                             vmid,
                             name: name.clone(),
                             node: node.clone(),
                         });
+                        continue;
                     }
                 }
                 plans.push(create_plan(want));
             }
-            Some(have) => plans.push(diff_one(want, have, allow_replace)?),
+            Some(have) => match diff_one(want, have, allow_replace) {
+                Ok(p) => plans.push(p),
+                Err(e) => errors.push(e),
+            },
         }
     }
     for (key, have) in &observed.managed {
@@ -158,15 +210,24 @@ pub fn diff(
             continue;
         }
         if !allow_replace {
-            return Err(PlanError::DeleteNotAllowed {
+            errors.push(PlanError::DeleteNotAllowed {
                 key: key.0.clone(),
                 vmid: have.vm.vmid,
                 name: have.vm.name.clone(),
             });
+            continue;
+        }
+        if have.vm.protected() {
+            errors.push(protected(&key.0, &have.vm, "delete"));
+            continue;
         }
         plans.push(delete_plan(key.clone(), &have.vm, Vec::new()));
     }
     for (key, dup) in &observed.duplicates {
+        if dup.protected() {
+            errors.push(protected(&key.0, dup, "delete (a duplicate clone of)"));
+            continue;
+        }
         plans.push(delete_plan(
             LogicalVmKey(format!("{}#dup-{}", key.0, dup.vmid)),
             dup,
@@ -175,7 +236,18 @@ pub fn diff(
             )],
         ));
     }
+    PlanError::collect(errors)?;
     Ok(plans)
+}
+
+fn protected(key: &str, vm: &ObservedVm, action: &'static str) -> PlanError {
+    PlanError::Protected {
+        key: key.to_string(),
+        vmid: vm.vmid,
+        name: vm.name.clone(),
+        node: vm.node.clone(),
+        action,
+    }
 }
 
 /// Summary counts.
@@ -195,6 +267,9 @@ pub fn summarize(plans: &[VmPlan]) -> PlanSummary {
             }
             if p.start {
                 s.start += 1;
+            }
+            if p.restart.is_some() {
+                s.restart += 1;
             }
         }
     }
@@ -217,6 +292,42 @@ fn delete_plan(key: LogicalVmKey, vm: &ObservedVm, reasons: Vec<String>) -> VmPl
         replace_reasons: reasons,
         observed_digest: Some(vm.digest.clone()),
         desired: None,
+        restart: None,
+        notes: Vec::new(),
+    }
+}
+
+/// The boot-disk resize (and the note when the disk is larger than asked) for a disk of
+/// `current` bytes: the one [`disk_decision`] rule for create and update.
+fn boot_disk_plan(want: &DesiredVm, current: Option<u64>) -> (Option<Resize>, Option<String>) {
+    let disk = want.boot_disk().to_string();
+    match disk_decision(want.disk_size_gb, current) {
+        DiskDecision::Grow {
+            from_bytes,
+            to_bytes,
+        } => (
+            Some(Resize {
+                disk,
+                from_bytes,
+                to_bytes,
+            }),
+            None,
+        ),
+        DiskDecision::Keep => (None, None),
+        DiskDecision::Larger {
+            current_bytes,
+            requested_bytes,
+        } => (
+            None,
+            Some(format!(
+                "VM {}: disk_size_gb is {} but boot disk {disk} is already {} GiB; disks never shrink, so it stays {} GiB (outputs report the real size). Set disk_size_gb to {} or more to silence this",
+                want.key,
+                format_gib(requested_bytes),
+                format_gib(current_bytes),
+                format_gib(current_bytes),
+                crate::plan::template::whole_gib(current_bytes),
+            )),
+        ),
     }
 }
 
@@ -228,8 +339,23 @@ fn create_plan(want: &DesiredVm) -> VmPlan {
             field: k.clone(),
             before: None,
             after: Some(display_value(k, v)),
+            needs_restart: false,
         })
         .collect();
+    let (resize, note) = boot_disk_plan(want, want.template.disk_bytes);
+    let mut notes: Vec<String> = note.into_iter().collect();
+    if let Some(m) = &want.route.migrate {
+        notes.push(format!(
+            "VM {}: cloned on the template's node {} (its disks are on local storage), then migrated offline to {}{}",
+            want.key,
+            want.route.clone_node,
+            m.node,
+            m.targetstorage
+                .as_deref()
+                .map(|s| format!(" onto storage {s}"))
+                .unwrap_or_default()
+        ));
+    }
     VmPlan {
         key: want.key.clone(),
         physical_name: want.physical_name.0.clone(),
@@ -239,17 +365,76 @@ fn create_plan(want: &DesiredVm) -> VmPlan {
         changes,
         config_set,
         config_delete: Vec::new(),
-        resize: Some(Resize {
-            disk: BOOT_DISK.to_string(),
-            from_bytes: None,
-            to_bytes: want.disk_size_gb * GIB,
-        }),
+        resize,
         start: true,
         regenerate_cloudinit: false,
         replace_reasons: Vec::new(),
         observed_digest: None,
         desired: Some(want.clone()),
+        restart: None,
+        notes,
     }
+}
+
+/// Which observed `netN` each desired NIC is: an explicit MAC first; then the same bridge
+/// and VLAN (ties broken by the same static address, then the same position); then the same
+/// position among what is left. Returns, per desired NIC, the matched observed index.
+pub fn match_nics(
+    want: &[DesiredNic],
+    have: &BTreeMap<usize, (NetParts, Option<String>)>,
+) -> Vec<Option<usize>> {
+    let mut out: Vec<Option<usize>> = vec![None; want.len()];
+    let mut taken: BTreeSet<usize> = BTreeSet::new();
+    // 1. explicit MAC
+    for (j, nic) in want.iter().enumerate() {
+        let Some(mac) = nic.mac else { continue };
+        let mac = mac.to_string();
+        if let Some((&m, _)) = have
+            .iter()
+            .find(|(m, (p, _))| !taken.contains(m) && p.mac.as_deref() == Some(mac.as_str()))
+        {
+            out[j] = Some(m);
+            taken.insert(m);
+        }
+    }
+    // 2. bridge + VLAN (address, then position, break ties)
+    for (j, nic) in want.iter().enumerate() {
+        if out[j].is_some() || nic.mac.is_some() {
+            continue;
+        }
+        let addr = match &nic.ipv4 {
+            Ipv4Config::Static { address, .. } => Some(address.to_string()),
+            Ipv4Config::Dhcp => None,
+        };
+        let mut candidates: Vec<(u8, usize, usize)> = have
+            .iter()
+            .filter(|(m, (p, _))| {
+                !taken.contains(m)
+                    && p.bridge.as_deref() == Some(nic.bridge.as_str())
+                    && p.tag == nic.vlan_tag
+            })
+            .map(|(&m, (_, ip))| {
+                let same_addr = addr.is_some() && ip.as_deref() == addr.as_deref();
+                (u8::from(!same_addr), m.abs_diff(j), m)
+            })
+            .collect();
+        candidates.sort();
+        if let Some(&(_, _, m)) = candidates.first() {
+            out[j] = Some(m);
+            taken.insert(m);
+        }
+    }
+    // 3. position
+    for (j, nic) in want.iter().enumerate() {
+        if out[j].is_some() || nic.mac.is_some() {
+            continue;
+        }
+        if have.contains_key(&j) && !taken.contains(&j) {
+            out[j] = Some(j);
+            taken.insert(j);
+        }
+    }
+    out
 }
 
 fn diff_one(want: &DesiredVm, have: &ManagedVm, allow_replace: bool) -> Result<VmPlan, PlanError> {
@@ -293,35 +478,100 @@ fn diff_one(want: &DesiredVm, have: &ManagedVm, allow_replace: bool) -> Result<V
                 reasons: reasons.join(", "),
             });
         }
+        if vm.protected() {
+            return Err(protected(
+                &want.key.0,
+                vm,
+                "replace (destroy and re-create)",
+            ));
+        }
         let mut plan = create_plan(want);
         plan.action = VmAction::Replace;
         plan.vmid = Some(vm.vmid);
+        // the VM to remove lives where it is, not where its replacement goes
+        plan.node = vm.node.clone();
         plan.replace_reasons = reasons;
         plan.observed_digest = Some(vm.digest.clone());
         return Ok(plan);
     }
 
+    let running = vm.status == PowerState::Running;
     let mut changes = Vec::new();
     let mut config_set = BTreeMap::new();
     let mut config_delete = Vec::new();
+    let mut notes = Vec::new();
     let mut cloudinit_changed = false;
+
+    // NIC identity: each desired NIC keeps the MAC of the NIC it is.
+    let have_nics: BTreeMap<usize, (NetParts, Option<String>)> = vm
+        .config
+        .iter()
+        .filter_map(|(k, v)| {
+            let idx = indexed(k, "net")?;
+            let parts = props::net_parts(v)?;
+            let ip = vm
+                .config
+                .get(&format!("ipconfig{idx}"))
+                .and_then(|c| PropertyString::parse(c, None).get("ip").map(str::to_string));
+            Some((idx, (parts, ip)))
+        })
+        .collect();
+    let matched = match_nics(&want.nics, &have_nics);
+    let mut net_values: BTreeMap<String, String> = BTreeMap::new();
+    for (j, nic) in want.nics.iter().enumerate() {
+        let slot = format!("net{}", nic.index);
+        let carried = matched[j].and_then(|m| have_nics.get(&m).and_then(|(p, _)| p.mac.clone()));
+        let value = net_value(nic, carried.as_deref());
+        match (matched[j], &carried) {
+            (Some(m), Some(mac)) if m != nic.index => notes.push(format!(
+                "VM {}: MAC {mac} moves from net{m} to {slot} with its NIC ({}{})",
+                want.key,
+                nic.bridge,
+                nic.vlan_tag
+                    .map(|t| format!(", VLAN {t}"))
+                    .unwrap_or_default()
+            )),
+            (None, _) if nic.mac.is_none() && have_nics.contains_key(&nic.index) => {
+                notes.push(format!(
+                    "VM {}: {slot} becomes a new NIC on {}; Proxmox gives it a new MAC",
+                    want.key, nic.bridge
+                ))
+            }
+            _ => {}
+        }
+        if let (Some(explicit), Some((p, _))) = (nic.mac, have_nics.get(&nic.index)) {
+            let explicit = explicit.to_string();
+            if p.mac.as_deref().is_some_and(|m| m != explicit) && matched[j] != Some(nic.index) {
+                notes.push(format!(
+                    "VM {}: {slot} MAC changes from {} to {explicit} (mac_address)",
+                    want.key,
+                    p.mac.clone().unwrap_or_default()
+                ));
+            }
+        }
+        net_values.insert(slot, value);
+    }
+    let kept: BTreeSet<usize> = matched.iter().flatten().copied().collect();
+    for (m, (p, _)) in &have_nics {
+        if !kept.contains(m) {
+            notes.push(format!(
+                "VM {}: the NIC on net{m} ({}, MAC {}) is removed",
+                want.key,
+                p.bridge.clone().unwrap_or_default(),
+                p.mac.clone().unwrap_or_else(|| "none".into())
+            ));
+        }
+    }
+
     for (k, v) in want.owned_config() {
         let before = vm.config.get(&k);
-        if config_value_matches(&k, before.map(String::as_str), &v) {
+        let target = net_values.get(&k).cloned().unwrap_or_else(|| v.clone());
+        if config_value_matches(&k, before.map(String::as_str), &target) {
             continue;
         }
         let write_value = match k.as_str() {
             "description" => merge_description(before.map(String::as_str), &v),
-            key if key.starts_with("net") => {
-                // Keep the MAC Proxmox generated unless the operator asked for one.
-                let keep_mac = before.and_then(|b| props::net_mac(b));
-                let index: usize = key[3..].parse().unwrap_or(usize::MAX);
-                match want.nics.iter().find(|n| n.index == index) {
-                    Some(nic) => net_value(nic, keep_mac.as_deref()),
-                    None => v.clone(),
-                }
-            }
-            _ => v.clone(),
+            _ => target,
         };
         if is_cloudinit_key(&k) {
             cloudinit_changed = true;
@@ -330,6 +580,7 @@ fn diff_one(want: &DesiredVm, have: &ManagedVm, allow_replace: bool) -> Result<V
             field: k.clone(),
             before: before.map(|b| display_value(&k, b)),
             after: Some(display_value(&k, &write_value)),
+            needs_restart: running && !applies_live(&vm.config, &k, Some(&write_value)),
         });
         config_set.insert(k, write_value);
     }
@@ -344,6 +595,7 @@ fn diff_one(want: &DesiredVm, have: &ManagedVm, allow_replace: bool) -> Result<V
                     field: k.clone(),
                     before: vm.config.get(k).cloned(),
                     after: None,
+                    needs_restart: running && !applies_live(&vm.config, k, None),
                 });
                 config_delete.push(k.clone());
             }
@@ -364,13 +616,76 @@ fn diff_one(want: &DesiredVm, have: &ManagedVm, allow_replace: bool) -> Result<V
                 field: "cicustom".into(),
                 before: Some(cc.clone()),
                 after: None,
+                needs_restart: false,
             });
             config_delete.push("cicustom".into());
         }
     }
-    let resize = boot_disk_resize(want, vm)?;
+    let current = vm
+        .config
+        .get(want.boot_disk())
+        .and_then(|spec| props::disk_size_bytes(spec));
+    let (resize, disk_note) = boot_disk_plan(want, current);
+    notes.extend(disk_note);
+
+    // What the running VM will not run until it restarts: keys already pending, and the
+    // planned changes it cannot take live.
+    let mut restart_keys: BTreeSet<String> = BTreeSet::new();
+    if running {
+        let owned = want.owned_config();
+        for k in vm.pending.keys() {
+            if owned.contains_key(k)
+                || indexed(k, "net").is_some()
+                || indexed(k, "ipconfig").is_some()
+            {
+                restart_keys.insert(k.clone());
+            } else {
+                notes.push(format!(
+                    "VM {}: {k} is pending on Proxmox (not set by hyops-pve); the VM's next restart applies it",
+                    want.key
+                ));
+            }
+        }
+        restart_keys.extend(
+            changes
+                .iter()
+                .filter(|c| c.needs_restart)
+                .map(|c| c.field.clone()),
+        );
+        for (k, p) in &vm.pending {
+            if restart_keys.contains(k) && !changes.iter().any(|c| &c.field == k) {
+                changes.push(FieldChange {
+                    field: k.clone(),
+                    before: p.current.as_deref().map(|b| display_value(k, b)),
+                    after: p.pending.as_deref().map(|a| display_value(k, a)),
+                    needs_restart: true,
+                });
+            }
+        }
+    }
+    let restart = if restart_keys.is_empty() {
+        None
+    } else {
+        let keys: Vec<String> = restart_keys.into_iter().collect();
+        match want.restart_policy {
+            RestartPolicy::Restart => Some(Restart { keys }),
+            RestartPolicy::Defer => {
+                notes.push(format!(
+                    "VM {}: {} stay pending until the VM restarts (restart_policy: defer); it runs the old values until then",
+                    want.key,
+                    keys.join(", ")
+                ));
+                None
+            }
+        }
+    };
     let start = vm.status == PowerState::Stopped;
-    let action = if changes.is_empty() && resize.is_none() && !start {
+    let action = if config_set.is_empty()
+        && config_delete.is_empty()
+        && resize.is_none()
+        && !start
+        && restart.is_none()
+    {
         VmAction::Noop
     } else {
         VmAction::Update
@@ -386,49 +701,13 @@ fn diff_one(want: &DesiredVm, have: &ManagedVm, allow_replace: bool) -> Result<V
         config_delete,
         resize,
         start,
-        regenerate_cloudinit: cloudinit_changed && vm.status == PowerState::Running,
+        regenerate_cloudinit: cloudinit_changed && running,
         replace_reasons: Vec::new(),
         observed_digest: Some(vm.digest.clone()),
         desired: Some(want.clone()),
+        restart,
+        notes,
     })
-}
-
-fn boot_disk_resize(want: &DesiredVm, vm: &ObservedVm) -> Result<Option<Resize>, PlanError> {
-    let wanted = want.disk_size_gb * GIB;
-    let current = vm
-        .config
-        .get(BOOT_DISK)
-        .and_then(|spec| props::disk_size_bytes(spec));
-    match current {
-        Some(cur) if cur > wanted => Err(PlanError::DiskShrink {
-            key: want.key.0.clone(),
-            vmid: vm.vmid,
-            disk: BOOT_DISK.to_string(),
-            current_gib: format_gib(cur),
-            requested_gib: want.disk_size_gb,
-        }),
-        Some(cur) if cur == wanted => Ok(None),
-        Some(cur) => Ok(Some(Resize {
-            disk: BOOT_DISK.to_string(),
-            from_bytes: Some(cur),
-            to_bytes: wanted,
-        })),
-        // No size recorded: an absolute resize to the wanted size is a no-op or a grow, and
-        // the task itself refuses a shrink.
-        None => Ok(Some(Resize {
-            disk: BOOT_DISK.to_string(),
-            from_bytes: None,
-            to_bytes: wanted,
-        })),
-    }
-}
-
-fn format_gib(bytes: u64) -> String {
-    if bytes.is_multiple_of(GIB) {
-        (bytes / GIB).to_string()
-    } else {
-        format!("{:.2}", bytes as f64 / GIB as f64)
-    }
 }
 
 fn indexed(key: &str, prefix: &str) -> Option<usize> {

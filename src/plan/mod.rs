@@ -3,10 +3,14 @@
 //! it never changes anything itself (that is [`crate::apply`]).
 
 pub mod artifact;
+pub mod checks;
 pub mod desired;
 pub mod diff;
 pub mod marker;
 pub mod observe;
 pub mod observed;
+pub mod placement;
 pub mod props;
 pub mod render;
+pub mod template;
+pub mod userdata;

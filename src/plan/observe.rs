@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
 
+use crate::inputs::model::LogicalVmKey;
 use crate::plan::marker::OwnershipMarker;
 use crate::plan::observed::{
-    candidate_vmids, classify, ObservedPool, ObservedVm, PowerState, PriorIds, ResourceRow,
+    candidate_vmids, classify, ObservedPool, ObservedVm, PendingValue, PowerState, PriorIds,
+    ResourceRow,
 };
 use crate::pve::{ClusterResource, PveClient, PveError, ResourceType, VmConfig};
 use crate::retry::{Classify, Disposition, RetryError, RetryPolicy};
@@ -25,6 +27,13 @@ const CLONE_LOCK_WAIT: Duration = Duration::from_secs(600);
 pub enum ObserveError {
     #[error("listing VMs via GET /cluster/resources failed: {0}")]
     Resources(#[source] PveError),
+    #[error("reading the pending changes of VM {vmid} on node {node} failed: {source}")]
+    Pending {
+        vmid: u32,
+        node: String,
+        #[source]
+        source: PveError,
+    },
     #[error("reading the config of VM {vmid} on node {node} failed: {source}")]
     Config {
         vmid: u32,
@@ -80,7 +89,28 @@ pub fn observed_vm(row: &ResourceRow, cfg: &VmConfig) -> ObservedVm {
             .description
             .as_deref()
             .and_then(OwnershipMarker::parse_description),
+        pending: BTreeMap::new(),
     }
+}
+
+/// The keys of a `GET …/pending` answer that wait for the next start.
+pub fn pending_map(rows: &[crate::pve::PendingEntry]) -> BTreeMap<String, PendingValue> {
+    rows.iter()
+        .filter(|r| r.is_pending() && r.key != "digest")
+        .map(|r| {
+            (
+                r.key.clone(),
+                PendingValue {
+                    current: r.value.clone(),
+                    pending: if r.delete.unwrap_or(0) > 0 {
+                        None
+                    } else {
+                        r.pending.clone()
+                    },
+                },
+            )
+        })
+        .collect()
 }
 
 /// List the cluster's VMs.
@@ -123,6 +153,30 @@ pub async fn observe(
         }
     }
     let mut pool = classify(identity, rows, configs.clone(), prior);
+    // What running managed VMs keep pending (one read each; stopped VMs have nothing pending
+    // that the next start would not apply anyway).
+    let running: Vec<(LogicalVmKey, String, u32)> = pool
+        .managed
+        .iter()
+        .filter(|(_, m)| m.vm.status == PowerState::Running)
+        .map(|(k, m)| (k.clone(), m.vm.node.clone(), m.vm.vmid))
+        .collect();
+    let pendings = stream::iter(running.into_iter().map(|(k, node, vmid)| async move {
+        (k, node.clone(), vmid, client.vm_pending(&node, vmid).await)
+    }))
+    .buffer_unordered(READ_CONCURRENCY)
+    .collect::<Vec<_>>()
+    .await;
+    for (key, node, vmid, res) in pendings {
+        let rows = match res {
+            Ok(rows) => rows,
+            Err(e) if e.classify() == crate::pve::ErrorClass::NotFound => continue,
+            Err(source) => return Err(ObserveError::Pending { vmid, node, source }),
+        };
+        if let Some(m) = pool.managed.get_mut(&key) {
+            m.vm.pending = pending_map(&rows);
+        }
+    }
     let managed_ids: BTreeSet<u32> = pool.managed.values().map(|m| m.vm.vmid).collect();
     for vm in &configs {
         if !managed_ids.contains(&vm.vmid)

@@ -11,13 +11,22 @@ use crate::plan::desired::MANAGED_TAG;
 use crate::plan::marker::OwnershipMarker;
 
 /// Power state as the planner needs it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PowerState {
     Running,
     Stopped,
     /// paused, suspended, unknown: the planner does not start or stop it.
+    #[default]
     Other,
+}
+
+/// A config key a running VM has not applied yet (`GET …/pending`): the value it runs with,
+/// and the one it gets at its next start (`None`: the key is removed then).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingValue {
+    pub current: Option<String>,
+    pub pending: Option<String>,
 }
 
 /// One VM row of `/cluster/resources?type=vm`.
@@ -33,7 +42,7 @@ pub struct ResourceRow {
 }
 
 /// One VM with its config read back.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObservedVm {
     pub vmid: u32,
     pub node: String,
@@ -44,6 +53,19 @@ pub struct ObservedVm {
     pub config: BTreeMap<String, String>,
     pub digest: String,
     pub marker: Option<OwnershipMarker>,
+    /// Keys a running VM keeps pending, read for managed running VMs only.
+    #[serde(default)]
+    pub pending: BTreeMap<String, PendingValue>,
+}
+
+impl ObservedVm {
+    /// Proxmox's `protection` flag: destroy and disk removal are refused while it is set.
+    pub fn protected(&self) -> bool {
+        self.config
+            .get("protection")
+            .and_then(|v| crate::pve::parse_bool_str(v))
+            .unwrap_or(false)
+    }
 }
 
 /// Why the engine believes a VM is ours.

@@ -65,10 +65,15 @@ pub fn render(plan: &PlanArtifact, color: bool) -> String {
                 let after = c.after.as_deref().unwrap_or("(deleted)");
                 let _ = writeln!(
                     out,
-                    "    {}: {} -> {}",
+                    "    {}: {} -> {}{}",
                     c.field,
                     paint("31", before),
-                    paint("32", after)
+                    paint("32", after),
+                    if c.needs_restart {
+                        " (needs restart)"
+                    } else {
+                        ""
+                    }
                 );
             }
         }
@@ -90,6 +95,13 @@ pub fn render(plan: &PlanArtifact, color: bool) -> String {
         if vm.start && vm.action == VmAction::Update {
             let _ = writeln!(out, "    start (VM is stopped)");
         }
+        if let Some(r) = &vm.restart {
+            let _ = writeln!(
+                out,
+                "    restart (shutdown, then start) so it runs {}",
+                r.keys.join(", ")
+            );
+        }
     }
     for w in &plan.warnings {
         let _ = writeln!(out, "{} {w}", paint("33", "warning:"));
@@ -98,8 +110,17 @@ pub fn render(plan: &PlanArtifact, color: bool) -> String {
     if s.has_changes() {
         let _ = writeln!(
             out,
-            "Plan: {} to create, {} to update, {} to replace, {} to delete, {} unchanged.",
-            s.create, s.update, s.replace, s.delete, s.noop
+            "Plan: {} to create, {} to update, {} to replace, {} to delete, {} unchanged{}.",
+            s.create,
+            s.update,
+            s.replace,
+            s.delete,
+            s.noop,
+            if s.restart > 0 {
+                format!(" ({} running VM(s) to restart)", s.restart)
+            } else {
+                String::new()
+            }
         );
     } else {
         let _ = writeln!(out, "No changes. {} VM(s) match the inputs.", s.noop);

@@ -13,9 +13,9 @@ use super::error::{CallContext, ErrorClass, PveError, PveResult};
 use super::lenient::value_u64;
 use super::propstr::{DiskSize, DiskSlot};
 use super::types::{
-    ipv4_addresses, CloneParams, CloudInitKind, ClusterResource, ConfigUpdate, GuestInterface,
-    ResourceType, StorageVolume, TaskLog, TaskLogLine, TaskOutcome, TaskStatus, VersionInfo,
-    VmConfig, VmStatus, WaitOptions,
+    ipv4_addresses, CloneParams, CloudInitKind, ClusterResource, ConfigUpdate, CpuModel,
+    GuestInterface, NodeInfo, NodeNetwork, NodeStorage, PendingEntry, ResourceType, StorageVolume,
+    TaskLog, TaskLogLine, TaskOutcome, TaskStatus, VersionInfo, VmConfig, VmStatus, WaitOptions,
 };
 use super::upid::Upid;
 use crate::retry::{Classify, Disposition, RetryError};
@@ -521,6 +521,92 @@ impl PveClient {
         .params(Params::new().set("type", kind.as_str()));
         let ctx = call.ctx();
         decode(ctx, self.get_data(call).await?)
+    }
+
+    /// `GET /nodes`: the cluster's nodes and whether they are online.
+    pub async fn nodes(&self) -> PveResult<Vec<NodeInfo>> {
+        let call = Call::new(Method::GET, "/nodes", "/nodes".into());
+        let ctx = call.ctx();
+        decode(ctx, self.get_data(call).await?)
+    }
+
+    /// `GET /nodes/{node}/storage[?content=…]`: the storages configured for `node`.
+    pub async fn node_storages(
+        &self,
+        node: &str,
+        content: Option<&str>,
+    ) -> PveResult<Vec<NodeStorage>> {
+        let call = Call::new(
+            Method::GET,
+            "/nodes/{node}/storage",
+            format!("/nodes/{}/storage", seg(node)),
+        )
+        .on_node(node)
+        .params(Params::new().opt("content", content));
+        let ctx = call.ctx();
+        decode(ctx, self.get_data(call).await?)
+    }
+
+    /// `GET /nodes/{node}/network?type=any_bridge`: every bridge a NIC may attach to on
+    /// `node` (Linux and OVS bridges and SDN VNets).
+    pub async fn node_bridges(&self, node: &str) -> PveResult<Vec<NodeNetwork>> {
+        let call = Call::new(
+            Method::GET,
+            "/nodes/{node}/network",
+            format!("/nodes/{}/network", seg(node)),
+        )
+        .on_node(node)
+        .params(Params::new().set("type", "any_bridge"));
+        let ctx = call.ctx();
+        decode(ctx, self.get_data(call).await?)
+    }
+
+    /// `GET /nodes/{node}/capabilities/qemu/cpu`: the CPU models `node` accepts.
+    pub async fn cpu_models(&self, node: &str) -> PveResult<Vec<CpuModel>> {
+        let call = Call::new(
+            Method::GET,
+            "/nodes/{node}/capabilities/qemu/cpu",
+            format!("/nodes/{}/capabilities/qemu/cpu", seg(node)),
+        )
+        .on_node(node);
+        let ctx = call.ctx();
+        decode(ctx, self.get_data(call).await?)
+    }
+
+    /// `GET /nodes/{node}/qemu/{vmid}/pending`: current and pending value per key.
+    pub async fn vm_pending(&self, node: &str, vmid: u32) -> PveResult<Vec<PendingEntry>> {
+        let call = Call::new(
+            Method::GET,
+            "/nodes/{node}/qemu/{vmid}/pending",
+            vm_path(node, vmid, "/pending"),
+        )
+        .vm(node, vmid);
+        let ctx = call.ctx();
+        decode(ctx, self.get_data(call).await?)
+    }
+
+    /// `POST /nodes/{node}/qemu/{vmid}/migrate` (offline) → the `qmigrate` task.
+    /// `targetstorage` maps every local volume to that storage on `target`.
+    pub async fn migrate(
+        &self,
+        node: &str,
+        vmid: u32,
+        target: &str,
+        targetstorage: Option<&str>,
+    ) -> PveResult<Upid> {
+        let call = Call::new(
+            Method::POST,
+            "/nodes/{node}/qemu/{vmid}/migrate",
+            vm_path(node, vmid, "/migrate"),
+        )
+        .vm(node, vmid)
+        .params(
+            Params::new()
+                .set("target", target)
+                .opt("targetstorage", targetstorage),
+        );
+        let ctx = call.ctx();
+        upid_from(ctx, self.write_data(call).await?)
     }
 
     /// `GET /nodes/{node}/storage/{storage}/content[?content=…]`.

@@ -40,6 +40,8 @@
 mod api;
 mod client;
 mod error;
+pub mod formats;
+pub mod hotplug;
 pub mod lenient;
 pub mod policy;
 mod propstr;
@@ -55,16 +57,17 @@ pub use client::{
 };
 pub use error::{classify_message, CallContext, ErrorClass, PveError, PveResult};
 pub use propstr::{
-    parse_bool_str, split_property_string, Agent, AgentType, CiCustom, DiskBus, DiskSize, DiskSlot,
-    DiskSpec, Extra, IpConfig, Ipv4Config, Ipv6Config, MacAddr, Memory, NetDevice, NicModel,
-    PropError, Tags,
+    encode_value, parse_bool_str, split_property_string, Agent, AgentType, CiCustom, DiskBus,
+    DiskSize, DiskSlot, DiskSpec, Extra, IpConfig, Ipv4Config, Ipv6Config, MacAddr, Memory,
+    NetDevice, NicModel, PropError, Tags,
 };
 pub use sshkeys::{decode_sshkeys, encode_sshkeys};
 pub use tls::{client_config, fingerprint_of, parse_fingerprint, TlsMode};
 pub use types::{
-    ipv4_addresses, CloneParams, CloudInitKind, ClusterResource, ConfigUpdate, DiskFormat,
-    GuestInterface, GuestIp, ResourceType, StorageVolume, TaskLog, TaskLogLine, TaskOutcome,
-    TaskStatus, VersionInfo, VmConfig, VmStatus, WaitOptions,
+    ipv4_addresses, CloneParams, CloudInitKind, ClusterResource, ConfigUpdate, CpuModel,
+    DiskFormat, GuestInterface, GuestIp, NodeInfo, NodeNetwork, NodeStorage, PendingEntry,
+    ResourceType, StorageVolume, TaskLog, TaskLogLine, TaskOutcome, TaskStatus, VersionInfo,
+    VmConfig, VmStatus, WaitOptions,
 };
 pub use upid::{Upid, UpidError};
 pub use vmid::{is_id_conflict, AllocateRequest, CloneAllocation, Ownership};

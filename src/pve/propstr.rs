@@ -49,6 +49,32 @@ pub fn split_property_string(s: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The one encoder for a user-supplied value entering a Proxmox property string
+/// (`key=value,key=value`). Proxmox has no quoting: `parse_property_string` splits on every
+/// `,` and `print_property_string` dies with `illegal value with commas for <key>`
+/// (pve-common `JSONSchema.pm`@f665029e). So a value is sent unchanged or refused: it may not
+/// be empty, contain `,` or `=` (either would add a `key=value` pair), whitespace or any
+/// control character (a line break would reach the config file and cloud-init). `key` names
+/// the property key for the error.
+pub fn encode_value(key: &'static str, value: &str) -> Result<String, PropError> {
+    let reason = if value.is_empty() {
+        Some("the value is empty".to_string())
+    } else {
+        value
+            .chars()
+            .find(|c| matches!(c, ',' | '=') || c.is_whitespace() || c.is_control())
+            .map(|c| {
+                format!(
+                    "{c:?} is not allowed: Proxmox property strings have no quoting, so it would split or extend the value"
+                )
+            })
+    };
+    match reason {
+        Some(r) => Err(PropError::new(key, value, r)),
+        None => Ok(value.to_string()),
+    }
+}
+
 /// Lenient Proxmox boolean: `1`/`0`, `true`/`false`, `yes`/`no`, `on`/`off`.
 pub fn parse_bool_str(v: &str) -> Option<bool> {
     match v.trim().to_ascii_lowercase().as_str() {

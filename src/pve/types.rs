@@ -763,3 +763,107 @@ pub struct StorageVolume {
     /// Base volume of a linked clone.
     pub parent: Option<String>,
 }
+
+/// One row of `GET /nodes`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct NodeInfo {
+    #[serde(deserialize_with = "de_string")]
+    /// Node name.
+    pub node: String,
+    #[serde(default, deserialize_with = "lenient::de_opt_string")]
+    /// `online`, `offline` or `unknown`.
+    pub status: Option<String>,
+}
+
+impl NodeInfo {
+    /// True unless the node reports itself offline or unknown.
+    pub fn is_online(&self) -> bool {
+        self.status.as_deref().is_none_or(|s| s == "online")
+    }
+}
+
+/// One row of `GET /nodes/{node}/storage`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct NodeStorage {
+    #[serde(deserialize_with = "de_string")]
+    /// Storage id.
+    pub storage: String,
+    #[serde(rename = "type", default, deserialize_with = "lenient::de_opt_string")]
+    /// Plugin type (`lvmthin`, `rbd`, `dir`, …).
+    pub kind: Option<String>,
+    #[serde(default, deserialize_with = "lenient::de_opt_string")]
+    /// Allowed content types, comma-separated (`images,rootdir`).
+    pub content: Option<String>,
+    #[serde(default, deserialize_with = "lenient::de_bool")]
+    /// Shared between nodes.
+    pub shared: bool,
+    #[serde(default, deserialize_with = "lenient::de_opt_bool")]
+    /// Accessible right now (absent on some releases: treated as active).
+    pub active: Option<bool>,
+    #[serde(default, deserialize_with = "lenient::de_opt_bool")]
+    /// Enabled (not `disable`d).
+    pub enabled: Option<bool>,
+    #[serde(default, deserialize_with = "lenient::de_opt_u64")]
+    /// Free bytes.
+    pub avail: Option<u64>,
+}
+
+impl NodeStorage {
+    /// True when `content` lists `kind` (`images`, `snippets`, …).
+    pub fn has_content(&self, kind: &str) -> bool {
+        self.content
+            .as_deref()
+            .is_some_and(|c| c.split([',', ';', ' ']).any(|x| x.trim() == kind))
+    }
+    /// Usable now: enabled and active unless the server says otherwise.
+    pub fn usable(&self) -> bool {
+        self.active != Some(false) && self.enabled != Some(false)
+    }
+}
+
+/// One row of `GET /nodes/{node}/network`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct NodeNetwork {
+    #[serde(deserialize_with = "de_string")]
+    /// Interface name (`vmbr0`, `vnetmgmt`).
+    pub iface: String,
+    #[serde(rename = "type", default, deserialize_with = "lenient::de_opt_string")]
+    /// `bridge`, `OVSBridge`, `vnet`, `eth`, …
+    pub kind: Option<String>,
+    #[serde(default, deserialize_with = "lenient::de_opt_u32")]
+    /// MTU, when configured.
+    pub mtu: Option<u32>,
+}
+
+/// One row of `GET /nodes/{node}/capabilities/qemu/cpu`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct CpuModel {
+    #[serde(deserialize_with = "de_string")]
+    /// Model name (`host`, `x86-64-v2-AES`, `custom-…`).
+    pub name: String,
+}
+
+/// One row of `GET /nodes/{node}/qemu/{vmid}/pending`: the current `value` and the `pending`
+/// one (absent when nothing is pending), or `delete` (1 or 2) for a pending removal.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct PendingEntry {
+    #[serde(deserialize_with = "de_string")]
+    /// Config key.
+    pub key: String,
+    #[serde(default, deserialize_with = "lenient::de_opt_string")]
+    /// Value the VM runs with.
+    pub value: Option<String>,
+    #[serde(default, deserialize_with = "lenient::de_opt_string")]
+    /// Value applied at the next start.
+    pub pending: Option<String>,
+    #[serde(default, deserialize_with = "lenient::de_opt_u32")]
+    /// 1 or 2 when the key is removed at the next start.
+    pub delete: Option<u32>,
+}
+
+impl PendingEntry {
+    /// True when something about this key waits for the next start.
+    pub fn is_pending(&self) -> bool {
+        self.pending.is_some() || self.delete.unwrap_or(0) > 0
+    }
+}

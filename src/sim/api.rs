@@ -6,7 +6,9 @@ use super::check::parse_bool;
 use super::clone;
 use super::cloudinit;
 use super::core::{guard, load_vm, not_on_node, ApiError, Call, Reply, Sim};
+use super::migrate;
 use super::model::{indexed, SimState, Vm};
+use super::nodes;
 use super::spec::{FormatRef, Schema};
 use super::tasks::parse_upid;
 use super::vm;
@@ -47,6 +49,12 @@ pub async fn dispatch(sim: &Arc<Sim>, call: &Call) -> Result<Reply, ApiError> {
             let v = load_vm(&state, call.node(), call.vmid()?)?;
             json!(cloudinit::dump(v, call.get("type").unwrap_or("user")))
         }
+        ("GET", "/nodes") => nodes::nodes(sim),
+        ("GET", "/nodes/{node}/qemu") => nodes::qemu_list(sim, call),
+        ("GET", "/nodes/{node}/network") => nodes::network(sim, call),
+        ("GET", "/nodes/{node}/storage") => nodes::storage(sim, call)?,
+        ("GET", "/nodes/{node}/capabilities/qemu/cpu") => nodes::cpu_models(sim),
+        ("POST", "/nodes/{node}/qemu/{vmid}/migrate") => migrate::migrate(sim, call)?,
         ("POST", "/nodes/{node}/qemu/{vmid}/clone") => clone::clone(sim, call)?,
         ("POST", "/nodes/{node}/qemu/{vmid}/config") => vm::update_config(sim, call, true).await?,
         ("PUT", "/nodes/{node}/qemu/{vmid}/config") => vm::update_config(sim, call, false).await?,

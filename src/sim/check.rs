@@ -60,7 +60,17 @@ pub fn check_value(spec: &Spec, path: &str, schema: &Schema, value: &str, errors
     match format {
         FormatRef::Inline(keys) => check_property_string(spec, path, keys, value, errors),
         FormatRef::Named(name) => match spec.formats.get(name) {
-            Some(NamedFormat::Keys(keys)) => check_property_string(spec, path, keys, value, errors),
+            Some(NamedFormat::Keys(keys)) => {
+                check_property_string(spec, path, keys, value, errors);
+                if !errors
+                    .keys()
+                    .any(|k| k == path || k.starts_with(&format!("{path}.")))
+                {
+                    if let Err(msg) = validate_hash_format(spec, name, keys, value) {
+                        errors.insert(path.to_string(), format!("invalid format - {msg}"));
+                    }
+                }
+            }
             Some(NamedFormat::Kind(kind)) if kind == "list" => {
                 let base = name.trim_end_matches("-list");
                 for item in split_list(value) {
@@ -275,6 +285,46 @@ fn check_property_string(
     }
 }
 
+/// The x86-64 micro-architecture level models qemu-server defines besides the QEMU models
+/// (`CPUConfig.pm` `$builtin_models_by_arch`, lines 67–84).
+pub const BUILTIN_X86_64_LEVELS: &[&str] =
+    &["x86-64-v2", "x86-64-v2-AES", "x86-64-v3", "x86-64-v4"];
+
+/// The validator a hash format registers besides its keys (`register_format($name, $fmt,
+/// $validator)`). `pve-vm-cpu-conf`: `validate_vm_cpu_conf` (qemu-server `CPUConfig.pm`)
+/// refuses an unknown built-in `cputype` and any `custom-` model (the simulator defines none).
+fn validate_hash_format(
+    _spec: &Spec,
+    name: &str,
+    keys: &BTreeMap<String, Schema>,
+    value: &str,
+) -> Result<(), String> {
+    if name != "pve-vm-cpu-conf" {
+        return Ok(());
+    }
+    let parsed = parse_property_string(keys, value).unwrap_or_default();
+    let Some(cputype) = parsed.get("cputype") else {
+        return Err("CPU is missing cputype".into());
+    };
+    if let Some(custom) = cputype.strip_prefix("custom-") {
+        return Err(format!("Custom cputype '{custom}' not found"));
+    }
+    let known = keys
+        .get("reported-model")
+        .and_then(|s| s.enum_values.as_ref())
+        .is_some_and(|models| models.iter().any(|m| m == cputype))
+        || BUILTIN_X86_64_LEVELS.contains(&cputype.as_str());
+    if !known {
+        return Err(format!(
+            "Built-in cputype '{cputype}' is not defined (missing 'custom-' prefix?)"
+        ));
+    }
+    if parsed.contains_key("reported-model") {
+        return Err("Property 'reported-model' not allowed in VM-specific CPU config.".into());
+    }
+    Ok(())
+}
+
 fn re(p: &str) -> impl Fn(&str) -> bool + '_ {
     move |v| pattern_matches(p, v)
 }
@@ -284,12 +334,12 @@ fn re(p: &str) -> impl Fn(&str) -> bool + '_ {
 pub fn verify_named(name: &str, v: &str) -> Result<(), String> {
     let ok = match name {
         "pve-node" => re(r"(?i:[a-z0-9]([a-z0-9\-]*[a-z0-9])?)")(v),
-        "pve-vmid" => re(r"\d+")(v),
+        "pve-vmid" => re(r"[1-9][0-9]{2,8}")(v),
         "pve-storage-id" => re(r"(?i:[a-z][a-z0-9\-_.]*[a-z0-9])")(v),
         "pve-configid" => re(r"(?i:[a-z][a-z0-9_-]+)")(v),
         "pve-poolid" => re(r"[A-Za-z0-9_\-]+")(v),
         "pve-realm" => re(r"[A-Za-z][A-Za-z.\-_\d]+")(v),
-        "pve-bridge-id" => v.len() <= 15 && re(r"[-_.\w\d]+")(v),
+        "pve-bridge-id" => re(r"[-_.\w\d]+")(v),
         "dns-name" => re(
             r"(?:[a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?)*",
         )(v),
@@ -301,6 +351,8 @@ pub fn verify_named(name: &str, v: &str) -> Result<(), String> {
         }
         "mac-addr" => re(r"(?i:[a-f0-9][02468ace](?::[a-f0-9]{2}){5})")(v),
         "pve-tag-list" => split_list(v).all(re(r"(?i:[a-z0-9_][a-z0-9_\-+.]*)")),
+        "pve-tag" => re(r"(?i:[a-z0-9_][a-z0-9_\-+.]*)")(v),
+        "address" => v.parse::<std::net::IpAddr>().is_ok(),
         "ipv4" => v.parse::<Ipv4Addr>().is_ok(),
         "ipv6" => v.parse::<Ipv6Addr>().is_ok(),
         "address-list" => split_list(v).all(|a| a.parse::<std::net::IpAddr>().is_ok()),
@@ -320,7 +372,34 @@ pub fn verify_named(name: &str, v: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("value does not look like a valid {name}: {v}"))
+        Err(named_error(name, v))
+    }
+}
+
+/// The exact `die` text of each pve-common verifier (`JSONSchema.pm`@f665029e; the storage
+/// and bridge ids from `parse_id` / `parse_bridge_id`), without the trailing newline.
+fn named_error(name: &str, v: &str) -> String {
+    match name {
+        "pve-node" => "value does not look like a valid node name".into(),
+        "pve-vmid" => "value does not look like a valid VM ID".into(),
+        "pve-storage-id" if v.len() < 2 => {
+            format!("storage ID '{v}' cannot be shorter than 2 characters")
+        }
+        "pve-storage-id" => format!("storage ID '{v}' contains illegal characters"),
+        "pve-configid" => format!("invalid configuration ID '{v}'"),
+        "pve-bridge-id" => format!("invalid bridge ID '{v}'"),
+        "dns-name" => "value does not look like a valid DNS name".into(),
+        "mac-addr" => "value does not look like a valid unicast MAC address".into(),
+        "pve-tag-list" | "pve-tag" => "invalid characters in tag".into(),
+        "address" => format!("value does not look like a valid address: {v}"),
+        "ipv4" => "value does not look like a valid IPv4 address".into(),
+        "ipv6" => "value does not look like a valid IPv6 address".into(),
+        "CIDR" => "value does not look like a valid CIDR network".into(),
+        "pve-ipv4-config" => "value does not look like a valid ipv4 network configuration".into(),
+        "pve-ipv6-config" => "value does not look like a valid ipv6 network configuration".into(),
+        "address-list" => format!("value does not look like a valid address: {v}"),
+        "disk-size" => format!("value does not look like a valid disk size: {v}"),
+        _ => format!("value does not look like a valid {name}: {v}"),
     }
 }
 

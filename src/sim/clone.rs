@@ -36,43 +36,7 @@ pub fn clone(sim: &Arc<Sim>, call: &Call) -> Result<Value, ApiError> {
         .ok_or_else(|| ApiError::param("newid", "property is missing and it is not optional"))?;
     let plan = {
         let state = sim.state();
-        let vm = vm_checked(&state, &node, src)?;
-        check_lock(vm).map_err(ApiError::e500)?;
-        if let Some(snap) = call.get("snapname") {
-            return Err(ApiError::e500(format!("snapshot '{snap}' does not exist")));
-        }
-        if state.vms.contains_key(&newid) {
-            return Err(ApiError::e500(format!(
-                "unable to create VM {newid}: config file already exists"
-            )));
-        }
-        let full = match call.get("full") {
-            Some(_) => call.flag("full"),
-            None => !vm.is_template(),
-        };
-        if !full {
-            if call.get("storage").is_some() {
-                return Err(ApiError::e500(
-                    "parameter 'storage' not allowed for linked clones",
-                ));
-            }
-            if call.get("format").is_some() {
-                return Err(ApiError::e500(
-                    "parameter 'format' not allowed for linked clones",
-                ));
-            }
-            if !vm.is_template() {
-                if let Some((k, f, _)) = vm.drives().into_iter().find(|(k, f, _)| {
-                    !f.ends_with("-cloudinit")
-                        && !indexed(k, "unused")
-                        && !vm.config[k].contains("media=cdrom")
-                }) {
-                    return Err(ApiError::e500(format!(
-                        "Linked clone feature is not supported for '{f}' ({k})"
-                    )));
-                }
-            }
-        }
+        // Qemu.pm clone_vm `$load_and_check`, in its order (qemu-server@e6352be6 4448–4503).
         let target = call
             .get("target")
             .filter(|t| *t != node)
@@ -81,29 +45,90 @@ pub fn clone(sim: &Arc<Sim>, call: &Call) -> Result<Value, ApiError> {
             if !state.cluster.nodes.contains(t) {
                 return Err(ApiError::e500(format!("no such cluster node '{t}'")));
             }
-            let local = vm.drives().iter().any(|(_, f, _)| {
-                let sid = f.split(':').next().unwrap_or_default();
-                let target_sid = call.get("storage").unwrap_or(sid);
-                state
-                    .cluster
-                    .storages
-                    .iter()
-                    .find(|s| s.id == target_sid)
-                    .is_none_or(|s| !s.shared)
-            });
-            if local {
+        }
+        if let Some(sid) = call.get("storage") {
+            // storage_check_enabled (pve-storage Storage.pm 264–291) on this node, then the
+            // `images` content check as a parameter error.
+            let Some(desc) = state.cluster.storages.iter().find(|s| s.id == sid) else {
+                return Err(ApiError::e500(format!("storage '{sid}' does not exist")));
+            };
+            if state.cluster.storage_on(sid, &node).is_none() {
+                return Err(ApiError::e500(format!(
+                    "storage '{sid}' is not available on node '{node}'"
+                )));
+            }
+            if !desc.content.iter().any(|c| c == "images") {
+                return Err(ApiError::param(
+                    "storage",
+                    format!("storage '{sid}' does not support vm images"),
+                ));
+            }
+            if let Some(t) = &target {
+                if state.cluster.storage_on(sid, t).is_none() {
+                    return Err(ApiError::e500(format!(
+                        "storage '{sid}' is not available on node '{t}'"
+                    )));
+                }
+                if !desc.shared {
+                    return Err(ApiError::e500(format!(
+                        "can't clone to non-shared storage '{sid}'"
+                    )));
+                }
+            }
+        }
+        let vm = vm_checked(&state, &node, src)?;
+        check_lock(vm).map_err(ApiError::e500)?;
+        if let Some(snap) = call.get("snapname") {
+            return Err(ApiError::e500(format!("snapshot '{snap}' does not exist")));
+        }
+        let full = match call.get("full") {
+            Some(_) => call.flag("full"),
+            None => !vm.is_template(),
+        };
+        if !full && call.get("storage").is_some() {
+            return Err(ApiError::e500(
+                "parameter 'storage' not allowed for linked clones",
+            ));
+        }
+        if !full && call.get("format").is_some() {
+            return Err(ApiError::e500(
+                "parameter 'format' not allowed for linked clones",
+            ));
+        }
+        // `$check_storage_access_clone`: the VM is "shared" only when every volume of the
+        // source (CD-ROMs and the cloud-init drive included) is on shared storage; the target
+        // storage does not matter.
+        let sharedvm = vm.drives().iter().all(|(_, f, _)| {
+            let Some((sid, _)) = f.split_once(':') else {
+                return true;
+            };
+            state
+                .cluster
+                .storages
+                .iter()
+                .any(|s| s.id == sid && s.shared)
+        });
+        if let Some(t) = &target {
+            if !sharedvm {
                 return Err(ApiError::e500(format!(
                     "can't clone VM to node '{t}' (VM uses local storage)"
                 )));
             }
         }
-        if let Some(s) = call.get("storage") {
-            if state
-                .cluster
-                .storage_on(s, target.as_deref().unwrap_or(&node))
-                .is_none()
-            {
-                return Err(ApiError::e500(format!("storage '{s}' does not exist")));
+        if state.vms.contains_key(&newid) {
+            return Err(ApiError::e500(format!(
+                "unable to create VM {newid}: config file already exists"
+            )));
+        }
+        if !full && !vm.is_template() {
+            if let Some((k, f, _)) = vm.drives().into_iter().find(|(k, f, _)| {
+                !f.ends_with("-cloudinit")
+                    && !indexed(k, "unused")
+                    && !vm.config[k].contains("media=cdrom")
+            }) {
+                return Err(ApiError::e500(format!(
+                    "Linked clone feature is not supported for '{f}' ({k})"
+                )));
             }
         }
         ClonePlan {
@@ -222,6 +247,7 @@ async fn clone_worker(sim: &Arc<Sim>, upid: &str, p: ClonePlan) -> Result<(), St
         }
         let mut config = BTreeMap::new();
         let mut drives = Vec::new();
+        let mut used_macs = state.macs_in_use();
         for (k, v) in &src_config {
             if is_drive_key(k) {
                 if !indexed(k, "unused") {
@@ -247,7 +273,10 @@ async fn clone_worker(sim: &Arc<Sim>, upid: &str, p: ClonePlan) -> Result<(), St
                     );
                 }
                 _ if indexed(k, "net") => {
-                    config.insert(k.clone(), set_net_mac(v, &sim.new_mac(), &models));
+                    config.insert(
+                        k.clone(),
+                        set_net_mac(v, &sim.new_mac(&mut used_macs), &models),
+                    );
                 }
                 _ => {
                     config.insert(k.clone(), v.clone());

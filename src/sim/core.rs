@@ -158,10 +158,19 @@ impl Sim {
         b
     }
 
-    /// A new MAC in Proxmox's OUI (`BC:24:11:xx:xx:xx`), from the seeded RNG.
-    pub fn new_mac(&self) -> String {
-        let b: [u8; 3] = self.random_bytes();
-        format!("BC:24:11:{:02X}:{:02X}:{:02X}", b[0], b[1], b[2])
+    /// A new MAC in Proxmox's OUI (`BC:24:11:xx:xx:xx`, `random_ether_addr` with the
+    /// datacenter `mac_prefix`), from the seeded RNG, never one a VM in `state` already uses:
+    /// a simulator restarted with the same seed over a saved state must not hand out the MACs
+    /// of the VMs it saved.
+    /// `used` starts as [`SimState::macs_in_use`]; the new MAC is added to it.
+    pub fn new_mac(&self, used: &mut std::collections::BTreeSet<String>) -> String {
+        loop {
+            let b: [u8; 3] = self.random_bytes();
+            let mac = format!("BC:24:11:{:02X}:{:02X}:{:02X}", b[0], b[1], b[2]);
+            if used.insert(mac.clone()) {
+                return mac;
+            }
+        }
     }
 
     /// Fail unless `node` is a cluster node (pveproxy cannot proxy to an unknown host).

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 pub struct LatencyModel {
     /// Every synchronous request.
     pub request_ms: u64,
-    /// Extra delay for a failed authentication (real PVE: 3000; default 0).
+    /// Extra delay for a failed authentication or login: PVE delays every 401 by 3 s
+    /// (pve-http-server `AnyEvent.pm` 1618, 1038; API notes §0).
     pub auth_failure_ms: u64,
     /// Fixed part of any clone task.
     pub clone_base_ms: u64,
@@ -46,7 +47,7 @@ impl Default for LatencyModel {
     fn default() -> Self {
         Self {
             request_ms: 5,
-            auth_failure_ms: 0,
+            auth_failure_ms: 3000,
             clone_base_ms: 1500,
             linked_clone_ms: 800,
             storage_alloc_ms: 300,

@@ -24,6 +24,14 @@
 //!     cores: 2              # optional, default 2
 //!     memory_mb: 2048       # optional, default 2048
 //!     bridge: vmbr0         # optional, default vmbr0
+//!     boot_disk: scsi0      # optional, default scsi0 (virtio0, sata0, … for other buses)
+//! bridges:                  # optional; default vmbr0 and vmbr1 (Linux bridges) and the
+//!                           # HyOps SDN VNets (vnetmgmt, vnetdata, vnetdev, …) on every node
+//!   - name: vmbr0           # pve-bridge-id
+//!     nodes: [pve1]         # optional; default all nodes
+//!     type: bridge          # bridge | OVSBridge | vnet (an SDN VNet); default bridge
+//!     vlan_aware: true      # optional, default true
+//!     mtu: 1500             # optional, default 1500
 //! next_id_lower: 100        # optional, first id /cluster/nextid hands out
 //! ```
 
@@ -41,6 +49,56 @@ pub struct ClusterDescription {
     pub templates: Vec<TemplateDesc>,
     #[serde(default = "default_lower")]
     pub next_id_lower: u32,
+    /// Bridges (and SDN VNets) a NIC may attach to; `GET /nodes/{node}/network` lists them and
+    /// a VM start refuses a NIC on a bridge its node lacks.
+    #[serde(default = "default_bridges")]
+    pub bridges: Vec<BridgeDesc>,
+}
+
+/// One bridge (or SDN VNet) of the cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BridgeDesc {
+    pub name: String,
+    /// `None`: every node.
+    #[serde(default)]
+    pub nodes: Option<Vec<String>>,
+    /// `bridge`, `OVSBridge` or `vnet`.
+    #[serde(rename = "type", default = "default_bridge_type")]
+    pub kind: String,
+    #[serde(default = "default_true")]
+    pub vlan_aware: bool,
+    #[serde(default = "default_mtu")]
+    pub mtu: u32,
+}
+
+fn default_bridge_type() -> String {
+    "bridge".to_string()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_mtu() -> u32 {
+    1500
+}
+
+/// `vmbr0`, `vmbr1` and the SDN VNets the HyOps bridge aliases name (contract §1.8), on every
+/// node.
+pub fn default_bridges() -> Vec<BridgeDesc> {
+    let b = |name: &str, kind: &str| BridgeDesc {
+        name: name.into(),
+        nodes: None,
+        kind: kind.into(),
+        vlan_aware: true,
+        mtu: 1500,
+    };
+    let mut out = vec![b("vmbr0", "bridge"), b("vmbr1", "bridge")];
+    for v in [
+        "vnetmgmt", "vnetdata", "vnetdev", "vnetstag", "vnetprod", "vnetddev", "vnetdstg",
+        "vnetdprd",
+    ] {
+        out.push(b(v, "vnet"));
+    }
+    out
 }
 
 fn default_name() -> String {
@@ -96,6 +154,13 @@ pub struct TemplateDesc {
     pub memory_mb: u64,
     #[serde(default = "default_bridge")]
     pub bridge: String,
+    /// The boot disk slot (`scsi0`, `virtio0`, `sata0`, …); `boot: order=<slot>;ide2;net0`.
+    #[serde(default = "default_boot_disk")]
+    pub boot_disk: String,
+}
+
+fn default_boot_disk() -> String {
+    "scsi0".to_string()
 }
 
 /// Errors in a cluster description.
@@ -122,6 +187,7 @@ impl ClusterDescription {
             cores: 2,
             memory_mb: 2048,
             bridge: "vmbr0".into(),
+            boot_disk: "scsi0".into(),
         };
         Self {
             name: "sim".into(),
@@ -157,6 +223,7 @@ impl ClusterDescription {
             ],
             templates: vec![tpl(9000, "pve1"), tpl(9001, "pve2")],
             next_id_lower: 100,
+            bridges: default_bridges(),
         }
     }
 
@@ -205,12 +272,43 @@ impl ClusterDescription {
                 )));
             }
         }
+        for b in &self.bridges {
+            for n in b.nodes.iter().flatten() {
+                if !self.nodes.contains(n) {
+                    return Err(ClusterError::Invalid(format!(
+                        "bridge {}: unknown node '{n}'",
+                        b.name
+                    )));
+                }
+            }
+            if !["bridge", "OVSBridge", "vnet"].contains(&b.kind.as_str()) {
+                return Err(ClusterError::Invalid(format!(
+                    "bridge {}: type must be bridge, OVSBridge or vnet, got '{}'",
+                    b.name, b.kind
+                )));
+            }
+        }
         let mut ids = BTreeSet::new();
         for t in &self.templates {
             if !ids.insert(t.vmid) || t.vmid < 100 {
                 return Err(ClusterError::Invalid(format!(
                     "template {}: vmid {} is duplicate or below 100",
                     t.name, t.vmid
+                )));
+            }
+            if !is_drive_key(&t.boot_disk)
+                || t.boot_disk.starts_with("unused")
+                || t.boot_disk == "ide2"
+            {
+                return Err(ClusterError::Invalid(format!(
+                    "template {}: boot_disk '{}' is not a disk slot (scsiN, virtioN, sataN, ideN other than ide2)",
+                    t.vmid, t.boot_disk
+                )));
+            }
+            if self.bridge_on(&t.bridge, &t.node).is_none() {
+                return Err(ClusterError::Invalid(format!(
+                    "template {}: bridge '{}' does not exist on node '{}'",
+                    t.vmid, t.bridge, t.node
                 )));
             }
             if !self.nodes.contains(&t.node) {
@@ -227,6 +325,16 @@ impl ClusterDescription {
             }
         }
         Ok(())
+    }
+
+    /// The bridge (or VNet) `name` if it exists on `node`.
+    pub fn bridge_on(&self, name: &str, node: &str) -> Option<&BridgeDesc> {
+        self.bridges.iter().find(|b| {
+            b.name == name
+                && b.nodes
+                    .as_ref()
+                    .is_none_or(|ns| ns.iter().any(|n| n == node))
+        })
     }
 
     /// The storage `id` if it is available on `node`.
@@ -476,13 +584,13 @@ impl SimState {
             set(&mut c, "agent", "1".into());
             set(&mut c, "ostype", "l26".into());
             set(&mut c, "scsihw", "virtio-scsi-single".into());
-            set(&mut c, "boot", "order=scsi0".into());
+            set(&mut c, "boot", format!("order={};ide2;net0", t.boot_disk));
             set(&mut c, "serial0", "socket".into());
             set(&mut c, "vga", "serial0".into());
             set(&mut c, "template", "1".into());
             set(
                 &mut c,
-                "scsi0",
+                &t.boot_disk,
                 format!("{}:base-{}-disk-0,size={}G", t.storage, t.vmid, t.disk_gb),
             );
             set(
@@ -524,6 +632,21 @@ impl SimState {
             snippets: BTreeMap::new(),
             cloudinit_custom: BTreeMap::new(),
         }
+    }
+
+    /// Every MAC a VM's `netN` holds (current and pending), upper-case.
+    pub fn macs_in_use(&self) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for vm in self.vms.values() {
+            for (k, v) in vm.config.iter().chain(vm.pending.iter()) {
+                if indexed(k, "net") {
+                    if let Some(m) = super::cloudinit::net_mac(v) {
+                        out.insert(m.to_ascii_uppercase());
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Storage instances with their usage. Linked-clone volumes (`base-…/vm-…`) use no space.

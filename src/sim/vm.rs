@@ -64,21 +64,83 @@ const CONTROL: &[&str] = &[
     "skiplock",
     "background_delay",
 ];
+/// `$fast_plug_option` of qemu-server 9.2.6 (`QemuServer.pm` 4594–4611): applied to the
+/// config at once even on a running VM. The cloud-init options are among them (they are
+/// recorded as changed and reach the guest at the next ISO rebuild).
 const FAST_PLUG: &[&str] = &[
-    "name",
     "description",
-    "tags",
+    "hookscript",
+    "lock",
+    "migrate_downtime",
+    "migrate_speed",
+    "name",
     "onboot",
     "protection",
+    "shares",
     "startup",
-    "lock",
-    "hookscript",
+    "tags",
+    "vmstatestorage",
+    "citype",
+    "ciuser",
+    "cipassword",
+    "ciupgrade",
+    "cicustom",
+    "searchdomain",
+    "nameserver",
+    "sshkeys",
 ];
 
-fn hotpluggable(key: &str) -> bool {
-    FAST_PLUG.contains(&key)
-        || indexed(key, "net")
-        || (is_drive_key(key) && !key.starts_with("unused"))
+/// The `hotplug` features of a config (`parse_hotplug_features`): default
+/// `network,disk,usb`, `0` none, `1` the default.
+fn hotplug_features(cfg: &BTreeMap<String, String>) -> Vec<String> {
+    let v = cfg.get("hotplug").map(String::as_str).unwrap_or("1");
+    match v {
+        "0" => Vec::new(),
+        "1" => vec!["network".into(), "disk".into(), "usb".into()],
+        other => split_list(other).map(str::to_string).collect(),
+    }
+}
+
+/// Would qemu-server apply `key = value` to a running VM at once (`vmconfig_hotplug_pending`,
+/// `QemuServer.pm` 4617–4880)? Everything else stays in `[PENDING]` until the next start.
+fn hotpluggable(cfg: &BTreeMap<String, String>, key: &str, value: Option<&str>) -> bool {
+    if FAST_PLUG.contains(&key) || indexed(key, "ipconfig") {
+        return true;
+    }
+    let features = hotplug_features(cfg);
+    let has = |f: &str| features.iter().any(|x| x == f);
+    if indexed(key, "net") {
+        return has("network");
+    }
+    if is_drive_key(key) && !key.starts_with("unused") {
+        let slow = ["efidisk", "ide", "sata", "tpmstate"]
+            .iter()
+            .any(|b| indexed(key, b));
+        let cloudinit = value.is_some_and(|v| v.contains("cloudinit"));
+        return has("disk") && !slow && !cloudinit;
+    }
+    match key {
+        "memory" => has("memory"),
+        "vcpus" => has("cpu"),
+        // vmconfig_update_agent: only `fstrim_cloned_disks` changes hotplug, on a VM that
+        // already has an agent setting.
+        "agent" => match (cfg.get("agent"), value) {
+            (Some(old), Some(new)) => {
+                let strip = |s: &str| -> Vec<String> {
+                    let mut v: Vec<String> = s
+                        .split(',')
+                        .filter(|p| !p.starts_with("fstrim_cloned_disks="))
+                        .map(|p| p.trim_start_matches("enabled=").to_string())
+                        .collect();
+                    v.sort();
+                    v
+                };
+                strip(old) == strip(new)
+            }
+            _ => false,
+        },
+        _ => false,
+    }
 }
 
 /// Whether the decoded `sshkeys` value is a list of OpenSSH public keys.
@@ -201,12 +263,13 @@ pub async fn update_config(sim: &Arc<Sim>, call: &Call, post: bool) -> Result<Va
 fn apply_update(sim: &Sim, u: &Update) -> Result<(), String> {
     let models = net_models(sim);
     let mut sets = u.sets.clone();
+    let mut state = sim.state();
+    let mut used = state.macs_in_use();
     for (k, v) in sets.iter_mut() {
         if indexed(k, "net") && super::cloudinit::net_mac(v).is_none() {
-            *v = set_net_mac(v, &sim.new_mac(), &models);
+            *v = set_net_mac(v, &sim.new_mac(&mut used), &models);
         }
     }
-    let mut state = sim.state();
     let state_storages: Vec<String> = state
         .cluster
         .storages
@@ -214,6 +277,7 @@ fn apply_update(sim: &Sim, u: &Update) -> Result<(), String> {
         .filter(|s| state.cluster.storage_on(&s.id, &u.node).is_some())
         .map(|s| s.id.clone())
         .collect();
+    let bridges = node_bridges(&state, &u.node);
     let vm = load_vm_mut(&mut state, &u.node, u.vmid).map_err(|e| e.message)?;
     if !u.skiplock {
         check_lock(vm)?;
@@ -236,8 +300,17 @@ fn apply_update(sim: &Sim, u: &Update) -> Result<(), String> {
             return Err("balloon value too large (must be smaller than assigned memory)".into());
         }
     }
+    let mut hotplug_errors = Vec::new();
     for (k, v) in sets {
-        if vm.running && !hotpluggable(&k) {
+        if vm.running && !hotpluggable(&vm.config, &k, Some(&v)) {
+            vm.pending_delete.remove(&k);
+            vm.pending.insert(k, v);
+        } else if vm.running && indexed(&k, "net") && net_bridge_missing(&bridges, &v).is_some() {
+            // vmconfig_update_net → tap_plug: the value stays pending, the call reports it
+            let b = net_bridge_missing(&bridges, &v).unwrap_or_default();
+            hotplug_errors.push(format!(
+                "{k}: hotplug problem - bridge '{b}' does not exist"
+            ));
             vm.pending_delete.remove(&k);
             vm.pending.insert(k, v);
         } else {
@@ -247,7 +320,7 @@ fn apply_update(sim: &Sim, u: &Update) -> Result<(), String> {
         }
     }
     for k in &u.deletes {
-        if vm.running && !hotpluggable(k) {
+        if vm.running && !hotpluggable(&vm.config, k, None) {
             vm.pending.remove(k);
             if vm.config.contains_key(k) {
                 vm.pending_delete.insert(k.clone());
@@ -257,7 +330,27 @@ fn apply_update(sim: &Sim, u: &Update) -> Result<(), String> {
             vm.config.remove(k);
         }
     }
+    if !hotplug_errors.is_empty() {
+        return Err(hotplug_errors.join("; "));
+    }
     Ok(())
+}
+
+/// The bridge of a `netN` value when it does not exist in `bridges` (the node's bridges).
+fn net_bridge_missing(bridges: &[String], net: &str) -> Option<String> {
+    let b = net.split(',').find_map(|p| p.strip_prefix("bridge="))?;
+    (!bridges.iter().any(|x| x == b)).then(|| b.to_string())
+}
+
+/// The bridges (and VNets) of `node`.
+pub(super) fn node_bridges(state: &super::model::SimState, node: &str) -> Vec<String> {
+    state
+        .cluster
+        .bridges
+        .iter()
+        .filter(|b| state.cluster.bridge_on(&b.name, node).is_some())
+        .map(|b| b.name.clone())
+        .collect()
 }
 
 /// `scsi1: local-lvm:20` allocates a new 20 GiB volume `vm-<vmid>-disk-<n>` (PVE's
@@ -374,6 +467,7 @@ pub fn start(sim: &Arc<Sim>, call: &Call) -> Result<Value, ApiError> {
                 if vm.running {
                     return Err(format!("VM {vmid} already running"));
                 }
+                check_nets_for_start(&state, &node, &vm.pending_view())?;
             }
             sim.clock.sleep(sim.latency.start_ms).await;
             let now = sim.clock.now_ms();
@@ -393,6 +487,43 @@ pub fn start(sim: &Arc<Sim>, call: &Call) -> Result<Value, ApiError> {
         },
     );
     Ok(json!(upid))
+}
+
+/// What `config_to_command` refuses about the NICs of a VM being started
+/// (`QemuServer.pm` `print_netdevice_full` 1358–1380, pve-common `Network.pm`
+/// `read_bridge_mtu`): a missing bridge, and a VirtIO MTU below 576 or above the bridge MTU.
+fn check_nets_for_start(
+    state: &super::model::SimState,
+    node: &str,
+    cfg: &BTreeMap<String, String>,
+) -> Result<(), String> {
+    for (k, v) in cfg.iter().filter(|(k, _)| indexed(k, "net")) {
+        let Some(bridge) = v.split(',').find_map(|p| p.strip_prefix("bridge=")) else {
+            continue;
+        };
+        let Some(desc) = state.cluster.bridge_on(bridge, node) else {
+            return Err(format!("bridge '{bridge}' does not exist"));
+        };
+        let virtio = v.starts_with("virtio") || v.contains("model=virtio");
+        let mtu = v
+            .split(',')
+            .find_map(|p| p.strip_prefix("mtu="))
+            .and_then(|m| m.parse::<u32>().ok());
+        if let (true, Some(mtu)) = (virtio, mtu) {
+            if mtu != 1 && mtu < 576 {
+                return Err(format!(
+                    "netdev {k}: MTU '{mtu}' is smaller than the IP minimum MTU '576'"
+                ));
+            }
+            if mtu > desc.mtu {
+                return Err(format!(
+                    "netdev {k}: MTU '{mtu}' is bigger than the bridge MTU '{}' - adjust the MTU for the network device in the VM configuration, while ensuring that the bridge is configured as desired.",
+                    desc.mtu
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `POST …/status/shutdown` (`stop` = false) and `…/status/stop` (`stop` = true).
@@ -448,7 +579,12 @@ pub fn destroy(sim: &Arc<Sim>, call: &Call) -> Result<Value, ApiError> {
     {
         let state = sim.state();
         let vm = load_vm(&state, &node, vmid)?;
-        if vm.config.get("protection").is_some_and(|p| p == "1") {
+        if vm
+            .config
+            .get("protection")
+            .and_then(|p| super::check::parse_bool(p))
+            .unwrap_or(false)
+        {
             return Err(ApiError::e500(format!(
                 "can't remove VM {vmid} - protection mode enabled"
             )));

@@ -675,3 +675,69 @@ pub async fn every_request_passed_the_simulators_spec_check(t: &Target) {
         label(t)
     );
 }
+
+/// The reads the plan's placement checks and pending detection use answer with the shapes the
+/// client decodes: the node is listed online, the target's bridge and the template's storage
+/// are on it (the storage holding VM images), and a running VM's non-hot-pluggable change is
+/// reported pending (`GET …/pending`) until the VM restarts.
+pub async fn placement_reads_and_pending_answer_what_the_plan_needs(t: &Target) {
+    let (c, n) = (&t.client, t.node.as_str());
+    let nodes = ok(t, "GET /nodes", c.nodes().await);
+    assert!(
+        nodes.iter().any(|x| x.node == n && x.is_online()),
+        "[{}] {nodes:?}",
+        label(t)
+    );
+    let bridges = ok(t, "GET /nodes/{node}/network", c.node_bridges(n).await);
+    assert!(
+        bridges.iter().any(|b| b.iface == t.bridge),
+        "[{}] bridge {} not listed: {bridges:?}",
+        label(t),
+        t.bridge
+    );
+    let tcfg = config(t, t.template_vmid).await;
+    let (_, disk) = boot_disk(&tcfg);
+    let sid = disk.file.split(':').next().unwrap_or_default().to_string();
+    let storages = ok(
+        t,
+        "GET /nodes/{node}/storage",
+        c.node_storages(n, None).await,
+    );
+    let st = storages
+        .iter()
+        .find(|s| s.storage == sid)
+        .unwrap_or_else(|| panic!("[{}] storage {sid} not listed: {storages:?}", label(t)));
+    assert!(
+        st.has_content("images") && st.usable(),
+        "[{}] {st:?}",
+        label(t)
+    );
+
+    let vmid = t.clone_template("pending").await;
+    wait_upid(t, "start", c.start(n, vmid).await).await;
+    let before = ok(t, "pending", c.vm_pending(n, vmid).await);
+    assert!(
+        !before.iter().any(|p| p.is_pending()),
+        "[{}] nothing pending after a start: {before:?}",
+        label(t)
+    );
+    let update = ConfigUpdate::new().cores(3);
+    if let Some(upid) = ok(
+        t,
+        "POST config",
+        c.update_config_async(n, vmid, &update).await,
+    ) {
+        ok(t, "qmconfig", t.wait(&upid).await);
+    }
+    let after = ok(t, "pending", c.vm_pending(n, vmid).await);
+    let cores = after
+        .iter()
+        .find(|p| p.key == "cores")
+        .unwrap_or_else(|| panic!("[{}] no cores row: {after:?}", label(t)));
+    assert!(
+        cores.is_pending(),
+        "[{}] cores not pending: {cores:?}",
+        label(t)
+    );
+    assert_eq!(cores.pending.as_deref(), Some("3"), "[{}]", label(t));
+}

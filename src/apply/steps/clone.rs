@@ -24,27 +24,41 @@ use crate::retry::{Classify, Disposition, RetryError, RetryPolicy};
 pub(crate) async fn clone_vm(ctx: &VmCtx<'_>, want: &DesiredVm) -> Result<u32, StepError> {
     let exec = ctx.exec;
     let full = want.clone_mode == CloneMode::Full;
+    // The plan's route (plan::placement): the clone goes to the template's node, straight to
+    // another node only when Proxmox can (all volumes and the target storage shared); else
+    // the migrate step moves it afterwards.
+    let route = &want.route;
+    let clone_node = clone_node(want);
+    let storage = if full { route.storage.clone() } else { None };
     let params = CloneParams {
         newid: want.requested_vmid.unwrap_or(0),
         name: Some(want.physical_name.0.clone()),
         description: Some(want.marker.to_description()),
         full: Some(full),
-        storage: full.then(|| want.storage.clone()),
+        storage: storage.clone(),
         format: None,
-        target: (want.node != want.template.node).then(|| want.node.clone()),
+        target: route.target.clone(),
         pool: None,
     };
     let marker_line = want.marker.to_line();
-    let storage = full.then(|| want.storage.clone());
     let policy = exec.timeouts.policy(exec.timeouts.clone);
     run_step(
         ctx,
         "clone",
         policy,
-        Some((&want.template.node, storage.as_deref())),
+        Some((&clone_node, storage.as_deref())),
         || attempt(ctx, want, &params, &marker_line),
     )
     .await
+}
+
+/// The node the clone call goes to: the route's (always the template's node).
+pub(crate) fn clone_node(want: &DesiredVm) -> String {
+    if want.route.clone_node.is_empty() {
+        want.template.node.clone()
+    } else {
+        want.route.clone_node.clone()
+    }
 }
 
 async fn attempt(
@@ -55,8 +69,9 @@ async fn attempt(
 ) -> Result<u32, AttemptError> {
     let exec = ctx.exec;
     let client = &exec.client;
+    let clone_node = clone_node(want);
     let req = AllocateRequest {
-        node: &want.template.node,
+        node: &clone_node,
         template_vmid: want.template.vmid,
         params,
         ownership: Ownership::Marker(marker_line),

@@ -108,11 +108,16 @@ pub(crate) fn build_update(
     let mut any = false;
     for (k, v) in planned_set {
         let before = observed.get(k).map(String::as_str);
-        let desired_now = want
-            .owned_config()
-            .get(k)
-            .cloned()
-            .unwrap_or_else(|| v.clone());
+        // A `netN` the plan wrote with a MAC (the NIC's own, carried from wherever it was)
+        // must match that MAC; the other owned keys compare semantically.
+        let desired_now = if k.starts_with("net") && props::net_mac(v).is_some() {
+            v.clone()
+        } else {
+            want.owned_config()
+                .get(k)
+                .cloned()
+                .unwrap_or_else(|| v.clone())
+        };
         if config_value_matches(k, before, &desired_now) {
             continue;
         }
@@ -121,8 +126,9 @@ pub(crate) fn build_update(
             let keys: Vec<String> = v.lines().map(str::to_string).collect();
             update.sshkeys(&keys)
         } else if let Some(idx) = k.strip_prefix("net").and_then(|i| i.parse::<usize>().ok()) {
-            // Keep whatever MAC the VM has (a clone's fresh one) unless the operator set one.
-            let keep = before.and_then(props::net_mac);
+            // The MAC the plan chose for this NIC, else whatever the VM has on this slot (a
+            // clone's fresh one).
+            let keep = props::net_mac(v).or_else(|| before.and_then(props::net_mac));
             match want.nics.iter().find(|n| n.index == idx) {
                 Some(nic) => update.raw(k, &net_value(nic, keep.as_deref())),
                 None => update.raw(k, v),

@@ -10,9 +10,11 @@
 
 pub(crate) mod clone;
 pub(crate) mod config;
+pub(crate) mod migrate;
 pub(crate) mod readiness;
 pub(crate) mod remove;
 pub(crate) mod resize;
+pub(crate) mod restart;
 pub(crate) mod start;
 
 use std::future::Future;

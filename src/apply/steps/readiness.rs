@@ -33,8 +33,10 @@ pub(crate) async fn facts(
         None,
         || async {
             ctx.read();
+            // `current`: what the VM runs, not what it gets at its next start (the outputs
+            // report what runs).
             let cfg = client
-                .vm_config(node, vmid, false)
+                .vm_config(node, vmid, true)
                 .await
                 .map_err(AttemptError::pve)?;
             ctx.read();

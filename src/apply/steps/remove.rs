@@ -6,8 +6,9 @@ use crate::apply::executor::StepError;
 use crate::apply::steps::{run_step, submit_wait_confirm, Confirm, VmCtx};
 use crate::pve::ErrorClass;
 
-/// Remove `ctx.vmid` from `ctx.node`.
-pub(crate) async fn remove(ctx: &VmCtx<'_>) -> Result<(), StepError> {
+/// Shut `ctx.vmid` down within the shutdown timeout, then stop it hard when the guest
+/// ignores that. A stopped VM is left alone; a VM already gone counts as stopped.
+pub(crate) async fn power_off(ctx: &VmCtx<'_>) -> Result<(), StepError> {
     let exec = ctx.exec;
     let client = &exec.client;
     let vmid = ctx.vmid.unwrap_or_default();
@@ -27,53 +28,71 @@ pub(crate) async fn remove(ctx: &VmCtx<'_>) -> Result<(), StepError> {
             Err(e) => return Err(e),
         })
     };
-    if running {
-        let timeout_s = t.shutdown.as_secs().min(u32::MAX as u64) as u32;
-        let wait = exec.wait_opts(t.shutdown + t.shutdown_grace);
-        let graceful = run_step(
+    if !running {
+        return Ok(());
+    }
+    let timeout_s = t.shutdown.as_secs().min(u32::MAX as u64) as u32;
+    let wait = exec.wait_opts(t.shutdown + t.shutdown_grace);
+    let graceful = run_step(
+        ctx,
+        "shutdown",
+        crate::retry::RetryPolicy::once(),
+        Some((node, None)),
+        || async {
+            submit_wait_confirm(
+                ctx,
+                &wait,
+                || async {
+                    client
+                        .shutdown(node, vmid, Some(timeout_s), false)
+                        .await
+                        .map(Some)
+                },
+                stopped,
+            )
+            .await
+        },
+    )
+    .await;
+    if let Err(e) = graceful {
+        if matches!(e, StepError::Cancelled { .. }) {
+            return Err(e);
+        }
+        let wait = exec.wait_opts(t.delete);
+        run_step(
             ctx,
-            "shutdown",
-            crate::retry::RetryPolicy::once(),
+            "stop",
+            t.policy(t.delete),
             Some((node, None)),
             || async {
                 submit_wait_confirm(
                     ctx,
                     &wait,
-                    || async {
-                        client
-                            .shutdown(node, vmid, Some(timeout_s), false)
-                            .await
-                            .map(Some)
-                    },
+                    || async { client.stop(node, vmid).await.map(Some) },
                     stopped,
                 )
                 .await
             },
         )
-        .await;
-        if let Err(e) = graceful {
-            if matches!(e, StepError::Cancelled { .. }) {
-                return Err(e);
-            }
-            let wait = exec.wait_opts(t.delete);
-            run_step(
-                ctx,
-                "stop",
-                t.policy(t.delete),
-                Some((node, None)),
-                || async {
-                    submit_wait_confirm(
-                        ctx,
-                        &wait,
-                        || async { client.stop(node, vmid).await.map(Some) },
-                        stopped,
-                    )
-                    .await
-                },
-            )
-            .await?;
-        }
+        .await?;
     }
+    Ok(())
+}
+
+/// Remove `ctx.vmid` from `ctx.node`.
+pub(crate) async fn remove(ctx: &VmCtx<'_>) -> Result<(), StepError> {
+    let exec = ctx.exec;
+    let client = &exec.client;
+    let vmid = ctx.vmid.unwrap_or_default();
+    let node = ctx.node.as_str();
+    let t = &exec.timeouts;
+    ctx.read();
+    match client.vm_status(node, vmid).await {
+        Ok(_) => {}
+        Err(e) if e.classify() == ErrorClass::NotFound => return Ok(()),
+        Err(e) => return Err(ctx.other("shutdown", e.to_string())),
+    }
+    power_off(ctx).await?;
     let wait = exec.wait_opts(t.delete);
     run_step(
         ctx,
