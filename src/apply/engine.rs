@@ -20,7 +20,7 @@ use crate::plan::desired::{
 };
 use crate::plan::diff::{diff, summarize, PlanError, VmAction, VmPlan};
 use crate::plan::marker::OwnershipMarker;
-use crate::plan::observe::{list_vms, observe, ObserveError};
+use crate::plan::observe::{list_vms, observe, ObserveError, CLONE_LOCK_WAIT};
 use crate::plan::observed::{ObservedPool, PriorIds, ResourceRow};
 use crate::plan::placement::{gather, place};
 use crate::plan::template::{disk_bytes, template_boot_disk, volume_storages};
@@ -102,6 +102,9 @@ pub struct PlanRequest<'a> {
     pub state_instance: Option<&'a str>,
     /// IPAM NICs NetBox allocates at apply (plan only; empty for apply).
     pub ipam_pending: &'a PendingAllocations,
+    /// How long observing waits for a VM under `lock: clone` (a clone in flight) before
+    /// planning against it with a warning: [`CLONE_LOCK_WAIT`] times the engine's time scale.
+    pub clone_lock_wait: std::time::Duration,
 }
 
 /// Find the template, check it is one, and read what the plan needs from its config (boot
@@ -222,6 +225,7 @@ pub async fn make_plan(
         &rows,
         req.prior,
         &expected_names,
+        req.clone_lock_wait,
     )
     .await?;
     warnings.extend(observed.warnings.iter().cloned());
@@ -401,6 +405,7 @@ pub async fn verify_converged(
     identity: &SlotIdentity,
     prior: &PriorIds,
     skip: &BTreeSet<String>,
+    clone_lock_wait: std::time::Duration,
 ) -> Result<Vec<Divergence>, EngineError> {
     let rows = list_vms(client).await?;
     let desired: BTreeMap<LogicalVmKey, DesiredVm> = plan
@@ -413,7 +418,15 @@ pub async fn verify_converged(
         .map(|d| d.physical_name.0.clone())
         .collect();
     names.extend(prior.hyops.values().filter_map(|(_, n)| n.clone()));
-    let observed = observe(client, &identity.probe_marker(), &rows, prior, &names).await?;
+    let observed = observe(
+        client,
+        &identity.probe_marker(),
+        &rows,
+        prior,
+        &names,
+        clone_lock_wait,
+    )
+    .await?;
     let again = diff(&desired, &observed, true)?;
     Ok(again
         .iter()
@@ -497,7 +510,8 @@ pub async fn apply_plan(
             .filter(|o| o.status != "ok")
             .map(|o| o.key.clone())
             .collect();
-        match verify_converged(&exec.client, plan, v.identity, v.prior, &skip).await {
+        let lock_wait = CLONE_LOCK_WAIT.mul_f64(exec.timeouts.scale);
+        match verify_converged(&exec.client, plan, v.identity, v.prior, &skip, lock_wait).await {
             Ok(d) => divergences = d,
             Err(e) => divergences.push(Divergence {
                 key: "(all)".into(),
@@ -562,7 +576,15 @@ pub async fn destroy(
         .filter_map(|(_, n)| n.clone())
         .collect();
     names.extend(extra_names.iter().cloned());
-    let observed = observe(&exec.client, &identity.probe_marker(), &rows, prior, &names).await?;
+    let observed = observe(
+        &exec.client,
+        &identity.probe_marker(),
+        &rows,
+        prior,
+        &names,
+        CLONE_LOCK_WAIT.mul_f64(exec.timeouts.scale),
+    )
+    .await?;
     // Catch before write: Proxmox refuses to destroy a protected VM, so check every target
     // before the first power change and refuse them all together.
     let protected: Vec<PlanError> = observed

@@ -79,6 +79,10 @@ fn init_tracing(verbose: bool) {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
         )
         .with_writer(std::io::stderr)
+        // A failed log write (a closed stderr: `hyops-pve apply --verbose … 2>&1 | head`) is
+        // dropped like every other output line. By default the subscriber reports it with
+        // eprintln!, which panics on that same closed stderr and aborted the run half-way.
+        .log_internal_errors(false)
         .with_target(false)
         .try_init();
 }

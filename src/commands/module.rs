@@ -353,10 +353,14 @@ async fn preflight_phase(
     let (template_vmid, template_hint) = template_vmid(ctx, &resolved.model, &mut warnings)?;
     let client = ctx.client(&creds)?;
     client.version().await.map_err(|e| {
-        CliError::msg(format!(
+        let mut msg = format!(
             "preflight failed: Proxmox API at {} is not reachable with the configured token: {e}",
             creds.url
-        ))
+        );
+        if let Some(fix) = connect_fix(&e, &creds, &ctx.root) {
+            msg.push_str(&format!("\n  fix: {fix}"));
+        }
+        CliError::msg(msg)
     })?;
     // Upstream order: after the template probe, the SDN managed-bridge guard (every mode,
     // with the host-side gateway probe over node SSH), then the IPAM checks (readiness,
@@ -381,6 +385,32 @@ async fn preflight_phase(
     })
 }
 
+/// What to do when the first API call fails for a reason the operator fixes in the
+/// credentials: an untrusted or changed certificate, a refused token.
+fn connect_fix(
+    e: &crate::pve::PveError,
+    creds: &hyops::ProxmoxCredentials,
+    root: &hyops::RuntimeRoot,
+) -> Option<String> {
+    let file = creds
+        .source_file
+        .clone()
+        .unwrap_or_else(|| root.proxmox_tfvars());
+    let file = file.display();
+    match e.classify() {
+        crate::pve::ErrorClass::Tls if creds.tls.fingerprint_sha256.is_some() => Some(format!(
+            "the node's certificate does not match proxmox_tls_fingerprint in {file}; if it was renewed, read the new SHA-256 fingerprint with `pvenode cert info` on the node and update proxmox_tls_fingerprint"
+        )),
+        crate::pve::ErrorClass::Tls => Some(format!(
+            "the node's certificate is not trusted (a fresh Proxmox VE serves a self-signed one): pin it with proxmox_tls_fingerprint = \"<SHA-256 from `pvenode cert info`>\", or trust its CA with proxmox_ca_file = \"<a copy of the node's /etc/pve/pve-root-ca.pem>\", in {file} (or PROXMOX_TLS_FINGERPRINT / PROXMOX_CA_FILE); proxmox_skip_tls = true turns verification off"
+        )),
+        crate::pve::ErrorClass::Auth => Some(format!(
+            "Proxmox refused the API token: check proxmox_token_id (user@realm!tokenname) and proxmox_token_secret in {file} (or the runtime vault), and that the token exists, is not expired and has privilege separation set as intended"
+        )),
+        _ => None,
+    }
+}
+
 async fn make_plan(
     ctx: &Ctx,
     run: &Run,
@@ -403,6 +433,7 @@ async fn make_plan(
         run_id: &run.run_id,
         env: ctx.env_name.as_deref(),
         state_instance: ctx.instance.as_ref().map(|i| i.as_str()),
+        clone_lock_wait: crate::plan::observe::CLONE_LOCK_WAIT.mul_f64(ctx.time_scale()),
     };
     let (mut plan, _observed) = engine::make_plan(&pf.client, &req)
         .await
@@ -716,20 +747,27 @@ pub async fn apply_inner(
     bypass_reason: Option<String>,
     plan_file: Option<&Path>,
 ) -> Result<String, CliError> {
+    let stop = Stop::watch();
     let run = start_run(ctx, RunPrefix::Apply, true)?;
     let mut decision = PreflightDecision::new("apply", bypass_reason.as_deref());
     output::progress("progress: phase=preflight");
     // With a bypass, the same resolution runs (the engine needs it) but its failure is the
-    // apply's failure, recorded as such.
-    let pf = match preflight_phase(
-        ctx,
-        &run,
-        LifecycleCommand::Apply,
-        false,
-        bypass_reason.is_some(),
-    )
-    .await
-    {
+    // apply's failure, recorded as such. Preflight changes nothing: a stop abandons it.
+    let preflight = stop
+        .race(preflight_phase(
+            ctx,
+            &run,
+            LifecycleCommand::Apply,
+            false,
+            bypass_reason.is_some(),
+        ))
+        .await
+        .map_err(|sig| {
+            CliError::cancelled(format!(
+                "apply cancelled by the operator ({sig}) during preflight, before any change"
+            ))
+        })?;
+    let pf = match preflight {
         Ok(p) => {
             decision.complete(true, None);
             decision.write(&run.evidence).map_err(CliError::hyops)?;
@@ -770,45 +808,60 @@ pub async fn apply_inner(
             ))
         })?;
     output::progress("progress: phase=apply");
-    let outcome = apply_engine(ctx, &run, &pf, plan_file).await;
-    match outcome {
-        Ok(applied) => {
-            // The gate runs after a successful rollout only, as upstream runs it after
-            // `terragrunt output`.
-            let gate = if applied.report.failed {
-                None
-            } else {
-                Some(readiness_gate(ctx, &run, &pf, &applied.report).await)
-            };
-            // The inventory sync (§4.7) runs after the gate passed, as upstream's hook;
-            // non-strict unless HYOPS_NETBOX_SYNC_STRICT says otherwise.
-            let gate_ok = gate.as_ref().is_none_or(|g| g.error.is_none());
-            let sync = if !applied.report.failed && gate_ok {
-                Some(
-                    netbox_sync::after_apply(
-                        ctx,
-                        &run,
-                        &applied.plan,
-                        &applied.report,
-                        prior_state.as_ref(),
-                    )
-                    .await,
-                )
-            } else {
-                None
-            };
-            finish_apply(
-                ctx,
-                &run,
-                &pf,
-                &state,
-                applied,
-                gate,
-                sync,
-                input_contract,
-                resolved_file,
-            )
+    let outcome = apply_engine(ctx, &run, &pf, plan_file, &stop).await;
+    // The gate runs after a successful rollout only, as upstream runs it after
+    // `terragrunt output`; it only waits for SSH, so a stop request abandons it.
+    let outcome = match outcome {
+        Ok(applied) if !applied.report.failed => {
+            match stop
+                .race(readiness_gate(ctx, &run, &pf, &applied.report))
+                .await
+            {
+                Ok(gate) => Ok((applied, Some(gate))),
+                Err(sig) => Err(CliError::cancelled(format!(
+                    "apply cancelled by the operator ({sig}) during the post-apply SSH readiness gate; the rollout itself finished and the next apply adopts its VMs"
+                ))),
+            }
         }
+        Ok(applied) => Ok((applied, None)),
+        Err(e) => Err(e),
+    };
+    // The inventory sync (§4.7) runs after the gate passed, as upstream's hook; non-strict
+    // unless HYOPS_NETBOX_SYNC_STRICT says otherwise. A stop request abandons it: the sync
+    // matches by name and identity, so the next apply's sync finishes what this one began.
+    let outcome = match outcome {
+        Ok((applied, gate)) if !applied.report.failed && gate_passed(gate.as_ref()) => {
+            match stop
+                .race(netbox_sync::after_apply(
+                    ctx,
+                    &run,
+                    &applied.plan,
+                    &applied.report,
+                    prior_state.as_ref(),
+                ))
+                .await
+            {
+                Ok(sync) => Ok((applied, gate, Some(sync))),
+                Err(sig) => Err(CliError::cancelled(format!(
+                    "apply cancelled by the operator ({sig}) during the NetBox inventory sync; the rollout finished and passed the readiness gate, and the next apply syncs NetBox again"
+                ))),
+            }
+        }
+        Ok((applied, gate)) => Ok((applied, gate, None)),
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok((applied, gate, sync)) => finish_apply(
+            ctx,
+            &run,
+            &pf,
+            &state,
+            applied,
+            gate,
+            sync,
+            input_contract,
+            resolved_file,
+        ),
         Err(e) => {
             let _ = state.persist_error("apply", &e.message);
             let result = DriverResult::error(&run.run_id, "apply", &e.message);
@@ -822,6 +875,11 @@ pub async fn apply_inner(
             Err(e)
         }
     }
+}
+
+/// Whether the readiness gate (if it ran) let the apply through.
+fn gate_passed(gate: Option<&GateReport>) -> bool {
+    gate.is_none_or(|g| g.error.is_none())
 }
 
 /// What the apply phases produced besides the engine report.
@@ -878,13 +936,32 @@ async fn apply_engine(
     run: &Run,
     pf: &Preflighted,
     plan_file: Option<&Path>,
+    stop: &Stop,
 ) -> Result<ApplyRun, CliError> {
-    // IPAM (apply/deploy only): reserve or reuse every address before planning.
+    // IPAM (apply/deploy only): reserve or reuse every address before planning. A stop
+    // request abandons it: what was reserved so far carries this slot's identities and the
+    // next apply reuses it.
     let allocated = match &pf.ipam {
-        Some(p) => Some(ipam::ipam_allocate(p, &pf.resolved.model, run).await?),
+        Some(p) => Some(
+            stop.race(ipam::ipam_allocate(p, &pf.resolved.model, run))
+                .await
+                .map_err(|sig| {
+                    CliError::cancelled(format!(
+                        "apply cancelled by the operator ({sig}) during the NetBox IPAM allocation, before any Proxmox change; addresses reserved so far keep this slot's identities and the next apply reuses them"
+                    ))
+                })??,
+        ),
         None => None,
     };
-    let plan = make_plan(ctx, run, pf, allocated.as_ref()).await?;
+    // Observing Proxmox changes nothing: a stop request abandons it at once.
+    let plan = stop
+        .race(make_plan(ctx, run, pf, allocated.as_ref()))
+        .await
+        .map_err(|sig| {
+            CliError::cancelled(format!(
+                "apply cancelled by the operator ({sig}) while observing Proxmox, before any change"
+            ))
+        })??;
     if plan.has_pending_ipam() {
         return Err(CliError::msg(
             "internal error: the plan still has NICs waiting for a NetBox address; nothing was changed",
@@ -976,14 +1053,14 @@ async fn apply_engine(
             previous_outputs: previous_outputs.as_ref(),
         }),
     );
-    let report = run_cancellable(&exec, apply).await;
+    let report = run_cancellable(&exec, stop, apply).await;
     let report = match report {
-        Some(r) => r,
-        None => {
+        Ok(r) => r,
+        Err(sig) => {
             if let Some(b) = &bar {
                 b.abandon();
             }
-            return Err(CliError::cancelled("apply cancelled by the operator (SIGINT); every started step was ended and journalled; VMs already created carry the ownership marker and are adopted by the next apply"));
+            return Err(CliError::cancelled(format!("apply cancelled by the operator ({sig}); every started step was ended and journalled; VMs already created carry the ownership marker and are adopted by the next apply")));
         }
     };
     if let Some(b) = bar {
@@ -1068,20 +1145,87 @@ async fn readiness_gate(
 /// How long the steps get to end (journalled) after Ctrl-C before the run stops anyway.
 const CANCEL_GRACE: Duration = Duration::from_secs(20);
 
-/// Run `work` until it ends or Ctrl-C: then fire the executor's cancellation token, let the
-/// steps end and journal themselves (bounded by [`CANCEL_GRACE`]), and return `None`.
+/// A stop request for one mutating run: SIGINT (Ctrl-C) or SIGTERM (a CI job cancelled,
+/// `timeout`, systemd), watched from the run's start to its end, so a signal in any phase
+/// (observing Proxmox, the rollout, the readiness gate) is seen instead of killing the
+/// process with the state left `running`. Once watched, a signal no longer ends the process
+/// by itself (tokio keeps its handler): every phase of the run must race [`Stop::requested`].
+pub(crate) struct Stop {
+    token: crate::retry::CancellationToken,
+    signal: Arc<std::sync::OnceLock<&'static str>>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl Stop {
+    /// Start watching (inside the async runtime).
+    pub(crate) fn watch() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        let token = crate::retry::CancellationToken::new();
+        let which = Arc::new(std::sync::OnceLock::new());
+        let (t, w) = (token.clone(), which.clone());
+        // Registered here, before the task runs: a signal right after `watch` is not lost.
+        let int = signal(SignalKind::interrupt());
+        let term = signal(SignalKind::terminate());
+        let watcher = tokio::spawn(async move {
+            let (Ok(mut int), Ok(mut term)) = (int, term) else {
+                // Signals cannot be watched: the default dispositions (terminate) stay.
+                return;
+            };
+            let name = tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            };
+            let _ = w.set(name);
+            t.cancel();
+        });
+        Stop {
+            token,
+            signal: which,
+            watcher,
+        }
+    }
+
+    /// Resolves once a stop was requested; names the signal.
+    pub(crate) async fn requested(&self) -> &'static str {
+        self.token.cancelled().await;
+        self.signal.get().copied().unwrap_or("SIGINT")
+    }
+
+    /// Run `work` unless a stop comes first (then `work` is dropped: only for phases that
+    /// change nothing, or whose every write is safe to abandon).
+    pub(crate) async fn race<T>(
+        &self,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, &'static str> {
+        tokio::select! {
+            r = work => Ok(r),
+            sig = self.requested() => Err(sig),
+        }
+    }
+}
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
+
+/// Run `work` until it ends or a stop request: then fire the executor's cancellation token,
+/// let the steps end and journal themselves (bounded by [`CANCEL_GRACE`]), and return the
+/// signal's name.
 async fn run_cancellable<T>(
     exec: &Arc<Executor>,
+    stop: &Stop,
     work: impl std::future::Future<Output = T>,
-) -> Option<T> {
+) -> Result<T, &'static str> {
     tokio::pin!(work);
-    tokio::select! {
-        r = &mut work => return Some(r),
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    let sig = tokio::select! {
+        r = &mut work => return Ok(r),
+        sig = stop.requested() => sig,
+    };
     exec.cancel.cancel();
     let _ = tokio::time::timeout(CANCEL_GRACE, &mut work).await;
-    None
+    Err(sig)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1235,6 +1379,7 @@ pub async fn destroy(args: &ModuleArgs, bypass: &PreflightBypass) -> Result<i32,
 /// next run still knows the VMs that were not removed). The preflight decision (and a
 /// `--preflight-bypass-reason`) is recorded in the run's evidence.
 pub async fn destroy_inner(ctx: &Ctx, bypass_reason: Option<String>) -> Result<String, CliError> {
+    let stop = Stop::watch();
     let run = start_run(ctx, RunPrefix::Destroy, true)?;
     let mut decision = PreflightDecision::new("destroy", bypass_reason.as_deref());
     let creds = ctx.credentials()?;
@@ -1291,17 +1436,17 @@ pub async fn destroy_inner(ctx: &Ctx, bypass_reason: Option<String>) -> Result<S
     ));
     let ident = identity(ctx);
     let work = engine::destroy(&exec, &ident, &prior, &names);
-    let report = run_cancellable(&exec, work).await;
+    let report = run_cancellable(&exec, &stop, work).await;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
     let report = match report {
-        None => {
-            let msg = fail("destroy cancelled by the operator (SIGINT); every started step was ended and journalled; run destroy again to remove the rest".into());
+        Err(sig) => {
+            let msg = fail(format!("destroy cancelled by the operator ({sig}); every started step was ended and journalled; run destroy again to remove the rest"));
             return Err(CliError::cancelled(msg));
         }
-        Some(Err(e)) => return Err(CliError::msg(fail(e.to_string()))),
-        Some(Ok(r)) => r,
+        Ok(Err(e)) => return Err(CliError::msg(fail(e.to_string()))),
+        Ok(Ok(r)) => r,
     };
     write_json_atomic(
         &run.evidence.join("destroy_report.json"),
@@ -1375,10 +1520,18 @@ pub async fn destroy_inner(ctx: &Ctx, bypass_reason: Option<String>) -> Result<S
         ));
         return Err(CliError::msg(msg));
     }
-    // Destroy sync from the prior state, before the state says `destroyed`.
-    match netbox_sync::after_destroy(ctx, &run, prior_state.as_ref()).await {
-        Ok(w) => report.warnings.extend(w),
-        Err(e) => return Err(CliError::msg(fail(e.message))),
+    // Destroy sync from the prior state, before the state says `destroyed`. A stop request
+    // abandons it; the state then does not say `destroyed` and the next destroy syncs again.
+    match stop
+        .race(netbox_sync::after_destroy(ctx, &run, prior_state.as_ref()))
+        .await
+    {
+        Ok(Ok(w)) => report.warnings.extend(w),
+        Ok(Err(e)) => return Err(CliError::msg(fail(e.message))),
+        Err(sig) => {
+            let msg = fail(format!("destroy cancelled by the operator ({sig}) during the NetBox destroy sync; the VMs are removed, run destroy again to finish the sync"));
+            return Err(CliError::cancelled(msg));
+        }
     }
     let value = state
         .persist_destroyed(&run.run_id, &run.evidence, &contract)
@@ -1435,11 +1588,7 @@ pub async fn state_show(args: &StateShowArgs) -> Result<i32, CliError> {
     let env = args.env.clone().or_else(|| nonblank("HYOPS_ENV"));
     let root = if args.sim {
         let env = env.unwrap_or_else(|| "dev".into());
-        hyops::RuntimeRoot::at(
-            &crate::commands::simroot::sim_home(&env_vars)
-                .join("envs")
-                .join(env),
-        )
+        hyops::RuntimeRoot::at(&crate::commands::simroot::sim_env_root(&env_vars, &env)?)
     } else {
         let runtime_root_env = nonblank("HYOPS_RUNTIME_ROOT");
         let env_for_root = match (&args.env, &args.root, &runtime_root_env) {

@@ -200,6 +200,52 @@ pub fn check_sim_root(root: &Path) -> Result<(), CliError> {
     )))
 }
 
+/// `path` made absolute, with its deepest existing ancestor resolved (symlinks, `..`) and the
+/// rest normalised lexically, so two spellings of one place compare equal.
+fn resolved(path: &Path) -> PathBuf {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            // `out` is canonical wherever it exists, so a lexical `..` is the real parent.
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => {
+                out.push(other);
+                if let Ok(canon) = std::fs::canonicalize(&out) {
+                    out = canon;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Refuse a simulator root inside `$HOME/.hybridops` (the real HyOps envs), even one that does
+/// not exist yet: the simulator's credentials would sit where `hyops init proxmox` and every
+/// real run of that env look for them.
+pub fn refuse_real_envs_tree(
+    root: &Path,
+    env_vars: &BTreeMap<String, String>,
+) -> Result<(), CliError> {
+    let Some(home) = env_vars.get("HOME").filter(|h| !h.trim().is_empty()) else {
+        return Ok(());
+    };
+    let real = resolved(&Path::new(home).join(".hybridops"));
+    let root_resolved = resolved(root);
+    if root_resolved.starts_with(&real) {
+        return Err(CliError::msg(format!(
+            "--sim refuses runtime root {}: it is inside {}, where the real HyOps envs live, and the simulator would write its credentials there. \
+             Nothing was written. Drop --root (and HYOPS_PVE_SIM_HOME) to use the simulator's own root (~/.hyops-pve/sim/envs/<env>), or give --root a directory outside ~/.hybridops",
+            root.display(),
+            real.display()
+        )));
+    }
+    Ok(())
+}
+
 /// A running in-process simulator bound to its runtime root. It holds the lock of its
 /// cluster state file from before the state is loaded until after it is saved, so two
 /// `--sim` runs on one root serialise (the second waits `--lock-wait-s`, then fails naming
@@ -238,6 +284,14 @@ pub fn sim_home(env: &BTreeMap<String, String>) -> PathBuf {
     Path::new(&home).join(".hyops-pve").join("sim")
 }
 
+/// The simulator's runtime root for `env`: `<sim home>/envs/<env>`. The env name must be one
+/// path component (as for a real root): `--sim --env ../../x` would otherwise put the
+/// simulator's credentials in any directory, `~/.hybridops/envs/<x>` included.
+pub fn sim_env_root(env_vars: &BTreeMap<String, String>, env: &str) -> Result<PathBuf, CliError> {
+    crate::hyops::check_env_name(env).map_err(CliError::hyops)?;
+    Ok(sim_home(env_vars).join("envs").join(env))
+}
+
 impl SimSession {
     /// Start the simulator for `env` (root `<sim home>/envs/<env>`, or `--root` when given).
     pub async fn start(
@@ -248,11 +302,16 @@ impl SimSession {
         lock_wait: Duration,
         env_vars: &BTreeMap<String, String>,
     ) -> Result<Self, CliError> {
+        // Checked even with `--root`: the env name also goes into every VM name.
+        let env_root = sim_env_root(env_vars, env)?;
         let root = match root_override {
             Some(r) => r.to_path_buf(),
-            None => sim_home(env_vars).join("envs").join(env),
+            None => env_root,
         };
+        // A root holding anything real is refused naming what it holds; one that is new or
+        // empty is still refused inside the real envs tree.
         check_sim_root(&root)?;
+        refuse_real_envs_tree(&root, env_vars)?;
         mark_sim_root(&root)?;
         let state_file = root.join("sim").join("cluster-state.json");
         let time_scale = match env_vars.get("HYOPS_PVE_SIM_TIME_SCALE") {

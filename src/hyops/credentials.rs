@@ -91,6 +91,20 @@ pub struct TlsPolicy {
     pub fingerprint_sha256: Option<[u8; 32]>,
 }
 
+/// `url` with any `user:password@` before the host replaced by `***@` (the text is shown to
+/// the operator; it may be malformed, so this works on the raw string).
+fn redact_userinfo(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..scheme_end], &rest[at..]),
+        None => url.to_string(),
+    }
+}
+
 /// Parse a SHA-256 fingerprint: 64 hex digits, optionally `:`-separated, any case.
 pub fn parse_fingerprint(field: &str, value: &str) -> Result<[u8; 32]> {
     let hex_only: String = value
@@ -226,7 +240,21 @@ pub fn load_proxmox_credentials(
     let allow_http = tf.get("proxmox_allow_http").is_some_and(|v| truthy(v))
         || env.get("PROXMOX_ALLOW_HTTP").is_some_and(|v| truthy(v));
     let mut warnings = Vec::new();
-    match url::Url::parse(&url) {
+    let parsed = url::Url::parse(&url);
+    // Userinfo in the URL is a credential Proxmox never uses (the token is a header), and
+    // the URL is printed in messages and evidence: refuse it without echoing it.
+    let url = redact_userinfo(&url);
+    if let Ok(u) = &parsed {
+        if !u.username().is_empty() || u.password().is_some() {
+            return Err(HyopsError::Credentials(format!(
+                "proxmox_url={url:?} carries a user name or password before the host; Proxmox authenticates the API token \
+                 (proxmox_token_id / proxmox_token_secret), never URL credentials, and the URL appears in logs and evidence. \
+                 Remove the part before '@' in {}",
+                path.display()
+            )));
+        }
+    }
+    match parsed {
         Ok(u) if u.scheme() == "https" && u.host_str().is_some() => {}
         Ok(u) if u.scheme() == "http" && u.host_str().is_some() => {
             if !allow_http {

@@ -149,7 +149,9 @@ pub fn acquire_subject(
     if let Some(dir) = path.parent() {
         ensure_dir(dir)?;
     }
-    let deadline = Instant::now() + wait;
+    // A wait past the end of the clock (`--lock-wait-s 18446744073709551615`) waits forever
+    // instead of overflowing the deadline.
+    let deadline = Instant::now().checked_add(wait);
     loop {
         let mut file = OpenOptions::new()
             .read(true)
@@ -189,7 +191,7 @@ pub fn acquire_subject(
                 stale_previous,
             });
         }
-        if Instant::now() >= deadline {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             let holder = read_holder(&mut file);
             return Err(HyopsError::Lock(busy_message(
                 path,

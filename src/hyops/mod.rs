@@ -64,7 +64,9 @@ pub use lock::{
     acquire as acquire_lock, acquire_subject as acquire_lock_file, LockHolder, RunLock,
 };
 pub use netbox_env::{hydrate_netbox_env, netbox_authority_root, netbox_ready, NetboxEnv};
-pub use paths::{module_id, slot_name, ModuleRef, RootSource, RuntimeRoot, StateInstance};
+pub use paths::{
+    check_env_name, module_id, slot_name, ModuleRef, RootSource, RuntimeRoot, StateInstance,
+};
 pub use preflight::{run_preflight_checks, PreflightCheck, PreflightOptions, PreflightReport};
 pub use protocol::{DriverIdentity, DriverRequest, DriverResult, ResultStatus};
 pub use runid::{new_run_id, RunPrefix};

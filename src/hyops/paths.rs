@@ -49,11 +49,18 @@ pub fn absolutize(path: &Path, home: Option<&Path>) -> PathBuf {
         .unwrap_or(expanded)
 }
 
-/// The root for an env name: `<home>/.hybridops/envs/<env>`.
-pub fn env_root(home: &Path, env: &str) -> Result<PathBuf> {
+/// Refuse an env name that is not one path component of letters, digits, `-`, `_` and `.`
+/// (e.g. `../x`, `a/b`): it would resolve to a root outside the envs directory.
+pub fn check_env_name(env: &str) -> Result<()> {
     if !valid_env_name(env) {
         return Err(HyopsError::BadEnvName(env.to_string()));
     }
+    Ok(())
+}
+
+/// The root for an env name: `<home>/.hybridops/envs/<env>`.
+pub fn env_root(home: &Path, env: &str) -> Result<PathBuf> {
+    check_env_name(env)?;
     Ok(home.join(".hybridops").join("envs").join(env))
 }
 

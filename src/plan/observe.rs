@@ -18,9 +18,10 @@ use crate::retry::{Classify, Disposition, RetryError, RetryPolicy};
 
 /// How many config reads run at once.
 const READ_CONCURRENCY: usize = 8;
-/// How long to wait for a candidate under `lock: clone` (a clone still running, possibly from
-/// a run that crashed) before giving up on it.
-const CLONE_LOCK_WAIT: Duration = Duration::from_secs(600);
+/// How long (at time scale 1) to wait for a candidate under `lock: clone` (a clone still
+/// running, possibly from a run that crashed) before planning against what it shows. Callers
+/// pass it scaled by the engine's time scale, like every other engine deadline.
+pub const CLONE_LOCK_WAIT: Duration = Duration::from_secs(600);
 
 /// Errors while observing.
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +132,7 @@ pub async fn observe(
     rows: &[ResourceRow],
     prior: &PriorIds,
     expected_names: &BTreeSet<String>,
+    clone_lock_wait: Duration,
 ) -> Result<ObservedPool, ObserveError> {
     let mut wanted = candidate_vmids(rows, prior);
     for r in rows {
@@ -142,7 +144,7 @@ pub async fn observe(
     }
     let by_id: BTreeMap<u32, &ResourceRow> = rows.iter().map(|r| (r.vmid, r)).collect();
     let reads = stream::iter(wanted.iter().filter_map(|id| by_id.get(id).copied()))
-        .map(|row| async move { read_one(client, row).await })
+        .map(|row| async move { read_one(client, row, clone_lock_wait).await })
         .buffer_unordered(READ_CONCURRENCY)
         .collect::<Vec<_>>()
         .await;
@@ -205,23 +207,34 @@ impl Classify for ConfigRead {
 async fn read_one(
     client: &PveClient,
     row: &ResourceRow,
+    wait: Duration,
 ) -> Result<Option<ObservedVm>, ObserveError> {
     // A clone still in flight (perhaps from a run that crashed) has a temporary config:
     // wait for the real one (polling on the one retry policy) rather than plan against it.
+    let interval = |d: Duration| d.min(wait / 4).max(Duration::from_millis(1));
     let poll = RetryPolicy {
-        initial: Duration::from_millis(200),
-        max_interval: Duration::from_secs(5),
+        initial: interval(Duration::from_millis(200)),
+        max_interval: interval(Duration::from_secs(5)),
         jitter: 0.0,
-        max_elapsed: CLONE_LOCK_WAIT,
+        max_elapsed: wait,
         max_attempts: 0,
         ..RetryPolicy::default()
     };
+    let warned = std::sync::atomic::AtomicBool::new(false);
     let polled = poll
         .poll(None, || async {
             match client.vm_config(&row.node, row.vmid, false).await {
                 Ok(cfg) => {
                     let vm = observed_vm(row, &cfg);
                     Ok(if vm.lock.as_deref() == Some("clone") {
+                        if !warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                            tracing::warn!(
+                                "VM {} on node {} is under lock: clone (a clone in flight); waiting up to {} s for it to finish",
+                                row.vmid,
+                                row.node,
+                                wait.as_secs()
+                            );
+                        }
                         None
                     } else {
                         Some(Some(vm))

@@ -137,7 +137,7 @@ pub enum PveError {
         last: String,
     },
     /// The response body is larger than the configured bound; it was not read further.
-    #[error("{ctx}: response body exceeds the limit of {limit} bytes (raise the client's max_response_bytes if this answer is legitimate)")]
+    #[error("{ctx}: response body exceeds the limit of {limit} bytes (if this answer is legitimate, raise the bound: HYOPS_PVE_MAX_RESPONSE_MIB for the hyops-pve CLI, `PveConfig::max_response_bytes` for the library)")]
     TooLarge {
         /// The failed call.
         ctx: Box<CallContext>,

@@ -28,7 +28,10 @@
 //! Actions (`kind`): `http` (`status`, `message`), `reset`, `delay` (`ms`, simulated),
 //! `hang`, `lost_reply`, `lock_timeout`, `task_fail` (`message`), `slow_task` (`extra_ms`,
 //! simulated), `oversized` (`bytes`). Other match keys: `vmid`, `count` (fire at most N
-//! times). An unknown key anywhere is an error naming it.
+//! times). An unknown key anywhere is an error naming it, and so is a rule that could never
+//! fire (a non-glob `path` the API schema does not serve for the rule's method, a
+//! `window.after` that is no API call, a non-finite window start). A window may last
+//! forever (`duration_s: .inf`).
 
 use std::collections::HashMap;
 
@@ -217,21 +220,87 @@ impl FaultPlan {
                     return bad(format!("http status {status} must be 400-599"));
                 }
             }
+            if let Some(path) = &r.path {
+                check_path(r.method.as_deref(), path).or_else(bad)?;
+            }
             if let Some(w) = &r.window {
+                // `.inf` is "never ends" for a duration, but no start: NaN compares false
+                // with everything and would silently open the window at 0.
+                if !w.start_s.is_finite() {
+                    return bad(format!(
+                        "window start_s {} must be a finite number",
+                        w.start_s
+                    ));
+                }
+                if w.duration_s.is_some_and(f64::is_nan) {
+                    return bad("window duration_s must be a number".into());
+                }
                 if w.start_s < 0.0 || w.duration_s.is_some_and(|d| d < 0.0) {
                     return bad("window start_s and duration_s must not be negative".into());
                 }
                 if let Some(a) = &w.after {
-                    if a.split_once(' ').is_none() {
-                        return bad(format!(
-                            "window.after {a:?} must be \"METHOD /path/template\""
-                        ));
-                    }
+                    check_trigger(a).or_else(bad)?;
                 }
             }
         }
         Ok(())
     }
+}
+
+/// A rule's `path` must be able to match a call: a glob (`*`) is taken as written, anything
+/// else must be an API path template of the spec or a concrete path one resolves to, served
+/// for the rule's method. A typo here used to make a chaos run silently fault-free.
+fn check_path(method: Option<&str>, path: &str) -> Result<(), String> {
+    if path.contains('*') {
+        return Ok(());
+    }
+    let spec = super::spec::spec().map_err(|e| e.to_string())?;
+    let methods: Vec<&str> = spec
+        .endpoints
+        .iter()
+        .filter(|ep| {
+            ep.path == path
+                || matches!(
+                    spec.find(&ep.method, path),
+                    super::spec::PathMatch::Found(found, _) if found.path == ep.path
+                )
+        })
+        .map(|ep| ep.method.as_str())
+        .collect();
+    if methods.is_empty() {
+        return Err(format!(
+            "path {path:?} is no Proxmox API path: use a template from the API schema (e.g. /nodes/{{node}}/qemu/{{vmid}}/clone), a concrete path (/nodes/pve1/qemu/100/config), or a glob with *"
+        ));
+    }
+    let serves = |m: &str| match m {
+        "any" => true,
+        "write" => methods.iter().any(|x| *x != "GET"),
+        m => methods.contains(&m),
+    };
+    match method {
+        Some(m) if !serves(m) => Err(format!(
+            "method {m} never meets path {path:?}: Proxmox serves it for {} only",
+            methods.join(", ")
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `window.after` is `"METHOD /path/template"` naming one endpoint of the spec exactly (it is
+/// compared with each call's method and template; anything else would never open the window).
+fn check_trigger(after: &str) -> Result<(), String> {
+    let Some((method, template)) = after.split_once(' ') else {
+        return Err(format!(
+            "window.after {after:?} must be \"METHOD /path/template\""
+        ));
+    };
+    let spec = super::spec::spec().map_err(|e| e.to_string())?;
+    if spec.endpoint(method, template).is_none() {
+        return Err(format!(
+            "window.after {after:?} names no Proxmox API call: it must be a method (GET, POST, PUT, DELETE) and a path template of the API schema, e.g. \"POST /nodes/{{node}}/qemu/{{vmid}}/clone\""
+        ));
+    }
+    Ok(())
 }
 
 /// Rules, how often each matched and fired, trigger times, and the seeded RNG.
@@ -362,8 +431,12 @@ impl FaultState {
                     Some(a) => self.seen_first.get(a.as_str()).copied(),
                 };
                 let Some(origin) = origin else { continue };
-                let start = origin + (w.start_s * 1000.0) as u64;
-                let end = w.duration_s.map(|d| start + (d * 1000.0) as u64);
+                // Saturating: a window may start or last beyond the end of u64 time (a
+                // `duration_s: 1e300` never ends; `as u64` already saturates the product).
+                let start = origin.saturating_add((w.start_s * 1000.0) as u64);
+                let end = w
+                    .duration_s
+                    .map(|d| start.saturating_add((d * 1000.0) as u64));
                 if call.now_ms < start || end.is_some_and(|e| call.now_ms >= e) {
                     continue;
                 }
