@@ -394,6 +394,29 @@ async fn destroy_soft_retires_and_the_rebuild_gets_the_same_addresses(t: Ipam) {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destroy_retried_after_a_failed_one_still_retires_the_netbox_vms() {
+    let t = embedded().await;
+    let o = t.overlay("o.yml", &["app-01"], "");
+    let ctx = t.ctx(&o, &[]).await;
+    apply_inner(&ctx, None, None).await.unwrap();
+    // A destroy that failed (or was cancelled) leaves the state `error` with the outputs of
+    // the last good apply, as persist_error writes it.
+    let path = t
+        .h
+        .root()
+        .join("state/modules/platform__onprem__platform-vm/latest.json");
+    let mut st = t.h.state_json();
+    st["status"] = "error".into();
+    st["failed_command"] = "destroy".into();
+    std::fs::write(&path, serde_json::to_vec(&st).unwrap()).unwrap();
+    destroy_inner(&ctx, None).await.unwrap();
+    let sync = t.evidence_json("destroy-", "hook_netbox_sync.json");
+    assert_eq!(sync["summary"]["retired"], 1, "{sync:#}");
+    let vm = t.vm(&t.name("app-01")).await.expect("kept in NetBox");
+    assert_eq!(vm["status"]["value"], "offline");
+}
+
 async fn hard_delete_on_destroy_keeps_the_reservations(t: Ipam) {
     let o = t.overlay("o.yml", &["app-01"], "");
     let ctx = t

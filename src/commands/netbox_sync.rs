@@ -196,11 +196,15 @@ pub fn rows_from_outputs(
     out
 }
 
-/// The VMs of this slot's previous ok state (name and tags), by logical key.
+/// The VMs this slot last published (name and tags), by logical key.
+///
+/// Upstream reads them only from an `ok` state, so a destroy retried after a failed or
+/// cancelled one (state `error`/`running`, outputs of the last good apply kept) never retires
+/// the NetBox VMs. Here every state that still holds outputs counts; `destroyed` holds none.
 fn prior_vms(state: Option<&Map<String, Value>>) -> BTreeMap<String, (String, Vec<String>)> {
     let mut out = BTreeMap::new();
     let Some(s) = state else { return out };
-    if s.get("status").and_then(Value::as_str).map(str::trim) != Some("ok") {
+    if s.get("status").and_then(Value::as_str).map(str::trim) == Some("destroyed") {
         return out;
     }
     let Some(vms) = s
