@@ -20,11 +20,11 @@ fn call<'a>(method: &'a str, template: &'a str, now_ms: u64) -> CallInfo<'a> {
 
 #[test]
 fn a_window_that_never_ends_keeps_firing_instead_of_overflowing() {
-    // `duration_s: 1e300` is "never ends". The end used to be computed as start + u64::MAX:
+    // `duration_s: 1.0e+300` is "never ends". The end used to be computed as start + u64::MAX:
     // a panic inside the simulator's request handler in debug builds, and in release a
     // window that wrapped around and never fired.
     let plan = FaultPlan::from_yaml(&format!(
-        "rules:\n  - method: GET\n    path: {TASK_STATUS}\n    window: {{after: \"POST {CLONE}\", start_s: 0, duration_s: 1e300}}\n    action: {{kind: reset}}\n"
+        "rules:\n  - method: GET\n    path: {TASK_STATUS}\n    window: {{after: \"POST {CLONE}\", start_s: 0, duration_s: 1.0e+300}}\n    action: {{kind: reset}}\n"
     ))
     .unwrap();
     let mut s = FaultState::new(plan, 1);
@@ -40,7 +40,7 @@ fn a_window_that_never_ends_keeps_firing_instead_of_overflowing() {
 #[test]
 fn a_window_that_starts_beyond_the_end_of_time_never_fires_and_never_panics() {
     let plan = FaultPlan::from_yaml(
-        "rules:\n  - window: {start_s: 1e300, duration_s: 1e300}\n    action: {kind: reset}\n",
+        "rules:\n  - window: {start_s: 1.0e+300, duration_s: 1.0e+300}\n    action: {kind: reset}\n",
     )
     .unwrap();
     let mut s = FaultState::new(plan, 1);
@@ -65,7 +65,10 @@ fn non_finite_window_numbers_are_refused_by_name() {
         ),
     ] {
         let e = FaultPlan::from_yaml(yaml).expect_err(yaml).to_string();
-        assert!(e.contains(needle) && e.contains("rules[0]"), "{yaml}: {e}");
+        assert!(
+            e.contains(needle) && e.contains("faults.rules[1]"),
+            "{yaml}: {e}"
+        );
     }
 }
 
@@ -74,7 +77,7 @@ fn a_rule_path_that_names_no_api_call_is_refused() {
     let yaml = "rules:\n  - method: POST\n    path: /nodes/{node}/qemu/{vmid}/clonee\n    action: {kind: lost_reply}\n";
     let e = FaultPlan::from_yaml(yaml).unwrap_err().to_string();
     assert!(
-        e.contains("rules[0]") && e.contains("/nodes/{node}/qemu/{vmid}/clonee"),
+        e.contains("faults.rules[1]") && e.contains("/nodes/{node}/qemu/{vmid}/clonee"),
         "{e}"
     );
 }
@@ -84,7 +87,7 @@ fn a_rule_whose_method_never_meets_its_path_is_refused() {
     // The clone endpoint is POST only: a GET rule on it can never fire.
     let yaml = format!("rules:\n  - method: GET\n    path: {CLONE}\n    action: {{kind: reset}}\n");
     let e = FaultPlan::from_yaml(&yaml).unwrap_err().to_string();
-    assert!(e.contains("rules[0]") && e.contains("GET"), "{e}");
+    assert!(e.contains("faults.rules[1]") && e.contains("GET"), "{e}");
 }
 
 #[test]
@@ -99,7 +102,7 @@ fn a_window_trigger_that_names_no_api_call_is_refused() {
         );
         let e = FaultPlan::from_yaml(&yaml).expect_err(after).to_string();
         assert!(
-            e.contains("rules[0]") && e.contains("window.after"),
+            e.contains("faults.rules[1]") && e.contains("window.after"),
             "{after}: {e}"
         );
     }
@@ -140,4 +143,18 @@ fn the_readme_fault_file_example_parses_and_names_real_api_calls() {
         .expect("the section shows a fault file");
     let plan = FaultPlan::from_yaml(yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
     assert!(plan.rules.len() >= 3);
+}
+
+#[test]
+fn a_number_written_as_yaml_1_1_text_is_refused_by_field_name() {
+    // PyYAML (YAML 1.1) reads `1e300` as a string; the refusal names the field and the value.
+    let e = FaultPlan::from_yaml(
+        "rules:\n  - window: {start_s: 0, duration_s: 1e300}\n    action: {kind: reset}\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("faults.rules[1].window.duration_s") && e.contains("1e300"),
+        "{e}"
+    );
 }

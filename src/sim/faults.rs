@@ -166,6 +166,28 @@ pub enum FaultFileError {
     Invalid(String),
 }
 
+/// A serde path in the fault file's notation: `faults.rules[1].window.start_s`, lists numbered
+/// from 1 like [`crate::yaml::PyValue::to_json`]'s paths.
+fn field_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::from("faults");
+    for seg in path.iter() {
+        match seg {
+            Segment::Seq { index } => out.push_str(&format!("[{}]", index + 1)),
+            Segment::Map { key } => {
+                out.push('.');
+                out.push_str(key);
+            }
+            Segment::Enum { variant } => {
+                out.push('.');
+                out.push_str(variant);
+            }
+            Segment::Unknown => out.push_str(".?"),
+        }
+    }
+    out
+}
+
 const METHODS: &[&str] = &["GET", "POST", "PUT", "DELETE", "write", "any"];
 
 impl FaultPlan {
@@ -177,8 +199,9 @@ impl FaultPlan {
         let json = doc
             .to_json("faults")
             .map_err(|e| FaultFileError::Invalid(e.to_string()))?;
-        let plan: FaultPlan =
-            serde_json::from_value(json).map_err(|e| FaultFileError::Invalid(e.to_string()))?;
+        let plan: FaultPlan = serde_path_to_error::deserialize(json).map_err(|e| {
+            FaultFileError::Invalid(format!("{}: {}", field_path(e.path()), e.inner()))
+        })?;
         plan.validate()?;
         Ok(plan)
     }
@@ -201,7 +224,10 @@ impl FaultPlan {
     /// Check values serde cannot: methods, rates, statuses, windows.
     pub fn validate(&self) -> Result<(), FaultFileError> {
         for (i, r) in self.rules.iter().enumerate() {
-            let bad = |m: String| Err(FaultFileError::Invalid(format!("rules[{i}]: {m}")));
+            // Rules are numbered from 1, as every other list in hyops-pve's messages (and
+            // upstream hyops') is: `faults.rules[1]` is the first rule.
+            let n = i + 1;
+            let bad = |m: String| Err(FaultFileError::Invalid(format!("faults.rules[{n}]: {m}")));
             if let Some(m) = &r.method {
                 if !METHODS.contains(&m.as_str()) {
                     return bad(format!("method {m:?} is not one of {}", METHODS.join(", ")));
@@ -432,7 +458,7 @@ impl FaultState {
                 };
                 let Some(origin) = origin else { continue };
                 // Saturating: a window may start or last beyond the end of u64 time (a
-                // `duration_s: 1e300` never ends; `as u64` already saturates the product).
+                // `duration_s: 1.0e+300` never ends; `as u64` already saturates the product).
                 let start = origin.saturating_add((w.start_s * 1000.0) as u64);
                 let end = w
                     .duration_s
