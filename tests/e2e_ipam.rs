@@ -402,10 +402,9 @@ async fn a_destroy_retried_after_a_failed_one_still_retires_the_netbox_vms() {
     apply_inner(&ctx, None, None).await.unwrap();
     // A destroy that failed (or was cancelled) leaves the state `error` with the outputs of
     // the last good apply, as persist_error writes it.
-    let path = t
-        .h
-        .root()
-        .join("state/modules/platform__onprem__platform-vm/latest.json");
+    let path =
+        t.h.root()
+            .join("state/modules/platform__onprem__platform-vm/latest.json");
     let mut st = t.h.state_json();
     st["status"] = "error".into();
     st["failed_command"] = "destroy".into();
