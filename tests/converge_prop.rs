@@ -9,9 +9,6 @@ mod common;
 
 use common::Harness;
 use hyops_pve::commands::module::{apply_inner, plan_inner};
-use hyops_pve::commands::simroot::write_sdn_state;
-use hyops_pve::sim::ssh::SimSshConfig;
-use hyops_pve::sim::SimConfig;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
@@ -152,15 +149,7 @@ fn yaml(o: &Overlay, subnet: u8) -> String {
 }
 
 async fn apply_then_plan_is_empty(h: &Harness, name: &str, text: &str) -> Result<(), String> {
-    // `vnetmgmt` is an SDN-managed bridge: the root is its own SDN authority (as every
-    // real root with vnets has a network-sdn state to point at).
-    let root = h.root().display().to_string();
-    let ctx = h
-        .ctx_env(
-            &h.overlay(name, text),
-            &[("HYOPS_SDN_AUTHORITY_ROOT", &root)],
-        )
-        .await;
+    let ctx = h.ctx(&h.overlay(name, text)).await;
     apply_inner(&ctx, None, None)
         .await
         .map_err(|e| format!("apply failed: {}\n{text}", e.message))?;
@@ -194,19 +183,8 @@ fn apply_then_plan_is_empty_over_random_valid_overlays() {
     let strategy = (1usize..=3).prop_flat_map(|n| (overlay(n), overlay(n)));
     let result = runner.run(&strategy, |(first, second)| {
         rt.block_on(async {
-            let h = Harness::start_with(SimConfig {
-                time_scale: 0.0005,
-                ssh: SimSshConfig {
-                    // The node carries the vnet's gateway, as a reconciled Proxmox host does.
-                    bridge_addresses: [("vnetmgmt".to_string(), vec!["10.10.0.1/24".to_string()])]
-                        .into(),
-                    ..SimSshConfig::default()
-                },
-                ..SimConfig::default()
-            })
-            .await;
-            write_sdn_state(&h.root(), "hybzone", &[("vnetmgmt", 10, "10.10.0.0/24")])
-                .map_err(|e| e.message)?;
+            // vnetmgmt is SDN-managed: the runner has a network-sdn state for it.
+            let h = Harness::start_with_sdn().await;
             apply_then_plan_is_empty(&h, "first.yml", &yaml(&first, 20)).await?;
             apply_then_plan_is_empty(&h, "second.yml", &yaml(&second, 30)).await
         })
