@@ -21,7 +21,7 @@ use ipnet::Ipv4Net;
 use serde_json::{json, Value};
 
 use crate::commands::context::Ctx;
-use crate::commands::module::Run;
+use crate::commands::phases::Run;
 use crate::commands::CliError;
 use crate::hyops::claims::{collect_ipv4_claims, Ipv4Claim};
 use crate::hyops::netbox_env::{
@@ -229,7 +229,7 @@ pub async fn bridge_guard(
             warnings.push(host_probe_skipped_warning(Some(&ip), None, None))
         }
         (Some(_), Some(creds), Some(_)) => {
-            let ssh = crate::commands::module::node_ssh(ctx, creds)?;
+            let ssh = crate::commands::phases::node_ssh(ctx, creds)?;
             let expected: BTreeMap<String, Vec<String>> = guard
                 .expected_gateways
                 .iter()

@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 use crate::apply::engine::ApplyReport;
 use crate::commands::context::Ctx;
 use crate::commands::ipam::{client_for, hydrate};
-use crate::commands::module::Run;
+use crate::commands::phases::Run;
 use crate::commands::CliError;
 use crate::hyops::netbox_env::NETBOX_MODULE_ID;
 use crate::hyops::{write_json_atomic, write_text_atomic};
