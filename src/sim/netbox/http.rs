@@ -8,10 +8,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::sim::server::ConnectionReset;
 use axum::body::Body;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -19,57 +19,17 @@ use tokio::sync::watch;
 use super::store::{model_name, NbError, Query, KINDS};
 use super::{NbFaultAction, NbShared};
 
-/// Makes hyper drop the connection without an answer (a lost reply).
-#[derive(Debug)]
-pub struct ConnectionReset;
-
-impl std::fmt::Display for ConnectionReset {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("simulated connection reset")
-    }
-}
-impl std::error::Error for ConnectionReset {}
-
-/// Accept connections until `shutdown` flips.
+/// Accept connections until `shutdown` flips, on the Proxmox simulator's HTTP(S) machinery.
 pub async fn run(
     nb: Arc<NbShared>,
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.changed() => break,
-            a = listener.accept() => a,
-        };
-        let Ok((stream, _)) = accepted else { continue };
-        let nb = Arc::clone(&nb);
-        let tls = tls.clone();
-        let mut conn_shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| handle(Arc::clone(&nb), req));
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            match tls {
-                Some(acceptor) => {
-                    let Ok(stream) = acceptor.accept(stream).await else {
-                        return;
-                    };
-                    let conn = builder.serve_connection(TokioIo::new(stream), service);
-                    tokio::select! {
-                        _ = conn => {}
-                        _ = conn_shutdown.changed() => {}
-                    }
-                }
-                None => {
-                    let conn = builder.serve_connection(TokioIo::new(stream), service);
-                    tokio::select! {
-                        _ = conn => {}
-                        _ = conn_shutdown.changed() => {}
-                    }
-                }
-            }
-        });
-    }
+    crate::sim::server::serve(listener, tls, shutdown, move |req| {
+        handle(Arc::clone(&nb), req)
+    })
+    .await
 }
 
 fn respond(status: u16, body: &Value, extra: &[(&str, String)]) -> Response<Body> {
