@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use common::netbox::{self, IPAM_POOL};
 use common::Harness;
 use hyops_pve::commands::driver::run_request_text_with;
 use hyops_pve::commands::simroot::{sim_netbox_seed, write_netbox_root};
@@ -18,36 +19,11 @@ use hyops_pve::hyops::{
     PACK_ID, PROFILE,
 };
 use hyops_pve::inputs::{merge_operator_inputs, parse_overlay, spec_defaults};
-use hyops_pve::netbox::{NetboxClient, NetboxConfig};
-use hyops_pve::pve::TlsMode;
 use hyops_pve::sim::netbox::{NetboxSim, NetboxSimConfig, NetboxSimHandle};
 use hyops_pve::sim::ssh::SimSshConfig;
 use hyops_pve::sim::SimConfig;
 use hyops_pve::yaml::PyValue;
 use serde_json::{json, Value};
-
-/// Two IPAM VMs on `vnetmgmt` (10.10.0.0/24, static range .2–.119 in the root's SDN state).
-const IPAM_OVERLAY: &str = "\
-ssh_username: opsadmin
-template_state_ref: core/onprem/template-image
-template_key: ubuntu-24.04
-require_ipam: true
-addressing:
-  mode: ipam
-  ipam:
-    provider: netbox
-post_apply_ssh_readiness:
-  connectivity_wait_s: 30
-vms:
-  app-01:
-    role: app
-    interfaces:
-      - bridge: vnetmgmt
-  app-02:
-    role: app
-    interfaces:
-      - bridge: vnetmgmt
-";
 
 /// The simulator (its node carrying the SDN gateways, so the host-side probe passes), the
 /// embedded NetBox, and a root that is its own NetBox and SDN authority.
@@ -98,7 +74,7 @@ impl Setup {
         let PyValue::Dict(mut inputs) = PyValue::from(&spec_defaults()) else {
             panic!("spec defaults are a mapping")
         };
-        merge_operator_inputs(&mut inputs, &parse_overlay(IPAM_OVERLAY).unwrap());
+        merge_operator_inputs(&mut inputs, &parse_overlay(IPAM_POOL).unwrap());
         let inputs = PyValue::Dict(inputs).to_json("inputs").unwrap();
         let root = self.h.root().display().to_string();
         json!({
@@ -157,46 +133,6 @@ impl Setup {
         )
         .unwrap();
     }
-
-    fn netbox_client(&self) -> NetboxClient {
-        let mut cfg = NetboxConfig::new(self.netbox.url().to_string(), self.netbox.token.clone());
-        cfg.tls = TlsMode::Fingerprint(self.netbox.ca_fingerprint_sha256.clone());
-        NetboxClient::new(cfg).unwrap()
-    }
-
-    /// The addresses reserved under this slot's identities (`hyops:hybzone:…`).
-    async fn reservations(&self) -> Vec<String> {
-        let mut out: Vec<String> = self
-            .netbox_client()
-            .list(
-                "/api/ipam/ip-addresses/",
-                &[("parent".into(), "10.10.0.0/24".into())],
-            )
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|ip| {
-                ip["description"]
-                    .as_str()
-                    .is_some_and(|d| d.starts_with("hyops:hybzone:"))
-            })
-            .filter_map(|ip| ip["address"].as_str().map(str::to_string))
-            .collect();
-        out.sort();
-        out
-    }
-
-    async fn netbox_vm(&self, name: &str) -> Option<Value> {
-        self.netbox_client()
-            .list(
-                "/api/virtualization/virtual-machines/",
-                &[("name".into(), name.into())],
-            )
-            .await
-            .unwrap()
-            .into_iter()
-            .find(|v| v["name"] == name)
-    }
 }
 
 fn ok(r: &DriverResult) {
@@ -232,8 +168,7 @@ async fn a_driver_apply_allocates_syncs_and_reapplies_with_no_writes_anywhere() 
     assert_eq!(alloc["status"], "ok", "{alloc:#}");
     let sync = s.evidence_json("apply-1", "hook_netbox_sync.json");
     assert_eq!(sync["rc"], 0, "{sync:#}");
-    let vm = s
-        .netbox_vm("dev-app-02")
+    let vm = netbox::vm(&s.netbox, "dev-app-02")
         .await
         .unwrap_or_else(|| panic!("synced VM: {sync:#}"));
     assert_eq!(vm["primary_ip4"]["address"], "10.10.0.3/24");
@@ -267,10 +202,12 @@ async fn a_driver_destroy_soft_retires_the_netbox_vms_and_keeps_the_reservations
     ok(&d);
     let sync = s.evidence_json("destroy-1", "hook_netbox_sync.json");
     assert_eq!(sync["summary"]["retired"], 2, "{sync:#}");
-    let vm = s.netbox_vm("dev-app-01").await.expect("kept in NetBox");
+    let vm = netbox::vm(&s.netbox, "dev-app-01")
+        .await
+        .expect("kept in NetBox");
     assert_eq!(vm["status"]["value"], "offline");
     assert_eq!(
-        s.reservations().await,
+        netbox::reservations(&s.netbox, "10.10.0.0/24", "hybzone").await,
         ["10.10.0.2/24", "10.10.0.3/24"],
         "reservations are never released"
     );

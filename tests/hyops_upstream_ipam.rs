@@ -7,37 +7,12 @@
 mod common;
 mod upstream_hyops;
 
+use common::netbox::{self, IPAM_POOL};
 use hyops_pve::commands::simroot::{sim_netbox_seed, write_netbox_root};
-use hyops_pve::netbox::{NetboxClient, NetboxConfig};
-use hyops_pve::pve::TlsMode;
 use hyops_pve::sim::netbox::{NetboxSim, NetboxSimConfig, NetboxSimHandle};
-use upstream_hyops::World;
+use upstream_hyops::{pool_no_gate, World};
 
 const FAST: f64 = 0.0005;
-
-/// Two IPAM VMs on `vnetmgmt` (10.10.0.0/24, static range .2–.119); native cloud-init and no
-/// readiness gate, since the driver process cannot reach the in-process simulator's SSH.
-const IPAM_POOL: &str = "\
-ssh_username: opsadmin
-template_state_ref: core/onprem/template-image
-template_key: ubuntu-24.04
-require_ipam: true
-cloud_init_mode: native
-addressing:
-  mode: ipam
-  ipam:
-    provider: netbox
-post_apply_ssh_readiness: {enabled: false}
-vms:
-  app-01:
-    role: app
-    interfaces:
-      - bridge: vnetmgmt
-  app-02:
-    role: app
-    interfaces:
-      - bridge: vnetmgmt
-";
 
 /// The world plus the embedded NetBox, the runtime root being its own NetBox and SDN
 /// authority.
@@ -67,7 +42,7 @@ async fn hyops_apply_of_an_ipam_pool_reserves_in_netbox_and_a_second_apply_write
     let Some((w, nb)) = world().await else {
         return;
     };
-    let inputs = w.overlay("ipam.yml", IPAM_POOL);
+    let inputs = w.overlay("ipam.yml", &pool_no_gate(IPAM_POOL));
     let run = w.module("apply", &inputs, &[]).await;
     run.assert_ok();
     let state = w.state(None);
@@ -99,36 +74,20 @@ async fn hyops_apply_of_an_ipam_pool_reserves_in_netbox_and_a_second_apply_write
     assert_eq!(nb.counters().writes, netbox, "NetBox writes on re-apply");
 }
 
-/// The NetBox VM named `name`, if any.
-async fn netbox_vm(nb: &NetboxSimHandle, name: &str) -> Option<serde_json::Value> {
-    let mut cfg = NetboxConfig::new(nb.url().to_string(), nb.token.clone());
-    cfg.tls = TlsMode::Fingerprint(nb.ca_fingerprint_sha256.clone());
-    NetboxClient::new(cfg)
-        .unwrap()
-        .list(
-            "/api/virtualization/virtual-machines/",
-            &[("name".into(), name.into())],
-        )
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|v| v["name"] == name)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hyops_destroy_of_an_ipam_pool_soft_retires_its_netbox_vms() {
     let Some((w, nb)) = world().await else {
         return;
     };
-    let inputs = w.overlay("ipam.yml", IPAM_POOL);
+    let inputs = w.overlay("ipam.yml", &pool_no_gate(IPAM_POOL));
     w.module("apply", &inputs, &[]).await.assert_ok();
-    let vm = netbox_vm(&nb, "dev-app-01")
+    let vm = netbox::vm(&nb, "dev-app-01")
         .await
         .expect("synced by the apply");
     assert_eq!(vm["status"]["value"], "active");
     w.module("destroy", &inputs, &[]).await.assert_ok();
     assert_eq!(w.state(None)["status"], "destroyed");
     assert!(w.vms().is_empty(), "{:?}", w.vms());
-    let vm = netbox_vm(&nb, "dev-app-01").await.expect("kept in NetBox");
+    let vm = netbox::vm(&nb, "dev-app-01").await.expect("kept in NetBox");
     assert_eq!(vm["status"]["value"], "offline", "{vm:#}");
 }

@@ -2,6 +2,7 @@
 //! pointing at it, and a command context built with an explicit (hermetic) environment.
 #![allow(dead_code)]
 
+pub mod netbox;
 pub mod pool;
 
 use std::collections::BTreeMap;
