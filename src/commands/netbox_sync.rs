@@ -510,7 +510,7 @@ pub async fn after_apply(
     }
     let vms: Vec<SyncVm> = rows.into_iter().map(|(v, _)| v).collect();
     let opts = SyncOptions::from_env(&ctx.env_vars);
-    let (rc, summary, mut warnings) = match probe(&client).await {
+    let (rc, summary, warnings) = match probe(&client).await {
         Err(e) => (3, json!({"error": e}), vec![format!("netbox sync: {e}")]),
         Ok(()) => {
             let rep = sync_vms(&client, &vms, &retire, &opts).await;
@@ -533,20 +533,7 @@ pub async fn after_apply(
         client.api_version(),
         summary.clone(),
     );
-    write_json_atomic(&run.evidence.join("hook_netbox_sync.json"), &record)
-        .map_err(CliError::hyops)?;
-    write_json_atomic(&run.evidence.join("hook_netbox_sync.result.json"), &summary)
-        .map_err(CliError::hyops)?;
-    if rc != 0 {
-        if strict {
-            return Err(CliError::msg(format!(
-                "netbox sync failed with rc={rc}: {}",
-                warnings.join("; ")
-            )));
-        }
-        warnings.insert(0, format!("netbox sync failed (non-strict) with rc={rc}"));
-    }
-    Ok(warnings)
+    finish_hook(run, &record, &summary, rc, strict, warnings)
 }
 
 /// The destroy sync (§4.8) from the prior state, before `destroyed` is written. Returns the
@@ -597,7 +584,7 @@ pub async fn after_destroy(
         })
         .collect();
     let opts = SyncOptions::from_env(&ctx.env_vars);
-    let (rc, summary, mut warnings) = match probe(&client).await {
+    let (rc, summary, warnings) = match probe(&client).await {
         Err(e) => (3, json!({"error": e}), vec![format!("netbox sync: {e}")]),
         Ok(()) => {
             let rep = destroy_sync(&client, &targets, hard, &opts).await;
@@ -620,9 +607,23 @@ pub async fn after_destroy(
         client.api_version(),
         summary.clone(),
     );
-    write_json_atomic(&run.evidence.join("hook_netbox_sync.json"), &record)
+    finish_hook(run, &record, &summary, rc, strict, warnings)
+}
+
+/// Write `hook_netbox_sync.json` and `hook_netbox_sync.result.json`, then apply upstream's
+/// non-strict rule: a failed sync (`rc != 0`) is a leading warning, or the error with
+/// `HYOPS_NETBOX_SYNC_STRICT`.
+fn finish_hook(
+    run: &Run,
+    record: &Value,
+    summary: &Value,
+    rc: i32,
+    strict: bool,
+    mut warnings: Vec<String>,
+) -> Result<Vec<String>, CliError> {
+    write_json_atomic(&run.evidence.join("hook_netbox_sync.json"), record)
         .map_err(CliError::hyops)?;
-    write_json_atomic(&run.evidence.join("hook_netbox_sync.result.json"), &summary)
+    write_json_atomic(&run.evidence.join("hook_netbox_sync.result.json"), summary)
         .map_err(CliError::hyops)?;
     if rc != 0 {
         if strict {
