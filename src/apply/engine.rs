@@ -17,7 +17,9 @@ use crate::hyops::{
 };
 use crate::inputs::model::{LogicalVmKey, ModuleInputs};
 use crate::plan::artifact::{desired_digest, PlanArtifact, PLAN_KIND, PLAN_SCHEMA_VERSION};
-use crate::plan::desired::{desired_vm, DesiredError, DesiredVm, TargetDefaults, TemplateRef};
+use crate::plan::desired::{
+    desired_vm, DesiredError, DesiredVm, PendingAllocations, TargetDefaults, TemplateRef,
+};
 use crate::plan::diff::{diff, summarize, PlanError, VmAction, VmPlan};
 use crate::plan::marker::OwnershipMarker;
 use crate::plan::observe::{list_cluster, list_vms, observe, ObserveError, CLONE_LOCK_WAIT};
@@ -101,6 +103,8 @@ pub struct PlanRequest<'a> {
     pub run_id: &'a str,
     pub env: Option<&'a str>,
     pub state_instance: Option<&'a str>,
+    /// IPAM NICs NetBox allocates at apply (plan only; empty for apply).
+    pub ipam_pending: &'a PendingAllocations,
     /// How long observing waits for a VM under `lock: clone` (a clone in flight) before
     /// planning against it with a warning: [`CLONE_LOCK_WAIT`] times the engine's time scale.
     pub clone_lock_wait: std::time::Duration,
@@ -198,7 +202,14 @@ pub async fn make_plan(client: &PveClient, req: &PlanRequest<'_>) -> Result<Plan
     let mut desired = BTreeMap::new();
     for (key, vm) in &req.inputs.vms {
         let marker = req.identity.marker(&key.0, template.vmid, req.inputs);
-        let want = desired_vm(req.inputs, vm, req.defaults, &template, marker)?;
+        let want = desired_vm(
+            req.inputs,
+            vm,
+            req.defaults,
+            &template,
+            marker,
+            req.ipam_pending,
+        )?;
         warnings.extend(undelivered_overrides(vm, &want));
         desired.insert(key.clone(), want);
     }
@@ -247,6 +258,7 @@ pub async fn make_plan(client: &PveClient, req: &PlanRequest<'_>) -> Result<Plan
         summary: summarize(&vms),
         vms,
         warnings,
+        ipam: Vec::new(),
     };
     Ok(Planned {
         plan,

@@ -64,7 +64,7 @@ pub use propstr::{
 };
 pub use sshkeys::{decode_sshkeys, encode_sshkeys};
 pub use tasks::TaskListEntry;
-pub use tls::{fingerprint_of, parse_fingerprint, TlsMode};
+pub use tls::{client_config, fingerprint_of, parse_fingerprint, TlsMode};
 pub use types::{
     ipv4_addresses, next_start_config, CloneParams, CloudInitKind, ClusterResource, ConfigUpdate,
     CpuModel, DiskFormat, GuestInterface, GuestIp, NodeInfo, NodeNetwork, NodeStorage,
