@@ -65,6 +65,20 @@ async fn second_apply_with_the_same_inputs_sends_zero_writes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_created_vm_publishes_its_grown_disk_and_a_reapply_publishes_the_same_outputs() {
+    let h = Harness::start().await;
+    let ctx = h.ctx(&h.overlay("o.yml", DEMO)).await;
+    apply_inner(&ctx, None, None).await.unwrap();
+    let first = h.state_json()["outputs"]["vms"].clone();
+    // The template disk is 32G; the clone was grown to disk_size_gb (40) before it started.
+    assert!(h.config_of("dev-app-01")["scsi0"].contains("size=40G"));
+    assert_eq!(first["app-01"]["disk_gb"], 40, "{first:#}");
+    // An unchanged VM publishes from what the plan read: the same facts, field for field.
+    apply_inner(&ctx, None, None).await.unwrap();
+    assert_eq!(h.state_json()["outputs"]["vms"], first);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changing_cores_memory_tags_nic_and_ipconfig_updates_in_place() {
     let h = Harness::start().await;
     let ctx = h.ctx(&h.overlay("o.yml", DEMO)).await;
@@ -112,6 +126,7 @@ async fn growing_the_disk_resizes_and_a_smaller_size_keeps_the_disk() {
         .await;
     apply_inner(&grown, None, None).await.unwrap();
     assert!(h.config_of("dev-app-01")["scsi0"].contains("size=64G"));
+    assert_eq!(h.state_json()["outputs"]["vms"]["app-01"]["disk_gb"], 64);
     // disk_size_gb is "at least": asking for less keeps the disk, writes nothing, and the
     // outputs publish the real size
     let smaller = h

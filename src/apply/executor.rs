@@ -363,9 +363,9 @@ impl Executor {
             let from = steps::clone::clone_node(want);
             steps::migrate::migrate(ctx, &from, &m.node, m.targetstorage.as_deref()).await?;
         }
-        let config = steps::config::configure(ctx, want, &plan.config_set, &[]).await?;
+        let mut config = steps::config::configure(ctx, want, &plan.config_set, &[]).await?;
         if let Some(r) = &plan.resize {
-            steps::resize::resize(ctx, &r.disk, r.to_bytes, Some(&config)).await?;
+            steps::resize::resize(ctx, &r.disk, r.to_bytes, Some(&mut config)).await?;
         }
         steps::start::start(ctx).await?;
         let agent = if want.agent {
@@ -391,7 +391,7 @@ impl Executor {
             }
         }
         if let Some(r) = &plan.resize {
-            steps::resize::resize(ctx, &r.disk, r.to_bytes, config.as_ref()).await?;
+            steps::resize::resize(ctx, &r.disk, r.to_bytes, config.as_mut()).await?;
         }
         if plan.start {
             steps::start::start(ctx).await?;
