@@ -118,6 +118,70 @@ fn check_printable(text: &str) -> Result<(), YamlError> {
     Ok(())
 }
 
+/// PyYAML's line breaks (`Reader`, `Scanner.scan_line_break`): `\r\n`, `\r` and NEL
+/// (U+0085) are each one line break, read as `\n` wherever they stand (between tokens, inside
+/// plain, quoted and block scalars); saphyr (YAML 1.2) knows only `\r\n`, `\r` and `\n`, and
+/// keeps a NEL as content (`a: "x<NEL>y"` was `'x\x85y'` here and `'x y'` in hyops). Turning
+/// them into `\n` first gives saphyr PyYAML's text, line numbers included. LINE SEPARATOR and
+/// PARAGRAPH SEPARATOR (U+2028, U+2029) are line breaks to PyYAML too, but kept as themselves
+/// in scalars, which no `\n` rewrite can give: they are refused with their position (a
+/// deliberate difference, README "Differences from hyops"), never read as content. A
+/// byte-order mark left at the start (a second one) is refused too: PyYAML keeps it as part
+/// of the first key, saphyr would skip it.
+fn pyyaml_line_breaks(body: &str) -> Result<std::borrow::Cow<'_, str>, YamlError> {
+    if body.starts_with('\u{feff}') {
+        return Err(err(
+            1,
+            1,
+            YamlErrorKind::Unsupported,
+            "a second byte-order mark (U+FEFF) starts the document; hyops would read it as part \
+             of the first key: remove it",
+        ));
+    }
+    if !body.contains(['\r', '\u{85}', '\u{2028}', '\u{2029}']) {
+        return Ok(std::borrow::Cow::Borrowed(body));
+    }
+    let mut out = String::with_capacity(body.len());
+    let (mut line, mut column) = (1usize, 1usize);
+    let mut chars = body.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => {
+                if chars.peek() == Some(&'\n') {
+                    chars.next();
+                }
+                out.push('\n');
+                (line, column) = (line + 1, 1);
+            }
+            '\u{85}' | '\n' => {
+                out.push('\n');
+                (line, column) = (line + 1, 1);
+            }
+            '\u{2028}' | '\u{2029}' => {
+                let name = if c == '\u{2028}' {
+                    "LINE SEPARATOR (U+2028)"
+                } else {
+                    "PARAGRAPH SEPARATOR (U+2029)"
+                };
+                return Err(err(
+                    line,
+                    column,
+                    YamlErrorKind::Unsupported,
+                    format!(
+                        "a {name} is a line break in YAML 1.1 that hyops keeps inside the value; \
+                         hyops-pve does not read it: replace it with a newline or remove it"
+                    ),
+                ));
+            }
+            other => {
+                out.push(other);
+                column += 1;
+            }
+        }
+    }
+    Ok(std::borrow::Cow::Owned(out))
+}
+
 /// Reads one YAML document the way `yaml.safe_load` does. An empty stream is `None`.
 pub fn safe_load(text: &str) -> Result<PyValue, YamlError> {
     if text.len() > MAX_DOCUMENT_BYTES {
@@ -134,7 +198,8 @@ pub fn safe_load(text: &str) -> Result<PyValue, YamlError> {
     check_printable(text)?;
     // PyYAML skips a byte-order mark at the very start only.
     let body = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut c = Composer::new(body);
+    let body = pyyaml_line_breaks(body)?;
+    let mut c = Composer::new(&body);
     let Some(root) = c.compose()? else {
         return Ok(PyValue::None);
     };
@@ -751,6 +816,41 @@ mod tests {
     #[test]
     fn a_leading_byte_order_mark_is_skipped() {
         assert_eq!(repr("\u{feff}a: 1\n"), "{'a': 1}");
+    }
+
+    #[test]
+    fn carriage_returns_and_nel_are_line_breaks_as_in_pyyaml() {
+        // Expected values: PyYAML 6 yaml.safe_load on the same text.
+        assert_eq!(repr("a: 'x\r\n  y'\n"), "{'a': 'x y'}");
+        assert_eq!(repr("a: \"x\r\n  y\"\r\n"), "{'a': 'x y'}");
+        assert_eq!(repr("a: |\r\n  x\r\n  y\r\n"), "{'a': 'x\\ny\\n'}");
+        assert_eq!(repr("a: \"x\u{85}  y\"\n"), "{'a': 'x y'}");
+        assert_eq!(repr("a: x\u{85}b: y\n"), "{'a': 'x', 'b': 'y'}");
+        assert_eq!(repr("a: 1\rb: 2\r"), "{'a': 1, 'b': 2}");
+        // An escaped NEL is content, not a break.
+        assert_eq!(repr("a: \"x\\Ny\"\n"), "{'a': 'x\\x85y'}");
+        let e = safe_load("a: 1\r\nb: [\r\n").unwrap_err();
+        assert_eq!(e.kind, YamlErrorKind::Refused, "{e}");
+    }
+
+    #[test]
+    fn unicode_line_and_paragraph_separators_are_refused_with_their_position() {
+        for (doc, line, column) in [
+            ("a: x\u{2028}b: y\n", 1, 5),
+            ("a: 1\r\nb: 'x\u{2029}'\n", 2, 6),
+            ("a: |\n  x\u{2028}  y\n", 2, 4),
+        ] {
+            let e = safe_load(doc).unwrap_err();
+            assert_eq!(e.kind, YamlErrorKind::Unsupported, "{doc:?}: {e}");
+            assert_eq!((e.line, e.column), (line, column), "{doc:?}: {e}");
+            assert!(e.message.contains("SEPARATOR"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_second_byte_order_mark_is_refused_not_skipped() {
+        let e = safe_load("\u{feff}\u{feff}a: 1\n").unwrap_err();
+        assert!(e.message.contains("byte-order mark"), "{e}");
     }
 
     #[test]
