@@ -182,6 +182,55 @@ fn pyyaml_line_breaks(body: &str) -> Result<std::borrow::Cow<'_, str>, YamlError
     Ok(std::borrow::Cow::Owned(out))
 }
 
+/// PyYAML's scanner skips only spaces between tokens (`scan_to_next_token`) and ends a plain
+/// scalar at a tab (`scan_plain`, `scan_plain_spaces`), so a tab anywhere but inside a quoted
+/// or block scalar or a comment fails with "found character '\t' that cannot start any
+/// token"; saphyr (YAML 1.2) reads `a: x<TAB>y` as `'x\ty'` and skips tabs between tokens.
+/// `scalars` are the byte ranges of the quoted and block scalars of `text`, in document order
+/// (one pass: linear in the text, whatever the number of scalars).
+fn check_tabs(text: &str, scalars: &[(usize, usize)]) -> Result<(), YamlError> {
+    if !text.contains('\t') {
+        return Ok(());
+    }
+    let mut scalars: Vec<(usize, usize)> = scalars.to_vec();
+    scalars.sort_unstable();
+    let mut next = 0usize;
+    let (mut line, mut column) = (1usize, 1usize);
+    let mut in_comment = false;
+    let mut prev = '\n';
+    for (at, c) in text.char_indices() {
+        while scalars.get(next).is_some_and(|(_, e)| *e <= at) {
+            next += 1;
+        }
+        let in_scalar = scalars
+            .get(next)
+            .is_some_and(|(s, e)| (*s..*e).contains(&at));
+        if c == '\n' {
+            in_comment = false;
+        } else if !in_scalar && !in_comment {
+            if c == '#' && matches!(prev, ' ' | '\t' | '\n') {
+                in_comment = true;
+            } else if c == '\t' {
+                return Err(err(
+                    line,
+                    column,
+                    YamlErrorKind::Refused,
+                    "found character '\\t' that cannot start any token (YAML 1.1, as PyYAML reads \
+                     it, takes tabs only inside quoted and block scalars and comments: indent and \
+                     separate with spaces)",
+                ));
+            }
+        }
+        prev = c;
+        if c == '\n' {
+            (line, column) = (line + 1, 1);
+        } else {
+            column += 1;
+        }
+    }
+    Ok(())
+}
+
 /// Reads one YAML document the way `yaml.safe_load` does. An empty stream is `None`.
 pub fn safe_load(text: &str) -> Result<PyValue, YamlError> {
     if text.len() > MAX_DOCUMENT_BYTES {
@@ -200,7 +249,9 @@ pub fn safe_load(text: &str) -> Result<PyValue, YamlError> {
     let body = text.strip_prefix('\u{feff}').unwrap_or(text);
     let body = pyyaml_line_breaks(body)?;
     let mut c = Composer::new(&body);
-    let Some(root) = c.compose()? else {
+    let composed = c.compose()?;
+    check_tabs(&body, &c.tab_ranges)?;
+    let Some(root) = composed else {
         return Ok(PyValue::None);
     };
     let mut k = Constructor {
@@ -220,6 +271,8 @@ struct Composer<'a> {
     anchors: HashMap<usize, usize>,
     /// anchor name → where it was first defined.
     anchor_names: HashMap<String, (usize, usize)>,
+    /// Byte ranges of the quoted and block scalars (the only places PyYAML takes a tab).
+    tab_ranges: Vec<(usize, usize)>,
 }
 
 struct Open {
@@ -248,6 +301,7 @@ impl<'a> Composer<'a> {
             nodes: Vec::new(),
             anchors: HashMap::new(),
             anchor_names: HashMap::new(),
+            tab_ranges: Vec::new(),
         }
     }
 
@@ -396,6 +450,12 @@ impl<'a> Composer<'a> {
                         }
                         None => STR.to_string(),
                     };
+                    if style != ScalarStyle::Plain {
+                        self.tab_ranges.push((
+                            self.byte_at(span.start.index()),
+                            self.byte_at(span.end.index()),
+                        ));
+                    }
                     let id = self.push(Kind::Scalar(value.into_owned()), tag, &span, true);
                     self.register_anchor(anchor, id, &span)?;
                     id
@@ -845,6 +905,35 @@ mod tests {
             assert_eq!((e.line, e.column), (line, column), "{doc:?}: {e}");
             assert!(e.message.contains("SEPARATOR"), "{e}");
         }
+    }
+
+    #[test]
+    fn tabs_outside_quoted_and_block_scalars_and_comments_are_refused_as_pyyaml_does() {
+        // Each refused by PyYAML 6 ("found character '\t' that cannot start any token");
+        // saphyr read the first as 'x\ty' and skipped the others.
+        for (doc, line, column) in [
+            ("a: x\ty\n", 1, 5),
+            ("a: 1\t\n", 1, 5),
+            ("\ta: 1\n", 1, 1),
+            ("a: [1,\t2]\n", 1, 7),
+            ("a:\n  - 1\n\t\n", 3, 1),
+            ("a: &x\t1\n", 1, 6),
+        ] {
+            let e = safe_load(doc).unwrap_err();
+            assert_eq!((e.line, e.column), (line, column), "{doc:?}: {e}");
+            assert!(e.message.contains("found character '\\t'"), "{e}");
+        }
+    }
+
+    #[test]
+    fn tabs_inside_quoted_and_block_scalars_and_comments_are_kept() {
+        // Expected values: PyYAML 6 yaml.safe_load on the same text.
+        assert_eq!(repr("a: 'x\ty'\n"), "{'a': 'x\\ty'}");
+        assert_eq!(repr("a: \"x\ty\"\n"), "{'a': 'x\\ty'}");
+        assert_eq!(repr("a: |\n  x\ty\n  \tz\n"), "{'a': 'x\\ty\\n\\tz\\n'}");
+        assert_eq!(repr("a: >\n  x\ty\n"), "{'a': 'x\\ty\\n'}");
+        assert_eq!(repr("# \tc\na: 1 # \td\n"), "{'a': 1}");
+        assert_eq!(repr("a: 'x\n \ty'\n"), "{'a': 'x y'}");
     }
 
     #[test]
