@@ -972,7 +972,15 @@ async fn apply_engine(
         b.finish_and_clear();
     }
     if let Some(ssh) = snippet_ssh {
-        match apply_snippets::cleanup(&ssh, &plan, &report.outcomes, &snippets_storage(pf)).await {
+        match apply_snippets::cleanup(
+            &ssh,
+            &exec.client,
+            &plan,
+            &report.outcomes,
+            &snippets_storage(pf),
+        )
+        .await
+        {
             Ok(r) if !r.removed.is_empty() => output::progress(&format!(
                 "snippets: {} stale file(s) removed",
                 r.removed.len()
@@ -1367,13 +1375,10 @@ pub async fn destroy_inner(ctx: &Ctx, bypass_reason: Option<String>) -> Result<S
             .snippets_datastore_id
             .clone()
             .unwrap_or_else(|| creds.storage_snippets.clone());
-        let pairs: Vec<(String, String)> = destroyed
-            .iter()
-            .map(|(n, name, _)| (n.clone(), name.clone()))
-            .collect();
         let cleaned = match node_ssh(ctx, &creds) {
             Ok(ssh) => {
-                let r = apply_snippets::remove_destroyed(&ssh, &pairs, &storage).await;
+                let r = apply_snippets::remove_destroyed(&ssh, &exec.client, &destroyed, &storage)
+                    .await;
                 ssh.close().await;
                 r.map_err(|e| e.to_string())
             }

@@ -44,6 +44,8 @@ pub enum SnippetError {
         user: String,
         detail: String,
     },
+    #[error("cannot tell which snippet files other VMs of the same name still use ({0}); nothing was removed")]
+    Namesakes(String),
 }
 
 /// `pve-storage-id`: `[a-z][a-z0-9\-_.]*`.
