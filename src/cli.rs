@@ -139,6 +139,28 @@ pub enum Command {
         #[arg(long)]
         confirm_module: Option<String>,
     },
+    /// HyOps driver mode: read one driver request (JSON, contract §6.3) from stdin or
+    /// --request, run it, print one result document on stdout. Used by the hyops plug-in
+    /// `iac/proxmox-native`; hyops owns the module state.
+    Driver {
+        /// Read the request from this file instead of stdin.
+        #[arg(long)]
+        request: Option<PathBuf>,
+    },
+    /// Write a HyOps modules tree whose platform/onprem/platform-vm/spec.yml selects the
+    /// iac/proxmox-native driver; point `hyops --module-root` (or HYOPS_CORE_ROOT) at it.
+    HyopsSetup {
+        /// The modules tree to write (e.g. ~/.hyops-pve/modules).
+        #[arg(long)]
+        module_root: PathBuf,
+        /// Also link every other module of this existing tree (e.g. hybridops-core/modules),
+        /// so one tree serves all modules.
+        #[arg(long)]
+        link_modules: Option<PathBuf>,
+        /// Replace a platform-vm spec.yml that hyops-pve did not write.
+        #[arg(long)]
+        force: bool,
+    },
     /// Module state.
     State {
         #[command(subcommand)]
@@ -225,6 +247,10 @@ pub enum SimAction {
         /// Print the connection details as one JSON document (the envelope) once listening.
         #[arg(long)]
         json: bool,
+        /// Also make DIR a ready HyOps runtime root for this simulator (credentials with the
+        /// certificate pinned, the template-image state), e.g. for `hyops apply --root DIR`.
+        #[arg(long)]
+        hyops_root: Option<PathBuf>,
     },
 }
 

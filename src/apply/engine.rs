@@ -34,7 +34,8 @@ pub struct SlotIdentity {
 }
 
 impl SlotIdentity {
-    fn marker(&self, key: &str, template_vmid: u32, inputs: &ModuleInputs) -> OwnershipMarker {
+    /// The marker of `key` in this slot, for a VM cloned from `template_vmid`.
+    pub fn marker(&self, key: &str, template_vmid: u32, inputs: &ModuleInputs) -> OwnershipMarker {
         OwnershipMarker {
             env: self.env.clone(),
             slot: self.slot.clone(),

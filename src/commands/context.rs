@@ -1,6 +1,8 @@
 //! What every module command sets up first: the process env snapshot, the runtime root
 //! (a real HyOps root, or the simulator's own root with `--sim`), the module ref and slot,
-//! and the Proxmox client built from the credentials. Part of the CLI layer.
+//! and the Proxmox client built from the credentials. The same frame serves the HyOps driver
+//! mode ([`DriverFrame`]): there hyops has chosen the run id and evidence dir and resolved
+//! the inputs, and owns the state. Part of the CLI layer.
 //!
 //! `--sim` never touches a real root: the simulator's root must be new, empty or already a
 //! simulator root ([`crate::commands::simroot::check_sim_root`]), and the variables that could point a run at
@@ -10,6 +12,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
+
+use serde_json::Value;
 
 use crate::cli::ModuleArgs;
 use crate::commands::simroot::{SimSession, SIM_SSH_KEY_FILE};
@@ -40,9 +44,58 @@ pub struct Ctx {
     /// How SSH reaches hosts when set (tests and embedders running the engine against an
     /// in-process simulator without `--sim`); else [`Ctx::dialer`] decides.
     pub ssh_dialer: Option<Arc<dyn Dialer>>,
+    /// Set when the run is a HyOps driver request (`hyops-pve driver`).
+    pub driver: Option<DriverFrame>,
+}
+
+/// What a HyOps driver request fixes for the run (contract §6.3): hyops made the run id and
+/// the evidence dir, resolved and validated the inputs, and writes the module state itself.
+#[derive(Debug, Clone)]
+pub struct DriverFrame {
+    pub run_id: String,
+    pub evidence_dir: PathBuf,
+    /// `request.inputs`: spec defaults, overlay and env overrides already merged.
+    pub inputs: Value,
 }
 
 impl Ctx {
+    /// The frame of a driver request: an explicit root (hyops' `runtime.root`), env name,
+    /// slot and resolved inputs. The env name is `HYOPS_ENV` when the process has it (the
+    /// Terragrunt driver sets `HYOPS_ENV` from `runtime.env` only when unset), else
+    /// `runtime.env`, else the root's `.../envs/<name>` — the CLI's order, so both name and
+    /// mark the same VMs alike.
+    pub fn for_driver(
+        args: ModuleArgs,
+        env_order: Vec<(String, String)>,
+        root: RuntimeRoot,
+        env_name: Option<String>,
+        instance: Option<StateInstance>,
+        frame: DriverFrame,
+    ) -> Result<Self, CliError> {
+        let env_vars: BTreeMap<String, String> = env_order.iter().cloned().collect();
+        let module =
+            canonical_module_ref(&args.module).map_err(|e| CliError::msg(e.to_string()))?;
+        let module_ref = ModuleRef::parse(module).map_err(CliError::hyops)?;
+        let env_name = env_vars
+            .get("HYOPS_ENV")
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .or_else(|| env_name.filter(|e| !e.trim().is_empty()))
+            .or_else(|| root.env().map(str::to_string));
+        Ok(Ctx {
+            args,
+            env_vars,
+            env_order,
+            root,
+            env_name,
+            module_ref,
+            instance,
+            sim: None,
+            ssh_dialer: None,
+            driver: Some(frame),
+        })
+    }
+
     /// Resolve everything but credentials from the process environment. With `--sim`, also
     /// starts the simulator.
     pub async fn new(args: &ModuleArgs) -> Result<Self, CliError> {
@@ -133,6 +186,7 @@ impl Ctx {
             module_ref,
             instance,
             sim,
+            driver: None,
             ssh_dialer: None,
         })
     }

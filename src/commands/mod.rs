@@ -4,13 +4,17 @@
 //! cancelled, and `plan --detailed-exitcode` 2 for changes.
 
 pub mod context;
+pub mod driver;
 pub mod hints;
 pub mod module;
 pub mod output;
+pub mod phases;
 pub mod progress;
 pub mod rebuild;
 pub mod simroot;
 pub mod simserve;
+pub mod state_ops;
+pub mod stop;
 
 use std::ffi::OsString;
 use std::panic::AssertUnwindSafe;
@@ -150,6 +154,8 @@ fn command_from_args(args: &[OsString]) -> Option<&'static str> {
         ("completions", _) => "completions",
         ("sim", Some("serve")) => "sim serve",
         ("sim", _) => "sim",
+        ("driver", _) => "driver",
+        ("hyops-setup", _) => "hyops-setup",
         _ => return None,
     })
 }
@@ -167,6 +173,8 @@ pub fn command_name(cli: &Cli) -> &'static str {
         Command::Version { .. } => "version",
         Command::Completions { .. } => "completions",
         Command::Sim { .. } => "sim serve",
+        Command::Driver { .. } => "driver",
+        Command::HyopsSetup { .. } => "hyops-setup",
     }
 }
 
@@ -185,7 +193,7 @@ fn wants_json(cli: &Cli) -> bool {
         Command::Sim {
             action: SimAction::Serve { json, .. },
         } => *json,
-        Command::Completions { .. } => false,
+        Command::Completions { .. } | Command::Driver { .. } | Command::HyopsSetup { .. } => false,
     }
 }
 
@@ -199,9 +207,18 @@ pub fn run(cli: Cli) -> i32 {
         | Command::Apply { module, .. }
         | Command::Destroy { module, .. }
         | Command::Rebuild { module, .. } => module.verbose,
+        // hyops -v sets HYOPS_VERBOSE=1 for its drivers.
+        Command::Driver { .. } => {
+            std::env::var("HYOPS_VERBOSE").is_ok_and(|v| !v.trim().is_empty() && v.trim() != "0")
+        }
         _ => false,
     };
     init_tracing(verbose);
+    // Driver mode prints exactly one result document on stdout, whatever happens: it runs
+    // outside a CLI command's output (no envelope, no human lines; progress still on stderr).
+    if let Command::Driver { request } = &cli.command {
+        return driver::main(request.as_deref());
+    }
     let command = command_name(&cli);
     let sink = output::Sink::new(wants_json(&cli));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -287,6 +304,40 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             yes,
             confirm_module,
         } => rebuild::rebuild(&module, &bypass, yes, confirm_module.as_deref()).await,
+        Command::Driver { request } => Ok(driver::driver(request.as_deref()).await),
+        Command::HyopsSetup {
+            module_root,
+            link_modules,
+            force,
+        } => {
+            let tree = crate::hyops::modspec::write_module_tree(
+                &module_root,
+                link_modules.as_deref(),
+                force,
+            )
+            .map_err(CliError::hyops)?;
+            output::result_line(&format!(
+                "{} {}",
+                if tree.spec_written {
+                    "wrote"
+                } else {
+                    "up to date:"
+                },
+                tree.spec.display()
+            ));
+            if !tree.linked.is_empty() {
+                output::result_line(&format!(
+                    "linked {} module(s) from the base tree",
+                    tree.linked.len()
+                ));
+            }
+            output::progress(&format!(
+                "next: install the plug-in (pip install integrations/hyops) into hyops' environment, then\n  hyops apply --env <env> --module {} --module-root {} --inputs <overlay.yml>",
+                crate::hyops::MODULE_REF,
+                module_root.display()
+            ));
+            Ok(EXIT_OK)
+        }
         Command::State {
             action: StateAction::Show { args },
         } => module::state_show(&args).await,
@@ -327,8 +378,14 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
                     state,
                     faults,
                     ca_pem,
+                    hyops_root,
                     json: _,
                 },
-        } => simserve::serve(&listen, cluster, time_scale, seed, state, faults, ca_pem).await,
+        } => {
+            simserve::serve(
+                &listen, cluster, time_scale, seed, state, faults, ca_pem, hyops_root,
+            )
+            .await
+        }
     }
 }

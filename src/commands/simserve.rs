@@ -1,7 +1,8 @@
 //! `hyops-pve sim serve`: the simulator as a standalone HTTPS server until Ctrl-C (or SIGTERM). Prints how
 //! to reach it (human lines, or the `--json` envelope once listening), writes its CA PEM to
 //! `--ca-pem` or a private per-run directory that is removed on exit, and saves the cluster
-//! state on exit. Part of the CLI layer; the simulator itself lives in [`crate::sim`].
+//! state on exit; `--hyops-root DIR` also makes DIR a ready HyOps runtime root for it. Part
+//! of the CLI layer; the simulator itself lives in [`crate::sim`].
 
 use std::path::PathBuf;
 
@@ -11,6 +12,7 @@ use crate::commands::output;
 use crate::commands::{CliError, EXIT_OK};
 use crate::sim::{describe, finish_serving, private_temp_dir, start_serving, ServeOptions};
 
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     listen: &str,
     cluster: Option<PathBuf>,
@@ -19,6 +21,7 @@ pub async fn serve(
     state: Option<PathBuf>,
     faults: Option<PathBuf>,
     ca_pem: Option<PathBuf>,
+    hyops_root: Option<PathBuf>,
 ) -> Result<i32, CliError> {
     let listen = listen
         .parse()
@@ -63,14 +66,17 @@ pub async fn serve(
         tls: true,
         faults,
     };
-    let outcome = serve_until_ctrl_c(&opts).await;
+    let outcome = serve_until_ctrl_c(&opts, hyops_root.as_deref()).await;
     if let Some(dir) = temp_dir {
         let _ = std::fs::remove_dir_all(dir);
     }
     outcome
 }
 
-async fn serve_until_ctrl_c(opts: &ServeOptions) -> Result<i32, CliError> {
+async fn serve_until_ctrl_c(
+    opts: &ServeOptions,
+    hyops_root: Option<&std::path::Path>,
+) -> Result<i32, CliError> {
     // Registered before anything is printed: a client that reads the banner and signals at
     // once must find the handler in place (SIGINT and SIGTERM both stop and save).
     use tokio::signal::unix::{signal, SignalKind};
@@ -103,7 +109,15 @@ async fn serve_until_ctrl_c(opts: &ServeOptions) -> Result<i32, CliError> {
                 .collect::<Vec<_>>()),
         );
     }
+    if let Some(root) = hyops_root {
+        // A ready HyOps runtime root for this simulator (`hyops apply --root DIR`).
+        super::simroot::write_sim_root(root, &handle)?;
+        output::field("hyops_root", json!(root.display().to_string()));
+    }
     output::result_line(&describe(&handle, &ca_path));
+    if let Some(root) = hyops_root {
+        output::result_line(&format!("HyOps runtime root ready: {}", root.display()));
+    }
     output::print_envelope_now("sim serve");
     tokio::select! {
         _ = sigint.recv() => {}

@@ -225,3 +225,90 @@ fn busy_message(path: &Path, subject: &str, holder: Option<&LockHolder>) -> Stri
         ),
     }
 }
+
+/// What [`force_unlock`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnlockAction {
+    /// Nobody held the lock; the holder record a dead run left behind was removed.
+    RemovedStaleRecord,
+    /// The lock was still held through a descriptor whose run is gone (the recorded pid is
+    /// not running on this host, or the holder ran on another host); the lock file was
+    /// unlinked, so the next run locks a fresh file.
+    BrokeOrphanedLock,
+}
+
+/// The outcome of [`force_unlock`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unlocked {
+    pub action: UnlockAction,
+    pub lock_file: PathBuf,
+    pub holder: Option<LockHolder>,
+}
+
+/// `state unlock --lock-id ID --force`: release a stale lock of a module slot. `lock_id` must
+/// be the holder's `run_id` (as the lock error names it), so a lock is never released by
+/// mistake; a lock held by a live run on this host is refused (releasing it would let two
+/// runs change the same VMs).
+pub fn force_unlock(
+    root: &RuntimeRoot,
+    module_ref: &ModuleRef,
+    instance: Option<&StateInstance>,
+    lock_id: &str,
+) -> Result<Unlocked> {
+    let path = root.lock_file(module_ref, instance);
+    let slot = slot_name(instance);
+    let mut file = match OpenOptions::new().read(true).write(true).open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(HyopsError::Lock(format!(
+                "no lock is held for {module_ref} (slot {slot}): {} does not exist; nothing to unlock",
+                path.display()
+            )))
+        }
+        Err(e) => return Err(HyopsError::io(&path, e)),
+    };
+    let holder = read_holder(&mut file);
+    let mismatch = |h: Option<&LockHolder>| {
+        HyopsError::Lock(format!(
+            "lock id mismatch for {module_ref} (slot {slot}): the lock names run_id={}, not {lock_id}; nothing was unlocked",
+            h.map_or("unknown", |h| h.run_id.as_str())
+        ))
+    };
+    if try_flock(&file).map_err(|e| HyopsError::io(&path, e))? {
+        // Nobody holds it: a record left by a run that died (the kernel freed its flock).
+        if holder.as_ref().is_some_and(|h| h.run_id != lock_id) {
+            return Err(mismatch(holder.as_ref()));
+        }
+        if same_inode(&file, &path) {
+            std::fs::remove_file(&path).map_err(|e| HyopsError::io(&path, e))?;
+        }
+        // SAFETY: the fd belongs to `file`, which is open for the whole call.
+        unsafe {
+            libc::flock(file.as_raw_fd(), libc::LOCK_UN);
+        }
+        return Ok(Unlocked {
+            action: UnlockAction::RemovedStaleRecord,
+            lock_file: path,
+            holder,
+        });
+    }
+    let Some(h) = holder else {
+        return Err(mismatch(None));
+    };
+    if h.run_id != lock_id {
+        return Err(mismatch(Some(&h)));
+    }
+    if h.host == hostname() && pid_alive(h.pid) {
+        return Err(HyopsError::Lock(format!(
+            "the lock for {module_ref} (slot {slot}) is held by a live run: run_id={} pid={} (started {}); stop that run first, unlocking it would let two runs change the same VMs",
+            h.run_id, h.pid, h.started_at
+        )));
+    }
+    std::fs::remove_file(&path).map_err(|e| HyopsError::io(&path, e))?;
+    Ok(Unlocked {
+        action: UnlockAction::BrokeOrphanedLock,
+        lock_file: path,
+        holder: Some(h),
+    })
+}

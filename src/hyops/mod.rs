@@ -1,6 +1,6 @@
 //! The HyOps runtime root: paths, run ids, evidence, module state, the driver protocol,
 //! template resolution, VM-set guards, credentials, the runtime vault, NetBox env
-//! hydration, the run lock and API-free preflight checks. Takes plain values (module refs,
+//! hydration, the run lock, the detach record and API-free preflight checks. Takes plain values (module refs,
 //! instances, logical keys, `serde_json::Value` outputs); knows nothing about Proxmox API
 //! calls or the planner.
 //!
@@ -24,11 +24,13 @@
 
 pub mod contract;
 pub mod credentials;
+pub mod detached;
 pub mod error;
 pub mod evidence;
 pub mod fsio;
 pub mod guards;
 pub mod lock;
+pub mod modspec;
 pub mod netbox_env;
 pub mod paths;
 pub mod preflight;
@@ -51,6 +53,7 @@ pub use credentials::{
     load_proxmox_credentials, parse_tfvars, read_proxmox_ready, ProxmoxCredentials, ProxmoxReady,
     TlsPolicy,
 };
+pub use detached::{DetachedVm, DetachedVms};
 pub use error::{HyopsError, Result};
 pub use evidence::{
     evidence_dir, rebuild_dir, write_cli_result, write_driver_result, write_inputs_resolved,
@@ -59,7 +62,8 @@ pub use evidence::{
 pub use fsio::{append_jsonl, render_json, sort_keys, write_json_atomic, write_text_atomic};
 pub use guards::{check_vm_set_guards, GuardOutcome};
 pub use lock::{
-    acquire as acquire_lock, acquire_subject as acquire_lock_file, LockHolder, RunLock,
+    acquire as acquire_lock, acquire_subject as acquire_lock_file, force_unlock, LockHolder,
+    RunLock, UnlockAction, Unlocked,
 };
 pub use netbox_env::{hydrate_netbox_env, netbox_authority_root, netbox_ready, NetboxEnv};
 pub use paths::{

@@ -189,6 +189,13 @@ impl RuntimeRoot {
             .join("terraform")
             .join(format!("{}.tfstate", module_ref.slot_id(inst)))
     }
+    /// `state/detached/<module_id>[__<inst>].json`: the VMs `state detach` made the engine
+    /// forget (see [`super::detached`]).
+    pub fn detached_file(&self, module_ref: &ModuleRef, inst: Option<&StateInstance>) -> PathBuf {
+        self.state_dir()
+            .join("detached")
+            .join(format!("{}.json", module_ref.slot_id(inst)))
+    }
     /// `state/locks/<module_id>[__<inst>].lock`.
     pub fn lock_file(&self, module_ref: &ModuleRef, inst: Option<&StateInstance>) -> PathBuf {
         self.state_dir()

@@ -1,5 +1,6 @@
-//! The HyOps driver protocol (§3.3, §6.3): the request a driver receives and the result it
-//! returns, as serde types. Knows nothing about Proxmox API calls or the planner.
+//! The HyOps driver protocol (§3.3, §6.3): the request a driver receives (as serde types, and
+//! validated field by field into a [`ParsedRequest`]) and the result it returns. Knows
+//! nothing about Proxmox API calls or the planner.
 
 use std::collections::BTreeMap;
 
@@ -145,6 +146,10 @@ pub struct DriverResult {
     pub backend_binding: BTreeMap<String, Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// `state_detach` only: what was detached (contract §3.3; hyops records it in the state's
+    /// `detached_resources`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_detach: Option<Value>,
 }
 
 fn local_backend() -> BTreeMap<String, Value> {
@@ -163,6 +168,7 @@ impl DriverResult {
             warnings: Vec::new(),
             backend_binding: local_backend(),
             error: None,
+            state_detach: None,
         }
     }
     /// A failed result carrying `error`.
@@ -178,4 +184,500 @@ impl DriverResult {
         // A struct of strings, maps and Values always serialises.
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
+}
+
+/// A driver request field that is missing or malformed: the message names the field, what
+/// was wrong and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("driver request field {field}: {problem}")]
+pub struct RequestError {
+    pub field: String,
+    pub problem: String,
+}
+
+impl RequestError {
+    fn new(field: &str, problem: impl Into<String>) -> Self {
+        Self {
+            field: field.to_string(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// The lifecycle a `preflight` request prepares (`lifecycle_command`; `deploy` is `apply`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    Apply,
+    Plan,
+    Validate,
+    Destroy,
+    Import,
+}
+
+impl Lifecycle {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::Apply => "apply",
+            Lifecycle::Plan => "plan",
+            Lifecycle::Validate => "validate",
+            Lifecycle::Destroy => "destroy",
+            Lifecycle::Import => "import",
+        }
+    }
+}
+
+/// What `import` adopts: a VMID (`resource_id`, `101` or `<node>/101` as the bpg provider
+/// spells it) into a logical key (`resource_address`: `app-01`, `vms["app-01"]`, or any
+/// Terraform address ending in `["app-01"]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportTarget {
+    pub resource_address: String,
+    pub resource_id: String,
+    pub key: String,
+    pub vmid: u32,
+    pub node: Option<String>,
+}
+
+/// Which VMs `state_detach` forgets: one logical key, or every VM of the slot (`*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DetachSelection {
+    Key(String),
+    All,
+}
+
+/// `state_detach`'s parameters (`request.state`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DetachTarget {
+    pub resource_address: String,
+    pub expected_resource_id: String,
+    pub selection: DetachSelection,
+    /// The VMIDs the operator expects the selection to hold (one for a key; for `*` every
+    /// managed VMID, comma-separated in the request).
+    pub expected_vmids: std::collections::BTreeSet<u32>,
+}
+
+/// A validated driver command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DriverCommand {
+    Preflight(Lifecycle),
+    Apply,
+    Plan,
+    Validate,
+    Destroy,
+    Import(ImportTarget),
+    StateUnlock { lock_id: String },
+    StateDetach(DetachTarget),
+}
+
+impl DriverCommand {
+    /// The normalised command name of the result (`deploy` → `apply`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            DriverCommand::Preflight(_) => "preflight",
+            DriverCommand::Apply => "apply",
+            DriverCommand::Plan => "plan",
+            DriverCommand::Validate => "validate",
+            DriverCommand::Destroy => "destroy",
+            DriverCommand::Import(_) => "import",
+            DriverCommand::StateUnlock { .. } => "state_unlock",
+            DriverCommand::StateDetach(_) => "state_detach",
+        }
+    }
+}
+
+/// The commands this driver answers, as the error message lists them.
+pub const DRIVER_COMMANDS: &str =
+    "preflight, apply, deploy, plan, validate, destroy, import, state_unlock, state_detach";
+
+/// A driver request, validated field by field (contract §6.3).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedRequest {
+    pub command: DriverCommand,
+    pub run_id: String,
+    /// The canonical module ref.
+    pub module_ref: String,
+    /// `""` in the request means none.
+    pub state_instance: Option<super::paths::StateInstance>,
+    /// `request.inputs` (hyops' resolved inputs; `{}` for the state commands when absent).
+    pub inputs: Value,
+    pub runtime_root: std::path::PathBuf,
+    /// `runtime.env` when non-empty.
+    pub runtime_env: Option<String>,
+    pub evidence_dir: std::path::PathBuf,
+    /// `execution` as sent (for `driver_meta.json`).
+    pub execution: Value,
+}
+
+fn opt_str<'a>(obj: &'a Map<String, Value>, field: &str) -> Result<Option<&'a str>, RequestError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.as_str())),
+        Some(other) => Err(RequestError::new(
+            field,
+            format!(
+                "must be a string, found {}",
+                crate::inputs::value_kind(other)
+            ),
+        )),
+    }
+}
+
+fn req_str(obj: &Map<String, Value>, field: &str, what: &str) -> Result<String, RequestError> {
+    match opt_str(obj, field)?.map(str::trim) {
+        Some(s) if !s.is_empty() => Ok(s.to_string()),
+        _ => Err(RequestError::new(
+            field,
+            format!("is missing or empty (expected {what})"),
+        )),
+    }
+}
+
+fn sub_object<'a>(
+    obj: &'a Map<String, Value>,
+    field: &str,
+) -> Result<Option<&'a Map<String, Value>>, RequestError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(m)) => Ok(Some(m)),
+        Some(other) => Err(RequestError::new(
+            field,
+            format!(
+                "must be an object, found {}",
+                crate::inputs::value_kind(other)
+            ),
+        )),
+    }
+}
+
+fn req_object<'a>(
+    obj: &'a Map<String, Value>,
+    field: &str,
+) -> Result<&'a Map<String, Value>, RequestError> {
+    match obj.get(field) {
+        Some(Value::Object(m)) => Ok(m),
+        None | Some(Value::Null) => {
+            Err(RequestError::new(field, "is missing (expected an object)"))
+        }
+        Some(other) => Err(RequestError::new(
+            field,
+            format!(
+                "must be an object, found {}",
+                crate::inputs::value_kind(other)
+            ),
+        )),
+    }
+}
+
+fn nested(prefix: &str, e: RequestError) -> RequestError {
+    RequestError {
+        field: format!("{prefix}.{}", e.field),
+        problem: e.problem,
+    }
+}
+
+fn absolute_path(field: &str, raw: &str) -> Result<std::path::PathBuf, RequestError> {
+    let p = std::path::PathBuf::from(raw);
+    if !p.is_absolute() {
+        return Err(RequestError::new(
+            field,
+            format!("{raw:?} is not an absolute path"),
+        ));
+    }
+    Ok(p)
+}
+
+fn printable_line(field: &str, s: &str) -> Result<(), RequestError> {
+    if s.len() > 256 || s.chars().any(char::is_control) {
+        return Err(RequestError::new(
+            field,
+            "must be a single printable line of at most 256 characters",
+        ));
+    }
+    Ok(())
+}
+
+/// The logical key named by an import/detach `resource_address`: the text inside a trailing
+/// `["…"]` when there is one (`vms["app-01"]`, `module.x.proxmox_virtual_environment_vm.vm["app-01"]`),
+/// `vms.<key>`, or the address itself.
+pub fn logical_key_of_address(address: &str) -> Option<String> {
+    let a = address.trim();
+    let key = if let Some(inner) = a.strip_suffix("\"]") {
+        let start = inner.rfind("[\"")?;
+        &inner[start + 2..]
+    } else if let Some(k) = a.strip_prefix("vms.") {
+        k
+    } else {
+        a
+    };
+    let ok = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    ok.then(|| key.to_string())
+}
+
+/// `101` or `<node>/101` (the bpg provider's import id).
+pub fn parse_vm_resource_id(id: &str) -> Option<(Option<String>, u32)> {
+    let id = id.trim();
+    let (node, vmid) = match id.rsplit_once('/') {
+        Some((n, v)) if !n.trim().is_empty() => (Some(n.trim().to_string()), v),
+        Some(_) => return None,
+        None => (None, id),
+    };
+    let vmid: u32 = vmid.trim().parse().ok()?;
+    (100..=999_999_999).contains(&vmid).then_some((node, vmid))
+}
+
+fn parse_import(obj: &Map<String, Value>) -> Result<ImportTarget, RequestError> {
+    let import = req_object(obj, "import")?;
+    let resource_address = req_str(
+        import,
+        "resource_address",
+        "the logical key to adopt into, e.g. app-01 or vms[\"app-01\"]",
+    )
+    .map_err(|e| nested("import", e))?;
+    let resource_id = req_str(
+        import,
+        "resource_id",
+        "the VMID to adopt, e.g. 101 or pve1/101",
+    )
+    .map_err(|e| nested("import", e))?;
+    let key = logical_key_of_address(&resource_address).ok_or_else(|| {
+        RequestError::new(
+            "import.resource_address",
+            format!("{resource_address:?} names no logical key (expected app-01, vms[\"app-01\"] or an address ending in [\"app-01\"])"),
+        )
+    })?;
+    let (node, vmid) = parse_vm_resource_id(&resource_id).ok_or_else(|| {
+        RequestError::new(
+            "import.resource_id",
+            format!("{resource_id:?} is not a VMID (expected 100..999999999, optionally as <node>/<vmid>)"),
+        )
+    })?;
+    Ok(ImportTarget {
+        resource_address,
+        resource_id,
+        key,
+        vmid,
+        node,
+    })
+}
+
+fn require_force(state: &Map<String, Value>, command: &str) -> Result<(), RequestError> {
+    match state.get("force") {
+        Some(Value::Bool(true)) => Ok(()),
+        _ => Err(RequestError::new(
+            "state.force",
+            format!("{command} requires force=true"),
+        )),
+    }
+}
+
+fn parse_detach(obj: &Map<String, Value>) -> Result<DetachTarget, RequestError> {
+    let state = req_object(obj, "state")?;
+    require_force(state, "state_detach")?;
+    let resource_address = req_str(
+        state,
+        "resource_address",
+        "a logical key (app-01, vms[\"app-01\"]) or * for every VM of the slot",
+    )
+    .map_err(|e| nested("state", e))?;
+    let expected_resource_id = req_str(
+        state,
+        "expected_resource_id",
+        "the VMID the key holds (for *, every VMID of the slot, comma-separated)",
+    )
+    .map_err(|e| nested("state", e))?;
+    let selection = match resource_address.trim() {
+        "*" | "vms" | "vms[*]" => DetachSelection::All,
+        a => DetachSelection::Key(logical_key_of_address(a).ok_or_else(|| {
+            RequestError::new(
+                "state.resource_address",
+                format!("{resource_address:?} names no logical key (expected app-01, vms[\"app-01\"] or *)"),
+            )
+        })?),
+    };
+    let mut expected_vmids = std::collections::BTreeSet::new();
+    for part in expected_resource_id.split(',') {
+        let (_, vmid) = parse_vm_resource_id(part).ok_or_else(|| {
+            RequestError::new(
+                "state.expected_resource_id",
+                format!(
+                    "{part:?} is not a VMID (expected 100..999999999, optionally as <node>/<vmid>)"
+                ),
+            )
+        })?;
+        expected_vmids.insert(vmid);
+    }
+    if matches!(selection, DetachSelection::Key(_)) && expected_vmids.len() != 1 {
+        return Err(RequestError::new(
+            "state.expected_resource_id",
+            "a single logical key holds exactly one VMID",
+        ));
+    }
+    Ok(DetachTarget {
+        resource_address,
+        expected_resource_id,
+        selection,
+        expected_vmids,
+    })
+}
+
+/// Validate a driver request (contract §6.3). Every failure names the field.
+pub fn parse_request(value: &Value) -> Result<ParsedRequest, RequestError> {
+    let Value::Object(obj) = value else {
+        return Err(RequestError::new(
+            "request",
+            format!(
+                "must be a JSON object, found {}",
+                crate::inputs::value_kind(value)
+            ),
+        ));
+    };
+    let command_raw = req_str(obj, "command", &format!("one of {DRIVER_COMMANDS}"))?;
+    let command_lc = command_raw.to_ascii_lowercase();
+    let run_id = req_str(
+        obj,
+        "run_id",
+        "the run id hyops made, e.g. apply-20260712T120000Z-abcd1234",
+    )?;
+    printable_line("run_id", &run_id)?;
+    let module_raw = req_str(obj, "module_ref", super::contract::MODULE_REF)?;
+    let module_ref = crate::inputs::canonical_module_ref(&module_raw).map_err(|_| {
+        RequestError::new(
+            "module_ref",
+            format!(
+                "{module_raw:?} is not served by this driver (it runs {} only)",
+                super::contract::MODULE_REF
+            ),
+        )
+    })?;
+    let state_instance = super::paths::StateInstance::parse_opt(opt_str(obj, "state_instance")?)
+        .map_err(|e| RequestError::new("state_instance", e.to_string()))?;
+    let execution = sub_object(obj, "execution")?;
+    if let Some(exec) = execution {
+        if let Some(d) = opt_str(exec, "driver")
+            .map_err(|e| nested("execution", e))?
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+        {
+            if d != DRIVER_REF {
+                return Err(RequestError::new(
+                    "execution.driver",
+                    format!("{d:?} is not this driver ({DRIVER_REF})"),
+                ));
+            }
+        }
+    }
+    let runtime = req_object(obj, "runtime")?;
+    let root_raw =
+        req_str(runtime, "root", "the absolute runtime root").map_err(|e| nested("runtime", e))?;
+    let runtime_root = absolute_path("runtime.root", &root_raw)?;
+    for (field, sub) in [("state_dir", "state"), ("credentials_dir", "credentials")] {
+        if let Some(d) = opt_str(runtime, field)
+            .map_err(|e| nested("runtime", e))?
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+        {
+            let want = runtime_root.join(sub);
+            if std::path::Path::new(d.trim_end_matches('/')) != want {
+                return Err(RequestError::new(
+                    &format!("runtime.{field}"),
+                    format!(
+                        "{d:?} is not {} (hyops-pve uses the standard runtime layout under runtime.root)",
+                        want.display()
+                    ),
+                ));
+            }
+        }
+    }
+    let runtime_env = opt_str(runtime, "env")
+        .map_err(|e| nested("runtime", e))?
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(str::to_string);
+    let evidence_raw = req_str(
+        obj,
+        "evidence_dir",
+        "the absolute evidence dir hyops made for this run",
+    )?;
+    let evidence_dir = absolute_path("evidence_dir", &evidence_raw)?;
+    let command = match command_lc.as_str() {
+        "preflight" => {
+            let lc = opt_str(obj, "lifecycle_command")?
+                .map(|s| s.trim().to_ascii_lowercase())
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "apply".into());
+            DriverCommand::Preflight(match lc.as_str() {
+                "apply" | "deploy" => Lifecycle::Apply,
+                "plan" => Lifecycle::Plan,
+                "validate" => Lifecycle::Validate,
+                "destroy" => Lifecycle::Destroy,
+                "import" => Lifecycle::Import,
+                other => {
+                    return Err(RequestError::new(
+                        "lifecycle_command",
+                        format!("unsupported lifecycle {other:?} (expected apply, deploy, plan, validate, destroy or import)"),
+                    ))
+                }
+            })
+        }
+        "apply" | "deploy" => DriverCommand::Apply,
+        "plan" => DriverCommand::Plan,
+        "validate" => DriverCommand::Validate,
+        "destroy" => DriverCommand::Destroy,
+        "import" => DriverCommand::Import(parse_import(obj)?),
+        "state_unlock" => {
+            let state = req_object(obj, "state")?;
+            require_force(state, "state_unlock")?;
+            let lock_id = req_str(
+                state,
+                "lock_id",
+                "the run_id of the lock holder, as the lock error names it",
+            )
+            .map_err(|e| nested("state", e))?;
+            DriverCommand::StateUnlock { lock_id }
+        }
+        "state_detach" => DriverCommand::StateDetach(parse_detach(obj)?),
+        other => {
+            return Err(RequestError::new(
+                "command",
+                format!("unsupported command for {DRIVER_REF} driver: {other} (expected one of {DRIVER_COMMANDS})"),
+            ))
+        }
+    };
+    let needs_inputs = !matches!(
+        command,
+        DriverCommand::StateUnlock { .. } | DriverCommand::StateDetach(_)
+    );
+    let inputs = match obj.get("inputs") {
+        Some(v @ Value::Object(_)) => v.clone(),
+        None | Some(Value::Null) if !needs_inputs => Value::Object(Map::new()),
+        None | Some(Value::Null) => {
+            return Err(RequestError::new(
+                "inputs",
+                "is missing (expected the resolved inputs object)",
+            ))
+        }
+        Some(other) => {
+            return Err(RequestError::new(
+                "inputs",
+                format!(
+                    "must be an object of resolved inputs, found {}",
+                    crate::inputs::value_kind(other)
+                ),
+            ))
+        }
+    };
+    Ok(ParsedRequest {
+        command,
+        run_id,
+        module_ref: module_ref.to_string(),
+        state_instance,
+        inputs,
+        runtime_root,
+        runtime_env,
+        evidence_dir,
+        execution: execution.cloned().map(Value::Object).unwrap_or(Value::Null),
+    })
 }

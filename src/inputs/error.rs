@@ -85,6 +85,9 @@ pub enum InputsError {
     /// The `--inputs` file could not be read or parsed (size, UTF-8, YAML).
     #[error("failed to load inputs file {path}: {reason}")]
     Overlay { path: String, reason: String },
+    /// The resolved inputs of a driver request are not a mapping.
+    #[error("driver request field inputs must be a mapping of resolved inputs, found {0}")]
+    PreparedNotMapping(String),
     /// The `--inputs` file's top level is truthy but not a mapping (upstream's exact text).
     #[error("invalid YAML object: {0}")]
     NotAMapping(String),

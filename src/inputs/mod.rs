@@ -77,7 +77,8 @@ pub use known::unknown_key_warnings;
 pub use model::*;
 pub use naming::{name_prefix, physical_name};
 pub use overlay::{
-    apply_env_overrides, load_overlay_file, merge_operator_inputs, parse_overlay, OverlayParseError,
+    apply_env_overrides, load_overlay_file, merge_operator_inputs, parse_overlay, value_kind,
+    OverlayParseError,
 };
 pub use sanitize::sanitize_rerun_inputs;
 pub use validate::{
@@ -319,10 +320,33 @@ fn resolve_steps(
     }
     let inputs = PyValue::Dict(inputs);
     upstream::recordable(&inputs, "inputs").map_err(InputsError::Unrecordable)?;
-    let mut inputs = inputs
+    let inputs = inputs
         .to_json("inputs")
         .map_err(|e| InputsError::OutOfRange(e.to_string()))?;
+    engine_steps(req, inputs)
+}
 
+/// Inputs a HyOps driver request carries (`request.inputs`): `hyops` has already run its own
+/// resolution on them (steps 1–6: defaults, overlay, env overrides, state references, its
+/// validator, `ssh_keys_from_init`), so only this engine's part runs, on the JSON as given:
+/// unknown-key warnings, ranges, aliases, the engine-extension rules, the driver-time
+/// contract steps and the typed model. A non-mapping is an error naming `inputs`.
+pub fn resolve_prepared_inputs(
+    req: &ResolveRequest,
+    inputs: &Value,
+) -> Result<ResolvedInputs, InputsError> {
+    let PyValue::Dict(dict) = PyValue::from(inputs) else {
+        return Err(InputsError::PreparedNotMapping(value_kind(inputs).into()));
+    };
+    let mut warnings = unknown_key_warnings(&dict);
+    let mut resolved = engine_steps(req, inputs.clone())?;
+    warnings.append(&mut resolved.warnings);
+    resolved.warnings = warnings;
+    Ok(resolved)
+}
+
+/// This engine's part of the resolution, on JSON (see the module docs).
+fn engine_steps(req: &ResolveRequest, mut inputs: Value) -> Result<ResolvedInputs, InputsError> {
     validate::check_ranges(&inputs)?;
     validate::check_vm_key_collisions(&inputs)?;
     let mut own_warnings = fold_field_aliases(&mut inputs);

@@ -214,6 +214,19 @@ fn set_nested(dst: &mut PyDict, path: &[String], value: PyValue) {
     cur.set(last, value);
 }
 
+/// What kind of JSON value `v` is, for messages: `a mapping`, `a list`, `a string`, ….
+pub fn value_kind(v: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

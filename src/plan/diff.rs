@@ -727,7 +727,7 @@ fn is_cloudinit_key(k: &str) -> bool {
 }
 
 /// Keep the operator's own description lines; replace only our marker line.
-fn merge_description(before: Option<&str>, desired: &str) -> String {
+pub fn merge_description(before: Option<&str>, desired: &str) -> String {
     let Some(before) = before else {
         return desired.to_string();
     };

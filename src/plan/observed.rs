@@ -106,6 +106,10 @@ pub struct ObservedPool {
 pub struct PriorIds {
     pub hyops: BTreeMap<LogicalVmKey, (u32, Option<String>)>,
     pub terraform: BTreeMap<LogicalVmKey, u32>,
+    /// VMIDs `hyops state detach` made this slot forget: never managed, whatever their
+    /// marker says (see [`crate::hyops::detached`]).
+    #[serde(default)]
+    pub detached: BTreeSet<u32>,
 }
 
 /// Which VMs need their config read: those tagged as ours, and those named by prior state.
@@ -167,6 +171,13 @@ pub fn classify(
     // 1. markers
     for vm in by_vmid.values() {
         if let Some(m) = &vm.marker {
+            if m.same_slot(identity) && prior.detached.contains(&vm.vmid) {
+                pool.warnings.push(format!(
+                    "VM {} '{}' carries this slot's marker for {} but was detached (hyops state detach); it is not managed",
+                    vm.vmid, vm.name, m.key
+                ));
+                continue;
+            }
             if m.same_slot(identity) {
                 let key = LogicalVmKey(m.key.clone());
                 if let Some(existing) = pool.managed.get(&key) {
@@ -203,6 +214,9 @@ pub fn classify(
         );
     for (key, vmid, expected_name, ownership) in prior_sources {
         if pool.managed.contains_key(key) {
+            continue;
+        }
+        if prior.detached.contains(&vmid) {
             continue;
         }
         let Some(vm) = by_vmid.get(&vmid) else {

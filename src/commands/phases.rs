@@ -1,0 +1,1204 @@
+//! The engine path every module command runs, shared by the CLI commands
+//! ([`super::module`], [`super::rebuild`]) and the HyOps driver mode ([`super::driver`]):
+//! opening the run (run id, evidence dir, slot lock), resolving the inputs, the preflight
+//! phase, the plan, executing it and destroying. Each phase writes the engine's evidence
+//! (`plan.json`, the journal, the reports, `driver_result.json`) and returns a driver-shaped
+//! result ([`DriverResult`], contract §3.3).
+//!
+//! It never writes HyOps module state (`latest.json`, rerun inputs): in the CLI that is
+//! [`super::module`]'s job, in driver mode it is hyops'. It prints to stdout only through
+//! [`Ctx::human`] (never in driver mode, where stdout carries the result).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+
+use crate::apply::engine::{self, ApplyReport, DestroyReport, PlanRequest, SlotIdentity};
+use crate::apply::executor::{Executor, Timeouts};
+use crate::apply::journal::Journal;
+use crate::apply::limits::{Limits, Scheduler};
+use crate::apply::snippets as apply_snippets;
+use crate::commands::context::Ctx;
+use crate::commands::output;
+use crate::commands::progress::progress_for;
+use crate::commands::stop::Stop;
+use crate::commands::CliError;
+use crate::hyops::read_proxmox_ready;
+use crate::hyops::state_refs::RootStateContracts;
+use crate::hyops::{
+    self, acquire_lock, check_vm_set_guards, evidence_dir, new_run_id, read_tfstate_vms,
+    resolve_template, template_source_hint, write_driver_result, write_inputs_resolved,
+    write_json_atomic, write_meta, write_text_atomic, DetachedVms, DriverResult, ModuleState,
+    PreflightOptions, ProxmoxCredentials, RunLock, RunPrefix,
+};
+use crate::inputs::model::{
+    CloudInitMode, ConcurrencyLimits, LogicalVmKey, ModuleInputs, TemplateSource,
+};
+use crate::inputs::{
+    resolve_inputs_with_warnings, resolve_prepared_inputs, LifecycleCommand, ResolveRequest,
+    ResolvedInputs, StateHooks,
+};
+use crate::plan::artifact::PlanArtifact;
+use crate::plan::checks::check_inputs;
+use crate::plan::desired::TargetDefaults;
+use crate::plan::observed::{ObservedPool, PriorIds};
+use crate::plan::render::render;
+use crate::pve::PveClient;
+use crate::ssh::gate::{required_failure_message, GateEnv, GateReport};
+use crate::ssh::node::{NodeSsh, NodeSshTarget};
+use crate::ssh::SshContext;
+
+/// One module run's frame: its id, evidence dir and (for mutating commands) the slot lock.
+pub struct Run {
+    pub run_id: String,
+    pub evidence: PathBuf,
+    pub _lock: Option<RunLock>,
+}
+
+impl Run {
+    /// True when this run holds the slot lock (mutating commands).
+    pub fn holds_lock(&self) -> bool {
+        self._lock.is_some()
+    }
+}
+
+/// Open the run: a new run id and evidence dir (CLI), or the ones hyops chose (driver mode);
+/// with `lock`, the slot lock, waiting up to `--lock-wait-s`.
+pub fn start_run(ctx: &Ctx, prefix: RunPrefix, lock: bool) -> Result<Run, CliError> {
+    let (run_id, evidence) = match &ctx.driver {
+        Some(frame) => (frame.run_id.clone(), frame.evidence_dir.clone()),
+        None => {
+            let run_id = new_run_id(prefix);
+            let evidence = evidence_dir(
+                &ctx.root,
+                ctx.args.out_dir.as_deref(),
+                &ctx.module_ref,
+                &run_id,
+            );
+            (run_id, evidence)
+        }
+    };
+    hyops::evidence::create_evidence_dir(&evidence).map_err(CliError::hyops)?;
+    output::progress(&format!("run record: {}", evidence.display()));
+    output::set_run(&run_id, &evidence);
+    let lock = if lock {
+        let held = acquire_lock(
+            &ctx.root,
+            &ctx.module_ref,
+            ctx.instance.as_ref(),
+            &run_id,
+            Duration::from_secs(ctx.args.lock_wait_s),
+        )
+        .map_err(CliError::hyops)?;
+        // With the slot lock held, temp files a killed run left beside this slot's state and
+        // rerun inputs are garbage: remove them (only those of processes that are gone).
+        let state = ModuleState::new(&ctx.root, &ctx.module_ref, ctx.instance.as_ref());
+        let rerun = ctx
+            .root
+            .rerun_inputs_file(&ctx.module_ref, ctx.instance.as_ref());
+        for target in [state.path(), rerun.as_path()] {
+            for removed in hyops::fsio::remove_stale_temps(target) {
+                tracing::info!(file = %removed.display(), "removed a temp file left by a killed run");
+            }
+        }
+        Some(held)
+    } else {
+        None
+    };
+    Ok(Run {
+        run_id,
+        evidence,
+        _lock: lock,
+    })
+}
+
+/// The inputs for `command`: the overlay resolved from scratch (CLI; the unknown-key
+/// warnings are shown next to a refusal, as they often explain it), or the inputs hyops
+/// already resolved (driver mode; this engine's own steps still run).
+pub fn resolve(
+    ctx: &Ctx,
+    command: LifecycleCommand,
+    creds: Option<&ProxmoxCredentials>,
+) -> Result<ResolvedInputs, CliError> {
+    let req = resolve_request(ctx, command, creds);
+    let resolved = match &ctx.driver {
+        // hyops validated these inputs already; its messages stay single-line and verbatim.
+        Some(frame) => resolve_prepared_inputs(&req, &frame.inputs)
+            .map_err(|e| CliError::msg(e.to_string()))?,
+        None => {
+            let (early_warnings, result) = resolve_inputs_with_warnings(&req);
+            result.map_err(|e| {
+                // The unknown-key warnings often explain the refusal (`memroy_mb`).
+                for w in &early_warnings {
+                    output::warn(w);
+                }
+                CliError::msg(crate::commands::hints::explain(&e, &req))
+            })?
+        }
+    };
+    if command.runs_validator() {
+        // Catch before write: everything Proxmox would refuse, all problems at once. hyops
+        // does not check these (it lets Proxmox refuse them after a clone), so the driver
+        // runs them on hyops' inputs too.
+        let defaults = creds.map(defaults_from);
+        check_inputs(&resolved.model, defaults.as_ref())
+            .map_err(|e| CliError::msg(e.to_string()))?;
+    }
+    Ok(resolved)
+}
+
+/// The resolution request of this run: its overlay, env (in process order), runtime env,
+/// credentials bridge and the state references read from the runtime root.
+pub fn resolve_request(
+    ctx: &Ctx,
+    command: LifecycleCommand,
+    creds: Option<&ProxmoxCredentials>,
+) -> ResolveRequest {
+    ResolveRequest {
+        overlay_path: ctx.args.inputs.clone(),
+        command,
+        runtime_env: ctx.env_name.clone(),
+        env: ctx.env_order.clone(),
+        credentials_network_bridge: creds.map(|c| c.network_bridge.clone()),
+        state: Some(StateHooks(Arc::new(RootStateContracts::new(&ctx.root)))),
+    }
+}
+
+/// The inputs evidence. In driver mode hyops writes `meta.json`, `inputs_resolved.json` and
+/// `resolved.inputs.yml` itself; the driver records what it ran with (after its contract
+/// steps, e.g. bridge alias rewrites) in `driver_inputs.json`.
+pub fn write_inputs_evidence(
+    ctx: &Ctx,
+    run: &Run,
+    command: &str,
+    resolved: &ResolvedInputs,
+) -> Result<(), CliError> {
+    if ctx.driver.is_some() {
+        write_json_atomic(
+            &run.evidence.join("driver_inputs.json"),
+            &json!({
+                "command": command,
+                "module_ref": ctx.module_ref.as_str(),
+                "state_instance": ctx.instance.as_ref().map_or("", |i| i.as_str()),
+                "inputs": resolved.resolved_json,
+                "warnings": resolved.warnings,
+            }),
+        )
+        .map_err(CliError::hyops)?;
+        return Ok(());
+    }
+    write_meta(
+        &run.evidence,
+        command,
+        &run.run_id,
+        &ctx.module_ref,
+        &ctx.root,
+        &json!({}),
+    )
+    .map_err(CliError::hyops)?;
+    write_inputs_resolved(
+        &run.evidence,
+        &ctx.module_ref,
+        ctx.instance.as_ref(),
+        &resolved.resolved_json,
+    )
+    .map_err(CliError::hyops)?;
+    let yaml = crate::yaml::to_yaml(&resolved.resolved_json);
+    write_text_atomic(&run.evidence.join("resolved.inputs.yml"), &yaml).map_err(CliError::hyops)?;
+    Ok(())
+}
+
+fn defaults_from(creds: &ProxmoxCredentials) -> TargetDefaults {
+    TargetDefaults {
+        node: creds.node.clone(),
+        datastore: creds.storage_pool.clone(),
+        snippets_datastore: creds.storage_snippets.clone(),
+        network_bridge: creds.network_bridge.clone(),
+        ssh_username: creds.ssh_username.clone(),
+        ssh_public_key: Some(creds.ssh_public_key.clone()).filter(|k| !k.trim().is_empty()),
+    }
+}
+
+/// The template VMID, with the §1.15 warnings and its source hint.
+pub fn template_vmid(
+    ctx: &Ctx,
+    inputs: &ModuleInputs,
+    warnings: &mut Vec<String>,
+) -> Result<(u32, String), CliError> {
+    match &inputs.template {
+        TemplateSource::ExplicitVmId { vm_id } => Ok((*vm_id, template_source_hint(*vm_id, None))),
+        TemplateSource::StateRef { state_ref, key } => {
+            let (vmid, w) =
+                resolve_template(&ctx.root, state_ref, key.as_deref()).map_err(CliError::hyops)?;
+            warnings.extend(w);
+            Ok((vmid, template_source_hint(vmid, Some(state_ref))))
+        }
+    }
+}
+
+/// The VM-set guards (contract §1.11) for the requested logical keys.
+pub fn vm_set_guards(ctx: &Ctx, model: &ModuleInputs) -> Result<hyops::GuardOutcome, CliError> {
+    let requested: Vec<String> = model.vms.keys().map(|k| k.0.clone()).collect();
+    check_vm_set_guards(
+        &ctx.root,
+        &ctx.module_ref,
+        ctx.instance.as_ref(),
+        &requested,
+        model.allow_vm_set_replace,
+    )
+    .map_err(CliError::hyops)
+}
+
+/// VMIDs recorded for this slot by previous HyOps and Terraform runs, and the VMIDs
+/// `hyops state detach` made this slot forget.
+pub fn prior_ids(ctx: &Ctx) -> Result<PriorIds, CliError> {
+    let mut prior = PriorIds::default();
+    let state = ModuleState::new(&ctx.root, &ctx.module_ref, ctx.instance.as_ref());
+    if let Some(s) = state.read().map_err(CliError::hyops)? {
+        let outputs = s.get("outputs").cloned().unwrap_or(Value::Null);
+        if let Some(ids) = outputs.get("vm_ids").and_then(Value::as_object) {
+            for (k, v) in ids {
+                let Some(id) = v
+                    .as_u64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                else {
+                    continue;
+                };
+                let Ok(id) = u32::try_from(id) else { continue };
+                let name = outputs
+                    .get("vms")
+                    .and_then(|vms| vms.get(k))
+                    .and_then(|vm| vm.get("vm_name"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                prior.hyops.insert(LogicalVmKey(k.clone()), (id, name));
+            }
+        }
+    }
+    for tf in read_tfstate_vms(&ctx.root, &ctx.module_ref, ctx.instance.as_ref())
+        .map_err(CliError::hyops)?
+    {
+        if let Some(key) = tf.key {
+            prior.terraform.insert(LogicalVmKey(key), tf.vm_id);
+        }
+    }
+    let detached = DetachedVms::read(&ctx.root, &ctx.module_ref, ctx.instance.as_ref())
+        .map_err(CliError::hyops)?;
+    prior.detached = detached.vmids();
+    // A detached VM is forgotten: its VMID no longer names it in any prior state either.
+    prior
+        .hyops
+        .retain(|_, (id, _)| !prior.detached.contains(id));
+    prior.terraform.retain(|_, id| !prior.detached.contains(id));
+    Ok(prior)
+}
+
+/// Drop detach records whose VM no longer exists in the cluster (its VMID may be reused by
+/// a VM that must not be ignored). Only a run holding the slot lock rewrites the record.
+pub fn prune_detached(ctx: &Ctx, run: &Run, observed: &ObservedPool) -> Result<(), CliError> {
+    if !run.holds_lock() {
+        return Ok(());
+    }
+    let mut detached = DetachedVms::read(&ctx.root, &ctx.module_ref, ctx.instance.as_ref())
+        .map_err(CliError::hyops)?;
+    if detached.retain_present(|vmid| observed.all_vms.contains_key(&vmid)) {
+        detached
+            .write(&ctx.root, &ctx.module_ref, ctx.instance.as_ref())
+            .map_err(CliError::hyops)?;
+    }
+    Ok(())
+}
+
+/// The ownership identity of this slot.
+pub fn identity(ctx: &Ctx) -> SlotIdentity {
+    SlotIdentity {
+        env: ctx.owner_env(),
+        module_ref: ctx.module_ref.as_str().to_string(),
+        slot: ctx.slot(),
+    }
+}
+
+/// Scheduling limits: flags over `inputs.limits` over the defaults.
+pub fn limits(ctx: &Ctx, inputs: &ModuleInputs) -> Limits {
+    Limits::resolve(
+        &inputs.limits,
+        &ConcurrencyLimits {
+            global: ctx.args.max_parallel,
+            per_node: ctx.args.max_per_node,
+            per_storage: ctx.args.max_per_storage,
+        },
+    )
+}
+
+/// The Proxmox client for `creds`, after one `GET /version` proves the API answers the token.
+pub async fn reachable_client(
+    ctx: &Ctx,
+    creds: &ProxmoxCredentials,
+) -> Result<PveClient, CliError> {
+    let client = ctx.client(creds)?;
+    client.version().await.map_err(|e| {
+        let mut msg = format!(
+            "preflight failed: Proxmox API at {} is not reachable with the configured token: {e}",
+            creds.url
+        );
+        if let Some(fix) = connect_fix(&e, creds, &ctx.root) {
+            msg.push_str(&format!("\n  fix: {fix}"));
+        }
+        CliError::msg(msg)
+    })?;
+    Ok(client)
+}
+
+/// What to do when the first API call fails for a reason the operator fixes in the
+/// credentials: an untrusted or changed certificate, a refused token.
+fn connect_fix(
+    e: &crate::pve::PveError,
+    creds: &ProxmoxCredentials,
+    root: &hyops::RuntimeRoot,
+) -> Option<String> {
+    let file = creds
+        .source_file
+        .clone()
+        .unwrap_or_else(|| root.proxmox_tfvars());
+    let file = file.display();
+    match e.classify() {
+        crate::pve::ErrorClass::Tls if creds.tls.fingerprint_sha256.is_some() => Some(format!(
+            "the node's certificate does not match proxmox_tls_fingerprint in {file}; if it was renewed, read the new SHA-256 fingerprint with `pvenode cert info` on the node and update proxmox_tls_fingerprint"
+        )),
+        crate::pve::ErrorClass::Tls => Some(format!(
+            "the node's certificate is not trusted (a fresh Proxmox VE serves a self-signed one): pin it with proxmox_tls_fingerprint = \"<SHA-256 from `pvenode cert info`>\", or trust its CA with proxmox_ca_file = \"<a copy of the node's /etc/pve/pve-root-ca.pem>\", in {file} (or PROXMOX_TLS_FINGERPRINT / PROXMOX_CA_FILE); proxmox_skip_tls = true turns verification off"
+        )),
+        crate::pve::ErrorClass::Auth => Some(format!(
+            "Proxmox refused the API token: check proxmox_token_id (user@realm!tokenname) and proxmox_token_secret in {file} (or the runtime vault), and that the token exists, is not expired and has privilege separation set as intended"
+        )),
+        _ => None,
+    }
+}
+
+/// Everything checked before a mutating run, without changing anything.
+pub struct Preflighted {
+    pub creds: ProxmoxCredentials,
+    pub resolved: ResolvedInputs,
+    pub template_vmid: u32,
+    pub template_hint: String,
+    pub deletion_only_shrink: bool,
+    pub warnings: Vec<String>,
+    pub client: PveClient,
+    pub checks: hyops::PreflightReport,
+}
+
+impl Preflighted {
+    /// The module's node: `inputs.node_name`, else the credentials' node.
+    pub fn module_node(&self) -> String {
+        self.resolved
+            .model
+            .node_name
+            .clone()
+            .unwrap_or_else(|| self.creds.node.clone())
+    }
+
+    /// The executor for a plan of `total` VMs, waiting up to `agent_wait` for guest-agent
+    /// addresses after a start.
+    pub fn executor(
+        &self,
+        ctx: &Ctx,
+        run: &Run,
+        agent_wait: Duration,
+        total: usize,
+    ) -> Result<(Arc<Executor>, Option<indicatif::ProgressBar>), CliError> {
+        let timeouts = Timeouts {
+            agent_wait,
+            ..Timeouts::default()
+        };
+        executor(
+            ctx,
+            run,
+            self.client.clone(),
+            &self.resolved.model,
+            timeouts,
+            total,
+        )
+    }
+}
+
+/// API-free checks, inputs, guards, template state, then Proxmox reachability.
+/// With `bypassed` (an operator-approved `--skip-preflight`, or a driver-mode apply whose
+/// preflight hyops already ran), failed API-free checks become warnings; what the engine
+/// itself needs (inputs, credentials, template, guards) still runs.
+pub async fn preflight_phase(
+    ctx: &Ctx,
+    run: &Run,
+    command: LifecycleCommand,
+    strict: bool,
+    bypassed: bool,
+) -> Result<Preflighted, CliError> {
+    // Input errors first (they are the operator's to fix in the overlay), then credentials.
+    // The vault is decrypted once and serves both the credentials and the preflight checks.
+    let vault = ctx.vault();
+    let creds = match &vault {
+        Ok(v) => ctx.credentials_with(v.as_ref()),
+        Err(e) => Err(CliError::msg(e.message.clone())),
+    };
+    let resolved = resolve(ctx, command, creds.as_ref().ok())?;
+    let creds = creds?;
+    let vault = vault?;
+    write_inputs_evidence(ctx, run, command.as_str(), &resolved)?;
+    let mut warnings = resolved.warnings.clone();
+    for w in &creds.warnings {
+        output::warn(w);
+        warnings.push(w.clone());
+    }
+    if resolved.model.uses_ipam() && command != LifecycleCommand::Destroy {
+        return Err(CliError::msg(
+            "inputs.addressing.mode=ipam needs NetBox IPAM allocation, which this hyops-pve build does not implement yet; \
+             hyops-pve never falls back to static addressing silently. Use require_ipam: false with static or dhcp \
+             interfaces (see examples/inputs.sim-demo.yml), or run this module with the Terragrunt driver until NetBox IPAM lands",
+        ));
+    }
+    let (template_ref, template_key) = match &resolved.model.template {
+        TemplateSource::StateRef { state_ref, key } => (Some(state_ref.clone()), key.clone()),
+        TemplateSource::ExplicitVmId { .. } => (None, None),
+    };
+    let report = hyops::run_preflight_checks(
+        &ctx.root,
+        &PreflightOptions {
+            min_free_disk_mb: None,
+            env: ctx.env_vars.clone(),
+            vault: vault.as_ref(),
+            template_state_ref: template_ref.as_deref(),
+            template_key: template_key.as_deref(),
+            strict,
+        },
+    );
+    write_json_atomic(
+        &run.evidence.join("preflight_checks.json"),
+        &serde_json::to_value(&report).unwrap_or(Value::Null),
+    )
+    .map_err(CliError::hyops)?;
+    for f in report.failures() {
+        if !bypassed {
+            return Err(CliError::msg(format!(
+                "preflight failed: {}: {}",
+                f.name, f.detail
+            )));
+        }
+        warnings.push(format!(
+            "preflight check {} failed but preflight was bypassed: {}",
+            f.name, f.detail
+        ));
+    }
+    let guard = vm_set_guards(ctx, &resolved.model)?;
+    warnings.extend(guard.warnings.clone());
+    let (template_vmid, template_hint) = template_vmid(ctx, &resolved.model, &mut warnings)?;
+    let client = reachable_client(ctx, &creds).await?;
+    Ok(Preflighted {
+        creds,
+        resolved,
+        template_vmid,
+        template_hint,
+        deletion_only_shrink: guard.deletion_only_shrink,
+        warnings,
+        client,
+        checks: report,
+    })
+}
+
+/// How long observing waits for a VM under `lock: clone`, scaled by the engine's time scale
+/// like every other deadline.
+pub fn clone_lock_wait(ctx: &Ctx) -> Duration {
+    crate::plan::observe::CLONE_LOCK_WAIT.mul_f64(ctx.time_scale())
+}
+
+/// Observe Proxmox and diff: `plan.json` and `plan.txt` in the evidence dir.
+pub async fn make_plan(ctx: &Ctx, run: &Run, pf: &Preflighted) -> Result<PlanArtifact, CliError> {
+    let prior = prior_ids(ctx)?;
+    let defaults = defaults_from(&pf.creds);
+    let ident = identity(ctx);
+    let req = PlanRequest {
+        inputs: &pf.resolved.model,
+        identity: &ident,
+        defaults: &defaults,
+        template_vmid: pf.template_vmid,
+        template_source_hint: pf.template_hint.clone(),
+        deletion_only_shrink: pf.deletion_only_shrink,
+        prior: &prior,
+        run_id: &run.run_id,
+        env: ctx.env_name.as_deref(),
+        state_instance: ctx.instance.as_ref().map(|i| i.as_str()),
+        clone_lock_wait: clone_lock_wait(ctx),
+    };
+    let (mut plan, observed) = engine::make_plan(&pf.client, &req)
+        .await
+        .map_err(|e| CliError::msg(e.to_string()))?;
+    prune_detached(ctx, run, &observed)?;
+    let mut warnings = pf.warnings.clone();
+    warnings.append(&mut plan.warnings);
+    plan.warnings = warnings;
+    let value = serde_json::to_value(&plan)
+        .map_err(|e| CliError::msg(format!("cannot serialise the plan: {e}")))?;
+    write_json_atomic(&run.evidence.join("plan.json"), &value).map_err(CliError::hyops)?;
+    write_text_atomic(&run.evidence.join("plan.txt"), &render(&plan, false))
+        .map_err(CliError::hyops)?;
+    Ok(plan)
+}
+
+/// Print the plan for a human (nothing with `--json`, nor in driver mode, which runs outside
+/// a CLI command's output).
+pub fn print_plan(plan: &PlanArtifact) {
+    if output::is_json() {
+        return;
+    }
+    use std::io::IsTerminal;
+    let color = std::io::stdout().is_terminal();
+    output::result_text(&render(plan, color));
+}
+
+/// The executor for this run: the journal in the evidence dir, the progress display, the
+/// scheduling limits.
+fn executor(
+    ctx: &Ctx,
+    run: &Run,
+    client: PveClient,
+    inputs: &ModuleInputs,
+    timeouts: Timeouts,
+    total: usize,
+) -> Result<(Arc<Executor>, Option<indicatif::ProgressBar>), CliError> {
+    let journal = Journal::open(&run.evidence.join("apply_journal.jsonl"), &run.run_id)
+        .map_err(|e| CliError::msg(e.to_string()))?;
+    let (progress, bar) = progress_for(total, false);
+    Ok((
+        Arc::new(Executor::new(
+            client,
+            Scheduler::new(limits(ctx, inputs)),
+            Arc::new(journal),
+            timeouts.scaled(ctx.time_scale()),
+            progress,
+        )),
+        bar,
+    ))
+}
+
+/// What the apply phases produced: the plan, the engine report, and warnings from the
+/// phases around the rollout (snippet cleanup).
+pub struct ApplyRun {
+    pub plan: PlanArtifact,
+    pub report: ApplyReport,
+    pub warnings: Vec<String>,
+}
+
+/// Node SSH for this root: the API host (`proxmox.ready.json` `api_ip`, else the
+/// `proxmox_url` host) as the credentials' node, `proxmox_ssh_username`, the credentials' key.
+fn node_ssh(ctx: &Ctx, creds: &ProxmoxCredentials) -> Result<NodeSsh, CliError> {
+    let api_ip = read_proxmox_ready(&ctx.root)
+        .ok()
+        .flatten()
+        .and_then(|r| r.api_ip)
+        .filter(|h| !h.trim().is_empty());
+    let api_host = api_ip.or_else(|| creds.host()).ok_or_else(|| {
+        CliError::msg(format!(
+            "node SSH needs the Proxmox host address, but neither meta/proxmox.ready.json runtime.api_ip nor proxmox_url ({}) gives one",
+            creds.url
+        ))
+    })?;
+    let target = NodeSshTarget {
+        api_host,
+        api_node: creds.node.clone(),
+        port: 22,
+        user: creds.ssh_username.clone(),
+    };
+    let ssh_ctx = SshContext {
+        identities: Arc::new(ctx.node_identities(creds)?),
+        known_hosts: ctx.known_hosts(),
+    };
+    Ok(NodeSsh::new(
+        target,
+        ctx.dialer(),
+        ssh_ctx,
+        Duration::from_secs(15),
+    ))
+}
+
+/// The module's effective snippets storage.
+fn snippets_storage(model: &ModuleInputs, creds: &ProxmoxCredentials) -> String {
+    model
+        .snippets_datastore_id
+        .clone()
+        .unwrap_or_else(|| creds.storage_snippets.clone())
+}
+
+/// Plan (checking a saved plan when given), deliver the cloud-init snippets, execute the
+/// plan and verify it converged ([`engine::verify_converged`]: a divergence fails the
+/// apply, naming the VM and the field), clean up stale snippets. A stop request (SIGINT,
+/// SIGTERM) abandons the observation, or cancels the rollout with a message saying the
+/// created VMs are adopted by the next apply.
+pub async fn execute_plan(
+    ctx: &Ctx,
+    run: &Run,
+    pf: &Preflighted,
+    plan_file: Option<&Path>,
+    stop: &Stop,
+) -> Result<ApplyRun, CliError> {
+    // Observing Proxmox changes nothing: a stop request abandons it at once.
+    let plan = stop.race(make_plan(ctx, run, pf)).await.map_err(|sig| {
+        CliError::cancelled(format!(
+            "apply cancelled by the operator ({sig}) while observing Proxmox, before any change"
+        ))
+    })??;
+    if let Some(path) = plan_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CliError::msg(format!("cannot read plan file {}: {e}", path.display())))?;
+        let saved: PlanArtifact = serde_json::from_str(&text).map_err(|e| {
+            CliError::msg(format!(
+                "plan file {} is not a hyops-pve plan: {e}",
+                path.display()
+            ))
+        })?;
+        saved
+            .check_still_valid(&plan, &path.display().to_string())
+            .map_err(|e| CliError::msg(e.to_string()))?;
+    }
+    print_plan(&plan);
+    let readiness = &pf.resolved.model.readiness;
+    // `enabled: false` means no readiness wait at all (not even for the guest agent).
+    let agent_wait = if readiness.enabled {
+        Duration::from_secs(readiness.connectivity_wait_s)
+    } else {
+        Duration::ZERO
+    };
+    // Snippets first: every file a VM will point at is on its node before any config write.
+    let mut warnings = Vec::new();
+    let snippet_ssh = if pf.resolved.model.cloud_init_mode == CloudInitMode::Snippets
+        && !pf.resolved.model.is_windows()
+        && apply_snippets::touches_vms(&plan)
+    {
+        let ssh = node_ssh(ctx, &pf.creds)?;
+        let delivered = apply_snippets::deliver(&ssh, &plan).await.map_err(|e| {
+            CliError::msg(format!(
+                "cloud-init snippet upload failed before any VM was changed: {e}"
+            ))
+        })?;
+        if !delivered.uploaded.is_empty() {
+            output::progress(&format!(
+                "snippets: {} uploaded, {} already in place",
+                delivered.uploaded.len(),
+                delivered.present
+            ));
+        }
+        Some(ssh)
+    } else {
+        None
+    };
+    let (exec, bar) = pf.executor(ctx, run, agent_wait, plan.vms.len())?;
+    let module_node = pf.module_node();
+    // The post-apply verification re-reads what prior runs recorded for the slot: from the
+    // runtime root's state (CLI), or hyops' own `latest.json` in driver mode (the same file,
+    // written by hyops).
+    let prior = prior_ids(ctx)?;
+    let ident = identity(ctx);
+    let previous_outputs = ModuleState::new(&ctx.root, &ctx.module_ref, ctx.instance.as_ref())
+        .read()
+        .map_err(CliError::hyops)?
+        .and_then(|s| s.get("outputs").cloned());
+    let apply = engine::apply_plan(
+        &exec,
+        &plan,
+        &module_node,
+        &pf.resolved.model.tags,
+        Some(engine::VerifyRequest {
+            identity: &ident,
+            prior: &prior,
+            previous_outputs: previous_outputs.as_ref(),
+        }),
+    );
+    let report = match run_cancellable(&exec, stop, apply).await {
+        Ok(r) => r,
+        Err(sig) => {
+            if let Some(b) = &bar {
+                b.abandon();
+            }
+            return Err(CliError::cancelled(format!("apply cancelled by the operator ({sig}); every started step was ended and journalled; VMs already created carry the ownership marker and are adopted by the next apply")));
+        }
+    };
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    if let Some(ssh) = snippet_ssh {
+        let storage = snippets_storage(&pf.resolved.model, &pf.creds);
+        match apply_snippets::cleanup(&ssh, &exec.client, &plan, &report.outcomes, &storage).await {
+            Ok(r) if !r.removed.is_empty() => output::progress(&format!(
+                "snippets: {} stale file(s) removed",
+                r.removed.len()
+            )),
+            Ok(_) => {}
+            Err(e) => warnings.push(format!(
+                "stale cloud-init snippet files were not removed: {e}"
+            )),
+        }
+        ssh.close().await;
+    }
+    Ok(ApplyRun {
+        plan,
+        report,
+        warnings,
+    })
+}
+
+/// The post-apply SSH readiness gate over this apply's outputs (contract §5): its evidence
+/// (`post_apply_ssh_readiness.json`, `connectivity_*`) goes into the run's evidence dir.
+async fn readiness_gate(
+    ctx: &Ctx,
+    run: &Run,
+    pf: &Preflighted,
+    report: &ApplyReport,
+) -> GateReport {
+    let api_ip = read_proxmox_ready(&ctx.root)
+        .ok()
+        .flatten()
+        .and_then(|r| r.api_ip);
+    let env = GateEnv {
+        proxmox_api_ip: api_ip,
+        proxmox_ssh_username: Some(pf.creds.ssh_username.clone()),
+        evidence_dir: run.evidence.clone(),
+        dialer: ctx.dialer(),
+        known_hosts: ctx.known_hosts(),
+        default_identities: ctx.default_identities(),
+        vm_identities: Default::default(),
+        home: ctx.env_vars.get("HOME").map(PathBuf::from),
+        retry_interval: Duration::from_secs(3),
+        max_parallel: 16,
+        time_scale: ctx.time_scale(),
+    };
+    output::progress("progress: phase=post_apply_ssh_readiness");
+    let gate = crate::apply::readiness::post_apply_readiness(
+        &pf.resolved.model.readiness,
+        &report.outputs,
+        &report.outcomes,
+        env,
+    )
+    .await;
+    {
+        let proxy = gate
+            .summary
+            .get("effective_proxy")
+            .and_then(|p| p.get("host"))
+            .and_then(Value::as_str)
+            .filter(|h| !h.is_empty())
+            .map(|h| format!(" via {h}"))
+            .unwrap_or_default();
+        let n = gate
+            .summary
+            .get("targets")
+            .and_then(Value::as_array)
+            .map(Vec::len)
+            .unwrap_or(0);
+        output::progress(&format!(
+            "post-apply SSH readiness: {} ({n} target(s){proxy}; see {})",
+            gate.status(),
+            run.evidence.join(crate::ssh::gate::SUMMARY_FILE).display()
+        ));
+    }
+    gate
+}
+
+/// The whole apply after the preflight phase: execute the plan, then (after a successful
+/// rollout only, as upstream runs it after `terragrunt output`) the readiness gate, then
+/// the result. The gate only waits for SSH: a stop request abandons it (the rollout itself
+/// finished; the next apply adopts its VMs).
+pub async fn apply_phase(
+    ctx: &Ctx,
+    run: &Run,
+    pf: &Preflighted,
+    plan_file: Option<&Path>,
+    stop: &Stop,
+) -> Result<Applied, CliError> {
+    output::progress("progress: phase=apply");
+    let applied = execute_plan(ctx, run, pf, plan_file, stop).await?;
+    let gate = if applied.report.failed {
+        None
+    } else {
+        match stop
+            .race(readiness_gate(ctx, run, pf, &applied.report))
+            .await
+        {
+            Ok(gate) => Some(gate),
+            Err(sig) => return Err(CliError::cancelled(format!(
+                "apply cancelled by the operator ({sig}) during the post-apply SSH readiness gate; the rollout itself finished and the next apply adopts its VMs"
+            ))),
+        }
+    };
+    apply_result(run, applied, gate)
+}
+
+/// How long the steps get to end (journalled) after a stop request before the run stops
+/// anyway.
+const CANCEL_GRACE: Duration = Duration::from_secs(20);
+
+/// Run `work` until it ends or a stop request: then fire the executor's cancellation token,
+/// let the steps end and journal themselves (bounded by [`CANCEL_GRACE`]), and return the
+/// signal's name.
+async fn run_cancellable<T>(
+    exec: &Arc<Executor>,
+    stop: &Stop,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, &'static str> {
+    tokio::pin!(work);
+    let sig = tokio::select! {
+        r = &mut work => return Ok(r),
+        sig = stop.requested() => sig,
+    };
+    exec.cancel.cancel();
+    let _ = tokio::time::timeout(CANCEL_GRACE, &mut work).await;
+    Err(sig)
+}
+
+/// What an apply ended with: the plan, the executor's report, the driver result (`status:
+/// error` when a VM failed or the required readiness gate failed; its `error` is the
+/// one-line engine message) and the warnings of the phases around the rollout and of the
+/// gate (the result's `warnings` has them too, after the plan's).
+pub struct Applied {
+    pub plan: PlanArtifact,
+    pub report: ApplyReport,
+    pub result: DriverResult,
+    pub phase_warnings: Vec<String>,
+}
+
+/// Record an executed apply: `apply_report.json` and `driver_result.json`. The result's
+/// `normalized_outputs.outputs` are the Terraform-shaped outputs (contract §2.7) that hyops
+/// publishes (§3.5); `post_apply_ssh_readiness` is the gate's summary when it ran.
+pub fn apply_result(
+    run: &Run,
+    applied: ApplyRun,
+    gate: Option<GateReport>,
+) -> Result<Applied, CliError> {
+    let ApplyRun {
+        plan,
+        report,
+        warnings: mut phase_warnings,
+    } = applied;
+    let report_value = json!({
+        "run_id": run.run_id,
+        "failed": report.failed,
+        "converged": report.divergences.is_empty(),
+        "divergences": report.divergences,
+        "writes": report.writes,
+        "api_calls": report.api_calls,
+        "summary": plan.summary,
+        "vms": report.outcomes,
+    });
+    write_json_atomic(&run.evidence.join("apply_report.json"), &report_value)
+        .map_err(CliError::hyops)?;
+    let mut normalized = Map::new();
+    normalized.insert("outputs".into(), report.outputs.clone());
+    normalized.insert("command".into(), json!("apply"));
+    normalized.insert("plan_summary".into(), json!(plan.summary));
+    normalized.insert("writes".into(), json!(report.writes));
+    // The post-apply verification (a re-read of every VM against the plan): `true` when the
+    // cluster matches, else the apply failed and `divergences` names each VM and field.
+    normalized.insert("converged".into(), json!(report.divergences.is_empty()));
+    if !report.divergences.is_empty() {
+        normalized.insert("divergences".into(), json!(report.divergences));
+    }
+    let mut error = None;
+    if let Some(err) = report.error_summary() {
+        // Each VM's full error is in apply_report.json and the result's `vms`; the error
+        // line (state, ERR, hyops) gets the one-line summary.
+        normalized.insert("vms".into(), json!(report.outcomes));
+        error = Some(format!(
+            "apply failed: {err}; per-VM errors: {}",
+            run.evidence.join("apply_report.json").display()
+        ));
+    } else if let Some(g) = &gate {
+        normalized.insert("post_apply_ssh_readiness".into(), g.summary.clone());
+        phase_warnings.extend(g.warnings.iter().cloned());
+        // A required gate that failed: the new outputs are not published (§5.6).
+        error = g.error.as_ref().map(|e| required_failure_message(e));
+    }
+    let mut result = match error {
+        Some(e) => DriverResult::error(&run.run_id, "apply", e),
+        None => DriverResult::ok(&run.run_id, "apply", Map::new()),
+    };
+    result.normalized_outputs = normalized;
+    result.warnings = plan.warnings.clone();
+    result.warnings.extend(phase_warnings.iter().cloned());
+    write_driver_result(&run.evidence, &result).map_err(CliError::hyops)?;
+    Ok(Applied {
+        plan,
+        report,
+        result,
+        phase_warnings,
+    })
+}
+
+/// What destroy (and state detach) need, resolved before anything is changed (a failure here
+/// changes nothing).
+pub struct DestroyPrep {
+    pub resolved: ResolvedInputs,
+    pub creds: ProxmoxCredentials,
+    pub client: PveClient,
+    /// VMIDs prior runs recorded for the slot.
+    pub prior: PriorIds,
+    /// Physical names the inputs request (read besides the tagged VMs).
+    pub names: BTreeSet<String>,
+}
+
+/// Credentials, inputs (resolved leniently: validation is skipped on destroy, §1.14; they only
+/// supply names), the client and the VMIDs prior runs recorded. `command` names the inputs
+/// evidence.
+pub fn destroy_prepare(ctx: &Ctx, run: &Run, command: &str) -> Result<DestroyPrep, CliError> {
+    let creds = ctx.credentials()?;
+    let resolved = resolve(ctx, LifecycleCommand::Destroy, Some(&creds))?;
+    write_inputs_evidence(ctx, run, command, &resolved)?;
+    let client = ctx.client(&creds)?;
+    let prior = prior_ids(ctx)?;
+    let names: BTreeSet<String> = resolved
+        .model
+        .vms
+        .values()
+        .map(|v| v.physical_name.0.clone())
+        .collect();
+    Ok(DestroyPrep {
+        resolved,
+        creds,
+        client,
+        prior,
+        names,
+    })
+}
+
+/// After the VMs are gone (even when others failed): their known_hosts entries and their
+/// cloud-init snippet files go too; what cannot be removed becomes a warning.
+async fn forget_destroyed(ctx: &Ctx, prep: &DestroyPrep, report: &mut DestroyReport) {
+    let destroyed: Vec<(String, String, u32)> = report
+        .outcomes
+        .iter()
+        .filter(|o| o.status == "ok")
+        .filter_map(|o| {
+            let name = report.names.get(&o.key)?;
+            Some((o.node.clone(), name.clone(), o.vmid?))
+        })
+        .collect();
+    let vmids: Vec<u32> = destroyed.iter().map(|d| d.2).collect();
+    if !vmids.is_empty() {
+        if let Err(e) = ctx.known_hosts().forget_vmids(&vmids) {
+            report.warnings.push(format!(
+                "known_hosts entries of destroyed VMs were not removed: {e}"
+            ));
+        }
+    }
+    let model = &prep.resolved.model;
+    if destroyed.is_empty()
+        || model.cloud_init_mode != CloudInitMode::Snippets
+        || model.is_windows()
+    {
+        return;
+    }
+    let storage = snippets_storage(model, &prep.creds);
+    let cleaned = match node_ssh(ctx, &prep.creds) {
+        Ok(ssh) => {
+            let r =
+                apply_snippets::remove_destroyed(&ssh, &prep.client, &destroyed, &storage).await;
+            ssh.close().await;
+            r.map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e.message),
+    };
+    match cleaned {
+        Ok(r) if !r.removed.is_empty() => output::progress(&format!(
+            "snippets: {} file(s) of destroyed VMs removed",
+            r.removed.len()
+        )),
+        Ok(_) => {}
+        Err(e) => report.warnings.push(format!(
+            "cloud-init snippet files of destroyed VMs were not removed: {e}"
+        )),
+    }
+}
+
+/// What a destroy ended with: the driver result (`status: error` with the one-line message
+/// when it failed or was cancelled), the report when the engine ran to its end.
+pub struct Destroyed {
+    pub report: Option<DestroyReport>,
+    pub result: DriverResult,
+    /// Ctrl-C stopped it (every started step was ended and journalled).
+    pub cancelled: bool,
+}
+
+/// Destroy every VM the slot provably owns: `destroy_report.json`, `driver_result.json`.
+/// Engine failures are in the result, not an `Err` (the caller records them as it must).
+pub async fn destroy_execute(
+    ctx: &Ctx,
+    run: &Run,
+    prep: &DestroyPrep,
+    stop: &Stop,
+) -> Result<Destroyed, CliError> {
+    let failed = |msg: String, cancelled: bool| -> Result<Destroyed, CliError> {
+        let result = DriverResult::error(&run.run_id, "destroy", msg);
+        write_driver_result(&run.evidence, &result).map_err(CliError::hyops)?;
+        Ok(Destroyed {
+            report: None,
+            result,
+            cancelled,
+        })
+    };
+    let (exec, bar) = match executor(
+        ctx,
+        run,
+        prep.client.clone(),
+        &prep.resolved.model,
+        Timeouts::default(),
+        prep.names.len().max(prep.prior.hyops.len()),
+    ) {
+        Ok(x) => x,
+        Err(e) => return failed(e.message, false),
+    };
+    let ident = identity(ctx);
+    let work = engine::destroy(&exec, &ident, &prep.prior, &prep.names);
+    let report = run_cancellable(&exec, stop, work).await;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let mut report = match report {
+        Err(sig) => return failed(format!("destroy cancelled by the operator ({sig}); every started step was ended and journalled; run destroy again to remove the rest"), true),
+        Ok(Err(e)) => return failed(e.to_string(), false),
+        Ok(Ok(r)) => r,
+    };
+    forget_destroyed(ctx, prep, &mut report).await;
+    write_json_atomic(
+        &run.evidence.join("destroy_report.json"),
+        &json!({"run_id": run.run_id, "vms": report.outcomes, "warnings": report.warnings}),
+    )
+    .map_err(CliError::hyops)?;
+    let result = if report.failed {
+        let failures: Vec<String> = report
+            .outcomes
+            .iter()
+            .filter(|o| o.status != "ok")
+            .map(|o| format!("{}: {}", o.key, o.error.clone().unwrap_or_default()))
+            .collect();
+        let mut r = DriverResult::error(
+            &run.run_id,
+            "destroy",
+            format!(
+                "destroy failed: {}; per-VM errors: {}",
+                engine::summarize_failures(&failures, report.outcomes.len()),
+                run.evidence.join("destroy_report.json").display()
+            ),
+        );
+        r.normalized_outputs
+            .insert("vms".into(), json!(report.outcomes));
+        r.warnings = report.warnings.clone();
+        r
+    } else {
+        let mut normalized = Map::new();
+        normalized.insert("outputs".into(), json!({}));
+        normalized.insert("command".into(), json!("destroy"));
+        normalized.insert(
+            "destroyed".into(),
+            json!(report
+                .outcomes
+                .iter()
+                .map(|o| json!({"key": o.key, "vmid": o.vmid}))
+                .collect::<Vec<_>>()),
+        );
+        let mut r = DriverResult::ok(&run.run_id, "destroy", normalized);
+        r.warnings = report.warnings.clone();
+        r
+    };
+    write_driver_result(&run.evidence, &result).map_err(CliError::hyops)?;
+    Ok(Destroyed {
+        report: Some(report),
+        result,
+        cancelled: false,
+    })
+}
+
+/// What `validate` found: the warnings so far (shown even on failure) and either the report
+/// (`module_ref`, `state_instance`, `env`, `template_vm_id`, `warnings`, `model`) or the
+/// refusal. Prints nothing (the differential test against upstream calls it).
+pub struct ValidateOutcome {
+    pub warnings: Vec<String>,
+    pub result: Result<Value, CliError>,
+    /// The refusal exactly as hyops prints it, without the CLI's second line naming the
+    /// offending value (`None` on success).
+    pub verbatim: Option<String>,
+}
+
+/// The checks of `validate`, without printing: what `hyops validate` refuses before any API
+/// call, in its order — input resolution and validation, then the driver contract's API-free
+/// steps (bridge aliases, `build_image`, the VM-set guards, the template from its state). In
+/// driver mode the inputs are hyops' own (see [`resolve`]).
+pub fn validate_report(ctx: &Ctx) -> ValidateOutcome {
+    // Credentials are optional for validate; their bridge is only the single-VM default.
+    let creds = ctx.credentials().ok();
+    let req = resolve_request(ctx, LifecycleCommand::Validate, creds.as_ref());
+    let (mut early_warnings, result) = match &ctx.driver {
+        Some(frame) => (Vec::new(), resolve_prepared_inputs(&req, &frame.inputs)),
+        None => resolve_inputs_with_warnings(&req),
+    };
+    // A mistyped --env is worth saying whatever else is wrong; validate itself needs no root
+    // and creates none.
+    let root_warning = (!ctx.root.path().is_dir()).then(|| {
+        crate::commands::context::missing_root_message(
+            ctx.root.path(),
+            ctx.args.env.as_deref().or(ctx.env_name.as_deref()),
+        )
+    });
+    let resolved = match result {
+        Ok(r) => r,
+        Err(e) => {
+            early_warnings.extend(root_warning);
+            let message = match &ctx.driver {
+                Some(_) => e.to_string(),
+                None => crate::commands::hints::explain(&e, &req),
+            };
+            return ValidateOutcome {
+                warnings: early_warnings,
+                result: Err(CliError::msg(message)),
+                verbatim: Some(e.to_string()),
+            };
+        }
+    };
+    let mut warnings = resolved.warnings.clone();
+    warnings.extend(root_warning);
+    // Catch before write: everything Proxmox would refuse, all problems at once (a deliberate
+    // difference from hyops, which lets Proxmox refuse them after a clone).
+    let defaults = creds.as_ref().map(defaults_from);
+    if let Err(e) = check_inputs(&resolved.model, defaults.as_ref()) {
+        let msg = e.to_string();
+        return ValidateOutcome {
+            warnings,
+            verbatim: Some(msg.clone()),
+            result: Err(CliError::msg(msg)),
+        };
+    }
+    let checks = vm_set_guards(ctx, &resolved.model).and_then(|guard| {
+        warnings.extend(guard.warnings);
+        template_vmid(ctx, &resolved.model, &mut warnings)
+    });
+    let (template, _) = match checks {
+        Ok(t) => t,
+        Err(e) => {
+            return ValidateOutcome {
+                warnings,
+                verbatim: Some(e.message.clone()),
+                result: Err(e),
+            }
+        }
+    };
+    let out = json!({
+        "module_ref": ctx.module_ref.as_str(),
+        "state_instance": ctx.instance.as_ref().map(|i| i.as_str()),
+        "env": ctx.env_name,
+        "template_vm_id": template,
+        "warnings": warnings.clone(),
+        "model": resolved.model,
+    });
+    ValidateOutcome {
+        warnings,
+        result: Ok(out),
+        verbatim: None,
+    }
+}
