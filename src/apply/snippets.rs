@@ -32,7 +32,8 @@ pub fn cicustom_files(cicustom: &str) -> Vec<String> {
 }
 
 /// The files that VMs named like one of `names` but not among `ours` (VMIDs) point at: a
-/// cluster listing, then one config read per such namesake (none in the usual case).
+/// cluster listing, then one config read per such namesake (none in the usual case). Only
+/// asked when a file would be removed.
 async fn namesakes_files(
     client: &PveClient,
     names: &BTreeSet<String>,
@@ -144,6 +145,9 @@ pub async fn cleanup(
         .filter_map(|p| p.vmid)
         .chain(outcomes.iter().filter_map(|o| o.vmid))
         .collect();
+    if !snippets::any_stale(ssh, &owners, &keep).await? {
+        return Ok(SnippetReport::default());
+    }
     keep.extend(namesakes_files(client, &names_of(&owners), &ours).await?);
     snippets::remove_stale(ssh, &owners, &keep).await
 }
@@ -166,6 +170,9 @@ pub async fn remove_destroyed(
             .insert(name.clone());
     }
     if owners.is_empty() {
+        return Ok(SnippetReport::default());
+    }
+    if !snippets::any_stale(ssh, &owners, &BTreeSet::new()).await? {
         return Ok(SnippetReport::default());
     }
     let ours: BTreeSet<u32> = destroyed.iter().map(|d| d.2).collect();
