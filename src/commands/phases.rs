@@ -648,7 +648,7 @@ pub async fn execute_plan(
         ))
     })??;
     if let Some(path) = plan_file {
-        let text = std::fs::read_to_string(path)
+        let text = crate::fsread::read_text_at_most(path, crate::fsread::DEFAULT_LIMIT)
             .map_err(|e| CliError::msg(format!("cannot read plan file {}: {e}", path.display())))?;
         let saved: PlanArtifact = serde_json::from_str(&text).map_err(|e| {
             CliError::msg(format!(
