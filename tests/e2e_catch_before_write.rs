@@ -369,7 +369,8 @@ async fn restart_policy_defer_leaves_changes_pending_and_outputs_report_what_run
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removing_the_middle_nic_keeps_the_other_nics_macs() {
-    let h = Harness::start().await;
+    // The NIC on vnetmgmt (SDN-managed) needs the runner's network-sdn state.
+    let h = Harness::start_with_sdn().await;
     let three = DEMO.replace(
         "      - bridge: vmbr0\n        ipv4: {address: 10.20.0.11/24, gateway: 10.20.0.1}\n",
         "      - bridge: vmbr0\n        ipv4: {address: 10.20.0.11/24, gateway: 10.20.0.1}\n      - bridge: vmbr1\n        ipv4: {address: 10.21.0.11/24}\n      - bridge: vnetmgmt\n        ipv4: {address: 10.22.0.11/24}\n",

@@ -211,7 +211,7 @@ async fn validate_reports_the_same_refusal() {
         "require_ipam: false\nname_prefix: my_lab\n",
     );
     let ctx = h.ctx(&h.overlay("bad.yml", &bad)).await;
-    let err = validate_inner(&ctx).unwrap_err();
+    let err = validate_inner(&ctx).await.unwrap_err();
     assert!(
         err.message
             .contains("3 value(s) would be refused by Proxmox"),

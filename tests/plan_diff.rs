@@ -76,7 +76,15 @@ fn desired(inp: &ModuleInputs) -> BTreeMap<LogicalVmKey, DesiredVm> {
         .map(|(k, v)| {
             (
                 k.clone(),
-                desired_vm(inp, v, &defaults(), &tpl, identity(&k.0)).unwrap(),
+                desired_vm(
+                    inp,
+                    v,
+                    &defaults(),
+                    &tpl,
+                    identity(&k.0),
+                    &Default::default(),
+                )
+                .unwrap(),
             )
         })
         .collect()

@@ -325,7 +325,7 @@ fn run_ours(case: &Case, root: &Path, overlay: Option<&Path>) -> Outcome {
             }
         }
     };
-    let outcome = validate_report(&ctx);
+    let outcome = rt.block_on(validate_report(&ctx));
     match outcome.result {
         Ok(_) => Outcome {
             ok: true,

@@ -30,7 +30,7 @@ use crate::cli::ModuleArgs;
 use crate::commands::context::{Ctx, DriverFrame};
 use crate::commands::output;
 use crate::commands::phases::{
-    apply_phase, destroy_execute, destroy_prepare, make_plan, preflight_phase, reachable_client,
+    apply_phase, destroy_execute, destroy_prepare, plan_phase, preflight_phase, reachable_client,
     resolve, start_run, validate_report, write_inputs_evidence,
 };
 use crate::commands::state_ops::{detach_phase, import_phase, unlock_phase};
@@ -289,7 +289,7 @@ async fn run_request(
                 .race(async {
                     let pf =
                         preflight_phase(&ctx, &run, LifecycleCommand::Plan, false, false).await?;
-                    make_plan(&ctx, &run, &pf).await
+                    plan_phase(&ctx, &run, &pf).await
                 })
                 .await
                 .map_err(|sig| stopped_before_change(name, sig))??;
@@ -308,7 +308,7 @@ async fn run_request(
         }
         DriverCommand::Validate => {
             let run = start_run(&ctx, RunPrefix::Validate, false)?;
-            let outcome = validate_report(&ctx);
+            let outcome = validate_report(&ctx).await;
             let report = outcome.result?;
             let model = &report["model"];
             let mut normalized = Map::new();

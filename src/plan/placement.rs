@@ -462,6 +462,7 @@ mod tests {
                     &defaults,
                     &template(&[storage]),
                     marker.clone(),
+                    &Default::default(),
                 )
                 .unwrap();
                 (k.clone(), d)
