@@ -91,7 +91,7 @@ pub async fn driver(request_file: Option<&Path>) -> i32 {
     // Watched before the request is read: a signal at any point still gets one result.
     let stop = Stop::watch();
     let text = match request_file {
-        Some(p) => std::fs::read_to_string(p)
+        Some(p) => crate::fsread::read_text_at_most(p, crate::fsread::DEFAULT_LIMIT)
             .map_err(|e| format!("cannot read the driver request {}: {e}", p.display())),
         None => {
             let mut s = String::new();

@@ -770,7 +770,7 @@ pub async fn execute_plan(
         ));
     }
     if let Some(path) = plan_file {
-        let text = std::fs::read_to_string(path)
+        let text = crate::fsread::read_text_at_most(path, crate::fsread::DEFAULT_LIMIT)
             .map_err(|e| CliError::msg(format!("cannot read plan file {}: {e}", path.display())))?;
         let saved: PlanArtifact = serde_json::from_str(&text).map_err(|e| {
             CliError::msg(format!(
@@ -874,7 +874,7 @@ pub async fn execute_plan(
     }
     if let Some(ssh) = snippet_ssh {
         let storage = snippets_storage(&pf.resolved.model, &pf.creds);
-        match apply_snippets::cleanup(&ssh, &plan, &report.outcomes, &storage).await {
+        match apply_snippets::cleanup(&ssh, &exec.client, &plan, &report.outcomes, &storage).await {
             Ok(r) if !r.removed.is_empty() => output::progress(&format!(
                 "snippets: {} stale file(s) removed",
                 r.removed.len()
@@ -1189,13 +1189,10 @@ async fn forget_destroyed(ctx: &Ctx, prep: &DestroyPrep, report: &mut DestroyRep
         return;
     }
     let storage = snippets_storage(model, &prep.creds);
-    let pairs: Vec<(String, String)> = destroyed
-        .iter()
-        .map(|(n, name, _)| (n.clone(), name.clone()))
-        .collect();
     let cleaned = match node_ssh(ctx, &prep.creds) {
         Ok(ssh) => {
-            let r = apply_snippets::remove_destroyed(&ssh, &pairs, &storage).await;
+            let r =
+                apply_snippets::remove_destroyed(&ssh, &prep.client, &destroyed, &storage).await;
             ssh.close().await;
             r.map_err(|e| e.to_string())
         }
