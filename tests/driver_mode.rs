@@ -963,3 +963,59 @@ async fn sigterm_during_a_driver_apply_ends_the_steps_and_answers_one_result() {
     );
     assert!(!latest(&h).exists(), "hyops owns latest.json");
 }
+
+#[tokio::test]
+async fn a_refused_import_keeps_the_detach_record_and_the_next_apply_leaves_the_detached_vm() {
+    let h = Harness::start().await;
+    ok(&run(
+        &h,
+        &request(&h, "apply", "apply-k0", &resolved_inputs(DEMO)),
+    )
+    .await);
+    let old = vmid_of(&h, "app-01");
+    let mut req = request(
+        &h,
+        "state_detach",
+        "state-detach-k1",
+        &resolved_inputs(DEMO),
+    );
+    req["state"] = json!({"resource_address": "app-01", "expected_resource_id": old.to_string(), "force": true});
+    ok(&run(&h, &req).await);
+    // The slot makes a new app-01; the detached one stays in Proxmox, forgotten.
+    ok(&run(
+        &h,
+        &request(&h, "apply", "apply-k2", &resolved_inputs(DEMO)),
+    )
+    .await);
+    let record = h
+        .root()
+        .join("state/detached/platform__onprem__platform-vm.json");
+    let record_vmids = || -> Vec<u64> {
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+        v["vms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|vm| vm["vmid"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(record_vmids(), vec![u64::from(old)]);
+    // Importing the old VM back into the key the new one holds is refused ...
+    let mut req = request(&h, "import", "import-k3", &resolved_inputs(DEMO));
+    req["import"] = json!({"resource_address": "app-01", "resource_id": old.to_string()});
+    let err = error_of(&run(&h, &req).await);
+    assert!(err.contains("already managed by VM"), "{err}");
+    // ... and changes nothing: the VM is still detached, so the next apply leaves it alone
+    // instead of deleting it as a duplicate clone of app-01.
+    assert_eq!(record_vmids(), vec![u64::from(old)]);
+    ok(&run(
+        &h,
+        &request(&h, "apply", "apply-k4", &resolved_inputs(DEMO)),
+    )
+    .await);
+    assert!(
+        h.vms().iter().any(|(id, _)| *id == old),
+        "the detached VM {old} was deleted: {:?}",
+        h.vms()
+    );
+}
