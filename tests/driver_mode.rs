@@ -1019,3 +1019,70 @@ async fn a_refused_import_keeps_the_detach_record_and_the_next_apply_leaves_the_
         h.vms()
     );
 }
+
+/// The VM's address as `terraform state list` prints it for the upstream pack.
+const TF_ADDRESS_APP01: &str =
+    "module.vm_multi.module.vm[\"app-01\"].proxmox_virtual_environment_vm.vm";
+
+#[tokio::test]
+async fn state_detach_and_import_accept_the_terraform_address_of_the_vm() {
+    let h = Harness::start().await;
+    ok(&run(
+        &h,
+        &request(&h, "apply", "apply-t0", &resolved_inputs(DEMO)),
+    )
+    .await);
+    let app01 = vmid_of(&h, "app-01");
+    let mut req = request(
+        &h,
+        "state_detach",
+        "state-detach-t1",
+        &resolved_inputs(DEMO),
+    );
+    req["state"] = json!({"resource_address": TF_ADDRESS_APP01, "expected_resource_id": app01.to_string(), "force": true});
+    let r = run(&h, &req).await;
+    ok(&r);
+    assert_eq!(r.state_detach.as_ref().unwrap()["vms"][0]["key"], "app-01");
+    let mut req = request(&h, "import", "import-t2", &resolved_inputs(DEMO));
+    req["import"] = json!({"resource_address": format!("{TF_ADDRESS_APP01}[0]"), "resource_id": app01.to_string()});
+    let r = run(&h, &req).await;
+    ok(&r);
+    assert_eq!(r.normalized_outputs["imported"]["key"], "app-01");
+}
+
+#[test]
+fn an_address_names_the_key_of_a_vm_and_never_of_another_resource() {
+    use hyops_pve::hyops::protocol::logical_key_of_address;
+    for (address, key) in [
+        ("app-01", Some("app-01")),
+        ("vms.app-01", Some("app-01")),
+        ("vms[\"app-01\"]", Some("app-01")),
+        (
+            "module.x.proxmox_virtual_environment_vm.vm[\"app-01\"]",
+            Some("app-01"),
+        ),
+        (TF_ADDRESS_APP01, Some("app-01")),
+        (
+            "module.vms.module.vm[\"db-01\"].proxmox_virtual_environment_vm.vm[0]",
+            Some("db-01"),
+        ),
+        // The VM's cloud-init snippet is not the VM.
+        (
+            "module.vm_multi.module.vm[\"app-01\"].proxmox_virtual_environment_file.cloud_init_user_data[0]",
+            None,
+        ),
+        (
+            "module.x.proxmox_virtual_environment_file.ci[\"app-01\"]",
+            None,
+        ),
+        ("module.vm[\"app-01\"].something_else", None),
+        ("module.vm[\"app 01\"]", None),
+        ("vms[\"\"]", None),
+    ] {
+        assert_eq!(
+            logical_key_of_address(address).as_deref(),
+            key,
+            "{address}"
+        );
+    }
+}
