@@ -1086,3 +1086,39 @@ fn an_address_names_the_key_of_a_vm_and_never_of_another_resource() {
         );
     }
 }
+
+/// Point the harness root's credentials at a port nothing listens on.
+fn make_proxmox_unreachable(h: &Harness) {
+    let tfvars = h.root().join("credentials/proxmox.credentials.tfvars");
+    let text = std::fs::read_to_string(&tfvars).unwrap();
+    let text: String = text
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("proxmox_url") {
+                "proxmox_url = \"https://127.0.0.1:1/api2/json\"".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&tfvars, text + "\n").unwrap();
+}
+
+#[tokio::test]
+async fn validate_and_its_preflight_need_no_proxmox_but_the_apply_preflight_does() {
+    let h = Harness::start().await;
+    make_proxmox_unreachable(&h);
+    let mut pre = request(&h, "preflight", "validate-u1", &resolved_inputs(DEMO));
+    pre["lifecycle_command"] = json!("validate");
+    ok(&run(&h, &pre).await);
+    ok(&run(
+        &h,
+        &request(&h, "validate", "validate-u1", &resolved_inputs(DEMO)),
+    )
+    .await);
+    let mut pre = request(&h, "preflight", "apply-u2", &resolved_inputs(DEMO));
+    pre["lifecycle_command"] = json!("apply");
+    let err = error_of(&run(&h, &pre).await);
+    assert!(err.contains("is not reachable"), "{err}");
+}

@@ -30,8 +30,8 @@ use crate::cli::ModuleArgs;
 use crate::commands::context::{Ctx, DriverFrame};
 use crate::commands::output;
 use crate::commands::phases::{
-    apply_phase, destroy_execute, destroy_prepare, make_plan, preflight_phase, reachable_client,
-    resolve, start_run, validate_report, write_inputs_evidence,
+    apply_phase, destroy_execute, destroy_prepare, make_plan, preflight_offline, preflight_phase,
+    reachable_client, resolve, start_run, validate_report, write_inputs_evidence,
 };
 use crate::commands::state_ops::{detach_phase, import_phase, unlock_phase};
 use crate::commands::stop::Stop;
@@ -349,10 +349,11 @@ async fn run_request(
     }
 }
 
-/// The driver preflight for `lifecycle`: for apply/plan/validate/import the full preflight
-/// phase (inputs and contract steps, API-free checks, VM-set guards, template, Proxmox
-/// reachability); for destroy only what destroy needs (lenient inputs, credentials, Proxmox
-/// reachability: a vanished template must not block a destroy).
+/// The driver preflight for `lifecycle`: for apply/plan/import the full preflight phase
+/// (inputs and contract steps, API-free checks, VM-set guards, template, Proxmox
+/// reachability); for validate the same without the Proxmox call (validate makes none); for
+/// destroy only what destroy needs (lenient inputs, credentials, Proxmox reachability: a
+/// vanished template must not block a destroy).
 async fn preflight(ctx: &Ctx, lifecycle: Lifecycle) -> Result<DriverResult, CliError> {
     let run = start_run(ctx, RunPrefix::Preflight, false)?;
     let mut info = Map::new();
@@ -374,7 +375,12 @@ async fn preflight(ctx: &Ctx, lifecycle: Lifecycle) -> Result<DriverResult, CliE
             Lifecycle::Import => LifecycleCommand::Import,
             _ => LifecycleCommand::Apply,
         };
-        let pf = preflight_phase(ctx, &run, command, false, false).await?;
+        // `validate` is API-free (as upstream's driver preflight and terragrunt validate
+        // are): its preflight must not need Proxmox either.
+        let pf = preflight_offline(ctx, &run, command, false, false)?;
+        if lifecycle != Lifecycle::Validate {
+            reachable_client(ctx, &pf.creds).await?;
+        }
         info.insert("template_vm_id".into(), json!(pf.template_vmid));
         info.insert(
             "checks".into(),

@@ -435,6 +435,42 @@ pub async fn preflight_phase(
     strict: bool,
     bypassed: bool,
 ) -> Result<Preflighted, CliError> {
+    let offline = preflight_offline(ctx, run, command, strict, bypassed)?;
+    let client = reachable_client(ctx, &offline.creds).await?;
+    Ok(Preflighted {
+        creds: offline.creds,
+        resolved: offline.resolved,
+        template_vmid: offline.template_vmid,
+        template_hint: offline.template_hint,
+        deletion_only_shrink: offline.deletion_only_shrink,
+        warnings: offline.warnings,
+        client,
+        checks: offline.checks,
+    })
+}
+
+/// What [`preflight_offline`] checked: everything of [`Preflighted`] but the client.
+pub struct OfflinePreflight {
+    pub creds: ProxmoxCredentials,
+    pub resolved: ResolvedInputs,
+    pub template_vmid: u32,
+    pub template_hint: String,
+    pub deletion_only_shrink: bool,
+    pub warnings: Vec<String>,
+    pub checks: hyops::PreflightReport,
+}
+
+/// The API-free part of [`preflight_phase`]: inputs, credentials, the preflight checks, the
+/// VM-set guards and the template from its state; no Proxmox call. What a `validate` needs
+/// (upstream's driver preflight is API-free too, so `hyops validate` works on a runner that
+/// cannot reach Proxmox).
+pub fn preflight_offline(
+    ctx: &Ctx,
+    run: &Run,
+    command: LifecycleCommand,
+    strict: bool,
+    bypassed: bool,
+) -> Result<OfflinePreflight, CliError> {
     // Input errors first (they are the operator's to fix in the overlay), then credentials.
     // The vault is decrypted once and serves both the credentials and the preflight checks.
     let vault = ctx.vault();
@@ -493,15 +529,13 @@ pub async fn preflight_phase(
     let guard = vm_set_guards(ctx, &resolved.model)?;
     warnings.extend(guard.warnings.clone());
     let (template_vmid, template_hint) = template_vmid(ctx, &resolved.model, &mut warnings)?;
-    let client = reachable_client(ctx, &creds).await?;
-    Ok(Preflighted {
+    Ok(OfflinePreflight {
         creds,
         resolved,
         template_vmid,
         template_hint,
         deletion_only_shrink: guard.deletion_only_shrink,
         warnings,
-        client,
         checks: report,
     })
 }
