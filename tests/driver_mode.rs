@@ -1122,3 +1122,33 @@ async fn validate_and_its_preflight_need_no_proxmox_but_the_apply_preflight_does
     let err = error_of(&run(&h, &pre).await);
     assert!(err.contains("is not reachable"), "{err}");
 }
+
+#[test]
+fn a_request_larger_than_the_cap_is_an_error_result_not_an_unbounded_read() {
+    use hyops_pve::commands::driver::MAX_REQUEST_BYTES;
+    let size = usize::try_from(MAX_REQUEST_BYTES).unwrap() + 1;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hyops-pve"))
+        .arg("driver")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // A JSON string padded past the cap; the driver may stop reading (a broken pipe here).
+    let writer = std::thread::spawn(move || {
+        let mut body = vec![b'x'; size];
+        body[0] = b'"';
+        let _ = stdin.write_all(&body);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "error");
+    let err = v["error"].as_str().unwrap();
+    assert!(
+        err.starts_with("driver request field request: larger than 64 MiB"),
+        "{err}"
+    );
+}

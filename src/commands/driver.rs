@@ -49,6 +49,30 @@ pub const DEFAULT_LOCK_WAIT_S: u64 = 30;
 /// Env var overriding [`DEFAULT_LOCK_WAIT_S`].
 pub const LOCK_WAIT_ENV: &str = "HYOPS_PVE_LOCK_WAIT_S";
 
+/// The largest driver request read (bytes). hyops' requests are a few KiB (the resolved
+/// inputs, cloud-init user data included); anything near this is not a request, and reading
+/// it unbounded would let one runaway input take the runner's memory (a parsed request holds
+/// about six times its size) and end in an OOM kill with no result.
+pub const MAX_REQUEST_BYTES: u64 = 64 << 20;
+
+/// Read at most [`MAX_REQUEST_BYTES`] of a request from `reader` (`what` names the source in
+/// the error).
+fn read_request(reader: impl Read, what: &str) -> Result<String, String> {
+    let mut buf = Vec::new();
+    reader
+        .take(MAX_REQUEST_BYTES + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("cannot read the driver request from {what}: {e}"))?;
+    if buf.len() as u64 > MAX_REQUEST_BYTES {
+        return Err(format!(
+            "driver request field request: larger than {} MiB (from {what}); a hyops request is a few KiB, so this is not one (check the inputs for a runaway value)",
+            MAX_REQUEST_BYTES >> 20
+        ));
+    }
+    String::from_utf8(buf)
+        .map_err(|e| format!("driver request field request: not valid JSON: not UTF-8 ({e})"))
+}
+
 /// `hyops-pve driver` from the process entry: its own async runtime, and a panic (a bug)
 /// still answers one error result (exit 70), so hyops never reads a non-object.
 pub fn main(request_file: Option<&Path>) -> i32 {
@@ -91,15 +115,10 @@ pub async fn driver(request_file: Option<&Path>) -> i32 {
     // Watched before the request is read: a signal at any point still gets one result.
     let stop = Stop::watch();
     let text = match request_file {
-        Some(p) => std::fs::read_to_string(p)
-            .map_err(|e| format!("cannot read the driver request {}: {e}", p.display())),
-        None => {
-            let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .map(|_| s)
-                .map_err(|e| format!("cannot read the driver request from stdin: {e}"))
-        }
+        Some(p) => std::fs::File::open(p)
+            .map_err(|e| format!("cannot read the driver request {}: {e}", p.display()))
+            .and_then(|f| read_request(f, &p.display().to_string())),
+        None => read_request(std::io::stdin().lock(), "stdin"),
     };
     let env: Vec<(String, String)> = std::env::vars().collect();
     let result = match text {
