@@ -77,7 +77,7 @@ fn validate(c: &mut Criterion) {
     ];
     let ctx = rt.block_on(Ctx::build_ordered(&args, env)).expect("ctx");
     g.bench_function("validate command on 1000-VM overlay", |b| {
-        b.iter(|| validate_report(&ctx).result.expect("valid"))
+        b.iter(|| rt.block_on(validate_report(&ctx)).result.expect("valid"))
     });
     let nested = dir.path().join("nested.yml");
     std::fs::write(

@@ -34,14 +34,30 @@ fn root_with_template() -> tempfile::TempDir {
 
 #[test]
 fn every_example_overlay_validates() {
-    let root = root_with_template();
+    // IPAM overlays validate against the simulated root (it is its own NetBox and SDN
+    // authority); the static ones against a bare root.
+    let home = tempfile::tempdir().unwrap();
     for ex in [
         "inputs.min.yml",
         "inputs.typical.yml",
         "inputs.enterprise.yml",
-        "inputs.single-static.yml",
-        "inputs.sim-demo.yml",
     ] {
+        bin()
+            .args([
+                "validate",
+                "--sim",
+                "--env",
+                "dev",
+                "--inputs",
+                &examples(ex),
+            ])
+            .env("HYOPS_PVE_SIM_HOME", home.path())
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("validate ok"));
+    }
+    let root = root_with_template();
+    for ex in ["inputs.single-static.yml", "inputs.sim-demo.yml"] {
         bin()
             .args(["validate", "--root"])
             .arg(root.path())
@@ -70,12 +86,11 @@ fn validate_refuses_a_missing_template_state_as_hyops_does() {
 
 #[test]
 fn validate_json_prints_the_resolved_model() {
-    let root = root_with_template();
+    let home = tempfile::tempdir().unwrap();
     let out = bin()
-        .args(["validate", "--json", "--root"])
-        .arg(root.path())
+        .args(["validate", "--json", "--sim", "--env", "dev"])
         .args(["--inputs", &examples("inputs.typical.yml")])
-        .env("HYOPS_ENV", "dev")
+        .env("HYOPS_PVE_SIM_HOME", home.path())
         .assert()
         .success()
         .get_output()
@@ -149,83 +164,164 @@ fn rebuild_refuses_a_mismatched_confirm_module() {
 }
 
 #[test]
-fn an_ipam_overlay_fails_clearly_instead_of_falling_back_to_static() {
+fn an_ipam_overlay_without_netbox_state_fails_with_the_upstream_readiness_message() {
     let home = tempfile::tempdir().unwrap();
+    let root = root_with_template();
     bin()
-        .args([
-            "plan",
-            "--sim",
-            "--env",
-            "dev",
-            "--inputs",
-            &examples("inputs.typical.yml"),
-        ])
-        .env("HYOPS_PVE_SIM_HOME", home.path())
+        .args(["validate", "--root"])
+        .arg(root.path())
+        .args(["--inputs", &examples("inputs.min.yml")])
+        .env("HYOPS_ENV", "dev")
+        .env("HOME", home.path())
+        .env_remove("HYOPS_NETBOX_AUTHORITY_ROOT")
+        .env_remove("HYOPS_NETBOX_AUTHORITY_ENV")
+        .env_remove("HYOPS_SDN_AUTHORITY_ROOT")
+        .env_remove("HYOPS_SDN_AUTHORITY_ENV")
         .assert()
         .code(1)
-        .stderr(
-            predicate::str::contains("NetBox IPAM")
-                .and(predicate::str::contains("never falls back to static")),
-        );
+        .stderr(predicate::str::contains(format!(
+            "ERR: managed bridge(s) require network_sdn state: failed to read core/onprem/network-sdn: {}/.hybridops/envs/shared/state/modules/core__onprem__network-sdn/latest.json. Requested bridges: [vnetmgmt]",
+            home.path().display()
+        )));
+    // With the SDN authority in place, NetBox readiness is next.
+    let shared = home.path().join(".hybridops/envs/shared");
+    hyops_pve::commands::simroot::write_netbox_root(
+        &shared,
+        "http://127.0.0.1:9",
+        &hyops_pve::secret::Secret::new("x"),
+        None,
+    )
+    .unwrap();
+    std::fs::remove_file(shared.join("state/modules/platform__onprem__netbox/latest.json"))
+        .unwrap();
+    bin()
+        .args(["validate", "--root"])
+        .arg(root.path())
+        .args(["--inputs", &examples("inputs.min.yml")])
+        .env("HYOPS_ENV", "dev")
+        .env("HOME", home.path())
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(format!(
+            "ERR: ipam requires netbox ready: netbox state not found (run: hyops blueprint --env shared --ref onprem/bootstrap-netbox@v1) OR: set HYOPS_NETBOX_AUTHORITY_ENV and apply NetBox there (authority_root={})",
+            shared.display()
+        )));
 }
 
-#[test]
-fn the_readme_first_command_applies_then_reapplies_as_a_noop_then_destroys() {
+/// The newest evidence dir of `prefix` runs under a sim home.
+fn latest_run(home: &std::path::Path, prefix: &str) -> std::path::PathBuf {
+    let dir = home.join("envs/dev/logs/module/platform__onprem__platform-vm");
+    let mut runs: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+        .collect();
+    runs.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+    runs.pop().unwrap()
+}
+
+fn json_at(p: std::path::PathBuf) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+/// apply, re-apply (a no-op), plan (no changes), destroy, plan (changes) with one example.
+fn apply_reapply_destroy(example: &str, vms: usize) -> tempfile::TempDir {
     let home = tempfile::tempdir().unwrap();
-    let demo = examples("inputs.sim-demo.yml");
-    let apply = || {
+    let overlay = examples(example);
+    let run = |cmd: &[&str]| {
         let mut c = bin();
-        c.args(["apply", "--sim", "--env", "dev", "--inputs", &demo])
+        c.args(cmd)
+            .args(["--sim", "--env", "dev", "--inputs", &overlay])
             .env("HYOPS_PVE_SIM_HOME", home.path());
         c
     };
-    apply()
+    run(&["apply"])
         .assert()
         .success()
-        .stdout(predicate::str::contains("apply ok: 3 created"))
+        .stdout(predicate::str::contains(format!("apply ok: {vms} created")))
         .stderr(predicate::str::contains("run record: "));
-    apply()
+    run(&["apply"])
         .assert()
         .success()
-        .stdout(predicate::str::contains("3 unchanged; 0 API writes"));
-    bin()
-        .args([
-            "plan",
-            "--sim",
-            "--env",
-            "dev",
-            "--detailed-exitcode",
-            "--inputs",
-            &demo,
-        ])
-        .env("HYOPS_PVE_SIM_HOME", home.path())
-        .assert()
-        .code(0);
-    bin()
-        .args(["destroy", "--sim", "--env", "dev", "--inputs", &demo])
-        .env("HYOPS_PVE_SIM_HOME", home.path())
+        .stdout(predicate::str::contains(format!(
+            "{vms} unchanged; 0 API writes"
+        )));
+    run(&["plan", "--detailed-exitcode"]).assert().code(0);
+    run(&["destroy"])
         .assert()
         .success()
-        .stdout(predicate::str::contains("destroy ok: 3 VM(s) removed"));
-    bin()
-        .args([
-            "plan",
-            "--sim",
-            "--env",
-            "dev",
-            "--detailed-exitcode",
-            "--inputs",
-            &demo,
-        ])
-        .env("HYOPS_PVE_SIM_HOME", home.path())
-        .assert()
-        .code(2);
+        .stdout(predicate::str::contains(format!(
+            "destroy ok: {vms} VM(s) removed"
+        )));
+    run(&["plan", "--detailed-exitcode"]).assert().code(2);
     let state = home
         .path()
         .join("envs/dev/state/modules/platform__onprem__platform-vm/latest.json");
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(state).unwrap()).unwrap();
     assert_eq!(v["status"], "destroyed");
+    home
+}
+
+#[test]
+fn the_readme_first_command_allocates_from_the_embedded_netbox_and_reapplies_as_a_noop() {
+    let home = tempfile::tempdir().unwrap();
+    let overlay = examples("inputs.typical.yml");
+    let apply = || {
+        let mut c = bin();
+        c.args(["apply", "--sim", "--env", "dev", "--inputs", &overlay])
+            .env("HYOPS_PVE_SIM_HOME", home.path());
+        c
+    };
+    apply().assert().success().stdout(
+        predicate::str::contains("apply ok: 2 created")
+            .and(predicate::str::contains(
+                "nic0 vnetmgmt: allocated 10.10.0.2/24 (first free in 10.10.0.2-10.10.0.119; hyops:hybzone:app-01:vnetmgmt:1)",
+            ))
+            .and(predicate::str::contains("allocated 10.10.0.3/24")),
+    );
+    let first = latest_run(home.path(), "apply-");
+    let alloc = json_at(first.join("ipam_allocations.json"));
+    assert_eq!(alloc["status"], "ok");
+    assert_eq!(alloc["allocations"][1]["address"], "10.10.0.3/24");
+    let sync = json_at(first.join("hook_netbox_sync.json"));
+    assert_eq!(sync["rc"], 0, "{sync}");
+    assert_eq!(sync["summary"]["vms_created"], 2);
+    let st = json_at(
+        home.path()
+            .join("envs/dev/state/modules/platform__onprem__platform-vm/latest.json"),
+    );
+    assert_eq!(
+        st["outputs"]["vms"]["app-01"]["interfaces_configured"][0]["ipv4"],
+        serde_json::json!({"address": "10.10.0.2/24", "gateway": "10.10.0.1"})
+    );
+    // Second apply: no Proxmox writes and no NetBox writes.
+    apply()
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("2 unchanged; 0 API writes").and(
+            predicate::str::contains("reuse 10.10.0.2/24 (hyops:hybzone:app-01:vnetmgmt:1)"),
+        ));
+    let second = latest_run(home.path(), "apply-");
+    assert_ne!(first, second);
+    assert_eq!(
+        json_at(second.join("ipam_allocations.json"))["requests"]["writes"],
+        0
+    );
+    assert_eq!(
+        json_at(second.join("hook_netbox_sync.json"))["summary"]["writes"],
+        0
+    );
+}
+
+#[test]
+fn the_ipam_example_applies_reapplies_and_destroys_on_the_simulator() {
+    apply_reapply_destroy("inputs.typical.yml", 2);
+}
+
+#[test]
+fn the_static_demo_applies_reapplies_and_destroys_on_the_simulator() {
+    apply_reapply_destroy("inputs.sim-demo.yml", 3);
 }
 
 #[test]

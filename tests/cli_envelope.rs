@@ -74,7 +74,7 @@ fn validate_ok_and_failed() {
             "--root",
             root,
             "--inputs",
-            &example("inputs.typical.yml"),
+            &example("inputs.sim-demo.yml"),
         ],
     ));
     let doc = envelope(&o, "validate", "ok");
@@ -146,7 +146,13 @@ fn plan_apply_state_destroy_on_the_simulator() {
 #[test]
 fn apply_failure_still_prints_the_envelope() {
     let home = tempfile::tempdir().unwrap();
-    // An IPAM overlay fails clearly in preflight.
+    // An IPAM overlay on a vnet the SDN state does not publish fails clearly in preflight.
+    let typical = std::fs::read_to_string(example("inputs.typical.yml")).unwrap();
+    let bad = write(
+        home.path(),
+        "bad-vnet.yml",
+        &typical.replace("bridge: vnetmgmt", "bridge: vnetfoo"),
+    );
     let o = run_sync(cmd(
         home.path(),
         &[
@@ -156,12 +162,15 @@ fn apply_failure_still_prints_the_envelope() {
             "dev",
             "--json",
             "--inputs",
-            &example("inputs.typical.yml"),
+            bad.to_str().unwrap(),
         ],
     ));
     let doc = envelope(&o, "apply", "error");
     assert!(doc["run_id"].as_str().unwrap().starts_with("apply-"));
-    assert!(doc["error"].as_str().unwrap().contains("NetBox IPAM"));
+    assert!(doc["error"]
+        .as_str()
+        .unwrap()
+        .contains("not present in network_sdn state outputs: [vnetfoo]"));
 }
 
 #[test]

@@ -183,7 +183,8 @@ fn apply_then_plan_is_empty_over_random_valid_overlays() {
     let strategy = (1usize..=3).prop_flat_map(|n| (overlay(n), overlay(n)));
     let result = runner.run(&strategy, |(first, second)| {
         rt.block_on(async {
-            let h = Harness::start().await;
+            // vnetmgmt is SDN-managed: the runner has a network-sdn state for it.
+            let h = Harness::start_with_sdn().await;
             apply_then_plan_is_empty(&h, "first.yml", &yaml(&first, 20)).await?;
             apply_then_plan_is_empty(&h, "second.yml", &yaml(&second, 30)).await
         })

@@ -53,6 +53,34 @@ async fn every_placement_problem_is_listed_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_vcpus_than_the_node_has_are_refused_before_the_clone() {
+    // The simulator's nodes have 32 CPUs (maxcpu); Proxmox's start would fail with
+    // "MAX 32 vcpus allowed per VM on this node" after the clone and the config write.
+    let h = Harness::start().await;
+    let msg = refused(&h, &DEMO.replace("cpu_cores: 2", "cpu_cores: 64")).await;
+    assert!(
+        msg.contains("VM app-01: cpu_cores 64 = 64 vCPUs, but node pve1 has 32 CPUs")
+            && msg.contains("MAX 32 vcpus allowed per VM on this node"),
+        "{msg}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nic_mtu_above_the_bridge_mtu_is_refused_before_the_clone() {
+    let h = Harness::start().await;
+    let overlay = DEMO.replacen(
+        "      - bridge: vmbr0\n",
+        "      - bridge: vmbr0\n        mtu: 9000\n",
+        1,
+    );
+    let msg = refused(&h, &overlay).await;
+    assert!(
+        msg.contains("VM app-01: mtu 9000 of interfaces[1] is above the MTU 1500 of bridge 'vmbr0' on node pve1"),
+        "{msg}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_outside_the_cluster_is_refused() {
     let h = Harness::start().await;
     let overlay = DEMO.replace(
@@ -341,7 +369,8 @@ async fn restart_policy_defer_leaves_changes_pending_and_outputs_report_what_run
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removing_the_middle_nic_keeps_the_other_nics_macs() {
-    let h = Harness::start().await;
+    // The NIC on vnetmgmt (SDN-managed) needs the runner's network-sdn state.
+    let h = Harness::start_with_sdn().await;
     let three = DEMO.replace(
         "      - bridge: vmbr0\n        ipv4: {address: 10.20.0.11/24, gateway: 10.20.0.1}\n",
         "      - bridge: vmbr0\n        ipv4: {address: 10.20.0.11/24, gateway: 10.20.0.1}\n      - bridge: vmbr1\n        ipv4: {address: 10.21.0.11/24}\n      - bridge: vnetmgmt\n        ipv4: {address: 10.22.0.11/24}\n",

@@ -69,13 +69,22 @@ fn desired(inp: &ModuleInputs) -> BTreeMap<LogicalVmKey, DesiredVm> {
         boot_disk: "scsi0".into(),
         disk_bytes: Some(32 << 30),
         storages: vec!["local-lvm".into()],
+        sockets: None,
     };
     inp.vms
         .iter()
         .map(|(k, v)| {
             (
                 k.clone(),
-                desired_vm(inp, v, &defaults(), &tpl, identity(&k.0)).unwrap(),
+                desired_vm(
+                    inp,
+                    v,
+                    &defaults(),
+                    &tpl,
+                    identity(&k.0),
+                    &Default::default(),
+                )
+                .unwrap(),
             )
         })
         .collect()

@@ -98,6 +98,8 @@ const ALLOWED: &[Allowed] = &[
                         "hyops-pve does not read recursive YAML",
                         "JSON nesting is deeper than",
                         "hyops-pve cannot carry",
+                        "hyops-pve does not read it",
+                        "a second byte-order mark",
                     ],
                 )
         },
@@ -323,7 +325,7 @@ fn run_ours(case: &Case, root: &Path, overlay: Option<&Path>) -> Outcome {
             }
         }
     };
-    let outcome = validate_report(&ctx);
+    let outcome = rt.block_on(validate_report(&ctx));
     match outcome.result {
         Ok(_) => Outcome {
             ok: true,

@@ -15,7 +15,9 @@ use crate::hyops::{
 };
 use crate::inputs::model::{LogicalVmKey, ModuleInputs};
 use crate::plan::artifact::{desired_digest, PlanArtifact, PLAN_KIND, PLAN_SCHEMA_VERSION};
-use crate::plan::desired::{desired_vm, DesiredError, DesiredVm, TargetDefaults, TemplateRef};
+use crate::plan::desired::{
+    desired_vm, DesiredError, DesiredVm, PendingAllocations, TargetDefaults, TemplateRef,
+};
 use crate::plan::diff::{diff, summarize, PlanError, VmAction, VmPlan};
 use crate::plan::marker::OwnershipMarker;
 use crate::plan::observe::{list_vms, observe, ObserveError, CLONE_LOCK_WAIT};
@@ -99,6 +101,8 @@ pub struct PlanRequest<'a> {
     pub run_id: &'a str,
     pub env: Option<&'a str>,
     pub state_instance: Option<&'a str>,
+    /// IPAM NICs NetBox allocates at apply (plan only; empty for apply).
+    pub ipam_pending: &'a PendingAllocations,
     /// How long observing waits for a VM under `lock: clone` (a clone in flight) before
     /// planning against it with a warning: [`CLONE_LOCK_WAIT`] times the engine's time scale.
     pub clone_lock_wait: std::time::Duration,
@@ -128,6 +132,7 @@ async fn probe_template(
         disk_bytes: disk_bytes(&cfg.raw, &boot_disk),
         boot_disk,
         storages: volume_storages(&cfg.raw),
+        sockets: cfg.raw.get("sockets").and_then(|s| s.trim().parse().ok()),
     }))
 }
 
@@ -189,7 +194,14 @@ pub async fn make_plan(
     let mut desired = BTreeMap::new();
     for (key, vm) in &req.inputs.vms {
         let marker = req.identity.marker(&key.0, template.vmid, req.inputs);
-        let want = desired_vm(req.inputs, vm, req.defaults, &template, marker)?;
+        let want = desired_vm(
+            req.inputs,
+            vm,
+            req.defaults,
+            &template,
+            marker,
+            req.ipam_pending,
+        )?;
         warnings.extend(undelivered_overrides(vm, &want));
         desired.insert(key.clone(), want);
     }
@@ -237,6 +249,7 @@ pub async fn make_plan(
         summary: summarize(&vms),
         vms,
         warnings,
+        ipam: Vec::new(),
     };
     Ok((plan, observed))
 }

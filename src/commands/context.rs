@@ -44,6 +44,10 @@ pub struct Ctx {
     /// How SSH reaches hosts when set (tests and embedders running the engine against an
     /// in-process simulator without `--sim`); else [`Ctx::dialer`] decides.
     pub ssh_dialer: Option<Arc<dyn Dialer>>,
+    /// The SSH tunnel fallback for an unreachable NetBox (contract §4.2). `None`: the
+    /// command builds one over node SSH when a jump host is known
+    /// (`crate::commands::ipam::SshTunnel`); tests may plug in their own.
+    pub netbox_tunnel: Option<Arc<dyn crate::netbox::probe::TunnelOpener>>,
     /// Set when the run is a HyOps driver request (`hyops-pve driver`).
     pub driver: Option<DriverFrame>,
 }
@@ -92,6 +96,7 @@ impl Ctx {
             instance,
             sim: None,
             ssh_dialer: None,
+            netbox_tunnel: None,
             driver: Some(frame),
         })
     }
@@ -153,6 +158,11 @@ impl Ctx {
                 &env_vars,
             )
             .await?;
+            // The simulated root is its own NetBox and SDN authority (its embedded NetBox
+            // and SDN state); an operator's NetBox settings were scrubbed above.
+            let root_s = session.root().display().to_string();
+            env_vars.insert("HYOPS_NETBOX_AUTHORITY_ROOT".into(), root_s.clone());
+            env_vars.insert("HYOPS_SDN_AUTHORITY_ROOT".into(), root_s);
             (RuntimeRoot::at(session.root()), Some(session), Some(env))
         } else {
             // `--env` or `--root`; else HYOPS_RUNTIME_ROOT; else HYOPS_ENV (contract §6.1).
@@ -188,6 +198,7 @@ impl Ctx {
             sim,
             driver: None,
             ssh_dialer: None,
+            netbox_tunnel: None,
         })
     }
 
@@ -374,7 +385,8 @@ impl Ctx {
 }
 
 /// Variables that could point a `--sim` run at real infrastructure: the credentials file
-/// override, every `PROXMOX_*` fallback and the vault password sources.
+/// override, every `PROXMOX_*` fallback, the vault password sources, and the NetBox
+/// connection and authority settings (the simulated root has its own NetBox and SDN).
 fn is_real_target_var(name: &str) -> bool {
     name == "HYOPS_PROXMOX_TFVARS"
         || name.starts_with("PROXMOX_")
@@ -384,6 +396,15 @@ fn is_real_target_var(name: &str) -> bool {
                 | "ANSIBLE_VAULT_PASSWORD_FILE"
                 | "HYOPS_VAULT_PASSWORD_COMMAND"
                 | "HYOPS_VAULT_PASS_SCRIPT"
+                | "NETBOX_API_URL"
+                | "NETBOX_API_TOKEN"
+                | "NETBOX_TLS_FINGERPRINT"
+                | "NETBOX_CA_FILE"
+                | "NETBOX_SKIP_TLS"
+                | "HYOPS_NETBOX_AUTHORITY_ROOT"
+                | "HYOPS_NETBOX_AUTHORITY_ENV"
+                | "HYOPS_SDN_AUTHORITY_ROOT"
+                | "HYOPS_SDN_AUTHORITY_ENV"
         )
 }
 

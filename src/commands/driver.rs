@@ -30,8 +30,9 @@ use crate::cli::ModuleArgs;
 use crate::commands::context::{Ctx, DriverFrame};
 use crate::commands::output;
 use crate::commands::phases::{
-    apply_phase, destroy_execute, destroy_prepare, make_plan, preflight_offline, preflight_phase,
-    reachable_client, resolve, start_run, validate_report, write_inputs_evidence,
+    apply_phase, destroy_execute, destroy_prepare, plan_phase, preflight_offline, preflight_phase,
+    preflight_sdn_ipam, reachable_client, resolve, start_run, validate_report,
+    write_inputs_evidence,
 };
 use crate::commands::state_ops::{detach_phase, import_phase, unlock_phase};
 use crate::commands::stop::Stop;
@@ -53,7 +54,7 @@ pub const LOCK_WAIT_ENV: &str = "HYOPS_PVE_LOCK_WAIT_S";
 /// inputs, cloud-init user data included); anything near this is not a request, and reading
 /// it unbounded would let one runaway input take the runner's memory (a parsed request holds
 /// about six times its size) and end in an OOM kill with no result.
-pub const MAX_REQUEST_BYTES: u64 = 64 << 20;
+pub const MAX_REQUEST_BYTES: u64 = crate::fsread::DEFAULT_LIMIT as u64;
 
 /// Read at most [`MAX_REQUEST_BYTES`] of a request from `reader` (`what` names the source in
 /// the error).
@@ -115,9 +116,9 @@ pub async fn driver(request_file: Option<&Path>) -> i32 {
     // Watched before the request is read: a signal at any point still gets one result.
     let stop = Stop::watch();
     let text = match request_file {
-        Some(p) => std::fs::File::open(p)
-            .map_err(|e| format!("cannot read the driver request {}: {e}", p.display()))
-            .and_then(|f| read_request(f, &p.display().to_string())),
+        Some(p) => crate::fsread::read_text_at_most(p, crate::fsread::DEFAULT_LIMIT)
+            .map_err(|e| format!("cannot read the driver request {}: {e}", p.display())),
+        // hyops' plug-in writes the request here: bounded as a --request file is.
         None => read_request(std::io::stdin().lock(), "stdin"),
     };
     let env: Vec<(String, String)> = std::env::vars().collect();
@@ -308,7 +309,7 @@ async fn run_request(
                 .race(async {
                     let pf =
                         preflight_phase(&ctx, &run, LifecycleCommand::Plan, false, false).await?;
-                    make_plan(&ctx, &run, &pf).await
+                    plan_phase(&ctx, &run, &pf).await
                 })
                 .await
                 .map_err(|sig| stopped_before_change(name, sig))??;
@@ -327,7 +328,7 @@ async fn run_request(
         }
         DriverCommand::Validate => {
             let run = start_run(&ctx, RunPrefix::Validate, false)?;
-            let outcome = validate_report(&ctx);
+            let outcome = validate_report(&ctx).await;
             let report = outcome.result?;
             let model = &report["model"];
             let mut normalized = Map::new();
@@ -394,12 +395,14 @@ async fn preflight(ctx: &Ctx, lifecycle: Lifecycle) -> Result<DriverResult, CliE
             Lifecycle::Import => LifecycleCommand::Import,
             _ => LifecycleCommand::Apply,
         };
-        // `validate` is API-free (as upstream's driver preflight and terragrunt validate
-        // are): its preflight must not need Proxmox either.
-        let pf = preflight_offline(ctx, &run, command, false, false)?;
+        // `validate` makes no Proxmox API call (nor do upstream's driver preflight and
+        // terragrunt validate): its preflight must not need the API either. The SDN and IPAM
+        // checks run for every lifecycle, as upstream's contract runs them.
+        let mut pf = preflight_offline(ctx, &run, command, false, false)?;
         if lifecycle != Lifecycle::Validate {
             reachable_client(ctx, &pf.creds).await?;
         }
+        preflight_sdn_ipam(ctx, &mut pf).await?;
         info.insert("template_vm_id".into(), json!(pf.template_vmid));
         info.insert(
             "checks".into(),

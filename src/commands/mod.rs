@@ -6,7 +6,9 @@
 pub mod context;
 pub mod driver;
 pub mod hints;
+pub mod ipam;
 pub mod module;
+pub mod netbox_sync;
 pub mod output;
 pub mod phases;
 pub mod progress;

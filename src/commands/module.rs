@@ -13,7 +13,7 @@ use crate::cli::{ModuleArgs, PreflightBypass, StateShowArgs};
 use crate::commands::context::{require_inputs, Ctx};
 use crate::commands::output;
 use crate::commands::phases::{
-    apply_phase, destroy_execute, destroy_prepare, make_plan, preflight_phase, print_plan,
+    apply_phase, destroy_execute, destroy_prepare, plan_phase, preflight_phase, print_plan,
     start_run, Applied, Preflighted, Run,
 };
 /// The checks of `validate` (shared with the driver mode; tests and benches call it here).
@@ -137,13 +137,13 @@ pub async fn preflight_inner(ctx: &Ctx, strict: bool) -> Result<i32, CliError> {
 pub async fn validate(args: &ModuleArgs) -> Result<i32, CliError> {
     require_inputs(args, &std::env::vars().collect(), "validate")?;
     let mut ctx = Ctx::new(args).await?;
-    let result = validate_inner(&ctx);
+    let result = validate_inner(&ctx).await;
     ctx.finish().await?;
     result
 }
 
-pub fn validate_inner(ctx: &Ctx) -> Result<i32, CliError> {
-    let outcome = validate_report(ctx);
+pub async fn validate_inner(ctx: &Ctx) -> Result<i32, CliError> {
+    let outcome = validate_report(ctx).await;
     for w in &outcome.warnings {
         output::warn(w);
     }
@@ -195,7 +195,8 @@ pub async fn plan_inner(
 ) -> Result<i32, CliError> {
     let run = start_run(ctx, RunPrefix::Plan, false)?;
     let pf = preflight_phase(ctx, &run, LifecycleCommand::Plan, false, false).await?;
-    let plan = make_plan(ctx, &run, &pf).await?;
+    // Plan never writes to NetBox: reuse what it holds, show the rest as pending.
+    let plan = plan_phase(ctx, &run, &pf).await?;
     if let Some(path) = out {
         let value = serde_json::to_value(&plan)
             .map_err(|e| CliError::msg(format!("cannot serialise the plan: {e}")))?;

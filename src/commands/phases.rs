@@ -22,6 +22,8 @@ use crate::apply::journal::Journal;
 use crate::apply::limits::{Limits, Scheduler};
 use crate::apply::snippets as apply_snippets;
 use crate::commands::context::Ctx;
+use crate::commands::ipam::{self, IpamOutcome, IpamPrepared};
+use crate::commands::netbox_sync;
 use crate::commands::output;
 use crate::commands::progress::progress_for;
 use crate::commands::stop::Stop;
@@ -388,6 +390,9 @@ pub struct Preflighted {
     pub warnings: Vec<String>,
     pub client: PveClient,
     pub checks: hyops::PreflightReport,
+    /// IPAM overlays: the NetBox client, SDN authority and per-NIC requests (read-only
+    /// checks done).
+    pub ipam: Option<IpamPrepared>,
 }
 
 impl Preflighted {
@@ -424,7 +429,8 @@ impl Preflighted {
     }
 }
 
-/// API-free checks, inputs, guards, template state, then Proxmox reachability.
+/// API-free checks, inputs, guards, template state, then Proxmox reachability, then the SDN
+/// and IPAM checks ([`preflight_sdn_ipam`]).
 /// With `bypassed` (an operator-approved `--skip-preflight`, or a driver-mode apply whose
 /// preflight hyops already ran), failed API-free checks become warnings; what the engine
 /// itself needs (inputs, credentials, template, guards) still runs.
@@ -435,8 +441,9 @@ pub async fn preflight_phase(
     strict: bool,
     bypassed: bool,
 ) -> Result<Preflighted, CliError> {
-    let offline = preflight_offline(ctx, run, command, strict, bypassed)?;
+    let mut offline = preflight_offline(ctx, run, command, strict, bypassed)?;
     let client = reachable_client(ctx, &offline.creds).await?;
+    let ipam = preflight_sdn_ipam(ctx, &mut offline).await?;
     Ok(Preflighted {
         creds: offline.creds,
         resolved: offline.resolved,
@@ -446,7 +453,31 @@ pub async fn preflight_phase(
         warnings: offline.warnings,
         client,
         checks: offline.checks,
+        ipam,
     })
+}
+
+/// The preflight checks after the template, none of them a Proxmox API call: in upstream's
+/// order, the SDN managed-bridge guard (every mode, with the host-side gateway probe over
+/// node SSH), then the IPAM checks (readiness, credentials, probe, explicit addresses).
+/// Read-only: nothing is reserved here. Their warnings join `offline.warnings`.
+pub async fn preflight_sdn_ipam(
+    ctx: &Ctx,
+    offline: &mut OfflinePreflight,
+) -> Result<Option<IpamPrepared>, CliError> {
+    let bridge_warnings =
+        ipam::bridge_guard(ctx, &offline.resolved.resolved_json, Some(&offline.creds)).await?;
+    for w in &bridge_warnings {
+        output::warn(w);
+    }
+    offline.warnings.extend(bridge_warnings);
+    ipam::ipam_prepare(
+        ctx,
+        &offline.resolved.model,
+        &offline.resolved.resolved_json,
+        &mut offline.warnings,
+    )
+    .await
 }
 
 /// What [`preflight_offline`] checked: everything of [`Preflighted`] but the client.
@@ -486,13 +517,6 @@ pub fn preflight_offline(
     for w in &creds.warnings {
         output::warn(w);
         warnings.push(w.clone());
-    }
-    if resolved.model.uses_ipam() && command != LifecycleCommand::Destroy {
-        return Err(CliError::msg(
-            "inputs.addressing.mode=ipam needs NetBox IPAM allocation, which this hyops-pve build does not implement yet; \
-             hyops-pve never falls back to static addressing silently. Use require_ipam: false with static or dhcp \
-             interfaces (see examples/inputs.sim-demo.yml), or run this module with the Terragrunt driver until NetBox IPAM lands",
-        ));
     }
     let (template_ref, template_key) = match &resolved.model.template {
         TemplateSource::StateRef { state_ref, key } => (Some(state_ref.clone()), key.clone()),
@@ -546,13 +570,32 @@ pub fn clone_lock_wait(ctx: &Ctx) -> Duration {
     crate::plan::observe::CLONE_LOCK_WAIT.mul_f64(ctx.time_scale())
 }
 
-/// Observe Proxmox and diff: `plan.json` and `plan.txt` in the evidence dir.
-pub async fn make_plan(ctx: &Ctx, run: &Run, pf: &Preflighted) -> Result<PlanArtifact, CliError> {
+/// `plan`: observe and diff without changing anything anywhere. For IPAM overlays NetBox is
+/// only read: addresses it holds for this slot's identities are reused, the rest show as
+/// pending ("allocate (first free in <range>)").
+pub async fn plan_phase(ctx: &Ctx, run: &Run, pf: &Preflighted) -> Result<PlanArtifact, CliError> {
+    let preview = match &pf.ipam {
+        Some(p) => Some(ipam::ipam_preview(p, &pf.resolved.model).await?),
+        None => None,
+    };
+    make_plan(ctx, run, pf, preview.as_ref()).await
+}
+
+/// Observe Proxmox and diff: `plan.json` and `plan.txt` in the evidence dir. `ipam` is the
+/// NetBox side (allocated or previewed addresses, the per-NIC decisions) of IPAM overlays.
+pub async fn make_plan(
+    ctx: &Ctx,
+    run: &Run,
+    pf: &Preflighted,
+    ipam: Option<&IpamOutcome>,
+) -> Result<PlanArtifact, CliError> {
     let prior = prior_ids(ctx)?;
     let defaults = defaults_from(&pf.creds);
     let ident = identity(ctx);
+    let no_pending = Default::default();
     let req = PlanRequest {
-        inputs: &pf.resolved.model,
+        inputs: ipam.map(|o| &o.model).unwrap_or(&pf.resolved.model),
+        ipam_pending: ipam.map(|o| &o.pending).unwrap_or(&no_pending),
         identity: &ident,
         defaults: &defaults,
         template_vmid: pf.template_vmid,
@@ -571,6 +614,9 @@ pub async fn make_plan(ctx: &Ctx, run: &Run, pf: &Preflighted) -> Result<PlanArt
     let mut warnings = pf.warnings.clone();
     warnings.append(&mut plan.warnings);
     plan.warnings = warnings;
+    if let Some(o) = ipam {
+        plan.ipam = o.decisions.clone();
+    }
     let value = serde_json::to_value(&plan)
         .map_err(|e| CliError::msg(format!("cannot serialise the plan: {e}")))?;
     write_json_atomic(&run.evidence.join("plan.json"), &value).map_err(CliError::hyops)?;
@@ -625,7 +671,7 @@ pub struct ApplyRun {
 
 /// Node SSH for this root: the API host (`proxmox.ready.json` `api_ip`, else the
 /// `proxmox_url` host) as the credentials' node, `proxmox_ssh_username`, the credentials' key.
-fn node_ssh(ctx: &Ctx, creds: &ProxmoxCredentials) -> Result<NodeSsh, CliError> {
+pub(crate) fn node_ssh(ctx: &Ctx, creds: &ProxmoxCredentials) -> Result<NodeSsh, CliError> {
     let api_ip = read_proxmox_ready(&ctx.root)
         .ok()
         .flatten()
@@ -675,14 +721,37 @@ pub async fn execute_plan(
     plan_file: Option<&Path>,
     stop: &Stop,
 ) -> Result<ApplyRun, CliError> {
+    // IPAM (apply/deploy only): reserve or reuse every address before planning. A stop
+    // request abandons it: what was reserved so far carries this slot's identities and the
+    // next apply reuses it.
+    let allocated = match &pf.ipam {
+        Some(p) => Some(
+            stop.race(ipam::ipam_allocate(p, &pf.resolved.model, run))
+                .await
+                .map_err(|sig| {
+                    CliError::cancelled(format!(
+                        "apply cancelled by the operator ({sig}) during the NetBox IPAM allocation, before any Proxmox change; addresses reserved so far keep this slot's identities and the next apply reuses them"
+                    ))
+                })??,
+        ),
+        None => None,
+    };
     // Observing Proxmox changes nothing: a stop request abandons it at once.
-    let plan = stop.race(make_plan(ctx, run, pf)).await.map_err(|sig| {
-        CliError::cancelled(format!(
-            "apply cancelled by the operator ({sig}) while observing Proxmox, before any change"
-        ))
-    })??;
+    let plan = stop
+        .race(make_plan(ctx, run, pf, allocated.as_ref()))
+        .await
+        .map_err(|sig| {
+            CliError::cancelled(format!(
+                "apply cancelled by the operator ({sig}) while observing Proxmox, before any change"
+            ))
+        })??;
+    if plan.has_pending_ipam() {
+        return Err(CliError::msg(
+            "internal error: the plan still has NICs waiting for a NetBox address; nothing was changed",
+        ));
+    }
     if let Some(path) = plan_file {
-        let text = std::fs::read_to_string(path)
+        let text = crate::fsread::read_text_at_most(path, crate::fsread::DEFAULT_LIMIT)
             .map_err(|e| CliError::msg(format!("cannot read plan file {}: {e}", path.display())))?;
         let saved: PlanArtifact = serde_json::from_str(&text).map_err(|e| {
             CliError::msg(format!(
@@ -690,8 +759,13 @@ pub async fn execute_plan(
                 path.display()
             ))
         })?;
+        // A saved plan shows the NICs allocated in this run as pending: compare like with like.
+        let fresh = match &allocated {
+            Some(o) => plan.with_allocations_pending(&o.decisions),
+            None => plan.clone(),
+        };
         saved
-            .check_still_valid(&plan, &path.display().to_string())
+            .check_still_valid(&fresh, &path.display().to_string())
             .map_err(|e| CliError::msg(e.to_string()))?;
     }
     print_plan(&plan);
@@ -761,7 +835,7 @@ pub async fn execute_plan(
     }
     if let Some(ssh) = snippet_ssh {
         let storage = snippets_storage(&pf.resolved.model, &pf.creds);
-        match apply_snippets::cleanup(&ssh, &plan, &report.outcomes, &storage).await {
+        match apply_snippets::cleanup(&ssh, &exec.client, &plan, &report.outcomes, &storage).await {
             Ok(r) if !r.removed.is_empty() => output::progress(&format!(
                 "snippets: {} stale file(s) removed",
                 r.removed.len()
@@ -837,10 +911,11 @@ async fn readiness_gate(
     gate
 }
 
-/// The whole apply after the preflight phase: execute the plan, then (after a successful
-/// rollout only, as upstream runs it after `terragrunt output`) the readiness gate, then
-/// the result. The gate only waits for SSH: a stop request abandons it (the rollout itself
-/// finished; the next apply adopts its VMs).
+/// The whole apply after the preflight phase: (IPAM) allocate, execute the plan, then (after
+/// a successful rollout only, as upstream runs it after `terragrunt output`) the readiness
+/// gate, then (after the gate passed, as upstream's hook) the NetBox inventory sync, then the
+/// result. The gate only waits for SSH: a stop request abandons it (the rollout itself
+/// finished; the next apply adopts its VMs); so does the sync (the next apply syncs again).
 pub async fn apply_phase(
     ctx: &Ctx,
     run: &Run,
@@ -848,6 +923,11 @@ pub async fn apply_phase(
     plan_file: Option<&Path>,
     stop: &Stop,
 ) -> Result<Applied, CliError> {
+    // What the slot published before this run (the sync retires the VMs this run no longer
+    // has). The CLI's `running` record and hyops' own (driver mode) keep those outputs.
+    let prior_state = ModuleState::new(&ctx.root, &ctx.module_ref, ctx.instance.as_ref())
+        .read()
+        .map_err(CliError::hyops)?;
     output::progress("progress: phase=apply");
     let applied = execute_plan(ctx, run, pf, plan_file, stop).await?;
     let gate = if applied.report.failed {
@@ -863,7 +943,28 @@ pub async fn apply_phase(
             ))),
         }
     };
-    apply_result(run, applied, gate)
+    // The inventory sync (§4.7): non-strict unless HYOPS_NETBOX_SYNC_STRICT says otherwise.
+    let gate_passed = gate.as_ref().is_none_or(|g| g.error.is_none());
+    let sync = if applied.report.failed || !gate_passed {
+        None
+    } else {
+        match stop
+            .race(netbox_sync::after_apply(
+                ctx,
+                run,
+                &applied.plan,
+                &applied.report,
+                prior_state.as_ref(),
+            ))
+            .await
+        {
+            Ok(sync) => Some(sync),
+            Err(sig) => return Err(CliError::cancelled(format!(
+                "apply cancelled by the operator ({sig}) during the NetBox inventory sync; the rollout finished and passed the readiness gate, and the next apply syncs NetBox again"
+            ))),
+        }
+    };
+    apply_result(run, applied, gate, sync)
 }
 
 /// How long the steps get to end (journalled) after a stop request before the run stops
@@ -901,11 +1002,14 @@ pub struct Applied {
 
 /// Record an executed apply: `apply_report.json` and `driver_result.json`. The result's
 /// `normalized_outputs.outputs` are the Terraform-shaped outputs (contract §2.7) that hyops
-/// publishes (§3.5); `post_apply_ssh_readiness` is the gate's summary when it ran.
+/// publishes (§3.5); `post_apply_ssh_readiness` is the gate's summary when it ran. `sync` is
+/// the NetBox inventory sync when it ran: its warnings join the result's, and its error
+/// (only with `HYOPS_NETBOX_SYNC_STRICT`) fails the apply.
 pub fn apply_result(
     run: &Run,
     applied: ApplyRun,
     gate: Option<GateReport>,
+    sync: Option<Result<Vec<String>, CliError>>,
 ) -> Result<Applied, CliError> {
     let ApplyRun {
         plan,
@@ -950,6 +1054,14 @@ pub fn apply_result(
         // A required gate that failed: the new outputs are not published (§5.6).
         error = g.error.as_ref().map(|e| required_failure_message(e));
     }
+    if error.is_none() {
+        match sync {
+            Some(Ok(w)) => phase_warnings.extend(w),
+            // HYOPS_NETBOX_SYNC_STRICT: the sync failure fails the apply.
+            Some(Err(e)) => error = Some(e.message),
+            None => {}
+        }
+    }
     let mut result = match error {
         Some(e) => DriverResult::error(&run.run_id, "apply", e),
         None => DriverResult::ok(&run.run_id, "apply", Map::new()),
@@ -976,6 +1088,9 @@ pub struct DestroyPrep {
     pub prior: PriorIds,
     /// Physical names the inputs request (read besides the tagged VMs).
     pub names: BTreeSet<String>,
+    /// The slot's state before this run: the destroy sync (§4.8) retires the VMs it
+    /// published.
+    pub prior_state: Option<Map<String, Value>>,
 }
 
 /// Credentials, inputs (resolved leniently: validation is skipped on destroy, §1.14; they only
@@ -987,6 +1102,9 @@ pub fn destroy_prepare(ctx: &Ctx, run: &Run, command: &str) -> Result<DestroyPre
     write_inputs_evidence(ctx, run, command, &resolved)?;
     let client = ctx.client(&creds)?;
     let prior = prior_ids(ctx)?;
+    let prior_state = ModuleState::new(&ctx.root, &ctx.module_ref, ctx.instance.as_ref())
+        .read()
+        .map_err(CliError::hyops)?;
     let names: BTreeSet<String> = resolved
         .model
         .vms
@@ -999,6 +1117,7 @@ pub fn destroy_prepare(ctx: &Ctx, run: &Run, command: &str) -> Result<DestroyPre
         client,
         prior,
         names,
+        prior_state,
     })
 }
 
@@ -1030,13 +1149,10 @@ async fn forget_destroyed(ctx: &Ctx, prep: &DestroyPrep, report: &mut DestroyRep
         return;
     }
     let storage = snippets_storage(model, &prep.creds);
-    let pairs: Vec<(String, String)> = destroyed
-        .iter()
-        .map(|(n, name, _)| (n.clone(), name.clone()))
-        .collect();
     let cleaned = match node_ssh(ctx, &prep.creds) {
         Ok(ssh) => {
-            let r = apply_snippets::remove_destroyed(&ssh, &pairs, &storage).await;
+            let r =
+                apply_snippets::remove_destroyed(&ssh, &prep.client, &destroyed, &storage).await;
             ssh.close().await;
             r.map_err(|e| e.to_string())
         }
@@ -1108,7 +1224,34 @@ pub async fn destroy_execute(
         &json!({"run_id": run.run_id, "vms": report.outcomes, "warnings": report.warnings}),
     )
     .map_err(CliError::hyops)?;
-    let result = if report.failed {
+    // The destroy sync (§4.8) after every VM is gone, from the slot's state before this run;
+    // before the state says `destroyed` (the CLI writes it after this, hyops in driver mode).
+    // A stop request abandons it; the state then does not say `destroyed` and the next
+    // destroy syncs again.
+    let mut sync_failure = None;
+    if !report.failed {
+        match stop
+            .race(netbox_sync::after_destroy(
+                ctx,
+                run,
+                prep.prior_state.as_ref(),
+            ))
+            .await
+        {
+            Ok(Ok(w)) => report.warnings.extend(w),
+            Ok(Err(e)) => sync_failure = Some(e.message),
+            Err(sig) => {
+                let mut d = failed(format!("destroy cancelled by the operator ({sig}) during the NetBox destroy sync; the VMs are removed, run destroy again to finish the sync"), true)?;
+                d.report = Some(report);
+                return Ok(d);
+            }
+        }
+    }
+    let result = if let Some(msg) = sync_failure {
+        let mut r = DriverResult::error(&run.run_id, "destroy", msg);
+        r.warnings = report.warnings.clone();
+        r
+    } else if report.failed {
         let failures: Vec<String> = report
             .outcomes
             .iter()
@@ -1165,9 +1308,11 @@ pub struct ValidateOutcome {
 
 /// The checks of `validate`, without printing: what `hyops validate` refuses before any API
 /// call, in its order — input resolution and validation, then the driver contract's API-free
-/// steps (bridge aliases, `build_image`, the VM-set guards, the template from its state). In
-/// driver mode the inputs are hyops' own (see [`resolve`]).
-pub fn validate_report(ctx: &Ctx) -> ValidateOutcome {
+/// steps (bridge aliases, `build_image`, the VM-set guards, the template from its state), then
+/// the managed-bridge guard against the network-sdn state (§4.3) and, for IPAM overlays,
+/// NetBox readiness and the read-only IPAM checks (§4.1) — never an allocation. In driver
+/// mode the inputs are hyops' own (see [`resolve`]).
+pub async fn validate_report(ctx: &Ctx) -> ValidateOutcome {
     // Credentials are optional for validate; their bridge is only the single-VM default.
     let creds = ctx.credentials().ok();
     let req = resolve_request(ctx, LifecycleCommand::Validate, creds.as_ref());
@@ -1215,16 +1360,24 @@ pub fn validate_report(ctx: &Ctx) -> ValidateOutcome {
         warnings.extend(guard.warnings);
         template_vmid(ctx, &resolved.model, &mut warnings)
     });
+    let refuse = |warnings: Vec<String>, e: CliError| ValidateOutcome {
+        warnings,
+        verbatim: Some(e.message.clone()),
+        result: Err(e),
+    };
     let (template, _) = match checks {
         Ok(t) => t,
-        Err(e) => {
-            return ValidateOutcome {
-                warnings,
-                verbatim: Some(e.message.clone()),
-                result: Err(e),
-            }
-        }
+        Err(e) => return refuse(warnings, e),
     };
+    match ipam::bridge_guard(ctx, &resolved.resolved_json, creds.as_ref()).await {
+        Ok(w) => warnings.extend(w),
+        Err(e) => return refuse(warnings, e),
+    }
+    if let Err(e) =
+        ipam::ipam_prepare(ctx, &resolved.model, &resolved.resolved_json, &mut warnings).await
+    {
+        return refuse(warnings, e);
+    }
     let out = json!({
         "module_ref": ctx.module_ref.as_str(),
         "state_instance": ctx.instance.as_ref().map(|i| i.as_str()),

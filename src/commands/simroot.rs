@@ -1,7 +1,11 @@
 //! `--sim`: the embedded default. Starts the simulator in-process with its cluster state kept
 //! in a separate runtime root (never a real operator's `~/.hybridops/envs/<env>`), and makes
 //! that root ready: credentials pointing at the simulator (with its certificate pinned), the
-//! template-image state and the Proxmox readiness marker. Part of the CLI layer.
+//! template-image state and the Proxmox readiness marker. Beside it runs the embedded NetBox
+//! (its state kept in the same root), and the root is also the NetBox and SDN authority:
+//! `credentials/netbox.env` (URL, token, certificate pin), a ready `platform/onprem/netbox`
+//! state and a `core/onprem/network-sdn` state with the typical HybridOps vnets, so IPAM
+//! overlays run end to end. Part of the CLI layer.
 //!
 //! The simulator writes credentials into its root, so it only ever uses a root that is new,
 //! empty, or marked as a simulator root ([`SIM_ROOT_MARKER`], or the saved cluster state of
@@ -17,7 +21,130 @@ use serde_json::json;
 use crate::commands::CliError;
 use crate::hyops::seed::{seed_ready_root, ReadyRootSeed};
 use crate::hyops::{acquire_lock_file, write_json_atomic, write_text_atomic, RunLock, RuntimeRoot};
+use crate::sim::netbox::{NbStore, NetboxSim, NetboxSimConfig, NetboxSimHandle};
 use crate::sim::{ClusterDescription, FaultPlan, SimConfig, SimHandle, SimState, Simulator};
+
+/// The SDN of the simulated root: `(vnet, vlan_id, cidr)`, gateway `.1`, DHCP `.120–.220`
+/// (the typical HybridOps topology, contract §4.3), zone `hybzone`.
+pub const SIM_SDN: &[(&str, u16, &str)] = &[
+    ("vnetmgmt", 10, "10.10.0.0/24"),
+    ("vnetdata", 20, "10.12.0.0/24"),
+    ("vnetdev", 30, "10.30.0.0/24"),
+    ("vnetstag", 40, "10.40.0.0/24"),
+    ("vnetprod", 50, "10.50.0.0/24"),
+    ("vnetddev", 31, "10.31.0.0/24"),
+    ("vnetdstg", 41, "10.41.0.0/24"),
+    ("vnetdprd", 51, "10.51.0.0/24"),
+];
+/// The SDN zone of the simulated root.
+pub const SIM_ZONE: &str = "hybzone";
+
+fn sim_subnet(cidr: &str) -> (String, String, String) {
+    let base = cidr.trim_end_matches(".0/24");
+    (
+        format!("{base}.1"),
+        format!("{base}.120"),
+        format!("{base}.220"),
+    )
+}
+
+/// What the embedded NetBox holds before the first `--sim` run: what a network-sdn apply
+/// with `push_to_netbox` leaves (site, role, VLANs, prefixes, static ranges).
+pub fn sim_netbox_seed() -> Result<NbStore, CliError> {
+    let rows: Vec<(String, String, u16, String, String, String, String)> = SIM_SDN
+        .iter()
+        .map(|(vnet, vid, cidr)| {
+            let (gw, ds, de) = sim_subnet(cidr);
+            (
+                SIM_ZONE.to_string(),
+                vnet.to_string(),
+                *vid,
+                cidr.to_string(),
+                gw,
+                ds,
+                de,
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &str, u16, &str, &str, &str, &str)> = rows
+        .iter()
+        .map(|(z, v, id, c, g, s, e)| {
+            (
+                z.as_str(),
+                v.as_str(),
+                *id,
+                c.as_str(),
+                g.as_str(),
+                s.as_str(),
+                e.as_str(),
+            )
+        })
+        .collect();
+    NbStore::seeded_like_network_sdn(&refs)
+        .map_err(|e| CliError::msg(format!("cannot seed the embedded NetBox: {}", e.body)))
+}
+
+/// Make `root` the NetBox and SDN authority for a NetBox at `url`: `credentials/netbox.env`
+/// (URL, token, optional certificate pin), a ready `platform/onprem/netbox` state and the
+/// `core/onprem/network-sdn` state of [`SIM_SDN`].
+pub fn write_netbox_root(
+    root: &Path,
+    url: &str,
+    token: &crate::secret::Secret,
+    tls_fingerprint: Option<&str>,
+) -> Result<(), CliError> {
+    let mut env = format!(
+        "# written by hyops-pve --sim (embedded NetBox)\nNETBOX_API_URL={url}/api/\nNETBOX_API_TOKEN={}\n",
+        token.expose()
+    );
+    if let Some(fp) = tls_fingerprint.filter(|f| !f.is_empty()) {
+        env.push_str(&format!("NETBOX_TLS_FINGERPRINT={fp}\n"));
+    }
+    crate::hyops::write_text_atomic(&root.join("credentials/netbox.env"), &env)
+        .map_err(CliError::hyops)?;
+    let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let nb_state = json!({
+        "module_ref": "platform/onprem/netbox",
+        "status": "ok",
+        "run_id": "sim",
+        "updated_at": now,
+        "outputs": {"netbox_url": url, "netbox_api_url": format!("{url}/api/")},
+    });
+    write_json_atomic(
+        &root.join("state/modules/platform__onprem__netbox/latest.json"),
+        &nb_state,
+    )
+    .map_err(CliError::hyops)?;
+    write_sdn_state(root, SIM_ZONE, SIM_SDN)
+}
+
+/// Write a ready `core/onprem/network-sdn` state into `root`: `zone`, and per
+/// `(vnet, vlan_id, cidr /24)` a subnet with gateway `.1` and DHCP `.120–.220`.
+pub fn write_sdn_state(root: &Path, zone: &str, sdn: &[(&str, u16, &str)]) -> Result<(), CliError> {
+    let mut vnets = serde_json::Map::new();
+    let mut subnets = serde_json::Map::new();
+    for (vnet, vid, cidr) in sdn {
+        let (gw, ds, de) = sim_subnet(cidr);
+        vnets.insert(vnet.to_string(), json!({"vlan_id": vid, "zone": zone}));
+        subnets.insert(
+            format!("{vnet}-v4"),
+            json!({"vnet": vnet, "cidr": cidr, "gateway": gw, "dhcp_range_start": ds,
+                   "dhcp_range_end": de, "dhcp_enabled": true}),
+        );
+    }
+    let sdn = json!({
+        "module_ref": "core/onprem/network-sdn",
+        "status": "ok",
+        "run_id": "sim",
+        "updated_at": chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        "outputs": {"zone_name": zone, "vnets": vnets, "subnets": subnets},
+    });
+    write_json_atomic(
+        &root.join("state/modules/core__onprem__network-sdn/latest.json"),
+        &sdn,
+    )
+    .map_err(CliError::hyops)
+}
 
 /// Simulated seconds run this much faster than real ones in `--sim` runs (a full clone of a
 /// 32 GiB template takes ~2.5 real seconds), unless `HYOPS_PVE_SIM_TIME_SCALE` says otherwise.
@@ -125,8 +252,10 @@ pub fn refuse_real_envs_tree(
 /// the holder) instead of one overwriting the other's cluster.
 pub struct SimSession {
     handle: SimHandle,
+    netbox: NetboxSimHandle,
     root: PathBuf,
     state_file: PathBuf,
+    netbox_state_file: PathBuf,
     _state_lock: RunLock,
 }
 
@@ -202,6 +331,14 @@ impl SimSession {
             time_scale,
             ..SimConfig::default()
         };
+        // The simulated nodes carry the SDN gateways of the root's network-sdn state, as a
+        // reconciled Proxmox host does (the host-side gateway probe checks them).
+        for (vnet, _, cidr) in SIM_SDN {
+            let (gw, _, _) = sim_subnet(cidr);
+            cfg.ssh
+                .bridge_addresses
+                .insert(vnet.to_string(), vec![format!("{gw}/24")]);
+        }
         if let Some(file) = cluster_file {
             cfg.cluster =
                 ClusterDescription::from_file(file).map_err(|e| CliError::msg(e.to_string()))?;
@@ -220,18 +357,36 @@ impl SimSession {
             Simulator::start(cfg).await
         }
         .map_err(|e| CliError::msg(format!("cannot start the simulator: {e}")))?;
+        let netbox_state_file = root.join("sim").join("netbox-state.json");
+        let store = if netbox_state_file.exists() {
+            NbStore::load_from(&netbox_state_file).map_err(|e| CliError::msg(e.to_string()))?
+        } else {
+            sim_netbox_seed()?
+        };
+        let netbox = NetboxSim::start_with(NetboxSimConfig::default(), store)
+            .await
+            .map_err(|e| CliError::msg(format!("cannot start the embedded NetBox: {e}")))?;
         let session = SimSession {
             handle,
+            netbox,
             root,
             state_file,
+            netbox_state_file,
             _state_lock: state_lock,
         };
         write_sim_root(&session.root, &session.handle)?;
+        write_netbox_root(
+            &session.root,
+            session.netbox.url(),
+            &session.netbox.token,
+            Some(&session.netbox.ca_fingerprint_sha256),
+        )?;
         crate::commands::output::progress(&format!(
-            "simulator: {} (runtime root {}, state {})",
+            "simulator: {} (runtime root {}, state {}); embedded NetBox {}",
             session.handle.url(),
             session.root.display(),
-            session.state_file.display()
+            session.state_file.display(),
+            session.netbox.url()
         ));
         Ok(session)
     }
@@ -247,6 +402,11 @@ impl SimSession {
 
     pub fn handle(&self) -> &SimHandle {
         &self.handle
+    }
+
+    /// The embedded NetBox.
+    pub fn netbox(&self) -> &NetboxSimHandle {
+        &self.netbox
     }
 
     /// Persist the simulated cluster and stop the server.
@@ -266,6 +426,11 @@ impl SimSession {
         state
             .save_to(&self.state_file)
             .map_err(|e| CliError::msg(format!("cannot save the simulator state: {e}")))?;
+        self.netbox
+            .snapshot()
+            .save_to(&self.netbox_state_file)
+            .map_err(|e| CliError::msg(format!("cannot save the embedded NetBox state: {e}")))?;
+        self.netbox.shutdown().await;
         self.handle.shutdown().await;
         Ok(())
     }

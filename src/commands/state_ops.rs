@@ -17,8 +17,8 @@ use crate::apply::engine;
 use crate::apply::import::{import_vm, observe_slot, ImportRequest};
 use crate::commands::context::Ctx;
 use crate::commands::phases::{
-    clone_lock_wait, destroy_prepare, identity, make_plan, preflight_phase, prior_ids, Preflighted,
-    Run,
+    clone_lock_wait, destroy_prepare, identity, plan_phase, preflight_phase, prior_ids,
+    Preflighted, Run,
 };
 use crate::commands::stop::Stop;
 use crate::commands::CliError;
@@ -128,7 +128,7 @@ pub async fn import_phase(
 /// The slot's outputs as Proxmox has them now: the plan's existing VMs, facts read only
 /// (`Noop` for each; VMs still to create have no outputs). Makes no write.
 async fn read_outputs(ctx: &Ctx, run: &Run, pf: &Preflighted) -> Result<Value, CliError> {
-    let mut plan = make_plan(ctx, run, pf).await?;
+    let mut plan = plan_phase(ctx, run, pf).await?;
     plan.vms
         .retain(|v| v.vmid.is_some() && !matches!(v.action, VmAction::Create | VmAction::Delete));
     for v in &mut plan.vms {

@@ -22,6 +22,7 @@
 //!    destroy leave the state untouched); [`ModuleState::persist_destroyed`] after destroy;
 //!    [`write_module_state_record`]; [`write_driver_result`].
 
+pub mod claims;
 pub mod contract;
 pub mod credentials;
 pub mod detached;
@@ -36,6 +37,7 @@ pub mod paths;
 pub mod preflight;
 pub mod protocol;
 pub mod runid;
+pub mod sdn;
 pub mod seed;
 pub mod state;
 pub mod state_refs;

@@ -96,6 +96,13 @@ pub fn netbox_ready(authority_root: &Path) -> Result<()> {
 pub struct NetboxEnv {
     pub api_url: Option<String>,
     pub api_token: Option<Secret>,
+    /// TLS for an https NetBox (hyops-pve extensions; upstream uses the system roots):
+    /// `NETBOX_TLS_FINGERPRINT` (SHA-256 pin of the server certificate),
+    /// `NETBOX_CA_FILE` (PEM bundle), `NETBOX_SKIP_TLS` (no verification, labs only).
+    /// Read from the process env first, then from `credentials/netbox.env`.
+    pub tls_fingerprint: Option<String>,
+    pub ca_file: Option<String>,
+    pub skip_tls: bool,
     pub warnings: Vec<String>,
 }
 
@@ -104,6 +111,9 @@ pub struct NetboxEnv {
 struct Inferred {
     url: Option<String>,
     token: Option<Secret>,
+    tls_fingerprint: Option<String>,
+    ca_file: Option<String>,
+    skip_tls: Option<String>,
 }
 
 fn non_empty(s: &str) -> Option<String> {
@@ -111,10 +121,13 @@ fn non_empty(s: &str) -> Option<String> {
     (!t.is_empty()).then(|| t.to_string())
 }
 
+/// `creds = false` reads only `credentials/netbox.env` (for its TLS keys) and leaves the
+/// NetBox state and the vault alone: the URL and token were given explicitly.
 fn infer_from_root(
     root: &Path,
     vault_password: Option<&Secret>,
     warnings: &mut Vec<String>,
+    creds: bool,
 ) -> Result<Inferred> {
     let mut inf = Inferred::default();
     let env_file = root.join("credentials").join("netbox.env");
@@ -126,9 +139,15 @@ fn infer_from_root(
                 .get("NETBOX_API_TOKEN")
                 .and_then(|v| non_empty(v))
                 .map(Secret::new);
+            inf.tls_fingerprint = kv.get("NETBOX_TLS_FINGERPRINT").and_then(|v| non_empty(v));
+            inf.ca_file = kv.get("NETBOX_CA_FILE").and_then(|v| non_empty(v));
+            inf.skip_tls = kv.get("NETBOX_SKIP_TLS").and_then(|v| non_empty(v));
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(HyopsError::io(&env_file, e)),
+    }
+    if !creds {
+        return Ok(inf);
     }
     if inf.url.is_none() {
         if let Some(outputs) = netbox_state(root)?.as_ref().and_then(|v| v.get("outputs")) {
@@ -189,19 +208,44 @@ pub fn hydrate_netbox_env(
         .and_then(|v| non_empty(v))
         .map(Secret::new);
     let need_inference = explicit_url.is_none() || explicit_token.is_none();
-    let mut inferred = Inferred::default();
-    if need_inference {
-        inferred = infer_from_root(root.path(), vault_password, &mut out.warnings)?;
+    // netbox.env is always read: it may hold the TLS settings beside the URL.
+    let mut inferred = infer_from_root(
+        root.path(),
+        vault_password,
+        &mut out.warnings,
+        need_inference,
+    )?;
+    {
         if authority_root != root.path() {
-            let auth = infer_from_root(authority_root, vault_password, &mut out.warnings)?;
+            let auth = infer_from_root(
+                authority_root,
+                vault_password,
+                &mut out.warnings,
+                need_inference,
+            )?;
             if auth.url.is_some() {
                 inferred.url = auth.url;
             }
             if auth.token.is_some() {
                 inferred.token = auth.token;
             }
+            if auth.tls_fingerprint.is_some() {
+                inferred.tls_fingerprint = auth.tls_fingerprint;
+            }
+            if auth.ca_file.is_some() {
+                inferred.ca_file = auth.ca_file;
+            }
+            if auth.skip_tls.is_some() {
+                inferred.skip_tls = auth.skip_tls;
+            }
         }
     }
+    let explicit = |k: &str| process_env.get(k).and_then(|v| non_empty(v));
+    out.tls_fingerprint = explicit("NETBOX_TLS_FINGERPRINT").or(inferred.tls_fingerprint);
+    out.ca_file = explicit("NETBOX_CA_FILE").or(inferred.ca_file);
+    out.skip_tls = explicit("NETBOX_SKIP_TLS")
+        .or(inferred.skip_tls)
+        .is_some_and(|v| super::credentials::truthy(&v));
     out.api_url = explicit_url
         .or(inferred.url)
         .map(|u| normalize_netbox_url(&u));

@@ -31,6 +31,10 @@ pub struct PlanArtifact {
     pub summary: PlanSummary,
     pub vms: Vec<VmPlan>,
     pub warnings: Vec<String>,
+    /// IPAM decision per NIC (IPAM overlays): reuse, allocate (plan), allocated (apply),
+    /// or an explicit address checked against NetBox.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ipam: Vec<crate::netbox::ipam::NicDecision>,
 }
 
 /// Why a saved plan cannot be applied.
@@ -55,6 +59,62 @@ pub fn desired_digest(desired: &BTreeMap<crate::inputs::model::LogicalVmKey, Des
 }
 
 impl PlanArtifact {
+    /// True when a NIC still waits for a NetBox address (a `plan` in IPAM mode). Such a
+    /// plan is shown, never executed.
+    pub fn has_pending_ipam(&self) -> bool {
+        self.vms.iter().any(|v| {
+            v.desired
+                .as_ref()
+                .is_some_and(|d| d.nics.iter().any(|n| n.ipam_pending.is_some()))
+                || v.config_set
+                    .values()
+                    .any(|val| val.starts_with(crate::plan::desired::PENDING_IPCONFIG))
+        })
+    }
+
+    /// This plan with the NICs allocated in this run shown as pending, as a `plan` made
+    /// before the allocation shows them (so `apply --plan` can compare the two).
+    pub fn with_allocations_pending(&self, decisions: &[crate::netbox::ipam::NicDecision]) -> Self {
+        use crate::netbox::ipam::IpamAction;
+        let mut out = self.clone();
+        for d in decisions
+            .iter()
+            .filter(|d| d.action == IpamAction::Allocated)
+        {
+            let idx = d.nic_index.saturating_sub(1);
+            for vm in out.vms.iter_mut().filter(|v| v.key.0 == d.vm_key) {
+                let Some(want) = vm.desired.as_mut() else {
+                    continue;
+                };
+                let Some(nic) = want.nics.get_mut(idx) else {
+                    continue;
+                };
+                let gateway = match &nic.ipv4 {
+                    crate::inputs::model::Ipv4Config::Static { gateway, .. } => *gateway,
+                    _ => None,
+                };
+                nic.ipam_pending = Some(crate::plan::desired::PendingIpam {
+                    range: d.range.clone(),
+                    gateway,
+                });
+                nic.ipv4 = crate::inputs::model::Ipv4Config::Dhcp;
+                let key = format!("ipconfig{idx}");
+                let value = nic.ipconfig_value();
+                if let Some(v) = vm.config_set.get_mut(&key) {
+                    *v = value;
+                }
+            }
+        }
+        let desired: BTreeMap<_, _> = out
+            .vms
+            .iter()
+            .filter(|v| v.action != VmAction::Delete)
+            .filter_map(|v| v.desired.clone().map(|d| (v.key.clone(), d)))
+            .collect();
+        out.inputs_digest = desired_digest(&desired);
+        out
+    }
+
     /// Check a plan loaded from disk against a fresh one. Every VM must have the same action,
     /// the same VMID, the same writes, and the same observed config digest.
     pub fn check_still_valid(&self, fresh: &PlanArtifact, path: &str) -> Result<(), StalePlan> {

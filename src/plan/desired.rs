@@ -51,6 +51,11 @@ pub struct TemplateRef {
     /// another node).
     #[serde(default)]
     pub storages: Vec<String>,
+    /// The template's `sockets` (a clone keeps it; the engine sets only `cores`), `None` when
+    /// the config does not set it (Proxmox's default 1). A VM starts with `sockets` × `cores`
+    /// vCPUs.
+    #[serde(default)]
+    pub sockets: Option<u32>,
 }
 
 /// How the generated cloud-init user-data reaches the guest.
@@ -66,6 +71,16 @@ pub enum CloudInitDelivery {
     Snippets,
     /// Windows guests: no cloud-init at all.
     None,
+}
+
+/// A NIC whose address NetBox hands out at apply (IPAM mode, `plan` only): the static pool
+/// it comes from and the gateway NIC 0 gets. A plan holding one is never executed; apply
+/// allocates first and plans with the address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingIpam {
+    /// `10.10.0.2-10.10.0.119`.
+    pub range: String,
+    pub gateway: Option<Ipv4Addr>,
 }
 
 /// Which `cicustom` part a snippet is.
@@ -148,11 +163,24 @@ pub struct DesiredNic {
     pub firewall: bool,
     pub mtu: Option<u16>,
     pub ipv4: Ipv4Config,
+    /// Set when the address is still to be allocated by NetBox (plan only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipam_pending: Option<PendingIpam>,
 }
 
+/// The marker that starts a pending `ipconfigN` value (never sent to Proxmox).
+pub const PENDING_IPCONFIG: &str = "ip=<allocate: first free in ";
+
 impl DesiredNic {
-    /// `ipconfigN` value: gateway only on NIC 0 and never with dhcp.
+    /// `ipconfigN` value: gateway only on NIC 0 and never with dhcp. A pending IPAM NIC
+    /// shows `ip=<allocate: first free in <range>>[,gw=<gateway>]`.
     pub fn ipconfig_value(&self) -> String {
+        if let Some(p) = &self.ipam_pending {
+            return match p.gateway {
+                Some(gw) if self.index == 0 => format!("{PENDING_IPCONFIG}{}>,gw={gw}", p.range),
+                _ => format!("{PENDING_IPCONFIG}{}>", p.range),
+            };
+        }
         match &self.ipv4 {
             Ipv4Config::Dhcp => "ip=dhcp".to_string(),
             Ipv4Config::Static { address, gateway } => match gateway {
@@ -331,7 +359,7 @@ pub fn net_value(nic: &DesiredNic, keep_mac: Option<&str>) -> String {
 /// Errors building the desired model.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DesiredError {
-    #[error("VM {key}: interfaces[{index}] ipv4 is not set and addressing.mode=ipam needs NetBox IPAM, which this hyops-pve build does not implement yet; set require_ipam: false and static addresses, or wait for the NetBox IPAM engine")]
+    #[error("VM {key}: interfaces[{index}] has no address: addressing.mode=ipam needs the NetBox allocation to run before planning (internal error; run plan or apply again and report it if it persists)")]
     IpamNotAvailable { key: String, index: usize },
     #[error("VM {key}: {field} cannot be sent to Proxmox: {source}")]
     Encoding {
@@ -342,13 +370,18 @@ pub enum DesiredError {
     },
 }
 
-/// Build the desired VM for one input entry.
+/// IPAM NICs still to be allocated, by (logical key, 0-based NIC index).
+pub type PendingAllocations = BTreeMap<(String, usize), PendingIpam>;
+
+/// Build the desired VM for one input entry. `pending` names the IPAM NICs whose address
+/// is allocated at apply (plan only).
 pub fn desired_vm(
     inputs: &ModuleInputs,
     vm: &VmInputs,
     defaults: &TargetDefaults,
     template: &TemplateRef,
     marker: OwnershipMarker,
+    pending: &PendingAllocations,
 ) -> Result<DesiredVm, DesiredError> {
     let node = vm
         .node_name
@@ -368,15 +401,18 @@ pub fn desired_vm(
     let windows = inputs.is_windows();
     let mut nics = Vec::with_capacity(vm.interfaces.len());
     for (index, nic) in vm.interfaces.iter().enumerate() {
+        let ipam_pending = pending.get(&(vm.key.0.clone(), index)).cloned();
         let ipv4 = match (&nic.ipv4, inputs.uses_ipam()) {
-            (Some(cfg), _) => cfg.clone(),
-            (None, false) => Ipv4Config::Dhcp,
-            (None, true) => {
+            // In IPAM mode `dhcp` is replaced by a reservation: without one, it is pending.
+            _ if ipam_pending.is_some() => Ipv4Config::Dhcp,
+            (Some(Ipv4Config::Dhcp) | None, true) => {
                 return Err(DesiredError::IpamNotAvailable {
                     key: vm.key.0.clone(),
                     index: index + 1,
                 })
             }
+            (Some(cfg), _) => cfg.clone(),
+            (None, false) => Ipv4Config::Dhcp,
         };
         let bridge =
             encode_value("bridge", &nic.bridge).map_err(|source| DesiredError::Encoding {
@@ -393,6 +429,7 @@ pub fn desired_vm(
             firewall: nic.firewall,
             mtu: nic.mtu,
             ipv4,
+            ipam_pending,
         });
     }
     let ciuser = inputs

@@ -43,6 +43,15 @@ pub fn render(plan: &PlanArtifact, color: bool) -> String {
             vm.node,
             vm.action
         );
+        for d in plan.ipam.iter().filter(|d| d.vm_key == vm.key.0) {
+            let _ = writeln!(
+                out,
+                "    nic{} {}: {}",
+                d.nic_index.saturating_sub(1),
+                d.bridge,
+                d.describe()
+            );
+        }
         if !vm.replace_reasons.is_empty() {
             let _ = writeln!(
                 out,

@@ -62,7 +62,7 @@ pub use propstr::{
     NetDevice, NicModel, PropError, Tags,
 };
 pub use sshkeys::{decode_sshkeys, encode_sshkeys};
-pub use tls::{fingerprint_of, parse_fingerprint, TlsMode};
+pub use tls::{client_config, fingerprint_of, parse_fingerprint, TlsMode};
 pub use types::{
     ipv4_addresses, CloneParams, CloudInitKind, ClusterResource, ConfigUpdate, CpuModel,
     DiskFormat, GuestInterface, GuestIp, NodeInfo, NodeNetwork, NodeStorage, PendingEntry,

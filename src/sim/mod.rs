@@ -23,6 +23,7 @@ pub mod latency;
 pub mod locks;
 mod migrate;
 pub mod model;
+pub mod netbox;
 mod nodes;
 pub mod persist;
 mod server;

@@ -18,7 +18,8 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// Returned by the service to make hyper drop the connection without a response.
+/// Returned by a handler to make hyper drop the connection without a response (a lost
+/// reply).
 #[derive(Debug)]
 pub struct ConnectionReset;
 
@@ -29,24 +30,44 @@ impl std::fmt::Display for ConnectionReset {
 }
 impl std::error::Error for ConnectionReset {}
 
-/// Accept connections until `shutdown` flips to true.
+/// Accept connections until `shutdown` flips to true, serving the Proxmox API.
 pub async fn run(
     sim: Arc<Sim>,
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
+    serve(listener, tls, shutdown, move |req| {
+        handle(Arc::clone(&sim), req)
+    })
+    .await
+}
+
+/// The simulators' one HTTP(S) machinery (the Proxmox simulator and the embedded NetBox):
+/// accept connections on `listener` until `shutdown` flips to true, TLS through `tls` when
+/// given (HTTP/1.1 or HTTP/2), each request answered by `handler`; a handler's
+/// [`ConnectionReset`] drops the connection without an answer, and open connections end when
+/// `shutdown` flips.
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    mut shutdown: watch::Receiver<bool>,
+    handler: H,
+) where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = Result<Response<Body>, ConnectionReset>> + Send + 'static,
+{
     loop {
         let accepted = tokio::select! {
             _ = shutdown.changed() => break,
             a = listener.accept() => a,
         };
         let Ok((stream, _)) = accepted else { continue };
-        let sim = Arc::clone(&sim);
+        let handler = handler.clone();
         let tls = tls.clone();
         let mut conn_shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| handle(Arc::clone(&sim), req));
+            let service = hyper::service::service_fn(handler);
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             match tls {
                 Some(acceptor) => {

@@ -2,6 +2,7 @@
 //! pointing at it, and a command context built with an explicit (hermetic) environment.
 #![allow(dead_code)]
 
+pub mod netbox;
 pub mod pool;
 
 use std::collections::BTreeMap;
@@ -31,6 +32,30 @@ impl Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         write_sim_root(&dir.path().join("root"), &sim).expect("sim root");
         Harness { sim, dir }
+    }
+
+    /// A harness whose runner has a shared env with an SDN: `~/.hybridops/envs/shared` (the
+    /// default SDN authority) holds a `core/onprem/network-sdn` state with `vnetmgmt`
+    /// (10.10.0.0/24), and the simulated node carries its gateway. Overlays using the
+    /// SDN-managed bridge `vnetmgmt` pass the managed-bridge guard (§4.3) as on such a runner.
+    pub async fn start_with_sdn() -> Self {
+        let h = Self::start_with(SimConfig {
+            time_scale: 0.0005,
+            ssh: hyops_pve::sim::ssh::SimSshConfig {
+                bridge_addresses: [("vnetmgmt".to_string(), vec!["10.10.0.1/24".to_string()])]
+                    .into(),
+                ..Default::default()
+            },
+            ..SimConfig::default()
+        })
+        .await;
+        hyops_pve::commands::simroot::write_sdn_state(
+            &h.dir.path().join(".hybridops/envs/shared"),
+            "hybzone",
+            &[("vnetmgmt", 10, "10.10.0.0/24")],
+        )
+        .expect("sdn state");
+        h
     }
 
     pub fn root(&self) -> PathBuf {

@@ -81,6 +81,9 @@ pub struct SimSsh {
     seed: u64,
     faults: Mutex<SshFaults>,
     counters: Mutex<SshCounters>,
+    /// Services on the management network the nodes reach and the workstation may not
+    /// (e.g. NetBox behind the Proxmox host): `(host, port)` → a real loopback address.
+    services: Mutex<BTreeMap<(String, u16), std::net::SocketAddr>>,
 }
 
 impl std::fmt::Debug for SimSsh {
@@ -137,7 +140,24 @@ impl SimSsh {
             seed,
             faults: Mutex::new(SshFaults::default()),
             counters: Mutex::new(SshCounters::default()),
+            services: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Put a service on the management network: a node's `direct-tcpip` to `host:port`
+    /// reaches `to` (a loopback listener), as an `ssh -L` through the Proxmox host would
+    /// reach NetBox. Only loopback targets are accepted.
+    pub fn add_service(
+        &self,
+        host: &str,
+        port: u16,
+        to: std::net::SocketAddr,
+    ) -> Result<(), String> {
+        if !to.ip().is_loopback() {
+            return Err(format!("{to} is not a loopback address"));
+        }
+        guard(&self.services).insert((host.to_string(), port), to);
+        Ok(())
     }
 
     /// Let `user` log in to every node with this OpenSSH public key line.
@@ -460,7 +480,17 @@ impl russh::server::Handler for NodeHandler {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         let port = u16::try_from(port_to_connect).unwrap_or(0);
+        let service = guard(&self.net.services)
+            .get(&(host_to_connect.to_string(), port))
+            .copied();
         let target = match self.net.node_for_host(host_to_connect) {
+            _ if service.is_some() => match service {
+                Some(to) => tokio::net::TcpStream::connect(to)
+                    .await
+                    .map(|s| Box::new(s) as BoxStream)
+                    .map_err(|_| DialError::Refused),
+                None => Err(DialError::Refused),
+            },
             Some(node) if port == 22 => Ok(self.net.connect_node(&node)),
             Some(_) => Err(DialError::Refused),
             None => self.net.connect_guest(host_to_connect, port).await,

@@ -1,0 +1,638 @@
+//! The inventory sync after apply (contract §4.7) and the destroy sync (§4.8) of the module
+//! commands, in place of upstream's `export-infra` + `sync-netbox` hooks: the dataset rows
+//! built from the published outputs (with the configured or allocated address, the MAC and
+//! the role), the NetBox sync itself, `hook_netbox_sync.json` (upstream's keys, plus the
+//! summary) and the dataset files. Non-strict as upstream: every failure is a warning in the
+//! driver result, unless `HYOPS_NETBOX_SYNC_STRICT` is truthy, when it fails the run.
+//! `HYOPS_NETBOX_SYNC_DESTROY_HARD_DELETE` makes destroy delete NetBox VMs instead of
+//! soft-retiring them; IP reservations are never released. Part of the CLI layer.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+
+use crate::apply::engine::ApplyReport;
+use crate::commands::context::Ctx;
+use crate::commands::ipam::{client_for, hydrate};
+use crate::commands::phases::Run;
+use crate::commands::CliError;
+use crate::hyops::netbox_env::NETBOX_MODULE_ID;
+use crate::hyops::{write_json_atomic, write_text_atomic};
+use crate::netbox::sync::{
+    destroy_sync, infer_cluster, sync_vms, SyncNic, SyncOptions, SyncVm, VmRef,
+};
+use crate::netbox::NetboxClient;
+use crate::plan::artifact::PlanArtifact;
+use crate::plan::diff::VmAction;
+
+/// Turns sync failures into run failures.
+pub const SYNC_STRICT_ENV: &str = "HYOPS_NETBOX_SYNC_STRICT";
+/// Makes destroy delete NetBox VMs instead of soft-retiring them.
+pub const HARD_DELETE_ENV: &str = "HYOPS_NETBOX_SYNC_DESTROY_HARD_DELETE";
+
+fn truthy(env: &BTreeMap<String, String>, key: &str) -> bool {
+    env.get(key)
+        .map(|v| v.trim().to_ascii_lowercase())
+        .is_some_and(|v| ["1", "true", "yes", "on"].contains(&v.as_str()))
+}
+
+/// The dataset row of one VM, upstream's keys plus `interfaces` (every NIC).
+fn dataset_row(vm: &SyncVm, vmid: Option<u64>) -> Value {
+    let first = vm.nics.first();
+    json!({
+        "name": vm.name,
+        "vm_id": vmid,
+        "cpu_cores": vm.vcpus,
+        "memory_mb": vm.memory_mb,
+        "disk_gb": vm.disk_gb,
+        "ip_address": first.and_then(|n| n.address.clone()).unwrap_or_default(),
+        "ip_assignment": first.and_then(|n| n.assignment.clone()).unwrap_or_default(),
+        "mac_address": first.and_then(|n| n.mac.clone()).unwrap_or_default(),
+        "role": vm.role.clone().unwrap_or_default(),
+        "tags": vm.tags.join(";"),
+        "status": vm.status,
+        "tf_address": ".",
+        "interface": first.map(|n| n.name.clone()).unwrap_or_else(|| "eth0".into()),
+        "source": "onprem-proxmox",
+        "cluster": vm.cluster,
+        "external_id": vm.external_id,
+        "interfaces": vm.nics,
+    })
+}
+
+/// Build the sync rows from the raw outputs and the plan (role, configured addresses);
+/// `prior` gives each logical key's name in the slot's previous state (renames).
+pub fn rows_from_outputs(
+    outputs: &Value,
+    plan: &PlanArtifact,
+    prior: &BTreeMap<String, (String, Vec<String>)>,
+) -> Vec<(SyncVm, Option<u64>)> {
+    let roles: BTreeMap<&str, &str> = plan
+        .vms
+        .iter()
+        .filter(|v| v.action != VmAction::Delete)
+        .filter_map(|v| {
+            v.desired
+                .as_ref()
+                .map(|d| (v.key.0.as_str(), d.role.as_str()))
+        })
+        .collect();
+    let Some(vms) = outputs.get("vms").and_then(Value::as_object) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (key, vm) in vms {
+        let s = |k: &str| vm.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let n = |k: &str| vm.get(k).and_then(Value::as_u64);
+        let tags: Vec<String> = vm
+            .get("tags")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let macs: Vec<String> = vm
+            .get("mac_addresses")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let agent: Vec<Vec<String>> = vm
+            .get("ipv4_addresses")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .map(|l| {
+                        l.as_array()
+                            .map(|x| {
+                                x.iter()
+                                    .filter_map(Value::as_str)
+                                    .map(str::to_string)
+                                    .collect()
+                            })
+                            .unwrap_or_default()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let configured: Vec<Value> = vm
+            .get("interfaces_configured")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let mut nics = Vec::new();
+        for (i, nic) in configured.iter().enumerate() {
+            let conf = nic
+                .get("ipv4")
+                .and_then(|v| v.get("address"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            // The configured (or allocated) address first; the guest agent's otherwise.
+            let (address, assignment) = if !conf.is_empty() && !conf.eq_ignore_ascii_case("dhcp") {
+                (Some(conf.to_string()), Some("static".to_string()))
+            } else {
+                let reported = agent
+                    .get(i)
+                    .and_then(|l| {
+                        l.iter().find(|a| {
+                            a.parse::<std::net::Ipv4Addr>()
+                                .is_ok_and(|x| !x.is_loopback())
+                        })
+                    })
+                    .map(|a| format!("{a}/32"));
+                let assign = reported.as_ref().map(|_| "dhcp".to_string());
+                (reported, assign)
+            };
+            let mac = nic
+                .get("mac_address")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .or_else(|| macs.get(i).cloned());
+            nics.push(SyncNic {
+                name: format!("eth{i}"),
+                mac,
+                address,
+                assignment,
+            });
+        }
+        let started = vm.get("status").and_then(Value::as_bool).unwrap_or(false);
+        let name = s("vm_name");
+        let name = if name.is_empty() { key.clone() } else { name };
+        let previous_name = prior
+            .get(key)
+            .map(|(n, _)| n.clone())
+            .filter(|n| *n != name);
+        out.push((
+            SyncVm {
+                name,
+                previous_name,
+                cluster: infer_cluster(&tags),
+                status: if started { "active" } else { "offline" }.into(),
+                vcpus: n("cpu_cores"),
+                memory_mb: n("memory_mb"),
+                disk_gb: n("disk_gb"),
+                role: roles
+                    .get(key.as_str())
+                    .map(|r| r.to_string())
+                    .filter(|r| !r.is_empty()),
+                tags,
+                external_id: n("vm_id")
+                    .map(|id| format!("onprem-proxmox:{id}"))
+                    .unwrap_or_default(),
+                nics,
+            },
+            n("vm_id"),
+        ));
+    }
+    out
+}
+
+/// The VMs this slot last published (name and tags), by logical key.
+///
+/// Upstream reads them only from an `ok` state, so a destroy retried after a failed or
+/// cancelled one (state `error`/`running`, outputs of the last good apply kept) never retires
+/// the NetBox VMs. Here every state that still holds outputs counts; `destroyed` holds none.
+fn prior_vms(state: Option<&Map<String, Value>>) -> BTreeMap<String, (String, Vec<String>)> {
+    let mut out = BTreeMap::new();
+    let Some(s) = state else { return out };
+    if s.get("status").and_then(Value::as_str).map(str::trim) == Some("destroyed") {
+        return out;
+    }
+    let Some(vms) = s
+        .get("outputs")
+        .and_then(|o| o.get("vms"))
+        .and_then(Value::as_object)
+    else {
+        return out;
+    };
+    for (k, vm) in vms {
+        let name = vm
+            .get("vm_name")
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .unwrap_or("")
+            .to_string();
+        if name.is_empty() {
+            continue;
+        }
+        let tags = vm
+            .get("tags")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(|t| t.trim().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.insert(k.clone(), (name, tags));
+    }
+    out
+}
+
+/// The upstream warning when NetBox settings are missing (§4.7 step 2).
+fn missing_hint(ctx: &Ctx, missing: &str) -> String {
+    let mut hint = format!("push_to_netbox requires {missing}. ");
+    if missing.contains("NETBOX_API_TOKEN") {
+        let env = ctx.env_name.clone().unwrap_or_else(|| "<env>".into());
+        hint.push_str(&format!(
+            "Generate/store NETBOX_API_TOKEN in runtime vault via: hyops secrets ensure --env {env} NETBOX_API_TOKEN. (vault: {}) ",
+            ctx.root.vault_file().display()
+        ));
+    }
+    if missing.contains("NETBOX_API_URL") {
+        let status = crate::hyops::fsio::read_json_opt(
+            &ctx.root
+                .state_dir()
+                .join("modules")
+                .join(NETBOX_MODULE_ID)
+                .join("latest.json"),
+        )
+        .ok()
+        .flatten()
+        .and_then(|v| {
+            v.get("status")
+                .and_then(Value::as_str)
+                .map(|s| s.trim().to_ascii_lowercase())
+        })
+        .unwrap_or_default();
+        if !status.is_empty() && status != "ok" && status != "ready" {
+            hint.push_str(&format!(
+                "NetBox module state platform/onprem/netbox is not ready (status={status}); apply it to publish netbox_api_url. "
+            ));
+        }
+    }
+    hint.trim().to_string()
+}
+
+/// A connected client, or the non-strict warning / strict error.
+async fn connect(ctx: &Ctx, run: &Run) -> Result<NetboxClient, String> {
+    let (env, _) = hydrate(ctx).map_err(|e| e.message)?;
+    let (url, token) = match (&env.api_url, &env.api_token) {
+        (Some(u), Some(t)) => (u.clone(), t.clone()),
+        _ => {
+            let mut missing = Vec::new();
+            if env.api_url.is_none() {
+                missing.push("NETBOX_API_URL");
+            }
+            if env.api_token.is_none() {
+                missing.push("NETBOX_API_TOKEN");
+            }
+            return Err(missing_hint(ctx, &missing.join(", ")));
+        }
+    };
+    client_for(
+        &env,
+        &url,
+        &token,
+        Duration::from_secs(30),
+        crate::netbox::default_policy(),
+        Some(&run.run_id),
+    )
+    .map_err(|e| e.message)
+}
+
+/// Upstream `probe_client`: `GET /api/status/`, one attempt.
+async fn probe(client: &NetboxClient) -> Result<(), String> {
+    match client.status().await {
+        Ok(_) => Ok(()),
+        Err(e) => match e.status() {
+            Some(code) => Err(format!("NetBox API probe failed ({code}): {e}")),
+            None => Err(format!("NetBox API unreachable: {e}")),
+        },
+    }
+}
+
+/// Where the shared dataset lives: `NETBOX_VMS_AUTO_JSON`/`_CSV`, else
+/// `<root>/state/netbox/vms/vms.auto.{json,csv}`.
+fn dataset_paths(ctx: &Ctx) -> (PathBuf, PathBuf) {
+    let root = ctx.root.path();
+    let pick = |key: &str, default: &str| {
+        ctx.env_vars
+            .get(key)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+            .map(|v| {
+                let p = PathBuf::from(v);
+                if p.is_absolute() {
+                    p
+                } else {
+                    root.join(p)
+                }
+            })
+            .unwrap_or_else(|| root.join(default))
+    };
+    (
+        pick("NETBOX_VMS_AUTO_JSON", "state/netbox/vms/vms.auto.json"),
+        pick("NETBOX_VMS_AUTO_CSV", "state/netbox/vms/vms.auto.csv"),
+    )
+}
+
+const CSV_HEADER: &[&str] = &[
+    "name",
+    "ip_address",
+    "cluster",
+    "interface",
+    "role",
+    "status",
+    "tags",
+    "source",
+    "external_id",
+    "tf_address",
+    "asset_tag",
+    "serial",
+    "mac_address",
+    "ip_private",
+    "ip_assignment",
+    "vm_id",
+    "cpu_cores",
+    "memory_mb",
+    "disk_gb",
+];
+
+fn csv_field(v: &Value) -> String {
+    let s = match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => if *b { "True" } else { "False" }.to_string(),
+        other => other.to_string(),
+    };
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s
+    }
+}
+
+/// Merge this slot's rows into the shared dataset: rows of other modules and slots stay
+/// (upstream keeps only the module that ran last); rows of this slot's VMs are replaced.
+fn write_shared_dataset(
+    ctx: &Ctx,
+    rows: &[Value],
+    replaced_names: &BTreeSet<String>,
+) -> Result<(PathBuf, PathBuf), CliError> {
+    let (json_path, csv_path) = dataset_paths(ctx);
+    let existing: Vec<Value> = crate::hyops::fsio::read_json_opt(&json_path)
+        .ok()
+        .flatten()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default();
+    let mut merged: Vec<Value> = existing
+        .into_iter()
+        .filter(|r| {
+            let name = r.get("name").and_then(Value::as_str).unwrap_or("");
+            !replaced_names.contains(name)
+        })
+        .collect();
+    merged.extend(rows.iter().cloned());
+    merged.sort_by(|a, b| {
+        a.get("name")
+            .and_then(Value::as_str)
+            .cmp(&b.get("name").and_then(Value::as_str))
+    });
+    write_json_atomic(&json_path, &Value::Array(merged.clone())).map_err(CliError::hyops)?;
+    let mut csv = CSV_HEADER.join(",");
+    csv.push('\n');
+    for r in &merged {
+        let line: Vec<String> = CSV_HEADER
+            .iter()
+            .map(|k| csv_field(r.get(*k).unwrap_or(&Value::Null)))
+            .collect();
+        csv.push_str(&line.join(","));
+        csv.push('\n');
+    }
+    write_text_atomic(&csv_path, &csv).map_err(CliError::hyops)?;
+    Ok((json_path, csv_path))
+}
+
+/// `hook_netbox_sync.json`: upstream's keys (`command`, `cwd`, `dataset_json`,
+/// `dataset_csv`, `rc`) and the sync's own (`engine`, `strict`, `netbox_api_version`,
+/// `summary`).
+fn hook_record(
+    command: Vec<String>,
+    run: &Run,
+    (dataset_json, dataset_csv): (&Path, &Path),
+    rc: i32,
+    strict: bool,
+    api_version: Option<String>,
+    summary: Value,
+) -> Value {
+    json!({
+        "command": command,
+        "cwd": run.evidence.display().to_string(),
+        "dataset_json": dataset_json.display().to_string(),
+        "dataset_csv": dataset_csv.display().to_string(),
+        "rc": rc,
+        "engine": "hyops-pve built-in NetBox sync",
+        "strict": strict,
+        "netbox_api_version": api_version,
+        "summary": summary,
+    })
+}
+
+/// Non-strict: a warning; strict: the run fails with `error`.
+fn soft(strict: bool, warning: String, error: String) -> Result<Vec<String>, CliError> {
+    if strict {
+        Err(CliError::msg(error))
+    } else {
+        Ok(vec![warning])
+    }
+}
+
+/// The inventory sync after a successful apply. `prior_state` is the slot's state before the
+/// run (its VMs that are gone now are retired). Returns the warnings for the driver result;
+/// fails only with `HYOPS_NETBOX_SYNC_STRICT`.
+pub async fn after_apply(
+    ctx: &Ctx,
+    run: &Run,
+    plan: &PlanArtifact,
+    report: &ApplyReport,
+    prior_state: Option<&Map<String, Value>>,
+) -> Result<Vec<String>, CliError> {
+    let strict = truthy(&ctx.env_vars, SYNC_STRICT_ENV);
+    let prior = prior_vms(prior_state);
+    let rows = rows_from_outputs(&report.outputs, plan, &prior);
+    let current: BTreeSet<String> = rows.iter().map(|(v, _)| v.name.clone()).collect();
+    // This slot's VMs that are gone since the last ok state: retire them (and only them);
+    // a renamed VM is not gone, the sync renames it.
+    let renamed: BTreeSet<String> = rows
+        .iter()
+        .filter_map(|(v, _)| v.previous_name.clone())
+        .collect();
+    let retire: Vec<VmRef> = prior
+        .values()
+        .filter(|(name, _)| !current.contains(name) && !renamed.contains(name))
+        .map(|(name, tags)| VmRef {
+            name: name.clone(),
+            cluster: infer_cluster(tags),
+        })
+        .collect();
+    let dataset: Vec<Value> = rows.iter().map(|(v, id)| dataset_row(v, *id)).collect();
+    let evidence_dataset = run.evidence.join("hook_netbox_sync.dataset.json");
+    write_json_atomic(&evidence_dataset, &Value::Array(dataset.clone()))
+        .map_err(CliError::hyops)?;
+    let mut replaced: BTreeSet<String> = current.clone();
+    replaced.extend(retire.iter().map(|r| r.name.clone()));
+    let (dataset_json, dataset_csv) = write_shared_dataset(ctx, &dataset, &replaced)?;
+    let command = vec![
+        "hyops-pve".to_string(),
+        "netbox-sync".to_string(),
+        "--dataset".to_string(),
+        dataset_json.display().to_string(),
+    ];
+    let client = match connect(ctx, run).await {
+        Ok(c) => c,
+        Err(hint) => {
+            return soft(
+                strict,
+                format!("push_to_netbox disabled (non-strict): {hint}"),
+                hint,
+            )
+        }
+    };
+    if rows.is_empty() {
+        let e = format!("dataset has no rows: {}", dataset_json.display());
+        return soft(
+            strict,
+            format!("push_to_netbox disabled (non-strict): dataset check failed: {e}"),
+            format!("push_to_netbox dataset check failed: {e}"),
+        );
+    }
+    let vms: Vec<SyncVm> = rows.into_iter().map(|(v, _)| v).collect();
+    let opts = SyncOptions::from_env(&ctx.env_vars);
+    let (rc, summary, warnings) = match probe(&client).await {
+        Err(e) => (3, json!({"error": e}), vec![format!("netbox sync: {e}")]),
+        Ok(()) => {
+            let rep = sync_vms(&client, &vms, &retire, &opts).await;
+            let mut w: Vec<String> = rep
+                .warnings
+                .iter()
+                .map(|x| format!("netbox sync: {x}"))
+                .collect();
+            w.extend(rep.errors.iter().map(|x| format!("netbox sync: {x}")));
+            let rc = if rep.errors.is_empty() { 0 } else { 4 };
+            (rc, serde_json::to_value(&rep).unwrap_or(Value::Null), w)
+        }
+    };
+    let record = hook_record(
+        command,
+        run,
+        (&dataset_json, &dataset_csv),
+        rc,
+        strict,
+        client.api_version(),
+        summary.clone(),
+    );
+    finish_hook(run, &record, &summary, rc, strict, warnings)
+}
+
+/// The destroy sync (§4.8) from the prior state, before `destroyed` is written. Returns the
+/// warnings; fails only with `HYOPS_NETBOX_SYNC_STRICT`.
+pub async fn after_destroy(
+    ctx: &Ctx,
+    run: &Run,
+    prior_state: Option<&Map<String, Value>>,
+) -> Result<Vec<String>, CliError> {
+    let strict = truthy(&ctx.env_vars, SYNC_STRICT_ENV);
+    let prior = prior_vms(prior_state);
+    if prior.is_empty() {
+        // Upstream: no ok prior state with VMs means no destroy dataset and no sync.
+        return Ok(Vec::new());
+    }
+    let rows: Vec<Value> = prior
+        .values()
+        .map(|(name, tags)| json!({"name": name, "cluster": infer_cluster(tags), "tags": tags.join(";")}))
+        .collect();
+    let dataset = run.evidence.join("hook_netbox_destroy_vms.dataset.json");
+    write_json_atomic(&dataset, &Value::Array(rows)).map_err(CliError::hyops)?;
+    let hard = truthy(&ctx.env_vars, HARD_DELETE_ENV);
+    let mut command = vec![
+        "hyops-pve".to_string(),
+        "netbox-sync".to_string(),
+        "--dataset".to_string(),
+        dataset.display().to_string(),
+        "--destroy-sync".to_string(),
+    ];
+    if hard {
+        command.push("--hard-delete".into());
+    }
+    let client = match connect(ctx, run).await {
+        Ok(c) => c,
+        Err(hint) => {
+            return soft(
+                strict,
+                format!("push_to_netbox disabled (non-strict): {hint}"),
+                hint,
+            )
+        }
+    };
+    let targets: Vec<VmRef> = prior
+        .values()
+        .map(|(name, tags)| VmRef {
+            name: name.clone(),
+            cluster: infer_cluster(tags),
+        })
+        .collect();
+    let opts = SyncOptions::from_env(&ctx.env_vars);
+    let (rc, summary, warnings) = match probe(&client).await {
+        Err(e) => (3, json!({"error": e}), vec![format!("netbox sync: {e}")]),
+        Ok(()) => {
+            let rep = destroy_sync(&client, &targets, hard, &opts).await;
+            let w: Vec<String> = rep
+                .errors
+                .iter()
+                .map(|x| format!("netbox sync: {x}"))
+                .collect();
+            let rc = if rep.errors.is_empty() { 0 } else { 4 };
+            (rc, serde_json::to_value(&rep).unwrap_or(Value::Null), w)
+        }
+    };
+    let (_, csv) = dataset_paths(ctx);
+    let record = hook_record(
+        command,
+        run,
+        (&dataset, &csv),
+        rc,
+        strict,
+        client.api_version(),
+        summary.clone(),
+    );
+    finish_hook(run, &record, &summary, rc, strict, warnings)
+}
+
+/// Write `hook_netbox_sync.json` and `hook_netbox_sync.result.json`, then apply upstream's
+/// non-strict rule: a failed sync (`rc != 0`) is a leading warning, or the error with
+/// `HYOPS_NETBOX_SYNC_STRICT`.
+fn finish_hook(
+    run: &Run,
+    record: &Value,
+    summary: &Value,
+    rc: i32,
+    strict: bool,
+    mut warnings: Vec<String>,
+) -> Result<Vec<String>, CliError> {
+    write_json_atomic(&run.evidence.join("hook_netbox_sync.json"), record)
+        .map_err(CliError::hyops)?;
+    write_json_atomic(&run.evidence.join("hook_netbox_sync.result.json"), summary)
+        .map_err(CliError::hyops)?;
+    if rc != 0 {
+        if strict {
+            return Err(CliError::msg(format!(
+                "netbox sync failed with rc={rc}: {}",
+                warnings.join("; ")
+            )));
+        }
+        warnings.insert(0, format!("netbox sync failed (non-strict) with rc={rc}"));
+    }
+    Ok(warnings)
+}
