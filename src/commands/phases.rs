@@ -460,7 +460,8 @@ impl Preflighted {
     }
 }
 
-/// API-free checks, inputs, guards, template state, then Proxmox reachability.
+/// API-free checks, inputs, guards, template state, then Proxmox reachability, then the SDN
+/// and IPAM checks ([`preflight_sdn_ipam`]).
 /// With `bypassed` (an operator-approved `--skip-preflight`, or a driver-mode apply whose
 /// preflight hyops already ran), failed API-free checks become warnings; what the engine
 /// itself needs (inputs, credentials, template, guards) still runs.
@@ -471,6 +472,67 @@ pub async fn preflight_phase(
     strict: bool,
     bypassed: bool,
 ) -> Result<Preflighted, CliError> {
+    let mut offline = preflight_offline(ctx, run, command, strict, bypassed)?;
+    let client = reachable_client(ctx, &offline.creds).await?;
+    let ipam = preflight_sdn_ipam(ctx, &mut offline).await?;
+    Ok(Preflighted {
+        creds: offline.creds,
+        resolved: offline.resolved,
+        template_vmid: offline.template_vmid,
+        template_hint: offline.template_hint,
+        deletion_only_shrink: offline.deletion_only_shrink,
+        warnings: offline.warnings,
+        client,
+        checks: offline.checks,
+        ipam,
+    })
+}
+
+/// The preflight checks after the template, none of them a Proxmox API call: in upstream's
+/// order, the SDN managed-bridge guard (every mode, with the host-side gateway probe over
+/// node SSH), then the IPAM checks (readiness, credentials, probe, explicit addresses).
+/// Read-only: nothing is reserved here. Their warnings join `offline.warnings`.
+pub async fn preflight_sdn_ipam(
+    ctx: &Ctx,
+    offline: &mut OfflinePreflight,
+) -> Result<Option<IpamPrepared>, CliError> {
+    let bridge_warnings =
+        ipam::bridge_guard(ctx, &offline.resolved.resolved_json, Some(&offline.creds)).await?;
+    for w in &bridge_warnings {
+        output::warn(w);
+    }
+    offline.warnings.extend(bridge_warnings);
+    ipam::ipam_prepare(
+        ctx,
+        &offline.resolved.model,
+        &offline.resolved.resolved_json,
+        &mut offline.warnings,
+    )
+    .await
+}
+
+/// What [`preflight_offline`] checked: everything of [`Preflighted`] but the client.
+pub struct OfflinePreflight {
+    pub creds: ProxmoxCredentials,
+    pub resolved: ResolvedInputs,
+    pub template_vmid: u32,
+    pub template_hint: String,
+    pub deletion_only_shrink: bool,
+    pub warnings: Vec<String>,
+    pub checks: hyops::PreflightReport,
+}
+
+/// The API-free part of [`preflight_phase`]: inputs, credentials, the preflight checks, the
+/// VM-set guards and the template from its state; no Proxmox call. What a `validate` needs
+/// (upstream's driver preflight is API-free too, so `hyops validate` works on a runner that
+/// cannot reach Proxmox).
+pub fn preflight_offline(
+    ctx: &Ctx,
+    run: &Run,
+    command: LifecycleCommand,
+    strict: bool,
+    bypassed: bool,
+) -> Result<OfflinePreflight, CliError> {
     // Input errors first (they are the operator's to fix in the overlay), then credentials.
     // The vault is decrypted once and serves both the credentials and the preflight checks.
     let vault = ctx.vault();
@@ -522,27 +584,14 @@ pub async fn preflight_phase(
     let guard = vm_set_guards(ctx, &resolved.model)?;
     warnings.extend(guard.warnings.clone());
     let (template_vmid, template_hint) = template_vmid(ctx, &resolved.model, &mut warnings)?;
-    let client = reachable_client(ctx, &creds).await?;
-    // Upstream order: after the template probe, the SDN managed-bridge guard (every mode,
-    // with the host-side gateway probe over node SSH), then the IPAM checks (readiness,
-    // credentials, probe, explicit addresses). Read-only: nothing is reserved here.
-    let bridge_warnings = ipam::bridge_guard(ctx, &resolved.resolved_json, Some(&creds)).await?;
-    for w in &bridge_warnings {
-        output::warn(w);
-    }
-    warnings.extend(bridge_warnings);
-    let ipam =
-        ipam::ipam_prepare(ctx, &resolved.model, &resolved.resolved_json, &mut warnings).await?;
-    Ok(Preflighted {
+    Ok(OfflinePreflight {
         creds,
         resolved,
         template_vmid,
         template_hint,
         deletion_only_shrink: guard.deletion_only_shrink,
         warnings,
-        client,
         checks: report,
-        ipam,
     })
 }
 
