@@ -55,6 +55,10 @@ pub struct RetryPolicy {
     pub max_elapsed: Duration,
     /// Attempt budget (`0` = unlimited within `max_elapsed`).
     pub max_attempts: u32,
+    /// Attempts always made before the time budget can end the retries (`0` = none). Set by
+    /// [`RetryPolicy::scaled`]: scaling shrinks the waits, never the number of tries, since an
+    /// attempt's own latency (network, CPU) does not shrink with a simulator's clock.
+    pub min_attempts: u32,
 }
 
 impl Default for RetryPolicy {
@@ -67,6 +71,7 @@ impl Default for RetryPolicy {
             jitter: 0.25,
             max_elapsed: Duration::from_secs(30),
             max_attempts: 0,
+            min_attempts: 0,
         }
     }
 }
@@ -157,8 +162,34 @@ impl RetryPolicy {
             initial: s(self.initial),
             max_interval: s(self.max_interval),
             max_elapsed: self.max_elapsed.mul_f64(factor),
+            min_attempts: if factor < 1.0 {
+                self.min_attempts.max(self.attempts_in_budget())
+            } else {
+                self.min_attempts
+            },
             ..self
         }
+    }
+
+    /// How many attempts the undithered schedule fits into `max_elapsed` when attempts take
+    /// no time (at most `max_attempts` when set; capped at 64).
+    pub fn attempts_in_budget(&self) -> u32 {
+        let cap = if self.max_attempts == 0 {
+            64
+        } else {
+            self.max_attempts.min(64)
+        };
+        let budget = self.max_elapsed.as_secs_f64();
+        let mut waited = 0.0;
+        let mut n = 1;
+        while n < cap {
+            waited += self.base_delay(n).as_secs_f64();
+            if waited > budget {
+                break;
+            }
+            n += 1;
+        }
+        n
     }
 
     /// The undithered delay before attempt `n + 1` (n ≥ 1).
@@ -184,12 +215,15 @@ impl RetryPolicy {
             return None;
         }
         let elapsed = started.elapsed();
+        let d = self.jittered(self.base_delay(attempts));
+        if attempts < self.min_attempts {
+            return Some(d);
+        }
         if elapsed >= self.max_elapsed {
             return None;
         }
-        let d = self.jittered(self.base_delay(attempts));
         // The last wait is cut short so one more attempt lands at the deadline.
-        Some(d.min(self.max_elapsed - elapsed))
+        Some(d.min(self.max_elapsed.saturating_sub(elapsed)))
     }
 
     /// Run `op` until it succeeds, fails with a non-transient error, or the budget is spent.
@@ -340,6 +374,36 @@ mod tests {
             max_attempts: 4,
             ..RetryPolicy::default()
         }
+    }
+
+    #[tokio::test]
+    async fn a_scaled_policy_keeps_its_attempts_when_each_attempt_is_slower_than_the_scaled_budget()
+    {
+        // 200 ms doubling to 5 s within 30 s: waits 0.2+0.4+0.8+1.6+3.2+5×4 = 26.2 s fit, so
+        // 10 attempts. Scaled by 0.002 the budget is 60 ms; attempts that each take 20 ms (a
+        // loaded machine) must still get all 10 tries.
+        let p = RetryPolicy {
+            jitter: 0.0,
+            ..RetryPolicy::default()
+        };
+        assert_eq!(p.attempts_in_budget(), 10);
+        let scaled = p.scaled(0.002);
+        let n = AtomicU32::new(0);
+        let r: Result<Attempted<()>, _> = scaled
+            .retry(|| async {
+                n.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Err(E(Disposition::Transient))
+            })
+            .await;
+        assert_eq!(n.load(Ordering::SeqCst), 10);
+        assert!(matches!(r, Err(RetryError::GaveUp { attempts: 10, .. })));
+    }
+
+    #[test]
+    fn an_unscaled_policy_has_no_attempt_floor() {
+        assert_eq!(RetryPolicy::default().scaled(1.0).min_attempts, 0);
+        assert_eq!(fast().attempts_in_budget(), 4, "capped by max_attempts");
     }
 
     #[tokio::test]

@@ -121,6 +121,7 @@ impl Timeouts {
             jitter: 0.25,
             max_elapsed: deadline,
             max_attempts: self.max_attempts,
+            min_attempts: 0,
         }
     }
 

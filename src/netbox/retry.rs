@@ -23,6 +23,7 @@ pub fn default_policy() -> RetryPolicy {
         jitter: 0.25,
         max_elapsed: Duration::from_secs(60),
         max_attempts: 5,
+        min_attempts: 0,
     }
 }
 

@@ -427,6 +427,7 @@ impl WaitOptions {
             jitter: 0.0,
             max_elapsed: self.timeout,
             max_attempts: 0,
+            min_attempts: 0,
         }
     }
 }

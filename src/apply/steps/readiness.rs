@@ -97,6 +97,7 @@ async fn readiness(
         multiplier: if learned.is_some() { 1.25 } else { 1.5 },
         max_elapsed: budget.saturating_sub(expected),
         max_attempts: 0,
+        min_attempts: 0,
         jitter: 0.0,
     };
     let last_miss: Mutex<Option<Instant>> = Mutex::new(None);
