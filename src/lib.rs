@@ -16,6 +16,7 @@
 pub mod apply;
 pub mod cli;
 pub mod commands;
+pub mod fsread;
 pub mod hyops;
 pub mod inputs;
 pub mod netbox;

@@ -50,6 +50,37 @@ fn a_verbose_apply_finishes_and_records_its_state_when_stderr_is_closed() {
 }
 
 #[test]
+fn an_endless_file_named_as_input_is_refused_at_the_bound_not_read_whole() {
+    // /dev/zero reports 0 bytes in its metadata: `--inputs /dev/urandom` read gigabytes
+    // (7 GB resident before it was killed) because only regular files were size-checked.
+    let home = tempfile::tempdir().unwrap();
+    for args in [
+        &["validate", "--sim", "--env", "dev", "--inputs", "/dev/zero"][..],
+        &[
+            "plan",
+            "--sim",
+            "--env",
+            "dev",
+            "--sim-cluster",
+            "/dev/zero",
+        ][..],
+        &["plan", "--sim", "--env", "dev", "--sim-faults", "/dev/zero"][..],
+    ] {
+        let o = run_sync({
+            let mut c = bin(home.path());
+            c.args(args);
+            if !args.contains(&"--inputs") {
+                c.arg("--inputs").arg(example("inputs.sim-demo.yml"));
+            }
+            c
+        });
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("more than"), "{args:?}: {err}");
+    }
+}
+
+#[test]
 fn a_lock_wait_beyond_the_end_of_time_is_a_long_wait_not_a_panic() {
     let home = tempfile::tempdir().unwrap();
     let o = run_sync({

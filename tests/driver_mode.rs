@@ -963,3 +963,192 @@ async fn sigterm_during_a_driver_apply_ends_the_steps_and_answers_one_result() {
     );
     assert!(!latest(&h).exists(), "hyops owns latest.json");
 }
+
+#[tokio::test]
+async fn a_refused_import_keeps_the_detach_record_and_the_next_apply_leaves_the_detached_vm() {
+    let h = Harness::start().await;
+    ok(&run(
+        &h,
+        &request(&h, "apply", "apply-k0", &resolved_inputs(DEMO)),
+    )
+    .await);
+    let old = vmid_of(&h, "app-01");
+    let mut req = request(
+        &h,
+        "state_detach",
+        "state-detach-k1",
+        &resolved_inputs(DEMO),
+    );
+    req["state"] = json!({"resource_address": "app-01", "expected_resource_id": old.to_string(), "force": true});
+    ok(&run(&h, &req).await);
+    // The slot makes a new app-01; the detached one stays in Proxmox, forgotten.
+    ok(&run(
+        &h,
+        &request(&h, "apply", "apply-k2", &resolved_inputs(DEMO)),
+    )
+    .await);
+    let record = h
+        .root()
+        .join("state/detached/platform__onprem__platform-vm.json");
+    let record_vmids = || -> Vec<u64> {
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+        v["vms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|vm| vm["vmid"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(record_vmids(), vec![u64::from(old)]);
+    // Importing the old VM back into the key the new one holds is refused ...
+    let mut req = request(&h, "import", "import-k3", &resolved_inputs(DEMO));
+    req["import"] = json!({"resource_address": "app-01", "resource_id": old.to_string()});
+    let err = error_of(&run(&h, &req).await);
+    assert!(err.contains("already managed by VM"), "{err}");
+    // ... and changes nothing: the VM is still detached, so the next apply leaves it alone
+    // instead of deleting it as a duplicate clone of app-01.
+    assert_eq!(record_vmids(), vec![u64::from(old)]);
+    ok(&run(
+        &h,
+        &request(&h, "apply", "apply-k4", &resolved_inputs(DEMO)),
+    )
+    .await);
+    assert!(
+        h.vms().iter().any(|(id, _)| *id == old),
+        "the detached VM {old} was deleted: {:?}",
+        h.vms()
+    );
+}
+
+/// The VM's address as `terraform state list` prints it for the upstream pack.
+const TF_ADDRESS_APP01: &str =
+    "module.vm_multi.module.vm[\"app-01\"].proxmox_virtual_environment_vm.vm";
+
+#[tokio::test]
+async fn state_detach_and_import_accept_the_terraform_address_of_the_vm() {
+    let h = Harness::start().await;
+    ok(&run(
+        &h,
+        &request(&h, "apply", "apply-t0", &resolved_inputs(DEMO)),
+    )
+    .await);
+    let app01 = vmid_of(&h, "app-01");
+    let mut req = request(
+        &h,
+        "state_detach",
+        "state-detach-t1",
+        &resolved_inputs(DEMO),
+    );
+    req["state"] = json!({"resource_address": TF_ADDRESS_APP01, "expected_resource_id": app01.to_string(), "force": true});
+    let r = run(&h, &req).await;
+    ok(&r);
+    assert_eq!(r.state_detach.as_ref().unwrap()["vms"][0]["key"], "app-01");
+    let mut req = request(&h, "import", "import-t2", &resolved_inputs(DEMO));
+    req["import"] = json!({"resource_address": format!("{TF_ADDRESS_APP01}[0]"), "resource_id": app01.to_string()});
+    let r = run(&h, &req).await;
+    ok(&r);
+    assert_eq!(r.normalized_outputs["imported"]["key"], "app-01");
+}
+
+#[test]
+fn an_address_names_the_key_of_a_vm_and_never_of_another_resource() {
+    use hyops_pve::hyops::protocol::logical_key_of_address;
+    for (address, key) in [
+        ("app-01", Some("app-01")),
+        ("vms.app-01", Some("app-01")),
+        ("vms[\"app-01\"]", Some("app-01")),
+        (
+            "module.x.proxmox_virtual_environment_vm.vm[\"app-01\"]",
+            Some("app-01"),
+        ),
+        (TF_ADDRESS_APP01, Some("app-01")),
+        (
+            "module.vms.module.vm[\"db-01\"].proxmox_virtual_environment_vm.vm[0]",
+            Some("db-01"),
+        ),
+        // The VM's cloud-init snippet is not the VM.
+        (
+            "module.vm_multi.module.vm[\"app-01\"].proxmox_virtual_environment_file.cloud_init_user_data[0]",
+            None,
+        ),
+        (
+            "module.x.proxmox_virtual_environment_file.ci[\"app-01\"]",
+            None,
+        ),
+        ("module.vm[\"app-01\"].something_else", None),
+        ("module.vm[\"app 01\"]", None),
+        ("vms[\"\"]", None),
+    ] {
+        assert_eq!(
+            logical_key_of_address(address).as_deref(),
+            key,
+            "{address}"
+        );
+    }
+}
+
+/// Point the harness root's credentials at a port nothing listens on.
+fn make_proxmox_unreachable(h: &Harness) {
+    let tfvars = h.root().join("credentials/proxmox.credentials.tfvars");
+    let text = std::fs::read_to_string(&tfvars).unwrap();
+    let text: String = text
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("proxmox_url") {
+                "proxmox_url = \"https://127.0.0.1:1/api2/json\"".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&tfvars, text + "\n").unwrap();
+}
+
+#[tokio::test]
+async fn validate_and_its_preflight_need_no_proxmox_but_the_apply_preflight_does() {
+    let h = Harness::start().await;
+    make_proxmox_unreachable(&h);
+    let mut pre = request(&h, "preflight", "validate-u1", &resolved_inputs(DEMO));
+    pre["lifecycle_command"] = json!("validate");
+    ok(&run(&h, &pre).await);
+    ok(&run(
+        &h,
+        &request(&h, "validate", "validate-u1", &resolved_inputs(DEMO)),
+    )
+    .await);
+    let mut pre = request(&h, "preflight", "apply-u2", &resolved_inputs(DEMO));
+    pre["lifecycle_command"] = json!("apply");
+    let err = error_of(&run(&h, &pre).await);
+    assert!(err.contains("is not reachable"), "{err}");
+}
+
+#[test]
+fn a_request_larger_than_the_cap_is_an_error_result_not_an_unbounded_read() {
+    use hyops_pve::commands::driver::MAX_REQUEST_BYTES;
+    let size = usize::try_from(MAX_REQUEST_BYTES).unwrap() + 1;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hyops-pve"))
+        .arg("driver")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // A JSON string padded past the cap; the driver may stop reading (a broken pipe here).
+    let writer = std::thread::spawn(move || {
+        let mut body = vec![b'x'; size];
+        body[0] = b'"';
+        let _ = stdin.write_all(&body);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "error");
+    let err = v["error"].as_str().unwrap();
+    assert!(
+        err.starts_with("driver request field request: larger than 64 MiB"),
+        "{err}"
+    );
+}

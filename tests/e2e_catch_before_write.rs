@@ -53,6 +53,34 @@ async fn every_placement_problem_is_listed_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_vcpus_than_the_node_has_are_refused_before_the_clone() {
+    // The simulator's nodes have 32 CPUs (maxcpu); Proxmox's start would fail with
+    // "MAX 32 vcpus allowed per VM on this node" after the clone and the config write.
+    let h = Harness::start().await;
+    let msg = refused(&h, &DEMO.replace("cpu_cores: 2", "cpu_cores: 64")).await;
+    assert!(
+        msg.contains("VM app-01: cpu_cores 64 = 64 vCPUs, but node pve1 has 32 CPUs")
+            && msg.contains("MAX 32 vcpus allowed per VM on this node"),
+        "{msg}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nic_mtu_above_the_bridge_mtu_is_refused_before_the_clone() {
+    let h = Harness::start().await;
+    let overlay = DEMO.replacen(
+        "      - bridge: vmbr0\n",
+        "      - bridge: vmbr0\n        mtu: 9000\n",
+        1,
+    );
+    let msg = refused(&h, &overlay).await;
+    assert!(
+        msg.contains("VM app-01: mtu 9000 of interfaces[1] is above the MTU 1500 of bridge 'vmbr0' on node pve1"),
+        "{msg}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_outside_the_cluster_is_refused() {
     let h = Harness::start().await;
     let overlay = DEMO.replace(

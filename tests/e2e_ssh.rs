@@ -312,6 +312,52 @@ async fn destroy_removes_the_snippets_and_host_keys_of_the_destroyed_vms() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snippet_cleanup_keeps_the_files_a_namesake_vm_of_someone_else_uses() {
+    // Proxmox allows two VMs with one name (another env with the same name_prefix, a
+    // hand-made VM). Snippet files are found by VM name, so a cleanup must not delete a file
+    // that such a namesake points at: its next cloud-init rebuild would fail.
+    let h = Harness::start().await;
+    let ctx = h.ctx(&h.overlay("o.yml", DEMO)).await;
+    apply_inner(&ctx, None, None).await.unwrap();
+    let cc = h.config_of("dev-app-01")["cicustom"].clone();
+    let file = cc
+        .strip_prefix("user=local:snippets/")
+        .expect("user snippet")
+        .to_string();
+    h.clone_raw(500, "dev-app-01").await;
+    h.settle().await;
+    let r = h
+        .raw_client()
+        .put(format!("{}/nodes/pve1/qemu/500/config", h.sim.url()))
+        .header("Authorization", h.sim.token_header())
+        .form(&[("cicustom", cc.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{:?}", r.text().await);
+    // Our app-01 gets new user-data: its old file is stale for us, not for VM 500.
+    let changed = DEMO.replacen(
+        "  app-01:\n    role: app\n",
+        "  app-01:\n    role: app\n    cloud_init_user_data: \"#cloud-config\\npackages: [htop]\\n\"\n",
+        1,
+    );
+    let ctx2 = h.ctx(&h.overlay("o2.yml", &changed)).await;
+    apply_inner(&ctx2, None, None).await.unwrap();
+    assert!(
+        snippets(&h).contains(&file),
+        "{file} was removed: {:?}",
+        snippets(&h)
+    );
+    destroy_inner(&ctx2, None).await.unwrap();
+    assert_eq!(snippets(&h), [file], "only the namesake's file is left");
+    assert_eq!(
+        h.config_of("dev-app-01")["cicustom"],
+        cc,
+        "VM 500 untouched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn native_mode_uses_native_keys_and_drops_our_cicustom() {
     let h = Harness::start().await;
     let ctx = h.ctx(&h.overlay("o.yml", DEMO)).await;

@@ -552,3 +552,16 @@ fn missing_credentials_say_where_they_were_looked_for_and_how_to_fix_it() {
         "{e}"
     );
 }
+
+#[test]
+fn a_tfvars_path_naming_an_endless_device_is_refused_at_the_bound() {
+    // HYOPS_PROXMOX_TFVARS may name any path; /dev/zero reports 0 bytes and never ends.
+    let root_dir = tempfile::tempdir().unwrap();
+    let e = load_proxmox_credentials(
+        &RuntimeRoot::at(root_dir.path()),
+        &env(&[("HYOPS_PROXMOX_TFVARS", "/dev/zero")]),
+        None,
+    )
+    .expect_err("refused");
+    assert!(e.to_string().contains("more than 1 MiB"), "{e}");
+}

@@ -13,6 +13,17 @@ use serde_json::Value;
 
 /// Run `hyops_pve_driver.run(request)` with `HYOPS_PVE_BIN=bin`; returns the result.
 fn run_plugin(python: &Path, bin: &Path, evidence: &Path, padding: usize) -> Value {
+    run_plugin_timeout(python, bin, evidence, padding, "60")
+}
+
+/// [`run_plugin`] with `HYOPS_PVE_DRIVER_TIMEOUT_S=timeout`.
+fn run_plugin_timeout(
+    python: &Path,
+    bin: &Path,
+    evidence: &Path,
+    padding: usize,
+    timeout: &str,
+) -> Value {
     let script = format!(
         r#"
 import json, sys
@@ -30,7 +41,7 @@ print(json.dumps(d.run(req)))
             Path::new(env!("CARGO_MANIFEST_DIR")).join("integrations/hyops"),
         )
         .env("HYOPS_PVE_BIN", bin)
-        .env("HYOPS_PVE_DRIVER_TIMEOUT_S", "60")
+        .env("HYOPS_PVE_DRIVER_TIMEOUT_S", timeout)
         .env_remove("HYOPS_VERBOSE")
         .output()
         .expect("python runs");
@@ -111,4 +122,34 @@ fn every_binary_failure_is_one_error_line_naming_hyops_pve_bin() {
                 .unwrap();
         assert_eq!(written, r);
     }
+}
+
+#[test]
+fn a_timeout_that_is_not_a_positive_number_is_an_error_naming_it_not_no_limit() {
+    let Some(python) = upstream_hyops::require_python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // A binary that would answer ok: the bad setting must stop the call before it starts.
+    let bin = script(
+        dir.path(),
+        "fine",
+        r#"cat >/dev/null; echo '{"status":"ok","run_id":"apply-t","normalized_outputs":{},"warnings":[]}'"#,
+    );
+    for bad in ["30s", "0", "-5", "nan", "inf"] {
+        let ev = dir.path().join(format!("ev-{bad}"));
+        let r = run_plugin_timeout(&python, &bin, &ev, 0, bad);
+        assert_eq!(r["status"], "error", "{bad}: {r}");
+        let err = r["error"].as_str().unwrap();
+        assert!(
+            err.contains(&format!("HYOPS_PVE_DRIVER_TIMEOUT_S='{bad}'")),
+            "{bad}: {err}"
+        );
+        assert!(
+            !ev.join("hyops_pve_apply.result.json").exists(),
+            "{bad}: the binary ran"
+        );
+    }
+    let r = run_plugin_timeout(&python, &bin, &dir.path().join("ev-ok"), 0, "2.5");
+    assert_eq!(r["status"], "ok", "{r}");
 }

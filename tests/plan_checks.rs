@@ -99,6 +99,17 @@ fn a_multicast_mac_is_refused() {
 }
 
 #[test]
+fn a_disk_larger_than_qemu_can_hold_is_refused_not_saturated() {
+    // 2^63-1 GiB became u64::MAX bytes (16 EiB) and reached the resize after the clone.
+    let p = problems(&pool(json!({"disk_size_gb": 9223372036854775807u64})));
+    assert_eq!(
+        p,
+        ["inputs.disk_size_gb=\"9223372036854775807\": Proxmox format disk size: 1 to 8589934591 GiB (QEMU's largest disk, 8 EiB)"]
+    );
+    check(&pool(json!({"disk_size_gb": 8589934591u64}))).unwrap();
+}
+
+#[test]
 fn a_newline_in_ssh_username_is_refused() {
     let p = problems(&pool(json!({"ssh_username": "ops\nruncmd: [touch /x]\nx"})));
     assert!(p[0].starts_with("inputs.ssh_username="), "{p:?}");

@@ -69,6 +69,7 @@ fn desired(inp: &ModuleInputs) -> BTreeMap<LogicalVmKey, DesiredVm> {
         boot_disk: "scsi0".into(),
         disk_bytes: Some(32 << 30),
         storages: vec!["local-lvm".into()],
+        sockets: None,
     };
     inp.vms
         .iter()

@@ -694,3 +694,17 @@ proptest! {
         let _ = classify_message(status, &msg, &BTreeMap::new(), status.is_some());
     }
 }
+
+#[test]
+fn a_node_row_with_an_odd_maxcpu_still_decodes_without_it() {
+    // maxcpu only enables the plan's vCPU check: an odd value skips that check instead of
+    // failing the whole GET /nodes listing (and with it every plan).
+    for odd in [json!("many"), json!(-1), json!(1.5), json!({}), json!(null)] {
+        let n: NodeInfo =
+            serde_json::from_value(json!({"node": "pve1", "status": "online", "maxcpu": odd}))
+                .unwrap_or_else(|e| panic!("{odd}: {e}"));
+        assert_eq!(n.maxcpu, None, "{odd}");
+    }
+    let n: NodeInfo = serde_json::from_value(json!({"node": "pve1", "maxcpu": "32"})).unwrap();
+    assert_eq!(n.maxcpu, Some(32));
+}

@@ -166,6 +166,29 @@ async fn starting_a_vm_on_a_missing_bridge_fails_in_the_task() {
 }
 
 #[tokio::test]
+async fn starting_a_vm_with_more_vcpus_than_the_node_has_fails_in_the_task() {
+    // qemu-server config_to_command: sockets x cores above the node's CPU count (maxcpu of
+    // GET /nodes, 32 in the simulator) dies at start; the config write takes it.
+    let t = start(0.001).await;
+    assert_eq!(t.clone_vm("pve1", 9000, 308, &[]).await, "OK");
+    let (code, _) = t
+        .put(
+            "/nodes/pve1/qemu/308/config",
+            &[("cores", "16"), ("sockets", "4")],
+        )
+        .await;
+    assert_eq!(code, 200);
+    let r = t.post("/nodes/pve1/qemu/308/status/start", &[]).await;
+    assert_eq!(t.task(r).await, "MAX 32 vcpus allowed per VM on this node");
+    let (code, _) = t
+        .put("/nodes/pve1/qemu/308/config", &[("sockets", "2")])
+        .await;
+    assert_eq!(code, 200);
+    let r = t.post("/nodes/pve1/qemu/308/status/start", &[]).await;
+    assert_eq!(t.task(r).await, "OK");
+}
+
+#[tokio::test]
 async fn starting_a_vm_with_an_mtu_below_576_fails_in_the_task() {
     let t = start(0.001).await;
     assert_eq!(t.clone_vm("pve1", 9000, 307, &[]).await, "OK");

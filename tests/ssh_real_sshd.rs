@@ -338,6 +338,56 @@ async fn a_port_that_never_answers_is_ssh_not_ready() {
     drop(silent);
 }
 
+/// A TCP server on loopback that answers every connection with `bytes` over and over for a
+/// few seconds (never an `SSH-2.0-` line).
+fn not_ssh_server(bytes: &'static [u8]) -> u16 {
+    use std::io::Write;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                while started.elapsed() < Duration::from_secs(6) && s.write_all(bytes).is_ok() {}
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_server_that_never_sends_an_ssh_version_line_is_ssh_not_ready_as_with_openssh() {
+    let Some(w) = world() else { return };
+    // A line longer than any banner, and endless lines that are not a banner: OpenSSH (what
+    // upstream runs) fails both in "banner exchange", which upstream classifies as SSH not
+    // ready yet, never as an authentication failure.
+    static LONG: [u8; 4096] = [b'A'; 4096];
+    for bytes in [&LONG[..], b"220 smtp.example ESMTP ready\r\n"] {
+        let port = not_ssh_server(bytes);
+        if let Ok(out) = Command::new("ssh")
+            .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=3"])
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+            ])
+            .args(["-p", &port.to_string(), "x@127.0.0.1", "true"])
+            .stdin(Stdio::null())
+            .output()
+        {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains("banner exchange"), "OpenSSH: {stderr}");
+        }
+        let err = w.gate(&w.cfg(port)).await.error.expect("fails");
+        assert!(
+            err.starts_with("connectivity check failed: target VM is reachable through its transport path, but SSH is not ready yet for platform_vm_targets.app-01 (host=127.0.0.1). ssh service did not become ready yet"),
+            "{err}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_closed_port_is_unreachable_from_this_machine() {
     let Some(w) = world() else { return };

@@ -98,6 +98,8 @@ const ALLOWED: &[Allowed] = &[
                         "hyops-pve does not read recursive YAML",
                         "JSON nesting is deeper than",
                         "hyops-pve cannot carry",
+                        "hyops-pve does not read it",
+                        "a second byte-order mark",
                     ],
                 )
         },

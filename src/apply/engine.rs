@@ -132,6 +132,7 @@ async fn probe_template(
         disk_bytes: disk_bytes(&cfg.raw, &boot_disk),
         boot_disk,
         storages: volume_storages(&cfg.raw),
+        sockets: cfg.raw.get("sockets").and_then(|s| s.trim().parse().ok()),
     }))
 }
 

@@ -2,6 +2,12 @@
 //! files the plan needs (content-addressed: files already there are not written again);
 //! after the rollout, remove the files no VM of this slot points at any more. Built on
 //! [`crate::ssh::snippets`]. Knows nothing about flags or where state lives.
+//!
+//! Files are found by VM name (`<name>-cloud-init-<kind>-<hash>.yaml`), and Proxmox allows two
+//! VMs with one name (another env or module with the same `name_prefix`, a hand-made VM, one
+//! that upstream's Terraform made with `<name>-cloud-init-user.yaml`). So before removing,
+//! every file a namesake VM that is not one of ours points at (`cicustom`) is kept: a cleanup
+//! never breaks another VM's next cloud-init rebuild.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -9,8 +15,60 @@ use crate::apply::executor::VmOutcome;
 use crate::plan::artifact::PlanArtifact;
 use crate::plan::desired::SnippetFile;
 use crate::plan::diff::VmAction;
+use crate::pve::{PveClient, ResourceType};
 use crate::ssh::node::NodeSsh;
 use crate::ssh::snippets::{self, SnippetError, SnippetReport};
+
+/// The snippet file names a `cicustom` value points at (`user=local:snippets/a.yaml,…` →
+/// `a.yaml`).
+pub fn cicustom_files(cicustom: &str) -> Vec<String> {
+    cicustom
+        .split(',')
+        .filter_map(|part| part.split_once('=').map(|(_, v)| v.trim()))
+        .filter_map(|vol| vol.split_once(':').map(|(_, path)| path))
+        .map(|path| path.rsplit('/').next().unwrap_or(path).to_string())
+        .filter(|f| !f.is_empty())
+        .collect()
+}
+
+/// The files that VMs named like one of `names` but not among `ours` (VMIDs) point at: a
+/// cluster listing, then one config read per such namesake (none in the usual case). Only
+/// asked when a file would be removed.
+async fn namesakes_files(
+    client: &PveClient,
+    names: &BTreeSet<String>,
+    ours: &BTreeSet<u32>,
+) -> Result<BTreeSet<String>, SnippetError> {
+    let rows = client
+        .cluster_resources(Some(ResourceType::Vm))
+        .await
+        .map_err(|e| SnippetError::Namesakes(e.to_string()))?;
+    let mut keep = BTreeSet::new();
+    for r in rows {
+        let (Some(vmid), Some(node), Some(name)) = (r.vmid, r.node.as_ref(), r.name.as_ref())
+        else {
+            continue;
+        };
+        if r.kind != "qemu" || ours.contains(&vmid) || !names.contains(name) {
+            continue;
+        }
+        let cfg = client
+            .vm_config(node, vmid, false)
+            .await
+            .map_err(|e| SnippetError::Namesakes(e.to_string()))?;
+        if let Some(cc) = cfg.raw.get("cicustom") {
+            keep.extend(cicustom_files(cc));
+        }
+    }
+    Ok(keep)
+}
+
+fn names_of(owners: &BTreeMap<String, BTreeMap<String, BTreeSet<String>>>) -> BTreeSet<String> {
+    owners
+        .values()
+        .flat_map(|s| s.values().flatten().cloned())
+        .collect()
+}
 
 /// Node → snippet files of the VMs this plan writes (create, update, replace).
 pub fn wanted(plan: &PlanArtifact) -> BTreeMap<String, Vec<SnippetFile>> {
@@ -46,6 +104,7 @@ pub async fn deliver(ssh: &NodeSsh, plan: &PlanArtifact) -> Result<SnippetReport
 /// were).
 pub async fn cleanup(
     ssh: &NodeSsh,
+    client: &PveClient,
     plan: &PlanArtifact,
     outcomes: &[VmOutcome],
     storage: &str,
@@ -80,17 +139,29 @@ pub async fn cleanup(
     if owners.is_empty() {
         return Ok(SnippetReport::default());
     }
+    let ours: BTreeSet<u32> = plan
+        .vms
+        .iter()
+        .filter_map(|p| p.vmid)
+        .chain(outcomes.iter().filter_map(|o| o.vmid))
+        .collect();
+    if !snippets::any_stale(ssh, &owners, &keep).await? {
+        return Ok(SnippetReport::default());
+    }
+    keep.extend(namesakes_files(client, &names_of(&owners), &ours).await?);
     snippets::remove_stale(ssh, &owners, &keep).await
 }
 
-/// Remove every snippet file of destroyed VMs (`(node, physical name)`).
+/// Remove every snippet file of destroyed VMs (`(node, physical name, vmid)`) that no
+/// namesake VM still points at.
 pub async fn remove_destroyed(
     ssh: &NodeSsh,
-    destroyed: &[(String, String)],
+    client: &PveClient,
+    destroyed: &[(String, String, u32)],
     storage: &str,
 ) -> Result<SnippetReport, SnippetError> {
     let mut owners: BTreeMap<String, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
-    for (node, name) in destroyed {
+    for (node, name, _) in destroyed {
         owners
             .entry(node.clone())
             .or_default()
@@ -101,5 +172,24 @@ pub async fn remove_destroyed(
     if owners.is_empty() {
         return Ok(SnippetReport::default());
     }
-    snippets::remove_stale(ssh, &owners, &BTreeSet::new()).await
+    if !snippets::any_stale(ssh, &owners, &BTreeSet::new()).await? {
+        return Ok(SnippetReport::default());
+    }
+    let ours: BTreeSet<u32> = destroyed.iter().map(|d| d.2).collect();
+    let keep = namesakes_files(client, &names_of(&owners), &ours).await?;
+    snippets::remove_stale(ssh, &owners, &keep).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cicustom_names_its_files() {
+        assert_eq!(
+            cicustom_files("user=local:snippets/a-cloud-init-user-0123456789ab.yaml,network=nfs:snippets/b.yaml"),
+            ["a-cloud-init-user-0123456789ab.yaml", "b.yaml"]
+        );
+        assert!(cicustom_files("").is_empty());
+    }
 }

@@ -30,8 +30,9 @@ use crate::cli::ModuleArgs;
 use crate::commands::context::{Ctx, DriverFrame};
 use crate::commands::output;
 use crate::commands::phases::{
-    apply_phase, destroy_execute, destroy_prepare, plan_phase, preflight_phase, reachable_client,
-    resolve, start_run, validate_report, write_inputs_evidence,
+    apply_phase, destroy_execute, destroy_prepare, plan_phase, preflight_offline, preflight_phase,
+    preflight_sdn_ipam, reachable_client, resolve, start_run, validate_report,
+    write_inputs_evidence,
 };
 use crate::commands::state_ops::{detach_phase, import_phase, unlock_phase};
 use crate::commands::stop::Stop;
@@ -48,6 +49,30 @@ use crate::ssh::Dialer;
 pub const DEFAULT_LOCK_WAIT_S: u64 = 30;
 /// Env var overriding [`DEFAULT_LOCK_WAIT_S`].
 pub const LOCK_WAIT_ENV: &str = "HYOPS_PVE_LOCK_WAIT_S";
+
+/// The largest driver request read (bytes). hyops' requests are a few KiB (the resolved
+/// inputs, cloud-init user data included); anything near this is not a request, and reading
+/// it unbounded would let one runaway input take the runner's memory (a parsed request holds
+/// about six times its size) and end in an OOM kill with no result.
+pub const MAX_REQUEST_BYTES: u64 = crate::fsread::DEFAULT_LIMIT as u64;
+
+/// Read at most [`MAX_REQUEST_BYTES`] of a request from `reader` (`what` names the source in
+/// the error).
+fn read_request(reader: impl Read, what: &str) -> Result<String, String> {
+    let mut buf = Vec::new();
+    reader
+        .take(MAX_REQUEST_BYTES + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("cannot read the driver request from {what}: {e}"))?;
+    if buf.len() as u64 > MAX_REQUEST_BYTES {
+        return Err(format!(
+            "driver request field request: larger than {} MiB (from {what}); a hyops request is a few KiB, so this is not one (check the inputs for a runaway value)",
+            MAX_REQUEST_BYTES >> 20
+        ));
+    }
+    String::from_utf8(buf)
+        .map_err(|e| format!("driver request field request: not valid JSON: not UTF-8 ({e})"))
+}
 
 /// `hyops-pve driver` from the process entry: its own async runtime, and a panic (a bug)
 /// still answers one error result (exit 70), so hyops never reads a non-object.
@@ -91,15 +116,10 @@ pub async fn driver(request_file: Option<&Path>) -> i32 {
     // Watched before the request is read: a signal at any point still gets one result.
     let stop = Stop::watch();
     let text = match request_file {
-        Some(p) => std::fs::read_to_string(p)
+        Some(p) => crate::fsread::read_text_at_most(p, crate::fsread::DEFAULT_LIMIT)
             .map_err(|e| format!("cannot read the driver request {}: {e}", p.display())),
-        None => {
-            let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .map(|_| s)
-                .map_err(|e| format!("cannot read the driver request from stdin: {e}"))
-        }
+        // hyops' plug-in writes the request here: bounded as a --request file is.
+        None => read_request(std::io::stdin().lock(), "stdin"),
     };
     let env: Vec<(String, String)> = std::env::vars().collect();
     let result = match text {
@@ -349,10 +369,11 @@ async fn run_request(
     }
 }
 
-/// The driver preflight for `lifecycle`: for apply/plan/validate/import the full preflight
-/// phase (inputs and contract steps, API-free checks, VM-set guards, template, Proxmox
-/// reachability); for destroy only what destroy needs (lenient inputs, credentials, Proxmox
-/// reachability: a vanished template must not block a destroy).
+/// The driver preflight for `lifecycle`: for apply/plan/import the full preflight phase
+/// (inputs and contract steps, API-free checks, VM-set guards, template, Proxmox
+/// reachability); for validate the same without the Proxmox call (validate makes none); for
+/// destroy only what destroy needs (lenient inputs, credentials, Proxmox reachability: a
+/// vanished template must not block a destroy).
 async fn preflight(ctx: &Ctx, lifecycle: Lifecycle) -> Result<DriverResult, CliError> {
     let run = start_run(ctx, RunPrefix::Preflight, false)?;
     let mut info = Map::new();
@@ -374,7 +395,14 @@ async fn preflight(ctx: &Ctx, lifecycle: Lifecycle) -> Result<DriverResult, CliE
             Lifecycle::Import => LifecycleCommand::Import,
             _ => LifecycleCommand::Apply,
         };
-        let pf = preflight_phase(ctx, &run, command, false, false).await?;
+        // `validate` makes no Proxmox API call (nor do upstream's driver preflight and
+        // terragrunt validate): its preflight must not need the API either. The SDN and IPAM
+        // checks run for every lifecycle, as upstream's contract runs them.
+        let mut pf = preflight_offline(ctx, &run, command, false, false)?;
+        if lifecycle != Lifecycle::Validate {
+            reachable_client(ctx, &pf.creds).await?;
+        }
+        preflight_sdn_ipam(ctx, &mut pf).await?;
         info.insert("template_vm_id".into(), json!(pf.template_vmid));
         info.insert(
             "checks".into(),

@@ -429,7 +429,8 @@ impl Preflighted {
     }
 }
 
-/// API-free checks, inputs, guards, template state, then Proxmox reachability.
+/// API-free checks, inputs, guards, template state, then Proxmox reachability, then the SDN
+/// and IPAM checks ([`preflight_sdn_ipam`]).
 /// With `bypassed` (an operator-approved `--skip-preflight`, or a driver-mode apply whose
 /// preflight hyops already ran), failed API-free checks become warnings; what the engine
 /// itself needs (inputs, credentials, template, guards) still runs.
@@ -440,6 +441,67 @@ pub async fn preflight_phase(
     strict: bool,
     bypassed: bool,
 ) -> Result<Preflighted, CliError> {
+    let mut offline = preflight_offline(ctx, run, command, strict, bypassed)?;
+    let client = reachable_client(ctx, &offline.creds).await?;
+    let ipam = preflight_sdn_ipam(ctx, &mut offline).await?;
+    Ok(Preflighted {
+        creds: offline.creds,
+        resolved: offline.resolved,
+        template_vmid: offline.template_vmid,
+        template_hint: offline.template_hint,
+        deletion_only_shrink: offline.deletion_only_shrink,
+        warnings: offline.warnings,
+        client,
+        checks: offline.checks,
+        ipam,
+    })
+}
+
+/// The preflight checks after the template, none of them a Proxmox API call: in upstream's
+/// order, the SDN managed-bridge guard (every mode, with the host-side gateway probe over
+/// node SSH), then the IPAM checks (readiness, credentials, probe, explicit addresses).
+/// Read-only: nothing is reserved here. Their warnings join `offline.warnings`.
+pub async fn preflight_sdn_ipam(
+    ctx: &Ctx,
+    offline: &mut OfflinePreflight,
+) -> Result<Option<IpamPrepared>, CliError> {
+    let bridge_warnings =
+        ipam::bridge_guard(ctx, &offline.resolved.resolved_json, Some(&offline.creds)).await?;
+    for w in &bridge_warnings {
+        output::warn(w);
+    }
+    offline.warnings.extend(bridge_warnings);
+    ipam::ipam_prepare(
+        ctx,
+        &offline.resolved.model,
+        &offline.resolved.resolved_json,
+        &mut offline.warnings,
+    )
+    .await
+}
+
+/// What [`preflight_offline`] checked: everything of [`Preflighted`] but the client.
+pub struct OfflinePreflight {
+    pub creds: ProxmoxCredentials,
+    pub resolved: ResolvedInputs,
+    pub template_vmid: u32,
+    pub template_hint: String,
+    pub deletion_only_shrink: bool,
+    pub warnings: Vec<String>,
+    pub checks: hyops::PreflightReport,
+}
+
+/// The API-free part of [`preflight_phase`]: inputs, credentials, the preflight checks, the
+/// VM-set guards and the template from its state; no Proxmox call. What a `validate` needs
+/// (upstream's driver preflight is API-free too, so `hyops validate` works on a runner that
+/// cannot reach Proxmox).
+pub fn preflight_offline(
+    ctx: &Ctx,
+    run: &Run,
+    command: LifecycleCommand,
+    strict: bool,
+    bypassed: bool,
+) -> Result<OfflinePreflight, CliError> {
     // Input errors first (they are the operator's to fix in the overlay), then credentials.
     // The vault is decrypted once and serves both the credentials and the preflight checks.
     let vault = ctx.vault();
@@ -491,27 +553,14 @@ pub async fn preflight_phase(
     let guard = vm_set_guards(ctx, &resolved.model)?;
     warnings.extend(guard.warnings.clone());
     let (template_vmid, template_hint) = template_vmid(ctx, &resolved.model, &mut warnings)?;
-    let client = reachable_client(ctx, &creds).await?;
-    // Upstream order: after the template probe, the SDN managed-bridge guard (every mode,
-    // with the host-side gateway probe over node SSH), then the IPAM checks (readiness,
-    // credentials, probe, explicit addresses). Read-only: nothing is reserved here.
-    let bridge_warnings = ipam::bridge_guard(ctx, &resolved.resolved_json, Some(&creds)).await?;
-    for w in &bridge_warnings {
-        output::warn(w);
-    }
-    warnings.extend(bridge_warnings);
-    let ipam =
-        ipam::ipam_prepare(ctx, &resolved.model, &resolved.resolved_json, &mut warnings).await?;
-    Ok(Preflighted {
+    Ok(OfflinePreflight {
         creds,
         resolved,
         template_vmid,
         template_hint,
         deletion_only_shrink: guard.deletion_only_shrink,
         warnings,
-        client,
         checks: report,
-        ipam,
     })
 }
 
@@ -702,7 +751,7 @@ pub async fn execute_plan(
         ));
     }
     if let Some(path) = plan_file {
-        let text = std::fs::read_to_string(path)
+        let text = crate::fsread::read_text_at_most(path, crate::fsread::DEFAULT_LIMIT)
             .map_err(|e| CliError::msg(format!("cannot read plan file {}: {e}", path.display())))?;
         let saved: PlanArtifact = serde_json::from_str(&text).map_err(|e| {
             CliError::msg(format!(
@@ -786,7 +835,7 @@ pub async fn execute_plan(
     }
     if let Some(ssh) = snippet_ssh {
         let storage = snippets_storage(&pf.resolved.model, &pf.creds);
-        match apply_snippets::cleanup(&ssh, &plan, &report.outcomes, &storage).await {
+        match apply_snippets::cleanup(&ssh, &exec.client, &plan, &report.outcomes, &storage).await {
             Ok(r) if !r.removed.is_empty() => output::progress(&format!(
                 "snippets: {} stale file(s) removed",
                 r.removed.len()
@@ -1100,13 +1149,10 @@ async fn forget_destroyed(ctx: &Ctx, prep: &DestroyPrep, report: &mut DestroyRep
         return;
     }
     let storage = snippets_storage(model, &prep.creds);
-    let pairs: Vec<(String, String)> = destroyed
-        .iter()
-        .map(|(n, name, _)| (n.clone(), name.clone()))
-        .collect();
     let cleaned = match node_ssh(ctx, &prep.creds) {
         Ok(ssh) => {
-            let r = apply_snippets::remove_destroyed(&ssh, &pairs, &storage).await;
+            let r =
+                apply_snippets::remove_destroyed(&ssh, &prep.client, &destroyed, &storage).await;
             ssh.close().await;
             r.map_err(|e| e.to_string())
         }

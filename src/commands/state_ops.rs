@@ -56,14 +56,9 @@ pub async fn import_phase(
         .await
         .map_err(stopped)??;
     let ident = identity(ctx);
-    // Importing a detached VM takes it back: drop its detach record first (the lock is held).
-    let mut detached = DetachedVms::read(&ctx.root, &ctx.module_ref, ctx.instance.as_ref())
-        .map_err(CliError::hyops)?;
-    if detached.retain_present(|vmid| vmid != target.vmid) {
-        detached
-            .write(&ctx.root, &ctx.module_ref, ctx.instance.as_ref())
-            .map_err(CliError::hyops)?;
-    }
+    // The slot is observed with its detach record as it is: a detached VM stays forgotten
+    // unless this import is accepted (a refused import must not hand it back to the slot,
+    // where the next apply would delete it as a duplicate clone of its key).
     let prior = prior_ids(ctx)?;
     let names: BTreeSet<String> = pf
         .resolved
@@ -97,6 +92,15 @@ pub async fn import_phase(
     )
     .await
     .map_err(|e| CliError::msg(e.to_string()))?;
+    // Accepted: importing a detached VM takes it back, so its detach record goes (the lock
+    // is held).
+    let mut detached = DetachedVms::read(&ctx.root, &ctx.module_ref, ctx.instance.as_ref())
+        .map_err(CliError::hyops)?;
+    if detached.retain_present(|vmid| vmid != target.vmid) {
+        detached
+            .write(&ctx.root, &ctx.module_ref, ctx.instance.as_ref())
+            .map_err(CliError::hyops)?;
+    }
     let report = json!({
         "run_id": run.run_id,
         "resource_address": target.resource_address,

@@ -181,8 +181,29 @@ pub fn load_proxmox_credentials(
         .map(|p| p.trim())
         .filter(|p| !p.is_empty())
         .map_or_else(|| root.proxmox_tfvars(), PathBuf::from);
-    let (tf, source_file) = match std::fs::read_to_string(&path) {
-        Ok(t) => (parse_tfvars(&t), Some(path.clone())),
+    // HYOPS_PROXMOX_TFVARS may name any path: read with a bound (a tfvars file is a few KB).
+    let (tf, source_file) = match crate::fsread::read_at_most(&path, 1 << 20) {
+        Ok(Some(bytes)) => match String::from_utf8(bytes) {
+            Ok(t) => (parse_tfvars(&t), Some(path.clone())),
+            Err(_) => {
+                return Err(HyopsError::io(
+                    &path,
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "stream did not contain valid UTF-8",
+                    ),
+                ))
+            }
+        },
+        Ok(None) => {
+            return Err(HyopsError::io(
+                &path,
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "holds more than 1 MiB; a Proxmox tfvars file is a few KB",
+                ),
+            ))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => (BTreeMap::new(), None),
         Err(e) => return Err(HyopsError::io(&path, e)),
     };

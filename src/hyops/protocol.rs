@@ -396,24 +396,67 @@ fn printable_line(field: &str, s: &str) -> Result<(), RequestError> {
     Ok(())
 }
 
-/// The logical key named by an import/detach `resource_address`: the text inside a trailing
-/// `["…"]` when there is one (`vms["app-01"]`, `module.x.proxmox_virtual_environment_vm.vm["app-01"]`),
-/// `vms.<key>`, or the address itself.
+/// The Terraform resource type of a Proxmox VM (the bpg provider's).
+const TF_VM_TYPE: &str = "proxmox_virtual_environment_vm";
+
+/// The logical key named by an import/detach `resource_address`:
+/// - the key itself (`app-01`) or `vms.<key>`;
+/// - `vms["app-01"]`, or any address ending in `["app-01"]`;
+/// - the Terraform address of the VM as `terraform state list` prints it for the upstream
+///   pack, where the key sits on the module (`module.vm_multi.module.vm["app-01"].proxmox_virtual_environment_vm.vm`,
+///   optionally with a count index `[0]`), the form [`crate::hyops::read_tfstate_vms`]
+///   reads from a Terraform state.
+///
+/// An address naming another resource of the VM's module (its cloud-init snippet
+/// `proxmox_virtual_environment_file`, …) names no VM: `None`.
 pub fn logical_key_of_address(address: &str) -> Option<String> {
     let a = address.trim();
-    let key = if let Some(inner) = a.strip_suffix("\"]") {
-        let start = inner.rfind("[\"")?;
-        &inner[start + 2..]
-    } else if let Some(k) = a.strip_prefix("vms.") {
-        k
-    } else {
-        a
+    let key = match a.rfind("[\"") {
+        Some(start) => {
+            let rest = &a[start + 2..];
+            let close = rest.find("\"]")?;
+            let tail = &rest[close + 2..];
+            if !tail.is_empty() && !is_vm_resource_tail(tail) {
+                return None;
+            }
+            // Before the key: a module or resource path, never another resource type.
+            let head = &a[..start];
+            if head
+                .split('.')
+                .any(|seg| seg.starts_with("proxmox_virtual_environment_") && seg != TF_VM_TYPE)
+            {
+                return None;
+            }
+            &rest[..close]
+        }
+        None => a.strip_prefix("vms.").unwrap_or(a),
     };
     let ok = !key.is_empty()
         && key
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     ok.then(|| key.to_string())
+}
+
+/// `.proxmox_virtual_environment_vm.<name>` with an optional count index (`[0]`): the VM
+/// resource inside a module keyed by the logical key.
+fn is_vm_resource_tail(tail: &str) -> bool {
+    let Some(rest) = tail.strip_prefix(&format!(".{TF_VM_TYPE}.")) else {
+        return false;
+    };
+    let (name, index) = match rest.split_once('[') {
+        Some((n, i)) => (n, Some(i)),
+        None => (rest, None),
+    };
+    let name_ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+    let index_ok = index.is_none_or(|i| {
+        i.strip_suffix(']')
+            .is_some_and(|d| !d.is_empty() && d.chars().all(|c| c.is_ascii_digit()))
+    });
+    name_ok && index_ok
 }
 
 /// `101` or `<node>/101` (the bpg provider's import id).
@@ -445,7 +488,7 @@ fn parse_import(obj: &Map<String, Value>) -> Result<ImportTarget, RequestError> 
     let key = logical_key_of_address(&resource_address).ok_or_else(|| {
         RequestError::new(
             "import.resource_address",
-            format!("{resource_address:?} names no logical key (expected app-01, vms[\"app-01\"] or an address ending in [\"app-01\"])"),
+            format!("{resource_address:?} names no logical key (expected app-01, vms[\"app-01\"], an address ending in [\"app-01\"] or the VM's Terraform address module.vm_multi.module.vm[\"app-01\"].proxmox_virtual_environment_vm.vm)"),
         )
     })?;
     let (node, vmid) = parse_vm_resource_id(&resource_id).ok_or_else(|| {
@@ -493,7 +536,7 @@ fn parse_detach(obj: &Map<String, Value>) -> Result<DetachTarget, RequestError> 
         a => DetachSelection::Key(logical_key_of_address(a).ok_or_else(|| {
             RequestError::new(
                 "state.resource_address",
-                format!("{resource_address:?} names no logical key (expected app-01, vms[\"app-01\"] or *)"),
+                format!("{resource_address:?} names no logical key (expected app-01, vms[\"app-01\"], the VM's Terraform address module.vm_multi.module.vm[\"app-01\"].proxmox_virtual_environment_vm.vm, or *)"),
             )
         })?),
     };

@@ -248,7 +248,7 @@ pub fn trim_like_python_str(s: &str) -> &str {
 /// an error.
 pub fn read_password(src: &PasswordSource, timeout: Duration) -> Result<Secret> {
     let raw = match src {
-        PasswordSource::File(p) => std::fs::read_to_string(p)
+        PasswordSource::File(p) => crate::fsread::read_text_at_most(p, 1 << 20)
             .map_err(|e| vault_err(format!("vault password file {}: {e}", p.display())))?,
         PasswordSource::Command(c) => {
             let mut cmd = Command::new("sh");

@@ -70,6 +70,7 @@ pub const TOP_LEVEL: &[&str] = &[
     "clone_mode",
     "cloud_init_mode",
     "limits",
+    "restart_policy",
 ];
 
 /// Keys of one `vms.<key>` entry.
@@ -370,6 +371,63 @@ mod tests {
         assert_eq!(
             warnings("1: x\n"),
             ["inputs.1 is not a platform-vm input and is ignored"]
+        );
+    }
+
+    #[test]
+    fn restart_policy_is_a_known_key() {
+        assert!(warnings("restart_policy: defer\n").is_empty());
+    }
+
+    /// Every key the input readers look up is declared known at some level, so no key the
+    /// engine honours is ever called "ignored" (`restart_policy` was). The readers are scanned
+    /// for the literal keys of `get(<dict>, "key")`, `.get("key")`, `.contains("key")` and
+    /// `.remove("key")`.
+    #[test]
+    fn every_key_the_readers_look_up_is_known() {
+        let sources = [
+            ("build.rs", include_str!("build.rs")),
+            ("validate.rs", include_str!("validate.rs")),
+            ("aliases.rs", include_str!("aliases.rs")),
+            ("sanitize.rs", include_str!("sanitize.rs")),
+            ("overlay.rs", include_str!("overlay.rs")),
+            ("upstream.rs", include_str!("upstream.rs")),
+        ];
+        let known: Vec<&str> = [
+            TOP_LEVEL, PER_VM, NIC, IPV4, READINESS, ADDRESSING, IPAM, LIMITS,
+        ]
+        .concat();
+        let mut unknown = Vec::new();
+        for (file, text) in sources {
+            for (i, _) in text.match_indices('"') {
+                let before = &text[..i];
+                let looked_up = before.ends_with(".get(")
+                    || before.ends_with(".contains(")
+                    || before.ends_with(".remove(")
+                    || (before.ends_with(", ")
+                        && before
+                            .rfind("get(")
+                            .is_some_and(|g| !before[g..].contains(['\n', ')'])));
+                if !looked_up {
+                    continue;
+                }
+                let rest = &text[i + 1..];
+                let Some(end) = rest.find('"') else { continue };
+                let key = &rest[..end];
+                let plain = !key.is_empty()
+                    && key
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+                if plain && !key.starts_with('_') && !known.contains(&key) {
+                    unknown.push(format!("{file}: {key}"));
+                }
+            }
+        }
+        unknown.sort();
+        unknown.dedup();
+        assert!(
+            unknown.is_empty(),
+            "read by the engine but warned as ignored: {unknown:?}"
         );
     }
 }

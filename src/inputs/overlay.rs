@@ -28,7 +28,14 @@ pub fn load_overlay_file(path: &Path) -> Result<PyDict, InputsError> {
             meta.len()
         )));
     }
-    let bytes = std::fs::read(path).map_err(|e| overlay_err(os_error_text(&e, path)))?;
+    // The metadata says 0 bytes for a device, a FIFO or a /proc file: bound the read itself.
+    let bytes = crate::fsread::read_at_most(path, MAX_DOCUMENT_BYTES)
+        .map_err(|e| overlay_err(os_error_text(&e, path)))?
+        .ok_or_else(|| {
+            overlay_err(format!(
+                "the file holds more than {MAX_DOCUMENT_BYTES} bytes; hyops-pve reads overlays of at most {MAX_DOCUMENT_BYTES} bytes"
+            ))
+        })?;
     let text = decode_utf8(&bytes).map_err(overlay_err)?;
     parse_overlay(&text).map_err(|e| match e {
         OverlayParseError::NotAMapping => InputsError::NotAMapping(shown.clone()),

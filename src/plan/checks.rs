@@ -131,6 +131,11 @@ pub fn check_inputs(
         formats::memory_mib(inputs.memory_mb),
     );
     c.check(
+        "inputs.disk_size_gb",
+        &inputs.disk_size_gb.to_string(),
+        formats::disk_gib(inputs.disk_size_gb),
+    );
+    c.check(
         "inputs.cpu_type",
         &inputs.cpu_type,
         formats::cpu_type(&inputs.cpu_type),

@@ -51,6 +51,11 @@ pub struct TemplateRef {
     /// another node).
     #[serde(default)]
     pub storages: Vec<String>,
+    /// The template's `sockets` (a clone keeps it; the engine sets only `cores`), `None` when
+    /// the config does not set it (Proxmox's default 1). A VM starts with `sockets` × `cores`
+    /// vCPUs.
+    #[serde(default)]
+    pub sockets: Option<u32>,
 }
 
 /// How the generated cloud-init user-data reaches the guest.

@@ -1,7 +1,11 @@
 //! Placement Proxmox would refuse, caught at plan time (item 3 of issue 8): every VM's node
 //! must be an online cluster node, its bridges must exist there (`GET /nodes/{node}/network`),
 //! its target storage must hold VM images there (`GET /nodes/{node}/storage`), and its CPU
-//! model must be one the node knows (`GET /nodes/{node}/capabilities/qemu/cpu`). It also
+//! model must be one the node knows (`GET /nodes/{node}/capabilities/qemu/cpu`). The rules a
+//! VM start applies to the node (qemu-server `config_to_command`, which a clone and a config
+//! write never check) are checked too: at most the node's CPUs as vCPUs (`maxcpu` of
+//! `GET /nodes`: "MAX n vcpus allowed per VM on this node") and no NIC MTU above its bridge's
+//! (`print_netdevice_full`: "MTU '…' is bigger than the bridge MTU '…'"). It also
 //! decides how a VM reaches a node other than its template's, the one behaviour a careful
 //! operator expects and bpg's provider implements: Proxmox clones straight to another node
 //! only when every template volume and the target storage are shared (`target`, qemu-server
@@ -58,8 +62,12 @@ impl CloneRoute {
 pub struct NodeFacts {
     pub online: bool,
     pub bridges: Option<BTreeSet<String>>,
+    /// The MTU of each bridge that reports one (`mtu` of `GET /nodes/{node}/network`).
+    pub bridge_mtus: BTreeMap<String, u32>,
     pub storages: Option<Vec<NodeStorage>>,
     pub cpu_models: Option<BTreeSet<String>>,
+    /// The node's CPU count (`maxcpu` of `GET /nodes`), when it reports one.
+    pub max_cpus: Option<u64>,
 }
 
 /// The facts of every node the plan touches.
@@ -114,6 +122,11 @@ pub async fn gather(
             "GET /nodes/{node}/capabilities/qemu/cpu",
             client.cpu_models(n).await,
         )?;
+        let bridge_mtus = bridges
+            .iter()
+            .flatten()
+            .filter_map(|b| Some((b.iface.clone(), b.mtu?)))
+            .collect();
         facts.by_node.insert(
             n.clone(),
             NodeFacts {
@@ -121,6 +134,8 @@ pub async fn gather(
                 bridges: bridges
                     .filter(|b| !b.is_empty())
                     .map(|b| b.into_iter().map(|b| b.iface).collect()),
+                bridge_mtus,
+                max_cpus: info.maxcpu.filter(|c| *c > 0),
                 storages: storages.filter(|s| !s.is_empty()),
                 cpu_models: cpus
                     .filter(|c| !c.is_empty())
@@ -240,12 +255,45 @@ pub fn place(
                             list(bridges),
                             nic.bridge
                         ));
+                        continue;
+                    }
+                    // `mtu: 1` means "the bridge's MTU"; a larger MTU than the bridge's is
+                    // refused by the start, after the clone and the config write.
+                    if let (Some(mtu), Some(bridge_mtu)) =
+                        (nic.mtu, nf.bridge_mtus.get(&nic.bridge))
+                    {
+                        if mtu != 1 && u32::from(mtu) > *bridge_mtu {
+                            problems.push(format!(
+                                "VM {key}: mtu {mtu} of interfaces[{}] is above the MTU {bridge_mtu} of bridge '{}' on node {node}; Proxmox refuses to start it (\"netdev net{}: MTU '{mtu}' is bigger than the bridge MTU '{bridge_mtu}'\"): lower mtu (1 = the bridge's) or raise the bridge's MTU",
+                                nic.index + 1,
+                                nic.bridge,
+                                nic.index
+                            ));
+                        }
                     }
                 }
             }
             None => {
                 warnings.insert(format!(
                     "node {node} listed no bridges (GET /nodes/{node}/network); the bridge check was skipped"
+                ));
+            }
+        }
+        if let Some(max) = nf.max_cpus {
+            let sockets = template.sockets.unwrap_or(1).max(1);
+            let vcpus = u64::from(sockets) * u64::from(vm.cores);
+            if vcpus > max {
+                let how = if sockets > 1 {
+                    format!(
+                        "cpu_cores {} × {sockets} sockets of template {} = {vcpus} vCPUs",
+                        vm.cores, template.vmid
+                    )
+                } else {
+                    format!("cpu_cores {} = {vcpus} vCPUs", vm.cores)
+                };
+                problems.push(format!(
+                    "VM {key}: {how}, but node {node} has {max} CPUs; Proxmox refuses to start it (\"MAX {max} vcpus allowed per VM on this node\"): lower cpu_cores to at most {}",
+                    max / u64::from(sockets)
                 ));
             }
         }
@@ -368,8 +416,10 @@ mod tests {
         let nf = NodeFacts {
             online: true,
             bridges: Some(["vmbr0".to_string()].into()),
+            bridge_mtus: [("vmbr0".to_string(), 1500)].into(),
             storages: Some(storages),
             cpu_models: None,
+            max_cpus: Some(8),
         };
         ClusterFacts {
             nodes: ["pve1".to_string(), "pve2".to_string()].into(),
@@ -427,6 +477,7 @@ mod tests {
             boot_disk: "scsi0".into(),
             disk_bytes: None,
             storages: storages.iter().map(|s| s.to_string()).collect(),
+            sockets: None,
         }
     }
 
@@ -483,5 +534,65 @@ mod tests {
                 .any(|w| w.contains("bridge check was skipped")),
             "{warnings:?}"
         );
+    }
+
+    fn problems(d: &mut BTreeMap<LogicalVmKey, DesiredVm>, t: &TemplateRef) -> Vec<String> {
+        let f = facts(vec![storage("local-lvm", false)]);
+        place(d, t, &f, "x").unwrap_err().problems
+    }
+
+    #[test]
+    fn more_vcpus_than_the_node_has_cpus_are_refused_before_the_clone() {
+        let mut d = vm("pve1", "local-lvm");
+        for v in d.values_mut() {
+            v.cores = 16;
+        }
+        let p = problems(&mut d, &template(&["local-lvm"]));
+        assert!(
+            p.len() == 1
+                && p[0].contains("cpu_cores 16")
+                && p[0].contains("MAX 8 vcpus allowed per VM on this node"),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn the_template_sockets_multiply_the_vcpus() {
+        let mut d = vm("pve1", "local-lvm");
+        for v in d.values_mut() {
+            v.cores = 4;
+        }
+        let mut t = template(&["local-lvm"]);
+        t.sockets = Some(4);
+        let p = problems(&mut d, &t);
+        assert!(
+            p.len() == 1 && p[0].contains("4 sockets of template 9000 = 16 vCPUs"),
+            "{p:?}"
+        );
+        t.sockets = Some(2);
+        assert!(place(&mut d, &t, &facts(vec![storage("local-lvm", false)]), "x").is_ok());
+    }
+
+    #[test]
+    fn a_nic_mtu_above_its_bridge_mtu_is_refused_before_the_clone() {
+        let mut d = vm("pve1", "local-lvm");
+        for v in d.values_mut() {
+            v.nics[0].mtu = Some(9000);
+        }
+        let p = problems(&mut d, &template(&["local-lvm"]));
+        assert!(
+            p.len() == 1 && p[0].contains("MTU '9000' is bigger than the bridge MTU '1500'"),
+            "{p:?}"
+        );
+        for v in d.values_mut() {
+            v.nics[0].mtu = Some(1);
+        }
+        assert!(place(
+            &mut d,
+            &template(&["local-lvm"]),
+            &facts(vec![storage("local-lvm", false)]),
+            "x"
+        )
+        .is_ok());
     }
 }

@@ -185,6 +185,23 @@ pub fn memory_mib(n: u64) -> Result<(), FormatViolation> {
     }
 }
 
+/// The largest disk in GiB: QEMU's block layer refuses any image or resize beyond
+/// `BDRV_MAX_LENGTH` (`include/block/block_int-common.h`: `INT64_MAX` aligned down to 1 GiB,
+/// i.e. 2^63 − 2^30 bytes), so a larger `size` of `PUT …/resize` fails after the clone.
+pub const DISK_GIB_MAX: u64 = (1 << 33) - 1;
+
+/// A disk size in GiB: 1 to [`DISK_GIB_MAX`].
+pub fn disk_gib(n: u64) -> Result<(), FormatViolation> {
+    if (1..=DISK_GIB_MAX).contains(&n) {
+        Ok(())
+    } else {
+        Err(violation(
+            "disk size",
+            "1 to 8589934591 GiB (QEMU's largest disk, 8 EiB)",
+        ))
+    }
+}
+
 /// `ostype` (schema enum of `PUT …/config`).
 pub const OS_TYPES: &[&str] = &[
     "other", "wxp", "w2k", "w2k3", "w2k8", "wvista", "win7", "win8", "win10", "win11", "l24",

@@ -88,6 +88,14 @@ pub fn de_opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Err
         .ok_or_else(|| bad("an unsigned integer", &v))
 }
 
+/// `deserialize_with` for an `Option<u64>` that only enables an extra check (a node's
+/// `maxcpu`): any value that is not an unsigned integer is `None`, never a decode error, so an
+/// odd answer skips that check instead of failing the whole listing.
+pub fn de_opt_u64_hint<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let v = Value::deserialize(d)?;
+    Ok(value_u64(&v))
+}
+
 /// `deserialize_with` for `Option<u32>` that accepts strings.
 pub fn de_opt_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
     let v = Value::deserialize(d)?;

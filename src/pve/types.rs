@@ -773,6 +773,10 @@ pub struct NodeInfo {
     #[serde(default, deserialize_with = "lenient::de_opt_string")]
     /// `online`, `offline` or `unknown`.
     pub status: Option<String>,
+    #[serde(default, deserialize_with = "lenient::de_opt_u64_hint")]
+    /// "Number of available CPUs" (schema of `GET /nodes`): qemu-server's `$cpuinfo->{cpus}`,
+    /// the most vCPUs (`sockets` × `cores`) a VM on this node may start with.
+    pub maxcpu: Option<u64>,
 }
 
 impl NodeInfo {

@@ -152,7 +152,7 @@ pub fn resources(state: &SimState, kind: Option<&str>) -> Value {
         for n in &state.cluster.nodes {
             out.push(json!({
                 "id": format!("node/{n}"), "type": "node", "node": n, "status": "online",
-                "maxcpu": 32, "maxmem": 256u64 << 30, "cpu": 0.05, "mem": 8u64 << 30,
+                "maxcpu": super::nodes::NODE_CPUS, "maxmem": 256u64 << 30, "cpu": 0.05, "mem": 8u64 << 30,
                 "uptime": 86400, "level": "",
             }));
         }

@@ -208,10 +208,12 @@ impl FaultPlan {
 
     /// Read a YAML fault file.
     pub fn from_file(path: &std::path::Path) -> Result<Self, FaultFileError> {
-        let text = std::fs::read_to_string(path).map_err(|e| FaultFileError::Read {
-            path: path.display().to_string(),
-            msg: e.to_string(),
-        })?;
+        let text = crate::fsread::read_text_at_most(path, crate::fsread::DEFAULT_LIMIT).map_err(
+            |msg| FaultFileError::Read {
+                path: path.display().to_string(),
+                msg,
+            },
+        )?;
         Self::from_yaml(&text).map_err(|e| match e {
             FaultFileError::Invalid(m) => FaultFileError::Read {
                 path: path.display().to_string(),

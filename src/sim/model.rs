@@ -242,10 +242,12 @@ impl ClusterDescription {
 
     /// Read a YAML description from a file.
     pub fn from_file(path: &std::path::Path) -> Result<Self, ClusterError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ClusterError::Read {
-            path: path.display().to_string(),
-            msg: e.to_string(),
-        })?;
+        let text = crate::fsread::read_text_at_most(path, crate::fsread::DEFAULT_LIMIT).map_err(
+            |msg| ClusterError::Read {
+                path: path.display().to_string(),
+                msg,
+            },
+        )?;
         Self::from_yaml(&text)
     }
 

@@ -11,6 +11,12 @@ use super::core::{ApiError, Call, Sim};
 use super::spec::NamedFormat;
 use serde_json::{json, Value};
 
+/// The CPU count of every simulated node: `maxcpu` of `GET /nodes` and `/cluster/resources`,
+/// and the most vCPUs a VM may start with (qemu-server `config_to_command`: `die "MAX
+/// $allowed_vcpus vcpus allowed per VM on this node"` when `sockets` × `cores` exceeds
+/// `$cpuinfo->{cpus}`).
+pub const NODE_CPUS: u64 = 32;
+
 /// `GET /nodes`: every cluster node, online.
 pub fn nodes(sim: &Sim) -> Value {
     let state = sim.state();
@@ -22,7 +28,7 @@ pub fn nodes(sim: &Sim) -> Value {
             .map(|n| {
                 json!({
                     "node": n, "status": "online", "type": "node", "id": format!("node/{n}"),
-                    "cpu": 0.05, "maxcpu": 32, "mem": 8u64 << 30, "maxmem": 256u64 << 30,
+                    "cpu": 0.05, "maxcpu": NODE_CPUS, "mem": 8u64 << 30, "maxmem": 256u64 << 30,
                     "uptime": 86400, "level": "",
                     "ssl_fingerprint": "00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00",
                 })

@@ -468,6 +468,7 @@ pub fn start(sim: &Arc<Sim>, call: &Call) -> Result<Value, ApiError> {
                     return Err(format!("VM {vmid} already running"));
                 }
                 check_nets_for_start(&state, &node, &vm.pending_view())?;
+                check_vcpus_for_start(&vm.pending_view())?;
             }
             sim.clock.sleep(sim.latency.start_ms).await;
             let now = sim.clock.now_ms();
@@ -487,6 +488,23 @@ pub fn start(sim: &Arc<Sim>, call: &Call) -> Result<Value, ApiError> {
         },
     );
     Ok(json!(upid))
+}
+
+/// `config_to_command` (qemu-server `QemuServer.pm`): a VM starts with `sockets` × `cores`
+/// vCPUs (defaults 1) and dies with "MAX $allowed_vcpus vcpus allowed per VM on this node"
+/// when that exceeds the node's CPU count ([`super::nodes::NODE_CPUS`]).
+fn check_vcpus_for_start(cfg: &BTreeMap<String, String>) -> Result<(), String> {
+    let get = |k: &str| {
+        cfg.get(k)
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(1)
+    };
+    let allowed = super::nodes::NODE_CPUS;
+    if get("sockets").saturating_mul(get("cores")) > allowed {
+        return Err(format!("MAX {allowed} vcpus allowed per VM on this node"));
+    }
+    Ok(())
 }
 
 /// What `config_to_command` refuses about the NICs of a VM being started

@@ -57,6 +57,12 @@ pub enum SshError {
     KexTimeout { host: String, port: u16, secs: u64 },
     #[error("kex_exchange_identification: Connection closed by remote host\nConnection closed by {host} port {port}")]
     ClosedBeforeBanner { host: String, port: u16 },
+    /// The server spoke, but no `SSH-2.0-` identification line came (a line too long, too
+    /// many lines, something else on the port). OpenSSH 9 reports it through
+    /// `sshpkt_fatal(…, "banner exchange")`, which upstream's classifier reads as "ssh service
+    /// did not become ready yet".
+    #[error("kex_exchange_identification: no SSH version line from the server\nbanner exchange: Connection to {host} port {port}: invalid format")]
+    BadBanner { host: String, port: u16 },
     #[error("{0}")]
     HostKey(#[from] HostKeyError),
     #[error("ssh handshake with {host} port {port} failed: {detail}")]
@@ -228,6 +234,12 @@ impl SshSession {
                 }
                 if !got_bytes.load(Ordering::Relaxed) {
                     return Err(SshError::ClosedBeforeBanner {
+                        host: peer.host.clone(),
+                        port: peer.port,
+                    });
+                }
+                if matches!(e, russh::Error::Version) {
+                    return Err(SshError::BadBanner {
                         host: peer.host.clone(),
                         port: peer.port,
                     });

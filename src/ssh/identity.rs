@@ -57,7 +57,13 @@ pub fn load_key_file(path: &Path) -> Result<Arc<PrivateKey>, IdentityError> {
     if !path.exists() {
         return Err(IdentityError::NotFound(path.display().to_string()));
     }
-    match russh::keys::load_secret_key(path, None) {
+    // A key file is a few KB; read it with a bound (a device or FIFO reports 0 bytes).
+    let unreadable = |detail: String| IdentityError::Unreadable {
+        path: path.display().to_string(),
+        detail,
+    };
+    let text = crate::fsread::read_text_at_most(path, 1 << 20).map_err(unreadable)?;
+    match russh::keys::decode_secret_key(&text, None) {
         Ok(k) => Ok(Arc::new(k)),
         Err(russh::keys::Error::KeyIsEncrypted) => Err(IdentityError::Encrypted {
             path: path.display().to_string(),

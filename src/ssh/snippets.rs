@@ -44,6 +44,8 @@ pub enum SnippetError {
         user: String,
         detail: String,
     },
+    #[error("cannot tell which snippet files other VMs of the same name still use ({0}); nothing was removed")]
+    Namesakes(String),
 }
 
 /// `pve-storage-id`: `[a-z][a-z0-9\-_.]*`.
@@ -219,6 +221,41 @@ async fn list(
 
 /// Remove the snippet files of the VMs named in `owners` (node → storage → physical names)
 /// that are not in `keep` (file names).
+/// Whether any file [`remove_stale`] would consider exists (files of `owners`' VMs not in
+/// `keep`): lets a caller skip costlier checks when there is nothing to remove.
+pub async fn any_stale(
+    ssh: &NodeSsh,
+    owners: &BTreeMap<String, BTreeMap<String, BTreeSet<String>>>,
+    keep: &BTreeSet<String>,
+) -> Result<bool, SnippetError> {
+    for (node, storages) in owners {
+        for (storage, names) in storages {
+            let dir = snippets_dir(ssh, node, storage).await?;
+            let session = ssh.session(node).await?;
+            let sftp_err = |detail: String| SnippetError::Sftp {
+                node: node.clone(),
+                storage: storage.clone(),
+                dir: dir.clone(),
+                user: ssh.target().user.clone(),
+                detail,
+            };
+            let sftp = session
+                .sftp(std::time::Duration::from_secs(30))
+                .await
+                .map_err(|e| sftp_err(e.to_string()))?;
+            let files = list(&sftp, &dir).await.map_err(sftp_err)?;
+            let _ = sftp.close().await;
+            if files
+                .iter()
+                .any(|f| !keep.contains(f) && names.iter().any(|n| is_snippet_file_of(n, f)))
+            {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
 pub async fn remove_stale(
     ssh: &NodeSsh,
     owners: &BTreeMap<String, BTreeMap<String, BTreeSet<String>>>,

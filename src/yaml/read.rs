@@ -118,6 +118,119 @@ fn check_printable(text: &str) -> Result<(), YamlError> {
     Ok(())
 }
 
+/// PyYAML's line breaks (`Reader`, `Scanner.scan_line_break`): `\r\n`, `\r` and NEL
+/// (U+0085) are each one line break, read as `\n` wherever they stand (between tokens, inside
+/// plain, quoted and block scalars); saphyr (YAML 1.2) knows only `\r\n`, `\r` and `\n`, and
+/// keeps a NEL as content (`a: "x<NEL>y"` was `'x\x85y'` here and `'x y'` in hyops). Turning
+/// them into `\n` first gives saphyr PyYAML's text, line numbers included. LINE SEPARATOR and
+/// PARAGRAPH SEPARATOR (U+2028, U+2029) are line breaks to PyYAML too, but kept as themselves
+/// in scalars, which no `\n` rewrite can give: they are refused with their position (a
+/// deliberate difference, README "Differences from hyops"), never read as content. A
+/// byte-order mark left at the start (a second one) is refused too: PyYAML keeps it as part
+/// of the first key, saphyr would skip it.
+fn pyyaml_line_breaks(body: &str) -> Result<std::borrow::Cow<'_, str>, YamlError> {
+    if body.starts_with('\u{feff}') {
+        return Err(err(
+            1,
+            1,
+            YamlErrorKind::Unsupported,
+            "a second byte-order mark (U+FEFF) starts the document; hyops would read it as part \
+             of the first key: remove it",
+        ));
+    }
+    if !body.contains(['\r', '\u{85}', '\u{2028}', '\u{2029}']) {
+        return Ok(std::borrow::Cow::Borrowed(body));
+    }
+    let mut out = String::with_capacity(body.len());
+    let (mut line, mut column) = (1usize, 1usize);
+    let mut chars = body.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => {
+                if chars.peek() == Some(&'\n') {
+                    chars.next();
+                }
+                out.push('\n');
+                (line, column) = (line + 1, 1);
+            }
+            '\u{85}' | '\n' => {
+                out.push('\n');
+                (line, column) = (line + 1, 1);
+            }
+            '\u{2028}' | '\u{2029}' => {
+                let name = if c == '\u{2028}' {
+                    "LINE SEPARATOR (U+2028)"
+                } else {
+                    "PARAGRAPH SEPARATOR (U+2029)"
+                };
+                return Err(err(
+                    line,
+                    column,
+                    YamlErrorKind::Unsupported,
+                    format!(
+                        "a {name} is a line break in YAML 1.1 that hyops keeps inside the value; \
+                         hyops-pve does not read it: replace it with a newline or remove it"
+                    ),
+                ));
+            }
+            other => {
+                out.push(other);
+                column += 1;
+            }
+        }
+    }
+    Ok(std::borrow::Cow::Owned(out))
+}
+
+/// PyYAML's scanner skips only spaces between tokens (`scan_to_next_token`) and ends a plain
+/// scalar at a tab (`scan_plain`, `scan_plain_spaces`), so a tab anywhere but inside a quoted
+/// or block scalar or a comment fails with "found character '\t' that cannot start any
+/// token"; saphyr (YAML 1.2) reads `a: x<TAB>y` as `'x\ty'` and skips tabs between tokens.
+/// `scalars` are the byte ranges of the quoted and block scalars of `text`, in document order
+/// (one pass: linear in the text, whatever the number of scalars).
+fn check_tabs(text: &str, scalars: &[(usize, usize)]) -> Result<(), YamlError> {
+    if !text.contains('\t') {
+        return Ok(());
+    }
+    let mut scalars: Vec<(usize, usize)> = scalars.to_vec();
+    scalars.sort_unstable();
+    let mut next = 0usize;
+    let (mut line, mut column) = (1usize, 1usize);
+    let mut in_comment = false;
+    let mut prev = '\n';
+    for (at, c) in text.char_indices() {
+        while scalars.get(next).is_some_and(|(_, e)| *e <= at) {
+            next += 1;
+        }
+        let in_scalar = scalars
+            .get(next)
+            .is_some_and(|(s, e)| (*s..*e).contains(&at));
+        if c == '\n' {
+            in_comment = false;
+        } else if !in_scalar && !in_comment {
+            if c == '#' && matches!(prev, ' ' | '\t' | '\n') {
+                in_comment = true;
+            } else if c == '\t' {
+                return Err(err(
+                    line,
+                    column,
+                    YamlErrorKind::Refused,
+                    "found character '\\t' that cannot start any token (YAML 1.1, as PyYAML reads \
+                     it, takes tabs only inside quoted and block scalars and comments: indent and \
+                     separate with spaces)",
+                ));
+            }
+        }
+        prev = c;
+        if c == '\n' {
+            (line, column) = (line + 1, 1);
+        } else {
+            column += 1;
+        }
+    }
+    Ok(())
+}
+
 /// Reads one YAML document the way `yaml.safe_load` does. An empty stream is `None`.
 pub fn safe_load(text: &str) -> Result<PyValue, YamlError> {
     if text.len() > MAX_DOCUMENT_BYTES {
@@ -134,8 +247,11 @@ pub fn safe_load(text: &str) -> Result<PyValue, YamlError> {
     check_printable(text)?;
     // PyYAML skips a byte-order mark at the very start only.
     let body = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut c = Composer::new(body);
-    let Some(root) = c.compose()? else {
+    let body = pyyaml_line_breaks(body)?;
+    let mut c = Composer::new(&body);
+    let composed = c.compose()?;
+    check_tabs(&body, &c.tab_ranges)?;
+    let Some(root) = composed else {
         return Ok(PyValue::None);
     };
     let mut k = Constructor {
@@ -155,6 +271,8 @@ struct Composer<'a> {
     anchors: HashMap<usize, usize>,
     /// anchor name → where it was first defined.
     anchor_names: HashMap<String, (usize, usize)>,
+    /// Byte ranges of the quoted and block scalars (the only places PyYAML takes a tab).
+    tab_ranges: Vec<(usize, usize)>,
 }
 
 struct Open {
@@ -183,6 +301,7 @@ impl<'a> Composer<'a> {
             nodes: Vec::new(),
             anchors: HashMap::new(),
             anchor_names: HashMap::new(),
+            tab_ranges: Vec::new(),
         }
     }
 
@@ -331,6 +450,12 @@ impl<'a> Composer<'a> {
                         }
                         None => STR.to_string(),
                     };
+                    if style != ScalarStyle::Plain {
+                        self.tab_ranges.push((
+                            self.byte_at(span.start.index()),
+                            self.byte_at(span.end.index()),
+                        ));
+                    }
                     let id = self.push(Kind::Scalar(value.into_owned()), tag, &span, true);
                     self.register_anchor(anchor, id, &span)?;
                     id
@@ -751,6 +876,70 @@ mod tests {
     #[test]
     fn a_leading_byte_order_mark_is_skipped() {
         assert_eq!(repr("\u{feff}a: 1\n"), "{'a': 1}");
+    }
+
+    #[test]
+    fn carriage_returns_and_nel_are_line_breaks_as_in_pyyaml() {
+        // Expected values: PyYAML 6 yaml.safe_load on the same text.
+        assert_eq!(repr("a: 'x\r\n  y'\n"), "{'a': 'x y'}");
+        assert_eq!(repr("a: \"x\r\n  y\"\r\n"), "{'a': 'x y'}");
+        assert_eq!(repr("a: |\r\n  x\r\n  y\r\n"), "{'a': 'x\\ny\\n'}");
+        assert_eq!(repr("a: \"x\u{85}  y\"\n"), "{'a': 'x y'}");
+        assert_eq!(repr("a: x\u{85}b: y\n"), "{'a': 'x', 'b': 'y'}");
+        assert_eq!(repr("a: 1\rb: 2\r"), "{'a': 1, 'b': 2}");
+        // An escaped NEL is content, not a break.
+        assert_eq!(repr("a: \"x\\Ny\"\n"), "{'a': 'x\\x85y'}");
+        let e = safe_load("a: 1\r\nb: [\r\n").unwrap_err();
+        assert_eq!(e.kind, YamlErrorKind::Refused, "{e}");
+    }
+
+    #[test]
+    fn unicode_line_and_paragraph_separators_are_refused_with_their_position() {
+        for (doc, line, column) in [
+            ("a: x\u{2028}b: y\n", 1, 5),
+            ("a: 1\r\nb: 'x\u{2029}'\n", 2, 6),
+            ("a: |\n  x\u{2028}  y\n", 2, 4),
+        ] {
+            let e = safe_load(doc).unwrap_err();
+            assert_eq!(e.kind, YamlErrorKind::Unsupported, "{doc:?}: {e}");
+            assert_eq!((e.line, e.column), (line, column), "{doc:?}: {e}");
+            assert!(e.message.contains("SEPARATOR"), "{e}");
+        }
+    }
+
+    #[test]
+    fn tabs_outside_quoted_and_block_scalars_and_comments_are_refused_as_pyyaml_does() {
+        // Each refused by PyYAML 6 ("found character '\t' that cannot start any token");
+        // saphyr read the first as 'x\ty' and skipped the others.
+        for (doc, line, column) in [
+            ("a: x\ty\n", 1, 5),
+            ("a: 1\t\n", 1, 5),
+            ("\ta: 1\n", 1, 1),
+            ("a: [1,\t2]\n", 1, 7),
+            ("a:\n  - 1\n\t\n", 3, 1),
+            ("a: &x\t1\n", 1, 6),
+        ] {
+            let e = safe_load(doc).unwrap_err();
+            assert_eq!((e.line, e.column), (line, column), "{doc:?}: {e}");
+            assert!(e.message.contains("found character '\\t'"), "{e}");
+        }
+    }
+
+    #[test]
+    fn tabs_inside_quoted_and_block_scalars_and_comments_are_kept() {
+        // Expected values: PyYAML 6 yaml.safe_load on the same text.
+        assert_eq!(repr("a: 'x\ty'\n"), "{'a': 'x\\ty'}");
+        assert_eq!(repr("a: \"x\ty\"\n"), "{'a': 'x\\ty'}");
+        assert_eq!(repr("a: |\n  x\ty\n  \tz\n"), "{'a': 'x\\ty\\n\\tz\\n'}");
+        assert_eq!(repr("a: >\n  x\ty\n"), "{'a': 'x\\ty\\n'}");
+        assert_eq!(repr("# \tc\na: 1 # \td\n"), "{'a': 1}");
+        assert_eq!(repr("a: 'x\n \ty'\n"), "{'a': 'x y'}");
+    }
+
+    #[test]
+    fn a_second_byte_order_mark_is_refused_not_skipped() {
+        let e = safe_load("\u{feff}\u{feff}a: 1\n").unwrap_err();
+        assert!(e.message.contains("byte-order mark"), "{e}");
     }
 
     #[test]

@@ -17,6 +17,7 @@ hyops owns the module state; neither the plug-in nor the binary writes ``latest.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -159,15 +160,20 @@ def _verbose() -> bool:
     return str(os.environ.get("HYOPS_VERBOSE") or "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def _timeout_s() -> float | None:
+def _timeout_s() -> tuple[float | None, str]:
+    """``$HYOPS_PVE_DRIVER_TIMEOUT_S``: ``(seconds, "")``, ``(None, "")`` when unset (no
+    limit), or ``(None, one-line error naming the variable)`` for a value that is not a
+    positive number of seconds (never silently no limit)."""
     raw = str(os.environ.get(TIMEOUT_ENV) or "").strip()
     if not raw:
-        return None
+        return None, ""
     try:
         v = float(raw)
     except ValueError:
-        return None
-    return v if v > 0 else None
+        v = float("nan")
+    if not math.isfinite(v) or v <= 0:
+        return None, f"{TIMEOUT_ENV}={raw!r} is not a positive number of seconds (unset it for no limit)"
+    return v, ""
 
 
 def _stop(proc: subprocess.Popen, grace: float) -> None:
@@ -203,6 +209,9 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
         return _error_result({}, "driver request must be a mapping", None)
     binary, why = find_binary()
     if binary is None:
+        return _error_result(request, why, evidence)
+    timeout_s, why = _timeout_s()
+    if why:
         return _error_result(request, why, evidence)
     try:
         payload = json.dumps(request, default=str)
@@ -293,7 +302,7 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     timed_out = False
     interrupted: BaseException | None = None
     try:
-        proc.wait(timeout=_timeout_s())
+        proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         timed_out = True
         _stop(proc, _GRACE_S)
@@ -334,7 +343,7 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     if timed_out:
         return _error_result(
             request,
-            f"hyops-pve driver timed out after {_timeout_s():g}s ({TIMEOUT_ENV}; {BIN_ENV}={binary}){last}{log_hint}",
+            f"hyops-pve driver timed out after {timeout_s:g}s ({TIMEOUT_ENV}; {BIN_ENV}={binary}){last}{log_hint}",
             evidence,
         )
     if not isinstance(result, dict):
