@@ -492,6 +492,16 @@ async fn ctrl_c_during_hyops_apply_is_cancelled_and_recorded_by_both() {
     c.process_group(0)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
+    // A terminal's foreground job has SIGINT at its default. A test run started in the
+    // background (`cargo test &`, nohup, some CI runners) inherits SIGINT ignored, and
+    // Python then installs no KeyboardInterrupt handler at all: restore the default.
+    // SAFETY: only signal(2), async-signal-safe, runs between fork and exec.
+    unsafe {
+        c.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
     let child = c.spawn().unwrap();
     let pgid = child.id() as i32;
     let logs = w.root().join("logs/module/platform__onprem__platform-vm");

@@ -394,14 +394,28 @@ async fn guest_agent_reports_addresses_only_after_the_boot_delay() {
     );
     let r = t.post("/nodes/pve1/qemu/190/status/start", &[]).await;
     assert_eq!(t.task(r).await, "OK");
-    let (code, v) = t.get(path, &[]).await;
-    assert_eq!(
-        (code, v["message"].as_str().unwrap()),
-        (500, "QEMU guest agent is not running\n")
-    );
-    tokio::time::sleep(Duration::from_millis(40)).await; // boot delay 15 s simulated = 15 ms
-    let (code, v) = t.get(path, &[]).await;
-    assert_eq!(code, 200, "{v}");
+    // The agent answers from `started_at + boot_delay_ms` (simulated). Each request is
+    // bracketed by the simulated clock, so the assertions hold on any side of that instant
+    // however long the machine's load stalls the test (no wall-clock guess).
+    let up_at = t.h.state().vms[&190].started_at_ms.unwrap() + t.h.latency().boot_delay_ms;
+    let v = loop {
+        let before = t.h.now_ms();
+        let (code, v) = t.get(path, &[]).await;
+        let after = t.h.now_ms();
+        if code == 200 {
+            assert!(
+                after >= up_at,
+                "the agent answered before the boot delay: {v}"
+            );
+            break v;
+        }
+        assert_eq!(
+            (code, v["message"].as_str().unwrap()),
+            (500, "QEMU guest agent is not running\n")
+        );
+        assert!(before < up_at, "no agent after the boot delay");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
     let res = v["data"]["result"].as_array().unwrap();
     assert_eq!(res[0]["name"], "lo");
     let cfg = t.config("pve1", 190).await;

@@ -280,6 +280,23 @@ where
     }
 }
 
+/// Ids of the clusters named exactly `name`, oldest first.
+async fn clusters_named(client: &NetboxClient, name: &str) -> Result<Vec<u64>, NetboxError> {
+    let mut ids: Vec<u64> = client
+        .list(
+            "/api/virtualization/clusters/",
+            &[("name".to_string(), name.to_string())],
+        )
+        .await?
+        .iter()
+        .filter(|v| str_of(v, "name") == name)
+        .filter_map(id_of)
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
+}
+
 fn need_id(v: &Value, what: &str) -> Result<u64, NetboxError> {
     id_of(v).ok_or_else(|| NetboxError::Decode {
         method: "GET".into(),
@@ -323,20 +340,7 @@ impl<'a> Cache<'a> {
 
     /// Ids of the clusters named exactly `name`, oldest first.
     async fn clusters_named(&self, name: &str) -> Result<Vec<u64>, NetboxError> {
-        let mut ids: Vec<u64> = self
-            .client
-            .list(
-                "/api/virtualization/clusters/",
-                &[("name".to_string(), name.to_string())],
-            )
-            .await?
-            .iter()
-            .filter(|v| str_of(v, "name") == name)
-            .filter_map(id_of)
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
-        Ok(ids)
+        clusters_named(self.client, name).await
     }
 
     /// `ensure_cluster`; `None` only for destroy lookups (`create = false`).
@@ -388,11 +392,18 @@ impl<'a> Cache<'a> {
                     .iter()
                     .all(|v| ref_id(v, "cluster") != Some(mine));
                 if empty {
-                    // NetBox protects a cluster that has VMs (409): then it stays.
+                    // Tidying is best effort and never fails the sync: NetBox protects a
+                    // cluster that has VMs (409), and a run that wrote a VM into it between
+                    // our check and the delete makes PostgreSQL's foreign key refuse the
+                    // delete at commit (a 500). Either way it stays, one more member of
+                    // the set; VMs still go to the oldest.
                     match self.client.delete(&format!("{path}{mine}/")).await {
                         Ok(()) => ids.retain(|i| *i != mine),
-                        Err(e) if e.status() == Some(409) => {}
-                        Err(e) => return Err(e),
+                        Err(e) => tracing::debug!(
+                            cluster = name,
+                            id = mine,
+                            "the duplicate cluster stays: {e}"
+                        ),
                     }
                 }
             }
@@ -862,35 +873,34 @@ async fn prepare_row<'a>(
     })
 }
 
-/// Writing part of a row (runs concurrently with other rows): the VM, its interfaces, the
-/// IP assignment and the primary IPv4. `ifaces` are the VM's interfaces read in advance.
-async fn write_row(
+/// Create the VM, or update the fields of `existing` that differ from `desired`, in
+/// `cluster` (the id `desired` names).
+async fn write_vm(
     client: &NetboxClient,
-    p: Prepared<'_>,
-    ifaces: Vec<Value>,
-    ips_by_host: &std::sync::Mutex<BTreeMap<String, Vec<IpRecord>>>,
-) -> Result<RowReport, NetboxError> {
-    let mut report = RowReport::default();
-    let vm = p.vm;
-    let cluster = p.cluster;
+    vm: &SyncVm,
+    existing: Option<&Value>,
+    desired: &Map<String, Value>,
+    cluster: u64,
+    cf_field: &str,
+    report: &mut RowReport,
+) -> Result<Value, NetboxError> {
     let path = "/api/virtualization/virtual-machines/";
-    let current = match p.existing {
+    match existing {
         Some(cur) => {
-            let changes = vm_changes(&cur, &p.desired, &p.cf_field);
+            let changes = vm_changes(cur, desired, cf_field);
             if changes.is_empty() {
-                cur
-            } else {
-                let id = need_id(&cur, path)?;
-                let v = client
-                    .update(&format!("{path}{id}/"), &Value::Object(changes))
-                    .await?;
-                report.vms_updated += 1;
-                v
+                return Ok(cur.clone());
             }
+            let id = need_id(cur, path)?;
+            let v = client
+                .update(&format!("{path}{id}/"), &Value::Object(changes))
+                .await?;
+            report.vms_updated += 1;
+            Ok(v)
         }
         None => {
             let name = vm.name.clone();
-            let v = create_or_find(client, path, &Value::Object(p.desired.clone()), || {
+            let v = create_or_find(client, path, &Value::Object(desired.clone()), || {
                 let name = name.clone();
                 async move {
                     let hits = client
@@ -909,7 +919,62 @@ async fn write_row(
             })
             .await?;
             report.vms_created += 1;
-            v
+            Ok(v)
+        }
+    }
+}
+
+/// Writing part of a row (runs concurrently with other rows): the VM, its interfaces, the
+/// IP assignment and the primary IPv4. `ifaces` are the VM's interfaces read in advance.
+async fn write_row(
+    client: &NetboxClient,
+    p: Prepared<'_>,
+    ifaces: Vec<Value>,
+    ips_by_host: &std::sync::Mutex<BTreeMap<String, Vec<IpRecord>>>,
+) -> Result<RowReport, NetboxError> {
+    let mut report = RowReport::default();
+    let vm = p.vm;
+    let path = "/api/virtualization/virtual-machines/";
+    let mut desired = p.desired;
+    let mut cluster = p.cluster;
+    // The cluster resolved for this run can vanish before the VM is written: a racing run
+    // removes the empty duplicate it made once it sees an older one, and a cluster another
+    // run saw alone (PostgreSQL can make a lower id visible after a higher one) is such a
+    // duplicate. NetBox then refuses the write with a 400 on `cluster`: re-read the clusters
+    // of that name and write to the oldest again (each retry needs a removal, and the
+    // oldest is never removed, so this ends).
+    let mut attempts = 0;
+    let current = loop {
+        let written = write_vm(
+            client,
+            vm,
+            p.existing.as_ref(),
+            &desired,
+            cluster,
+            &p.cf_field,
+            &mut report,
+        )
+        .await;
+        match written {
+            Ok(v) => break v,
+            Err(e) if e.status() == Some(400) && attempts < 5 => {
+                let ids = clusters_named(client, &vm.cluster).await?;
+                match ids.first() {
+                    Some(&oldest) if !ids.contains(&cluster) => {
+                        attempts += 1;
+                        tracing::debug!(
+                            vm = %vm.name,
+                            gone = cluster,
+                            now = oldest,
+                            "the cluster vanished before the VM write; writing to the oldest"
+                        );
+                        cluster = oldest;
+                        desired.insert("cluster".into(), json!(oldest));
+                    }
+                    _ => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
         }
     };
     let vm_id = need_id(&current, path)?;

@@ -279,6 +279,18 @@ impl SimHandle {
         self.sim.bandwidth.active()
     }
 
+    /// The simulated clock: milliseconds since the simulator started (real time divided by
+    /// `time_scale`). Tests bracket a request with it to know which side of a simulated
+    /// deadline the simulator was on, whatever the machine's load.
+    pub fn now_ms(&self) -> u64 {
+        self.sim.clock.now_ms()
+    }
+
+    /// The latency model in force (simulated milliseconds).
+    pub fn latency(&self) -> &LatencyModel {
+        &self.sim.latency
+    }
+
     /// Worker tasks still running.
     pub fn running_tasks(&self) -> usize {
         self.sim.tasks.running()

@@ -168,6 +168,9 @@ async fn handle(
     // Request-level faults fire before any processing, except a lost reply, which fires
     // after the work is done.
     let fault = nb.fire(&method, &path);
+    if let Some(NbFaultAction::Hold(gate)) = &fault {
+        gate.hold().await;
+    }
     if let Some(NbFaultAction::Status {
         status,
         retry_after,

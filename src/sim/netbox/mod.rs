@@ -33,7 +33,56 @@ pub enum NbFaultAction {
         status: u16,
         retry_after: Option<u64>,
     },
+    /// Hold the request at the door until the test calls [`NbGate::release`], then serve it:
+    /// lets a test act "between" a client's read and its write (another writer's change),
+    /// by event, never by sleeping.
+    Hold(NbGate),
 }
+
+/// The door of [`NbFaultAction::Hold`]: the server signals when a request arrived and waits
+/// for the test to let it through.
+#[derive(Clone, Default)]
+pub struct NbGate {
+    inner: Arc<GateInner>,
+}
+
+#[derive(Default)]
+struct GateInner {
+    arrived: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+impl NbGate {
+    pub fn new() -> NbGate {
+        NbGate::default()
+    }
+    /// Wait until a request reached the gate (returns at once if one already did).
+    pub async fn arrived(&self) {
+        self.inner.arrived.notified().await;
+    }
+    /// Let the held request (or the next one to arrive) through.
+    pub fn release(&self) {
+        self.inner.release.notify_one();
+    }
+    pub(crate) async fn hold(&self) {
+        self.inner.arrived.notify_one();
+        self.inner.release.notified().await;
+    }
+}
+
+impl std::fmt::Debug for NbGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NbGate")
+    }
+}
+
+/// Gates compare by identity.
+impl PartialEq for NbGate {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+impl Eq for NbGate {}
 
 /// Fire `action` for the next `times` requests whose method matches (any when `None`) and
 /// whose path contains `path_contains`.
