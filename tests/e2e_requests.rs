@@ -80,6 +80,20 @@ async fn a_no_op_apply_reads_each_vm_once_asks_no_agent_and_writes_nothing() {
         .scaled_ctx(&h.overlay("p.yml", &common::pool::pool_overlay(10, POOL_HEADER)))
         .await;
     apply_inner(&ctx, None, None).await.unwrap();
+    // A VM whose agent had not answered within the first apply's (scaled) budget has no
+    // recorded addresses; the contract is that such a VM is asked once, every other VM never.
+    // On a quiet machine that is none; under load, a few.
+    let unrecorded = h.state_json()["outputs"]["vms"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|vm| {
+            vm["ipv4_addresses"].as_array().is_none_or(|nics| {
+                nics.iter()
+                    .all(|a| a.as_array().is_none_or(|a| a.is_empty()))
+            })
+        })
+        .count() as u64;
     let before = h.sim.counters();
     let run = apply_inner(&ctx, None, None).await.unwrap();
     let after = h.sim.counters();
@@ -88,13 +102,13 @@ async fn a_no_op_apply_reads_each_vm_once_asks_no_agent_and_writes_nothing() {
     // a running VM's pending answer is its config too; the other config read is the template's
     assert_eq!(delta("GET", "/nodes/{node}/qemu/{vmid}/pending"), 10);
     assert_eq!(delta("GET", "/nodes/{node}/qemu/{vmid}/config"), 1);
-    // static addresses recorded by the first apply cannot have changed: no agent read
+    // static addresses recorded by the first apply cannot have changed: no agent read for them
     assert_eq!(
         delta(
             "GET",
             "/nodes/{node}/qemu/{vmid}/agent/network-get-interfaces"
         ),
-        0
+        unrecorded
     );
     let report: Value = serde_json::from_str(&run_file(&h, &run, "apply_report.json")).unwrap();
     assert_eq!(report["writes"], 0);
