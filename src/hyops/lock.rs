@@ -82,6 +82,9 @@ pub fn pid_alive(pid: u32) -> bool {
     rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// How long a busy lock's empty holder record is re-read before the message says `unknown`.
+const HOLDER_RECORD_SETTLE: Duration = Duration::from_secs(1);
+
 fn read_holder(file: &mut File) -> Option<LockHolder> {
     let mut s = String::new();
     file.seek(SeekFrom::Start(0)).ok()?;
@@ -192,7 +195,15 @@ pub fn acquire_subject(
             });
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
-            let holder = read_holder(&mut file);
+            // The holder writes its record just after it takes the lock, so a record still
+            // empty or half-written is read again for up to a second before it is called
+            // unknown (a holder that died there released the lock with its process).
+            let mut holder = read_holder(&mut file);
+            let settle = Instant::now() + HOLDER_RECORD_SETTLE;
+            while holder.is_none() && Instant::now() < settle {
+                std::thread::sleep(Duration::from_millis(20));
+                holder = read_holder(&mut file);
+            }
             return Err(HyopsError::Lock(busy_message(
                 path,
                 subject,
@@ -311,4 +322,44 @@ pub fn force_unlock(
         lock_file: path,
         holder: Some(h),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_lock_names_a_holder_that_writes_its_record_just_after_taking_it() {
+        // Two runs at once: the loser used to read the winner's record in the instant between
+        // its flock and its write, and named the holder "run_id=unknown".
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("slot.lock");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .unwrap();
+        assert!(try_flock(&file).unwrap());
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            let holder = LockHolder {
+                run_id: "winner-run".into(),
+                pid: std::process::id(),
+                host: hostname(),
+                started_at: utc_now(),
+            };
+            let mut f = &file;
+            f.write_all(serde_json::to_string(&holder).unwrap().as_bytes())
+                .unwrap();
+            file
+        });
+        let err = match acquire_subject(&path, "the lock", "loser-run", Duration::ZERO) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("the lock is held"),
+        };
+        drop(writer.join().unwrap());
+        assert!(err.contains("run_id=winner-run"), "{err}");
+    }
 }
