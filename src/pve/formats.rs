@@ -27,6 +27,15 @@ fn violation(rule: &'static str, allows: &'static str) -> FormatViolation {
     FormatViolation { rule, allows }
 }
 
+/// `Ok(())` when `ok`, else the violation of `rule` saying what it `allows`.
+fn require(ok: bool, rule: &'static str, allows: &'static str) -> Result<(), FormatViolation> {
+    if ok {
+        Ok(())
+    } else {
+        Err(violation(rule, allows))
+    }
+}
+
 fn is_label(l: &str) -> bool {
     let b = l.as_bytes();
     !b.is_empty()
@@ -38,26 +47,20 @@ fn is_label(l: &str) -> bool {
 /// `dns-name` (`pve_verify_dns_name`): dot-separated labels of letters, digits and inner `-`.
 /// The VM `name` of clone and config has this format.
 pub fn dns_name(s: &str) -> Result<(), FormatViolation> {
-    if s.split('.').all(is_label) {
-        Ok(())
-    } else {
-        Err(violation(
-            "dns-name",
-            "dot-separated labels of letters, digits and '-', each starting and ending with a letter or digit (no '_', no spaces)",
-        ))
-    }
+    require(
+        s.split('.').all(is_label),
+        "dns-name",
+        "dot-separated labels of letters, digits and '-', each starting and ending with a letter or digit (no '_', no spaces)",
+    )
 }
 
 /// `pve-node` (`pve_verify_node_name`): one DNS label.
 pub fn node_name(s: &str) -> Result<(), FormatViolation> {
-    if is_label(s) {
-        Ok(())
-    } else {
-        Err(violation(
-            "pve-node",
-            "letters, digits and inner '-' (one DNS label)",
-        ))
-    }
+    require(
+        is_label(s),
+        "pve-node",
+        "letters, digits and inner '-' (one DNS label)",
+    )
 }
 
 /// `pve-storage-id` (`parse_id`): at least 2 characters, `[a-z][a-z0-9\-_.]*[a-z0-9]`,
@@ -69,14 +72,11 @@ pub fn storage_id(s: &str) -> Result<(), FormatViolation> {
         && b[b.len() - 1].is_ascii_alphanumeric()
         && b.iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(violation(
+    require(
+        ok,
             "pve-storage-id",
             "at least 2 characters: a letter, then letters, digits, '-', '_' or '.', ending in a letter or digit",
-        ))
-    }
+    )
 }
 
 /// `pve-bridge-id` (`parse_bridge_id`): `[-_.\w\d]+` (taken as ASCII here), and at most 15
@@ -86,37 +86,31 @@ pub fn bridge_id(s: &str) -> Result<(), FormatViolation> {
         && s.len() <= 15
         && s.bytes()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(violation(
-            "pve-bridge-id",
-            "1 to 15 letters, digits, '-', '_' or '.' (a Linux interface name)",
-        ))
-    }
+    require(
+        ok,
+        "pve-bridge-id",
+        "1 to 15 letters, digits, '-', '_' or '.' (a Linux interface name)",
+    )
 }
 
 /// The VMID range of `pve-vmid` parameters (schema `minimum` 100, `maximum` 999999999;
 /// `pve_verify_vmid` is `^[1-9][0-9]{2,8}$`).
 pub fn vmid(n: u64) -> Result<(), FormatViolation> {
-    if (100..=999_999_999).contains(&n) {
-        Ok(())
-    } else {
-        Err(violation("pve-vmid", "an integer from 100 to 999999999"))
-    }
+    require(
+        (100..=999_999_999).contains(&n),
+        "pve-vmid",
+        "an integer from 100 to 999999999",
+    )
 }
 
 /// `mac-addr` (`pve_verify_mac_addr`): the I/G bit (lowest bit of the first octet) must be
 /// clear, i.e. a unicast address; `octets` as parsed.
 pub fn unicast_mac(octets: [u8; 6]) -> Result<(), FormatViolation> {
-    if octets[0] & 1 == 0 {
-        Ok(())
-    } else {
-        Err(violation(
-            "mac-addr",
-            "a unicast MAC address: the second hex digit must be even (0, 2, 4, 6, 8, A, C, E)",
-        ))
-    }
+    require(
+        octets[0] & 1 == 0,
+        "mac-addr",
+        "a unicast MAC address: the second hex digit must be even (0, 2, 4, 6, 8, A, C, E)",
+    )
 }
 
 /// `pve-tag` (`pve_verify_tag`): `[a-z0-9_][a-z0-9_\-+.]*`, case-insensitive. A tag holding
@@ -127,23 +121,20 @@ pub fn tag(s: &str) -> Result<(), FormatViolation> {
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
         && b.iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'+' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(violation(
-            "pve-tag",
-            "a letter, digit or '_', then letters, digits, '_', '-', '+' or '.'",
-        ))
-    }
+    require(
+        ok,
+        "pve-tag",
+        "a letter, digit or '_', then letters, digits, '_', '-', '+' or '.'",
+    )
 }
 
 /// VLAN tag of `netN` (`tag`: integer 1–4094).
 pub fn vlan(n: i128) -> Result<(), FormatViolation> {
-    if (1..=4094).contains(&n) {
-        Ok(())
-    } else {
-        Err(violation("netN.tag", "an integer from 1 to 4094"))
-    }
+    require(
+        (1..=4094).contains(&n),
+        "netN.tag",
+        "an integer from 1 to 4094",
+    )
 }
 
 /// MTU of `netN`: the schema allows 1–65520 ("1 = the bridge MTU", VirtIO only), and a start
@@ -156,33 +147,22 @@ pub fn mtu(n: i128, virtio: bool) -> Result<(), FormatViolation> {
             "only VirtIO NICs take an MTU (set model: virtio, or remove mtu)",
         ));
     }
-    if n == 1 || (576..=65520).contains(&n) {
-        Ok(())
-    } else {
-        Err(violation(
-            "netN.mtu",
-            "1 (use the bridge MTU) or 576 to 65520 (a VM start refuses anything below 576)",
-        ))
-    }
+    require(
+        n == 1 || (576..=65520).contains(&n),
+        "netN.mtu",
+        "1 (use the bridge MTU) or 576 to 65520 (a VM start refuses anything below 576)",
+    )
 }
 
 /// `cores` (integer, minimum 1) and the qemu-server limit of 8192 vCPUs per VM is far above
 /// any node; the schema has no maximum, so only the minimum is checked.
 pub fn cores(n: u64) -> Result<(), FormatViolation> {
-    if n >= 1 {
-        Ok(())
-    } else {
-        Err(violation("cores", "an integer of at least 1"))
-    }
+    require(n >= 1, "cores", "an integer of at least 1")
 }
 
 /// `memory` (`current`: integer, minimum 16 MiB).
 pub fn memory_mib(n: u64) -> Result<(), FormatViolation> {
-    if n >= 16 {
-        Ok(())
-    } else {
-        Err(violation("memory", "at least 16 MiB"))
-    }
+    require(n >= 16, "memory", "at least 16 MiB")
 }
 
 /// The largest disk in GiB: QEMU's block layer refuses any image or resize beyond
@@ -192,14 +172,11 @@ pub const DISK_GIB_MAX: u64 = (1 << 33) - 1;
 
 /// A disk size in GiB: 1 to [`DISK_GIB_MAX`].
 pub fn disk_gib(n: u64) -> Result<(), FormatViolation> {
-    if (1..=DISK_GIB_MAX).contains(&n) {
-        Ok(())
-    } else {
-        Err(violation(
-            "disk size",
-            "1 to 8589934591 GiB (QEMU's largest disk, 8 EiB)",
-        ))
-    }
+    require(
+        (1..=DISK_GIB_MAX).contains(&n),
+        "disk size",
+        "1 to 8589934591 GiB (QEMU's largest disk, 8 EiB)",
+    )
 }
 
 /// `ostype` (schema enum of `PUT …/config`).
@@ -210,14 +187,11 @@ pub const OS_TYPES: &[&str] = &[
 
 /// `ostype`: one of [`OS_TYPES`].
 pub fn os_type(s: &str) -> Result<(), FormatViolation> {
-    if OS_TYPES.contains(&s) {
-        Ok(())
-    } else {
-        Err(violation(
-            "ostype",
-            "one of other, wxp, w2k, w2k3, w2k8, wvista, win7, win8, win10, win11, l24, l26, solaris",
-        ))
-    }
+    require(
+        OS_TYPES.contains(&s),
+        "ostype",
+        "one of other, wxp, w2k, w2k3, w2k8, wvista, win7, win8, win10, win11, l24, l26, solaris",
+    )
 }
 
 /// The `cputype` of `pve-vm-cpu-conf` as a token: a built-in model name or `custom-<name>`
@@ -227,14 +201,11 @@ pub fn cpu_type(s: &str) -> Result<(), FormatViolation> {
     let ok = !s.is_empty()
         && s.bytes()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(violation(
+    require(
+        ok,
             "pve-vm-cpu-conf cputype",
             "a CPU model name (letters, digits, '-', '_', '.'), e.g. host, x86-64-v2-AES or custom-<name>",
-        ))
-    }
+    )
 }
 
 /// The cloud-init user name (`ciuser`). qemu-server writes it unquoted into the generated
@@ -248,14 +219,11 @@ pub fn ciuser(s: &str) -> Result<(), FormatViolation> {
         && (b[0].is_ascii_lowercase() || b[0] == b'_')
         && b.iter()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(violation(
+    require(
+        ok,
             "ciuser",
             "a Linux user name: a lower-case letter or '_', then lower-case letters, digits, '_' or '-', at most 32 characters",
-        ))
-    }
+    )
 }
 
 /// One `sshkeys` line: an OpenSSH public key `<type> <base64> [comment]` on a single line
