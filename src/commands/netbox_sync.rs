@@ -201,7 +201,9 @@ pub fn rows_from_outputs(
 /// Upstream reads them only from an `ok` state, so a destroy retried after a failed or
 /// cancelled one (state `error`/`running`, outputs of the last good apply kept) never retires
 /// the NetBox VMs. Here every state that still holds outputs counts; `destroyed` holds none.
-fn prior_vms(state: Option<&Map<String, Value>>) -> BTreeMap<String, (String, Vec<String>)> {
+pub(crate) fn prior_vms(
+    state: Option<&Map<String, Value>>,
+) -> BTreeMap<String, (String, Vec<String>)> {
     let mut out = BTreeMap::new();
     let Some(s) = state else { return out };
     if s.get("status").and_then(Value::as_str).map(str::trim) == Some("destroyed") {
@@ -382,11 +384,10 @@ fn write_shared_dataset(
     replaced_names: &BTreeSet<String>,
 ) -> Result<(PathBuf, PathBuf), CliError> {
     let (json_path, csv_path) = dataset_paths(ctx);
-    let existing: Vec<Value> = crate::hyops::fsio::read_json_opt(&json_path)
-        .ok()
-        .flatten()
-        .and_then(|v| v.as_array().cloned())
-        .unwrap_or_default();
+    let existing: Vec<Value> = match crate::hyops::fsio::read_json_opt(&json_path) {
+        Ok(Some(Value::Array(rows))) => rows,
+        _ => Vec::new(),
+    };
     let mut merged: Vec<Value> = existing
         .into_iter()
         .filter(|r| {
@@ -400,7 +401,8 @@ fn write_shared_dataset(
             .and_then(Value::as_str)
             .cmp(&b.get("name").and_then(Value::as_str))
     });
-    write_json_atomic(&json_path, &Value::Array(merged.clone())).map_err(CliError::hyops)?;
+    crate::hyops::write_json_atomic_ser(&json_path, &crate::hyops::SortedSlice(&merged))
+        .map_err(CliError::hyops)?;
     let mut csv = CSV_HEADER.join(",");
     csv.push('\n');
     for r in &merged {
@@ -449,19 +451,18 @@ fn soft(strict: bool, warning: String, error: String) -> Result<Vec<String>, Cli
     }
 }
 
-/// The inventory sync after a successful apply. `prior_state` is the slot's state before the
-/// run (its VMs that are gone now are retired). Returns the warnings for the driver result;
+/// The inventory sync after a successful apply. `prior` is [`prior_vms`] of the slot's state
+/// before the run (its VMs that are gone now are retired). Returns the warnings for the driver result;
 /// fails only with `HYOPS_NETBOX_SYNC_STRICT`.
 pub async fn after_apply(
     ctx: &Ctx,
     run: &Run,
     plan: &PlanArtifact,
     report: &ApplyReport,
-    prior_state: Option<&Map<String, Value>>,
+    prior: &BTreeMap<String, (String, Vec<String>)>,
 ) -> Result<Vec<String>, CliError> {
     let strict = truthy(&ctx.env_vars, SYNC_STRICT_ENV);
-    let prior = prior_vms(prior_state);
-    let rows = rows_from_outputs(&report.outputs, plan, &prior);
+    let rows = rows_from_outputs(&report.outputs, plan, prior);
     let current: BTreeSet<String> = rows.iter().map(|(v, _)| v.name.clone()).collect();
     // This slot's VMs that are gone since the last ok state: retire them (and only them);
     // a renamed VM is not gone, the sync renames it.
@@ -479,7 +480,7 @@ pub async fn after_apply(
         .collect();
     let dataset: Vec<Value> = rows.iter().map(|(v, id)| dataset_row(v, *id)).collect();
     let evidence_dataset = run.evidence.join("hook_netbox_sync.dataset.json");
-    write_json_atomic(&evidence_dataset, &Value::Array(dataset.clone()))
+    crate::hyops::write_json_atomic_ser(&evidence_dataset, &crate::hyops::SortedSlice(&dataset))
         .map_err(CliError::hyops)?;
     let mut replaced: BTreeSet<String> = current.clone();
     replaced.extend(retire.iter().map(|r| r.name.clone()));
