@@ -113,8 +113,9 @@ pub fn vm_output(want: &DesiredVm, facts: &VmFacts) -> Value {
     ])
 }
 
-/// A JSON object of `fields` in this order, allocated at its exact size.
-fn exact_object<const N: usize>(fields: [(&str, Value); N]) -> Value {
+/// A JSON object of `fields` in this order, allocated at its exact size (`json!` grows a
+/// map by doubling; these objects are made per VM and held for the whole pool).
+pub fn exact_object<const N: usize>(fields: [(&str, Value); N]) -> Value {
     Value::Object(
         fields
             .into_iter()
