@@ -422,7 +422,7 @@ impl<'de> serde::de::Visitor<'de> for KeptRows<'_> {
 /// (upstream keeps only the module that ran last); rows of this slot's VMs are replaced.
 fn write_shared_dataset(
     ctx: &Ctx,
-    rows: &[Value],
+    rows: Vec<Value>,
     replaced_names: &BTreeSet<String>,
 ) -> Result<(PathBuf, PathBuf), CliError> {
     let (json_path, csv_path) = dataset_paths(ctx);
@@ -435,7 +435,7 @@ fn write_shared_dataset(
             serde::de::DeserializeSeed::deserialize(KeptRows(replaced_names), &mut de).ok()
         })
         .unwrap_or_default();
-    merged.extend(rows.iter().cloned());
+    merged.extend(rows);
     merged.sort_by(|a, b| {
         a.get("name")
             .and_then(Value::as_str)
@@ -524,7 +524,7 @@ pub async fn after_apply(
         .map_err(CliError::hyops)?;
     let mut replaced: BTreeSet<String> = current.clone();
     replaced.extend(retire.iter().map(|r| r.name.clone()));
-    let (dataset_json, dataset_csv) = write_shared_dataset(ctx, &dataset, &replaced)?;
+    let (dataset_json, dataset_csv) = write_shared_dataset(ctx, dataset, &replaced)?;
     let command = vec![
         "hyops-pve".to_string(),
         "netbox-sync".to_string(),
