@@ -131,7 +131,7 @@ fn usage_error(e: &clap::Error, args: &[OsString]) -> i32 {
         let sink = output::Sink::new(true);
         let mut doc = sink.envelope("", EXIT_USAGE, Some(message));
         doc["command"] = command_from_args(args).map_or(serde_json::Value::Null, Into::into);
-        output::print_envelope(&doc);
+        output::print_envelope(&doc, &Default::default());
     }
     EXIT_USAGE
 }
@@ -281,7 +281,8 @@ fn finish(sink: &output::Sink, command: &str, result: Result<i32, CliError>) -> 
         output::write_stderr(&format!("ERR: {m}\n"));
     }
     if sink.json_pending() {
-        output::print_envelope(&sink.envelope(command, code, error.as_deref()));
+        let doc = sink.envelope(command, code, error.as_deref());
+        output::print_envelope(&doc, &sink.take_raw());
     }
     // the command's last stderr lines out before the process exits (bounded: an unread
     // stderr must not keep it alive)

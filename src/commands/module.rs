@@ -207,7 +207,7 @@ pub async fn plan_inner(
         "plan_file",
         json!(run.evidence.join("plan.json").display().to_string()),
     );
-    output::field("plan", serde_json::to_value(&plan).unwrap_or(Value::Null));
+    output::field_serialized("plan", &plan);
     Ok(if detailed_exitcode && plan.summary.has_changes() {
         EXIT_CHANGES
     } else {

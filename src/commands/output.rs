@@ -46,6 +46,9 @@ struct Parts {
     evidence_dir: Option<String>,
     warnings: Vec<String>,
     fields: Map<String, Value>,
+    /// Fields given already serialised (pretty JSON), by key; `fields` holds a placeholder
+    /// in their place (see [`field_serialized`]).
+    raw: std::collections::HashMap<String, String>,
 }
 
 /// What one command run reports: its mode (human or `--json`) and the envelope parts.
@@ -105,6 +108,11 @@ impl Sink {
             }
         }
         Value::Object(doc)
+    }
+
+    /// The fields given serialised ([`field_serialized`]), taken for printing.
+    pub fn take_raw(&self) -> std::collections::HashMap<String, String> {
+        std::mem::take(&mut self.parts().raw)
     }
 }
 
@@ -307,24 +315,107 @@ pub fn field(key: &str, value: Value) {
     });
 }
 
+/// [`field`] for a large value (a 10 000-VM plan): serialised now, in `--json` mode only, to
+/// pretty JSON text, so the envelope never holds it as a JSON value tree (several times its
+/// text's size). A value that cannot be serialised becomes `null`.
+pub fn field_serialized<T: serde::Serialize>(key: &str, value: &T) {
+    with_sink(|s| {
+        if !s.json {
+            return;
+        }
+        let text = serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".into());
+        let mut p = s.parts();
+        p.fields.insert(key.to_string(), Value::Null);
+        p.raw.insert(key.to_string(), text);
+    });
+}
+
 /// Print the envelope of the running command now (status ok), once; the command's end then
 /// prints nothing more on stdout. For `sim serve --json`, which reports when it listens.
 pub fn print_envelope_now(command: &str) {
     with_sink(|s| {
         if s.json && !s.printed.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            print_envelope(&s.envelope(command, EXIT_OK, None));
+            let doc = s.envelope(command, EXIT_OK, None);
+            print_envelope(&doc, &s.take_raw());
         }
     });
 }
 
-/// Render the envelope as the single stdout document.
-pub fn print_envelope(doc: &Value) {
+/// Render the envelope as the single stdout document; a member of `raw` replaces the
+/// placeholder of its key (byte for byte what pretty-printing the value in place gives).
+pub fn print_envelope(doc: &Value, raw: &std::collections::HashMap<String, String>) {
     // Streamed to stdout as it is serialised (a 10 000-VM apply's envelope is tens of MB);
     // serialising a `Value` only fails when stdout does (a closed pipe), and then what cannot
     // be printed is dropped, as every stdout write here.
     let mut out = std::io::BufWriter::with_capacity(256 << 10, std::io::stdout().lock());
-    if serde_json::to_writer_pretty(&mut out, doc).is_ok() {
+    if write_envelope(&mut out, doc, raw).is_ok() {
         let _ = out.write_all(b"\n");
     }
     let _ = out.flush();
+}
+
+/// Pretty JSON of `doc` with the members named in `raw` written from their text.
+fn write_envelope(
+    w: &mut dyn Write,
+    doc: &Value,
+    raw: &std::collections::HashMap<String, String>,
+) -> std::io::Result<()> {
+    let map = match doc {
+        Value::Object(m) if !raw.is_empty() && !m.is_empty() => m,
+        _ => return serde_json::to_writer_pretty(w, doc).map_err(std::io::Error::other),
+    };
+    w.write_all(b"{")?;
+    for (i, (k, v)) in map.iter().enumerate() {
+        w.write_all(if i == 0 { b"\n  " } else { b",\n  " })?;
+        serde_json::to_writer(&mut *w, k).map_err(std::io::Error::other)?;
+        w.write_all(b": ")?;
+        let owned;
+        let text = match raw.get(k) {
+            Some(t) => t.as_str(),
+            None => {
+                owned = serde_json::to_string_pretty(v).map_err(std::io::Error::other)?;
+                owned.as_str()
+            }
+        };
+        // a member at depth 1: every line after its first indented two more spaces
+        for (j, line) in text.split('\n').enumerate() {
+            if j > 0 {
+                w.write_all(b"\n  ")?;
+            }
+            w.write_all(line.as_bytes())?;
+        }
+    }
+    w.write_all(b"\n}")
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use std::collections::HashMap;
+
+    fn written(doc: &serde_json::Value, raw: &HashMap<String, String>) -> String {
+        let mut out = Vec::new();
+        super::write_envelope(&mut out, doc, raw).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_field_given_serialised_prints_as_the_value_would_in_place() {
+        let plan = json!({"vms": [{"key": "a\nb", "changes": {}}, []], "summary": {"n": 1}});
+        let whole = json!({"schema": "s", "plan": plan, "status": "ok", "empty": {}});
+        let mut doc = whole.clone();
+        doc["plan"] = serde_json::Value::Null;
+        let raw = HashMap::from([(
+            "plan".to_string(),
+            serde_json::to_string_pretty(&plan).unwrap(),
+        )]);
+        assert_eq!(
+            written(&doc, &raw),
+            serde_json::to_string_pretty(&whole).unwrap()
+        );
+        assert_eq!(
+            written(&whole, &HashMap::new()),
+            serde_json::to_string_pretty(&whole).unwrap()
+        );
+    }
 }
