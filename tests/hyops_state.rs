@@ -626,3 +626,53 @@ mod props {
         }
     }
 }
+
+#[test]
+fn the_prior_view_keeps_exactly_what_a_plan_reads_of_the_previous_outputs() {
+    let d = tempfile::tempdir().unwrap();
+    let r = root(d.path());
+    let st = ModuleState::new(&r, &mref(), None);
+    write_json_atomic(
+        st.path(),
+        &json!({
+            "status": "ok",
+            "outputs": {
+                "vm_ids": {"a": 101, "b": "102"},
+                "vms": {
+                    "a": {"vm_name": "dev-a", "ipv4_addresses": [["10.0.0.2"]], "cpu_cores": 2},
+                    "b": {"vm_name": null, "tags": ["x"]},
+                },
+                "ipv4_addresses": {"a": "10.0.0.2"},
+            },
+        }),
+    )
+    .unwrap();
+    let view = st.read_prior_view().unwrap().unwrap();
+    assert_eq!(
+        Value::Object(view),
+        json!({"outputs": {
+            "vm_ids": {"a": 101, "b": "102"},
+            "vms": {"a": {"vm_name": "dev-a", "ipv4_addresses": [["10.0.0.2"]]}, "b": {}},
+        }})
+    );
+}
+
+#[test]
+fn a_state_of_another_shape_is_read_whole_by_the_prior_view() {
+    let d = tempfile::tempdir().unwrap();
+    let r = root(d.path());
+    let st = ModuleState::new(&r, &mref(), None);
+    assert!(st.read_prior_view().unwrap().is_none(), "no state yet");
+    // `vms` as a list: not the usual shape, so the whole state is returned as read()
+    let odd = json!({"outputs": {"vms": ["a"], "vm_ids": {"a": 1}}, "status": "ok"});
+    write_json_atomic(st.path(), &odd).unwrap();
+    assert_eq!(
+        st.read_prior_view().unwrap(),
+        st.read().unwrap(),
+        "same as read()"
+    );
+    std::fs::write(st.path(), "[1, 2]").unwrap();
+    assert!(st.read_prior_view().is_err() && st.read().is_err());
+    std::fs::write(st.path(), "{not json").unwrap();
+    assert!(st.read_prior_view().is_err());
+}

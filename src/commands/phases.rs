@@ -260,7 +260,7 @@ pub fn vm_set_guards(ctx: &Ctx, model: &ModuleInputs) -> Result<hyops::GuardOutc
 pub fn prior_ids(ctx: &Ctx) -> Result<PriorIds, CliError> {
     let mut prior = PriorIds::default();
     let state = ModuleState::new(&ctx.root, &ctx.module_ref, ctx.instance.as_ref());
-    if let Some(s) = state.read().map_err(CliError::hyops)? {
+    if let Some(s) = state.read_prior_view().map_err(CliError::hyops)? {
         let outputs = s.get("outputs").unwrap_or(&Value::Null);
         if let Some(ids) = outputs.get("vm_ids").and_then(Value::as_object) {
             for (k, v) in ids {

@@ -147,6 +147,58 @@ pub fn publish_outputs_owned(mut raw: Map<String, Value>) -> Map<String, Value> 
     out
 }
 
+/// See [`ModuleState::read_prior_view`].
+#[derive(serde::Deserialize)]
+struct PriorView {
+    #[serde(default)]
+    outputs: Option<PriorOutputsView>,
+}
+
+#[derive(serde::Deserialize)]
+struct PriorOutputsView {
+    #[serde(default)]
+    vm_ids: Option<Map<String, Value>>,
+    #[serde(default)]
+    vms: Option<std::collections::BTreeMap<String, PriorVmView>>,
+}
+
+#[derive(serde::Deserialize)]
+struct PriorVmView {
+    #[serde(default)]
+    vm_name: Option<Value>,
+    #[serde(default)]
+    ipv4_addresses: Option<Value>,
+}
+
+impl PriorView {
+    fn into_map(self) -> Map<String, Value> {
+        let mut state = Map::new();
+        let Some(o) = self.outputs else { return state };
+        let mut outputs = Map::new();
+        if let Some(ids) = o.vm_ids {
+            outputs.insert("vm_ids".into(), Value::Object(ids));
+        }
+        if let Some(vms) = o.vms {
+            let vms: Map<String, Value> = vms
+                .into_iter()
+                .map(|(k, v)| {
+                    let mut m = Map::new();
+                    if let Some(n) = v.vm_name {
+                        m.insert("vm_name".into(), n);
+                    }
+                    if let Some(a) = v.ipv4_addresses {
+                        m.insert("ipv4_addresses".into(), a);
+                    }
+                    (k, Value::Object(m))
+                })
+                .collect();
+            outputs.insert("vms".into(), Value::Object(vms));
+        }
+        state.insert("outputs".into(), Value::Object(outputs));
+        state
+    }
+}
+
 /// What `persist_running` needs to know about the run.
 #[derive(Debug, Clone)]
 pub struct RunningRecord {
@@ -207,6 +259,31 @@ impl ModuleState {
             Some(_) => Err(HyopsError::NotAnObject {
                 path: self.path.clone(),
             }),
+        }
+    }
+
+    /// The state reduced to what a plan needs of the previous run: `outputs.vm_ids` and, per
+    /// `outputs.vms` entry, its `vm_name` and `ipv4_addresses`; every other member is skipped
+    /// while parsing (a 10 000-VM state is ~80 MB as JSON values, this a few MB). A state of
+    /// any other shape is read whole, as [`Self::read`] does (same result, same errors).
+    pub fn read_prior_view(&self) -> Result<Option<Map<String, Value>>> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(HyopsError::io(&self.path, e)),
+        };
+        match serde_json::from_str::<PriorView>(&text) {
+            Ok(view) => Ok(Some(view.into_map())),
+            Err(_) => match serde_json::from_str::<Value>(&text) {
+                Ok(Value::Object(m)) => Ok(Some(m)),
+                Ok(_) => Err(HyopsError::NotAnObject {
+                    path: self.path.clone(),
+                }),
+                Err(e) => Err(HyopsError::Json {
+                    path: self.path.clone(),
+                    detail: e.to_string(),
+                }),
+            },
         }
     }
 
