@@ -317,16 +317,17 @@ impl DesiredVm {
                 out.push(OwnedSetting::Sshkeys(&self.sshkeys));
             }
         }
-        // Key order, and (as a map would) the last value of a key given twice.
+        // Key order, and (as a map would) the last value of a key given twice: the later
+        // setting's value moves into the kept slot before the later slot is dropped.
         out.sort_by(|a, b| a.key().cmp(&b.key()));
-        let mut settings: Vec<OwnedSetting<'_>> = Vec::with_capacity(out.len());
-        for s in out {
-            match settings.last_mut() {
-                Some(last) if last.key() == s.key() => *last = s,
-                _ => settings.push(s),
+        out.dedup_by(|later, kept| {
+            let same = later.key() == kept.key();
+            if same {
+                std::mem::swap(later, kept);
             }
-        }
-        settings
+            same
+        });
+        out
     }
 
     /// The snippet files this VM needs (empty unless delivered as snippets).

@@ -185,10 +185,13 @@ pub fn diff(
     observed: &ObservedPool,
     allow_replace: bool,
 ) -> Result<Vec<VmPlan>, PlanError> {
-    let mut plans = Vec::new();
+    let mut plans = Vec::with_capacity(desired.len());
     let mut errors = Vec::new();
+    // Both maps are ordered by key: walk them side by side rather than look each key up.
+    let mut managed = observed.managed.iter().peekable();
     for (key, want) in desired {
-        match observed.managed.get(key) {
+        while managed.next_if(|(k, _)| *k < key).is_some() {}
+        match managed.next_if(|(k, _)| *k == key).map(|(_, have)| have) {
             None => {
                 if let Some(vmid) = want.requested_vmid {
                     if let Some((node, name)) = observed.all_vms.get(&vmid) {
@@ -209,8 +212,10 @@ pub fn diff(
             },
         }
     }
+    let mut wanted = desired.keys().peekable();
     for (key, have) in &observed.managed {
-        if desired.contains_key(key) {
+        while wanted.next_if(|k| *k < key).is_some() {}
+        if wanted.next_if(|k| *k == key).is_some() {
             continue;
         }
         if !allow_replace {
@@ -509,19 +514,23 @@ fn diff_one(want: &DesiredVm, have: &ManagedVm, allow_replace: bool) -> Result<V
     let mut cloudinit_changed = false;
 
     // NIC identity: each desired NIC keeps the MAC of the NIC it is.
-    let have_nics: BTreeMap<usize, (NetParts, Option<String>)> = vm
-        .config
-        .iter()
-        .filter_map(|(k, v)| {
-            let idx = indexed(k, "net")?;
-            let parts = props::net_parts(v)?;
-            let ip = vm
-                .config
-                .get(indexed_key(IndexedKey::Ipconfig, idx).as_ref())
-                .and_then(|c| props::find_value(c, "ip", None).map(str::to_string));
-            Some((idx, (parts, ip)))
-        })
-        .collect();
+    let mut have_nics: BTreeMap<usize, (NetParts, Option<String>)> = BTreeMap::new();
+    // The `netN` keys whose value parses (so an unchanged one need not be parsed again).
+    let mut parsed_net_keys: Vec<&str> = Vec::new();
+    for (k, v) in &vm.config {
+        let Some(idx) = indexed(k, "net") else {
+            continue;
+        };
+        let Some(parts) = props::net_parts(v) else {
+            continue;
+        };
+        let ip = vm
+            .config
+            .get(indexed_key(IndexedKey::Ipconfig, idx).as_ref())
+            .and_then(|c| props::find_value(c, "ip", None).map(str::to_string));
+        parsed_net_keys.push(k);
+        have_nics.insert(idx, (parts, ip));
+    }
     let matched = match_nics(&want.nics, &have_nics);
     // The `netN` value each desired NIC is written with (keyed by its index; a later NIC
     // with the same index wins, as the owned keys do).
@@ -582,16 +591,24 @@ fn diff_one(want: &DesiredVm, have: &ManagedVm, allow_replace: bool) -> Result<V
     }
 
     let settings = want.owned_settings();
+    // Settings and config are both in key order: one walk finds each key's observed value.
+    let mut observed_config = vm.config.iter().peekable();
     for setting in &settings {
         let key = setting.key();
         let k: &str = &key;
-        let before = vm.config.get(k).map(String::as_str);
+        while observed_config
+            .next_if(|(have, _)| have.as_str() < k)
+            .is_some()
+        {}
+        let before = observed_config
+            .next_if(|(have, _)| have.as_str() == k)
+            .map(|(_, v)| v.as_str());
         let net_target = match setting {
             OwnedSetting::Net(nic) => net_targets.get(&nic.index),
             _ => None,
         };
         let unchanged = match net_target {
-            Some(target) => net_matches(before, target),
+            Some(target) => net_matches(before, target, parsed_net_keys.contains(&k)),
             None => setting_matches(setting, k, before),
         };
         if unchanged {
@@ -796,6 +813,19 @@ fn setting_matches(setting: &OwnedSetting<'_>, key: &str, observed: Option<&str>
             .ok()
     };
     match setting {
+        // compared as text by `config_value_matches`
+        OwnedSetting::Name(text) | OwnedSetting::Ostype(text) | OwnedSetting::Ciuser(text) => {
+            obs == *text
+        }
+        OwnedSetting::Cicustom(text) => obs == text,
+        OwnedSetting::Tags(tags) => {
+            joined_equals(tags, ";", obs)
+                || config_value_matches(key, Some(obs), &setting.to_string())
+        }
+        OwnedSetting::Sshkeys(keys) => {
+            joined_equals(keys, "\n", obs)
+                || config_value_matches(key, Some(obs), &setting.to_string())
+        }
         OwnedSetting::Cores(n) => count(obs) == Some(u64::from(*n)),
         OwnedSetting::Memory(n) => count(obs) == Some(*n),
         OwnedSetting::Cpu(cpu) => props::default_value_str(obs, "cputype") == Some(*cpu),
@@ -810,12 +840,30 @@ fn setting_matches(setting: &OwnedSetting<'_>, key: &str, observed: Option<&str>
     }
 }
 
+/// `items.join(sep) == text`, without joining.
+fn joined_equals(items: &[String], sep: &str, text: &str) -> bool {
+    let mut rest = text;
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            match rest.strip_prefix(sep) {
+                Some(r) => rest = r,
+                None => return false,
+            }
+        }
+        match rest.strip_prefix(item.as_str()) {
+            Some(r) => rest = r,
+            None => return false,
+        }
+    }
+    rest.is_empty()
+}
+
 /// [`props::net_matches`] of the observed `netN` against the value the plan would write:
 /// the same text matches when it parses (the comparison is reflexive for parsable values).
-fn net_matches(observed: Option<&str>, target: &NetValue<'_>) -> bool {
+/// `parses` is `props::net_parts(observed).is_some()`, known from reading the NICs.
+fn net_matches(observed: Option<&str>, target: &NetValue<'_>, parses: bool) -> bool {
     observed.is_some_and(|obs| {
-        (renders_as(target, obs) && props::net_parts(obs).is_some())
-            || props::net_matches(obs, &target.to_string())
+        (parses && renders_as(target, obs)) || props::net_matches(obs, &target.to_string())
     })
 }
 
@@ -990,8 +1038,9 @@ mod tests {
                     .map(Some)
                     .chain([None, Some(&rendered[..])])
                 {
+                    let parses = obs.is_some_and(|o| props::net_parts(o).is_some());
                     assert_eq!(
-                        net_matches(obs, &target),
+                        net_matches(obs, &target, parses),
                         config_value_matches("net0", obs, &rendered),
                         "{rendered:?} against {obs:?}"
                     );
@@ -1000,7 +1049,27 @@ mod tests {
         }
     }
 
+    #[test]
+    fn joined_equals_is_join_then_compare() {
+        let items: Vec<String> = vec!["a".into(), "".into(), "bc".into()];
+        for text in ["a;;bc", "a;bc", "a;;bc;", "", "a;;b", ";a;;bc"] {
+            assert_eq!(
+                joined_equals(&items, ";", text),
+                items.join(";") == text,
+                "{text:?}"
+            );
+        }
+        assert!(joined_equals(&[], ";", ""));
+        assert!(!joined_equals(&[], ";", "a"));
+    }
+
     proptest! {
+        #[test]
+        fn joined_equals_agrees_with_join(items in prop::collection::vec("[ab;]{0,3}", 0..4), text in "[ab;]{0,8}") {
+            prop_assert_eq!(joined_equals(&items, ";", &text), items.join(";") == text);
+            prop_assert!(joined_equals(&items, ";", &items.join(";")));
+        }
+
         #[test]
         fn typed_comparison_agrees_on_arbitrary_observed_values(
             obs in "[a-zA-Z0-9=,;:. /+\n-]{0,40}",
@@ -1023,7 +1092,7 @@ mod tests {
             }
             let target = NetValue { nic: &nics[0], keep_mac: None };
             prop_assert_eq!(
-                net_matches(Some(&obs), &target),
+                net_matches(Some(&obs), &target, props::net_parts(&obs).is_some()),
                 config_value_matches("net0", Some(&obs), &target.to_string())
             );
         }
