@@ -288,45 +288,38 @@ impl DesiredVm {
     /// The keys of [`DesiredVm::owned_config`] with their values still typed, in the same
     /// (key) order: what the planner compares without rendering a string per key.
     pub fn owned_settings(&self) -> Vec<OwnedSetting<'_>> {
-        let mut out = Vec::with_capacity(12 + 2 * self.nics.len());
-        out.push(OwnedSetting::Name(&self.physical_name.0));
-        out.push(OwnedSetting::Cores(self.cores));
-        out.push(OwnedSetting::Cpu(&self.cpu_type));
-        out.push(OwnedSetting::Memory(self.memory_mb));
+        // Pushed in key order (the fixed keys sort around the `ipconfigN` and `netN` groups
+        // as written here), so nothing is sorted per VM.
+        let cloud_init = self.cloud_init != CloudInitDelivery::None;
+        // As upstream: a network-data override replaces the ipconfig and DNS keys.
+        let network_override =
+            self.cloud_init == CloudInitDelivery::Snippets && self.network_data.is_some();
+        let mut out = Vec::with_capacity(15 + 2 * self.nics.len());
         out.push(OwnedSetting::Agent(self.agent));
-        out.push(OwnedSetting::Ostype(&self.ostype));
-        out.push(OwnedSetting::Onboot(self.onboot));
-        out.push(OwnedSetting::Tags(&self.tags));
-        out.push(OwnedSetting::Description(&self.marker));
-        out.extend(self.nics.iter().map(OwnedSetting::Net));
-        if self.cloud_init != CloudInitDelivery::None {
-            // As upstream: a network-data override replaces the ipconfig and DNS keys.
-            let network_override =
-                self.cloud_init == CloudInitDelivery::Snippets && self.network_data.is_some();
-            if !network_override {
-                out.extend(self.nics.iter().map(OwnedSetting::Ipconfig));
-            }
+        if cloud_init {
             if let Some(cc) = self.cicustom() {
                 out.push(OwnedSetting::Cicustom(cc));
             }
-            if !self.nameservers.is_empty() && !network_override {
-                out.push(OwnedSetting::Nameserver(&self.nameservers));
-            }
             out.push(OwnedSetting::Ciuser(&self.ciuser));
-            if !self.sshkeys.is_empty() {
-                out.push(OwnedSetting::Sshkeys(&self.sshkeys));
-            }
         }
-        // Key order, and (as a map would) the last value of a key given twice: the later
-        // setting's value moves into the kept slot before the later slot is dropped.
-        out.sort_by(|a, b| a.key().cmp(&b.key()));
-        out.dedup_by(|later, kept| {
-            let same = later.key() == kept.key();
-            if same {
-                std::mem::swap(later, kept);
-            }
-            same
-        });
+        out.push(OwnedSetting::Cores(self.cores));
+        out.push(OwnedSetting::Cpu(&self.cpu_type));
+        out.push(OwnedSetting::Description(&self.marker));
+        if cloud_init && !network_override {
+            push_nic_settings(&mut out, &self.nics, OwnedSetting::Ipconfig);
+        }
+        out.push(OwnedSetting::Memory(self.memory_mb));
+        out.push(OwnedSetting::Name(&self.physical_name.0));
+        if cloud_init && !self.nameservers.is_empty() && !network_override {
+            out.push(OwnedSetting::Nameserver(&self.nameservers));
+        }
+        push_nic_settings(&mut out, &self.nics, OwnedSetting::Net);
+        out.push(OwnedSetting::Onboot(self.onboot));
+        out.push(OwnedSetting::Ostype(&self.ostype));
+        if cloud_init && !self.sshkeys.is_empty() {
+            out.push(OwnedSetting::Sshkeys(&self.sshkeys));
+        }
+        out.push(OwnedSetting::Tags(&self.tags));
         out
     }
 
@@ -398,6 +391,34 @@ impl fmt::Display for NetValue<'_> {
         }
         Ok(())
     }
+}
+
+/// Push one setting per NIC (`netN` or `ipconfigN`) in key order; a key given twice keeps
+/// the later NIC's value, as a map would.
+fn push_nic_settings<'a>(
+    out: &mut Vec<OwnedSetting<'a>>,
+    nics: &'a [DesiredNic],
+    setting: fn(&'a DesiredNic) -> OwnedSetting<'a>,
+) {
+    // Indexes 0..9 in increasing order (every pool but a very wide VM): already key order.
+    let in_order =
+        nics.iter().all(|n| n.index < 10) && nics.windows(2).all(|w| w[0].index < w[1].index);
+    if in_order {
+        out.extend(nics.iter().map(setting));
+        return;
+    }
+    let mut group: Vec<OwnedSetting<'a>> = nics.iter().map(setting).collect();
+    // Stable: of two NICs with one index, the later stays later.
+    group.sort_by(|a, b| a.key().cmp(&b.key()));
+    // The later setting's value moves into the kept slot before the later slot is dropped.
+    group.dedup_by(|later, kept| {
+        let same = later.key() == kept.key();
+        if same {
+            std::mem::swap(later, kept);
+        }
+        same
+    });
+    out.append(&mut group);
 }
 
 /// One key the engine owns, its desired value kept typed and borrowed from the
@@ -888,6 +909,20 @@ mod tests {
         let mut twice = vm(2, CloudInitDelivery::NativeKeys);
         twice.nics[1].index = 0; // a key given twice: the last value wins, as in a map
         cases.push(twice);
+        let mut thrice = vm(3, CloudInitDelivery::Snippets);
+        thrice.nics[0].index = 1;
+        thrice.nics[2].index = 1;
+        cases.push(thrice);
+        let mut reversed = vm(4, CloudInitDelivery::NativeKeys);
+        reversed.nics.reverse();
+        cases.push(reversed);
+        let mut wide = vm(3, CloudInitDelivery::NativeKeys);
+        wide.nics[0].index = 10;
+        cases.push(wide);
+        let mut no_ciuser = vm(2, CloudInitDelivery::NativeKeys);
+        no_ciuser.ciuser.clear();
+        no_ciuser.nameservers.clear();
+        cases.push(no_ciuser);
         for want in &cases {
             assert_eq!(want.owned_config(), owned_config_as_strings(want));
             let settings = want.owned_settings();
