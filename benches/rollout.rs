@@ -425,35 +425,43 @@ async fn existing_pool(n: usize) -> hyops_pve::sim::SimState {
 }
 
 /// Run `hyops-pve <args>`; returns (wall, peak RSS in MiB, exit code, stdout).
-// The child is reaped by `wait4` (which also gives its peak RSS), not `Child::wait`.
-#[allow(clippy::zombie_processes)]
+///
+/// The peak RSS comes from `wait4` in a small Python parent that forks the child. Not from
+/// this process: Linux carries the spawning process's high-water mark into a child across
+/// `vfork`+`exec` (`exec_mmap` folds the old mm's `hiwater_rss` into `signal->maxrss`), so a
+/// child spawned by this bench, which holds a 10 000-VM simulator, would report this
+/// process's peak instead of its own. Without `python3` the RSS is reported as NaN.
 fn measured(args: &[&str], root: &Path) -> (Duration, f64, i32, String) {
+    const WRAPPER: &str = "import os, sys\n\
+pid = os.fork()\n\
+if pid == 0:\n    os.execv(sys.argv[2], sys.argv[2:])\n\
+_, status, ru = os.wait4(pid, 0)\n\
+open(sys.argv[1], 'w').write(str(ru.ru_maxrss))\n\
+sys.exit(os.waitstatus_to_exitcode(status))\n";
     let out = tempfile::NamedTempFile::new().expect("tmp");
+    let rss_file = tempfile::NamedTempFile::new().expect("tmp");
     let t = Instant::now();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_hyops-pve"))
+    let status = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(WRAPPER)
+        .arg(rss_file.path())
+        .arg(env!("CARGO_BIN_EXE_hyops-pve"))
         .args(args)
         .arg("--root")
         .arg(root)
         .env("HYOPS_ENV", "bench")
         .stdout(out.reopen().expect("reopen"))
         .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn hyops-pve");
-    let pid = child.id() as libc::pid_t;
-    let mut status: libc::c_int = 0;
-    // SAFETY: rusage is plain old data; wait4 fills it for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: pid is our child; status and usage point to live locals.
-    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        .status()
+        .expect("spawn python3 (the RSS-measuring parent)");
     let wall = t.elapsed();
-    assert_eq!(rc, pid, "wait4");
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        -1
-    };
+    let code = status.code().unwrap_or(-1);
+    let rss_kib: f64 = std::fs::read_to_string(rss_file.path())
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(f64::NAN);
     let stdout = std::fs::read_to_string(out.path()).unwrap_or_default();
-    (wall, usage.ru_maxrss as f64 / 1024.0, code, stdout)
+    (wall, rss_kib / 1024.0, code, stdout)
 }
 
 fn noop_bench() {
@@ -481,6 +489,17 @@ fn noop_bench() {
             measured(&["apply", "--json", "--inputs", &inputs], &e.root);
         assert_eq!(code, 0, "no-op apply");
         let after = e.sim.counters();
+        // the requests besides the per-VM reads, by endpoint (stderr)
+        for ((method, path), count) in &after.by_endpoint {
+            let was = before
+                .by_endpoint
+                .get(&(method.clone(), path.clone()))
+                .copied()
+                .unwrap_or(0);
+            if count - was > 0 && count - was < n as u64 / 2 {
+                eprintln!("  no-op {n}: {} x {method} {path}", count - was);
+            }
+        }
         let env: Value = serde_json::from_str(&stdout).unwrap_or(Value::Null);
         println!(
             "plan      {n:>6} VMs: {:.2} s ({:.2}x the 5 s target), peak RSS {:.0} MiB",

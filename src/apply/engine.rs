@@ -522,43 +522,25 @@ pub async fn verify_converged(
 /// What post-apply verification needs besides the plan.
 pub struct VerifyRequest<'a> {
     pub identity: &'a SlotIdentity,
+    /// Also the guest addresses the previous successful apply recorded
+    /// ([`PriorIds::agent_ipv4`]), so facts the guest agent does not report right now are
+    /// kept, never blanked.
     pub prior: &'a PriorIds,
-    /// The outputs of the previous successful apply of this slot (HyOps state), so facts the
-    /// guest agent does not report right now are kept, never blanked.
-    pub previous_outputs: Option<&'a Value>,
 }
 
-/// The guest addresses the previous outputs recorded for `key`, if they describe the same VM
-/// (same VMID).
-fn last_known_ipv4(previous: &Value, key: &str, vmid: u32) -> Option<Vec<Vec<std::net::Ipv4Addr>>> {
-    let same_vm = previous
-        .get("vm_ids")
-        .and_then(|ids| ids.get(key))
-        .and_then(|v| {
-            v.as_u64()
-                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-        })
-        == Some(u64::from(vmid));
-    if !same_vm {
+/// The guest addresses the previous apply recorded for `key` (in its outputs, read into
+/// `prior`), if they describe the same VM (same VMID).
+fn last_known_ipv4(prior: &PriorIds, key: &str, vmid: u32) -> Option<Vec<Vec<std::net::Ipv4Addr>>> {
+    let key = LogicalVmKey(key.to_string());
+    if prior.hyops.get(&key).map(|(id, _)| *id) != Some(vmid) {
         return None;
     }
-    let lists = previous
-        .get("vms")?
-        .get(key)?
-        .get("ipv4_addresses")?
-        .as_array()?;
-    let out: Vec<Vec<std::net::Ipv4Addr>> = lists
+    let out: Vec<Vec<std::net::Ipv4Addr>> = prior
+        .agent_ipv4
+        .get(&key)?
         .iter()
-        .map(|l| {
-            l.as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|x| x.as_str()?.parse().ok())
-                        .collect::<Vec<_>>()
-                })
-                .unwrap_or_default()
-        })
-        .filter(|l: &Vec<std::net::Ipv4Addr>| !l.is_empty())
+        .filter(|l| !l.is_empty())
+        .cloned()
         .collect();
     (!out.is_empty()).then_some(out)
 }
@@ -591,7 +573,7 @@ pub async fn apply_plan(
     let mut divergences = Vec::new();
     let changed =
         plan.vms.iter().any(|p| !p.is_noop()) || exec.client.metrics().writes > before.writes;
-    let previous = verify.as_ref().and_then(|v| v.previous_outputs);
+    let previous = verify.as_ref().map(|v| v.prior);
     if let (Some(v), true) = (verify, changed) {
         let skip: BTreeSet<String> = outcomes
             .iter()
@@ -632,14 +614,14 @@ pub async fn apply_plan(
             continue;
         }
         if let (Some(facts), Some(want)) = (&o.facts, &p.desired) {
-            let mut facts = facts.clone();
+            let mut facts = std::borrow::Cow::Borrowed(facts);
             // A guest agent that does not answer right now never blanks what is known.
             if facts.agent_ipv4.is_empty() && facts.running {
                 if let Some(known) = previous.and_then(|v| last_known_ipv4(v, &o.key, facts.vmid)) {
-                    facts.agent_ipv4 = known;
+                    facts.to_mut().agent_ipv4 = known;
                 }
             }
-            per_vm.insert(o.key.clone(), (want.clone(), facts));
+            per_vm.insert(o.key.clone(), (want, facts));
         }
     }
     let failed = outcomes.iter().any(|o| o.status != "ok") || !divergences.is_empty();

@@ -218,7 +218,8 @@ pub struct Executor {
     /// Fired on Ctrl-C: steps end (journalled) and no new step starts.
     pub cancel: CancellationToken,
     /// Existing VMs by logical key (set by the engine before `execute`).
-    pub known: HashMap<String, KnownVm>,
+    /// Taken by each VM's pipeline once (moved into its facts, not copied).
+    pub known: std::sync::Mutex<HashMap<String, KnownVm>>,
     /// Learned real time from a start to the guest agent's first answer.
     boot: Mutex<Option<f64>>,
 }
@@ -239,7 +240,7 @@ impl Executor {
             timeouts,
             progress,
             cancel: CancellationToken::new(),
-            known: HashMap::new(),
+            known: std::sync::Mutex::new(HashMap::new()),
             boot: Mutex::new(None),
         }
     }
@@ -381,8 +382,9 @@ impl Executor {
 
     async fn update(&self, ctx: &VmCtx<'_>, plan: &VmPlan) -> Result<Option<VmFacts>, StepError> {
         let want = self.desired(ctx, plan)?;
-        let known = self.known.get(&ctx.key);
-        let mut config = known.map(|k| k.config.clone());
+        let known = self.take_known(&ctx.key);
+        let running_before = known.as_ref().is_some_and(|k| k.running);
+        let mut config = known.map(|k| k.config);
         if !plan.config_set.is_empty() || !plan.config_delete.is_empty() {
             config = Some(
                 steps::config::configure(ctx, want, &plan.config_set, &plan.config_delete).await?,
@@ -401,7 +403,7 @@ impl Executor {
             steps::restart::restart(ctx).await?;
         }
         let restarted = plan.start || plan.restart.is_some();
-        let running = restarted || known.is_some_and(|k| k.running);
+        let running = restarted || running_before;
         let agent = match (want.agent, restarted) {
             (false, _) => Agent::Skip,
             (true, true) => Agent::AfterStart,
@@ -427,25 +429,33 @@ impl Executor {
         let Some(want) = plan.desired.as_ref() else {
             return Ok(None);
         };
-        let known = self.known.get(&ctx.key);
-        let running = known.is_some_and(|k| k.running);
+        let known = self.take_known(&ctx.key);
+        let running = known.as_ref().is_some_and(|k| k.running);
         let static_only = !want.nics.is_empty()
             && want
                 .nics
                 .iter()
                 .all(|n| matches!(n.ipv4, Ipv4Config::Static { .. }));
-        let agent = match known.and_then(|k| k.agent_ipv4.clone()) {
+        let agent = match known.as_ref().and_then(|k| k.agent_ipv4.clone()) {
             _ if !want.agent || !running => Agent::Skip,
             Some(a) if static_only && !a.is_empty() => Agent::Known(a),
             _ => Agent::Once,
         };
         let config = match known {
-            Some(k) => k.config.clone(),
+            Some(k) => k.config,
             None => self.read_config(ctx).await?,
         };
         steps::readiness::facts(ctx, config, running, agent)
             .await
             .map(Some)
+    }
+
+    /// What the plan read of `key`, taken (each VM's pipeline runs once).
+    fn take_known(&self, key: &str) -> Option<KnownVm> {
+        self.known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key)
     }
 
     /// Read the config the VM runs (`current`: not what it gets at its next start) when

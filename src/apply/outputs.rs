@@ -88,24 +88,40 @@ pub fn vm_output(want: &DesiredVm, facts: &VmFacts) -> Value {
                 .collect()
         })
         .unwrap_or_default();
-    json!({
-        "vm_id": facts.vmid,
-        "vm_name": want.physical_name.0,
-        "node_name": facts.node,
-        "interfaces_configured": interfaces_configured,
-        "ipv4_configured_primary": ipv4_configured_primary,
-        "ipv4_address": ipv4_address,
-        "ipv4_addresses": ipv4_addresses,
-        "mac_address_primary": mac_primary,
-        "mac_addresses": macs,
-        "cpu_cores": running_cores(want, facts),
-        "memory_mb": running_memory(want, facts),
-        "disk_gb": disk_gb(want, facts),
-        "tags": tags,
-        "status": facts.running,
-        "os_type": want.ostype,
-        "is_windows": want.ostype.to_ascii_lowercase().starts_with("win"),
-    })
+    // Built at its exact size (`json!` grows a map by doubling: 32 slots for these 17, and
+    // the outputs of 10 000 VMs are held at once).
+    exact_object([
+        ("vm_id", json!(facts.vmid)),
+        ("vm_name", json!(want.physical_name.0)),
+        ("node_name", json!(facts.node)),
+        ("interfaces_configured", Value::Array(interfaces_configured)),
+        ("ipv4_configured_primary", ipv4_configured_primary),
+        ("ipv4_address", ipv4_address),
+        ("ipv4_addresses", json!(ipv4_addresses)),
+        ("mac_address_primary", json!(mac_primary)),
+        ("mac_addresses", json!(macs)),
+        ("cpu_cores", json!(running_cores(want, facts))),
+        ("memory_mb", json!(running_memory(want, facts))),
+        ("disk_gb", json!(disk_gb(want, facts))),
+        ("tags", json!(tags)),
+        ("status", json!(facts.running)),
+        ("os_type", json!(want.ostype)),
+        (
+            "is_windows",
+            json!(want.ostype.to_ascii_lowercase().starts_with("win")),
+        ),
+    ])
+}
+
+/// A JSON object of `fields` in this order, allocated at its exact size (`json!` grows a
+/// map by doubling; these objects are made per VM and held for the whole pool).
+pub fn exact_object<const N: usize>(fields: [(&str, Value); N]) -> Value {
+    Value::Object(
+        fields
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    )
 }
 
 /// The cores the VM has (read back), else the requested ones.
@@ -151,17 +167,18 @@ pub fn nic_macs(config: &BTreeMap<String, String>) -> Vec<String> {
 /// The full Terraform-shaped output map (before HyOps publishing normalisation).
 /// `vms` holds `(desired, facts)` per logical key in key order.
 pub fn module_outputs(
-    vms: &BTreeMap<String, (DesiredVm, VmFacts)>,
+    vms: &BTreeMap<String, (&DesiredVm, std::borrow::Cow<'_, VmFacts>)>,
     module_node: &str,
     module_tags: &[String],
 ) -> Value {
-    let mut out_vms = Map::new();
-    let mut vm_ids = Map::new();
-    let mut ipv4_configured_primary = Map::new();
-    let mut ipv4_addresses = Map::new();
-    let mut ipv4_addresses_all = Map::new();
-    let mut mac_primary = Map::new();
-    let mut mac_all = Map::new();
+    let n = vms.len();
+    let mut out_vms = Map::with_capacity(n);
+    let mut vm_ids = Map::with_capacity(n);
+    let mut ipv4_configured_primary = Map::with_capacity(n);
+    let mut ipv4_addresses = Map::with_capacity(n);
+    let mut ipv4_addresses_all = Map::with_capacity(n);
+    let mut mac_primary = Map::with_capacity(n);
+    let mut mac_all = Map::with_capacity(n);
     for (key, (want, facts)) in vms {
         let o = vm_output(want, facts);
         vm_ids.insert(key.clone(), o["vm_id"].clone());
@@ -172,16 +189,20 @@ pub fn module_outputs(
         mac_all.insert(key.clone(), o["mac_addresses"].clone());
         out_vms.insert(key.clone(), o);
     }
-    json!({
-        "vms": out_vms,
-        "vm_ids": vm_ids,
-        "vm_names": vms.keys().collect::<Vec<_>>(),
-        "ipv4_configured_primary": ipv4_configured_primary,
-        "ipv4_addresses": ipv4_addresses,
-        "ipv4_addresses_all": ipv4_addresses_all,
-        "mac_addresses_primary": mac_primary,
-        "mac_addresses_all": mac_all,
-        "node_name": module_node,
-        "tags": module_tags,
-    })
+    // The maps move in (`json!` would serialise each into a copy).
+    exact_object([
+        ("vms", Value::Object(out_vms)),
+        ("vm_ids", Value::Object(vm_ids)),
+        ("vm_names", json!(vms.keys().collect::<Vec<_>>())),
+        (
+            "ipv4_configured_primary",
+            Value::Object(ipv4_configured_primary),
+        ),
+        ("ipv4_addresses", Value::Object(ipv4_addresses)),
+        ("ipv4_addresses_all", Value::Object(ipv4_addresses_all)),
+        ("mac_addresses_primary", Value::Object(mac_primary)),
+        ("mac_addresses_all", Value::Object(mac_all)),
+        ("node_name", json!(module_node)),
+        ("tags", json!(module_tags)),
+    ])
 }

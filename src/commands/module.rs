@@ -21,9 +21,9 @@ pub use crate::commands::phases::{validate_report, ValidateOutcome};
 use crate::commands::stop::Stop;
 use crate::commands::{CliError, EXIT_CANCELLED, EXIT_CHANGES, EXIT_OK};
 use crate::hyops::{
-    self, build_input_contract, publish_outputs, write_driver_result, write_json_atomic,
-    write_module_state_record, write_rerun_inputs, DriverResult, ModuleState, OkRecord,
-    PreflightDecision, RunPrefix, RunningRecord,
+    self, build_input_contract, publish_outputs_owned, write_cli_result, write_driver_result,
+    write_json_atomic, write_module_state_record, write_module_state_record_of, write_rerun_inputs,
+    DriverResult, ModuleState, OkRecord, PreflightDecision, RunPrefix, RunningRecord,
 };
 use crate::inputs::{sanitize_rerun_inputs, LifecycleCommand};
 
@@ -355,7 +355,7 @@ fn finish_apply(
     let Applied {
         plan,
         report,
-        result,
+        mut result,
         phase_warnings,
     } = applied;
     output::record_warnings(&plan.warnings);
@@ -377,8 +377,7 @@ fn finish_apply(
         let _ = state.persist_error("apply", err);
         return Err(CliError::msg(err.clone()));
     }
-    let raw = report.outputs.as_object().cloned().unwrap_or_default();
-    let published = publish_outputs(&raw);
+    drop(plan.vms);
     let rerun_file = write_rerun_inputs(
         &ctx.root,
         &ctx.module_ref,
@@ -386,22 +385,33 @@ fn finish_apply(
         &sanitize_rerun_inputs(&pf.resolved.resolved_json),
     )
     .map_err(CliError::hyops)?;
-    let state_value = state
-        .persist_ok(&OkRecord {
-            run_id: run.run_id.clone(),
-            evidence_dir: run.evidence.clone(),
-            outputs: published.clone(),
-            input_contract,
-            rerun_inputs_file: rerun_file.clone(),
-            resolved_inputs_file: resolved_file,
-            backend_binding: None,
-        })
-        .map_err(CliError::hyops)?;
-    write_module_state_record(&run.evidence, state.path(), &state_value, None)
-        .map_err(CliError::hyops)?;
-    write_json_atomic(&run.evidence.join("result.json"), &result.to_value())
-        .map_err(CliError::hyops)?;
-    output::field("outputs", json!(published));
+    // result.json is driver_result.json (written by the apply); the outputs then move, never
+    // copied, into the state and the envelope (10 000 VMs: tens of MB as JSON values).
+    write_cli_result(&run.evidence, false, &result).map_err(CliError::hyops)?;
+    let raw = match result.normalized_outputs.shift_remove("outputs") {
+        Some(Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    drop(result);
+    let rec = OkRecord {
+        run_id: run.run_id.clone(),
+        evidence_dir: run.evidence.clone(),
+        outputs: publish_outputs_owned(raw),
+        input_contract,
+        rerun_inputs_file: rerun_file.clone(),
+        resolved_inputs_file: resolved_file,
+        backend_binding: None,
+    };
+    let state_head = state.persist_ok_streamed(&rec).map_err(CliError::hyops)?;
+    write_module_state_record_of(
+        &run.evidence,
+        state.path(),
+        &state_head,
+        Some(&rec.outputs),
+        None,
+    )
+    .map_err(CliError::hyops)?;
+    output::field("outputs", Value::Object(rec.outputs));
     output::field("state_file", json!(state.path().display().to_string()));
     output::field("rerun_inputs_file", json!(rerun_file.display().to_string()));
     output::result_line(&format!("rerun_inputs: {}", rerun_file.display()));

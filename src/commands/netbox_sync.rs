@@ -41,25 +41,39 @@ fn truthy(env: &BTreeMap<String, String>, key: &str) -> bool {
 /// The dataset row of one VM, upstream's keys plus `interfaces` (every NIC).
 fn dataset_row(vm: &SyncVm, vmid: Option<u64>) -> Value {
     let first = vm.nics.first();
-    json!({
-        "name": vm.name,
-        "vm_id": vmid,
-        "cpu_cores": vm.vcpus,
-        "memory_mb": vm.memory_mb,
-        "disk_gb": vm.disk_gb,
-        "ip_address": first.and_then(|n| n.address.clone()).unwrap_or_default(),
-        "ip_assignment": first.and_then(|n| n.assignment.clone()).unwrap_or_default(),
-        "mac_address": first.and_then(|n| n.mac.clone()).unwrap_or_default(),
-        "role": vm.role.clone().unwrap_or_default(),
-        "tags": vm.tags.join(";"),
-        "status": vm.status,
-        "tf_address": ".",
-        "interface": first.map(|n| n.name.clone()).unwrap_or_else(|| "eth0".into()),
-        "source": "onprem-proxmox",
-        "cluster": vm.cluster,
-        "external_id": vm.external_id,
-        "interfaces": vm.nics,
-    })
+    crate::apply::outputs::exact_object([
+        ("name", json!(vm.name)),
+        ("vm_id", json!(vmid)),
+        ("cpu_cores", json!(vm.vcpus)),
+        ("memory_mb", json!(vm.memory_mb)),
+        ("disk_gb", json!(vm.disk_gb)),
+        (
+            "ip_address",
+            json!(first.and_then(|n| n.address.clone()).unwrap_or_default()),
+        ),
+        (
+            "ip_assignment",
+            json!(first.and_then(|n| n.assignment.clone()).unwrap_or_default()),
+        ),
+        (
+            "mac_address",
+            json!(first.and_then(|n| n.mac.clone()).unwrap_or_default()),
+        ),
+        ("role", json!(vm.role.clone().unwrap_or_default())),
+        ("tags", json!(vm.tags.join(";"))),
+        ("status", json!(vm.status)),
+        ("tf_address", json!(".")),
+        (
+            "interface",
+            json!(first
+                .map(|n| n.name.clone())
+                .unwrap_or_else(|| "eth0".into())),
+        ),
+        ("source", json!("onprem-proxmox")),
+        ("cluster", json!(vm.cluster)),
+        ("external_id", json!(vm.external_id)),
+        ("interfaces", json!(vm.nics)),
+    ])
 }
 
 /// Build the sync rows from the raw outputs and the plan (role, configured addresses);
@@ -201,7 +215,9 @@ pub fn rows_from_outputs(
 /// Upstream reads them only from an `ok` state, so a destroy retried after a failed or
 /// cancelled one (state `error`/`running`, outputs of the last good apply kept) never retires
 /// the NetBox VMs. Here every state that still holds outputs counts; `destroyed` holds none.
-fn prior_vms(state: Option<&Map<String, Value>>) -> BTreeMap<String, (String, Vec<String>)> {
+pub(crate) fn prior_vms(
+    state: Option<&Map<String, Value>>,
+) -> BTreeMap<String, (String, Vec<String>)> {
     let mut out = BTreeMap::new();
     let Some(s) = state else { return out };
     if s.get("status").and_then(Value::as_str).map(str::trim) == Some("destroyed") {
@@ -374,6 +390,34 @@ fn csv_field(v: &Value) -> String {
     }
 }
 
+/// A JSON array of dataset rows, keeping (as values) only the rows whose `name` is not in
+/// the set; anything but an array is an error.
+struct KeptRows<'a>(&'a BTreeSet<String>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeptRows<'_> {
+    type Value = Vec<Value>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Vec<Value>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for KeptRows<'_> {
+    type Value = Vec<Value>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of dataset rows")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Value>, A::Error> {
+        let mut kept = Vec::new();
+        while let Some(row) = seq.next_element::<Value>()? {
+            let name = row.get("name").and_then(Value::as_str).unwrap_or("");
+            if !self.0.contains(name) {
+                kept.push(row);
+            }
+        }
+        Ok(kept)
+    }
+}
+
 /// Merge this slot's rows into the shared dataset: rows of other modules and slots stay
 /// (upstream keeps only the module that ran last); rows of this slot's VMs are replaced.
 fn write_shared_dataset(
@@ -382,25 +426,23 @@ fn write_shared_dataset(
     replaced_names: &BTreeSet<String>,
 ) -> Result<(PathBuf, PathBuf), CliError> {
     let (json_path, csv_path) = dataset_paths(ctx);
-    let existing: Vec<Value> = crate::hyops::fsio::read_json_opt(&json_path)
+    // Rows of this slot's VMs are dropped as they are read (the shared file of a 10 000-VM
+    // slot is tens of MB as JSON values); an unreadable file is started afresh, as before.
+    let mut merged: Vec<Value> = std::fs::read_to_string(&json_path)
         .ok()
-        .flatten()
-        .and_then(|v| v.as_array().cloned())
-        .unwrap_or_default();
-    let mut merged: Vec<Value> = existing
-        .into_iter()
-        .filter(|r| {
-            let name = r.get("name").and_then(Value::as_str).unwrap_or("");
-            !replaced_names.contains(name)
+        .and_then(|text| {
+            let mut de = serde_json::Deserializer::from_str(&text);
+            serde::de::DeserializeSeed::deserialize(KeptRows(replaced_names), &mut de).ok()
         })
-        .collect();
+        .unwrap_or_default();
     merged.extend(rows.iter().cloned());
     merged.sort_by(|a, b| {
         a.get("name")
             .and_then(Value::as_str)
             .cmp(&b.get("name").and_then(Value::as_str))
     });
-    write_json_atomic(&json_path, &Value::Array(merged.clone())).map_err(CliError::hyops)?;
+    crate::hyops::write_json_atomic_ser(&json_path, &crate::hyops::SortedSlice(&merged))
+        .map_err(CliError::hyops)?;
     let mut csv = CSV_HEADER.join(",");
     csv.push('\n');
     for r in &merged {
@@ -449,19 +491,18 @@ fn soft(strict: bool, warning: String, error: String) -> Result<Vec<String>, Cli
     }
 }
 
-/// The inventory sync after a successful apply. `prior_state` is the slot's state before the
-/// run (its VMs that are gone now are retired). Returns the warnings for the driver result;
+/// The inventory sync after a successful apply. `prior` is [`prior_vms`] of the slot's state
+/// before the run (its VMs that are gone now are retired). Returns the warnings for the driver result;
 /// fails only with `HYOPS_NETBOX_SYNC_STRICT`.
 pub async fn after_apply(
     ctx: &Ctx,
     run: &Run,
     plan: &PlanArtifact,
     report: &ApplyReport,
-    prior_state: Option<&Map<String, Value>>,
+    prior: &BTreeMap<String, (String, Vec<String>)>,
 ) -> Result<Vec<String>, CliError> {
     let strict = truthy(&ctx.env_vars, SYNC_STRICT_ENV);
-    let prior = prior_vms(prior_state);
-    let rows = rows_from_outputs(&report.outputs, plan, &prior);
+    let rows = rows_from_outputs(&report.outputs, plan, prior);
     let current: BTreeSet<String> = rows.iter().map(|(v, _)| v.name.clone()).collect();
     // This slot's VMs that are gone since the last ok state: retire them (and only them);
     // a renamed VM is not gone, the sync renames it.
@@ -479,7 +520,7 @@ pub async fn after_apply(
         .collect();
     let dataset: Vec<Value> = rows.iter().map(|(v, id)| dataset_row(v, *id)).collect();
     let evidence_dataset = run.evidence.join("hook_netbox_sync.dataset.json");
-    write_json_atomic(&evidence_dataset, &Value::Array(dataset.clone()))
+    crate::hyops::write_json_atomic_ser(&evidence_dataset, &crate::hyops::SortedSlice(&dataset))
         .map_err(CliError::hyops)?;
     let mut replaced: BTreeSet<String> = current.clone();
     replaced.extend(retire.iter().map(|r| r.name.clone()));
@@ -635,4 +676,37 @@ fn finish_hook(
         warnings.insert(0, format!("netbox sync failed (non-strict) with rc={rc}"));
     }
     Ok(warnings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KeptRows;
+    use serde::de::DeserializeSeed;
+    use serde_json::json;
+    use std::collections::BTreeSet;
+
+    fn kept(text: &str, replaced: &[&str]) -> Result<Vec<serde_json::Value>, serde_json::Error> {
+        let set: BTreeSet<String> = replaced.iter().map(|s| s.to_string()).collect();
+        KeptRows(&set).deserialize(&mut serde_json::Deserializer::from_str(text))
+    }
+
+    #[test]
+    fn the_shared_dataset_keeps_other_slots_rows_and_drops_this_slots() {
+        let text = json!([
+            {"name": "other-01", "vm_id": 1},
+            {"name": "mine-01", "vm_id": 2},
+            {"vm_id": 3},
+            {"name": "other-02", "vm_id": 4},
+        ])
+        .to_string();
+        let rows = kept(&text, &["mine-01"]).unwrap();
+        let names: Vec<_> = rows.iter().map(|r| r["vm_id"].clone()).collect();
+        assert_eq!(names, vec![json!(1), json!(3), json!(4)]);
+    }
+
+    #[test]
+    fn a_shared_dataset_that_is_not_an_array_is_refused() {
+        assert!(kept(r#"{"name": "x"}"#, &[]).is_err());
+        assert!(kept("[1, ", &[]).is_err());
+    }
 }

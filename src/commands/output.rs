@@ -77,9 +77,11 @@ impl Sink {
         self.json && !self.printed.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// The envelope for a command that ended with `code` and, on failure, `error`.
+    /// The envelope for a command that ended with `code` and, on failure, `error`. The
+    /// command's fields move into it (a 10 000-VM apply's outputs are not copied): it is
+    /// made once, when it is printed.
     pub fn envelope(&self, command: &str, code: i32, error: Option<&str>) -> Value {
-        let p = self.parts();
+        let mut p = self.parts();
         let status = match (code, error) {
             (EXIT_CANCELLED, _) => "cancelled",
             (_, Some(_)) => "error",
@@ -97,9 +99,9 @@ impl Sink {
         if let Some(e) = error {
             doc.insert("error".into(), json!(e));
         }
-        for (k, v) in &p.fields {
+        for (k, v) in std::mem::take(&mut p.fields) {
             if !RESERVED.contains(&k.as_str()) {
-                doc.insert(k.clone(), v.clone());
+                doc.insert(k, v);
             }
         }
         Value::Object(doc)
@@ -317,7 +319,12 @@ pub fn print_envelope_now(command: &str) {
 
 /// Render the envelope as the single stdout document.
 pub fn print_envelope(doc: &Value) {
-    // Serialising a `Value` cannot fail (string keys, no custom Serialize impls).
-    let text = serde_json::to_string_pretty(doc).unwrap_or_default();
-    write_stdout(&format!("{text}\n"));
+    // Streamed to stdout as it is serialised (a 10 000-VM apply's envelope is tens of MB);
+    // serialising a `Value` only fails when stdout does (a closed pipe), and then what cannot
+    // be printed is dropped, as every stdout write here.
+    let mut out = std::io::BufWriter::with_capacity(256 << 10, std::io::stdout().lock());
+    if serde_json::to_writer_pretty(&mut out, doc).is_ok() {
+        let _ = out.write_all(b"\n");
+    }
+    let _ = out.flush();
 }

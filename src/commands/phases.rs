@@ -261,7 +261,7 @@ pub fn prior_ids(ctx: &Ctx) -> Result<PriorIds, CliError> {
     let mut prior = PriorIds::default();
     let state = ModuleState::new(&ctx.root, &ctx.module_ref, ctx.instance.as_ref());
     if let Some(s) = state.read().map_err(CliError::hyops)? {
-        let outputs = s.get("outputs").cloned().unwrap_or(Value::Null);
+        let outputs = s.get("outputs").unwrap_or(&Value::Null);
         if let Some(ids) = outputs.get("vm_ids").and_then(Value::as_object) {
             for (k, v) in ids {
                 let Some(id) = v
@@ -718,7 +718,7 @@ fn executor(
         timeouts.scaled(ctx.time_scale()),
         progress,
     );
-    exec.known = seen.known;
+    exec.known = std::sync::Mutex::new(seen.known);
     Ok((Arc::new(exec), bar))
 }
 
@@ -893,10 +893,6 @@ pub async fn execute_plan(
     // gone (a clone of this run may have reused such a VMID).
     let prior = prior_ids(ctx)?;
     let ident = identity(ctx);
-    let previous_outputs = ModuleState::new(&ctx.root, &ctx.module_ref, ctx.instance.as_ref())
-        .read()
-        .map_err(CliError::hyops)?
-        .and_then(|s| s.get("outputs").cloned());
     let apply = engine::apply_plan(
         &exec,
         &plan,
@@ -906,7 +902,6 @@ pub async fn execute_plan(
         Some(engine::VerifyRequest {
             identity: &ident,
             prior: &prior,
-            previous_outputs: previous_outputs.as_ref(),
         }),
     );
     let report = match run_cancellable(&exec, stop, apply).await {
@@ -1013,9 +1008,14 @@ pub async fn apply_phase(
 ) -> Result<Applied, CliError> {
     // What the slot published before this run (the sync retires the VMs this run no longer
     // has). The CLI's `running` record and hyops' own (driver mode) keep those outputs.
-    let prior_state = ModuleState::new(&ctx.root, &ctx.module_ref, ctx.instance.as_ref())
-        .read()
-        .map_err(CliError::hyops)?;
+    // Only its VMs' names and addresses are kept, not the whole state (tens of MB at 10 000
+    // VMs) through the apply.
+    let prior_vms = netbox_sync::prior_vms(
+        ModuleState::new(&ctx.root, &ctx.module_ref, ctx.instance.as_ref())
+            .read()
+            .map_err(CliError::hyops)?
+            .as_ref(),
+    );
     output::progress("progress: phase=apply");
     let applied = execute_plan(ctx, run, pf, plan_file, stop).await?;
     let gate = if applied.report.failed {
@@ -1042,7 +1042,7 @@ pub async fn apply_phase(
                 run,
                 &applied.plan,
                 &applied.report,
-                prior_state.as_ref(),
+                &prior_vms,
             ))
             .await
         {
@@ -1101,7 +1101,7 @@ pub fn apply_result(
 ) -> Result<Applied, CliError> {
     let ApplyRun {
         plan,
-        report,
+        mut report,
         warnings: mut phase_warnings,
     } = applied;
     let report_value = json!({
@@ -1118,7 +1118,8 @@ pub fn apply_result(
     write_json_atomic(&run.evidence.join("apply_report.json"), &report_value)
         .map_err(CliError::hyops)?;
     let mut normalized = Map::new();
-    normalized.insert("outputs".into(), report.outputs.clone());
+    // moved, not copied: the result carries the outputs from here on
+    normalized.insert("outputs".into(), std::mem::take(&mut report.outputs));
     normalized.insert("command".into(), json!("apply"));
     normalized.insert("plan_summary".into(), json!(plan.summary));
     normalized.insert("writes".into(), json!(report.writes));

@@ -10,7 +10,9 @@ use serde_json::{json, Value};
 
 use super::contract::{DRIVER_REF, PACK_ID, PROFILE, PUBLISH_KEYS, REQUIRED_CREDENTIALS};
 use super::error::Result;
-use super::fsio::{ensure_dir, sort_keys, write_json_atomic, write_text_atomic};
+use super::fsio::{
+    ensure_dir, sort_keys, write_json_atomic, write_json_atomic_ser, write_text_atomic,
+};
 use super::paths::{ModuleRef, RuntimeRoot, StateInstance};
 use super::protocol::DriverResult;
 use super::runid::utc_now;
@@ -93,7 +95,7 @@ pub fn write_inputs_resolved(
 /// Write the driver result as `driver_result.json` (and return the path).
 pub fn write_driver_result(evidence_dir: &Path, result: &DriverResult) -> Result<PathBuf> {
     let p = evidence_dir.join("driver_result.json");
-    write_json_atomic(&p, &result.to_value())?;
+    write_json_atomic_ser(&p, &result.sorted())?;
     Ok(p)
 }
 
@@ -109,7 +111,7 @@ pub fn write_cli_result(
         "result.json"
     };
     let p = evidence_dir.join(name);
-    write_json_atomic(&p, &result.to_value())?;
+    write_json_atomic_ser(&p, &result.sorted())?;
     Ok(p)
 }
 

@@ -292,12 +292,78 @@ pub fn write_text_atomic(path: &Path, text: &str) -> Result<()> {
 }
 
 /// Write JSON atomically (0600), sorted keys, 2-space indent. Used for every JSON file.
-pub fn write_json_atomic(path: &Path, value: &Value) -> Result<()> {
-    // streamed: the file is written as it is serialised, never held as a string
+/// An object serialised with its keys sorted and every value [`Sorted`], without copying
+/// it (what `sort_keys(&Value::Object(map.clone()))` then serialising gives).
+pub struct SortedMap<'a>(pub &'a Map<String, Value>);
+
+impl serde::Serialize for SortedMap<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut keys: Vec<&String> = self.0.keys().collect();
+        keys.sort();
+        let mut m = s.serialize_map(Some(keys.len()))?;
+        for k in keys {
+            m.serialize_entry(k, &Sorted(&self.0[k]))?;
+        }
+        m.end()
+    }
+}
+
+/// An array serialised with every element [`Sorted`], without copying it (what
+/// `sort_keys(&Value::Array(items.to_vec()))` then serialising gives).
+pub struct SortedSlice<'a>(pub &'a [Value]);
+
+impl serde::Serialize for SortedSlice<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(Sorted))
+    }
+}
+
+/// The object `head` with one more member `key: value`, serialised with sorted keys and
+/// nothing copied: a large member (a state's `outputs`) is written from where it lives.
+/// A `key` already in `head` is replaced by `value`.
+pub struct SortedWith<'a, V: serde::Serialize> {
+    pub head: &'a Map<String, Value>,
+    pub key: &'a str,
+    pub value: V,
+}
+
+impl<V: serde::Serialize> serde::Serialize for SortedWith<'_, V> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut keys: Vec<&str> = self
+            .head
+            .keys()
+            .map(String::as_str)
+            .filter(|k| *k != self.key)
+            .collect();
+        keys.push(self.key);
+        keys.sort_unstable();
+        let mut m = s.serialize_map(Some(keys.len()))?;
+        for k in keys {
+            if k == self.key {
+                m.serialize_entry(k, &self.value)?;
+            } else {
+                m.serialize_entry(k, &Sorted(&self.head[k]))?;
+            }
+        }
+        m.end()
+    }
+}
+
+/// [`write_json_atomic`] for any serialisable value whose serialisation already sorts its
+/// keys ([`Sorted`], [`SortedMap`], [`SortedWith`], a struct with fields in key order):
+/// streamed to the file, 2-space indent, trailing newline.
+pub fn write_json_atomic_ser<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
     write_atomic_with(path, |w| {
-        serde_json::to_writer_pretty(&mut *w, &Sorted(value)).map_err(std::io::Error::other)?;
+        serde_json::to_writer_pretty(&mut *w, value).map_err(std::io::Error::other)?;
         w.write_all(b"\n")
     })
+}
+
+pub fn write_json_atomic(path: &Path, value: &Value) -> Result<()> {
+    // streamed: the file is written as it is serialised, never held as a string
+    write_json_atomic_ser(path, &Sorted(value))
 }
 
 /// Append one compact JSON line (sorted keys) to a journal file (0600), fsynced.
@@ -337,6 +403,57 @@ pub fn read_json_opt(path: &Path) -> Result<Option<Value>> {
 
 #[cfg(test)]
 mod tests {
+    /// Objects whose keys are in reverse order at every level (the crate preserves insertion
+    /// order, so only explicit sorting sorts them).
+    fn unsorted() -> serde_json::Value {
+        serde_json::json!({
+            "z": {"b": [1, {"y": 2, "x": []}], "a": {}},
+            "vms": {"vm-2": {"z": 1, "a": [{"k": 1, "b": 2}]}, "vm-1": {}},
+            "a": "s", "m": [],
+        })
+    }
+
+    fn pretty<T: serde::Serialize>(v: &T) -> String {
+        serde_json::to_string_pretty(v).unwrap()
+    }
+
+    #[test]
+    fn a_sorted_map_writes_what_sorting_a_copy_writes() {
+        let v = unsorted();
+        let m = v.as_object().unwrap();
+        assert_eq!(pretty(&super::SortedMap(m)), pretty(&super::sort_keys(&v)));
+    }
+
+    #[test]
+    fn a_sorted_slice_writes_what_sorting_a_copy_writes() {
+        let items = vec![unsorted(), serde_json::json!(3), unsorted()];
+        assert_eq!(
+            pretty(&super::SortedSlice(&items)),
+            pretty(&super::sort_keys(&serde_json::Value::Array(items.clone())))
+        );
+    }
+
+    #[test]
+    fn a_head_with_a_member_writes_what_the_whole_object_sorted_writes() {
+        let whole = unsorted();
+        let mut head = whole.as_object().unwrap().clone();
+        let vms = head.shift_remove("vms").unwrap();
+        let with = super::SortedWith {
+            head: &head,
+            key: "vms",
+            value: super::SortedMap(vms.as_object().unwrap()),
+        };
+        assert_eq!(pretty(&with), pretty(&super::sort_keys(&whole)));
+        // a key already in the head is replaced, not repeated
+        head.insert("vms".into(), serde_json::json!("stale"));
+        let with = super::SortedWith {
+            head: &head,
+            key: "vms",
+            value: super::SortedMap(vms.as_object().unwrap()),
+        };
+        assert_eq!(pretty(&with), pretty(&super::sort_keys(&whole)));
+    }
+
     #[test]
     fn a_streamed_array_writes_the_same_bytes_as_rendering_the_whole_object() {
         use serde_json::json;

@@ -61,7 +61,10 @@ pub use evidence::{
     evidence_dir, rebuild_dir, write_cli_result, write_driver_result, write_inputs_resolved,
     write_meta, write_resolved_inputs_yaml, PreflightDecision, RebuildSummary,
 };
-pub use fsio::{append_jsonl, render_json, sort_keys, write_json_atomic, write_text_atomic};
+pub use fsio::{
+    append_jsonl, render_json, sort_keys, write_json_atomic, write_json_atomic_ser,
+    write_text_atomic, Sorted, SortedMap, SortedSlice, SortedWith,
+};
 pub use guards::{check_vm_set_guards, GuardOutcome};
 pub use lock::{
     acquire as acquire_lock, acquire_subject as acquire_lock_file, force_unlock, LockHolder,
@@ -76,8 +79,9 @@ pub use protocol::{DriverIdentity, DriverRequest, DriverResult, ResultStatus};
 pub use runid::{new_run_id, RunPrefix};
 pub use seed::{seed_ready_root, ReadyRootSeed};
 pub use state::{
-    build_input_contract, driver_outputs, publish_outputs, read_tfstate_vms,
-    write_module_state_record, write_rerun_inputs, ModuleState, OkRecord, RunningRecord, TfstateVm,
+    build_input_contract, driver_outputs, publish_outputs, publish_outputs_owned, read_tfstate_vms,
+    write_module_state_record, write_module_state_record_of, write_rerun_inputs, ModuleState,
+    OkRecord, RunningRecord, TfstateVm,
 };
 pub use template::{pick_template_id, resolve_template};
 pub use vault::{password_source, read_password, read_vault_env, PasswordSource};

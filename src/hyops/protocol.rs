@@ -179,10 +179,62 @@ impl DriverResult {
             ..Self::ok(run_id, command, Map::new())
         }
     }
+    /// The result serialised with sorted keys, nothing copied (what `Sorted(&self.to_value())`
+    /// gives, byte for byte): `driver_result.json` and `result.json` carry the whole outputs.
+    pub fn sorted(&self) -> SortedResult<'_> {
+        SortedResult(self)
+    }
+
     /// The result as a JSON value (for [`super::fsio::write_json_atomic`]).
     pub fn to_value(&self) -> Value {
         // A struct of strings, maps and Values always serialises.
         serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+/// See [`DriverResult::sorted`].
+pub struct SortedResult<'a>(&'a DriverResult);
+
+impl Serialize for SortedResult<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use super::fsio::{Sorted, SortedMap};
+        use serde::ser::SerializeMap;
+        let r = self.0;
+        // the members in key order (the serialised names, `ref` inside `driver` included)
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("backend_binding", &BindingSorted(&r.backend_binding))?;
+        m.serialize_entry("command", &r.command)?;
+        m.serialize_entry("driver", &DriverSorted(&r.driver))?;
+        if let Some(e) = &r.error {
+            m.serialize_entry("error", e)?;
+        }
+        m.serialize_entry("normalized_outputs", &SortedMap(&r.normalized_outputs))?;
+        m.serialize_entry("run_id", &r.run_id)?;
+        if let Some(d) = &r.state_detach {
+            m.serialize_entry("state_detach", &Sorted(d))?;
+        }
+        m.serialize_entry("status", &r.status)?;
+        m.serialize_entry("warnings", &r.warnings)?;
+        m.end()
+    }
+}
+
+struct BindingSorted<'a>(&'a BTreeMap<String, Value>);
+impl Serialize for BindingSorted<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, super::fsio::Sorted(v))))
+    }
+}
+
+struct DriverSorted<'a>(&'a DriverIdentity);
+impl Serialize for DriverSorted<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(3))?;
+        m.serialize_entry("pack_id", &self.0.pack_id)?;
+        m.serialize_entry("profile", &self.0.profile)?;
+        m.serialize_entry("ref", &self.0.driver_ref)?;
+        m.end()
     }
 }
 
@@ -723,4 +775,36 @@ pub fn parse_request(value: &Value) -> Result<ParsedRequest, RequestError> {
         evidence_dir,
         execution: execution.cloned().map(Value::Object).unwrap_or(Value::Null),
     })
+}
+
+#[cfg(test)]
+mod sorted_result_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_sorted_result_writes_what_sorting_its_json_value_writes() {
+        let mut outputs = Map::new();
+        outputs.insert("vms".into(), json!({"b": {"z": 1, "a": 2}, "a": {}}));
+        outputs.insert("outputs_b".into(), json!([{"y": 1, "x": 2}]));
+        let mut r = DriverResult::ok("apply-1", "deploy", outputs);
+        r.warnings = vec!["w2".into(), "w1".into()];
+        r.backend_binding
+            .insert("state".into(), json!({"z": 1, "a": {"d": 1, "c": 2}}));
+        for (error, detach) in [
+            (None, None),
+            (Some("boom".to_string()), Some(json!({"b": 1, "a": 2}))),
+        ] {
+            r.error = error;
+            r.state_detach = detach;
+            if r.error.is_some() {
+                r.status = ResultStatus::Error;
+            }
+            assert_eq!(
+                serde_json::to_string_pretty(&r.sorted()).unwrap(),
+                serde_json::to_string_pretty(&crate::hyops::fsio::sort_keys(&r.to_value()))
+                    .unwrap()
+            );
+        }
+    }
 }

@@ -9,7 +9,10 @@ use serde_json::{json, Map, Value};
 
 use super::contract::{DRIVER_REF, PACK_ID, PROFILE, PUBLISH_KEYS, REQUIRED_CREDENTIALS};
 use super::error::{HyopsError, Result};
-use super::fsio::{read_json_opt, sort_keys, write_bytes_atomic, write_json_atomic};
+use super::fsio::{
+    read_json_opt, sort_keys, write_bytes_atomic, write_json_atomic, write_json_atomic_ser,
+    SortedMap, SortedWith,
+};
 use super::paths::{ModuleRef, RuntimeRoot, StateInstance};
 use super::runid::utc_now;
 
@@ -100,26 +103,44 @@ pub fn driver_outputs(normalized_outputs: &Value) -> Option<&Map<String, Value>>
 /// Select the publish list and normalise (§3.5): `vm_keys` from `outputs.vms` key order,
 /// `vm_names` overwritten with each entry's `vm_name` (falling back to the logical key).
 pub fn publish_outputs(raw: &Map<String, Value>) -> Map<String, Value> {
-    let mut out = Map::new();
-    for key in PUBLISH_KEYS {
+    let mut selected = Map::new();
+    for key in PUBLISH_KEYS.iter().chain(["vms"].iter()) {
         if let Some(v) = raw.get(*key) {
-            out.insert((*key).to_string(), v.clone());
+            selected.insert((*key).to_string(), v.clone());
         }
     }
-    if let Some(vms) = raw.get("vms").and_then(Value::as_object) {
-        let keys: Vec<Value> = vms.keys().map(|k| Value::String(k.clone())).collect();
-        let names: Vec<Value> = vms
-            .iter()
-            .map(|(k, payload)| {
-                let physical = payload
-                    .get("vm_name")
-                    .and_then(Value::as_str)
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or(k);
-                Value::String(physical.to_string())
-            })
-            .collect();
+    publish_outputs_owned(selected)
+}
+
+/// [`publish_outputs`] taking the raw outputs by value: the published values are moved, not
+/// copied (the outputs of a 10 000-VM pool are tens of MB as JSON values).
+pub fn publish_outputs_owned(mut raw: Map<String, Value>) -> Map<String, Value> {
+    let (keys, names) = match raw.get("vms").and_then(Value::as_object) {
+        Some(vms) => {
+            let keys: Vec<Value> = vms.keys().map(|k| Value::String(k.clone())).collect();
+            let names: Vec<Value> = vms
+                .iter()
+                .map(|(k, payload)| {
+                    let physical = payload
+                        .get("vm_name")
+                        .and_then(Value::as_str)
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .unwrap_or(k);
+                    Value::String(physical.to_string())
+                })
+                .collect();
+            (Some(keys), Some(names))
+        }
+        None => (None, None),
+    };
+    let mut out = Map::new();
+    for key in PUBLISH_KEYS {
+        if let Some(v) = raw.remove(*key) {
+            out.insert((*key).to_string(), v);
+        }
+    }
+    if let (Some(keys), Some(names)) = (keys, names) {
         out.insert("vm_keys".into(), Value::Array(keys));
         out.insert("vm_names".into(), Value::Array(names));
     }
@@ -239,6 +260,14 @@ impl ModuleState {
 
     /// A successful apply/deploy/import: a fresh object with every §3.4 key.
     pub fn persist_ok(&self, rec: &OkRecord) -> Result<Value> {
+        let mut m = self.persist_ok_streamed(rec)?;
+        m.insert("outputs".into(), Value::Object(rec.outputs.clone()));
+        Ok(sort_keys(&Value::Object(m)))
+    }
+
+    /// [`Self::persist_ok`] without copying the outputs: they are written from `rec` and the
+    /// state is returned without them (sorted keys; the caller still holds `rec.outputs`).
+    pub fn persist_ok_streamed(&self, rec: &OkRecord) -> Result<Map<String, Value>> {
         let mut m = Map::new();
         self.base_identity(&mut m);
         m.insert("run_id".into(), json!(rec.run_id));
@@ -251,7 +280,6 @@ impl ModuleState {
         m.insert("requirements".into(), requirements_block());
         m.insert("dependencies".into(), json!([]));
         m.insert("output_count".into(), json!(rec.outputs.len()));
-        m.insert("outputs".into(), Value::Object(rec.outputs.clone()));
         m.insert("evidence_dir".into(), path_str(&rec.evidence_dir));
         m.insert("input_contract".into(), rec.input_contract.clone());
         m.insert("rerun_inputs_file".into(), path_str(&rec.rerun_inputs_file));
@@ -259,7 +287,18 @@ impl ModuleState {
             "resolved_inputs_file".into(),
             path_str(&rec.resolved_inputs_file),
         );
-        self.write(m)
+        write_json_atomic_ser(
+            &self.path,
+            &SortedWith {
+                head: &m,
+                key: "outputs",
+                value: SortedMap(&rec.outputs),
+            },
+        )?;
+        match sort_keys(&Value::Object(m)) {
+            Value::Object(sorted) => Ok(sorted),
+            _ => Ok(Map::new()),
+        }
     }
 
     /// A failed mutation: previous merged with `status: error`, `last_error`,
@@ -321,9 +360,26 @@ pub fn write_module_state_record(
     state: &Value,
     status_detail: Option<(&str, &str)>,
 ) -> Result<PathBuf> {
-    let mut published: Vec<String> = state
-        .get("outputs")
-        .and_then(Value::as_object)
+    let empty = Map::new();
+    write_module_state_record_of(
+        evidence_dir,
+        state_path,
+        state.as_object().unwrap_or(&empty),
+        state.get("outputs").and_then(Value::as_object),
+        status_detail,
+    )
+}
+
+/// [`write_module_state_record`] for a state held apart from its outputs (see
+/// [`ModuleState::persist_ok_streamed`]).
+pub fn write_module_state_record_of(
+    evidence_dir: &Path,
+    state_path: &Path,
+    state: &Map<String, Value>,
+    outputs: Option<&Map<String, Value>>,
+    status_detail: Option<(&str, &str)>,
+) -> Result<PathBuf> {
+    let mut published: Vec<String> = outputs
         .map(|o| o.keys().cloned().collect())
         .unwrap_or_default();
     published.sort();

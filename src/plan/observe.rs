@@ -70,9 +70,14 @@ pub fn resource_row(r: &ClusterResource) -> Option<ResourceRow> {
     })
 }
 
-/// Turn a typed config into the planner's observed VM.
-pub fn observed_vm(row: &ResourceRow, cfg: &VmConfig) -> ObservedVm {
-    let mut config = cfg.raw.clone();
+/// Turn a typed config into the planner's observed VM (its raw map moves, not copied: a
+/// plan of 10 000 VMs reads 10 000 of them).
+pub fn observed_vm(row: &ResourceRow, cfg: VmConfig) -> ObservedVm {
+    let marker = cfg
+        .description
+        .as_deref()
+        .and_then(OwnershipMarker::parse_description);
+    let mut config = cfg.raw;
     config.remove("digest");
     if cfg.sshkeys.is_empty() {
         config.remove("sshkeys");
@@ -82,15 +87,12 @@ pub fn observed_vm(row: &ResourceRow, cfg: &VmConfig) -> ObservedVm {
     ObservedVm {
         vmid: row.vmid,
         node: row.node.clone(),
-        name: cfg.name.clone().unwrap_or_else(|| row.name.clone()),
+        name: cfg.name.unwrap_or_else(|| row.name.clone()),
         status: row.status,
-        lock: cfg.lock.clone().filter(|l| !l.is_empty()),
+        lock: cfg.lock.filter(|l| !l.is_empty()),
         config,
-        digest: cfg.digest.clone().unwrap_or_default(),
-        marker: cfg
-            .description
-            .as_deref()
-            .and_then(OwnershipMarker::parse_description),
+        digest: cfg.digest.unwrap_or_default(),
+        marker,
         pending: BTreeMap::new(),
     }
 }
@@ -185,16 +187,19 @@ pub async fn observe(
             configs.push(vm);
         }
     }
-    let mut pool = classify(identity, rows, configs.clone(), prior);
+    // The unmarked namesakes, noted before the configs move into the pool (no copy of
+    // every config: 10 000 VMs hold tens of MB of them).
+    let namesakes: Vec<(u32, String, String)> = configs
+        .iter()
+        .filter(|vm| expected_names.contains(&vm.name) && vm.marker.is_none())
+        .map(|vm| (vm.vmid, vm.name.clone(), vm.node.clone()))
+        .collect();
+    let mut pool = classify(identity, rows, configs, prior);
     let managed_ids: BTreeSet<u32> = pool.managed.values().map(|m| m.vm.vmid).collect();
-    for vm in &configs {
-        if !managed_ids.contains(&vm.vmid)
-            && expected_names.contains(&vm.name)
-            && vm.marker.is_none()
-        {
+    for (vmid, name, node) in namesakes {
+        if !managed_ids.contains(&vmid) {
             pool.warnings.push(format!(
-                "VM {} '{}' on node {} has a name this module uses but carries no hyops-pve ownership marker and is in no previous state; it is not touched",
-                vm.vmid, vm.name, vm.node
+                "VM {vmid} '{name}' on node {node} has a name this module uses but carries no hyops-pve ownership marker and is in no previous state; it is not touched"
             ));
         }
     }
@@ -294,14 +299,14 @@ async fn read_vm(client: &PveClient, row: &ResourceRow) -> Result<ObservedVm, Vm
             .vm_pending(&row.node, row.vmid)
             .await
             .map_err(|e| VmRead(ReadFailure::Pending(e)))?;
-        let mut vm = observed_vm(row, &next_start_config(&rows));
+        let mut vm = observed_vm(row, next_start_config(&rows));
         vm.pending = pending_map(&rows);
         Ok(vm)
     } else {
         client
             .vm_config(&row.node, row.vmid, false)
             .await
-            .map(|cfg| observed_vm(row, &cfg))
+            .map(|cfg| observed_vm(row, cfg))
             .map_err(|e| VmRead(ReadFailure::Config(e)))
     }
 }

@@ -187,39 +187,49 @@ pub fn classify(
             .collect(),
         ..Default::default()
     };
-    let by_vmid: BTreeMap<u32, ObservedVm> = configs.into_iter().map(|c| (c.vmid, c)).collect();
+    let mut by_vmid: BTreeMap<u32, ObservedVm> = configs.into_iter().map(|c| (c.vmid, c)).collect();
 
-    // 1. markers
-    for vm in by_vmid.values() {
-        if let Some(m) = &vm.marker {
-            if m.same_slot(identity) && prior.detached.contains(&vm.vmid) {
-                pool.warnings.push(format!(
-                    "VM {} '{}' carries this slot's marker for {} but was detached (hyops state detach); it is not managed",
-                    vm.vmid, vm.name, m.key
-                ));
+    // 1. markers. A VM taken into the pool moves out of `by_vmid` (configs are not copied:
+    // a pool of 10 000 VMs holds tens of MB of them); one moved out is managed or surplus,
+    // which every later look-up below would skip anyway.
+    let ids: Vec<u32> = by_vmid.keys().copied().collect();
+    for vmid in ids {
+        let Some(vm) = by_vmid.get(&vmid) else {
+            continue;
+        };
+        let Some(m) = &vm.marker else { continue };
+        if !m.same_slot(identity) {
+            continue;
+        }
+        if prior.detached.contains(&vm.vmid) {
+            pool.warnings.push(format!(
+                "VM {} '{}' carries this slot's marker for {} but was detached (hyops state detach); it is not managed",
+                vm.vmid, vm.name, m.key
+            ));
+            continue;
+        }
+        let key = LogicalVmKey(m.key.clone());
+        if let Some(existing) = pool.managed.get(&key) {
+            // Two marked VMs for one key (a clone sent twice): keep the one the state
+            // records, else the configured/started one, never the bare clone; the other one
+            // is surplus.
+            let recorded = prior.hyops.get(&key).map(|(id, _)| *id);
+            if keep_rank(&existing.vm, recorded) >= keep_rank(vm, recorded) {
+                if let Some(vm) = by_vmid.remove(&vmid) {
+                    pool.duplicates.push((key, vm));
+                }
                 continue;
             }
-            if m.same_slot(identity) {
-                let key = LogicalVmKey(m.key.clone());
-                if let Some(existing) = pool.managed.get(&key) {
-                    // Two marked VMs for one key (a clone sent twice): keep the one the state
-                    // records, else the configured/started one, never the bare clone; the
-                    // other one is surplus.
-                    let recorded = prior.hyops.get(&key).map(|(id, _)| *id);
-                    if keep_rank(&existing.vm, recorded) >= keep_rank(vm, recorded) {
-                        pool.duplicates.push((key, vm.clone()));
-                        continue;
-                    }
-                    pool.duplicates.push((key.clone(), existing.vm.clone()));
-                }
-                pool.managed.insert(
-                    key,
-                    ManagedVm {
-                        vm: vm.clone(),
-                        ownership: Ownership::Marker,
-                    },
-                );
-            }
+            pool.duplicates.push((key.clone(), existing.vm.clone()));
+        }
+        if let Some(vm) = by_vmid.remove(&vmid) {
+            pool.managed.insert(
+                key,
+                ManagedVm {
+                    vm,
+                    ownership: Ownership::Marker,
+                },
+            );
         }
     }
     // 2. prior HyOps state, then Terraform state
@@ -264,16 +274,11 @@ pub fn classify(
                 continue;
             }
         }
-        if pool.managed.values().any(|m| m.vm.vmid == vmid) {
-            continue;
+        // (a VM already in the pool has left `by_vmid`: found above as gone)
+        if let Some(vm) = by_vmid.remove(&vmid) {
+            pool.managed
+                .insert(key.clone(), ManagedVm { vm, ownership });
         }
-        pool.managed.insert(
-            key.clone(),
-            ManagedVm {
-                vm: vm.clone(),
-                ownership,
-            },
-        );
     }
     pool
 }

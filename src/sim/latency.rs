@@ -82,6 +82,8 @@ impl LatencyModel {
 pub struct SimClock {
     time_scale: f64,
     origin: Instant,
+    /// Simulated milliseconds already on the clock when it started (see [`SimClock::resumed`]).
+    offset_ms: f64,
 }
 
 impl SimClock {
@@ -96,6 +98,17 @@ impl SimClock {
         Self {
             time_scale,
             origin: Instant::now(),
+            offset_ms: 0.0,
+        }
+    }
+
+    /// A clock that starts at `at_ms` simulated milliseconds instead of 0: a simulator
+    /// resumed from a saved state, whose running VMs were started before it (at 0) and have
+    /// booted by `at_ms`.
+    pub fn resumed(time_scale: f64, at_ms: u64) -> Self {
+        Self {
+            offset_ms: at_ms as f64,
+            ..Self::new(time_scale)
         }
     }
 
@@ -118,15 +131,15 @@ impl SimClock {
         if self.time_scale == 0.0 {
             return (u64::MAX / 4) as f64;
         }
-        self.origin.elapsed().as_secs_f64() * 1000.0 / self.time_scale
+        self.offset_ms + self.origin.elapsed().as_secs_f64() * 1000.0 / self.time_scale
     }
 
-    /// Simulated milliseconds since the simulator started.
+    /// Simulated milliseconds since the simulator started (plus the resumed offset).
     pub fn now_ms(&self) -> u64 {
         if self.time_scale == 0.0 {
             return u64::MAX / 4;
         }
-        (self.origin.elapsed().as_secs_f64() * 1000.0 / self.time_scale) as u64
+        self.now_ms_f64() as u64
     }
 
     /// Sleep for `sim_ms` simulated milliseconds.
@@ -146,6 +159,13 @@ mod tests {
     fn copy_time_is_proportional_to_size_over_bandwidth() {
         assert_eq!(LatencyModel::copy_ms(400_000_000, 400.0), 1000);
         assert_eq!(LatencyModel::copy_ms(800_000_000, 400.0), 2000);
+    }
+
+    #[test]
+    fn a_resumed_clock_starts_at_its_offset() {
+        let c = SimClock::resumed(1.0, 30_000);
+        assert!(c.now_ms() >= 30_000 && c.now_ms() < 40_000);
+        assert!(SimClock::new(1.0).now_ms() < 10_000);
     }
 
     #[test]

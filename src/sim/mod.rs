@@ -132,9 +132,19 @@ impl Simulator {
     ) -> Result<SimHandle, SimError> {
         let spec = spec::spec()?;
         state.cluster.validate()?;
-        // The simulated clock restarts at 0: running VMs count as booted at the restart.
+        // A saved state's running VMs were running before the restart: they count as
+        // started at 0 and the clock resumes once their guests have booted (agent and sshd
+        // up, the slowest SSH jitter share included), as a real cluster's long-running VMs.
+        let mut resumed_at = 0;
         for vm in state.vms.values_mut() {
             vm.started_at_ms = vm.running.then_some(0);
+            if vm.running {
+                resumed_at = cfg.latency.boot_delay_ms.max(
+                    cfg.latency
+                        .ssh_boot_ms
+                        .saturating_add(cfg.latency.ssh_boot_jitter_ms),
+                ) + 1;
+            }
         }
         let cert = tls::SimCert::generate()?;
         let acceptor = if cfg.tls {
@@ -158,7 +168,7 @@ impl Simulator {
             tasks: TaskRegistry::default(),
             locks: Arc::new(LockTable::default()),
             bandwidth: Arc::new(bandwidth::BandwidthPool::default()),
-            clock: SimClock::new(cfg.time_scale),
+            clock: SimClock::resumed(cfg.time_scale, resumed_at),
             latency: cfg.latency.clone(),
             faults: Mutex::new(FaultState::new(cfg.faults.clone(), cfg.seed)),
             rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(cfg.seed)),
@@ -280,7 +290,8 @@ impl SimHandle {
     }
 
     /// The simulated clock: milliseconds since the simulator started (real time divided by
-    /// `time_scale`). Tests bracket a request with it to know which side of a simulated
+    /// `time_scale`), plus the boot time of a saved state's running VMs when it was
+    /// resumed from one (see [`Simulator::start_with_state`]). Tests bracket a request with it to know which side of a simulated
     /// deadline the simulator was on, whatever the machine's load.
     pub fn now_ms(&self) -> u64 {
         self.sim.clock.now_ms()
