@@ -831,9 +831,9 @@ mod tests {
             bridge: format!("vmbr{index}"),
             vlan_tag: (index % 2 == 1).then_some(10 + index as u16),
             mac: (index % 3 == 2).then_some(MacAddr([0xbc, 0x24, 0x11, 0, 0, index as u8])),
-            firewall: index % 2 == 0,
+            firewall: index.is_multiple_of(2),
             mtu: (index % 4 == 3).then_some(9000),
-            ipv4: if index % 3 == 0 {
+            ipv4: if index.is_multiple_of(3) {
                 Ipv4Config::Dhcp
             } else {
                 Ipv4Config::Static {

@@ -534,7 +534,7 @@ fn diff_one(want: &DesiredVm, have: &ManagedVm, allow_replace: bool) -> Result<V
     let matched = match_nics(&want.nics, &have_nics);
     // The `netN` value each desired NIC is written with (keyed by its index; a later NIC
     // with the same index wins, as the owned keys do).
-    let mut net_targets: BTreeMap<usize, NetValue<'_>> = BTreeMap::new();
+    let mut net_targets: Vec<(usize, NetValue<'_>)> = Vec::with_capacity(want.nics.len());
     for (j, nic) in want.nics.iter().enumerate() {
         let slot = || indexed_key(IndexedKey::Net, nic.index);
         let carried =
@@ -570,17 +570,17 @@ fn diff_one(want: &DesiredVm, have: &ManagedVm, allow_replace: bool) -> Result<V
                 ));
             }
         }
-        net_targets.insert(
+        net_targets.push((
             nic.index,
             NetValue {
                 nic,
                 keep_mac: carried,
             },
-        );
+        ));
     }
-    let kept: BTreeSet<usize> = matched.iter().flatten().copied().collect();
     for (m, (p, _)) in &have_nics {
-        if !kept.contains(m) {
+        // not kept by any desired NIC
+        if !matched.contains(&Some(*m)) {
             notes.push(format!(
                 "VM {}: the NIC on net{m} ({}, MAC {}) is removed",
                 want.key,
@@ -604,7 +604,11 @@ fn diff_one(want: &DesiredVm, have: &ManagedVm, allow_replace: bool) -> Result<V
             .next_if(|(have, _)| have.as_str() == k)
             .map(|(_, v)| v.as_str());
         let net_target = match setting {
-            OwnedSetting::Net(nic) => net_targets.get(&nic.index),
+            OwnedSetting::Net(nic) => net_targets
+                .iter()
+                .rev()
+                .find(|(index, _)| *index == nic.index)
+                .map(|(_, target)| target),
             _ => None,
         };
         let unchanged = match net_target {
