@@ -2,7 +2,9 @@
 //! validated inputs, the resolved template and the target defaults (credentials). Pure data;
 //! knows nothing about HTTP, state files or how changes are applied.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
@@ -175,19 +177,33 @@ impl DesiredNic {
     /// `ipconfigN` value: gateway only on NIC 0 and never with dhcp. A pending IPAM NIC
     /// shows `ip=<allocate: first free in <range>>[,gw=<gateway>]`.
     pub fn ipconfig_value(&self) -> String {
-        if let Some(p) = &self.ipam_pending {
-            return match p.gateway {
-                Some(gw) if self.index == 0 => format!("{PENDING_IPCONFIG}{}>,gw={gw}", p.range),
-                _ => format!("{PENDING_IPCONFIG}{}>", p.range),
-            };
+        self.ipconfig().to_string()
+    }
+
+    /// [`DesiredNic::ipconfig_value`], formatted where it is written.
+    pub fn ipconfig(&self) -> impl fmt::Display + '_ {
+        struct Ipconfig<'a>(&'a DesiredNic);
+        impl fmt::Display for Ipconfig<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let nic = self.0;
+                if let Some(p) = &nic.ipam_pending {
+                    return match p.gateway {
+                        Some(gw) if nic.index == 0 => {
+                            write!(f, "{PENDING_IPCONFIG}{}>,gw={gw}", p.range)
+                        }
+                        _ => write!(f, "{PENDING_IPCONFIG}{}>", p.range),
+                    };
+                }
+                match &nic.ipv4 {
+                    Ipv4Config::Dhcp => f.write_str("ip=dhcp"),
+                    Ipv4Config::Static { address, gateway } => match gateway {
+                        Some(gw) if nic.index == 0 => write!(f, "ip={address},gw={gw}"),
+                        _ => write!(f, "ip={address}"),
+                    },
+                }
+            }
         }
-        match &self.ipv4 {
-            Ipv4Config::Dhcp => "ip=dhcp".to_string(),
-            Ipv4Config::Static { address, gateway } => match gateway {
-                Some(gw) if self.index == 0 => format!("ip={address},gw={gw}"),
-                _ => format!("ip={address}"),
-            },
-        }
+        Ipconfig(self)
     }
 }
 
@@ -263,41 +279,48 @@ impl DesiredVm {
     /// The Proxmox config keys the engine owns, with their canonical values. The planner
     /// compares exactly these keys; any other key on the VM is left alone.
     pub fn owned_config(&self) -> BTreeMap<String, String> {
-        let mut cfg = BTreeMap::new();
-        cfg.insert("name".into(), self.physical_name.0.clone());
-        cfg.insert("cores".into(), self.cores.to_string());
-        cfg.insert("cpu".into(), self.cpu_type.clone());
-        cfg.insert("memory".into(), self.memory_mb.to_string());
-        cfg.insert("agent".into(), if self.agent { "1" } else { "0" }.into());
-        cfg.insert("ostype".into(), self.ostype.clone());
-        cfg.insert("onboot".into(), if self.onboot { "1" } else { "0" }.into());
-        cfg.insert("tags".into(), self.tags.join(";"));
-        cfg.insert("description".into(), self.marker.to_description());
-        for nic in &self.nics {
-            cfg.insert(format!("net{}", nic.index), net_value(nic, None));
-        }
-        if self.cloud_init != CloudInitDelivery::None {
-            // As upstream: a network-data override replaces the ipconfig and DNS keys.
-            let network_override =
-                self.cloud_init == CloudInitDelivery::Snippets && self.network_data.is_some();
-            if !network_override {
-                for nic in &self.nics {
-                    cfg.insert(format!("ipconfig{}", nic.index), nic.ipconfig_value());
-                }
-            }
+        self.owned_settings()
+            .into_iter()
+            .map(|s| (s.key().into_owned(), s.to_string()))
+            .collect()
+    }
+
+    /// The keys of [`DesiredVm::owned_config`] with their values still typed, in the same
+    /// (key) order: what the planner compares without rendering a string per key.
+    pub fn owned_settings(&self) -> Vec<OwnedSetting<'_>> {
+        // Pushed in key order (the fixed keys sort around the `ipconfigN` and `netN` groups
+        // as written here), so nothing is sorted per VM.
+        let cloud_init = self.cloud_init != CloudInitDelivery::None;
+        // As upstream: a network-data override replaces the ipconfig and DNS keys.
+        let network_override =
+            self.cloud_init == CloudInitDelivery::Snippets && self.network_data.is_some();
+        let mut out = Vec::with_capacity(15 + 2 * self.nics.len());
+        out.push(OwnedSetting::Agent(self.agent));
+        if cloud_init {
             if let Some(cc) = self.cicustom() {
-                cfg.insert("cicustom".into(), cc);
+                out.push(OwnedSetting::Cicustom(cc));
             }
-            if !self.nameservers.is_empty() && !network_override {
-                let ns: Vec<String> = self.nameservers.iter().map(|a| a.to_string()).collect();
-                cfg.insert("nameserver".into(), ns.join(" "));
-            }
-            cfg.insert("ciuser".into(), self.ciuser.clone());
-            if !self.sshkeys.is_empty() {
-                cfg.insert("sshkeys".into(), self.sshkeys.join("\n"));
-            }
+            out.push(OwnedSetting::Ciuser(&self.ciuser));
         }
-        cfg
+        out.push(OwnedSetting::Cores(self.cores));
+        out.push(OwnedSetting::Cpu(&self.cpu_type));
+        out.push(OwnedSetting::Description(&self.marker));
+        if cloud_init && !network_override {
+            push_nic_settings(&mut out, &self.nics, OwnedSetting::Ipconfig);
+        }
+        out.push(OwnedSetting::Memory(self.memory_mb));
+        out.push(OwnedSetting::Name(&self.physical_name.0));
+        if cloud_init && !self.nameservers.is_empty() && !network_override {
+            out.push(OwnedSetting::Nameserver(&self.nameservers));
+        }
+        push_nic_settings(&mut out, &self.nics, OwnedSetting::Net);
+        out.push(OwnedSetting::Onboot(self.onboot));
+        out.push(OwnedSetting::Ostype(&self.ostype));
+        if cloud_init && !self.sshkeys.is_empty() {
+            out.push(OwnedSetting::Sshkeys(&self.sshkeys));
+        }
+        out.push(OwnedSetting::Tags(&self.tags));
+        out
     }
 
     /// The snippet files this VM needs (empty unless delivered as snippets).
@@ -338,22 +361,218 @@ impl DesiredVm {
 /// never changes its MAC unless the operator asked for one. The bridge went through
 /// [`encode_value`] when the desired NIC was built, and every other part is typed.
 pub fn net_value(nic: &DesiredNic, keep_mac: Option<&str>) -> String {
-    let mut out = match (nic.mac, keep_mac) {
-        (Some(mac), _) => format!("{}={}", nic.model, mac),
-        (None, Some(mac)) => format!("{}={}", nic.model, mac),
-        (None, None) => nic.model.clone(),
+    NetValue { nic, keep_mac }.to_string()
+}
+
+/// [`net_value`], formatted where it is written.
+#[derive(Clone, Copy, Debug)]
+pub struct NetValue<'a> {
+    pub nic: &'a DesiredNic,
+    pub keep_mac: Option<&'a str>,
+}
+
+impl fmt::Display for NetValue<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let nic = self.nic;
+        match (nic.mac, self.keep_mac) {
+            (Some(mac), _) => write!(f, "{}={}", nic.model, mac)?,
+            (None, Some(mac)) => write!(f, "{}={}", nic.model, mac)?,
+            (None, None) => f.write_str(&nic.model)?,
+        }
+        write!(f, ",bridge={}", nic.bridge)?;
+        if nic.firewall {
+            f.write_str(",firewall=1")?;
+        }
+        if let Some(mtu) = nic.mtu {
+            write!(f, ",mtu={mtu}")?;
+        }
+        if let Some(tag) = nic.vlan_tag {
+            write!(f, ",tag={tag}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Push one setting per NIC (`netN` or `ipconfigN`) in key order; a key given twice keeps
+/// the later NIC's value, as a map would.
+fn push_nic_settings<'a>(
+    out: &mut Vec<OwnedSetting<'a>>,
+    nics: &'a [DesiredNic],
+    setting: fn(&'a DesiredNic) -> OwnedSetting<'a>,
+) {
+    // Indexes 0..9 in increasing order (every pool but a very wide VM): already key order.
+    let in_order =
+        nics.iter().all(|n| n.index < 10) && nics.windows(2).all(|w| w[0].index < w[1].index);
+    if in_order {
+        out.extend(nics.iter().map(setting));
+        return;
+    }
+    let mut group: Vec<OwnedSetting<'a>> = nics.iter().map(setting).collect();
+    // Stable: of two NICs with one index, the later stays later.
+    group.sort_by(|a, b| a.key().cmp(&b.key()));
+    // The later setting's value moves into the kept slot before the later slot is dropped.
+    group.dedup_by(|later, kept| {
+        let same = later.key() == kept.key();
+        if same {
+            std::mem::swap(later, kept);
+        }
+        same
+    });
+    out.append(&mut group);
+}
+
+/// One key the engine owns, its desired value kept typed and borrowed from the
+/// [`DesiredVm`]. `Display` prints the canonical value [`DesiredVm::owned_config`] holds;
+/// [`OwnedSetting::key`] is the Proxmox config key.
+#[derive(Clone, Debug)]
+pub enum OwnedSetting<'a> {
+    Name(&'a str),
+    Cores(u32),
+    Cpu(&'a str),
+    /// MiB.
+    Memory(u64),
+    Agent(bool),
+    Ostype(&'a str),
+    Onboot(bool),
+    /// Sorted, de-duplicated tags (joined by `;`).
+    Tags(&'a [String]),
+    Description(&'a OwnershipMarker),
+    /// `net<index>` without a MAC the operator did not ask for.
+    Net(&'a DesiredNic),
+    /// `ipconfig<index>`.
+    Ipconfig(&'a DesiredNic),
+    Cicustom(String),
+    /// Joined by spaces.
+    Nameserver(&'a [Ipv4Addr]),
+    Ciuser(&'a str),
+    /// One key a line.
+    Sshkeys(&'a [String]),
+}
+
+impl OwnedSetting<'_> {
+    /// The Proxmox config key.
+    pub fn key(&self) -> Cow<'static, str> {
+        Cow::Borrowed(match self {
+            OwnedSetting::Name(_) => "name",
+            OwnedSetting::Cores(_) => "cores",
+            OwnedSetting::Cpu(_) => "cpu",
+            OwnedSetting::Memory(_) => "memory",
+            OwnedSetting::Agent(_) => "agent",
+            OwnedSetting::Ostype(_) => "ostype",
+            OwnedSetting::Onboot(_) => "onboot",
+            OwnedSetting::Tags(_) => "tags",
+            OwnedSetting::Description(_) => "description",
+            OwnedSetting::Net(nic) => return indexed_key(IndexedKey::Net, nic.index),
+            OwnedSetting::Ipconfig(nic) => return indexed_key(IndexedKey::Ipconfig, nic.index),
+            OwnedSetting::Cicustom(_) => "cicustom",
+            OwnedSetting::Nameserver(_) => "nameserver",
+            OwnedSetting::Ciuser(_) => "ciuser",
+            OwnedSetting::Sshkeys(_) => "sshkeys",
+        })
+    }
+}
+
+impl fmt::Display for OwnedSetting<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        /// `items` with `sep` between them.
+        fn joined<T: fmt::Display>(
+            f: &mut fmt::Formatter<'_>,
+            items: &[T],
+            sep: &str,
+        ) -> fmt::Result {
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(sep)?;
+                }
+                write!(f, "{item}")?;
+            }
+            Ok(())
+        }
+        let flag = |b: bool| if b { "1" } else { "0" };
+        match self {
+            OwnedSetting::Name(s)
+            | OwnedSetting::Cpu(s)
+            | OwnedSetting::Ostype(s)
+            | OwnedSetting::Ciuser(s) => f.write_str(s),
+            OwnedSetting::Cicustom(s) => f.write_str(s),
+            OwnedSetting::Cores(n) => write!(f, "{n}"),
+            OwnedSetting::Memory(n) => write!(f, "{n}"),
+            OwnedSetting::Agent(b) | OwnedSetting::Onboot(b) => f.write_str(flag(*b)),
+            OwnedSetting::Tags(tags) => joined(f, tags, ";"),
+            OwnedSetting::Description(m) => write!(f, "{}", m.description()),
+            OwnedSetting::Net(nic) => write!(
+                f,
+                "{}",
+                NetValue {
+                    nic,
+                    keep_mac: None
+                }
+            ),
+            OwnedSetting::Ipconfig(nic) => write!(f, "{}", nic.ipconfig()),
+            OwnedSetting::Nameserver(addrs) => joined(f, addrs, " "),
+            OwnedSetting::Sshkeys(keys) => joined(f, keys, "\n"),
+        }
+    }
+}
+
+/// The config keys that carry a NIC's index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IndexedKey {
+    Net,
+    Ipconfig,
+}
+
+/// `net<i>` / `ipconfig<i>`: a static string for the indexes Proxmox allows (0–31), so the
+/// planner names a NIC's keys without allocating; a formatted one beyond.
+pub fn indexed_key(kind: IndexedKey, i: usize) -> Cow<'static, str> {
+    const NET: [&str; 32] = [
+        "net0", "net1", "net2", "net3", "net4", "net5", "net6", "net7", "net8", "net9", "net10",
+        "net11", "net12", "net13", "net14", "net15", "net16", "net17", "net18", "net19", "net20",
+        "net21", "net22", "net23", "net24", "net25", "net26", "net27", "net28", "net29", "net30",
+        "net31",
+    ];
+    const IPCONFIG: [&str; 32] = [
+        "ipconfig0",
+        "ipconfig1",
+        "ipconfig2",
+        "ipconfig3",
+        "ipconfig4",
+        "ipconfig5",
+        "ipconfig6",
+        "ipconfig7",
+        "ipconfig8",
+        "ipconfig9",
+        "ipconfig10",
+        "ipconfig11",
+        "ipconfig12",
+        "ipconfig13",
+        "ipconfig14",
+        "ipconfig15",
+        "ipconfig16",
+        "ipconfig17",
+        "ipconfig18",
+        "ipconfig19",
+        "ipconfig20",
+        "ipconfig21",
+        "ipconfig22",
+        "ipconfig23",
+        "ipconfig24",
+        "ipconfig25",
+        "ipconfig26",
+        "ipconfig27",
+        "ipconfig28",
+        "ipconfig29",
+        "ipconfig30",
+        "ipconfig31",
+    ];
+    let (table, prefix) = match kind {
+        IndexedKey::Net => (&NET, "net"),
+        IndexedKey::Ipconfig => (&IPCONFIG, "ipconfig"),
     };
-    out.push_str(&format!(",bridge={}", nic.bridge));
-    if nic.firewall {
-        out.push_str(",firewall=1");
+    match table.get(i) {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(format!("{prefix}{i}")),
     }
-    if let Some(mtu) = nic.mtu {
-        out.push_str(&format!(",mtu={mtu}"));
-    }
-    if let Some(tag) = nic.vlan_tag {
-        out.push_str(&format!(",tag={tag}"));
-    }
-    out
 }
 
 /// Errors building the desired model.
@@ -525,6 +744,201 @@ pub fn desired_vm(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `owned_config` as it was when each value was formatted into its own `String` (the
+    /// reference the typed settings must reproduce byte for byte).
+    fn owned_config_as_strings(vm: &DesiredVm) -> BTreeMap<String, String> {
+        fn net(nic: &DesiredNic) -> String {
+            let mut out = match nic.mac {
+                Some(mac) => format!("{}={}", nic.model, mac),
+                None => nic.model.clone(),
+            };
+            out.push_str(&format!(",bridge={}", nic.bridge));
+            if nic.firewall {
+                out.push_str(",firewall=1");
+            }
+            if let Some(mtu) = nic.mtu {
+                out.push_str(&format!(",mtu={mtu}"));
+            }
+            if let Some(tag) = nic.vlan_tag {
+                out.push_str(&format!(",tag={tag}"));
+            }
+            out
+        }
+        fn ipconfig(nic: &DesiredNic) -> String {
+            if let Some(p) = &nic.ipam_pending {
+                return match p.gateway {
+                    Some(gw) if nic.index == 0 => {
+                        format!("{PENDING_IPCONFIG}{}>,gw={gw}", p.range)
+                    }
+                    _ => format!("{PENDING_IPCONFIG}{}>", p.range),
+                };
+            }
+            match &nic.ipv4 {
+                Ipv4Config::Dhcp => "ip=dhcp".to_string(),
+                Ipv4Config::Static { address, gateway } => match gateway {
+                    Some(gw) if nic.index == 0 => format!("ip={address},gw={gw}"),
+                    _ => format!("ip={address}"),
+                },
+            }
+        }
+        let mut cfg = BTreeMap::new();
+        cfg.insert("name".into(), vm.physical_name.0.clone());
+        cfg.insert("cores".into(), vm.cores.to_string());
+        cfg.insert("cpu".into(), vm.cpu_type.clone());
+        cfg.insert("memory".into(), vm.memory_mb.to_string());
+        cfg.insert("agent".into(), if vm.agent { "1" } else { "0" }.into());
+        cfg.insert("ostype".into(), vm.ostype.clone());
+        cfg.insert("onboot".into(), if vm.onboot { "1" } else { "0" }.into());
+        cfg.insert("tags".into(), vm.tags.join(";"));
+        cfg.insert(
+            "description".into(),
+            format!(
+                "Managed by hyops-pve (HybridOps platform-vm). Do not edit the marker line.\n{}",
+                vm.marker.to_line()
+            ),
+        );
+        for nic in &vm.nics {
+            cfg.insert(format!("net{}", nic.index), net(nic));
+        }
+        if vm.cloud_init != CloudInitDelivery::None {
+            let network_override =
+                vm.cloud_init == CloudInitDelivery::Snippets && vm.network_data.is_some();
+            if !network_override {
+                for nic in &vm.nics {
+                    cfg.insert(format!("ipconfig{}", nic.index), ipconfig(nic));
+                }
+            }
+            if let Some(cc) = vm.cicustom() {
+                cfg.insert("cicustom".into(), cc);
+            }
+            if !vm.nameservers.is_empty() && !network_override {
+                let ns: Vec<String> = vm.nameservers.iter().map(|a| a.to_string()).collect();
+                cfg.insert("nameserver".into(), ns.join(" "));
+            }
+            cfg.insert("ciuser".into(), vm.ciuser.clone());
+            if !vm.sshkeys.is_empty() {
+                cfg.insert("sshkeys".into(), vm.sshkeys.join("\n"));
+            }
+        }
+        cfg
+    }
+
+    fn nic(index: usize) -> DesiredNic {
+        DesiredNic {
+            index,
+            model: "virtio".into(),
+            bridge: format!("vmbr{index}"),
+            vlan_tag: (index % 2 == 1).then_some(10 + index as u16),
+            mac: (index % 3 == 2).then_some(MacAddr([0xbc, 0x24, 0x11, 0, 0, index as u8])),
+            firewall: index.is_multiple_of(2),
+            mtu: (index % 4 == 3).then_some(9000),
+            ipv4: if index.is_multiple_of(3) {
+                Ipv4Config::Dhcp
+            } else {
+                Ipv4Config::Static {
+                    address: format!("10.0.{index}.5/24").parse().unwrap(),
+                    gateway: Some("10.0.0.1".parse().unwrap()),
+                }
+            },
+            ipam_pending: (index == 4).then(|| PendingIpam {
+                range: "10.10.0.2-10.10.0.119".into(),
+                gateway: Some("10.10.0.1".parse().unwrap()),
+            }),
+        }
+    }
+
+    fn vm(nics: usize, cloud_init: CloudInitDelivery) -> DesiredVm {
+        DesiredVm {
+            key: LogicalVmKey("app-01".into()),
+            physical_name: PhysicalVmName("dev-app-01".into()),
+            node: "pve1".into(),
+            template: TemplateRef::default(),
+            clone_mode: CloneMode::Linked,
+            storage: "local-lvm".into(),
+            requested_vmid: None,
+            cores: 4,
+            cpu_type: "x86-64-v2-AES".into(),
+            memory_mb: 8192,
+            nics: (0..nics).map(nic).collect(),
+            nameservers: vec!["1.1.1.1".parse().unwrap(), "8.8.8.8".parse().unwrap()],
+            ciuser: "opsadmin".into(),
+            sshkeys: vec!["ssh-ed25519 AAAA a@b".into(), "ssh-rsa BBBB c@d".into()],
+            agent: true,
+            ostype: "l26".into(),
+            onboot: false,
+            tags: vec!["app".into(), "hyops-pve".into(), "onprem".into()],
+            disk_size_gb: 40,
+            cloud_init,
+            snippets_storage: "local".into(),
+            user_data: Some("#cloud-config\n".into()),
+            network_data: None,
+            meta_data: Some("instance-id: x\n".into()),
+            marker: OwnershipMarker {
+                env: "dev".into(),
+                slot: "latest".into(),
+                module_ref: "platform/onprem/platform-vm".into(),
+                key: "app-01".into(),
+                template_vmid: 9000,
+                clone_mode: CloneMode::Linked,
+            },
+            role: "app".into(),
+            route: CloneRoute::default(),
+            restart_policy: RestartPolicy::Restart,
+        }
+    }
+
+    #[test]
+    fn typed_settings_render_the_same_config_as_formatted_strings() {
+        let mut cases = Vec::new();
+        for nics in [0, 1, 2, 5, 12, 33] {
+            for ci in [
+                CloudInitDelivery::NativeKeys,
+                CloudInitDelivery::Snippets,
+                CloudInitDelivery::None,
+            ] {
+                cases.push(vm(nics, ci));
+            }
+        }
+        let mut bare = vm(1, CloudInitDelivery::Snippets);
+        bare.nameservers.clear();
+        bare.sshkeys.clear();
+        bare.tags.clear();
+        bare.network_data = Some("version: 2\n".into());
+        cases.push(bare);
+        let mut twice = vm(2, CloudInitDelivery::NativeKeys);
+        twice.nics[1].index = 0; // a key given twice: the last value wins, as in a map
+        cases.push(twice);
+        let mut thrice = vm(3, CloudInitDelivery::Snippets);
+        thrice.nics[0].index = 1;
+        thrice.nics[2].index = 1;
+        cases.push(thrice);
+        let mut reversed = vm(4, CloudInitDelivery::NativeKeys);
+        reversed.nics.reverse();
+        cases.push(reversed);
+        let mut wide = vm(3, CloudInitDelivery::NativeKeys);
+        wide.nics[0].index = 10;
+        cases.push(wide);
+        let mut no_ciuser = vm(2, CloudInitDelivery::NativeKeys);
+        no_ciuser.ciuser.clear();
+        no_ciuser.nameservers.clear();
+        cases.push(no_ciuser);
+        for want in &cases {
+            assert_eq!(want.owned_config(), owned_config_as_strings(want));
+            let settings = want.owned_settings();
+            let keys: Vec<String> = settings.iter().map(|s| s.key().into_owned()).collect();
+            let expected: Vec<String> = owned_config_as_strings(want).into_keys().collect();
+            assert_eq!(keys, expected, "settings come in key order");
+        }
+    }
+
+    #[test]
+    fn indexed_keys_beyond_the_table_are_formatted() {
+        assert_eq!(indexed_key(IndexedKey::Net, 0), "net0");
+        assert_eq!(indexed_key(IndexedKey::Ipconfig, 31), "ipconfig31");
+        assert_eq!(indexed_key(IndexedKey::Net, 32), "net32");
+        assert_eq!(indexed_key(IndexedKey::Ipconfig, 100), "ipconfig100");
+    }
 
     #[test]
     fn snippet_names_are_content_addressed_and_recognised() {

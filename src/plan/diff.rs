@@ -12,9 +12,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::inputs::model::{Ipv4Config, LogicalVmKey};
-use crate::plan::desired::{is_snippet_file_of, net_value, DesiredNic, DesiredVm, RestartPolicy};
+use crate::plan::desired::{
+    indexed_key, is_snippet_file_of, DesiredNic, DesiredVm, IndexedKey, NetValue, OwnedSetting,
+    RestartPolicy,
+};
+use crate::plan::marker::OwnershipMarker;
 use crate::plan::observed::{ManagedVm, ObservedPool, ObservedVm, PowerState};
-use crate::plan::props::{self, NetParts, PropertyString};
+use crate::plan::props::{self, renders_as, NetParts, PropertyString};
 use crate::plan::template::{disk_decision, format_gib, DiskDecision};
 use crate::pve::hotplug::applies_live;
 
@@ -181,10 +185,13 @@ pub fn diff(
     observed: &ObservedPool,
     allow_replace: bool,
 ) -> Result<Vec<VmPlan>, PlanError> {
-    let mut plans = Vec::new();
+    let mut plans = Vec::with_capacity(desired.len());
     let mut errors = Vec::new();
+    // Both maps are ordered by key: walk them side by side rather than look each key up.
+    let mut managed = observed.managed.iter().peekable();
     for (key, want) in desired {
-        match observed.managed.get(key) {
+        while managed.next_if(|(k, _)| *k < key).is_some() {}
+        match managed.next_if(|(k, _)| *k == key).map(|(_, have)| have) {
             None => {
                 if let Some(vmid) = want.requested_vmid {
                     if let Some((node, name)) = observed.all_vms.get(&vmid) {
@@ -205,8 +212,10 @@ pub fn diff(
             },
         }
     }
+    let mut wanted = desired.keys().peekable();
     for (key, have) in &observed.managed {
-        if desired.contains_key(key) {
+        while wanted.next_if(|k| *k < key).is_some() {}
+        if wanted.next_if(|k| *k == key).is_some() {
             continue;
         }
         if !allow_replace {
@@ -300,14 +309,14 @@ fn delete_plan(key: LogicalVmKey, vm: &ObservedVm, reasons: Vec<String>) -> VmPl
 /// The boot-disk resize (and the note when the disk is larger than asked) for a disk of
 /// `current` bytes: the one [`disk_decision`] rule for create and update.
 fn boot_disk_plan(want: &DesiredVm, current: Option<u64>) -> (Option<Resize>, Option<String>) {
-    let disk = want.boot_disk().to_string();
+    let disk = want.boot_disk();
     match disk_decision(want.disk_size_gb, current) {
         DiskDecision::Grow {
             from_bytes,
             to_bytes,
         } => (
             Some(Resize {
-                disk,
+                disk: disk.to_string(),
                 from_bytes,
                 to_bytes,
             }),
@@ -403,7 +412,7 @@ pub fn match_nics(
             continue;
         }
         let addr = match &nic.ipv4 {
-            Ipv4Config::Static { address, .. } => Some(address.to_string()),
+            Ipv4Config::Static { address, .. } => Some(address),
             Ipv4Config::Dhcp => None,
         };
         let mut candidates: Vec<(u8, usize, usize)> = have
@@ -414,7 +423,9 @@ pub fn match_nics(
                     && p.tag == nic.vlan_tag
             })
             .map(|(&m, (_, ip))| {
-                let same_addr = addr.is_some() && ip.as_deref() == addr.as_deref();
+                let same_addr = addr
+                    .zip(ip.as_deref())
+                    .is_some_and(|(a, ip)| renders_as(a, ip));
                 (u8::from(!same_addr), m.abs_diff(j), m)
             })
             .collect();
@@ -503,29 +514,36 @@ fn diff_one(want: &DesiredVm, have: &ManagedVm, allow_replace: bool) -> Result<V
     let mut cloudinit_changed = false;
 
     // NIC identity: each desired NIC keeps the MAC of the NIC it is.
-    let have_nics: BTreeMap<usize, (NetParts, Option<String>)> = vm
-        .config
-        .iter()
-        .filter_map(|(k, v)| {
-            let idx = indexed(k, "net")?;
-            let parts = props::net_parts(v)?;
-            let ip = vm
-                .config
-                .get(&format!("ipconfig{idx}"))
-                .and_then(|c| PropertyString::parse(c, None).get("ip").map(str::to_string));
-            Some((idx, (parts, ip)))
-        })
-        .collect();
+    let mut have_nics: BTreeMap<usize, (NetParts, Option<String>)> = BTreeMap::new();
+    // The `netN` keys whose value parses (so an unchanged one need not be parsed again).
+    let mut parsed_net_keys: Vec<&str> = Vec::new();
+    for (k, v) in &vm.config {
+        let Some(idx) = indexed(k, "net") else {
+            continue;
+        };
+        let Some(parts) = props::net_parts(v) else {
+            continue;
+        };
+        let ip = vm
+            .config
+            .get(indexed_key(IndexedKey::Ipconfig, idx).as_ref())
+            .and_then(|c| props::find_value(c, "ip", None).map(str::to_string));
+        parsed_net_keys.push(k);
+        have_nics.insert(idx, (parts, ip));
+    }
     let matched = match_nics(&want.nics, &have_nics);
-    let mut net_values: BTreeMap<String, String> = BTreeMap::new();
+    // The `netN` value each desired NIC is written with (keyed by its index; a later NIC
+    // with the same index wins, as the owned keys do).
+    let mut net_targets: Vec<(usize, NetValue<'_>)> = Vec::with_capacity(want.nics.len());
     for (j, nic) in want.nics.iter().enumerate() {
-        let slot = format!("net{}", nic.index);
-        let carried = matched[j].and_then(|m| have_nics.get(&m).and_then(|(p, _)| p.mac.clone()));
-        let value = net_value(nic, carried.as_deref());
-        match (matched[j], &carried) {
+        let slot = || indexed_key(IndexedKey::Net, nic.index);
+        let carried =
+            matched[j].and_then(|m| have_nics.get(&m).and_then(|(p, _)| p.mac.as_deref()));
+        match (matched[j], carried) {
             (Some(m), Some(mac)) if m != nic.index => notes.push(format!(
-                "VM {}: MAC {mac} moves from net{m} to {slot} with its NIC ({}{})",
+                "VM {}: MAC {mac} moves from net{m} to {} with its NIC ({}{})",
                 want.key,
+                slot(),
                 nic.bridge,
                 nic.vlan_tag
                     .map(|t| format!(", VLAN {t}"))
@@ -533,8 +551,10 @@ fn diff_one(want: &DesiredVm, have: &ManagedVm, allow_replace: bool) -> Result<V
             )),
             (None, _) if nic.mac.is_none() && have_nics.contains_key(&nic.index) => {
                 notes.push(format!(
-                    "VM {}: {slot} becomes a new NIC on {}; Proxmox gives it a new MAC",
-                    want.key, nic.bridge
+                    "VM {}: {} becomes a new NIC on {}; Proxmox gives it a new MAC",
+                    want.key,
+                    slot(),
+                    nic.bridge
                 ))
             }
             _ => {}
@@ -543,17 +563,24 @@ fn diff_one(want: &DesiredVm, have: &ManagedVm, allow_replace: bool) -> Result<V
             let explicit = explicit.to_string();
             if p.mac.as_deref().is_some_and(|m| m != explicit) && matched[j] != Some(nic.index) {
                 notes.push(format!(
-                    "VM {}: {slot} MAC changes from {} to {explicit} (mac_address)",
+                    "VM {}: {} MAC changes from {} to {explicit} (mac_address)",
                     want.key,
+                    slot(),
                     p.mac.clone().unwrap_or_default()
                 ));
             }
         }
-        net_values.insert(slot, value);
+        net_targets.push((
+            nic.index,
+            NetValue {
+                nic,
+                keep_mac: carried,
+            },
+        ));
     }
-    let kept: BTreeSet<usize> = matched.iter().flatten().copied().collect();
     for (m, (p, _)) in &have_nics {
-        if !kept.contains(m) {
+        // not kept by any desired NIC
+        if !matched.contains(&Some(*m)) {
             notes.push(format!(
                 "VM {}: the NIC on net{m} ({}, MAC {}) is removed",
                 want.key,
@@ -563,26 +590,50 @@ fn diff_one(want: &DesiredVm, have: &ManagedVm, allow_replace: bool) -> Result<V
         }
     }
 
-    for (k, v) in want.owned_config() {
-        let before = vm.config.get(&k);
-        let target = net_values.get(&k).cloned().unwrap_or_else(|| v.clone());
-        if config_value_matches(&k, before.map(String::as_str), &target) {
+    let settings = want.owned_settings();
+    // Settings and config are both in key order: one walk finds each key's observed value.
+    let mut observed_config = vm.config.iter().peekable();
+    for setting in &settings {
+        let key = setting.key();
+        let k: &str = &key;
+        while observed_config
+            .next_if(|(have, _)| have.as_str() < k)
+            .is_some()
+        {}
+        let before = observed_config
+            .next_if(|(have, _)| have.as_str() == k)
+            .map(|(_, v)| v.as_str());
+        let net_target = match setting {
+            OwnedSetting::Net(nic) => net_targets
+                .iter()
+                .rev()
+                .find(|(index, _)| *index == nic.index)
+                .map(|(_, target)| target),
+            _ => None,
+        };
+        let unchanged = match net_target {
+            Some(target) => net_matches(before, target, parsed_net_keys.contains(&k)),
+            None => setting_matches(setting, k, before),
+        };
+        if unchanged {
             continue;
         }
-        let write_value = match k.as_str() {
-            "description" => merge_description(before.map(String::as_str), &v),
-            _ => target,
+        // Only a key that changes is rendered.
+        let write_value = match (setting, net_target) {
+            (OwnedSetting::Description(_), _) => merge_description(before, &setting.to_string()),
+            (_, Some(target)) => target.to_string(),
+            _ => setting.to_string(),
         };
-        if is_cloudinit_key(&k) {
+        if is_cloudinit_key(k) {
             cloudinit_changed = true;
         }
         changes.push(FieldChange {
-            field: k.clone(),
-            before: before.map(|b| display_value(&k, b)),
-            after: Some(display_value(&k, &write_value)),
-            needs_restart: running && !applies_live(&vm.config, &k, Some(&write_value)),
+            field: k.to_string(),
+            before: before.map(|b| display_value(k, b)),
+            after: Some(display_value(k, &write_value)),
+            needs_restart: running && !applies_live(&vm.config, k, Some(&write_value)),
         });
-        config_set.insert(k, write_value);
+        config_set.insert(key.into_owned(), write_value);
     }
     // NICs beyond the desired list go, with their ipconfig.
     for k in vm.config.keys() {
@@ -603,8 +654,10 @@ fn diff_one(want: &DesiredVm, have: &ManagedVm, allow_replace: bool) -> Result<V
     }
     // `cloud_init_mode: native` (or Windows) after snippets: drop our own `cicustom`, so the
     // guest gets the native keys again. A `cicustom` naming anything else is the operator's.
-    let owned = want.owned_config();
-    if let (None, Some(cc)) = (owned.get("cicustom"), vm.config.get("cicustom")) {
+    let wants_cicustom = settings
+        .iter()
+        .any(|s| matches!(s, OwnedSetting::Cicustom(_)));
+    if let (false, Some(cc)) = (wants_cicustom, vm.config.get("cicustom")) {
         let ours = cc.split(',').all(|part| {
             part.split_once('=')
                 .and_then(|(_, vol)| vol.split_once(":snippets/"))
@@ -632,9 +685,8 @@ fn diff_one(want: &DesiredVm, have: &ManagedVm, allow_replace: bool) -> Result<V
     // planned changes it cannot take live.
     let mut restart_keys: BTreeSet<String> = BTreeSet::new();
     if running {
-        let owned = want.owned_config();
         for k in vm.pending.keys() {
-            if owned.contains_key(k)
+            if settings.iter().any(|s| s.key() == k.as_str())
                 || indexed(k, "net").is_some()
                 || indexed(k, "ipconfig").is_some()
             {
@@ -750,6 +802,75 @@ fn display_value(key: &str, value: &str) -> String {
     value.to_string()
 }
 
+/// [`config_value_matches`] for one owned setting, without rendering its value where the
+/// answer is the same: the number, CPU type and flag keys compare typed values, and for the
+/// other keys an observed value that is already the exact text the plan would write
+/// matches (their comparison is reflexive; `description` only when the text carries a
+/// marker). Anything else is rendered and compared as before.
+fn setting_matches(setting: &OwnedSetting<'_>, key: &str, observed: Option<&str>) -> bool {
+    let Some(obs) = observed else {
+        return config_value_matches(key, None, &setting.to_string());
+    };
+    let count = |obs: &str| {
+        props::default_value_str(obs, "current")?
+            .parse::<u64>()
+            .ok()
+    };
+    match setting {
+        // compared as text by `config_value_matches`
+        OwnedSetting::Name(text) | OwnedSetting::Ostype(text) | OwnedSetting::Ciuser(text) => {
+            obs == *text
+        }
+        OwnedSetting::Cicustom(text) => obs == text,
+        OwnedSetting::Tags(tags) => {
+            joined_equals(tags, ";", obs)
+                || config_value_matches(key, Some(obs), &setting.to_string())
+        }
+        OwnedSetting::Sshkeys(keys) => {
+            joined_equals(keys, "\n", obs)
+                || config_value_matches(key, Some(obs), &setting.to_string())
+        }
+        OwnedSetting::Cores(n) => count(obs) == Some(u64::from(*n)),
+        OwnedSetting::Memory(n) => count(obs) == Some(*n),
+        OwnedSetting::Cpu(cpu) => props::default_value_str(obs, "cputype") == Some(*cpu),
+        OwnedSetting::Agent(on) | OwnedSetting::Onboot(on) => {
+            props::bool_value(obs, "enabled") == Some(*on)
+        }
+        OwnedSetting::Description(_) => {
+            (renders_as(setting, obs) && OwnershipMarker::has_marker(obs))
+                || config_value_matches(key, Some(obs), &setting.to_string())
+        }
+        _ => renders_as(setting, obs) || config_value_matches(key, Some(obs), &setting.to_string()),
+    }
+}
+
+/// `items.join(sep) == text`, without joining.
+fn joined_equals(items: &[String], sep: &str, text: &str) -> bool {
+    let mut rest = text;
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            match rest.strip_prefix(sep) {
+                Some(r) => rest = r,
+                None => return false,
+            }
+        }
+        match rest.strip_prefix(item.as_str()) {
+            Some(r) => rest = r,
+            None => return false,
+        }
+    }
+    rest.is_empty()
+}
+
+/// [`props::net_matches`] of the observed `netN` against the value the plan would write:
+/// the same text matches when it parses (the comparison is reflexive for parsable values).
+/// `parses` is `props::net_parts(observed).is_some()`, known from reading the NICs.
+fn net_matches(observed: Option<&str>, target: &NetValue<'_>, parses: bool) -> bool {
+    observed.is_some_and(|obs| {
+        (parses && renders_as(target, obs)) || props::net_matches(obs, &target.to_string())
+    })
+}
+
 /// Semantic comparison of one owned key (lenient on what Proxmox returns).
 pub fn config_value_matches(key: &str, observed: Option<&str>, desired: &str) -> bool {
     let Some(obs) = observed else {
@@ -793,5 +914,191 @@ pub fn config_value_matches(key: &str, observed: Option<&str>, desired: &str) ->
                 == PropertyString::parse(desired, None).canonical_pairs()
         }
         _ => obs == desired,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inputs::model::{CloneMode, MacAddr};
+    use proptest::prelude::*;
+
+    fn marker() -> OwnershipMarker {
+        OwnershipMarker {
+            env: "dev".into(),
+            slot: "latest".into(),
+            module_ref: "platform/onprem/platform-vm".into(),
+            key: "app-01".into(),
+            template_vmid: 9000,
+            clone_mode: CloneMode::Linked,
+        }
+    }
+
+    fn nic(mac: bool, tag: Option<u16>, mtu: Option<u16>, ip: Option<&str>) -> DesiredNic {
+        DesiredNic {
+            index: 0,
+            model: "virtio".into(),
+            bridge: "vmbr0".into(),
+            vlan_tag: tag,
+            mac: mac.then_some(MacAddr([0xbc, 0x24, 0x11, 0, 0, 1])),
+            firewall: tag.is_some(),
+            mtu,
+            ipv4: match ip {
+                Some(a) => Ipv4Config::Static {
+                    address: a.parse().unwrap(),
+                    gateway: Some("10.0.0.1".parse().unwrap()),
+                },
+                None => Ipv4Config::Dhcp,
+            },
+            ipam_pending: None,
+        }
+    }
+
+    /// Observed values near what the settings below render: equal, reordered, with spaces,
+    /// other cases and numbers, property-string forms and garbage.
+    const OBSERVED: &[&str] = &[
+        "", "0", "1", "2", "4", "8192", "current=8192", " 8192 ", "8192,hotplug=1", "yes", "OFF",
+        "enabled=1,fstrim_cloned_disks=0", "enabled=0", "host", "cputype=host,flags=+aes",
+        "host,flags=+aes", "x86-64-v2-AES", "l26", "dev-app-01", "opsadmin",
+        "app;hyops-pve;onprem", "onprem;app;hyops-pve", "APP,hyops-pve onprem", "app;hyops-pve",
+        "1.1.1.1 8.8.8.8", "1.1.1.1  8.8.8.8 ", "8.8.8.8 1.1.1.1",
+        "ssh-ed25519 AAAA a@b\nssh-rsa BBBB c@d", "ssh-ed25519 AAAA a@b\n\nssh-rsa BBBB c@d\n",
+        "ip=10.0.0.5/24,gw=10.0.0.1", "gw=10.0.0.1,ip=10.0.0.5/24", "ip=10.0.0.5/24", "ip=dhcp",
+        "virtio=BC:24:11:00:00:01,bridge=vmbr0", "virtio,bridge=vmbr0",
+        "virtio=BC:24:11:00:00:02,bridge=vmbr0,firewall=1,tag=10",
+        "virtio=bc:24:11:00:00:01,bridge=vmbr0,firewall=1,mtu=9000,tag=10",
+        "virtio=BC:24:11:00:00:01,bridge=vmbr0,firewall=1,mtu=9000,tag=10",
+        "e1000,bridge=vmbr0", "virtio,bridge=vmbr0,tag=0", "bogus=1",
+        "Managed by hyops-pve (HybridOps platform-vm). Do not edit the marker line.\nhyops-pve:v1;env=dev;module=platform/onprem/platform-vm;slot=latest;key=app-01;template=9000;clone=linked",
+        "my notes\nhyops-pve:v1;env=dev;module=platform/onprem/platform-vm;slot=latest;key=app-01;template=9000;clone=linked",
+        "hyops-pve:v1;env=dev;key=app-01",
+    ];
+
+    fn settings<'a>(
+        m: &'a OwnershipMarker,
+        nics: &'a [DesiredNic],
+        tags: &'a [String],
+        ns: &'a [std::net::Ipv4Addr],
+        keys: &'a [String],
+    ) -> Vec<OwnedSetting<'a>> {
+        let mut out = vec![
+            OwnedSetting::Name("dev-app-01"),
+            OwnedSetting::Cores(4),
+            OwnedSetting::Cores(2),
+            OwnedSetting::Memory(8192),
+            OwnedSetting::Cpu("host"),
+            OwnedSetting::Cpu("x86-64-v2-AES"),
+            OwnedSetting::Agent(true),
+            OwnedSetting::Agent(false),
+            OwnedSetting::Onboot(true),
+            OwnedSetting::Onboot(false),
+            OwnedSetting::Ostype("l26"),
+            OwnedSetting::Tags(tags),
+            OwnedSetting::Description(m),
+            OwnedSetting::Cicustom("user=local:snippets/x.yaml".into()),
+            OwnedSetting::Nameserver(ns),
+            OwnedSetting::Ciuser("opsadmin"),
+            OwnedSetting::Sshkeys(keys),
+        ];
+        out.extend(nics.iter().map(OwnedSetting::Ipconfig));
+        out
+    }
+
+    /// The typed comparison answers what the string comparison it replaces answers, for
+    /// every setting against every observed value (and an absent one).
+    #[test]
+    fn typed_setting_comparison_agrees_with_the_string_comparison() {
+        let m = marker();
+        let nics = [
+            nic(false, None, None, None),
+            nic(true, Some(10), Some(9000), Some("10.0.0.5/24")),
+        ];
+        let tags: Vec<String> = vec!["app".into(), "hyops-pve".into(), "onprem".into()];
+        let ns = ["1.1.1.1".parse().unwrap(), "8.8.8.8".parse().unwrap()];
+        let keys: Vec<String> = vec!["ssh-ed25519 AAAA a@b".into(), "ssh-rsa BBBB c@d".into()];
+        for s in settings(&m, &nics, &tags, &ns, &keys) {
+            let key = s.key();
+            let rendered = s.to_string();
+            for obs in OBSERVED
+                .iter()
+                .copied()
+                .map(Some)
+                .chain([None, Some(&rendered[..])])
+            {
+                assert_eq!(
+                    setting_matches(&s, &key, obs),
+                    config_value_matches(&key, obs, &rendered),
+                    "{key} = {rendered:?} against {obs:?}"
+                );
+            }
+        }
+        for n in &nics {
+            for keep_mac in [None, Some("BC:24:11:00:00:01"), Some("BC:24:11:00:00:02")] {
+                let target = NetValue { nic: n, keep_mac };
+                let rendered = target.to_string();
+                for obs in OBSERVED
+                    .iter()
+                    .copied()
+                    .map(Some)
+                    .chain([None, Some(&rendered[..])])
+                {
+                    let parses = obs.is_some_and(|o| props::net_parts(o).is_some());
+                    assert_eq!(
+                        net_matches(obs, &target, parses),
+                        config_value_matches("net0", obs, &rendered),
+                        "{rendered:?} against {obs:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn joined_equals_is_join_then_compare() {
+        let items: Vec<String> = vec!["a".into(), "".into(), "bc".into()];
+        for text in ["a;;bc", "a;bc", "a;;bc;", "", "a;;b", ";a;;bc"] {
+            assert_eq!(
+                joined_equals(&items, ";", text),
+                items.join(";") == text,
+                "{text:?}"
+            );
+        }
+        assert!(joined_equals(&[], ";", ""));
+        assert!(!joined_equals(&[], ";", "a"));
+    }
+
+    proptest! {
+        #[test]
+        fn joined_equals_agrees_with_join(items in prop::collection::vec("[ab;]{0,3}", 0..4), text in "[ab;]{0,8}") {
+            prop_assert_eq!(joined_equals(&items, ";", &text), items.join(";") == text);
+            prop_assert!(joined_equals(&items, ";", &items.join(";")));
+        }
+
+        #[test]
+        fn typed_comparison_agrees_on_arbitrary_observed_values(
+            obs in "[a-zA-Z0-9=,;:. /+\n-]{0,40}",
+            n in 0u32..10,
+        ) {
+            let m = marker();
+            let nics = [nic(false, Some(10), None, Some("10.0.0.5/24"))];
+            let tags: Vec<String> = vec!["a".into(), "b".into()];
+            let ns = ["1.1.1.1".parse().unwrap()];
+            let keys: Vec<String> = vec!["k1".into(), "k2".into()];
+            let mut all = settings(&m, &nics, &tags, &ns, &keys);
+            all.push(OwnedSetting::Cores(n));
+            all.push(OwnedSetting::Memory(u64::from(n)));
+            for s in &all {
+                let key = s.key();
+                prop_assert_eq!(
+                    setting_matches(s, &key, Some(&obs)),
+                    config_value_matches(&key, Some(&obs), &s.to_string())
+                );
+            }
+            let target = NetValue { nic: &nics[0], keep_mac: None };
+            prop_assert_eq!(
+                net_matches(Some(&obs), &target, props::net_parts(&obs).is_some()),
+                config_value_matches("net0", Some(&obs), &target.to_string())
+            );
+        }
     }
 }

@@ -32,24 +32,82 @@ impl OwnershipMarker {
             self.slot,
             self.key,
             self.template_vmid,
-            match self.clone_mode {
-                CloneMode::Full => "full",
-                CloneMode::Linked => "linked",
-            }
+            clone_word(self.clone_mode)
         )
     }
 
     /// The whole `description` value.
     pub fn to_description(&self) -> String {
-        format!(
-            "Managed by hyops-pve (HybridOps platform-vm). Do not edit the marker line.\n{}",
-            self.to_line()
-        )
+        self.description().to_string()
+    }
+
+    /// The whole `description` value, formatted where it is written (compare it with
+    /// [`crate::plan::props::renders_as`] without building it).
+    pub fn description(&self) -> impl std::fmt::Display + '_ {
+        struct Description<'a>(&'a OwnershipMarker);
+        impl std::fmt::Display for Description<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let m = self.0;
+                write!(
+                    f,
+                    "Managed by hyops-pve (HybridOps platform-vm). Do not edit the marker line.\n{PREFIX};env={};module={};slot={};key={};template={};clone={}",
+                    m.env,
+                    m.module_ref,
+                    m.slot,
+                    m.key,
+                    m.template_vmid,
+                    clone_word(m.clone_mode)
+                )
+            }
+        }
+        Description(self)
     }
 
     /// Find and parse a marker line in a description. `None` when there is none or it is
     /// malformed (a malformed marker never proves ownership).
     pub fn parse_description(description: &str) -> Option<Self> {
+        let m = MarkerFields::parse(description)?;
+        Some(OwnershipMarker {
+            env: m.env.to_string(),
+            slot: m.slot.to_string(),
+            module_ref: m.module_ref.to_string(),
+            key: m.key.to_string(),
+            template_vmid: m.template_vmid,
+            clone_mode: m.clone_mode,
+        })
+    }
+
+    /// `parse_description(description).is_some()`, without copying the fields out.
+    pub fn has_marker(description: &str) -> bool {
+        MarkerFields::parse(description).is_some()
+    }
+
+    /// Same env, module and slot (the key may differ: a VM of this slot that is no longer
+    /// requested is still ours to delete).
+    pub fn same_slot(&self, other: &OwnershipMarker) -> bool {
+        self.env == other.env && self.module_ref == other.module_ref && self.slot == other.slot
+    }
+}
+
+fn clone_word(mode: CloneMode) -> &'static str {
+    match mode {
+        CloneMode::Full => "full",
+        CloneMode::Linked => "linked",
+    }
+}
+
+/// A marker line's fields, borrowed from the description they were read from.
+struct MarkerFields<'a> {
+    env: &'a str,
+    slot: &'a str,
+    module_ref: &'a str,
+    key: &'a str,
+    template_vmid: u32,
+    clone_mode: CloneMode,
+}
+
+impl<'a> MarkerFields<'a> {
+    fn parse(description: &'a str) -> Option<Self> {
         let line = description
             .lines()
             .map(str::trim)
@@ -63,10 +121,10 @@ impl OwnershipMarker {
         for part in line.split(';').skip(1) {
             let (k, v) = part.split_once('=')?;
             match k {
-                "env" => env = Some(v.to_string()),
-                "module" => module_ref = Some(v.to_string()),
-                "slot" => slot = Some(v.to_string()),
-                "key" => key = Some(v.to_string()),
+                "env" => env = Some(v),
+                "module" => module_ref = Some(v),
+                "slot" => slot = Some(v),
+                "key" => key = Some(v),
                 "template" => template = v.parse::<u32>().ok(),
                 "clone" => {
                     clone = match v {
@@ -78,7 +136,7 @@ impl OwnershipMarker {
                 _ => {}
             }
         }
-        Some(OwnershipMarker {
+        Some(MarkerFields {
             env: env?,
             slot: slot?,
             module_ref: module_ref?,
@@ -86,12 +144,6 @@ impl OwnershipMarker {
             template_vmid: template?,
             clone_mode: clone?,
         })
-    }
-
-    /// Same env, module and slot (the key may differ: a VM of this slot that is no longer
-    /// requested is still ours to delete).
-    pub fn same_slot(&self, other: &OwnershipMarker) -> bool {
-        self.env == other.env && self.module_ref == other.module_ref && self.slot == other.slot
     }
 }
 
@@ -133,6 +185,18 @@ mod tests {
         #[test]
         fn marker_parse_never_panics(s in ".{0,200}") {
             let _ = OwnershipMarker::parse_description(&s);
+        }
+
+        #[test]
+        fn has_marker_is_parse_description_is_some(s in "(hyops-pve:v1|[a-z;=]{0,6})(;(env|module|slot|key|template|clone|x)=(full|linked|[a-z0-9]{0,6})){0,8}") {
+            prop_assert_eq!(OwnershipMarker::has_marker(&s), OwnershipMarker::parse_description(&s).is_some());
+        }
+
+        #[test]
+        fn description_display_is_the_description(env in ".{0,12}", key in ".{0,12}", tpl in any::<u32>()) {
+            let m = OwnershipMarker { env, slot: "latest".into(), module_ref: "platform/onprem/platform-vm".into(), key, template_vmid: tpl, clone_mode: CloneMode::Full };
+            let expected = format!("Managed by hyops-pve (HybridOps platform-vm). Do not edit the marker line.\n{}", m.to_line());
+            prop_assert_eq!(m.to_description(), expected);
         }
 
         #[test]

@@ -3,8 +3,9 @@
 //! writers live in [`crate::pve`]. Knows nothing about HyOps.
 
 use std::collections::BTreeSet;
+use std::fmt::{self, Display, Write as _};
 
-use crate::pve::{split_property_string, NetDevice};
+use crate::pve::{property_pairs, split_property_string, NetDevice};
 
 /// A parsed `key=value,key=value` string. A leading bare value is stored under the
 /// default key (or `""` when the caller does not name one).
@@ -40,23 +41,66 @@ impl PropertyString {
     }
 }
 
+/// `PropertyString::parse(s, default_key).get(key)` without building the pairs: the first
+/// value whose key is `key`, where a bare value (or one with an empty key) counts as
+/// `default_key`'s.
+pub fn find_value<'a>(s: &'a str, key: &str, default_key: Option<&str>) -> Option<&'a str> {
+    property_pairs(s)
+        .find(|(k, _)| {
+            if k.is_empty() {
+                // `PropertyString::parse` names an unnamed value by the default key, if any.
+                default_key.map_or(key.is_empty(), |d| d == key)
+            } else {
+                *k == key
+            }
+        })
+        .map(|(_, v)| v)
+}
+
 /// The value of a property string's default key (`4096` or `current=4096`, `host` or
 /// `cputype=host,flags=…`).
 pub fn default_value(s: &str, default_key: &str) -> Option<String> {
-    PropertyString::parse(s, Some(default_key))
-        .get(default_key)
-        .map(str::to_string)
+    default_value_str(s, default_key).map(str::to_string)
+}
+
+/// [`default_value`], borrowed from `s`.
+pub fn default_value_str<'a>(s: &'a str, default_key: &str) -> Option<&'a str> {
+    find_value(s, default_key, Some(default_key))
 }
 
 /// A Proxmox boolean (`1`, `0`, `true`, `false`, `on`, `off`, `yes`, `no`), possibly as the
 /// default key of a property string (`enabled=1,fstrim_cloned_disks=0`).
 pub fn bool_value(s: &str, default_key: &str) -> Option<bool> {
-    let v = default_value(s, default_key)?;
-    match v.to_ascii_lowercase().as_str() {
-        "1" | "true" | "on" | "yes" => Some(true),
-        "0" | "false" | "off" | "no" => Some(false),
-        _ => None,
+    let v = default_value_str(s, default_key)?;
+    let is = |word: &str| v.eq_ignore_ascii_case(word);
+    if ["1", "true", "on", "yes"].into_iter().any(is) {
+        Some(true)
+    } else if ["0", "false", "off", "no"].into_iter().any(is) {
+        Some(false)
+    } else {
+        None
     }
+}
+
+/// Whether `value` displays exactly as `s`, compared piece by piece as it is formatted (no
+/// `String` is built). The planner uses it to see that an observed value is already the
+/// one it would write.
+pub fn renders_as(value: impl Display, s: &str) -> bool {
+    /// The part of the expected text not yet matched; an error as soon as one piece differs.
+    struct Expect<'a>(&'a str);
+    impl fmt::Write for Expect<'_> {
+        fn write_str(&mut self, piece: &str) -> fmt::Result {
+            match self.0.strip_prefix(piece) {
+                Some(rest) => {
+                    self.0 = rest;
+                    Ok(())
+                }
+                None => Err(fmt::Error),
+            }
+        }
+    }
+    let mut expect = Expect(s);
+    write!(expect, "{value}").is_ok() && expect.0.is_empty()
 }
 
 /// Tags as a set (Proxmox accepts `;`, `,` and spaces as separators).
@@ -133,9 +177,7 @@ pub fn parse_size_bytes(s: &str) -> Option<u64> {
 
 /// The `size=` of a disk spec (`local-lvm:vm-100-disk-0,size=32G`).
 pub fn disk_size_bytes(spec: &str) -> Option<u64> {
-    PropertyString::parse(spec, Some("file"))
-        .get("size")
-        .and_then(parse_size_bytes)
+    find_value(spec, "size", Some("file")).and_then(parse_size_bytes)
 }
 
 #[cfg(test)]
@@ -193,7 +235,91 @@ mod tests {
         );
     }
 
+    #[test]
+    fn renders_as_compares_the_whole_display_output() {
+        assert!(renders_as(4096, "4096"));
+        assert!(!renders_as(4096, "409"));
+        assert!(!renders_as(4096, "40960"));
+        assert!(renders_as(format_args!("{}={}", "a", 1), "a=1"));
+        assert!(!renders_as("", "x"));
+        assert!(renders_as("", ""));
+    }
+
+    /// What the borrowed readers replaced: the values through a whole `PropertyString`.
+    fn parsed_value(s: &str, key: &str, default_key: Option<&str>) -> Option<String> {
+        PropertyString::parse(s, default_key)
+            .get(key)
+            .map(str::to_string)
+    }
+
+    fn parsed_bool(s: &str, default_key: &str) -> Option<bool> {
+        let v = parsed_value(s, default_key, Some(default_key))?;
+        match v.to_ascii_lowercase().as_str() {
+            "1" | "true" | "on" | "yes" => Some(true),
+            "0" | "false" | "off" | "no" => Some(false),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn find_value_agrees_with_the_parsed_property_string_on_edge_cases() {
+        let cases = [
+            "",
+            ",",
+            "4096",
+            "current=4096",
+            " current = 4096 ",
+            "=4096",
+            "a=1,=2,3",
+            "host,flags=+aes",
+            "flags=+aes,host",
+            "file=x,size=4G",
+            "x,size=",
+            "size=1=2",
+            "enabled=1,fstrim_cloned_disks=0",
+            "ip=10.0.0.2/24,gw=10.0.0.1",
+            " , ip = dhcp ,",
+        ];
+        for s in cases {
+            for key in [
+                "", "current", "cputype", "size", "file", "ip", "gw", "enabled", "a",
+            ] {
+                for default_key in [None, Some(""), Some("current"), Some("file"), Some(key)] {
+                    assert_eq!(
+                        find_value(s, key, default_key).map(str::to_string),
+                        parsed_value(s, key, default_key),
+                        "{s:?} key {key:?} default {default_key:?}"
+                    );
+                }
+            }
+        }
+    }
+
     proptest! {
+        #[test]
+        fn borrowed_readers_agree_with_the_parsed_property_string(
+            s in "[a-z0-9=, .+-]{0,40}",
+            key in prop::sample::select(vec!["", "current", "size", "ip", "enabled", "a"]),
+            default_key in prop::option::of(prop::sample::select(vec!["", "current", "file", "a"])),
+        ) {
+            prop_assert_eq!(
+                find_value(&s, key, default_key).map(str::to_string),
+                parsed_value(&s, key, default_key)
+            );
+            if let Some(d) = default_key {
+                prop_assert_eq!(default_value(&s, d), parsed_value(&s, d, Some(d)));
+                prop_assert_eq!(bool_value(&s, d), parsed_bool(&s, d));
+            }
+        }
+
+        #[test]
+        fn renders_as_is_string_equality(a in ".{0,12}", b in ".{0,12}") {
+            prop_assert_eq!(renders_as(&a, &b), a == b);
+            let joined = format!("{a}{b}");
+            let ok = renders_as(format_args!("{}{}", a, b), &joined);
+            prop_assert!(ok);
+        }
+
         #[test]
         fn readers_never_panic(s in ".{0,120}") {
             let _ = net_parts(&s);

@@ -58,9 +58,9 @@ pub use client::{
 };
 pub use error::{classify_message, CallContext, ErrorClass, PveError, PveResult};
 pub use propstr::{
-    encode_value, parse_bool_str, split_property_string, Agent, AgentType, CiCustom, DiskBus,
-    DiskSize, DiskSlot, DiskSpec, Extra, IpConfig, Ipv4Config, Ipv6Config, MacAddr, Memory,
-    NetDevice, NicModel, PropError, Tags,
+    encode_value, parse_bool_str, property_pairs, split_property_string, Agent, AgentType,
+    CiCustom, DiskBus, DiskSize, DiskSlot, DiskSpec, Extra, IpConfig, Ipv4Config, Ipv6Config,
+    MacAddr, Memory, NetDevice, NicModel, PropError, Tags,
 };
 pub use sshkeys::{decode_sshkeys, encode_sshkeys};
 pub use tasks::TaskListEntry;

@@ -39,14 +39,21 @@ pub type Extra = Vec<(String, String)>;
 /// Split a property string into `(key, value)` pairs; a bare item gets the key `""`.
 /// Empty items (`a=1,,b=2`) are skipped.
 pub fn split_property_string(s: &str) -> Vec<(String, String)> {
+    property_pairs(s)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The pairs of [`split_property_string`], borrowed from `s` (no allocation): for readers
+/// that only look at a few keys.
+pub fn property_pairs(s: &str) -> impl Iterator<Item = (&str, &str)> {
     s.split(',')
         .map(str::trim)
         .filter(|p| !p.is_empty())
         .map(|p| match p.split_once('=') {
-            Some((k, v)) => (k.trim().to_string(), v.trim().to_string()),
-            None => (String::new(), p.to_string()),
+            Some((k, v)) => (k.trim(), v.trim()),
+            None => ("", p),
         })
-        .collect()
 }
 
 /// The one encoder for a user-supplied value entering a Proxmox property string
@@ -113,12 +120,11 @@ pub struct MacAddr(pub [u8; 6]);
 impl FromStr for MacAddr {
     type Err = PropError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let parts: Vec<&str> = s.split([':', '-']).collect();
-        if parts.len() != 6 {
+        if s.split([':', '-']).count() != 6 {
             return Err(PropError::new("macaddr", s, "expected 6 hex octets"));
         }
         let mut out = [0u8; 6];
-        for (i, p) in parts.iter().enumerate() {
+        for (i, p) in s.split([':', '-']).enumerate() {
             if p.len() != 2 {
                 return Err(PropError::new("macaddr", s, "each octet has 2 hex digits"));
             }
@@ -317,8 +323,8 @@ impl FromStr for NetDevice {
         let mut model: Option<NicModel> = None;
         let mut dev = NetDevice::new(NicModel::Virtio, "");
         dev.bridge = None;
-        for (k, v) in split_property_string(s) {
-            match k.as_str() {
+        for (k, v) in property_pairs(s) {
+            match k {
                 "" => {
                     model =
                         Some(v.parse().map_err(|_| {
@@ -337,8 +343,8 @@ impl FromStr for NetDevice {
                             .map_err(|e: PropError| PropError::new(K, s, e.reason))?,
                     )
                 }
-                "bridge" => dev.bridge = Some(v),
-                "tag" => dev.tag = Some(parse_ranged(K, s, "tag", &v, 1u16, 4094)?),
+                "bridge" => dev.bridge = Some(v.to_string()),
+                "tag" => dev.tag = Some(parse_ranged(K, s, "tag", v, 1u16, 4094)?),
                 "trunks" => {
                     dev.trunks = v
                         .split(';')
@@ -346,8 +352,8 @@ impl FromStr for NetDevice {
                         .map(|t| parse_ranged(K, s, "trunks", t, 1u16, 4094))
                         .collect::<Result<_, _>>()?
                 }
-                "firewall" => dev.firewall = Some(parse_flag(K, s, "firewall", &v)?),
-                "link_down" => dev.link_down = Some(parse_flag(K, s, "link_down", &v)?),
+                "firewall" => dev.firewall = Some(parse_flag(K, s, "firewall", v)?),
+                "link_down" => dev.link_down = Some(parse_flag(K, s, "link_down", v)?),
                 "rate" => {
                     let r: f64 = v
                         .parse()
@@ -357,8 +363,8 @@ impl FromStr for NetDevice {
                     }
                     dev.rate = Some(r)
                 }
-                "queues" => dev.queues = Some(parse_ranged(K, s, "queues", &v, 0u8, 64)?),
-                "mtu" => dev.mtu = Some(parse_ranged(K, s, "mtu", &v, 1u32, 65520)?),
+                "queues" => dev.queues = Some(parse_ranged(K, s, "queues", v, 0u8, 64)?),
+                "mtu" => dev.mtu = Some(parse_ranged(K, s, "mtu", v, 1u32, 65520)?),
                 other => {
                     if let Ok(m) = other.parse::<NicModel>() {
                         // keyAlias: `virtio=BC:24:…`
@@ -368,7 +374,7 @@ impl FromStr for NetDevice {
                                 .map_err(|e: PropError| PropError::new(K, s, e.reason))?,
                         );
                     } else {
-                        dev.extra.push((k, v));
+                        dev.extra.push((k.to_string(), v.to_string()));
                     }
                 }
             }
