@@ -176,13 +176,35 @@ pub async fn observe(
         }
     }
     let by_id: BTreeMap<u32, &ResourceRow> = rows.iter().map(|r| (r.vmid, r)).collect();
+    // Each read is its own task, so answers are decoded on every worker while other requests
+    // are on the wire (decoded in this task, 32 answers arriving together queued behind each
+    // other and held their connections idle). Twice the pool's reads are started so a freed
+    // connection is taken at once. A read counts in the caller's call account, as before; a
+    // dropped observe (Ctrl-C) aborts the reads it started.
+    let account = PveClient::current_account();
     let reads = stream::iter(wanted.iter().filter_map(|id| by_id.get(id).copied()))
-        .map(|row| async move { read_one(client, row, clone_lock_wait).await })
-        .buffer_unordered(read_concurrency(client))
+        .map(|row| {
+            let (client, row, account) = (client.clone(), row.clone(), account.clone());
+            AbortOnDrop(tokio::spawn(async move {
+                let read = read_one(&client, &row, clone_lock_wait);
+                match account {
+                    Some(a) => PveClient::account(a, read).await,
+                    None => read.await,
+                }
+            }))
+        })
+        .buffer_unordered(read_concurrency(client) * 2)
         .collect::<Vec<_>>()
         .await;
     let mut configs = Vec::with_capacity(reads.len());
     for r in reads {
+        let r = match r {
+            Ok(r) => r,
+            // a read that panicked: the panic goes on as if the read had run here
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // aborted only by a runtime shutting down, which ends this future too
+            Err(_) => continue,
+        };
         if let Some(vm) = r? {
             configs.push(vm);
         }
@@ -204,6 +226,25 @@ pub async fn observe(
         }
     }
     Ok(pool)
+}
+
+/// A spawned task that is aborted when its handle is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> std::future::Future for AbortOnDrop<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
 }
 
 impl Classify for VmRead {

@@ -101,27 +101,34 @@ pub async fn gather(
         nodes: all.iter().map(|n| n.node.clone()).collect(),
         ..Default::default()
     };
-    for n in nodes {
-        let Some(info) = all.iter().find(|x| &x.node == n) else {
-            continue;
-        };
+    // Every node's three lists are read at once (a storage listing makes Proxmox stat each
+    // storage); their answers are then taken in node order, so the first error reported is
+    // the one a sequential read would have met.
+    let online: Vec<(&String, &crate::pve::NodeInfo)> = nodes
+        .iter()
+        .filter_map(|n| all.iter().find(|x| &x.node == n).map(|info| (n, info)))
+        .collect();
+    let answers = futures::future::join_all(online.iter().map(|(n, info)| async move {
         if !info.is_online() {
+            return None;
+        }
+        Some(tokio::join!(
+            client.node_bridges(n),
+            client.node_storages(n, None),
+            client.cpu_models(n)
+        ))
+    }))
+    .await;
+    for ((n, info), answer) in online.into_iter().zip(answers) {
+        let Some((bridges, storages, cpus)) = answer else {
             facts.by_node.insert(n.clone(), NodeFacts::default());
             continue;
-        }
+        };
         // A list the token may not read (403) or the server does not have (501) is unknown:
         // that check is skipped with a warning rather than refusing the plan.
-        let bridges = lenient_list(n, "GET /nodes/{node}/network", client.node_bridges(n).await)?;
-        let storages = lenient_list(
-            n,
-            "GET /nodes/{node}/storage",
-            client.node_storages(n, None).await,
-        )?;
-        let cpus = lenient_list(
-            n,
-            "GET /nodes/{node}/capabilities/qemu/cpu",
-            client.cpu_models(n).await,
-        )?;
+        let bridges = lenient_list(n, "GET /nodes/{node}/network", bridges)?;
+        let storages = lenient_list(n, "GET /nodes/{node}/storage", storages)?;
+        let cpus = lenient_list(n, "GET /nodes/{node}/capabilities/qemu/cpu", cpus)?;
         let bridge_mtus = bridges
             .iter()
             .flatten()
