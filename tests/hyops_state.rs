@@ -676,3 +676,36 @@ fn a_state_of_another_shape_is_read_whole_by_the_prior_view() {
     std::fs::write(st.path(), "{not json").unwrap();
     assert!(st.read_prior_view().is_err());
 }
+
+#[test]
+fn an_empty_array_state_is_refused_by_the_prior_view_as_by_read() {
+    // a derived struct also parses from an array, so `[]` used to read as "no prior VMs"
+    // (a plan went ahead) where read() refuses the file
+    let d = tempfile::tempdir().unwrap();
+    let r = root(d.path());
+    let st = ModuleState::new(&r, &mref(), None);
+    write_json_atomic(st.path(), &json!({})).unwrap();
+    std::fs::write(st.path(), "[]").unwrap();
+    assert!(st.read().is_err());
+    assert!(st.read_prior_view().is_err());
+}
+
+#[test]
+fn outputs_given_as_an_array_yield_no_prior_vm_ids_in_the_prior_view() {
+    let d = tempfile::tempdir().unwrap();
+    let r = root(d.path());
+    let st = ModuleState::new(&r, &mref(), None);
+    let odd = json!({"status": "ok", "outputs": [{"app-01": 101}, {"app-01": {"vm_name": "x"}}]});
+    write_json_atomic(st.path(), &odd).unwrap();
+    assert_eq!(st.read_prior_view().unwrap(), st.read().unwrap());
+}
+
+#[test]
+fn a_vm_entry_given_as_an_array_is_read_whole_by_the_prior_view() {
+    let d = tempfile::tempdir().unwrap();
+    let r = root(d.path());
+    let st = ModuleState::new(&r, &mref(), None);
+    let odd = json!({"outputs": {"vm_ids": {"a": 101}, "vms": {"a": ["dev-a", [["10.0.0.2"]]]}}});
+    write_json_atomic(st.path(), &odd).unwrap();
+    assert_eq!(st.read_prior_view().unwrap(), st.read().unwrap());
+}

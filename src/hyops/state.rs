@@ -151,7 +151,7 @@ pub fn publish_outputs_owned(mut raw: Map<String, Value>) -> Map<String, Value> 
 #[derive(serde::Deserialize)]
 struct PriorView {
     #[serde(default)]
-    outputs: Option<PriorOutputsView>,
+    outputs: Option<ObjectOnly<PriorOutputsView>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -159,7 +159,7 @@ struct PriorOutputsView {
     #[serde(default)]
     vm_ids: Option<Map<String, Value>>,
     #[serde(default)]
-    vms: Option<std::collections::BTreeMap<String, PriorVmView>>,
+    vms: Option<std::collections::BTreeMap<String, ObjectOnly<PriorVmView>>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -170,10 +170,38 @@ struct PriorVmView {
     ipv4_addresses: Option<Value>,
 }
 
+/// A view struct read from a JSON object only. A derived struct also accepts an array (its
+/// fields by position), so without this `[]` or `"outputs": [{..}]` would parse as a view
+/// although [`ModuleState::read`] sees no such members (or refuses the file): an array falls
+/// back to the whole read.
+struct ObjectOnly<T>(T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for ObjectOnly<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Objects<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Objects<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> std::result::Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(Objects(std::marker::PhantomData))
+            .map(ObjectOnly)
+    }
+}
+
 impl PriorView {
     fn into_map(self) -> Map<String, Value> {
         let mut state = Map::new();
-        let Some(o) = self.outputs else { return state };
+        let Some(ObjectOnly(o)) = self.outputs else {
+            return state;
+        };
         let mut outputs = Map::new();
         if let Some(ids) = o.vm_ids {
             outputs.insert("vm_ids".into(), Value::Object(ids));
@@ -181,7 +209,7 @@ impl PriorView {
         if let Some(vms) = o.vms {
             let vms: Map<String, Value> = vms
                 .into_iter()
-                .map(|(k, v)| {
+                .map(|(k, ObjectOnly(v))| {
                     let mut m = Map::new();
                     if let Some(n) = v.vm_name {
                         m.insert("vm_name".into(), n);
@@ -272,8 +300,8 @@ impl ModuleState {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(HyopsError::io(&self.path, e)),
         };
-        match serde_json::from_str::<PriorView>(&text) {
-            Ok(view) => Ok(Some(view.into_map())),
+        match serde_json::from_str::<ObjectOnly<PriorView>>(&text) {
+            Ok(ObjectOnly(view)) => Ok(Some(view.into_map())),
             Err(_) => match serde_json::from_str::<Value>(&text) {
                 Ok(Value::Object(m)) => Ok(Some(m)),
                 Ok(_) => Err(HyopsError::NotAnObject {
