@@ -341,7 +341,7 @@ fn diff_bench() {
     }
     times.sort();
     let median = times[times.len() / 2];
-    let _: Option<&DesiredVm> = desired.values().next();
+    let _: Option<&DesiredVm> = desired.values().next().map(|d| &**d);
     println!(
         "diff      {n} VMs: median {:.1} ms = {:.2}x the 50 ms target",
         median.as_secs_f64() * 1000.0,
@@ -354,7 +354,10 @@ fn diff_bench() {
 async fn noop_state_with_models(
     n: usize,
 ) -> (
-    BTreeMap<hyops_pve::inputs::model::LogicalVmKey, hyops_pve::plan::desired::DesiredVm>,
+    BTreeMap<
+        hyops_pve::inputs::model::LogicalVmKey,
+        std::sync::Arc<hyops_pve::plan::desired::DesiredVm>,
+    >,
     hyops_pve::plan::observed::ObservedPool,
 ) {
     let state = existing_pool(n).await;

@@ -168,7 +168,7 @@ fn undelivered_overrides(
 pub struct Planned {
     pub plan: PlanArtifact,
     /// The desired model per key the diff compared against `observed`.
-    pub desired: BTreeMap<LogicalVmKey, crate::plan::desired::DesiredVm>,
+    pub desired: BTreeMap<LogicalVmKey, std::sync::Arc<crate::plan::desired::DesiredVm>>,
     pub observed: ObservedPool,
     /// Nodes and storages of the cluster (the executor sizes its concurrency from them).
     pub shape: ClusterShape,
@@ -240,6 +240,11 @@ pub async fn make_plan(client: &PveClient, req: &PlanRequest<'_>) -> Result<Plan
     )
     .await?;
     warnings.extend(observed.warnings.iter().cloned());
+    // Shared from here on: each VM's plan holds its model without a copy.
+    let desired: BTreeMap<LogicalVmKey, std::sync::Arc<DesiredVm>> = desired
+        .into_iter()
+        .map(|(k, v)| (k, std::sync::Arc::new(v)))
+        .collect();
     let vms = diff(&desired, &observed, req.inputs.allow_vm_set_replace)?;
     let desired_for_digest = &desired;
     for v in &vms {
@@ -482,7 +487,7 @@ pub async fn verify_converged(
     clone_lock_wait: std::time::Duration,
 ) -> Result<Vec<Divergence>, EngineError> {
     let rows = list_vms(client).await?;
-    let desired: BTreeMap<LogicalVmKey, DesiredVm> = plan
+    let desired: BTreeMap<LogicalVmKey, std::sync::Arc<DesiredVm>> = plan
         .vms
         .iter()
         .filter_map(|p| p.desired.clone().map(|d| (p.key.clone(), d)))
@@ -621,7 +626,7 @@ pub async fn apply_plan(
                     facts.to_mut().agent_ipv4 = known;
                 }
             }
-            per_vm.insert(o.key.clone(), (want, facts));
+            per_vm.insert(o.key.clone(), (&**want, facts));
         }
     }
     let failed = outcomes.iter().any(|o| o.status != "ok") || !divergences.is_empty();

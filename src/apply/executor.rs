@@ -345,7 +345,7 @@ impl Executor {
     }
 
     fn desired<'p>(&self, ctx: &VmCtx<'_>, plan: &'p VmPlan) -> Result<&'p DesiredVm, StepError> {
-        plan.desired.as_ref().ok_or_else(|| {
+        plan.desired.as_deref().ok_or_else(|| {
             ctx.other(
                 "plan",
                 "the plan carries no desired model for this VM".into(),

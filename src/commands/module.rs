@@ -224,7 +224,7 @@ pub async fn plan_models(
     (
         std::collections::BTreeMap<
             crate::inputs::model::LogicalVmKey,
-            crate::plan::desired::DesiredVm,
+            std::sync::Arc<crate::plan::desired::DesiredVm>,
         >,
         crate::plan::observed::ObservedPool,
     ),

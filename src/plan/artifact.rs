@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::plan::desired::{DesiredVm, TemplateRef};
+use crate::plan::desired::TemplateRef;
 use crate::plan::diff::{PlanSummary, VmAction, VmPlan};
 
 /// Bump when the shape of `plan.json` changes incompatibly.
@@ -53,7 +53,9 @@ pub enum StalePlan {
 }
 
 /// Digest of the desired VMs (canonical JSON, keys in BTreeMap order).
-pub fn desired_digest(desired: &BTreeMap<crate::inputs::model::LogicalVmKey, DesiredVm>) -> String {
+pub fn desired_digest<V: serde::Serialize>(
+    desired: &BTreeMap<crate::inputs::model::LogicalVmKey, V>,
+) -> String {
     let bytes = serde_json::to_vec(desired).unwrap_or_default();
     hex::encode(Sha256::digest(&bytes))
 }
@@ -83,7 +85,7 @@ impl PlanArtifact {
         {
             let idx = d.nic_index.saturating_sub(1);
             for vm in out.vms.iter_mut().filter(|v| v.key.0 == d.vm_key) {
-                let Some(want) = vm.desired.as_mut() else {
+                let Some(want) = vm.desired.as_mut().map(std::sync::Arc::make_mut) else {
                     continue;
                 };
                 let Some(nic) = want.nics.get_mut(idx) else {

@@ -81,7 +81,9 @@ pub struct VmPlan {
     pub replace_reasons: Vec<String>,
     /// Config digest the plan was computed from (apply refuses a stale plan).
     pub observed_digest: Option<String>,
-    pub desired: Option<DesiredVm>,
+    /// The desired model the plan was computed from, shared with the model the diff read
+    /// (serialised as the model itself).
+    pub desired: Option<std::sync::Arc<DesiredVm>>,
     /// Restart the running VM after the writes (changes it would keep pending).
     #[serde(default)]
     pub restart: Option<Restart>,
@@ -180,8 +182,8 @@ impl PlanSummary {
 
 /// Compute per-VM plans. `allow_replace` is `inputs.allow_vm_set_replace`. Every refusal
 /// is reported (one error, or [`PlanError::Several`]).
-pub fn diff(
-    desired: &BTreeMap<LogicalVmKey, DesiredVm>,
+pub fn diff<D: SharedDesired>(
+    desired: &BTreeMap<LogicalVmKey, D>,
     observed: &ObservedPool,
     allow_replace: bool,
 ) -> Result<Vec<VmPlan>, PlanError> {
@@ -189,7 +191,8 @@ pub fn diff(
     let mut errors = Vec::new();
     // Both maps are ordered by key: walk them side by side rather than look each key up.
     let mut managed = observed.managed.iter().peekable();
-    for (key, want) in desired {
+    for (key, shared) in desired {
+        let want = shared.model();
         while managed.next_if(|(k, _)| *k < key).is_some() {}
         match managed.next_if(|(k, _)| *k == key).map(|(_, have)| have) {
             None => {
@@ -204,10 +207,15 @@ pub fn diff(
                         continue;
                     }
                 }
-                plans.push(create_plan(want));
+                let mut p = create_plan(want);
+                p.desired = Some(shared.share());
+                plans.push(p);
             }
             Some(have) => match diff_one(want, have, allow_replace) {
-                Ok(p) => plans.push(p),
+                Ok(mut p) => {
+                    p.desired = Some(shared.share());
+                    plans.push(p);
+                }
                 Err(e) => errors.push(e),
             },
         }
@@ -283,6 +291,31 @@ pub fn summarize(plans: &[VmPlan]) -> PlanSummary {
         }
     }
     s
+}
+
+/// A desired model as the diff's input holds it: a plan shares it when it is shared
+/// already (`Arc`, the engine's) and copies it once otherwise.
+pub trait SharedDesired {
+    fn model(&self) -> &DesiredVm;
+    fn share(&self) -> std::sync::Arc<DesiredVm>;
+}
+
+impl SharedDesired for DesiredVm {
+    fn model(&self) -> &DesiredVm {
+        self
+    }
+    fn share(&self) -> std::sync::Arc<DesiredVm> {
+        std::sync::Arc::new(self.clone())
+    }
+}
+
+impl SharedDesired for std::sync::Arc<DesiredVm> {
+    fn model(&self) -> &DesiredVm {
+        self
+    }
+    fn share(&self) -> std::sync::Arc<DesiredVm> {
+        std::sync::Arc::clone(self)
+    }
 }
 
 fn delete_plan(key: LogicalVmKey, vm: &ObservedVm, reasons: Vec<String>) -> VmPlan {
@@ -379,7 +412,8 @@ fn create_plan(want: &DesiredVm) -> VmPlan {
         regenerate_cloudinit: false,
         replace_reasons: Vec::new(),
         observed_digest: None,
-        desired: Some(want.clone()),
+        // set by `diff` (shared with its input, not copied)
+        desired: None,
         restart: None,
         notes,
     }
@@ -756,7 +790,8 @@ fn diff_one(want: &DesiredVm, have: &ManagedVm, allow_replace: bool) -> Result<V
         regenerate_cloudinit: cloudinit_changed && running,
         replace_reasons: Vec::new(),
         observed_digest: Some(vm.digest.clone()),
-        desired: Some(want.clone()),
+        // set by `diff` (shared with its input, not copied)
+        desired: None,
         restart,
         notes,
     })
