@@ -46,17 +46,9 @@ pub struct Sorted<'a>(pub &'a Value);
 
 impl serde::Serialize for Sorted<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        use serde::ser::{SerializeMap, SerializeSeq};
+        use serde::ser::SerializeSeq;
         match self.0 {
-            Value::Object(map) => {
-                let mut keys: Vec<&String> = map.keys().collect();
-                keys.sort();
-                let mut m = s.serialize_map(Some(keys.len()))?;
-                for k in keys {
-                    m.serialize_entry(k, &Sorted(&map[k]))?;
-                }
-                m.end()
-            }
+            Value::Object(map) => SortedMap(map).serialize(s),
             Value::Array(items) => {
                 let mut seq = s.serialize_seq(Some(items.len()))?;
                 for v in items {
@@ -144,31 +136,8 @@ fn fsync_dir(dir: &Path) -> Result<()> {
 /// and fsynced, renamed over the target, then the dir is fsynced. Readers see the old or the
 /// new complete content, never a partial file.
 pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    ensure_dir(dir)?;
-    let tmp = temp_name(path)?;
-    let result = (|| -> Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| HyopsError::io(&tmp, e))?;
-        f.write_all(bytes).map_err(|e| HyopsError::io(&tmp, e))?;
-        // umask cannot widen 0600, but an inherited ACL could; pin the mode explicitly.
-        f.set_permissions(fs::Permissions::from_mode(0o600))
-            .map_err(|e| HyopsError::io(&tmp, e))?;
-        f.sync_all().map_err(|e| HyopsError::io(&tmp, e))?;
-        fs::rename(&tmp, path).map_err(|e| HyopsError::io(path, e))?;
-        fsync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    // a write larger than the buffer goes straight to the file (no copy)
+    write_atomic_with(path, |w| w.write_all(bytes))
 }
 
 /// Write a file atomically (0600) from a writer: `fill` writes into a buffered temp file,
@@ -195,6 +164,7 @@ pub fn write_atomic_with(
         let f = w
             .into_inner()
             .map_err(|e| HyopsError::io(&tmp, e.into_error()))?;
+        // umask cannot widen 0600, but an inherited ACL could; pin the mode explicitly.
         f.set_permissions(fs::Permissions::from_mode(0o600))
             .map_err(|e| HyopsError::io(&tmp, e))?;
         f.sync_all().map_err(|e| HyopsError::io(&tmp, e))?;
