@@ -254,7 +254,9 @@ pub enum SimAction {
     },
 }
 
-/// Parse the process arguments and run; returns the process exit code.
+/// Parse the process arguments and run; returns the process exit code. Sets the process's
+/// heap up first ([`crate::commands::heap`]): call it from `main` only.
 pub fn main_entry() -> i32 {
+    crate::commands::heap::one_malloc_arena();
     crate::commands::run_args(std::env::args_os())
 }

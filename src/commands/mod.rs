@@ -5,9 +5,11 @@
 
 pub mod context;
 pub mod driver;
+pub mod heap;
 pub mod hints;
 pub mod ipam;
 pub mod module;
+pub mod netbox_dataset;
 pub mod netbox_sync;
 pub mod output;
 pub mod phases;

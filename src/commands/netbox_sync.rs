@@ -8,18 +8,23 @@
 //! soft-retiring them; IP reservations are never released. Part of the CLI layer.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use crate::apply::engine::ApplyReport;
 use crate::commands::context::Ctx;
 use crate::commands::ipam::{client_for, hydrate};
+use crate::commands::netbox_dataset::{
+    dataset_paths, write_evidence_dataset, write_shared_dataset, DatasetRow,
+};
 use crate::commands::phases::Run;
 use crate::commands::CliError;
+use crate::hyops::fsio::object_members;
 use crate::hyops::netbox_env::NETBOX_MODULE_ID;
-use crate::hyops::{write_json_atomic, write_text_atomic};
+use crate::hyops::write_json_atomic;
 use crate::netbox::sync::{
     destroy_sync, infer_cluster, sync_vms, SyncNic, SyncOptions, SyncVm, VmRef,
 };
@@ -36,44 +41,6 @@ fn truthy(env: &BTreeMap<String, String>, key: &str) -> bool {
     env.get(key)
         .map(|v| v.trim().to_ascii_lowercase())
         .is_some_and(|v| ["1", "true", "yes", "on"].contains(&v.as_str()))
-}
-
-/// The dataset row of one VM, upstream's keys plus `interfaces` (every NIC).
-fn dataset_row(vm: &SyncVm, vmid: Option<u64>) -> Value {
-    let first = vm.nics.first();
-    crate::apply::outputs::exact_object([
-        ("name", json!(vm.name)),
-        ("vm_id", json!(vmid)),
-        ("cpu_cores", json!(vm.vcpus)),
-        ("memory_mb", json!(vm.memory_mb)),
-        ("disk_gb", json!(vm.disk_gb)),
-        (
-            "ip_address",
-            json!(first.and_then(|n| n.address.clone()).unwrap_or_default()),
-        ),
-        (
-            "ip_assignment",
-            json!(first.and_then(|n| n.assignment.clone()).unwrap_or_default()),
-        ),
-        (
-            "mac_address",
-            json!(first.and_then(|n| n.mac.clone()).unwrap_or_default()),
-        ),
-        ("role", json!(vm.role.clone().unwrap_or_default())),
-        ("tags", json!(vm.tags.join(";"))),
-        ("status", json!(vm.status)),
-        ("tf_address", json!(".")),
-        (
-            "interface",
-            json!(first
-                .map(|n| n.name.clone())
-                .unwrap_or_else(|| "eth0".into())),
-        ),
-        ("source", json!("onprem-proxmox")),
-        ("cluster", json!(vm.cluster)),
-        ("external_id", json!(vm.external_id)),
-        ("interfaces", json!(vm.nics)),
-    ])
 }
 
 /// Build the sync rows from the raw outputs and the plan (role, configured addresses);
@@ -231,28 +198,67 @@ pub(crate) fn prior_vms(
         return out;
     };
     for (k, vm) in vms {
-        let name = vm
-            .get("vm_name")
-            .and_then(Value::as_str)
-            .map(str::trim)
-            .unwrap_or("")
-            .to_string();
-        if name.is_empty() {
-            continue;
+        if let Some(entry) = prior_vm(vm) {
+            out.insert(k.clone(), entry);
         }
-        let tags = vm
-            .get("tags")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(|t| t.trim().to_string())
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.insert(k.clone(), (name, tags));
     }
     out
+}
+
+/// [`prior_vms`] of the state file's members as raw JSON texts (see
+/// [`ModuleState::read_members`]): only the VM entries are built as values, one at a time
+/// (the whole state of 10 000 VMs is ~80 MB as values).
+pub(crate) fn prior_vms_of_members(
+    members: &BTreeMap<String, &RawValue>,
+) -> BTreeMap<String, (String, Vec<String>)> {
+    let mut out = BTreeMap::new();
+    let status: Option<Value> = members
+        .get("status")
+        .and_then(|raw| serde_json::from_str(raw.get()).ok());
+    if status.as_ref().and_then(Value::as_str).map(str::trim) == Some("destroyed") {
+        return out;
+    }
+    let Some(vms) = members
+        .get("outputs")
+        .and_then(|o| object_members(o))
+        .and_then(|o| o.get("vms").copied())
+        .and_then(object_members)
+    else {
+        return out;
+    };
+    for (k, raw) in vms {
+        let Ok(vm) = serde_json::from_str::<Value>(raw.get()) else {
+            continue;
+        };
+        if let Some(entry) = prior_vm(&vm) {
+            out.insert(k, entry);
+        }
+    }
+    out
+}
+
+/// One `outputs.vms` entry's name and tags; `None` without a name.
+fn prior_vm(vm: &Value) -> Option<(String, Vec<String>)> {
+    let name = vm
+        .get("vm_name")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .unwrap_or("")
+        .to_string();
+    if name.is_empty() {
+        return None;
+    }
+    let tags = vm
+        .get("tags")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(|t| t.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    Some((name, tags))
 }
 
 /// The upstream warning when NetBox settings are missing (§4.7 step 2).
@@ -328,135 +334,6 @@ async fn probe(client: &NetboxClient) -> Result<(), String> {
     }
 }
 
-/// Where the shared dataset lives: `NETBOX_VMS_AUTO_JSON`/`_CSV`, else
-/// `<root>/state/netbox/vms/vms.auto.{json,csv}`.
-fn dataset_paths(ctx: &Ctx) -> (PathBuf, PathBuf) {
-    let root = ctx.root.path();
-    let pick = |key: &str, default: &str| {
-        ctx.env_vars
-            .get(key)
-            .map(|v| v.trim())
-            .filter(|v| !v.is_empty())
-            .map(|v| {
-                let p = PathBuf::from(v);
-                if p.is_absolute() {
-                    p
-                } else {
-                    root.join(p)
-                }
-            })
-            .unwrap_or_else(|| root.join(default))
-    };
-    (
-        pick("NETBOX_VMS_AUTO_JSON", "state/netbox/vms/vms.auto.json"),
-        pick("NETBOX_VMS_AUTO_CSV", "state/netbox/vms/vms.auto.csv"),
-    )
-}
-
-const CSV_HEADER: &[&str] = &[
-    "name",
-    "ip_address",
-    "cluster",
-    "interface",
-    "role",
-    "status",
-    "tags",
-    "source",
-    "external_id",
-    "tf_address",
-    "asset_tag",
-    "serial",
-    "mac_address",
-    "ip_private",
-    "ip_assignment",
-    "vm_id",
-    "cpu_cores",
-    "memory_mb",
-    "disk_gb",
-];
-
-fn csv_field(v: &Value) -> String {
-    let s = match v {
-        Value::Null => String::new(),
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
-        Value::Bool(b) => if *b { "True" } else { "False" }.to_string(),
-        other => other.to_string(),
-    };
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s
-    }
-}
-
-/// A JSON array of dataset rows, keeping (as values) only the rows whose `name` is not in
-/// the set; anything but an array is an error.
-struct KeptRows<'a>(&'a BTreeSet<String>);
-
-impl<'de> serde::de::DeserializeSeed<'de> for KeptRows<'_> {
-    type Value = Vec<Value>;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Vec<Value>, D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for KeptRows<'_> {
-    type Value = Vec<Value>;
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("an array of dataset rows")
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Value>, A::Error> {
-        let mut kept = Vec::new();
-        while let Some(row) = seq.next_element::<Value>()? {
-            let name = row.get("name").and_then(Value::as_str).unwrap_or("");
-            if !self.0.contains(name) {
-                kept.push(row);
-            }
-        }
-        Ok(kept)
-    }
-}
-
-/// Merge this slot's rows into the shared dataset: rows of other modules and slots stay
-/// (upstream keeps only the module that ran last); rows of this slot's VMs are replaced.
-fn write_shared_dataset(
-    ctx: &Ctx,
-    rows: Vec<Value>,
-    replaced_names: &BTreeSet<String>,
-) -> Result<(PathBuf, PathBuf), CliError> {
-    let (json_path, csv_path) = dataset_paths(ctx);
-    // Rows of this slot's VMs are dropped as they are read (the shared file of a 10 000-VM
-    // slot is tens of MB as JSON values); an unreadable file is started afresh, as before.
-    let mut merged: Vec<Value> = std::fs::read_to_string(&json_path)
-        .ok()
-        .and_then(|text| {
-            let mut de = serde_json::Deserializer::from_str(&text);
-            serde::de::DeserializeSeed::deserialize(KeptRows(replaced_names), &mut de).ok()
-        })
-        .unwrap_or_default();
-    merged.extend(rows);
-    merged.sort_by(|a, b| {
-        a.get("name")
-            .and_then(Value::as_str)
-            .cmp(&b.get("name").and_then(Value::as_str))
-    });
-    crate::hyops::write_json_atomic_ser(&json_path, &crate::hyops::SortedSlice(&merged))
-        .map_err(CliError::hyops)?;
-    let mut csv = CSV_HEADER.join(",");
-    csv.push('\n');
-    for r in &merged {
-        let line: Vec<String> = CSV_HEADER
-            .iter()
-            .map(|k| csv_field(r.get(*k).unwrap_or(&Value::Null)))
-            .collect();
-        csv.push_str(&line.join(","));
-        csv.push('\n');
-    }
-    write_text_atomic(&csv_path, &csv).map_err(CliError::hyops)?;
-    Ok((json_path, csv_path))
-}
-
 /// `hook_netbox_sync.json`: upstream's keys (`command`, `cwd`, `dataset_json`,
 /// `dataset_csv`, `rc`) and the sync's own (`engine`, `strict`, `netbox_api_version`,
 /// `summary`).
@@ -518,13 +395,18 @@ pub async fn after_apply(
             cluster: infer_cluster(tags),
         })
         .collect();
-    let dataset: Vec<Value> = rows.iter().map(|(v, id)| dataset_row(v, *id)).collect();
-    let evidence_dataset = run.evidence.join("hook_netbox_sync.dataset.json");
-    crate::hyops::write_json_atomic_ser(&evidence_dataset, &crate::hyops::SortedSlice(&dataset))
-        .map_err(CliError::hyops)?;
+    let dataset: Vec<DatasetRow<'_>> = rows
+        .iter()
+        .map(|(vm, vmid)| DatasetRow { vm, vmid: *vmid })
+        .collect();
+    write_evidence_dataset(
+        &run.evidence.join("hook_netbox_sync.dataset.json"),
+        &dataset,
+    )?;
     let mut replaced: BTreeSet<String> = current.clone();
     replaced.extend(retire.iter().map(|r| r.name.clone()));
-    let (dataset_json, dataset_csv) = write_shared_dataset(ctx, dataset, &replaced)?;
+    let (dataset_json, dataset_csv) = write_shared_dataset(ctx, &dataset, &replaced)?;
+    drop(dataset);
     let command = vec![
         "hyops-pve".to_string(),
         "netbox-sync".to_string(),
@@ -680,33 +562,38 @@ fn finish_hook(
 
 #[cfg(test)]
 mod tests {
-    use super::KeptRows;
-    use serde::de::DeserializeSeed;
-    use serde_json::json;
-    use std::collections::BTreeSet;
+    use super::*;
 
-    fn kept(text: &str, replaced: &[&str]) -> Result<Vec<serde_json::Value>, serde_json::Error> {
-        let set: BTreeSet<String> = replaced.iter().map(|s| s.to_string()).collect();
-        KeptRows(&set).deserialize(&mut serde_json::Deserializer::from_str(text))
+    type PriorVms = BTreeMap<String, (String, Vec<String>)>;
+
+    /// `prior_vms` of the whole state, and of its raw members, for one state text.
+    fn both(text: &str) -> (PriorVms, PriorVms) {
+        let whole: Value = serde_json::from_str(text).unwrap();
+        let raw: &RawValue = serde_json::from_str(text).unwrap();
+        let members = object_members(raw).unwrap();
+        (prior_vms(whole.as_object()), prior_vms_of_members(&members))
     }
 
     #[test]
-    fn the_shared_dataset_keeps_other_slots_rows_and_drops_this_slots() {
-        let text = json!([
-            {"name": "other-01", "vm_id": 1},
-            {"name": "mine-01", "vm_id": 2},
-            {"vm_id": 3},
-            {"name": "other-02", "vm_id": 4},
-        ])
-        .to_string();
-        let rows = kept(&text, &["mine-01"]).unwrap();
-        let names: Vec<_> = rows.iter().map(|r| r["vm_id"].clone()).collect();
-        assert_eq!(names, vec![json!(1), json!(3), json!(4)]);
-    }
-
-    #[test]
-    fn a_shared_dataset_that_is_not_an_array_is_refused() {
-        assert!(kept(r#"{"name": "x"}"#, &[]).is_err());
-        assert!(kept("[1, ", &[]).is_err());
+    fn the_prior_vms_of_a_states_raw_members_are_those_of_the_whole_state() {
+        for text in [
+            r#"{"status": "ok", "outputs": {"vms": {"b": {"vm_name": " dev-b ", "tags": [" x ", 1, "y"]}, "a": {"vm_name": "dev-a"}, "c": {"vm_name": ""}, "d": [1], "e": {"vm_name": 5}, "a": {"vm_name": "dev-a2", "tags": "t"}}}}"#,
+            r#"{"status": " destroyed ", "outputs": {"vms": {"a": {"vm_name": "dev-a"}}}}"#,
+            r#"{"status": 3, "outputs": {"vms": {"a": {"vm_name": "dev-a"}}}}"#,
+            r#"{"outputs": {"vms": [1]}}"#,
+            r#"{"outputs": [{"vms": {}}]}"#,
+            r#"{"outputs": {"vm_names": ["a"]}}"#,
+            r#"{}"#,
+        ] {
+            let (whole, members) = both(text);
+            assert_eq!(whole, members, "{text}");
+        }
+        let (whole, _) = both(
+            r#"{"status": "error", "outputs": {"vms": {"a": {"vm_name": "dev-a", "tags": ["env-dev"]}}}}"#,
+        );
+        assert_eq!(
+            whole["a"],
+            ("dev-a".to_string(), vec!["env-dev".to_string()])
+        );
     }
 }

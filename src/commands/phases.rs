@@ -1010,12 +1010,15 @@ pub async fn apply_phase(
     // has). The CLI's `running` record and hyops' own (driver mode) keep those outputs.
     // Only its VMs' names and addresses are kept, not the whole state (tens of MB at 10 000
     // VMs) through the apply.
-    let prior_vms = netbox_sync::prior_vms(
-        ModuleState::new(&ctx.root, &ctx.module_ref, ctx.instance.as_ref())
-            .read()
-            .map_err(CliError::hyops)?
-            .as_ref(),
-    );
+    let prior_vms = {
+        let state = ModuleState::new(&ctx.root, &ctx.module_ref, ctx.instance.as_ref());
+        let text = state.read_text().map_err(CliError::hyops)?;
+        netbox_sync::prior_vms_of_members(
+            &state
+                .read_members(text.as_deref())
+                .map_err(CliError::hyops)?,
+        )
+    };
     output::progress("progress: phase=apply");
     let applied = execute_plan(ctx, run, pf, plan_file, stop).await?;
     let gate = if applied.report.failed {

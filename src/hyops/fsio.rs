@@ -289,6 +289,52 @@ impl serde::Serialize for SortedSlice<'_> {
     }
 }
 
+/// The members of a raw JSON object, each as its raw text (borrowed; a repeated key keeps
+/// its last value, as in a [`Value`]); `None` when the text is not an object.
+pub fn object_members(
+    raw: &serde_json::value::RawValue,
+) -> Option<std::collections::BTreeMap<String, &serde_json::value::RawValue>> {
+    if !raw.get().trim_start().starts_with('{') {
+        return None;
+    }
+    serde_json::from_str(raw.get()).ok()
+}
+
+/// A JSON text (already parsed as valid) serialised with every object's keys sorted,
+/// without building it as a [`Value`]: an object or array is split into its members'
+/// texts (borrowed, not copied) and each is serialised the same way; only scalars become
+/// values. Gives what parsing the text into a [`Value`] and serialising it [`Sorted`]
+/// gives (a repeated key keeps its last value), for a fraction of the memory: a 10 000-VM
+/// state's `outputs` is ~17 MB of text and ~80 MB as values (heaptrack).
+pub struct SortedRaw<'a>(pub &'a serde_json::value::RawValue);
+
+impl serde::Serialize for SortedRaw<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeMap};
+        use serde_json::value::RawValue;
+        let text = self.0.get();
+        match text.trim_start().as_bytes().first() {
+            Some(b'{') => {
+                let members: std::collections::BTreeMap<String, &RawValue> =
+                    serde_json::from_str(text).map_err(S::Error::custom)?;
+                let mut m = s.serialize_map(Some(members.len()))?;
+                for (k, v) in &members {
+                    m.serialize_entry(k, &SortedRaw(v))?;
+                }
+                m.end()
+            }
+            Some(b'[') => {
+                let items: Vec<&RawValue> = serde_json::from_str(text).map_err(S::Error::custom)?;
+                s.collect_seq(items.into_iter().map(SortedRaw))
+            }
+            _ => serde::Serialize::serialize(
+                &serde_json::from_str::<Value>(text).map_err(S::Error::custom)?,
+                s,
+            ),
+        }
+    }
+}
+
 /// The object `head` with one more member `key: value`, serialised with sorted keys and
 /// nothing copied: a large member (a state's `outputs`) is written from where it lives.
 /// A `key` already in `head` is replaced by `value`.

@@ -5,9 +5,10 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use crate::yaml::json::Keep;
 use crate::yaml::{py_strip, PyValue};
 
-use super::state_refs::{read_json, state_status};
+use super::state_refs::{read_json_only, state_status};
 
 use super::contract::py_list;
 use super::error::{HyopsError, Result};
@@ -48,8 +49,19 @@ pub fn vm_names_from_state(payload: &PyValue) -> BTreeSet<String> {
     out
 }
 
+/// What [`vm_names_from_state`] reads of a state: `status`, the keys of `outputs.vms` and
+/// `outputs.vm_names`. The rest is checked and dropped (a 10 000-VM state is ~100 MB as
+/// values, heaptrack).
+const NAMES_OF_STATE: Keep = Keep::Members(&[
+    ("status", Keep::All),
+    (
+        "outputs",
+        Keep::Members(&[("vms", Keep::Keys), ("vm_names", Keep::All)]),
+    ),
+]);
+
 fn read_state(path: &Path) -> std::result::Result<PyValue, String> {
-    read_json(path)
+    read_json_only(path, NAMES_OF_STATE)
 }
 
 /// Existing managed names per slot, ok states only, in upstream order: `latest` first,

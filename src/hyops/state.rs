@@ -3,15 +3,17 @@
 //! state for adoption. Works on plain `serde_json::Value`s; knows nothing about Proxmox API
 //! calls or the planner.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use super::contract::{DRIVER_REF, PACK_ID, PROFILE, PUBLISH_KEYS, REQUIRED_CREDENTIALS};
 use super::error::{HyopsError, Result};
 use super::fsio::{
-    read_json_opt, sort_keys, write_bytes_atomic, write_json_atomic, write_json_atomic_ser,
-    SortedMap, SortedWith,
+    read_json_opt, sort_keys, write_bytes_atomic, write_json_atomic, write_json_atomic_ser, Sorted,
+    SortedMap, SortedRaw, SortedWith,
 };
 use super::paths::{ModuleRef, RuntimeRoot, StateInstance};
 use super::runid::utc_now;
@@ -337,8 +339,10 @@ impl ModuleState {
     /// Before a mutation: the previous state merged with `status: running`, `active_command`,
     /// `updated_at`, `run_id`, `evidence_dir`, `input_contract`, rerun/resolved files. The
     /// previous outputs stay. The caller must abort the run when this fails.
-    pub fn persist_running(&self, rec: &RunningRecord) -> Result<Value> {
-        let mut m = self.read()?.unwrap_or_default();
+    pub fn persist_running(&self, rec: &RunningRecord) -> Result<()> {
+        let text = self.read_text()?;
+        let prior = self.read_members(text.as_deref())?;
+        let mut m = Map::new();
         self.base_identity(&mut m);
         m.insert("status".into(), json!("running"));
         m.insert("active_command".into(), json!(rec.command));
@@ -346,13 +350,13 @@ impl ModuleState {
         m.insert("run_id".into(), json!(rec.run_id));
         m.insert("evidence_dir".into(), path_str(&rec.evidence_dir));
         m.insert("input_contract".into(), rec.input_contract.clone());
-        if !m.contains_key("outputs") {
-            m.insert("outputs".into(), json!({}));
-        }
-        let count = m
-            .get("outputs")
-            .and_then(Value::as_object)
-            .map_or(0, Map::len);
+        let count = match prior.get("outputs") {
+            Some(outputs) => object_len(outputs),
+            None => {
+                m.insert("outputs".into(), json!({}));
+                0
+            }
+        };
         m.insert("output_count".into(), json!(count));
         if let Some(p) = &rec.rerun_inputs_file {
             m.insert("rerun_inputs_file".into(), path_str(p));
@@ -360,7 +364,50 @@ impl ModuleState {
         if let Some(p) = &rec.resolved_inputs_file {
             m.insert("resolved_inputs_file".into(), path_str(p));
         }
-        self.write(m)
+        self.write_merged(&prior, &m, &[])
+    }
+
+    /// The state file's text; `None` when it does not exist.
+    pub fn read_text(&self) -> Result<Option<String>> {
+        match std::fs::read_to_string(&self.path) {
+            Ok(t) => Ok(Some(t)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(HyopsError::io(&self.path, e)),
+        }
+    }
+
+    /// The members of the state text (from [`Self::read_text`]), each as its raw JSON text
+    /// (borrowed): what [`Self::read`] gives without building the values; empty without a
+    /// file. Errors as [`Self::read`]: text that is not JSON, or JSON that is not an object.
+    pub fn read_members<'t>(
+        &self,
+        text: Option<&'t str>,
+    ) -> Result<BTreeMap<String, &'t RawValue>> {
+        let Some(text) = text else {
+            return Ok(BTreeMap::new());
+        };
+        let json_error = |e: serde_json::Error| HyopsError::Json {
+            path: self.path.clone(),
+            detail: e.to_string(),
+        };
+        let whole: &RawValue = serde_json::from_str(text).map_err(json_error)?;
+        if !whole.get().starts_with('{') {
+            return Err(HyopsError::NotAnObject {
+                path: self.path.clone(),
+            });
+        }
+        serde_json::from_str(whole.get()).map_err(json_error)
+    }
+
+    /// Write the previous members `prior` with `set` put over them and `remove` left out,
+    /// keys sorted at every level, without building the previous members as values.
+    fn write_merged(
+        &self,
+        prior: &BTreeMap<String, &RawValue>,
+        set: &Map<String, Value>,
+        remove: &[&str],
+    ) -> Result<()> {
+        write_json_atomic_ser(&self.path, &MergedState { prior, set, remove })
     }
 
     /// A successful apply/deploy/import: a fresh object with every §3.4 key.
@@ -408,15 +455,16 @@ impl ModuleState {
 
     /// A failed mutation: previous merged with `status: error`, `last_error`,
     /// `failed_command`; `active_command` dropped; previous outputs kept.
-    pub fn persist_error(&self, command: &str, error: &str) -> Result<Value> {
-        let mut m = self.read()?.unwrap_or_default();
+    pub fn persist_error(&self, command: &str, error: &str) -> Result<()> {
+        let text = self.read_text()?;
+        let prior = self.read_members(text.as_deref())?;
+        let mut m = Map::new();
         self.base_identity(&mut m);
         m.insert("status".into(), json!("error"));
         m.insert("last_error".into(), json!(error));
         m.insert("failed_command".into(), json!(command));
         m.insert("updated_at".into(), json!(utc_now()));
-        m.remove("active_command");
-        self.write(m)
+        self.write_merged(&prior, &m, &["active_command"])
     }
 
     /// A successful destroy: `status: destroyed`, empty outputs, no rerun/resolved files.
@@ -602,4 +650,43 @@ pub fn tfstate_vms(doc: &Value) -> Vec<TfstateVm> {
         }
     }
     out
+}
+
+/// A state written over the previous one: `set` put over the members of `prior` (raw JSON
+/// texts), `remove` left out; every object's keys sorted ([`SortedRaw`], [`Sorted`]).
+struct MergedState<'a> {
+    prior: &'a BTreeMap<String, &'a RawValue>,
+    set: &'a Map<String, Value>,
+    remove: &'a [&'a str],
+}
+
+impl serde::Serialize for MergedState<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut keys: Vec<&str> = self
+            .prior
+            .keys()
+            .map(String::as_str)
+            .chain(self.set.keys().map(String::as_str))
+            .filter(|k| !self.remove.contains(k))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut m = s.serialize_map(Some(keys.len()))?;
+        for k in keys {
+            match (self.set.get(k), self.prior.get(k)) {
+                (Some(v), _) => m.serialize_entry(k, &Sorted(v))?,
+                (None, Some(raw)) => m.serialize_entry(k, &SortedRaw(raw))?,
+                (None, None) => {}
+            }
+        }
+        m.end()
+    }
+}
+
+/// The number of members of a raw JSON object (a repeated key counts once, as in a
+/// [`Value`]); 0 for anything else.
+fn object_len(raw: &RawValue) -> usize {
+    serde_json::from_str::<BTreeMap<String, serde::de::IgnoredAny>>(raw.get())
+        .map_or(0, |m| m.len())
 }

@@ -38,6 +38,14 @@ pub fn read_json(path: &Path) -> Result<PyValue, String> {
     json::loads(&text).map_err(|e| e.to_string())
 }
 
+/// [`read_json`] building only what `keep` selects (the same errors; see
+/// [`json::loads_only`]).
+pub fn read_json_only(path: &Path, keep: json::Keep) -> Result<PyValue, String> {
+    let bytes = std::fs::read(path).map_err(|e| os_error_text(&e, path))?;
+    let text = decode_utf8(&bytes)?;
+    json::loads_only(&text, keep).map_err(|e| e.to_string())
+}
+
 /// `normalize_module_ref`: dots become slashes, repeated and outer slashes go, and the result
 /// must match `^[a-z0-9](?:[a-z0-9._/-]*[a-z0-9])?$`; anything else is `""`.
 pub fn normalize_module_ref(value: &str) -> String {

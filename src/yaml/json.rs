@@ -43,8 +43,61 @@ impl std::fmt::Display for JsonError {
 /// Python refuses to parse decimal integers longer than this (`sys.get_int_max_str_digits()`).
 pub const PY_INT_MAX_STR_DIGITS: usize = 4300;
 
+/// Which parts of a document [`loads_only`] builds. Everything else is still parsed and
+/// checked (the same errors as [`loads`]), then dropped.
+#[derive(Clone, Copy, Debug)]
+pub enum Keep {
+    /// The whole value.
+    All,
+    /// An object's keys, each with the value `None`; anything but an object is `None`.
+    Keys,
+    /// These members of an object (each as its own [`Keep`]) and no others; anything but an
+    /// object is `None`.
+    Members(&'static [(&'static str, Keep)]),
+}
+
+/// What the parser does with the value at hand.
+#[derive(Clone, Copy)]
+enum Sel {
+    Build(Keep),
+    Drop,
+}
+
+impl Sel {
+    /// The selection of member `key` of an object selected as `self`.
+    fn member(self, key: &str) -> Sel {
+        match self {
+            Sel::Build(Keep::All) => Sel::Build(Keep::All),
+            Sel::Build(Keep::Members(members)) => members
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map_or(Sel::Drop, |(_, keep)| Sel::Build(*keep)),
+            Sel::Build(Keep::Keys) | Sel::Drop => Sel::Drop,
+        }
+    }
+
+    /// The selection of an array item of an array selected as `self`.
+    fn item(self) -> Sel {
+        match self {
+            Sel::Build(Keep::All) => Sel::Build(Keep::All),
+            _ => Sel::Drop,
+        }
+    }
+}
+
 /// `json.loads(text)`.
 pub fn loads(text: &str) -> Result<PyValue, JsonError> {
+    loads_sel(text, Sel::Build(Keep::All))
+}
+
+/// `json.loads(text)` building only what `keep` selects: a large document (a 10 000-VM
+/// state is ~100 MB as values) is read for a few of its members. Fails exactly where and as
+/// [`loads`] fails; where it succeeds, every selected member equals what [`loads`] gives.
+pub fn loads_only(text: &str, keep: Keep) -> Result<PyValue, JsonError> {
+    loads_sel(text, Sel::Build(keep))
+}
+
+fn loads_sel(text: &str, sel: Sel) -> Result<PyValue, JsonError> {
     if text.starts_with('\u{feff}') {
         return Err(decode_err(
             text,
@@ -58,7 +111,7 @@ pub fn loads(text: &str) -> Result<PyValue, JsonError> {
         depth: 0,
     };
     let start = p.skip_ws(0);
-    let (value, end) = match p.value(start)? {
+    let (value, end) = match p.value(start, sel)? {
         Some(x) => x,
         None => return Err(decode_err(text, start, "Expecting value")),
     };
@@ -109,14 +162,25 @@ impl Parser<'_> {
     }
 
     /// One JSON term at `i`; `Ok(None)` is Python's `StopIteration` (→ "Expecting value").
-    fn value(&mut self, i: usize) -> Result<Option<(PyValue, usize)>, JsonError> {
+    /// A value not selected ([`Sel::Drop`]) is checked and returned as `None`.
+    fn value(&mut self, i: usize, sel: Sel) -> Result<Option<(PyValue, usize)>, JsonError> {
         let Some(c) = self.at(i) else {
             return Ok(None);
         };
+        let built = match (c, sel) {
+            (b'{', _) => return self.nested(i, true, sel),
+            (b'[', _) => return self.nested(i, false, sel),
+            // only an object can hold what `Keys`/`Members` select
+            (_, Sel::Drop | Sel::Build(Keep::Keys | Keep::Members(_))) => false,
+            (_, Sel::Build(Keep::All)) => true,
+        };
+        let scalar = self.scalar(i, c)?;
+        Ok(scalar.map(|(v, e)| (if built { v } else { PyValue::None }, e)))
+    }
+
+    fn scalar(&mut self, i: usize, c: u8) -> Result<Option<(PyValue, usize)>, JsonError> {
         match c {
             b'"' => self.string(i + 1).map(|(s, e)| Some((PyValue::Str(s), e))),
-            b'{' => self.nested(i, true),
-            b'[' => self.nested(i, false),
             b'n' if self.starts(i, "null") => Ok(Some((PyValue::None, i + 4))),
             b't' if self.starts(i, "true") => Ok(Some((PyValue::Bool(true), i + 4))),
             b'f' if self.starts(i, "false") => Ok(Some((PyValue::Bool(false), i + 5))),
@@ -129,7 +193,12 @@ impl Parser<'_> {
         }
     }
 
-    fn nested(&mut self, i: usize, object: bool) -> Result<Option<(PyValue, usize)>, JsonError> {
+    fn nested(
+        &mut self,
+        i: usize,
+        object: bool,
+        sel: Sel,
+    ) -> Result<Option<(PyValue, usize)>, JsonError> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
             return Err(JsonError::Refused(format!(
@@ -137,19 +206,27 @@ impl Parser<'_> {
             )));
         }
         let r = if object {
-            self.object(i + 1)
+            self.object(i + 1, sel)
         } else {
-            self.array(i + 1)
+            let sel = match sel {
+                Sel::Build(Keep::All) => sel,
+                _ => Sel::Drop,
+            };
+            self.array(i + 1, sel)
         };
         self.depth -= 1;
         r.map(Some)
     }
 
-    fn object(&mut self, i: usize) -> Result<(PyValue, usize), JsonError> {
+    fn object(&mut self, i: usize, sel: Sel) -> Result<(PyValue, usize), JsonError> {
         let mut d = PyDict::new();
+        let done = |d: PyDict| match sel {
+            Sel::Drop => PyValue::None,
+            Sel::Build(_) => PyValue::Dict(d),
+        };
         let mut i = self.skip_ws(i);
         if self.at(i) == Some(b'}') {
-            return Ok((PyValue::Dict(d), i + 1));
+            return Ok((done(d), i + 1));
         }
         loop {
             if self.at(i) != Some(b'"') {
@@ -165,33 +242,45 @@ impl Parser<'_> {
                 return Err(decode_err(self.text, i, "Expecting ':' delimiter"));
             }
             i = self.skip_ws(i + 1);
-            let Some((val, next)) = self.value(i)? else {
+            let member = sel.member(&key);
+            let Some((val, next)) = self.value(i, member)? else {
                 return Err(decode_err(self.text, i, "Expecting value"));
             };
-            d.insert(PyValue::Str(key), val);
+            match (sel, member) {
+                (Sel::Drop, _) => {}
+                (Sel::Build(Keep::Members(_)), Sel::Drop) => {}
+                _ => d.insert(PyValue::Str(key), val),
+            }
             i = self.skip_ws(next);
             match self.at(i) {
-                Some(b'}') => return Ok((PyValue::Dict(d), i + 1)),
+                Some(b'}') => return Ok((done(d), i + 1)),
                 Some(b',') => i = self.skip_ws(i + 1),
                 _ => return Err(decode_err(self.text, i, "Expecting ',' delimiter")),
             }
         }
     }
 
-    fn array(&mut self, i: usize) -> Result<(PyValue, usize), JsonError> {
+    /// An array; `sel` is [`Sel::Build`] of [`Keep::All`] or [`Sel::Drop`].
+    fn array(&mut self, i: usize, sel: Sel) -> Result<(PyValue, usize), JsonError> {
         let mut items = Vec::new();
+        let done = |items: Vec<PyValue>| match sel {
+            Sel::Drop => PyValue::None,
+            Sel::Build(_) => PyValue::List(items),
+        };
         let mut i = self.skip_ws(i);
         if self.at(i) == Some(b']') {
-            return Ok((PyValue::List(items), i + 1));
+            return Ok((done(items), i + 1));
         }
         loop {
-            let Some((val, next)) = self.value(i)? else {
+            let Some((val, next)) = self.value(i, sel.item())? else {
                 return Err(decode_err(self.text, i, "Expecting value"));
             };
-            items.push(val);
+            if let Sel::Build(_) = sel {
+                items.push(val);
+            }
             i = self.skip_ws(next);
             match self.at(i) {
-                Some(b']') => return Ok((PyValue::List(items), i + 1)),
+                Some(b']') => return Ok((done(items), i + 1)),
                 Some(b',') => i = self.skip_ws(i + 1),
                 _ => return Err(decode_err(self.text, i, "Expecting ',' delimiter")),
             }
@@ -408,5 +497,104 @@ mod tests {
     fn deep_nesting_is_refused_early() {
         let deep = "[".repeat(MAX_DEPTH + 1);
         assert!(matches!(loads(&deep), Err(JsonError::Refused(_))));
+    }
+
+    /// What `keep` selects of a fully read value (the reference for [`loads_only`]).
+    fn project(v: &PyValue, keep: Keep) -> PyValue {
+        match (keep, v) {
+            (Keep::All, v) => v.clone(),
+            (Keep::Keys, PyValue::Dict(d)) => {
+                let mut out = PyDict::new();
+                for k in d.keys() {
+                    out.insert(k.clone(), PyValue::None);
+                }
+                PyValue::Dict(out)
+            }
+            (Keep::Members(members), PyValue::Dict(d)) => {
+                let mut out = PyDict::new();
+                for (k, val) in d.iter() {
+                    let name = k.as_str().unwrap_or_default();
+                    if let Some((_, sub)) = members.iter().find(|(m, _)| *m == name) {
+                        out.insert(k.clone(), project(val, *sub));
+                    }
+                }
+                PyValue::Dict(out)
+            }
+            _ => PyValue::None,
+        }
+    }
+
+    const NAMES: Keep = Keep::Members(&[
+        ("status", Keep::All),
+        (
+            "outputs",
+            Keep::Members(&[("vms", Keep::Keys), ("vm_names", Keep::All)]),
+        ),
+    ]);
+
+    #[test]
+    fn a_selective_read_builds_only_the_selected_members() {
+        let text = r#"{"run_id": "x", "outputs": {"vm_ids": {"a": 1},
+            "vms": {"a": {"vm_id": 101, "tags": ["x"]}, "b": null, "a": 2},
+            "vm_names": ["a", 1, null]}, "status": "ok", "status": "OK"}"#;
+        assert_eq!(
+            loads_only(text, NAMES).unwrap().py_repr(),
+            "{'outputs': {'vms': {'a': None, 'b': None}, 'vm_names': ['a', 1, None]}, 'status': 'OK'}"
+        );
+        assert_eq!(loads_only("[1, 2]", NAMES).unwrap().py_repr(), "None");
+        assert_eq!(
+            loads_only(r#"{"outputs": [1], "status": {"a": 1}}"#, NAMES)
+                .unwrap()
+                .py_repr(),
+            "{'outputs': None, 'status': {'a': 1}}"
+        );
+    }
+
+    #[test]
+    fn a_selective_read_fails_where_and_as_the_full_read_fails() {
+        let deep = format!(
+            "{{\"x\": {}{}}}",
+            "[".repeat(MAX_DEPTH + 1),
+            "]".repeat(MAX_DEPTH + 1)
+        );
+        let huge = format!("{{\"x\": {}}}", "9".repeat(PY_INT_MAX_STR_DIGITS + 1));
+        let long = format!("{{\"x\": \"{}\"}}", "a".repeat(MAX_STRING_BYTES + 1));
+        for text in [
+            "",
+            r#"{"x": [1,]}"#,
+            r#"{"x": {"y" 1}}"#,
+            r#"{"x": "\q"}"#,
+            r#"{"x": "\ud800"}"#,
+            "{\"x\": \"a\u{1}b\"}",
+            r#"{"x": "open"#,
+            r#"{"outputs": {"vms": {"a": tru}}}"#,
+            r#"{"status": "ok"} x"#,
+            "\u{feff}{}",
+            &deep,
+            &huge,
+            &long,
+        ] {
+            assert_eq!(
+                loads_only(text, NAMES).unwrap_err(),
+                loads(text).unwrap_err(),
+                "{text:.60}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_selective_read_is_the_projection_of_the_full_read(
+            text in r#"[{}\[\]",: 0-9a-z.eE+\-]{0,48}|\{"(status|outputs|vms|vm_names|x)": ?(\{"(vms|vm_names|a)": ?[\[\]{}",:0-9a-z ]{0,24}\}|[\[\]{}",:0-9a-z ]{0,24})\}"#
+        ) {
+            match (loads(&text), loads_only(&text, NAMES)) {
+                (Ok(full), Ok(only)) => proptest::prop_assert_eq!(
+                    project(&full, NAMES).py_repr(),
+                    only.py_repr()
+                ),
+                (Err(a), Err(b)) => proptest::prop_assert_eq!(a, b),
+                (a, b) => proptest::prop_assert!(false, "{:?} vs {:?}", a.map(|v| v.py_repr()), b.map(|v| v.py_repr())),
+            }
+        }
     }
 }
