@@ -18,10 +18,18 @@
 //! - `noop`: plan and no-op apply of 500 and 10 000 existing VMs, each a `hyops-pve`
 //!   process against a real-time simulator in this process: wall time and the process's
 //!   peak RSS (`wait4`), writes;
-//! - `peer`: `benches/peers/proxmoxer_rollout.py` (proxmoxer, a pool of 10 threads) rolls the
-//!   same 100 VMs out on the same simulator (time scale 0.1, its pauses scaled alike), then
-//!   hyops-pve does; the ratio of their wall times. Needs `python3` with proxmoxer
-//!   (`pip install proxmoxer requests`); says SKIPPED otherwise.
+//! - `peer`: peers roll the same 100 VMs out on the same simulator (time scale 0.1, each on
+//!   a fresh one), then hyops-pve does once on another; one line per peer with its wall time,
+//!   its ratio to the bound, its requests per VM and how many times faster hyops-pve is (the
+//!   same hyops-pve run for every ratio). `benches/peers/proxmoxer_rollout.py`: proxmoxer, a
+//!   pool of 10 threads, its pauses scaled alike; needs `python3` with proxmoxer (`pip install
+//!   proxmoxer requests`). `benches/peers/ansible_rollout.py`: Ansible's community.proxmox
+//!   `proxmox_kvm`/`proxmox_disk` (playbook `ansible_rollout.yml`, one host per VM, forks 10,
+//!   linear strategy); needs `ansible-playbook` with the collection (`pip install ansible
+//!   proxmoxer requests`). Its modules poll tasks on hard-coded real seconds and its own CPU
+//!   time is real time, which the time scale multiplies by ten: its figure is an upper bound
+//!   of what it takes on a real cluster (the script's doc says which waits). A peer that
+//!   cannot run says SKIPPED; `HYOPS_BENCH_PEERS=proxmoxer` or `=ansible` runs one.
 //!
 //! `HYOPS_BENCH_RUNS` repeats the rollout (default 1); `HYOPS_BENCH_NOOP` overrides the
 //! no-op sizes (e.g. `500`).
@@ -525,17 +533,36 @@ fn noop_bench() {
 
 // ------------------------------------------------------------------ a peer on the same sim
 
-fn peer(rt: &tokio::runtime::Runtime) {
-    let scale = 0.1;
-    let n = 100;
-    let probe = std::process::Command::new("python3")
-        .args(["-c", "import proxmoxer, requests"])
-        .status();
-    if !probe.is_ok_and(|s| s.success()) {
-        println!("peer      SKIPPED: python3 with proxmoxer and requests is not installed");
-        return;
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peers/proxmoxer_rollout.py");
+/// What a peer script printed last: its wall time in simulated seconds, failures, and the
+/// requests the simulator served it.
+struct PeerRun {
+    sim_s: f64,
+    failed: Value,
+    calls: u64,
+}
+
+/// `true` when `program args…` runs and exits 0 (its output discarded).
+fn probe(program: &str, args: &[&str]) -> bool {
+    std::process::Command::new(program)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Run `benches/peers/<script>` against a fresh simulator of the bench cluster at `scale`;
+/// `Err` holds the script's output when it printed no result line.
+fn run_peer(
+    rt: &tokio::runtime::Runtime,
+    script: &str,
+    args: &[&str],
+    n: usize,
+    scale: f64,
+) -> Result<PeerRun, String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("benches/peers")
+        .join(script);
     let sim = rt
         .block_on(Simulator::start(SimConfig {
             cluster: cluster(),
@@ -547,11 +574,15 @@ fn peer(rt: &tokio::runtime::Runtime) {
         .arg(&script)
         .args(["--url", sim.url(), "--token-id", &sim.token_id])
         .args(["--token-secret", sim.token_secret.expose()])
-        .args(["--vms", &n.to_string(), "--threads", "10"])
+        .args(["--vms", &n.to_string()])
+        .args(args)
         .args(["--time-scale", &scale.to_string()])
         .output()
         .expect("run the peer script");
     let calls = sim.counters().total;
+    for ((m, p), c) in &sim.counters().by_endpoint {
+        eprintln!("  {c:>6} {m} {p} ({:.2}/VM)", *c as f64 / n as f64);
+    }
     rt.block_on(sim.shutdown());
     let text = String::from_utf8_lossy(&out.stdout);
     let last: Value = text
@@ -559,25 +590,70 @@ fn peer(rt: &tokio::runtime::Runtime) {
         .rev()
         .find_map(|l| serde_json::from_str(l).ok())
         .unwrap_or(Value::Null);
-    let Some(peer_s) = last["sim_s"].as_f64() else {
-        println!(
-            "peer      FAILED: {}\n{}",
+    match last["sim_s"].as_f64() {
+        Some(sim_s) => Ok(PeerRun {
+            sim_s,
+            failed: last["failed"].clone(),
+            calls,
+        }),
+        None => Err(format!(
+            "{}\n{}",
             text.trim(),
             String::from_utf8_lossy(&out.stderr)
-        );
+        )),
+    }
+}
+
+fn peer(rt: &tokio::runtime::Runtime) {
+    let scale = 0.1;
+    let n = 100;
+    let mut runs: Vec<(&str, PeerRun)> = Vec::new();
+    let wanted = std::env::var("HYOPS_BENCH_PEERS").unwrap_or_else(|_| "proxmoxer,ansible".into());
+    let wanted = |p: &str| wanted.split(',').any(|w| w.trim() == p);
+    // each peer on its own fresh simulator, then hyops-pve once on another; both ratios use
+    // the same hyops-pve figure
+    if wanted("proxmoxer") {
+        if !probe("python3", &["-c", "import proxmoxer, requests"]) {
+            println!(
+                "peer      SKIPPED: proxmoxer peer: python3 with proxmoxer and requests is not installed"
+            );
+        } else {
+            match run_peer(rt, "proxmoxer_rollout.py", &["--threads", "10"], n, scale) {
+                Ok(r) => runs.push(("proxmoxer, 10 threads", r)),
+                Err(e) => println!("peer      FAILED: proxmoxer peer: {e}"),
+            }
+        }
+    }
+    if wanted("ansible") {
+        let modules = "import ansible_collections.community.proxmox, proxmoxer, requests";
+        if !probe("ansible-playbook", &["--version"]) || !probe("python3", &["-c", modules]) {
+            println!(
+                "peer      SKIPPED: ansible peer: ansible-playbook with community.proxmox, proxmoxer and requests is not installed (pip install ansible proxmoxer requests)"
+            );
+        } else {
+            match run_peer(rt, "ansible_rollout.py", &["--forks", "10"], n, scale) {
+                Ok(r) => runs.push(("ansible proxmox_kvm, forks 10", r)),
+                Err(e) => println!("peer      FAILED: ansible peer: {e}"),
+            }
+        }
+    }
+    if runs.is_empty() {
         return;
-    };
+    }
     let ours = rt.block_on(one_rollout(n, scale));
     let lb = lower_bound(n).total_ms / 1000.0;
-    println!(
-        "peer      proxmoxer, 10 threads: {peer_s:.1} simulated s ({:.2}x the bound, {} failed, {:.1} requests/VM); hyops-pve: {:.1} s ({:.2}x the bound); hyops-pve is {:.2}x faster",
-        peer_s / lb,
-        last["failed"],
-        calls as f64 / n as f64,
-        ours.sim_s,
-        ours.sim_s / lb,
-        peer_s / ours.sim_s
-    );
+    for (label, r) in runs {
+        println!(
+            "peer      {label}: {:.1} simulated s ({:.2}x the bound, {} failed, {:.1} requests/VM); hyops-pve: {:.1} s ({:.2}x the bound); hyops-pve is {:.2}x faster",
+            r.sim_s,
+            r.sim_s / lb,
+            r.failed,
+            r.calls as f64 / n as f64,
+            ours.sim_s,
+            ours.sim_s / lb,
+            r.sim_s / ours.sim_s
+        );
+    }
 }
 
 fn main() {
