@@ -297,6 +297,49 @@ fn running_over_a_state_that_is_not_an_object_fails_and_leaves_it() {
     }
 }
 
+/// JSON that Python's `json.loads` (and so the collision guards) accepts but a JSON value
+/// cannot hold: a number beyond f64 (`1e400`, a 400-digit integer), also when a later
+/// duplicate key hides it. The running/error records refuse it as reading the whole state
+/// does (the same message, naming the state file and the place in it), never half-way
+/// through the write naming a temp file, and never accept what the whole read refuses.
+#[test]
+fn running_and_error_over_an_unrepresentable_number_fail_as_reading_the_state_fails() {
+    let big = format!("1{}", "0".repeat(400));
+    for bad in [
+        r#"{"junk": 1e400, "outputs": {}}"#.to_string(),
+        format!(r#"{{"outputs": {{}}, "junk": [1, {{"x": {big}}}]}}"#),
+        r#"{"junk": 1e400, "junk": 0, "outputs": {}}"#.to_string(),
+        "\n\n  {\"outputs\": {\"a\": -1.5e999}}".to_string(),
+    ] {
+        let d = tempfile::tempdir().unwrap();
+        let r = root(d.path());
+        let st = ModuleState::new(&r, &mref(), None);
+        std::fs::create_dir_all(st.path().parent().unwrap()).unwrap();
+        std::fs::write(st.path(), &bad).unwrap();
+        let want = st.read().unwrap_err().to_string();
+        let running = st
+            .persist_running(&RunningRecord {
+                run_id: "apply-20260102T000000Z-00000002".into(),
+                command: "apply".into(),
+                evidence_dir: d.path().join("ev2"),
+                input_contract: json!({}),
+                rerun_inputs_file: None,
+                resolved_inputs_file: None,
+            })
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(running.to_string(), want, "{bad}");
+        let error = st.persist_error("apply", "x").map(|_| ()).unwrap_err();
+        assert_eq!(error.to_string(), want, "{bad}");
+        assert_eq!(std::fs::read_to_string(st.path()).unwrap(), bad);
+        let left: Vec<_> = std::fs::read_dir(st.path().parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left.len(), 1, "{left:?}");
+    }
+}
+
 #[test]
 fn destroyed_has_empty_outputs_and_no_rerun_files() {
     let d = tempfile::tempdir().unwrap();

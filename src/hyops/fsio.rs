@@ -289,6 +289,73 @@ impl serde::Serialize for SortedSlice<'_> {
     }
 }
 
+/// Check that `text` is JSON a [`Value`] can hold, without building it: the same parse as
+/// `serde_json::from_str::<Value>` (strings decoded, numbers in f64 range, the nesting limit),
+/// so the same error at the same place. A [`serde_json::value::RawValue`] only checks the
+/// syntax (`1e400`, a 400-digit integer, a lone `\ud800` and deep nesting pass it).
+pub fn check_json(text: &str) -> std::result::Result<(), serde_json::Error> {
+    serde_json::from_str::<Checked>(text).map(|_| ())
+}
+
+/// A JSON value parsed as a [`Value`] would be, and dropped.
+struct Checked;
+
+impl<'de> serde::Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_any(CheckedVisitor)
+    }
+}
+
+struct CheckedVisitor;
+
+impl<'de> serde::de::Visitor<'de> for CheckedVisitor {
+    type Value = Checked;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any valid JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> std::result::Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_i64<E>(self, _: i64) -> std::result::Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_u64<E>(self, _: u64) -> std::result::Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_f64<E>(self, _: f64) -> std::result::Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_str<E>(self, _: &str) -> std::result::Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_unit<E>(self) -> std::result::Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_none<E>(self) -> std::result::Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(
+        self,
+        d: D,
+    ) -> std::result::Result<Checked, D::Error> {
+        serde::Deserialize::deserialize(d)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Checked, A::Error> {
+        while map.next_entry::<Checked, Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+}
+
 /// The members of a raw JSON object, each as its raw text (borrowed; a repeated key keeps
 /// its last value, as in a [`Value`]); `None` when the text is not an object.
 pub fn object_members(

@@ -12,8 +12,8 @@ use serde_json::{json, Map, Value};
 use super::contract::{DRIVER_REF, PACK_ID, PROFILE, PUBLISH_KEYS, REQUIRED_CREDENTIALS};
 use super::error::{HyopsError, Result};
 use super::fsio::{
-    read_json_opt, sort_keys, write_bytes_atomic, write_json_atomic, write_json_atomic_ser, Sorted,
-    SortedMap, SortedRaw, SortedWith,
+    check_json, read_json_opt, sort_keys, write_bytes_atomic, write_json_atomic,
+    write_json_atomic_ser, Sorted, SortedMap, SortedRaw, SortedWith,
 };
 use super::paths::{ModuleRef, RuntimeRoot, StateInstance};
 use super::runid::utc_now;
@@ -390,6 +390,10 @@ impl ModuleState {
             path: self.path.clone(),
             detail: e.to_string(),
         };
+        // The raw members below only check the syntax; the whole text is checked as a value
+        // first, so a state `read` refuses (a number beyond f64, nesting too deep) is refused
+        // here the same way, before anything is written.
+        check_json(text).map_err(json_error)?;
         let whole: &RawValue = serde_json::from_str(text).map_err(json_error)?;
         if !whole.get().starts_with('{') {
             return Err(HyopsError::NotAnObject {
