@@ -180,6 +180,35 @@ impl DesiredNic {
         self.ipconfig().to_string()
     }
 
+    /// `renders_as(self.ipconfig(), text)`, without formatting the addresses (the planner
+    /// asks this of every NIC of every managed VM); a pending allocation is formatted.
+    pub fn ipconfig_is(&self, text: &str) -> bool {
+        use crate::plan::props::{renders_as, strip_decimal, strip_ipv4};
+        if self.ipam_pending.is_some() {
+            return renders_as(self.ipconfig(), text);
+        }
+        match &self.ipv4 {
+            Ipv4Config::Dhcp => text == "ip=dhcp",
+            Ipv4Config::Static { address, gateway } => {
+                let Some(rest) = text
+                    .strip_prefix("ip=")
+                    .and_then(|r| strip_ipv4(r, address.addr()))
+                    .and_then(|r| r.strip_prefix('/'))
+                    .and_then(|r| strip_decimal(r, address.prefix_len().into()))
+                else {
+                    return false;
+                };
+                match gateway {
+                    Some(gw) if self.index == 0 => rest
+                        .strip_prefix(",gw=")
+                        .and_then(|r| strip_ipv4(r, *gw))
+                        .is_some_and(str::is_empty),
+                    _ => rest.is_empty(),
+                }
+            }
+        }
+    }
+
     /// [`DesiredNic::ipconfig_value`], formatted where it is written.
     pub fn ipconfig(&self) -> impl fmt::Display + '_ {
         struct Ipconfig<'a>(&'a DesiredNic);
@@ -960,5 +989,40 @@ mod tests {
             "dev-app-01-cloud-init-user-notahash.yaml"
         ));
         assert!(!is_snippet_file_of("dev-app-01-x", &a));
+    }
+
+    proptest::proptest! {
+        /// The direct comparison answers what comparing the rendered text answers.
+        #[test]
+        fn ipconfig_is_agrees_with_the_rendered_ipconfig(
+            addr in proptest::prelude::any::<[u8; 4]>(),
+            prefix in 0u8..=32,
+            gw in proptest::option::of(proptest::prelude::any::<[u8; 4]>()),
+            index in 0usize..2,
+            dhcp in proptest::prelude::any::<bool>(),
+            cut in 0usize..40,
+            extra in "[0-9./a-z=,]{0,3}",
+        ) {
+            let address = ipnet::Ipv4Net::new(Ipv4Addr::from(addr), prefix).unwrap();
+            let nic = DesiredNic {
+                index,
+                model: "virtio".into(),
+                bridge: "vmbr0".into(),
+                vlan_tag: None,
+                mac: None,
+                firewall: false,
+                mtu: None,
+                ipv4: if dhcp {
+                    Ipv4Config::Dhcp
+                } else {
+                    Ipv4Config::Static { address, gateway: gw.map(Ipv4Addr::from) }
+                },
+                ipam_pending: None,
+            };
+            let shown = nic.ipconfig().to_string();
+            proptest::prop_assert!(nic.ipconfig_is(&shown));
+            let other = format!("{}{extra}", &shown[..cut.min(shown.len())]);
+            proptest::prop_assert_eq!(nic.ipconfig_is(&other), other == shown);
+        }
     }
 }

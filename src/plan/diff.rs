@@ -16,7 +16,6 @@ use crate::plan::desired::{
     indexed_key, is_snippet_file_of, DesiredNic, DesiredVm, IndexedKey, NetValue, OwnedSetting,
     RestartPolicy,
 };
-use crate::plan::marker::OwnershipMarker;
 use crate::plan::observed::{ManagedVm, ObservedPool, ObservedVm, PowerState};
 use crate::plan::props::{self, renders_as, NetParts, PropertyString};
 use crate::plan::template::{disk_decision, format_gib, DiskDecision};
@@ -857,6 +856,9 @@ fn setting_matches(setting: &OwnedSetting<'_>, key: &str, observed: Option<&str>
             obs == *text
         }
         OwnedSetting::Cicustom(text) => obs == text,
+        OwnedSetting::Ipconfig(nic) => {
+            nic.ipconfig_is(obs) || config_value_matches(key, Some(obs), &setting.to_string())
+        }
         OwnedSetting::Tags(tags) => {
             joined_equals(tags, ";", obs)
                 || config_value_matches(key, Some(obs), &setting.to_string())
@@ -871,8 +873,10 @@ fn setting_matches(setting: &OwnedSetting<'_>, key: &str, observed: Option<&str>
         OwnedSetting::Agent(on) | OwnedSetting::Onboot(on) => {
             props::bool_value(obs, "enabled") == Some(*on)
         }
-        OwnedSetting::Description(_) => {
-            (renders_as(setting, obs) && OwnershipMarker::has_marker(obs))
+        // `renders_as(setting, obs) && has_marker(obs)`: when `obs` is the rendered
+        // description, whether it holds a marker is known from the marker's fields.
+        OwnedSetting::Description(m) => {
+            (m.is_description(obs) && m.description_has_marker())
                 || config_value_matches(key, Some(obs), &setting.to_string())
         }
         _ => renders_as(setting, obs) || config_value_matches(key, Some(obs), &setting.to_string()),
@@ -956,6 +960,7 @@ pub fn config_value_matches(key: &str, observed: Option<&str>, desired: &str) ->
 mod tests {
     use super::*;
     use crate::inputs::model::{CloneMode, MacAddr};
+    use crate::plan::marker::OwnershipMarker;
     use proptest::prelude::*;
 
     fn marker() -> OwnershipMarker {

@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 use crate::inputs::model::CloneMode;
 
 const PREFIX: &str = "hyops-pve:v1";
+/// The description up to the marker line's first field.
+const DESCRIPTION_HEAD: &str =
+    "Managed by hyops-pve (HybridOps platform-vm). Do not edit the marker line.\nhyops-pve:v1";
 
 /// Identity of one managed VM.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,7 +53,7 @@ impl OwnershipMarker {
                 let m = self.0;
                 write!(
                     f,
-                    "Managed by hyops-pve (HybridOps platform-vm). Do not edit the marker line.\n{PREFIX};env={};module={};slot={};key={};template={};clone={}",
+                    "{DESCRIPTION_HEAD};env={};module={};slot={};key={};template={};clone={}",
                     m.env,
                     m.module_ref,
                     m.slot,
@@ -75,6 +78,44 @@ impl OwnershipMarker {
             template_vmid: m.template_vmid,
             clone_mode: m.clone_mode,
         })
+    }
+
+    /// `self.to_description() == text`, compared piece by piece without formatting (the
+    /// planner asks this of every managed VM).
+    pub fn is_description(&self, text: &str) -> bool {
+        let pieces: [&str; 9] = [
+            DESCRIPTION_HEAD,
+            ";env=",
+            &self.env,
+            ";module=",
+            &self.module_ref,
+            ";slot=",
+            &self.slot,
+            ";key=",
+            &self.key,
+        ];
+        let mut rest = text;
+        for piece in pieces {
+            match rest.strip_prefix(piece) {
+                Some(r) => rest = r,
+                None => return false,
+            }
+        }
+        rest.strip_prefix(";template=")
+            .and_then(|r| crate::plan::props::strip_decimal(r, self.template_vmid))
+            .and_then(|r| r.strip_prefix(";clone="))
+            == Some(clone_word(self.clone_mode))
+    }
+
+    /// `has_marker(&self.to_description())`, without rendering where the answer is known:
+    /// when no field holds a `;` or a line break, the marker line is the description's
+    /// second line and splits into exactly the six fields, so it parses.
+    pub fn description_has_marker(&self) -> bool {
+        let plain = |s: &str| !s.bytes().any(|b| b == b';' || b == b'\n');
+        if plain(&self.env) && plain(&self.module_ref) && plain(&self.slot) && plain(&self.key) {
+            return true;
+        }
+        Self::has_marker(&self.to_description())
     }
 
     /// `parse_description(description).is_some()`, without copying the fields out.
@@ -197,6 +238,24 @@ mod tests {
             let m = OwnershipMarker { env, slot: "latest".into(), module_ref: "platform/onprem/platform-vm".into(), key, template_vmid: tpl, clone_mode: CloneMode::Full };
             let expected = format!("Managed by hyops-pve (HybridOps platform-vm). Do not edit the marker line.\n{}", m.to_line());
             prop_assert_eq!(m.to_description(), expected);
+        }
+
+        #[test]
+        fn is_description_is_equality_with_the_description(env in "[a-z;\n=]{0,6}", key in "[a-z;=]{0,6}", tpl in any::<u32>(), full in any::<bool>(), cut in 0usize..200, extra in "[a-z0-9]{0,2}") {
+            let m = OwnershipMarker { env, slot: "latest".into(), module_ref: "platform/onprem/platform-vm".into(), key, template_vmid: tpl, clone_mode: if full { CloneMode::Full } else { CloneMode::Linked } };
+            let d = m.to_description();
+            prop_assert!(m.is_description(&d));
+            let cut = cut.min(d.len());
+            if d.is_char_boundary(cut) {
+                let other = format!("{}{extra}", &d[..cut]);
+                prop_assert_eq!(m.is_description(&other), other == d);
+            }
+        }
+
+        #[test]
+        fn description_has_marker_is_has_marker_of_the_description(env in "[a-z;\n=]{0,6}", slot in "[a-z;\n=]{0,6}", key in "[a-z;\n= ]{0,6}", module_ref in "[a-z;\n/]{0,6}", tpl in any::<u32>()) {
+            let m = OwnershipMarker { env, slot, module_ref, key, template_vmid: tpl, clone_mode: CloneMode::Linked };
+            prop_assert_eq!(m.description_has_marker(), OwnershipMarker::has_marker(&m.to_description()));
         }
 
         #[test]

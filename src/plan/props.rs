@@ -103,6 +103,37 @@ pub fn renders_as(value: impl Display, s: &str) -> bool {
     write!(expect, "{value}").is_ok() && expect.0.is_empty()
 }
 
+/// `text` without a leading `n` in decimal (as `n.to_string()` writes it), or `None` when
+/// it does not start with exactly that text.
+pub fn strip_decimal(text: &str, mut n: u32) -> Option<&str> {
+    let mut digits = [0u8; 10]; // a `u32` has at most 10 digits
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        // `n % 10` is below 10, so the cast cannot truncate
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let len = digits.len() - start;
+    if text.as_bytes().starts_with(&digits[start..]) {
+        text.get(len..)
+    } else {
+        None
+    }
+}
+
+/// `text` without a leading `addr` as `addr.to_string()` writes it (dotted decimal).
+pub fn strip_ipv4(text: &str, addr: std::net::Ipv4Addr) -> Option<&str> {
+    let [a, b, c, d] = addr.octets();
+    let rest = strip_decimal(text, a.into())?.strip_prefix('.')?;
+    let rest = strip_decimal(rest, b.into())?.strip_prefix('.')?;
+    let rest = strip_decimal(rest, c.into())?.strip_prefix('.')?;
+    strip_decimal(rest, d.into())
+}
+
 /// Tags as a set (Proxmox accepts `;`, `,` and spaces as separators).
 pub fn tag_set(s: &str) -> BTreeSet<String> {
     s.split([';', ',', ' '])
@@ -318,6 +349,22 @@ mod tests {
             let joined = format!("{a}{b}");
             let ok = renders_as(format_args!("{}{}", a, b), &joined);
             prop_assert!(ok);
+        }
+
+        #[test]
+        fn strip_decimal_strips_the_display_text(n in any::<u32>(), text in "[0-9]{0,11}[.a]{0,2}") {
+            let expected = text.strip_prefix(n.to_string().as_str());
+            prop_assert_eq!(strip_decimal(&text, n), expected);
+            let shown = format!("{n}{text}");
+            prop_assert_eq!(strip_decimal(&shown, n), Some(text.as_str()));
+        }
+
+        #[test]
+        fn strip_ipv4_strips_the_display_text(a in any::<[u8; 4]>(), text in "[0-9.]{0,16}") {
+            let addr = std::net::Ipv4Addr::from(a);
+            prop_assert_eq!(strip_ipv4(&text, addr), text.strip_prefix(addr.to_string().as_str()));
+            let shown = format!("{addr}/24");
+            prop_assert_eq!(strip_ipv4(&shown, addr), Some("/24"));
         }
 
         #[test]
