@@ -6,9 +6,10 @@
 //! and keeps freed memory in the arena that freed it. The engine's phases allocate on
 //! different threads (preflight on the main thread, configs decoded on the runtime's
 //! workers), so memory one phase freed is not reused by the next: a no-op apply of 10 000
-//! VMs peaked at 210 MiB RSS with a heap peak of 119 MB (heaptrack), and at 178 MiB with one
-//! arena, 0.1–0.2 s slower of 4.4 s (`cargo bench --bench rollout`, section `noop`). The
-//! engine waits on Proxmox far more than on the allocator, so one arena is the default.
+//! VMs peaked at 210 MiB RSS with a heap peak of 119 MB (heaptrack), and at 175–177 MiB
+//! with one arena, its wall time within run-to-run noise (4.58–4.71 s against 4.43–4.78 s,
+//! three alternating runs of the process against a 10 000-VM `sim serve`). The engine waits
+//! on Proxmox far more than on the allocator, so one arena is the default.
 //! An operator's `MALLOC_ARENA_MAX` (glibc's own setting) is left to decide.
 
 /// Use one malloc arena (glibc on Linux), unless `MALLOC_ARENA_MAX` is set; elsewhere
