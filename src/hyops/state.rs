@@ -394,13 +394,13 @@ impl ModuleState {
         // first, so a state `read` refuses (a number beyond f64, nesting too deep) is refused
         // here the same way, before anything is written.
         check_json(text).map_err(json_error)?;
-        let whole: &RawValue = serde_json::from_str(text).map_err(json_error)?;
-        if !whole.get().starts_with('{') {
+        // valid JSON (checked above) is an object exactly when it starts with `{`
+        if !text.trim_start().starts_with('{') {
             return Err(HyopsError::NotAnObject {
                 path: self.path.clone(),
             });
         }
-        serde_json::from_str(whole.get()).map_err(json_error)
+        serde_json::from_str(text).map_err(json_error)
     }
 
     /// Write the previous members `prior` with `set` put over them and `remove` left out,

@@ -964,14 +964,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn marker() -> OwnershipMarker {
-        OwnershipMarker {
-            env: "dev".into(),
-            slot: "latest".into(),
-            module_ref: "platform/onprem/platform-vm".into(),
-            key: "app-01".into(),
-            template_vmid: 9000,
-            clone_mode: CloneMode::Linked,
-        }
+        OwnershipMarker::test_sample(CloneMode::Linked)
     }
 
     fn nic(mac: bool, tag: Option<u16>, mtu: Option<u16>, ip: Option<&str>) -> DesiredNic {

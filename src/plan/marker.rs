@@ -188,20 +188,28 @@ impl<'a> MarkerFields<'a> {
     }
 }
 
+/// The marker of VM `app-01` in slot `latest` of env `dev`, template 9000 (test fixture).
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn sample() -> OwnershipMarker {
+impl OwnershipMarker {
+    pub(crate) fn test_sample(clone_mode: CloneMode) -> Self {
         OwnershipMarker {
             env: "dev".into(),
             slot: "latest".into(),
             module_ref: "platform/onprem/platform-vm".into(),
             key: "app-01".into(),
             template_vmid: 9000,
-            clone_mode: CloneMode::Full,
+            clone_mode,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample() -> OwnershipMarker {
+        OwnershipMarker::test_sample(CloneMode::Full)
     }
 
     #[test]
