@@ -11,7 +11,7 @@
 //!
 //! All bounded: the simulator and the engine run on a shared time scale (0.002).
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! failure, valid against `docs/schemas/cli-envelope.schema.json`, with `status`, `command`,
 //! `run_id`, `warnings`, `error` (on failure) and its command fields; progress stays on stderr.
 
-mod cli_support;
+use crate::cli_support;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! The exit-code table of the README ("Exit codes"), one test per row, and the promise behind
 //! it: no error of any kind exits with 2, the `plan --detailed-exitcode` "changes present" code.
 
-mod cli_support;
+use crate::cli_support;
 
 use cli_support::*;
 use hyops_pve::commands::{

@@ -4,8 +4,8 @@
 //! and an oversized answer: each gets a clear error or is survived, never a panic, a leak or
 //! an error that does not say what to do.
 
-mod cli_support;
-mod common;
+use crate::cli_support;
+use crate::common;
 
 use std::path::Path;
 use std::process::Stdio;

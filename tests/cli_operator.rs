@@ -2,8 +2,8 @@
 //! that say what to do, the vault in preflight, no clear-text token, and the small things
 //! (`deploy` in `--help`, `state show`, closed pipes, temp files, the README's file list).
 
-mod cli_support;
-mod common;
+use crate::cli_support;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};

@@ -3,7 +3,7 @@
 //! progress line blocked the runtime's workers and the apply stalled for ever; now progress
 //! lines that find no room are dropped and the apply finishes.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 use std::process::{Command, Stdio};

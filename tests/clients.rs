@@ -7,7 +7,7 @@
 //! `ANSIBLE` needs `ansible-playbook` and the `community.proxmox` collection (the `ansible`
 //! package from PyPI ships it). CI installs both and sets both switches.
 
-mod optional;
+use crate::optional;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

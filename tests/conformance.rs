@@ -8,21 +8,17 @@
 //! * `real_pve::*` a real cluster: `#[ignore]`d, so `cargo test` lists them as ignored instead
 //!   of passing them unrun. Run them with `HYOPS_TEST_PVE_URL`, `HYOPS_TEST_PVE_TOKEN`,
 //!   `HYOPS_TEST_PVE_NODE`, `HYOPS_TEST_PVE_TEMPLATE` set and
-//!   `cargo test --test conformance real_pve -- --ignored` (see docs/conformance.md); asked
+//!   `cargo test --test suite conformance::real_pve -- --ignored` (see docs/conformance.md); asked
 //!   for without those variables, they fail.
 //!
 //! Known divergences of a target are `Capabilities` flags, each with the observation that
 //! justifies it; only those assertions are skipped for that target. This file only wires names
 //! to bodies; it knows nothing about Proxmox itself.
 
-mod optional;
+pub mod cases;
+pub mod targets;
 
-mod conformance {
-    pub mod cases;
-    pub mod targets;
-}
-
-use conformance::targets::Kind;
+use targets::Kind;
 
 /// For each case name, one test per target kind, each named `<target>::<case>`.
 macro_rules! conformance_tests {
@@ -32,7 +28,7 @@ macro_rules! conformance_tests {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     crate::conformance::targets::run(
-                        crate::Kind::Sim,
+                        crate::conformance::Kind::Sim,
                         stringify!($case),
                         |t| Box::pin(crate::conformance::cases::$case(t)),
                     )
@@ -45,7 +41,7 @@ macro_rules! conformance_tests {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     crate::conformance::targets::run(
-                        crate::Kind::FakePve,
+                        crate::conformance::Kind::FakePve,
                         stringify!($case),
                         |t| Box::pin(crate::conformance::cases::$case(t)),
                     )
@@ -59,7 +55,7 @@ macro_rules! conformance_tests {
                 #[ignore = "needs a real Proxmox VE: set HYOPS_TEST_PVE_* (docs/conformance.md) and pass --ignored"]
                 async fn $case() {
                     crate::conformance::targets::run(
-                        crate::Kind::RealPve,
+                        crate::conformance::Kind::RealPve,
                         stringify!($case),
                         |t| Box::pin(crate::conformance::cases::$case(t)),
                     )

@@ -5,7 +5,7 @@
 //! over the first, and the plan after it is empty too. The apply's own post-apply
 //! verification must agree (an apply that leaves differences fails).
 
-mod common;
+use crate::common;
 
 use common::Harness;
 use hyops_pve::commands::module::{apply_inner, plan_inner};

@@ -4,7 +4,7 @@
 //! the readiness gate and the destroy sync (`hook_netbox_sync.json`) — so `hyops apply` with
 //! the native driver reserves and syncs exactly as `hyops-pve apply` does.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

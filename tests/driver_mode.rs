@@ -2,7 +2,7 @@
 //! the field, results that are always objects, no HyOps state written, the slot lock, and
 //! the state commands (import, state_unlock, state_detach) against the simulator.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -583,7 +583,7 @@ async fn state_unlock_refuses_a_lock_held_by_a_live_run() {
     assert!(err.contains("held by a live run"), "{err}");
 }
 
-mod optional;
+use crate::optional;
 
 #[test]
 fn the_written_spec_keeps_the_upstream_defaults_and_publish_list() {

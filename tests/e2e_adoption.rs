@@ -1,7 +1,7 @@
 //! Adoption of VMs the Terraform path created (VMIDs in the module's tfstate, no marker),
 //! and the per-slot lock seen from a second run.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! creation, idempotency proven by the simulator's own counters, in-place updates, resize,
 //! shrink refusal, set shrink under the guard rules, crash adoption, foreign VMs, faults.
 
-mod common;
+use crate::common;
 
 use common::{Harness, DEMO};
 use hyops_pve::cli::PreflightBypass;

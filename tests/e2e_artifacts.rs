@@ -2,7 +2,7 @@
 //! plan.json, every line of apply_journal.jsonl, and the published outputs in the state.
 //! Also: no secret reaches any file the run writes outside credentials.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

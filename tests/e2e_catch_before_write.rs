@@ -4,7 +4,7 @@
 //! template's size keeps the disk, warns once and publishes the real size; a protected VM
 //! stops destroy before any power change.
 
-mod common;
+use crate::common;
 
 use common::{Harness, DEMO};
 use hyops_pve::commands::module::{apply_inner, destroy_inner, plan_inner};

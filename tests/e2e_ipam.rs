@@ -3,10 +3,8 @@
 //! (`real_netbox::*`, required in CI). Plus the upstream messages of the NetBox and SDN
 //! checks, which need only the embedded NetBox.
 
-mod common;
-mod optional;
-#[path = "netbox_suite/targets.rs"]
-mod targets;
+use crate::common;
+use crate::netbox_suite::targets;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -234,8 +232,8 @@ macro_rules! both {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    if let Some(t) = crate::Ipam::start(crate::Kind::Embedded).await {
-                        crate::$case(t).await;
+                    if let Some(t) = super::Ipam::start(super::Kind::Embedded).await {
+                        super::$case(t).await;
                     }
                 }
             )*
@@ -244,8 +242,8 @@ macro_rules! both {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    if let Some(t) = crate::Ipam::start(crate::Kind::Real).await {
-                        crate::$case(t).await;
+                    if let Some(t) = super::Ipam::start(super::Kind::Real).await {
+                        super::$case(t).await;
                     }
                 }
             )*

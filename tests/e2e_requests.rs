@@ -4,7 +4,7 @@
 //! plan; a running VM's pending answer holds its config) and writes nothing; the report says
 //! what concurrency the windows settled on.
 
-mod common;
+use crate::common;
 
 use common::Harness;
 use hyops_pve::commands::module::apply_inner;

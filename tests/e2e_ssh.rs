@@ -3,7 +3,7 @@
 //! content-addressed cloud-init snippets (delivery, in-place change, nothing written on
 //! re-apply, removal on destroy), the per-VM overrides, and `cloud_init_mode: native`.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 //! string with the project's YAML 1.1 reader and with PyYAML, the parser cloud-init itself
 //! uses.
 
-mod optional;
+use crate::optional;
 
 use std::collections::BTreeMap;
 use std::io::Write;

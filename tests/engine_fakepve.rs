@@ -8,7 +8,7 @@
 //!
 //! Optional target `FAKEPVE` (CI installs fakepve and sets `HYOPS_REQUIRE_FAKEPVE=1`).
 
-mod optional;
+use crate::optional;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};

@@ -2,7 +2,7 @@
 //! killed at arbitrary moments; the target is always the old or the new complete content, and
 //! the temp files the kills leave are removed by the next run's recovery.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -16,6 +16,14 @@ use serde_json::{json, Value};
 const CHILD_ENV: &str = "HYOPS_ATOMIC_TEST_CHILD_TARGET";
 const SIZE: usize = 3 * 1024 * 1024;
 
+/// The harness name of `test` in this file: its module path without the crate
+/// (`hyops_atomic::zz_child_writer_helper` in the suite), for `--exact`.
+fn harness_name(test: &str) -> String {
+    match module_path!().split_once("::") {
+        Some((_, module)) => format!("{module}::{test}"),
+        None => test.to_string(),
+    }
+}
 fn content(fill: char) -> Value {
     json!({"fill": fill.to_string().repeat(SIZE), "marker": fill.to_string()})
 }
@@ -70,7 +78,7 @@ fn partial_reads_in(dir: &Path, control: bool, rounds: u64) -> u64 {
         let mut child = cmd
             .args([
                 "--exact",
-                "zz_child_writer_helper",
+                &harness_name("zz_child_writer_helper"),
                 "--nocapture",
                 "--test-threads=1",
             ])

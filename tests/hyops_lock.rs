@@ -9,6 +9,14 @@ use hyops_pve::hyops::*;
 
 const CHILD_ENV: &str = "HYOPS_LOCK_TEST_CHILD_ROOT";
 
+/// The harness name of `test` in this file: its module path without the crate
+/// (`hyops_lock::zz_child_process_helper` in the suite), for `--exact`.
+fn harness_name(test: &str) -> String {
+    match module_path!().split_once("::") {
+        Some((_, module)) => format!("{module}::{test}"),
+        None => test.to_string(),
+    }
+}
 fn mref() -> ModuleRef {
     ModuleRef::parse(MODULE_REF).unwrap()
 }
@@ -39,7 +47,7 @@ fn spawn_holder(root: &Path) -> (Child, BufReader<ChildStdout>) {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "zz_child_process_helper",
+            &harness_name("zz_child_process_helper"),
             "--nocapture",
             "--test-threads=1",
         ])

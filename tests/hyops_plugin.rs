@@ -3,7 +3,7 @@
 //! `HYOPS_PVE_BIN`. The plug-in's source is imported directly (`PYTHONPATH`), so these tests
 //! exercise the working tree even when an older copy is installed.
 
-mod upstream_hyops;
+use crate::upstream_hyops;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

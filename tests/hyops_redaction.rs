@@ -152,8 +152,8 @@ fn planted_secrets_never_appear_in_written_files() {
 
 // ------------------------------------------------------------------------ failure paths
 
-mod cli_support;
-mod common;
+use crate::cli_support;
+use crate::common;
 
 use hyops_pve::hyops::ReadyRootSeed;
 use hyops_pve::sim::{FaultAction, FaultRule, SimConfig};

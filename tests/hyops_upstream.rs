@@ -2,8 +2,8 @@
 //! (`iac/proxmox-native`) against the simulator: hyops writes the state, hyops-pve does the
 //! work. Requires upstream hyops and the plug-in in `.venv-hyops` (CI: `HYOPS_REQUIRE_UPSTREAM=1`).
 
-mod common;
-mod upstream_hyops;
+use crate::common;
+use crate::upstream_hyops;
 
 use common::DEMO;
 use hyops_pve::hyops::PUBLISH_KEYS;

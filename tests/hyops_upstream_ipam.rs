@@ -4,8 +4,8 @@
 //! simulator and syncs NetBox; hyops writes the state. Requires upstream hyops and the plug-in
 //! in `.venv-hyops` (CI: `HYOPS_REQUIRE_UPSTREAM=1`).
 
-mod common;
-mod upstream_hyops;
+use crate::common;
+use crate::upstream_hyops;
 
 use common::netbox::{self, IPAM_POOL};
 use hyops_pve::commands::simroot::{sim_netbox_seed, write_netbox_root};

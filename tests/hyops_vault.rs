@@ -8,7 +8,7 @@
 //!   `HYOPS_REQUIRE_UPSTREAM`; python from `HYOPS_UPSTREAM_PYTHON`, default
 //!   `<repo>/.venv-hyops/bin/python`).
 
-mod optional;
+use crate::optional;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

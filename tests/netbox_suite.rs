@@ -8,13 +8,10 @@
 //!
 //! A difference between the two is a bug in the embedded NetBox: fix it there.
 
-mod optional;
-mod netbox_suite {
-    pub mod cases;
-    pub mod targets;
-}
+pub mod cases;
+pub mod targets;
 
-use netbox_suite::targets::Kind;
+use targets::Kind;
 
 macro_rules! netbox_tests {
     ($($case:ident),* $(,)?) => {
@@ -22,7 +19,7 @@ macro_rules! netbox_tests {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $case() {
-                    crate::netbox_suite::targets::run(crate::Kind::Embedded, stringify!($case),
+                    crate::netbox_suite::targets::run(crate::netbox_suite::Kind::Embedded, stringify!($case),
                         |t| Box::pin(crate::netbox_suite::cases::$case(t))).await;
                 }
             )*
@@ -31,7 +28,7 @@ macro_rules! netbox_tests {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $case() {
-                    crate::netbox_suite::targets::run(crate::Kind::Real, stringify!($case),
+                    crate::netbox_suite::targets::run(crate::netbox_suite::Kind::Real, stringify!($case),
                         |t| Box::pin(crate::netbox_suite::cases::$case(t))).await;
                 }
             )*

@@ -4,7 +4,7 @@
 //! clone; permanent Proxmox answers are sent once; oversized answers are refused naming the
 //! call; destroy follows apply's state sequence.
 
-mod common;
+use crate::common;
 
 use common::{Harness, DEMO};
 use hyops_pve::commands::module::{apply_inner, destroy_inner, plan_inner};

@@ -3,7 +3,7 @@
 //! field, the value and the rule, every problem at once; an apply on the simulator then sends
 //! nothing at all.
 
-mod common;
+use crate::common;
 
 use common::{Harness, DEMO};
 use hyops_pve::commands::module::{apply_inner, validate_inner};

@@ -1,7 +1,7 @@
 //! Simulator wire behaviour: authentication, parameter verification, unknown methods, wrong
 //! node, nextid, resources, fault injection, time scale, TLS and state persistence.
 
-mod sim_support;
+use crate::sim_support;
 
 use hyops_pve::sim::{FaultAction, FaultRule, SimConfig, SimState, Simulator};
 use sim_support::{start, start_with, T};

@@ -3,7 +3,7 @@
 //! whose waiters time out with Proxmox's messages when too many queue (pve-storage
 //! `Plugin.pm` 759–774: a flock for local storage, a pmxcfs lock for shared storage).
 
-mod sim_support;
+use crate::sim_support;
 
 use hyops_pve::sim::{ClusterDescription, LatencyModel, SimConfig};
 use sim_support::{start_with, T};

@@ -4,7 +4,7 @@
 //! as qemu-server 9.2 does (hot-pluggable or not), serves the read endpoints common clients
 //! use, never repeats a MAC across restarts, and delays failed logins like PVE.
 
-mod sim_support;
+use crate::sim_support;
 
 use hyops_pve::sim::model::{BridgeDesc, StorageDesc};
 use hyops_pve::sim::{ClusterDescription, SimConfig, SimState};

@@ -1,7 +1,7 @@
 //! Simulator qemu-server semantics: clone locking and races, `lock: clone`, resize, power,
 //! destroy, pending config, guest agent and cloud-init output.
 
-mod sim_support;
+use crate::sim_support;
 
 use sim_support::{start, urlenc, T};
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! it lists: names, types, formats, required flags, enums and ranges. Skips (and says so) when
 //! the dump is not present.
 
-mod optional;
+use crate::optional;
 
 use hyops_pve::sim::spec::{spec, FormatRef, NamedFormat, Schema};
 use serde_json::Value;

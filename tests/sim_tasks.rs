@@ -3,8 +3,8 @@
 //! batched task polling relies on. Entries are checked against the `returns` schema of
 //! `pve-apidoc.json` when the dump is present.
 
-mod optional;
-mod sim_support;
+use crate::optional;
+use crate::sim_support;
 
 use serde_json::Value;
 use sim_support::{start, T};

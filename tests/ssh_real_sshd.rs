@@ -5,7 +5,7 @@
 //! pass and fail here exactly as against the simulator. Required in CI
 //! (`HYOPS_REQUIRE_SSHD=1`), SKIPPED where `sshd` is not installed.
 
-mod optional;
+use crate::optional;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

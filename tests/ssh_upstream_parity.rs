@@ -4,7 +4,7 @@
 //! the summary of a gate that probes nothing. Required in CI (`HYOPS_REQUIRE_UPSTREAM=1`);
 //! python from `HYOPS_UPSTREAM_PYTHON`, default `<repo>/.venv-hyops/bin/python`.
 
-mod optional;
+use crate::optional;
 
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -5,7 +5,7 @@
 //! the hostile test pass on issue 7: a `--sim` apply interrupted mid-clone saved such a VM,
 //! and every later run sat silent for ten minutes.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

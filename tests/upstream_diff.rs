@@ -10,7 +10,7 @@
 
 #[path = "upstream/cases.rs"]
 mod cases;
-mod optional;
+use crate::optional;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -13,8 +13,7 @@ use hyops_pve::commands::simroot::write_sim_root;
 use hyops_pve::sim::{SimConfig, SimHandle, Simulator};
 use serde_json::Value;
 
-#[path = "../optional/mod.rs"]
-mod optional;
+use crate::optional;
 
 /// The python of the venv holding upstream hyops and the plug-in.
 pub fn python() -> PathBuf {
