@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 
 fn bin(home: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_hyops-pve"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("HYOPS_") || k.starts_with("PROXMOX_") {
+    // by bytes: a variable that is not UTF-8 must neither panic the harness nor slip through
+    for (k, _) in std::env::vars_os() {
+        let name = k.as_encoded_bytes();
+        if name.starts_with(b"HYOPS_") || name.starts_with(b"PROXMOX_") {
             c.env_remove(k);
         }
     }

@@ -13,6 +13,7 @@ mod upstream_hyops;
 
 mod chaos;
 mod cli;
+mod cli_env;
 mod cli_envelope;
 mod cli_exit_codes;
 mod cli_hostile;

@@ -13,6 +13,7 @@ pub mod netbox_dataset;
 pub mod netbox_sync;
 pub mod output;
 pub mod phases;
+pub mod procenv;
 pub mod progress;
 pub mod rebuild;
 pub mod simroot;
@@ -64,6 +65,12 @@ impl CliError {
             message: message.into(),
             code: EXIT_CANCELLED,
         }
+    }
+}
+
+impl From<procenv::NotUnicode> for CliError {
+    fn from(e: procenv::NotUnicode) -> Self {
+        Self::msg(e.to_string())
     }
 }
 
@@ -213,9 +220,12 @@ pub fn run(cli: Cli) -> i32 {
         | Command::Destroy { module, .. }
         | Command::Rebuild { module, .. } => module.verbose,
         // hyops -v sets HYOPS_VERBOSE=1 for its drivers.
-        Command::Driver { .. } => {
-            std::env::var("HYOPS_VERBOSE").is_ok_and(|v| !v.trim().is_empty() && v.trim() != "0")
-        }
+        // A HYOPS_VERBOSE that is not UTF-8 is refused by the driver's own read of the
+        // environment; here it only means "not verbose".
+        Command::Driver { .. } => procenv::var("HYOPS_VERBOSE")
+            .ok()
+            .flatten()
+            .is_some_and(|v| !v.trim().is_empty() && v.trim() != "0"),
         _ => false,
     };
     init_tracing(verbose);

@@ -48,7 +48,7 @@ fn check_bypass(command: &str, bypass: &PreflightBypass) -> Result<Option<String
 
 /// `hyops-pve preflight`.
 pub async fn preflight(args: &ModuleArgs, strict: bool) -> Result<i32, CliError> {
-    require_inputs(args, &std::env::vars().collect(), "preflight")?;
+    require_inputs(args, &super::procenv::map()?, "preflight")?;
     let mut ctx = Ctx::new(args).await?;
     let result = match ctx.require_existing_root() {
         Ok(()) => preflight_inner(&ctx, strict).await,
@@ -135,7 +135,7 @@ pub async fn preflight_inner(ctx: &Ctx, strict: bool) -> Result<i32, CliError> {
 /// the driver contract's API-free steps: bridge aliases, `build_image`, the VM-set guards and
 /// the template resolved from its `core/onprem/template-image` state.
 pub async fn validate(args: &ModuleArgs) -> Result<i32, CliError> {
-    require_inputs(args, &std::env::vars().collect(), "validate")?;
+    require_inputs(args, &super::procenv::map()?, "validate")?;
     let mut ctx = Ctx::new(args).await?;
     let result = validate_inner(&ctx).await;
     ctx.finish().await?;
@@ -178,7 +178,7 @@ pub async fn plan(
     detailed_exitcode: bool,
     out: Option<&Path>,
 ) -> Result<i32, CliError> {
-    require_inputs(args, &std::env::vars().collect(), "plan")?;
+    require_inputs(args, &super::procenv::map()?, "plan")?;
     let mut ctx = Ctx::new(args).await?;
     let result = match ctx.require_existing_root() {
         Ok(()) => plan_inner(&ctx, detailed_exitcode, out).await,
@@ -243,7 +243,7 @@ pub async fn apply(
     plan_file: Option<&Path>,
 ) -> Result<i32, CliError> {
     let reason = check_bypass("apply", bypass)?;
-    require_inputs(args, &std::env::vars().collect(), "apply")?;
+    require_inputs(args, &super::procenv::map()?, "apply")?;
     let mut ctx = Ctx::new(args).await?;
     let result = match ctx.require_existing_root() {
         Ok(()) => apply_inner(&ctx, reason, plan_file).await,
@@ -505,7 +505,7 @@ pub async fn destroy_inner(ctx: &Ctx, bypass_reason: Option<String>) -> Result<S
 
 /// `hyops-pve state show`: reads the slot's state file; starts nothing, creates nothing.
 pub async fn state_show(args: &StateShowArgs) -> Result<i32, CliError> {
-    let env_vars: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+    let env_vars = super::procenv::map()?;
     let module = crate::inputs::canonical_module_ref(&args.module)
         .map_err(|e| CliError::msg(e.to_string()))?;
     let module_ref = hyops::ModuleRef::parse(module).map_err(CliError::hyops)?;

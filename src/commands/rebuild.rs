@@ -40,7 +40,7 @@ pub async fn rebuild(
             )));
         }
     }
-    require_inputs(args, &std::env::vars().collect(), "rebuild")?;
+    require_inputs(args, &super::procenv::map()?, "rebuild")?;
     if !yes {
         if !std::io::stdin().is_terminal() {
             return Err(CliError::msg(format!(
