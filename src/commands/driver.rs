@@ -93,13 +93,17 @@ pub fn main(request_file: Option<&Path>) -> i32 {
     };
     let outcome = super::guard(|| Ok(runtime.block_on(driver(request_file))));
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
-    match outcome {
+    let code = match outcome {
         Ok(code) => code,
         Err(e) => {
             print_result(&DriverResult::error("", "unknown", e.message));
             e.code
         }
-    }
+    };
+    // The queued progress and log lines out before the process exits (bounded: an unread
+    // stderr must not keep it alive); the plug-in keeps them in hyops-pve.log.
+    output::flush_stderr(std::time::Duration::from_secs(2));
+    code
 }
 
 /// The one result document, on one stdout line.

@@ -692,8 +692,7 @@ pub fn print_plan(plan: &PlanArtifact) {
     if output::is_json() {
         return;
     }
-    use std::io::IsTerminal;
-    let color = std::io::stdout().is_terminal();
+    let color = output::colour_stdout();
     output::result_text(&render(plan, color));
 }
 
