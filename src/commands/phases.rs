@@ -909,7 +909,7 @@ pub async fn execute_plan(
             if let Some(b) = &bar {
                 b.abandon();
             }
-            return Err(CliError::cancelled(format!("apply cancelled by the operator ({sig}); every started step was ended and journalled; VMs already created carry the ownership marker and are adopted by the next apply")));
+            return Err(CliError::cancelled(format!("apply cancelled by the operator ({sig}); every started step was ended and journalled; VMs already created carry the ownership marker and are adopted by the next apply (clone tasks already sent keep running on their nodes: the next apply waits for them)")));
         }
     };
     if let Some(b) = bar {
