@@ -27,21 +27,45 @@ use crate::hyops::{
 };
 use crate::inputs::{sanitize_rerun_inputs, LifecycleCommand};
 
-fn check_bypass(command: &str, bypass: &PreflightBypass) -> Result<Option<String>, CliError> {
-    if !bypass.skip_preflight {
-        return Ok(None);
-    }
+/// The longest `--preflight-bypass-reason`, in characters (upstream
+/// `hyops/runtime/preflight_decision.py` `MAX_BYPASS_REASON_LENGTH`).
+const MAX_BYPASS_REASON_CHARS: usize = 500;
+
+/// Check the preflight bypass flags of a mutating command (`apply`, `destroy`, `rebuild`) in
+/// upstream's order and words (`validate_preflight_bypass`, preflight_decision.py): a reason
+/// without `--skip-preflight`, a reason that is not one printable line, one over 500
+/// characters, and `--skip-preflight` without a reason are refused. Returns the trimmed reason
+/// when preflight is bypassed, `None` when it runs. Control characters are refused as upstream
+/// does (below 32 and 127), and also the C1 controls (128–159), which a terminal would act on
+/// when the decision record is shown.
+pub(crate) fn check_bypass(bypass: &PreflightBypass) -> Result<Option<String>, CliError> {
     let reason = bypass
         .preflight_bypass_reason
         .as_deref()
         .map(str::trim)
         .unwrap_or("");
-    let printable =
-        !reason.is_empty() && reason.len() <= 500 && !reason.chars().any(|c| c.is_control());
-    if !printable {
+    if !reason.is_empty() && !bypass.skip_preflight {
+        return Err(CliError::msg(
+            "--preflight-bypass-reason requires --skip-preflight",
+        ));
+    }
+    if reason.chars().any(char::is_control) {
+        return Err(CliError::msg(
+            "--preflight-bypass-reason must be a single printable line",
+        ));
+    }
+    if reason.chars().count() > MAX_BYPASS_REASON_CHARS {
         return Err(CliError::msg(format!(
-            "--skip-preflight for a mutating command requires --preflight-bypass-reason (command: {command}; a single printable line of at most 500 characters)"
+            "--preflight-bypass-reason must not exceed {MAX_BYPASS_REASON_CHARS} characters"
         )));
+    }
+    if !bypass.skip_preflight {
+        return Ok(None);
+    }
+    if reason.is_empty() {
+        return Err(CliError::msg(
+            "--skip-preflight for a mutating command requires --preflight-bypass-reason",
+        ));
     }
     Ok(Some(reason.to_string()))
 }
@@ -242,7 +266,7 @@ pub async fn apply(
     bypass: &PreflightBypass,
     plan_file: Option<&Path>,
 ) -> Result<i32, CliError> {
-    let reason = check_bypass("apply", bypass)?;
+    let reason = check_bypass(bypass)?;
     require_inputs(args, &super::procenv::map()?, "apply")?;
     let mut ctx = Ctx::new(args).await?;
     let result = match ctx.require_existing_root() {
@@ -426,7 +450,7 @@ fn finish_apply(
 
 /// `hyops-pve destroy`.
 pub async fn destroy(args: &ModuleArgs, bypass: &PreflightBypass) -> Result<i32, CliError> {
-    let reason = check_bypass("destroy", bypass)?;
+    let reason = check_bypass(bypass)?;
     let mut ctx = Ctx::new(args).await?;
     let result = match ctx.require_existing_root() {
         Ok(()) => destroy_inner(&ctx, reason).await,
