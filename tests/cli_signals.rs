@@ -31,8 +31,9 @@ fn signal(child: &Child, sig: i32) {
     }
 }
 
-/// Read stderr lines (in a thread) until one starts with `prefix`; returns the lines so far.
-fn wait_for_line(child: &mut Child, prefix: &'static str) -> Vec<String> {
+/// The child's stderr, line by line, read in a thread (so the child never blocks on a full
+/// pipe while the test waits).
+fn stderr_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
     let err = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -42,6 +43,12 @@ fn wait_for_line(child: &mut Child, prefix: &'static str) -> Vec<String> {
             }
         }
     });
+    rx
+}
+
+/// Read stderr lines until one starts with `prefix`; returns the lines so far.
+fn wait_for_line(child: &mut Child, prefix: &'static str) -> Vec<String> {
+    let rx = stderr_lines(child);
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut lines = Vec::new();
     while Instant::now() < deadline {
@@ -218,15 +225,7 @@ fn ctrl_c_mid_clone_says_the_clone_task_goes_on_and_never_promises_a_wait() {
     // simulator copies the template's disk, so the clones are in flight when the signal comes.
     let mut child = spawn_apply(home.path(), "1", &[]);
     let stdout = read_stdout(&mut child);
-    let err = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = stderr_lines(&mut child);
     let mut lines: Vec<String> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while !lines.iter().any(|l| l.starts_with("run record: ")) {
