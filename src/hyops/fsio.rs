@@ -141,9 +141,22 @@ pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Write a file atomically (0600) from a writer: `fill` writes into a buffered temp file,
-/// which is then fsynced and renamed over `path`. Nothing is built in memory first.
+/// which is then fsynced and renamed over `path`. Nothing is built in memory first. A failure
+/// is [`HyopsError::Write`] naming `path` (not the temp file, which is removed): `path`
+/// keeps its previous content.
 pub fn write_atomic_with(
     path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<()> {
+    write_atomic_reserved(path, None, fill)
+}
+
+/// [`write_atomic_with`] into the room `reserve` set aside for `path` (see [`Reserve`]): the
+/// content overwrites the reserved blocks, so it needs no new space up to the reserved size.
+/// With `None`, a fresh temp file. The reserve is used up either way (removed on failure).
+pub fn write_atomic_reserved(
+    path: &Path,
+    reserve: Option<Reserve>,
     fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> Result<()> {
     let dir = path
@@ -151,30 +164,195 @@ pub fn write_atomic_with(
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     ensure_dir(dir)?;
-    let tmp = temp_name(path)?;
+    let (tmp, reserved) = match reserve.and_then(Reserve::into_parts) {
+        Some((tmp, file)) => (tmp, Some(file)),
+        None => (temp_name(path)?, None),
+    };
     let result = (|| -> Result<()> {
-        let f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| HyopsError::io(&tmp, e))?;
+        let f = match reserved {
+            Some(f) => f,
+            None => OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(|e| HyopsError::write(path, e))?,
+        };
         let mut w = std::io::BufWriter::with_capacity(256 << 10, f);
-        fill(&mut w).map_err(|e| HyopsError::io(&tmp, e))?;
-        let f = w
+        fill(&mut w).map_err(|e| HyopsError::write(path, e))?;
+        faults::check(path).map_err(|e| HyopsError::write(path, e))?;
+        let mut f = w
             .into_inner()
-            .map_err(|e| HyopsError::io(&tmp, e.into_error()))?;
+            .map_err(|e| HyopsError::write(path, e.into_error()))?;
+        // a reserved file is longer than its new content: cut it where the content ends
+        let len = std::io::Seek::stream_position(&mut f).map_err(|e| HyopsError::write(path, e))?;
+        if f.metadata().map_err(|e| HyopsError::write(path, e))?.len() != len {
+            f.set_len(len).map_err(|e| HyopsError::write(path, e))?;
+        }
         // umask cannot widen 0600, but an inherited ACL could; pin the mode explicitly.
         f.set_permissions(fs::Permissions::from_mode(0o600))
-            .map_err(|e| HyopsError::io(&tmp, e))?;
-        f.sync_all().map_err(|e| HyopsError::io(&tmp, e))?;
-        fs::rename(&tmp, path).map_err(|e| HyopsError::io(path, e))?;
+            .map_err(|e| HyopsError::write(path, e))?;
+        f.sync_all().map_err(|e| HyopsError::write(path, e))?;
+        fs::rename(&tmp, path).map_err(|e| HyopsError::write(path, e))?;
         fsync_dir(dir)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Room set aside on the filesystem for a later atomic write of one file: a temp file beside
+/// it, named as the writer's temp files are (so [`remove_stale_temps`] removes one a killed
+/// run left), whose blocks are allocated now (`posix_fallocate(3)`). [`write_atomic_reserved`]
+/// writes the content into those blocks, so that write cannot run out of space as long as it
+/// fits, however full the disk has become meanwhile (on copy-on-write filesystems such as
+/// btrfs or ZFS the blocks are a best effort, not a guarantee). Dropped unused, the file is
+/// removed and the room given back.
+#[derive(Debug)]
+pub struct Reserve {
+    tmp: PathBuf,
+    file: Option<File>,
+}
+
+impl Reserve {
+    /// Set aside `bytes` (at least one byte) for a later write of `target`. Fails, naming
+    /// `target`, when the filesystem does not have them.
+    pub fn new(target: &Path, bytes: u64) -> Result<Self> {
+        let dir = target
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        ensure_dir(dir)?;
+        let tmp = temp_name(target)?;
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| HyopsError::write(target, e))?;
+        // from here on, dropping the reserve removes the temp file
+        let reserve = Self {
+            tmp,
+            file: Some(file),
+        };
+        faults::check(target).map_err(|e| HyopsError::write(target, e))?;
+        let len = libc::off_t::try_from(bytes.max(1)).map_err(|_| {
+            HyopsError::write(
+                target,
+                std::io::Error::other(format!("cannot reserve {bytes} bytes")),
+            )
+        })?;
+        if let Some(f) = &reserve.file {
+            use std::os::fd::AsRawFd;
+            // SAFETY: the descriptor belongs to `f`, which is open for the whole call;
+            // posix_fallocate only allocates blocks of that file (it returns the errno).
+            let rc = unsafe { libc::posix_fallocate(f.as_raw_fd(), 0, len) };
+            if rc != 0 {
+                return Err(HyopsError::write(
+                    target,
+                    std::io::Error::from_raw_os_error(rc),
+                ));
+            }
+        }
+        Ok(reserve)
+    }
+
+    /// The temp file and its open handle, handed to the writer (which then owns the file).
+    fn into_parts(mut self) -> Option<(PathBuf, File)> {
+        let file = self.file.take()?;
+        Some((std::mem::take(&mut self.tmp), file))
+    }
+}
+
+impl Drop for Reserve {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Injected write failures: a seam for tests (as the simulator's fault file is for Proxmox),
+/// reproducing a full disk or a failing device deterministically, file by file. A fault
+/// applies only to writes under one directory (a test's own temp dir), so tests running in
+/// parallel in one process never see each other's faults; without one, a write pays one
+/// atomic load. Every durable write of the crate is checked: the atomic writer (after the
+/// content is in its temp file, before the rename), [`Reserve::new`], the journal appends.
+pub mod faults {
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    /// Writes of a file name (or of every file) under a directory fail with an OS error.
+    #[derive(Debug, Clone)]
+    pub struct WriteFault {
+        /// Only paths under this directory are affected.
+        pub under: PathBuf,
+        /// The file name the fault applies to; `None`: every file under `under`.
+        pub file_name: Option<String>,
+        /// How many matching writes succeed before the failures start (0: the first fails).
+        pub after: u32,
+        /// The OS error the failing writes return (`libc::ENOSPC` for a full disk).
+        pub errno: i32,
+    }
+
+    struct Active {
+        id: u64,
+        fault: WriteFault,
+        passed: u32,
+    }
+
+    static ACTIVE: Mutex<Vec<Active>> = Mutex::new(Vec::new());
+    static COUNT: AtomicUsize = AtomicUsize::new(0);
+    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+    /// Removes its fault when dropped.
+    #[must_use = "the fault is removed when the guard is dropped"]
+    pub struct FaultGuard(u64);
+
+    impl Drop for FaultGuard {
+        fn drop(&mut self) {
+            let mut active = ACTIVE.lock().unwrap_or_else(|p| p.into_inner());
+            active.retain(|a| a.id != self.0);
+            COUNT.store(active.len(), Ordering::SeqCst);
+        }
+    }
+
+    /// Make matching writes fail until the guard is dropped.
+    pub fn inject(fault: WriteFault) -> FaultGuard {
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let mut active = ACTIVE.lock().unwrap_or_else(|p| p.into_inner());
+        active.push(Active {
+            id,
+            fault,
+            passed: 0,
+        });
+        COUNT.store(active.len(), Ordering::SeqCst);
+        FaultGuard(id)
+    }
+
+    /// The injected error for a write of `path`, if a fault matches it.
+    pub(crate) fn check(path: &Path) -> std::io::Result<()> {
+        if COUNT.load(Ordering::SeqCst) == 0 {
+            return Ok(());
+        }
+        let mut active = ACTIVE.lock().unwrap_or_else(|p| p.into_inner());
+        let name = path.file_name().and_then(|n| n.to_str());
+        for a in active.iter_mut() {
+            let f = &a.fault;
+            let named = f.file_name.as_deref().is_none_or(|n| Some(n) == name);
+            if !named || !path.starts_with(&f.under) {
+                continue;
+            }
+            if a.passed < f.after {
+                a.passed += 1;
+                continue;
+            }
+            return Err(std::io::Error::from_raw_os_error(f.errno));
+        }
+        Ok(())
+    }
 }
 
 /// Write `value` as [`render_json`] does (sorted keys, 2-space indent, final newline), with
@@ -449,6 +627,21 @@ pub fn write_json_atomic(path: &Path, value: &Value) -> Result<()> {
     write_json_atomic_ser(path, &Sorted(value))
 }
 
+/// Append `line` to `f` (the file at `path`, opened for appending by this one writer) whole or
+/// not at all: a write that fails part-way (a disk filling up mid-line) is cut back to the
+/// file's previous length, so the file never ends in half a line.
+pub fn append_whole(f: &mut File, path: &Path, line: &[u8]) -> std::io::Result<()> {
+    let before = f.metadata()?.len();
+    let written = match faults::check(path) {
+        Ok(()) => f.write_all(line),
+        // an injected fault fails as a full disk does: after part of the line is written
+        Err(e) => f.write_all(&line[..line.len() / 2]).and(Err(e)),
+    };
+    written.inspect_err(|_| {
+        let _ = f.set_len(before);
+    })
+}
+
 /// Append one compact JSON line (sorted keys) to a journal file (0600), fsynced.
 pub fn append_jsonl(path: &Path, value: &Value) -> Result<()> {
     if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -464,10 +657,9 @@ pub fn append_jsonl(path: &Path, value: &Value) -> Result<()> {
         .create(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| HyopsError::io(path, e))?;
-    f.write_all(line.as_bytes())
-        .map_err(|e| HyopsError::io(path, e))?;
-    f.sync_data().map_err(|e| HyopsError::io(path, e))
+        .map_err(|e| HyopsError::write(path, e))?;
+    append_whole(&mut f, path, line.as_bytes()).map_err(|e| HyopsError::write(path, e))?;
+    f.sync_data().map_err(|e| HyopsError::write(path, e))
 }
 
 /// Read a JSON file. `Ok(None)` when it does not exist.
