@@ -3,7 +3,6 @@
 //! so a run killed mid-way still leaves a readable journal. Knows nothing about Proxmox.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -43,6 +42,44 @@ pub struct Journal {
     path: PathBuf,
     file: Mutex<Option<File>>,
     run_id: String,
+    /// Lines written and lost, and why the first lost one could not be written.
+    tally: Mutex<Tally>,
+}
+
+#[derive(Default)]
+struct Tally {
+    written: u64,
+    lost: u64,
+    /// The first failure's message and whether the filesystem was full.
+    first: Option<(String, bool)>,
+}
+
+/// Lines a journal could not write (a full disk, a failing device). The journal keeps trying
+/// each later line, and never ends in half a line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JournalLoss {
+    pub path: PathBuf,
+    /// Lines not written.
+    pub lines: u64,
+    /// Lines written (the journal holds these).
+    pub written: u64,
+    /// The OS error of the first lost line.
+    pub first_error: String,
+    /// `ENOSPC` or `EDQUOT`: the filesystem is full.
+    pub storage_full: bool,
+}
+
+impl std::fmt::Display for JournalLoss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cannot write {}: {} ({} of {} line(s) lost)",
+            self.path.display(),
+            self.first_error,
+            self.lines,
+            self.lines + self.written
+        )
+    }
 }
 
 /// Journal I/O failure.
@@ -72,6 +109,7 @@ impl Journal {
             path: path.to_path_buf(),
             file: Mutex::new(Some(file)),
             run_id: run_id.to_string(),
+            tally: Mutex::new(Tally::default()),
         })
     }
 
@@ -81,6 +119,7 @@ impl Journal {
             path: PathBuf::new(),
             file: Mutex::new(None),
             run_id: run_id.to_string(),
+            tally: Mutex::new(Tally::default()),
         }
     }
 
@@ -92,8 +131,9 @@ impl Journal {
         &self.run_id
     }
 
-    /// Append one event. A write failure is logged, not fatal: the journal is evidence, and
-    /// losing a line must not abandon VMs half-way.
+    /// Append one event. A write failure is not fatal (the journal is evidence, and losing a
+    /// line must not abandon VMs half-way): the line is cut back, the first failure is logged
+    /// once, and every lost line is counted for [`Self::loss`], which the run reports.
     pub fn record(&self, mut ev: JournalEvent) {
         ev.v = JOURNAL_SCHEMA_VERSION;
         ev.run_id = self.run_id.clone();
@@ -105,11 +145,44 @@ impl Journal {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if let Some(f) = guard.as_mut() {
-            if let Err(e) = f.write_all(line.as_bytes()).and_then(|_| f.flush()) {
-                tracing::warn!(path = %self.path.display(), error = %e, "apply journal write failed");
+        let Some(f) = guard.as_mut() else {
+            return;
+        };
+        let result = crate::hyops::fsio::append_whole(f, &self.path, line.as_bytes());
+        let mut tally = match self.tally.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match result {
+            Ok(()) => tally.written += 1,
+            Err(e) => {
+                tally.lost += 1;
+                if tally.first.is_none() {
+                    tracing::warn!(
+                        path = %self.path.display(),
+                        error = %e,
+                        "apply journal write failed; the run goes on, counts the lines it cannot write and reports them at its end"
+                    );
+                    tally.first = Some((e.to_string(), crate::hyops::error::io_storage_full(&e)));
+                }
             }
         }
+    }
+
+    /// The lines this journal could not write, if any.
+    pub fn loss(&self) -> Option<JournalLoss> {
+        let tally = match self.tally.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let (first_error, storage_full) = tally.first.clone()?;
+        Some(JournalLoss {
+            path: self.path.clone(),
+            lines: tally.lost,
+            written: tally.written,
+            first_error,
+            storage_full,
+        })
     }
 }
 
