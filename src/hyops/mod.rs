@@ -59,7 +59,8 @@ pub use detached::{DetachedVm, DetachedVms};
 pub use error::{HyopsError, Result};
 pub use evidence::{
     evidence_dir, rebuild_dir, write_cli_result, write_driver_result, write_inputs_resolved,
-    write_meta, write_resolved_inputs_yaml, PreflightDecision, RebuildSummary,
+    write_meta, write_resolved_inputs_yaml, EvidenceFailure, EvidenceFailures, PreflightDecision,
+    RebuildSummary,
 };
 pub use fsio::{
     append_jsonl, render_json, sort_keys, write_json_atomic, write_json_atomic_ser,
