@@ -190,3 +190,64 @@ impl Journal {
 pub fn now_ts() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(vm: &str) -> JournalEvent {
+        JournalEvent {
+            v: 0,
+            ts: now_ts(),
+            run_id: String::new(),
+            vm: vm.into(),
+            vmid: None,
+            node: None,
+            action: "clone".into(),
+            event: "start".into(),
+            result: None,
+            duration_ms: None,
+            attempts: None,
+            api_calls: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn lines_that_cannot_be_written_are_counted_and_the_journal_keeps_whole_lines() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("apply_journal.jsonl");
+        let j = Journal::open(&path, "apply-1").unwrap();
+        j.record(event("a"));
+        assert_eq!(j.loss(), None);
+        {
+            let _full =
+                crate::hyops::fsio::faults::inject(crate::hyops::fsio::faults::WriteFault {
+                    under: d.path().to_path_buf(),
+                    file_name: None,
+                    after: 0,
+                    failures: None,
+                    errno: libc::ENOSPC,
+                });
+            j.record(event("b"));
+            j.record(event("c"));
+        }
+        j.record(event("d"));
+        let loss = j.loss().unwrap();
+        assert_eq!((loss.lines, loss.written), (2, 2));
+        assert!(loss.storage_full);
+        assert_eq!(
+            loss.to_string(),
+            format!(
+                "cannot write {}: No space left on device (os error 28) (2 of 4 line(s) lost)",
+                path.display()
+            )
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        let vms: Vec<String> = text
+            .lines()
+            .map(|l| serde_json::from_str::<JournalEvent>(l).unwrap().vm)
+            .collect();
+        assert_eq!(vms, ["a", "d"]);
+    }
+}

@@ -293,6 +293,8 @@ pub mod faults {
         pub file_name: Option<String>,
         /// How many matching writes succeed before the failures start (0: the first fails).
         pub after: u32,
+        /// How many matching writes fail then (`None`: every later one).
+        pub failures: Option<u32>,
         /// The OS error the failing writes return (`libc::ENOSPC` for a full disk).
         pub errno: i32,
     }
@@ -301,6 +303,7 @@ pub mod faults {
         id: u64,
         fault: WriteFault,
         passed: u32,
+        failed: u32,
     }
 
     static ACTIVE: Mutex<Vec<Active>> = Mutex::new(Vec::new());
@@ -327,6 +330,7 @@ pub mod faults {
             id,
             fault,
             passed: 0,
+            failed: 0,
         });
         COUNT.store(active.len(), Ordering::SeqCst);
         FaultGuard(id)
@@ -349,6 +353,10 @@ pub mod faults {
                 a.passed += 1;
                 continue;
             }
+            if f.failures.is_some_and(|n| a.failed >= n) {
+                continue;
+            }
+            a.failed += 1;
             return Err(std::io::Error::from_raw_os_error(f.errno));
         }
         Ok(())
@@ -751,5 +759,128 @@ mod tests {
         let mut empty = whole.clone();
         empty["vms"] = json!([]);
         assert_eq!(String::from_utf8(out).unwrap(), super::render_json(&empty));
+    }
+
+    fn full_disk(under: &std::path::Path, name: Option<&str>) -> super::faults::FaultGuard {
+        super::faults::inject(super::faults::WriteFault {
+            under: under.to_path_buf(),
+            file_name: name.map(str::to_string),
+            after: 0,
+            failures: None,
+            errno: libc::ENOSPC,
+        })
+    }
+
+    fn temps(dir: &std::path::Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.contains(".tmp-"))
+            .collect()
+    }
+
+    #[test]
+    fn a_failed_atomic_write_names_its_target_keeps_the_old_content_and_leaves_no_temp_file() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("apply_report.json");
+        super::write_bytes_atomic(&target, b"old").unwrap();
+        let _fault = full_disk(d.path(), Some("apply_report.json"));
+        let e = super::write_bytes_atomic(&target, b"new").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "cannot write {}: No space left on device (os error 28)",
+                target.display()
+            )
+        );
+        assert!(e.storage_full());
+        assert_eq!(std::fs::read(&target).unwrap(), b"old");
+        assert!(temps(d.path()).is_empty(), "{:?}", temps(d.path()));
+    }
+
+    #[test]
+    fn an_injected_fault_touches_only_its_directory_and_file_name() {
+        let d = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let _fault = full_disk(d.path(), Some("plan.json"));
+        super::write_bytes_atomic(&other.path().join("plan.json"), b"x").unwrap();
+        super::write_bytes_atomic(&d.path().join("plan.txt"), b"x").unwrap();
+        assert!(super::write_bytes_atomic(&d.path().join("plan.json"), b"x").is_err());
+    }
+
+    #[test]
+    fn a_fault_after_n_writes_lets_them_through_then_fails_as_many_times_as_told() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("latest.json");
+        let _fault = super::faults::inject(super::faults::WriteFault {
+            under: d.path().to_path_buf(),
+            file_name: Some("latest.json".into()),
+            after: 2,
+            failures: Some(1),
+            errno: libc::EIO,
+        });
+        let results: Vec<bool> = (0..4)
+            .map(|_| super::write_bytes_atomic(&target, b"x").is_ok())
+            .collect();
+        assert_eq!(results, [true, true, false, true]);
+    }
+
+    #[test]
+    fn a_reserved_write_replaces_the_target_with_exactly_its_content() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("latest.json");
+        super::write_bytes_atomic(&target, b"old").unwrap();
+        let reserve = super::Reserve::new(&target, 64 << 10).unwrap();
+        let held = temps(d.path());
+        assert_eq!(
+            held.len(),
+            1,
+            "the reserve is a temp file beside the target"
+        );
+        let size = std::fs::metadata(d.path().join(&held[0])).unwrap().len();
+        assert_eq!(size, 64 << 10, "its blocks are allocated");
+        super::write_atomic_reserved(&target, Some(reserve), |w| w.write_all(b"{\"new\": 1}\n"))
+            .unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"{\"new\": 1}\n");
+        assert!(temps(d.path()).is_empty());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn an_unused_reserve_is_removed_when_dropped() {
+        let d = tempfile::tempdir().unwrap();
+        let reserve = super::Reserve::new(&d.path().join("latest.json"), 4096).unwrap();
+        assert_eq!(temps(d.path()).len(), 1);
+        drop(reserve);
+        assert!(temps(d.path()).is_empty());
+    }
+
+    #[test]
+    fn a_reserve_the_disk_cannot_hold_fails_naming_the_target_and_leaves_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("latest.json");
+        let _fault = full_disk(d.path(), Some("latest.json"));
+        let e = super::Reserve::new(&target, 4096).unwrap_err();
+        assert!(e.to_string().contains(&target.display().to_string()), "{e}");
+        assert!(e.storage_full());
+        assert!(temps(d.path()).is_empty());
+    }
+
+    #[test]
+    fn a_failed_append_leaves_no_half_line() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("j.jsonl");
+        super::append_jsonl(&path, &serde_json::json!({"n": 1})).unwrap();
+        {
+            let _fault = full_disk(d.path(), Some("j.jsonl"));
+            assert!(super::append_jsonl(&path, &serde_json::json!({"n": 2})).is_err());
+        }
+        super::append_jsonl(&path, &serde_json::json!({"n": 3})).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"n\":1}\n{\"n\":3}\n"
+        );
     }
 }
