@@ -18,15 +18,26 @@ use serde_json::Value;
 
 const CLONE: &str = "/nodes/{node}/qemu/{vmid}/clone";
 
-/// Writes of `name` under the runtime root fail with ENOSPC, after `after` of them succeeded,
-/// `failures` times (every time with `None`).
+/// Writes of `name` under the runtime root fail with ENOSPC (a full disk: content that fits
+/// into room set aside before is still written), after `after` of them succeeded, `failures`
+/// times (every time with `None`).
 fn full_disk(h: &Harness, name: &str, after: u32, failures: Option<u32>) -> FaultGuard {
+    failing(h, name, after, failures, libc::ENOSPC)
+}
+
+/// Writes of `name` fail with EIO (a failing device: every write fails, reserved room or not).
+fn failing_device(h: &Harness, name: &str, after: u32, failures: Option<u32>) -> FaultGuard {
+    failing(h, name, after, failures, libc::EIO)
+}
+
+fn failing(h: &Harness, name: &str, after: u32, failures: Option<u32>, errno: i32) -> FaultGuard {
     inject(WriteFault {
         under: h.root(),
         file_name: Some(name.to_string()),
+        armed_by: None,
         after,
         failures,
-        errno: libc::ENOSPC,
+        errno,
     })
 }
 
@@ -100,6 +111,42 @@ async fn a_failed_evidence_write_still_records_the_state_as_error_with_the_previ
     assert_eq!(st["last_error"], e.message.as_str());
     assert!(st.get("active_command").is_none(), "{st:#}");
     assert_eq!(st["outputs"], previous, "the previous outputs are kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_that_fills_up_during_the_rollout_still_gets_the_state_recorded_as_error() {
+    let h = Harness::start().await;
+    // the tester's overlay (examples/inputs.sim-serve.yml): native cloud-init, no gate
+    let overlay = DEMO.replace(
+        "post_apply_ssh_readiness:\n  connectivity_wait_s: 30\n",
+        "cloud_init_mode: native\npost_apply_ssh_readiness:\n  enabled: false\n",
+    );
+    assert_ne!(overlay, DEMO);
+    let ctx = h.ctx(&h.overlay("o.yml", &overlay)).await;
+    // the disk is full from the moment the plan is recorded: the journal, the reports and
+    // every new file fail from then on
+    let _full = inject(WriteFault {
+        under: h.root(),
+        file_name: None,
+        armed_by: Some("plan.txt".into()),
+        after: 0,
+        failures: None,
+        errno: libc::ENOSPC,
+    });
+    let e = apply_inner(&ctx, None, None).await.unwrap_err();
+    assert_eq!(h.vms().len(), 3, "the VMs were created: {}", e.message);
+    let st = h.state_json();
+    assert_eq!(st["status"], "error", "{st:#}");
+    assert_eq!(st["last_error"], e.message.as_str());
+    assert_eq!(st["outputs"], serde_json::json!({}));
+    contains(
+        &e.message,
+        "apply_journal.jsonl: No space left on device (os error 28) (",
+    );
+    contains(&e.message, "apply_report.json");
+    contains(&e.message, "VMs: 3 created (app-01 vmid ");
+    contains(&e.message, "local runtime storage is full");
+    assert!(state_temps(&h).is_empty(), "{:?}", state_temps(&h));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,7 +299,7 @@ async fn a_state_that_cannot_be_written_says_the_vms_changed_and_leaves_no_half_
     let previous = applied_pool(&h).await;
     let ctx = h.ctx(&h.overlay("o2.yml", &cores_changed())).await;
     // the reserve and the running record pass, every later state write fails
-    let _fault = full_disk(&h, "latest.json", 2, None);
+    let _fault = failing_device(&h, "latest.json", 2, None);
     let e = apply_inner(&ctx, None, None).await.unwrap_err();
     let m = &e.message;
     contains(m, "VMs: 3 updated (app-01 vmid ");
@@ -260,7 +307,7 @@ async fn a_state_that_cannot_be_written_says_the_vms_changed_and_leaves_no_half_
         m,
         "and the module state could not be recorded: cannot write ",
     );
-    contains(m, "latest.json: No space left on device (os error 28)");
+    contains(m, "latest.json: Input/output error (os error 5)");
     contains(
         m,
         "(the state file still says `running` from this run's start)",
@@ -277,7 +324,7 @@ async fn an_ok_state_that_cannot_be_written_falls_back_to_the_error_record() {
     let h = Harness::start().await;
     let previous = applied_pool(&h).await;
     let ctx = h.ctx(&h.overlay("o2.yml", &cores_changed())).await;
-    let _fault = full_disk(&h, "latest.json", 2, Some(1));
+    let _fault = failing_device(&h, "latest.json", 2, Some(1));
     let e = apply_inner(&ctx, None, None).await.unwrap_err();
     contains(
         &e.message,
@@ -350,7 +397,7 @@ async fn a_destroyed_state_that_cannot_be_written_says_the_vms_were_removed() {
     let h = Harness::start().await;
     let previous = applied_pool(&h).await;
     let ctx = h.ctx(&h.overlay("o.yml", DEMO)).await;
-    let _fault = full_disk(&h, "latest.json", 2, None);
+    let _fault = failing_device(&h, "latest.json", 2, None);
     let e = destroy_inner(&ctx, None).await.unwrap_err();
     contains(
         &e.message,

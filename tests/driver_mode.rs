@@ -1163,6 +1163,7 @@ async fn a_driver_apply_whose_evidence_cannot_be_written_answers_an_error_naming
         hyops_pve::hyops::fsio::faults::inject(hyops_pve::hyops::fsio::faults::WriteFault {
             under: h.root(),
             file_name: Some("apply_report.json".into()),
+            armed_by: None,
             after: 0,
             failures: None,
             errno: libc::ENOSPC,

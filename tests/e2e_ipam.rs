@@ -719,6 +719,7 @@ fn full_disk(t: &Ipam, name: &str) -> hyops_pve::hyops::fsio::faults::FaultGuard
     hyops_pve::hyops::fsio::faults::inject(hyops_pve::hyops::fsio::faults::WriteFault {
         under: t.h.root(),
         file_name: Some(name.to_string()),
+        armed_by: None,
         after: 0,
         failures: None,
         errno: libc::ENOSPC,

@@ -225,6 +225,7 @@ mod tests {
                 crate::hyops::fsio::faults::inject(crate::hyops::fsio::faults::WriteFault {
                     under: d.path().to_path_buf(),
                     file_name: None,
+                    armed_by: None,
                     after: 0,
                     failures: None,
                     errno: libc::ENOSPC,

@@ -21,36 +21,33 @@ const NAMED_PER_GROUP: usize = 6;
 /// The VMs an apply or destroy touched, by what happened to them: `4 created (app-01 vmid 100
 /// on pve1, …)`, `1 failed (db-01)`, `2 unchanged`. `"no VM"` when there were none.
 pub fn vm_changes(outcomes: &[VmOutcome]) -> String {
-    let groups: [(&str, Box<dyn Fn(&VmOutcome) -> bool>); 6] = [
-        (
-            "created",
-            Box::new(|o| o.status == "ok" && o.action == VmAction::Create),
-        ),
-        (
-            "replaced",
-            Box::new(|o| o.status == "ok" && o.action == VmAction::Replace),
-        ),
-        (
-            "updated",
-            Box::new(|o| o.status == "ok" && o.action == VmAction::Update),
-        ),
-        (
-            "removed",
-            Box::new(|o| o.status == "ok" && o.action == VmAction::Delete),
-        ),
-        ("failed", Box::new(|o| o.status != "ok")),
-        (
-            "unchanged",
-            Box::new(|o| o.status == "ok" && o.action == VmAction::Noop),
-        ),
+    const ORDER: [&str; 6] = [
+        "created",
+        "replaced",
+        "updated",
+        "removed",
+        "failed",
+        "unchanged",
     ];
+    let group = |o: &VmOutcome| {
+        if o.status != "ok" {
+            return "failed";
+        }
+        match o.action {
+            VmAction::Create => "created",
+            VmAction::Replace => "replaced",
+            VmAction::Update => "updated",
+            VmAction::Delete => "removed",
+            VmAction::Noop => "unchanged",
+        }
+    };
     let mut parts = Vec::new();
-    for (label, pick) in &groups {
-        let members: Vec<&VmOutcome> = outcomes.iter().filter(|o| pick(o)).collect();
+    for label in ORDER {
+        let members: Vec<&VmOutcome> = outcomes.iter().filter(|o| group(o) == label).collect();
         if members.is_empty() {
             continue;
         }
-        if *label == "unchanged" {
+        if label == "unchanged" {
             parts.push(format!("{} unchanged", members.len()));
             continue;
         }

@@ -169,6 +169,11 @@ pub fn write_atomic_reserved(
         None => (temp_name(path)?, None),
     };
     let result = (|| -> Result<()> {
+        // the blocks the reserve allocated (0 without one)
+        let reserved_len = match &reserved {
+            Some(f) => f.metadata().map_err(|e| HyopsError::write(path, e))?.len(),
+            None => 0,
+        };
         let f = match reserved {
             Some(f) => f,
             None => OpenOptions::new()
@@ -180,13 +185,14 @@ pub fn write_atomic_reserved(
         };
         let mut w = std::io::BufWriter::with_capacity(256 << 10, f);
         fill(&mut w).map_err(|e| HyopsError::write(path, e))?;
-        faults::check(path).map_err(|e| HyopsError::write(path, e))?;
         let mut f = w
             .into_inner()
             .map_err(|e| HyopsError::write(path, e.into_error()))?;
-        // a reserved file is longer than its new content: cut it where the content ends
         let len = std::io::Seek::stream_position(&mut f).map_err(|e| HyopsError::write(path, e))?;
-        if f.metadata().map_err(|e| HyopsError::write(path, e))?.len() != len {
+        // content that fit into reserved blocks needed no new space
+        faults::check_write(path, len > reserved_len).map_err(|e| HyopsError::write(path, e))?;
+        // a reserved file is longer than its new content: cut it where the content ends
+        if reserved_len > len {
             f.set_len(len).map_err(|e| HyopsError::write(path, e))?;
         }
         // umask cannot widen 0600, but an inherited ACL could; pin the mode explicitly.
@@ -284,13 +290,18 @@ pub mod faults {
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
     use std::sync::Mutex;
 
-    /// Writes of a file name (or of every file) under a directory fail with an OS error.
-    #[derive(Debug, Clone)]
+    /// Writes of a file name (or of every file) under a directory fail with an OS error. A
+    /// full filesystem (`ENOSPC`, `EDQUOT`) fails only writes that need new space: content
+    /// written into a [`super::Reserve`] it fits is not affected, as on a real full disk.
+    #[derive(Debug, Clone, Default)]
     pub struct WriteFault {
         /// Only paths under this directory are affected.
         pub under: PathBuf,
         /// The file name the fault applies to; `None`: every file under `under`.
         pub file_name: Option<String>,
+        /// The fault is armed once a write of this file name under `under` was checked (the
+        /// disk fills up after that file): `None`, armed from the start.
+        pub armed_by: Option<String>,
         /// How many matching writes succeed before the failures start (0: the first fails).
         pub after: u32,
         /// How many matching writes fail then (`None`: every later one).
@@ -302,6 +313,7 @@ pub mod faults {
     struct Active {
         id: u64,
         fault: WriteFault,
+        armed: bool,
         passed: u32,
         failed: u32,
     }
@@ -328,6 +340,7 @@ pub mod faults {
         let mut active = ACTIVE.lock().unwrap_or_else(|p| p.into_inner());
         active.push(Active {
             id,
+            armed: fault.armed_by.is_none(),
             fault,
             passed: 0,
             failed: 0,
@@ -336,17 +349,31 @@ pub mod faults {
         FaultGuard(id)
     }
 
-    /// The injected error for a write of `path`, if a fault matches it.
+    /// The injected error for a write of `path` that needs new space, if a fault matches it.
     pub(crate) fn check(path: &Path) -> std::io::Result<()> {
+        check_write(path, true)
+    }
+
+    /// The injected error for a write of `path`, if a fault matches it; `needs_space` false
+    /// for content written into blocks already allocated (a full disk does not fail those).
+    pub(crate) fn check_write(path: &Path, needs_space: bool) -> std::io::Result<()> {
         if COUNT.load(Ordering::SeqCst) == 0 {
             return Ok(());
         }
         let mut active = ACTIVE.lock().unwrap_or_else(|p| p.into_inner());
         let name = path.file_name().and_then(|n| n.to_str());
+        let full = |errno: i32| errno == libc::ENOSPC || errno == libc::EDQUOT;
         for a in active.iter_mut() {
             let f = &a.fault;
+            if !path.starts_with(&f.under) {
+                continue;
+            }
+            if !a.armed {
+                a.armed = f.armed_by.as_deref().is_some_and(|n| Some(n) == name);
+                continue;
+            }
             let named = f.file_name.as_deref().is_none_or(|n| Some(n) == name);
-            if !named || !path.starts_with(&f.under) {
+            if !named || (!needs_space && full(f.errno)) {
                 continue;
             }
             if a.passed < f.after {
@@ -765,6 +792,7 @@ mod tests {
         super::faults::inject(super::faults::WriteFault {
             under: under.to_path_buf(),
             file_name: name.map(str::to_string),
+            armed_by: None,
             after: 0,
             failures: None,
             errno: libc::ENOSPC,
@@ -815,6 +843,7 @@ mod tests {
         let _fault = super::faults::inject(super::faults::WriteFault {
             under: d.path().to_path_buf(),
             file_name: Some("latest.json".into()),
+            armed_by: None,
             after: 2,
             failures: Some(1),
             errno: libc::EIO,
@@ -882,5 +911,47 @@ mod tests {
             std::fs::read_to_string(&path).unwrap(),
             "{\"n\":1}\n{\"n\":3}\n"
         );
+    }
+
+    #[test]
+    fn a_full_disk_does_not_fail_content_written_into_a_reserve_it_fits() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("latest.json");
+        let reserve = super::Reserve::new(&target, 4096).unwrap();
+        let _full = full_disk(d.path(), None);
+        assert!(super::write_bytes_atomic(&d.path().join("other.json"), b"x").is_err());
+        super::write_atomic_reserved(&target, Some(reserve), |w| w.write_all(b"fits")).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"fits");
+        let reserve = super::Reserve::new(&d.path().join("b.json"), 1);
+        assert!(reserve.is_err(), "a new reserve needs new space");
+    }
+
+    #[test]
+    fn content_beyond_its_reserve_needs_new_space() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("latest.json");
+        let reserve = super::Reserve::new(&target, 4).unwrap();
+        let _full = full_disk(d.path(), None);
+        let big =
+            super::write_atomic_reserved(&target, Some(reserve), |w| w.write_all(b"too long"));
+        assert!(big.unwrap_err().storage_full());
+        assert!(temps(d.path()).is_empty());
+    }
+
+    #[test]
+    fn a_fault_armed_by_a_file_lets_every_write_through_until_that_file_is_written() {
+        let d = tempfile::tempdir().unwrap();
+        let _fault = super::faults::inject(super::faults::WriteFault {
+            under: d.path().to_path_buf(),
+            file_name: None,
+            armed_by: Some("plan.txt".into()),
+            after: 0,
+            failures: None,
+            errno: libc::ENOSPC,
+        });
+        let write = |name: &str| super::write_bytes_atomic(&d.path().join(name), b"x").is_ok();
+        assert!(write("meta.json"));
+        assert!(write("plan.txt"));
+        assert!(!write("apply_report.json"));
     }
 }
