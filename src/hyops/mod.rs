@@ -16,7 +16,8 @@
 //!    [`template_missing_in_shrink_warning`]), [`resolve_template`] and
 //!    [`read_tfstate_vms`] for adoption.
 //! 6. Before mutating: [`write_rerun_inputs`] (already sanitised inputs), then
-//!    [`ModuleState::persist_running`] — abort the run if it fails.
+//!    [`ModuleState::persist_running`] — abort the run if it fails (it also sets aside the
+//!    room for the run's final record, so a disk the run fills cannot keep it unwritten).
 //! 7. After: [`publish_outputs`] → [`ModuleState::persist_ok`], or
 //!    [`ModuleState::persist_error`] on a failed mutation (a failed preflight and a failed
 //!    destroy leave the state untouched); [`ModuleState::persist_destroyed`] after destroy;
