@@ -361,3 +361,191 @@ fn validate_warns_about_unknown_keys_even_when_it_refuses() {
             "ERR: input validation failed for platform/onprem/platform-vm: inputs.cpu_cores must be an integer",
         ));
 }
+
+/// A copy of every file under `dir` (relative path → bytes), to show nothing was written.
+fn snapshot(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().display().to_string();
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// A runtime root as `hyops init proxmox` leaves it: credentials and the template state.
+fn real_looking_root(root: &std::path::Path) {
+    std::fs::create_dir_all(root.join("credentials")).unwrap();
+    std::fs::write(
+        root.join("credentials/proxmox.credentials.tfvars"),
+        "proxmox_url = \"https://pve.example:8006/api2/json\"\n",
+    )
+    .unwrap();
+    let tpl = root.join("state/modules/core__onprem__template-image/latest.json");
+    std::fs::create_dir_all(tpl.parent().unwrap()).unwrap();
+    std::fs::write(&tpl, r#"{"status":"ok","outputs":{"template_vm_id":777}}"#).unwrap();
+}
+
+#[test]
+fn sim_serve_refuses_a_hyops_root_that_holds_real_credentials_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("prod");
+    real_looking_root(&root);
+    let before = snapshot(&root);
+    bin()
+        .args(["sim", "serve", "--listen", "127.0.0.1:0", "--hyops-root"])
+        .arg(&root)
+        .timeout(std::time::Duration::from_secs(60))
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(format!(
+            "sim serve --hyops-root refuses runtime root {}: it is not a simulator root (it holds credentials/proxmox.credentials.tfvars, state)",
+            root.display()
+        )))
+        .stderr(predicate::str::contains("Nothing was written"));
+    assert_eq!(
+        snapshot(&root),
+        before,
+        "the root is left exactly as it was"
+    );
+}
+
+#[test]
+fn sim_serve_refuses_a_hyops_root_inside_the_real_envs_tree() {
+    let home = tempfile::tempdir().unwrap();
+    let root = home.path().join(".hybridops/envs/prod");
+    bin()
+        .args(["sim", "serve", "--listen", "127.0.0.1:0", "--hyops-root"])
+        .arg(&root)
+        .env("HOME", home.path())
+        .timeout(std::time::Duration::from_secs(60))
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "sim serve --hyops-root refuses runtime root",
+        ))
+        .stderr(predicate::str::contains("where the real HyOps envs live"));
+    assert!(!root.exists(), "nothing is created in ~/.hybridops");
+}
+
+/// Each mutating command, with the bypass flags given as `extra`.
+fn mutating_with(command: &str, extra: &[&str]) -> Command {
+    let home = tempfile::tempdir().unwrap();
+    let mut c = bin();
+    c.arg(command)
+        .args([
+            "--sim",
+            "--env",
+            "dev",
+            "--inputs",
+            &examples("inputs.sim-demo.yml"),
+        ])
+        .args(extra)
+        .env("HYOPS_PVE_SIM_HOME", home.path());
+    if command == "rebuild" {
+        c.arg("--yes");
+    }
+    // The directory outlives the command only as long as the test needs it: leak it.
+    std::mem::forget(home);
+    c
+}
+
+#[test]
+fn a_bypass_reason_without_skip_preflight_is_refused_by_every_mutating_command() {
+    for command in ["apply", "destroy", "rebuild"] {
+        mutating_with(
+            command,
+            &["--preflight-bypass-reason", "maintenance window"],
+        )
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "--preflight-bypass-reason requires --skip-preflight",
+        ));
+    }
+}
+
+#[test]
+fn skip_preflight_without_a_reason_is_refused_by_rebuild_too() {
+    mutating_with("rebuild", &["--skip-preflight"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "--skip-preflight for a mutating command requires --preflight-bypass-reason",
+        ));
+}
+
+#[test]
+fn a_bypass_reason_that_is_not_one_printable_line_is_refused_by_every_mutating_command() {
+    for command in ["apply", "destroy", "rebuild"] {
+        for reason in ["line1\nline2", "red \u{1b}[31m", "c1 \u{9b}"] {
+            mutating_with(
+                command,
+                &["--skip-preflight", "--preflight-bypass-reason", reason],
+            )
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains(
+                "--preflight-bypass-reason must be a single printable line",
+            ));
+        }
+    }
+}
+
+#[test]
+fn a_bypass_reason_over_500_characters_is_refused() {
+    let long = "é".repeat(501);
+    mutating_with(
+        "rebuild",
+        &["--skip-preflight", "--preflight-bypass-reason", &long],
+    )
+    .assert()
+    .code(1)
+    .stderr(predicate::str::contains(
+        "--preflight-bypass-reason must not exceed 500 characters",
+    ));
+    // 500 characters (1000 bytes) is within the limit: counted in characters, as upstream.
+    let at_limit = "é".repeat(500);
+    mutating_with(
+        "destroy",
+        &["--skip-preflight", "--preflight-bypass-reason", &at_limit],
+    )
+    .assert()
+    .success();
+}
+
+#[test]
+fn a_saved_plan_of_another_env_is_refused_naming_both_envs() {
+    let home = tempfile::tempdir().unwrap();
+    let plan = home.path().join("p1.json");
+    let overlay = examples("inputs.sim-demo.yml");
+    bin()
+        .args(["plan", "--sim", "--env", "p", "--inputs", &overlay, "--out"])
+        .arg(&plan)
+        .env("HYOPS_PVE_SIM_HOME", home.path())
+        .assert()
+        .success();
+    bin()
+        .args([
+            "apply", "--sim", "--env", "p2", "--inputs", &overlay, "--plan",
+        ])
+        .arg(&plan)
+        .env("HYOPS_PVE_SIM_HOME", home.path())
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "was made for env p, but this run is for env p2: a plan applies only where it was made",
+        ))
+        .stderr(predicate::str::contains("changes differ").not());
+    let cluster =
+        std::fs::read_to_string(home.path().join("envs/p2/sim/cluster-state.json")).unwrap();
+    let created = cluster.contains("p2-app-01");
+    assert!(!created, "no VM was created in env p2");
+}

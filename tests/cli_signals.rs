@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 
 fn bin(home: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_hyops-pve"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("HYOPS_") || k.starts_with("PROXMOX_") {
+    // by bytes: a variable that is not UTF-8 must neither panic the harness nor slip through
+    for (k, _) in std::env::vars_os() {
+        let name = k.as_encoded_bytes();
+        if name.starts_with(b"HYOPS_") || name.starts_with(b"PROXMOX_") {
             c.env_remove(k);
         }
     }
@@ -203,4 +205,71 @@ fn ctrl_c_while_apply_observes_proxmox_records_the_cancellation() {
     let status = wait_bounded(&mut child, Duration::from_secs(20));
     let root = home.path().join("sim-home/envs/dev");
     assert_cancelled(status, &stdout.join().unwrap(), &root, &run_dir(&lines));
+}
+
+#[test]
+fn ctrl_c_mid_clone_says_the_clone_task_goes_on_and_never_promises_a_wait() {
+    // Found by the tester: after Ctrl-C mid-clone, the cancelled run read the cluster back
+    // (the post-apply verification) and printed "VM 102 on node pve1 is under lock: clone (a
+    // clone in flight); waiting up to 60 s for it to finish" for every clone in flight,
+    // while the run ended at once with exit 130.
+    let home = tempfile::tempdir().unwrap();
+    // Real time (scale 1): each clone stays under `lock: clone` for many seconds while the
+    // simulator copies the template's disk, so the clones are in flight when the signal comes.
+    let mut child = spawn_apply(home.path(), "1", &[]);
+    let stdout = read_stdout(&mut child);
+    let err = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !lines.iter().any(|l| l.starts_with("run record: ")) {
+        assert!(Instant::now() < deadline, "no run record: {lines:#?}");
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
+            lines.push(l);
+        }
+    }
+    // Every VM's clone step has started (its journal line), then the clones are sent.
+    let journal = run_dir(&lines).join("apply_journal.jsonl");
+    let clone_starts = || {
+        std::fs::read_to_string(&journal)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"action\":\"clone\"") && l.contains("\"start\""))
+            .count()
+    };
+    while clone_starts() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the clones never started: {lines:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(&child, libc::SIGINT);
+    let status = wait_bounded(&mut child, Duration::from_secs(60));
+    lines.extend(rx.iter());
+    let root = home.path().join("sim-home/envs/dev");
+    assert_cancelled(status, &stdout.join().unwrap(), &root, &run_dir(&lines));
+    assert!(
+        !lines.iter().any(|l| l.contains("is under lock")),
+        "a cancelled run promised to wait for a clone: {lines:#?}"
+    );
+    let said: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("step=done status=cancelled"))
+        .collect();
+    assert_eq!(said.len(), 3, "{lines:#?}");
+    for l in said {
+        assert!(
+            l.contains("cancelled by the operator; its clone task keeps running on node pve1, and the next apply waits for it and adopts VM "),
+            "{l}"
+        );
+    }
 }

@@ -10,7 +10,6 @@ use crate::common;
 use std::path::PathBuf;
 
 use common::{Harness, DEMO};
-use hyops_pve::cli::PreflightBypass;
 use hyops_pve::commands::module::{apply_inner, destroy_inner};
 use hyops_pve::commands::rebuild::rebuild_inner;
 use hyops_pve::hyops::fsio::faults::{inject, FaultGuard, WriteFault};
@@ -422,9 +421,7 @@ async fn a_rebuild_keeps_the_apply_error_when_its_own_summary_cannot_be_written_
     let ctx = h.ctx(&h.overlay("o.yml", DEMO)).await;
     let _report = full_disk(&h, "apply_report.json", 0, None);
     let _summary = full_disk(&h, "rebuild_summary.json", 0, None);
-    let e = rebuild_inner(&ctx, &PreflightBypass::default())
-        .await
-        .unwrap_err();
+    let e = rebuild_inner(&ctx, None).await.unwrap_err();
     assert!(
         e.message
             .starts_with("apply changed Proxmox but its evidence is incomplete: cannot write "),

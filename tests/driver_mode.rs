@@ -1187,3 +1187,88 @@ async fn a_driver_apply_whose_evidence_cannot_be_written_answers_an_error_naming
     assert_eq!(written["status"], "error");
     assert!(!latest(&h).exists(), "the driver never writes the state");
 }
+
+/// `hyops-pve driver --request <file>` as hyops' plug-in runs it, with `name=value` added to
+/// its environment (`value` given as bytes: it may be no UTF-8).
+async fn driver_process(
+    h: &Harness,
+    req: &Value,
+    name: &str,
+    value: &[u8],
+) -> std::process::Output {
+    use std::os::unix::ffi::OsStrExt;
+    let file = request_file(h, req);
+    let home = h.dir.path().to_path_buf();
+    let (name, value) = (name.to_string(), value.to_vec());
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_hyops-pve"))
+            .args(["driver", "--request"])
+            .arg(&file)
+            .env("HOME", &home)
+            .env("HYOPS_PVE_LOCK_WAIT_S", "0")
+            .env(name, std::ffi::OsStr::from_bytes(&value))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_driver_ignores_an_unrelated_variable_that_is_not_utf8() {
+    // Before: `command: unknown`, exit 70 and the raw value in the result's error.
+    let h = Harness::start().await;
+    let req = request(&h, "validate", "validate-e1", &resolved_inputs(DEMO));
+    let out = driver_process(&h, &req, "UNRELATED_LATIN1", b"caf\xe9-MARKER-4711").await;
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{doc}");
+    assert_eq!(doc["status"], "ok", "{doc}");
+    assert_eq!(doc["command"], "validate", "{doc}");
+    for (what, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+        assert!(
+            !String::from_utf8_lossy(bytes).contains("MARKER-4711"),
+            "{what}: {}",
+            String::from_utf8_lossy(bytes)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_variable_that_is_not_utf8_fails_the_request_naming_only_the_variable() {
+    let h = Harness::start().await;
+    let req = request(&h, "apply", "apply-e2", &resolved_inputs(DEMO));
+    let out = driver_process(&h, &req, "PROXMOX_TOKEN_SECRET", b"s3cr\xe9t-MARKER-4711").await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["status"], "error", "{doc}");
+    // the request's own run id and command, not `unknown`
+    assert_eq!(doc["command"], "apply", "{doc}");
+    assert_eq!(doc["run_id"], "apply-e2", "{doc}");
+    let err = doc["error"].as_str().unwrap();
+    assert!(
+        err.starts_with("environment variable PROXMOX_TOKEN_SECRET is not valid UTF-8"),
+        "{err}"
+    );
+    let written =
+        std::fs::read_to_string(evidence(&h, "apply-e2").join("driver_result.json")).unwrap();
+    assert_eq!(serde_json::from_str::<Value>(&written).unwrap(), doc);
+    for (what, text) in [
+        ("stdout", String::from_utf8_lossy(&out.stdout).into_owned()),
+        ("stderr", String::from_utf8_lossy(&out.stderr).into_owned()),
+        ("driver_result.json", written),
+    ] {
+        assert!(!text.contains("MARKER-4711"), "{what}: {text}");
+    }
+    assert!(
+        !evidence(&h, "apply-e2")
+            .join("apply_journal.jsonl")
+            .exists(),
+        "refused before the rollout"
+    );
+}

@@ -5,7 +5,6 @@
 use crate::common;
 
 use common::{Harness, DEMO};
-use hyops_pve::cli::PreflightBypass;
 use hyops_pve::commands::module::{apply_inner, destroy_inner, plan_inner};
 use hyops_pve::commands::rebuild::rebuild_inner;
 use hyops_pve::sim::{FaultAction, FaultRule};
@@ -188,12 +187,7 @@ async fn rebuild_destroys_and_reapplies_with_new_vmids() {
     let clone = "/nodes/{node}/qemu/{vmid}/clone";
     let clones_before = h.sim.counters().get("POST", clone);
     let deletes_before = h.sim.counters().get("DELETE", "/nodes/{node}/qemu/{vmid}");
-    assert_eq!(
-        rebuild_inner(&ctx, &PreflightBypass::default())
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(rebuild_inner(&ctx, None).await.unwrap(), 0);
     assert_eq!(names(&h), vec!["dev-app-01", "dev-app-02", "dev-db-01"]);
     assert_eq!(
         h.sim.counters().get("POST", clone),

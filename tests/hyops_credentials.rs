@@ -175,6 +175,58 @@ fn missing_keys_and_missing_provider_use_contract_messages() {
 }
 
 #[test]
+fn an_unclosed_quoted_value_is_named_by_line_without_its_value() {
+    let d = tempfile::tempdir().unwrap();
+    let r = RuntimeRoot::at(d.path());
+    write_tfvars(
+        d.path(),
+        &FULL.replace(
+            "proxmox_token_secret = \"tf-secret-1\"",
+            "proxmox_token_secret = \"tf-secret-1",
+        ),
+    );
+    let e = load_proxmox_credentials(&r, &env(&[]), None)
+        .unwrap_err()
+        .to_string();
+    let file = d.path().join("credentials/proxmox.credentials.tfvars");
+    assert_eq!(
+        e.lines().next().unwrap(),
+        format!(
+            "proxmox: credential contract missing keys in {}: proxmox_token_secret",
+            file.display()
+        ),
+        "the first line stays upstream's"
+    );
+    assert!(
+        e.contains(&format!(
+            "line 5 of {} sets proxmox_token_secret but its quoted value has no closing quote, so the line was ignored",
+            file.display()
+        )),
+        "{e}"
+    );
+    assert!(!e.contains("tf-secret-1"), "the value is never shown: {e}");
+}
+
+#[test]
+fn tfvars_parser_notes_the_lines_with_an_unclosed_quote() {
+    let (m, unclosed) = parse_tfvars_noting("a = \"ok\"\nbroken = \"unterminated\n\nb = \"x\\\"\n");
+    assert_eq!(m.get("a").map(String::as_str), Some("ok"));
+    assert_eq!(
+        unclosed,
+        vec![
+            UnclosedValue {
+                line: 2,
+                key: "broken".into()
+            },
+            UnclosedValue {
+                line: 4,
+                key: "b".into()
+            },
+        ]
+    );
+}
+
+#[test]
 fn tfvars_parser_reads_strings_bools_numbers_and_escapes() {
     let m = parse_tfvars("a = \"x \\\"q\\\" # not comment\"\nb = true # c\nc = 8802\n# d = 1\nbroken = \"unterminated\n");
     assert_eq!(m["a"], "x \"q\" # not comment");

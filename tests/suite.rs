@@ -13,9 +13,11 @@ mod upstream_hyops;
 
 mod chaos;
 mod cli;
+mod cli_env;
 mod cli_envelope;
 mod cli_exit_codes;
 mod cli_hostile;
+mod cli_log_lines;
 mod cli_operator;
 mod cli_process;
 mod cli_signals;

@@ -550,8 +550,9 @@ fn last_known_ipv4(prior: &PriorIds, key: &str, vmid: u32) -> Option<Vec<Vec<std
     (!out.is_empty()).then_some(out)
 }
 
-/// Execute a plan, then (when it changed anything) observe Proxmox again: any difference left
-/// is a divergence that fails the apply, naming the VM and the field. `plan_ms` is how long
+/// Execute a plan, then (when it changed anything and was not cancelled) observe Proxmox
+/// again: any difference left is a divergence that fails the apply, naming the VM and the
+/// field. `plan_ms` is how long
 /// everything before took; every request the client made so far is journalled as the `plan`
 /// line, the batched task polls as the `task_poll` line, the read-back as the `verify` line.
 pub async fn apply_plan(
@@ -579,7 +580,11 @@ pub async fn apply_plan(
     let changed =
         plan.vms.iter().any(|p| !p.is_noop()) || exec.client.metrics().writes > before.writes;
     let previous = verify.as_ref().map(|v| v.prior);
-    if let (Some(v), true) = (verify, changed) {
+    // A cancelled run (Ctrl-C, SIGTERM) ends here: its clones may still be running on their
+    // nodes (a clone task is not stopped by abandoning its wait), and reading them back would
+    // only wait for their locks (up to `CLONE_LOCK_WAIT`) to prove what the next apply adopts
+    // anyway; the report of a cancelled run is not published.
+    if let (Some(v), true, false) = (verify, changed, exec.cancel.is_cancelled()) {
         let skip: BTreeSet<String> = outcomes
             .iter()
             .filter(|o| o.status != "ok")

@@ -161,11 +161,14 @@ pub enum StepError {
         node: String,
         detail: String,
     },
-    #[error("{step} of VM {key} (vmid {vmid}) cancelled by the operator")]
+    /// `after` says what goes on without the run, when something does (`; its clone task
+    /// keeps running on node …`), else it is empty.
+    #[error("{step} of VM {key} (vmid {vmid}) cancelled by the operator{after}")]
     Cancelled {
         step: &'static str,
         key: String,
         vmid: String,
+        after: String,
     },
 }
 

@@ -104,7 +104,7 @@ impl Ctx {
     /// Resolve everything but credentials from the process environment. With `--sim`, also
     /// starts the simulator.
     pub async fn new(args: &ModuleArgs) -> Result<Self, CliError> {
-        Self::build_ordered(args, std::env::vars().collect()).await
+        Self::build_ordered(args, super::procenv::vars()?).await
     }
 
     /// [`Ctx::new`] with an explicit environment (tests and the driver mode use this so

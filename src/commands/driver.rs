@@ -93,13 +93,17 @@ pub fn main(request_file: Option<&Path>) -> i32 {
     };
     let outcome = super::guard(|| Ok(runtime.block_on(driver(request_file))));
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
-    match outcome {
+    let code = match outcome {
         Ok(code) => code,
         Err(e) => {
             print_result(&DriverResult::error("", "unknown", e.message));
             e.code
         }
-    }
+    };
+    // The queued progress and log lines out before the process exits (bounded: an unread
+    // stderr must not keep it alive); the plug-in keeps them in hyops-pve.log.
+    output::flush_stderr(std::time::Duration::from_secs(2));
+    code
 }
 
 /// The one result document, on one stdout line.
@@ -121,9 +125,8 @@ pub async fn driver(request_file: Option<&Path>) -> i32 {
         // hyops' plug-in writes the request here: bounded as a --request file is.
         None => read_request(std::io::stdin().lock(), "stdin"),
     };
-    let env: Vec<(String, String)> = std::env::vars().collect();
     let result = match text {
-        Ok(t) => run_request_text_stoppable(&t, env, None, &stop).await,
+        Ok(t) => run_request_text_env(&t, super::procenv::vars(), None, &stop).await,
         Err(e) => DriverResult::error("", "unknown", e),
     };
     print_result(&result);
@@ -161,17 +164,12 @@ pub async fn run_request_text_stoppable(
     dialer: Option<Arc<dyn Dialer>>,
     stop: &Stop,
 ) -> DriverResult {
-    let value: Value = match serde_json::from_str(text) {
-        Ok(v) => v,
-        Err(e) => {
-            return DriverResult::error(
-                "",
-                "unknown",
-                format!("driver request field request: not valid JSON: {e}"),
-            )
-        }
-    };
-    // What can be known of a bad request still goes into its error result.
+    run_request_text_env(text, Ok(env), dialer, stop).await
+}
+
+/// What can be known of a request that is refused before it runs, for its error result: the
+/// `run_id` and `command` it names (empty and `unknown` when it names none).
+fn request_head(value: &Value) -> (String, String) {
     let run_id = value
         .get("run_id")
         .and_then(Value::as_str)
@@ -182,6 +180,48 @@ pub async fn run_request_text_stoppable(
         .and_then(Value::as_str)
         .map(|c| hyops::protocol::normalize_command(&c.trim().to_ascii_lowercase()))
         .unwrap_or_else(|| "unknown".into());
+    (run_id, command)
+}
+
+/// [`run_request_text_stoppable`] with the process environment as read
+/// ([`super::procenv::vars`]): a variable hyops-pve reads that is not valid UTF-8 refuses the
+/// request before anything else (hyops' own copy of such a value, carried into the request as
+/// a lone surrogate, would otherwise surface as a confusing JSON error), answering with the
+/// run id and command the request names, and `driver_result.json` in its evidence dir.
+async fn run_request_text_env(
+    text: &str,
+    env: Result<Vec<(String, String)>, super::procenv::NotUnicode>,
+    dialer: Option<Arc<dyn Dialer>>,
+    stop: &Stop,
+) -> DriverResult {
+    let parsed: Result<Value, _> = serde_json::from_str(text);
+    let env = match env {
+        Ok(env) => env,
+        Err(e) => {
+            let Ok(value) = parsed else {
+                return DriverResult::error("", "unknown", e.to_string());
+            };
+            let (run_id, command) = request_head(&value);
+            let result = DriverResult::error(&run_id, &command, e.to_string());
+            if let Some(dir) = usable_evidence_dir(&value) {
+                let _ = hyops::evidence::create_evidence_dir(&dir);
+                let _ = write_driver_result(&dir, &result);
+            }
+            return result;
+        }
+    };
+    let value: Value = match parsed {
+        Ok(v) => v,
+        Err(e) => {
+            return DriverResult::error(
+                "",
+                "unknown",
+                format!("driver request field request: not valid JSON: {e}"),
+            )
+        }
+    };
+    // What can be known of a bad request still goes into its error result.
+    let (run_id, command) = request_head(&value);
     let req = match parse_request(&value) {
         Ok(r) => r,
         Err(e) => {

@@ -14,6 +14,7 @@ pub mod netbox_dataset;
 pub mod netbox_sync;
 pub mod output;
 pub mod phases;
+pub mod procenv;
 pub mod progress;
 pub mod rebuild;
 pub mod simroot;
@@ -74,30 +75,88 @@ impl CliError {
     }
 }
 
+impl From<procenv::NotUnicode> for CliError {
+    fn from(e: procenv::NotUnicode) -> Self {
+        Self::msg(e.to_string())
+    }
+}
+
 impl std::fmt::Display for CliError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)
     }
 }
 
+/// The log subscriber: events of `hyops_pve` at `warn` (`debug` with `--verbose` or hyops'
+/// `HYOPS_VERBOSE`), or what `HYOPS_PVE_LOG` says, as [`LogFormat`] lines on stderr through
+/// [`output::LogWriter`]. Colours only where [`output::colour_stderr`] allows them: a file, a
+/// pipe and the plug-in's `hyops-pve.log` never get escape codes.
 fn init_tracing(verbose: bool) {
     let filter = if verbose {
         "hyops_pve=debug"
     } else {
         "hyops_pve=warn"
     };
+    // A HYOPS_PVE_LOG that is not UTF-8 is refused by the command's own read of the
+    // environment; a directive that does not parse leaves the default.
+    let env_filter = procenv::var("HYOPS_PVE_LOG")
+        .ok()
+        .flatten()
+        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(filter));
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HYOPS_PVE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
-        )
-        .with_writer(std::io::stderr)
+        .with_env_filter(env_filter)
+        .with_ansi(output::colour_stderr())
         // A failed log write (a closed stderr: `hyops-pve apply --verbose … 2>&1 | head`) is
         // dropped like every other output line. By default the subscriber reports it with
         // eprintln!, which panics on that same closed stderr and aborted the run half-way.
+        // (Set before `event_format`, which keeps it.)
         .log_internal_errors(false)
-        .with_target(false)
+        .event_format(LogFormat)
+        .with_writer(output::LogWriter)
         .try_init();
+}
+
+/// One log line: `WARN: <message>` (the README's stderr format for warnings, the same as
+/// [`output::warn`]'s lines) and `ERROR: <message>`; below `WARN` (`--verbose`, `HYOPS_PVE_LOG`)
+/// `DEBUG: <RFC 3339 time> <message> <fields>`, the time for following a run's latency. The
+/// level is coloured only when the writer allows ANSI.
+struct LogFormat;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for LogFormat
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        use tracing::Level;
+        use tracing_subscriber::fmt::time::FormatTime;
+        let level = *event.metadata().level();
+        let (label, colour) = match level {
+            Level::ERROR => ("ERROR", "31"),
+            Level::WARN => ("WARN", "33"),
+            Level::INFO => ("INFO", "32"),
+            Level::DEBUG => ("DEBUG", "34"),
+            Level::TRACE => ("TRACE", "35"),
+        };
+        if writer.has_ansi_escapes() {
+            write!(writer, "\x1b[{colour}m{label}:\x1b[0m ")?;
+        } else {
+            write!(writer, "{label}: ")?;
+        }
+        // tracing orders levels by verbosity: ERROR < WARN < INFO < DEBUG < TRACE
+        if level > Level::WARN {
+            tracing_subscriber::fmt::time::SystemTime.format_time(&mut writer)?;
+            writer.write_char(' ')?;
+        }
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
 }
 
 /// Parse `args` (the program name first) and run; returns the process exit code. A command
@@ -220,9 +279,12 @@ pub fn run(cli: Cli) -> i32 {
         | Command::Destroy { module, .. }
         | Command::Rebuild { module, .. } => module.verbose,
         // hyops -v sets HYOPS_VERBOSE=1 for its drivers.
-        Command::Driver { .. } => {
-            std::env::var("HYOPS_VERBOSE").is_ok_and(|v| !v.trim().is_empty() && v.trim() != "0")
-        }
+        // A HYOPS_VERBOSE that is not UTF-8 is refused by the driver's own read of the
+        // environment; here it only means "not verbose".
+        Command::Driver { .. } => procenv::var("HYOPS_VERBOSE")
+            .ok()
+            .flatten()
+            .is_some_and(|v| !v.trim().is_empty() && v.trim() != "0"),
         _ => false,
     };
     init_tracing(verbose);

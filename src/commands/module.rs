@@ -28,28 +28,52 @@ use crate::hyops::{
 };
 use crate::inputs::{sanitize_rerun_inputs, LifecycleCommand};
 
-fn check_bypass(command: &str, bypass: &PreflightBypass) -> Result<Option<String>, CliError> {
-    if !bypass.skip_preflight {
-        return Ok(None);
-    }
+/// The longest `--preflight-bypass-reason`, in characters (upstream
+/// `hyops/runtime/preflight_decision.py` `MAX_BYPASS_REASON_LENGTH`).
+const MAX_BYPASS_REASON_CHARS: usize = 500;
+
+/// Check the preflight bypass flags of a mutating command (`apply`, `destroy`, `rebuild`) in
+/// upstream's order and words (`validate_preflight_bypass`, preflight_decision.py): a reason
+/// without `--skip-preflight`, a reason that is not one printable line, one over 500
+/// characters, and `--skip-preflight` without a reason are refused. Returns the trimmed reason
+/// when preflight is bypassed, `None` when it runs. Control characters are refused as upstream
+/// does (below 32 and 127), and also the C1 controls (128–159), which a terminal would act on
+/// when the decision record is shown.
+pub(crate) fn check_bypass(bypass: &PreflightBypass) -> Result<Option<String>, CliError> {
     let reason = bypass
         .preflight_bypass_reason
         .as_deref()
         .map(str::trim)
         .unwrap_or("");
-    let printable =
-        !reason.is_empty() && reason.len() <= 500 && !reason.chars().any(|c| c.is_control());
-    if !printable {
+    if !reason.is_empty() && !bypass.skip_preflight {
+        return Err(CliError::msg(
+            "--preflight-bypass-reason requires --skip-preflight",
+        ));
+    }
+    if reason.chars().any(char::is_control) {
+        return Err(CliError::msg(
+            "--preflight-bypass-reason must be a single printable line",
+        ));
+    }
+    if reason.chars().count() > MAX_BYPASS_REASON_CHARS {
         return Err(CliError::msg(format!(
-            "--skip-preflight for a mutating command requires --preflight-bypass-reason (command: {command}; a single printable line of at most 500 characters)"
+            "--preflight-bypass-reason must not exceed {MAX_BYPASS_REASON_CHARS} characters"
         )));
+    }
+    if !bypass.skip_preflight {
+        return Ok(None);
+    }
+    if reason.is_empty() {
+        return Err(CliError::msg(
+            "--skip-preflight for a mutating command requires --preflight-bypass-reason",
+        ));
     }
     Ok(Some(reason.to_string()))
 }
 
 /// `hyops-pve preflight`.
 pub async fn preflight(args: &ModuleArgs, strict: bool) -> Result<i32, CliError> {
-    require_inputs(args, &std::env::vars().collect(), "preflight")?;
+    require_inputs(args, &super::procenv::map()?, "preflight")?;
     let mut ctx = Ctx::new(args).await?;
     let result = match ctx.require_existing_root() {
         Ok(()) => preflight_inner(&ctx, strict).await,
@@ -136,7 +160,7 @@ pub async fn preflight_inner(ctx: &Ctx, strict: bool) -> Result<i32, CliError> {
 /// the driver contract's API-free steps: bridge aliases, `build_image`, the VM-set guards and
 /// the template resolved from its `core/onprem/template-image` state.
 pub async fn validate(args: &ModuleArgs) -> Result<i32, CliError> {
-    require_inputs(args, &std::env::vars().collect(), "validate")?;
+    require_inputs(args, &super::procenv::map()?, "validate")?;
     let mut ctx = Ctx::new(args).await?;
     let result = validate_inner(&ctx).await;
     ctx.finish().await?;
@@ -179,7 +203,7 @@ pub async fn plan(
     detailed_exitcode: bool,
     out: Option<&Path>,
 ) -> Result<i32, CliError> {
-    require_inputs(args, &std::env::vars().collect(), "plan")?;
+    require_inputs(args, &super::procenv::map()?, "plan")?;
     let mut ctx = Ctx::new(args).await?;
     let result = match ctx.require_existing_root() {
         Ok(()) => plan_inner(&ctx, detailed_exitcode, out).await,
@@ -243,8 +267,8 @@ pub async fn apply(
     bypass: &PreflightBypass,
     plan_file: Option<&Path>,
 ) -> Result<i32, CliError> {
-    let reason = check_bypass("apply", bypass)?;
-    require_inputs(args, &std::env::vars().collect(), "apply")?;
+    let reason = check_bypass(bypass)?;
+    require_inputs(args, &super::procenv::map()?, "apply")?;
     let mut ctx = Ctx::new(args).await?;
     let result = match ctx.require_existing_root() {
         Ok(()) => apply_inner(&ctx, reason, plan_file).await,
@@ -531,7 +555,7 @@ fn finish_apply(
 
 /// `hyops-pve destroy`.
 pub async fn destroy(args: &ModuleArgs, bypass: &PreflightBypass) -> Result<i32, CliError> {
-    let reason = check_bypass("destroy", bypass)?;
+    let reason = check_bypass(bypass)?;
     let mut ctx = Ctx::new(args).await?;
     let result = match ctx.require_existing_root() {
         Ok(()) => destroy_inner(&ctx, reason).await,
@@ -628,7 +652,7 @@ pub async fn destroy_inner(ctx: &Ctx, bypass_reason: Option<String>) -> Result<S
 
 /// `hyops-pve state show`: reads the slot's state file; starts nothing, creates nothing.
 pub async fn state_show(args: &StateShowArgs) -> Result<i32, CliError> {
-    let env_vars: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+    let env_vars = super::procenv::map()?;
     let module = crate::inputs::canonical_module_ref(&args.module)
         .map_err(|e| CliError::msg(e.to_string()))?;
     let module_ref = hyops::ModuleRef::parse(module).map_err(CliError::hyops)?;

@@ -179,8 +179,12 @@ fn stderr_queue() -> &'static StderrQueue {
                 }
             });
         if spawned.is_err() {
-            // no thread: the queue fills and lines are dropped, which never blocks
-            tracing::warn!("cannot start the stderr writer thread; progress lines are dropped");
+            // No thread: the queue fills and lines are dropped, which never blocks. Said
+            // directly: a log event would come back here through [`LogWriter`] while this
+            // queue is being initialised.
+            let _ = std::io::stderr().write_all(
+                b"WARN: cannot start the stderr writer thread; progress lines are dropped\n",
+            );
         }
         StderrQueue {
             tx,
@@ -254,6 +258,81 @@ pub fn flush_stderr(timeout: std::time::Duration) {
 /// failing or unread stderr never panics, and never blocks longer than [`STDERR_WAIT`].
 pub fn write_stderr(text: &str) {
     stderr_ordered(text.to_string());
+}
+
+/// Whether stdout may carry ANSI colours ([`colour_allowed`]).
+pub fn colour_stdout() -> bool {
+    use std::io::IsTerminal;
+    colour_allowed(std::io::stdout().is_terminal())
+}
+
+/// Whether stderr may carry ANSI colours ([`colour_allowed`]).
+pub fn colour_stderr() -> bool {
+    use std::io::IsTerminal;
+    colour_allowed(std::io::stderr().is_terminal())
+}
+
+/// Colours only on a terminal, and never when `NO_COLOR` is set (to anything: upstream hyops
+/// tests its presence, and `hyops --no-color` sets it for its drivers) or `TERM` is `dumb`
+/// (upstream's `colour_enabled` in `hyops/runtime/terminal.py`). A file, a pipe, CI logs and
+/// the plug-in's `hyops-pve.log` never get escape codes.
+pub fn colour_allowed(is_terminal: bool) -> bool {
+    is_terminal
+        && std::env::var_os("NO_COLOR").is_none()
+        && std::env::var_os("TERM").is_none_or(|t| !t.eq_ignore_ascii_case("dumb"))
+}
+
+/// The log subscriber's writer ([`crate::commands`] sets it up): each event is one line
+/// queued for the stderr thread like every other stderr line, so log lines keep their order
+/// with `progress:` lines and never block the work. `WARN`/`ERROR` lines wait for room
+/// (bounded) as `WARN:` lines do; debug lines are dropped when nobody reads stderr.
+pub struct LogWriter;
+
+/// One log line being formatted; queued when dropped.
+pub struct LogLine {
+    buf: Vec<u8>,
+    keep: bool,
+}
+
+impl Write for LogLine {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LogLine {
+    fn drop(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let text = String::from_utf8_lossy(&self.buf).into_owned();
+        if self.keep {
+            stderr_ordered(text);
+        } else {
+            stderr_droppable(text);
+        }
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
+    type Writer = LogLine;
+    fn make_writer(&'a self) -> LogLine {
+        LogLine {
+            buf: Vec::new(),
+            keep: true,
+        }
+    }
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> LogLine {
+        LogLine {
+            buf: Vec::new(),
+            // tracing orders levels by verbosity: ERROR < WARN < INFO < DEBUG < TRACE
+            keep: *meta.level() <= tracing::Level::WARN,
+        }
+    }
 }
 
 /// A human result line on stdout (not printed with `--json`, nor outside a command).

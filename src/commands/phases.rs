@@ -725,8 +725,7 @@ pub fn print_plan(plan: &PlanArtifact) {
     if output::is_json() {
         return;
     }
-    use std::io::IsTerminal;
-    let color = std::io::stdout().is_terminal();
+    let color = output::colour_stdout();
     output::result_text(&render(plan, color));
 }
 
@@ -958,7 +957,7 @@ pub async fn execute_plan(
             if let Some(b) = &bar {
                 b.abandon();
             }
-            return Err(CliError::cancelled(format!("apply cancelled by the operator ({sig}); every started step was ended and journalled; VMs already created carry the ownership marker and are adopted by the next apply")));
+            return Err(CliError::cancelled(format!("apply cancelled by the operator ({sig}); every started step was ended and journalled; VMs already created carry the ownership marker and are adopted by the next apply (clone tasks already sent keep running on their nodes: the next apply waits for them)")));
         }
     };
     if let Some(b) = bar {

@@ -6,7 +6,7 @@ use std::io::{BufRead, IsTerminal};
 
 use crate::cli::{ModuleArgs, PreflightBypass};
 use crate::commands::context::{require_inputs, Ctx};
-use crate::commands::module::{apply_inner, destroy_inner};
+use crate::commands::module::{apply_inner, check_bypass, destroy_inner};
 use crate::commands::output;
 use crate::commands::{CliError, EXIT_OK};
 use crate::hyops::{
@@ -48,6 +48,9 @@ pub async fn rebuild(
     confirm_module: Option<&str>,
 ) -> Result<i32, CliError> {
     let module = canonical_module_ref(&args.module).map_err(|e| CliError::msg(e.to_string()))?;
+    // Checked first, as upstream's `hyops rebuild` does: the reason is recorded in the
+    // rebuild's, the destroy's and the apply's preflight decisions.
+    let reason = check_bypass(bypass)?;
     if let Some(c) = confirm_module {
         if c.trim() != module {
             return Err(CliError::msg(format!(
@@ -55,7 +58,7 @@ pub async fn rebuild(
             )));
         }
     }
-    require_inputs(args, &std::env::vars().collect(), "rebuild")?;
+    require_inputs(args, &super::procenv::map()?, "rebuild")?;
     if !yes {
         if !std::io::stdin().is_terminal() {
             return Err(CliError::msg(format!(
@@ -70,25 +73,22 @@ pub async fn rebuild(
     }
     let mut ctx = Ctx::new(args).await?;
     let result = match ctx.require_existing_root() {
-        Ok(()) => rebuild_inner(&ctx, bypass).await,
+        Ok(()) => rebuild_inner(&ctx, reason).await,
         Err(e) => Err(e),
     };
     ctx.finish().await?;
     result
 }
 
-pub async fn rebuild_inner(ctx: &Ctx, bypass: &PreflightBypass) -> Result<i32, CliError> {
+/// Rebuild with the checked bypass `reason` ([`check_bypass`]: `Some` skips the strict
+/// preflight).
+pub async fn rebuild_inner(ctx: &Ctx, reason: Option<String>) -> Result<i32, CliError> {
     let run_id = new_run_id(RunPrefix::Rebuild);
     let dir = rebuild_dir(&ctx.root, &ctx.module_ref, &run_id);
     crate::hyops::evidence::create_evidence_dir(&dir).map_err(CliError::hyops)?;
     output::progress(&format!("run record: {}", dir.display()));
     output::set_run(&run_id, &dir);
     let mut summary = RebuildSummary::new(&run_id, &ctx.module_ref);
-    let reason = if bypass.skip_preflight {
-        bypass.preflight_bypass_reason.clone()
-    } else {
-        None
-    };
     let mut decision = PreflightDecision::new("rebuild", reason.as_deref());
     let write_summary = |s: &RebuildSummary| {
         output::field(

@@ -153,8 +153,50 @@ const DEFAULT_TIME_SCALE: f64 = 0.01;
 /// The file that marks a runtime root as the simulator's own (relative to the root).
 pub const SIM_ROOT_MARKER: &str = "sim/hyops-pve-sim-root.json";
 
-/// Refuse to use `root` for the simulator unless it is absent, empty, or a simulator root.
-pub fn check_sim_root(root: &Path) -> Result<(), CliError> {
+/// Which command asks for a simulator root: the refusals name it and say what to do instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimRootUse {
+    /// `--sim` on a module command (`--root`, `HYOPS_PVE_SIM_HOME` or the default root).
+    SimFlag,
+    /// `sim serve --hyops-root DIR`.
+    ServeHyopsRoot,
+}
+
+impl SimRootUse {
+    fn flag(self) -> &'static str {
+        match self {
+            SimRootUse::SimFlag => "--sim",
+            SimRootUse::ServeHyopsRoot => "sim serve --hyops-root",
+        }
+    }
+
+    fn remedy(self) -> &'static str {
+        match self {
+            SimRootUse::SimFlag => {
+                "Drop --root to use the simulator's own root (~/.hyops-pve/sim/envs/<env>, or $HYOPS_PVE_SIM_HOME/envs/<env>), \
+                 or give --root a new or empty directory"
+            }
+            SimRootUse::ServeHyopsRoot => {
+                "Give --hyops-root a new or empty directory (or one an earlier `sim serve --hyops-root` or `--sim` run made), \
+                 or leave --hyops-root out"
+            }
+        }
+    }
+
+    fn remedy_outside_real_envs(self) -> &'static str {
+        match self {
+            SimRootUse::SimFlag => {
+                "Drop --root (and HYOPS_PVE_SIM_HOME) to use the simulator's own root (~/.hyops-pve/sim/envs/<env>), or give --root a directory outside ~/.hybridops"
+            }
+            SimRootUse::ServeHyopsRoot => "Give --hyops-root a directory outside ~/.hybridops",
+        }
+    }
+}
+
+/// Refuse to use `root` for the simulator unless it is absent, empty, or a simulator root
+/// (it holds [`SIM_ROOT_MARKER`] or the simulated cluster state). The error names what the
+/// root holds; nothing has been written when it is returned.
+pub fn check_sim_root(root: &Path, user: SimRootUse) -> Result<(), CliError> {
     if !root.exists() {
         return Ok(());
     }
@@ -168,7 +210,8 @@ pub fn check_sim_root(root: &Path) -> Result<(), CliError> {
             .collect(),
         Err(e) => {
             return Err(CliError::msg(format!(
-                "--sim cannot use {} as its runtime root: {e}",
+                "{} cannot use {} as its runtime root: {e}",
+                user.flag(),
                 root.display()
             )))
         }
@@ -192,11 +235,12 @@ pub fn check_sim_root(root: &Path) -> Result<(), CliError> {
         found.truncate(5);
     }
     Err(CliError::msg(format!(
-        "--sim refuses runtime root {}: it is not a simulator root (it holds {}), and the simulator would overwrite its credentials. \
-         Nothing was written. Drop --root to use the simulator's own root (~/.hyops-pve/sim/envs/<env>, or $HYOPS_PVE_SIM_HOME/envs/<env>), \
-         or give --root a new or empty directory",
+        "{} refuses runtime root {}: it is not a simulator root (it holds {}), and the simulator would overwrite its credentials. \
+         Nothing was written. {}",
+        user.flag(),
         root.display(),
-        found.join(", ")
+        found.join(", "),
+        user.remedy()
     )))
 }
 
@@ -229,6 +273,7 @@ fn resolved(path: &Path) -> PathBuf {
 pub fn refuse_real_envs_tree(
     root: &Path,
     env_vars: &BTreeMap<String, String>,
+    user: SimRootUse,
 ) -> Result<(), CliError> {
     let Some(home) = env_vars.get("HOME").filter(|h| !h.trim().is_empty()) else {
         return Ok(());
@@ -237,10 +282,12 @@ pub fn refuse_real_envs_tree(
     let root_resolved = resolved(root);
     if root_resolved.starts_with(&real) {
         return Err(CliError::msg(format!(
-            "--sim refuses runtime root {}: it is inside {}, where the real HyOps envs live, and the simulator would write its credentials there. \
-             Nothing was written. Drop --root (and HYOPS_PVE_SIM_HOME) to use the simulator's own root (~/.hyops-pve/sim/envs/<env>), or give --root a directory outside ~/.hybridops",
+            "{} refuses runtime root {}: it is inside {}, where the real HyOps envs live, and the simulator would write its credentials there. \
+             Nothing was written. {}",
+            user.flag(),
             root.display(),
-            real.display()
+            real.display(),
+            user.remedy_outside_real_envs()
         )));
     }
     Ok(())
@@ -310,8 +357,8 @@ impl SimSession {
         };
         // A root holding anything real is refused naming what it holds; one that is new or
         // empty is still refused inside the real envs tree.
-        check_sim_root(&root)?;
-        refuse_real_envs_tree(&root, env_vars)?;
+        check_sim_root(&root, SimRootUse::SimFlag)?;
+        refuse_real_envs_tree(&root, env_vars, SimRootUse::SimFlag)?;
         mark_sim_root(&root)?;
         let state_file = root.join("sim").join("cluster-state.json");
         let time_scale = match env_vars.get("HYOPS_PVE_SIM_TIME_SCALE") {

@@ -1,12 +1,16 @@
 //! `hyops-pve sim serve`: the simulator as a standalone HTTPS server until Ctrl-C (or SIGTERM). Prints how
 //! to reach it (human lines, or the `--json` envelope once listening), writes its CA PEM to
 //! `--ca-pem` or a private per-run directory that is removed on exit, and saves the cluster
-//! state on exit; `--hyops-root DIR` also makes DIR a ready HyOps runtime root for it. Part
+//! state on exit; `--hyops-root DIR` also makes DIR a ready HyOps runtime root for it (refused
+//! unless DIR is new, empty or already a simulator root, and outside `~/.hybridops`). Part
 //! of the CLI layer; the simulator itself lives in [`crate::sim`].
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde_json::json;
+
+use crate::commands::simroot::SimRootUse;
 
 use crate::commands::output;
 use crate::commands::{CliError, EXIT_OK};
@@ -41,6 +45,19 @@ pub async fn serve(
             faults.rules.len(),
             faults.seed.unwrap_or(seed)
         ));
+    }
+    // `--hyops-root` gets the simulator's credentials and template state: refused, before
+    // anything is written or served, unless it is new, empty or already a simulator root.
+    if let Some(root) = &hyops_root {
+        super::simroot::check_sim_root(root, SimRootUse::ServeHyopsRoot)?;
+        // A HOME that is not UTF-8 is refused by name (procenv), never taken as unset: the
+        // guard against ~/.hybridops would be skipped without a word.
+        let home: BTreeMap<String, String> = super::procenv::var("HOME")?
+            .map(|h| ("HOME".to_string(), h))
+            .into_iter()
+            .collect();
+        super::simroot::refuse_real_envs_tree(root, &home, SimRootUse::ServeHyopsRoot)?;
+        super::simroot::mark_sim_root(root)?;
     }
     // A saved state is served by one simulator at a time.
     let _state_lock = match &state {

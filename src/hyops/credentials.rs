@@ -18,8 +18,23 @@ use crate::secret::Secret;
 /// bare booleans and numbers; `#` and `//` comments (whole-line or trailing). The values
 /// may hold secrets: keep the map private to credential resolution.
 pub fn parse_tfvars(text: &str) -> BTreeMap<String, String> {
+    parse_tfvars_noting(text).0
+}
+
+/// A `key = "value` line whose quoted value is never closed: the line is ignored, and the
+/// error for a missing key names it (1-based `line`; the value is never kept).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnclosedValue {
+    pub line: usize,
+    pub key: String,
+}
+
+/// [`parse_tfvars`], also returning the lines it ignored because a quoted value was not
+/// closed.
+pub fn parse_tfvars_noting(text: &str) -> (BTreeMap<String, String>, Vec<UnclosedValue>) {
     let mut out = BTreeMap::new();
-    for raw in text.lines() {
+    let mut unclosed = Vec::new();
+    for (index, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') || line.starts_with("//") {
             continue;
@@ -56,6 +71,10 @@ pub fn parse_tfvars(text: &str) -> BTreeMap<String, String> {
                 }
             }
             if !closed {
+                unclosed.push(UnclosedValue {
+                    line: index + 1,
+                    key: key.to_string(),
+                });
                 continue;
             }
             v
@@ -69,7 +88,7 @@ pub fn parse_tfvars(text: &str) -> BTreeMap<String, String> {
         };
         out.insert(key.to_string(), value);
     }
-    out
+    (out, unclosed)
 }
 
 /// Lenient truthiness for env/tfvars flags: `1, true, yes, on, y` (case-insensitive).
@@ -182,9 +201,12 @@ pub fn load_proxmox_credentials(
         .filter(|p| !p.is_empty())
         .map_or_else(|| root.proxmox_tfvars(), PathBuf::from);
     // HYOPS_PROXMOX_TFVARS may name any path: read with a bound (a tfvars file is a few KB).
-    let (tf, source_file) = match crate::fsread::read_at_most(&path, 1 << 20) {
+    let (tf, unclosed, source_file) = match crate::fsread::read_at_most(&path, 1 << 20) {
         Ok(Some(bytes)) => match String::from_utf8(bytes) {
-            Ok(t) => (parse_tfvars(&t), Some(path.clone())),
+            Ok(t) => {
+                let (tf, unclosed) = parse_tfvars_noting(&t);
+                (tf, unclosed, Some(path.clone()))
+            }
             Err(_) => {
                 return Err(HyopsError::io(
                     &path,
@@ -204,7 +226,7 @@ pub fn load_proxmox_credentials(
                 ),
             ))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (BTreeMap::new(), None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (BTreeMap::new(), Vec::new(), None),
         Err(e) => return Err(HyopsError::io(&path, e)),
     };
     let get = |key: &str, env_key: &str| -> Option<String> {
@@ -252,7 +274,8 @@ pub fn load_proxmox_credentials(
                 &path,
                 source_file.is_some(),
                 vault.is_some(),
-                &missing
+                &missing,
+                &unclosed
             )
         )));
     }
@@ -348,6 +371,7 @@ fn missing_credentials_help(
     file_exists: bool,
     vault_read: bool,
     missing: &[&str],
+    unclosed: &[UnclosedValue],
 ) -> String {
     let override_set = env
         .get("HYOPS_PROXMOX_TFVARS")
@@ -393,8 +417,22 @@ fn missing_credentials_help(
     } else {
         String::new()
     };
+    // A key that is "missing" only because its line could not be read: say so (never the
+    // value, which may be the token secret).
+    let unclosed_lines: String = unclosed
+        .iter()
+        .filter(|u| missing.contains(&u.key.as_str()))
+        .map(|u| {
+            format!(
+                "\n  line {} of {} sets {} but its quoted value has no closing quote, so the line was ignored",
+                u.line,
+                path.display(),
+                u.key
+            )
+        })
+        .collect();
     format!(
-        "{file_line}\n  environment fallbacks for the missing keys: {}{vault_line}\n  fix: run `hyops init proxmox{}` to write the credentials, or set HYOPS_PROXMOX_TFVARS or the PROXMOX_* variables",
+        "{file_line}{unclosed_lines}\n  environment fallbacks for the missing keys: {}{vault_line}\n  fix: run `hyops init proxmox{}` to write the credentials, or set HYOPS_PROXMOX_TFVARS or the PROXMOX_* variables",
         vars.join(", "),
         root.env().map(|e| format!(" --env {e}")).unwrap_or_default()
     )

@@ -53,8 +53,8 @@ pub use contract::{
     TEMPLATE_PROBE_SKIPPED_NO_CREDENTIALS,
 };
 pub use credentials::{
-    load_proxmox_credentials, parse_tfvars, read_proxmox_ready, ProxmoxCredentials, ProxmoxReady,
-    TlsPolicy,
+    load_proxmox_credentials, parse_tfvars, parse_tfvars_noting, read_proxmox_ready,
+    ProxmoxCredentials, ProxmoxReady, TlsPolicy, UnclosedValue,
 };
 pub use detached::{DetachedVm, DetachedVms};
 pub use error::{HyopsError, Result};

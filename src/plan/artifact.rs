@@ -50,6 +50,17 @@ pub enum StalePlan {
         "saved plan {run_id} no longer matches Proxmox and the inputs: {details}. Run plan again"
     )]
     Drifted { run_id: String, details: String },
+    /// The plan was made for another target (env, module, slot or state instance; only the
+    /// differing ones are named): its VM differences would only repeat that, so none are
+    /// listed.
+    #[error(
+        "saved plan {run_id} was made for {planned}, but this run is for {now}: a plan applies only where it was made. Run plan again for this target, or apply the plan where it was made"
+    )]
+    OtherTarget {
+        run_id: String,
+        planned: String,
+        now: String,
+    },
 }
 
 /// Digest of the desired VMs (canonical JSON, keys in BTreeMap order).
@@ -117,6 +128,27 @@ impl PlanArtifact {
         out
     }
 
+    /// Where this plan applies, as `(what, value)` pairs: the env, module, slot and state
+    /// instance.
+    fn target(&self) -> [(&'static str, String); 4] {
+        [
+            (
+                "env",
+                self.env
+                    .clone()
+                    .unwrap_or_else(|| "(none: an explicit --root)".into()),
+            ),
+            ("module", self.module_ref.clone()),
+            ("slot", self.slot.clone()),
+            (
+                "state instance",
+                self.state_instance
+                    .clone()
+                    .unwrap_or_else(|| "(none)".into()),
+            ),
+        ]
+    }
+
     /// Check a plan loaded from disk against a fresh one. Every VM must have the same action,
     /// the same VMID, the same writes, and the same observed config digest.
     pub fn check_still_valid(&self, fresh: &PlanArtifact, path: &str) -> Result<(), StalePlan> {
@@ -127,13 +159,24 @@ impl PlanArtifact {
                 version: self.schema_version,
             });
         }
-        let mut details = Vec::new();
-        if self.module_ref != fresh.module_ref || self.slot != fresh.slot {
-            details.push(format!(
-                "the plan is for {} slot {}, this run is {} slot {}",
-                self.module_ref, self.slot, fresh.module_ref, fresh.slot
-            ));
+        let differing: Vec<_> = self
+            .target()
+            .into_iter()
+            .zip(fresh.target())
+            .filter(|(a, b)| a != b)
+            .collect();
+        if !differing.is_empty() {
+            let (planned, now): (Vec<String>, Vec<String>) = differing
+                .iter()
+                .map(|((what, a), (_, b))| (format!("{what} {a}"), format!("{what} {b}")))
+                .unzip();
+            return Err(StalePlan::OtherTarget {
+                run_id: self.run_id.clone(),
+                planned: planned.join(", "),
+                now: now.join(", "),
+            });
         }
+        let mut details = Vec::new();
         if self.inputs_digest != fresh.inputs_digest {
             details.push("the inputs changed since the plan was made".to_string());
         }

@@ -12,8 +12,13 @@ const SCRUB_PREFIXES: &[&str] = &["HYOPS_", "PROXMOX_", "ANSIBLE_VAULT", "NETBOX
 /// The binary with a clean environment and `HOME` set to `home`.
 pub fn bin(home: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_hyops-pve"));
-    for (k, _) in std::env::vars() {
-        if SCRUB_PREFIXES.iter().any(|p| k.starts_with(p)) {
+    // by bytes: a variable that is not UTF-8 must neither panic the harness nor slip through
+    for (k, _) in std::env::vars_os() {
+        let name = k.as_encoded_bytes();
+        if SCRUB_PREFIXES
+            .iter()
+            .any(|p| name.starts_with(p.as_bytes()))
+        {
             c.env_remove(k);
         }
     }

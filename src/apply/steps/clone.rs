@@ -43,10 +43,11 @@ pub(crate) async fn clone_vm(ctx: &VmCtx<'_>, want: &DesiredVm) -> Result<u32, S
     };
     let marker_line = want.marker.to_line();
     let policy = exec.timeouts.policy(exec.timeouts.clone);
+    let in_flight = InFlight::default();
     // The work happens on the storage written (a linked clone's volumes are made where the
     // template's are; `storage` names the same one for the usual template) and on the
     // template's node, which runs the qmclone task.
-    run_step(
+    let result = run_step(
         ctx,
         "clone",
         policy,
@@ -54,9 +55,38 @@ pub(crate) async fn clone_vm(ctx: &VmCtx<'_>, want: &DesiredVm) -> Result<u32, S
             storage: storage.as_deref().unwrap_or(&want.storage),
             task_node: &clone_node,
         }),
-        || attempt(ctx, want, &params, &marker_line),
+        || attempt(ctx, want, &params, &marker_line, &in_flight),
     )
-    .await
+    .await;
+    match result {
+        // Cancelling abandons the wait, not the task: say where the clone goes on.
+        Err(StepError::Cancelled { step, key, .. }) if in_flight.get().is_some() => {
+            let (vmid, node) = in_flight.get().unwrap_or_default();
+            Err(StepError::Cancelled {
+                step,
+                key,
+                vmid: vmid.to_string(),
+                after: format!(
+                    "; its clone task keeps running on node {node}, and the next apply waits for it and adopts VM {vmid} by its ownership marker"
+                ),
+            })
+        }
+        r => r,
+    }
+}
+
+/// The clone this step has sent and not yet seen end (VMID, node running its task): what a
+/// cancellation leaves running on the cluster.
+#[derive(Default)]
+struct InFlight(std::sync::Mutex<Option<(u32, String)>>);
+
+impl InFlight {
+    fn set(&self, v: Option<(u32, String)>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = v;
+    }
+    fn get(&self) -> Option<(u32, String)> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 /// The node the clone call goes to: the route's (always the template's node).
@@ -73,6 +103,7 @@ async fn attempt(
     want: &DesiredVm,
     params: &CloneParams,
     marker_line: &str,
+    in_flight: &InFlight,
 ) -> Result<u32, AttemptError> {
     let exec = ctx.exec;
     let client = &exec.client;
@@ -89,14 +120,17 @@ async fn attempt(
     };
     let allocated = client.allocate_vmid_and_clone(&req).await;
     let (vmid, upid) = match allocated {
-        Ok(CloneAllocation::Submitted { vmid, upid, .. }) => (vmid, upid),
+        Ok(CloneAllocation::Submitted { vmid, upid, .. }) => {
+            in_flight.set(Some((vmid, upid.node.clone())));
+            (vmid, upid)
+        }
         Ok(CloneAllocation::Adopted { vmid, .. }) | Ok(CloneAllocation::Completed { vmid, .. }) => {
             return Ok(vmid)
         }
         Err(PveError::Clone { newid, source, .. })
             if source.disposition() == Disposition::OutcomeUnknown =>
         {
-            return resolve(ctx, want, marker_line, newid, *source).await;
+            return resolve(ctx, want, marker_line, newid, *source, in_flight).await;
         }
         Err(e) => return Err(AttemptError::pve(e)),
     };
@@ -105,13 +139,18 @@ async fn attempt(
         eager: true,
         ..exec.wait_opts(exec.timeouts.clone)
     };
-    match client.watch_task(&upid, &wait).await {
+    let watched = client.watch_task(&upid, &wait).await;
+    // Only an unknown outcome leaves the clone possibly running; any other end is seen.
+    if !matches!(&watched, Err(e) if e.disposition() == Disposition::OutcomeUnknown) {
+        in_flight.set(None);
+    }
+    match watched {
         Ok(_) => Ok(vmid),
         // Someone took the id between our probe and the task: this process never offers it
         // again, so the next attempt clones to another id.
         Err(e) if is_id_conflict(&e, vmid) => Err(AttemptError::with(e, Disposition::Transient)),
         Err(e) if e.disposition() == Disposition::OutcomeUnknown => {
-            resolve(ctx, want, marker_line, vmid, e).await
+            resolve(ctx, want, marker_line, vmid, e, in_flight).await
         }
         Err(e) => Err(AttemptError::pve(e)),
     }
@@ -143,6 +182,7 @@ async fn resolve(
     marker_line: &str,
     newid: u32,
     cause: PveError,
+    in_flight: &InFlight,
 ) -> Result<u32, AttemptError> {
     let exec = ctx.exec;
     let client = &exec.client;
@@ -183,11 +223,18 @@ async fn resolve(
         .await;
     match seen {
         Ok(s) => match s.value {
-            Seen::Ours(vmid, node) => settle_clone(ctx, vmid, &node, cause).await,
-            Seen::Taken => Err(AttemptError::with(cause, Disposition::Transient)),
+            Seen::Ours(vmid, node) => {
+                in_flight.set(Some((vmid, node.clone())));
+                settle_clone(ctx, vmid, &node, cause, in_flight).await
+            }
+            Seen::Taken => {
+                in_flight.set(None);
+                Err(AttemptError::with(cause, Disposition::Transient))
+            }
         },
         // Readable all along and nothing there: the clone did not happen.
         Err(RetryError::GaveUp { last: None, .. }) => {
+            in_flight.set(None);
             Err(AttemptError::with(cause, Disposition::Transient))
         }
         Err(RetryError::Cancelled { .. }) => Err(AttemptError::other(
@@ -211,6 +258,7 @@ async fn settle_clone(
     vmid: u32,
     node: &str,
     cause: PveError,
+    in_flight: &InFlight,
 ) -> Result<u32, AttemptError> {
     let exec = ctx.exec;
     let client = &exec.client;
@@ -246,7 +294,10 @@ async fn settle_clone(
     match polled {
         Ok(v) if v.value => Ok(vmid),
         // gone: its task failed and PVE removed it, so a new clone is safe
-        Ok(_) => Err(AttemptError::with(cause, Disposition::Transient)),
+        Ok(_) => {
+            in_flight.set(None);
+            Err(AttemptError::with(cause, Disposition::Transient))
+        }
         Err(e) => Err(AttemptError::other(
             format!(
                 "clone to VMID {vmid}: outcome was unknown ({cause}); the VM carries our marker but did not settle before the clone deadline ({}); not resending",

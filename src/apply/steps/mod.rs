@@ -85,6 +85,7 @@ impl<'a> VmCtx<'a> {
             step,
             key: self.key.clone(),
             vmid: self.vmid_str(),
+            after: String::new(),
         }
     }
     pub fn journal(&self, action: &str, event: &str, end: Option<StepEnd>) {
