@@ -1153,6 +1153,41 @@ fn a_request_larger_than_the_cap_is_an_error_result_not_an_unbounded_read() {
     );
 }
 
+#[tokio::test]
+async fn a_driver_apply_whose_evidence_cannot_be_written_answers_an_error_naming_the_file_and_the_vms(
+) {
+    let h = Harness::start().await;
+    let inputs = resolved_inputs(DEMO);
+    let run_id = "apply-20260101T000000Z-0000df01";
+    let _full =
+        hyops_pve::hyops::fsio::faults::inject(hyops_pve::hyops::fsio::faults::WriteFault {
+            under: h.root(),
+            file_name: Some("apply_report.json".into()),
+            armed_by: None,
+            after: 0,
+            failures: None,
+            errno: libc::ENOSPC,
+        });
+    let r = run(&h, &request(&h, "apply", run_id, &inputs)).await;
+    let e = error_of(&r);
+    assert!(
+        e.starts_with(&format!(
+            "apply changed Proxmox but its evidence is incomplete: cannot write {}: No space left on device (os error 28); ",
+            evidence(&h, run_id).join("apply_report.json").display()
+        )),
+        "{e}"
+    );
+    assert!(e.contains("VMs: 3 created (app-01 vmid "), "{e}");
+    // hyops records the state from this result; the outputs are still in it
+    assert!(r.normalized_outputs["outputs"]["vms"]["app-01"].is_object());
+    let written: Value = serde_json::from_str(
+        &std::fs::read_to_string(evidence(&h, run_id).join("driver_result.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(written["status"], "error");
+    assert!(!latest(&h).exists(), "the driver never writes the state");
+}
+
 /// `hyops-pve driver --request <file>` as hyops' plug-in runs it, with `name=value` added to
 /// its environment (`value` given as bytes: it may be no UTF-8).
 async fn driver_process(

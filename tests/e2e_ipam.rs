@@ -713,3 +713,79 @@ async fn without_netbox_settings_the_sync_is_disabled_with_upstreams_warning() {
         "{warnings}"
     );
 }
+
+/// Writes of `name` under the root fail as on a full disk (`hyops::fsio::faults`).
+fn full_disk(t: &Ipam, name: &str) -> hyops_pve::hyops::fsio::faults::FaultGuard {
+    hyops_pve::hyops::fsio::faults::inject(hyops_pve::hyops::fsio::faults::WriteFault {
+        under: t.h.root(),
+        file_name: Some(name.to_string()),
+        armed_by: None,
+        after: 0,
+        failures: None,
+        errno: libc::ENOSPC,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allocation_record_that_cannot_be_written_stops_the_apply_before_any_vm_and_the_rerun_reuses_the_addresses(
+) {
+    let t = embedded().await;
+    let o = t.overlay("o.yml", &["app-01", "app-02"], "");
+    let ctx = t.ctx(&o, &[]).await;
+    {
+        let _full = full_disk(&t, "ipam_allocations.json");
+        let e = apply_inner(&ctx, None, None).await.unwrap_err();
+        assert!(
+            e.message.starts_with(
+                "cannot record the NetBox IPAM allocations, so no VM was changed: cannot write "
+            ),
+            "{}",
+            e.message
+        );
+        assert!(
+            e.message.ends_with(
+                "the addresses reserved in NetBox keep this slot's identities and the next apply reuses them"
+            ),
+            "{}",
+            e.message
+        );
+        assert!(t.h.vms().is_empty());
+        assert_eq!(t.h.state_json()["status"], "error");
+    }
+    let reserved: Vec<String> = t.ips().await.into_iter().map(|r| r.address).collect();
+    assert_eq!(reserved.len(), 2);
+    apply_inner(&ctx, None, None).await.unwrap();
+    let mut after: Vec<String> = t.ips().await.into_iter().map(|r| r.address).collect();
+    after.sort();
+    let mut reserved = reserved;
+    reserved.sort();
+    assert_eq!(after, reserved, "the rerun reused the reservations");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_netbox_sync_record_that_cannot_be_written_still_syncs_netbox_and_records_the_state_as_error(
+) {
+    let t = embedded().await;
+    let o = t.overlay("o.yml", &["app-01"], "");
+    let ctx = t.ctx(&o, &[]).await;
+    let _full = full_disk(&t, "hook_netbox_sync.json");
+    let e = apply_inner(&ctx, None, None).await.unwrap_err();
+    assert!(
+        e.message
+            .starts_with("apply changed Proxmox but its evidence is incomplete: cannot write "),
+        "{}",
+        e.message
+    );
+    assert!(e
+        .message
+        .contains("hook_netbox_sync.json: No space left on device"));
+    assert!(
+        e.message.contains("VMs: 1 created (app-01 vmid "),
+        "{}",
+        e.message
+    );
+    t.vm(&t.name("app-01")).await.expect("NetBox was synced");
+    let st = t.h.state_json();
+    assert_eq!(st["status"], "error");
+    assert_eq!(st["outputs"], serde_json::json!({}));
+}

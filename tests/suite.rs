@@ -25,6 +25,7 @@ mod cli_stderr;
 mod clients;
 mod conformance;
 mod converge_prop;
+mod disk_full;
 mod driver_ipam;
 mod driver_mode;
 mod e2e_adoption;

@@ -234,13 +234,29 @@ async fn run_request_text_env(
         }
     };
     let name = req.command.name();
-    let result = match run_request(&req, env, dialer, stop).await {
+    let mut result = match run_request(&req, env, dialer, stop).await {
         Ok(r) => r,
         Err(e) => DriverResult::error(&req.run_id, name, e.message),
     };
     // The phases write driver_result.json on their paths; this makes it final on every path.
-    let _ = hyops::evidence::create_evidence_dir(&req.evidence_dir);
-    let _ = write_driver_result(&req.evidence_dir, &result);
+    // hyops reads the result from stdout, but a run whose record is missing fails, naming it
+    // (unless its message already does).
+    let written = hyops::evidence::create_evidence_dir(&req.evidence_dir)
+        .and_then(|()| write_driver_result(&req.evidence_dir, &result));
+    if let Err(e) = written {
+        let named = result
+            .error
+            .as_deref()
+            .is_some_and(|m| m.contains("driver_result.json"));
+        if !named {
+            let note = CliError::hyops(e).message;
+            result.error = Some(match result.error.take() {
+                Some(m) => format!("{m}; and its result could not be recorded: {note}"),
+                None => format!("{name} succeeded but its result could not be recorded: {note}"),
+            });
+            result.status = hyops::ResultStatus::Error;
+        }
+    }
     result
 }
 
@@ -392,7 +408,7 @@ async fn run_request(
             // between the preparation and the deletes.
             let run = start_run(&ctx, RunPrefix::Destroy, true)?;
             let prep = destroy_prepare(&ctx, &run, "destroy")?;
-            Ok(destroy_execute(&ctx, &run, &prep, stop).await?.result)
+            Ok(destroy_execute(&ctx, &run, &prep, stop).await.result)
         }
         DriverCommand::Import(target) => {
             let run = start_run(&ctx, RunPrefix::Import, true)?;

@@ -825,8 +825,15 @@ pub async fn ipam_allocate(
         "allocations": decisions,
         "requests": {"total": used.total, "writes": used.writes, "by_endpoint": used.calls},
     });
-    write_json_atomic(&run.evidence.join("ipam_allocations.json"), &record)
-        .map_err(CliError::hyops)?;
+    // Nothing has changed in Proxmox yet: an allocation record that cannot be written stops
+    // the run here (the reservations carry this slot's identities, so nothing is lost).
+    write_json_atomic(&run.evidence.join("ipam_allocations.json"), &record).map_err(|e| {
+        let e = CliError::hyops(e);
+        CliError::msg(format!(
+            "cannot record the NetBox IPAM allocations, so no VM was changed: {}; the addresses reserved in NetBox keep this slot's identities and the next apply reuses them",
+            e.message
+        ))
+    })?;
     if let Some(e) = error {
         return Err(CliError::msg(e));
     }

@@ -5,6 +5,7 @@
 
 pub mod context;
 pub mod driver;
+pub mod evidence_loss;
 pub mod heap;
 pub mod hints;
 pub mod ipam;
@@ -57,7 +58,13 @@ impl CliError {
             code: EXIT_ERROR,
         }
     }
+    /// The error of the runtime-root layer; a full filesystem also says what to do.
     pub fn hyops(e: HyopsError) -> Self {
+        if e.storage_full() {
+            return Self::msg(format!(
+                "{e}; local runtime storage is full: free disk space, then run the command again"
+            ));
+        }
         Self::msg(e.to_string())
     }
     pub fn cancelled(message: impl Into<String>) -> Self {

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use crate::cli::{ModuleArgs, PreflightBypass, StateShowArgs};
 use crate::commands::context::{require_inputs, Ctx};
+use crate::commands::evidence_loss;
 use crate::commands::output;
 use crate::commands::phases::{
     apply_phase, destroy_execute, destroy_prepare, make_plan_observed, plan_phase, preflight_phase,
@@ -311,12 +312,16 @@ pub async fn apply_inner(
         }
         Err(e) => {
             decision.complete(false, Some(&e.message));
-            decision.write(&run.evidence).map_err(CliError::hyops)?;
-            let msg = if e.message.starts_with("preflight failed") {
+            let recorded = decision.write(&run.evidence);
+            let mut msg = if e.message.starts_with("preflight failed") {
                 e.message
             } else {
                 format!("preflight failed: {}", e.message)
             };
+            // the preflight's own error stays the message (often the same full disk)
+            if let Err(w) = recorded {
+                msg = format!("{msg}; and its decision could not be recorded: {w}");
+            }
             return Err(CliError::msg(msg));
         }
     };
@@ -335,11 +340,7 @@ pub async fn apply_inner(
             rerun_inputs_file: Some(rerun_file.clone()),
             resolved_inputs_file: Some(resolved_file.clone()),
         })
-        .map_err(|e| {
-            CliError::msg(format!(
-                "cannot record the running state (the run is aborted before any change): {e}"
-            ))
-        })?;
+        .map_err(|e| running_not_recorded("apply", &e))?;
     match apply_phase(ctx, &run, &pf, plan_file, &stop).await {
         Ok(applied) => finish_apply(
             ctx,
@@ -351,22 +352,76 @@ pub async fn apply_inner(
             resolved_file,
         ),
         Err(e) => {
-            let _ = state.persist_error("apply", &e.message);
-            let result = DriverResult::error(&run.run_id, "apply", &e.message);
-            let _ = write_driver_result(&run.evidence, &result);
-            if e.code == crate::commands::EXIT_CANCELLED {
-                let _ = write_json_atomic(
-                    &run.evidence.join("cancelled.json"),
-                    &json!({"run_id": run.run_id, "reason": e.message}),
-                );
+            // The phase stopped early (before any VM change, or a stop request): its evidence
+            // first (what cannot be written joins the message), then the state.
+            let mut message = e.message;
+            if let Some(lost) = run.evidence_failures.summary() {
+                message = format!("{message}; and its evidence is incomplete: {lost}");
             }
-            Err(e)
+            let mut unwritten = Vec::new();
+            let result = DriverResult::error(&run.run_id, "apply", &message);
+            if let Err(w) = write_driver_result(&run.evidence, &result) {
+                unwritten.push(w.to_string());
+            }
+            if e.code == crate::commands::EXIT_CANCELLED {
+                if let Err(w) = write_json_atomic(
+                    &run.evidence.join("cancelled.json"),
+                    &json!({"run_id": run.run_id, "reason": message}),
+                ) {
+                    unwritten.push(w.to_string());
+                }
+            }
+            if !unwritten.is_empty() {
+                message = format!("{message}; and {}", unwritten.join("; "));
+            }
+            Err(record_failure(ctx, &state, "apply", message, e.code))
         }
     }
 }
 
+/// The running record (or the room for the run's final record) could not be written: the
+/// run stops before any change.
+fn running_not_recorded(command: &str, e: &hyops::HyopsError) -> CliError {
+    let advice = if e.storage_full() {
+        "; local runtime storage is full: free disk space, then run it again"
+    } else {
+        ""
+    };
+    CliError::msg(format!(
+        "cannot record the running state (the {command} is aborted before any change): {e}{advice}"
+    ))
+}
+
+/// Record a failed mutating run in the state (`error` with the previous outputs kept,
+/// contract §3.4) and return its error; when the state cannot be written either, the message
+/// says so and what the state file still says.
+fn record_failure(
+    ctx: &Ctx,
+    state: &ModuleState,
+    command: &str,
+    message: String,
+    code: i32,
+) -> CliError {
+    match state.persist_error(command, &message) {
+        Ok(()) => CliError { message, code },
+        Err(e) => CliError {
+            message: evidence_loss::state_not_recorded(
+                command,
+                &message,
+                &e,
+                "`running` from this run's start",
+                ctx.root.path(),
+            ),
+            code,
+        },
+    }
+}
+
 /// The CLI's state writes after an executed apply: `error` (previous outputs kept) when a
-/// VM failed, else the published outputs, rerun inputs and `ok`.
+/// VM failed or the run's evidence is incomplete (the rerun inputs and `result.json` are
+/// written first, as upstream does), else the published outputs, rerun inputs and `ok`. A
+/// state that cannot be written falls back to the smaller `error` record; the message then
+/// says the VMs exist and the state was not recorded as `ok`.
 fn finish_apply(
     ctx: &Ctx,
     run: &Run,
@@ -396,22 +451,48 @@ fn finish_apply(
     if let Some(err) = &result.error {
         // Each VM's error was shown once as it happened (progress) and is kept in full in
         // apply_report.json, driver_result.json and the envelope's `vms`; a required gate that
-        // failed keeps the new outputs unpublished (§5.6). The state and the ERR line get the
-        // one-line message.
-        let _ = state.persist_error("apply", err);
-        return Err(CliError::msg(err.clone()));
+        // failed keeps the new outputs unpublished (§5.6); evidence that could not be written
+        // is named with the VMs it concerns. The state and the ERR line get the one-line
+        // message.
+        return Err(record_failure(
+            ctx,
+            state,
+            "apply",
+            err.clone(),
+            crate::commands::EXIT_ERROR,
+        ));
     }
     drop(plan.vms);
-    let rerun_file = write_rerun_inputs(
+    let rerun_file = run.evidence_failures.keep(write_rerun_inputs(
         &ctx.root,
         &ctx.module_ref,
         ctx.instance.as_ref(),
         &sanitize_rerun_inputs(&pf.resolved.resolved_json),
-    )
-    .map_err(CliError::hyops)?;
+    ));
     // result.json is driver_result.json (written by the apply); the outputs then move, never
     // copied, into the state and the envelope (10 000 VMs: tens of MB as JSON values).
-    write_cli_result(&run.evidence, false, &result).map_err(CliError::hyops)?;
+    run.evidence_failures
+        .keep(write_cli_result(&run.evidence, false, &result));
+    let root = ctx.root.path();
+    let rerun_file = match rerun_file {
+        Some(f) if run.evidence_failures.is_empty() => f,
+        _ => {
+            let message = evidence_loss::incomplete_evidence(
+                "apply",
+                &run.evidence_failures,
+                &report.outcomes,
+                root,
+            )
+            .unwrap_or_else(|| "apply could not record its rerun inputs".into());
+            return Err(record_failure(
+                ctx,
+                state,
+                "apply",
+                message,
+                crate::commands::EXIT_ERROR,
+            ));
+        }
+    };
     let raw = match result.normalized_outputs.shift_remove("outputs") {
         Some(Value::Object(m)) => m,
         _ => serde_json::Map::new(),
@@ -426,15 +507,39 @@ fn finish_apply(
         resolved_inputs_file: resolved_file,
         backend_binding: None,
     };
-    let state_head = state.persist_ok_streamed(&rec).map_err(CliError::hyops)?;
-    write_module_state_record_of(
+    let state_head = match state.persist_ok_streamed(&rec) {
+        Ok(h) => h,
+        Err(e) => {
+            // The ok record did not fit (or the disk failed): record the failure in the
+            // smaller error record, which keeps the previous outputs.
+            let message = format!(
+                "apply converged in Proxmox but its ok state could not be written: {e}; VMs: {}; {}, then run apply again: it changes nothing and records the new outputs",
+                evidence_loss::vm_changes(&report.outcomes),
+                evidence_loss::storage_advice(e.storage_full(), root)
+            );
+            return Err(record_failure(
+                ctx,
+                state,
+                "apply",
+                message,
+                crate::commands::EXIT_ERROR,
+            ));
+        }
+    };
+    if let Err(e) = write_module_state_record_of(
         &run.evidence,
         state.path(),
         &state_head,
         Some(&rec.outputs),
         None,
-    )
-    .map_err(CliError::hyops)?;
+    ) {
+        // The state is recorded (ok): only this record of it is missing.
+        return Err(CliError::msg(format!(
+            "apply ok and its state is recorded in {}, but its evidence is incomplete: {e}; {}",
+            state.path().display(),
+            evidence_loss::storage_advice(e.storage_full(), root)
+        )));
+    }
     output::field("outputs", Value::Object(rec.outputs));
     output::field("state_file", json!(state.path().display().to_string()));
     output::field("rerun_inputs_file", json!(rerun_file.display().to_string()));
@@ -482,31 +587,49 @@ pub async fn destroy_inner(ctx: &Ctx, bypass_reason: Option<String>) -> Result<S
             rerun_inputs_file: None,
             resolved_inputs_file: Some(run.evidence.join("resolved.inputs.yml")),
         })
-        .map_err(|e| {
-            CliError::msg(format!(
-                "cannot record the running state (the destroy is aborted before any change): {e}"
-            ))
-        })?;
-    let destroyed = destroy_execute(ctx, &run, &prep, &stop).await?;
+        .map_err(|e| running_not_recorded("destroy", &e))?;
+    let destroyed = destroy_execute(ctx, &run, &prep, &stop).await;
     if let Some(report) = &destroyed.report {
         output::field("vms", json!(report.outcomes));
     }
     if let Some(msg) = &destroyed.result.error {
-        let _ = state.persist_error("destroy", msg);
-        return Err(CliError {
-            message: msg.clone(),
-            code: if destroyed.cancelled {
-                EXIT_CANCELLED
-            } else {
-                crate::commands::EXIT_ERROR
-            },
-        });
+        let code = if destroyed.cancelled {
+            EXIT_CANCELLED
+        } else {
+            crate::commands::EXIT_ERROR
+        };
+        return Err(record_failure(ctx, &state, "destroy", msg.clone(), code));
     }
-    let value = state
-        .persist_destroyed(&run.run_id, &run.evidence, &contract)
-        .map_err(CliError::hyops)?;
-    write_module_state_record(&run.evidence, state.path(), &value, None)
-        .map_err(CliError::hyops)?;
+    let root = ctx.root.path();
+    let value = match state.persist_destroyed(&run.run_id, &run.evidence, &contract) {
+        Ok(v) => v,
+        Err(e) => {
+            let outcomes = destroyed
+                .report
+                .as_ref()
+                .map_or(&[][..], |r| &r.outcomes[..]);
+            let message = format!(
+                "destroy removed the slot's VMs but its destroyed state could not be written: {e}; VMs: {}; {}, then run destroy again: it finds nothing left to remove and records the state",
+                evidence_loss::vm_changes(outcomes),
+                evidence_loss::storage_advice(e.storage_full(), root)
+            );
+            return Err(record_failure(
+                ctx,
+                &state,
+                "destroy",
+                message,
+                crate::commands::EXIT_ERROR,
+            ));
+        }
+    };
+    if let Err(e) = write_module_state_record(&run.evidence, state.path(), &value, None) {
+        // The state is recorded (destroyed): only this record of it is missing.
+        return Err(CliError::msg(format!(
+            "destroy ok and its state is recorded in {}, but its evidence is incomplete: {e}; {}",
+            state.path().display(),
+            evidence_loss::storage_advice(e.storage_full(), root)
+        )));
+    }
     for w in &destroyed.result.warnings {
         output::warn(w);
     }

@@ -14,7 +14,6 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::commands::context::Ctx;
-use crate::commands::CliError;
 use crate::hyops::{write_json_atomic_ser, write_text_atomic, Sorted};
 use crate::netbox::sync::{SyncNic, SyncVm};
 
@@ -305,8 +304,8 @@ fn kept_rows(path: &Path, replaced: &BTreeSet<String>) -> Vec<Value> {
 }
 
 /// Write the run's dataset evidence (`rows` as they are, in sync order).
-pub fn write_evidence_dataset(path: &Path, rows: &[DatasetRow<'_>]) -> Result<(), CliError> {
-    write_json_atomic_ser(path, &Rows(rows)).map_err(CliError::hyops)
+pub fn write_evidence_dataset(path: &Path, rows: &[DatasetRow<'_>]) -> crate::hyops::Result<()> {
+    write_json_atomic_ser(path, &Rows(rows))
 }
 
 /// Merge this slot's rows into the shared dataset: rows of other modules and slots stay
@@ -317,7 +316,7 @@ pub fn write_shared_dataset(
     ctx: &Ctx,
     rows: &[DatasetRow<'_>],
     replaced_names: &BTreeSet<String>,
-) -> Result<(PathBuf, PathBuf), CliError> {
+) -> crate::hyops::Result<(PathBuf, PathBuf)> {
     let (json_path, csv_path) = dataset_paths(ctx);
     let mut merged: Vec<SharedRow<'_>> = kept_rows(&json_path, replaced_names)
         .into_iter()
@@ -326,8 +325,8 @@ pub fn write_shared_dataset(
     merged.extend(rows.iter().copied().map(SharedRow::Ours));
     // stable: rows of equal name keep their order (kept rows first)
     merged.sort_by(|a, b| a.name().cmp(&b.name()));
-    write_json_atomic_ser(&json_path, &merged).map_err(CliError::hyops)?;
-    write_text_atomic(&csv_path, &csv_text(&merged)).map_err(CliError::hyops)?;
+    write_json_atomic_ser(&json_path, &merged)?;
+    write_text_atomic(&csv_path, &csv_text(&merged))?;
     Ok((json_path, csv_path))
 }
 

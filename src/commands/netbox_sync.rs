@@ -399,13 +399,18 @@ pub async fn after_apply(
         .iter()
         .map(|(vm, vmid)| DatasetRow { vm, vmid: *vmid })
         .collect();
-    write_evidence_dataset(
+    // The VMs exist whether or not their dataset files can be written: a file that cannot be
+    // written is reported at the run's end, and NetBox is still synced from the rows in memory.
+    run.evidence_failures.keep(write_evidence_dataset(
         &run.evidence.join("hook_netbox_sync.dataset.json"),
         &dataset,
-    )?;
+    ));
     let mut replaced: BTreeSet<String> = current.clone();
     replaced.extend(retire.iter().map(|r| r.name.clone()));
-    let (dataset_json, dataset_csv) = write_shared_dataset(ctx, &dataset, &replaced)?;
+    let (dataset_json, dataset_csv) = run
+        .evidence_failures
+        .keep(write_shared_dataset(ctx, &dataset, &replaced))
+        .unwrap_or_else(|| dataset_paths(ctx));
     drop(dataset);
     let command = vec![
         "hyops-pve".to_string(),
@@ -477,7 +482,9 @@ pub async fn after_destroy(
         .map(|(name, tags)| json!({"name": name, "cluster": infer_cluster(tags), "tags": tags.join(";")}))
         .collect();
     let dataset = run.evidence.join("hook_netbox_destroy_vms.dataset.json");
-    write_json_atomic(&dataset, &Value::Array(rows)).map_err(CliError::hyops)?;
+    // The VMs are gone whether or not this can be written: NetBox is still synced.
+    run.evidence_failures
+        .keep(write_json_atomic(&dataset, &Value::Array(rows)));
     let hard = truthy(&ctx.env_vars, HARD_DELETE_ENV);
     let mut command = vec![
         "hyops-pve".to_string(),
@@ -544,10 +551,15 @@ fn finish_hook(
     strict: bool,
     mut warnings: Vec<String>,
 ) -> Result<Vec<String>, CliError> {
-    write_json_atomic(&run.evidence.join("hook_netbox_sync.json"), record)
-        .map_err(CliError::hyops)?;
-    write_json_atomic(&run.evidence.join("hook_netbox_sync.result.json"), summary)
-        .map_err(CliError::hyops)?;
+    // The sync has run: its record failing to be written is reported at the run's end.
+    run.evidence_failures.keep(write_json_atomic(
+        &run.evidence.join("hook_netbox_sync.json"),
+        record,
+    ));
+    run.evidence_failures.keep(write_json_atomic(
+        &run.evidence.join("hook_netbox_sync.result.json"),
+        summary,
+    ));
     if rc != 0 {
         if strict {
             return Err(CliError::msg(format!(

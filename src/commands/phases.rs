@@ -22,6 +22,7 @@ use crate::apply::journal::Journal;
 use crate::apply::limits::{Limits, Scheduler};
 use crate::apply::snippets as apply_snippets;
 use crate::commands::context::Ctx;
+use crate::commands::evidence_loss;
 use crate::commands::ipam::{self, IpamOutcome, IpamPrepared};
 use crate::commands::netbox_sync;
 use crate::commands::output;
@@ -33,8 +34,8 @@ use crate::hyops::state_refs::RootStateContracts;
 use crate::hyops::{
     self, acquire_lock, check_vm_set_guards, evidence_dir, new_run_id, read_tfstate_vms,
     resolve_template, template_source_hint, write_driver_result, write_inputs_resolved,
-    write_json_atomic, write_meta, write_text_atomic, DetachedVms, DriverResult, ModuleState,
-    PreflightOptions, ProxmoxCredentials, RunLock, RunPrefix,
+    write_json_atomic, write_meta, write_text_atomic, DetachedVms, DriverResult, EvidenceFailure,
+    EvidenceFailures, ModuleState, PreflightOptions, ProxmoxCredentials, RunLock, RunPrefix,
 };
 use crate::inputs::model::{
     CloudInitMode, ConcurrencyLimits, LogicalVmKey, ModuleInputs, TemplateSource,
@@ -54,11 +55,14 @@ use crate::ssh::gate::{required_failure_message, GateEnv, GateReport};
 use crate::ssh::node::{NodeSsh, NodeSshTarget};
 use crate::ssh::SshContext;
 
-/// One module run's frame: its id, evidence dir and (for mutating commands) the slot lock.
+/// One module run's frame: its id, evidence dir, (for mutating commands) the slot lock, and
+/// the evidence writes that failed once it had changed something (see
+/// [`super::evidence_loss`]: the run goes on to its state record and fails at its end).
 pub struct Run {
     pub run_id: String,
     pub evidence: PathBuf,
     pub _lock: Option<RunLock>,
+    pub evidence_failures: EvidenceFailures,
 }
 
 impl Run {
@@ -115,6 +119,7 @@ pub fn start_run(ctx: &Ctx, prefix: RunPrefix, lock: bool) -> Result<Run, CliErr
         run_id,
         evidence,
         _lock: lock,
+        evidence_failures: EvidenceFailures::default(),
     })
 }
 
@@ -660,10 +665,38 @@ pub async fn make_plan_observed(
     if let Some(o) = ipam {
         plan.ipam = o.decisions.clone();
     }
-    write_plan_json(&run.evidence.join("plan.json"), plan)?;
+    // Nothing has changed in Proxmox yet: a plan that cannot be recorded stops the run here.
+    write_plan_json(&run.evidence.join("plan.json"), plan).map_err(plan_not_recorded)?;
     write_text_atomic(&run.evidence.join("plan.txt"), &render(plan, false))
-        .map_err(CliError::hyops)?;
+        .map_err(|e| plan_not_recorded(CliError::hyops(e)))?;
     Ok((planned, prior))
+}
+
+/// A plan file that could not be written: the run stops before its first Proxmox change.
+fn plan_not_recorded(e: CliError) -> CliError {
+    CliError {
+        message: format!(
+            "cannot record the plan, so no VM was changed: {}",
+            e.message
+        ),
+        code: e.code,
+    }
+}
+
+/// Record the lines the executor's journal could not write among the run's evidence failures.
+fn record_journal_loss(run: &Run, exec: &Executor) {
+    if let Some(loss) = exec.journal.loss() {
+        run.evidence_failures.record(EvidenceFailure {
+            path: loss.path.clone(),
+            error: loss.first_error.clone(),
+            detail: Some(format!(
+                "{} of {} line(s) lost",
+                loss.lines,
+                loss.lines + loss.written
+            )),
+            storage_full: loss.storage_full,
+        });
+    }
 }
 
 /// Write `plan.json` streamed to disk, one VM at a time: the same bytes as rendering the
@@ -708,7 +741,15 @@ fn executor(
     seen: Observed,
 ) -> Result<(Arc<Executor>, Option<indicatif::ProgressBar>), CliError> {
     let journal = Journal::open(&run.evidence.join("apply_journal.jsonl"), &run.run_id)
-        .map_err(|e| CliError::msg(e.to_string()))?;
+        .map_err(|e| {
+            if hyops::error::io_storage_full(&e.source) {
+                CliError::msg(format!(
+                    "{e}; local runtime storage is full: free disk space, then run the command again"
+                ))
+            } else {
+                CliError::msg(e.to_string())
+            }
+        })?;
     let (progress, bar) = progress_for(total, false);
     let mut exec = Executor::new(
         client,
@@ -883,7 +924,12 @@ pub async fn execute_plan(
     };
     let known = engine::known_vms(observed, &prior);
     let seen = Observed { shape, known };
-    let (exec, bar) = pf.executor(ctx, run, agent_wait, plan.vms.len(), seen)?;
+    let (exec, bar) = pf
+        .executor(ctx, run, agent_wait, plan.vms.len(), seen)
+        .map_err(|e| CliError {
+            message: format!("{}; no VM was changed", e.message),
+            code: e.code,
+        })?;
     let plan_ms = plan_started.elapsed().as_millis() as u64;
     let module_node = pf.module_node();
     // The post-apply verification re-reads what prior runs recorded for the slot: from the
@@ -903,7 +949,9 @@ pub async fn execute_plan(
             prior: &prior,
         }),
     );
-    let report = match run_cancellable(&exec, stop, apply).await {
+    let report = run_cancellable(&exec, stop, apply).await;
+    record_journal_loss(run, &exec);
+    let report = match report {
         Ok(r) => r,
         Err(sig) => {
             if let Some(b) = &bar {
@@ -969,6 +1017,9 @@ async fn readiness_gate(
         env,
     )
     .await;
+    for f in &gate.evidence_failures {
+        run.evidence_failures.record(f.clone());
+    }
     {
         let proxy = gate
             .summary
@@ -1054,7 +1105,7 @@ pub async fn apply_phase(
             ))),
         }
     };
-    apply_result(run, applied, gate, sync)
+    Ok(apply_result(run, ctx.root.path(), applied, gate, sync))
 }
 
 /// How long the steps get to end (journalled) after a stop request before the run stops
@@ -1095,12 +1146,18 @@ pub struct Applied {
 /// publishes (§3.5); `post_apply_ssh_readiness` is the gate's summary when it ran. `sync` is
 /// the NetBox inventory sync when it ran: its warnings join the result's, and its error
 /// (only with `HYOPS_NETBOX_SYNC_STRICT`) fails the apply.
+///
+/// The rollout has run, so a file that cannot be written does not stop this: the result is
+/// then `error`, naming the files, the VMs and what to do next
+/// ([`super::evidence_loss::incomplete_evidence`]), and its caller still records the state.
+/// `root` is the runtime root (named in that message).
 pub fn apply_result(
     run: &Run,
+    root: &Path,
     applied: ApplyRun,
     gate: Option<GateReport>,
     sync: Option<Result<Vec<String>, CliError>>,
-) -> Result<Applied, CliError> {
+) -> Applied {
     let ApplyRun {
         plan,
         mut report,
@@ -1117,8 +1174,11 @@ pub fn apply_result(
         "summary": plan.summary,
         "vms": report.outcomes,
     });
-    write_json_atomic(&run.evidence.join("apply_report.json"), &report_value)
-        .map_err(CliError::hyops)?;
+    run.evidence_failures.keep(write_json_atomic(
+        &run.evidence.join("apply_report.json"),
+        &report_value,
+    ));
+    drop(report_value);
     let mut normalized = Map::new();
     // moved, not copied: the result carries the outputs from here on
     normalized.insert("outputs".into(), std::mem::take(&mut report.outputs));
@@ -1154,20 +1214,63 @@ pub fn apply_result(
             None => {}
         }
     }
-    let mut result = match error {
-        Some(e) => DriverResult::error(&run.run_id, "apply", e),
-        None => DriverResult::ok(&run.run_id, "apply", Map::new()),
-    };
+    let mut result = DriverResult::ok(&run.run_id, "apply", Map::new());
     result.normalized_outputs = normalized;
     result.warnings = plan.warnings.clone();
     result.warnings.extend(phase_warnings.iter().cloned());
-    write_driver_result(&run.evidence, &result).map_err(CliError::hyops)?;
-    Ok(Applied {
+    let fail = |result: &mut DriverResult| {
+        let error = evidence_loss::with_incomplete_evidence(
+            error.clone(),
+            "apply",
+            &run.evidence_failures,
+            &report.outcomes,
+            root,
+        );
+        set_error(result, error);
+    };
+    fail(&mut result);
+    if let Err(e) = write_driver_result(&run.evidence, &result) {
+        run.evidence_failures
+            .record(EvidenceFailure::from_hyops(&e));
+        fail(&mut result);
+    }
+    Applied {
         plan,
         report,
         result,
         phase_warnings,
-    })
+    }
+}
+
+/// Write `driver_result.json` for a run that has done its work (`done` says what, e.g. `import
+/// adopted VM 105 into app-01`): evidence that could not be written (this file included) does
+/// not undo it, but makes the result an error naming the files after what was done.
+pub fn record_result(run: &Run, root: &Path, result: &mut DriverResult, done: &str) {
+    let fail = |result: &mut DriverResult| {
+        if let Some(lost) = run.evidence_failures.summary() {
+            let advice = evidence_loss::storage_advice(run.evidence_failures.storage_full(), root);
+            set_error(
+                result,
+                Some(format!(
+                    "{done} but its evidence is incomplete: {lost}; {advice}"
+                )),
+            );
+        }
+    };
+    fail(result);
+    if let Err(e) = write_driver_result(&run.evidence, result) {
+        run.evidence_failures
+            .record(EvidenceFailure::from_hyops(&e));
+        fail(result);
+    }
+}
+
+/// Make `result` an error result with `error`, or leave it `ok` when there is none.
+fn set_error(result: &mut DriverResult, error: Option<String>) {
+    if let Some(error) = error {
+        result.status = hyops::ResultStatus::Error;
+        result.error = Some(error);
+    }
 }
 
 /// What destroy (and state detach) need, resolved before anything is changed (a failure here
@@ -1272,21 +1375,13 @@ pub struct Destroyed {
 }
 
 /// Destroy every VM the slot provably owns: `destroy_report.json`, `driver_result.json`.
-/// Engine failures are in the result, not an `Err` (the caller records them as it must).
-pub async fn destroy_execute(
-    ctx: &Ctx,
-    run: &Run,
-    prep: &DestroyPrep,
-    stop: &Stop,
-) -> Result<Destroyed, CliError> {
-    let failed = |msg: String, cancelled: bool| -> Result<Destroyed, CliError> {
-        let result = DriverResult::error(&run.run_id, "destroy", msg);
-        write_driver_result(&run.evidence, &result).map_err(CliError::hyops)?;
-        Ok(Destroyed {
-            report: None,
-            result,
-            cancelled,
-        })
+/// Every failure is in the result, never an `Err` (the caller records the state as it must):
+/// an engine failure, a cancellation, and evidence that could not be written once VMs were
+/// being removed (the NetBox destroy sync still runs; the result then names the files, the
+/// removed VMs and what to do next).
+pub async fn destroy_execute(ctx: &Ctx, run: &Run, prep: &DestroyPrep, stop: &Stop) -> Destroyed {
+    let ended = |report: Option<DestroyReport>, error: Option<String>, cancelled: bool| {
+        destroy_result(run, ctx.root.path(), report, error, Map::new(), cancelled)
     };
     let (exec, bar) = match executor(
         ctx,
@@ -1298,25 +1393,31 @@ pub async fn destroy_execute(
         Observed::default(),
     ) {
         Ok(x) => x,
-        Err(e) => return failed(e.message, false),
+        Err(e) => {
+            return ended(
+                None,
+                Some(format!("{}; no VM was changed", e.message)),
+                false,
+            )
+        }
     };
     let ident = identity(ctx);
     let work = engine::destroy(&exec, &ident, &prep.prior, &prep.names);
     let report = run_cancellable(&exec, stop, work).await;
+    record_journal_loss(run, &exec);
     if let Some(b) = bar {
         b.finish_and_clear();
     }
     let mut report = match report {
-        Err(sig) => return failed(format!("destroy cancelled by the operator ({sig}); every started step was ended and journalled; run destroy again to remove the rest"), true),
-        Ok(Err(e)) => return failed(e.to_string(), false),
+        Err(sig) => return ended(None, Some(format!("destroy cancelled by the operator ({sig}); every started step was ended and journalled; run destroy again to remove the rest")), true),
+        Ok(Err(e)) => return ended(None, Some(e.to_string()), false),
         Ok(Ok(r)) => r,
     };
     forget_destroyed(ctx, prep, &mut report).await;
-    write_json_atomic(
+    run.evidence_failures.keep(write_json_atomic(
         &run.evidence.join("destroy_report.json"),
         &json!({"run_id": run.run_id, "vms": report.outcomes, "warnings": report.warnings}),
-    )
-    .map_err(CliError::hyops)?;
+    ));
     // The destroy sync (§4.8) after every VM is gone, from the slot's state before this run;
     // before the state says `destroyed` (the CLI writes it after this, hyops in driver mode).
     // A stop request abandons it; the state then does not say `destroyed` and the next
@@ -1334,16 +1435,13 @@ pub async fn destroy_execute(
             Ok(Ok(w)) => report.warnings.extend(w),
             Ok(Err(e)) => sync_failure = Some(e.message),
             Err(sig) => {
-                let mut d = failed(format!("destroy cancelled by the operator ({sig}) during the NetBox destroy sync; the VMs are removed, run destroy again to finish the sync"), true)?;
-                d.report = Some(report);
-                return Ok(d);
+                return ended(Some(report), Some(format!("destroy cancelled by the operator ({sig}) during the NetBox destroy sync; the VMs are removed, run destroy again to finish the sync")), true);
             }
         }
     }
-    let result = if let Some(msg) = sync_failure {
-        let mut r = DriverResult::error(&run.run_id, "destroy", msg);
-        r.warnings = report.warnings.clone();
-        r
+    let mut normalized = Map::new();
+    let error = if let Some(msg) = sync_failure {
+        Some(msg)
     } else if report.failed {
         let failures: Vec<String> = report
             .outcomes
@@ -1351,21 +1449,13 @@ pub async fn destroy_execute(
             .filter(|o| o.status != "ok")
             .map(|o| format!("{}: {}", o.key, o.error.clone().unwrap_or_default()))
             .collect();
-        let mut r = DriverResult::error(
-            &run.run_id,
-            "destroy",
-            format!(
-                "destroy failed: {}; per-VM errors: {}",
-                engine::summarize_failures(&failures, report.outcomes.len()),
-                run.evidence.join("destroy_report.json").display()
-            ),
-        );
-        r.normalized_outputs
-            .insert("vms".into(), json!(report.outcomes));
-        r.warnings = report.warnings.clone();
-        r
+        normalized.insert("vms".into(), json!(report.outcomes));
+        Some(format!(
+            "destroy failed: {}; per-VM errors: {}",
+            engine::summarize_failures(&failures, report.outcomes.len()),
+            run.evidence.join("destroy_report.json").display()
+        ))
     } else {
-        let mut normalized = Map::new();
         normalized.insert("outputs".into(), json!({}));
         normalized.insert("command".into(), json!("destroy"));
         normalized.insert(
@@ -1376,16 +1466,48 @@ pub async fn destroy_execute(
                 .map(|o| json!({"key": o.key, "vmid": o.vmid}))
                 .collect::<Vec<_>>()),
         );
-        let mut r = DriverResult::ok(&run.run_id, "destroy", normalized);
-        r.warnings = report.warnings.clone();
-        r
+        None
     };
-    write_driver_result(&run.evidence, &result).map_err(CliError::hyops)?;
-    Ok(Destroyed {
-        report: Some(report),
+    destroy_result(run, ctx.root.path(), Some(report), error, normalized, false)
+}
+
+/// The destroy's driver result (written as `driver_result.json`): `error` (the engine's
+/// failure joined with the evidence the run could not write, see
+/// [`evidence_loss::with_incomplete_evidence`]) or `ok` with `normalized`; the report's
+/// warnings are the result's.
+fn destroy_result(
+    run: &Run,
+    root: &Path,
+    report: Option<DestroyReport>,
+    error: Option<String>,
+    normalized: Map<String, Value>,
+    cancelled: bool,
+) -> Destroyed {
+    let outcomes = report.as_ref().map_or(&[][..], |r| &r.outcomes[..]);
+    let compose = || {
+        evidence_loss::with_incomplete_evidence(
+            error.clone(),
+            "destroy",
+            &run.evidence_failures,
+            outcomes,
+            root,
+        )
+    };
+    let mut result = DriverResult::ok(&run.run_id, "destroy", normalized);
+    if let Some(r) = &report {
+        result.warnings = r.warnings.clone();
+    }
+    set_error(&mut result, compose());
+    if let Err(e) = write_driver_result(&run.evidence, &result) {
+        run.evidence_failures
+            .record(EvidenceFailure::from_hyops(&e));
+        set_error(&mut result, compose());
+    }
+    Destroyed {
+        report,
         result,
-        cancelled: false,
-    })
+        cancelled,
+    }
 }
 
 /// What `validate` found: the warnings so far (shown even on failure) and either the report

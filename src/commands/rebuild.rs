@@ -14,6 +14,21 @@ use crate::hyops::{
 };
 use crate::inputs::canonical_module_ref;
 
+/// The rebuild's error `e`, also naming its record when that could not be written (`e` stays
+/// the message: it says what happened to the module).
+fn keeping(e: CliError, recorded: Result<(), CliError>) -> CliError {
+    match recorded {
+        Ok(()) => e,
+        Err(w) => CliError {
+            message: format!(
+                "{}; and the rebuild's evidence is incomplete: {}",
+                e.message, w.message
+            ),
+            code: e.code,
+        },
+    }
+}
+
 /// Ask `question` on the terminal; only `y`/`yes` continues.
 fn confirm(question: &str) -> bool {
     output::write_stderr(question);
@@ -80,7 +95,7 @@ pub async fn rebuild_inner(ctx: &Ctx, reason: Option<String>) -> Result<i32, Cli
             "rebuild",
             serde_json::to_value(s).unwrap_or(serde_json::Value::Null),
         );
-        s.write(&dir).map_err(CliError::hyops)
+        s.write(&dir).map(|_| ()).map_err(CliError::hyops)
     };
 
     // 1. strict preflight (unless bypassed with a reason)
@@ -95,15 +110,22 @@ pub async fn rebuild_inner(ctx: &Ctx, reason: Option<String>) -> Result<i32, Cli
                 summary.phase("preflight", "error", e.code);
                 summary.status = "error".into();
                 decision.complete(false, Some(&e.message));
-                decision.write(&dir).map_err(CliError::hyops)?;
-                write_summary(&summary)?;
-                return Err(CliError::msg(format!("preflight failed: {}", e.message)));
+                let recorded = decision
+                    .write(&dir)
+                    .map(|_| ())
+                    .map_err(CliError::hyops)
+                    .and(write_summary(&summary));
+                return Err(keeping(
+                    CliError::msg(format!("preflight failed: {}", e.message)),
+                    recorded,
+                ));
             }
         }
     } else {
         summary.phase("preflight", "skipped", 0);
         decision.complete(true, Some("bypassed by operator"));
     }
+    // nothing has changed yet: a decision that cannot be recorded stops the rebuild here
     decision.write(&dir).map_err(CliError::hyops)?;
     // 2. destroy
     match destroy_inner(ctx, reason.clone()).await {
@@ -111,8 +133,8 @@ pub async fn rebuild_inner(ctx: &Ctx, reason: Option<String>) -> Result<i32, Cli
         Err(e) => {
             summary.phase("destroy", "error", e.code);
             summary.status = "error".into();
-            write_summary(&summary)?;
-            return Err(e);
+            let recorded = write_summary(&summary);
+            return Err(keeping(e, recorded));
         }
     }
     // 3. apply
@@ -121,16 +143,26 @@ pub async fn rebuild_inner(ctx: &Ctx, reason: Option<String>) -> Result<i32, Cli
         Err(e) => {
             summary.phase("apply", "error", e.code);
             summary.status = "error".into();
-            write_summary(&summary)?;
-            return Err(e);
+            let recorded = write_summary(&summary);
+            return Err(keeping(e, recorded));
         }
     }
     summary.status = "ok".into();
-    write_summary(&summary)?;
-    let _ = write_json_atomic(
-        &dir.join("meta.json"),
-        &serde_json::json!({"command": "rebuild", "run_id": run_id, "module_ref": ctx.module_ref.as_str()}),
+    let recorded = write_summary(&summary).and(
+        write_json_atomic(
+            &dir.join("meta.json"),
+            &serde_json::json!({"command": "rebuild", "run_id": run_id, "module_ref": ctx.module_ref.as_str()}),
+        )
+        .map_err(CliError::hyops),
     );
+    if let Err(e) = recorded {
+        // The destroy and the apply recorded their states; only the rebuild's record is
+        // missing.
+        return Err(CliError::msg(format!(
+            "rebuild ok (destroy and apply recorded the module state), but its evidence is incomplete: {}",
+            e.message
+        )));
+    }
     output::result_line(&format!("rebuild ok: {}", ctx.module_ref.as_str()));
     Ok(EXIT_OK)
 }

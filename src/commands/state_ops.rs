@@ -18,15 +18,13 @@ use crate::apply::import::{import_vm, observe_slot, ImportRequest};
 use crate::commands::context::Ctx;
 use crate::commands::phases::{
     clone_lock_wait, destroy_prepare, identity, plan_phase, preflight_phase, prior_ids,
-    Preflighted, Run,
+    record_result, Preflighted, Run,
 };
 use crate::commands::stop::Stop;
 use crate::commands::CliError;
 use crate::hyops::protocol::{DetachSelection, DetachTarget, ImportTarget};
 use crate::hyops::runid::utc_now;
-use crate::hyops::{
-    force_unlock, write_driver_result, write_json_atomic, DetachedVm, DetachedVms, DriverResult,
-};
+use crate::hyops::{force_unlock, write_json_atomic, DetachedVm, DetachedVms, DriverResult};
 use crate::inputs::LifecycleCommand;
 use crate::plan::diff::VmAction;
 
@@ -107,8 +105,11 @@ pub async fn import_phase(
         "resource_id": target.resource_id,
         "imported": imported,
     });
-    write_json_atomic(&run.evidence.join("import_report.json"), &report)
-        .map_err(CliError::hyops)?;
+    // The marker is written: a report that cannot be written does not undo the import.
+    run.evidence_failures.keep(write_json_atomic(
+        &run.evidence.join("import_report.json"),
+        &report,
+    ));
     let outputs = read_outputs(ctx, run, &pf).await.map_err(|e| {
         CliError::msg(format!(
             "VM {} was imported into {} (marker written: {}), but the slot's outputs could not be read: {}; fix the inputs, then run apply",
@@ -121,7 +122,15 @@ pub async fn import_phase(
     normalized.insert("imported".into(), json!(imported));
     let mut result = DriverResult::ok(&run.run_id, "import", normalized);
     result.warnings = pf.warnings.clone();
-    write_driver_result(&run.evidence, &result).map_err(CliError::hyops)?;
+    record_result(
+        run,
+        ctx.root.path(),
+        &mut result,
+        &format!(
+            "import adopted VM {} into {} (marker written: {})",
+            imported.vmid, imported.key, imported.marker_written
+        ),
+    );
     Ok(result)
 }
 
@@ -167,7 +176,12 @@ pub fn unlock_phase(ctx: &Ctx, run: &Run, lock_id: &str) -> Result<DriverResult,
             h.run_id, h.pid, h.host, h.started_at
         ));
     }
-    write_driver_result(&run.evidence, &result).map_err(CliError::hyops)?;
+    record_result(
+        run,
+        ctx.root.path(),
+        &mut result,
+        &format!("state_unlock released the lock {lock_id}"),
+    );
     Ok(result)
 }
 
@@ -270,6 +284,11 @@ pub async fn detach_phase(
     let mut result = DriverResult::ok(&run.run_id, "state_detach", normalized);
     result.state_detach = Some(summary);
     result.warnings = observed.warnings.clone();
-    write_driver_result(&run.evidence, &result).map_err(CliError::hyops)?;
+    record_result(
+        run,
+        ctx.root.path(),
+        &mut result,
+        &format!("state_detach recorded VMID(s) {actual_id} as detached from this slot"),
+    );
     Ok(result)
 }

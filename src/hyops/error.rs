@@ -29,6 +29,14 @@ pub enum HyopsError {
         #[source]
         source: std::io::Error,
     },
+    /// A durable write of `path` failed (its temp file is removed; the previous content of
+    /// `path`, if any, is intact).
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("invalid JSON in {path}: {detail}")]
     Json { path: PathBuf, detail: String },
     #[error("{path}: expected a JSON object at the top level")]
@@ -51,6 +59,34 @@ impl HyopsError {
             source,
         }
     }
+
+    pub(crate) fn write(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Write {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// The file an I/O error is about.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            Self::Io { path, .. } | Self::Write { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+
+    /// True when the filesystem is full or the quota is exhausted (`ENOSPC`, `EDQUOT`).
+    pub fn storage_full(&self) -> bool {
+        match self {
+            Self::Io { source, .. } | Self::Write { source, .. } => io_storage_full(source),
+            _ => false,
+        }
+    }
+}
+
+/// True for `ENOSPC` and `EDQUOT`: the write needs space the filesystem does not have.
+pub fn io_storage_full(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
 pub type Result<T, E = HyopsError> = std::result::Result<T, E>;

@@ -1,15 +1,18 @@
 //! Evidence directories and the CLI-side evidence records (§3.2, §6.1): `meta.json`,
 //! `inputs_resolved.json`, `preflight_decision.json`, `rebuild_summary.json`,
-//! `driver_result.json`. All writes go through [`super::fsio::write_json_atomic`].
+//! `driver_result.json`. All writes go through [`super::fsio::write_json_atomic`]. Also the
+//! tally of evidence writes that failed once a run had started changing things
+//! ([`EvidenceFailures`]): such a run goes on to record its state and reports them at its end.
 //! Knows nothing about Proxmox API calls or the planner.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::contract::{DRIVER_REF, PACK_ID, PROFILE, PUBLISH_KEYS, REQUIRED_CREDENTIALS};
-use super::error::Result;
+use super::error::{io_storage_full, HyopsError, Result};
 use super::fsio::{
     ensure_dir, sort_keys, write_json_atomic, write_json_atomic_ser, write_text_atomic,
 };
@@ -248,5 +251,130 @@ impl RebuildSummary {
         let p = dir.join("rebuild_summary.json");
         write_json_atomic(&p, &serde_json::to_value(self).unwrap_or(Value::Null))?;
         Ok(p)
+    }
+}
+
+/// An evidence file that could not be written (whole or in part).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EvidenceFailure {
+    pub path: PathBuf,
+    /// What failed, without the path: the OS error, e.g. `No space left on device (os error
+    /// 28)`.
+    pub error: String,
+    /// What was lost when the file exists but is incomplete (a journal's lost lines).
+    pub detail: Option<String>,
+    /// `ENOSPC` or `EDQUOT`: the filesystem is full.
+    pub storage_full: bool,
+}
+
+impl EvidenceFailure {
+    /// The failure of a write through [`super::fsio`].
+    pub fn from_hyops(e: &HyopsError) -> Self {
+        let (path, error) = match e {
+            HyopsError::Io { path, source } | HyopsError::Write { path, source } => {
+                (path.clone(), source.to_string())
+            }
+            other => (PathBuf::new(), other.to_string()),
+        };
+        Self {
+            path,
+            error,
+            detail: None,
+            storage_full: e.storage_full(),
+        }
+    }
+
+    /// The failure of a write of `path`.
+    pub fn from_io(path: &Path, e: &std::io::Error) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            error: e.to_string(),
+            detail: None,
+            storage_full: io_storage_full(e),
+        }
+    }
+}
+
+impl std::fmt::Display for EvidenceFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot write {}: {}", self.path.display(), self.error)?;
+        if let Some(d) = &self.detail {
+            write!(f, " ({d})")?;
+        }
+        Ok(())
+    }
+}
+
+/// The evidence writes of one run that failed after it started changing things (Proxmox,
+/// NetBox). Such a failure does not stop the run: its remaining steps and its state record
+/// still happen (state is what operators rely on, evidence comes second), and the run then
+/// fails naming every file that is missing or incomplete. Shared by the run's phases.
+#[derive(Debug, Default)]
+pub struct EvidenceFailures(Mutex<Vec<EvidenceFailure>>);
+
+/// How many further files [`EvidenceFailures::summary`] names after the first.
+const MORE_FILES: usize = 5;
+
+impl EvidenceFailures {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<EvidenceFailure>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn record(&self, failure: EvidenceFailure) {
+        self.lock().push(failure);
+    }
+
+    /// The value of a successful write; a failed one is recorded and gives `None`.
+    pub fn keep<T>(&self, result: Result<T>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.record(EvidenceFailure::from_hyops(&e));
+                None
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// Every failure, in the order they happened.
+    pub fn all(&self) -> Vec<EvidenceFailure> {
+        self.lock().clone()
+    }
+
+    /// True when one of the failures is a full filesystem.
+    pub fn storage_full(&self) -> bool {
+        self.lock().iter().any(|f| f.storage_full)
+    }
+
+    /// One line: the first failure in full, then the other files by name (at most five, then
+    /// how many more); `None` when every write succeeded.
+    pub fn summary(&self) -> Option<String> {
+        let all = self.lock();
+        let first = all.first()?;
+        let mut line = first.to_string();
+        let rest: Vec<String> = all[1..]
+            .iter()
+            .map(|f| {
+                let name = f.path.file_name().map_or_else(
+                    || f.path.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                );
+                match &f.detail {
+                    Some(d) => format!("{name} ({d})"),
+                    None => name,
+                }
+            })
+            .collect();
+        if !rest.is_empty() {
+            let shown = rest.iter().take(MORE_FILES).cloned().collect::<Vec<_>>();
+            line.push_str(&format!("; also not written: {}", shown.join(", ")));
+            if rest.len() > MORE_FILES {
+                line.push_str(&format!(" and {} more", rest.len() - MORE_FILES));
+            }
+        }
+        Some(line)
     }
 }

@@ -141,9 +141,22 @@ pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Write a file atomically (0600) from a writer: `fill` writes into a buffered temp file,
-/// which is then fsynced and renamed over `path`. Nothing is built in memory first.
+/// which is then fsynced and renamed over `path`. Nothing is built in memory first. A failure
+/// is [`HyopsError::Write`] naming `path` (not the temp file, which is removed): `path`
+/// keeps its previous content.
 pub fn write_atomic_with(
     path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<()> {
+    write_atomic_reserved(path, None, fill)
+}
+
+/// [`write_atomic_with`] into the room `reserve` set aside for `path` (see [`Reserve`]): the
+/// content overwrites the reserved blocks, so it needs no new space up to the reserved size.
+/// With `None`, a fresh temp file. The reserve is used up either way (removed on failure).
+pub fn write_atomic_reserved(
+    path: &Path,
+    reserve: Option<Reserve>,
     fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> Result<()> {
     let dir = path
@@ -151,30 +164,230 @@ pub fn write_atomic_with(
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     ensure_dir(dir)?;
-    let tmp = temp_name(path)?;
+    let (tmp, reserved) = match reserve.and_then(Reserve::into_parts) {
+        Some((tmp, file)) => (tmp, Some(file)),
+        None => (temp_name(path)?, None),
+    };
     let result = (|| -> Result<()> {
-        let f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| HyopsError::io(&tmp, e))?;
+        // the blocks the reserve allocated (0 without one)
+        let reserved_len = match &reserved {
+            Some(f) => f.metadata().map_err(|e| HyopsError::write(path, e))?.len(),
+            None => 0,
+        };
+        let f = match reserved {
+            Some(f) => f,
+            None => OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(|e| HyopsError::write(path, e))?,
+        };
         let mut w = std::io::BufWriter::with_capacity(256 << 10, f);
-        fill(&mut w).map_err(|e| HyopsError::io(&tmp, e))?;
-        let f = w
+        fill(&mut w).map_err(|e| HyopsError::write(path, e))?;
+        let mut f = w
             .into_inner()
-            .map_err(|e| HyopsError::io(&tmp, e.into_error()))?;
+            .map_err(|e| HyopsError::write(path, e.into_error()))?;
+        let len = std::io::Seek::stream_position(&mut f).map_err(|e| HyopsError::write(path, e))?;
+        // content that fit into reserved blocks needed no new space
+        faults::check_write(path, len > reserved_len).map_err(|e| HyopsError::write(path, e))?;
+        // a reserved file is longer than its new content: cut it where the content ends
+        if reserved_len > len {
+            f.set_len(len).map_err(|e| HyopsError::write(path, e))?;
+        }
         // umask cannot widen 0600, but an inherited ACL could; pin the mode explicitly.
         f.set_permissions(fs::Permissions::from_mode(0o600))
-            .map_err(|e| HyopsError::io(&tmp, e))?;
-        f.sync_all().map_err(|e| HyopsError::io(&tmp, e))?;
-        fs::rename(&tmp, path).map_err(|e| HyopsError::io(path, e))?;
+            .map_err(|e| HyopsError::write(path, e))?;
+        f.sync_all().map_err(|e| HyopsError::write(path, e))?;
+        fs::rename(&tmp, path).map_err(|e| HyopsError::write(path, e))?;
         fsync_dir(dir)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Room set aside on the filesystem for a later atomic write of one file: a temp file beside
+/// it, named as the writer's temp files are (so [`remove_stale_temps`] removes one a killed
+/// run left), whose blocks are allocated now (`posix_fallocate(3)`). [`write_atomic_reserved`]
+/// writes the content into those blocks, so that write cannot run out of space as long as it
+/// fits, however full the disk has become meanwhile (on copy-on-write filesystems such as
+/// btrfs or ZFS the blocks are a best effort, not a guarantee). Dropped unused, the file is
+/// removed and the room given back.
+#[derive(Debug)]
+pub struct Reserve {
+    tmp: PathBuf,
+    file: Option<File>,
+}
+
+impl Reserve {
+    /// Set aside `bytes` (at least one byte) for a later write of `target`. Fails, naming
+    /// `target`, when the filesystem does not have them.
+    pub fn new(target: &Path, bytes: u64) -> Result<Self> {
+        let dir = target
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        ensure_dir(dir)?;
+        let tmp = temp_name(target)?;
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| HyopsError::write(target, e))?;
+        // from here on, dropping the reserve removes the temp file
+        let reserve = Self {
+            tmp,
+            file: Some(file),
+        };
+        faults::check(target).map_err(|e| HyopsError::write(target, e))?;
+        let len = libc::off_t::try_from(bytes.max(1)).map_err(|_| {
+            HyopsError::write(
+                target,
+                std::io::Error::other(format!("cannot reserve {bytes} bytes")),
+            )
+        })?;
+        if let Some(f) = &reserve.file {
+            use std::os::fd::AsRawFd;
+            // SAFETY: the descriptor belongs to `f`, which is open for the whole call;
+            // posix_fallocate only allocates blocks of that file (it returns the errno).
+            let rc = unsafe { libc::posix_fallocate(f.as_raw_fd(), 0, len) };
+            if rc != 0 {
+                return Err(HyopsError::write(
+                    target,
+                    std::io::Error::from_raw_os_error(rc),
+                ));
+            }
+        }
+        Ok(reserve)
+    }
+
+    /// The temp file and its open handle, handed to the writer (which then owns the file).
+    fn into_parts(mut self) -> Option<(PathBuf, File)> {
+        let file = self.file.take()?;
+        Some((std::mem::take(&mut self.tmp), file))
+    }
+}
+
+impl Drop for Reserve {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Injected write failures: a seam for tests (as the simulator's fault file is for Proxmox),
+/// reproducing a full disk or a failing device deterministically, file by file. A fault
+/// applies only to writes under one directory (a test's own temp dir), so tests running in
+/// parallel in one process never see each other's faults; without one, a write pays one
+/// atomic load. Every durable write of the crate is checked: the atomic writer (after the
+/// content is in its temp file, before the rename), [`Reserve::new`], the journal appends.
+pub mod faults {
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    /// Writes of a file name (or of every file) under a directory fail with an OS error. A
+    /// full filesystem (`ENOSPC`, `EDQUOT`) fails only writes that need new space: content
+    /// written into a [`super::Reserve`] it fits is not affected, as on a real full disk.
+    #[derive(Debug, Clone, Default)]
+    pub struct WriteFault {
+        /// Only paths under this directory are affected.
+        pub under: PathBuf,
+        /// The file name the fault applies to; `None`: every file under `under`.
+        pub file_name: Option<String>,
+        /// The fault is armed once a write of this file name under `under` was checked (the
+        /// disk fills up after that file): `None`, armed from the start.
+        pub armed_by: Option<String>,
+        /// How many matching writes succeed before the failures start (0: the first fails).
+        pub after: u32,
+        /// How many matching writes fail then (`None`: every later one).
+        pub failures: Option<u32>,
+        /// The OS error the failing writes return (`libc::ENOSPC` for a full disk).
+        pub errno: i32,
+    }
+
+    struct Active {
+        id: u64,
+        fault: WriteFault,
+        armed: bool,
+        passed: u32,
+        failed: u32,
+    }
+
+    static ACTIVE: Mutex<Vec<Active>> = Mutex::new(Vec::new());
+    static COUNT: AtomicUsize = AtomicUsize::new(0);
+    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+    /// Removes its fault when dropped.
+    #[must_use = "the fault is removed when the guard is dropped"]
+    pub struct FaultGuard(u64);
+
+    impl Drop for FaultGuard {
+        fn drop(&mut self) {
+            let mut active = ACTIVE.lock().unwrap_or_else(|p| p.into_inner());
+            active.retain(|a| a.id != self.0);
+            COUNT.store(active.len(), Ordering::SeqCst);
+        }
+    }
+
+    /// Make matching writes fail until the guard is dropped.
+    pub fn inject(fault: WriteFault) -> FaultGuard {
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let mut active = ACTIVE.lock().unwrap_or_else(|p| p.into_inner());
+        active.push(Active {
+            id,
+            armed: fault.armed_by.is_none(),
+            fault,
+            passed: 0,
+            failed: 0,
+        });
+        COUNT.store(active.len(), Ordering::SeqCst);
+        FaultGuard(id)
+    }
+
+    /// The injected error for a write of `path` that needs new space, if a fault matches it.
+    pub(crate) fn check(path: &Path) -> std::io::Result<()> {
+        check_write(path, true)
+    }
+
+    /// The injected error for a write of `path`, if a fault matches it; `needs_space` false
+    /// for content written into blocks already allocated (a full disk does not fail those).
+    pub(crate) fn check_write(path: &Path, needs_space: bool) -> std::io::Result<()> {
+        if COUNT.load(Ordering::SeqCst) == 0 {
+            return Ok(());
+        }
+        let mut active = ACTIVE.lock().unwrap_or_else(|p| p.into_inner());
+        let name = path.file_name().and_then(|n| n.to_str());
+        let full = |errno: i32| errno == libc::ENOSPC || errno == libc::EDQUOT;
+        for a in active.iter_mut() {
+            let f = &a.fault;
+            if !path.starts_with(&f.under) {
+                continue;
+            }
+            if !a.armed {
+                a.armed = f.armed_by.as_deref().is_some_and(|n| Some(n) == name);
+                continue;
+            }
+            let named = f.file_name.as_deref().is_none_or(|n| Some(n) == name);
+            if !named || (!needs_space && full(f.errno)) {
+                continue;
+            }
+            if a.passed < f.after {
+                a.passed += 1;
+                continue;
+            }
+            if f.failures.is_some_and(|n| a.failed >= n) {
+                continue;
+            }
+            a.failed += 1;
+            return Err(std::io::Error::from_raw_os_error(f.errno));
+        }
+        Ok(())
+    }
 }
 
 /// Write `value` as [`render_json`] does (sorted keys, 2-space indent, final newline), with
@@ -449,6 +662,21 @@ pub fn write_json_atomic(path: &Path, value: &Value) -> Result<()> {
     write_json_atomic_ser(path, &Sorted(value))
 }
 
+/// Append `line` to `f` (the file at `path`, opened for appending by this one writer) whole or
+/// not at all: a write that fails part-way (a disk filling up mid-line) is cut back to the
+/// file's previous length, so the file never ends in half a line.
+pub fn append_whole(f: &mut File, path: &Path, line: &[u8]) -> std::io::Result<()> {
+    let before = f.metadata()?.len();
+    let written = match faults::check(path) {
+        Ok(()) => f.write_all(line),
+        // an injected fault fails as a full disk does: after part of the line is written
+        Err(e) => f.write_all(&line[..line.len() / 2]).and(Err(e)),
+    };
+    written.inspect_err(|_| {
+        let _ = f.set_len(before);
+    })
+}
+
 /// Append one compact JSON line (sorted keys) to a journal file (0600), fsynced.
 pub fn append_jsonl(path: &Path, value: &Value) -> Result<()> {
     if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -464,10 +692,9 @@ pub fn append_jsonl(path: &Path, value: &Value) -> Result<()> {
         .create(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| HyopsError::io(path, e))?;
-    f.write_all(line.as_bytes())
-        .map_err(|e| HyopsError::io(path, e))?;
-    f.sync_data().map_err(|e| HyopsError::io(path, e))
+        .map_err(|e| HyopsError::write(path, e))?;
+    append_whole(&mut f, path, line.as_bytes()).map_err(|e| HyopsError::write(path, e))?;
+    f.sync_data().map_err(|e| HyopsError::write(path, e))
 }
 
 /// Read a JSON file. `Ok(None)` when it does not exist.
@@ -559,5 +786,172 @@ mod tests {
         let mut empty = whole.clone();
         empty["vms"] = json!([]);
         assert_eq!(String::from_utf8(out).unwrap(), super::render_json(&empty));
+    }
+
+    fn full_disk(under: &std::path::Path, name: Option<&str>) -> super::faults::FaultGuard {
+        super::faults::inject(super::faults::WriteFault {
+            under: under.to_path_buf(),
+            file_name: name.map(str::to_string),
+            armed_by: None,
+            after: 0,
+            failures: None,
+            errno: libc::ENOSPC,
+        })
+    }
+
+    fn temps(dir: &std::path::Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.contains(".tmp-"))
+            .collect()
+    }
+
+    #[test]
+    fn a_failed_atomic_write_names_its_target_keeps_the_old_content_and_leaves_no_temp_file() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("apply_report.json");
+        super::write_bytes_atomic(&target, b"old").unwrap();
+        let _fault = full_disk(d.path(), Some("apply_report.json"));
+        let e = super::write_bytes_atomic(&target, b"new").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "cannot write {}: No space left on device (os error 28)",
+                target.display()
+            )
+        );
+        assert!(e.storage_full());
+        assert_eq!(std::fs::read(&target).unwrap(), b"old");
+        assert!(temps(d.path()).is_empty(), "{:?}", temps(d.path()));
+    }
+
+    #[test]
+    fn an_injected_fault_touches_only_its_directory_and_file_name() {
+        let d = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let _fault = full_disk(d.path(), Some("plan.json"));
+        super::write_bytes_atomic(&other.path().join("plan.json"), b"x").unwrap();
+        super::write_bytes_atomic(&d.path().join("plan.txt"), b"x").unwrap();
+        assert!(super::write_bytes_atomic(&d.path().join("plan.json"), b"x").is_err());
+    }
+
+    #[test]
+    fn a_fault_after_n_writes_lets_them_through_then_fails_as_many_times_as_told() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("latest.json");
+        let _fault = super::faults::inject(super::faults::WriteFault {
+            under: d.path().to_path_buf(),
+            file_name: Some("latest.json".into()),
+            armed_by: None,
+            after: 2,
+            failures: Some(1),
+            errno: libc::EIO,
+        });
+        let results: Vec<bool> = (0..4)
+            .map(|_| super::write_bytes_atomic(&target, b"x").is_ok())
+            .collect();
+        assert_eq!(results, [true, true, false, true]);
+    }
+
+    #[test]
+    fn a_reserved_write_replaces_the_target_with_exactly_its_content() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("latest.json");
+        super::write_bytes_atomic(&target, b"old").unwrap();
+        let reserve = super::Reserve::new(&target, 64 << 10).unwrap();
+        let held = temps(d.path());
+        assert_eq!(
+            held.len(),
+            1,
+            "the reserve is a temp file beside the target"
+        );
+        let size = std::fs::metadata(d.path().join(&held[0])).unwrap().len();
+        assert_eq!(size, 64 << 10, "its blocks are allocated");
+        super::write_atomic_reserved(&target, Some(reserve), |w| w.write_all(b"{\"new\": 1}\n"))
+            .unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"{\"new\": 1}\n");
+        assert!(temps(d.path()).is_empty());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn an_unused_reserve_is_removed_when_dropped() {
+        let d = tempfile::tempdir().unwrap();
+        let reserve = super::Reserve::new(&d.path().join("latest.json"), 4096).unwrap();
+        assert_eq!(temps(d.path()).len(), 1);
+        drop(reserve);
+        assert!(temps(d.path()).is_empty());
+    }
+
+    #[test]
+    fn a_reserve_the_disk_cannot_hold_fails_naming_the_target_and_leaves_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("latest.json");
+        let _fault = full_disk(d.path(), Some("latest.json"));
+        let e = super::Reserve::new(&target, 4096).unwrap_err();
+        assert!(e.to_string().contains(&target.display().to_string()), "{e}");
+        assert!(e.storage_full());
+        assert!(temps(d.path()).is_empty());
+    }
+
+    #[test]
+    fn a_failed_append_leaves_no_half_line() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("j.jsonl");
+        super::append_jsonl(&path, &serde_json::json!({"n": 1})).unwrap();
+        {
+            let _fault = full_disk(d.path(), Some("j.jsonl"));
+            assert!(super::append_jsonl(&path, &serde_json::json!({"n": 2})).is_err());
+        }
+        super::append_jsonl(&path, &serde_json::json!({"n": 3})).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"n\":1}\n{\"n\":3}\n"
+        );
+    }
+
+    #[test]
+    fn a_full_disk_does_not_fail_content_written_into_a_reserve_it_fits() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("latest.json");
+        let reserve = super::Reserve::new(&target, 4096).unwrap();
+        let _full = full_disk(d.path(), None);
+        assert!(super::write_bytes_atomic(&d.path().join("other.json"), b"x").is_err());
+        super::write_atomic_reserved(&target, Some(reserve), |w| w.write_all(b"fits")).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"fits");
+        let reserve = super::Reserve::new(&d.path().join("b.json"), 1);
+        assert!(reserve.is_err(), "a new reserve needs new space");
+    }
+
+    #[test]
+    fn content_beyond_its_reserve_needs_new_space() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("latest.json");
+        let reserve = super::Reserve::new(&target, 4).unwrap();
+        let _full = full_disk(d.path(), None);
+        let big =
+            super::write_atomic_reserved(&target, Some(reserve), |w| w.write_all(b"too long"));
+        assert!(big.unwrap_err().storage_full());
+        assert!(temps(d.path()).is_empty());
+    }
+
+    #[test]
+    fn a_fault_armed_by_a_file_lets_every_write_through_until_that_file_is_written() {
+        let d = tempfile::tempdir().unwrap();
+        let _fault = super::faults::inject(super::faults::WriteFault {
+            under: d.path().to_path_buf(),
+            file_name: None,
+            armed_by: Some("plan.txt".into()),
+            after: 0,
+            failures: None,
+            errno: libc::ENOSPC,
+        });
+        let write = |name: &str| super::write_bytes_atomic(&d.path().join(name), b"x").is_ok();
+        assert!(write("meta.json"));
+        assert!(write("plan.txt"));
+        assert!(!write("apply_report.json"));
     }
 }

@@ -16,7 +16,8 @@
 //!    [`template_missing_in_shrink_warning`]), [`resolve_template`] and
 //!    [`read_tfstate_vms`] for adoption.
 //! 6. Before mutating: [`write_rerun_inputs`] (already sanitised inputs), then
-//!    [`ModuleState::persist_running`] — abort the run if it fails.
+//!    [`ModuleState::persist_running`] — abort the run if it fails (it also sets aside the
+//!    room for the run's final record, so a disk the run fills cannot keep it unwritten).
 //! 7. After: [`publish_outputs`] → [`ModuleState::persist_ok`], or
 //!    [`ModuleState::persist_error`] on a failed mutation (a failed preflight and a failed
 //!    destroy leave the state untouched); [`ModuleState::persist_destroyed`] after destroy;
@@ -59,7 +60,8 @@ pub use detached::{DetachedVm, DetachedVms};
 pub use error::{HyopsError, Result};
 pub use evidence::{
     evidence_dir, rebuild_dir, write_cli_result, write_driver_result, write_inputs_resolved,
-    write_meta, write_resolved_inputs_yaml, PreflightDecision, RebuildSummary,
+    write_meta, write_resolved_inputs_yaml, EvidenceFailure, EvidenceFailures, PreflightDecision,
+    RebuildSummary,
 };
 pub use fsio::{
     append_jsonl, render_json, sort_keys, write_json_atomic, write_json_atomic_ser,

@@ -12,8 +12,8 @@ use serde_json::{json, Map, Value};
 use super::contract::{DRIVER_REF, PACK_ID, PROFILE, PUBLISH_KEYS, REQUIRED_CREDENTIALS};
 use super::error::{HyopsError, Result};
 use super::fsio::{
-    check_json, read_json_opt, sort_keys, write_bytes_atomic, write_json_atomic,
-    write_json_atomic_ser, Sorted, SortedMap, SortedRaw, SortedWith,
+    check_json, read_json_opt, sort_keys, write_atomic_reserved, write_bytes_atomic,
+    write_json_atomic, Reserve, Sorted, SortedMap, SortedRaw, SortedWith,
 };
 use super::paths::{ModuleRef, RuntimeRoot, StateInstance};
 use super::runid::utc_now;
@@ -254,12 +254,20 @@ pub struct OkRecord {
     pub backend_binding: Option<Value>,
 }
 
+/// The room [`ModuleState::persist_running`] sets aside for the run's final record beyond the
+/// size of the previous state (bytes): the `error` record adds `last_error` (a one-line message
+/// of at most a few KiB) to the previous state; an `ok` record of a small pool fits too.
+pub const STATE_RESERVE_MARGIN: u64 = 8 << 10;
+
 /// The state file of one module slot: `latest.json` or `instances/<inst>.json`.
 #[derive(Debug, Clone)]
 pub struct ModuleState {
     module_ref: ModuleRef,
     instance: Option<StateInstance>,
     path: PathBuf,
+    /// The room set aside by [`Self::persist_running`] for the run's final record (shared by
+    /// clones of this value; the next state write uses it up).
+    reserve: std::sync::Arc<std::sync::Mutex<Option<Reserve>>>,
 }
 
 fn path_str(p: &Path) -> Value {
@@ -276,6 +284,7 @@ impl ModuleState {
             module_ref: module_ref.clone(),
             instance: instance.cloned(),
             path: root.module_state_file(module_ref, instance),
+            reserve: Default::default(),
         }
     }
     pub fn path(&self) -> &Path {
@@ -319,8 +328,30 @@ impl ModuleState {
 
     fn write(&self, state: Map<String, Value>) -> Result<Value> {
         let v = Value::Object(state);
-        write_json_atomic(&self.path, &v)?;
+        self.write_ser(&Sorted(&v))?;
         Ok(sort_keys(&v))
+    }
+
+    /// Write the state file atomically from a value whose serialisation sorts its keys, into
+    /// the room [`Self::persist_running`] set aside when there is one (used up either way).
+    fn write_ser<T: serde::Serialize>(&self, value: &T) -> Result<()> {
+        let reserve = self
+            .reserve
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        write_atomic_reserved(&self.path, reserve, |w| {
+            serde_json::to_writer_pretty(&mut *w, value).map_err(std::io::Error::other)?;
+            w.write_all(b"\n")
+        })
+    }
+
+    /// True while room set aside by [`Self::persist_running`] waits for the final record.
+    pub fn has_reserve(&self) -> bool {
+        self.reserve
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
     }
 
     fn base_identity(&self, m: &mut Map<String, Value>) {
@@ -339,9 +370,17 @@ impl ModuleState {
     /// Before a mutation: the previous state merged with `status: running`, `active_command`,
     /// `updated_at`, `run_id`, `evidence_dir`, `input_contract`, rerun/resolved files. The
     /// previous outputs stay. The caller must abort the run when this fails.
+    ///
+    /// First, room for the run's final record is set aside beside the state file (the size of
+    /// the previous state plus [`STATE_RESERVE_MARGIN`]; see [`Reserve`]) and kept until the
+    /// next state write, which writes into it: a disk that fills up during the run (its
+    /// evidence, another process) cannot keep the run's `error` or `ok` record from being
+    /// written. Without that room the state is not touched and this fails.
     pub fn persist_running(&self, rec: &RunningRecord) -> Result<()> {
         let text = self.read_text()?;
         let prior = self.read_members(text.as_deref())?;
+        let room = text.as_ref().map_or(0, |t| t.len() as u64) + STATE_RESERVE_MARGIN;
+        let reserve = Reserve::new(&self.path, room)?;
         let mut m = Map::new();
         self.base_identity(&mut m);
         m.insert("status".into(), json!("running"));
@@ -364,7 +403,10 @@ impl ModuleState {
         if let Some(p) = &rec.resolved_inputs_file {
             m.insert("resolved_inputs_file".into(), path_str(p));
         }
-        self.write_merged(&prior, &m, &[])
+        // the running record itself is written beside the reserve, not into it
+        self.write_merged(&prior, &m, &[])?;
+        *self.reserve.lock().unwrap_or_else(|p| p.into_inner()) = Some(reserve);
+        Ok(())
     }
 
     /// The state file's text; `None` when it does not exist.
@@ -411,7 +453,7 @@ impl ModuleState {
         set: &Map<String, Value>,
         remove: &[&str],
     ) -> Result<()> {
-        write_json_atomic_ser(&self.path, &MergedState { prior, set, remove })
+        self.write_ser(&MergedState { prior, set, remove })
     }
 
     /// A successful apply/deploy/import: a fresh object with every §3.4 key.
@@ -443,14 +485,11 @@ impl ModuleState {
             "resolved_inputs_file".into(),
             path_str(&rec.resolved_inputs_file),
         );
-        write_json_atomic_ser(
-            &self.path,
-            &SortedWith {
-                head: &m,
-                key: "outputs",
-                value: SortedMap(&rec.outputs),
-            },
-        )?;
+        self.write_ser(&SortedWith {
+            head: &m,
+            key: "outputs",
+            value: SortedMap(&rec.outputs),
+        })?;
         match sort_keys(&Value::Object(m)) {
             Value::Object(sorted) => Ok(sorted),
             _ => Ok(Map::new()),

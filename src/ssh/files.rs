@@ -41,6 +41,7 @@ pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         }
         let mut f = opts.open(&tmp)?;
         f.write_all(bytes)?;
+        crate::hyops::fsio::faults::check(path)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
     })();

@@ -30,6 +30,7 @@ use super::dial::Dialer;
 use super::files::{json_text, write_private_atomic};
 use super::identity::Identities;
 use super::known_hosts::KnownHosts;
+use crate::hyops::evidence::EvidenceFailure;
 
 /// The evidence group name upstream's probe input uses (`inventory_groups`).
 pub const TARGET_GROUP: &str = "platform_vm_targets";
@@ -104,6 +105,9 @@ pub struct GateReport {
     /// failure is a warning instead.
     pub error: Option<String>,
     pub stats: GateStats,
+    /// Evidence files (the summary, `connectivity_*`) that could not be written; the gate
+    /// itself went on. The caller reports them.
+    pub evidence_failures: Vec<EvidenceFailure>,
 }
 
 impl GateReport {
@@ -347,10 +351,12 @@ fn expand_existing_file(raw: &str, home: Option<&Path>) -> Result<PathBuf, Strin
 /// into `env.evidence_dir`.
 pub async fn run_gate(cfg: &GateConfig, outputs: &Value, env: &GateEnv) -> GateReport {
     let mut report = run_gate_inner(cfg, outputs, env).await;
-    let _ = write_private_atomic(
-        &env.evidence_dir.join(SUMMARY_FILE),
-        json_text(&report.summary).as_bytes(),
-    );
+    let summary_file = env.evidence_dir.join(SUMMARY_FILE);
+    if let Err(e) = write_private_atomic(&summary_file, json_text(&report.summary).as_bytes()) {
+        report
+            .evidence_failures
+            .push(EvidenceFailure::from_io(&summary_file, &e));
+    }
     if let Some(e) = report.error.take() {
         if cfg.required {
             report.error = Some(e);
@@ -374,6 +380,7 @@ async fn run_gate_inner(cfg: &GateConfig, outputs: &Value, env: &GateEnv) -> Gat
         warnings: Vec::new(),
         error: None,
         stats: GateStats::default(),
+        evidence_failures: Vec::new(),
     };
     if !cfg.enabled {
         report.summary = summary;
@@ -407,6 +414,7 @@ async fn run_gate_inner(cfg: &GateConfig, outputs: &Value, env: &GateEnv) -> Gat
             let p = Arc::new(p);
             let r = p.check(&targets).await;
             report.stats = p.stats();
+            report.evidence_failures = p.evidence_failures();
             (r, p.results())
         }
         Err(e) => (Err(e), Vec::new()),
@@ -457,6 +465,8 @@ struct Probe {
     channels: AtomicU64,
     attempts: AtomicU64,
     results: std::sync::Mutex<Vec<TargetResult>>,
+    /// Attempt evidence that could not be written.
+    unwritten: std::sync::Mutex<Vec<EvidenceFailure>>,
 }
 
 /// One probe attempt, as written to evidence.
@@ -509,6 +519,7 @@ impl Probe {
             channels: AtomicU64::new(0),
             attempts: AtomicU64::new(0),
             results: std::sync::Mutex::new(Vec::new()),
+            unwritten: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -572,14 +583,27 @@ impl Probe {
         .await;
     }
 
+    fn evidence_failures(&self) -> Vec<EvidenceFailure> {
+        self.unwritten.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// Write one evidence file of an attempt; a failure is kept for the report.
+    fn write_evidence(&self, path: &Path, bytes: &[u8]) {
+        if let Err(e) = write_private_atomic(path, bytes) {
+            if let Ok(mut v) = self.unwritten.lock() {
+                v.push(EvidenceFailure::from_io(path, &e));
+            }
+        }
+    }
+
     fn record(&self, a: Attempt) {
         self.attempts.fetch_add(1, Ordering::Relaxed);
         let dir = &self.env.evidence_dir;
-        let _ = write_private_atomic(
+        self.write_evidence(
             &dir.join(format!("{}.stdout.txt", a.label)),
             a.stdout.as_bytes(),
         );
-        let _ = write_private_atomic(
+        self.write_evidence(
             &dir.join(format!("{}.stderr.txt", a.label)),
             a.stderr.as_bytes(),
         );
@@ -590,7 +614,7 @@ impl Probe {
             "duration_ms": a.started.elapsed().as_millis() as u64,
             "transport": "in-process (russh); argv is the equivalent OpenSSH command",
         });
-        let _ = write_private_atomic(
+        self.write_evidence(
             &dir.join(format!("{}.result.json", a.label)),
             json_text(&result).as_bytes(),
         );
