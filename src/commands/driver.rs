@@ -100,6 +100,8 @@ pub fn main(request_file: Option<&Path>) -> i32 {
             e.code
         }
     };
+    // A result document that could not be written whole is not a success.
+    let code = super::stdout_checked(code);
     // The queued progress and log lines out before the process exits (bounded: an unread
     // stderr must not keep it alive); the plug-in keeps them in hyops-pve.log.
     output::flush_stderr(std::time::Duration::from_secs(2));

@@ -180,7 +180,7 @@ fn usage_error(e: &clap::Error, args: &[OsString]) -> i32 {
     let rendered = e.render().to_string();
     if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
         output::write_stdout(&rendered);
-        return EXIT_OK;
+        return stdout_checked(EXIT_OK);
     }
     output::write_stderr(&rendered);
     if !rendered.ends_with('\n') {
@@ -355,10 +355,30 @@ fn finish(sink: &output::Sink, command: &str, result: Result<i32, CliError>) -> 
         let doc = sink.envelope(command, code, error.as_deref());
         output::print_envelope(&doc, &sink.take_raw());
     }
+    let code = stdout_checked(code);
     // the command's last stderr lines out before the process exits (bounded: an unread
     // stderr must not keep it alive)
     output::flush_stderr(std::time::Duration::from_secs(2));
     code
+}
+
+/// `code`, unless stdout could not be written (a full disk under `> file`): then what the
+/// command printed is incomplete, which is said on stderr, and the exit is [`EXIT_ERROR`] (an
+/// error already exiting non-zero keeps its code).
+pub(crate) fn stdout_checked(code: i32) -> i32 {
+    match output::stdout_failure() {
+        Some(e) => {
+            output::write_stderr(&format!(
+                "ERR: cannot write stdout: {e}; what was printed is incomplete (free space where stdout goes, then run the command again)\n"
+            ));
+            if code == EXIT_OK || code == EXIT_CHANGES {
+                EXIT_ERROR
+            } else {
+                code
+            }
+        }
+        None => code,
+    }
 }
 
 async fn dispatch(cli: Cli) -> Result<i32, CliError> {

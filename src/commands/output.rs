@@ -137,8 +137,18 @@ pub fn is_json() -> bool {
 /// Write to stdout; a closed or failing stdout is ignored (never a panic).
 pub fn write_stdout(text: &str) {
     let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes());
-    let _ = out.flush();
+    let written = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    if let Err(e) = written {
+        note_stdout_error(&e);
+    }
+}
+
+static STDOUT_FAILURE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The first error writing stdout other than a closed pipe (`No space left on device (os
+/// error 28)`), if any: what was printed is incomplete, so the command must not exit 0.
+pub fn stdout_failure() -> Option<&'static str> {
+    STDOUT_FAILURE.get().map(String::as_str)
 }
 
 /// Lines queued for the stderr thread at most.
@@ -279,7 +289,10 @@ pub fn colour_stderr() -> bool {
 pub fn colour_allowed(is_terminal: bool) -> bool {
     is_terminal
         && std::env::var_os("NO_COLOR").is_none()
-        && std::env::var_os("TERM").is_none_or(|t| !t.eq_ignore_ascii_case("dumb"))
+        // upstream hyops/runtime/terminal.py: `TERM` stripped, then compared to `dumb`
+        && std::env::var_os("TERM").is_none_or(|t| {
+            !t.to_string_lossy().trim().eq_ignore_ascii_case("dumb")
+        })
 }
 
 /// The log subscriber's writer ([`crate::commands`] sets it up): each event is one line
@@ -424,13 +437,24 @@ pub fn print_envelope_now(command: &str) {
 /// placeholder of its key (byte for byte what pretty-printing the value in place gives).
 pub fn print_envelope(doc: &Value, raw: &std::collections::HashMap<String, String>) {
     // Streamed to stdout as it is serialised (a 10 000-VM apply's envelope is tens of MB);
-    // serialising a `Value` only fails when stdout does (a closed pipe), and then what cannot
-    // be printed is dropped, as every stdout write here.
+    // serialising a `Value` only fails when stdout does: a closed pipe drops the rest, any
+    // other failure is remembered so the command does not exit 0 (`stdout_failure`).
     let mut out = std::io::BufWriter::with_capacity(256 << 10, std::io::stdout().lock());
-    if write_envelope(&mut out, doc, raw).is_ok() {
-        let _ = out.write_all(b"\n");
+    let written = write_envelope(&mut out, doc, raw)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    if let Err(e) = written {
+        note_stdout_error(&e);
     }
-    let _ = out.flush();
+}
+
+/// Remember a failed stdout write for [`stdout_failure`], unless the reader went away.
+fn note_stdout_error(e: &std::io::Error) {
+    // A reader that went away (`| head`) is not a failure; a full disk or a failing device
+    // under a redirected stdout is: the output is incomplete.
+    if e.kind() != std::io::ErrorKind::BrokenPipe {
+        let _ = STDOUT_FAILURE.set(e.to_string());
+    }
 }
 
 /// Pretty JSON of `doc` with the members named in `raw` written from their text.
@@ -441,18 +465,18 @@ fn write_envelope(
 ) -> std::io::Result<()> {
     let map = match doc {
         Value::Object(m) if !raw.is_empty() && !m.is_empty() => m,
-        _ => return serde_json::to_writer_pretty(w, doc).map_err(std::io::Error::other),
+        _ => return serde_json::to_writer_pretty(w, doc).map_err(std::io::Error::from),
     };
     w.write_all(b"{")?;
     for (i, (k, v)) in map.iter().enumerate() {
         w.write_all(if i == 0 { b"\n  " } else { b",\n  " })?;
-        serde_json::to_writer(&mut *w, k).map_err(std::io::Error::other)?;
+        serde_json::to_writer(&mut *w, k).map_err(std::io::Error::from)?;
         w.write_all(b": ")?;
         let owned;
         let text = match raw.get(k) {
             Some(t) => t.as_str(),
             None => {
-                owned = serde_json::to_string_pretty(v).map_err(std::io::Error::other)?;
+                owned = serde_json::to_string_pretty(v).map_err(std::io::Error::from)?;
                 owned.as_str()
             }
         };
