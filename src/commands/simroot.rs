@@ -275,12 +275,22 @@ pub fn refuse_real_envs_tree(
     env_vars: &BTreeMap<String, String>,
     user: SimRootUse,
 ) -> Result<(), CliError> {
-    let Some(home) = env_vars.get("HOME").filter(|h| !h.trim().is_empty()) else {
-        return Ok(());
-    };
-    let real = resolved(&Path::new(home).join(".hybridops"));
+    // `$HOME` as given, and the process's home as `std::env::home_dir` finds it: HOME, else
+    // the passwd entry (`getpwuid_r`), as hyops' `Path.home()` does when HOME is unset
+    // (cron, systemd, `env -i`), so a root there is as real as one under `$HOME`.
+    let homes: Vec<PathBuf> = env_vars
+        .get("HOME")
+        .filter(|h| !h.trim().is_empty())
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(std::env::home_dir())
+        .collect();
     let root_resolved = resolved(root);
-    if root_resolved.starts_with(&real) {
+    for home in homes {
+        let real = resolved(&home.join(".hybridops"));
+        if !root_resolved.starts_with(&real) {
+            continue;
+        }
         return Err(CliError::msg(format!(
             "{} refuses runtime root {}: it is inside {}, where the real HyOps envs live, and the simulator would write its credentials there. \
              Nothing was written. {}",
