@@ -103,6 +103,17 @@ pub fn storage_advice(storage_full: bool, root: &Path) -> String {
     }
 }
 
+/// Where the evidence failed: the directory of the first file that could not be written
+/// (`--out-dir` may be on another filesystem than the root), else `root`. The storage advice
+/// names this place.
+pub fn failed_place(failures: &EvidenceFailures, root: &Path) -> std::path::PathBuf {
+    failures
+        .all()
+        .first()
+        .and_then(|f| f.path.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| root.to_path_buf())
+}
+
 /// What running `command` again does after this run.
 fn converges(command: &str) -> &'static str {
     match command {
@@ -134,7 +145,7 @@ pub fn incomplete_evidence(
     Some(format!(
         "{command} {what} but its evidence is incomplete: {summary}; VMs: {}; {}, then run {command} again: {}",
         vm_changes(outcomes),
-        storage_advice(failures.storage_full(), root),
+        storage_advice(failures.storage_full(), &failed_place(failures, root)),
         converges(command)
     ))
 }
@@ -176,6 +187,7 @@ pub fn state_not_recorded(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hyops::EvidenceFailure;
 
     fn outcome(key: &str, action: VmAction, status: &str, vmid: Option<u32>) -> VmOutcome {
         VmOutcome {
@@ -222,6 +234,28 @@ mod tests {
         assert!(
             line.ends_with("vm-5 vmid 105 on pve1 and 4 more)"),
             "{line}"
+        );
+    }
+
+    #[test]
+    fn the_storage_advice_names_the_filesystem_where_the_evidence_failed() {
+        let root = Path::new("/srv/hyops/envs/dev");
+        let failures = EvidenceFailures::default();
+        assert_eq!(
+            failed_place(&failures, root),
+            root,
+            "nothing failed: the root"
+        );
+        failures.record(EvidenceFailure {
+            path: "/mnt/evidence/module/x/apply-1/apply_journal.jsonl".into(),
+            error: "No space left on device (os error 28)".into(),
+            detail: None,
+            storage_full: true,
+        });
+        let advice = storage_advice(true, &failed_place(&failures, root));
+        assert_eq!(
+            advice,
+            "local runtime storage is full: free disk space on the filesystem of /mnt/evidence/module/x/apply-1"
         );
     }
 }

@@ -1248,7 +1248,10 @@ pub fn apply_result(
 pub fn record_result(run: &Run, root: &Path, result: &mut DriverResult, done: &str) {
     let fail = |result: &mut DriverResult| {
         if let Some(lost) = run.evidence_failures.summary() {
-            let advice = evidence_loss::storage_advice(run.evidence_failures.storage_full(), root);
+            let advice = evidence_loss::storage_advice(
+                run.evidence_failures.storage_full(),
+                &evidence_loss::failed_place(&run.evidence_failures, root),
+            );
             set_error(
                 result,
                 Some(format!(
