@@ -422,11 +422,16 @@ async fn a_rebuild_keeps_the_apply_error_when_its_own_summary_cannot_be_written_
     let _report = full_disk(&h, "apply_report.json", 0, None);
     let _summary = full_disk(&h, "rebuild_summary.json", 0, None);
     let e = rebuild_inner(&ctx, None).await.unwrap_err();
+    // The destroy phase is named first: the apply's words are about the apply only.
     assert!(
         e.message
-            .starts_with("apply changed Proxmox but its evidence is incomplete: cannot write "),
+            .starts_with("rebuild removed the module's VMs (destroy run destroy-"),
         "{}",
         e.message
+    );
+    contains(
+        &e.message,
+        "then its apply failed: apply changed Proxmox but its evidence is incomplete: cannot write ",
     );
     contains(
         &e.message,

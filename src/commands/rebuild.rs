@@ -128,15 +128,18 @@ pub async fn rebuild_inner(ctx: &Ctx, reason: Option<String>) -> Result<i32, Cli
     // nothing has changed yet: a decision that cannot be recorded stops the rebuild here
     decision.write(&dir).map_err(CliError::hyops)?;
     // 2. destroy
-    match destroy_inner(ctx, reason.clone()).await {
-        Ok(_) => summary.phase("destroy", "ok", 0),
+    let destroy_run = match destroy_inner(ctx, reason.clone()).await {
+        Ok(run_id) => {
+            summary.phase("destroy", "ok", 0);
+            run_id
+        }
         Err(e) => {
             summary.phase("destroy", "error", e.code);
             summary.status = "error".into();
             let recorded = write_summary(&summary);
             return Err(keeping(e, recorded));
         }
-    }
+    };
     // 3. apply
     match apply_inner(ctx, reason, None).await {
         Ok(_) => summary.phase("apply", "ok", 0),
@@ -144,6 +147,15 @@ pub async fn rebuild_inner(ctx: &Ctx, reason: Option<String>) -> Result<i32, Cli
             summary.phase("apply", "error", e.code);
             summary.status = "error".into();
             let recorded = write_summary(&summary);
+            // The apply's own words ("no VM was changed") are about the apply: the destroy
+            // before it did remove the VMs, which the operator must hear first.
+            let e = CliError {
+                message: format!(
+                    "rebuild removed the module's VMs (destroy run {destroy_run}), then its apply failed: {}. Fix the cause, then run apply (or rebuild) again: it creates what is missing",
+                    e.message
+                ),
+                code: e.code,
+            };
             return Err(keeping(e, recorded));
         }
     }
