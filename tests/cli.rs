@@ -549,3 +549,99 @@ fn a_saved_plan_of_another_env_is_refused_naming_both_envs() {
     let created = cluster.contains("p2-app-01");
     assert!(!created, "no VM was created in env p2");
 }
+
+/// This user's home in the passwd database (what `std::env::home_dir` and hyops'
+/// `Path.home()` fall back to when HOME is unset).
+fn passwd_home() -> std::path::PathBuf {
+    // SAFETY: getpwuid returns a pointer into static storage or null; the strings are copied
+    // out at once, and no other thread of this test calls getpw*.
+    unsafe {
+        let pw = libc::getpwuid(libc::getuid());
+        assert!(!pw.is_null(), "no passwd entry for this user");
+        let dir = std::ffi::CStr::from_ptr((*pw).pw_dir);
+        std::path::PathBuf::from(dir.to_str().expect("a UTF-8 home directory"))
+    }
+}
+
+#[test]
+fn with_home_unset_a_hyops_root_in_the_passwd_homes_envs_tree_is_still_refused() {
+    let real = passwd_home().join(".hybridops");
+    let existed = real.exists();
+    let root = real.join(format!("envs/hyops-pve-test-{}", std::process::id()));
+    let out = bin()
+        .args(["sim", "serve", "--listen", "127.0.0.1:0", "--hyops-root"])
+        .arg(&root)
+        .env_remove("HOME")
+        .timeout(std::time::Duration::from_secs(60))
+        .output()
+        .unwrap();
+    // Whatever happened, leave the operator's home as it was.
+    let created = root.exists();
+    let _ = std::fs::remove_dir_all(&root);
+    if !existed {
+        let _ = std::fs::remove_dir_all(&real);
+    }
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("where the real HyOps envs live"),
+        "{stderr}"
+    );
+    assert!(!created, "nothing is created in ~/.hybridops");
+}
+
+/// Run `hyops-pve` with `stdout` as its standard output; its exit code and stderr.
+fn run_with_stdout(args: &[&str], stdout: std::process::Stdio) -> (Option<i32>, String) {
+    let home = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hyops-pve"))
+        .args(args)
+        .env("HYOPS_PVE_SIM_HOME", home.path())
+        .env("HYOPS_PVE_SIM_TIME_SCALE", "0.0005")
+        .env_remove("HYOPS_ENV")
+        .stdout(stdout)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn a_plan_whose_stdout_fills_the_disk_fails_instead_of_exiting_0() {
+    // /dev/full: every write fails with ENOSPC, as a redirect onto a full filesystem does.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full (Linux)");
+    let overlay = examples("inputs.sim-demo.yml");
+    for extra in [&["--json"][..], &[][..]] {
+        let mut args = vec!["plan", "--sim", "--env", "dev", "--inputs", &overlay];
+        args.extend_from_slice(extra);
+        let (code, stderr) = run_with_stdout(&args, full.try_clone().unwrap().into());
+        assert_eq!(code, Some(1), "{extra:?}: {stderr}");
+        assert!(
+            stderr.contains(
+                "ERR: cannot write stdout: No space left on device (os error 28); what was printed is incomplete"
+            ),
+            "{extra:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_reader_that_goes_away_is_not_a_failure() {
+    // `hyops-pve plan | head -1`: the reader closed its end; the rest is dropped, exit 0.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let overlay = examples("inputs.sim-demo.yml");
+    let (code, stderr) = run_with_stdout(
+        &[
+            "plan", "--sim", "--env", "dev", "--inputs", &overlay, "--json",
+        ],
+        writer.into(),
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("cannot write stdout"), "{stderr}");
+}
