@@ -201,6 +201,7 @@ def dev_full():
     def mkstemp(prefix="", suffix="", dir=None, text=False):
         return os.open("/dev/full", os.O_WRONLY), os.path.join(dir, prefix + "devfull" + suffix)
     tempfile.mkstemp = mkstemp
+    d._open_append = lambda path: os.open("/dev/full", os.O_WRONLY)
 "#;
     let script_text = format!(
         r#"
@@ -268,11 +269,18 @@ fn evidence_files_on_a_full_disk_are_whole_or_as_before_never_truncated() {
         let ev = &run.evidence;
         let read = |name: &str| std::fs::read_to_string(ev.join(name)).ok();
         // Too large for the disk: left as they were (previous content, or absent).
-        assert_eq!(
-            read("hyops-pve.log").as_deref(),
-            Some("previous call\n"),
-            "{fault}"
-        );
+        // The live log: its earlier lines kept, then whole lines only.
+        let log = read("hyops-pve.log").unwrap();
+        assert!(log.starts_with("previous call\n"), "{fault}");
+        assert!(log.ends_with('\n'), "{fault}: ends in half a line");
+        for line in log.lines().skip(1).filter(|l| !l.is_empty()) {
+            assert!(
+                line.starts_with("[hyops] hyops_pve_apply start")
+                    || (line.starts_with("progress: vm=app-01 line=")
+                        && line.ends_with("...........")),
+                "{fault}: {line:?}"
+            );
+        }
         assert_eq!(
             read("hyops_pve_apply.stdout.txt").as_deref(),
             Some("previous stdout\n"),

@@ -9,7 +9,8 @@ its own thread so a full pipe never blocks the binary, into the run's evidence
 (``HYOPS_VERBOSE=1``), onto hyops' stderr.
 
 Every evidence file the plug-in writes is written atomically (a private temp file beside it,
-fsync, rename): a full or failing disk leaves it absent or as it was, never truncated. Such a
+fsync, rename): a full or failing disk leaves it absent or as it was, never truncated; the live
+``hyops-pve.log`` is appended whole lines only (a failed write is cut back). Such a
 loss never stops the call: the stderr pump keeps draining and relaying, the result the binary
 printed reaches hyops whole, and each lost file is one warning in that result (and one line on
 hyops' stderr) naming the file and the OS error. No plug-in thread raises.
@@ -239,6 +240,71 @@ class _AtomicFile:
         self._lost.append(_lost(self.path, exc))
 
 
+def _open_append(path: Path) -> int:
+    """The live log's descriptor (a seam the plug-in's tests replace to fake a full disk)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(str(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    except OSError:
+        pass
+    return fd
+
+
+class _AppendLog:
+    """``hyops-pve.log``, appended to live (operators and tests follow it during a call).
+    Each write is whole or undone: a failed write is cut back to the size before it, so the
+    log keeps its earlier lines and never ends in half a line; the loss is recorded once in
+    ``lost`` and later writes are no-ops. Nothing here raises."""
+
+    def __init__(self, path: Path, lost: list[str]) -> None:
+        self.path = path
+        self._lost = lost
+        self._fd: int | None = None
+        try:
+            self._fd = _open_append(path)
+        except Exception as exc:
+            self._fail(exc, None)
+
+    def write(self, text: str) -> None:
+        if self._fd is None:
+            return
+        size: int | None = None
+        try:
+            size = os.fstat(self._fd).st_size
+            _write_all(self._fd, text.encode("utf-8", errors="replace"))
+        except Exception as exc:
+            self._fail(exc, size)
+
+    def commit(self) -> bool:
+        if self._fd is None:
+            return False
+        try:
+            os.fsync(self._fd)
+        except OSError:
+            pass  # every line is already written whole; fsync only makes it durable
+        try:
+            os.close(self._fd)
+        except OSError:
+            pass
+        self._fd = None
+        return True
+
+    def _fail(self, exc: BaseException, size: int | None) -> None:
+        if self._fd is not None:
+            if size is not None:
+                try:
+                    os.ftruncate(self._fd, size)
+                except OSError:
+                    pass
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = None
+        self._lost.append(_lost(self.path, exc).replace("the file is absent or as before", "the log keeps its earlier whole lines"))
+
+
 def _write_private(path: Path, text: str, lost: list[str] | None = None) -> bool:
     """Write one evidence file atomically (see :class:`_AtomicFile`), mode 0600. A failure
     is appended to ``lost`` as one warning line; never raises."""
@@ -356,12 +422,12 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     # threads too, under ``log_lock``.
     lost: list[str] = []
     log_lock = threading.Lock()
-    log_f: _AtomicFile | None = None
+    log_f: _AppendLog | None = None
     err_f: _AtomicFile | None = None
     if evidence is not None:
-        # hyops-pve.log keeps earlier calls' lines (preflight, then apply); both files are
+        # hyops-pve.log is live (whole lines, earlier calls' lines kept); the stderr copy is
         # renamed into place when the call ends.
-        log_f = _AtomicFile(evidence / "hyops-pve.log", lost, keep_previous=True)
+        log_f = _AppendLog(evidence / "hyops-pve.log", lost)
         err_f = _AtomicFile(evidence / f"{label}.stderr.txt", lost)
     argv = [binary, "driver"]
     if log_f is not None:
