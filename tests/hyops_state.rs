@@ -35,6 +35,19 @@ fn outputs(keys: &[&str]) -> Map<String, Value> {
     )
 }
 
+/// The running record of the second apply (`apply-…-00000002`, evidence in `<dir>/ev2`)
+/// with `input_contract` and no rerun or resolved inputs files.
+fn running_record(dir: &Path, input_contract: Value) -> RunningRecord {
+    RunningRecord {
+        run_id: "apply-20260102T000000Z-00000002".into(),
+        command: "apply".into(),
+        evidence_dir: dir.join("ev2"),
+        input_contract,
+        rerun_inputs_file: None,
+        resolved_inputs_file: None,
+    }
+}
+
 fn ok_record(r: &RuntimeRoot, run_id: &str, keys: &[&str]) -> OkRecord {
     OkRecord {
         run_id: run_id.into(),
@@ -126,12 +139,9 @@ fn running_then_ok_replaces_with_fresh_object() {
     ))
     .unwrap();
     st.persist_running(&RunningRecord {
-        run_id: "apply-20260102T000000Z-00000002".into(),
-        command: "apply".into(),
-        evidence_dir: d.path().join("ev2"),
-        input_contract: json!({"addressing_mode": "ipam"}),
         rerun_inputs_file: Some(d.path().join("r.yml")),
         resolved_inputs_file: Some(d.path().join("ev2/resolved.inputs.yml")),
+        ..running_record(d.path(), json!({"addressing_mode": "ipam"}))
     })
     .unwrap();
     let running = Value::Object(st.read().unwrap().unwrap());
@@ -170,15 +180,8 @@ fn running_then_error_keeps_previous_outputs_and_drops_active_command() {
         &["keep-01"],
     ))
     .unwrap();
-    st.persist_running(&RunningRecord {
-        run_id: "apply-20260102T000000Z-00000002".into(),
-        command: "apply".into(),
-        evidence_dir: d.path().join("ev2"),
-        input_contract: json!({}),
-        rerun_inputs_file: None,
-        resolved_inputs_file: None,
-    })
-    .unwrap();
+    st.persist_running(&running_record(d.path(), json!({})))
+        .unwrap();
     st.persist_error("apply", "clone of app-02 failed").unwrap();
     let err = Value::Object(st.read().unwrap().unwrap());
     assert_eq!(err["status"], "error");
@@ -220,14 +223,10 @@ fn running_over_a_foreign_state_writes_what_merging_its_values_would() {
     let st = ModuleState::new(&r, &mref(), None);
     std::fs::create_dir_all(st.path().parent().unwrap()).unwrap();
     std::fs::write(st.path(), FOREIGN_STATE).unwrap();
-    st.persist_running(&RunningRecord {
-        run_id: "apply-20260102T000000Z-00000002".into(),
-        command: "apply".into(),
-        evidence_dir: d.path().join("ev2"),
-        input_contract: json!({"addressing_mode": "static"}),
-        rerun_inputs_file: None,
-        resolved_inputs_file: None,
-    })
+    st.persist_running(&running_record(
+        d.path(),
+        json!({"addressing_mode": "static"}),
+    ))
     .unwrap();
     let text = std::fs::read_to_string(st.path()).unwrap();
     let written: Value = serde_json::from_str(&text).unwrap();
@@ -279,14 +278,7 @@ fn running_over_a_state_that_is_not_an_object_fails_and_leaves_it() {
         std::fs::create_dir_all(st.path().parent().unwrap()).unwrap();
         std::fs::write(st.path(), bad).unwrap();
         let err = st
-            .persist_running(&RunningRecord {
-                run_id: "apply-20260102T000000Z-00000002".into(),
-                command: "apply".into(),
-                evidence_dir: d.path().join("ev2"),
-                input_contract: json!({}),
-                rerun_inputs_file: None,
-                resolved_inputs_file: None,
-            })
+            .persist_running(&running_record(d.path(), json!({})))
             .unwrap_err();
         assert!(
             err.to_string().contains(&st.path().display().to_string()),
@@ -318,14 +310,7 @@ fn running_and_error_over_an_unrepresentable_number_fail_as_reading_the_state_fa
         std::fs::write(st.path(), &bad).unwrap();
         let want = st.read().unwrap_err().to_string();
         let running = st
-            .persist_running(&RunningRecord {
-                run_id: "apply-20260102T000000Z-00000002".into(),
-                command: "apply".into(),
-                evidence_dir: d.path().join("ev2"),
-                input_contract: json!({}),
-                rerun_inputs_file: None,
-                resolved_inputs_file: None,
-            })
+            .persist_running(&running_record(d.path(), json!({})))
             .map(|_| ())
             .unwrap_err();
         assert_eq!(running.to_string(), want, "{bad}");
